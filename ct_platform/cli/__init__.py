@@ -1,0 +1,45 @@
+"""`ct`: the command-line side of the platform.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`.
+Modules are imported only when their subcommand runs, so `ct --help` stays instant and
+`ct serve` never pays for importing dagster or mlflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module under ct_platform.cli, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("simulate", "replay the dataset in time order as batches into the landing folder"),
+    "serve": ("serve", "serve a model bundle (the champion's by default) over HTTP"),
+    "drift": ("drift", "compare two data files for drift with the spec's column definitions"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
+    parser = argparse.ArgumentParser(prog="ct", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(f"ct_platform.cli.{module_name}").add_arguments(sub)
+    return parser, chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, chosen = build_parser(argv)
+    args = parser.parse_args(argv)
+    if chosen is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f"ct_platform.cli.{SUBCOMMANDS[chosen][0]}")
+    return module.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
