@@ -1,0 +1,58 @@
+"""The scikit-learn Pipeline the spec describes: column preparation, then the estimator."""
+
+from __future__ import annotations
+
+import importlib
+
+from sklearn.base import BaseEstimator, is_classifier, is_regressor
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+from sklearn.utils import get_tags
+
+from ct_platform.settings import Spec
+
+
+def build_pipeline(spec: Spec) -> Pipeline:
+    """Unfitted pipeline: numeric columns, one-hot categoricals, then the spec's estimator.
+
+    Every step has an skl2onnx converter, which is what lets serving run the whole pipeline
+    as one ONNX graph. Sentinels (e.g. pdays=999) arrive as NaN. Estimators that handle NaN
+    themselves (HistGradientBoosting) get the numbers untouched, so "never contacted" stays
+    its own branch in the trees; any other estimator gets a median imputer first.
+    """
+    dataset = spec.dataset
+    estimator = make_estimator(spec)
+    numeric = "passthrough" if get_tags(estimator).input_tags.allow_nan else SimpleImputer()
+    preprocess = ColumnTransformer(
+        [
+            ("numeric", numeric, dataset.numeric_features),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                dataset.categorical_features,
+            ),
+        ],
+        verbose_feature_names_out=False,
+    )
+    return Pipeline([("preprocess", preprocess), ("estimator", estimator)])
+
+
+def make_estimator(spec: Spec) -> BaseEstimator:
+    """Instantiate `model.estimator` with `model.params`, checking it fits the task."""
+    module_name, _, class_name = spec.model.estimator.rpartition(".")
+    try:
+        estimator_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"model.estimator: cannot import '{spec.model.estimator}'") from None
+    try:
+        estimator = estimator_class(**spec.model.params)
+    except TypeError as exc:
+        raise ValueError(f"model.params: {exc}") from None
+    expected = is_classifier if spec.dataset.task == "classification" else is_regressor
+    if not expected(estimator):
+        raise ValueError(
+            f"model.estimator '{spec.model.estimator}' is not a {spec.dataset.task} estimator"
+        )
+    return estimator
