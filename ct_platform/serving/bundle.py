@@ -1,0 +1,251 @@
+"""The model bundle: a directory the server loads without mlflow, pandas or pickle.
+
+Layout (see docs/architecture.md): `bundle.json` (metadata + input schema), `model.onnx`
+(the whole pipeline as one graph; absent when conversion or parity failed) and
+`model.skops` (the sklearn fallback, always present). The fallback pipeline has its column
+selectors bound to positions, so it scores a plain 2-D object array: serving has no pandas.
+
+`model.skops` is loaded with an explicit trust list: the types recorded in `bundle.json`,
+each of which must come from scikit-learn or numpy. Anything else fails the load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+import skops.io as sio
+
+BUNDLE_FORMAT = 1
+META_FILE = "bundle.json"
+ONNX_FILE = "model.onnx"
+SKOPS_FILE = "model.skops"
+# Only types from these packages may ever be trusted when loading `model.skops`.
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.")
+
+Task = Literal["classification", "regression"]
+ColumnType = Literal["int", "float", "category"]
+
+
+class BundleError(ValueError):
+    """The bundle directory is missing, malformed, or asks to trust a forbidden type."""
+
+
+@dataclass(frozen=True)
+class ColumnSchema:
+    name: str
+    type: ColumnType
+    categories: list[str] | None = None
+    # Values meaning "unknown" (e.g. pdays=999): scored as missing, exactly like training.
+    sentinels: list[float | str] = field(default_factory=list)
+    nullable: bool = True
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type != "category"
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    enabled: bool
+    reason: str | None = None
+    input_names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParityInfo:
+    max_abs_diff: float
+    labels_identical: bool
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    name: str
+    version: str
+    fingerprint: str
+    task: Task
+    created_at: str
+    columns: list[ColumnSchema]
+    classes: list[Any] | None
+    onnx: OnnxInfo
+    parity: ParityInfo | None
+    skops_trusted_types: list[str]
+    format: int = BUNDLE_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> BundleMeta:
+        if raw.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"unsupported bundle format {raw.get('format')!r}")
+        try:
+            return cls(
+                **{
+                    **raw,
+                    "version": str(raw["version"]),
+                    "columns": [ColumnSchema(**column) for column in raw["columns"]],
+                    "onnx": OnnxInfo(**raw["onnx"]),
+                    "parity": ParityInfo(**raw["parity"]) if raw.get("parity") else None,
+                }
+            )
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"{META_FILE} is malformed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Model output for n rows: labels + class probabilities, or regression values."""
+
+    labels: np.ndarray | None
+    proba: np.ndarray | None
+    values: np.ndarray | None
+
+
+def check_trusted_types(types: list[str]) -> None:
+    forbidden = [name for name in types if not name.startswith(TRUSTED_TYPE_PREFIXES)]
+    if forbidden:
+        raise BundleError(f"model.skops needs types outside scikit-learn/numpy: {forbidden}")
+
+
+def write_bundle(
+    directory: str | Path,
+    *,
+    meta: BundleMeta,
+    pipeline_skops_bytes: bytes,
+    onnx_bytes: bytes | None,
+) -> Path:
+    """Write the bundle files; `bundle.json` goes last, so a bundle with it is complete."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    check_trusted_types(meta.skops_trusted_types)
+    if meta.onnx.enabled != (onnx_bytes is not None):
+        raise BundleError("onnx.enabled must be true exactly when onnx_bytes are given")
+    _write_atomic(directory / SKOPS_FILE, pipeline_skops_bytes)
+    if onnx_bytes is not None:
+        _write_atomic(directory / ONNX_FILE, onnx_bytes)
+    else:
+        (directory / ONNX_FILE).unlink(missing_ok=True)
+    _write_atomic(directory / META_FILE, meta.to_json().encode())
+    return directory
+
+
+def read_meta(directory: str | Path) -> BundleMeta:
+    path = Path(directory) / META_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"not a model bundle: {path} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from None
+    return BundleMeta.from_dict(raw)
+
+
+def load_bundle(directory: str | Path, *, use_onnx: bool = True) -> LoadedModel:
+    """Load a bundle for scoring: the ONNX graph when enabled (and wanted), else sklearn."""
+    directory = Path(directory).resolve()
+    meta = read_meta(directory)
+    if use_onnx and meta.onnx.enabled:
+        backend: OnnxBackend | SklearnBackend = OnnxBackend(directory / ONNX_FILE, meta)
+    else:
+        backend = SklearnBackend(directory / SKOPS_FILE, meta)
+    return LoadedModel(directory=directory, meta=meta, backend=backend)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    directory: Path
+    meta: BundleMeta
+    backend: OnnxBackend | SklearnBackend
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def predict(self, columns: list[np.ndarray]) -> Prediction:
+        """Score parsed columns (schema order): float64 with NaN, or object arrays of str."""
+        return self.backend.predict(columns)
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, path: Path, meta: BundleMeta) -> None:
+        options = ort.SessionOptions()
+        # One thread per session: single-row requests gain nothing from intra-op threading,
+        # and on a small box the server's workers already use every core.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BundleError(f"cannot load {path}: {exc}") from None
+        # Bind by position: skl2onnx may have renamed inputs (emp.var.rate -> emp_var_rate).
+        self._input_names = [graph_input.name for graph_input in self._session.get_inputs()]
+        if len(self._input_names) != len(meta.columns):
+            raise BundleError(
+                f"{path.name} has {len(self._input_names)} inputs, schema has {len(meta.columns)}"
+            )
+        self._numeric = [column.is_numeric for column in meta.columns]
+        self._classifier = meta.task == "classification"
+
+    def predict(self, columns: list[np.ndarray]) -> Prediction:
+        feeds = {
+            name: (values.astype(np.float32) if numeric else values).reshape(-1, 1)
+            for name, values, numeric in zip(self._input_names, columns, self._numeric, strict=True)
+        }
+        outputs = self._session.run(None, feeds)
+        if self._classifier:
+            return Prediction(labels=outputs[0].ravel(), proba=outputs[1], values=None)
+        return Prediction(labels=None, proba=None, values=outputs[0].ravel())
+
+
+class SklearnBackend:
+    name = "sklearn"
+
+    def __init__(self, path: Path, meta: BundleMeta) -> None:
+        check_trusted_types(meta.skops_trusted_types)
+        try:
+            needed = sio.get_untrusted_types(file=path)
+        except FileNotFoundError:
+            raise BundleError(f"not a model bundle: {path} is missing") from None
+        unlisted = sorted(set(needed) - set(meta.skops_trusted_types))
+        if unlisted:
+            raise BundleError(f"{path.name} holds types not listed in {META_FILE}: {unlisted}")
+        self._pipeline = sio.load(path, trusted=meta.skops_trusted_types)
+        self._width = len(meta.columns)
+        self._classifier = meta.task == "classification"
+        self._has_proba = hasattr(self._pipeline, "predict_proba")
+
+    def predict(self, columns: list[np.ndarray]) -> Prediction:
+        rows = np.empty((len(columns[0]), self._width), dtype=object)
+        for position, values in enumerate(columns):
+            rows[:, position] = values
+        predicted = self._pipeline.predict(rows)
+        if not self._classifier:
+            return Prediction(labels=None, proba=None, values=predicted)
+        proba = self._pipeline.predict_proba(rows) if self._has_proba else None
+        return Prediction(labels=predicted, proba=proba, values=None)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    # Write-then-rename: a server loading the bundle never sees half a file.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,134 @@
+"""Turn a fitted pipeline into a serving bundle: ONNX export, parity gate, skops fallback.
+
+`build_bundle` is what the deployment step calls after loading the champion from MLflow.
+When the pipeline cannot be converted, or the graph fails the parity gate, the bundle is
+written sklearn-only and `bundle.json` records why.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import skops.io as sio
+from sklearn.base import is_classifier
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+
+from ct_platform.serving.bundle import (
+    BundleMeta,
+    ColumnSchema,
+    OnnxInfo,
+    ParityInfo,
+    check_trusted_types,
+    write_bundle,
+)
+from ct_platform.settings import Spec
+from ct_platform.training.onnx_export import (
+    OnnxExportError,
+    check_parity,
+    onnx_input_names,
+    pipeline_to_onnx,
+)
+
+
+def build_bundle(
+    pipeline: Pipeline,
+    spec: Spec,
+    *,
+    name: str,
+    version: str | int,
+    fingerprint: str,
+    holdout: pd.DataFrame,
+    directory: Path | None = None,
+) -> Path:
+    """Write `<CT_HOME>/bundles/<name>-v<version>/` (or `directory`) and return its path."""
+    directory = directory or spec.paths.bundles / f"{name}-v{version}"
+    onnx_bytes, onnx_info, parity = _export_onnx(pipeline, spec, holdout)
+    skops_bytes = sio.dumps(positional_pipeline(pipeline, spec))
+    trusted_types = sio.get_untrusted_types(data=skops_bytes)
+    check_trusted_types(trusted_types)
+    meta = BundleMeta(
+        name=name,
+        version=str(version),
+        fingerprint=fingerprint,
+        task=spec.dataset.task,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        columns=schema_columns(spec),
+        classes=np.asarray(pipeline.classes_).tolist() if is_classifier(pipeline) else None,
+        onnx=onnx_info,
+        parity=parity,
+        skops_trusted_types=trusted_types,
+    )
+    return write_bundle(
+        directory, meta=meta, pipeline_skops_bytes=skops_bytes, onnx_bytes=onnx_bytes
+    )
+
+
+def schema_columns(spec: Spec) -> list[ColumnSchema]:
+    dataset = spec.dataset
+    return [
+        ColumnSchema(
+            name=name,
+            type=dataset.columns[name].type,
+            categories=dataset.columns[name].categories,
+            sentinels=list(dataset.columns[name].sentinels),
+            nullable=dataset.columns[name].nullable,
+        )
+        for name in dataset.feature_columns
+    ]
+
+
+def positional_pipeline(pipeline: Pipeline, spec: Spec) -> Pipeline:
+    """A copy of the fitted pipeline that scores a 2-D array in feature-column order.
+
+    The fitted ColumnTransformer selects columns by name, which only works on a DataFrame;
+    serving has no pandas. Rebinding each selector to positions (and forgetting the fitted
+    column names, which would only trigger a warning per call) leaves the maths unchanged.
+    """
+    positional = copy.deepcopy(pipeline)
+    positions = {name: index for index, name in enumerate(spec.dataset.feature_columns)}
+    for step in positional.named_steps.values():
+        if isinstance(step, ColumnTransformer):
+            step.transformers_ = [
+                (label, transformer, _positions(columns, positions))
+                for label, transformer, columns in step.transformers_
+            ]
+            for transformer in step.named_transformers_.values():
+                _forget_feature_names(transformer)
+        _forget_feature_names(step)
+    return positional
+
+
+def _positions(columns: object, positions: dict[str, int]) -> object:
+    if isinstance(columns, str):
+        return positions[columns]
+    if isinstance(columns, list | tuple | np.ndarray) and all(isinstance(c, str) for c in columns):
+        return [positions[column] for column in columns]
+    return columns  # already positional (or a boolean mask / slice from the remainder)
+
+
+def _forget_feature_names(estimator: object) -> None:
+    if "feature_names_in_" in getattr(estimator, "__dict__", {}):
+        del estimator.feature_names_in_
+
+
+def _export_onnx(
+    pipeline: Pipeline, spec: Spec, holdout: pd.DataFrame
+) -> tuple[bytes | None, OnnxInfo, ParityInfo | None]:
+    try:
+        onnx_bytes = pipeline_to_onnx(pipeline, spec)
+    except OnnxExportError as exc:
+        return None, OnnxInfo(enabled=False, reason=str(exc)), None
+    result = check_parity(pipeline, onnx_bytes, holdout, spec)
+    parity = ParityInfo(
+        max_abs_diff=result.max_abs_diff,
+        labels_identical=result.labels_identical,
+        tolerance=result.tolerance,
+    )
+    if not result.passed:
+        return None, OnnxInfo(enabled=False, reason=f"parity gate: {result.reason}"), parity
+    return onnx_bytes, OnnxInfo(enabled=True, input_names=onnx_input_names(onnx_bytes)), parity
