@@ -1,0 +1,351 @@
+"""The dataset contract: every rule the spec implies, checked on one raw batch.
+
+Each rule reports figures (counts, shares, what was seen) whether it passes or not, so a
+quarantine record or a Dagster check says *how* wrong a batch is, not just that it is.
+When every rule passes, the result carries the cleaned frame the rest of the platform uses
+(see docs/architecture.md, "Cleaned frames").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ct_platform.settings import ColumnSpec, DatasetSpec
+
+# Magnitudes beyond this are not measurements but overflow, unit mix-ups or filler values;
+# float32 (what ONNX serving computes in) has lost all integer precision long before.
+ABSURD_MAGNITUDE = 1e15
+# How many distinct offending values a rule's figures quote.
+MAX_EXAMPLES = 5
+
+Figures = dict[str, float | int | str]
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: str
+    column: str | None
+    passed: bool
+    message: str
+    figures: Figures = field(default_factory=dict)
+
+
+@dataclass
+class ContractResult:
+    rules: list[RuleResult]
+    n_rows: int
+    clean: pd.DataFrame | None  # None when any rule failed
+
+    @property
+    def passed(self) -> bool:
+        return all(rule.passed for rule in self.rules)
+
+    @property
+    def failed(self) -> list[RuleResult]:
+        return [rule for rule in self.rules if not rule.passed]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "passed": self.passed,
+            "n_rows": self.n_rows,
+            "rules": [asdict(rule) for rule in self.rules],
+        }
+
+
+def check_contract(frame: pd.DataFrame, dataset: DatasetSpec) -> ContractResult:
+    """Check a raw batch (strings from CSV, or typed Parquet) against the dataset spec."""
+    rules = [_check_min_rows(frame, dataset), _check_columns(frame, dataset)]
+    rules.append(_check_duplicates(frame, dataset))
+    parsed: dict[str, pd.Series] = {}
+    for name, column in dataset.columns.items():
+        if name not in frame.columns:
+            continue  # already reported by the columns rule
+        rules.append(_check_completeness(frame[name], name, column.nullable, dataset))
+        if column.is_numeric:
+            values, invalid = _parse_numeric(frame[name], column)
+            parsed[name] = values
+            rules.append(_check_type(frame[name], name, column, invalid))
+            rules.append(_check_finite(name, values))
+            if column.min is not None or column.max is not None:
+                rules.append(_check_range(name, column, values))
+        else:
+            rules.append(_check_categories(frame[name], name, column))
+    if dataset.target in frame.columns:
+        rules.append(_check_completeness(frame[dataset.target], dataset.target, True, dataset))
+        rules.append(_check_target(frame[dataset.target], dataset))
+    result = ContractResult(rules=rules, n_rows=len(frame), clean=None)
+    if result.passed:
+        result.clean = _clean_frame(frame, parsed, dataset)
+    return result
+
+
+# --- table-level rules -------------------------------------------------------------------
+
+
+def _check_min_rows(frame: pd.DataFrame, dataset: DatasetSpec) -> RuleResult:
+    n_rows = len(frame)
+    passed = n_rows >= dataset.min_rows
+    return RuleResult(
+        "min_rows",
+        None,
+        passed,
+        f"{n_rows} rows" + ("" if passed else f", fewer than the minimum {dataset.min_rows}"),
+        {"n_rows": n_rows, "min_rows": dataset.min_rows},
+    )
+
+
+def _check_columns(frame: pd.DataFrame, dataset: DatasetSpec) -> RuleResult:
+    required = [*dataset.columns, dataset.target]
+    allowed = {*required, *dataset.drop_columns}
+    present = [str(c) for c in frame.columns]
+    missing = [c for c in required if c not in present]
+    unexpected = [c for c in present if c not in allowed]
+    duplicated = sorted({c for c in present if present.count(c) > 1})
+    problems = []
+    if missing:
+        problems.append(f"missing {missing}")
+    if unexpected:
+        problems.append(f"unexpected {unexpected}")
+    if duplicated:
+        problems.append(f"duplicated names {duplicated}")
+    return RuleResult(
+        "columns",
+        None,
+        not problems,
+        "; ".join(problems) if problems else f"all {len(required)} expected columns present",
+        {
+            "n_missing": len(missing),
+            "missing": ", ".join(missing),
+            "n_unexpected": len(unexpected),
+            "unexpected": ", ".join(unexpected),
+            "duplicated": ", ".join(duplicated),
+        },
+    )
+
+
+def _check_duplicates(frame: pd.DataFrame, dataset: DatasetSpec) -> RuleResult:
+    n_duplicates = int(frame.duplicated().sum()) if len(frame) else 0
+    rate = n_duplicates / len(frame) if len(frame) else 0.0
+    passed = rate <= dataset.duplicate_rate_max
+    return RuleResult(
+        "duplicates",
+        None,
+        passed,
+        f"{n_duplicates} duplicate rows ({rate:.2%}; maximum {dataset.duplicate_rate_max:.2%})",
+        {"n_duplicates": n_duplicates, "rate": rate, "max_rate": dataset.duplicate_rate_max},
+    )
+
+
+# --- column rules ------------------------------------------------------------------------
+
+
+def _check_completeness(
+    series: pd.Series, name: str, nullable: bool, dataset: DatasetSpec
+) -> RuleResult:
+    # A sentinel (pdays=999) is a recorded answer, so it counts as present here.
+    n_missing = int(series.isna().sum())
+    share = 1.0 - n_missing / len(series) if len(series) else 1.0
+    if not nullable and n_missing:
+        passed, limit = False, "the column is not nullable"
+    else:
+        passed = share >= dataset.completeness_min
+        limit = f"minimum {dataset.completeness_min:.1%}"
+    return RuleResult(
+        "completeness",
+        name,
+        passed,
+        f"{share:.1%} non-missing, {n_missing} missing ({limit})",
+        {"non_missing_share": share, "n_missing": n_missing, "min": dataset.completeness_min},
+    )
+
+
+def _parse_numeric(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series]:
+    """Values as float64 (unparseable -> NaN) and a mask of present-but-invalid values."""
+    text_sentinels = [s for s in column.sentinels if isinstance(s, str)]
+    is_text_sentinel = series.astype(object).isin(text_sentinels)
+    if pd.api.types.is_bool_dtype(series):
+        values = pd.Series(np.nan, index=series.index)  # True/False is not a number here
+    else:
+        values = pd.to_numeric(series, errors="coerce").astype("float64")
+    invalid = series.notna() & values.isna() & ~is_text_sentinel
+    if column.type == "int":
+        finite = np.isfinite(values)
+        invalid |= finite & (values % 1 != 0)
+    return values.where(~is_text_sentinel), invalid
+
+
+def _check_type(raw: pd.Series, name: str, column: ColumnSpec, invalid: pd.Series) -> RuleResult:
+    n_invalid = int(invalid.sum())
+    share = n_invalid / len(raw) if len(raw) else 0.0
+    kind = "an integer" if column.type == "int" else "a number"
+    examples = ", ".join(repr(v) for v in raw[invalid].astype(str).unique()[:MAX_EXAMPLES])
+    return RuleResult(
+        "type",
+        name,
+        n_invalid == 0,
+        f"{n_invalid} values ({share:.2%}) are not {kind}: {examples}"
+        if n_invalid
+        else f"all values are {kind}",
+        {
+            "n_invalid": n_invalid,
+            "invalid_share": share,
+            "declared": column.type,
+            "examples": examples,
+        },
+    )
+
+
+def _check_finite(name: str, values: pd.Series) -> RuleResult:
+    n_infinite = int(np.isinf(values).sum())
+    n_absurd = int((np.isfinite(values) & (values.abs() > ABSURD_MAGNITUDE)).sum())
+    passed = n_infinite == 0 and n_absurd == 0
+    return RuleResult(
+        "finite",
+        name,
+        passed,
+        "all values finite and plausible"
+        if passed
+        else f"{n_infinite} infinite values, {n_absurd} beyond ±{ABSURD_MAGNITUDE:g}",
+        {"n_infinite": n_infinite, "n_absurd": n_absurd, "max_abs": _max_abs(values)},
+    )
+
+
+def _check_range(name: str, column: ColumnSpec, values: pd.Series) -> RuleResult:
+    sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
+    checked = values[values.notna() & ~values.isin(sentinels)]
+    low = -np.inf if column.min is None else column.min
+    high = np.inf if column.max is None else column.max
+    n_out = int(((checked < low) | (checked > high)).sum())
+    seen_min = float(checked.min()) if len(checked) else float("nan")
+    seen_max = float(checked.max()) if len(checked) else float("nan")
+    bounds = f"[{column.min}, {column.max}]"
+    return RuleResult(
+        "range",
+        name,
+        n_out == 0,
+        f"{n_out} values outside {bounds}; seen [{seen_min:g}, {seen_max:g}]",
+        {
+            "n_out_of_range": n_out,
+            "min_seen": _json_float(seen_min),
+            "max_seen": _json_float(seen_max),
+            "min": _json_float(column.min),
+            "max": _json_float(column.max),
+        },
+    )
+
+
+def _check_categories(series: pd.Series, name: str, column: ColumnSpec) -> RuleResult:
+    present = series.dropna().astype(str)
+    if column.categories is None:
+        return RuleResult(
+            "categories",
+            name,
+            True,
+            "no category list declared",
+            {"n_distinct": int(present.nunique())},
+        )
+    unknown = present[~present.isin(column.categories)]
+    counts = unknown.value_counts()
+    listed = ", ".join(f"{value!r} ({count})" for value, count in counts.head(MAX_EXAMPLES).items())
+    return RuleResult(
+        "categories",
+        name,
+        counts.empty,
+        f"{len(unknown)} values outside the declared categories: {listed}"
+        if len(unknown)
+        else "all values are declared categories",
+        {"n_unknown": len(unknown), "n_distinct_unknown": len(counts), "unknown": listed},
+    )
+
+
+def _check_target(series: pd.Series, dataset: DatasetSpec) -> RuleResult:
+    name = dataset.target
+    present = series.dropna()
+    if present.empty:
+        return RuleResult(
+            "target", name, False, f"target '{name}' is missing in every row", {"n_present": 0}
+        )
+    if dataset.task == "regression":
+        values = pd.to_numeric(present, errors="coerce")
+        bad = present[values.isna() | np.isinf(values)]
+        expected = "finite numbers"
+    else:
+        bad = present[~_label_mask(present, dataset.target_labels)]
+        expected = f"labels {dataset.target_labels}" if dataset.target_labels else "labels"
+    listed = ", ".join(repr(v) for v in bad.astype(str).unique()[:MAX_EXAMPLES])
+    return RuleResult(
+        "target",
+        name,
+        bad.empty,
+        f"{len(bad)} target values are not {expected}: {listed}"
+        if len(bad)
+        else f"{len(present)} target values, all {expected}",
+        {
+            "n_present": len(present),
+            "n_invalid": len(bad),
+            "invalid": listed,
+            "n_classes": int(present.astype(str).nunique()),
+        },
+    )
+
+
+def _label_mask(values: pd.Series, labels: list[int | str] | None) -> pd.Series:
+    """Which values are allowed labels; numeric labels compare as numbers ("1.0" is 1)."""
+    if labels is None:
+        return pd.Series(True, index=values.index)
+    if all(isinstance(label, int) for label in labels):
+        return pd.to_numeric(values, errors="coerce").isin(labels)
+    return values.astype(str).isin([str(label) for label in labels])
+
+
+# --- the cleaned frame -------------------------------------------------------------------
+
+
+def _clean_frame(
+    frame: pd.DataFrame, parsed: dict[str, pd.Series], dataset: DatasetSpec
+) -> pd.DataFrame:
+    """Spec columns in spec order plus the target; rows without a target are dropped."""
+    clean = pd.DataFrame(index=frame.index)
+    for name, column in dataset.columns.items():
+        if column.is_numeric:
+            sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
+            clean[name] = parsed[name].mask(parsed[name].isin(sentinels))
+        else:
+            clean[name] = _as_python_strings(frame[name])
+    target = frame[dataset.target]
+    clean = clean[target.notna()]
+    clean[dataset.target] = _clean_target(target.dropna(), dataset)
+    return clean.reset_index(drop=True)
+
+
+def _as_python_strings(series: pd.Series) -> pd.Series:
+    # object dtype holding builtin str (not pandas' string dtype): what skl2onnx and the
+    # pipeline's OneHotEncoder expect. Missing stays NaN.
+    return series.map(str, na_action="ignore").astype(object)
+
+
+def _clean_target(target: pd.Series, dataset: DatasetSpec) -> pd.Series:
+    if dataset.task == "regression":
+        return pd.to_numeric(target).astype("float64")
+    labels = dataset.target_labels
+    if labels and all(isinstance(label, int) for label in labels):
+        return pd.to_numeric(target).astype("int64")
+    return _as_python_strings(target)
+
+
+# --- figures helpers ---------------------------------------------------------------------
+
+
+def _max_abs(values: pd.Series) -> float | str:
+    finite = values[np.isfinite(values)]
+    return float(finite.abs().max()) if len(finite) else "n/a"
+
+
+def _json_float(value: float | None) -> float | str:
+    # NaN is not JSON; "n/a" keeps figures serialisable and readable.
+    if value is None or np.isnan(value):
+        return "n/a"
+    return float(value)

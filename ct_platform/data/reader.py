@@ -1,0 +1,118 @@
+"""Read one batch file into a DataFrame, or say precisely why it cannot be read.
+
+CSV values are read as strings: guessing types here would hide the very problems the
+contract exists to report (a stray "abc" in an int column would silently make it text).
+Only an empty field counts as missing, so "NA" or "null" in a category column stays a value.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from ct_platform.data.landing import PARQUET_MAGIC, batch_suffix
+from ct_platform.settings import DatasetSpec
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class BatchReadError(ValueError):
+    """A batch file cannot be read as a table. The message names the file and the problem."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path.name}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def read_batch(path: Path, dataset: DatasetSpec) -> pd.DataFrame:
+    """Read a `.csv`, `.csv.gz` or `.parquet` batch; raise `BatchReadError` if it is unreadable."""
+    path = Path(path)
+    suffix = batch_suffix(path.name)
+    if suffix is None:
+        raise BatchReadError(path, "unsupported file type (expected .csv, .csv.gz or .parquet)")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BatchReadError(path, f"cannot open file: {exc.strerror or exc}") from None
+    if not raw:
+        raise BatchReadError(path, "empty file (0 bytes)")
+    if suffix == ".parquet":
+        frame = _read_parquet(path, raw)
+    else:
+        text = _decode(path, _gunzip(path, raw) if suffix == ".csv.gz" else raw)
+        frame = _read_csv(path, text, dataset.separator)
+    _check_header(path, frame, dataset)
+    return frame
+
+
+def _gunzip(path: Path, raw: bytes) -> bytes:
+    if not raw.startswith(GZIP_MAGIC):
+        raise BatchReadError(
+            path, "not gzip data (the name ends in .gz but the magic bytes differ)"
+        )
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BatchReadError(path, f"corrupt or truncated gzip data: {exc}") from None
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BatchReadError(
+            path, f"not UTF-8 text (undecodable byte at offset {exc.start}): binary or corrupt"
+        ) from None
+    if "\0" in text:
+        raise BatchReadError(path, "contains NUL bytes: binary data, not CSV text")
+    if not text.strip():
+        raise BatchReadError(path, "empty file (only whitespace)")
+    return text
+
+
+def _read_csv(path: Path, text: str, separator: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(
+            io.StringIO(text),
+            sep=separator,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            engine="c",
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BatchReadError(path, f"not parseable as CSV: {message}") from None
+
+
+def _read_parquet(path: Path, raw: bytes) -> pd.DataFrame:
+    if not (raw.startswith(PARQUET_MAGIC) and raw.endswith(PARQUET_MAGIC)):
+        raise BatchReadError(path, "not a Parquet file (PAR1 marker missing at start or end)")
+    try:
+        return pd.read_parquet(io.BytesIO(raw))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise BatchReadError(path, f"corrupt Parquet file: {exc}") from None
+
+
+def _check_header(path: Path, frame: pd.DataFrame, dataset: DatasetSpec) -> None:
+    """A first line sharing no name with the spec is data or garbage, not a header.
+
+    Partly wrong headers are the contract's business (it lists missing/unexpected columns);
+    this only catches files where column names cannot be matched at all.
+    """
+    expected = {*dataset.columns, dataset.target, *dataset.drop_columns}
+    found = {str(column).strip() for column in frame.columns}
+    if found & expected:
+        return
+    first = ", ".join(repr(str(c)) for c in list(frame.columns)[:5])
+    raise BatchReadError(
+        path,
+        f"no header: the first line ({first}, ...) names none of the spec's columns "
+        f"(is the separator {dataset.separator!r}?)",
+    )
