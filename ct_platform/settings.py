@@ -251,6 +251,16 @@ class Paths:
         return self._dir("quarantine")
 
     @cached_property
+    def validated(self) -> Path:
+        """Batches that passed the contract, as typed Parquet (one file per batch)."""
+        return self._dir("validated")
+
+    @cached_property
+    def datasets(self) -> Path:
+        """Training sets (train + holdout Parquet) keyed by their data fingerprint."""
+        return self._dir("datasets")
+
+    @cached_property
     def reports(self) -> Path:
         return self._dir("reports")
 
