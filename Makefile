@@ -1,0 +1,43 @@
+# ct-platform: `make demo` to run it, `make test` to test it.
+SHELL := /bin/bash
+CT_HOME ?= $(CURDIR)/.ct
+DAGSTER_HOME ?= $(CT_HOME)/dagster
+export CT_HOME DAGSTER_HOME
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint format validate benchmark clean
+
+$(UV):
+	python3 -m pip install --user --quiet uv
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	bash deploy/demo.sh
+
+test: install
+	$(UV) run --frozen ruff check ct_platform ct_platform_tests benchmarks
+	$(UV) run --frozen dagster definitions validate -m ct_platform.definitions
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: install
+	$(UV) run --frozen ruff check ct_platform ct_platform_tests benchmarks
+	$(UV) run --frozen ruff format --check ct_platform ct_platform_tests benchmarks
+
+format: install
+	$(UV) run --frozen ruff format ct_platform ct_platform_tests benchmarks
+	$(UV) run --frozen ruff check --fix ct_platform ct_platform_tests benchmarks
+
+benchmark: install
+	$(UV) run --frozen python benchmarks/training/compare.py
+	$(UV) run --frozen python benchmarks/serving/run.py
+	$(UV) run --frozen python benchmarks/drift/bench_drift.py
+
+clean:
+	rm -rf $(CT_HOME)
