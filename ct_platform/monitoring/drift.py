@@ -1,0 +1,349 @@
+"""Fast data-drift check: Evidently's default per-column verdicts, on sketches and samples.
+
+One code path serves the `production_drift` asset and `ct drift`.
+
+Which method, which threshold (read from the installed Evidently 0.7,
+`legacy/calculations/stattests/registry.py::_get_default_stattest` and the stattest modules):
+missing and infinite values are dropped first, then, with `n_ref` the reference's remaining
+rows and `n_values` the distinct values of reference and current together,
+
+| reference size | numeric column                                   | categorical column    |
+|----------------|--------------------------------------------------|-----------------------|
+| n_ref <= 1000  | n_values <= 2: z-test; <= 5: chi-square; else KS | n_values <= 2: z;     |
+|                |                                                  | else chi-square       |
+| n_ref > 1000   | n_values <= 5: Jensen-Shannon; else Wasserstein  | Jensen-Shannon        |
+
+The p-value tests (KS, chi-square, z) flag drift when p < 0.05 (KS: p <= 0.05). The distance
+methods flag drift when the distance >= 0.1: Wasserstein distance divided by the reference's
+standard deviation (floored at 0.001), and the Jensen-Shannon distance (natural log) between
+the value frequencies. A dataset drifts when the share of drifted columns >= the spec's
+`monitoring.drift_share_threshold`, as in Evidently's `DriftedColumnsCount`.
+
+Why distances, and why a sample is enough: with a million rows every p-value test flags
+drift for differences nobody cares about (the test's power grows with sqrt(n)), which is why
+Evidently itself switches to effect sizes above 1,000 reference rows, and why this module never
+uses a p-value on large data. A distance estimated from a sample of n rows has a standard error
+of order 1/sqrt(n) in its own units (normalised Wasserstein of an n-sample against its
+population is about 0.8/sqrt(n) for light-tailed data; the Jensen-Shannon distance between two
+samples of the same k-category distribution is about sqrt(k / 8n)). With n = 200,000 both are
+~0.002-0.003, thirty times smaller than the 0.1 threshold, so only columns whose full-data score
+lies within a few thousandths of 0.1 can get a different verdict from full-data Evidently.
+Reading 200k rows per numeric column keeps the check well under a second per million rows;
+categorical frequencies are counted on the whole column, which costs no more than sampling.
+
+Sketches: the reference never needs reloading. `ReferenceProfile` keeps, per column, the row
+count and standard deviation (exact), 2,000 quantiles at evenly spaced probabilities (the
+reference as 2,000 equal-mass atoms: Wasserstein against those atoms differs from the exact
+one by far less than the sampling error), exact value counts for categorical columns and for
+numeric columns with at most 5 distinct values, and the raw values of small (<= 1000-row)
+references, which the p-value tests need. It saves as JSON next to the model.
+
+The p-value tests (small references only) use the whole current column, as Evidently does:
+sampling would change their power and so their verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.spatial import distance
+
+from ct_platform.monitoring.frames import MissingColumnsError
+from ct_platform.monitoring.results import ColumnDrift, DriftResult, summarise
+from ct_platform.settings import DatasetSpec
+
+SAMPLE_ROWS = 200_000
+QUANTILE_ATOMS = 2_000
+# Evidently's switch from p-value tests to distances, and its "few distinct values" cut-off.
+SMALL_REFERENCE_ROWS = 1_000
+FEW_VALUES = 5
+P_VALUE_THRESHOLD = 0.05
+DISTANCE_THRESHOLD = 0.1
+# Evidently floors the Wasserstein normaliser so a constant reference column cannot divide by 0.
+MIN_NORM = 0.001
+PROFILE_FORMAT = 1
+
+ColumnKind = Literal["numeric", "category"]
+Value = float | str
+
+
+@dataclass(frozen=True)
+class ColumnSketch:
+    """What the drift check needs to know about one reference column (missing values dropped)."""
+
+    kind: ColumnKind
+    n: int
+    # value -> count: categorical columns always; numeric ones with at most FEW_VALUES values.
+    counts: dict[Value, int] | None = None
+    std: float | None = None
+    # Numeric, n > SMALL_REFERENCE_ROWS: the reference as QUANTILE_ATOMS equal-mass atoms.
+    quantiles: np.ndarray | None = None
+    # Numeric, n <= SMALL_REFERENCE_ROWS: the raw values, for the KS test.
+    values: np.ndarray | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "n": self.n,
+            "counts": None if self.counts is None else [[v, c] for v, c in self.counts.items()],
+            "std": self.std,
+            "quantiles": None if self.quantiles is None else self.quantiles.tolist(),
+            "values": None if self.values is None else self.values.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict) -> ColumnSketch:
+        def array(key: str) -> np.ndarray | None:
+            return None if raw[key] is None else np.asarray(raw[key], dtype="float64")
+
+        counts = None if raw["counts"] is None else {v: int(c) for v, c in raw["counts"]}
+        return cls(
+            kind=raw["kind"],
+            n=int(raw["n"]),
+            counts=counts,
+            std=raw["std"],
+            quantiles=array("quantiles"),
+            values=array("values"),
+        )
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """Per-column sketches of the reference (training) data, saveable as JSON."""
+
+    columns: dict[str, ColumnSketch]
+
+    @classmethod
+    def from_frame(
+        cls, frame: pd.DataFrame, dataset: DatasetSpec, *, sample_rows: int = SAMPLE_ROWS
+    ) -> ReferenceProfile:
+        _require_features(frame, dataset, "reference")
+        rows = _sample_index(len(frame), sample_rows)
+        sketches = {
+            name: _numeric_sketch(frame[name], rows)
+            if dataset.columns[name].is_numeric
+            else _category_sketch(frame[name])
+            for name in dataset.feature_columns
+        }
+        return cls(sketches)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": PROFILE_FORMAT,
+            "columns": {name: sketch.to_json() for name, sketch in self.columns.items()},
+        }
+        path.write_text(json.dumps(payload))
+
+    @classmethod
+    def load(cls, path: Path) -> ReferenceProfile:
+        raw = json.loads(Path(path).read_text())
+        if raw.get("format") != PROFILE_FORMAT:
+            raise ValueError(f"{path}: unsupported reference profile format {raw.get('format')}")
+        return cls({name: ColumnSketch.from_json(s) for name, s in raw["columns"].items()})
+
+
+def detect_drift(
+    reference: ReferenceProfile | pd.DataFrame,
+    current: pd.DataFrame,
+    dataset: DatasetSpec,
+    *,
+    drift_share_threshold: float,
+    sample_rows: int = SAMPLE_ROWS,
+) -> DriftResult:
+    """Per-column and dataset drift verdicts of `current` against the reference.
+
+    `current` is typed like a cleaned frame (see `monitoring.frames.typed_features`). Columns
+    with no values on either side have no distribution to compare and are left out, as in
+    `evidently_reports.data_drift_report`.
+    """
+    if isinstance(reference, pd.DataFrame):
+        reference = ReferenceProfile.from_frame(reference, dataset, sample_rows=sample_rows)
+    _require_features(current, dataset, "current")
+    absent = [c for c in dataset.feature_columns if c not in reference.columns]
+    if absent:
+        raise MissingColumnsError(absent, "reference profile")
+    rows = _sample_index(len(current), sample_rows)
+    verdicts: dict[str, ColumnDrift] = {}
+    for name in dataset.feature_columns:
+        sketch = reference.columns[name]
+        verdict = (
+            _numeric_drift(sketch, current[name], rows)
+            if sketch.kind == "numeric"
+            else _category_drift(sketch, current[name])
+        )
+        if verdict is not None:
+            verdicts[name] = verdict
+    return summarise(verdicts, drift_share_threshold)
+
+
+def evidently_method(kind: ColumnKind, n_reference: int, n_values: int) -> str:
+    """The method Evidently's `DataDriftPreset` picks by default (see the module docstring)."""
+    if n_reference <= SMALL_REFERENCE_ROWS:
+        if kind == "numeric" and n_values > FEW_VALUES:
+            return "ks"
+        return "chisquare" if n_values > 2 else "z"
+    if kind == "numeric" and n_values > FEW_VALUES:
+        return "wasserstein"
+    return "jensenshannon"
+
+
+# --- reference sketches ------------------------------------------------------------------
+
+
+def _numeric_sketch(column: pd.Series, rows: np.ndarray | None) -> ColumnSketch:
+    values, sample = _finite_and_sample(column, rows)
+    n = len(values)
+    if n <= SMALL_REFERENCE_ROWS:
+        return ColumnSketch("numeric", n, _few_value_counts(values), values=np.sort(values))
+    probabilities = (np.arange(QUANTILE_ATOMS) + 0.5) / QUANTILE_ATOMS
+    quantiles = np.quantile(sample, probabilities, method="inverted_cdf")
+    # More than FEW_VALUES distinct atoms proves more distinct values: skip the exact count.
+    counts = _few_value_counts(values) if len(np.unique(quantiles)) <= FEW_VALUES else None
+    return ColumnSketch("numeric", n, counts, std=float(np.std(values)), quantiles=quantiles)
+
+
+def _category_sketch(column: pd.Series) -> ColumnSketch:
+    counts = _value_counts(column)
+    return ColumnSketch("category", sum(counts.values()), counts)
+
+
+def _few_value_counts(values: np.ndarray) -> dict[Value, int] | None:
+    counts = pd.Series(values).value_counts()
+    if len(counts) > FEW_VALUES:
+        return None
+    return {float(value): int(count) for value, count in counts.items()}
+
+
+# --- per-column checks -------------------------------------------------------------------
+
+
+def _numeric_drift(
+    sketch: ColumnSketch, column: pd.Series, rows: np.ndarray | None
+) -> ColumnDrift | None:
+    current, sample = _finite_and_sample(column, rows)
+    if sketch.n == 0 or len(current) == 0:
+        return None
+    reference_values = sketch.values if sketch.values is not None else sketch.quantiles
+    method = evidently_method("numeric", sketch.n, _numeric_n_values(sketch, current))
+    if method == "ks":
+        p_value = float(stats.ks_2samp(reference_values, current).pvalue)
+        return ColumnDrift(method, p_value, P_VALUE_THRESHOLD, p_value <= P_VALUE_THRESHOLD)
+    if method in ("chisquare", "z"):
+        counts = _value_counts(pd.Series(sketch.values))
+        return _p_value_verdict(method, counts, _value_counts(pd.Series(current)))
+    if method == "jensenshannon":
+        return _distance_verdict(method, _js_distance(sketch.counts, _value_counts(sample)))
+    norm = max(sketch.std, MIN_NORM)
+    return _distance_verdict(method, stats.wasserstein_distance(reference_values, sample) / norm)
+
+
+def _numeric_n_values(sketch: ColumnSketch, current: np.ndarray) -> int:
+    if sketch.counts is None and sketch.values is None:
+        return FEW_VALUES + 1  # the reference alone has more than FEW_VALUES values
+    reference = sketch.values if sketch.values is not None else np.fromiter(sketch.counts, float)
+    return len(np.union1d(pd.unique(reference), pd.unique(current)))
+
+
+def _category_drift(sketch: ColumnSketch, current: pd.Series) -> ColumnDrift | None:
+    # Frequencies over the whole column: counting a few-valued column is as cheap as sampling.
+    counts = _value_counts(current)
+    if sketch.n == 0 or not counts:
+        return None
+    n_values = len(sketch.counts.keys() | counts.keys())
+    method = evidently_method("category", sketch.n, n_values)
+    if method == "jensenshannon":
+        return _distance_verdict(method, _js_distance(sketch.counts, counts))
+    return _p_value_verdict(method, sketch.counts, counts)
+
+
+def _distance_verdict(method: str, score: float) -> ColumnDrift:
+    score = float(score)
+    return ColumnDrift(method, score, DISTANCE_THRESHOLD, score >= DISTANCE_THRESHOLD)
+
+
+def _p_value_verdict(
+    method: str, reference: dict[Value, int], current: dict[Value, int]
+) -> ColumnDrift:
+    test = _chi_square_p_value if method == "chisquare" else _z_test_p_value
+    p_value = test(reference, current)
+    return ColumnDrift(method, p_value, P_VALUE_THRESHOLD, p_value < P_VALUE_THRESHOLD)
+
+
+def _aligned(
+    reference: dict[Value, int], current: dict[Value, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    keys = list(reference.keys() | current.keys())
+    return (
+        np.array([reference.get(k, 0) for k in keys], dtype="float64"),
+        np.array([current.get(k, 0) for k in keys], dtype="float64"),
+    )
+
+
+def _js_distance(reference: dict[Value, int], current: dict[Value, int]) -> float:
+    reference_counts, current_counts = _aligned(reference, current)
+    # scipy normalises both to probabilities; natural log, as Evidently calls it.
+    return float(distance.jensenshannon(reference_counts, current_counts))
+
+
+def _chi_square_p_value(reference: dict[Value, int], current: dict[Value, int]) -> float:
+    reference_counts, observed = _aligned(reference, current)
+    expected = reference_counts * observed.sum() / reference_counts.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(stats.chisquare(observed, expected).pvalue)
+
+
+def _z_test_p_value(reference: dict[Value, int], current: dict[Value, int]) -> float:
+    """Two-proportion z-test on "not the first value" (values sorted), as Evidently does."""
+    keys = sorted(reference.keys() | current.keys())
+    if len(keys) == 1:
+        return 1.0
+    n1, n2 = sum(reference.values()), sum(current.values())
+    p1 = 1 - reference.get(keys[0], 0) / n1
+    p2 = 1 - current.get(keys[0], 0) / n2
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return float(2 * (1 - stats.norm.cdf(abs(z))))
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _require_features(frame: pd.DataFrame, dataset: DatasetSpec, where: str) -> None:
+    missing = [name for name in dataset.feature_columns if name not in frame.columns]
+    if missing:
+        raise MissingColumnsError(missing, where)
+
+
+def _finite_and_sample(column: pd.Series, rows: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """All finite values (counts, std, p-value tests) and those of the sampled rows."""
+    values = column.to_numpy(dtype="float64", na_value=np.nan)
+    finite = values[np.isfinite(values)]
+    if rows is None:
+        return finite, finite
+    sample = values[rows]
+    return finite, sample[np.isfinite(sample)]
+
+
+def _value_counts(values: pd.Series | np.ndarray) -> dict[Value, int]:
+    counts = pd.Series(values).value_counts(dropna=True)
+    return {_plain(value): int(count) for value, count in counts.items()}
+
+
+def _plain(value: object) -> Value:
+    # numpy scalars -> Python numbers, so keys match those read back from JSON.
+    return value if isinstance(value, str) else float(value)
+
+
+def _sample_index(n_rows: int, sample_rows: int) -> np.ndarray | None:
+    """Sorted row positions of a fixed-seed uniform sample, or None when all rows fit."""
+    if n_rows <= sample_rows:
+        return None
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(n_rows, size=sample_rows, replace=False))

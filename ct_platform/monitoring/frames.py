@@ -1,0 +1,40 @@
+"""Type feature columns the way a cleaned frame has them, for data that skips the contract.
+
+Drift inputs (files given to `ct drift`, the serving prediction log) are compared, not
+admitted: a bad value must not reject the whole file, it is simply missing. So this coerces
+rather than checks: numeric columns become float64 with sentinels and unparseable values as
+NaN, categorical columns Python `str` in object dtype (missing stays NaN) — the same shape
+`data.contract` gives training data, so reference and current agree value for value.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ct_platform.settings import ColumnSpec, DatasetSpec
+
+
+class MissingColumnsError(ValueError):
+    """The data lacks columns the spec declares as features."""
+
+    def __init__(self, missing: list[str], where: str) -> None:
+        super().__init__(f"{where}: missing column(s) {', '.join(missing)}")
+        self.missing = missing
+
+
+def typed_features(frame: pd.DataFrame, dataset: DatasetSpec, *, where: str) -> pd.DataFrame:
+    """The spec's feature columns, in spec order, typed like a cleaned frame."""
+    missing = [name for name in dataset.feature_columns if name not in frame.columns]
+    if missing:
+        raise MissingColumnsError(missing, where)
+    return pd.DataFrame(
+        {name: typed_column(frame[name], dataset.columns[name]) for name in dataset.feature_columns}
+    )
+
+
+def typed_column(values: pd.Series, column: ColumnSpec) -> pd.Series:
+    if not column.is_numeric:
+        return values.map(str, na_action="ignore").astype(object)
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
+    return numbers.mask(numbers.isin(sentinels)) if sentinels else numbers
