@@ -1,0 +1,330 @@
+"""A thin layer over the MLflow client: runs, registered versions, aliases, fingerprints.
+
+One training run = one MLflow run = one registered version of `model.name`. A version is
+found again by its training-set fingerprint (tag `fingerprint`), so re-materialising the
+same data does not register a duplicate. Aliases carry the lifecycle: `challenger` is the
+newest candidate, `champion` the one serving.
+
+Models are stored with skops and loaded back with the explicit allowlist from
+`skops_types`, never with pickle and never trusting the type list stored in the model's own
+MLmodel file. mlflow is imported here only (it is slow to import and serving never needs it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from ct_platform.registry import skops_types
+from ct_platform.settings import Paths
+
+# Local-first platform: no usage telemetry leaves the machine unless the user opts in by
+# setting the variable themselves. Must be set before mlflow is imported. Likewise no
+# progress bars on stderr when a model is downloaded for loading.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow
+import mlflow.sklearn
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, infer_signature
+from mlflow.protos.databricks_pb2 import (
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+FINGERPRINT_TAG = "fingerprint"
+DAGSTER_RUN_TAG = "dagster_run_id"
+MODEL_ARTIFACT = "model"
+# Rows of the training frame used to infer the signature and stored as the input example.
+SIGNATURE_SAMPLE_ROWS = 20
+INPUT_EXAMPLE_ROWS = 3
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    name: str
+    version: int
+    run_id: str
+    fingerprint: str | None
+    metrics: dict[str, float]
+    created_at: datetime
+    aliases: list[str]
+    tags: dict[str, str]
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def default_tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else a SQLite store under `<CT_HOME>/mlflow/`."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    return f"sqlite:///{Paths.from_env().mlflow / 'mlflow.db'}"
+
+
+def sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI; None for any other store."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme != "sqlite":
+        return None
+    return Path(unquote(parsed.path))
+
+
+def sqlite_artifact_root(tracking_uri: str) -> Path | None:
+    """For a SQLite store, the `artifacts/` folder next to the database; else None.
+
+    A remote tracking server decides its own artifact root, so we only choose one for the
+    local store (otherwise MLflow would default to ./mlruns in whatever the cwd is).
+    """
+    database = sqlite_database(tracking_uri)
+    return None if database is None else database.parent / "artifacts"
+
+
+class ModelRegistry:
+    def __init__(self, tracking_uri: str, model_name: str, experiment: str) -> None:
+        if "'" in model_name:
+            raise ValueError(f"model name must not contain quotes: {model_name!r}")
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.experiment = experiment
+        self._artifact_root = sqlite_artifact_root(tracking_uri)
+        if self._artifact_root is not None:
+            _initialise_sqlite_store(tracking_uri, self._artifact_root)
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._experiment_id = self._ensure_experiment()
+
+    # --- lookups -------------------------------------------------------------------------
+
+    def find_version_by_fingerprint(self, fingerprint: str) -> ModelVersionInfo | None:
+        """The newest version trained on data with this fingerprint, if any."""
+        if "'" in fingerprint:
+            raise ValueError(f"fingerprint must not contain quotes: {fingerprint!r}")
+        versions = self._client.search_model_versions(
+            f"name = '{self.model_name}' AND tags.{FINGERPRINT_TAG} = '{fingerprint}'"
+        )
+        if not versions:
+            return None
+        return self._describe(max(versions, key=lambda v: int(v.version)))
+
+    def version(self, version: int) -> ModelVersionInfo:
+        return self._describe(self._client.get_model_version(self.model_name, str(version)))
+
+    def alias_version(self, alias: str) -> ModelVersionInfo | None:
+        """The version `alias` points at; None if unset or nothing is registered yet."""
+        try:
+            registered = self._client.get_registered_model(self.model_name)
+        except MlflowException as exc:
+            if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                return None
+            raise
+        version = registered.aliases.get(alias)
+        return None if version is None else self.version(int(version))
+
+    # --- writes --------------------------------------------------------------------------
+
+    def log_candidate(
+        self,
+        model: object,
+        *,
+        train: pd.DataFrame,
+        params: Mapping[str, object],
+        metrics: Mapping[str, float],
+        fingerprint: str,
+        dagster_run_id: str | None,
+        tags: Mapping[str, str] | None = None,
+    ) -> ModelVersionInfo:
+        """Log one training run, register its model as a new version, alias it `challenger`.
+
+        `params` are the caller's (spec) parameters; the model's own scalar parameters are
+        added under their scikit-learn names (e.g. `estimator__max_iter`).
+        """
+        trusted_types = skops_types.skops_trusted_types(model)
+        features = train[list(model.feature_names_in_)]
+        sample = features.head(SIGNATURE_SAMPLE_ROWS)
+        common_tags = {FINGERPRINT_TAG: fingerprint, **(tags or {})}
+        if dagster_run_id is not None:
+            common_tags[DAGSTER_RUN_TAG] = dagster_run_id
+        with self._fluent(), _quiet_mlflow():
+            with mlflow.start_run(
+                experiment_id=self._experiment_id,
+                run_name=f"{self.model_name}-{fingerprint[:12]}",
+                tags=common_tags,
+            ) as run:
+                mlflow.log_params({**_scalar_params(model), **_stringified(params)})
+                mlflow.log_metrics(dict(metrics))
+                mlflow.log_input(mlflow.data.from_pandas(train), context="training")
+                logged = mlflow.sklearn.log_model(
+                    model,
+                    name=MODEL_ARTIFACT,
+                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                    skops_trusted_types=trusted_types,
+                    signature=infer_signature(sample, model.predict(sample)),
+                    input_example=features.head(INPUT_EXAMPLE_ROWS),
+                    # Stated, not inferred: inference re-imports the model in a subprocess.
+                    pip_requirements=mlflow.sklearn.get_default_pip_requirements(
+                        include_skops=True
+                    ),
+                )
+            # Through our client: mlflow.register_model prints to stderr.
+            self._ensure_registered_model()
+            registered = self._client.create_model_version(
+                self.model_name,
+                source=logged.model_uri,
+                run_id=run.info.run_id,
+                tags=common_tags,
+                model_id=logged.model_id,
+            )
+        self.set_alias(CHALLENGER, int(registered.version))
+        return self.version(int(registered.version))
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        timestamp = int(datetime.now(UTC).timestamp() * 1000)
+        batch = [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
+        self._client.log_batch(run_id, metrics=batch)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self._client.log_artifact(run_id, str(path), artifact_path)
+
+    def set_tags(self, version: int, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self._client.set_model_version_tag(self.model_name, str(version), key, str(value))
+
+    def set_alias(self, alias: str, version: int) -> None:
+        """Point `alias` at `version` (an alias names one version: it moves, never copies)."""
+        self._client.set_registered_model_alias(self.model_name, alias, str(version))
+
+    # --- models --------------------------------------------------------------------------
+
+    def load_model(self, version: int) -> object:
+        """The fitted pipeline of `version`, read with skops and our allowlist only."""
+        with tempfile.TemporaryDirectory(prefix="ct-model-") as folder, self._fluent():
+            source = self._client.get_model_version_download_uri(self.model_name, str(version))
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=folder, tracking_uri=self.tracking_uri
+            )
+            flavor = Model.load(local).flavors["sklearn"]
+            if flavor.get("serialization_format") != mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS:
+                raise skops_types.UntrustedModelError(
+                    f"version {version} is not stored with skops; refusing to unpickle it"
+                )
+            return skops_types.load(Path(local) / flavor["pickled_model"])
+
+    @staticmethod
+    def model_size_bytes(model: object) -> int:
+        """Size of the model as stored (skops bytes)."""
+        return len(skops_types.dumps(model))
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _ensure_experiment(self) -> str:
+        existing = self._client.get_experiment_by_name(self.experiment)
+        if existing is not None:
+            return existing.experiment_id
+        location = None
+        if self._artifact_root is not None:
+            location = str(self._artifact_root / self.experiment)
+        try:
+            return self._client.create_experiment(self.experiment, artifact_location=location)
+        except MlflowException as exc:
+            # Another process (e.g. a parallel Dagster step) created it first.
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            return self._client.get_experiment_by_name(self.experiment).experiment_id
+
+    def _ensure_registered_model(self) -> None:
+        try:
+            self._client.create_registered_model(self.model_name)
+        except MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+
+    def _describe(self, found: ModelVersion) -> ModelVersionInfo:
+        run = self._client.get_run(found.run_id)
+        return ModelVersionInfo(
+            name=found.name,
+            version=int(found.version),
+            run_id=found.run_id,
+            fingerprint=found.tags.get(FINGERPRINT_TAG),
+            metrics=dict(run.data.metrics),
+            created_at=datetime.fromtimestamp(found.creation_timestamp / 1000, tz=UTC),
+            aliases=sorted(found.aliases),
+            tags=dict(found.tags),
+        )
+
+    @contextmanager
+    def _fluent(self) -> Iterator[None]:
+        """Point MLflow's process-global tracking URI at this store for one block.
+
+        The fluent API (`start_run`, `sklearn.log_model`) only uses the global URI, and so
+        does MLflow internally when it resolves a `models:/<model id>` source.
+        """
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+
+def _initialise_sqlite_store(tracking_uri: str, artifact_root: Path) -> None:
+    """Create a new SQLite store whose default experiment keeps artifacts in `artifact_root`.
+
+    The client builds its store with MLflow's default root (./mlruns relative to the cwd);
+    creating the database ourselves first fixes the default experiment's location.
+    """
+    database = sqlite_database(tracking_uri)
+    if database is None or database.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    artifact_root.mkdir(parents=True, exist_ok=True)
+    with _quiet_mlflow():
+        SqlAlchemyStore(tracking_uri, str(artifact_root)).engine.dispose()
+
+
+@contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's chatty INFO/WARNING lines (table creation, pip version notes).
+
+    Also its hint that an integer output schema cannot hold missing values: our integer
+    output is the predicted class label, which is never missing.
+    """
+    logger = logging.getLogger("mlflow")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _scalar_params(model: object) -> dict[str, str]:
+    """The model's parameters that are plain values (nested estimators are left out)."""
+    plain = (str, int, float, bool, type(None))
+    return {k: str(v) for k, v in model.get_params().items() if isinstance(v, plain)}
+
+
+def _stringified(params: Mapping[str, object]) -> dict[str, str]:
+    return {key: str(value) for key, value in params.items()}
