@@ -1,0 +1,167 @@
+"""Live traffic for a served model: one request per row, then the true labels, later.
+
+This is how `ct simulate --endpoint` exercises production monitoring: the server logs each
+prediction under the request id we send, and the labels posted `label_delay` seconds later
+(as ground truth arrives late in real life) join that log on the same id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import pandas as pd
+
+from ct_platform.settings import DatasetSpec
+
+# Labels per POST /feedback: keeps each body far below the server's body-size limit.
+FEEDBACK_CHUNK = 500
+REQUEST_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class TrafficReport:
+    sent: int = 0
+    ok: int = 0
+    failed_by_status: dict[int, int] | None = None
+    unreachable: str | None = None  # why the endpoint could not be reached, if it could not
+
+    def summary(self) -> str:
+        failed = sum((self.failed_by_status or {}).values())
+        text = f"{self.sent} requests, {self.ok} ok, {failed} failed"
+        if self.failed_by_status:
+            text += " (" + ", ".join(f"HTTP {s}: {n}" for s, n in self.failed_by_status.items())
+            text += ")"
+        return text
+
+
+class TrafficSender:
+    """Sends rows as single-row `/invocations` requests and schedules their `/feedback`."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        dataset: DatasetSpec,
+        *,
+        rps: float,
+        label_delay: float,
+        api_key: str | None,
+        stop: threading.Event,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if rps <= 0:
+            raise ValueError(f"--rps must be positive, got {rps}")
+        self.endpoint = endpoint.rstrip("/")
+        self.dataset = dataset
+        self.rps = rps
+        self.label_delay = label_delay
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.stop = stop
+        self.log = log
+        # Distinguishes this process's request ids from an earlier run's over the same rows.
+        self.session = uuid.uuid4().hex[:8]
+        self._timers: list[threading.Timer] = []
+        self._pending_labels: dict[threading.Timer, int] = {}
+        self._lock = threading.Lock()
+
+    def send_batch(self, rows: pd.DataFrame, batch_label: str) -> TrafficReport:
+        """Send every row of `rows` at `rps`; labels of answered requests follow later."""
+        report = TrafficReport(failed_by_status={})
+        payloads = _row_payloads(rows, self.dataset)
+        labels = _labels(rows[self.dataset.target], self.dataset)
+        answered: list[dict[str, object]] = []
+        started = time.monotonic()
+        with httpx.Client(headers=self.headers, timeout=REQUEST_TIMEOUT_SECONDS) as client:
+            for index, (payload, label) in enumerate(zip(payloads, labels, strict=True)):
+                if self.stop.wait(max(0.0, started + index / self.rps - time.monotonic())):
+                    break
+                request_id = f"sim-{self.session}-{batch_label}-{index:05d}"
+                try:
+                    response = client.post(
+                        f"{self.endpoint}/invocations",
+                        json=payload,
+                        headers={"X-Request-ID": request_id},
+                    )
+                except httpx.TransportError as exc:
+                    # A down server would fail every row the same way: say it once, move on.
+                    report.unreachable = f"{type(exc).__name__}: {exc}"
+                    break
+                report.sent += 1
+                if response.is_success:
+                    report.ok += 1
+                    if label is not None:  # a row without a true label has nothing to join
+                        answered.append({"request_id": request_id, "label": label})
+                else:
+                    status = response.status_code
+                    report.failed_by_status[status] = report.failed_by_status.get(status, 0) + 1
+        if answered:
+            self._schedule_feedback(answered)
+        return report
+
+    def wait_for_feedback(self) -> None:
+        """Block until every scheduled feedback post has been sent (or the stop is set)."""
+        for timer in list(self._timers):
+            while timer.is_alive() and not self.stop.is_set():
+                timer.join(0.1)
+
+    def cancel_feedback(self) -> int:
+        """Cancel feedback not yet sent; return how many labels that drops."""
+        with self._lock:
+            dropped = 0
+            for timer in self._timers:
+                timer.cancel()
+                dropped += self._pending_labels.pop(timer, 0)
+            return dropped
+
+    def _schedule_feedback(self, answered: list[dict[str, object]]) -> None:
+        timer = threading.Timer(self.label_delay, self._post_feedback, args=(answered,))
+        timer.daemon = True
+        with self._lock:
+            self._pending_labels[timer] = len(answered)
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _post_feedback(self, answered: list[dict[str, object]]) -> None:
+        with self._lock:  # from here on these labels count as sent, not cancellable
+            self._pending_labels.pop(threading.current_thread(), None)
+        try:
+            with httpx.Client(headers=self.headers, timeout=REQUEST_TIMEOUT_SECONDS) as client:
+                for start in range(0, len(answered), FEEDBACK_CHUNK):
+                    chunk = answered[start : start + FEEDBACK_CHUNK]
+                    response = client.post(f"{self.endpoint}/feedback", json=chunk)
+                    if not response.is_success:
+                        self.log(f"feedback: HTTP {response.status_code} for {len(chunk)} labels")
+        except httpx.TransportError as exc:
+            self.log(f"feedback: endpoint {self.endpoint} unreachable ({exc}); labels not sent")
+
+
+def _row_payloads(rows: pd.DataFrame, dataset: DatasetSpec) -> list[dict[str, object]]:
+    """One MLflow `dataframe_split` body per row, feature columns only, JSON-typed values."""
+    columns = dataset.feature_columns
+    typed = {name: _json_values(rows[name], dataset.columns[name].type) for name in columns}
+    return [
+        {"dataframe_split": {"columns": columns, "data": [[typed[c][i] for c in columns]]}}
+        for i in range(len(rows))
+    ]
+
+
+def _json_values(series: pd.Series, column_type: str) -> list[object]:
+    if column_type == "category":
+        return [None if pd.isna(v) else str(v) for v in series]
+    numbers = pd.to_numeric(series, errors="coerce")
+    if column_type == "int":
+        return [None if pd.isna(v) else int(v) for v in numbers]
+    return [None if pd.isna(v) else float(v) for v in numbers]
+
+
+def _labels(target: pd.Series, dataset: DatasetSpec) -> list[object]:
+    labels = dataset.target_labels
+    if dataset.task == "regression":
+        return _json_values(target, "float")
+    if labels and all(isinstance(label, int) for label in labels):
+        return _json_values(target, "int")
+    return _json_values(target, "category")
