@@ -45,14 +45,13 @@ sampling would change their power and so their verdicts.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.spatial import distance
 
 from ct_platform.monitoring.frames import MissingColumnsError
 from ct_platform.monitoring.results import ColumnDrift, DriftResult, summarise
@@ -233,6 +232,8 @@ def _numeric_drift(
     reference_values = sketch.values if sketch.values is not None else sketch.quantiles
     method = evidently_method("numeric", sketch.n, _numeric_n_values(sketch, current))
     if method == "ks":
+        from scipy import stats  # p-value tests only: scipy.stats takes seconds to import
+
         p_value = float(stats.ks_2samp(reference_values, current).pvalue)
         return ColumnDrift(method, p_value, P_VALUE_THRESHOLD, p_value <= P_VALUE_THRESHOLD)
     if method in ("chisquare", "z"):
@@ -241,7 +242,7 @@ def _numeric_drift(
     if method == "jensenshannon":
         return _distance_verdict(method, _js_distance(sketch.counts, _value_counts(sample)))
     norm = max(sketch.std, MIN_NORM)
-    return _distance_verdict(method, stats.wasserstein_distance(reference_values, sample) / norm)
+    return _distance_verdict(method, _wasserstein(reference_values, sample) / norm)
 
 
 def _numeric_n_values(sketch: ColumnSketch, current: np.ndarray) -> int:
@@ -286,13 +287,34 @@ def _aligned(
     )
 
 
+def _wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
+    """First Wasserstein distance of two samples: the area between their empirical CDFs
+    (what scipy.stats.wasserstein_distance computes, without importing scipy.stats)."""
+    reference, current = np.sort(reference), np.sort(current)
+    points = np.sort(np.concatenate([reference, current]))
+    widths = np.diff(points)
+    reference_cdf = np.searchsorted(reference, points[:-1], side="right") / len(reference)
+    current_cdf = np.searchsorted(current, points[:-1], side="right") / len(current)
+    return float(np.sum(np.abs(reference_cdf - current_cdf) * widths))
+
+
 def _js_distance(reference: dict[Value, int], current: dict[Value, int]) -> float:
+    """Jensen-Shannon distance, natural log: scipy.spatial.distance.jensenshannon, as
+    Evidently calls it, on the two frequency vectors."""
     reference_counts, current_counts = _aligned(reference, current)
-    # scipy normalises both to probabilities; natural log, as Evidently calls it.
-    return float(distance.jensenshannon(reference_counts, current_counts))
+    p, q = reference_counts / reference_counts.sum(), current_counts / current_counts.sum()
+    mixture = (p + q) / 2
+    return float(np.sqrt((_relative_entropy(p, mixture) + _relative_entropy(q, mixture)) / 2))
+
+
+def _relative_entropy(p: np.ndarray, q: np.ndarray) -> float:
+    present = p > 0  # 0 * log(0) = 0; q > 0 wherever p > 0 since q is a mixture with p
+    return float(np.sum(p[present] * np.log(p[present] / q[present])))
 
 
 def _chi_square_p_value(reference: dict[Value, int], current: dict[Value, int]) -> float:
+    from scipy import stats
+
     reference_counts, observed = _aligned(reference, current)
     expected = reference_counts * observed.sum() / reference_counts.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -309,7 +331,7 @@ def _z_test_p_value(reference: dict[Value, int], current: dict[Value, int]) -> f
     p2 = 1 - current.get(keys[0], 0) / n2
     pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
     z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    return float(2 * (1 - stats.norm.cdf(abs(z))))
+    return float(math.erfc(abs(z) / math.sqrt(2)))  # two-sided normal p-value, 2 * (1 - Phi)
 
 
 # --- helpers -----------------------------------------------------------------------------
