@@ -1,0 +1,149 @@
+"""Score a fitted pipeline on a holdout frame: the task's metrics, overall and per group.
+
+Classification: accuracy, balanced_accuracy, roc_auc, f1. With two classes the positive
+label is the larger one (e.g. 1 for a 0/1 target); with more, F1 is macro-averaged and ROC
+AUC is one-vs-rest. Regression: mae, rmse, r2. A metric that is undefined on the rows
+given (ROC AUC with one class present, r2 on one row) is NaN, never a made-up number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    r2_score,
+    roc_auc_score,
+    root_mean_squared_error,
+)
+
+from ct_platform.settings import LOWER_IS_BETTER, Spec
+
+# Group key for rows whose sensitive column is missing.
+MISSING_GROUP = "(missing)"
+GROUP_ROWS = "rows"
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A model's outputs on a holdout, next to the truth; sliced per group without re-predicting."""
+
+    target: np.ndarray
+    predicted: np.ndarray
+    # Classification only: probabilities in `classes` order.
+    proba: np.ndarray | None = None
+    classes: np.ndarray | None = None
+
+    def subset(self, mask: np.ndarray) -> Predictions:
+        proba = None if self.proba is None else self.proba[mask]
+        return Predictions(self.target[mask], self.predicted[mask], proba, self.classes)
+
+
+def predict(model: object, holdout: pd.DataFrame, spec: Spec) -> Predictions:
+    dataset = spec.dataset
+    missing = [c for c in [*dataset.feature_columns, dataset.target] if c not in holdout]
+    if missing:
+        raise ValueError(f"holdout frame lacks columns {missing}")
+    if holdout.empty:
+        raise ValueError("holdout frame has no rows: nothing to score")
+    features = holdout[dataset.feature_columns]
+    target = holdout[dataset.target].to_numpy()
+    if dataset.task == "classification":
+        proba = model.predict_proba(features)
+        return Predictions(target, model.predict(features), proba, np.asarray(model.classes_))
+    return Predictions(target, model.predict(features))
+
+
+def _roc_auc(p: Predictions) -> float:
+    present = np.unique(p.target)
+    if len(p.classes) == 2:
+        if len(present) < 2:
+            return math.nan
+        # Positive = the larger label; predict_proba columns follow sorted `classes_`.
+        return float(roc_auc_score(p.target == p.classes[1], p.proba[:, 1]))
+    if len(present) < len(p.classes):
+        return math.nan  # one-vs-rest needs every class present in the rows scored
+    return float(roc_auc_score(p.target, p.proba, multi_class="ovr", labels=p.classes))
+
+
+def _f1(p: Predictions) -> float:
+    if len(p.classes) == 2:
+        return float(f1_score(p.target, p.predicted, pos_label=p.classes[1], zero_division=0))
+    return float(
+        f1_score(p.target, p.predicted, average="macro", labels=p.classes, zero_division=0)
+    )
+
+
+def _r2(p: Predictions) -> float:
+    return float(r2_score(p.target, p.predicted)) if len(p.target) >= 2 else math.nan
+
+
+Metric = Callable[[Predictions], float]
+CLASSIFICATION_METRICS: dict[str, Metric] = {
+    "accuracy": lambda p: float(accuracy_score(p.target, p.predicted)),
+    "balanced_accuracy": lambda p: float(balanced_accuracy_score(p.target, p.predicted)),
+    "roc_auc": _roc_auc,
+    "f1": _f1,
+}
+REGRESSION_METRICS: dict[str, Metric] = {
+    "mae": lambda p: float(mean_absolute_error(p.target, p.predicted)),
+    "rmse": lambda p: float(root_mean_squared_error(p.target, p.predicted)),
+    "r2": _r2,
+}
+
+
+def _task_metrics(spec: Spec) -> dict[str, Metric]:
+    if spec.dataset.task == "classification":
+        return CLASSIFICATION_METRICS
+    return REGRESSION_METRICS
+
+
+def score(model: object, holdout: pd.DataFrame, spec: Spec) -> dict[str, float]:
+    """Every metric of the spec's task, on the whole holdout."""
+    predictions = predict(model, holdout, spec)
+    return {name: metric(predictions) for name, metric in _task_metrics(spec).items()}
+
+
+def score_by_group(model: object, holdout: pd.DataFrame, spec: Spec) -> dict[str, dict[str, float]]:
+    """Primary metric and row count per value of `dataset.sensitive_column` ({} if unset).
+
+    A fairness view: a model can be good overall and poor for one group.
+    """
+    column = spec.dataset.sensitive_column
+    if column is None:
+        return {}
+    predictions = predict(model, holdout, spec)
+    primary = spec.evaluation.primary_metric
+    metric = _task_metrics(spec)[primary]
+    groups = holdout[column].astype(object).where(holdout[column].notna(), MISSING_GROUP)
+    result: dict[str, dict[str, float]] = {}
+    for group in sorted(groups.unique(), key=str):
+        mask = (groups == group).to_numpy()
+        result[str(group)] = {
+            primary: metric(predictions.subset(mask)),
+            GROUP_ROWS: int(mask.sum()),
+        }
+    return result
+
+
+def shortfall(candidate: float, reference: float, metric: str) -> float:
+    """How much worse `candidate` is than `reference` in `metric` units (negative: better)."""
+    if metric in LOWER_IS_BETTER:
+        return candidate - reference
+    return reference - candidate
+
+
+def is_better(a: float, b: float, metric: str) -> bool:
+    """True when `a` is strictly better than `b`; a number beats NaN, NaN beats nothing."""
+    if math.isnan(a):
+        return False
+    if math.isnan(b):
+        return True
+    return shortfall(a, b, metric) < 0
