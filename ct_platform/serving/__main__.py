@@ -1,0 +1,102 @@
+"""`python -m ct_platform.serving --bundle DIR [--host H] [--port P] [--candidate DIR]`.
+
+Every option also has an environment variable (for containers); arguments win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ct_platform.serving.config import (
+    DEFAULT_ADMIN_TOKEN_ENV,
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_MAX_BODY_BYTES,
+    ServerConfig,
+)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with `ct serve` (which adds its own champion lookup on top)."""
+    env = os.environ.get
+    parser.add_argument("--host", default=env("CT_SERVING_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("CT_SERVING_PORT", "8080")))
+    parser.add_argument(
+        "--candidate",
+        type=Path,
+        default=env("CT_SERVING_CANDIDATE"),
+        help="bundle directory to load into the candidate slot",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(env("CT_SERVING_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
+    )
+    parser.add_argument(
+        "--api-key-env",
+        default=env("CT_SERVING_API_KEY_ENV", DEFAULT_API_KEY_ENV),
+        help="name of the env var holding the predict API key (unset var: no key needed)",
+    )
+    parser.add_argument(
+        "--admin-token-env",
+        default=env("CT_SERVING_ADMIN_TOKEN_ENV", DEFAULT_ADMIN_TOKEN_ENV),
+        help="name of the env var holding the admin bearer token (unset var: admin off)",
+    )
+    parser.add_argument(
+        "--no-onnx",
+        action="store_true",
+        default=env("CT_SERVING_ONNX", "1") == "0",
+        help="score with the sklearn fallback even when the bundle has an ONNX graph",
+    )
+
+
+def config_from_args(args: argparse.Namespace, bundle: Path) -> ServerConfig:
+    return ServerConfig(
+        bundle=bundle,
+        candidate=Path(args.candidate) if args.candidate else None,
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        api_key_env=args.api_key_env,
+        admin_token_env=args.admin_token_env,
+        use_onnx=not args.no_onnx,
+    )
+
+
+def run_server(config: ServerConfig) -> None:
+    """Serve until interrupted: one process, uvloop + httptools, no access log.
+
+    One worker on purpose: slots and routing are in-process state that admin calls
+    change, and one ONNX worker already saturates a core. Scale out with replicas.
+    """
+    import uvicorn
+
+    from ct_platform.serving.app import create_app
+
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ct_platform.serving", description=__doc__)
+    parser.add_argument("--bundle", type=Path, default=os.environ.get("CT_SERVING_BUNDLE"))
+    add_server_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.bundle is None:
+        parser.error("--bundle (or CT_SERVING_BUNDLE) is required")
+    run_server(config_from_args(args, args.bundle))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""The ASGI app: MLflow scoring protocol, Open Inference Protocol v2, metrics, feedback.
+
+Scoring runs inline on the event loop: an ONNX single-row call takes tens of microseconds,
+far less than a hop to a worker thread. Every prediction path reads the slot state once,
+so an admin swap never splits a request between two models (see `slots`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as HttpRoute
+
+from ct_platform.serving import admin, mlflow_protocol, v2_protocol
+from ct_platform.serving.bundle import Prediction, load_bundle
+from ct_platform.serving.config import ServerConfig
+from ct_platform.serving.feedback import FeedbackLog, parse_feedback
+from ct_platform.serving.metrics import Metrics
+from ct_platform.serving.openapi import openapi_document
+from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
+from ct_platform.serving.schema import InputError, InputSchema, ParsedRows
+from ct_platform.serving.slots import ServedModel, SlotState
+from ct_platform.serving.transport import (
+    JSON,
+    HttpError,
+    check_bearer,
+    json_response,
+    mlflow_error,
+    new_request_id,
+    read_body,
+    request_id_of,
+    v2_error,
+)
+
+logger = logging.getLogger("ct_platform.serving")
+
+SERVER_NAME = "ct-platform"
+SERVER_VERSION = "1"
+# MLflow's /version reports the MLflow version; ours reports the protocol it mirrors.
+MLFLOW_PROTOCOL_VERSION = "3.17.2"
+
+# (body, content type, schema) -> (rows, request id carried in the body, if any)
+Parser = Callable[[bytes, str | None, InputSchema], tuple[ParsedRows, str | None]]
+# (prediction, model that produced it, request id) -> response body
+Renderer = Callable[[Prediction, ServedModel, str], bytes]
+ErrorResponder = Callable[[HttpError, dict[str, str]], Response]
+
+
+class Server:
+    """Holds the slots, metrics and logs, and implements the endpoints."""
+
+    def __init__(self, config: ServerConfig, state: SlotState) -> None:
+        self.config = config
+        self.state = state
+        self.metrics = Metrics()
+        self.prediction_log = PredictionLog(
+            config.predictions_dir,
+            max_segment_bytes=config.log_segment_bytes,
+            max_segment_seconds=config.log_segment_seconds,
+        )
+        self.feedback_log = FeedbackLog(config.feedback_dir)
+        self.api_key = config.secret(config.api_key_env)
+        self.admin_token = config.secret(config.admin_token_env)
+        # Serializes admin read-modify-write of `state`; predictions never take it.
+        self.admin_lock = anyio.Lock()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.prediction_log.start()
+        try:
+            yield
+        finally:
+            self.prediction_log.close()
+
+    # -- MLflow scoring protocol -------------------------------------------------------
+
+    async def ping(self, request: Request) -> Response:
+        # MLflow answers a bare newline as JSON; some health checkers compare bodies.
+        return Response("\n", media_type=JSON)
+
+    async def version(self, request: Request) -> Response:
+        return Response(MLFLOW_PROTOCOL_VERSION, media_type=JSON)
+
+    async def invocations(self, request: Request) -> Response:
+        return await self._predict(
+            request, "invocations", _parse_invocation, _render_invocation, mlflow_error
+        )
+
+    # -- Open Inference Protocol v2 ------------------------------------------------------
+
+    async def v2_server_metadata(self, request: Request) -> Response:
+        return json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+
+    async def v2_live(self, request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def v2_ready(self, request: Request) -> Response:
+        return json_response({"ready": True})
+
+    async def v2_model_metadata(self, request: Request) -> Response:
+        served = self._v2_model(request)
+        if isinstance(served, Response):
+            return served
+        return json_response(
+            v2_protocol.model_metadata(served.model.meta, served.model.backend_name)
+        )
+
+    async def v2_model_ready(self, request: Request) -> Response:
+        served = self._v2_model(request)
+        if isinstance(served, Response):
+            return served
+        return json_response({"name": served.model.meta.name, "ready": True})
+
+    async def v2_infer(self, request: Request) -> Response:
+        served = self._v2_model(request)
+        if isinstance(served, Response):
+            return served
+        return await self._predict(request, "v2_infer", _parse_v2, _render_v2, v2_error)
+
+    def _v2_model(self, request: Request) -> ServedModel | Response:
+        name = request.path_params["name"]
+        stable = self.state.stable
+        if name != stable.model.meta.name:
+            return v2_error(HttpError(404, "NOT_FOUND", f"unknown model '{name}'"))
+        return stable
+
+    # -- prediction core -----------------------------------------------------------------
+
+    async def _predict(
+        self,
+        request: Request,
+        endpoint: str,
+        parse: Parser,
+        render: Renderer,
+        error_response: ErrorResponder,
+    ) -> Response:
+        started = time.perf_counter()
+        headers: dict[str, str] = {}
+        try:
+            client_id = request_id_of(request)
+            request_id = client_id or new_request_id()
+            headers["x-request-id"] = request_id
+            check_bearer(request, self.api_key, allow_api_key_header=True)
+            body = await read_body(request, self.config.max_body_bytes)
+            state = self.state  # read once: a concurrent swap cannot split this request
+            route = state.route(request.headers.get("x-routing-key") or request_id)
+            content_type = request.headers.get("content-type")
+            parsed, body_id = parse(body, content_type, route.served.schema)
+            prediction = _run_model(route.served, parsed)
+        except HttpError as error:
+            self.metrics.error(endpoint, error.status)
+            return error_response(error, headers)
+        # A client id in the body (v2 "id") keys the log when no header id was sent.
+        request_id = client_id or body_id or request_id
+        headers.update(
+            {
+                "x-request-id": request_id,
+                "x-model-slot": route.slot,
+                "x-model-version": route.served.version,
+            }
+        )
+        content = render(prediction, route.served, request_id)
+        seconds = time.perf_counter() - started
+        self._record(endpoint, route.slot, route.served, request_id, parsed, prediction, seconds)
+        shadow = None
+        if route.shadow is not None:
+            shadow = BackgroundTask(
+                self._shadow, route.shadow, endpoint, parse, body, content_type, request_id
+            )
+        return Response(content, media_type=JSON, headers=headers, background=shadow)
+
+    async def _shadow(
+        self,
+        served: ServedModel,
+        endpoint: str,
+        parse: Parser,
+        body: bytes,
+        content_type: str | None,
+        request_id: str,
+    ) -> None:
+        """Score a copy with the shadow model after the answer went out; only log it."""
+        started = time.perf_counter()
+        try:
+            parsed, _ = parse(body, content_type, served.schema)
+            prediction = _run_model(served, parsed)
+        except HttpError as error:
+            self.metrics.error(f"{endpoint}_shadow", error.status)
+            return
+        seconds = time.perf_counter() - started
+        self._record(endpoint, "shadow", served, request_id, parsed, prediction, seconds)
+
+    def _record(
+        self,
+        endpoint: str,
+        slot: str,
+        served: ServedModel,
+        request_id: str,
+        parsed: ParsedRows,
+        prediction: Prediction,
+        seconds: float,
+    ) -> None:
+        self.metrics.prediction(endpoint, slot, served.version, parsed.n_rows, seconds)
+        self.prediction_log.submit(
+            ScoredBatch(
+                request_id=request_id,
+                ts=time.time(),
+                slot=slot,
+                model_version=served.version,
+                column_names=served.schema.names,
+                columns=parsed.columns,
+                prediction=prediction,
+                latency_ms=seconds * 1000.0,
+            )
+        )
+
+    # -- feedback, metrics, OpenAPI --------------------------------------------------------
+
+    async def feedback(self, request: Request) -> Response:
+        try:
+            check_bearer(request, self.api_key, allow_api_key_header=True)
+            body = await read_body(request, self.config.max_body_bytes)
+            records = parse_feedback(body)
+        except InputError as error:
+            return mlflow_error(HttpError(400, "BAD_REQUEST", str(error)))
+        except HttpError as error:
+            return mlflow_error(error)
+        await anyio.to_thread.run_sync(self.feedback_log.append, records)
+        return json_response({"recorded": len(records)})
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(self._gauges()), media_type="text/plain; version=0.0.4")
+
+    def _gauges(self) -> dict[str, tuple[str, list[tuple[Any, float]]]]:
+        state = self.state
+        loaded = [
+            ("stable", state.stable),
+            ("candidate", state.candidate),
+            ("previous", state.previous),
+        ]
+        models = [
+            (
+                (
+                    ("slot", slot),
+                    ("model_version", served.version),
+                    ("backend", served.model.backend_name),
+                ),
+                1.0,
+            )
+            for slot, served in loaded
+            if served is not None
+        ]
+        log = self.prediction_log
+        return {
+            "ct_model_loaded": ("Loaded models by slot, version and backend.", models),
+            "ct_candidate_weight": (
+                "Share of traffic answered by the candidate.",
+                [((), state.candidate_weight)],
+            ),
+            "ct_shadow_mode": (
+                "1 when the candidate scores shadow copies.",
+                [((), float(state.shadow))],
+            ),
+            "ct_prediction_log_rows_written": (
+                "Prediction-log rows written.",
+                [((), float(log.written))],
+            ),
+            "ct_prediction_log_dropped_batches": (
+                "Batches dropped: log queue full.",
+                [((), float(log.dropped))],
+            ),
+        }
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(self.state.stable.model.meta))
+
+
+def _parse_invocation(
+    body: bytes, content_type: str | None, schema: InputSchema
+) -> tuple[ParsedRows, None]:
+    try:
+        return mlflow_protocol.parse_invocation(body, content_type, schema), None
+    except mlflow_protocol.UnsupportedMediaType as error:
+        raise HttpError(415, "BAD_REQUEST", str(error)) from None
+    except InputError as error:
+        raise HttpError(400, "BAD_REQUEST", str(error)) from None
+
+
+def _parse_v2(
+    body: bytes, content_type: str | None, schema: InputSchema
+) -> tuple[ParsedRows, str | None]:
+    try:
+        return v2_protocol.parse_infer_request(body, schema)
+    except InputError as error:
+        raise HttpError(400, "BAD_REQUEST", str(error)) from None
+
+
+def _render_invocation(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:
+    return mlflow_protocol.render_predictions(prediction)
+
+
+def _render_v2(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:
+    return v2_protocol.render_infer_response(prediction, served.model.meta, request_id)
+
+
+def _run_model(served: ServedModel, parsed: ParsedRows) -> Prediction:
+    try:
+        return served.model.predict(parsed.columns)
+    except Exception:
+        # Input was validated, so this is a model problem; MLflow answers it with a 400 too.
+        logger.exception("model %s failed to score %d rows", served.version, parsed.n_rows)
+        raise HttpError(
+            400,
+            "BAD_REQUEST",
+            "Encountered an unexpected error while evaluating the model. Verify that the "
+            "input is compatible with the model for inference.",
+        ) from None
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    """Load the bundle(s) named by `config` and build the app (slow: loads models)."""
+    stable = ServedModel.of(load_bundle(config.bundle, use_onnx=config.use_onnx))
+    candidate = None
+    if config.candidate is not None:
+        candidate = ServedModel.of(load_bundle(config.candidate, use_onnx=config.use_onnx))
+    server = Server(config, SlotState(stable=stable, candidate=candidate))
+    routes = [
+        HttpRoute("/ping", server.ping, methods=["GET"]),
+        HttpRoute("/health", server.ping, methods=["GET"]),
+        HttpRoute("/version", server.version, methods=["GET"]),
+        HttpRoute("/invocations", server.invocations, methods=["POST"]),
+        HttpRoute("/v2", server.v2_server_metadata, methods=["GET"]),
+        HttpRoute("/v2/health/live", server.v2_live, methods=["GET"]),
+        HttpRoute("/v2/health/ready", server.v2_ready, methods=["GET"]),
+        HttpRoute("/v2/models/{name}", server.v2_model_metadata, methods=["GET"]),
+        HttpRoute("/v2/models/{name}/ready", server.v2_model_ready, methods=["GET"]),
+        HttpRoute("/v2/models/{name}/infer", server.v2_infer, methods=["POST"]),
+        HttpRoute("/feedback", server.feedback, methods=["POST"]),
+        HttpRoute("/metrics", server.prometheus, methods=["GET"]),
+        HttpRoute("/openapi.json", server.openapi, methods=["GET"]),
+        *admin.routes(server),
+    ]
+    return Starlette(routes=routes, lifespan=server.lifespan)

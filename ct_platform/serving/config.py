@@ -1,0 +1,49 @@
+"""Server configuration: plain values from arguments or the environment, never secrets.
+
+The API key and admin token are read from environment variables whose *names* are
+configured (the spec's `serving.api_key_env` / `serving.admin_token_env`), so the server
+works in a container without the spec file and no secret ever sits in a config or a log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_API_KEY_ENV = "CT_API_KEY"
+DEFAULT_ADMIN_TOKEN_ENV = "CT_ADMIN_TOKEN"
+
+
+def ct_home() -> Path:
+    # Same rule as ct_platform.settings.Paths, which serving cannot import (pydantic, yaml).
+    return Path(os.environ.get("CT_HOME", ".ct")).resolve()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    bundle: Path
+    candidate: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    api_key_env: str = DEFAULT_API_KEY_ENV
+    admin_token_env: str = DEFAULT_ADMIN_TOKEN_ENV
+    # False: score with the sklearn fallback even when the bundle has an ONNX graph.
+    use_onnx: bool = True
+    home: Path = field(default_factory=ct_home)
+    log_segment_bytes: int = 64 * 1024 * 1024
+    log_segment_seconds: float = 3600.0
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.home / "predictions"
+
+    @property
+    def feedback_dir(self) -> Path:
+        return self.home / "feedback"
+
+    def secret(self, env_name: str) -> str | None:
+        """The secret held by the named variable; unset or empty means "not required"."""
+        return os.environ.get(env_name) or None

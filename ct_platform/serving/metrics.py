@@ -1,0 +1,81 @@
+"""Prometheus text exposition, kept in-process: a few dict updates per request, no library.
+
+The server runs one event loop, so plain dicts need no locks; the prediction-log thread
+only reports through `PredictionLog.dropped`, read at scrape time.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+
+# Seconds; dense below 10 ms, where the serving latency target lives.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class Histogram:
+    def __init__(self) -> None:
+        # One count per bucket plus +Inf; cumulated only when scraped.
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.n += 1
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: defaultdict[Labels, int] = defaultdict(int)
+        self.errors: defaultdict[Labels, int] = defaultdict(int)
+        self.rows: defaultdict[Labels, int] = defaultdict(int)
+        self.latency: defaultdict[Labels, Histogram] = defaultdict(Histogram)
+
+    def prediction(self, endpoint: str, slot: str, version: str, rows: int, seconds: float) -> None:
+        labels = (("endpoint", endpoint), ("slot", slot), ("model_version", version))
+        self.requests[labels] += 1
+        self.rows[labels[1:]] += rows
+        self.latency[labels[1:]].observe(seconds)
+
+    def error(self, endpoint: str, status: int) -> None:
+        self.errors[(("endpoint", endpoint), ("status", str(status)))] += 1
+
+    def render(self, gauges: dict[str, tuple[str, list[tuple[Labels, float]]]]) -> str:
+        """Exposition text; `gauges`: name -> (help, [(labels, value)]), read at scrape time."""
+        lines: list[str] = []
+        _counter(lines, "ct_requests_total", "Scored requests.", self.requests)
+        _counter(lines, "ct_request_errors_total", "Requests answered with an error.", self.errors)
+        _counter(lines, "ct_prediction_rows_total", "Rows scored.", self.rows)
+        name = "ct_request_latency_seconds"
+        lines += [f"# HELP {name} Time from request to response.", f"# TYPE {name} histogram"]
+        for labels, histogram in self.latency.items():
+            cumulative = 0
+            for bound, count in zip((*LATENCY_BUCKETS, "+Inf"), histogram.counts, strict=True):
+                cumulative += count
+                lines.append(f"{name}_bucket{_format((*labels, ('le', str(bound))))} {cumulative}")
+            lines.append(f"{name}_sum{_format(labels)} {histogram.total}")
+            lines.append(f"{name}_count{_format(labels)} {histogram.n}")
+        for gauge, (help_text, samples) in gauges.items():
+            lines += [f"# HELP {gauge} {help_text}", f"# TYPE {gauge} gauge"]
+            lines += [f"{gauge}{_format(labels)} {value}" for labels, value in samples]
+        return "\n".join(lines) + "\n"
+
+
+def _counter(lines: list[str], name: str, help_text: str, values: dict[Labels, int]) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    lines += [f"{name}{_format(labels)} {value}" for labels, value in values.items()]
+
+
+def _format(labels: Labels) -> str:
+    if not labels:
+        return ""
+    pairs = (f'{key}="{_escape(value)}"' for key, value in labels)
+    return "{" + ",".join(pairs) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

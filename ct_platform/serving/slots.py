@@ -1,0 +1,119 @@
+"""Model slots (stable, candidate, previous stable), traffic routing and hot swap.
+
+The whole arrangement is one immutable `SlotState`; every change builds a new one and
+swaps the reference. A request reads the reference once and scores with the models it
+found, so a swap never affects a request in flight, and an old model stays alive (by
+reference) until its last request is done. The previous stable stays loaded, so a
+rollback is just another swap.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+
+from ct_platform.serving.bundle import LoadedModel
+from ct_platform.serving.schema import InputSchema
+
+SLOT_NAMES = ("stable", "candidate")
+_HASH_SPACE = 10_000
+
+
+class SlotError(ValueError):
+    """An admin operation that cannot apply to the current slots (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded bundle with its request parser (built once, at load time)."""
+
+    model: LoadedModel
+    schema: InputSchema
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> ServedModel:
+        return cls(model=model, schema=InputSchema(model.meta.columns))
+
+    @property
+    def version(self) -> str:
+        return self.model.meta.version
+
+    def describe(self) -> dict[str, object]:
+        meta = self.model.meta
+        return {
+            "name": meta.name,
+            "version": meta.version,
+            "fingerprint": meta.fingerprint,
+            "backend": self.model.backend_name,
+            "bundle": str(self.model.directory),
+        }
+
+
+@dataclass(frozen=True)
+class Route:
+    slot: str
+    served: ServedModel
+    # Scores a copy of the request after the answer is sent; its output is only logged.
+    shadow: ServedModel | None
+
+
+@dataclass(frozen=True)
+class SlotState:
+    stable: ServedModel
+    candidate: ServedModel | None = None
+    previous: ServedModel | None = None
+    # Share of requests the candidate answers, 0..1 (ignored in shadow mode).
+    candidate_weight: float = 0.0
+    shadow: bool = False
+
+    def route(self, key: str) -> Route:
+        """Sticky: the same key always lands in the same slot for a given weight."""
+        candidate = self.candidate
+        if candidate is None:
+            return Route("stable", self.stable, None)
+        if self.shadow:
+            return Route("stable", self.stable, candidate)
+        if _bucket(key) < self.candidate_weight * _HASH_SPACE:
+            return Route("candidate", candidate, None)
+        return Route("stable", self.stable, None)
+
+    def load(self, slot: str, served: ServedModel) -> SlotState:
+        if slot == "stable":
+            return replace(self, stable=served, previous=self.stable)
+        if slot == "candidate":
+            return replace(self, candidate=served)
+        raise SlotError(f"unknown slot '{slot}' (expected one of {list(SLOT_NAMES)})")
+
+    def unload_candidate(self) -> SlotState:
+        return replace(self, candidate=None, candidate_weight=0.0, shadow=False)
+
+    def set_routing(self, *, candidate_weight: float, shadow: bool) -> SlotState:
+        if not 0.0 <= candidate_weight <= 1.0:
+            raise SlotError(f"candidate_weight must be between 0 and 1, got {candidate_weight}")
+        if self.candidate is None and (candidate_weight > 0 or shadow):
+            raise SlotError("no candidate loaded: load one before routing traffic to it")
+        return replace(self, candidate_weight=candidate_weight, shadow=shadow)
+
+    def promote(self) -> SlotState:
+        if self.candidate is None:
+            raise SlotError("no candidate loaded: nothing to promote")
+        return SlotState(stable=self.candidate, previous=self.stable)
+
+    def rollback(self) -> SlotState:
+        if self.previous is None:
+            raise SlotError("no previous stable model: nothing to roll back to")
+        return replace(self, stable=self.previous, previous=self.stable)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "stable": self.stable.describe(),
+            "candidate": self.candidate.describe() if self.candidate else None,
+            "previous": self.previous.describe() if self.previous else None,
+            "candidate_weight": self.candidate_weight,
+            "shadow": self.shadow,
+        }
+
+
+def _bucket(key: str) -> int:
+    # crc32 is stable across processes and restarts (unlike hash()), and cheap.
+    return zlib.crc32(key.encode()) % _HASH_SPACE

@@ -1,0 +1,93 @@
+"""HTTP plumbing shared by every endpoint: bounded body reads, request ids, auth, errors."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+JSON = "application/json"
+_MAX_REQUEST_ID_LENGTH = 128
+
+
+class HttpError(Exception):
+    """An answer other than success: status, MLflow-style error code, message."""
+
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # also covers chunked bodies without a length
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, "BAD_REQUEST", f"request body exceeds the limit of {limit} bytes")
+
+
+def request_id_of(request: Request) -> str | None:
+    """The client's `X-Request-ID`, validated; None when it sent none."""
+    request_id = request.headers.get("x-request-id")
+    if request_id is None:
+        return None
+    if not 0 < len(request_id) <= _MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
+        raise HttpError(
+            400,
+            "BAD_REQUEST",
+            f"X-Request-ID must be 1-{_MAX_REQUEST_ID_LENGTH} printable characters",
+        )
+    return request_id
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_bearer(request: Request, secret: str | None, *, allow_api_key_header: bool) -> None:
+    """401 unless the request carries `secret` (no secret configured: nothing to check)."""
+    if secret is None:
+        return
+    presented = request.headers.get("x-api-key", "") if allow_api_key_header else ""
+    if not presented:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        presented = token.strip() if scheme.lower() == "bearer" else ""
+    # Constant-time comparison: response timing must not reveal how much of a guess matched.
+    if not presented or not hmac.compare_digest(presented.encode(), secret.encode()):
+        raise HttpError(401, "UNAUTHENTICATED", "missing or invalid credentials")
+
+
+def json_response(
+    payload: object, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type=JSON, headers=headers)
+
+
+def mlflow_error(error: HttpError, headers: dict[str, str] | None = None) -> Response:
+    """MLflow's scoring-server error shape; 415 is plain text there, so it is here too."""
+    if error.status == 415:
+        return Response(error.message, status_code=415, media_type="text/plain", headers=headers)
+    return json_response(
+        {"error_code": error.error_code, "message": error.message}, error.status, headers
+    )
+
+
+def v2_error(error: HttpError, headers: dict[str, str] | None = None) -> Response:
+    """Open Inference Protocol error object."""
+    return json_response({"error": error.message}, error.status, headers)

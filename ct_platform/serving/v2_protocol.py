@@ -1,0 +1,204 @@
+"""Open Inference Protocol v2 (KServe v2) JSON: request tensors in, label/probability out.
+
+An infer request carries either one tensor per feature column (named after the column,
+shape `[n]` or `[n, 1]`; `BYTES` for categorical columns) or a single 2-D tensor of shape
+`[n, n_columns]` in schema column order (`BYTES` when it mixes strings and numbers; numeric
+cells may then be strings). Tensor `data` may be flat (row-major) or nested.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ct_platform.serving.bundle import BundleMeta, Prediction
+from ct_platform.serving.schema import InputError, InputSchema, ParsedRows
+
+NUMERIC_DATATYPES = frozenset(
+    {
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "FP16",
+        "FP32",
+        "FP64",
+    }
+)
+
+
+def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, str | None]:
+    """Parsed rows plus the request's own `id`, if it sent one."""
+    if not body.strip():
+        raise InputError("empty request body")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise InputError("expected a JSON object with an 'inputs' list of tensors")
+    tensors = payload["inputs"]
+    if not tensors or not all(isinstance(tensor, dict) for tensor in tensors):
+        raise InputError("'inputs' must be a non-empty list of tensor objects")
+    request_id = payload.get("id")
+    request_id = str(request_id) if request_id is not None else None
+    if len(tensors) == 1 and tensors[0].get("name") not in schema.names:
+        return _parse_table_tensor(tensors[0], schema), request_id
+    return _parse_column_tensors(tensors, schema), request_id
+
+
+def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) -> ParsedRows:
+    by_name = {tensor.get("name"): tensor for tensor in tensors}
+    missing = [name for name in schema.names if name not in by_name]
+    if missing:
+        raise InputError(f"missing input tensor(s) for column(s): {missing}")
+    columns: dict[str, list[Any]] = {}
+    text = False
+    for column in schema.columns:
+        tensor = by_name[column.name]
+        datatype = _datatype(tensor)
+        if column.is_numeric and datatype not in NUMERIC_DATATYPES and datatype != "BYTES":
+            raise InputError(f"tensor '{column.name}': datatype {datatype} is not numeric")
+        if not column.is_numeric and datatype != "BYTES":
+            raise InputError(f"tensor '{column.name}': categorical column needs datatype BYTES")
+        text = text or (column.is_numeric and datatype == "BYTES")
+        shape = _shape(tensor)
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise InputError(f"tensor '{column.name}': shape must be [n] or [n, 1], got {shape}")
+        columns[column.name] = _flat_data(tensor, expected=shape[0])
+    return schema.from_columns(columns, text=text)
+
+
+def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRows:
+    width = len(schema.names)
+    shape = _shape(tensor)
+    if len(shape) != 2 or shape[1] != width:
+        raise InputError(
+            f"tensor '{tensor.get('name')}': expected shape [n, {width}] (columns "
+            f"{schema.names}), or one tensor per column; got shape {shape}"
+        )
+    datatype = _datatype(tensor)
+    if datatype != "BYTES" and datatype not in NUMERIC_DATATYPES:
+        raise InputError(f"tensor '{tensor.get('name')}': unsupported datatype {datatype}")
+    values = _flat_data(tensor, expected=shape[0] * width)
+    rows = [values[start : start + width] for start in range(0, len(values), width)]
+    return schema.from_split(schema.names, rows, text=datatype == "BYTES")
+
+
+def _datatype(tensor: dict[str, Any]) -> str:
+    datatype = tensor.get("datatype")
+    if not isinstance(datatype, str):
+        raise InputError(f"tensor '{tensor.get('name')}': missing 'datatype'")
+    return datatype.upper()
+
+
+def _shape(tensor: dict[str, Any]) -> list[int]:
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(type(size) is int and size >= 0 for size in shape)
+    ):
+        raise InputError(f"tensor '{tensor.get('name')}': 'shape' must be a list of sizes")
+    return shape
+
+
+def _flat_data(tensor: dict[str, Any], *, expected: int) -> list[Any]:
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise InputError(f"tensor '{tensor.get('name')}': 'data' must be a list")
+    flat = _flatten(data)
+    if len(flat) != expected:
+        raise InputError(
+            f"tensor '{tensor.get('name')}': shape says {expected} values, data has {len(flat)}"
+        )
+    return flat
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    if not any(isinstance(item, list) for item in data):
+        return data
+    flat: list[Any] = []
+    for item in data:
+        if isinstance(item, list):
+            flat.extend(_flatten(item))
+        else:
+            flat.append(item)
+    return flat
+
+
+def render_infer_response(
+    prediction: Prediction, meta: BundleMeta, request_id: str | None
+) -> bytes:
+    outputs: list[dict[str, Any]] = []
+    if prediction.values is not None:
+        outputs.append(_tensor("value", prediction.values))
+    else:
+        outputs.append(_tensor("label", prediction.labels))
+        if prediction.proba is not None:
+            outputs.append(_tensor("probabilities", prediction.proba))
+    response: dict[str, Any] = {
+        "model_name": meta.name,
+        "model_version": meta.version,
+        "outputs": outputs,
+    }
+    if request_id is not None:
+        response["id"] = request_id
+    return orjson.dumps(response)
+
+
+def _tensor(name: str, values: np.ndarray) -> dict[str, Any]:
+    return {
+        "name": name,
+        "shape": list(values.shape),
+        "datatype": v2_datatype(values.dtype),
+        "data": values.ravel().tolist(),
+    }
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    if dtype.kind in "iu":
+        return f"{'INT' if dtype.kind == 'i' else 'UINT'}{dtype.itemsize * 8}"
+    if dtype.kind == "f":
+        return f"FP{dtype.itemsize * 8}"
+    if dtype.kind == "b":
+        return "BOOL"
+    return "BYTES"
+
+
+def model_metadata(meta: BundleMeta, backend: str) -> dict[str, Any]:
+    inputs = [
+        {
+            "name": column.name,
+            "datatype": "FP64" if column.is_numeric else "BYTES",
+            "shape": [-1, 1],
+        }
+        for column in meta.columns
+    ]
+    # The ONNX graph computes in float32; the sklearn fallback in float64.
+    float_type = "FP32" if backend == "onnx" else "FP64"
+    if meta.task == "classification":
+        label_type = "BYTES" if any(isinstance(c, str) for c in meta.classes or []) else "INT64"
+        outputs = [
+            {"name": "label", "datatype": label_type, "shape": [-1]},
+            {
+                "name": "probabilities",
+                "datatype": float_type,
+                "shape": [-1, len(meta.classes or [])],
+            },
+        ]
+    else:
+        outputs = [{"name": "value", "datatype": float_type, "shape": [-1]}]
+    return {
+        "name": meta.name,
+        "versions": [meta.version],
+        "platform": "onnxruntime_onnx" if backend == "onnx" else "scikit-learn",
+        "inputs": inputs,
+        "outputs": outputs,
+    }
