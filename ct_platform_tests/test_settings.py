@@ -1,0 +1,85 @@
+"""The spec fails at load with an error naming the offending key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ct_platform.settings import Spec, SpecError, load_spec
+
+
+@pytest.fixture
+def edited_spec(spec_file: Path) -> Callable[[Callable[[dict], None]], Spec]:
+    """Apply an edit to the bank spec's YAML, then load it."""
+
+    def load_edited(edit: Callable[[dict], None]) -> Spec:
+        raw = yaml.safe_load(spec_file.read_text())
+        edit(raw)
+        spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return load_spec(spec_file)
+
+    return load_edited
+
+
+def test_bank_spec_loads_with_paths_relative_to_the_spec(spec_file: Path) -> None:
+    spec = load_spec()  # CT_SPEC points at spec_file
+    assert spec.dataset.target == "y"
+    assert spec.landing_dir == spec_file.parent / "incoming"
+    assert "duration" not in spec.dataset.feature_columns
+    assert spec.dataset.numeric_features[:2] == ["age", "campaign"]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"spec file not found: .*nowhere\.yaml"):
+        load_spec(tmp_path / "nowhere.yaml")
+
+
+def test_bad_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("dataset: {name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(SpecError, match="expected a mapping at the top level, got list"):
+        load_spec(path)
+
+
+def test_unknown_key_is_named(edited_spec) -> None:
+    with pytest.raises(SpecError, match=r"dataset\.completness_min: Extra inputs"):
+        edited_spec(lambda raw: raw["dataset"].update(completness_min=0.9))
+
+
+def test_wrong_column_type_is_named(edited_spec) -> None:
+    with pytest.raises(SpecError, match=r"dataset\.columns\.age\.type: .*'int', 'float'"):
+        edited_spec(lambda raw: raw["dataset"]["columns"]["age"].update(type="integer"))
+
+
+def test_metric_must_fit_the_task(edited_spec) -> None:
+    with pytest.raises(
+        SpecError, match=r"evaluation\.primary_metric 'mae' does not fit task 'classification'"
+    ):
+        edited_spec(lambda raw: raw["evaluation"].update(primary_metric="mae"))
+
+
+def test_estimator_must_be_scikit_learn(edited_spec) -> None:
+    with pytest.raises(SpecError, match=r"model: .*estimator 'os\.system' must be a scikit-learn"):
+        edited_spec(lambda raw: raw["model"].update(estimator="os.system"))
+
+
+def test_min_greater_than_max_is_named(edited_spec) -> None:
+    with pytest.raises(
+        SpecError, match=r"dataset\.columns\.age: .*min \(100\.0\) is greater than max \(17\.0\)"
+    ):
+        edited_spec(lambda raw: raw["dataset"]["columns"]["age"].update(min=100, max=17))
+
+
+def test_target_listed_as_a_column_is_rejected(edited_spec) -> None:
+    with pytest.raises(SpecError, match=r"dataset: .*target 'y' must not also be listed"):
+        edited_spec(lambda raw: raw["dataset"]["columns"].update(y={"type": "int"}))
