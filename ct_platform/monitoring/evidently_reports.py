@@ -33,11 +33,18 @@ from evidently.core.report import Snapshot
 from evidently.legacy.calculations import stattests
 from evidently.presets import ClassificationPreset, DataDriftPreset, RegressionPreset
 
+from ct_platform.monitoring.frames import PREDICTION_COLUMN, PROBA_COLUMN
 from ct_platform.monitoring.results import ColumnDrift, DriftResult, summarise
 from ct_platform.settings import DatasetSpec, Spec
 
-PREDICTION_COLUMN = "prediction"
-PROBA_COLUMN = "prediction_proba"
+__all__ = [
+    "PREDICTION_COLUMN",
+    "PROBA_COLUMN",
+    "DriftSummary",
+    "data_definition",
+    "data_drift_report",
+    "model_quality_report",
+]
 
 PredictionKind = Literal["label", "proba", "both"] | None
 

@@ -13,6 +13,11 @@ import pandas as pd
 
 from ct_platform.settings import ColumnSpec, DatasetSpec
 
+# Where a frame carries a model's outputs next to its features: the predicted label (or value,
+# for regression) and the probability of the positive class (binary classification).
+PREDICTION_COLUMN = "prediction"
+PROBA_COLUMN = "prediction_proba"
+
 
 class MissingColumnsError(ValueError):
     """The data lacks columns the spec declares as features."""

@@ -1,0 +1,146 @@
+"""Read the serving prediction log and the feedback labels into DataFrames.
+
+Formats (docs/architecture.md, written by `ct_platform.serving.prediction_log` and
+`ct_platform.serving.feedback`): `$CT_HOME/predictions/*.jsonl` holds one record per scored row,
+`{"request_id", "ts", "slot", "model_version", "features": {col: value}, "output": {"label",
+"proba"} | {"value"}, "latency_ms"}`; `$CT_HOME/feedback/*.jsonl` holds `{"request_id", "label",
+"ts"}`. Missing feature values are logged as null.
+
+Segments are read newest first and reading stops as soon as the window is filled. That is
+sound because a segment's records were all scored before its last write: no record in a
+segment last modified at time m has `ts` > m. So once the window holds enough rows newer than
+the next segment's modification time, no older segment can contribute. The segment being
+written may end in a torn line (a crash between flushes); such lines are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from ct_platform.monitoring.frames import PREDICTION_COLUMN, PROBA_COLUMN, typed_features
+from ct_platform.settings import DatasetSpec, DriftWindow, Paths
+
+# The shadow slot re-scores requests the stable slot already answered: counting it would
+# count that traffic twice. Stable and candidate split the real traffic between them.
+TRAFFIC_SLOTS = ("stable", "candidate")
+LOG_COLUMNS = ["request_id", "ts", "slot", "model_version"]
+
+Record = dict[str, Any]
+
+
+def load_window(
+    window: DriftWindow,
+    dataset: DatasetSpec,
+    *,
+    directory: Path | None = None,
+    now: float | None = None,
+    slots: Collection[str] = TRAFFIC_SLOTS,
+) -> pd.DataFrame:
+    """The newest logged rows within `window` (last `rows` rows and/or last `minutes`).
+
+    Columns: the spec's features typed like a cleaned frame (sentinels and nulls -> NaN),
+    then `request_id`, `ts`, `slot`, `model_version`, `prediction` (label, or value for
+    regression) and `prediction_proba` (classification; NaN when not logged). Oldest first.
+    """
+    records = read_predictions(window, directory=directory, now=now, slots=slots)
+    return records_frame(records, dataset)
+
+
+def read_predictions(
+    window: DriftWindow,
+    *,
+    directory: Path | None = None,
+    now: float | None = None,
+    slots: Collection[str] = TRAFFIC_SLOTS,
+    request_ids: Collection[str] | None = None,
+) -> list[Record]:
+    """Raw records in `window`, oldest first; only `request_ids` when given."""
+    directory = Paths.from_env().predictions if directory is None else directory
+    since = -math.inf
+    if window.minutes is not None:
+        since = (time.time() if now is None else now) - window.minutes * 60
+    collected: list[Record] = []
+    segments = _segments_newest_first(directory)
+    for index, (path, _modified) in enumerate(segments):
+        collected.extend(
+            record
+            for record in _read_records(path)
+            if record["slot"] in slots
+            and record["ts"] >= since
+            and (request_ids is None or record["request_id"] in request_ids)
+        )
+        older = segments[index + 1][1] if index + 1 < len(segments) else -math.inf
+        if older < since or _filled(collected, window.rows, older):
+            break
+    collected.sort(key=lambda record: record["ts"])
+    return collected if window.rows is None else collected[-window.rows :]
+
+
+def records_frame(records: list[Record], dataset: DatasetSpec) -> pd.DataFrame:
+    """Prediction-log records as a frame (see `load_window` for the columns)."""
+    features = pd.DataFrame([record["features"] for record in records])
+    if not records:
+        features = pd.DataFrame(columns=dataset.feature_columns)
+    frame = typed_features(features, dataset, where="prediction log")
+    for column in LOG_COLUMNS:
+        frame[column] = [record[column] for record in records]
+    outputs = [record["output"] for record in records]
+    key = "value" if dataset.task == "regression" else "label"
+    frame[PREDICTION_COLUMN] = [output.get(key) for output in outputs]
+    if dataset.task == "classification":
+        proba = [output.get("proba") for output in outputs]
+        frame[PROBA_COLUMN] = pd.to_numeric(pd.Series(proba, dtype=object)).astype("float64")
+    return frame
+
+
+def load_feedback(directory: Path | None = None) -> pd.DataFrame:
+    """All feedback as `request_id`, `label`, `ts`; the latest label per request id wins."""
+    directory = Paths.from_env().feedback if directory is None else directory
+    records = [
+        record for path, _ in _segments_newest_first(directory) for record in _read_records(path)
+    ]
+    frame = pd.DataFrame(records, columns=["request_id", "label", "ts"])
+    frame = frame.sort_values("ts", kind="stable")
+    return frame.drop_duplicates("request_id", keep="last").reset_index(drop=True)
+
+
+def _filled(collected: list[Record], rows: int | None, older_than: float) -> bool:
+    """Enough rows that no record from a segment last written at `older_than` can displace."""
+    if rows is None:
+        return False
+    newer = sum(1 for record in collected if record["ts"] >= older_than)
+    return newer >= rows
+
+
+def _segments_newest_first(directory: Path) -> list[tuple[Path, float]]:
+    if not directory.is_dir():
+        return []
+    with os.scandir(directory) as entries:
+        segments = [
+            (Path(entry.path), entry.stat().st_mtime)
+            for entry in entries
+            if entry.name.endswith(".jsonl") and entry.is_file()
+        ]
+    return sorted(segments, key=lambda segment: segment[1], reverse=True)
+
+
+def _read_records(path: Path) -> Iterator[Record]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:  # rotated away or removed between listing and reading
+        return
+    for line in raw.splitlines():
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # a torn last line from a crash mid-write
+        if isinstance(record, dict):
+            yield record
