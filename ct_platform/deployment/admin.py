@@ -1,0 +1,53 @@
+"""Client for the server's admin API (bearer token), as far as deployment needs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ct_platform.deployment.endpoint import DeploymentError
+
+# Loading a bundle (ONNX session, skops fallback) can take a while on a busy machine.
+LOAD_TIMEOUT_S = 60.0
+
+
+class AdminAuthError(DeploymentError):
+    """The server refused our admin token (or has its admin API switched off)."""
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str) -> None:
+        self._url = url
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def slots(self) -> dict[str, Any]:
+        return self._call("GET", "/admin/slots")
+
+    def stable_version(self) -> str | None:
+        """The version of the model in the stable slot; None when the server is unreachable."""
+        try:
+            return str(self.slots()["stable"]["version"])
+        except (httpx.HTTPError, AdminAuthError, KeyError, TypeError):
+            return None
+
+    def swap_in(self, bundle_dir: Path) -> None:
+        """Load `bundle_dir` as candidate, then promote it: one reference swap, no downtime.
+
+        `bundle_dir` is a path as the server sees it (the same path for a local server).
+        """
+        self._call("POST", "/admin/slots/candidate/load", {"bundle": str(bundle_dir)})
+        self._call("POST", "/admin/promote")
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.request(
+            method, f"{self._url}{path}", json=body, headers=self._headers, timeout=LOAD_TIMEOUT_S
+        )
+        if response.status_code in (401, 403):
+            raise AdminAuthError(f"admin API at {self._url} refused us: {response.text[:300]}")
+        if response.status_code != 200:
+            raise DeploymentError(
+                f"admin {method} {path} failed: HTTP {response.status_code}: {response.text[:500]}"
+            )
+        return response.json()

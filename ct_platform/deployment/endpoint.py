@@ -1,0 +1,96 @@
+"""What a deployment target returns, and the HTTP checks every target runs on a server.
+
+Both targets speak to the server only through its public HTTP surface (MLflow scoring
+protocol + admin API, see docs/architecture.md), so the checks here are target-agnostic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+
+class DeploymentError(RuntimeError):
+    """A deployment step failed; the message says which, with the server's own words."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    version: str
+    target: str
+    deployed_at: str
+    bundle: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    endpoint: Endpoint
+    healthy: bool
+    # Target-specific, human-readable: "pid 4242", "container 1a2b3c (healthy)".
+    detail: str
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def is_healthy(url: str, *, timeout: float = 2.0) -> bool:
+    """GET /ping answers 200: the server is up and has a model loaded."""
+    try:
+        return httpx.get(f"{url}/ping", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_healthy(
+    url: str, timeout: float, *, still_starting: Callable[[], bool] = lambda: True
+) -> None:
+    """Poll until GET /ping answers 200, or raise `DeploymentError` after `timeout` seconds.
+
+    `still_starting` returns False once the server can no longer come up (its process
+    exited, its container stopped): we fail at once instead of waiting out the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_healthy(url):
+            return
+        if not still_starting():
+            raise DeploymentError(f"server at {url} stopped while starting")
+        time.sleep(0.2)
+    raise DeploymentError(f"server at {url} not ready within {timeout:.0f}s")
+
+
+def smoke_request(
+    url: str, sample_row: Mapping[str, Any], *, api_key: str | None = None, timeout: float = 10.0
+) -> Any:
+    """POST one row to /invocations; return its prediction or raise `DeploymentError`.
+
+    `api_key`: the server's API key, when it requires one (the spec's `api_key_env`).
+    """
+    headers = {"X-API-Key": api_key} if api_key else {}
+    try:
+        response = httpx.post(
+            f"{url}/invocations",
+            json={"dataframe_records": [dict(sample_row)]},
+            headers=headers,
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        raise DeploymentError(f"smoke request to {url} failed: {exc}") from None
+    if response.status_code != 200:
+        raise DeploymentError(
+            f"smoke request to {url}: HTTP {response.status_code}: {response.text[:500]}"
+        )
+    predictions = response.json().get("predictions")
+    if not isinstance(predictions, list) or len(predictions) != 1:
+        raise DeploymentError(f"smoke request to {url}: no prediction in {response.text[:500]}")
+    return predictions[0]

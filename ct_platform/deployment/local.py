@@ -1,0 +1,208 @@
+"""The `local` target: the model server as a detached process on this machine.
+
+The server is started in its own session (`start_new_session=True`), so it outlives the
+Dagster run (or CLI call) that started it and does not get its terminal's signals. What a
+later deploy needs to find it again lives in `$CT_HOME/deployments/`: `local.pid`,
+`local.json` (pid, url, version, bundle) and `local-server.log` (the server's output).
+
+A deploy onto a live, healthy server hot-swaps through the admin API (load the new bundle
+as candidate, then promote it): the port never closes and no request fails. A server that
+is gone (pid dead) or hung (pid alive, /ping silent) is replaced by a fresh process; so is
+one whose admin API refuses our token (started by hand with another one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ct_platform.deployment.admin import AdminAuthError, AdminClient
+from ct_platform.deployment.endpoint import (
+    DeploymentError,
+    Endpoint,
+    EndpointStatus,
+    is_healthy,
+    utc_now,
+    wait_healthy,
+)
+from ct_platform.deployment.state import admin_token, read_json, write_json_atomic
+from ct_platform.serving.bundle import read_meta
+from ct_platform.settings import Spec
+
+START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+SERVER_MODULE = "ct_platform.serving"
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(self, spec: Spec) -> None:
+        self._serving = spec.serving
+        self._home = spec.paths.home
+        self._dir = spec.paths.deployments
+        self.state_file = self._dir / "local.json"
+        self.pid_file = self._dir / "local.pid"
+        self.log_file = self._dir / "local-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._serving.host}:{self._serving.port}"
+
+    def deploy(self, bundle_dir: Path) -> Endpoint:
+        """Serve `bundle_dir`: hot swap into a healthy server, else (re)start one."""
+        bundle_dir = bundle_dir.resolve()
+        version = read_meta(bundle_dir).version
+        pid = self._running_pid()
+        if pid is not None and is_healthy(self.url):
+            try:
+                self._admin().swap_in(bundle_dir)
+            except AdminAuthError:
+                self._terminate(pid)
+                pid = self._start(bundle_dir)
+        else:
+            if pid is not None:
+                self._terminate(pid)  # alive but not answering: hung
+            pid = self._start(bundle_dir)
+        served = self._admin().stable_version()
+        if served != version:
+            # Someone else's server on our port would answer /ping just as well.
+            raise DeploymentError(f"{self.url} serves version {served}, expected {version}")
+        endpoint = Endpoint(self.url, version, self.name, utc_now(), str(bundle_dir))
+        write_json_atomic(
+            self.state_file, {**endpoint.to_dict(), "pid": pid, "log": str(self.log_file)}
+        )
+        return endpoint
+
+    def status(self) -> EndpointStatus | None:
+        state = read_json(self.state_file)
+        if state is None:
+            return None
+        endpoint = _endpoint_from(state)
+        pid = self._running_pid()
+        if pid is None:
+            return EndpointStatus(endpoint, healthy=False, detail="server process is gone")
+        healthy = is_healthy(endpoint.url)
+        return EndpointStatus(endpoint, healthy, f"pid {pid}, {'' if healthy else 'not '}ready")
+
+    def ensure_running(self) -> Endpoint | None:
+        """Restart the last deployed bundle when its server died or hung; None if none."""
+        status = self.status()
+        if status is None:
+            return None
+        if status.healthy:
+            return status.endpoint
+        return self.deploy(Path(status.endpoint.bundle))
+
+    def stop(self) -> None:
+        pid = self._running_pid()
+        if pid is not None:
+            self._terminate(pid)
+        self.pid_file.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
+
+    # --- process handling -------------------------------------------------------------
+
+    def _start(self, bundle_dir: Path) -> int:
+        env = {
+            **os.environ,
+            "CT_HOME": str(self._home),
+            self._serving.admin_token_env: admin_token(self._dir, self._serving.admin_token_env),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            SERVER_MODULE,
+            "--bundle",
+            str(bundle_dir),
+            "--host",
+            self._serving.host,
+            "--port",
+            str(self._serving.port),
+        ]
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self.pid_file.write_text(f"{process.pid}\n")
+        try:
+            wait_healthy(self.url, START_TIMEOUT_S, still_starting=lambda: process.poll() is None)
+        except DeploymentError as exc:
+            self._terminate(process.pid)
+            raise DeploymentError(
+                f"{exc}\n--- {self.log_file} (tail) ---\n{self._log_tail()}"
+            ) from None
+        return process.pid
+
+    def _running_pid(self) -> int | None:
+        """The pid in the pidfile if that process is alive and is our server."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _is_server_process(pid) else None
+
+    def _terminate(self, pid: int) -> None:
+        """SIGTERM (uvicorn drains in-flight requests), then SIGKILL after a grace period."""
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline:
+            if not _is_server_process(pid):
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
+
+    def _admin(self) -> AdminClient:
+        token = admin_token(self._dir, self._serving.admin_token_env)
+        return AdminClient(self.url, token)
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def _is_server_process(pid: int) -> bool:
+    """Alive, not a zombie, and running our server module (a reused pid is not ours)."""
+    _reap(pid)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X") and SERVER_MODULE.encode() in cmdline
+
+
+def _reap(pid: int) -> None:
+    # When the server is our own child (tests, a long-lived CLI), collect its exit status
+    # so that it does not linger as a zombie that still looks like a live pid.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _endpoint_from(state: dict[str, str]) -> Endpoint:
+    return Endpoint(
+        url=state["url"],
+        version=state["version"],
+        target=state["target"],
+        deployed_at=state["deployed_at"],
+        bundle=state["bundle"],
+    )

@@ -1,0 +1,42 @@
+"""One interface over both deployment targets, and the choice between them.
+
+`target_for(spec)` picks `serving.target` from the spec. Every target keeps what it needs
+to find its server again under `$CT_HOME/deployments/`, so each call (another Dagster
+run, the CLI) sees the deployment the previous one made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from ct_platform.deployment.container import DockerTarget
+from ct_platform.deployment.endpoint import Endpoint, EndpointStatus
+from ct_platform.deployment.local import LocalTarget
+from ct_platform.settings import Spec
+
+
+class DeploymentTarget(Protocol):
+    name: str
+
+    def deploy(self, bundle_dir: Path) -> Endpoint:
+        """Serve `bundle_dir`; return once the new version answers requests."""
+        ...
+
+    def status(self) -> EndpointStatus | None:
+        """The current deployment and whether it is healthy; None when nothing is deployed."""
+        ...
+
+    def ensure_running(self) -> Endpoint | None:
+        """Bring a dead or hung deployment back with the same bundle; None if none."""
+        ...
+
+    def stop(self) -> None:
+        """Stop serving and forget the deployment."""
+        ...
+
+
+def target_for(spec: Spec) -> DeploymentTarget:
+    if spec.serving.target == "docker":
+        return DockerTarget(spec)
+    return LocalTarget(spec)

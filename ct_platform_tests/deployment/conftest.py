@@ -1,0 +1,98 @@
+"""Fixtures for deployment: real bundles (two versions), free ports, a sample request row."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from ct_platform.data.contract import check_contract
+from ct_platform.settings import Spec, load_spec
+from ct_platform.training.bundling import build_bundle
+from ct_platform.training.pipeline import build_pipeline
+from ct_platform_tests.conftest import BANK_SPEC
+
+TRAIN_ROWS = 3000
+HOLDOUT_ROWS = 500
+
+
+def cleaned(frame: pd.DataFrame, spec: Spec) -> pd.DataFrame:
+    result = check_contract(frame, spec.dataset)
+    assert result.passed, result.failed
+    return result.clean
+
+
+def fit_pipeline(spec: Spec, train: pd.DataFrame, max_iter: int) -> Any:
+    model = spec.model.model_copy(update={"params": {**spec.model.params, "max_iter": max_iter}})
+    pipeline = build_pipeline(spec.model_copy(update={"model": model}))
+    return pipeline.fit(train[spec.dataset.feature_columns], train[spec.dataset.target])
+
+
+def with_port(spec: Spec, port: int) -> Spec:
+    return spec.model_copy(update={"serving": spec.serving.model_copy(update={"port": port})})
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too (the docker target alternates between both)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with socket.socket() as successor:
+            try:
+                successor.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no pair of free ports found")
+
+
+@pytest.fixture(scope="session")
+def bank_spec() -> Spec:
+    return load_spec(BANK_SPEC)
+
+
+@pytest.fixture(scope="session")
+def train_holdout(bank_spec: Spec, bank_frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    frame = cleaned(bank_frame.iloc[: TRAIN_ROWS + HOLDOUT_ROWS], bank_spec)
+    return frame.iloc[:TRAIN_ROWS], frame.iloc[TRAIN_ROWS:]
+
+
+@pytest.fixture(scope="session")
+def bundles(
+    bank_spec: Spec,
+    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Path]:
+    """Two real bundles (v1, v2: different models) built once for all target tests."""
+    train, holdout = train_holdout
+    root = tmp_path_factory.mktemp("bundles")
+    return {
+        version: build_bundle(
+            fit_pipeline(bank_spec, train, max_iter=max_iter),
+            bank_spec,
+            name=bank_spec.model.name,
+            version=version,
+            fingerprint=f"test-{version}",
+            holdout=holdout,
+            directory=root / f"{bank_spec.model.name}-v{version}",
+        )
+        for version, max_iter in (("1", 20), ("2", 40))
+    }
+
+
+@pytest.fixture(scope="session")
+def sample_row(bank_spec: Spec, bank_frame: pd.DataFrame) -> dict[str, Any]:
+    """One raw row as a client sends it (pdays=999 sentinel included), JSON-safe."""
+    row = bank_frame[bank_spec.dataset.feature_columns].iloc[[TRAIN_ROWS + HOLDOUT_ROWS]]
+    return json.loads(row.to_json(orient="records"))[0]
+
+
+@pytest.fixture
+def serving_spec(spec: Spec) -> Spec:
+    """The test spec served on a free port pair of its own (tests run beside other servers)."""
+    return with_port(spec, free_port_pair())
