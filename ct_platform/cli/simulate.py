@@ -12,6 +12,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: the real imports wait until the command runs
+    from ct_platform.data.traffic import TrafficSender
+    from ct_platform.settings import Spec
 
 DEFAULT_SOURCE = Path("data") / "bank_marketing.csv.gz"  # relative to the spec's folder
 
@@ -50,7 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ct_platform.data.reader import BatchReadError
     from ct_platform.data.replay import ReplayOptions, replay
-    from ct_platform.data.traffic import TrafficSender
     from ct_platform.settings import Paths, SpecError, load_spec
 
     try:
@@ -68,18 +72,9 @@ def run(args: argparse.Namespace) -> int:
         restart=args.restart,
     )
     stop = threading.Event()
-    traffic = None
-    if args.endpoint:
-        traffic = TrafficSender(
-            args.endpoint,
-            spec.dataset,
-            rps=args.rps,
-            label_delay=args.label_delay,
-            api_key=args.api_key or os.environ.get(spec.serving.api_key_env),
-            stop=stop,
-        )
     with _stop_on_signals(stop):
         try:
+            traffic = _traffic_sender(args, spec, stop) if args.endpoint else None
             landed = replay(options, spec, stop, traffic=traffic)
         except (BatchReadError, ValueError) as exc:
             print(f"ct simulate: {exc}")
@@ -92,6 +87,19 @@ def run(args: argparse.Namespace) -> int:
     ending = "stopped" if stop.is_set() else "done"
     print(f"{ending}: {landed} batches landed in {options.landing_dir}")
     return 0
+
+
+def _traffic_sender(args: argparse.Namespace, spec: Spec, stop: threading.Event) -> TrafficSender:
+    from ct_platform.data.traffic import TrafficSender
+
+    return TrafficSender(
+        args.endpoint,
+        spec.dataset,
+        rps=args.rps,
+        label_delay=args.label_delay,
+        api_key=args.api_key or os.environ.get(spec.serving.api_key_env),
+        stop=stop,
+    )
 
 
 @contextmanager

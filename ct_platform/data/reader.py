@@ -84,7 +84,6 @@ def _read_csv(path: Path, text: str, separator: str) -> pd.DataFrame:
             dtype=str,
             keep_default_na=False,
             na_values=[""],
-            engine="c",
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

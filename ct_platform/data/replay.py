@@ -36,11 +36,17 @@ class ReplayState:
 
         Batch numbers keep counting up across restarts, so a replay never reuses a name.
         """
-        saved = json.loads(path.read_text()) if path.exists() else None
-        next_batch = saved["next_batch"] if saved else 1
-        if saved is None or restart or saved["source"] != str(source):
-            return cls(source=str(source), next_batch=next_batch)
-        return cls(**saved)
+        try:
+            saved = cls(**json.loads(path.read_text())) if path.exists() else None
+        except (ValueError, TypeError) as exc:
+            if not restart:
+                raise ValueError(
+                    f"{path}: not a valid simulation state ({exc}); use --restart"
+                ) from None
+            saved = None  # starting over anyway; existing batch names are still never reused
+        if saved is None or restart or saved.source != str(source):
+            return cls(source=str(source), next_batch=saved.next_batch if saved else 1)
+        return saved
 
     def save(self, path: Path) -> None:
         temporary = path.with_name(f".{path.name}.tmp")
@@ -84,6 +90,8 @@ def replay(
     frame = load_source(options.source, spec)
     state = ReplayState.load(options.state_path, options.source, restart=options.restart)
     options.landing_dir.mkdir(parents=True, exist_ok=True)
+    if state.next_row:
+        log(f"resuming {options.source.name} at row {state.next_row} (--restart starts over)")
     landed = 0
     while not stop.is_set() and (options.max_batches is None or landed < options.max_batches):
         if state.next_row >= len(frame):

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import pandas as pd
@@ -27,11 +27,11 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 class TrafficReport:
     sent: int = 0
     ok: int = 0
-    failed_by_status: dict[int, int] | None = None
+    failed_by_status: dict[int, int] = field(default_factory=dict)
     unreachable: str | None = None  # why the endpoint could not be reached, if it could not
 
     def summary(self) -> str:
-        failed = sum((self.failed_by_status or {}).values())
+        failed = sum(self.failed_by_status.values())
         text = f"{self.sent} requests, {self.ok} ok, {failed} failed"
         if self.failed_by_status:
             text += " (" + ", ".join(f"HTTP {s}: {n}" for s, n in self.failed_by_status.items())
@@ -70,7 +70,7 @@ class TrafficSender:
 
     def send_batch(self, rows: pd.DataFrame, batch_label: str) -> TrafficReport:
         """Send every row of `rows` at `rps`; labels of answered requests follow later."""
-        report = TrafficReport(failed_by_status={})
+        report = TrafficReport()
         payloads = _row_payloads(rows, self.dataset)
         labels = _labels(rows[self.dataset.target], self.dataset)
         answered: list[dict[str, object]] = []

@@ -197,3 +197,24 @@ def test_endpoint_down_still_lands_batches(
     assert _landed(spec) == ["batch-00001.csv", "batch-00002.csv"]
     output = capsys.readouterr().out
     assert output.count("unreachable") == 2  # once per batch, not once per row
+
+
+def test_corrupt_state_asks_for_restart(
+    spec: Spec, source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (Paths.from_env().state / "simulate.json").write_text("{not json")
+    assert _simulate(source, "--once") == 1
+    assert "not a valid simulation state" in capsys.readouterr().out
+    assert _simulate(source, "--once", "--restart") == 0
+    assert _landed(spec) == ["batch-00001.csv"]
+
+
+def test_invalid_rates_are_rejected(
+    spec: Spec, source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _simulate(source, "--once", "--endpoint", "http://127.0.0.1:9", "--rps", "0") == 1
+    assert _simulate(source, "--once", "--batch-size", "0") == 1
+    output = capsys.readouterr().out
+    assert "--rps must be positive" in output
+    assert "--batch-size must be at least 1" in output
+    assert _landed(spec) == []
