@@ -18,9 +18,10 @@ from ct_platform.serving.config import (
 )
 
 
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared with `ct serve` (which adds its own champion lookup on top)."""
+def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m ct_platform.serving", description=__doc__)
+    parser.add_argument("--bundle", type=Path, default=env("CT_SERVING_BUNDLE"))
     parser.add_argument("--host", default=env("CT_SERVING_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("CT_SERVING_PORT", "8080")))
     parser.add_argument(
@@ -50,11 +51,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         default=env("CT_SERVING_ONNX", "1") == "0",
         help="score with the sklearn fallback even when the bundle has an ONNX graph",
     )
+    return parser
 
 
-def config_from_args(args: argparse.Namespace, bundle: Path) -> ServerConfig:
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
-        bundle=bundle,
+        bundle=args.bundle,
         candidate=Path(args.candidate) if args.candidate else None,
         host=args.host,
         port=args.port,
@@ -88,13 +90,11 @@ def run_server(config: ServerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ct_platform.serving", description=__doc__)
-    parser.add_argument("--bundle", type=Path, default=os.environ.get("CT_SERVING_BUNDLE"))
-    add_server_arguments(parser)
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.bundle is None:
         parser.error("--bundle (or CT_SERVING_BUNDLE) is required")
-    run_server(config_from_args(args, args.bundle))
+    run_server(config_from_args(args))
     return 0
 
 

@@ -5,8 +5,10 @@ Layout (see docs/architecture.md): `bundle.json` (metadata + input schema), `mod
 `model.skops` (the sklearn fallback, always present). The fallback pipeline has its column
 selectors bound to positions, so it scores a plain 2-D object array: serving has no pandas.
 
-`model.skops` is loaded with an explicit trust list: the types recorded in `bundle.json`,
-each of which must come from scikit-learn or numpy. Anything else fails the load.
+`model.skops` never goes through pickle: skops loads it trusting only the types the file
+itself needs, and only if every one of them is on the reviewed allowlist
+(`ct_platform.registry.skops_types.TRUSTED_TYPE_ALLOWLIST`). `bundle.json` records that
+list too, for review; a file needing anything it does not list is refused as well.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import numpy as np
 import onnxruntime as ort
 import skops.io as sio
 
+from ct_platform.registry.skops_types import TRUSTED_TYPE_ALLOWLIST
+
 BUNDLE_FORMAT = 1
 META_FILE = "bundle.json"
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
-# Only types from these packages may ever be trusted when loading `model.skops`.
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.")
 
 Task = Literal["classification", "regression"]
 ColumnType = Literal["int", "float", "category"]
@@ -110,9 +112,9 @@ class Prediction:
 
 
 def check_trusted_types(types: list[str]) -> None:
-    forbidden = [name for name in types if not name.startswith(TRUSTED_TYPE_PREFIXES)]
+    forbidden = sorted(set(types) - TRUSTED_TYPE_ALLOWLIST)
     if forbidden:
-        raise BundleError(f"model.skops needs types outside scikit-learn/numpy: {forbidden}")
+        raise BundleError(f"model.skops needs types outside the skops allowlist: {forbidden}")
 
 
 def write_bundle(
@@ -215,15 +217,16 @@ class SklearnBackend:
     name = "sklearn"
 
     def __init__(self, path: Path, meta: BundleMeta) -> None:
-        check_trusted_types(meta.skops_trusted_types)
         try:
+            # What the file itself needs decides, never a list stored beside it.
             needed = sio.get_untrusted_types(file=path)
         except FileNotFoundError:
             raise BundleError(f"not a model bundle: {path} is missing") from None
+        check_trusted_types(needed)
         unlisted = sorted(set(needed) - set(meta.skops_trusted_types))
         if unlisted:
             raise BundleError(f"{path.name} holds types not listed in {META_FILE}: {unlisted}")
-        self._pipeline = sio.load(path, trusted=meta.skops_trusted_types)
+        self._pipeline = sio.load(path, trusted=needed)
         self._width = len(meta.columns)
         self._classifier = meta.task == "classification"
         self._has_proba = hasattr(self._pipeline, "predict_proba")

@@ -49,7 +49,7 @@ def build_bundle(
     directory = directory or spec.paths.bundles / f"{name}-v{version}"
     onnx_bytes, onnx_info, parity = _export_onnx(pipeline, spec, holdout)
     skops_bytes = sio.dumps(positional_pipeline(pipeline, spec))
-    trusted_types = sio.get_untrusted_types(data=skops_bytes)
+    trusted_types = sorted(sio.get_untrusted_types(data=skops_bytes))
     check_trusted_types(trusted_types)
     meta = BundleMeta(
         name=name,
