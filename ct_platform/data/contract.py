@@ -60,9 +60,10 @@ def check_contract(frame: pd.DataFrame, dataset: DatasetSpec) -> ContractResult:
     rules = [_check_min_rows(frame, dataset), _check_columns(frame, dataset)]
     rules.append(_check_duplicates(frame, dataset))
     parsed: dict[str, pd.Series] = {}
+    column_counts = pd.Index(frame.columns).value_counts()
     for name, column in dataset.columns.items():
-        if name not in frame.columns:
-            continue  # already reported by the columns rule
+        if column_counts.get(name, 0) != 1:
+            continue  # missing or ambiguous: already reported by the columns rule
         rules.append(_check_completeness(frame[name], name, column.nullable, dataset))
         if column.is_numeric:
             values, invalid = _parse_numeric(frame[name], column)
@@ -73,7 +74,7 @@ def check_contract(frame: pd.DataFrame, dataset: DatasetSpec) -> ContractResult:
                 rules.append(_check_range(name, column, values))
         else:
             rules.append(_check_categories(frame[name], name, column))
-    if dataset.target in frame.columns:
+    if column_counts.get(dataset.target, 0) == 1:
         rules.append(_check_completeness(frame[dataset.target], dataset.target, True, dataset))
         rules.append(_check_target(frame[dataset.target], dataset))
     result = ContractResult(rules=rules, n_rows=len(frame), clean=None)

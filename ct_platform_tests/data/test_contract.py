@@ -172,3 +172,12 @@ def test_typed_parquet_batches_are_checked_too(spec: Spec, bank_batch: pd.DataFr
     result = check_contract(read_batch(path, spec.dataset), spec.dataset)
     assert result.passed, result.failed
     assert result.clean["job"].map(type).eq(str).all()
+
+
+def test_duplicated_column_names_fail_the_columns_rule(
+    spec: Spec, bank_batch: pd.DataFrame
+) -> None:
+    frame = pd.concat([bank_batch, bank_batch[["age"]]], axis=1)  # as a Parquet file could hold
+    result = check_contract(frame, spec.dataset)
+    assert _failed(result, "columns").figures["duplicated"] == "age"
+    assert all(rule.column != "age" for rule in result.rules)
