@@ -71,7 +71,7 @@ class LandingCursor:
 
 @dataclass
 class LandingScan:
-    new: list[LandedFile]  # complete and content never seen: train on these
+    new: list[LandedFile]  # complete, content never seen, oldest first: train on these
     duplicates: list[LandedFile]  # content identical to an already-seen file: no retrain
     pending: list[Path]  # still being written: looked at again next tick
     # Files that can never be batches (unsupported format, name unusable as a partition key),
