@@ -1,0 +1,70 @@
+"""Write prediction-log and feedback files with the serving package's own writers, so the
+reader is tested against the real format rather than a hand-made imitation of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.feedback import FeedbackLog, parse_feedback
+from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
+from ct_platform.serving.schema import MISSING_CATEGORY
+from ct_platform.settings import DatasetSpec
+
+
+def scored_batch(
+    features: pd.DataFrame,
+    dataset: DatasetSpec,
+    *,
+    request_id: str,
+    ts: float,
+    positive_proba: np.ndarray,
+    slot: str = "stable",
+    model_version: str = "1",
+) -> ScoredBatch:
+    """`features` scored as one multi-row request (rows are logged as `<request_id>:<i>`)."""
+    columns = [_served_column(features[name], dataset, name) for name in dataset.feature_columns]
+    proba = np.column_stack([1 - positive_proba, positive_proba])
+    labels = (positive_proba > 0.5).astype(int)
+    return ScoredBatch(
+        request_id=request_id,
+        ts=ts,
+        slot=slot,
+        model_version=model_version,
+        column_names=dataset.feature_columns,
+        columns=columns,
+        prediction=Prediction(labels=labels, proba=proba, values=None),
+        latency_ms=1.0,
+    )
+
+
+def write_log(directory: Path, batches: list[ScoredBatch]) -> list[Path]:
+    """One segment per batch (the writer rotates past a 1-byte limit), each last modified
+    when its batch was scored, as if the batches had arrived over time. Returns the segments
+    in batch order."""
+    log = PredictionLog(directory, max_segment_bytes=1)
+    log.start()
+    for batch in batches:
+        log.submit(batch)
+    log.close()
+    segments = sorted(directory.glob("*.jsonl"), key=lambda path: path.name)[-len(batches) :]
+    for path, batch in zip(segments, batches, strict=True):
+        os.utime(path, (batch.ts, batch.ts))
+    return segments
+
+
+def post_feedback(directory: Path, labels: dict[str, int]) -> None:
+    body = orjson.dumps([{"request_id": key, "label": label} for key, label in labels.items()])
+    FeedbackLog(directory).append(parse_feedback(body))
+
+
+def _served_column(values: pd.Series, dataset: DatasetSpec, name: str) -> np.ndarray:
+    # What the server scores: float64 with NaN for numerics, str with "" for a missing category.
+    if dataset.columns[name].is_numeric:
+        return values.to_numpy(dtype="float64", na_value=np.nan)
+    return values.fillna(MISSING_CATEGORY).to_numpy(dtype=object)

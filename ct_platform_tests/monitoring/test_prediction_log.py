@@ -1,0 +1,108 @@
+"""Reading the serving prediction log: typed windows by rows and by minutes, newest first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ct_platform.monitoring.frames import PREDICTION_COLUMN, PROBA_COLUMN
+from ct_platform.monitoring.prediction_log import load_feedback, load_window
+from ct_platform.serving.prediction_log import ScoredBatch
+from ct_platform.settings import DriftWindow, Paths, Spec
+from ct_platform_tests.monitoring.serving_logs import post_feedback, scored_batch, write_log
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def rows(bank_features: pd.DataFrame) -> pd.DataFrame:
+    return bank_features.iloc[:300].reset_index(drop=True)
+
+
+@pytest.fixture
+def hourly(spec: Spec, rows: pd.DataFrame) -> list[ScoredBatch]:
+    """Three requests of 100 rows, an hour apart, the newest at NOW."""
+    return [
+        scored_batch(
+            rows.iloc[hour * 100 : (hour + 1) * 100],
+            spec.dataset,
+            request_id=f"req{hour}",
+            ts=NOW - (2 - hour) * 3600,
+            positive_proba=np.linspace(0, 1, 100),
+        )
+        for hour in range(3)
+    ]
+
+
+def test_last_rows_typed_like_a_cleaned_frame(spec: Spec, rows, hourly) -> None:
+    write_log(Paths.from_env().predictions, hourly)
+    frame = load_window(DriftWindow(rows=150), spec.dataset, now=NOW)
+
+    features = spec.dataset.feature_columns
+    assert len(frame) == 150
+    assert list(frame.columns[: len(features)]) == features
+    pd.testing.assert_frame_equal(frame[features], rows.iloc[150:].reset_index(drop=True))
+    assert frame["request_id"].iloc[0] == "req1:50" and frame["request_id"].iloc[-1] == "req2:99"
+    assert frame["pdays"].isna().all()  # 999 "never contacted" was served and logged as NaN
+    assert frame["job"].map(type).eq(str).all() and frame["age"].dtype == "float64"
+    assert frame[PREDICTION_COLUMN].isin([0, 1]).all()
+    assert frame[PROBA_COLUMN].between(0, 1).all()
+
+
+def test_last_minutes(spec: Spec, hourly) -> None:
+    write_log(Paths.from_env().predictions, hourly)
+    frame = load_window(DriftWindow(rows=None, minutes=90), spec.dataset, now=NOW)
+    assert len(frame) == 200
+    assert set(frame["request_id"].str.split(":").str[0]) == {"req1", "req2"}
+
+
+def test_reading_stops_once_the_window_is_filled(spec: Spec, rows, hourly) -> None:
+    """A segment last written before the window's oldest row is never opened. To see that,
+    the oldest segment here claims rows scored after NOW (impossible in a real log): had it
+    been read, they would be the newest rows of the window."""
+    impossible = scored_batch(
+        rows.iloc[:10],
+        spec.dataset,
+        request_id="stale",
+        ts=NOW - 3 * 86_400,
+        positive_proba=np.full(10, 0.5),
+    )
+    [stale_segment, *_] = write_log(Paths.from_env().predictions, [impossible, *hourly])
+    stale_segment.write_bytes(stale_segment.read_bytes().replace(b'"ts":', b'"ts":9'))
+
+    frame = load_window(DriftWindow(rows=100), spec.dataset, now=NOW)
+    assert set(frame["request_id"].str.split(":").str[0]) == {"req2"}
+    frame = load_window(DriftWindow(rows=1000), spec.dataset, now=NOW)
+    assert len(frame) == 310  # a window larger than the log reads every segment
+
+
+def test_shadow_rows_and_torn_lines_are_skipped(spec: Spec, rows, hourly) -> None:
+    shadow = scored_batch(
+        rows.iloc[:5],
+        spec.dataset,
+        request_id="shadow",
+        ts=NOW,
+        positive_proba=np.full(5, 0.5),
+        slot="shadow",
+    )
+    segments = write_log(Paths.from_env().predictions, [*hourly, shadow])
+    with segments[-1].open("ab") as handle:
+        handle.write(b'{"request_id": "torn", "ts": 1')  # a crash mid-write
+
+    frame = load_window(DriftWindow(rows=1000), spec.dataset, now=NOW)
+    assert len(frame) == 300
+    assert set(frame["slot"]) == {"stable"}
+
+
+def test_empty_log_gives_an_empty_typed_frame(spec: Spec) -> None:
+    frame = load_window(DriftWindow(rows=10), spec.dataset)
+    assert frame.empty and spec.dataset.feature_columns[0] in frame.columns
+
+
+def test_feedback_latest_label_wins() -> None:
+    feedback = Paths.from_env().feedback
+    post_feedback(feedback, {"a": 1, "b": 0})
+    post_feedback(feedback, {"a": 0})
+    labels = load_feedback().set_index("request_id")["label"].to_dict()
+    assert labels == {"a": 0, "b": 0}
