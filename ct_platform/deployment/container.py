@@ -33,6 +33,7 @@ from ct_platform.deployment.endpoint import (
     DeploymentError,
     Endpoint,
     EndpointStatus,
+    server_arguments,
     utc_now,
     wait_healthy,
 )
@@ -41,11 +42,13 @@ from ct_platform.deployment.state import admin_token, read_json, write_json_atom
 from ct_platform.serving.bundle import read_meta
 from ct_platform.settings import Spec
 
-CONTAINER_PORT = "8080/tcp"
+CONTAINER_PORT_NUMBER = 8080
+CONTAINER_PORT = f"{CONTAINER_PORT_NUMBER}/tcp"
+CONTAINER_BUNDLE = "/bundle"
 CONTAINER_HOME = "/ct_home"
 ROLE_LABEL = "ct-platform.role"
 HOME_LABEL = "ct-platform.home"
-START_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 180.0
 DRAIN_SECONDS = 3.0
 STOP_TIMEOUT_S = 10
 
@@ -157,7 +160,7 @@ class DockerTarget:
         return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
     def _run(self, image_id: str, bundle_dir: Path, version: str, port: int) -> Container:
-        mounts = {str(bundle_dir): {"bind": "/bundle", "mode": "ro"}}
+        mounts = {str(bundle_dir): {"bind": CONTAINER_BUNDLE, "mode": "ro"}}
         for folder in (self._paths.predictions, self._paths.feedback):
             mounts[str(folder)] = {"bind": f"{CONTAINER_HOME}/{folder.name}", "mode": "rw"}
         environment = {self._serving.admin_token_env: self._token()}
@@ -168,6 +171,9 @@ class DockerTarget:
         try:
             return self.client.containers.run(
                 image_id,
+                command=server_arguments(
+                    self._serving, CONTAINER_BUNDLE, "0.0.0.0", CONTAINER_PORT_NUMBER
+                ),
                 name=name,
                 detach=True,
                 labels={ROLE_LABEL: "serving", HOME_LABEL: str(self._paths.home)},

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from ct_platform.settings import ServingSpec
+
 
 class DeploymentError(RuntimeError):
     """A deployment step failed; the message says which, with the server's own words."""
@@ -37,6 +39,24 @@ class EndpointStatus:
     healthy: bool
     # Target-specific, human-readable: "pid 4242", "container 1a2b3c (healthy)".
     detail: str
+
+
+def server_arguments(serving: ServingSpec, bundle: str, host: str, port: int) -> list[str]:
+    """Arguments of `python -m ct_platform.serving`: where to listen, what the spec says."""
+    return [
+        "--bundle",
+        bundle,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--max-body-bytes",
+        str(serving.max_body_bytes),
+        "--api-key-env",
+        serving.api_key_env,
+        "--admin-token-env",
+        serving.admin_token_env,
+    ]
 
 
 def utc_now() -> str:

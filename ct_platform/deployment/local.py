@@ -27,6 +27,7 @@ from ct_platform.deployment.endpoint import (
     Endpoint,
     EndpointStatus,
     is_healthy,
+    server_arguments,
     utc_now,
     wait_healthy,
 )
@@ -34,7 +35,8 @@ from ct_platform.deployment.state import admin_token, read_json, write_json_atom
 from ct_platform.serving.bundle import read_meta
 from ct_platform.settings import Spec
 
-START_TIMEOUT_S = 60.0
+# Generous: importing scikit-learn + onnxruntime takes seconds on a busy 2-core machine.
+START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 SERVER_MODULE = "ct_platform.serving"
 
@@ -118,12 +120,9 @@ class LocalTarget:
             sys.executable,
             "-m",
             SERVER_MODULE,
-            "--bundle",
-            str(bundle_dir),
-            "--host",
-            self._serving.host,
-            "--port",
-            str(self._serving.port),
+            *server_arguments(
+                self._serving, str(bundle_dir), self._serving.host, self._serving.port
+            ),
         ]
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(

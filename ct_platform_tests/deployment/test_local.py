@@ -1,0 +1,124 @@
+"""The local target against real server processes on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ct_platform.deployment import smoke_request, target_for
+from ct_platform.deployment.admin import AdminClient
+from ct_platform.deployment.local import LocalTarget
+from ct_platform.settings import Spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def local(serving_spec: Spec) -> Iterator[LocalTarget]:
+    target = target_for(serving_spec)
+    assert isinstance(target, LocalTarget)
+    yield target
+    target.stop()  # never leave a server behind, whatever the test did
+
+
+def served_pid(target: LocalTarget) -> int:
+    return int(target.pid_file.read_text())
+
+
+def test_deploy_serves_records_and_stops(
+    local: LocalTarget, bundles: dict[str, Path], sample_row: dict[str, Any]
+) -> None:
+    endpoint = local.deploy(bundles["1"])
+
+    assert (endpoint.version, endpoint.target, endpoint.url) == ("1", "local", local.url)
+    assert smoke_request(endpoint.url, sample_row) in (0, 1)
+    pid = served_pid(local)
+    os.kill(pid, 0)  # alive
+    status = local.status()
+    assert status is not None and status.healthy and status.endpoint == endpoint
+    token_file = local.pid_file.parent / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert token_file.read_text() not in local.log_file.read_text()
+
+    local.stop()
+    assert local.status() is None and not local.pid_file.exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{endpoint.url}/ping", timeout=2)
+
+
+def test_dead_server_is_found_and_restarted(
+    local: LocalTarget, bundles: dict[str, Path], sample_row: dict[str, Any]
+) -> None:
+    local.deploy(bundles["1"])
+    first_pid = served_pid(local)
+    os.kill(first_pid, signal.SIGKILL)
+
+    status = local.status()
+    assert status is not None and not status.healthy
+    assert status.detail == "server process is gone"
+    endpoint = local.ensure_running()
+
+    assert endpoint is not None and endpoint.version == "1"
+    assert served_pid(local) != first_pid
+    assert smoke_request(endpoint.url, sample_row) in (0, 1)
+
+
+def test_redeploy_hot_swaps_with_zero_failed_requests(
+    local: LocalTarget, bundles: dict[str, Path], sample_row: dict[str, Any]
+) -> None:
+    local.deploy(bundles["1"])
+    pid = served_pid(local)
+    outcomes: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=local.url, timeout=5) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post("/invocations", json={"dataframe_records": [sample_row]})
+                    ok = response.status_code == 200
+                    outcomes[response.headers["x-model-version"] if ok else "failed"] += 1
+                except httpx.HTTPError:
+                    outcomes["failed"] += 1
+
+    load = threading.Thread(target=hammer)
+    load.start()
+    try:
+        time.sleep(0.5)
+        endpoint = local.deploy(bundles["2"])
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        load.join()
+
+    assert endpoint.version == "2"
+    assert served_pid(local) == pid  # swapped in place, not restarted
+    assert outcomes["failed"] == 0, outcomes
+    assert outcomes["1"] > 0 and outcomes["2"] > 0, outcomes
+
+
+def test_server_with_a_foreign_admin_token_is_restarted(
+    local: LocalTarget,
+    bundles: dict[str, Path],
+    serving_spec: Spec,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(serving_spec.serving.admin_token_env, "started-by-hand")
+    local.deploy(bundles["1"])
+    pid = served_pid(local)
+    monkeypatch.setenv(serving_spec.serving.admin_token_env, "a-different-token")
+
+    endpoint = local.deploy(bundles["2"])
+
+    assert endpoint.version == "2" and served_pid(local) != pid
+    assert AdminClient(endpoint.url, "a-different-token").stable_version() == "2"
