@@ -43,6 +43,7 @@ __all__ = [
     "DriftSummary",
     "data_definition",
     "data_drift_report",
+    "evidently_drift",
     "model_quality_report",
 ]
 
@@ -171,7 +172,23 @@ def _headline(snapshot: Snapshot) -> dict[str, float]:
 def data_drift_report(
     reference: pd.DataFrame, current: pd.DataFrame, spec: Spec, html_path: Path
 ) -> DriftSummary:
-    """Evidently `DataDriftPreset` (default methods) on the spec's features; saves HTML.
+    """Evidently `DataDriftPreset` (default methods) on the spec's features; saves HTML."""
+    threshold = spec.monitoring.drift_share_threshold
+    summary, snapshot = evidently_drift(
+        reference, current, spec.dataset, drift_share_threshold=threshold
+    )
+    _save_html(snapshot, html_path)
+    return summary
+
+
+def evidently_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    dataset: DatasetSpec,
+    *,
+    drift_share_threshold: float,
+) -> tuple[DriftSummary, Snapshot]:
+    """Run `DataDriftPreset` with default methods; the verdicts and the snapshot (for HTML).
 
     The per-column verdicts are Evidently's own test outcomes, so p-value methods (used below
     1,000 reference rows) and distance methods (above) are each read in their own direction.
@@ -179,18 +196,15 @@ def data_drift_report(
     been contacted before) has no distribution to compare: Evidently refuses it, so it is left
     out of the verdicts and of the drift share.
     """
-    dataset = spec.dataset
     definition = data_definition(dataset, include_target=False, prediction=None)
     features = dataset.feature_columns
     comparable = [c for c in features if reference[c].notna().any() and current[c].notna().any()]
-    threshold = spec.monitoring.drift_share_threshold
-    preset = DataDriftPreset(columns=comparable, drift_share=threshold)
+    preset = DataDriftPreset(columns=comparable, drift_share=drift_share_threshold)
     report = Report([preset], include_tests=True)
     snapshot = report.run(
         _dataset(current[features], definition), _dataset(reference[features], definition)
     )
-    _save_html(snapshot, html_path)
-    return summarise(_column_verdicts(snapshot), threshold)
+    return summarise(_column_verdicts(snapshot), drift_share_threshold), snapshot
 
 
 def _column_verdicts(snapshot: Snapshot) -> dict[str, ColumnDrift]:
