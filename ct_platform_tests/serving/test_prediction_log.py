@@ -1,0 +1,158 @@
+"""Prediction log and feedback: every scored row recorded once, under concurrency too."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
+from ct_platform.settings import Spec
+from ct_platform_tests.serving.conftest import (
+    ThreadedServer,
+    raw_rows,
+    read_log_records,
+    split_payload,
+    wait_for_records,
+)
+
+
+@pytest.fixture(scope="module")
+def rows(holdout: pd.DataFrame, bank_spec: Spec) -> list[dict]:
+    return raw_rows(holdout, bank_spec, 50)
+
+
+def test_concurrent_requests_each_logged_once(
+    open_server: ThreadedServer, rows: list[dict]
+) -> None:
+    ids = [f"concurrent-{i}" for i in range(300)]
+
+    def send(index: int) -> httpx.Response:
+        payload = {"dataframe_records": [rows[index % len(rows)]]}
+        return httpx.post(
+            f"{open_server.url}/invocations", json=payload, headers={"x-request-id": ids[index]}
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(send, range(len(ids))))
+    assert all(response.status_code == 200 for response in responses)
+    records = wait_for_records(open_server.config.predictions_dir, set(ids))
+    assert sorted(record["request_id"] for record in records) == sorted(ids)
+    record = next(r for r in records if r["request_id"] == "concurrent-0")
+    assert record["slot"] == "stable" and record["model_version"] == "1"
+    assert record["features"] == rows[0]
+    assert record["output"]["label"] == responses[0].json()["predictions"][0]
+    assert 0.0 <= record["output"]["proba"] <= 1.0
+    assert record["latency_ms"] > 0
+
+
+def test_multi_row_request_logs_one_record_per_row(
+    open_server: ThreadedServer, rows: list[dict]
+) -> None:
+    response = httpx.post(
+        f"{open_server.url}/v2/models/bank_marketing/infer",
+        json={"id": "batch-v2", "inputs": [_table(rows[:5])]},
+    )
+    assert response.status_code == 200
+    httpx.post(
+        f"{open_server.url}/invocations",
+        json=split_payload(rows[:7]),
+        headers={"x-request-id": "batch-mlflow"},
+    )
+    records = wait_for_records(open_server.config.predictions_dir, {"batch-v2", "batch-mlflow"})
+    keys = sorted(record["request_id"] for record in records)
+    assert keys == sorted(
+        [f"batch-v2:{i}" for i in range(5)] + [f"batch-mlflow:{i}" for i in range(7)]
+    )
+
+
+def _table(rows: list[dict]) -> dict:
+    columns = list(rows[0])
+    data = [row[column] for row in rows for column in columns]
+    return {
+        "name": "input-0",
+        "shape": [len(rows), len(columns)],
+        "datatype": "BYTES",
+        "data": data,
+    }
+
+
+def test_feedback_single_and_list(open_server: ThreadedServer) -> None:
+    url = f"{open_server.url}/feedback"
+    assert httpx.post(url, json={"request_id": "fb-1", "label": 1}).json() == {"recorded": 1}
+    many = [{"request_id": f"fb-{i}", "label": i % 2} for i in range(2, 12)]
+    assert httpx.post(url, json=many).json() == {"recorded": 10}
+    records = read_log_records(open_server.config.feedback_dir)
+    labels = {r["request_id"]: r["label"] for r in records if r["request_id"].startswith("fb-")}
+    assert labels == {"fb-1": 1, **{f"fb-{i}": i % 2 for i in range(2, 12)}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[]",
+        b"{",
+        b'{"label": 1}',
+        b'{"request_id": "x"}',
+        b'{"request_id": "x", "label": [1]}',
+        b"[1]",
+    ],
+)
+def test_bad_feedback_is_400(open_server: ThreadedServer, body: bytes) -> None:
+    response = httpx.post(f"{open_server.url}/feedback", content=body)
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "BAD_REQUEST"
+
+
+def test_metrics_count_requests_errors_and_latency(
+    open_server: ThreadedServer, rows: list[dict]
+) -> None:
+    httpx.post(f"{open_server.url}/invocations", json={"dataframe_records": rows[:1]})
+    httpx.post(f"{open_server.url}/invocations", json={"dataframe_records": []})
+    text = httpx.get(f"{open_server.url}/metrics").text
+    assert 'ct_requests_total{endpoint="invocations",slot="stable",model_version="1"}' in text
+    assert 'ct_request_errors_total{endpoint="invocations",status="400"}' in text
+    assert 'ct_request_latency_seconds_bucket{slot="stable",model_version="1",le="+Inf"}' in text
+    assert 'ct_model_loaded{slot="stable",model_version="1",backend="onnx"} 1.0' in text
+
+
+def _batch(request_id: str, n_rows: int) -> ScoredBatch:
+    return ScoredBatch(
+        request_id=request_id,
+        ts=1.0,
+        slot="stable",
+        model_version="1",
+        column_names=["x", "c"],
+        columns=[np.arange(n_rows, dtype=np.float64), np.array(["a"] * n_rows, dtype=object)],
+        prediction=Prediction(
+            labels=np.zeros(n_rows, dtype=np.int64), proba=np.full((n_rows, 2), 0.5), values=None
+        ),
+        latency_ms=1.0,
+    )
+
+
+def test_segments_rotate_by_size_and_lose_nothing(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, max_segment_bytes=4096)
+    log.start()
+    for i in range(200):
+        log.submit(_batch(f"r{i}", 3))
+    log.close()
+    segments = sorted(tmp_path.glob("*.jsonl"))
+    assert len(segments) > 5
+    records = [orjson.loads(line) for path in segments for line in path.read_bytes().splitlines()]
+    assert len(records) == 600 and log.dropped == 0
+    assert {r["request_id"] for r in records} == {f"r{i}:{j}" for i in range(200) for j in range(3)}
+
+
+def test_full_queue_drops_instead_of_blocking(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, max_pending=5)  # not started: nothing drains the queue
+    for i in range(8):
+        log.submit(_batch(f"r{i}", 1))
+    assert log.dropped == 3

@@ -1,0 +1,199 @@
+"""Auth, admin API, candidate routing, shadow mode and hot swap, over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from ct_platform.settings import Spec
+from ct_platform_tests.serving.conftest import (
+    ThreadedServer,
+    raw_rows,
+    server_config,
+    wait_for_records,
+)
+
+API_KEY = "test-api-key"
+ADMIN_TOKEN = "test-admin-token"
+KEY = {"x-api-key": API_KEY}
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def guarded_server(bundle_dir: Path, tmp_path_factory) -> Iterator[ThreadedServer]:
+    config = server_config(bundle_dir, tmp_path_factory.mktemp("guarded_home"))
+    env = {config.api_key_env: API_KEY, config.admin_token_env: ADMIN_TOKEN}
+    with ThreadedServer(config, env=env) as server:
+        yield server
+
+
+@pytest.fixture
+def server(guarded_server: ThreadedServer, bundle_dir: Path) -> ThreadedServer:
+    """The guarded server reset to: stable = v1, no candidate."""
+    admin(guarded_server, "DELETE", "/admin/slots/candidate")
+    if admin(guarded_server, "GET", "/admin/slots")["stable"]["version"] != "1":
+        admin(guarded_server, "POST", "/admin/slots/stable/load", {"bundle": str(bundle_dir)})
+    return guarded_server
+
+
+@pytest.fixture(scope="module")
+def payload(holdout: pd.DataFrame, bank_spec: Spec) -> dict:
+    return {"dataframe_records": raw_rows(holdout, bank_spec, 1)}
+
+
+def admin(server: ThreadedServer, method: str, path: str, body: dict | None = None) -> dict:
+    response = httpx.request(method, server.url + path, json=body, headers=ADMIN, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def predict(server: ThreadedServer, payload: dict, request_id: str | None = None) -> httpx.Response:
+    headers = dict(KEY)
+    if request_id is not None:
+        headers["x-request-id"] = request_id
+    return httpx.post(f"{server.url}/invocations", json=payload, headers=headers, timeout=10)
+
+
+def test_predict_needs_the_api_key(server: ThreadedServer, payload: dict) -> None:
+    url = f"{server.url}/invocations"
+    assert httpx.post(url, json=payload).status_code == 401
+    wrong = httpx.post(url, json=payload, headers={"x-api-key": "nope"})
+    assert wrong.status_code == 401
+    assert wrong.json()["error_code"] == "UNAUTHENTICATED"
+    assert httpx.post(url, json=payload, headers=KEY).status_code == 200
+    bearer = httpx.post(url, json=payload, headers={"authorization": f"Bearer {API_KEY}"})
+    assert bearer.status_code == 200
+    v2 = httpx.post(f"{server.url}/v2/models/bank_marketing/infer", json={"inputs": []})
+    assert v2.status_code == 401
+    assert (
+        httpx.post(f"{server.url}/feedback", json={"request_id": "a", "label": 1}).status_code
+        == 401
+    )
+    assert httpx.get(f"{server.url}/ping").status_code == 200  # health stays open
+
+
+def test_admin_needs_the_admin_token(server: ThreadedServer) -> None:
+    url = f"{server.url}/admin/slots"
+    assert httpx.get(url).status_code == 401
+    # The predict key is not an admin credential.
+    assert httpx.get(url, headers={"authorization": f"Bearer {API_KEY}"}).status_code == 401
+    assert httpx.get(url, headers=KEY).status_code == 401
+    assert httpx.get(url, headers=ADMIN).status_code == 200
+
+
+def test_admin_is_off_without_a_token(open_server: ThreadedServer) -> None:
+    response = httpx.get(f"{open_server.url}/admin/slots", headers=ADMIN)
+    assert response.status_code == 403
+    assert "CT_ADMIN_TOKEN" in response.json()["message"]
+
+
+def test_bad_admin_requests(server: ThreadedServer, tmp_path: Path) -> None:
+    def post(path: str, body: dict | None = None) -> httpx.Response:
+        return httpx.post(server.url + path, json=body, headers=ADMIN, timeout=30)
+
+    assert post("/admin/slots/canary/load", {"bundle": "x"}).status_code == 404
+    missing = post("/admin/slots/candidate/load", {"bundle": str(tmp_path)})
+    assert missing.status_code == 400 and "bundle.json" in missing.json()["message"]
+    assert post("/admin/slots/candidate/load", {}).status_code == 400
+    assert post("/admin/promote").status_code == 409
+    assert post("/admin/routing", {"candidate_weight": 0.5}).status_code == 409
+
+
+def test_candidate_share_is_sticky_per_request_key(
+    server: ThreadedServer, bundle_v2_dir: Path, payload: dict
+) -> None:
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(bundle_v2_dir)})
+    admin(server, "POST", "/admin/routing", {"candidate_weight": 0.3})
+    slots = {
+        f"key-{i}": predict(server, payload, f"key-{i}").headers["x-model-slot"] for i in range(200)
+    }
+    share = Counter(slots.values())["candidate"] / len(slots)
+    assert 0.15 < share < 0.45
+    # The same key lands in the same slot every time.
+    for key in list(slots)[:30]:
+        assert predict(server, payload, key).headers["x-model-slot"] == slots[key]
+    candidate = predict(server, payload, next(k for k, s in slots.items() if s == "candidate"))
+    assert candidate.headers["x-model-version"] == "2"
+    # A routing key header overrides the request id for stickiness.
+    routed = [
+        httpx.post(
+            f"{server.url}/invocations",
+            json=payload,
+            headers={**KEY, "x-routing-key": "user-42", "x-request-id": f"r{i}"},
+        ).headers["x-model-slot"]
+        for i in range(10)
+    ]
+    assert len(set(routed)) == 1
+    admin(server, "POST", "/admin/routing", {"candidate_weight": 0.0})
+    assert {predict(server, payload, f"key-{i}").headers["x-model-slot"] for i in range(30)} == {
+        "stable"
+    }
+
+
+def test_shadow_mode_answers_from_stable_and_logs_the_candidate(
+    server: ThreadedServer, bundle_v2_dir: Path, payload: dict
+) -> None:
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(bundle_v2_dir)})
+    admin(server, "POST", "/admin/routing", {"candidate_weight": 1.0, "shadow": True})
+    ids = {f"shadow-{i}" for i in range(20)}
+    for request_id in ids:
+        response = predict(server, payload, request_id)
+        assert response.headers["x-model-slot"] == "stable"
+        assert response.headers["x-model-version"] == "1"
+    records = wait_for_records(server.config.predictions_dir, ids)
+    by_slot = Counter((r["slot"], r["model_version"]) for r in records)
+    assert by_slot == {("stable", "1"): 20, ("shadow", "2"): 20}
+
+
+def test_promote_then_rollback(server: ThreadedServer, bundle_v2_dir: Path, payload: dict) -> None:
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(bundle_v2_dir)})
+    promoted = admin(server, "POST", "/admin/promote")
+    assert promoted["stable"]["version"] == "2" and promoted["previous"]["version"] == "1"
+    assert promoted["candidate"] is None
+    assert predict(server, payload).headers["x-model-version"] == "2"
+    rolled_back = admin(server, "POST", "/admin/rollback")
+    assert rolled_back["stable"]["version"] == "1" and rolled_back["previous"]["version"] == "2"
+    assert predict(server, payload).headers["x-model-version"] == "1"
+
+
+def test_hot_swap_under_load_drops_no_request(
+    server: ThreadedServer, bundle_dir: Path, bundle_v2_dir: Path, payload: dict
+) -> None:
+    stop = threading.Event()
+    statuses: Counter[int] = Counter()
+    versions: Counter[str] = Counter()
+    failures: list[str] = []
+
+    def hammer() -> None:
+        with httpx.Client(headers=KEY, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post(f"{server.url}/invocations", json=payload)
+                except httpx.HTTPError as exc:  # a dropped connection is a failed request
+                    failures.append(repr(exc))
+                    continue
+                statuses[response.status_code] += 1
+                versions[response.headers.get("x-model-version", "?")] += 1
+
+    workers = [threading.Thread(target=hammer) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        for bundle in (bundle_v2_dir, bundle_dir, bundle_v2_dir):
+            admin(server, "POST", "/admin/slots/stable/load", {"bundle": str(bundle)})
+            admin(server, "POST", "/admin/rollback")
+            admin(server, "POST", "/admin/rollback")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert failures == []
+    assert set(statuses) == {200}, statuses
+    assert sum(statuses.values()) > 50
+    assert set(versions) == {"1", "2"}

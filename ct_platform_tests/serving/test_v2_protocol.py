@@ -1,0 +1,137 @@
+"""Open Inference Protocol v2 over real HTTP: health, metadata, infer in both tensor layouts."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from ct_platform.settings import Spec
+from ct_platform_tests.serving.conftest import MODEL_NAME, ThreadedServer, raw_rows
+
+N = 20
+
+
+@pytest.fixture(scope="module")
+def rows(holdout: pd.DataFrame, bank_spec: Spec) -> list[dict]:
+    return raw_rows(holdout, bank_spec, N)
+
+
+@pytest.fixture(scope="module")
+def expected(fitted_pipeline: Pipeline, holdout: pd.DataFrame, bank_spec: Spec) -> tuple:
+    features = holdout[bank_spec.dataset.feature_columns].iloc[:N]
+    return fitted_pipeline.predict(features).tolist(), fitted_pipeline.predict_proba(features)
+
+
+def column_tensors(rows: list[dict], spec: Spec) -> list[dict]:
+    return [
+        {
+            "name": column,
+            "shape": [len(rows), 1],
+            "datatype": "FP64" if spec.dataset.columns[column].is_numeric else "BYTES",
+            "data": [row[column] for row in rows],
+        }
+        for column in spec.dataset.feature_columns
+    ]
+
+
+def table_tensor(rows: list[dict], spec: Spec) -> dict:
+    columns = spec.dataset.feature_columns
+    return {
+        "name": "input-0",
+        "shape": [len(rows), len(columns)],
+        "datatype": "BYTES",
+        "data": [[row[c] for c in columns] for row in rows],
+    }
+
+
+def infer(server: ThreadedServer, payload: object, model: str = MODEL_NAME) -> httpx.Response:
+    return httpx.post(f"{server.url}/v2/models/{model}/infer", json=payload, timeout=10)
+
+
+def test_health_and_metadata(open_server: ThreadedServer, bank_spec: Spec) -> None:
+    url = open_server.url
+    assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{url}/v2").json()["name"] == "ct-platform"
+    assert httpx.get(f"{url}/v2/models/{MODEL_NAME}/ready").json()["ready"] is True
+    metadata = httpx.get(f"{url}/v2/models/{MODEL_NAME}").json()
+    assert metadata["name"] == MODEL_NAME and metadata["versions"] == ["1"]
+    assert [i["name"] for i in metadata["inputs"]] == bank_spec.dataset.feature_columns
+    assert [o["name"] for o in metadata["outputs"]] == ["label", "probabilities"]
+
+
+def test_unknown_model_is_404(open_server: ThreadedServer) -> None:
+    assert httpx.get(f"{open_server.url}/v2/models/nope").status_code == 404
+    response = infer(open_server, {"inputs": []}, model="nope")
+    assert response.status_code == 404
+    assert "nope" in response.json()["error"]
+
+
+@pytest.mark.parametrize("layout", ["columns", "table"])
+def test_infer_matches_pipeline(
+    open_server: ThreadedServer, rows: list[dict], expected: tuple, bank_spec: Spec, layout: str
+) -> None:
+    labels, proba = expected
+    inputs = (
+        column_tensors(rows, bank_spec) if layout == "columns" else [table_tensor(rows, bank_spec)]
+    )
+    response = infer(open_server, {"id": "req-7", "inputs": inputs})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_name"] == MODEL_NAME and body["model_version"] == "1"
+    assert body["id"] == "req-7"
+    outputs = {output["name"]: output for output in body["outputs"]}
+    assert outputs["label"]["data"] == labels and outputs["label"]["shape"] == [N]
+    assert outputs["label"]["datatype"] == "INT64"
+    assert outputs["probabilities"]["shape"] == [N, 2]
+    served = np.array(outputs["probabilities"]["data"]).reshape(N, 2)
+    assert np.abs(served - proba).max() < 1e-4
+
+
+BAD_V2_CASES = {
+    "no inputs": ({"outputs": []}, "inputs"),
+    "missing column tensor": ("drop-age", "age"),
+    "category as number type": ("job-fp64", "BYTES"),
+    "shape and data disagree": ("short-data", "values"),
+    "unknown category": ("bad-category", "astronaut"),
+    "table of wrong width": ("narrow-table", "shape"),
+}
+
+
+def bad_payload(kind: object, rows: list[dict], spec: Spec) -> object:
+    if isinstance(kind, dict):
+        return kind
+    tensors = column_tensors(rows[:2], spec)
+    if kind == "drop-age":
+        tensors = [t for t in tensors if t["name"] != "age"]
+    elif kind == "job-fp64":
+        next(t for t in tensors if t["name"] == "job")["datatype"] = "FP64"
+    elif kind == "short-data":
+        tensors[0]["data"] = tensors[0]["data"][:1]
+    elif kind == "bad-category":
+        next(t for t in tensors if t["name"] == "job")["data"][0] = "astronaut"
+    elif kind == "narrow-table":
+        table = table_tensor(rows[:2], spec)
+        table["shape"] = [2, 3]
+        tensors = [table]
+    return {"inputs": tensors}
+
+
+@pytest.mark.parametrize("case", list(BAD_V2_CASES))
+def test_bad_infer_request_is_400(
+    open_server: ThreadedServer, rows: list[dict], bank_spec: Spec, case: str
+) -> None:
+    kind, expected_in_message = BAD_V2_CASES[case]
+    response = infer(open_server, bad_payload(kind, rows, bank_spec))
+    assert response.status_code == 400, response.text
+    assert expected_in_message in response.json()["error"]
+
+
+def test_malformed_infer_body_is_400(open_server: ThreadedServer) -> None:
+    for content in (b"", b"{not json"):
+        response = httpx.post(f"{open_server.url}/v2/models/{MODEL_NAME}/infer", content=content)
+        assert response.status_code == 400
+        assert "error" in response.json()

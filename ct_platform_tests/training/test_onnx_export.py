@@ -1,0 +1,219 @@
+"""ONNX export of whole pipelines, the parity gate, and the bundle it decides."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.neighbors import NearestCentroid
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from ct_platform.data.training_set import TrainingSet
+from ct_platform.serving.bundle import load_bundle, read_meta
+from ct_platform.settings import Spec
+from ct_platform.training.bundling import build_bundle
+from ct_platform.training.fit import fit_pipeline
+from ct_platform.training.onnx_export import (
+    OnnxExportError,
+    check_parity,
+    onnx_input_names,
+    pipeline_to_onnx,
+)
+from ct_platform_tests.training.conftest import synthetic_frame
+
+
+def _columns(frame: pd.DataFrame, spec: Spec) -> list[np.ndarray]:
+    """Feature columns as serving parses them: float64 with NaN, or object arrays of str."""
+    return [
+        frame[name].to_numpy(dtype=np.float64 if spec.dataset.columns[name].is_numeric else object)
+        for name in spec.dataset.feature_columns
+    ]
+
+
+def test_bank_pipeline_exports_one_input_per_column(bank_model: Pipeline, bank_spec: Spec) -> None:
+    onnx_bytes = pipeline_to_onnx(bank_model, bank_spec)
+    names = onnx_input_names(onnx_bytes)
+    assert len(names) == len(bank_spec.dataset.feature_columns)
+    assert names[bank_spec.dataset.feature_columns.index("emp.var.rate")] == "emp_var_rate"
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    kinds = [graph_input.type for graph_input in session.get_inputs()]
+    expected = [
+        "tensor(float)" if bank_spec.dataset.columns[c].is_numeric else "tensor(string)"
+        for c in bank_spec.dataset.feature_columns
+    ]
+    assert kinds == expected
+    assert [output.name for output in session.get_outputs()] == ["label", "probabilities"]
+
+
+def test_bank_pipeline_passes_parity(
+    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec
+) -> None:
+    onnx_bytes = pipeline_to_onnx(bank_model, bank_spec)
+    result = check_parity(bank_model, onnx_bytes, bank_window.holdout, bank_spec)
+    assert result.passed and result.reason is None
+    assert result.labels_identical
+    assert result.max_abs_diff < bank_spec.gates.parity.tolerance
+    assert result.tolerance == bank_spec.gates.parity.tolerance
+    assert result.n_rows == len(bank_window.holdout)
+
+
+def test_parity_fails_beyond_the_tolerance(
+    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec, tmp_path: Path
+) -> None:
+    """float32 ONNX vs float64 sklearn differ by ~1e-7: a 1e-12 tolerance must fail."""
+    strict_gates = bank_spec.gates.model_copy(
+        update={"parity": bank_spec.gates.parity.model_copy(update={"tolerance": 1e-12})}
+    )
+    strict = bank_spec.model_copy(update={"gates": strict_gates})
+    onnx_bytes = pipeline_to_onnx(bank_model, strict)
+    result = check_parity(bank_model, onnx_bytes, bank_window.holdout, strict)
+    assert not result.passed
+    assert "tolerance" in result.reason
+    bundle = build_bundle(
+        bank_model,
+        strict,
+        name="bank",
+        version=3,
+        fingerprint="fp",
+        holdout=bank_window.holdout,
+        directory=tmp_path / "bundle",
+    )
+    meta = read_meta(bundle)
+    assert not meta.onnx.enabled and meta.onnx.reason.startswith("parity gate:")
+    assert meta.parity is not None and meta.parity.max_abs_diff == result.max_abs_diff
+    assert not (bundle / "model.onnx").exists()
+    model = load_bundle(bundle)
+    assert model.backend_name == "sklearn"
+    holdout = bank_window.holdout.iloc[:500]
+    prediction = model.predict(_columns(holdout, strict))
+    features = holdout[strict.dataset.feature_columns]
+    assert (prediction.labels == bank_model.predict(features)).all()
+    assert np.abs(prediction.proba - bank_model.predict_proba(features)).max() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("task", "estimator", "metric", "n_classes"),
+    [
+        ("regression", "sklearn.ensemble.HistGradientBoostingRegressor", "rmse", None),
+        (
+            "classification",
+            "sklearn.ensemble.HistGradientBoostingClassifier",
+            "balanced_accuracy",
+            3,
+        ),
+    ],
+)
+def test_other_tasks_export_with_parity(
+    synthetic_spec: Callable[[str, str, str], Spec],
+    tmp_path: Path,
+    task: str,
+    estimator: str,
+    metric: str,
+    n_classes: int | None,
+) -> None:
+    spec = synthetic_spec(task, estimator, metric)
+    frame = synthetic_frame(600, n_classes)
+    pipeline = fit_pipeline(frame.iloc[:500], spec)
+    holdout = frame.iloc[500:]
+    bundle = build_bundle(
+        pipeline,
+        spec,
+        name="s",
+        version=1,
+        fingerprint="fp",
+        holdout=holdout,
+        directory=tmp_path / "b",
+    )
+    meta = read_meta(bundle)
+    assert meta.onnx.enabled, meta.onnx.reason
+    assert meta.parity.labels_identical and meta.parity.max_abs_diff < 1e-4
+    onnx_model, sklearn_model = load_bundle(bundle), load_bundle(bundle, use_onnx=False)
+    served = onnx_model.predict(_columns(holdout, spec))
+    fallback = sklearn_model.predict(_columns(holdout, spec))
+    features = holdout[spec.dataset.feature_columns]
+    if task == "regression":
+        assert meta.classes is None
+        assert np.abs(served.values - pipeline.predict(features)).max() < 1e-4
+        assert np.array_equal(fallback.values, pipeline.predict(features))
+    else:
+        assert meta.classes == [0, 1, 2]
+        assert (served.labels == pipeline.predict(features)).all()
+        assert (fallback.labels == pipeline.predict(features)).all()
+
+
+def test_unconvertible_pipeline_gives_a_sklearn_only_bundle(
+    synthetic_spec: Callable[[str, str, str], Spec], tmp_path: Path
+) -> None:
+    spec = synthetic_spec("classification", "sklearn.neighbors.NearestCentroid", "accuracy")
+    # No imputer: the registry's skops allowlist does not cover SimpleImputer's numpy.dtype.
+    frame = synthetic_frame(300, 2).fillna(0.0)
+    features = spec.dataset.feature_columns
+    preprocess = ColumnTransformer(
+        [
+            ("numeric", "passthrough", spec.dataset.numeric_features),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                ["region"],
+            ),
+        ]
+    )
+    pipeline = Pipeline([("preprocess", preprocess), ("estimator", NearestCentroid())])
+    pipeline.fit(frame[features], frame["target"])
+    with pytest.raises(OnnxExportError, match="NearestCentroid"):
+        pipeline_to_onnx(pipeline, spec)
+    bundle = build_bundle(
+        pipeline,
+        spec,
+        name="nc",
+        version=1,
+        fingerprint="fp",
+        holdout=frame,
+        directory=tmp_path / "b",
+    )
+    meta = read_meta(bundle)
+    assert not meta.onnx.enabled and "skl2onnx cannot convert" in meta.onnx.reason
+    assert meta.parity is None
+    model = load_bundle(bundle)
+    assert model.backend_name == "sklearn"
+    prediction = model.predict(_columns(frame, spec))
+    assert (prediction.labels == pipeline.predict(frame[features])).all()
+
+
+def test_bundle_records_schema_and_classes(
+    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec, tmp_path: Path
+) -> None:
+    bundle = build_bundle(
+        bank_model,
+        bank_spec,
+        name="bank_marketing",
+        version=7,
+        fingerprint="abc123",
+        holdout=bank_window.holdout.iloc[:1000],
+        directory=tmp_path / "b",
+    )
+    meta = read_meta(bundle)
+    assert (meta.name, meta.version, meta.fingerprint, meta.task) == (
+        "bank_marketing",
+        "7",
+        "abc123",
+        "classification",
+    )
+    assert [c.name for c in meta.columns] == bank_spec.dataset.feature_columns
+    pdays = next(c for c in meta.columns if c.name == "pdays")
+    assert pdays.sentinels == [999] and pdays.type == "int"
+    job = next(c for c in meta.columns if c.name == "job")
+    assert job.categories == bank_spec.dataset.columns["job"].categories
+    assert meta.classes == [0, 1]
+    assert meta.onnx.enabled and meta.onnx.input_names[0] == "age"
+    assert meta.skops_trusted_types == [
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+    ]
+    assert dataclasses.asdict(meta)["parity"]["labels_identical"] is True
