@@ -28,15 +28,15 @@ population is about 0.8/sqrt(n) for light-tailed data; the Jensen-Shannon distan
 samples of the same k-category distribution is about sqrt(k / 8n)). With n = 200,000 both are
 ~0.002-0.003, thirty times smaller than the 0.1 threshold, so only columns whose full-data score
 lies within a few thousandths of 0.1 can get a different verdict from full-data Evidently.
-Reading 200k rows per numeric column keeps the check well under a second per million rows;
-categorical frequencies are counted on the whole column, which costs no more than sampling.
+Reading 200k rows per column keeps the check well under a second per million rows.
 
 Sketches: the reference never needs reloading. `ReferenceProfile` keeps, per column, the row
-count and standard deviation (exact), 2,000 quantiles at evenly spaced probabilities (the
-reference as 2,000 equal-mass atoms: Wasserstein against those atoms differs from the exact
-one by far less than the sampling error), exact value counts for categorical columns and for
-numeric columns with at most 5 distinct values, and the raw values of small (<= 1000-row)
-references, which the p-value tests need. It saves as JSON next to the model.
+count and standard deviation, 2,000 quantiles of the sampled rows at evenly spaced
+probabilities (the reference as 2,000 equal-mass atoms: Wasserstein against those atoms
+differs from the exact one by far less than the sampling error), value frequencies of the
+sampled rows for categorical columns, exact value counts of numeric columns with at most 5
+distinct values, and the raw values of small (<= 1000-row) references, which the p-value
+tests need. It saves as JSON next to the model.
 
 The p-value tests (small references only) use the whole current column, as Evidently does:
 sampling would change their power and so their verdicts.
@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -127,7 +128,7 @@ class ReferenceProfile:
         sketches = {
             name: _numeric_sketch(frame[name], rows)
             if dataset.columns[name].is_numeric
-            else _category_sketch(frame[name])
+            else _category_sketch(frame[name], rows)
             for name in dataset.feature_columns
         }
         return cls(sketches)
@@ -175,7 +176,7 @@ def detect_drift(
         verdict = (
             _numeric_drift(sketch, current[name], rows)
             if sketch.kind == "numeric"
-            else _category_drift(sketch, current[name])
+            else _category_drift(sketch, current[name], rows)
         )
         if verdict is not None:
             verdicts[name] = verdict
@@ -197,20 +198,29 @@ def evidently_method(kind: ColumnKind, n_reference: int, n_values: int) -> str:
 
 
 def _numeric_sketch(column: pd.Series, rows: np.ndarray | None) -> ColumnSketch:
-    values, sample = _finite_and_sample(column, rows)
-    n = len(values)
-    if n <= SMALL_REFERENCE_ROWS:
-        return ColumnSketch("numeric", n, _few_value_counts(values), values=np.sort(values))
-    probabilities = (np.arange(QUANTILE_ATOMS) + 0.5) / QUANTILE_ATOMS
-    quantiles = np.quantile(sample, probabilities, method="inverted_cdf")
+    numbers = _Numbers(column, rows)
+    if numbers.count <= SMALL_REFERENCE_ROWS:
+        values = np.sort(numbers.finite)
+        return ColumnSketch("numeric", len(values), _few_value_counts(values), values=values)
+    sample = np.sort(numbers.sample)
+    quantiles = sample[_atom_positions(len(sample))]
     # More than FEW_VALUES distinct atoms proves more distinct values: skip the exact count.
-    counts = _few_value_counts(values) if len(np.unique(quantiles)) <= FEW_VALUES else None
-    return ColumnSketch("numeric", n, counts, std=float(np.std(values)), quantiles=quantiles)
+    few = len(np.unique(quantiles)) <= FEW_VALUES
+    counts = _few_value_counts(numbers.finite) if few else None
+    std = float(np.std(numbers.finite))
+    return ColumnSketch("numeric", numbers.count, counts, std=std, quantiles=quantiles)
 
 
-def _category_sketch(column: pd.Series) -> ColumnSketch:
-    counts = _value_counts(column)
-    return ColumnSketch("category", sum(counts.values()), counts)
+def _atom_positions(n: int) -> np.ndarray:
+    """Positions in n sorted values of the quantiles at probabilities (k + 0.5) / atoms,
+    inverse-CDF style (the smallest value whose empirical CDF reaches the probability)."""
+    probabilities = (np.arange(QUANTILE_ATOMS) + 0.5) / QUANTILE_ATOMS
+    return np.clip(np.ceil(probabilities * n).astype(np.int64) - 1, 0, n - 1)
+
+
+def _category_sketch(column: pd.Series, rows: np.ndarray | None) -> ColumnSketch:
+    n, counts = _category_counts(column, rows, small=SMALL_REFERENCE_ROWS)
+    return ColumnSketch("category", n, counts)
 
 
 def _few_value_counts(values: np.ndarray) -> dict[Value, int] | None:
@@ -226,35 +236,37 @@ def _few_value_counts(values: np.ndarray) -> dict[Value, int] | None:
 def _numeric_drift(
     sketch: ColumnSketch, column: pd.Series, rows: np.ndarray | None
 ) -> ColumnDrift | None:
-    current, sample = _finite_and_sample(column, rows)
-    if sketch.n == 0 or len(current) == 0:
+    current = _Numbers(column, rows)
+    if sketch.n == 0 or current.count == 0:
         return None
-    reference_values = sketch.values if sketch.values is not None else sketch.quantiles
     method = evidently_method("numeric", sketch.n, _numeric_n_values(sketch, current))
     if method == "ks":
         from scipy import stats  # p-value tests only: scipy.stats takes seconds to import
 
-        p_value = float(stats.ks_2samp(reference_values, current).pvalue)
+        p_value = float(stats.ks_2samp(sketch.values, current.finite).pvalue)
         return ColumnDrift(method, p_value, P_VALUE_THRESHOLD, p_value <= P_VALUE_THRESHOLD)
     if method in ("chisquare", "z"):
-        counts = _value_counts(pd.Series(sketch.values))
-        return _p_value_verdict(method, counts, _value_counts(pd.Series(current)))
+        counts = _value_counts(sketch.values)
+        return _p_value_verdict(method, counts, _value_counts(current.finite))
     if method == "jensenshannon":
-        return _distance_verdict(method, _js_distance(sketch.counts, _value_counts(sample)))
+        return _distance_verdict(method, _js_distance(sketch.counts, _value_counts(current.sample)))
     norm = max(sketch.std, MIN_NORM)
-    return _distance_verdict(method, _wasserstein(reference_values, sample) / norm)
+    return _distance_verdict(method, _wasserstein(sketch.quantiles, current.sample) / norm)
 
 
-def _numeric_n_values(sketch: ColumnSketch, current: np.ndarray) -> int:
+def _numeric_n_values(sketch: ColumnSketch, current: _Numbers) -> int:
     if sketch.counts is None and sketch.values is None:
         return FEW_VALUES + 1  # the reference alone has more than FEW_VALUES values
     reference = sketch.values if sketch.values is not None else np.fromiter(sketch.counts, float)
-    return len(np.union1d(pd.unique(reference), pd.unique(current)))
+    return len(np.union1d(pd.unique(reference), pd.unique(current.finite)))
 
 
-def _category_drift(sketch: ColumnSketch, current: pd.Series) -> ColumnDrift | None:
-    # Frequencies over the whole column: counting a few-valued column is as cheap as sampling.
-    counts = _value_counts(current)
+def _category_drift(
+    sketch: ColumnSketch, column: pd.Series, rows: np.ndarray | None
+) -> ColumnDrift | None:
+    # A small reference means p-value tests, which Evidently runs on the whole current column.
+    small = math.inf if sketch.n <= SMALL_REFERENCE_ROWS else SMALL_REFERENCE_ROWS
+    _, counts = _category_counts(column, rows, small=small)
     if sketch.n == 0 or not counts:
         return None
     n_values = len(sketch.counts.keys() | counts.keys())
@@ -288,14 +300,22 @@ def _aligned(
 
 
 def _wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
-    """First Wasserstein distance of two samples: the area between their empirical CDFs
-    (what scipy.stats.wasserstein_distance computes, without importing scipy.stats)."""
+    """First Wasserstein distance of two samples, exactly: the area between their quantile
+    functions (equal to the area between their CDFs, which scipy.stats.wasserstein_distance
+    computes). Both are step functions on the grids k/len, so the integral is a sum over
+    the merged grid; no search of one sample in the other is needed."""
     reference, current = np.sort(reference), np.sort(current)
-    points = np.sort(np.concatenate([reference, current]))
-    widths = np.diff(points)
-    reference_cdf = np.searchsorted(reference, points[:-1], side="right") / len(reference)
-    current_cdf = np.searchsorted(current, points[:-1], side="right") / len(current)
-    return float(np.sum(np.abs(reference_cdf - current_cdf) * widths))
+    grids = [np.linspace(0.0, 1.0, len(reference) + 1), np.linspace(0.0, 1.0, len(current) + 1)]
+    cuts = np.sort(np.concatenate(grids), kind="stable")  # a merge of two sorted runs
+    middles, widths = (cuts[:-1] + cuts[1:]) / 2, np.diff(cuts)
+    gap = _step(reference, middles) - _step(current, middles)
+    return float(np.sum(np.abs(gap) * widths))
+
+
+def _step(sorted_values: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """The empirical quantile function at probabilities strictly inside its steps."""
+    n = len(sorted_values)
+    return sorted_values[np.minimum((probabilities * n).astype(np.int64), n - 1)]
 
 
 def _js_distance(reference: dict[Value, int], current: dict[Value, int]) -> float:
@@ -343,18 +363,52 @@ def _require_features(frame: pd.DataFrame, dataset: DatasetSpec, where: str) -> 
         raise MissingColumnsError(missing, where)
 
 
-def _finite_and_sample(column: pd.Series, rows: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """All finite values (counts, std, p-value tests) and those of the sampled rows."""
-    values = column.to_numpy(dtype="float64", na_value=np.nan)
-    finite = values[np.isfinite(values)]
-    if rows is None:
-        return finite, finite
-    sample = values[rows]
-    return finite, sample[np.isfinite(sample)]
+class _Numbers:
+    """A numeric column as float64: its finite values and those of the sampled rows, each
+    computed only if asked for (the full set is needed for counts and p-value tests only)."""
+
+    def __init__(self, column: pd.Series, rows: np.ndarray | None) -> None:
+        self.values = column.to_numpy(dtype="float64", na_value=np.nan)
+        self.rows = rows
+
+    @cached_property
+    def finite(self) -> np.ndarray:
+        return self.values[np.isfinite(self.values)]
+
+    @cached_property
+    def count(self) -> int:
+        return int(np.isfinite(self.values).sum())
+
+    @cached_property
+    def sample(self) -> np.ndarray:
+        if self.rows is None:
+            return self.finite
+        sample = self.values[self.rows]
+        sample = sample[np.isfinite(sample)]
+        return sample if len(sample) else self.finite  # a column too sparse for the sample
+
+
+def _category_counts(
+    column: pd.Series, rows: np.ndarray | None, *, small: float
+) -> tuple[int, dict[Value, int]]:
+    """Non-missing count and value counts, from the sampled rows when the sample alone holds
+    more than `small` values (the count is then scaled up: all it decides is "more than
+    1,000", which the sample already proves), else from the whole column."""
+    if rows is not None:
+        counts = _value_counts(column.to_numpy()[rows])
+        sampled = sum(counts.values())
+        if sampled > small:
+            return round(sampled * len(column) / len(rows)), counts
+    counts = _value_counts(column)
+    return sum(counts.values()), counts
 
 
 def _value_counts(values: pd.Series | np.ndarray) -> dict[Value, int]:
-    counts = pd.Series(values).value_counts(dropna=True)
+    if isinstance(values, np.ndarray):
+        # dtype given: pandas would otherwise convert an object array of str to its own
+        # string type first, which costs more than the counting.
+        values = pd.Series(values, dtype=values.dtype, copy=False)
+    counts = values.value_counts(dropna=True)
     return {_plain(value): int(count) for value, count in counts.items()}
 
 
