@@ -31,6 +31,7 @@ from evidently import (
 )
 from evidently.core.report import Snapshot
 from evidently.legacy.calculations import stattests
+from evidently.metrics import ValueDrift
 from evidently.presets import ClassificationPreset, DataDriftPreset, RegressionPreset
 
 from ct_platform.monitoring.frames import PREDICTION_COLUMN, PROBA_COLUMN
@@ -44,8 +45,12 @@ __all__ = [
     "data_definition",
     "data_drift_report",
     "evidently_drift",
+    "evidently_value_drift",
     "model_quality_report",
 ]
+
+# Rows per side in `evidently_value_drift`'s HTML: plenty for the plots, seconds to render.
+HTML_SAMPLE_ROWS = 20_000
 
 PredictionKind = Literal["label", "proba", "both"] | None
 
@@ -205,6 +210,39 @@ def evidently_drift(
         _dataset(current[features], definition), _dataset(reference[features], definition)
     )
     return summarise(_column_verdicts(snapshot), drift_share_threshold), snapshot
+
+
+def evidently_value_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    dataset: DatasetSpec,
+    html_path: Path,
+    *,
+    verdict: DriftResult,
+    sample_rows: int = HTML_SAMPLE_ROWS,
+) -> None:
+    """An HTML drift report to go with a fast-check verdict, on samples of both frames.
+
+    One preset-free `ValueDrift` per column, told the method and threshold the fast check
+    used, so a reader sees the same kind of score the verdict came from (on a sample of
+    `sample_rows`, the scores differ from the verdict's by sampling error only). Columns
+    the verdict left out (no values on one side) are left out here too.
+    """
+    definition = data_definition(dataset, include_target=False, prediction=None)
+    metrics = [
+        ValueDrift(column=name, method=column.method, threshold=column.threshold)
+        for name, column in verdict.columns.items()
+    ]
+    features = dataset.feature_columns
+    snapshot = Report(metrics).run(
+        _dataset(_sample(current[features], sample_rows), definition),
+        _dataset(_sample(reference[features], sample_rows), definition),
+    )
+    _save_html(snapshot, html_path)
+
+
+def _sample(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    return frame.sample(n=rows, random_state=0) if len(frame) > rows else frame
 
 
 def _column_verdicts(snapshot: Snapshot) -> dict[str, ColumnDrift]:

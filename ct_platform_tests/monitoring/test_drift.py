@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ct_platform.monitoring.drift import ReferenceProfile, detect_drift, evidently_method
-from ct_platform.monitoring.evidently_reports import data_drift_report
+from ct_platform.monitoring.evidently_reports import data_drift_report, evidently_value_drift
 from ct_platform.monitoring.frames import MissingColumnsError
 from ct_platform.settings import Spec
 from ct_platform_tests.monitoring.conftest import PLANTED
@@ -96,3 +96,17 @@ def test_missing_current_column_is_named(spec: Spec, same_distribution) -> None:
         detect_drift(
             reference, current.drop(columns="euribor3m"), spec.dataset, drift_share_threshold=0.5
         )
+
+
+def test_html_report_uses_the_verdicts_methods(
+    spec: Spec, same_distribution, planted: pd.DataFrame, tmp_path: Path
+) -> None:
+    reference, _ = same_distribution
+    verdict = detect_drift(reference, planted, spec.dataset, drift_share_threshold=0.5)
+    html = tmp_path / "production_drift.html"
+    evidently_value_drift(
+        reference, planted, spec.dataset, html, verdict=verdict, sample_rows=2_000
+    )
+    text = html.read_text()
+    assert "Wasserstein distance (normed)" in text and "Jensen-Shannon distance" in text
+    assert "age" in text and "marital" in text
