@@ -110,7 +110,7 @@ class ModelRegistry:
         if self._artifact_root is not None:
             _initialise_sqlite_store(tracking_uri, self._artifact_root)
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self._experiment_id = self._ensure_experiment()
+        self.experiment_id = self._ensure_experiment()
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -165,7 +165,7 @@ class ModelRegistry:
             common_tags[DAGSTER_RUN_TAG] = dagster_run_id
         with self._fluent(), _quiet_mlflow():
             with mlflow.start_run(
-                experiment_id=self._experiment_id,
+                experiment_id=self.experiment_id,
                 run_name=f"{self.model_name}-{fingerprint[:12]}",
                 tags=common_tags,
             ) as run:
@@ -275,14 +275,16 @@ class ModelRegistry:
         """Point MLflow's process-global tracking URI at this store for one block.
 
         The fluent API (`start_run`, `sklearn.log_model`) only uses the global URI, and so
-        does MLflow internally when it resolves a `models:/<model id>` source.
+        does MLflow internally when it resolves a `models:/<model id>` source. Setting it also
+        sets the MLFLOW_TRACKING_URI variable, so restore exactly what was there (or nothing):
+        restoring `get_tracking_uri()` would pin MLflow's default (./mlflow.db) in it.
         """
-        previous = mlflow.get_tracking_uri()
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(previous)
+            mlflow.set_tracking_uri(previous)  # None unsets both the global and the variable
 
 
 def _initialise_sqlite_store(tracking_uri: str, artifact_root: Path) -> None:
@@ -306,8 +308,9 @@ def _initialise_sqlite_store(tracking_uri: str, artifact_root: Path) -> None:
 def _quiet_mlflow() -> Iterator[None]:
     """Silence MLflow's chatty INFO/WARNING lines (table creation, pip version notes).
 
-    Also its hint that an integer output schema cannot hold missing values: our integer
-    output is the predicted class label, which is never missing.
+    Also two warnings about MLflow's own code, not ours: its hint that an integer output
+    schema cannot hold missing values (our integer output is the predicted label, never
+    missing) and pandas 3 deprecating how MLflow's dataset digest calls `DataFrame.all`.
     """
     logger = logging.getLogger("mlflow")
     previous = logger.level
@@ -315,6 +318,7 @@ def _quiet_mlflow() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            warnings.filterwarnings("ignore", message="Starting with pandas version 4.0")
             yield
     finally:
         logger.setLevel(previous)
