@@ -38,9 +38,9 @@ def fitted(train_frame: pd.DataFrame, bank_spec: Spec) -> Pipeline:
     return fit_pipeline(train_frame, bank_spec)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A SQLite store shared by a module's tests: creating one costs seconds of migrations."""
+    """A SQLite store shared by the session's tests: creating one costs seconds of migrations."""
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.models import Model
 from sklearn.pipeline import Pipeline
 
 from ct_platform.registry.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
     ModelRegistry,
+    ModelVersionInfo,
     default_tracking_uri,
 )
 from ct_platform.settings import Spec
@@ -52,10 +54,19 @@ def test_default_store_keeps_every_artifact_under_ct_home(
     assert os.listdir(cwd) == []  # no ./mlruns, no ./mlflow.db
 
 
+@pytest.fixture(scope="module")
+def logged(
+    tracking_uri: str, fitted: Pipeline, train_frame: pd.DataFrame
+) -> tuple[ModelRegistry, ModelVersionInfo]:
+    """One candidate logged once, inspected by the read-only tests below."""
+    registry = ModelRegistry(tracking_uri, "logged_once", experiment="ct-tests")
+    return registry, log(registry, fitted, train_frame, fingerprint="a" * 64)
+
+
 def test_log_candidate_registers_a_challenger_version(
-    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame
+    logged: tuple[ModelRegistry, ModelVersionInfo],
 ) -> None:
-    info = log(registry, fitted, train_frame, fingerprint="a" * 64)
+    registry, info = logged
     assert info.version == 1
     assert info.aliases == [CHALLENGER]
     assert info.fingerprint == "a" * 64
@@ -74,13 +85,12 @@ def test_log_candidate_registers_a_challenger_version(
 
 
 def test_logged_model_has_skops_format_signature_and_example(
-    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame, bank_spec: Spec
+    logged: tuple[ModelRegistry, ModelVersionInfo], bank_spec: Spec
 ) -> None:
-    info = log(registry, fitted, train_frame, fingerprint="b" * 64)
+    registry, info = logged
     client = MlflowClient(registry.tracking_uri)
     source = client.get_model_version_download_uri(registry.model_name, str(info.version))
     mlmodel = Path(source.removeprefix("file://")) / "MLmodel"
-    from mlflow.models import Model
 
     model = Model.load(str(mlmodel))
     sklearn_flavor = model.flavors["sklearn"]
@@ -121,9 +131,12 @@ def test_aliases_move_between_versions(
 
 
 def test_load_model_round_trip_predicts_identically(
-    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame, bank_spec: Spec
+    logged: tuple[ModelRegistry, ModelVersionInfo],
+    fitted: Pipeline,
+    train_frame: pd.DataFrame,
+    bank_spec: Spec,
 ) -> None:
-    info = log(registry, fitted, train_frame, fingerprint="9" * 64)
+    registry, info = logged
     loaded = registry.load_model(info.version)
     features = train_frame[bank_spec.dataset.feature_columns]
     assert np.array_equal(loaded.predict_proba(features), fitted.predict_proba(features))
