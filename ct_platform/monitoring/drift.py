@@ -172,12 +172,7 @@ def detect_drift(
     rows = _sample_index(len(current), sample_rows)
     verdicts: dict[str, ColumnDrift] = {}
     for name in dataset.feature_columns:
-        sketch = reference.columns[name]
-        verdict = (
-            _numeric_drift(sketch, current[name], rows)
-            if sketch.kind == "numeric"
-            else _category_drift(sketch, current[name], rows)
-        )
+        verdict = _column_verdict(name, reference.columns[name], current[name], rows, dataset)
         if verdict is not None:
             verdicts[name] = verdict
     return summarise(verdicts, drift_share_threshold)
@@ -192,6 +187,24 @@ def evidently_method(kind: ColumnKind, n_reference: int, n_values: int) -> str:
     if kind == "numeric" and n_values > FEW_VALUES:
         return "wasserstein"
     return "jensenshannon"
+
+
+def _column_verdict(
+    name: str,
+    sketch: ColumnSketch,
+    column: pd.Series,
+    rows: np.ndarray | None,
+    dataset: DatasetSpec,
+) -> ColumnDrift | None:
+    expected: ColumnKind = "numeric" if dataset.columns[name].is_numeric else "category"
+    if sketch.kind != expected:
+        raise ValueError(
+            f"reference profile: column '{name}' was profiled as {sketch.kind}, "
+            f"the spec now declares it {expected}: rebuild the profile"
+        )
+    if expected == "numeric":
+        return _numeric_drift(sketch, column, rows)
+    return _category_drift(sketch, column, rows)
 
 
 # --- reference sketches ------------------------------------------------------------------

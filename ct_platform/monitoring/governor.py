@@ -69,6 +69,7 @@ class Ledger:
     episodes: dict[str, float] = field(default_factory=dict)  # episode -> retrain start time
     backoff_until: float | None = None
     last_outcome: dict | None = None  # {"outcome", "episode", "finished_at", "detail"}
+    open_episodes: dict[str, str] = field(default_factory=dict)  # kind -> ongoing episode id
 
 
 class RetrainGovernor:
@@ -87,6 +88,16 @@ class RetrainGovernor:
         self.alert_log = alert_log or paths.home / "alerts.jsonl"
         self.clock = clock
         self.environ = environ
+
+    def episode(self, kind: str, active: bool) -> str | None:
+        """Track a condition (e.g. "drift") tick by tick: the id of its ongoing episode, new
+        when the condition appears after being absent, None while it is absent. Ticks that
+        keep seeing the same drift therefore share one episode, and so one retrain."""
+        with self._locked(write=True) as ledger:
+            if not active:
+                ledger.open_episodes.pop(kind, None)
+                return None
+            return ledger.open_episodes.setdefault(kind, f"{kind}-{self.clock():.0f}")
 
     def decide(self, trigger: Trigger) -> Decision:
         """Whether `trigger` may start a retrain now. Records nothing: call `retrain_started`

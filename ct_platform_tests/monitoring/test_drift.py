@@ -110,3 +110,14 @@ def test_html_report_uses_the_verdicts_methods(
     text = html.read_text()
     assert "Wasserstein distance (normed)" in text and "Jensen-Shannon distance" in text
     assert "age" in text and "marital" in text
+
+
+def test_profile_of_a_retyped_column_is_refused(spec: Spec, same_distribution) -> None:
+    reference, current = same_distribution
+    profile = ReferenceProfile.from_frame(reference, spec.dataset)
+    raw = spec.dataset.model_dump()
+    raw["columns"]["previous"] = {"type": "category"}
+    retyped = type(spec.dataset).model_validate(raw)
+    current = current.assign(previous=current["previous"].map(str, na_action="ignore"))
+    with pytest.raises(ValueError, match="'previous' was profiled as numeric"):
+        detect_drift(profile, current, retyped, drift_share_threshold=0.5)

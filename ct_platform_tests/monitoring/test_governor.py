@@ -163,3 +163,19 @@ def test_one_retrain_per_episode(clock: Clock) -> None:
     decision = gov.decide(drift(1))
     assert not decision.allowed and "already had its retrain" in decision.reason
     assert gov.decide(drift(2)).allowed
+
+
+def test_ticks_seeing_the_same_drift_share_one_episode(clock: Clock) -> None:
+    gov = governor(clock, cooldown_minutes=0)
+    allowed = 0
+    for _ in range(50):  # 50 sensor ticks in 10 minutes, all seeing drift
+        episode = gov.episode("drift", active=True)
+        if gov.decide(Trigger("drift", episode)).allowed:
+            gov.retrain_started(episode)
+            gov.retrain_finished("promoted")
+            allowed += 1
+        clock.advance(10 / 50)
+    assert allowed == 1
+    assert gov.episode("drift", active=False) is None
+    clock.advance(1)
+    assert gov.episode("drift", active=True) != episode  # drift came back: a new episode
