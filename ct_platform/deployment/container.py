@@ -192,12 +192,14 @@ class DockerTarget:
     def _wait_ready(self, container: Container, url: str, version: str) -> None:
         """Docker's own health verdict first, then the same check through the host port."""
         deadline = time.monotonic() + START_TIMEOUT_S
-        while _health(container) != "healthy":
-            if container.status in ("exited", "dead") or time.monotonic() > deadline:
+        while (health := _health(container)) != "healthy":
+            # The restart policy would bring a crashing server back forever: one crash fails.
+            crashed = container.attrs["RestartCount"] > 0 or container.status != "running"
+            if crashed or health == "unhealthy" or time.monotonic() > deadline:
                 logs = container.logs(tail=30).decode(errors="replace")
                 raise DeploymentError(
-                    f"container {container.name} not healthy ({container.status}, "
-                    f"{_health(container)}):\n{logs}"
+                    f"container {container.name} not healthy ({container.status}, {health}):\n"
+                    f"{logs}"
                 )
             time.sleep(0.5)
         wait_healthy(url, max(deadline - time.monotonic(), 5.0))

@@ -8,14 +8,18 @@ Layers, slowest-changing first, so a code change rebuilds in seconds:
    host's CA bundle; on the host it has both, and the wheels are cached across builds.
    The versions are pinned to exactly those in this environment: the bundle's `model.skops`
    must be loaded by the scikit-learn version that trained it.
-3. `ct_platform/__init__.py` + `ct_platform/serving/` (the server imports nothing else).
+3. `ct_platform/serving/` and the few ct_platform modules it imports (found by reading its
+   import statements), nothing else: no dagster, mlflow, pandas or pydantic in the image.
 
-The image carries a label with a hash of everything that goes into it; a build whose hash
-matches the existing image is skipped without touching the engine's build machinery.
+Besides its configured tag, the image is tagged `src-<hash>` with a hash of everything that
+goes into it; when that tag exists the build is skipped without touching the engine's build
+machinery. (A tag, not a label: a LABEL is one more layer, and on the vfs storage driver
+every layer is a full copy of the image's filesystem.)
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -28,6 +32,8 @@ from pathlib import Path
 
 import docker
 from docker.errors import ImageNotFound
+from docker.models.images import Image
+from docker.utils import parse_repository_tag
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -36,7 +42,6 @@ DEPLOY_DIR = REPO_ROOT / "deploy"
 DOCKERFILE = DEPLOY_DIR / "Dockerfile.serving"
 BASE_IMAGE_SCRIPT = DEPLOY_DIR / "build-base-image.sh"
 BASE_IMAGE = "ct-platform-base:bookworm"
-SOURCE_HASH_LABEL = "ct-platform.source-hash"
 # Wheels for the container: CPython 3.11 on glibc x86_64. Bookworm ships glibc 2.36, so any
 # manylinux tag up to 2.36 runs; pip matches `--platform` tags literally, hence the list.
 WHEEL_PLATFORM_TAGS = [
@@ -102,13 +107,17 @@ def _container_environment(extra: str) -> dict[str, str]:
 def ensure_serving_image(client: docker.DockerClient, tag: str) -> str:
     """Build `tag` unless an image with the same inputs exists; returns the image id."""
     requirements = serving_requirements()
-    source_hash = _source_hash(requirements)
+    repository, version_tag = parse_repository_tag(tag)
+    source_tag = f"{repository}:src-{_source_hash(requirements)}"
     try:
-        existing = client.images.get(tag)
-        if existing.labels.get(SOURCE_HASH_LABEL) == source_hash:
-            return existing.id
+        image = client.images.get(source_tag)
     except ImageNotFound:
-        pass
+        image = _build(client, source_tag, requirements)
+    image.tag(repository, version_tag or "latest")  # the configured tag follows the sources
+    return image.id
+
+
+def _build(client: docker.DockerClient, tag: str, requirements: list[str]) -> Image:
     ensure_base_image(client)
     context = _build_context(requirements)
     try:
@@ -117,7 +126,6 @@ def ensure_serving_image(client: docker.DockerClient, tag: str) -> str:
             dockerfile="Dockerfile",
             tag=tag,
             buildargs={"BASE_IMAGE": BASE_IMAGE},
-            labels={SOURCE_HASH_LABEL: source_hash},
             rm=True,
             forcerm=True,
         )
@@ -126,7 +134,7 @@ def ensure_serving_image(client: docker.DockerClient, tag: str) -> str:
         raise ImageBuildError(f"docker build of {tag} failed: {exc}\n{log[-3000:]}") from None
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    return image.id
+    return image
 
 
 def ensure_base_image(client: docker.DockerClient) -> None:
@@ -155,8 +163,49 @@ def _source_hash(requirements: list[str]) -> str:
 
 
 def _server_sources() -> list[Path]:
-    package = REPO_ROOT / "ct_platform"
-    return [package / "__init__.py", *sorted((package / "serving").rglob("*.py"))]
+    """`ct_platform/serving/` plus every ct_platform module it imports, transitively.
+
+    Found by reading the import statements (not by importing: that would need the
+    dependencies), so a helper the server borrows from another package (e.g.
+    `registry.skops_types`) ships with it and nothing else does.
+    """
+    pending = sorted((REPO_ROOT / "ct_platform" / "serving").rglob("*.py"))
+    found: set[Path] = set()
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        found.add(path)
+        pending.extend(_package_inits(path))
+        pending.extend(_imported_files(path))
+    return sorted(found)
+
+
+def _imported_files(path: Path) -> list[Path]:
+    modules = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            modules.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # `from package import name`: name may be a submodule or an attribute.
+            modules.append(node.module)
+            modules.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    files = []
+    for module in modules:
+        if module.split(".")[0] != "ct_platform":
+            continue
+        base = REPO_ROOT.joinpath(*module.split("."))
+        files.extend(c for c in (base.with_suffix(".py"), base / "__init__.py") if c.is_file())
+    return files
+
+
+def _package_inits(path: Path) -> list[Path]:
+    package_root = REPO_ROOT / "ct_platform"
+    return [
+        folder / "__init__.py"
+        for folder in [path.parent, *path.parent.parents]
+        if folder.is_relative_to(package_root) and (folder / "__init__.py").is_file()
+    ]
 
 
 def _build_context(requirements: list[str]) -> Path:
