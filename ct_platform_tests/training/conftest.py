@@ -29,11 +29,16 @@ def bank_spec() -> Spec:
 
 @pytest.fixture(scope="session")
 def bank_window(bank_frame: pd.DataFrame, bank_spec: Spec) -> TrainingSet:
-    """The training job's input at the end of the file: newest window, time-ordered split."""
-    newest = bank_frame.iloc[-bank_spec.evaluation.window_batches * BATCH_ROWS :]
-    result = check_contract(newest.reset_index(drop=True), bank_spec.dataset)
-    assert result.clean is not None, [rule.message for rule in result.failed]
-    return build_training_set([result.clean], bank_spec)
+    """The training job's input once the whole file has landed: the newest window of
+    4,000-row batches (the last one partial), each through the contract, split by time."""
+    starts = range(0, len(bank_frame), BATCH_ROWS)
+    landed = [bank_frame.iloc[start : start + BATCH_ROWS] for start in starts]
+    cleaned = []
+    for batch in landed[-bank_spec.evaluation.window_batches :]:
+        result = check_contract(batch.reset_index(drop=True), bank_spec.dataset)
+        assert result.clean is not None, [rule.message for rule in result.failed]
+        cleaned.append(result.clean)
+    return build_training_set(cleaned, bank_spec)
 
 
 @pytest.fixture(scope="session")

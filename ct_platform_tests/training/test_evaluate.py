@@ -19,11 +19,11 @@ def test_bank_scores_on_the_time_ordered_holdout(
 ) -> None:
     metrics = score(bank_model, bank_window.holdout, bank_spec)
     assert set(metrics) == {"accuracy", "balanced_accuracy", "roc_auc", "f1"}
-    assert len(bank_window.holdout) == 8000
-    # Measured 0.616. The bank file drifts hard over time (the positive rate climbs from 3 %
+    assert len(bank_window.holdout) == 7438  # 20 % of 9 batches of 4,000 + 1,188 rows
+    # Measured 0.663. The bank file drifts hard over time (the positive rate climbs from 3 %
     # in the oldest batches to 41-51 % in the newest two; a random split scores 0.81), so the
     # newest-rows holdout is far harder than a shuffled one. Well above chance is the bar.
-    assert metrics["roc_auc"] > 0.58
+    assert metrics["roc_auc"] > 0.62
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
 
 

@@ -26,10 +26,22 @@ def _with_gates(spec: Spec, **gates: dict) -> Spec:
     return Spec.model_validate(raw)
 
 
-def test_metric_floor_passes_and_fails(bank_spec: Spec) -> None:
-    # bank spec: roc_auc floor 0.65, blocking.
-    passed = metric_floor_gate({"roc_auc": 0.71}, bank_spec)
-    failed = metric_floor_gate({"roc_auc": 0.61}, bank_spec)
+@pytest.fixture
+def gated(bank_spec: Spec) -> Spec:
+    """The bank spec with gate settings pinned here, so the figures below do not follow
+    edits to the shipped demo spec."""
+    return _with_gates(
+        bank_spec,
+        metric_floor={"threshold": 0.65, "blocking": True},
+        champion_regression={"tolerance": 0.02, "blocking": True},
+        latency={"max_ms": 25, "blocking": False},
+        model_size={"max_mb": 50, "blocking": True},
+    )
+
+
+def test_metric_floor_passes_and_fails(gated: Spec) -> None:
+    passed = metric_floor_gate({"roc_auc": 0.71}, gated)
+    failed = metric_floor_gate({"roc_auc": 0.61}, gated)
     assert (passed.passed, passed.blocking) == (True, True)
     assert passed.description == "roc_auc 0.7100 meets the floor 0.6500"
     assert not failed.passed
@@ -53,25 +65,24 @@ def test_metric_floor_is_a_ceiling_for_error_metrics(synthetic_spec) -> None:
     assert failed.description == "rmse 1.3000 misses the ceiling 1.0000"
 
 
-def test_metric_floor_fails_an_undefined_metric(bank_spec: Spec) -> None:
-    failed = metric_floor_gate({"roc_auc": math.nan}, bank_spec)
+def test_metric_floor_fails_an_undefined_metric(gated: Spec) -> None:
+    failed = metric_floor_gate({"roc_auc": math.nan}, gated)
     assert not failed.passed
     assert failed.description == "roc_auc is undefined on this holdout"
 
 
-def test_champion_regression_without_champion_passes_and_says_so(bank_spec: Spec) -> None:
-    result = champion_regression_gate({"roc_auc": 0.62}, None, bank_spec)
+def test_champion_regression_without_champion_passes_and_says_so(gated: Spec) -> None:
+    result = champion_regression_gate({"roc_auc": 0.62}, None, gated)
     assert result.passed
     assert (
         result.description == "no champion yet: nothing to regress from (candidate roc_auc 0.6200)"
     )
 
 
-def test_champion_regression_within_and_beyond_tolerance(bank_spec: Spec) -> None:
-    # bank spec: tolerance 0.02.
-    better = champion_regression_gate({"roc_auc": 0.70}, {"roc_auc": 0.68}, bank_spec)
-    within = champion_regression_gate({"roc_auc": 0.665}, {"roc_auc": 0.68}, bank_spec)
-    beyond = champion_regression_gate({"roc_auc": 0.65}, {"roc_auc": 0.68}, bank_spec)
+def test_champion_regression_within_and_beyond_tolerance(gated: Spec) -> None:
+    better = champion_regression_gate({"roc_auc": 0.70}, {"roc_auc": 0.68}, gated)
+    within = champion_regression_gate({"roc_auc": 0.665}, {"roc_auc": 0.68}, gated)
+    beyond = champion_regression_gate({"roc_auc": 0.65}, {"roc_auc": 0.68}, gated)
     assert better.passed
     assert better.description == "candidate roc_auc 0.7000 is no worse than champion 0.6800"
     assert within.passed
@@ -102,9 +113,10 @@ def test_latency_gate_measures_single_row_predict(
     bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec
 ) -> None:
     sample = bank_window.holdout.head(50)  # target column included: the gate ignores it
-    generous = latency_gate(bank_model, sample, _with_gates(bank_spec, latency={"max_ms": 1000}))
+    advisory = _with_gates(bank_spec, latency={"max_ms": 1000, "blocking": False})
+    generous = latency_gate(bank_model, sample, advisory)
     assert generous.passed
-    assert not generous.blocking  # bank spec: latency is advisory
+    assert not generous.blocking
     assert generous.metadata["calls"] == LATENCY_CALLS
     assert 0 < generous.metadata["p50_ms"] <= generous.metadata["p95_ms"]
     assert f"p50 {generous.metadata['p50_ms']:.2f} ms" in generous.description
@@ -123,10 +135,9 @@ def test_latency_gate_needs_rows(
         latency_gate(bank_model, bank_window.holdout.head(0), bank_spec)
 
 
-def test_model_size_gate(bank_spec: Spec) -> None:
-    # bank spec: 50 MB, blocking.
-    small = model_size_gate(1_500_000, bank_spec)
-    large = model_size_gate(60 * 1024 * 1024, bank_spec)
+def test_model_size_gate(gated: Spec) -> None:
+    small = model_size_gate(1_500_000, gated)
+    large = model_size_gate(60 * 1024 * 1024, gated)
     assert small.passed
     assert small.description == "model is 1.43 MB, within the limit 50 MB"
     assert not large.passed
