@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from ct_platform.data.contract import check_contract
+from ct_platform.deployment.export import HOLDOUT_ARTIFACT
+from ct_platform.registry.mlflow_registry import ModelRegistry, ModelVersionInfo
 from ct_platform.settings import Spec, load_spec
 from ct_platform.training.bundling import build_bundle
 from ct_platform.training.pipeline import build_pipeline
@@ -30,6 +32,32 @@ def fit_pipeline(spec: Spec, train: pd.DataFrame, max_iter: int) -> Any:
     model = spec.model.model_copy(update={"params": {**spec.model.params, "max_iter": max_iter}})
     pipeline = build_pipeline(spec.model_copy(update={"model": model}))
     return pipeline.fit(train[spec.dataset.feature_columns], train[spec.dataset.target])
+
+
+def register(
+    registry: ModelRegistry,
+    spec: Spec,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame | None,
+    *,
+    fingerprint: str,
+    tmp_path: Path,
+) -> ModelVersionInfo:
+    """Log a trained version the way training does, holdout artifact included."""
+    info = registry.log_candidate(
+        fit_pipeline(spec, train, max_iter=20),
+        train=train,
+        params={},
+        metrics={},
+        fingerprint=fingerprint,
+        dagster_run_id=None,
+    )
+    if holdout is not None:
+        path = tmp_path / fingerprint / HOLDOUT_ARTIFACT
+        path.parent.mkdir()
+        holdout.to_parquet(path, index=False)
+        registry.log_artifact(info.run_id, path)
+    return info
 
 
 def with_port(spec: Spec, port: int) -> Spec:

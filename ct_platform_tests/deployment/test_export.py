@@ -10,36 +10,9 @@ import pytest
 
 from ct_platform.deployment import DeploymentError, export_champion_bundle, pointed_bundle
 from ct_platform.deployment.export import HOLDOUT_ARTIFACT, default_registry
-from ct_platform.registry.mlflow_registry import ModelRegistry, ModelVersionInfo
 from ct_platform.serving.bundle import load_bundle, read_meta
 from ct_platform.settings import Spec
-from ct_platform_tests.deployment.conftest import fit_pipeline
-
-
-def register(
-    registry: ModelRegistry,
-    spec: Spec,
-    train: pd.DataFrame,
-    holdout: pd.DataFrame | None,
-    *,
-    fingerprint: str,
-    tmp_path: Path,
-) -> ModelVersionInfo:
-    """Log a trained version the way training does, holdout artifact included."""
-    info = registry.log_candidate(
-        fit_pipeline(spec, train, max_iter=20),
-        train=train,
-        params={},
-        metrics={},
-        fingerprint=fingerprint,
-        dagster_run_id=None,
-    )
-    if holdout is not None:
-        path = tmp_path / fingerprint / HOLDOUT_ARTIFACT
-        path.parent.mkdir()
-        holdout.to_parquet(path, index=False)
-        registry.log_artifact(info.run_id, path)
-    return info
+from ct_platform_tests.deployment.conftest import register
 
 
 def test_export_writes_a_checked_bundle_and_points_champion_at_it(

@@ -1,0 +1,48 @@
+"""Champion in MLflow -> bundle -> live local endpoint, and the check that it is the champion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ct_platform.deployment import export_champion_bundle, target_for
+from ct_platform.deployment.export import default_registry
+from ct_platform.deployment.rollout import live_endpoint_status, roll_out
+from ct_platform.settings import Spec
+from ct_platform_tests.deployment.conftest import register
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def deployed_spec(serving_spec: Spec) -> Iterator[Spec]:
+    yield serving_spec
+    target_for(serving_spec).stop()
+
+
+def test_roll_out_serves_the_champion_and_the_check_notices_a_new_one(
+    deployed_spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    spec = deployed_spec
+    train, holdout = train_holdout
+    registry = default_registry(spec)
+    assert not live_endpoint_status(spec, registry).deployed
+
+    first = register(registry, spec, train, holdout, fingerprint="fp-1", tmp_path=tmp_path)
+    registry.set_alias("champion", first.version)
+    export_champion_bundle(spec, registry)
+    endpoint = roll_out(spec)
+
+    assert endpoint.version == str(first.version)
+    live = live_endpoint_status(spec, registry)
+    assert live.serves_champion, live.describe()
+    assert live.figures()["served_version"] == str(first.version)
+
+    second = register(registry, spec, train, holdout, fingerprint="fp-2", tmp_path=tmp_path)
+    registry.set_alias("champion", second.version)
+    stale = live_endpoint_status(spec, registry)
+    assert not stale.serves_champion
+    assert f"champion is {second.version}" in stale.describe()
