@@ -12,6 +12,7 @@ MLmodel file. mlflow is imported here only (it is slow to import and serving nev
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import tempfile
@@ -291,17 +292,23 @@ def _initialise_sqlite_store(tracking_uri: str, artifact_root: Path) -> None:
     """Create a new SQLite store whose default experiment keeps artifacts in `artifact_root`.
 
     The client builds its store with MLflow's default root (./mlruns relative to the cwd);
-    creating the database ourselves first fixes the default experiment's location.
+    creating the database ourselves first fixes the default experiment's location. Under
+    a file lock: Dagster runs steps in parallel processes, and two of them migrating the
+    same fresh database at once would collide (and one half-made is not ready to use).
     """
     database = sqlite_database(tracking_uri)
-    if database is None or database.exists():
+    if database is None:
         return
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     database.parent.mkdir(parents=True, exist_ok=True)
-    artifact_root.mkdir(parents=True, exist_ok=True)
-    with _quiet_mlflow():
-        SqlAlchemyStore(tracking_uri, str(artifact_root)).engine.dispose()
+    with open(database.with_name(database.name + ".init-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if database.exists():
+            return
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        with _quiet_mlflow():
+            SqlAlchemyStore(tracking_uri, str(artifact_root)).engine.dispose()
 
 
 @contextmanager
