@@ -28,6 +28,17 @@ engine_answers() {
     docker info >/dev/null 2>&1
 }
 
+# Root for installing and starting the engine: directly, or through passwordless sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        fail "this step needs root (or passwordless sudo): $*"
+    fi
+}
+
 if engine_answers; then
     echo "docker engine already running"
     exit 0
@@ -35,34 +46,28 @@ fi
 
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
     echo "installing docker.io ..."
-    if [ "$(id -u)" -ne 0 ]; then
-        fail "dockerd is not installed and installing it needs root"
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io iptables \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends docker.io iptables \
         || fail "apt-get install docker.io failed"
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    fail "no engine answers and starting dockerd needs root"
-fi
-
 # A stale pidfile from a killed dockerd makes the next one refuse to start.
-if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
-    rm -f /var/run/docker.pid
+if [ -f /var/run/docker.pid ] && ! as_root kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    as_root rm -f /var/run/docker.pid
 fi
 
 echo "starting dockerd (storage driver vfs), log: $log_file"
-mkdir -p "$(dirname "$log_file")"
-nohup dockerd --storage-driver=vfs >"$log_file" 2>&1 &
-dockerd_pid=$!
+as_root mkdir -p "$(dirname "$log_file")"
+as_root sh -c "nohup dockerd --storage-driver=vfs >'$log_file' 2>&1 & echo \$! >/tmp/ct-dockerd.pid"
+dockerd_pid="$(cat /tmp/ct-dockerd.pid)"
 
 for _ in $(seq "$wait_seconds"); do
     if engine_answers; then
         echo "docker engine up (dockerd pid $dockerd_pid)"
         exit 0
     fi
-    if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+    if ! as_root kill -0 "$dockerd_pid" 2>/dev/null; then
         tail -n 20 "$log_file" >&2
         fail "dockerd exited during start-up (see $log_file)"
     fi
