@@ -1,0 +1,64 @@
+"""The Dagster code location: `ct_platform.definitions:defs`.
+
+Assets, checks and sensors come from `ct_platform.defs.<domain>`, each built from the project
+spec, so a new dataset is a new spec file and never a code change. An invalid spec fails
+here, at load, with an error naming the key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from ct_platform.defs.data import build_data_defs
+from ct_platform.defs.data.sensors import build_landing_sensor
+from ct_platform.defs.resources import MlflowResource, env_or_none
+from ct_platform.defs.training import build_training_defs
+from ct_platform.settings import Spec, load_spec
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
+TRAINING_CHAIN = ["training_dataset", "candidate_model", "model_evaluation", "champion"]
+# One training pipeline at a time: the queued run coordinator (dagster.yaml) limits this tag.
+PIPELINE_TAGS = {"ct/pipeline": "training"}
+
+
+def build_jobs() -> list[UnresolvedAssetJobDefinition]:
+    # In-process: every step shares one Python process, so sklearn/mlflow/evidently are
+    # imported once per run instead of once per step.
+    batch_job = dg.define_asset_job(
+        "batch_job",
+        selection=dg.AssetSelection.assets("raw_batch", "validated_batch", *TRAINING_CHAIN),
+        executor_def=dg.in_process_executor,
+        tags=PIPELINE_TAGS,
+        description="Ingest one landed batch, then retrain and promote if every gate passes.",
+    )
+    training_job = dg.define_asset_job(
+        "training_job",
+        selection=dg.AssetSelection.assets(*TRAINING_CHAIN),
+        executor_def=dg.in_process_executor,
+        tags=PIPELINE_TAGS,
+        description="Retrain on the data present (ingesting any file not seen yet) and "
+        "promote if every gate passes. Fails naming the gate when a blocking gate fails.",
+    )
+    return [batch_job, training_job]
+
+
+def build_definitions(spec: Spec) -> dg.Definitions:
+    batch_job, training_job = build_jobs()
+    return dg.Definitions.merge(
+        build_data_defs(spec),
+        build_training_defs(spec),
+        dg.Definitions(
+            jobs=[batch_job, training_job],
+            sensors=[build_landing_sensor(spec, batch_job.name)],
+            resources={"mlflow": MlflowResource(tracking_uri=env_or_none("MLFLOW_TRACKING_URI"))},
+        ),
+    )
+
+
+defs = build_definitions(load_spec())

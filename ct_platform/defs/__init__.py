@@ -1,0 +1,1 @@
+"""The Dagster layer: thin glue from assets, checks and sensors to the domain packages."""

@@ -1,0 +1,103 @@
+"""Raw and validated batches: one dynamic partition per landed file.
+
+No `from __future__ import annotations` in asset modules: Dagster reads the `context`
+annotation at decoration time and needs the real class, not a string.
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from ct_platform.data.ingest import IngestOutcome, ingest_batch
+from ct_platform.defs.metadata import numbers, severity
+from ct_platform.settings import Paths, Spec
+
+batches = dg.DynamicPartitionsDefinition(name="batches")
+
+RAW_BATCH = dg.AssetKey("raw_batch")
+VALIDATED_BATCH = dg.AssetKey("validated_batch")
+CONTRACT_CHECK = "data_contract"
+
+
+def contract_check_result(outcome: IngestOutcome, spec: Spec) -> dg.AssetCheckResult:
+    """The data-contract gate for one batch, with every rule's figures."""
+    metadata: dict[str, dg.MetadataValue] = {"batch": dg.MetadataValue.text(outcome.key)}
+    if outcome.read_error is not None:
+        metadata["read_error"] = dg.MetadataValue.text(outcome.read_error)
+    if outcome.contract is not None:
+        for rule in outcome.contract.rules:
+            name = f"{rule.rule}.{rule.column}" if rule.column else rule.rule
+            metadata.update(numbers(name, {"passed": rule.passed, **rule.figures}))
+        metadata["rows"] = dg.MetadataValue.int(outcome.contract.n_rows)
+    if outcome.quarantined_to is not None:
+        metadata["quarantined_to"] = dg.MetadataValue.path(str(outcome.quarantined_to))
+    description = outcome.failure_summary or f"{outcome.key}: every contract rule passed"
+    return dg.AssetCheckResult(
+        asset_key=VALIDATED_BATCH,
+        check_name=CONTRACT_CHECK,
+        passed=outcome.passed,
+        severity=severity(spec.gates.contract.blocking),
+        metadata=metadata,
+        description=description,
+    )
+
+
+def build_data_defs(spec: Spec) -> dg.Definitions:
+    @dg.asset(
+        key=RAW_BATCH,
+        partitions_def=batches,
+        group_name="data",
+        kinds={"file"},
+        description="A file as it landed in the landing folder, kept untouched.",
+    )
+    def raw_batch(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        path = spec.landing_dir / context.partition_key
+        if not path.exists():
+            raise dg.Failure(f"landed file {path} is gone (moved or deleted before ingestion)")
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(path)),
+                "bytes": dg.MetadataValue.int(path.stat().st_size),
+            }
+        )
+
+    @dg.asset(
+        key=VALIDATED_BATCH,
+        deps=[RAW_BATCH],
+        partitions_def=batches,
+        group_name="data",
+        kinds={"parquet"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                CONTRACT_CHECK,
+                asset=VALIDATED_BATCH,
+                blocking=spec.gates.contract.blocking,
+                description="Columns, types, ranges, categories, completeness, duplicates, "
+                "target: a failing batch is quarantined with the reason and never trains.",
+            )
+        ],
+        description="The batch after the data contract: typed Parquet, or quarantined.",
+    )
+    def validated_batch(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        path = spec.landing_dir / context.partition_key
+        outcome = ingest_batch(path, spec, Paths.from_env())
+        if not outcome.passed:
+            context.log.error(outcome.failure_summary)
+        yield dg.MaterializeResult(
+            metadata=ingest_metadata(outcome), check_results=[contract_check_result(outcome, spec)]
+        )
+
+    return dg.Definitions(assets=[raw_batch, validated_batch])
+
+
+def ingest_metadata(outcome: IngestOutcome) -> dict[str, dg.MetadataValue]:
+    metadata = {
+        "content_sha256": dg.MetadataValue.text(outcome.content_hash),
+        "passed_contract": dg.MetadataValue.bool(outcome.passed),
+    }
+    if outcome.valid is not None:
+        metadata["rows"] = dg.MetadataValue.int(outcome.valid.rows)
+        metadata["path"] = dg.MetadataValue.path(str(outcome.valid.parquet_path))
+    if outcome.quarantined_to is not None:
+        metadata["quarantined_to"] = dg.MetadataValue.path(str(outcome.quarantined_to))
+    return metadata

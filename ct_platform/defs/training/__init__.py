@@ -1,0 +1,3 @@
+from ct_platform.defs.training.assets import build_training_defs
+
+__all__ = ["build_training_defs"]

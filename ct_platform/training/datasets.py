@@ -1,0 +1,56 @@
+"""Training sets on disk: train and holdout Parquet, keyed by the data fingerprint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ct_platform.settings import Paths
+
+
+@dataclass(frozen=True)
+class TrainingSetRef:
+    """Where a training set lives and what it was built from; small enough to pass around."""
+
+    fingerprint: str
+    batch_keys: tuple[str, ...]
+    directory: Path
+    train_rows: int
+    holdout_rows: int
+    # The newest batch in the window: what the data-drift report compares with the reference.
+    newest_batch: Path
+
+    @property
+    def train_path(self) -> Path:
+        return self.directory / "train.parquet"
+
+    @property
+    def holdout_path(self) -> Path:
+        return self.directory / "holdout.parquet"
+
+    def load_train(self) -> pd.DataFrame:
+        return pd.read_parquet(self.train_path)
+
+    def load_holdout(self) -> pd.DataFrame:
+        return pd.read_parquet(self.holdout_path)
+
+
+def save_training_set(
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    *,
+    fingerprint: str,
+    batch_keys: list[str],
+    newest_batch: Path,
+    paths: Paths,
+) -> TrainingSetRef:
+    directory = paths.datasets / fingerprint[:16]
+    directory.mkdir(parents=True, exist_ok=True)
+    ref = TrainingSetRef(
+        fingerprint, tuple(batch_keys), directory, len(train), len(holdout), newest_batch
+    )
+    train.to_parquet(ref.train_path, index=False)
+    holdout.to_parquet(ref.holdout_path, index=False)
+    return ref

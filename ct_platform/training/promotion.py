@@ -1,0 +1,98 @@
+"""Champion vs challenger: score both on the same holdout, run the gates, promote or refuse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from ct_platform.settings import Spec
+from ct_platform.training.evaluate import score
+from ct_platform.training.gates import (
+    GateResult,
+    champion_regression_gate,
+    latency_gate,
+    metric_floor_gate,
+    model_size_gate,
+)
+
+if TYPE_CHECKING:
+    from ct_platform.registry.mlflow_registry import ModelRegistry
+
+CHAMPION = "champion"
+GATES_PASSED_TAG = "ct.gates_passed"
+
+
+class PromotionRefused(RuntimeError):
+    """The candidate failed a blocking gate; the champion alias stays where it is."""
+
+
+@dataclass(frozen=True)
+class Contender:
+    version: int
+    model: Pipeline
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    version: int
+    run_id: str
+    metrics: dict[str, float]
+    champion_version: int | None
+    champion_metrics: dict[str, float] | None
+    gates: tuple[GateResult, ...]
+
+    @property
+    def blocking_failures(self) -> list[GateResult]:
+        return [gate for gate in self.gates if gate.blocking and not gate.passed]
+
+    @property
+    def promotable(self) -> bool:
+        return not self.blocking_failures
+
+
+def evaluate_candidate(
+    candidate: Contender,
+    run_id: str,
+    champion: Contender | None,
+    holdout: pd.DataFrame,
+    model_size_bytes: int,
+    spec: Spec,
+) -> EvaluationOutcome:
+    """Score candidate and champion on the same holdout and run every model gate."""
+    metrics = score(candidate.model, holdout, spec)
+    champion_metrics = score(champion.model, holdout, spec) if champion else None
+    single_rows = holdout[spec.dataset.feature_columns].head(50)
+    gates = (
+        metric_floor_gate(metrics, spec),
+        champion_regression_gate(metrics, champion_metrics, spec),
+        latency_gate(candidate.model, single_rows, spec),
+        model_size_gate(model_size_bytes, spec),
+    )
+    return EvaluationOutcome(
+        version=candidate.version,
+        run_id=run_id,
+        metrics=metrics,
+        champion_version=champion.version if champion else None,
+        champion_metrics=champion_metrics,
+        gates=gates,
+    )
+
+
+def promote(registry: ModelRegistry, version: int) -> int | None:
+    """Move `champion` to `version` if its recorded gates allow it; return the previous one.
+
+    The gate verdict is read back from the registry rather than trusted from the caller, so a
+    later run (or an automation tick) can never promote a candidate that failed a gate.
+    """
+    verdict = registry.version(version).tags.get(GATES_PASSED_TAG)
+    if verdict != "true":
+        raise PromotionRefused(
+            f"version {version} is not promotable: its blocking gates did not pass "
+            f"({GATES_PASSED_TAG}={verdict!r}); the champion alias stays where it is"
+        )
+    previous = registry.alias_version(CHAMPION)
+    registry.set_alias(CHAMPION, version)
+    return previous.version if previous else None

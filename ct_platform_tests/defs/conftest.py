@@ -1,0 +1,61 @@
+"""Fixtures for the Dagster layer: a real instance in a temp DAGSTER_HOME, specs, batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from ct_platform.definitions import build_definitions
+from ct_platform.settings import Spec, load_spec
+
+BATCH_ROWS = 4000
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def land_bank_batches(
+    bank_frame: pd.DataFrame, write_batch: Callable[[pd.DataFrame, str], Path]
+) -> Callable[..., list[Path]]:
+    """Land consecutive time-ordered slices of the bank data as batch files."""
+
+    def land(count: int, *, first: int = 0) -> list[Path]:
+        return [
+            write_batch(
+                bank_frame.iloc[i * BATCH_ROWS : (i + 1) * BATCH_ROWS], f"batch-{i + 1:05d}.csv"
+            )
+            for i in range(first, first + count)
+        ]
+
+    return land
+
+
+def spec_variant(spec_file: Path, **gate_overrides: dict) -> Spec:
+    """The test spec with some gates changed, written beside the original."""
+    raw = yaml.safe_load(spec_file.read_text())
+    for gate, values in gate_overrides.items():
+        raw["gates"][gate].update(values)
+    path = spec_file.with_name(f"variant-{'-'.join(gate_overrides)}.yaml")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_spec(path)
+
+
+def run_job(
+    spec: Spec, instance: dg.DagsterInstance, job: str, **kwargs
+) -> dg.ExecuteInProcessResult:
+    defs = build_definitions(spec)
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, raise_on_error=False, **kwargs
+    )

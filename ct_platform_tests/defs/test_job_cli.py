@@ -1,0 +1,51 @@
+"""`dagster job execute` as CI calls it: exit codes and the message naming the failed gate."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ct_platform_tests.defs.conftest import spec_variant
+
+pytestmark = pytest.mark.slow
+DAGSTER = Path(sys.executable).with_name("dagster")
+
+
+def dagster_job_execute(spec_path: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    dagster_home = tmp_path / "cli_dagster_home"
+    dagster_home.mkdir(exist_ok=True)
+    env = {**os.environ, "CT_SPEC": str(spec_path), "DAGSTER_HOME": str(dagster_home)}
+    command = [
+        str(DAGSTER),
+        "job",
+        "execute",
+        "-m",
+        "ct_platform.definitions",
+        "-j",
+        "training_job",
+    ]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_no_valid_data_exits_non_zero(spec_file, tmp_path):
+    result = dagster_job_execute(spec_file, tmp_path)
+
+    assert result.returncode != 0
+    assert "no valid data" in result.stdout + result.stderr
+
+
+def test_success_then_failing_gate(spec_file, tmp_path, land_bank_batches):
+    land_bank_batches(2)
+    passing = dagster_job_execute(spec_file, tmp_path)
+    assert passing.returncode == 0, passing.stderr[-3000:]
+
+    land_bank_batches(1, first=2)
+    strict = spec_variant(spec_file, metric_floor={"threshold": 0.999})
+    failing = dagster_job_execute(strict.base_dir / "variant-metric_floor.yaml", tmp_path)
+
+    assert failing.returncode != 0
+    assert "metric_floor" in failing.stdout + failing.stderr

@@ -1,0 +1,107 @@
+"""The continuous-training loop end to end, on a real Dagster instance and MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from ct_platform.definitions import build_definitions
+from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
+from ct_platform.settings import Spec
+from ct_platform_tests.defs.conftest import run_job, spec_variant
+
+pytestmark = pytest.mark.slow
+
+
+def registry_for(spec: Spec) -> ModelRegistry:
+    return ModelRegistry(default_tracking_uri(), spec.model.name, spec.dataset.name)
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_batch_run_ingests_trains_and_promotes(spec, instance, land_bank_batches):
+    first, second = land_bank_batches(2)
+    instance.add_dynamic_partitions("batches", [first.name, second.name])
+
+    run_job(spec, instance, "batch_job", partition_key=first.name)
+    result = run_job(spec, instance, "batch_job", partition_key=second.name)
+
+    assert result.success
+    checks = check_results(result)
+    assert checks["data_contract"].passed
+    assert {"metric_floor", "champion_regression", "latency", "model_size"} <= set(checks)
+    registry = registry_for(spec)
+    champion = registry.alias_version("champion")
+    challenger = registry.alias_version("challenger")
+    assert champion is not None and champion.version == challenger.version == 2
+    assert champion.tags["ct.gates_passed"] == "true"
+    assert champion.metrics["holdout_roc_auc"] > spec.gates.metric_floor.threshold
+    evaluation = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
+    metadata = evaluation.asset_materialization.metadata
+    assert isinstance(metadata["candidate/roc_auc"].value, float)
+    assert Path(metadata["report/model_quality"].value.removeprefix("file://")).exists()
+    assert Path(metadata["report/data_drift"].value.removeprefix("file://")).exists()
+
+
+def test_unchanged_data_creates_no_new_version(spec, instance, land_bank_batches):
+    land_bank_batches(2)
+    assert run_job(spec, instance, "training_job").success
+    registry = registry_for(spec)
+    assert registry.alias_version("champion").version == 1
+
+    again = run_job(spec, instance, "training_job")
+
+    assert again.success
+    assert registry.alias_version("challenger").version == 1
+    assert registry.alias_version("champion").version == 1
+    materialized = {e.asset_key.path[-1] for e in again.get_asset_materialization_events()}
+    assert "candidate_model" not in materialized and "champion" not in materialized
+
+
+def test_failed_blocking_gate_keeps_the_champion(spec_file, spec, instance, land_bank_batches):
+    land_bank_batches(2)
+    assert run_job(spec, instance, "training_job").success
+    land_bank_batches(1, first=2)
+    strict = spec_variant(spec_file, metric_floor={"threshold": 0.999})
+
+    result = run_job(strict, instance, "training_job")
+
+    assert not result.success
+    assert not check_results(result)["metric_floor"].passed
+    registry = registry_for(spec)
+    assert registry.alias_version("champion").version == 1
+    rejected = registry.alias_version("challenger")
+    assert rejected.version == 2 and rejected.tags["ct.gates_passed"] == "false"
+    # Neither a later automation tick nor a hand-started run promotes that candidate.
+    defs = build_definitions(strict)
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert evaluation.total_requested == 0
+    by_hand = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("champion")], raise_on_error=False
+    )
+    assert not by_hand.success
+    assert registry.alias_version("champion").version == 1
+
+
+def test_bad_batch_is_quarantined_and_never_trains(spec, instance, land_bank_batches, write_batch):
+    land_bank_batches(2)
+    assert run_job(spec, instance, "training_job").success
+    bad = write_batch(pd.DataFrame({"age": [30, 40], "job": ["x", "y"]}), "batch-bad.csv")
+    instance.add_dynamic_partitions("batches", [bad.name])
+
+    result = run_job(spec, instance, "batch_job", partition_key=bad.name)
+
+    assert not result.success
+    contract = check_results(result)["data_contract"]
+    assert not contract.passed
+    assert not bad.exists()
+    quarantined = Path(contract.metadata["quarantined_to"].value)
+    assert quarantined.exists() and quarantined.with_name(quarantined.name + ".json").exists()
+    materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert "candidate_model" not in materialized
+    assert registry_for(spec).alias_version("champion").version == 1
