@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
 from ct_platform.registry import skops_types
 from ct_platform.settings import Paths
@@ -60,6 +61,8 @@ INPUT_EXAMPLE_ROWS = 3
 
 @dataclass(frozen=True)
 class ModelVersionInfo:
+    """One registered version, with its run's metrics: small, plain, safe to pass around."""
+
     name: str
     version: int
     run_id: str
@@ -144,7 +147,7 @@ class ModelRegistry:
 
     def log_candidate(
         self,
-        model: object,
+        model: Pipeline,
         *,
         train: pd.DataFrame,
         params: Mapping[str, object],
@@ -215,7 +218,7 @@ class ModelRegistry:
 
     # --- models --------------------------------------------------------------------------
 
-    def load_model(self, version: int) -> object:
+    def load_model(self, version: int) -> Pipeline:
         """The fitted pipeline of `version`, read with skops and our allowlist only."""
         with tempfile.TemporaryDirectory(prefix="ct-model-") as folder, self._fluent():
             source = self._client.get_model_version_download_uri(self.model_name, str(version))
@@ -230,7 +233,7 @@ class ModelRegistry:
             return skops_types.load(Path(local) / flavor["pickled_model"])
 
     @staticmethod
-    def model_size_bytes(model: object) -> int:
+    def model_size_bytes(model: Pipeline) -> int:
         """Size of the model as stored (skops bytes)."""
         return len(skops_types.dumps(model))
 
@@ -331,7 +334,7 @@ def _quiet_mlflow() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def _scalar_params(model: object) -> dict[str, str]:
+def _scalar_params(model: Pipeline) -> dict[str, str]:
     """The model's parameters that are plain values (nested estimators are left out)."""
     plain = (str, int, float, bool, type(None))
     return {k: str(v) for k, v in model.get_params().items() if isinstance(v, plain)}
