@@ -291,7 +291,7 @@ def _parse_invocation(
     except mlflow_protocol.UnsupportedMediaType as error:
         raise HttpError(415, "BAD_REQUEST", str(error)) from None
     except InputError as error:
-        raise HttpError(400, "BAD_REQUEST", str(error)) from None
+        raise HttpError(400, error.error_code, str(error)) from None
 
 
 def _parse_v2(
@@ -300,7 +300,7 @@ def _parse_v2(
     try:
         return v2_protocol.parse_infer_request(body, schema)
     except InputError as error:
-        raise HttpError(400, "BAD_REQUEST", str(error)) from None
+        raise HttpError(400, error.error_code, str(error)) from None
 
 
 def _render_invocation(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:

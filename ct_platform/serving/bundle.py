@@ -217,6 +217,8 @@ class SklearnBackend:
     name = "sklearn"
 
     def __init__(self, path: Path, meta: BundleMeta) -> None:
+        # A bundle.json asking to trust more than the allowlist is refused outright.
+        check_trusted_types(meta.skops_trusted_types)
         try:
             # What the file itself needs decides, never a list stored beside it.
             needed = sio.get_untrusted_types(file=path)

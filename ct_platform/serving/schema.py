@@ -25,7 +25,16 @@ _MAX_LISTED_CATEGORIES = 20
 
 
 class InputError(ValueError):
-    """The request payload does not fit the model's input schema (the message says how)."""
+    """The request payload is unusable (the message says how): answered with a 400."""
+
+    error_code = "BAD_REQUEST"
+
+
+class SchemaError(InputError):
+    """Readable rows that do not fit the model's input schema (missing column, wrong type,
+    unknown category...). MLflow reports schema failures as INVALID_PARAMETER_VALUE."""
+
+    error_code = "INVALID_PARAMETER_VALUE"
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,11 @@ class InputSchema:
         """`{column: [values]}`; a bare scalar counts as one row. `text`: values are strings."""
         missing = [name for name in self.names if name not in data]
         if missing:
-            raise InputError(f"missing column(s): {missing}")
+            raise SchemaError(f"missing column(s): {missing}")
         raw_columns = [_as_list(data[name], name) for name in self.names]
         lengths = {len(values) for values in raw_columns}
         if len(lengths) > 1:
-            raise InputError(f"columns have different lengths: {sorted(lengths)}")
+            raise SchemaError(f"columns have different lengths: {sorted(lengths)}")
         n_rows = lengths.pop()
         if n_rows == 0:
             raise InputError("no rows to score")
@@ -70,7 +79,7 @@ class InputSchema:
                 raise InputError(f"row {index} is not a JSON object")
             missing = [name for name in self.names if name not in record]
             if missing:
-                raise InputError(f"row {index}: missing column(s): {missing}")
+                raise SchemaError(f"row {index}: missing column(s): {missing}")
         return self.from_columns(
             {name: [record[name] for record in records] for name in self.names}
         )
@@ -86,7 +95,7 @@ class InputSchema:
         positions = {name: index for index, name in enumerate(columns)}
         missing = [name for name in self.names if name not in positions]
         if missing:
-            raise InputError(f"missing column(s): {missing}")
+            raise SchemaError(f"missing column(s): {missing}")
         for index, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != len(columns):
                 raise InputError(f"row {index} must be a list of {len(columns)} values")
@@ -99,7 +108,7 @@ def _as_list(values: Any, name: str) -> list[Any]:
     if isinstance(values, list):
         return values
     if isinstance(values, dict):
-        raise InputError(f"column '{name}': expected a list of values, got an object")
+        raise SchemaError(f"column '{name}': expected a list of values, got an object")
     return [values]
 
 
@@ -124,19 +133,19 @@ class _ColumnParser:
             if value is None or (text and isinstance(value, str)):
                 continue
             if type(value) is bool or not isinstance(value, int | float):
-                raise InputError(
+                raise SchemaError(
                     f"column '{self.name}' row {row}: expected a number, got {value!r}"
                 )
         try:
             array = self._to_float(values) if text else np.array(values, dtype=np.float64)
         except OverflowError:
-            raise InputError(f"column '{self.name}': number too large") from None
+            raise SchemaError(f"column '{self.name}': number too large") from None
         if self._numeric_sentinels.size:
             array[np.isin(array, self._numeric_sentinels)] = np.nan
         missing = np.isnan(array)
         if not self.column.nullable and missing.any():
             row = int(np.argmax(missing))
-            raise InputError(
+            raise SchemaError(
                 f"column '{self.name}' row {row}: missing value (null/NaN) not allowed"
             )
         if self.column.type == "int":
@@ -144,9 +153,9 @@ class _ColumnParser:
             fractional = present != np.floor(present)
             if fractional.any():
                 value = present[np.argmax(fractional)]
-                raise InputError(f"column '{self.name}': expected an integer, got {value!r}")
+                raise SchemaError(f"column '{self.name}': expected an integer, got {value!r}")
         if np.isinf(array).any():
-            raise InputError(f"column '{self.name}': infinite values are not allowed")
+            raise SchemaError(f"column '{self.name}': infinite values are not allowed")
         return array
 
     def _to_float(self, values: list[Any]) -> np.ndarray:
@@ -158,7 +167,7 @@ class _ColumnParser:
             try:
                 array[row] = float(value)
             except (ValueError, OverflowError):
-                raise InputError(
+                raise SchemaError(
                     f"column '{self.name}' row {row}: expected a number, got {value!r}"
                 ) from None
         return array
@@ -173,15 +182,15 @@ class _ColumnParser:
                 or _is_missing_marker(value, self._text_sentinels)
             ):
                 if not self.column.nullable:
-                    raise InputError(f"column '{self.name}' row {row}: missing value not allowed")
+                    raise SchemaError(f"column '{self.name}' row {row}: missing value not allowed")
                 array[row] = MISSING_CATEGORY
                 continue
             if not isinstance(value, str):
-                raise InputError(
+                raise SchemaError(
                     f"column '{self.name}' row {row}: expected a category string, got {value!r}"
                 )
             if self._categories is not None and value not in self._categories:
-                raise InputError(
+                raise SchemaError(
                     f"column '{self.name}' row {row}: unknown category {value!r}; "
                     f"expected one of {self._listed_categories()}"
                 )
