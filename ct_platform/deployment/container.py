@@ -38,7 +38,7 @@ from ct_platform.deployment.endpoint import (
     wait_healthy,
 )
 from ct_platform.deployment.image import ensure_serving_image
-from ct_platform.deployment.state import admin_token, read_json, write_json_atomic
+from ct_platform.deployment.state import admin_token, exclusive, read_json, write_json_atomic
 from ct_platform.serving.bundle import read_meta
 from ct_platform.settings import Spec
 
@@ -51,12 +51,15 @@ HOME_LABEL = "ct-platform.home"
 START_TIMEOUT_S = 180.0
 DRAIN_SECONDS = 3.0
 STOP_TIMEOUT_S = 10
+API_TIMEOUT_S = 300
 
 
 def docker_client() -> docker.DockerClient:
     """A client for the local engine, or `DeploymentError` saying why there is none."""
     try:
-        client = docker.from_env(version="auto")
+        # Generous API timeout: removing a container on the vfs storage driver deletes a
+        # full copy of the image's filesystem, which takes a minute on a busy machine.
+        client = docker.from_env(version="auto", timeout=API_TIMEOUT_S)
         client.ping()
     except DockerException as exc:
         raise DeploymentError(
@@ -74,6 +77,7 @@ class DockerTarget:
         self._paths = spec.paths
         self._client = client
         self.state_file = spec.paths.deployments / "docker.json"
+        self.lock_file = spec.paths.deployments / "docker.lock"
 
     @property
     def client(self) -> docker.DockerClient:
@@ -86,7 +90,10 @@ class DockerTarget:
         return ensure_serving_image(self.client, self._serving.docker_image)
 
     def deploy(self, bundle_dir: Path) -> Endpoint:
-        bundle_dir = bundle_dir.resolve()
+        with exclusive(self.lock_file):
+            return self._deploy(bundle_dir.resolve())
+
+    def _deploy(self, bundle_dir: Path) -> Endpoint:
         version = read_meta(bundle_dir).version
         image_id = self.build_image()
         old = self._current_container()
@@ -131,6 +138,10 @@ class DockerTarget:
         return self.deploy(Path(status.endpoint.bundle))
 
     def stop(self) -> None:
+        with exclusive(self.lock_file):
+            self._stop()
+
+    def _stop(self) -> None:
         container = self._current_container()
         if container is not None:
             _remove(container)

@@ -31,7 +31,7 @@ from ct_platform.deployment.endpoint import (
     utc_now,
     wait_healthy,
 )
-from ct_platform.deployment.state import admin_token, read_json, write_json_atomic
+from ct_platform.deployment.state import admin_token, exclusive, read_json, write_json_atomic
 from ct_platform.serving.bundle import read_meta
 from ct_platform.settings import Spec
 
@@ -51,14 +51,18 @@ class LocalTarget:
         self.state_file = self._dir / "local.json"
         self.pid_file = self._dir / "local.pid"
         self.log_file = self._dir / "local-server.log"
+        self.lock_file = self._dir / "local.lock"
 
     @property
     def url(self) -> str:
         return f"http://{self._serving.host}:{self._serving.port}"
 
     def deploy(self, bundle_dir: Path) -> Endpoint:
+        with exclusive(self.lock_file):
+            return self._deploy(bundle_dir.resolve())
+
+    def _deploy(self, bundle_dir: Path) -> Endpoint:
         """Serve `bundle_dir`: hot swap into a healthy server, else (re)start one."""
-        bundle_dir = bundle_dir.resolve()
         version = read_meta(bundle_dir).version
         pid = self._running_pid()
         if pid is not None and is_healthy(self.url):
@@ -102,6 +106,10 @@ class LocalTarget:
         return self.deploy(Path(status.endpoint.bundle))
 
     def stop(self) -> None:
+        with exclusive(self.lock_file):
+            self._stop()
+
+    def _stop(self) -> None:
         pid = self._running_pid()
         if pid is not None:
             self._terminate(pid)

@@ -1,95 +1,98 @@
-"""Roll the champion bundle out to the spec's target, and say what the live endpoint serves.
+"""Roll the champion out to the spec's target, and tell whether the live endpoint serves it.
 
-What the Dagster `deployed_endpoint` asset and its `serves_champion` check call.
+`roll_out` is what the `deployed_endpoint` asset runs: export the champion's bundle, deploy
+it (a hot swap when a server already runs), then prove it answers with a smoke request
+built from the spec's schema, so it needs no data at hand.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ct_platform.deployment.admin import AdminClient
-from ct_platform.deployment.endpoint import DeploymentError, Endpoint, smoke_request
-from ct_platform.deployment.export import pointed_bundle
-from ct_platform.deployment.state import admin_token
+import httpx
+
+from ct_platform.deployment.endpoint import Endpoint, smoke_request
+from ct_platform.deployment.export import export_champion_bundle
 from ct_platform.deployment.targets import target_for
-from ct_platform.settings import Spec
+from ct_platform.settings import DatasetSpec, Spec
 
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
 
-def roll_out(spec: Spec, bundle_dir: Path | None = None) -> Endpoint:
-    """Deploy `bundle_dir` (default: the champion bundle) and smoke-test the endpoint."""
-    bundle_dir = bundle_dir or pointed_bundle(spec)
-    if bundle_dir is None:
-        raise DeploymentError("no champion bundle to deploy: export the champion first")
+def roll_out(spec: Spec, registry: ModelRegistry | None = None) -> Endpoint:
+    bundle_dir = export_champion_bundle(spec, registry)
     endpoint = target_for(spec).deploy(bundle_dir)
-    smoke_request(endpoint.url, smoke_row(spec), api_key=os.environ.get(spec.serving.api_key_env))
+    smoke_request(endpoint.url, example_row(spec.dataset))
     return endpoint
 
 
-def smoke_row(spec: Spec) -> dict[str, Any]:
-    """One plausible row from the spec alone: mid-range numbers, the first category."""
+def example_row(dataset: DatasetSpec) -> dict[str, Any]:
+    """A row the contract accepts: each numeric at its lower bound, each category its first."""
     row: dict[str, Any] = {}
-    for name in spec.dataset.feature_columns:
-        column = spec.dataset.columns[name]
-        if not column.is_numeric:
-            row[name] = column.categories[0] if column.categories else "unknown"
+    for name in dataset.feature_columns:
+        column = dataset.columns[name]
+        if column.is_numeric:
+            row[name] = column.min if column.min is not None else 0.0
         else:
-            low = column.min if column.min is not None else (column.max or 0.0)
-            middle = (low + column.max) / 2 if column.max is not None else low
-            row[name] = int(middle) if column.type == "int" else middle
+            row[name] = column.categories[0] if column.categories else "unknown"
     return row
 
 
 @dataclass(frozen=True)
-class LiveEndpointStatus:
-    deployed: bool
-    healthy: bool
+class LiveStatus:
     url: str | None
+    healthy: bool
     served_version: str | None
     champion_version: str | None
-    detail: str
 
     @property
     def serves_champion(self) -> bool:
         return (
             self.healthy
             and self.champion_version is not None
-            and self.served_version == self.champion_version
+            and (self.served_version == self.champion_version)
         )
 
-    def figures(self) -> dict[str, str | bool | None]:
+    def figures(self) -> dict[str, str | bool]:
         return {
-            "deployed": self.deployed,
+            "url": self.url or "",
             "healthy": self.healthy,
-            "url": self.url,
-            "served_version": self.served_version,
-            "champion_version": self.champion_version,
+            "served_version": self.served_version or "",
+            "champion_version": self.champion_version or "",
         }
 
     def describe(self) -> str:
-        if not self.deployed:
-            return "nothing is deployed"
+        if self.url is None:
+            return "nothing is deployed yet"
+        if not self.healthy:
+            return f"{self.url} does not answer"
         if self.serves_champion:
-            return f"{self.url} serves the champion, version {self.served_version}"
+            return f"{self.url} serves the champion, version {self.champion_version}"
         return (
-            f"{self.url} serves version {self.served_version}, champion is "
-            f"{self.champion_version} ({self.detail})"
+            f"{self.url} serves version {self.served_version}, "
+            f"but the champion is version {self.champion_version}"
         )
 
 
-def live_endpoint_status(spec: Spec, registry: ModelRegistry) -> LiveEndpointStatus:
-    """Ask the live server itself (admin API) which version it serves, not our state file."""
-    champion = registry.alias_version("champion")
-    champion_version = None if champion is None else str(champion.version)
+def live_endpoint_status(spec: Spec, registry: ModelRegistry) -> LiveStatus:
     status = target_for(spec).status()
+    champion = registry.alias_version("champion")
+    champion_version = str(champion.version) if champion else None
     if status is None:
-        return LiveEndpointStatus(False, False, None, None, champion_version, "not deployed")
+        return LiveStatus(None, False, None, champion_version)
     url = status.endpoint.url
-    token = admin_token(spec.paths.deployments, spec.serving.admin_token_env)
-    served = AdminClient(url, token).stable_version() if status.healthy else None
-    return LiveEndpointStatus(True, status.healthy, url, served, champion_version, status.detail)
+    served = served_version(url, spec.model.name)
+    return LiveStatus(url, status.healthy, served, champion_version)
+
+
+def served_version(url: str, model_name: str) -> str | None:
+    """The model version the server itself reports (Open Inference Protocol metadata)."""
+    try:
+        response = httpx.get(f"{url}/v2/models/{model_name}", timeout=5.0)
+        response.raise_for_status()
+        versions = response.json().get("versions") or [None]
+    except (httpx.HTTPError, ValueError):
+        return None
+    return versions[-1]

@@ -6,14 +6,33 @@ Dagster run, the CLI — sees either the old deployment or the new one, never ha
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ADMIN_TOKEN_FILE = "admin-token"
+
+
+@contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` for the block (waits for the current holder).
+
+    Two deploys at once (two Dagster runs, a run and the CLI) would otherwise both find no
+    server and start two, or both swap; the kernel drops the lock if the holder dies.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
