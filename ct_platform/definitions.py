@@ -14,6 +14,7 @@ import dagster as dg
 from ct_platform.defs.data import build_data_defs
 from ct_platform.defs.data.sensors import build_landing_sensor
 from ct_platform.defs.resources import MlflowResource, env_or_none
+from ct_platform.defs.serving import build_serving_defs
 from ct_platform.defs.training import build_training_defs
 from ct_platform.settings import Spec, load_spec
 
@@ -48,14 +49,26 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition]:
     return [batch_job, training_job]
 
 
+def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Declarative Automation, on by default: deploys each new champion, runs monitoring."""
+    return dg.AutomationConditionSensorDefinition(
+        "ct_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=15,
+        description="Evaluates the assets' automation conditions (deployment, monitoring).",
+    )
+
+
 def build_definitions(spec: Spec) -> dg.Definitions:
     batch_job, training_job = build_jobs()
     return dg.Definitions.merge(
         build_data_defs(spec),
         build_training_defs(spec),
+        build_serving_defs(spec),
         dg.Definitions(
             jobs=[batch_job, training_job],
-            sensors=[build_landing_sensor(spec, batch_job.name)],
+            sensors=[build_landing_sensor(spec, batch_job.name), build_automation_sensor()],
             resources={"mlflow": MlflowResource(tracking_uri=env_or_none("MLFLOW_TRACKING_URI"))},
         ),
     )

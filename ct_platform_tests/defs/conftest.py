@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ct_platform.definitions import build_definitions
-from ct_platform.settings import Spec, load_spec
+from ct_platform.settings import Spec
 
 BATCH_ROWS = 4000
 
@@ -42,14 +42,19 @@ def land_bank_batches(
     return land
 
 
-def spec_variant(spec_file: Path, **gate_overrides: dict) -> Spec:
-    """The test spec with some gates changed, written beside the original."""
+def spec_variant(spec_file: Path, name: str, changes: dict[str, dict]) -> Path:
+    """Write the test spec with `changes` merged in (two levels deep) as `<name>.yaml`."""
     raw = yaml.safe_load(spec_file.read_text())
-    for gate, values in gate_overrides.items():
-        raw["gates"][gate].update(values)
-    path = spec_file.with_name(f"variant-{'-'.join(gate_overrides)}.yaml")
+    for section, values in changes.items():
+        for key, value in values.items():
+            current = raw[section].get(key)
+            raw[section][key] = {**current, **value} if isinstance(current, dict) else value
+    path = spec_file.with_name(f"{name}.yaml")
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return load_spec(path)
+    return path
+
+
+STRICT_FLOOR = {"gates": {"metric_floor": {"threshold": 0.999}}}
 
 
 def run_job(

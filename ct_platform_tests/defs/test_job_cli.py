@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ct_platform_tests.defs.conftest import spec_variant
+from ct_platform_tests.defs.conftest import STRICT_FLOOR, spec_variant
 
 pytestmark = pytest.mark.slow
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -44,8 +44,7 @@ def test_success_then_failing_gate(spec_file, tmp_path, land_bank_batches):
     assert passing.returncode == 0, passing.stderr[-3000:]
 
     land_bank_batches(1, first=2)
-    strict = spec_variant(spec_file, metric_floor={"threshold": 0.999})
-    failing = dagster_job_execute(strict.base_dir / "variant-metric_floor.yaml", tmp_path)
+    failing = dagster_job_execute(spec_variant(spec_file, "strict", STRICT_FLOOR), tmp_path)
 
     assert failing.returncode != 0
     assert "metric_floor" in failing.stdout + failing.stderr

@@ -10,8 +10,8 @@ import pytest
 
 from ct_platform.definitions import build_definitions
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
-from ct_platform.settings import Spec
-from ct_platform_tests.defs.conftest import run_job, spec_variant
+from ct_platform.settings import Spec, load_spec
+from ct_platform_tests.defs.conftest import STRICT_FLOOR, run_job, spec_variant
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_failed_blocking_gate_keeps_the_champion(spec_file, spec, instance, land
     land_bank_batches(2)
     assert run_job(spec, instance, "training_job").success
     land_bank_batches(1, first=2)
-    strict = spec_variant(spec_file, metric_floor={"threshold": 0.999})
+    strict = load_spec(spec_variant(spec_file, "strict", STRICT_FLOOR))
 
     result = run_job(strict, instance, "training_job")
 

@@ -1,0 +1,134 @@
+"""Champion -> model bundle (ONNX, behind the parity gate) -> deployed endpoint."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from ct_platform.defs.metadata import numbers, severity
+from ct_platform.defs.resources import MlflowResource
+from ct_platform.serving.bundle import BundleMeta, read_meta
+from ct_platform.settings import Spec
+
+MODEL_BUNDLE = dg.AssetKey("model_bundle")
+DEPLOYED_ENDPOINT = dg.AssetKey("deployed_endpoint")
+PARITY_CHECK = "onnx_parity"
+SERVES_CHAMPION_CHECK = "serves_champion"
+
+
+def parity_check_result(meta: BundleMeta, spec: Spec) -> dg.AssetCheckResult:
+    """The ONNX parity gate, as recorded when the bundle was built.
+
+    A graph that disagrees with sklearn is never shipped: the bundle is then sklearn-only and
+    the check fails as a warning (the fallback serves, slower). An ERROR, which blocks the
+    deployment, is left for a bundle that claims ONNX without passing parity.
+    """
+    parity = meta.parity
+    agrees = (
+        parity is not None and parity.labels_identical and parity.max_abs_diff <= parity.tolerance
+    )
+    figures: dict[str, float | int | str | bool] = {
+        "onnx_enabled": meta.onnx.enabled,
+        "reason": meta.onnx.reason or "",
+    }
+    if parity is not None:
+        figures.update(
+            max_abs_diff=parity.max_abs_diff,
+            tolerance=parity.tolerance,
+            labels_identical=parity.labels_identical,
+        )
+    if meta.onnx.enabled:
+        passed, blocking = agrees, spec.gates.parity.blocking
+        description = (
+            f"ONNX matches sklearn on the holdout (max diff {parity.max_abs_diff:.2e})"
+            if agrees and parity is not None
+            else "bundle serves ONNX that does not match sklearn: deployment blocked"
+        )
+    else:
+        passed, blocking = False, False
+        description = f"bundle is sklearn-only: {meta.onnx.reason}"
+    return dg.AssetCheckResult(
+        asset_key=MODEL_BUNDLE,
+        check_name=PARITY_CHECK,
+        passed=passed,
+        severity=severity(blocking),
+        metadata=numbers("", figures),
+        description=description,
+    )
+
+
+def build_serving_defs(spec: Spec) -> dg.Definitions:
+    @dg.asset(
+        key=MODEL_BUNDLE,
+        deps=["champion"],
+        group_name="serving",
+        kinds={"onnx"},
+        automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[
+            dg.AssetCheckSpec(
+                PARITY_CHECK,
+                asset=MODEL_BUNDLE,
+                blocking=spec.gates.parity.blocking,
+                description="ONNX and sklearn agree on the holdout (labels identical, "
+                "outputs within the spec's tolerance); otherwise the bundle is sklearn-only.",
+            )
+        ],
+        description="The champion exported for serving: ONNX graph, input schema, skops fallback.",
+    )
+    def model_bundle(
+        context: dg.AssetExecutionContext, mlflow: MlflowResource
+    ) -> Iterator[dg.MaterializeResult]:
+        from ct_platform.deployment.export import export_champion_bundle
+
+        bundle_dir = export_champion_bundle(spec, mlflow.registry(spec))
+        meta = read_meta(bundle_dir)
+        context.log.info(f"bundle {bundle_dir} (onnx={meta.onnx.enabled})")
+        yield dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(bundle_dir)),
+                "version": dg.MetadataValue.text(meta.version),
+                "fingerprint": dg.MetadataValue.text(meta.fingerprint),
+                "onnx": dg.MetadataValue.bool(meta.onnx.enabled),
+            },
+            check_results=[parity_check_result(meta, spec)],
+        )
+
+    @dg.asset(
+        key=DEPLOYED_ENDPOINT,
+        deps=[MODEL_BUNDLE],
+        group_name="serving",
+        kinds={spec.serving.target},
+        automation_condition=dg.AutomationCondition.eager()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+        description=f"The live endpoint ({spec.serving.target} target) serving the champion.",
+    )
+    def deployed_endpoint(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from ct_platform.deployment.rollout import roll_out
+
+        endpoint = roll_out(spec)
+        context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")
+        return dg.MaterializeResult(
+            metadata={
+                "url": dg.MetadataValue.url(endpoint.url),
+                "version": dg.MetadataValue.text(endpoint.version),
+                "target": dg.MetadataValue.text(endpoint.target),
+                "deployed_at": dg.MetadataValue.text(endpoint.deployed_at),
+            }
+        )
+
+    @dg.asset_check(
+        asset=DEPLOYED_ENDPOINT,
+        name=SERVES_CHAMPION_CHECK,
+        blocking=False,
+        description="The live endpoint answers and serves the champion's version.",
+    )
+    def serves_champion(mlflow: MlflowResource) -> dg.AssetCheckResult:
+        from ct_platform.deployment.rollout import live_endpoint_status
+
+        status = live_endpoint_status(spec, mlflow.registry(spec))
+        return dg.AssetCheckResult(
+            passed=status.serves_champion,
+            metadata=numbers("", status.figures()),
+            description=status.describe(),
+        )
+
+    return dg.Definitions(assets=[model_bundle, deployed_endpoint], asset_checks=[serves_champion])
