@@ -57,7 +57,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ct_platform.monitoring.frames import MissingColumnsError
+from ct_platform.monitoring.frames import MissingColumnsError, require_features
 from ct_platform.monitoring.results import ColumnDrift, DriftResult, summarise
 from ct_platform.settings import DatasetSpec
 
@@ -126,7 +126,7 @@ class ReferenceProfile:
     def from_frame(
         cls, frame: pd.DataFrame, dataset: DatasetSpec, *, sample_rows: int = SAMPLE_ROWS
     ) -> ReferenceProfile:
-        _require_features(frame, dataset, "reference")
+        require_features(frame, dataset, where="reference")
         sketches = {
             name: _numeric_sketch(frame[name], sample_rows)
             if dataset.columns[name].is_numeric
@@ -167,7 +167,7 @@ def detect_drift(
     """
     if isinstance(reference, pd.DataFrame):
         reference = ReferenceProfile.from_frame(reference, dataset, sample_rows=sample_rows)
-    _require_features(current, dataset, "current")
+    require_features(current, dataset, where="current")
     absent = [c for c in dataset.feature_columns if c not in reference.columns]
     if absent:
         raise MissingColumnsError(absent, "reference profile")
@@ -368,12 +368,6 @@ def _z_test_p_value(reference: dict[Value, int], current: dict[Value, int]) -> f
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def _require_features(frame: pd.DataFrame, dataset: DatasetSpec, where: str) -> None:
-    missing = [name for name in dataset.feature_columns if name not in frame.columns]
-    if missing:
-        raise MissingColumnsError(missing, where)
 
 
 def _finite(column: pd.Series) -> np.ndarray:

@@ -27,11 +27,15 @@ class MissingColumnsError(ValueError):
         self.missing = missing
 
 
-def typed_features(frame: pd.DataFrame, dataset: DatasetSpec, *, where: str) -> pd.DataFrame:
-    """The spec's feature columns, in spec order, typed like a cleaned frame."""
+def require_features(frame: pd.DataFrame, dataset: DatasetSpec, *, where: str) -> None:
     missing = [name for name in dataset.feature_columns if name not in frame.columns]
     if missing:
         raise MissingColumnsError(missing, where)
+
+
+def typed_features(frame: pd.DataFrame, dataset: DatasetSpec, *, where: str) -> pd.DataFrame:
+    """The spec's feature columns, in spec order, typed like a cleaned frame."""
+    require_features(frame, dataset, where=where)
     return pd.DataFrame(
         {name: typed_column(frame[name], dataset.columns[name]) for name in dataset.feature_columns}
     )

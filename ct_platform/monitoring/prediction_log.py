@@ -32,6 +32,8 @@ from ct_platform.settings import DatasetSpec, DriftWindow, Paths
 # count that traffic twice. Stable and candidate split the real traffic between them.
 TRAFFIC_SLOTS = ("stable", "candidate")
 LOG_COLUMNS = ["request_id", "ts", "slot", "model_version"]
+PREDICTION_KEYS = frozenset([*LOG_COLUMNS, "features", "output"])
+FEEDBACK_KEYS = frozenset(["request_id", "label", "ts"])
 
 Record = dict[str, Any]
 
@@ -72,7 +74,7 @@ def read_predictions(
     for index, (path, _modified) in enumerate(segments):
         collected.extend(
             record
-            for record in _read_records(path)
+            for record in _read_records(path, PREDICTION_KEYS)
             if record["slot"] in slots
             and record["ts"] >= since
             and (request_ids is None or record["request_id"] in request_ids)
@@ -105,7 +107,9 @@ def load_feedback(directory: Path | None = None) -> pd.DataFrame:
     """All feedback as `request_id`, `label`, `ts`; the latest label per request id wins."""
     directory = Paths.from_env().feedback if directory is None else directory
     records = [
-        record for path, _ in _segments_newest_first(directory) for record in _read_records(path)
+        record
+        for path, _ in _segments_newest_first(directory)
+        for record in _read_records(path, FEEDBACK_KEYS)
     ]
     frame = pd.DataFrame(records, columns=["request_id", "label", "ts"])
     frame = frame.sort_values("ts", kind="stable")
@@ -132,7 +136,8 @@ def _segments_newest_first(directory: Path) -> list[tuple[Path, float]]:
     return sorted(segments, key=lambda segment: segment[1], reverse=True)
 
 
-def _read_records(path: Path) -> Iterator[Record]:
+def _read_records(path: Path, keys: frozenset[str]) -> Iterator[Record]:
+    """The file's records that have all of `keys`; anything else is not ours to interpret."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:  # rotated away or removed between listing and reading
@@ -142,5 +147,5 @@ def _read_records(path: Path) -> Iterator[Record]:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue  # a torn last line from a crash mid-write
-        if isinstance(record, dict):
+        if isinstance(record, dict) and keys <= record.keys():
             yield record
