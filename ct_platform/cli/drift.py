@@ -3,6 +3,8 @@
 Files are CSV (the spec's separator, optionally .gz) or Parquet; columns are typed by the
 spec (sentinels and unparseable values become missing), then compared with the same fast
 check the `production_drift` asset runs (`ct_platform.monitoring.drift.detect_drift`).
+REFERENCE may also be a saved reference profile (`.json`, `ReferenceProfile.save`), so the
+training data need not be at hand.
 Exit status: 0 when the comparison ran (whatever the verdict), 2 when it could not.
 """
 
@@ -12,10 +14,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ct_platform.monitoring.results import DriftResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("reference", type=Path, help="reference data file (e.g. training data)")
+    parser.add_argument(
+        "reference", type=Path, help="reference data file, or a saved reference profile (.json)"
+    )
     parser.add_argument("current", type=Path, help="current data file to compare")
     parser.add_argument(
         "--json",
@@ -26,28 +36,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `ct --help` and other subcommands never pay for pandas/scipy.
-    from ct_platform.data.reader import BatchReadError, read_batch
-    from ct_platform.monitoring.drift import detect_drift
-    from ct_platform.monitoring.frames import MissingColumnsError, typed_features
-    from ct_platform.settings import SpecError, load_spec
+    from ct_platform.data.reader import read_batch
+    from ct_platform.monitoring.drift import ReferenceProfile, detect_drift
+    from ct_platform.monitoring.frames import typed_features
+    from ct_platform.settings import load_spec
+
+    def read(path: Path) -> pd.DataFrame:
+        return typed_features(read_batch(path, dataset), dataset, where=str(path))
 
     try:
         spec = load_spec()
         dataset = spec.dataset
-        frames = [
-            typed_features(read_batch(path, dataset), dataset, where=str(path))
-            for path in (args.reference, args.current)
-        ]
-    except (SpecError, BatchReadError, MissingColumnsError) as exc:
+        is_profile = args.reference.suffix == ".json"
+        reference = ReferenceProfile.load(args.reference) if is_profile else read(args.reference)
+        result = detect_drift(
+            reference,
+            read(args.current),
+            dataset,
+            drift_share_threshold=spec.monitoring.drift_share_threshold,
+        )
+    # Every complaint about the inputs is a ValueError (SpecError, BatchReadError,
+    # MissingColumnsError, a malformed profile) or, for an unopenable profile, an OSError.
+    except (OSError, ValueError) as exc:
         print(f"ct drift: {exc}", file=sys.stderr)
         return 2
-    result = detect_drift(
-        *frames, dataset, drift_share_threshold=spec.monitoring.drift_share_threshold
-    )
     if args.json:
         print(json.dumps(result.to_dict()))
-        return 0
-    width = max(len(name) for name in dataset.feature_columns)
+    else:
+        _print_table(result, dataset.feature_columns, spec.monitoring.drift_share_threshold)
+    return 0
+
+
+def _print_table(result: DriftResult, columns: list[str], threshold: float) -> None:
+    width = max(len(name) for name in columns)
     print(f"{'column':<{width}}  {'method':<13}  {'score':>10}  {'threshold':>9}  drift")
     for name, column in result.columns.items():
         verdict = "DRIFT" if column.drift else "-"
@@ -55,10 +76,8 @@ def run(args: argparse.Namespace) -> int:
             f"{name:<{width}}  {column.method:<13}  {column.score:>10.4f}  "
             f"{column.threshold:>9.3g}  {verdict}"
         )
-    threshold = spec.monitoring.drift_share_threshold
     verdict = "DRIFT" if result.dataset_drift else "no drift"
     print(
         f"dataset: {verdict} ({result.n_drifted} of {len(result.columns)} columns drifted, "
         f"share {result.drift_share:.2f}, threshold {threshold:.2f})"
     )
-    return 0

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from ct_platform.cli import main
+from ct_platform.monitoring.drift import ReferenceProfile
 from ct_platform.settings import Spec
 from ct_platform_tests.monitoring.conftest import PLANTED
 
@@ -44,6 +45,22 @@ def test_json_verdicts_on_planted_drift(files: dict, capsys: pytest.CaptureFixtu
     assert all(set(c) == {"method", "score", "drift"} for c in report["columns"].values())
     assert report["drift_share"] == pytest.approx(3 / 15)
     assert report["dataset_drift"] is False  # 3 of 15 columns < the spec's 0.5
+
+
+def test_saved_reference_profile_as_reference(
+    spec: Spec, same_distribution, files: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    reference, _ = same_distribution
+    profile = tmp_path / "model" / "reference_profile.json"
+    ReferenceProfile.from_frame(reference, spec.dataset).save(profile)
+    assert main(["drift", str(profile), str(files["planted"]), "--json"]) == 0
+    from_profile = json.loads(capsys.readouterr().out)
+    assert main(["drift", str(files["reference"]), str(files["planted"]), "--json"]) == 0
+    assert from_profile == json.loads(capsys.readouterr().out)
+
+    profile.write_text("{not json")
+    assert main(["drift", str(profile), str(files["planted"])]) == 2
+    assert "ct drift:" in capsys.readouterr().err
 
 
 def test_no_drift_between_samples_of_one_distribution(
