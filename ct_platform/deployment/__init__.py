@@ -11,13 +11,14 @@ from ct_platform.deployment.endpoint import (
     wait_healthy,
 )
 from ct_platform.deployment.export import export_champion_bundle, pointed_bundle
-from ct_platform.deployment.targets import DeploymentTarget, target_for
+from ct_platform.deployment.targets import DeploymentTarget, ensure_running, target_for
 
 __all__ = [
     "DeploymentError",
     "DeploymentTarget",
     "Endpoint",
     "EndpointStatus",
+    "ensure_running",
     "export_champion_bundle",
     "pointed_bundle",
     "smoke_request",

@@ -1,10 +1,11 @@
 """The `docker` target: one container per deployed version, blue/green on two host ports.
 
 A deploy starts a new container next to the one serving, waits until Docker reports it
-healthy (the image's HEALTHCHECK probes /ping) and a smoke request through the published
-port succeeds, then switches: `docker.json` now names the new container and its URL. The
-old container gets a few seconds to drain in-flight requests before it is stopped and
-removed. When the new one never gets healthy it is removed and the old one keeps serving.
+healthy (the image's HEALTHCHECK probes /ping) and it answers through its published port
+with the expected model version, then switches: `docker.json` now names the new container
+and its URL. The old container gets a few seconds to drain in-flight requests before it is
+stopped and removed. When the new one never gets healthy it is removed and the old one
+keeps serving.
 
 The two containers cannot publish the same host port at once, so versions alternate between
 `serving.port` and `serving.port + 1`; clients follow `status().endpoint.url`.
@@ -72,7 +73,6 @@ class DockerTarget:
     name = "docker"
 
     def __init__(self, spec: Spec, client: docker.DockerClient | None = None) -> None:
-        self._spec = spec
         self._serving = spec.serving
         self._paths = spec.paths
         self._client = client
@@ -120,22 +120,13 @@ class DockerTarget:
         state = read_json(self.state_file)
         if state is None:
             return None
-        endpoint = Endpoint(**{key: state[key] for key in Endpoint.__dataclass_fields__})
+        endpoint = Endpoint.from_state(state)
         container = self._current_container()
         if container is None:
             return EndpointStatus(endpoint, healthy=False, detail="container is gone")
         health = _health(container)
         detail = f"container {container.short_id} ({container.status}, {health})"
         return EndpointStatus(endpoint, healthy=health == "healthy", detail=detail)
-
-    def ensure_running(self) -> Endpoint | None:
-        """Replace the current container when it stopped or turned unhealthy; None if none."""
-        status = self.status()
-        if status is None:
-            return None
-        if status.healthy:
-            return status.endpoint
-        return self.deploy(Path(status.endpoint.bundle))
 
     def stop(self) -> None:
         with exclusive(self.lock_file):

@@ -32,6 +32,11 @@ class Endpoint:
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Endpoint:
+        """The endpoint recorded in a target's state file (which holds more keys)."""
+        return cls(**{key: str(state[key]) for key in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class EndpointStatus:

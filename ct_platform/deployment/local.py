@@ -89,21 +89,12 @@ class LocalTarget:
         state = read_json(self.state_file)
         if state is None:
             return None
-        endpoint = _endpoint_from(state)
+        endpoint = Endpoint.from_state(state)
         pid = self._running_pid()
         if pid is None:
             return EndpointStatus(endpoint, healthy=False, detail="server process is gone")
         healthy = is_healthy(endpoint.url)
         return EndpointStatus(endpoint, healthy, f"pid {pid}, {'' if healthy else 'not '}ready")
-
-    def ensure_running(self) -> Endpoint | None:
-        """Restart the last deployed bundle when its server died or hung; None if none."""
-        status = self.status()
-        if status is None:
-            return None
-        if status.healthy:
-            return status.endpoint
-        return self.deploy(Path(status.endpoint.bundle))
 
     def stop(self) -> None:
         with exclusive(self.lock_file):
@@ -203,13 +194,3 @@ def _reap(pid: int) -> None:
     # so that it does not linger as a zombie that still looks like a live pid.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _endpoint_from(state: dict[str, str]) -> Endpoint:
-    return Endpoint(
-        url=state["url"],
-        version=state["version"],
-        target=state["target"],
-        deployed_at=state["deployed_at"],
-        bundle=state["bundle"],
-    )

@@ -27,10 +27,6 @@ class DeploymentTarget(Protocol):
         """The current deployment and whether it is healthy; None when nothing is deployed."""
         ...
 
-    def ensure_running(self) -> Endpoint | None:
-        """Bring a dead or hung deployment back with the same bundle; None if none."""
-        ...
-
     def stop(self) -> None:
         """Stop serving and forget the deployment."""
         ...
@@ -40,3 +36,17 @@ def target_for(spec: Spec) -> DeploymentTarget:
     if spec.serving.target == "docker":
         return DockerTarget(spec)
     return LocalTarget(spec)
+
+
+def ensure_running(target: DeploymentTarget) -> Endpoint | None:
+    """Bring a dead or hung deployment back with the same bundle; None if none was made.
+
+    For a sensor or schedule: a server that crashed (or a container that stopped) since
+    the last deploy is replaced, a healthy one is left alone.
+    """
+    status = target.status()
+    if status is None:
+        return None
+    if status.healthy:
+        return status.endpoint
+    return target.deploy(Path(status.endpoint.bundle))

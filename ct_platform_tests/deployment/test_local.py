@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ct_platform.deployment import smoke_request, target_for
+from ct_platform.deployment import ensure_running, smoke_request, target_for
 from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.local import LocalTarget
 from ct_platform.settings import Spec
@@ -66,7 +66,7 @@ def test_dead_server_is_found_and_restarted(
     status = local.status()
     assert status is not None and not status.healthy
     assert status.detail == "server process is gone"
-    endpoint = local.ensure_running()
+    endpoint = ensure_running(local)
 
     assert endpoint is not None and endpoint.version == "1"
     assert served_pid(local) != first_pid
