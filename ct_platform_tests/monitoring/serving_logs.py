@@ -44,17 +44,26 @@ def scored_batch(
 
 
 def write_log(directory: Path, batches: list[ScoredBatch]) -> list[Path]:
-    """One segment per batch (the writer rotates past a 1-byte limit), each last modified
-    when its batch was scored, as if the batches had arrived over time. Returns the segments
-    in batch order."""
-    log = PredictionLog(directory, max_segment_bytes=1)
-    log.start()
-    for batch in batches:
+    """One segment per batch, each last modified when its batch was scored, as if the batches
+    had arrived over time. Returns the segments in batch order.
+
+    Each batch goes through its own writer into a staging folder and its segment is then
+    moved in under a numbered name: how the writer groups batches into segments is its own
+    business, and two writers started in the same second would share a segment name.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    segments = []
+    for index, batch in enumerate(batches):
+        staging = directory.parent / f"staging-{index}"
+        log = PredictionLog(staging)
+        log.start()
         log.submit(batch)
-    log.close()
-    segments = sorted(directory.glob("*.jsonl"), key=lambda path: path.name)[-len(batches) :]
-    for path, batch in zip(segments, batches, strict=True):
-        os.utime(path, (batch.ts, batch.ts))
+        log.close()
+        [written] = staging.glob("*.jsonl")
+        segment = written.rename(directory / f"{index:04d}-{written.name}")
+        staging.rmdir()
+        os.utime(segment, (batch.ts, batch.ts))
+        segments.append(segment)
     return segments
 
 
