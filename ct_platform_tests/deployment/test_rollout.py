@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ct_platform.deployment import export_champion_bundle, target_for
+from ct_platform.deployment import target_for
 from ct_platform.deployment.export import default_registry
 from ct_platform.deployment.rollout import live_endpoint_status, roll_out
 from ct_platform.settings import Spec
@@ -29,12 +29,11 @@ def test_roll_out_serves_the_champion_and_the_check_notices_a_new_one(
     spec = deployed_spec
     train, holdout = train_holdout
     registry = default_registry(spec)
-    assert not live_endpoint_status(spec, registry).deployed
+    assert live_endpoint_status(spec, registry).describe() == "nothing is deployed yet"
 
     first = register(registry, spec, train, holdout, fingerprint="fp-1", tmp_path=tmp_path)
     registry.set_alias("champion", first.version)
-    export_champion_bundle(spec, registry)
-    endpoint = roll_out(spec)
+    endpoint = roll_out(spec, registry)
 
     assert endpoint.version == str(first.version)
     live = live_endpoint_status(spec, registry)
@@ -45,4 +44,4 @@ def test_roll_out_serves_the_champion_and_the_check_notices_a_new_one(
     registry.set_alias("champion", second.version)
     stale = live_endpoint_status(spec, registry)
     assert not stale.serves_champion
-    assert f"champion is {second.version}" in stale.describe()
+    assert f"but the champion is version {second.version}" in stale.describe()
