@@ -22,6 +22,7 @@ from ct_platform.serving.bundle import ColumnSchema
 # one-hot encoder (handle_unknown="ignore") scores it as "none of the known ones".
 MISSING_CATEGORY = ""
 _MAX_LISTED_CATEGORIES = 20
+_JSON_NUMBER_TYPES = frozenset({int, float, type(None)})
 
 
 class InputError(ValueError):
@@ -117,9 +118,7 @@ class _ColumnParser:
         self.column = column
         self.name = column.name
         self._categories = frozenset(column.categories) if column.categories else None
-        self._numeric_sentinels = np.array(
-            [s for s in column.sentinels if isinstance(s, int | float)], dtype=np.float64
-        )
+        self._numeric_sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
         self._text_sentinels = frozenset(str(s) for s in column.sentinels)
 
     def parse(self, values: list[Any], *, text: bool) -> np.ndarray:
@@ -128,35 +127,47 @@ class _ColumnParser:
         return self._categorical(values, text=text)
 
     def _numeric(self, values: list[Any], *, text: bool) -> np.ndarray:
+        if text:
+            array = self._to_float(values)
+        else:
+            # One C-level pass over the types; the per-row search only runs on failure.
+            # (bool is an int subclass in Python, but True is not an age: type() excludes it.)
+            if not set(map(type, values)) <= _JSON_NUMBER_TYPES:
+                self._raise_first_non_number(values)
+            try:
+                array = np.array(values, dtype=np.float64)
+            except OverflowError:
+                raise SchemaError(f"column '{self.name}': number too large") from None
+        for sentinel in self._numeric_sentinels:
+            array[array == sentinel] = np.nan
+        # One reduction answers "all finite?"; the detailed checks run only when it says no.
+        all_finite = bool(np.isfinite(array.sum()))
+        if not all_finite:
+            self._check_missing_and_infinite(array)
+        if self.column.type == "int":
+            present = array if all_finite else array[~np.isnan(array)]
+            fractional = present != np.floor(present)
+            if fractional.any():
+                value = present[np.argmax(fractional)]
+                raise SchemaError(f"column '{self.name}': expected an integer, got {value!r}")
+        return array
+
+    def _raise_first_non_number(self, values: list[Any]) -> None:
         for row, value in enumerate(values):
-            # bool is an int subclass in Python, but True is not an age.
-            if value is None or (text and isinstance(value, str)):
-                continue
-            if type(value) is bool or not isinstance(value, int | float):
+            if type(value) not in _JSON_NUMBER_TYPES:
                 raise SchemaError(
                     f"column '{self.name}' row {row}: expected a number, got {value!r}"
                 )
-        try:
-            array = self._to_float(values) if text else np.array(values, dtype=np.float64)
-        except OverflowError:
-            raise SchemaError(f"column '{self.name}': number too large") from None
-        if self._numeric_sentinels.size:
-            array[np.isin(array, self._numeric_sentinels)] = np.nan
+
+    def _check_missing_and_infinite(self, array: np.ndarray) -> None:
+        if np.isinf(array).any():
+            raise SchemaError(f"column '{self.name}': infinite values are not allowed")
         missing = np.isnan(array)
         if not self.column.nullable and missing.any():
             row = int(np.argmax(missing))
             raise SchemaError(
                 f"column '{self.name}' row {row}: missing value (null/NaN) not allowed"
             )
-        if self.column.type == "int":
-            present = array[~missing]
-            fractional = present != np.floor(present)
-            if fractional.any():
-                value = present[np.argmax(fractional)]
-                raise SchemaError(f"column '{self.name}': expected an integer, got {value!r}")
-        if np.isinf(array).any():
-            raise SchemaError(f"column '{self.name}': infinite values are not allowed")
-        return array
 
     def _to_float(self, values: list[Any]) -> np.ndarray:
         array = np.empty(len(values), dtype=np.float64)
