@@ -13,6 +13,7 @@ import dagster as dg
 
 from ct_platform.defs.data import build_data_defs
 from ct_platform.defs.data.sensors import build_landing_sensor
+from ct_platform.defs.monitoring import build_monitoring_defs, build_retrain_sensor
 from ct_platform.defs.resources import MlflowResource, env_or_none
 from ct_platform.defs.serving import build_serving_defs
 from ct_platform.defs.training import build_training_defs
@@ -66,9 +67,14 @@ def build_definitions(spec: Spec) -> dg.Definitions:
         build_data_defs(spec),
         build_training_defs(spec),
         build_serving_defs(spec),
+        build_monitoring_defs(spec),
         dg.Definitions(
             jobs=[batch_job, training_job],
-            sensors=[build_landing_sensor(spec, batch_job.name), build_automation_sensor()],
+            sensors=[
+                build_landing_sensor(spec, batch_job.name),
+                build_retrain_sensor(spec, training_job.name),
+                build_automation_sensor(),
+            ],
             resources={"mlflow": MlflowResource(tracking_uri=env_or_none("MLFLOW_TRACKING_URI"))},
         ),
     )

@@ -198,6 +198,11 @@ class MonitoringSpec(_Strict):
     drift_share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     decay_tolerance: Annotated[float, Field(ge=0)] = 0.05
     min_feedback_rows: Annotated[int, Field(ge=1)] = 200
+    # Fewer logged rows than this give no drift verdict: too little to compare.
+    min_window_rows: Annotated[int, Field(ge=1)] = 200
+    # A drift- or decay-triggered retrain trains on only the newest N valid batches, so the
+    # model adapts to the new regime instead of averaging it away with older data.
+    retrain_window_batches: Annotated[int, Field(ge=1)] = 3
     cron: str = "*/5 * * * *"
     governor: GovernorSpec = GovernorSpec()
 
@@ -283,6 +288,11 @@ class Paths:
     @cached_property
     def deployments(self) -> Path:
         return self._dir("deployments")
+
+    @cached_property
+    def references(self) -> Path:
+        """Drift reference profiles of champions' training data."""
+        return self._dir("references")
 
     @cached_property
     def state(self) -> Path:

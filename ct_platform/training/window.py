@@ -12,9 +12,15 @@ class NoValidData(RuntimeError):
     """No batch has passed the data contract yet: there is nothing to train on."""
 
 
-def build_window(keys_in_order: list[str], spec: Spec, paths: Paths) -> TrainingSetRef:
-    """Build (or rebuild) the training set from the newest valid batches among `keys_in_order`."""
-    batches = valid_batches(paths, keys_in_order)[-spec.evaluation.window_batches :]
+def build_window(
+    keys_in_order: list[str], spec: Spec, paths: Paths, window_batches: int | None = None
+) -> TrainingSetRef:
+    """The training set from the newest valid batches among `keys_in_order`.
+
+    `window_batches` overrides the spec's window, e.g. the shorter one of a drift retrain.
+    """
+    size = window_batches or spec.evaluation.window_batches
+    batches = valid_batches(paths, keys_in_order)[-size:]
     if not batches:
         raise NoValidData(
             f"no valid data: {len(keys_in_order)} batch(es) landed in {spec.landing_dir}, "

@@ -12,6 +12,7 @@ from ct_platform.registry.mlflow_registry import ModelVersionInfo
 from ct_platform.settings import Paths, Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.promotion import CHAMPION, EvaluationOutcome
+from ct_platform.training.window import NoValidData, build_window
 
 GATES = ("metric_floor", "champion_regression", "latency", "model_size")
 GATE_DESCRIPTIONS = {
@@ -22,6 +23,8 @@ GATE_DESCRIPTIONS = {
 }
 MODEL_EVALUATION = dg.AssetKey("model_evaluation")
 PARTITION_TAG = "dagster/partition"
+# Set by the retrain sensor: a drift or decay retrain trains on a shorter, recent window.
+WINDOW_TAG = "ct/window_batches"
 
 
 def build_training_defs(spec: Spec) -> dg.Definitions:
@@ -32,14 +35,16 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         description="The latest valid batches, time-ordered, split into train and holdout.",
     )
     def training_dataset(context: dg.AssetExecutionContext) -> dg.Output[TrainingSetRef]:
-        from ct_platform.training.window import build_window
-
         paths = Paths.from_env()
         if PARTITION_TAG not in context.run.tags:
             # A run for the whole pipeline (CLI, CI): ingest what landed while no sensor ran.
             catch_up_landing(context, spec, paths)
         keys = context.instance.get_dynamic_partitions("batches")
-        ref = build_window(keys, spec, paths)
+        window = context.run.tags.get(WINDOW_TAG)
+        try:
+            ref = build_window(keys, spec, paths, int(window) if window else None)
+        except NoValidData as error:
+            raise dg.Failure(str(error)) from None
         return dg.Output(
             ref,
             metadata={
@@ -141,8 +146,11 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     @dg.asset(
         group_name="training",
         kinds={"mlflow"},
-        # Across runs too: never promote a candidate whose blocking gates did not pass.
-        automation_condition=dg.AutomationCondition.eager()
+        # Across runs too: never promote a candidate whose blocking gates did not pass. Only a
+        # new evaluation is a reason to promote; a rebuilt training set alone is not.
+        automation_condition=dg.AutomationCondition.eager().ignore(
+            dg.AssetSelection.assets("training_dataset")
+        )
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         description=f"The MLflow alias `{CHAMPION}`, moved to the candidate when every "
         "blocking gate passed.",
@@ -150,14 +158,24 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     def champion(
         context: dg.AssetExecutionContext,
         model_evaluation: EvaluationOutcome,
+        training_dataset: TrainingSetRef,
         mlflow: MlflowResource,
     ) -> dg.MaterializeResult:
+        from ct_platform.monitoring.champion_reference import save_champion_reference
         from ct_platform.training.promotion import promote
 
         registry = mlflow.registry(spec)
         previous = promote(registry, model_evaluation.version)
-        context.log.info(f"champion: version {previous} -> {model_evaluation.version}")
+        # Drift is measured against what the serving model learned from: move the reference.
         metric = spec.evaluation.primary_metric
+        save_champion_reference(
+            training_dataset.train_path,
+            model_evaluation.version,
+            model_evaluation.metrics[metric],
+            spec,
+            Paths.from_env(),
+        )
+        context.log.info(f"champion: version {previous} -> {model_evaluation.version}")
         return dg.MaterializeResult(
             metadata={
                 "version": dg.MetadataValue.int(model_evaluation.version),

@@ -1,0 +1,95 @@
+"""The retrain sensor: drift or decay, as recorded by the monitoring assets, retrains —
+when the retrain governor allows it. Each skipped trigger says why.
+
+A tick reads two latest materializations and a small ledger; nothing heavy happens here.
+"""
+
+import dagster as dg
+
+from ct_platform.defs.monitoring.assets import PRODUCTION_DRIFT, PRODUCTION_PERFORMANCE
+from ct_platform.defs.training.assets import MODEL_EVALUATION, WINDOW_TAG
+from ct_platform.monitoring.governor import Outcome, RetrainGovernor, Trigger
+from ct_platform.settings import Spec
+
+EPISODE_TAG = "ct/episode"
+TRIGGER_TAG = "ct/trigger"
+CHAMPION = dg.AssetKey("champion")
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, object]:
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {name: value.value for name, value in event.asset_materialization.metadata.items()}
+
+
+def current_signals(instance: dg.DagsterInstance) -> dict[str, tuple[bool, str]]:
+    """Each trigger kind: whether it is active now, and a line saying what was seen."""
+    drift = latest_metadata(instance, PRODUCTION_DRIFT)
+    decay = latest_metadata(instance, PRODUCTION_PERFORMANCE)
+    drift_detail = (
+        f"drift share {drift.get('drift_share', 0.0):.0%} "
+        f"(drifted: {drift.get('drifted_columns') or 'none'})"
+    )
+    decay_detail = f"{decay.get('metric', '')} {decay.get('value')} vs {decay.get('reference')}"
+    return {
+        "drift": (bool(drift.get("dataset_drift")), drift_detail),
+        "decay": (bool(decay.get("decayed")), decay_detail),
+    }
+
+
+def retrain_outcome(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, str]:
+    """Promoted if the run moved the champion; rejected if it evaluated a candidate that did
+    not pass; failed otherwise (crash, or no new model to evaluate)."""
+    if materialized_in(instance, CHAMPION, run):
+        return "promoted", f"run {run.run_id} promoted a new champion"
+    if materialized_in(instance, MODEL_EVALUATION, run):
+        return "rejected", f"run {run.run_id}: the candidate did not pass its gates"
+    return "failed", f"run {run.run_id} ended {run.status.value} without evaluating a candidate"
+
+
+def materialized_in(instance: dg.DagsterInstance, key: dg.AssetKey, run: dg.DagsterRun) -> bool:
+    event = instance.get_latest_materialization_event(key)
+    return event is not None and event.run_id == run.run_id
+
+
+def close_finished_retrain(instance: dg.DagsterInstance, governor: RetrainGovernor) -> None:
+    in_flight = governor.ledger().in_flight
+    if not in_flight:
+        return
+    runs = instance.get_runs(dg.RunsFilter(tags={EPISODE_TAG: in_flight["episode"]}), limit=1)
+    if runs and runs[0].status in FINISHED:
+        governor.retrain_finished(*retrain_outcome(instance, runs[0]))
+
+
+def build_retrain_sensor(spec: Spec, job_name: str) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="retrain_sensor",
+        job_name=job_name,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Retrains on production drift or decay, within the governor's limits.",
+    )
+    def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        governor = RetrainGovernor(spec.monitoring.governor)
+        close_finished_retrain(context.instance, governor)
+        skipped = []
+        for kind, (active, detail) in current_signals(context.instance).items():
+            episode = governor.episode(kind, active)
+            if episode is None:
+                continue
+            decision = governor.decide(Trigger(kind, episode, detail))
+            if not decision.allowed:
+                skipped.append(f"{kind} ({detail}): {decision.reason}")
+                continue
+            governor.retrain_started(episode)
+            tags = {
+                TRIGGER_TAG: kind,
+                EPISODE_TAG: episode,
+                WINDOW_TAG: str(spec.monitoring.retrain_window_batches),
+            }
+            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=episode, tags=tags)])
+        return dg.SensorResult(skip_reason="; ".join(skipped) or "no drift and no decay")
+
+    return retrain_sensor
