@@ -126,7 +126,8 @@ class DockerTarget:
             return EndpointStatus(endpoint, healthy=False, detail="container is gone")
         health = _health(container)
         detail = f"container {container.short_id} ({container.status}, {health})"
-        return EndpointStatus(endpoint, healthy=health == "healthy", detail=detail)
+        healthy = container.status == "running" and health == "healthy"
+        return EndpointStatus(endpoint, healthy=healthy, detail=detail)
 
     def stop(self) -> None:
         with exclusive(self.lock_file):

@@ -17,7 +17,7 @@ import docker
 import httpx
 import pytest
 
-from ct_platform.deployment import DeploymentError, smoke_request, target_for
+from ct_platform.deployment import DeploymentError, ensure_running, smoke_request, target_for
 from ct_platform.deployment.container import HOME_LABEL, DockerTarget, docker_client
 from ct_platform.settings import Spec
 
@@ -58,7 +58,7 @@ def docker_target(
         leftover.remove(force=True)
 
 
-def test_deploy_then_redeploy_swaps_containers(
+def test_deploy_redeploy_revive_and_stop(
     docker_target: DockerTarget,
     engine: docker.DockerClient,
     bundles: dict[str, Path],
@@ -86,17 +86,27 @@ def test_deploy_then_redeploy_swaps_containers(
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{first.url}/ping", timeout=2)
 
+    engine.containers.get(new_id).stop()  # the server dies (say, the host rebooted)
+    assert not docker_target.status().healthy
+    revived = ensure_running(docker_target)
+
+    assert revived is not None and revived.version == "2" and revived.url == first.url
+    assert smoke_request(revived.url, sample_row) in (0, 1)
+    revived_id = docker_target_state(docker_target)["container_id"]
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(new_id)
+
     docker_target.stop()
     assert docker_target.status() is None
     with pytest.raises(docker.errors.NotFound):
-        engine.containers.get(new_id)
-    # Both containers logged their prediction to the host (flushed when they stopped).
+        engine.containers.get(revived_id)
+    # Every container logged its prediction to the host (flushed when it stopped).
     records = [
         json.loads(line)
         for segment in serving_spec.paths.predictions.glob("*.jsonl")
         for line in segment.read_text().splitlines()
     ]
-    assert sorted(record["model_version"] for record in records) == ["1", "2"]
+    assert sorted(record["model_version"] for record in records) == ["1", "2", "2"]
 
 
 def docker_target_state(target: DockerTarget) -> dict[str, Any]:
