@@ -20,6 +20,7 @@ every layer is a full copy of the image's filesystem.)
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -31,7 +32,7 @@ import tomllib
 from pathlib import Path
 
 import docker
-from docker.errors import ImageNotFound
+from docker.errors import APIError, ImageNotFound
 from docker.models.images import Image
 from docker.utils import parse_repository_tag
 from packaging.requirements import Requirement
@@ -113,8 +114,22 @@ def ensure_serving_image(client: docker.DockerClient, tag: str) -> str:
         image = client.images.get(source_tag)
     except ImageNotFound:
         image = _build(client, source_tag, requirements)
+        _remove_older_builds(client, repository, keep=source_tag)
     image.tag(repository, version_tag or "latest")  # the configured tag follows the sources
     return image.id
+
+
+def _remove_older_builds(client: docker.DockerClient, repository: str, keep: str) -> None:
+    """Drop the images of earlier sources: on vfs each one holds a full filesystem copy.
+
+    An image a container still runs from is kept (the engine refuses with a conflict); the
+    untagged deps stage is not touched either, it is the build cache for the next change.
+    """
+    for image in client.images.list(name=repository):
+        for tag in image.tags:
+            if tag.startswith(f"{repository}:src-") and tag != keep:
+                with contextlib.suppress(APIError):
+                    client.images.remove(tag)
 
 
 def _build(client: docker.DockerClient, tag: str, requirements: list[str]) -> Image:
