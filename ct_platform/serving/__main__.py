@@ -6,10 +6,14 @@ Every option also has an environment variable (for containers); arguments win.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
 
+import uvicorn
+
+from ct_platform.serving.app import create_app
 from ct_platform.serving.config import (
     DEFAULT_ADMIN_TOKEN_ENV,
     DEFAULT_API_KEY_ENV,
@@ -73,12 +77,13 @@ def run_server(config: ServerConfig) -> None:
     One worker on purpose: slots and routing are in-process state that admin calls
     change, and one ONNX worker already saturates a core. Scale out with replicas.
     """
-    import uvicorn
-
-    from ct_platform.serving.app import create_app
-
+    app = create_app(config)
+    # Move everything loaded so far (models, libraries) out of the garbage collector's
+    # sight: full collections then only scan per-request garbage, which keeps pauses short.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(config),
+        app,
         host=config.host,
         port=config.port,
         loop="uvloop",

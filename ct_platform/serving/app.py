@@ -274,8 +274,12 @@ class Server:
                 [((), float(log.written))],
             ),
             "ct_prediction_log_dropped_batches": (
-                "Batches dropped: log queue full.",
+                "Batches dropped: log backlog full.",
                 [((), float(log.dropped))],
+            ),
+            "ct_prediction_log_pending_batches": (
+                "Batches waiting for the log writer.",
+                [((), float(log.pending))],
             ),
         }
 
