@@ -19,7 +19,6 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -28,6 +27,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from ct_platform.registry import skops_types
+from ct_platform.registry.versions import ModelVersionInfo
 from ct_platform.settings import Paths
 
 # Local-first platform: no usage telemetry leaves the machine unless the user opts in by
@@ -57,24 +57,6 @@ MODEL_ARTIFACT = "model"
 # Rows of the training frame used to infer the signature and stored as the input example.
 SIGNATURE_SAMPLE_ROWS = 20
 INPUT_EXAMPLE_ROWS = 3
-
-
-@dataclass(frozen=True)
-class ModelVersionInfo:
-    """One registered version, with its run's metrics: small, plain, safe to pass around."""
-
-    name: str
-    version: int
-    run_id: str
-    fingerprint: str | None
-    metrics: dict[str, float]
-    created_at: datetime
-    aliases: list[str]
-    tags: dict[str, str]
-
-    @property
-    def model_uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
 
 
 def default_tracking_uri() -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from ct_platform.definitions import build_definitions
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
@@ -42,10 +43,26 @@ def test_batch_run_ingests_trains_and_promotes(spec, instance, land_bank_batches
     assert champion.tags["ct.gates_passed"] == "true"
     assert champion.metrics["holdout_roc_auc"] > spec.gates.metric_floor.threshold
     evaluation = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
-    metadata = evaluation.asset_materialization.metadata
-    assert isinstance(metadata["candidate/roc_auc"].value, float)
-    assert Path(metadata["report/model_quality"].value.removeprefix("file://")).exists()
-    assert Path(metadata["report/data_drift"].value.removeprefix("file://")).exists()
+    assert isinstance(evaluation.asset_materialization.metadata["candidate/roc_auc"].value, float)
+
+
+def test_evaluation_reports_follow_the_evaluation(spec, instance, land_bank_batches):
+    land_bank_batches(2)
+    assert run_job(spec, instance, "training_job").success
+    defs = build_definitions(spec)
+
+    reports = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("evaluation_reports")]
+    )
+
+    metadata = reports.get_asset_materialization_events()[0].materialization.metadata
+    for name in ("model_quality", "data_drift"):
+        html = Path(metadata[f"report/{name}"].value.removeprefix("file://"))
+        assert html.exists() and html.stat().st_size > 10_000
+    assert 0 <= metadata["drift/newest_batch_share"].value <= 1
+    run_id = registry_for(spec).version(1).run_id
+    logged = MlflowClient(default_tracking_uri()).list_artifacts(run_id, "reports")
+    assert {Path(a.path).name for a in logged} == {"model_quality.html", "data_drift.html"}
 
 
 def test_unchanged_data_creates_no_new_version(spec, instance, land_bank_batches):

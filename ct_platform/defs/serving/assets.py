@@ -1,13 +1,16 @@
 """Champion -> model bundle (ONNX, behind the parity gate) -> deployed endpoint."""
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from ct_platform.defs.metadata import numbers, severity
 from ct_platform.defs.resources import MlflowResource
-from ct_platform.serving.bundle import BundleMeta, read_meta
 from ct_platform.settings import Spec
+
+if TYPE_CHECKING:
+    from ct_platform.serving.bundle import BundleMeta
 
 MODEL_BUNDLE = dg.AssetKey("model_bundle")
 DEPLOYED_ENDPOINT = dg.AssetKey("deployed_endpoint")
@@ -15,7 +18,7 @@ PARITY_CHECK = "onnx_parity"
 SERVES_CHAMPION_CHECK = "serves_champion"
 
 
-def parity_check_result(meta: BundleMeta, spec: Spec) -> dg.AssetCheckResult:
+def parity_check_result(meta: "BundleMeta", spec: Spec) -> dg.AssetCheckResult:
     """The ONNX parity gate, as recorded when the bundle was built.
 
     A graph that disagrees with sklearn is never shipped: the bundle is then sklearn-only and
@@ -78,6 +81,7 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         context: dg.AssetExecutionContext, mlflow: MlflowResource
     ) -> Iterator[dg.MaterializeResult]:
         from ct_platform.deployment.export import export_champion_bundle
+        from ct_platform.serving.bundle import read_meta
 
         bundle_dir = export_champion_bundle(spec, mlflow.registry(spec))
         meta = read_meta(bundle_dir)

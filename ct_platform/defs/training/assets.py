@@ -8,7 +8,7 @@ from ct_platform.defs.data.assets import VALIDATED_BATCH
 from ct_platform.defs.data.catch_up import catch_up_landing
 from ct_platform.defs.metadata import numbers, report_link, severity
 from ct_platform.defs.resources import MlflowResource
-from ct_platform.registry.mlflow_registry import ModelVersionInfo
+from ct_platform.registry.versions import ModelVersionInfo
 from ct_platform.settings import Paths, Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.promotion import CHAMPION, EvaluationOutcome
@@ -100,7 +100,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
 
     @dg.asset(
         group_name="training",
-        kinds={"evidently", "mlflow"},
+        kinds={"sklearn", "mlflow"},
         check_specs=[
             dg.AssetCheckSpec(
                 gate,
@@ -110,7 +110,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             )
             for gate in GATES
         ],
-        description="Candidate and champion scored on the same holdout, Evidently reports, gates.",
+        description="Candidate and champion scored on the same holdout, and the model gates.",
     )
     def model_evaluation(
         context: dg.AssetExecutionContext,
@@ -126,8 +126,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         metadata = {
             **numbers("candidate", outcome.metrics),
             **numbers("champion", outcome.champion_metrics or {}),
-            **{f"report/{name}": report_link(path) for name, path in evaluation.reports.items()},
-            **numbers("", evaluation.report_figures),
+            **numbers("", evaluation.group_figures),
             "version": dg.MetadataValue.int(outcome.version),
             "champion_version": dg.MetadataValue.text(str(outcome.champion_version or "none")),
             "promotable": dg.MetadataValue.bool(outcome.promotable),
@@ -142,6 +141,39 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
                 metadata=numbers("", gate.metadata),
                 description=gate.description,
             )
+
+    @dg.asset(
+        group_name="training",
+        kinds={"evidently", "mlflow"},
+        automation_condition=dg.AutomationCondition.eager().ignore(
+            dg.AssetSelection.assets("training_dataset")
+        ),
+        description="Evidently HTML reports of each evaluated candidate (model quality on the "
+        "holdout, newest batch vs training data), also logged to its MLflow run. Built after "
+        "the evaluation, off the promotion path.",
+    )
+    def evaluation_reports(
+        context: dg.AssetExecutionContext,
+        model_evaluation: EvaluationOutcome,
+        training_dataset: TrainingSetRef,
+        mlflow: MlflowResource,
+    ) -> dg.MaterializeResult:
+        from ct_platform.training.evaluation_reports import write_evaluation_reports
+
+        reports = write_evaluation_reports(
+            model_evaluation.version,
+            model_evaluation.run_id,
+            training_dataset,
+            mlflow.registry(spec),
+            spec,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                **{f"report/{name}": report_link(path) for name, path in reports.paths.items()},
+                **numbers("", reports.figures),
+                "version": dg.MetadataValue.int(model_evaluation.version),
+            }
+        )
 
     @dg.asset(
         group_name="training",
@@ -184,4 +216,6 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             }
         )
 
-    return dg.Definitions(assets=[training_dataset, candidate_model, model_evaluation, champion])
+    return dg.Definitions(
+        assets=[training_dataset, candidate_model, model_evaluation, evaluation_reports, champion]
+    )

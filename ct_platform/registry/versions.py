@@ -1,0 +1,24 @@
+"""What the platform knows of a registered model version; importing it never imports mlflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered version, with its run's metrics: small, plain, safe to pass around."""
+
+    name: str
+    version: int
+    run_id: str
+    fingerprint: str | None
+    metrics: dict[str, float]
+    created_at: datetime
+    aliases: list[str]
+    tags: dict[str, str]
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
