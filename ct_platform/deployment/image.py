@@ -38,6 +38,8 @@ from docker.utils import parse_repository_tag
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from ct_platform.deployment.endpoint import DeploymentError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy"
 DOCKERFILE = DEPLOY_DIR / "Dockerfile.serving"
@@ -51,7 +53,7 @@ WHEEL_PLATFORM_TAGS = [
 ]
 
 
-class ImageBuildError(RuntimeError):
+class ImageBuildError(DeploymentError):
     """The serving image (or its base) could not be built; the message says which step."""
 
 
