@@ -57,8 +57,15 @@ def main() -> int:
     args = parser.parse_args()
 
     spec = load_spec(REPO / "ct_platform.yaml")
-    work = Path(tempfile.mkdtemp(prefix="ct-serving-bench-"))
-    print(f"work dir: {work}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="ct-serving-bench-") as folder:
+        results = run(spec, Path(folder), args.duration, args.connections)
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0
+
+
+def run(spec: Spec, work: Path, duration: int, connections: int) -> list[Result]:
     train, holdout = bank_frames(spec)
     pipeline = fit_pipeline(train, spec)
     mlflow_model = log_to_mlflow(pipeline, train, work)
@@ -86,14 +93,10 @@ def main() -> int:
         "CT_HOME": str(work / "ct_home"),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow runs `uvicorn`
     }
-    results = [
-        measure(name, command, env, lua, batch_body, args.duration, args.connections)
+    return [
+        measure(name, command, env, lua, batch_body, duration, connections)
         for name, command in servers.items()
     ]
-    report(results)
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
-    return 0
 
 
 def bank_frames(spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:

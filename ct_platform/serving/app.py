@@ -7,6 +7,7 @@ so an admin swap never splits a request between two models (see `slots`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -209,7 +210,9 @@ class Server:
         seconds: float,
     ) -> None:
         self.metrics.prediction(endpoint, slot, served.version, parsed.n_rows, seconds)
-        self.prediction_log.submit(
+        # Formatting the log records waits until the response has been written.
+        asyncio.get_running_loop().call_soon(
+            self.prediction_log.submit,
             ScoredBatch(
                 request_id=request_id,
                 ts=time.time(),
@@ -219,7 +222,7 @@ class Server:
                 columns=parsed.columns,
                 prediction=prediction,
                 latency_ms=seconds * 1000.0,
-            )
+            ),
         )
 
     # -- feedback, metrics, OpenAPI --------------------------------------------------------
