@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import orjson
 import pandas as pd
 import pytest
@@ -134,10 +133,6 @@ def expected_labels(
 ) -> list:
     features = holdout[spec.dataset.feature_columns].iloc[start : start + n]
     return pipeline.predict(features).tolist()
-
-
-def expected_proba(pipeline: Pipeline, holdout: pd.DataFrame, spec: Spec, n: int) -> np.ndarray:
-    return pipeline.predict_proba(holdout[spec.dataset.feature_columns].iloc[:n])
 
 
 # --- servers -------------------------------------------------------------------------------
