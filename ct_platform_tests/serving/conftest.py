@@ -199,20 +199,34 @@ def open_server(bundle_dir: Path, tmp_path_factory) -> Iterator[ThreadedServer]:
         yield server
 
 
-def run_module_server(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
-    """`python -m ct_platform.serving ...` as a subprocess, once it answers /ping."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ct_platform.serving", *args, "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/ping", timeout=90, process=process)
-    except Exception:
-        process.kill()
-        raise
-    return process
+def run_module_server(
+    args: list[str], env: dict[str, str], log: Path, attempts: int = 3
+) -> tuple[subprocess.Popen, str]:
+    """`python -m ct_platform.serving ...` as a subprocess, once it answers /ping.
+
+    Retried on a fresh port if it exits early: on a shared machine another process can take
+    the free port between our probe and the server's bind.
+    """
+    for _ in range(attempts):
+        port = free_port()
+        with open(log, "wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ct_platform.serving", *args, "--port", str(port)],
+                env={**os.environ, **env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/ping", timeout=180, process=process)
+            return process, f"http://127.0.0.1:{port}"
+        except RuntimeError:  # exited early: try another port
+            process.wait()
+        except TimeoutError:
+            process.kill()
+            process.wait()
+            break
+    tail = log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"the server did not come up; its output:\n{tail}")
 
 
 def read_log_records(directory: Path) -> list[dict]:

@@ -17,7 +17,6 @@ from sklearn.pipeline import Pipeline
 from ct_platform.serving.bundle import BundleError, load_bundle, read_meta
 from ct_platform.settings import Spec
 from ct_platform_tests.serving.conftest import (
-    free_port,
     raw_rows,
     run_module_server,
     split_payload,
@@ -71,13 +70,12 @@ def test_missing_or_malformed_bundle(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def fallback_server(sklearn_only_bundle: Path, tmp_path_factory) -> Iterator[str]:
     """`python -m ct_platform.serving` on a bundle whose ONNX graph is disabled."""
-    port = free_port()
     home = tmp_path_factory.mktemp("fallback_home")
-    process = run_module_server(
-        ["--bundle", str(sklearn_only_bundle)], env={"CT_HOME": str(home)}, port=port
+    process, url = run_module_server(
+        ["--bundle", str(sklearn_only_bundle)], env={"CT_HOME": str(home)}, log=home / "server.log"
     )
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
