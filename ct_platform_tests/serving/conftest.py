@@ -179,7 +179,7 @@ class ThreadedServer:
 
     def __enter__(self) -> ThreadedServer:
         self._thread.start()
-        wait_until_up(f"{self.url}/ping", timeout=30)
+        wait_until_up(f"{self.url}/ping", timeout=60)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -39,7 +39,7 @@ def test_serves_the_champion_bundle_by_default(
     port = free_port()
     process = _serve([], port)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/ping", timeout=90, process=process)
+        wait_until_up(f"http://127.0.0.1:{port}/ping", timeout=180, process=process)
         metadata = httpx.get(f"http://127.0.0.1:{port}/v2/models/bank_marketing").json()
         assert metadata["versions"] == ["1"]
     finally:
@@ -50,7 +50,7 @@ def test_explicit_bundle_and_no_onnx(bundle_v2_dir: Path, spec_file: Path) -> No
     port = free_port()
     process = _serve(["--bundle", str(bundle_v2_dir), "--no-onnx"], port)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/ping", timeout=90, process=process)
+        wait_until_up(f"http://127.0.0.1:{port}/ping", timeout=180, process=process)
         metadata = httpx.get(f"http://127.0.0.1:{port}/v2/models/bank_marketing").json()
         assert metadata["versions"] == ["2"] and metadata["platform"] == "scikit-learn"
     finally:
