@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from ct_platform.defs.automation import follows_every_update
 from ct_platform.defs.metadata import numbers, severity
 from ct_platform.defs.resources import MlflowResource
 from ct_platform.settings import Spec
@@ -65,7 +66,7 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         deps=["champion"],
         group_name="serving",
         kinds={"onnx"},
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=follows_every_update(),
         check_specs=[
             dg.AssetCheckSpec(
                 PARITY_CHECK,
@@ -101,7 +102,7 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         deps=[MODEL_BUNDLE],
         group_name="serving",
         kinds={spec.serving.target},
-        automation_condition=dg.AutomationCondition.eager()
+        automation_condition=follows_every_update()
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         description=f"The live endpoint ({spec.serving.target} target) serving the champion.",
     )

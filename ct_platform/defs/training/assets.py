@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from ct_platform.defs.automation import follows_every_update
 from ct_platform.defs.data.assets import VALIDATED_BATCH
 from ct_platform.defs.data.catch_up import catch_up_landing
 from ct_platform.defs.metadata import numbers, report_link, severity
@@ -145,9 +146,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     @dg.asset(
         group_name="training",
         kinds={"evidently", "mlflow"},
-        automation_condition=dg.AutomationCondition.eager().ignore(
-            dg.AssetSelection.assets("training_dataset")
-        ),
+        automation_condition=follows_every_update("training_dataset"),
         description="Evidently HTML reports of each evaluated candidate (model quality on the "
         "holdout, newest batch vs training data), also logged to its MLflow run. Built after "
         "the evaluation, off the promotion path.",
