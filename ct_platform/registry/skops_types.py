@@ -18,10 +18,13 @@ import skops.io
 # Found by dumping fitted estimators with skops 0.16 / scikit-learn 1.7 and listing
 # `skops.io.get_untrusted_types`: HistGradientBoosting* (any loss) hold TreePredictor;
 # DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*, AdaBoost* hold Tree.
-# Linear models, SVMs and the preprocessing steps need nothing extra. Anything else
-# (e.g. KNeighbors' KDTree, MLP's optimiser) is refused until reviewed and added here.
+# SimpleImputer (put before any estimator that cannot take NaN) keeps a numpy.dtype, which
+# skops rebuilds from its name: data, not code. Linear models, SVMs and the other
+# preprocessing steps need nothing extra. Anything else (e.g. KNeighbors' KDTree, MLP's
+# optimiser) is refused until reviewed and added here.
 TRUSTED_TYPE_ALLOWLIST: frozenset[str] = frozenset(
     {
+        "numpy.dtype",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.tree._tree.Tree",
     }

@@ -24,7 +24,10 @@ def build_pipeline(spec: Spec) -> Pipeline:
     """
     dataset = spec.dataset
     estimator = make_estimator(spec)
-    numeric = "passthrough" if get_tags(estimator).input_tags.allow_nan else SimpleImputer()
+    # keep_empty_features: a column missing throughout one window (pdays in early 2008) must
+    # still be a model input, or the fitted pipeline and its input schema disagree.
+    imputer = SimpleImputer(keep_empty_features=True)
+    numeric = "passthrough" if get_tags(estimator).input_tags.allow_nan else imputer
     preprocess = ColumnTransformer(
         [
             ("numeric", numeric, dataset.numeric_features),

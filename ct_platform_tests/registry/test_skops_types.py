@@ -32,6 +32,17 @@ def knn_pipeline(train_frame: pd.DataFrame, bank_spec: Spec) -> Pipeline:
     return fit_pipeline(train_frame, Spec.model_validate(raw))
 
 
+def test_an_imputing_pipeline_round_trips(train_frame: pd.DataFrame, bank_spec: Spec) -> None:
+    """Estimators that cannot take NaN get a SimpleImputer, whose numpy.dtype is trusted."""
+    raw = bank_spec.model_dump()
+    raw["model"] |= {"estimator": "sklearn.linear_model.LogisticRegression", "params": {}}
+    model = fit_pipeline(train_frame, Spec.model_validate(raw))
+    assert skops_types.skops_trusted_types(model) == ["numpy.dtype"]
+    restored = skops.io.loads(skops_types.dumps(model), trusted=["numpy.dtype"])
+    sample = train_frame.head(50)
+    np.testing.assert_array_equal(restored.predict(sample), model.predict(sample))
+
+
 def test_hist_gradient_boosting_needs_exactly_tree_predictor(fitted: Pipeline) -> None:
     assert skops_types.skops_trusted_types(fitted) == [
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
