@@ -58,4 +58,3 @@ def write_batch(spec: Spec) -> Iterator:
         return path
 
     yield write
-
