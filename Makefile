@@ -16,7 +16,12 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
 	touch $@
 
-install: $(VENV)/.installed
+# The Dagster instance the CLI (and `make test`'s validate step) uses; tests make their own.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 demo: install
 	bash deploy/demo.sh
