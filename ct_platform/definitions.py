@@ -15,7 +15,7 @@ from ct_platform.defs.data import build_data_defs
 from ct_platform.defs.data.sensors import build_landing_sensor
 from ct_platform.defs.monitoring import build_monitoring_defs, build_retrain_sensor
 from ct_platform.defs.resources import MlflowResource, env_or_none
-from ct_platform.defs.serving import build_serving_defs
+from ct_platform.defs.serving import build_endpoint_watchdog, build_serving_defs
 from ct_platform.defs.training import build_training_defs
 from ct_platform.settings import Spec, load_spec
 
@@ -73,6 +73,7 @@ def build_definitions(spec: Spec) -> dg.Definitions:
             sensors=[
                 build_landing_sensor(spec, batch_job.name),
                 build_retrain_sensor(spec, training_job.name),
+                build_endpoint_watchdog(spec),
                 build_automation_sensor(),
             ],
             resources={"mlflow": MlflowResource(tracking_uri=env_or_none("MLFLOW_TRACKING_URI"))},

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,7 @@ import httpx
 import pytest
 
 from ct_platform.definitions import build_definitions
-from ct_platform.deployment.rollout import example_row
+from ct_platform.deployment.rollout import example_row, roll_out
 from ct_platform.deployment.targets import target_for
 from ct_platform.settings import Spec, load_spec
 from ct_platform_tests.defs.conftest import run_job, spec_variant
@@ -83,3 +86,31 @@ def test_champion_is_deployed_and_serves_predictions(served_spec, instance, land
     )
     assert response.status_code == 200 and len(response.json()["predictions"]) == 1
     assert daemon.checks == {"onnx_parity": True, "serves_champion": True}
+
+
+def watchdog_tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, definitions=defs)
+    return defs.get_sensor_def("endpoint_watchdog")(context)
+
+
+def test_a_dead_endpoint_is_found_and_brought_back(served_spec, instance, land_bank_batches):
+    land_bank_batches(2)
+    assert run_job(served_spec, instance, "training_job").success
+    defs = build_definitions(served_spec)
+    assert watchdog_tick(defs, instance).skip_reason.skip_message == "nothing deployed yet"
+    endpoint = roll_out(served_spec)
+    assert "is up" in watchdog_tick(defs, instance).skip_reason.skip_message
+
+    state = json.loads((served_spec.paths.deployments / "local.json").read_text())
+    os.kill(state["pid"], signal.SIGKILL)
+    request = watchdog_tick(defs, instance).run_requests[0]
+    revival = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=request.asset_selection, tags=request.tags
+    )
+
+    assert revival.success
+    response = httpx.post(
+        f"{endpoint.url}/invocations",
+        json={"dataframe_records": [example_row(served_spec.dataset)]},
+    )
+    assert response.status_code == 200
