@@ -39,7 +39,7 @@ MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
   mlflow ui --backend-store-uri "$tracking_uri" --host 127.0.0.1 --port "${MLFLOW_PORT:-5000}" &
 pids+=($!)
 ct simulate --batch-size "${CT_DEMO_BATCH_SIZE:-4000}" --interval "${CT_DEMO_INTERVAL:-45}" \
-  --endpoint "$endpoint" &
+  --endpoint "$endpoint" --rps "${CT_DEMO_RPS:-20}" &
 pids+=($!)
 
 echo "Dagster UI: http://127.0.0.1:${DAGSTER_PORT:-3000}   MLflow UI: http://127.0.0.1:${MLFLOW_PORT:-5000}"
