@@ -37,8 +37,9 @@ def check_production_drift(spec: Spec, paths: Paths) -> ProductionDrift:
     reference = load_champion_reference(paths)
     if reference is None:
         return ProductionDrift("no champion yet: nothing to compare with", None, 0)
+    # All recent traffic counts: the inputs' distribution does not depend on which version
+    # answered them (performance, in contrast, is judged on the champion's own rows).
     window = load_window(spec.monitoring.window, spec.dataset, directory=paths.predictions)
-    window = window[window["model_version"] == str(reference.version)]
     if len(window) < spec.monitoring.min_window_rows:
         status = f"not enough traffic: {len(window)} rows, need {spec.monitoring.min_window_rows}"
         return ProductionDrift(status, reference.version, len(window))
