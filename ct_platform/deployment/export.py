@@ -22,6 +22,7 @@ import pandas as pd
 
 from ct_platform.deployment.endpoint import DeploymentError, utc_now
 from ct_platform.deployment.state import read_json, write_json_atomic
+from ct_platform.registry.versions import CHAMPION
 from ct_platform.serving.bundle import BundleError, read_meta
 from ct_platform.settings import Spec
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry, ModelVersionInfo
 
 HOLDOUT_ARTIFACT = "holdout.parquet"
-CHAMPION = "champion"
 
 
 def export_champion_bundle(
@@ -79,16 +79,9 @@ def default_registry(spec: Spec) -> ModelRegistry:
 
 def load_holdout(registry: ModelRegistry, run_id: str) -> pd.DataFrame:
     """The holdout frame the training run logged as `holdout.parquet`."""
-    import mlflow
-
     with tempfile.TemporaryDirectory(prefix="ct-holdout-") as folder:
         try:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=HOLDOUT_ARTIFACT,
-                dst_path=folder,
-                tracking_uri=registry.tracking_uri,
-            )
+            local = registry.download_artifact(run_id, HOLDOUT_ARTIFACT, Path(folder))
         except Exception as exc:  # MlflowException or OSError, depending on the store
             raise DeploymentError(
                 f"run {run_id} has no '{HOLDOUT_ARTIFACT}' artifact, needed for the ONNX "

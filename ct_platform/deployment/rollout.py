@@ -15,6 +15,7 @@ import httpx
 from ct_platform.deployment.endpoint import Endpoint, smoke_request
 from ct_platform.deployment.export import export_champion_bundle
 from ct_platform.deployment.targets import target_for
+from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import DatasetSpec, Spec
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class LiveStatus:
 
 def live_endpoint_status(spec: Spec, registry: ModelRegistry) -> LiveStatus:
     status = target_for(spec).status()
-    champion = registry.alias_version("champion")
+    champion = registry.alias_version(CHAMPION)
     champion_version = str(champion.version) if champion else None
     if status is None:
         return LiveStatus(None, False, None, champion_version)

@@ -27,7 +27,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from ct_platform.registry import skops_types
-from ct_platform.registry.versions import ModelVersionInfo
+from ct_platform.registry.versions import CHALLENGER, ModelVersionInfo
 from ct_platform.settings import Paths
 
 # Local-first platform: no usage telemetry leaves the machine unless the user opts in by
@@ -49,8 +49,6 @@ from mlflow.protos.databricks_pb2 import (
     ErrorCode,
 )
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 FINGERPRINT_TAG = "fingerprint"
 DAGSTER_RUN_TAG = "dagster_run_id"
 MODEL_ARTIFACT = "model"
@@ -186,6 +184,16 @@ class ModelRegistry:
         timestamp = int(datetime.now(UTC).timestamp() * 1000)
         batch = [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
         self._client.log_batch(run_id, metrics=batch)
+
+    def download_artifact(self, run_id: str, artifact_path: str, destination: Path) -> Path:
+        """Copy one artifact of `run_id` into `destination`; its local path."""
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=artifact_path,
+            dst_path=str(destination),
+            tracking_uri=self.tracking_uri,
+        )
+        return Path(local)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self._client.log_artifact(run_id, str(path), artifact_path)

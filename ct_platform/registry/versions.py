@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+# The registry's lifecycle aliases: the newest candidate, and the version that serves.
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
 
 @dataclass(frozen=True)
 class ModelVersionInfo:

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.evaluate import score_by_group
 from ct_platform.training.promotion import (
-    CHAMPION,
     GATES_PASSED_TAG,
     Contender,
     EvaluationOutcome,

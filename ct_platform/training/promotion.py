@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
 from ct_platform.training.evaluate import score
 from ct_platform.training.gates import (
@@ -21,7 +22,6 @@ from ct_platform.training.gates import (
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
-CHAMPION = "champion"
 GATES_PASSED_TAG = "ct.gates_passed"
 
 

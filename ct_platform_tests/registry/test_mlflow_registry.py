@@ -12,13 +12,8 @@ from mlflow import MlflowClient
 from mlflow.models import Model
 from sklearn.pipeline import Pipeline
 
-from ct_platform.registry.mlflow_registry import (
-    CHALLENGER,
-    CHAMPION,
-    ModelRegistry,
-    ModelVersionInfo,
-    default_tracking_uri,
-)
+from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
+from ct_platform.registry.versions import CHALLENGER, CHAMPION, ModelVersionInfo
 from ct_platform.settings import Spec
 from ct_platform_tests.registry.conftest import artifact_files, log
 

@@ -9,10 +9,10 @@ from ct_platform.defs.data.assets import VALIDATED_BATCH
 from ct_platform.defs.data.catch_up import catch_up_landing
 from ct_platform.defs.metadata import numbers, report_link, severity
 from ct_platform.defs.resources import MlflowResource
-from ct_platform.registry.versions import ModelVersionInfo
+from ct_platform.registry.versions import CHAMPION, ModelVersionInfo
 from ct_platform.settings import Paths, Spec
 from ct_platform.training.datasets import TrainingSetRef
-from ct_platform.training.promotion import CHAMPION, EvaluationOutcome
+from ct_platform.training.promotion import EvaluationOutcome
 from ct_platform.training.window import NoValidData, build_window
 
 GATES = ("metric_floor", "champion_regression", "latency", "model_size")
