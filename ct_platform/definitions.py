@@ -17,6 +17,7 @@ from ct_platform.defs.monitoring import build_monitoring_defs, build_retrain_sen
 from ct_platform.defs.resources import MlflowResource, env_or_none
 from ct_platform.defs.serving import build_endpoint_watchdog, build_serving_defs
 from ct_platform.defs.training import build_training_defs
+from ct_platform.defs.training_sensor import PIPELINE_TAGS, build_training_sensor
 from ct_platform.settings import Spec, load_spec
 
 if TYPE_CHECKING:
@@ -24,9 +25,20 @@ if TYPE_CHECKING:
         UnresolvedAssetJobDefinition,
     )
 
-TRAINING_CHAIN = ["training_dataset", "candidate_model", "model_evaluation", "champion"]
-# One training pipeline at a time: the queued run coordinator (dagster.yaml) limits this tag.
-PIPELINE_TAGS = {"ct/pipeline": "training"}
+# A training run leaves an evaluated, reported and (when promoted) exported champion, so
+# `dagster job execute -j training_job` in CI produces what the daemon does. A failed blocking
+# gate fails `model_evaluation`, which skips `champion` and `model_bundle`; the reports depend
+# on the candidate only, so a rejected candidate is reported too. Deploying stays out: a CI
+# run must not start a server; under the daemon, automation deploys each new bundle.
+TRAINING_CHAIN = [
+    "training_dataset",
+    "candidate_model",
+    "model_evaluation",
+    "evaluation_reports",
+    "champion",
+    "model_bundle",
+]
+INGEST_ASSETS = ["raw_batch", "validated_batch"]
 
 
 def build_jobs() -> list[UnresolvedAssetJobDefinition]:
@@ -34,18 +46,19 @@ def build_jobs() -> list[UnresolvedAssetJobDefinition]:
     # imported once per run instead of once per step.
     batch_job = dg.define_asset_job(
         "batch_job",
-        selection=dg.AssetSelection.assets("raw_batch", "validated_batch", *TRAINING_CHAIN),
+        selection=dg.AssetSelection.assets(*INGEST_ASSETS),
         executor_def=dg.in_process_executor,
-        tags=PIPELINE_TAGS,
-        description="Ingest one landed batch, then retrain and promote if every gate passes.",
+        description="Ingest one landed batch: read it, check its data contract, store it as "
+        "typed Parquet or quarantine it with the reason. Training follows (training_sensor).",
     )
     training_job = dg.define_asset_job(
         "training_job",
         selection=dg.AssetSelection.assets(*TRAINING_CHAIN),
         executor_def=dg.in_process_executor,
         tags=PIPELINE_TAGS,
-        description="Retrain on the data present (ingesting any file not seen yet) and "
-        "promote if every gate passes. Fails naming the gate when a blocking gate fails.",
+        description="Retrain on the newest window of valid batches (ingesting any landed file "
+        "not seen yet), gate, report, and promote and export the champion if every blocking "
+        "gate passes. Fails naming the gate when a blocking gate fails (reports still built).",
     )
     return [batch_job, training_job]
 
@@ -72,6 +85,7 @@ def build_definitions(spec: Spec) -> dg.Definitions:
             jobs=[batch_job, training_job],
             sensors=[
                 build_landing_sensor(spec, batch_job.name),
+                build_training_sensor(training_job.name),
                 build_retrain_sensor(spec, training_job.name),
                 build_endpoint_watchdog(spec),
                 build_automation_sensor(),

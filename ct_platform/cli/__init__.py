@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "replay the dataset in time order as batches into the landing folder"),
     "serve": ("serve", "serve a model bundle (the champion's by default) over HTTP"),
     "drift": ("drift", "compare two data files for drift with the spec's column definitions"),
+    "status": ("status", "show every landed batch: trained into which version, or why not"),
 }
 
 

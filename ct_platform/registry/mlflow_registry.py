@@ -109,6 +109,11 @@ class ModelRegistry:
             return None
         return self._describe(max(versions, key=lambda v: int(v.version)))
 
+    def versions(self) -> list[ModelVersionInfo]:
+        """Every registered version of the model, oldest first."""
+        found = self._client.search_model_versions(f"name = '{self.model_name}'")
+        return [self._describe(v) for v in sorted(found, key=lambda v: int(v.version))]
+
     def version(self, version: int) -> ModelVersionInfo:
         return self._describe(self._client.get_model_version(self.model_name, str(version)))
 

@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from ct_platform.definitions import build_definitions
+from ct_platform.defs.resources import MlflowResource
+from ct_platform.defs.serving import build_endpoint_watchdog
 from ct_platform.deployment.rollout import example_row, roll_out
 from ct_platform.deployment.targets import target_for
 from ct_platform.settings import Spec, load_spec
@@ -70,12 +72,16 @@ def test_champion_is_deployed_and_serves_predictions(served_spec, instance, land
     daemon = AutomationDaemon(build_definitions(served_spec), instance)
     assert daemon.tick() == set()  # nothing to deploy before the first champion
     land_bank_batches(2)
-    assert run_job(served_spec, instance, "training_job").success
+    trained = run_job(served_spec, instance, "training_job")
+    assert trained.success
+    # The training run exported the champion and checked parity; automation deploys it.
+    parity = {e.check_name: e.passed for e in trained.get_asset_check_evaluations()}
+    assert parity["onnx_parity"] is True
 
     deployed: set[str] = set()
     for _ in range(3):
         deployed |= daemon.tick()
-    assert deployed == {"model_bundle", "deployed_endpoint"}
+    assert deployed == {"deployed_endpoint"}
 
     endpoint = instance.get_latest_materialization_event(dg.AssetKey("deployed_endpoint"))
     metadata = endpoint.asset_materialization.metadata
@@ -85,32 +91,84 @@ def test_champion_is_deployed_and_serves_predictions(served_spec, instance, land
         f"{url}/invocations", json={"dataframe_records": [example_row(served_spec.dataset)]}
     )
     assert response.status_code == 200 and len(response.json()["predictions"]) == 1
-    assert daemon.checks == {"onnx_parity": True, "serves_champion": True}
+    assert daemon.checks == {"serves_champion": True}
 
 
-def watchdog_tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, definitions=defs)
-    return defs.get_sensor_def("endpoint_watchdog")(context)
+def watchdog_tick(
+    spec: Spec, instance: dg.DagsterInstance, grace_seconds: float = 0
+) -> dg.SensorResult:
+    """One tick of the endpoint watchdog; grace 0: it does not wait for automation."""
+    context = dg.build_sensor_context(instance=instance, resources={"mlflow": MlflowResource()})
+    return build_endpoint_watchdog(spec, automation_grace_seconds=grace_seconds)(context)
+
+
+def skip_message(result: dg.SensorResult) -> str:
+    assert not result.run_requests
+    return result.skip_reason.skip_message
+
+
+def run_requested(
+    spec: Spec, instance: dg.DagsterInstance, request: dg.RunRequest
+) -> dg.ExecuteInProcessResult:
+    defs = build_definitions(spec)
+    return defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=request.asset_selection, tags=request.tags
+    )
 
 
 def test_a_dead_endpoint_is_found_and_brought_back(served_spec, instance, land_bank_batches):
     land_bank_batches(2)
     assert run_job(served_spec, instance, "training_job").success
-    defs = build_definitions(served_spec)
-    assert watchdog_tick(defs, instance).skip_reason.skip_message == "nothing deployed yet"
     endpoint = roll_out(served_spec)
-    assert "is up" in watchdog_tick(defs, instance).skip_reason.skip_message
+    assert "serves the champion, version 1" in skip_message(watchdog_tick(served_spec, instance))
 
     state = json.loads((served_spec.paths.deployments / "local.json").read_text())
     os.kill(state["pid"], signal.SIGKILL)
-    request = watchdog_tick(defs, instance).run_requests[0]
-    revival = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, asset_selection=request.asset_selection, tags=request.tags
-    )
+    request = watchdog_tick(served_spec, instance).run_requests[0]
+    assert request.tags["ct/repair"] == f"{endpoint.url} does not answer"
 
-    assert revival.success
+    assert run_requested(served_spec, instance, request).success
     response = httpx.post(
         f"{endpoint.url}/invocations",
         json={"dataframe_records": [example_row(served_spec.dataset)]},
     )
     assert response.status_code == 200
+
+
+LAX_REGRESSION = {"gates": {"champion_regression": {"tolerance": 1.0}}}
+
+
+def test_a_champion_that_is_not_served_is_deployed(
+    served_spec, spec_file, instance, land_bank_batches
+):
+    assert "no champion yet" in skip_message(watchdog_tick(served_spec, instance))
+    land_bank_batches(2)
+    assert run_job(served_spec, instance, "training_job").success
+
+    # Automation deploys a fresh export; the watchdog waits for it, then steps in.
+    waiting = skip_message(watchdog_tick(served_spec, instance, grace_seconds=3600))
+    assert waiting.startswith("nothing is deployed yet; version 1 was exported")
+    deploy = watchdog_tick(served_spec, instance).run_requests[0]
+    assert deploy.tags["ct/repair"] == "nothing is deployed yet"
+    job = build_definitions(served_spec).resolve_implicit_global_asset_job_def()
+    launched = instance.create_run_for_job(
+        job,
+        asset_selection=frozenset(deploy.asset_selection),
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    assert skip_message(watchdog_tick(served_spec, instance)) == (
+        f"deployment run {launched.run_id[:8]} is NOT_STARTED"
+    )
+    instance.report_run_canceled(launched)
+    assert run_requested(served_spec, instance, deploy).success
+    assert "serves the champion, version 1" in skip_message(watchdog_tick(served_spec, instance))
+
+    # A newer champion whose deployment never ran (failed to launch, or promoted by CI).
+    land_bank_batches(1, first=2)
+    lax = load_spec(spec_variant(spec_file, "lax", LAX_REGRESSION))
+    assert run_job(lax, instance, "training_job").success
+    redeploy = watchdog_tick(served_spec, instance).run_requests[0]
+    assert redeploy.tags["ct/repair"].endswith("serves version 1, but the champion is version 2")
+
+    assert run_requested(served_spec, instance, redeploy).success
+    assert "serves the champion, version 2" in skip_message(watchdog_tick(served_spec, instance))

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from ct_platform.serving.bundle import read_meta
 from ct_platform_tests.defs.conftest import STRICT_FLOOR, spec_variant
 
 pytestmark = pytest.mark.slow
@@ -48,3 +50,45 @@ def test_success_then_failing_gate(spec_file, tmp_path, land_bank_batches):
 
     assert failing.returncode != 0
     assert "metric_floor" in failing.stdout + failing.stderr
+
+
+def bundle_evaluations(dagster_home: Path) -> list[dg.AssetCheckEvaluation]:
+    """The `onnx_parity` evaluations recorded by the CLI runs in `dagster_home`."""
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        records = [
+            record
+            for run in instance.get_runs()
+            for record in instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            ).records
+        ]
+    evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
+    return [e for e in evaluations if e.check_name == "onnx_parity"]
+
+
+def test_ci_job_reports_every_candidate_and_exports_only_a_champion(
+    spec_file, spec, tmp_path, land_bank_batches
+):
+    reports = spec.paths.reports
+    land_bank_batches(2)
+
+    passing = dagster_job_execute(spec_file, tmp_path)
+
+    assert passing.returncode == 0, passing.stderr[-3000:]
+    for name in ("model_quality.html", "data_drift.html"):
+        assert (reports / f"{spec.model.name}-v1" / name).stat().st_size > 10_000
+    bundle = read_meta(spec.paths.bundles / f"{spec.model.name}-v1")
+    assert bundle.version == "1" and bundle.parity is not None
+    assert bundle.onnx.enabled and bundle.parity.labels_identical
+    assert bundle.parity.max_abs_diff <= bundle.parity.tolerance
+    (parity,) = bundle_evaluations(tmp_path / "cli_dagster_home")
+    assert parity.passed and parity.metadata["max_abs_diff"].value == bundle.parity.max_abs_diff
+
+    land_bank_batches(1, first=2)
+    failing = dagster_job_execute(spec_variant(spec_file, "strict", STRICT_FLOOR), tmp_path)
+
+    # The rejected candidate is reported; promotion and export are skipped.
+    assert failing.returncode != 0
+    assert (reports / f"{spec.model.name}-v2" / "model_quality.html").stat().st_size > 10_000
+    assert not (spec.paths.bundles / f"{spec.model.name}-v2").exists()
+    assert len(bundle_evaluations(tmp_path / "cli_dagster_home")) == 1

@@ -25,21 +25,22 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckE
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def test_batch_run_ingests_trains_and_promotes(spec, instance, land_bank_batches):
+def test_batch_runs_ingest_then_one_training_run_promotes(spec, instance, land_bank_batches):
     first, second = land_bank_batches(2)
     instance.add_dynamic_partitions("batches", [first.name, second.name])
+    for batch in (first, second):
+        ingest = run_job(spec, instance, "batch_job", partition_key=batch.name)
+        assert ingest.success and check_results(ingest)["data_contract"].passed
 
-    run_job(spec, instance, "batch_job", partition_key=first.name)
-    result = run_job(spec, instance, "batch_job", partition_key=second.name)
+    result = run_job(spec, instance, "training_job")
 
     assert result.success
     checks = check_results(result)
-    assert checks["data_contract"].passed
     assert {"metric_floor", "champion_regression", "latency", "model_size"} <= set(checks)
     registry = registry_for(spec)
     champion = registry.alias_version("champion")
     challenger = registry.alias_version("challenger")
-    assert champion is not None and champion.version == challenger.version == 2
+    assert champion is not None and champion.version == challenger.version == 1
     assert champion.tags["ct.gates_passed"] == "true"
     assert champion.metrics["holdout_roc_auc"] > spec.gates.metric_floor.threshold
     evaluation = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))

@@ -1,46 +1,102 @@
-"""The endpoint watchdog: a dead or hung deployment is brought back, visibly, as a run.
+"""The endpoint watchdog: the live endpoint serves the champion, or a run is requested to fix it.
 
-A tick reads the target's state and pings the server; the restart itself happens in a run
-of `deployed_endpoint`, so the sensor stays light and the revival shows in the UI.
+A tick reads the target's state, pings the server for the version it serves and reads the
+registry's champion alias; the deployment itself happens in a run of `deployed_endpoint`, so
+the sensor stays light and every repair shows in the UI. It repairs three states:
+
+- the server is dead or hung: it is brought back;
+- a champion exists but nothing is deployed, or the server serves another version (the
+  deployment after a promotion never ran, failed to launch, or a CI run promoted elsewhere):
+  the champion is deployed;
+- a deployment run is already queued or running: the tick waits for it.
+
+Right after a promotion, automation deploys the new bundle; the watchdog gives it
+`automation_grace_seconds` before stepping in, so one promotion is one deployment.
 """
 
 import time
 
 import dagster as dg
 
-from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT
+from ct_platform.defs.resources import MlflowResource
+from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT, MODEL_BUNDLE
 from ct_platform.settings import Spec
 
-# One revival request per deployment per window: a server that keeps dying is not
+# One repair request per deployment per window: a server that keeps dying is not
 # restarted in a tight loop (the failing runs say why).
 REVIVAL_WINDOW_SECONDS = 300
+AUTOMATION_GRACE_SECONDS = 120
+REPAIR_TAG = "ct/repair"
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
-def build_endpoint_watchdog(spec: Spec) -> dg.SensorDefinition:
+def deployment_in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    """A queued or running run that materializes `deployed_endpoint`, if any."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED), limit=100)
+    return next((run for run in runs if DEPLOYED_ENDPOINT in (run.asset_selection or ())), None)
+
+
+def seconds_since_export(instance: dg.DagsterInstance, version: str) -> float | None:
+    """Age of the latest `model_bundle` of champion `version`; None if none was built here."""
+    event = instance.get_latest_materialization_event(MODEL_BUNDLE)
+    if event is None or event.asset_materialization is None:
+        return None
+    exported = event.asset_materialization.metadata.get("version")
+    if exported is None or str(exported.value) != version:
+        return None
+    return time.time() - event.timestamp
+
+
+def repair_request(reason: str, key: str) -> dg.RunRequest:
+    window = int(time.time() // REVIVAL_WINDOW_SECONDS)
+    return dg.RunRequest(
+        run_key=f"{key}-{window}", asset_selection=[DEPLOYED_ENDPOINT], tags={REPAIR_TAG: reason}
+    )
+
+
+def build_endpoint_watchdog(
+    spec: Spec, automation_grace_seconds: float = AUTOMATION_GRACE_SECONDS
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="endpoint_watchdog",
         asset_selection=[DEPLOYED_ENDPOINT],
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Redeploys the champion when the live endpoint is found dead or hung.",
+        description="Deploys the champion when the live endpoint is dead or hung, serves "
+        "another version, or nothing is deployed while a champion exists.",
     )
-    def endpoint_watchdog(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        from ct_platform.deployment.targets import target_for
+    def endpoint_watchdog(
+        context: dg.SensorEvaluationContext, mlflow: MlflowResource
+    ) -> dg.SensorResult:
+        from ct_platform.deployment.rollout import live_endpoint_status
 
-        status = target_for(spec).status()
-        if status is None:
-            return dg.SensorResult(skip_reason="nothing deployed yet")
-        if status.healthy:
-            return dg.SensorResult(skip_reason=f"{status.endpoint.url} is up ({status.detail})")
-        window = int(time.time() // REVIVAL_WINDOW_SECONDS)
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=f"revive-{status.endpoint.deployed_at}-{window}",
-                    asset_selection=[DEPLOYED_ENDPOINT],
-                    tags={"ct/revive": status.detail},
-                )
-            ]
-        )
+        status = live_endpoint_status(spec, mlflow.registry(spec))
+        running = deployment_in_flight(context.instance)
+        if running is not None:
+            return skip(f"deployment run {running.run_id[:8]} is {running.status.value}")
+        if status.url is not None and not status.healthy:
+            reason = status.describe()
+            return dg.SensorResult(run_requests=[repair_request(reason, f"revive-{status.url}")])
+        champion = status.champion_version
+        if champion is None or status.serves_champion:
+            no_champion = "" if champion else " (no champion yet: nothing to deploy)"
+            return skip(status.describe() + no_champion)
+        age = seconds_since_export(context.instance, champion)
+        if age is not None and age < automation_grace_seconds:
+            return skip(
+                f"{status.describe()}; version {champion} was exported {age:.0f} s ago: "
+                f"automation deploys it (watchdog steps in after {automation_grace_seconds:g} s)"
+            )
+        request = repair_request(status.describe(), f"deploy-champion-{champion}")
+        return dg.SensorResult(run_requests=[request])
 
     return endpoint_watchdog
+
+
+def skip(reason: str) -> dg.SensorResult:
+    return dg.SensorResult(skip_reason=reason)

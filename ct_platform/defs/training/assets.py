@@ -147,21 +147,23 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         group_name="training",
         kinds={"evidently", "mlflow"},
         automation_condition=follows_every_update("training_dataset"),
-        description="Evidently HTML reports of each evaluated candidate (model quality on the "
-        "holdout, newest batch vs training data), also logged to its MLflow run. Built after "
-        "the evaluation, off the promotion path.",
+        # Lowest step priority: in a training run, promotion and export never wait on HTML.
+        op_tags={"dagster/priority": "-1"},
+        description="Evidently HTML reports of each candidate (model quality on the holdout, "
+        "newest batch vs training data), also logged to its MLflow run. Built from the "
+        "candidate, not the verdict, so a candidate rejected by a blocking gate is reported too.",
     )
     def evaluation_reports(
         context: dg.AssetExecutionContext,
-        model_evaluation: EvaluationOutcome,
+        candidate_model: ModelVersionInfo,
         training_dataset: TrainingSetRef,
         mlflow: MlflowResource,
     ) -> dg.MaterializeResult:
         from ct_platform.training.evaluation_reports import write_evaluation_reports
 
         reports = write_evaluation_reports(
-            model_evaluation.version,
-            model_evaluation.run_id,
+            candidate_model.version,
+            candidate_model.run_id,
             training_dataset,
             mlflow.registry(spec),
             spec,
@@ -170,7 +172,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             metadata={
                 **{f"report/{name}": report_link(path) for name, path in reports.paths.items()},
                 **numbers("", reports.figures),
-                "version": dg.MetadataValue.int(model_evaluation.version),
+                "version": dg.MetadataValue.int(candidate_model.version),
             }
         )
 

@@ -1,0 +1,215 @@
+"""`ct status [--json]`: where every landed batch stands, and why.
+
+One line per batch: every file in the landing folder, every partition of the Dagster
+instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
+
+- `trained`: it is in the training window of the listed model versions (MLflow `ct.batches`
+  tag), each with its verdict (champion, promoted earlier, rejected, no verdict yet);
+- `validated`: it passed its contract but no version trained on it, with the reason (a
+  training run is queued or running, the training sensor has not ticked yet, training failed
+  without a verdict, or it fell outside the newest training window);
+- `quarantined`: it failed its contract or could not be read, with the recorded reason;
+- `not ingested`: a partition with no outcome yet (its ingest run is queued, running or
+  failed, or no run was made);
+- `not a batch yet`: a file in the landing folder with no partition (still being written,
+  identical to a batch already ingested, an unsupported name, or not yet seen by a sensor).
+
+Exit status: 0 when the status was read, 2 when it could not be (no DAGSTER_HOME, bad spec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from ct_platform.defs.training_sensor import TrainingBacklog
+    from ct_platform.registry.versions import ModelVersionInfo
+    from ct_platform.settings import Paths, Spec
+
+
+@dataclass(frozen=True)
+class BatchState:
+    batch: str
+    state: str  # trained, validated, quarantined, not ingested, not a batch yet
+    detail: str
+    versions: list[int]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print [{"batch", "state", "detail", "versions"}] instead of a table',
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ct_platform.defs.resources import MlflowResource
+    from ct_platform.settings import Paths, load_spec
+
+    if not os.environ.get("DAGSTER_HOME"):
+        print(
+            "ct status: DAGSTER_HOME is not set: point it at the platform's instance",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        spec = load_spec()
+        paths = Paths.from_env()
+        versions = (
+            MlflowResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+            .registry(spec)
+            .versions()
+        )
+        with dg.DagsterInstance.get() as instance:
+            states = batch_states(spec, paths, instance, versions)
+    except (OSError, ValueError) as exc:
+        print(f"ct status: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([asdict(state) for state in states], indent=2))
+    else:
+        print(render(states))
+    return 0
+
+
+def render(states: list[BatchState]) -> str:
+    if not states:
+        return "nothing has landed yet"
+    width = max(len(state.batch) for state in states)
+    kind = max(len(state.state) for state in states)
+    return "\n".join(f"{s.batch:<{width}}  {s.state:<{kind}}  {s.detail}" for s in states)
+
+
+def batch_states(
+    spec: Spec, paths: Paths, instance: dg.DagsterInstance, versions: list[ModelVersionInfo]
+) -> list[BatchState]:
+    """The state of every batch the landing folder, the instance or the quarantine knows."""
+    from ct_platform.data.ingest import find_valid_batch
+    from ct_platform.defs.training_sensor import training_backlog
+
+    partitions = instance.get_dynamic_partitions("batches")
+    quarantined = quarantine_reasons(paths.quarantine)
+    backlog = training_backlog(instance)
+    trained_by = trained_versions(versions)
+    states = []
+    for key in [*partitions, *sorted(set(quarantined) - set(partitions))]:
+        if key in trained_by:
+            states.append(trained_state(key, trained_by[key]))
+        elif find_valid_batch(paths, key) is not None:
+            states.append(waiting_state(key, backlog, spec))
+        elif key in quarantined:
+            states.append(BatchState(key, "quarantined", quarantined[key], []))
+        else:
+            states.append(BatchState(key, "not ingested", ingest_detail(instance, key), []))
+    return states + landing_states(spec, set(partitions) | set(quarantined))
+
+
+def trained_versions(versions: list[ModelVersionInfo]) -> dict[str, list[ModelVersionInfo]]:
+    by_batch: dict[str, list[ModelVersionInfo]] = {}
+    for info in versions:
+        for key in filter(None, info.tags.get("ct.batches", "").split(",")):
+            by_batch.setdefault(key, []).append(info)
+    return by_batch
+
+
+def verdict(info: ModelVersionInfo) -> str:
+    from ct_platform.registry.versions import CHAMPION
+
+    if CHAMPION in info.aliases:
+        return "champion"
+    passed = info.tags.get("ct.gates_passed")
+    if passed is None:
+        return "no verdict yet"
+    return "passed its gates" if passed == "true" else "rejected"
+
+
+def trained_state(key: str, infos: list[ModelVersionInfo]) -> BatchState:
+    detail = "trained into " + ", ".join(f"v{i.version} ({verdict(i)})" for i in infos)
+    return BatchState(key, "trained", detail, [info.version for info in infos])
+
+
+def waiting_state(key: str, backlog: TrainingBacklog, spec: Spec) -> BatchState:
+    from ct_platform.defs.training_sensor import MAX_TRAINING_REQUESTS
+
+    waiting = {batch.key for batch in backlog.waiting}
+    if key not in waiting:
+        detail = (
+            "a training run covered it, but it is in no trained window: newer batches filled "
+            f"the window (the newest {spec.evaluation.window_batches} valid batches), or that "
+            "run trained nothing new"
+        )
+    elif backlog.in_flight:
+        runs = ", ".join(f"{r.run_id[:8]} ({r.status.value})" for r in backlog.in_flight)
+        detail = f"waiting: training run {runs} in progress; it or the next one takes it"
+    elif len(backlog.failed_attempts) >= MAX_TRAINING_REQUESTS:
+        runs = ", ".join(r.run_id[:8] for r in backlog.failed_attempts)
+        detail = f"waiting: training failed without a verdict (runs {runs}); a new batch retries"
+    else:
+        detail = "waiting: the training sensor requests a run at its next tick"
+    return BatchState(key, "validated", detail, [])
+
+
+def ingest_detail(instance: dg.DagsterInstance, key: str) -> str:
+    import dagster as dg
+
+    runs = instance.get_runs(
+        dg.RunsFilter(job_name="batch_job", tags={"dagster/partition": key}), limit=1
+    )
+    if not runs:
+        return "partition added, but no ingest run was made for it"
+    run = runs[0]
+    return f"ingest run {run.run_id[:8]} is {run.status.value}"
+
+
+def quarantine_reasons(quarantine_dir: Path) -> dict[str, str]:
+    """Quarantined file name -> the recorded reason (the latest record when re-delivered)."""
+    from ct_platform.data.quarantine import RECORD_SUFFIX
+
+    reasons: dict[str, tuple[str, str]] = {}
+    for record_path in quarantine_dir.glob(f"*{RECORD_SUFFIX}"):
+        record = json.loads(record_path.read_text())
+        at, reason = record.get("quarantined_at", ""), f"{record['kind']}: {record['reason']}"
+        if record["file"] not in reasons or at >= reasons[record["file"]][0]:
+            reasons[record["file"]] = (at, reason)
+    return {name: reason for name, (_, reason) in reasons.items()}
+
+
+def landing_states(spec: Spec, known: set[str]) -> list[BatchState]:
+    """Files of the landing folder that are no batch yet, and why."""
+    from ct_platform.data.landing import LandingCursor, scan_landing
+
+    scan = scan_landing(spec.landing_dir, LandingCursor())
+    states = [
+        BatchState(path.name, "not a batch yet", f"unsupported: {reason}", [])
+        for path, reason in scan.unsupported
+    ]
+    states += [
+        BatchState(path.name, "not a batch yet", "still being written", [])
+        for path in scan.pending
+        if path.name not in known
+    ]
+    first_with_hash = {landed.content_hash: landed.partition_key for landed in scan.new}
+    for landed in scan.duplicates:
+        if landed.partition_key not in known:
+            original = first_with_hash.get(landed.content_hash, "an earlier batch")
+            detail = f"identical content to {original}: not ingested again"
+            states.append(BatchState(landed.partition_key, "not a batch yet", detail, []))
+    states += [
+        BatchState(
+            landed.partition_key, "not a batch yet", "not seen by the landing sensor yet", []
+        )
+        for landed in scan.new
+        if landed.partition_key not in known
+    ]
+    return states
