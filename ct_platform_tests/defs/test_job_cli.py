@@ -52,7 +52,7 @@ def test_success_then_failing_gate(spec_file, tmp_path, land_bank_batches):
     assert "metric_floor" in failing.stdout + failing.stderr
 
 
-def bundle_evaluations(dagster_home: Path) -> list[dg.AssetCheckEvaluation]:
+def parity_evaluations(dagster_home: Path) -> list[dg.AssetCheckEvaluation]:
     """The `onnx_parity` evaluations recorded by the CLI runs in `dagster_home`."""
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         records = [
@@ -66,29 +66,34 @@ def bundle_evaluations(dagster_home: Path) -> list[dg.AssetCheckEvaluation]:
     return [e for e in evaluations if e.check_name == "onnx_parity"]
 
 
-def test_ci_job_reports_every_candidate_and_exports_only_a_champion(
+def test_ci_job_leaves_a_reported_and_exported_champion(
     spec_file, spec, tmp_path, land_bank_batches
 ):
-    reports = spec.paths.reports
     land_bank_batches(2)
 
     passing = dagster_job_execute(spec_file, tmp_path)
 
     assert passing.returncode == 0, passing.stderr[-3000:]
     for name in ("model_quality.html", "data_drift.html"):
-        assert (reports / f"{spec.model.name}-v1" / name).stat().st_size > 10_000
+        assert (spec.paths.reports / f"{spec.model.name}-v1" / name).stat().st_size > 10_000
     bundle = read_meta(spec.paths.bundles / f"{spec.model.name}-v1")
     assert bundle.version == "1" and bundle.parity is not None
     assert bundle.onnx.enabled and bundle.parity.labels_identical
     assert bundle.parity.max_abs_diff <= bundle.parity.tolerance
-    (parity,) = bundle_evaluations(tmp_path / "cli_dagster_home")
+    (parity,) = parity_evaluations(tmp_path / "cli_dagster_home")
     assert parity.passed and parity.metadata["max_abs_diff"].value == bundle.parity.max_abs_diff
 
-    land_bank_batches(1, first=2)
+
+def test_ci_job_reports_a_rejected_candidate_and_exports_nothing(
+    spec_file, spec, tmp_path, land_bank_batches
+):
+    land_bank_batches(2)
+
     failing = dagster_job_execute(spec_variant(spec_file, "strict", STRICT_FLOOR), tmp_path)
 
-    # The rejected candidate is reported; promotion and export are skipped.
     assert failing.returncode != 0
-    assert (reports / f"{spec.model.name}-v2" / "model_quality.html").stat().st_size > 10_000
-    assert not (spec.paths.bundles / f"{spec.model.name}-v2").exists()
-    assert len(bundle_evaluations(tmp_path / "cli_dagster_home")) == 1
+    assert "metric_floor" in failing.stdout + failing.stderr
+    report = spec.paths.reports / f"{spec.model.name}-v1" / "model_quality.html"
+    assert report.stat().st_size > 10_000
+    assert not any(spec.paths.bundles.iterdir())
+    assert parity_evaluations(tmp_path / "cli_dagster_home") == []
