@@ -112,7 +112,8 @@ class ModelRegistry:
     def versions(self) -> list[ModelVersionInfo]:
         """Every registered version of the model, oldest first."""
         found = self._client.search_model_versions(f"name = '{self.model_name}'")
-        return [self._describe(v) for v in sorted(found, key=lambda v: int(v.version))]
+        # Searches do not return aliases: read each version for them.
+        return [self.version(n) for n in sorted(int(v.version) for v in found)]
 
     def version(self, version: int) -> ModelVersionInfo:
         return self._describe(self._client.get_model_version(self.model_name, str(version)))
