@@ -138,6 +138,7 @@ def test_a_dead_endpoint_is_found_and_brought_back(served_spec, instance, land_b
 LAX_REGRESSION = {"gates": {"champion_regression": {"tolerance": 1.0}}}
 
 
+@pytest.mark.timeout(1800)  # two training runs: on the loaded shared box, >15 min
 def test_a_champion_that_is_not_served_is_deployed(
     served_spec, spec_file, instance, land_bank_batches
 ):
