@@ -149,6 +149,8 @@ class ChampionRegressionGate(Gate):
 
 
 class LatencyGate(Gate):
+    # Median single-row scoring time of the bundle that will serve (ONNX graph, or the
+    # sklearn fallback), through the server's own scoring path.
     max_ms: Annotated[float, Field(gt=0)] = 10.0
 
 
@@ -156,8 +158,41 @@ class ModelSizeGate(Gate):
     max_mb: Annotated[float, Field(gt=0)] = 100.0
 
 
+# Default parity tolerances (see `ParityGate.tolerances` for the reasoning).
+PARITY_ABSOLUTE_DEFAULT = 1e-4
+PARITY_RELATIVE_DEFAULT = {"classification": 0.0, "regression": 1e-5}
+
+
 class ParityGate(Gate):
-    tolerance: Annotated[float, Field(gt=0)] = 1e-4
+    """ONNX graph vs sklearn on the holdout, value by value as `numpy.isclose`:
+    `|onnx - sklearn| <= tolerance + relative_tolerance * |sklearn|`. Keys left unset take
+    the task's defaults (`tolerances`)."""
+
+    tolerance: Annotated[float, Field(ge=0)] | None = None
+    relative_tolerance: Annotated[float, Field(ge=0)] | None = None
+
+    def tolerances(self, task: Task, output_scale: float) -> tuple[float, float]:
+        """(absolute, relative) tolerance; `output_scale` is the largest |sklearn output|.
+
+        Classification compares probabilities in [0, 1], where float32 rounding leaves
+        ~1e-7: 1e-4 absolute is generous and a relative term would only loosen it near 1.
+        Regression values carry the target's units. float32 keeps 24 bits (1.2e-7 relative)
+        and the graph sums tree leaves (or weighted features) onto a base value in float32,
+        so its error scales with the magnitudes summed, not with each result: values in the
+        hundreds differ by ~3e-4, and a prediction near zero from a base in the hundreds by
+        as much. Measured gaps stay under 5e-6 of the output scale (HGB and linear models,
+        outputs 1e2..1e6). So regression defaults to 1e-5 relative, and to an absolute
+        term of the relative tolerance x the output scale (at least 1e-4); a wrong graph is
+        off by orders of magnitude more.
+        """
+        relative = PARITY_RELATIVE_DEFAULT[task]
+        if self.relative_tolerance is not None:
+            relative = self.relative_tolerance
+        if self.tolerance is not None:
+            return self.tolerance, relative
+        if task == "regression":
+            return max(PARITY_ABSOLUTE_DEFAULT, relative * output_scale), relative
+        return PARITY_ABSOLUTE_DEFAULT, relative
 
 
 class GatesSpec(_Strict):
