@@ -11,12 +11,13 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
-from sklearn.pipeline import Pipeline
+from typing import TYPE_CHECKING
 
 from ct_platform.settings import LOWER_IS_BETTER, Spec
-from ct_platform.training.evaluate import shortfall
+
+if TYPE_CHECKING:  # heavy: the code location imports this module for GateResult only
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
 
 BYTES_PER_MB = 1024 * 1024
 
@@ -85,6 +86,8 @@ def champion_regression_gate(
             f"{reason}: nothing to regress from (candidate {metric} {candidate:.4f})",
             metadata,
         )
+    from ct_platform.training.evaluate import shortfall  # imports sklearn.metrics
+
     worse_by = shortfall(candidate, champion, metric)
     passed = not math.isnan(candidate) and worse_by <= gate.tolerance
     if math.isnan(candidate):
