@@ -27,6 +27,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 SUPPORTED_SUFFIXES = (".csv.gz", ".csv", ".parquet")
 # Names writers use while a file is still being written (the rename comes later).
@@ -81,9 +82,11 @@ class LandedFile:
         return f"sha256-{self.content_hash}"
 
 
-@dataclass(frozen=True)
-class SeenFile:
-    """What a tick recorded of a landed file: enough to notice it changed without reading it."""
+class SeenFile(NamedTuple):
+    """What a tick recorded of a landed file: enough to notice it changed without reading it.
+
+    (A NamedTuple: ten thousand of them are decoded every tick.)
+    """
 
     size: int
     mtime_ns: int
@@ -99,15 +102,18 @@ class LandingCursor:
     hashes: set[str] = field(default_factory=set)
 
     def to_json(self) -> str:
+        # Files refer to their hash by position in `hashes`: each hash is written once.
+        hashes = sorted(self.hashes)
+        position = {content_hash: index for index, content_hash in enumerate(hashes)}
         return json.dumps(
             {
                 "version": CURSOR_VERSION,
                 "files": {
-                    name: [seen.size, seen.mtime_ns, seen.content_hash]
-                    for name, seen in sorted(self.files.items())
+                    name: [seen.size, seen.mtime_ns, position.get(seen.content_hash, -1)]
+                    for name, seen in self.files.items()
                 },
                 "ignored": sorted(self.ignored),
-                "hashes": sorted(self.hashes),
+                "hashes": hashes,
             },
             separators=(",", ":"),
         )
@@ -125,8 +131,12 @@ class LandingCursor:
                 return cls({name: unknown for name in raw["names"]}, set(), set(raw["hashes"]))
             if raw.get("version") != CURSOR_VERSION:
                 raise ValueError(f"unsupported version {raw.get('version')!r}")
-            files = {name: SeenFile(*entry) for name, entry in raw["files"].items()}
-            return cls(files, set(raw["ignored"]), set(raw["hashes"]))
+            hashes = raw["hashes"]
+            files = {
+                name: SeenFile(size, mtime_ns, hashes[index] if index >= 0 else None)
+                for name, (size, mtime_ns, index) in raw["files"].items()
+            }
+            return cls(files, set(raw["ignored"]), set(hashes))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"landing cursor is not valid: {exc}") from None
 
@@ -183,7 +193,9 @@ def scan_landing(
         for entry in entries:
             if entry.name in cursor.ignored:
                 continue
-            problem = _never_a_batch(entry)
+            seen = cursor.files.get(entry.name)
+            # A name recorded as a batch file was classified already: only its stat matters.
+            problem = _never_a_batch(entry) if seen is None else None
             if problem is not None:
                 scan.ignored.append((Path(entry.path), problem))
                 scan.cursor.ignored.add(entry.name)
@@ -192,7 +204,6 @@ def scan_landing(
                 stat = entry.stat()
             except FileNotFoundError:  # renamed or moved away since the directory listing
                 continue
-            seen = cursor.files.get(entry.name)
             if seen is not None and (seen.size, seen.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
                 continue  # the same file seen again
             waiting = _waiting_reason(Path(entry.path), stat, now, settle_seconds, stale_seconds)
