@@ -119,7 +119,8 @@ def _check_field_counts(path: Path, text: str, separator: str) -> None:
 def _quote_lines(lines: list[int]) -> str:
     quoted = ", ".join(str(line) for line in lines[:MAX_LINES_QUOTED])
     more = len(lines) - MAX_LINES_QUOTED
-    return f"lines {quoted}" + (f" and {more} more" if more > 0 else "")
+    label = "line" if len(lines) == 1 else "lines"
+    return f"{label} {quoted}" + (f" and {more} more" if more > 0 else "")
 
 
 def _data_lines(text: str) -> list[str]:
