@@ -70,6 +70,8 @@ class ColumnSpec(_Strict):
             )
         if not self.is_temporal and self.format is not None:
             raise ValueError("format applies to types 'date' and 'datetime' only")
+        if self.is_temporal and self.sentinels:
+            raise ValueError(f"sentinels do not apply to type '{self.type}': leave the field empty")
         _check_bounds(self.min, self.max)
         return self
 

@@ -153,3 +153,26 @@ def test_count_target_in_range_passes(
     outcome = ingest_batch("counts.csv", count_spec, count_spec.paths)
     assert outcome.passed, outcome.failure_summary
     assert outcome.valid.read()["campaign"].dtype == "float64"
+
+
+def test_datetime_column_parses_with_its_format_only(
+    spec_file: Path, write_batch, bank_batch: pd.DataFrame
+) -> None:
+    def add_datetime(dataset: dict) -> None:
+        dataset["columns"]["at"] = {"type": "datetime", "format": "%Y-%m-%d %H:%M"}
+        dataset["time_column"] = "at"
+
+    spec = _edited(spec_file, add_datetime)
+    stamps = pd.date_range("2011-01-31 23:00", periods=len(bank_batch), freq="7min")
+    frame = bank_batch.assign(at=stamps.strftime("%Y-%m-%d %H:%M"))
+    frame.loc[:1, "at"] = "2011-02-01"  # a date without its time
+    result = check_contract(read_batch(write_batch(frame, "b.csv"), spec.dataset), spec.dataset)
+    [rule] = result.failed
+    assert (rule.rule, rule.column, rule.figures["n_invalid"]) == ("type", "at", 2)
+    assert "not a datetime in the format '%Y-%m-%d %H:%M': '2011-02-01'" in rule.message
+
+    passing = check_contract(
+        read_batch(write_batch(frame.iloc[2:], "c.csv"), spec.dataset), spec.dataset
+    )
+    assert passing.passed
+    assert passing.clean["at"].iloc[0] == stamps[2]
