@@ -7,11 +7,14 @@ the earlier batch of that name: only the latest content of a landed name trains.
 
 from __future__ import annotations
 
-from ct_platform.data.ingest import ValidBatch, newest_time, valid_batches
+from typing import TYPE_CHECKING
+
 from ct_platform.data.landing import landed_name
-from ct_platform.data.training_set import build_training_set, fingerprint
 from ct_platform.settings import Paths, Spec
 from ct_platform.training.datasets import TrainingSetRef, save_training_set
+
+if TYPE_CHECKING:  # pandas comes with it: loaded by the step, not by the code location
+    from ct_platform.data.ingest import ValidBatch
 
 
 class NoValidData(RuntimeError):
@@ -25,6 +28,10 @@ def build_window(
 
     `window_batches` overrides the spec's window, e.g. the shorter one of a drift retrain.
     """
+    # pandas comes with these: loaded by the step, not by the code location
+    from ct_platform.data.ingest import valid_batches
+    from ct_platform.data.training_set import build_training_set, fingerprint
+
     size = window_batches or spec.evaluation.window_batches
     batches = ordered_batches(valid_batches(paths, keys_in_order), spec)[-size:]
     if not batches:
@@ -60,6 +67,8 @@ def ordered_batches(batches: list[ValidBatch], spec: Spec) -> list[ValidBatch]:
 def _newest_time(batch: ValidBatch, time_column: str) -> float:
     if batch.newest_time is not None:
         return batch.newest_time
+    from ct_platform.data.ingest import newest_time
+
     # A batch stored before sidecars recorded times: read its time from the batch itself.
     value = newest_time(batch.read(), time_column)
     return float("-inf") if value is None else value

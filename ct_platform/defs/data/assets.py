@@ -5,12 +5,16 @@ annotation at decoration time and needs the real class, not a string.
 """
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from ct_platform.data.ingest import IngestOutcome, LandedFileChanged, ingest_batch, landed_path
+from ct_platform.data.landing import landed_name
 from ct_platform.defs.metadata import numbers, severity
 from ct_platform.settings import Paths, Spec
+
+if TYPE_CHECKING:  # ingestion loads pandas: imported by the step, not the code location
+    from ct_platform.data.ingest import IngestOutcome
 
 batches = dg.DynamicPartitionsDefinition(name="batches")
 
@@ -21,7 +25,7 @@ CONTRACT_CHECK = "data_contract"
 CONTENT_TAG = "ct/content_sha256"
 
 
-def contract_check_result(outcome: IngestOutcome, spec: Spec) -> dg.AssetCheckResult:
+def contract_check_result(outcome: "IngestOutcome", spec: Spec) -> dg.AssetCheckResult:
     """The data-contract gate for one batch, with every rule's figures."""
     metadata: dict[str, dg.MetadataValue] = {"batch": dg.MetadataValue.text(outcome.key)}
     if outcome.read_error is not None:
@@ -53,7 +57,7 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
         description="A file as it landed in the landing folder, kept untouched.",
     )
     def raw_batch(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        path = landed_path(spec, context.partition_key)
+        path = spec.landing_dir / landed_name(context.partition_key)
         if not path.exists():
             raise dg.Failure(f"landed file {path} is gone (moved or deleted before ingestion)")
         return dg.MaterializeResult(
@@ -81,6 +85,8 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
         description="The batch after the data contract: typed Parquet, or quarantined.",
     )
     def validated_batch(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        from ct_platform.data.ingest import LandedFileChanged, ingest_batch
+
         expected = context.run.tags.get(CONTENT_TAG)
         try:
             outcome = ingest_batch(
@@ -97,7 +103,7 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
     return dg.Definitions(assets=[raw_batch, validated_batch])
 
 
-def ingest_metadata(outcome: IngestOutcome) -> dict[str, dg.MetadataValue]:
+def ingest_metadata(outcome: "IngestOutcome") -> dict[str, dg.MetadataValue]:
     metadata = {
         "content_sha256": dg.MetadataValue.text(outcome.content_hash),
         "passed_contract": dg.MetadataValue.bool(outcome.passed),
