@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ct_platform.data.contract import ContractResult, check_contract
-from ct_platform.data.landing import file_sha256, landed_name
+from ct_platform.data.landing import file_sha256, key_hash_prefix, landed_name
 from ct_platform.data.quarantine import quarantine_batch
 from ct_platform.data.reader import BatchReadError, read_batch
 from ct_platform.settings import Paths, Spec
@@ -76,14 +76,19 @@ def ingest_batch(
 
     Idempotent: a batch already validated with the same content is not read again.
     Raises `LandedFileChanged` when the file no longer holds the batch's content (the
-    `expected_hash` the sensor saw, or what an earlier ingest of `key` stored): that content
+    `expected_hash` the sensor saw, what an earlier ingest of `key` stored, or the hash
+    prefix of a `<name>@<hash12>` key): that content
     is another batch, which the landing sensor keys on its own.
     """
     path = landed_path(spec, key)
     content_hash = file_sha256(path)
     existing = find_valid_batch(paths, key)
-    recorded = expected_hash or (existing.content_hash if existing is not None else None)
-    if recorded is not None and recorded != content_hash:
+    recorded = (
+        expected_hash
+        or (existing.content_hash if existing is not None else None)
+        or key_hash_prefix(key)
+    )
+    if recorded is not None and not content_hash.startswith(recorded):
         raise LandedFileChanged(
             f"batch {key}: {path} changed since it was landed (sha256 {recorded[:12]}..., now "
             f"{content_hash[:12]}...): the new content is ingested as its own batch, this one "

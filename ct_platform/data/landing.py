@@ -40,7 +40,7 @@ CURSOR_VERSION = 2
 # `<name>@<12 hex>`: a later content of a landed name. A landed name itself always ends in a
 # supported suffix, so it can never look like this.
 VERSION_HASH_CHARS = 12
-_VERSIONED_KEY = re.compile(rf"^(?P<name>.+)@[0-9a-f]{{{VERSION_HASH_CHARS}}}$")
+_VERSIONED_KEY = re.compile(rf"^(?P<name>.+)@(?P<hash>[0-9a-f]{{{VERSION_HASH_CHARS}}})$")
 
 
 def versioned_key(name: str, content_hash: str) -> str:
@@ -52,6 +52,12 @@ def landed_name(partition_key: str) -> str:
     """The landing-folder file name a batch partition key refers to."""
     match = _VERSIONED_KEY.match(partition_key)
     return match["name"] if match else partition_key
+
+
+def key_hash_prefix(partition_key: str) -> str | None:
+    """The sha256 prefix a versioned key (`<name>@<hash12>`) promises, else None."""
+    match = _VERSIONED_KEY.match(partition_key)
+    return match["hash"] if match else None
 
 
 @dataclass(frozen=True)
