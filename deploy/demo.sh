@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CT_HOME="${CT_HOME:-$PWD/.ct}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$CT_HOME/dagster}"
+# Absolute: Dagster runs from DAGSTER_HOME (below), and every process must find the spec.
+export CT_SPEC="${CT_SPEC:-$PWD/ct_platform.yaml}"
+repo=$PWD
 bash deploy/dagster_home.sh  # never overwrites a dagster.yaml already there
 # Per-request timeout between Dagster's processes and the code server (Dagster's default is
 # 60 s): a loaded machine answers sensor and launch calls slowly; an unanswered launch fails.
@@ -58,14 +61,16 @@ target_for(load_spec()).stop()" || true
 }
 trap stop_helpers EXIT
 
-# The UI only browses: its background job workers (three processes) are not needed here.
+# The UI only browses: its background job workers (three processes) are not needed here, nor
+# are four web workers (its default) on a small machine: each imports MLflow at start.
 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
   mlflow ui --backend-store-uri "$tracking_uri" --host 127.0.0.1 --port "$mlflow_port" \
-  --uvicorn-opts "--log-level $log_level" &
+  --workers 1 --uvicorn-opts "--log-level $log_level" &
 pids+=($!)
 # Batches wait for Dagster, then for the platform to ingest the previous one (at most
 # CT_DEMO_MAX_PENDING waiting); traffic waits for the endpoint and runs until Ctrl-C.
-ct simulate --batch-size "${CT_DEMO_BATCH_SIZE:-4000}" --interval "${CT_DEMO_INTERVAL:-45}" \
+# Unbuffered: its lines appear as they happen even when the console is piped (| tee).
+PYTHONUNBUFFERED=1 ct simulate --batch-size "${CT_DEMO_BATCH_SIZE:-4000}" --interval "${CT_DEMO_INTERVAL:-45}" \
   --wait-for "http://127.0.0.1:$dagster_port/server_info" \
   --max-pending "${CT_DEMO_MAX_PENDING:-1}" \
   --endpoint "$endpoint" --rps "${CT_DEMO_RPS:-20}" &
@@ -74,4 +79,14 @@ pids+=($!)
 echo "Dagster UI: http://127.0.0.1:$dagster_port   MLflow UI: http://127.0.0.1:$mlflow_port" \
   "  model endpoint (once a champion is deployed): $endpoint"
 echo "Batches land in $landing_dir; Ctrl-C stops everything."
-dagster dev -w workspace.yaml --host 127.0.0.1 --port "$dagster_port" --log-level "$log_level"
+# From DAGSTER_HOME: run in the repo, Dagster would warn that the repo's dagster.yaml (the
+# template, not this instance's settings) is not used.
+cd "$DAGSTER_HOME"
+interrupted=0
+trap 'interrupted=1' INT  # Ctrl-C still reaches dagster dev; the script itself carries on
+status=0
+dagster dev -w "$repo/workspace.yaml" --host 127.0.0.1 --port "$dagster_port" \
+  --log-level "$log_level" || status=$?
+# Ctrl-C is how the demo ends: not an error, whatever `dagster dev` returned for it.
+if [[ $interrupted == 1 ]]; then exit 0; fi
+exit "$status"
