@@ -36,13 +36,17 @@ fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
 
-tracking_uri=$(python -c \
-  "from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri as d
-from ct_platform.settings import load_spec
-s = load_spec(); ModelRegistry(d(), s.model.name, s.dataset.name); print(d())")
+# One interpreter for the three values (each start costs seconds on a busy machine). Creating
+# the registry first migrates the MLflow store, so the UI does not race the first run for it.
 # CT_SERVING_PORT, when set, overrides the spec's serving.port (settings.ServingSpec).
-endpoint="http://$(python -c "from ct_platform.settings import load_spec as l; s=l().serving; print(f'{s.host}:{s.port}')")"
-landing_dir=$(python -c 'from ct_platform.settings import load_spec; print(load_spec().landing_dir)')
+{ read -r tracking_uri; read -r endpoint; read -r landing_dir; } < <(python -c "
+from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
+from ct_platform.settings import load_spec
+spec = load_spec()
+ModelRegistry(default_tracking_uri(), spec.model.name, spec.dataset.name)
+print(default_tracking_uri())
+print(f'http://{spec.serving.host}:{spec.serving.port}')
+print(spec.landing_dir)")
 
 # Helpers run in the background and are stopped when this script exits. Dagster runs in the
 # foreground: background jobs of a script ignore SIGINT, and Ctrl-C must reach `dagster dev`
@@ -84,9 +88,16 @@ echo "Batches land in $landing_dir; Ctrl-C stops everything."
 cd "$DAGSTER_HOME"
 interrupted=0
 trap 'interrupted=1' INT  # Ctrl-C still reaches dagster dev; the script itself carries on
+# Run workers print every run event (DEBUG) and step log (INFO) whatever --log-level says;
+# they are all in the Dagster UI, so the quiet console drops them. The filter ignores Ctrl-C
+# (an inherited SIG_IGN) so that it keeps passing on Dagster's shutdown lines.
+console_filter=(cat)
+if [[ $log_level == warning ]]; then
+  console_filter=(grep --line-buffered -Ev -- ' - (.\[[0-9;]*m)?(DEBUG|INFO)(.\[[0-9;]*m)? - ')
+fi
 status=0
 dagster dev -w "$repo/workspace.yaml" --host 127.0.0.1 --port "$dagster_port" \
-  --log-level "$log_level" || status=$?
+  --log-level "$log_level" 2>&1 | (trap '' INT && exec "${console_filter[@]}") || status=$?
 # Ctrl-C is how the demo ends: not an error, whatever `dagster dev` returned for it.
 if [[ $interrupted == 1 ]]; then exit 0; fi
 exit "$status"
