@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -109,6 +108,8 @@ def test_cursor_rejects_garbage() -> None:
 
 
 def test_ten_thousand_seen_files_scan_fast(tmp_path: Path) -> None:
+    """Only the new file among 10,000 seen ones is handed over. How fast that tick is, is
+    measured by benchmarks/drift/bench_sensor_tick.py: a busy box cannot promise a time."""
     names = [f"batch-{i:05d}.csv" for i in range(10_000)]
     template = _land(tmp_path, ".template", b"age;y\n30;0\n")
     for name in names:
@@ -117,10 +118,7 @@ def test_ten_thousand_seen_files_scan_fast(tmp_path: Path) -> None:
     stored = seen.to_json()
     fresh = _land(tmp_path, "batch-10000.csv", b"age;y\n31;1\n")
 
-    started = time.perf_counter()
     scan = scan_landing(tmp_path, LandingCursor.from_json(stored), now=NOW)
-    scan.cursor.to_json()
-    elapsed = time.perf_counter() - started
 
     assert [f.path for f in scan.new] == [fresh]
-    assert elapsed < 0.5, f"tick took {elapsed:.3f} s"
+    assert LandingCursor.from_json(scan.cursor.to_json()).names == {*names, fresh.name}
