@@ -7,8 +7,9 @@ later deploy needs to find it again lives in `$CT_HOME/deployments/`: `local.pid
 
 A deploy onto a live, healthy server hot-swaps through the admin API (load the new bundle
 as candidate, then promote it): the port never closes and no request fails. A server that
-is gone (pid dead) or hung (pid alive, /ping silent) is replaced by a fresh process; so is
-one whose admin API refuses our token (started by hand with another one).
+is gone (pid dead, a zombie, or killed and not yet exited) or hung (pid alive, /ping silent)
+is replaced by a fresh process; so is one whose admin API refuses our token (started by hand
+with another one).
 """
 
 from __future__ import annotations
