@@ -26,8 +26,13 @@ from ct_platform_tests.monitoring.serving_logs import scored_batch, write_log
 pytestmark = pytest.mark.slow
 
 
-def log_live_traffic(rows: pd.DataFrame, spec: Spec, version: str) -> None:
+def log_live_traffic(
+    rows: pd.DataFrame, spec: Spec, version: str, *, keep: int | None = None
+) -> None:
+    """Log contract-clean `rows` as served traffic; only the first `keep` when given (the
+    contract itself refuses batches below the spec's min_rows)."""
     features = check_contract(rows, spec.dataset).clean[spec.dataset.feature_columns]
+    features = features if keep is None else features.head(keep)
     batch = scored_batch(
         features,
         spec.dataset,
@@ -189,7 +194,7 @@ def test_too_little_traffic_gives_no_verdict_and_a_warning_check(
 ) -> None:
     land_bank_batches(2)
     assert run_job(spec, instance, "training_job").success
-    log_live_traffic(bank_frame.iloc[-3:].astype(str), spec, version="1")
+    log_live_traffic(bank_frame.iloc[-100:].astype(str), spec, version="1", keep=3)
 
     defs = build_definitions(spec)
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
