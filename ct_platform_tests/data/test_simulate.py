@@ -292,7 +292,7 @@ def test_next_batch_waits_until_the_platform_ingested_the_last(spec: Spec, sourc
     assert _landed(spec) == ["batch-00001.csv"]  # held back: batch 1 is not ingested yet
     assert "batch-00001.csv" in said[-1]
     # The platform's own ingestion (validated or quarantined) releases the next batch.
-    ingest_batch(spec.landing_dir / "batch-00001.csv", spec, Paths.from_env())
+    ingest_batch("batch-00001.csv", spec, Paths.from_env())
     worker.join(60)
     assert landed == [2]
     assert "batch-00002.csv" in _landed(spec)
