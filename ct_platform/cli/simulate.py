@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,10 +107,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             frame = load_source(options.source, spec)
             traffic = _start_traffic(args, spec, frame, options, stop) if args.endpoint else None
-            if args.wait_for and not wait_until_answers(args.wait_for, stop, what="the platform"):
+            if args.wait_for and not wait_until_answers(
+                args.wait_for, stop, what="the platform", log=_say
+            ):
                 landed = 0  # stopped while waiting
             else:
-                landed = replay(options, spec, stop, frame=frame)
+                landed = replay(options, spec, stop, frame=frame, log=_say)
         except (BatchReadError, ValueError) as exc:
             stop.set()  # a traffic thread already started ends too
             print(f"ct simulate: {exc}")
@@ -139,12 +142,13 @@ def _start_traffic(
         label_delay=args.label_delay,
         api_key=args.api_key or os.environ.get(spec.serving.api_key_env),
         stop=stop,
+        log=_say,
     )
     position = ReplayState.load(options.state_path, options.source, restart=options.restart)
     thread = threading.Thread(
         target=stream_traffic,
         args=(sender, frame),
-        kwargs={"start_row": position.next_row, "max_rows": args.traffic_rows},
+        kwargs={"start_row": position.next_row, "max_rows": args.traffic_rows, "log": _say},
         name="traffic",
         daemon=True,
     )
@@ -162,6 +166,11 @@ def _finish_traffic(sender: TrafficSender, thread: threading.Thread, stop: threa
     dropped = sender.cancel_feedback()
     if dropped:
         print(f"stopped before {dropped} labels were due; they were not posted")
+
+
+def _say(line: str) -> None:
+    """One line in one write: the replay and the traffic threads never splice their lines."""
+    sys.stdout.write(f"{line}\n")
 
 
 @contextmanager
