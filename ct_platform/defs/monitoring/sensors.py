@@ -48,12 +48,14 @@ def _drift_signal(drift: dict[str, object], spec: Spec) -> tuple[bool | None, st
 
 
 def _decay_signal(decay: dict[str, object], spec: Spec) -> tuple[bool | None, str]:
-    if "decayed" not in decay:
+    figures = [decay.get(key) for key in ("value", "reference", "decay")]
+    if "decayed" not in decay or not all(isinstance(f, int | float) for f in figures):
+        # No verdict, or a materialization without figures (e.g. from an older version).
         return None, str(decay.get("status") or "production_performance not measured yet")
+    value, reference, shortfall = figures
     detail = (
-        f"{decay.get('metric')} {float(decay['value']):.3f} vs holdout "
-        f"{float(decay['reference']):.3f} (shortfall {float(decay['decay']):+.3f}, "
-        f"tolerance {spec.monitoring.decay_tolerance:g})"
+        f"{decay.get('metric')} {value:.3f} vs holdout {reference:.3f} "
+        f"(shortfall {shortfall:+.3f}, tolerance {spec.monitoring.decay_tolerance:g})"
     )
     return bool(decay["decayed"]), detail
 
