@@ -25,7 +25,7 @@ import pandas as pd
 
 from ct_platform.data.ingest import find_valid_batch
 from ct_platform.data.reader import read_batch
-from ct_platform.settings import Paths, Spec
+from ct_platform.settings import ColumnSpec, Paths, Spec
 
 BATCH_NAME = "batch-{number:05d}.csv"
 
@@ -77,9 +77,22 @@ class ReplayOptions:
 def load_source(source: Path, spec: Spec) -> pd.DataFrame:
     """The whole source file as raw strings, in time order when the spec names a time column."""
     frame = read_batch(source, spec.dataset)
-    if spec.dataset.time_column is not None:
-        frame = frame.sort_values(spec.dataset.time_column, kind="stable", ignore_index=True)
+    time_column = spec.dataset.time_column
+    if time_column is not None:
+        column = spec.dataset.columns[time_column]
+        frame = frame.sort_values(
+            time_column, key=lambda raw: _time_order(raw, column), kind="stable", ignore_index=True
+        )
     return frame
+
+
+def _time_order(raw: pd.Series, column: ColumnSpec) -> pd.Series:
+    """The sort key of raw time values: parsed with the spec's format (day-first text never
+    sorts as text), numbers as numbers; what does not parse goes last and the contract will
+    name it."""
+    if column.is_temporal:
+        return pd.to_datetime(raw, format=column.format, errors="coerce")
+    return pd.to_numeric(raw, errors="coerce")
 
 
 def replay(
