@@ -14,7 +14,6 @@ import pandas as pd
 
 from ct_platform.monitoring.champion_reference import load_champion_reference
 from ct_platform.monitoring.drift import detect_drift
-from ct_platform.monitoring.evidently_reports import data_drift_report
 from ct_platform.monitoring.performance import PerformanceResult, evaluate_performance
 from ct_platform.monitoring.prediction_log import load_window
 from ct_platform.monitoring.results import DriftResult
@@ -55,6 +54,9 @@ def check_production_drift(spec: Spec, paths: Paths) -> ProductionDrift:
     )
     if result.dataset_drift is None:
         return ProductionDrift(result.insufficient or "", reference.version, len(window), result)
+    # Evidently is slow to import: only a window with a verdict gets its HTML report.
+    from ct_platform.monitoring.evidently_reports import data_drift_report
+
     report = paths.reports / "production" / f"drift-v{reference.version}.html"
     report.parent.mkdir(parents=True, exist_ok=True)
     data_drift_report(
