@@ -70,13 +70,13 @@ class SpecPreparation(TransformerMixin, BaseEstimator):
             },
         )
 
-    def fit(self, X: pd.DataFrame, y: object = None) -> SpecPreparation:  # noqa: N803 (sklearn API)
+    def fit(self, X: pd.DataFrame, y: object = None) -> SpecPreparation:
         self._check_columns(X)
         self.feature_names_in_ = np.asarray(self.features, dtype=object)
         self.n_features_in_ = len(self.features)
         return self
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803 (sklearn API)
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         self._check_columns(X)
         numeric = set(self.numeric or [])
         sentinels = self.sentinels or {}
@@ -93,11 +93,10 @@ class SpecPreparation(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray(self.features, dtype=object)
 
-    def _check_columns(self, X: object) -> None:  # noqa: N803 (sklearn API)
+    def _check_columns(self, X: object) -> None:
         if not isinstance(X, pd.DataFrame):
             raise ValueError(
-                f"input must be a DataFrame with columns {self.features}, "
-                f"got {type(X).__name__}"
+                f"input must be a DataFrame with columns {self.features}, got {type(X).__name__}"
             )
         missing = [name for name in self.features or [] if name not in X.columns]
         if missing:
