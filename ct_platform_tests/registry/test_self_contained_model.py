@@ -18,6 +18,7 @@ from ct_platform.data.contract import check_contract
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
+from ct_platform.training.fit import fit_pipeline
 from ct_platform.training.preparation import without_preparation
 from ct_platform_tests.registry.conftest import log
 
@@ -98,3 +99,57 @@ def test_pyfunc_refuses_a_row_without_a_feature_naming_it(
     model = mlflow.pyfunc.load_model(champion_uri)
     with pytest.raises(mlflow.exceptions.MlflowException, match="pdays"):
         model.predict(raw_rows.drop(columns=["pdays"]))
+
+
+def test_integer_coded_category_is_accepted_as_integers(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A season coded 1-4 in the data: the signature says long, int64 input is scored."""
+    spec = Spec.model_validate(
+        {
+            "dataset": {
+                "name": "rentals",
+                "target": "busy",
+                "task": "classification",
+                "target_labels": [0, 1],
+                "columns": {
+                    "season": {"type": "category", "categories": ["1", "2", "3", "4"]},
+                    "hour": {"type": "int", "min": 0, "max": 23},
+                    "temp": {"type": "float"},
+                },
+            },
+            "model": {
+                "name": "rentals",
+                "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                "params": {"max_iter": 20, "random_state": 0},
+            },
+            "evaluation": {"primary_metric": "roc_auc"},
+            "gates": {"metric_floor": {"threshold": 0.5}},
+        }
+    )
+    rng = np.random.default_rng(0)
+    raw = pd.DataFrame(
+        {
+            "season": rng.integers(1, 5, 400),
+            "hour": rng.integers(0, 24, 400),
+            "temp": rng.normal(15, 8, 400).round(1),
+        }
+    )
+    raw["busy"] = ((raw["season"] == 3) | (raw["hour"] > 16)).astype(int)
+    clean = check_contract(raw, spec.dataset).clean
+    model = fit_pipeline(clean, spec)
+    registry = ModelRegistry(tracking_uri, "rentals", experiment="ct-tests")
+    info = log(registry, model, clean, fingerprint="r" * 64)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    logged = mlflow.pyfunc.load_model(info.model_uri)
+    inputs = logged.metadata.get_input_schema()
+    assert dict(zip(inputs.input_names(), (t.name for t in inputs.input_types()), strict=True)) == {
+        "season": "long",
+        "hour": "long",
+        "temp": "double",
+    }
+    features = raw[["season", "hour", "temp"]]
+    assert features["season"].dtype == np.int64
+    expected = without_preparation(model).predict(clean[spec.dataset.feature_columns])
+    assert np.asarray(logged.predict(features)).tolist() == expected.tolist()
