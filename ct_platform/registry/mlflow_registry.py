@@ -116,10 +116,16 @@ def dagster_run_url(run_id: str) -> str:
 class GateVerdict(Protocol):
     """One gate's outcome as the registry records it (e.g. `training.gates.GateResult`)."""
 
-    name: str
-    passed: bool
-    blocking: bool
-    description: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def blocking(self) -> bool: ...
+    @property
+    def description(self) -> str:
+        """Why it passed or failed, with the figures."""
+        ...
 
 
 class ModelRegistry:
@@ -377,9 +383,11 @@ def _initialise_sqlite_store(tracking_uri: str, artifact_root: Path) -> None:
 def _quiet_mlflow() -> Iterator[None]:
     """Silence MLflow's chatty INFO/WARNING lines (table creation, pip version notes).
 
-    Also two warnings about MLflow's own code, not ours: its hint that an integer output
-    schema cannot hold missing values (our integer output is the predicted label, never
-    missing) and pandas 3 deprecating how MLflow's dataset digest calls `DataFrame.all`.
+    Also two warnings about MLflow's own code, not ours: its hint that an integer schema
+    cannot hold missing values (our integer output is the predicted label, never missing;
+    integer inputs are long on purpose, as raw rows have them, and a column the training
+    data holds missing values in is typed double by `preparation.raw_like`) and pandas 3
+    deprecating how MLflow's dataset digest calls `DataFrame.all`.
     """
     logger = logging.getLogger("mlflow")
     previous = logger.level
