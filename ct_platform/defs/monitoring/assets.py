@@ -6,7 +6,7 @@ slow part (reading the log, Evidently) in a run and the sensor tick light.
 
 import dagster as dg
 
-from ct_platform.defs.metadata import numbers, report_link
+from ct_platform.defs.metadata import numbers, report_links
 from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT
 from ct_platform.monitoring.results import DriftResult  # plain dataclasses: light to import
 from ct_platform.settings import Paths, Spec
@@ -55,7 +55,7 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         if drift.result is not None:
             metadata.update(_drift_metadata(drift.result))
         if drift.report is not None:
-            metadata["report"] = report_link(drift.report)
+            metadata.update(report_links({"report": drift.report}))
         has_verdict = drift.result is not None and drift.result.dataset_drift is not None
         return dg.MaterializeResult(
             metadata=metadata,
