@@ -315,9 +315,19 @@ class MonitoringSpec(_Strict):
     window: DriftWindow = DriftWindow()
     drift_share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     decay_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    # Fewer labelled rows than this give no performance verdict ("insufficient data").
     min_feedback_rows: Annotated[int, Field(ge=1)] = 200
-    # Fewer logged rows than this give no drift verdict: too little to compare.
+    # Classification: fewer labelled rows than this in any class present (or a single class)
+    # give no verdict. ROC AUC's standard error with 30 rows in the rarer class is about
+    # 0.07 (Hanley & McNeil, AUC 0.8): less than that is noise next to `decay_tolerance`.
+    min_feedback_per_class: Annotated[int, Field(ge=1)] = 30
+    # Fewer rows in the drift window than this give no drift verdict: too little to compare.
     min_window_rows: Annotated[int, Field(ge=1)] = 200
+    # A column with fewer non-missing values than this (in the window or the reference) is
+    # not tested, and says so. Distances from small samples are noise: between two samples
+    # of one distribution, the normalised Wasserstein distance is about 0.8/sqrt(n), 0.08 at
+    # n = 100, already close to the 0.1 drift threshold.
+    min_column_values: Annotated[int, Field(ge=1)] = 100
     # A drift- or decay-triggered retrain trains on only the newest N valid batches, so the
     # model adapts to the new regime instead of averaging it away with older data.
     retrain_window_batches: Annotated[int, Field(ge=1)] = 3

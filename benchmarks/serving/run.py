@@ -106,7 +106,7 @@ def bank_frames(spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def log_to_mlflow(pipeline: object, train: pd.DataFrame, work: Path) -> str:
-    """Log with the platform's registry; return the model's local folder for `mlflow serve`."""
+    """Log with the platform's registry; return the model's location for `mlflow serve`."""
     from mlflow import MlflowClient
 
     from ct_platform.registry.mlflow_registry import ModelRegistry
@@ -117,8 +117,8 @@ def log_to_mlflow(pipeline: object, train: pd.DataFrame, work: Path) -> str:
         pipeline, train=train, params={}, metrics={}, fingerprint="bench", dagster_run_id=None
     )
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    # The SQLite store reports "//tmp/..."; `mlflow models serve` needs a plain path.
-    return "/" + client.get_model_version_download_uri(info.name, str(info.version)).lstrip("/")
+    # A file:// URI of the version's own folder (no registry lookup needed by the server).
+    return client.get_model_version_download_uri(info.name, str(info.version))
 
 
 def split_payload(frame: pd.DataFrame, spec: Spec, n_rows: int) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -25,9 +25,25 @@ def _value(value: Scalar) -> dg.MetadataValue:
     return dg.MetadataValue.text("" if value is None else str(value))
 
 
-def report_link(path: Path) -> dg.MetadataValue:
-    """A clickable link to an HTML report on the machine that runs the platform."""
-    return dg.MetadataValue.url(path.resolve().as_uri())
+def report_links(
+    reports: Mapping[str, Path], view_url: Callable[[Path], str] | None = None
+) -> dict[str, dg.MetadataValue]:
+    """Metadata for HTML reports, keyed by `reports`' names.
+
+    With `view_url` (e.g. MLflow's artifact view of the run that holds the report), `<name>`
+    is a link a browser opens over HTTP and `<name>_file` the local file as text. Without it
+    (a report only on this machine) `<name>` is the local file as text: a browser will not
+    open a `file://` link from a web page.
+    """
+    metadata: dict[str, dg.MetadataValue] = {}
+    for name, path in reports.items():
+        local = dg.MetadataValue.path(str(path.resolve()))
+        if view_url is None:
+            metadata[name] = local
+        else:
+            metadata[name] = dg.MetadataValue.url(view_url(path))
+            metadata[f"{name}_file"] = local
+    return metadata
 
 
 def severity(blocking: bool) -> dg.AssetCheckSeverity:

@@ -17,18 +17,21 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import Protocol
 
 import pandas as pd
 from sklearn.pipeline import Pipeline
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from ct_platform.registry import skops_types
 from ct_platform.registry.versions import CHALLENGER, ModelVersionInfo
 from ct_platform.settings import Paths
+from ct_platform.training.preparation import raw_like
 
 # Local-first platform: no usage telemetry leaves the machine unless the user opts in by
 # setting the variable themselves. Must be set before mlflow is imported. Likewise no
@@ -50,7 +53,10 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 FINGERPRINT_TAG = "fingerprint"
-DAGSTER_RUN_TAG = "dagster_run_id"
+DAGSTER_RUN_TAG = "dagster.run_id"
+DAGSTER_RUN_URL_TAG = "dagster.run_url"
+# MLflow's own tag for a run's description (shown, as Markdown, on the run page).
+RUN_NOTE_TAG = "mlflow.note.content"
 MODEL_ARTIFACT = "model"
 # Rows of the training frame used to infer the signature and stored as the input example.
 SIGNATURE_SAMPLE_ROWS = 20
@@ -58,19 +64,31 @@ INPUT_EXAMPLE_ROWS = 3
 
 
 def default_tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else a SQLite store under `<CT_HOME>/mlflow/`."""
+    """`MLFLOW_TRACKING_URI` if set, else a SQLite store under `<CT_HOME>/mlflow/`.
+
+    The default is SQLAlchemy's form for an absolute file: `sqlite:////abs/path/mlflow.db`.
+    """
     configured = os.environ.get("MLFLOW_TRACKING_URI")
     if configured:
         return configured
-    return f"sqlite:///{Paths.from_env().mlflow / 'mlflow.db'}"
+    database = Paths.from_env().mlflow / "mlflow.db"
+    return URL.create("sqlite", database=str(database)).render_as_string()
 
 
 def sqlite_database(tracking_uri: str) -> Path | None:
-    """The database file of a `sqlite:///` tracking URI; None for any other store."""
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme != "sqlite":
+    """The database file of a SQLite tracking URI (absolute); None for any other store.
+
+    Read by SQLAlchemy's own rules, as MLflow's store opens it: `sqlite:////abs/x.db` is
+    `/abs/x.db`, `sqlite:///rel/x.db` is `rel/x.db` under the working directory, and an
+    in-memory database (`sqlite://`, `sqlite:///:memory:`) has no file.
+    """
+    try:
+        url = make_url(tracking_uri)
+    except ArgumentError:  # not a database URL at all (a path, a scheme SQLAlchemy lacks)
         return None
-    return Path(unquote(parsed.path))
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).resolve()
 
 
 def sqlite_artifact_root(tracking_uri: str) -> Path | None:
@@ -81,6 +99,33 @@ def sqlite_artifact_root(tracking_uri: str) -> Path | None:
     """
     database = sqlite_database(tracking_uri)
     return None if database is None else database.parent / "artifacts"
+
+
+def mlflow_ui_url() -> str:
+    """Base URL of the MLflow UI: `MLFLOW_UI_URL`, else the demo's (port `MLFLOW_PORT`)."""
+    default = f"http://127.0.0.1:{os.environ.get('MLFLOW_PORT', '5000')}"
+    return os.environ.get("MLFLOW_UI_URL", default).rstrip("/")
+
+
+def dagster_run_url(run_id: str) -> str:
+    """The Dagster UI page of a run: `DAGSTER_WEBSERVER_URL` (else the demo's) + /runs/<id>."""
+    default = f"http://127.0.0.1:{os.environ.get('DAGSTER_PORT', '3000')}"
+    return f"{os.environ.get('DAGSTER_WEBSERVER_URL', default).rstrip('/')}/runs/{run_id}"
+
+
+class GateVerdict(Protocol):
+    """One gate's outcome as the registry records it (e.g. `training.gates.GateResult`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def blocking(self) -> bool: ...
+    @property
+    def description(self) -> str:
+        """Why it passed or failed, with the figures."""
+        ...
 
 
 class ModelRegistry:
@@ -145,19 +190,24 @@ class ModelRegistry:
         """Log one training run, register its model as a new version, alias it `challenger`.
 
         `params` are the caller's (spec) parameters; the model's own scalar parameters are
-        added under their scikit-learn names (e.g. `estimator__max_iter`).
+        added under their scikit-learn names (e.g. `estimator__max_iter`). The signature and
+        input example describe raw rows as the data has them (integer columns as long, the
+        sentinel pdays=999 as such): the model's preparation step cleans them. The run and
+        the version link the Dagster run that trained them (tags `dagster.run_id`/`_url`).
         """
         trusted_types = skops_types.skops_trusted_types(model)
-        features = train[list(model.feature_names_in_)]
-        sample = features.head(SIGNATURE_SAMPLE_ROWS)
+        raw = raw_like(train[list(model.feature_names_in_)], model)
+        sample = raw.head(SIGNATURE_SAMPLE_ROWS)
         common_tags = {FINGERPRINT_TAG: fingerprint, **(tags or {})}
         if dagster_run_id is not None:
             common_tags[DAGSTER_RUN_TAG] = dagster_run_id
+            common_tags[DAGSTER_RUN_URL_TAG] = dagster_run_url(dagster_run_id)
+        trained_by = _trained_by(common_tags)
         with self._fluent(), _quiet_mlflow():
             with mlflow.start_run(
                 experiment_id=self.experiment_id,
                 run_name=f"{self.model_name}-{fingerprint[:12]}",
-                tags=common_tags,
+                tags={**common_tags, RUN_NOTE_TAG: trained_by},
             ) as run:
                 mlflow.log_params({**_scalar_params(model), **_stringified(params)})
                 mlflow.log_metrics(dict(metrics))
@@ -168,7 +218,7 @@ class ModelRegistry:
                     serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
                     skops_trusted_types=trusted_types,
                     signature=infer_signature(sample, model.predict(sample)),
-                    input_example=features.head(INPUT_EXAMPLE_ROWS),
+                    input_example=sample.head(INPUT_EXAMPLE_ROWS),
                     # Stated, not inferred: inference re-imports the model in a subprocess.
                     pip_requirements=mlflow.sklearn.get_default_pip_requirements(
                         include_skops=True
@@ -181,10 +231,35 @@ class ModelRegistry:
                 source=logged.model_uri,
                 run_id=run.info.run_id,
                 tags=common_tags,
+                description=f"Candidate, not yet evaluated. {trained_by}",
                 model_id=logged.model_id,
             )
         self.set_alias(CHALLENGER, int(registered.version))
         return self.version(int(registered.version))
+
+    def describe_verdict(
+        self, version: int, *, promotable: bool, gates: Sequence[GateVerdict]
+    ) -> None:
+        """Write the gate reasons, with their figures, into the version's description.
+
+        A rejected version (a blocking gate failed) loses the `challenger` alias if it still
+        holds it: `challenger` names a candidate that may still become champion.
+        """
+        found = self._client.get_model_version(self.model_name, str(version))
+        self._client.update_model_version(
+            self.model_name, str(version), description=_verdict_text(promotable, gates, found.tags)
+        )
+        if not promotable and CHALLENGER in found.aliases:
+            self._client.delete_registered_model_alias(self.model_name, CHALLENGER)
+
+    def artifact_view_url(self, run_id: str, artifact_path: str | None = None) -> str:
+        """The MLflow UI page showing `run_id`'s artifacts (opened at `artifact_path`).
+
+        The route of MLflow 3's UI: `#/experiments/<id>/runs/<run>/artifacts[/<path>]`.
+        """
+        experiment_id = self._client.get_run(run_id).info.experiment_id
+        url = f"{mlflow_ui_url()}/#/experiments/{experiment_id}/runs/{run_id}/artifacts"
+        return f"{url}/{artifact_path}" if artifact_path else url
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
         timestamp = int(datetime.now(UTC).timestamp() * 1000)
@@ -241,7 +316,7 @@ class ModelRegistry:
             return existing.experiment_id
         location = None
         if self._artifact_root is not None:
-            location = str(self._artifact_root / self.experiment)
+            location = (self._artifact_root / self.experiment).as_uri()
         try:
             return self._client.create_experiment(self.experiment, artifact_location=location)
         except MlflowException as exc:
@@ -307,16 +382,18 @@ def _initialise_sqlite_store(tracking_uri: str, artifact_root: Path) -> None:
 
         artifact_root.mkdir(parents=True, exist_ok=True)
         with _quiet_mlflow():
-            SqlAlchemyStore(tracking_uri, str(artifact_root)).engine.dispose()
+            SqlAlchemyStore(tracking_uri, artifact_root.as_uri()).engine.dispose()
 
 
 @contextmanager
 def _quiet_mlflow() -> Iterator[None]:
     """Silence MLflow's chatty INFO/WARNING lines (table creation, pip version notes).
 
-    Also two warnings about MLflow's own code, not ours: its hint that an integer output
-    schema cannot hold missing values (our integer output is the predicted label, never
-    missing) and pandas 3 deprecating how MLflow's dataset digest calls `DataFrame.all`.
+    Also two warnings about MLflow's own code, not ours: its hint that an integer schema
+    cannot hold missing values (our integer output is the predicted label, never missing;
+    integer inputs are long on purpose, as raw rows have them, and a column the training
+    data holds missing values in is typed double by `preparation.raw_like`) and pandas 3
+    deprecating how MLflow's dataset digest calls `DataFrame.all`.
     """
     logger = logging.getLogger("mlflow")
     previous = logger.level
@@ -328,6 +405,29 @@ def _quiet_mlflow() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(previous)
+
+
+def _trained_by(tags: Mapping[str, str]) -> str:
+    url = tags.get(DAGSTER_RUN_URL_TAG)
+    if url is None:
+        return "Not trained by a Dagster run."
+    return f"Trained by Dagster run [{tags[DAGSTER_RUN_TAG]}]({url})."
+
+
+def _verdict_text(promotable: bool, gates: Sequence[GateVerdict], tags: Mapping[str, str]) -> str:
+    """Markdown: the verdict, one line per gate with its figures, the Dagster run."""
+    failed = [gate.name for gate in gates if gate.blocking and not gate.passed]
+    headline = (
+        "**Promotable**: every blocking gate passed."
+        if promotable
+        else f"**Rejected**: blocking gate(s) failed: {', '.join(failed)}."
+    )
+    lines = [
+        f"- {gate.name}: {'pass' if gate.passed else 'FAIL'}"
+        f" ({'blocking' if gate.blocking else 'warning only'}): {gate.description}"
+        for gate in gates
+    ]
+    return "\n".join([headline, "", *lines, "", _trained_by(tags)])
 
 
 def _scalar_params(model: Pipeline) -> dict[str, str]:

@@ -21,9 +21,11 @@ import skops.io
 # SimpleImputer (put before any estimator that cannot take NaN) keeps a numpy.dtype, which
 # skops rebuilds from its name: data, not code. Linear models, SVMs and the other
 # preprocessing steps need nothing extra. Anything else (e.g. KNeighbors' KDTree, MLP's
-# optimiser) is refused until reviewed and added here.
+# optimiser) is refused until reviewed and added here. SpecPreparation is ours: the input
+# preparation step of logged models, whose state is plain lists and dicts from the spec.
 TRUSTED_TYPE_ALLOWLIST: frozenset[str] = frozenset(
     {
+        "ct_platform.training.preparation.SpecPreparation",
         "numpy.dtype",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.tree._tree.Tree",

@@ -40,6 +40,7 @@ from ct_platform.training.onnx_export import (
     onnx_input_names,
     pipeline_to_onnx,
 )
+from ct_platform.training.preparation import without_preparation
 
 
 def build_bundle(
@@ -55,7 +56,9 @@ def build_bundle(
     """Write `<CT_HOME>/bundles/<name>-v<version>/` (or `directory`) and return its path.
 
     An existing folder of that name is replaced (in one rename) by the complete new bundle.
+    The bundle holds the pipeline without its input preparation: the server prepares requests.
     """
+    pipeline = without_preparation(pipeline)
     directory = directory or spec.paths.bundles / f"{name}-v{version}"
     onnx_bytes, onnx_info, parity = _export_onnx(pipeline, spec, holdout)
     skops_bytes = sio.dumps(positional_pipeline(pipeline, spec))

@@ -76,3 +76,4 @@ def _record(
     gate_tags = {f"ct.gate.{g.name}": "pass" if g.passed else "fail" for g in outcome.gates}
     verdict = {GATES_PASSED_TAG: str(outcome.promotable).lower()}
     registry.set_tags(candidate.version, {**gate_tags, **verdict})
+    registry.describe_verdict(candidate.version, promotable=outcome.promotable, gates=outcome.gates)

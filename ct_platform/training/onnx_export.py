@@ -20,6 +20,7 @@ from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 
 from ct_platform.settings import Spec
+from ct_platform.training.preparation import without_preparation
 
 # Opset every onnxruntime >= 1.17 runs; the ai.onnx.ml domain carries the tree ensembles.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -50,7 +51,11 @@ class ParityResult:
 
 
 def pipeline_to_onnx(pipeline: Pipeline, spec: Spec) -> bytes:
-    """Serialized ONNX model of the whole fitted pipeline; raises `OnnxExportError`."""
+    """Serialized ONNX model of the fitted pipeline; raises `OnnxExportError`.
+
+    The graph starts after the input preparation step, which the server does itself.
+    """
+    pipeline = without_preparation(pipeline)
     dataset = spec.dataset
     initial_types = [
         (

@@ -1,4 +1,4 @@
-"""The scikit-learn Pipeline the spec describes: column preparation, then the estimator."""
+"""The scikit-learn Pipeline the spec describes: input preparation, columns, the estimator."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils import get_tags
 
 from ct_platform.settings import Spec
+from ct_platform.training.preparation import PREPARATION_STEP, SpecPreparation
 
 
 def build_pipeline(spec: Spec) -> Pipeline:
-    """Unfitted pipeline: numeric columns, one-hot categoricals, then the spec's estimator.
+    """Unfitted pipeline: the spec's input preparation, numeric columns, one-hot categoricals,
+    then the spec's estimator.
 
-    Every step has an skl2onnx converter, which is what lets serving run the whole pipeline
-    as one ONNX graph. Sentinels (e.g. pdays=999) arrive as NaN. Estimators that handle NaN
+    The preparation step (sentinels to missing, spec columns only, categories as text) makes
+    the logged model score raw rows as the platform does; serving drops it
+    (`preparation.without_preparation`) and prepares requests itself. Every later step has an
+    skl2onnx converter, which is what lets serving run them as one ONNX graph. Sentinels
+    (e.g. pdays=999) reach them as NaN. Estimators that handle NaN
     themselves (HistGradientBoosting) get the numbers untouched, so "never contacted" stays
     its own branch in the trees; any other estimator gets a median imputer first.
     """
@@ -39,7 +44,13 @@ def build_pipeline(spec: Spec) -> Pipeline:
         ],
         verbose_feature_names_out=False,
     )
-    return Pipeline([("preprocess", preprocess), ("estimator", estimator)])
+    return Pipeline(
+        [
+            (PREPARATION_STEP, SpecPreparation.from_spec(dataset)),
+            ("preprocess", preprocess),
+            ("estimator", estimator),
+        ]
+    )
 
 
 def make_estimator(spec: Spec) -> BaseEstimator:

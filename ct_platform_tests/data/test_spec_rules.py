@@ -176,3 +176,20 @@ def test_datetime_column_parses_with_its_format_only(
     )
     assert passing.passed
     assert passing.clean["at"].iloc[0] == stamps[2]
+
+
+def test_replay_orders_day_first_dates_by_time_not_text(
+    dated_spec: Spec, bank_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`ct simulate` lands batches in time order: "31/01/11" comes before "01/02/11"."""
+    from ct_platform.data.replay import load_source
+
+    source = tmp_path / "source.csv"
+    _dated_rows(bank_frame, 0, 60).to_csv(source, sep=dated_spec.dataset.separator, index=False)
+
+    frame = load_source(source, dated_spec)
+
+    replayed = pd.to_datetime(frame["date"], format=DAY_FIRST)
+    assert replayed.is_monotonic_increasing
+    assert frame["date"].iloc[0] == "20/01/11"
+    assert frame["date"].iloc[-1] == "20/03/11"

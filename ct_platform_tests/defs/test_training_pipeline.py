@@ -57,11 +57,15 @@ def test_evaluation_reports_follow_the_evaluation(spec, instance, land_bank_batc
     )
 
     metadata = reports.get_asset_materialization_events()[0].materialization.metadata
+    registry = registry_for(spec)
+    run_id = registry.version(1).run_id
     for name in ("model_quality", "data_drift"):
-        html = Path(metadata[f"report/{name}"].value.removeprefix("file://"))
+        html = Path(metadata[f"report/{name}_file"].value)
         assert html.exists() and html.stat().st_size > 10_000
+        # Opened over HTTP, in MLflow's artifact view of the run (not a file:// link).
+        view = registry.artifact_view_url(run_id, f"reports/{html.name}")
+        assert metadata[f"report/{name}"].value == view
     assert 0 <= metadata["drift/newest_batch_share"].value <= 1
-    run_id = registry_for(spec).version(1).run_id
     logged = MlflowClient(default_tracking_uri()).list_artifacts(run_id, "reports")
     assert {Path(a.path).name for a in logged} == {"model_quality.html", "data_drift.html"}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,12 @@ from mlflow import MlflowClient
 from mlflow.models import Model
 from sklearn.pipeline import Pipeline
 
-from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
+from ct_platform.registry.mlflow_registry import (
+    ModelRegistry,
+    default_tracking_uri,
+    sqlite_artifact_root,
+    sqlite_database,
+)
 from ct_platform.registry.versions import CHALLENGER, CHAMPION, ModelVersionInfo
 from ct_platform.settings import Spec
 from ct_platform_tests.registry.conftest import artifact_files, log
@@ -21,9 +28,55 @@ from ct_platform_tests.registry.conftest import artifact_files, log
 def test_default_tracking_uri_is_sqlite_under_ct_home(
     ct_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert default_tracking_uri() == f"sqlite:///{ct_home / 'mlflow' / 'mlflow.db'}"
+    # SQLAlchemy's form for an absolute file: four slashes.
+    assert (
+        default_tracking_uri()
+        == f"sqlite:////{(ct_home / 'mlflow' / 'mlflow.db').relative_to('/')}"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     assert default_tracking_uri() == "http://mlflow.internal:5000"
+
+
+@pytest.mark.parametrize(
+    ("uri", "database"),
+    [
+        ("sqlite:////srv/ct/mlflow/mlflow.db", "/srv/ct/mlflow/mlflow.db"),
+        ("sqlite:////srv/my%20ct/mlflow.db", "/srv/my ct/mlflow.db"),
+        ("sqlite+pysqlite:////srv/ct/mlflow.db", "/srv/ct/mlflow.db"),
+        ("sqlite:///relative/mlflow.db", "CWD/relative/mlflow.db"),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("http://mlflow.internal:5000", None),
+        ("postgresql://user@db/mlflow", None),
+        ("/srv/ct/mlruns", None),
+        ("databricks", None),
+    ],
+)
+def test_sqlite_uris_are_read_by_sqlalchemy_rules(
+    uri: str, database: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    expected = None if database is None else Path(database.replace("CWD", str(tmp_path)))
+    assert sqlite_database(uri) == expected
+    root = sqlite_artifact_root(uri)
+    assert root == (None if expected is None else expected.parent / "artifacts")
+    assert root is None or not str(root).startswith("//")  # not "//srv/..." (a host "srv")
+
+
+def test_absolute_store_keeps_plain_file_artifact_locations(
+    tmp_path: Path, fitted: Pipeline, train_frame: pd.DataFrame
+) -> None:
+    """The issue's example: `sqlite:////abs/...` gave artifact root `//abs/.../artifacts`."""
+    store = tmp_path / "store"
+    uri = f"sqlite:////{(store / 'mlflow.db').relative_to('/')}"
+    registry = ModelRegistry(uri, "four_slashes", "bank")
+    info = log(registry, fitted, train_frame, fingerprint="4" * 64)
+    client = MlflowClient(uri, registry_uri=uri)
+    for experiment_id in ("0", registry.experiment_id):
+        location = client.get_experiment(experiment_id).artifact_location
+        assert location.startswith(f"file://{store}/artifacts"), location
+    source = client.get_model_version_download_uri(registry.model_name, str(info.version))
+    assert source.startswith(f"file://{store}/artifacts/bank/"), source
 
 
 def test_default_store_keeps_every_artifact_under_ct_home(
@@ -66,14 +119,22 @@ def test_log_candidate_registers_a_challenger_version(
     assert info.aliases == [CHALLENGER]
     assert info.fingerprint == "a" * 64
     assert info.metrics == {"roc_auc": 0.79, "accuracy": 0.9}
+    dagster_url = "http://127.0.0.1:3000/runs/dagster-run-1"
     assert info.tags == {
         "fingerprint": "a" * 64,
-        "dagster_run_id": "dagster-run-1",
+        "dagster.run_id": "dagster-run-1",
+        "dagster.run_url": dagster_url,
         "ct.batches": "b-0001,b-0002",
     }
-    run = MlflowClient(registry.tracking_uri).get_run(info.run_id)
+    client = MlflowClient(registry.tracking_uri, registry_uri=registry.tracking_uri)
+    run = client.get_run(info.run_id)
     assert run.data.tags["fingerprint"] == "a" * 64
-    assert run.data.tags["dagster_run_id"] == "dagster-run-1"
+    assert run.data.tags["dagster.run_id"] == "dagster-run-1"
+    assert run.data.tags["dagster.run_url"] == dagster_url
+    # The run's and the version's descriptions link the Dagster run that trained them.
+    assert f"[dagster-run-1]({dagster_url})" in run.data.tags["mlflow.note.content"]
+    description = client.get_model_version(registry.model_name, "1").description
+    assert f"[dagster-run-1]({dagster_url})" in description
     assert run.data.params["estimator__max_iter"] == "150"  # from the model itself
     assert run.data.params["estimator"] == "sklearn.ensemble.HistGradientBoostingClassifier"
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["dataset"]
@@ -85,15 +146,23 @@ def test_logged_model_has_skops_format_signature_and_example(
     registry, info = logged
     client = MlflowClient(registry.tracking_uri)
     source = client.get_model_version_download_uri(registry.model_name, str(info.version))
-    mlmodel = Path(source.removeprefix("file://")) / "MLmodel"
-
-    model = Model.load(str(mlmodel))
+    model = Model.load(str(Path(url2pathname(urlparse(source).path)) / "MLmodel"))
     sklearn_flavor = model.flavors["sklearn"]
     assert sklearn_flavor["serialization_format"] == "skops"
     assert sklearn_flavor["skops_trusted_types"] == [
-        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+        "ct_platform.training.preparation.SpecPreparation",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     ]
-    assert model.signature.inputs.input_names() == bank_spec.dataset.feature_columns
+    inputs = model.signature.inputs
+    assert inputs.input_names() == bank_spec.dataset.feature_columns
+    # Types follow the data: spec `int` columns are long (pdays too: its sentinel 999 is an
+    # integer in raw data), floats double, categories string.
+    expected = {"int": "long", "float": "double", "category": "string"}
+    types = zip(inputs.input_names(), inputs.input_types(), strict=True)
+    assert {name: kind.name for name, kind in types} == {
+        name: expected[bank_spec.dataset.columns[name].type]
+        for name in bank_spec.dataset.feature_columns
+    }
     assert model.saved_input_example_info is not None
 
 

@@ -19,6 +19,8 @@ from ct_platform.training.fit import fit_pipeline
 from ct_platform_tests.registry.conftest import log
 
 KDTREE = "sklearn.neighbors._kd_tree.KDTree"
+# Every logged pipeline starts with the spec's input preparation (our own, reviewed, type).
+PREPARATION = "ct_platform.training.preparation.SpecPreparation"
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +39,17 @@ def test_an_imputing_pipeline_round_trips(train_frame: pd.DataFrame, bank_spec: 
     raw = bank_spec.model_dump()
     raw["model"] |= {"estimator": "sklearn.linear_model.LogisticRegression", "params": {}}
     model = fit_pipeline(train_frame, Spec.model_validate(raw))
-    assert skops_types.skops_trusted_types(model) == ["numpy.dtype"]
-    restored = skops.io.loads(skops_types.dumps(model), trusted=["numpy.dtype"])
+    trusted = [PREPARATION, "numpy.dtype"]
+    assert skops_types.skops_trusted_types(model) == trusted
+    restored = skops.io.loads(skops_types.dumps(model), trusted=trusted)
     sample = train_frame.head(50)
     np.testing.assert_array_equal(restored.predict(sample), model.predict(sample))
 
 
 def test_hist_gradient_boosting_needs_exactly_tree_predictor(fitted: Pipeline) -> None:
     assert skops_types.skops_trusted_types(fitted) == [
-        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+        PREPARATION,
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     ]
 
 

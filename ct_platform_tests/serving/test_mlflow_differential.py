@@ -1,8 +1,13 @@
 """Differential test: our server and a real `mlflow models serve` on the same model agree.
 
 The pipeline is logged to a throwaway MLflow store through the platform's registry (skops,
-explicit trusted types, signature), served by MLflow's own scoring server, and the same
-bodies go to both servers: answers must be identical, error statuses the same.
+explicit trusted types, signature) and promoted; MLflow's own scoring server serves it from
+the registry URI `models:/<name>@champion`, as users do, from a store named the way the
+platform names its own (`sqlite:////abs/path`). The same bodies go to both servers: answers
+must be identical, error statuses the same. The rows are raw bank rows (pdays=999, the
+"never contacted" sentinel; the dropped `duration` column): the logged model must prepare
+them as the platform's server does, and the model is trained on data where pdays varies, so
+a model that skipped the preparation would answer differently.
 """
 
 from __future__ import annotations
@@ -15,49 +20,91 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
+from ct_platform.data.contract import check_contract
+from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
+from ct_platform.training.bundling import build_bundle
+from ct_platform.training.fit import fit_pipeline
 from ct_platform_tests.serving.conftest import (
     ThreadedServer,
     free_port,
-    raw_rows,
+    server_config,
     split_payload,
     wait_until_up,
 )
 
 N = 40
-MLFLOW_START_TIMEOUT = 180
+# Generous: `mlflow models serve` imports MLflow and the model in a fresh process, which
+# takes minutes on a busy shared machine; a server that never answers still fails the test.
+MLFLOW_START_TIMEOUT = 600
+MODEL_NAME = "bank_marketing"
+# The newest rows of the file: pdays varies there (709 of the last 2,000 rows were contacted
+# before), so the sentinel matters to the model.
+TRAIN = slice(-8000, -2000)
+HOLDOUT = slice(-2000, None)
+
+
+def _cleaned(rows: pd.DataFrame, spec: Spec) -> pd.DataFrame:
+    result = check_contract(rows.reset_index(drop=True), spec.dataset)
+    assert result.clean is not None, [rule.message for rule in result.failed]
+    return result.clean
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(
-    fitted_pipeline: Pipeline, train_frame: pd.DataFrame, bank_spec: Spec, tmp_path_factory
-) -> Iterator[str]:
-    from mlflow import MlflowClient
+def train(bank_frame: pd.DataFrame, bank_spec: Spec) -> pd.DataFrame:
+    return _cleaned(bank_frame.iloc[TRAIN], bank_spec)
 
+
+@pytest.fixture(scope="module")
+def pipeline(train: pd.DataFrame, bank_spec: Spec) -> Pipeline:
+    return fit_pipeline(train, bank_spec)
+
+
+@pytest.fixture(scope="module")
+def platform_server(
+    pipeline: Pipeline, bank_frame: pd.DataFrame, bank_spec: Spec, tmp_path_factory
+) -> Iterator[ThreadedServer]:
+    """The platform's own server on this model's bundle (its ONNX graph, parity-checked)."""
+    bundle = build_bundle(
+        pipeline,
+        bank_spec,
+        name=MODEL_NAME,
+        version=1,
+        fingerprint="differential",
+        holdout=_cleaned(bank_frame.iloc[HOLDOUT], bank_spec),
+        directory=tmp_path_factory.mktemp("bundles") / f"{MODEL_NAME}-v1",
+    )
+    home = tmp_path_factory.mktemp("platform_server_home")
+    with ThreadedServer(server_config(bundle, home)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def champion(pipeline: Pipeline, train: pd.DataFrame, tmp_path_factory) -> tuple[str, str]:
+    """(tracking URI, `models:/<name>@champion`) of the model logged and promoted."""
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
     store = tmp_path_factory.mktemp("mlflow_store")
-    tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
-    registry = ModelRegistry(tracking_uri, model_name="bank_marketing", experiment="differential")
+    # SQLAlchemy's form for an absolute file, as the platform's default store has it.
+    tracking_uri = f"sqlite:////{(store / 'mlflow.db').relative_to('/')}"
+    registry = ModelRegistry(tracking_uri, model_name=MODEL_NAME, experiment="differential")
     info = registry.log_candidate(
-        fitted_pipeline,
-        train=train_frame,
-        params={},
-        metrics={},
-        fingerprint="differential",
+        pipeline, train=train, params={}, metrics={}, fingerprint="differential",
         dagster_run_id=None,
-    )
-    # The version's own artifact folder, asked of this store's registry (a `models:/` URI
-    # would be resolved against whatever registry the environment points at).
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    download_uri = client.get_model_version_download_uri(info.name, str(info.version))
-    # The SQLite store reports its artifact root as "//tmp/...", which `mlflow models serve`
-    # would read as a URI with host "tmp": hand it a plain absolute path.
-    model_dir = "/" + download_uri.lstrip("/")
+    )  # fmt: skip
+    registry.set_alias(CHAMPION, info.version)
+    return tracking_uri, f"models:/{MODEL_NAME}@{CHAMPION}"
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(champion: tuple[str, str], tmp_path_factory) -> Iterator[str]:
+    tracking_uri, model_uri = champion
+    store = tmp_path_factory.mktemp("mlflow_serve")
     port = free_port()
     venv_bin = str(Path(sys.executable).parent)
     env = {
@@ -70,7 +117,7 @@ def mlflow_server(
     with open(log, "wb") as output:
         process = subprocess.Popen(
             [
-                f"{venv_bin}/mlflow", "models", "serve", "-m", model_dir,
+                f"{venv_bin}/mlflow", "models", "serve", "-m", model_uri,
                 "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
             ],
             env=env,
@@ -81,8 +128,9 @@ def mlflow_server(
         wait_until_up(f"http://127.0.0.1:{port}/ping", MLFLOW_START_TIMEOUT, process)
     except (RuntimeError, TimeoutError) as exc:
         process.kill()
+        process.wait()
         tail = log.read_text(errors="replace")[-2000:]
-        pytest.skip(f"`mlflow models serve` could not start ({exc}); its output:\n{tail}")
+        pytest.fail(f"`mlflow models serve -m {model_uri}` did not start ({exc}):\n{tail}")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -91,8 +139,19 @@ def mlflow_server(
 
 
 @pytest.fixture(scope="module")
-def rows(holdout: pd.DataFrame, bank_spec: Spec) -> list[dict]:
-    return raw_rows(holdout, bank_spec, N, start=300)
+def raw_frame(bank_frame: pd.DataFrame, bank_spec: Spec) -> pd.DataFrame:
+    """Raw holdout rows as the file has them, without the label: 30 never contacted
+    (pdays=999) and 10 contacted before."""
+    holdout = bank_frame.iloc[HOLDOUT].drop(columns=[bank_spec.dataset.target])
+    never = holdout[holdout["pdays"] == 999].head(N - 10)
+    contacted = holdout[holdout["pdays"] != 999].head(10)
+    return pd.concat([never, contacted]).sort_index().reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def rows(raw_frame: pd.DataFrame) -> list[dict]:
+    """The raw rows as a JSON client sends them: integers stay integers (pdays 999)."""
+    return orjson.loads(raw_frame.to_json(orient="records"))
 
 
 def _csv(rows: list[dict]) -> str:
@@ -145,11 +204,11 @@ def _post(url: str, content_type: str, body: bytes | str | dict) -> httpx.Respon
     ],
 )
 def test_same_answer_as_mlflow(
-    mlflow_server: str, open_server: ThreadedServer, rows: list[dict], case: str
+    mlflow_server: str, platform_server: ThreadedServer, rows: list[dict], case: str
 ) -> None:
     content_type, body = _bodies(rows)[case]
     theirs = _post(mlflow_server, content_type, body)
-    ours = _post(open_server.url, content_type, body)
+    ours = _post(platform_server.url, content_type, body)
     assert ours.status_code == theirs.status_code, (theirs.text[:500], ours.text[:500])
     if theirs.status_code == 200:
         assert ours.json() == theirs.json()
@@ -159,10 +218,37 @@ def test_same_answer_as_mlflow(
         assert ours.headers["content-type"].startswith("text/plain")
 
 
-def test_health_endpoints_match(mlflow_server: str, open_server: ThreadedServer) -> None:
+def test_raw_rows_get_the_platform_answers_from_every_consumer(
+    mlflow_server: str,
+    platform_server: ThreadedServer,
+    champion: tuple[str, str],
+    rows: list[dict],
+    raw_frame: pd.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The issue's example: on raw rows with the sentinel, `mlflow models serve` on the
+    champion and `pyfunc.load_model` (int64 columns as read from the file) answer exactly what
+    the platform's server answers."""
+    import mlflow
+
+    assert {999} < set(raw_frame["pdays"])  # the sentinel and real day counts
+    body = {"dataframe_records": rows}
+    ours = _post(platform_server.url, "application/json", body)
+    theirs = _post(mlflow_server, "application/json", body)
+    assert ours.status_code == theirs.status_code == 200, (ours.text[:500], theirs.text[:500])
+    assert theirs.json() == ours.json()
+
+    tracking_uri, model_uri = champion
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    logged = mlflow.pyfunc.load_model(model_uri)
+    assert raw_frame["pdays"].dtype == "int64"
+    predictions = logged.predict(raw_frame).tolist()
+    assert {"predictions": predictions} == ours.json()
+
+
+def test_health_endpoints_match(mlflow_server: str, platform_server: ThreadedServer) -> None:
     for path in ("/ping", "/health"):
-        theirs, ours = httpx.get(mlflow_server + path), httpx.get(open_server.url + path)
+        theirs, ours = httpx.get(mlflow_server + path), httpx.get(platform_server.url + path)
         assert (ours.status_code, ours.text) == (theirs.status_code, theirs.text)
-    assert (
-        httpx.get(open_server.url + "/version").text == httpx.get(mlflow_server + "/version").text
-    )
+    ours = httpx.get(platform_server.url + "/version").text
+    assert ours == httpx.get(mlflow_server + "/version").text

@@ -7,7 +7,7 @@ import dagster as dg
 from ct_platform.defs.automation import follows_every_update
 from ct_platform.defs.data.assets import VALIDATED_BATCH
 from ct_platform.defs.data.catch_up import catch_up_landing
-from ct_platform.defs.metadata import numbers, report_link, severity
+from ct_platform.defs.metadata import numbers, report_links, severity
 from ct_platform.defs.resources import MlflowResource
 from ct_platform.registry.versions import CHAMPION, ModelVersionInfo
 from ct_platform.settings import Paths, Spec
@@ -162,16 +162,17 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     ) -> dg.MaterializeResult:
         from ct_platform.training.evaluation_reports import write_evaluation_reports
 
+        registry = mlflow.registry(spec)
+        run_id = candidate_model.run_id
         reports = write_evaluation_reports(
-            candidate_model.version,
-            candidate_model.run_id,
-            training_dataset,
-            mlflow.registry(spec),
-            spec,
+            candidate_model.version, run_id, training_dataset, registry, spec
         )
         return dg.MaterializeResult(
             metadata={
-                **{f"report/{name}": report_link(path) for name, path in reports.paths.items()},
+                **report_links(
+                    {f"report/{name}": path for name, path in reports.paths.items()},
+                    lambda path: registry.artifact_view_url(run_id, f"reports/{path.name}"),
+                ),
                 **numbers("", reports.figures),
                 "version": dg.MetadataValue.int(candidate_model.version),
             }
