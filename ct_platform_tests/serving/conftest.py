@@ -112,6 +112,22 @@ def sklearn_only_bundle(bundle_dir: Path, tmp_path_factory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def other_model_bundle(
+    train_frame: pd.DataFrame, bank_spec: Spec, holdout: pd.DataFrame, tmp_path_factory
+) -> Path:
+    """A genuinely different model (fitted on fewer rows) as version 3: its own model.onnx."""
+    return build_bundle(
+        fit_pipeline(train_frame.iloc[:3000], bank_spec),
+        bank_spec,
+        name=MODEL_NAME,
+        version=3,
+        fingerprint="fp-v3",
+        holdout=holdout,
+        directory=tmp_path_factory.mktemp("bundles") / f"{MODEL_NAME}-v3",
+    )
+
+
 # --- payloads ------------------------------------------------------------------------------
 
 
