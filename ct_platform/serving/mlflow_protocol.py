@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.schema import InputError, InputSchema, ParsedRows
+from ct_platform.serving.schema import InputError, InputSchema, ParsedRows, load_json
 
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_CSV = "text/csv"
@@ -60,8 +60,8 @@ def _check_content_type(content_type: str | None) -> str:
 
 def parse_json(body: bytes, schema: InputSchema) -> ParsedRows:
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        payload = load_json(body)
+    except ValueError as exc:
         raise InputError(
             f"Ensure that input is a valid JSON formatted string. Error: {exc}"
         ) from None
