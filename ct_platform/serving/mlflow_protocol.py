@@ -44,8 +44,14 @@ def _check_content_type(content_type: str | None) -> str:
         raise UnsupportedMediaType(
             f"missing Content-Type: send {CONTENT_TYPE_JSON} or {CONTENT_TYPE_CSV}"
         )
+    # RFC 9110 8.3.1: type, subtype and parameter names are case-insensitive; a parameter
+    # value may be a quoted string.
     mime_type, *parameters = (part.strip() for part in content_type.split(";"))
-    options = {key.lower(): value for key, _, value in (p.partition("=") for p in parameters)}
+    mime_type = mime_type.lower()
+    options = {
+        key.strip().lower(): value.strip().strip('"')
+        for key, _, value in (p.partition("=") for p in parameters if p)
+    }
     if options.pop("charset", "utf-8").lower() != "utf-8":
         raise UnsupportedMediaType("The scoring server only supports UTF-8")
     if options:
