@@ -69,8 +69,7 @@ class Scored:
     parsed: ParsedRows
     prediction: Prediction
     content: bytes
-    # The request id the body itself carried (v2 "id"), if any.
-    body_id: str | None
+    request_id: str
 
 
 class Server:
@@ -174,21 +173,13 @@ class Server:
             state = self.state  # read once: a concurrent swap cannot split this request
             route = state.route(request.headers.get("x-routing-key") or request_id)
             content_type = request.headers.get("content-type")
-            score = partial(self._score, route.served, parse, render, body, content_type)
-            if len(body) <= self.config.inline_body_bytes:
-                # A row or a few: scoring takes microseconds, less than a thread hop.
-                scored = score(client_id or request_id)
-            else:
-                # Many rows take milliseconds to seconds: in a worker thread, the loop keeps
-                # answering small requests meanwhile (ONNX Runtime releases the GIL, the
-                # Python parts share it in 5 ms slices). Few at once: they share the cores.
-                async with self.big_requests:
-                    scored = await anyio.to_thread.run_sync(score, client_id or request_id)
+            scored = await self._scored(
+                route.served, parse, render, body, content_type, client_id, request_id
+            )
         except HttpError as error:
             self.metrics.error(endpoint, error.status)
             return error_response(error, headers)
-        # A client id in the body (v2 "id") keys the log when no header id was sent.
-        request_id = client_id or scored.body_id or request_id
+        request_id = scored.request_id
         headers.update(
             {
                 "x-request-id": request_id,
@@ -205,6 +196,26 @@ class Server:
             )
         return Response(scored.content, media_type=JSON, headers=headers, background=shadow)
 
+    async def _scored(
+        self,
+        served: ServedModel,
+        parse: Parser,
+        render: Renderer,
+        body: bytes,
+        content_type: str | None,
+        client_id: str | None,
+        new_id: str,
+    ) -> Scored:
+        score = partial(self._score, served, parse, render, body, content_type, client_id, new_id)
+        if len(body) <= self.config.inline_body_bytes:
+            # A row or a few: scoring takes microseconds, less than a thread hop.
+            return score()
+        # Many rows take milliseconds to seconds: in a worker thread the loop keeps
+        # answering small requests meanwhile (ONNX Runtime releases the GIL, the Python
+        # parts share it in 5 ms slices). Few at once: they share the cores.
+        async with self.big_requests:
+            return await anyio.to_thread.run_sync(score)
+
     def _score(
         self,
         served: ServedModel,
@@ -212,9 +223,13 @@ class Server:
         render: Renderer,
         body: bytes,
         content_type: str | None,
-        request_id: str,
+        client_id: str | None,
+        new_id: str,
     ) -> Scored:
-        """Parse, bound, score and render one request (on the loop or in a worker thread)."""
+        """Parse, bound, score and render one request (on the loop or in a worker thread).
+
+        The request id: the client's header id, else the body's own (v2 "id"), else `new_id`.
+        """
         parsed, body_id = parse(body, content_type, served.schema)
         if parsed.n_rows > self.config.max_rows:
             raise HttpError(
@@ -224,8 +239,8 @@ class Server:
                 "rows a request: split it",
             )
         prediction = _run_model(served, parsed)
-        content = render(prediction, served, body_id or request_id)
-        return Scored(parsed, prediction, content, body_id)
+        request_id = client_id or body_id or new_id
+        return Scored(parsed, prediction, render(prediction, served, request_id), request_id)
 
     async def _shadow(
         self,
@@ -238,13 +253,10 @@ class Server:
     ) -> None:
         """Score a copy with the shadow model after the answer went out; only log it."""
         started = time.perf_counter()
-        score = partial(self._score, served, parse, _render_nothing, body, content_type)
         try:
-            if len(body) <= self.config.inline_body_bytes:
-                scored = score(request_id)
-            else:
-                async with self.big_requests:
-                    scored = await anyio.to_thread.run_sync(score, request_id)
+            scored = await self._scored(
+                served, parse, _render_nothing, body, content_type, request_id, request_id
+            )
         except HttpError as error:
             self.metrics.error(f"{endpoint}_shadow", error.status)
             return

@@ -124,13 +124,14 @@ def _check_numeric_elements(name: Any, datatype: str, values: list[Any]) -> None
     bounds = NUMERIC_DATATYPES[datatype]
     allowed = (int, float, type(None)) if bounds is None else (int, type(None))
     for position, value in enumerate(values):
-        if type(value) not in allowed or (
-            bounds is not None and value is not None and not bounds[0] <= value <= bounds[1]
-        ):
+        fits = type(value) in allowed and (
+            bounds is None or value is None or bounds[0] <= value <= bounds[1]
+        )
+        if not fits:
+            hint = "; send text in a BYTES tensor" if isinstance(value, str) else ""
             raise InputError(
                 f"tensor '{name}' element {position}: {json.dumps(value)[:60]} is not "
-                f"a {datatype} value"
-                + ("; send text and numbers in a BYTES tensor" if isinstance(value, str) else "")
+                f"a {datatype} value{hint}"
             )
 
 
