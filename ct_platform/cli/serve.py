@@ -1,7 +1,10 @@
 """`ct serve [--port P] [--host H] [--bundle DIR]`: serve a model bundle over HTTP.
 
-Without `--bundle` it serves the champion's bundle under `$CT_HOME/bundles` (the
-`champion.json` pointer), exporting it from the MLflow champion first when none exists.
+Without `--bundle` it serves the bundle of the version MLflow calls champion *now*: the
+bundle under `$CT_HOME/bundles` when it is that version's, else it exports that version
+first (a CI run may have promoted a newer champion since the last export). It refuses,
+naming both versions, when the registry has no champion any more (alias removed, version
+deleted) or the champion cannot be exported: a stale bundle is never served by default.
 Host, port, body limit and the names of the secret-holding env vars come from the spec.
 """
 
@@ -29,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here: `ct --help` must not pay for onnxruntime, sklearn or uvicorn.
     from ct_platform.serving.__main__ import run_server
+    from ct_platform.serving.bundle import BundleError
     from ct_platform.serving.config import ServerConfig
 
     try:
@@ -50,20 +54,54 @@ def run(args: argparse.Namespace) -> int:
         home=spec.paths.home,
     )
     print(f"ct serve: {bundle} on http://{config.host}:{config.port}", file=sys.stderr)
-    run_server(config)
+    try:
+        run_server(config)
+    except BundleError as exc:
+        print(f"ct serve: cannot load bundle {bundle}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def champion_bundle(spec: Spec) -> Path:
-    """The champion's bundle, exported from MLflow first if it has not been yet."""
-    from ct_platform.deployment.endpoint import DeploymentError
-    from ct_platform.deployment.export import export_champion_bundle, pointed_bundle
+    """The bundle of MLflow's current champion, exported first when it is not there yet.
 
-    existing = pointed_bundle(spec)
-    if existing is not None:
-        return existing
-    print("ct serve: no champion bundle yet; exporting it from MLflow", file=sys.stderr)
+    Raises:
+        LookupError: MLflow has no champion (the message names the version the stale
+            pointer still names, if any), or its bundle cannot be exported.
+    """
+    from ct_platform.deployment.endpoint import DeploymentError
+    from ct_platform.deployment.export import default_registry, export_champion_bundle
+    from ct_platform.deployment.state import read_json
+    from ct_platform.registry.versions import CHAMPION
+
+    registry = default_registry(spec)
     try:
-        return export_champion_bundle(spec)
+        champion = registry.alias_version(CHAMPION)
+    except Exception as exc:  # MlflowException, or the store's own error (sqlite, http)
+        raise LookupError(
+            f"cannot ask MLflow which version is the champion: {exc} "
+            "(pass --bundle to serve one explicitly)"
+        ) from None
+    pointer = read_json(spec.paths.bundles / f"{CHAMPION}.json") or {}
+    pointed = pointer.get("version")
+    if champion is None:
+        stale = f"; the local champion bundle (version {pointed}) is stale" if pointed else ""
+        raise LookupError(
+            f"MLflow has no version of model '{registry.model_name}' with alias "
+            f"'{CHAMPION}'{stale}: not serving it (pass --bundle to serve one explicitly)"
+        )
+    if pointed is not None and pointed != str(champion.version):
+        print(
+            f"ct serve: the local champion bundle is version {pointed}, MLflow's champion is "
+            f"version {champion.version}: exporting version {champion.version}",
+            file=sys.stderr,
+        )
+    try:
+        # Reuses the bundle when it is already the champion's (same version and fingerprint).
+        return export_champion_bundle(spec, registry)
     except DeploymentError as exc:
-        raise LookupError(f"cannot export the champion bundle: {exc}") from None
+        stale = f" (the local bundle, version {pointed}, is stale)" if pointed else ""
+        raise LookupError(
+            f"cannot export the bundle of MLflow's champion, version {champion.version}"
+            f"{stale}: {exc}"
+        ) from None

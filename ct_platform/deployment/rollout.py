@@ -71,9 +71,14 @@ class LiveStatus:
             return f"{self.url} does not answer"
         if self.serves_champion:
             return f"{self.url} serves the champion, version {self.champion_version}"
+        if self.champion_version is None:
+            return (
+                f"{self.url} serves version {self.served_version}, but MLflow has no "
+                "champion (alias removed or version deleted): the served bundle is stale"
+            )
         return (
             f"{self.url} serves version {self.served_version}, "
-            f"but the champion is version {self.champion_version}"
+            f"but the champion is version {self.champion_version}: the served bundle is stale"
         )
 
 

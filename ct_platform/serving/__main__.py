@@ -12,14 +12,19 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 
 from ct_platform.serving.app import create_app
 from ct_platform.serving.config import (
     DEFAULT_ADMIN_TOKEN_ENV,
     DEFAULT_API_KEY_ENV,
+    DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_ROWS,
     ServerConfig,
 )
+from ct_platform.serving.http_limits import bounded_http_protocol
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-bytes",
         type=int,
         default=int(env("CT_SERVING_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=int(env("CT_SERVING_MAX_ROWS", str(DEFAULT_MAX_ROWS))),
+        help="rows a request may hold (413 beyond)",
+    )
+    parser.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=int(env("CT_SERVING_MAX_HEADER_BYTES", str(DEFAULT_MAX_HEADER_BYTES))),
+        help="size of request line + headers (431 beyond)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=float(env("CT_SERVING_HEADER_TIMEOUT", str(DEFAULT_HEADER_TIMEOUT_S))),
+        help="seconds a client has to send its headers (408 and close after)",
     )
     parser.add_argument(
         "--api-key-env",
@@ -65,6 +88,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         host=args.host,
         port=args.port,
         max_body_bytes=args.max_body_bytes,
+        max_rows=args.max_rows,
+        max_header_bytes=args.max_header_bytes,
+        header_timeout_s=args.header_timeout,
         api_key_env=args.api_key_env,
         admin_token_env=args.admin_token_env,
         use_onnx=not args.no_onnx,
@@ -82,16 +108,21 @@ def run_server(config: ServerConfig) -> None:
     # sight: full collections then only scan per-request garbage, which keeps pauses short.
     gc.collect()
     gc.freeze()
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.Server(uvicorn_config(app, config)).run()
+
+
+def uvicorn_config(app: Starlette, config: ServerConfig, **overrides: object) -> uvicorn.Config:
+    """uvloop + httptools with the header limits, no access log; `overrides` for tests."""
+    options: dict[str, object] = {
+        "host": config.host,
+        "port": config.port,
+        "loop": "uvloop",
+        "http": bounded_http_protocol(config.max_header_bytes, config.header_timeout_s),
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 10,
+    }
+    return uvicorn.Config(app, **{**options, **overrides})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,19 +1,24 @@
 """Admin API (bearer token): load bundles into slots, route traffic, promote, roll back.
 
     GET    /admin/slots                      current slots and routing
-    POST   /admin/slots/{slot}/load          {"bundle": "/path/to/bundle", "use_onnx": true}
+    POST   /admin/slots/{slot}/load          {"bundle": "<name or path>", "use_onnx": true}
     DELETE /admin/slots/candidate            unload the candidate
     POST   /admin/routing                    {"candidate_weight": 0.1, "shadow": false}
     POST   /admin/promote                    candidate -> stable (old stable kept as previous)
     POST   /admin/rollback                   previous <-> stable
 
 Without a token configured (the env var named by `admin_token_env` unset) the admin API
-is off: every call answers 403. Loading runs in a worker thread, so scoring continues
+is off: every call answers 403. `load` only takes bundles under `$CT_HOME/bundles` (a
+bundle folder name, or a path inside that folder; symlinks are resolved first), verified
+against their `manifest.json`; errors name the bundle as the client did, never a resolved
+server path. Loading runs in a worker thread, so scoring continues
 while a new model loads; the swap itself is one reference assignment.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -38,6 +43,9 @@ if TYPE_CHECKING:
     from ct_platform.serving.app import Server
 
 _ADMIN_BODY_LIMIT = 64 * 1024
+BUNDLES_DIR = "bundles"
+
+logger = logging.getLogger("ct_platform.serving.admin")
 
 
 def routes(server: Server) -> list[Route]:
@@ -84,15 +92,44 @@ async def _load(server: Server, request: Request) -> SlotState:
     body = await _json_body(request)
     bundle = body.get("bundle")
     if not isinstance(bundle, str) or not bundle:
-        raise HttpError(400, "BAD_REQUEST", "'bundle' must be the path of a bundle directory")
+        raise HttpError(400, "BAD_REQUEST", "'bundle' must be the name of a bundle directory")
     use_onnx = body.get("use_onnx", server.config.use_onnx)
     if not isinstance(use_onnx, bool):
         raise HttpError(400, "BAD_REQUEST", "'use_onnx' must be true or false")
+    directory = allowed_bundle_dir(server.config.home / BUNDLES_DIR, bundle)
     try:
-        model = await anyio.to_thread.run_sync(lambda: load_bundle(bundle, use_onnx=use_onnx))
+        model = await anyio.to_thread.run_sync(lambda: load_bundle(directory, use_onnx=use_onnx))
     except BundleError as error:
-        raise HttpError(400, "BAD_REQUEST", f"cannot load bundle: {error}") from None
+        message = str(error).replace(str(directory), bundle)
+        raise HttpError(400, "BAD_REQUEST", f"cannot load bundle '{bundle}': {message}") from None
+    except Exception:  # a corrupt file can make onnxruntime or skops raise anything
+        logger.exception("loading bundle %s failed", directory)
+        raise HttpError(
+            400, "BAD_REQUEST", f"cannot load bundle '{bundle}': a bundle file is unreadable"
+        ) from None
     return server.state.load(slot, ServedModel.of(model))
+
+
+def allowed_bundle_dir(root: Path, bundle: str) -> Path:
+    """The bundle folder `bundle` names (a name under `root`, or a path inside it).
+
+    Raises `HttpError` 403 for anything resolving outside `root` (`..`, absolute paths
+    elsewhere, symlinks out), 404 for a folder that does not exist.
+    """
+    root = root.resolve()
+    directory = (root / bundle).resolve()
+    if directory == root or not directory.is_relative_to(root):
+        raise HttpError(
+            403,
+            "PERMISSION_DENIED",
+            f"bundle '{bundle}' is outside the bundles folder: only bundles under "
+            "$CT_HOME/bundles can be loaded",
+        )
+    if not directory.is_dir():
+        raise HttpError(
+            404, "RESOURCE_DOES_NOT_EXIST", f"no bundle '{bundle}' under $CT_HOME/bundles"
+        )
+    return directory
 
 
 async def _unload_candidate(server: Server, request: Request) -> SlotState:

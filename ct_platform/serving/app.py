@@ -1,7 +1,10 @@
 """The ASGI app: MLflow scoring protocol, Open Inference Protocol v2, metrics, feedback.
 
-Scoring runs inline on the event loop: an ONNX single-row call takes tens of microseconds,
-far less than a hop to a worker thread. Every prediction path reads the slot state once,
+Small requests are scored inline on the event loop: an ONNX single-row call takes tens of
+microseconds, far less than a hop to a worker thread. Bodies over `inline_body_bytes` are
+parsed, scored and rendered in a worker thread (at most `big_request_threads` at once), and
+their log records formatted in one, so one big request never stalls the small ones; a
+request over `max_rows` rows is refused with a 413. Every prediction path reads the slot state once,
 so an admin swap never splits a request between two models (see `slots`).
 """
 
@@ -12,6 +15,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -49,11 +54,22 @@ SERVER_VERSION = "1"
 # MLflow's /version reports the MLflow version; ours reports the protocol it mirrors.
 MLFLOW_PROTOCOL_VERSION = "3.17.2"
 
+# Up to this many rows a batch's log records are formatted on the loop (microseconds).
+_INLINE_LOG_ROWS = 64
+
 # (body, content type, schema) -> (rows, request id carried in the body, if any)
 Parser = Callable[[bytes, str | None, InputSchema], tuple[ParsedRows, str | None]]
 # (prediction, model that produced it, request id) -> response body
 Renderer = Callable[[Prediction, ServedModel, str], bytes]
 ErrorResponder = Callable[[HttpError, dict[str, str]], Response]
+
+
+@dataclass(frozen=True)
+class Scored:
+    parsed: ParsedRows
+    prediction: Prediction
+    content: bytes
+    request_id: str
 
 
 class Server:
@@ -73,6 +89,8 @@ class Server:
         self.admin_token = config.secret(config.admin_token_env)
         # Serializes admin read-modify-write of `state`; predictions never take it.
         self.admin_lock = anyio.Lock()
+        # Big requests scored at once (each in a worker thread); the others queue.
+        self.big_requests = anyio.CapacityLimiter(config.big_request_threads)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -155,13 +173,13 @@ class Server:
             state = self.state  # read once: a concurrent swap cannot split this request
             route = state.route(request.headers.get("x-routing-key") or request_id)
             content_type = request.headers.get("content-type")
-            parsed, body_id = parse(body, content_type, route.served.schema)
-            prediction = _run_model(route.served, parsed)
+            scored = await self._scored(
+                route.served, parse, render, body, content_type, client_id, request_id
+            )
         except HttpError as error:
             self.metrics.error(endpoint, error.status)
             return error_response(error, headers)
-        # A client id in the body (v2 "id") keys the log when no header id was sent.
-        request_id = client_id or body_id or request_id
+        request_id = scored.request_id
         headers.update(
             {
                 "x-request-id": request_id,
@@ -169,15 +187,60 @@ class Server:
                 "x-model-version": route.served.version,
             }
         )
-        content = render(prediction, route.served, request_id)
         seconds = time.perf_counter() - started
-        self._record(endpoint, route.slot, route.served, request_id, parsed, prediction, seconds)
+        self._record(endpoint, route.slot, route.served, request_id, scored, seconds)
         shadow = None
         if route.shadow is not None:
             shadow = BackgroundTask(
                 self._shadow, route.shadow, endpoint, parse, body, content_type, request_id
             )
-        return Response(content, media_type=JSON, headers=headers, background=shadow)
+        return Response(scored.content, media_type=JSON, headers=headers, background=shadow)
+
+    async def _scored(
+        self,
+        served: ServedModel,
+        parse: Parser,
+        render: Renderer,
+        body: bytes,
+        content_type: str | None,
+        client_id: str | None,
+        new_id: str,
+    ) -> Scored:
+        score = partial(self._score, served, parse, render, body, content_type, client_id, new_id)
+        if len(body) <= self.config.inline_body_bytes:
+            # A row or a few: scoring takes microseconds, less than a thread hop.
+            return score()
+        # Many rows take milliseconds to seconds: in a worker thread the loop keeps
+        # answering small requests meanwhile (ONNX Runtime releases the GIL, the Python
+        # parts share it in 5 ms slices). Few at once: they share the cores.
+        async with self.big_requests:
+            return await anyio.to_thread.run_sync(score)
+
+    def _score(
+        self,
+        served: ServedModel,
+        parse: Parser,
+        render: Renderer,
+        body: bytes,
+        content_type: str | None,
+        client_id: str | None,
+        new_id: str,
+    ) -> Scored:
+        """Parse, bound, score and render one request (on the loop or in a worker thread).
+
+        The request id: the client's header id, else the body's own (v2 "id"), else `new_id`.
+        """
+        parsed, body_id = parse(body, content_type, served.schema)
+        if parsed.n_rows > self.config.max_rows:
+            raise HttpError(
+                413,
+                "BAD_REQUEST",
+                f"request has {parsed.n_rows} rows; the limit is {self.config.max_rows} "
+                "rows a request: split it",
+            )
+        prediction = _run_model(served, parsed)
+        request_id = client_id or body_id or new_id
+        return Scored(parsed, prediction, render(prediction, served, request_id), request_id)
 
     async def _shadow(
         self,
@@ -191,13 +254,14 @@ class Server:
         """Score a copy with the shadow model after the answer went out; only log it."""
         started = time.perf_counter()
         try:
-            parsed, _ = parse(body, content_type, served.schema)
-            prediction = _run_model(served, parsed)
+            scored = await self._scored(
+                served, parse, _render_nothing, body, content_type, request_id, request_id
+            )
         except HttpError as error:
             self.metrics.error(f"{endpoint}_shadow", error.status)
             return
         seconds = time.perf_counter() - started
-        self._record(endpoint, "shadow", served, request_id, parsed, prediction, seconds)
+        self._record(endpoint, "shadow", served, request_id, scored, seconds)
 
     def _record(
         self,
@@ -205,25 +269,26 @@ class Server:
         slot: str,
         served: ServedModel,
         request_id: str,
-        parsed: ParsedRows,
-        prediction: Prediction,
+        scored: Scored,
         seconds: float,
     ) -> None:
-        self.metrics.prediction(endpoint, slot, served.version, parsed.n_rows, seconds)
-        # Formatting the log records waits until the response has been written.
-        asyncio.get_running_loop().call_soon(
-            self.prediction_log.submit,
-            ScoredBatch(
-                request_id=request_id,
-                ts=time.time(),
-                slot=slot,
-                model_version=served.version,
-                column_names=served.schema.names,
-                columns=parsed.columns,
-                prediction=prediction,
-                latency_ms=seconds * 1000.0,
-            ),
+        self.metrics.prediction(endpoint, slot, served.version, scored.parsed.n_rows, seconds)
+        batch = ScoredBatch(
+            request_id=request_id,
+            ts=time.time(),
+            slot=slot,
+            model_version=served.version,
+            column_names=served.schema.names,
+            columns=scored.parsed.columns,
+            prediction=scored.prediction,
+            latency_ms=seconds * 1000.0,
         )
+        if scored.parsed.n_rows <= _INLINE_LOG_ROWS:
+            # Formatting the log records waits until the response has been written.
+            asyncio.get_running_loop().call_soon(self.prediction_log.submit, batch)
+        else:
+            # Thousands of rows take milliseconds to format: not on the loop.
+            asyncio.get_running_loop().run_in_executor(None, self.prediction_log.submit, batch)
 
     # -- feedback, metrics, OpenAPI --------------------------------------------------------
 
@@ -312,6 +377,10 @@ def _parse_v2(
 
 def _render_invocation(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:
     return mlflow_protocol.render_predictions(prediction)
+
+
+def _render_nothing(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:
+    return b""  # a shadow answer is only logged
 
 
 def _render_v2(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:

@@ -2,8 +2,10 @@
 
 Layout (see docs/architecture.md): `bundle.json` (metadata + input schema), `model.onnx`
 (the whole pipeline as one graph; absent when conversion or parity failed) and
-`model.skops` (the sklearn fallback, always present). The fallback pipeline has its column
-selectors bound to positions, so it scores a plain 2-D object array: serving has no pandas.
+`model.skops` (the sklearn fallback, always present) and `manifest.json` (SHA-256 of every
+other file, see `manifest`: a bundle whose files do not match it is refused). The fallback
+pipeline has its column selectors bound to positions, so it scores a plain 2-D object
+array: serving has no pandas.
 
 `model.skops` never goes through pickle: skops loads it trusting only the types the file
 itself needs, and only if every one of them is on the reviewed allowlist
@@ -25,6 +27,7 @@ import onnxruntime as ort
 import skops.io as sio
 
 from ct_platform.registry.skops_types import TRUSTED_TYPE_ALLOWLIST
+from ct_platform.serving.manifest import ManifestError, verify_manifest, write_manifest
 
 BUNDLE_FORMAT = 1
 META_FILE = "bundle.json"
@@ -135,7 +138,7 @@ def write_bundle(
     pipeline_skops_bytes: bytes,
     onnx_bytes: bytes | None,
 ) -> Path:
-    """Write the bundle files; `bundle.json` goes last, so a bundle with it is complete."""
+    """Write the bundle files, then `manifest.json` with the digest of each one."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     check_trusted_types(meta.skops_trusted_types)
@@ -147,6 +150,7 @@ def write_bundle(
     else:
         (directory / ONNX_FILE).unlink(missing_ok=True)
     _write_atomic(directory / META_FILE, meta.to_json().encode())
+    write_manifest(directory)
     return directory
 
 
@@ -162,8 +166,17 @@ def read_meta(directory: str | Path) -> BundleMeta:
 
 
 def load_bundle(directory: str | Path, *, use_onnx: bool = True) -> LoadedModel:
-    """Load a bundle for scoring: the ONNX graph when enabled (and wanted), else sklearn."""
+    """Load a bundle for scoring: the ONNX graph when enabled (and wanted), else sklearn.
+
+    Raises:
+        BundleError: the bundle is incomplete, malformed, or its files do not match its
+            `manifest.json` (e.g. a `model.onnx` copied from another version).
+    """
     directory = Path(directory).resolve()
+    try:
+        verify_manifest(directory)
+    except ManifestError as exc:
+        raise BundleError(str(exc)) from None
     meta = read_meta(directory)
     if use_onnx and meta.onnx.enabled:
         backend: OnnxBackend | SklearnBackend = OnnxBackend(directory / ONNX_FILE, meta)

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_ROWS = 50_000
+# nginx's defaults are 4 x 8 KiB header buffers and a 60 s client_header_timeout.
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_HEADER_TIMEOUT_S = 30.0
 DEFAULT_API_KEY_ENV = "CT_API_KEY"
 DEFAULT_ADMIN_TOKEN_ENV = "CT_ADMIN_TOKEN"
 
@@ -28,6 +32,14 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Rows a request may hold (413 beyond): bounds the work one request can ask for.
+    max_rows: int = DEFAULT_MAX_ROWS
+    # Bodies up to this size are scored on the event loop; bigger ones in a worker thread.
+    inline_body_bytes: int = 16 * 1024
+    big_request_threads: int = 2
+    # Request line + headers: 431 beyond this size; closed when not complete in time.
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     api_key_env: str = DEFAULT_API_KEY_ENV
     admin_token_env: str = DEFAULT_ADMIN_TOKEN_ENV
     # False: score with the sklearn fallback even when the bundle has an ONNX graph.

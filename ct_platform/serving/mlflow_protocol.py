@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.schema import InputError, InputSchema, ParsedRows
+from ct_platform.serving.schema import InputError, InputSchema, ParsedRows, load_json
 
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_CSV = "text/csv"
@@ -44,8 +44,14 @@ def _check_content_type(content_type: str | None) -> str:
         raise UnsupportedMediaType(
             f"missing Content-Type: send {CONTENT_TYPE_JSON} or {CONTENT_TYPE_CSV}"
         )
+    # RFC 9110 8.3.1: type, subtype and parameter names are case-insensitive; a parameter
+    # value may be a quoted string.
     mime_type, *parameters = (part.strip() for part in content_type.split(";"))
-    options = {key.lower(): value for key, _, value in (p.partition("=") for p in parameters)}
+    mime_type = mime_type.lower()
+    options = {
+        key.strip().lower(): value.strip().strip('"')
+        for key, _, value in (p.partition("=") for p in parameters if p)
+    }
     if options.pop("charset", "utf-8").lower() != "utf-8":
         raise UnsupportedMediaType("The scoring server only supports UTF-8")
     if options:
@@ -60,8 +66,8 @@ def _check_content_type(content_type: str | None) -> str:
 
 def parse_json(body: bytes, schema: InputSchema) -> ParsedRows:
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        payload = load_json(body)
+    except ValueError as exc:
         raise InputError(
             f"Ensure that input is a valid JSON formatted string. Error: {exc}"
         ) from None

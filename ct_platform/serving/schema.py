@@ -4,17 +4,31 @@ Every protocol (MLflow JSON formats, CSV, Open Inference Protocol v2) first resh
 payload into either columns (`{name: [values]}`) or rows (`[{name: value}]`); this module
 checks each column against the bundle schema and builds the arrays the model scores:
 numeric columns as float64 (missing -> NaN, sentinels -> NaN, as in training), categorical
-columns as object arrays of `str`. Anything wrong raises `InputError` naming the column.
+columns as object arrays of `str`. One rule for every protocol, never a silent coercion:
+
+- numeric column: a JSON number (never true/false, a string, a list or an object); in a
+  text protocol (CSV field, V2 BYTES element) also a plain decimal literal as text, with
+  "" for missing. `null` and `NaN` mean missing (as in `mlflow models serve`), refused
+  when the column is not nullable; `Infinity` and values beyond float32 (the ONNX graph's
+  precision) are refused; an `int` column refuses fractions.
+- categorical column: a string from the column's categories; `null`/`NaN` mean missing.
+  When every category is an integer written as text (a season coded "1".."4"), an integral
+  JSON number means that category (3 -> "3"; 3.5 is refused).
+
+Anything else raises `InputError` naming the column, the row and the value as sent.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
+import orjson
 
 from ct_platform.serving.bundle import ColumnSchema
 
@@ -23,6 +37,24 @@ from ct_platform.serving.bundle import ColumnSchema
 MISSING_CATEGORY = ""
 _MAX_LISTED_CATEGORIES = 20
 _JSON_NUMBER_TYPES = frozenset({int, float, type(None)})
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_MAX_FLOAT32 = float(np.finfo(np.float32).max)
+_MAX_SHOWN = 60
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a JSON request body (UTF-8).
+
+    orjson first (fast); when it refuses, the standard library decides, which also reads
+    the `NaN`, `Infinity` and `-Infinity` literals that Python's `json.dumps` writes (and
+    MLflow's scoring server accepts) and integers beyond 64 bits: the schema rule then
+    says what such a value means. Raises `ValueError` (with position) for anything else.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    return json.loads(body.decode("utf-8"))
 
 
 class InputError(ValueError):
@@ -53,8 +85,14 @@ class InputSchema:
         self.names = [column.name for column in columns]
         self._parsers = [_ColumnParser(column) for column in columns]
 
-    def from_columns(self, data: Mapping[str, Any], *, text: bool = False) -> ParsedRows:
-        """`{column: [values]}`; a bare scalar counts as one row. `text`: values are strings."""
+    def from_columns(
+        self, data: Mapping[str, Any], *, text: bool | frozenset[str] = False
+    ) -> ParsedRows:
+        """`{column: [values]}`; a bare scalar counts as one row.
+
+        `text`: the values came from a text protocol (CSV, V2 BYTES), for every column
+        (True) or for the named ones: numbers may then be written as text.
+        """
         missing = [name for name in self.names if name not in data]
         if missing:
             raise SchemaError(f"missing column(s): {missing}")
@@ -66,7 +104,7 @@ class InputSchema:
         if n_rows == 0:
             raise InputError("no rows to score")
         arrays = [
-            parser.parse(values, text=text)
+            parser.parse(values, text=text if isinstance(text, bool) else parser.name in text)
             for parser, values in zip(self._parsers, raw_columns, strict=True)
         ]
         return ParsedRows(n_rows=n_rows, columns=arrays)
@@ -114,10 +152,16 @@ def _as_list(values: Any, name: str) -> list[Any]:
 
 
 class _ColumnParser:
+    """One column's rule; the same for every protocol (module docstring of `schema`)."""
+
     def __init__(self, column: ColumnSchema) -> None:
         self.column = column
         self.name = column.name
         self._categories = frozenset(column.categories) if column.categories else None
+        # Integer-coded categories (a season written 1-4): JSON clients may send 3 for "3".
+        self._integer_coded = bool(column.categories) and all(
+            _INTEGER_TEXT.fullmatch(category) for category in column.categories or []
+        )
         self._numeric_sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
         self._text_sentinels = frozenset(str(s) for s in column.sentinels)
 
@@ -126,62 +170,92 @@ class _ColumnParser:
             return self._numeric(values, text=text)
         return self._categorical(values, text=text)
 
+    # -- numbers ---------------------------------------------------------------------------
+
     def _numeric(self, values: list[Any], *, text: bool) -> np.ndarray:
-        if text:
-            array = self._to_float(values)
-        else:
-            # One C-level pass over the types; the per-row search only runs on failure.
-            # (bool is an int subclass in Python, but True is not an age: type() excludes it.)
-            if not set(map(type, values)) <= _JSON_NUMBER_TYPES:
-                self._raise_first_non_number(values)
+        kinds = set(map(type, values))
+        # One C-level pass over the types; the per-value rule runs only when it must.
+        # (bool is an int subclass in Python, but True is not an age: type() excludes it.)
+        if kinds <= _JSON_NUMBER_TYPES:
             try:
                 array = np.array(values, dtype=np.float64)
-            except OverflowError:
-                raise SchemaError(f"column '{self.name}': number too large") from None
+            except OverflowError:  # an integer beyond float64: find it, name it
+                array = self._numbers(values)
+        elif text and kinds <= _JSON_NUMBER_TYPES | {str}:
+            array = self._numbers(values)
+        else:
+            self._raise_first_non_number(values, text=text)
         for sentinel in self._numeric_sentinels:
             array[array == sentinel] = np.nan
         # One reduction answers "all finite?"; the detailed checks run only when it says no.
         all_finite = bool(np.isfinite(array.sum()))
         if not all_finite:
-            self._check_missing_and_infinite(array)
+            self._check_missing_and_infinite(array, values)
+        present = array if all_finite else array[~np.isnan(array)]
+        self._check_magnitude(array, present, values)
         if self.column.type == "int":
-            present = array if all_finite else array[~np.isnan(array)]
             fractional = present != np.floor(present)
             if fractional.any():
-                value = present[np.argmax(fractional)]
-                raise SchemaError(f"column '{self.name}': expected an integer, got {value!r}")
+                row = _row_of(array, present[np.argmax(fractional)])
+                raise self._error(row, f"expected an integer, got {_show(values[row])}")
         return array
 
-    def _raise_first_non_number(self, values: list[Any]) -> None:
-        for row, value in enumerate(values):
-            if type(value) not in _JSON_NUMBER_TYPES:
-                raise SchemaError(
-                    f"column '{self.name}' row {row}: expected a number, got {value!r}"
-                )
+    def _numbers(self, values: list[Any]) -> np.ndarray:
+        return np.fromiter(
+            (self._number(row, value) for row, value in enumerate(values)),
+            dtype=np.float64,
+            count=len(values),
+        )
 
-    def _check_missing_and_infinite(self, array: np.ndarray) -> None:
-        if np.isinf(array).any():
-            raise SchemaError(f"column '{self.name}': infinite values are not allowed")
+    def _number(self, row: int, value: Any) -> float:
+        """One JSON number, null, or (text protocols: CSV, V2 BYTES) a number as text."""
+        if value is None:
+            return math.nan
+        if not isinstance(value, str):
+            try:
+                return float(value)
+            except OverflowError:
+                raise self._error(row, f"{_show(value)} is too large to score") from None
+        # Text: a plain decimal literal, or empty for missing. float() alone would also
+        # take "1_000" and non-ASCII digits.
+        stripped = value.strip()
+        if not stripped:
+            return math.nan
+        if stripped.isascii() and "_" not in stripped:
+            try:
+                return float(stripped)
+            except ValueError:
+                pass
+        raise self._error(row, f"expected a number, got {_show(value)}")
+
+    def _raise_first_non_number(self, values: list[Any], *, text: bool) -> NoReturn:
+        allowed = _JSON_NUMBER_TYPES | {str} if text else _JSON_NUMBER_TYPES
+        for row, value in enumerate(values):
+            if type(value) not in allowed:
+                raise self._error(row, f"expected a number, got {_show(value)}")
+        raise AssertionError("unreachable: a value of another type was found")
+
+    def _check_missing_and_infinite(self, array: np.ndarray, values: list[Any]) -> None:
+        infinite = np.isinf(array)
+        if infinite.any():
+            row = int(np.argmax(infinite))
+            raise self._error(row, f"infinite value {_show(values[row])} is not allowed")
         missing = np.isnan(array)
         if not self.column.nullable and missing.any():
             row = int(np.argmax(missing))
-            raise SchemaError(
-                f"column '{self.name}' row {row}: missing value (null/NaN) not allowed"
+            raise self._error(
+                row, f"missing value ({_show(values[row])}) not allowed: the column is required"
             )
 
-    def _to_float(self, values: list[Any]) -> np.ndarray:
-        array = np.empty(len(values), dtype=np.float64)
-        for row, value in enumerate(values):
-            if value is None or value == "":
-                array[row] = np.nan
-                continue
-            try:
-                array[row] = float(value)
-            except (ValueError, OverflowError):
-                raise SchemaError(
-                    f"column '{self.name}' row {row}: expected a number, got {value!r}"
-                ) from None
-        return array
+    def _check_magnitude(self, array: np.ndarray, present: np.ndarray, values: list[Any]) -> None:
+        # The ONNX graph scores in float32: beyond its range a value would silently be inf.
+        if present.size and float(np.abs(present).max()) > _MAX_FLOAT32:
+            row = _row_of(array, present[np.argmax(np.abs(present))])
+            raise self._error(
+                row, f"{_show(values[row])} is beyond the model's range (±{_MAX_FLOAT32:.4g})"
+            )
+
+    # -- categories ------------------------------------------------------------------------
 
     def _categorical(self, values: list[Any], *, text: bool) -> np.ndarray:
         array = np.empty(len(values), dtype=object)
@@ -193,28 +267,48 @@ class _ColumnParser:
                 or _is_missing_marker(value, self._text_sentinels)
             ):
                 if not self.column.nullable:
-                    raise SchemaError(f"column '{self.name}' row {row}: missing value not allowed")
+                    raise self._error(row, "missing value not allowed: the column is required")
                 array[row] = MISSING_CATEGORY
                 continue
-            if not isinstance(value, str):
-                raise SchemaError(
-                    f"column '{self.name}' row {row}: expected a category string, got {value!r}"
+            category = value if isinstance(value, str) else self._integer_category(row, value)
+            if self._categories is not None and category not in self._categories:
+                raise self._error(
+                    row,
+                    f"unknown category {_show(value)}; expected one of {self._listed_categories()}",
                 )
-            if self._categories is not None and value not in self._categories:
-                raise SchemaError(
-                    f"column '{self.name}' row {row}: unknown category {value!r}; "
-                    f"expected one of {self._listed_categories()}"
-                )
-            array[row] = value
+            array[row] = category
         return array
+
+    def _integer_category(self, row: int, value: Any) -> str:
+        """A JSON number for an integer-coded category: 3 (or 3.0) means "3"; 3.5 is refused."""
+        if self._integer_coded and type(value) in (int, float) and float(value).is_integer():
+            return str(int(value))
+        expected = "a category (string or integer)" if self._integer_coded else "a category string"
+        raise self._error(row, f"expected {expected}, got {_show(value)}")
 
     def _listed_categories(self) -> list[str]:
         categories = self.column.categories or []
         listed = categories[:_MAX_LISTED_CATEGORIES]
         return [*listed, "..."] if len(categories) > len(listed) else listed
 
+    def _error(self, row: int, problem: str) -> SchemaError:
+        return SchemaError(f"column '{self.name}' row {row}: {problem}")
+
 
 def _is_missing_marker(value: Any, sentinels: frozenset[str]) -> bool:
     if isinstance(value, float):
         return math.isnan(value)
     return isinstance(value, str) and value in sentinels
+
+
+def _row_of(array: np.ndarray, value: float) -> int:
+    return int(np.argmax(array == value))
+
+
+def _show(value: Any) -> str:
+    """A request value as the client wrote it (JSON spelling: true, null, NaN, "3"), short."""
+    try:
+        shown = json.dumps(value)
+    except (TypeError, ValueError):
+        shown = repr(value)
+    return shown if len(shown) <= _MAX_SHOWN else f"{shown[: _MAX_SHOWN - 1]}…"

@@ -8,29 +8,21 @@ cells may then be strings). Tensor `data` may be flat (row-major) or nested.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import orjson
 
 from ct_platform.serving.bundle import BundleMeta, Prediction
-from ct_platform.serving.schema import InputError, InputSchema, ParsedRows
+from ct_platform.serving.schema import InputError, InputSchema, ParsedRows, load_json
 
-NUMERIC_DATATYPES = frozenset(
-    {
-        "INT8",
-        "INT16",
-        "INT32",
-        "INT64",
-        "UINT8",
-        "UINT16",
-        "UINT32",
-        "UINT64",
-        "FP16",
-        "FP32",
-        "FP64",
-    }
-)
+# Value range of each numeric datatype (None: floating point, any JSON number).
+NUMERIC_DATATYPES: dict[str, tuple[int, int] | None] = {
+    **{f"INT{bits}": (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (8, 16, 32, 64)},
+    **{f"UINT{bits}": (0, 2**bits - 1) for bits in (8, 16, 32, 64)},
+    **{f"FP{bits}": None for bits in (16, 32, 64)},
+}
 
 
 def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, str | None]:
@@ -38,8 +30,8 @@ def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, s
     if not body.strip():
         raise InputError("empty request body")
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        payload = load_json(body)
+    except ValueError as exc:
         raise InputError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InputError("expected a JSON object with an 'inputs' list of tensors")
@@ -59,7 +51,7 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
     if missing:
         raise InputError(f"missing input tensor(s) for column(s): {missing}")
     columns: dict[str, list[Any]] = {}
-    text = False
+    text_columns = set()
     for column in schema.columns:
         tensor = by_name[column.name]
         datatype = _datatype(tensor)
@@ -67,12 +59,13 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
             raise InputError(f"tensor '{column.name}': datatype {datatype} is not numeric")
         if not column.is_numeric and datatype != "BYTES":
             raise InputError(f"tensor '{column.name}': categorical column needs datatype BYTES")
-        text = text or (column.is_numeric and datatype == "BYTES")
+        if datatype == "BYTES":
+            text_columns.add(column.name)
         shape = _shape(tensor)
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise InputError(f"tensor '{column.name}': shape must be [n] or [n, 1], got {shape}")
-        columns[column.name] = _flat_data(tensor, expected=shape[0])
-    return schema.from_columns(columns, text=text)
+        columns[column.name] = _flat_data(tensor, datatype, expected=shape[0])
+    return schema.from_columns(columns, text=frozenset(text_columns))
 
 
 def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRows:
@@ -86,7 +79,7 @@ def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRo
     datatype = _datatype(tensor)
     if datatype != "BYTES" and datatype not in NUMERIC_DATATYPES:
         raise InputError(f"tensor '{tensor.get('name')}': unsupported datatype {datatype}")
-    values = _flat_data(tensor, expected=shape[0] * width)
+    values = _flat_data(tensor, datatype, expected=shape[0] * width)
     rows = [values[start : start + width] for start in range(0, len(values), width)]
     return schema.from_split(schema.names, rows, text=datatype == "BYTES")
 
@@ -109,7 +102,7 @@ def _shape(tensor: dict[str, Any]) -> list[int]:
     return shape
 
 
-def _flat_data(tensor: dict[str, Any], *, expected: int) -> list[Any]:
+def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int) -> list[Any]:
     data = tensor.get("data")
     if not isinstance(data, list):
         raise InputError(f"tensor '{tensor.get('name')}': 'data' must be a list")
@@ -118,7 +111,28 @@ def _flat_data(tensor: dict[str, Any], *, expected: int) -> list[Any]:
         raise InputError(
             f"tensor '{tensor.get('name')}': shape says {expected} values, data has {len(flat)}"
         )
+    if datatype in NUMERIC_DATATYPES:
+        _check_numeric_elements(tensor.get("name"), datatype, flat)
     return flat
+
+
+def _check_numeric_elements(name: Any, datatype: str, values: list[Any]) -> None:
+    """Every element of a numeric tensor is a number its datatype holds (null: missing).
+
+    BYTES elements are checked by the schema's rule for text protocols instead.
+    """
+    bounds = NUMERIC_DATATYPES[datatype]
+    allowed = (int, float, type(None)) if bounds is None else (int, type(None))
+    for position, value in enumerate(values):
+        fits = type(value) in allowed and (
+            bounds is None or value is None or bounds[0] <= value <= bounds[1]
+        )
+        if not fits:
+            hint = "; send text in a BYTES tensor" if isinstance(value, str) else ""
+            raise InputError(
+                f"tensor '{name}' element {position}: {json.dumps(value)[:60]} is not "
+                f"a {datatype} value{hint}"
+            )
 
 
 def _flatten(data: list[Any]) -> list[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def train_holdout(bank_spec: Spec, bank_frame: pd.DataFrame) -> tuple[pd.DataFra
 
 
 @pytest.fixture(scope="session")
-def bundles(
+def built_bundles(
     bank_spec: Spec,
     train_holdout: tuple[pd.DataFrame, pd.DataFrame],
     tmp_path_factory: pytest.TempPathFactory,
@@ -110,6 +111,16 @@ def bundles(
             directory=root / f"{bank_spec.model.name}-v{version}",
         )
         for version, max_iter in (("1", 20), ("2", 40))
+    }
+
+
+@pytest.fixture
+def bundles(built_bundles: dict[str, Path], serving_spec: Spec) -> dict[str, Path]:
+    """The two bundles, copied under the test's $CT_HOME/bundles as export leaves them
+    (a server's admin API loads only from there)."""
+    return {
+        version: shutil.copytree(path, serving_spec.paths.bundles / path.name)
+        for version, path in built_bundles.items()
     }
 
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from ct_platform.deployment import target_for
 from ct_platform.deployment.export import default_registry
 from ct_platform.deployment.rollout import live_endpoint_status, roll_out
+from ct_platform.registry.mlflow_registry import default_tracking_uri
 from ct_platform.settings import Spec
 from ct_platform_tests.deployment.conftest import register
 
@@ -44,4 +46,16 @@ def test_roll_out_serves_the_champion_and_the_check_notices_a_new_one(
     registry.set_alias("champion", second.version)
     stale = live_endpoint_status(spec, registry)
     assert not stale.serves_champion
-    assert f"but the champion is version {second.version}" in stale.describe()
+    assert stale.describe() == (
+        f"{endpoint.url} serves version {first.version}, but the champion is version "
+        f"{second.version}: the served bundle is stale"
+    )
+
+    # The champion version deleted (its alias goes with it): still not the champion.
+    MlflowClient(default_tracking_uri()).delete_model_version(spec.model.name, second.version)
+    orphaned = live_endpoint_status(spec, registry)
+    assert not orphaned.serves_champion
+    assert orphaned.describe() == (
+        f"{endpoint.url} serves version {first.version}, but MLflow has no champion (alias "
+        "removed or version deleted): the served bundle is stale"
+    )

@@ -25,6 +25,7 @@ import uvicorn
 from sklearn.pipeline import Pipeline
 
 from ct_platform.data.contract import check_contract
+from ct_platform.serving.__main__ import uvicorn_config
 from ct_platform.serving.app import create_app
 from ct_platform.serving.bundle import ONNX_FILE, SKOPS_FILE, OnnxInfo, read_meta, write_bundle
 from ct_platform.serving.config import ServerConfig
@@ -112,6 +113,22 @@ def sklearn_only_bundle(bundle_dir: Path, tmp_path_factory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def other_model_bundle(
+    train_frame: pd.DataFrame, bank_spec: Spec, holdout: pd.DataFrame, tmp_path_factory
+) -> Path:
+    """A genuinely different model (fitted on fewer rows) as version 3: its own model.onnx."""
+    return build_bundle(
+        fit_pipeline(train_frame.iloc[:3000], bank_spec),
+        bank_spec,
+        name=MODEL_NAME,
+        version=3,
+        fingerprint="fp-v3",
+        holdout=holdout,
+        directory=tmp_path_factory.mktemp("bundles") / f"{MODEL_NAME}-v3",
+    )
+
+
 # --- payloads ------------------------------------------------------------------------------
 
 
@@ -170,11 +187,8 @@ class ThreadedServer:
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
-            )
-        )
+        # The production settings (uvloop, httptools with header limits), on a free port.
+        self._server = uvicorn.Server(uvicorn_config(app, config, host="127.0.0.1", port=self.port))
         self._thread = threading.Thread(target=self._server.run, name="test-server", daemon=True)
 
     def __enter__(self) -> ThreadedServer:

@@ -15,6 +15,7 @@ import skops.io as sio
 from sklearn.pipeline import Pipeline
 
 from ct_platform.serving.bundle import BundleError, load_bundle, read_meta
+from ct_platform.serving.manifest import MANIFEST_FILE, write_manifest
 from ct_platform.settings import Spec
 from ct_platform_tests.serving.conftest import (
     raw_rows,
@@ -45,6 +46,7 @@ def test_skops_file_with_unlisted_type_is_refused(bundle_dir: Path, tmp_path: Pa
     from sklearn.neighbors import KDTree
 
     (tampered / "model.skops").write_bytes(sio.dumps(KDTree(np.zeros((4, 2)))))
+    write_manifest(tampered)  # the manifest proves integrity, not trust: re-hashed here
     with pytest.raises(BundleError, match="allowlist"):
         load_bundle(tampered, use_onnx=False)
 
@@ -55,6 +57,7 @@ def test_bundle_json_cannot_widen_the_allowlist(bundle_dir: Path, tmp_path: Path
     meta = json.loads((tampered / "bundle.json").read_text())
     meta["skops_trusted_types"].append("builtins.eval")
     (tampered / "bundle.json").write_text(json.dumps(meta))
+    write_manifest(tampered)
     with pytest.raises(BundleError, match=r"builtins\.eval"):
         load_bundle(tampered, use_onnx=False)
 
@@ -65,6 +68,60 @@ def test_missing_or_malformed_bundle(tmp_path: Path) -> None:
     (tmp_path / "bundle.json").write_text('{"format": 99}')
     with pytest.raises(BundleError, match="format"):
         read_meta(tmp_path)
+
+
+def test_model_copied_from_another_version_is_refused(
+    bundle_dir: Path, other_model_bundle: Path, tmp_path: Path
+) -> None:
+    """The issue's example: v3's model.onnx copied into v1 would be served as v1."""
+    tampered = tmp_path / "bank_marketing-v1"
+    shutil.copytree(bundle_dir, tampered)
+    shutil.copyfile(other_model_bundle / "model.onnx", tampered / "model.onnx")
+    with pytest.raises(BundleError, match=r"bundle file model\.onnx does not match manifest"):
+        load_bundle(tampered)
+    with pytest.raises(BundleError, match=r"model\.onnx does not match"):
+        load_bundle(tampered, use_onnx=False)  # the whole bundle is refused, not one backend
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda d: (d / MANIFEST_FILE).unlink(), "bundle has no manifest.json"),
+        (lambda d: (d / "model.skops").unlink(), "listed in manifest.json is missing: model.skops"),
+        (lambda d: (d / "notes.txt").write_text("x"), "not listed in manifest.json: notes.txt"),
+        (
+            lambda d: (d / "bundle.json").write_text((d / "bundle.json").read_text() + " "),
+            "bundle file bundle.json does not match",
+        ),
+        (lambda d: (d / MANIFEST_FILE).write_text("{"), "manifest.json is not valid JSON"),
+        (
+            lambda d: (d / MANIFEST_FILE).write_text('{"algorithm": "md5", "files": {}}'),
+            "must say algorithm 'sha256'",
+        ),
+    ],
+    ids=["no-manifest", "missing-file", "extra-file", "changed-file", "bad-json", "algorithm"],
+)
+def test_manifest_mismatch_refuses_the_bundle(
+    bundle_dir: Path, tmp_path: Path, tamper, message: str
+) -> None:
+    tampered = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, tampered)
+    load_bundle(tampered)  # an intact copy loads
+    tamper(tampered)
+    with pytest.raises(BundleError) as refused:
+        load_bundle(tampered)
+    assert message in str(refused.value)
+
+
+def test_manifest_lists_every_file_with_its_sha256(bundle_dir: Path) -> None:
+    import hashlib
+
+    manifest = json.loads((bundle_dir / MANIFEST_FILE).read_text())
+    files = sorted(p.name for p in bundle_dir.iterdir() if p.name != MANIFEST_FILE)
+    assert manifest["algorithm"] == "sha256"
+    assert sorted(manifest["files"]) == files == ["bundle.json", "model.onnx", "model.skops"]
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((bundle_dir / name).read_bytes()).hexdigest() == digest
 
 
 @pytest.fixture(scope="module")

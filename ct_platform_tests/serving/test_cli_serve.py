@@ -1,13 +1,13 @@
-"""`ct serve`: explicit bundle, the champion's bundle by default, a clear error without one."""
+"""`ct serve`: explicit bundle, MLflow's champion by default, a clear error without one."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pandas as pd
 
 from ct_platform_tests.serving.conftest import free_port, wait_until_up
 
@@ -29,21 +29,56 @@ def _stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def test_serves_the_champion_bundle_by_default(
-    bundle_dir: Path, ct_home: Path, spec_file: Path
+def test_serves_mlflow_champion_not_the_stale_bundle(
+    spec_file: Path,
+    ct_home: Path,
+    train_frame: pd.DataFrame,
+    holdout: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
-    """The champion pointer under CT_HOME/bundles decides what `ct serve` serves."""
-    bundles = ct_home / "bundles"
-    bundles.mkdir(parents=True)
-    (bundles / "champion.json").write_text(json.dumps({"bundle": str(bundle_dir)}))
+    """The issue's example: v1 exported, then v2 promoted; `ct serve` served v1.
+
+    It serves v2, the registry's champion, exporting it first; with the champion deleted
+    it refuses, naming the stale version, instead of serving it.
+    """
+    from mlflow import MlflowClient
+
+    from ct_platform.deployment.export import default_registry, export_champion_bundle
+    from ct_platform.registry.mlflow_registry import default_tracking_uri
+    from ct_platform.settings import load_spec
+    from ct_platform_tests.deployment.conftest import register
+
+    spec = load_spec(spec_file)
+    registry = default_registry(spec)
+    train, rows = train_frame.iloc[:3000], holdout.iloc[:500]
+    first = register(registry, spec, train, rows, fingerprint="fp-1", tmp_path=tmp_path)
+    registry.set_alias("champion", first.version)
+    assert export_champion_bundle(spec, registry).name == f"bank_marketing-v{first.version}"
+    second = register(registry, spec, train, rows, fingerprint="fp-2", tmp_path=tmp_path)
+    registry.set_alias("champion", second.version)
+
     port = free_port()
     process = _serve([], port)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/ping", timeout=180, process=process)
+        wait_until_up(f"http://127.0.0.1:{port}/ping", timeout=300, process=process)
         metadata = httpx.get(f"http://127.0.0.1:{port}/v2/models/bank_marketing").json()
-        assert metadata["versions"] == ["1"]
+        assert metadata["versions"] == [str(second.version)]
     finally:
         _stop(process)
+    assert (
+        f"the local champion bundle is version {first.version}, MLflow's champion is "
+        f"version {second.version}: exporting version {second.version}"
+    ) in process.stderr.read()
+
+    MlflowClient(default_tracking_uri()).delete_model_version("bank_marketing", second.version)
+    refused = subprocess.run(
+        [*CT, "serve", "--port", str(free_port())], capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode == 1
+    assert (
+        "MLflow has no version of model 'bank_marketing' with alias 'champion'; the local "
+        f"champion bundle (version {second.version}) is stale: not serving it"
+    ) in refused.stderr
 
 
 def test_explicit_bundle_and_no_onnx(bundle_v2_dir: Path, spec_file: Path) -> None:

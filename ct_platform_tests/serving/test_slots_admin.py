@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections import Counter
@@ -27,19 +28,35 @@ ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def guarded_server(bundle_dir: Path, tmp_path_factory) -> Iterator[ThreadedServer]:
-    config = server_config(bundle_dir, tmp_path_factory.mktemp("guarded_home"))
+def guarded_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("guarded_home")
+
+
+# The admin API loads only bundles under $CT_HOME/bundles: these tests use copies there.
+@pytest.fixture(scope="module")
+def served_v1(bundle_dir: Path, guarded_home: Path) -> Path:
+    return shutil.copytree(bundle_dir, guarded_home / "bundles" / "bank_marketing-v1")
+
+
+@pytest.fixture(scope="module")
+def served_v2(bundle_v2_dir: Path, guarded_home: Path) -> Path:
+    return shutil.copytree(bundle_v2_dir, guarded_home / "bundles" / "bank_marketing-v2")
+
+
+@pytest.fixture(scope="module")
+def guarded_server(served_v1: Path, guarded_home: Path) -> Iterator[ThreadedServer]:
+    config = server_config(served_v1, guarded_home)
     env = {config.api_key_env: API_KEY, config.admin_token_env: ADMIN_TOKEN}
     with ThreadedServer(config, env=env) as server:
         yield server
 
 
 @pytest.fixture
-def server(guarded_server: ThreadedServer, bundle_dir: Path) -> ThreadedServer:
+def server(guarded_server: ThreadedServer, served_v1: Path) -> ThreadedServer:
     """The guarded server reset to: stable = v1, no candidate."""
     admin(guarded_server, "DELETE", "/admin/slots/candidate")
     if admin(guarded_server, "GET", "/admin/slots")["stable"]["version"] != "1":
-        admin(guarded_server, "POST", "/admin/slots/stable/load", {"bundle": str(bundle_dir)})
+        admin(guarded_server, "POST", "/admin/slots/stable/load", {"bundle": str(served_v1)})
     return guarded_server
 
 
@@ -99,17 +116,52 @@ def test_bad_admin_requests(server: ThreadedServer, tmp_path: Path) -> None:
         return httpx.post(server.url + path, json=body, headers=ADMIN, timeout=30)
 
     assert post("/admin/slots/canary/load", {"bundle": "x"}).status_code == 404
-    missing = post("/admin/slots/candidate/load", {"bundle": str(tmp_path)})
-    assert missing.status_code == 400 and "bundle.json" in missing.json()["message"]
     assert post("/admin/slots/candidate/load", {}).status_code == 400
     assert post("/admin/promote").status_code == 409
     assert post("/admin/routing", {"candidate_weight": 0.5}).status_code == 409
 
 
-def test_candidate_share_is_sticky_per_request_key(
-    server: ThreadedServer, bundle_v2_dir: Path, payload: dict
+def test_admin_load_only_takes_bundles_under_ct_home(
+    server: ThreadedServer, guarded_home: Path, served_v1: Path, other_model_bundle: Path
 ) -> None:
-    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(bundle_v2_dir)})
+    """Any folder outside $CT_HOME/bundles is refused (4xx); no answer shows a server path."""
+
+    def load(bundle: str) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/admin/slots/candidate/load",
+            json={"bundle": bundle},
+            headers=ADMIN,
+            timeout=60,
+        )
+
+    bundles = guarded_home / "bundles"
+    (bundles / "empty").mkdir()
+    (bundles / "escape").symlink_to(other_model_bundle, target_is_directory=True)
+    swapped = shutil.copytree(served_v1, bundles / "swapped-onnx")
+    shutil.copyfile(other_model_bundle / "model.onnx", swapped / "model.onnx")
+    cases = {
+        str(other_model_bundle): (403, "outside the bundles folder"),
+        "../../etc": (403, "outside the bundles folder"),
+        "escape": (403, "outside the bundles folder"),
+        str(bundles): (403, "outside the bundles folder"),
+        "no-such-bundle": (404, "no bundle 'no-such-bundle' under $CT_HOME/bundles"),
+        "empty": (400, "cannot load bundle 'empty': bundle has no manifest.json"),
+        "swapped-onnx": (400, "bundle file model.onnx does not match manifest.json"),
+    }
+    for bundle, (status, message) in cases.items():
+        response = load(bundle)
+        assert (response.status_code, bundle) == (status, bundle), response.text
+        assert message in response.json()["message"]
+        assert str(guarded_home) not in response.text.replace(bundle, "")
+    # The stable model kept serving; a good bundle loads by name or by its path.
+    assert load("bank_marketing-v1").status_code == 200
+    assert load(str(served_v1)).status_code == 200
+
+
+def test_candidate_share_is_sticky_per_request_key(
+    server: ThreadedServer, served_v2: Path, payload: dict
+) -> None:
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(served_v2)})
     admin(server, "POST", "/admin/routing", {"candidate_weight": 0.3})
     slots = {
         f"key-{i}": predict(server, payload, f"key-{i}").headers["x-model-slot"] for i in range(200)
@@ -138,9 +190,9 @@ def test_candidate_share_is_sticky_per_request_key(
 
 
 def test_shadow_mode_answers_from_stable_and_logs_the_candidate(
-    server: ThreadedServer, bundle_v2_dir: Path, payload: dict
+    server: ThreadedServer, served_v2: Path, payload: dict
 ) -> None:
-    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(bundle_v2_dir)})
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(served_v2)})
     admin(server, "POST", "/admin/routing", {"candidate_weight": 1.0, "shadow": True})
     ids = {f"shadow-{i}" for i in range(20)}
     for request_id in ids:
@@ -152,8 +204,8 @@ def test_shadow_mode_answers_from_stable_and_logs_the_candidate(
     assert by_slot == {("stable", "1"): 20, ("shadow", "2"): 20}
 
 
-def test_promote_then_rollback(server: ThreadedServer, bundle_v2_dir: Path, payload: dict) -> None:
-    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(bundle_v2_dir)})
+def test_promote_then_rollback(server: ThreadedServer, served_v2: Path, payload: dict) -> None:
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(served_v2)})
     promoted = admin(server, "POST", "/admin/promote")
     assert promoted["stable"]["version"] == "2" and promoted["previous"]["version"] == "1"
     assert promoted["candidate"] is None
@@ -164,7 +216,7 @@ def test_promote_then_rollback(server: ThreadedServer, bundle_v2_dir: Path, payl
 
 
 def test_hot_swap_under_load_drops_no_request(
-    server: ThreadedServer, bundle_dir: Path, bundle_v2_dir: Path, payload: dict
+    server: ThreadedServer, served_v1: Path, served_v2: Path, payload: dict
 ) -> None:
     stop = threading.Event()
     statuses: Counter[int] = Counter()
@@ -194,7 +246,7 @@ def test_hot_swap_under_load_drops_no_request(
 
     try:
         served_more_than(0)  # version 1 answered before the first swap
-        for bundle in (bundle_v2_dir, bundle_dir, bundle_v2_dir):
+        for bundle in (served_v2, served_v1, served_v2):
             admin(server, "POST", "/admin/slots/stable/load", {"bundle": str(bundle)})
             admin(server, "POST", "/admin/rollback")
             admin(server, "POST", "/admin/rollback")

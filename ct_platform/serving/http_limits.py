@@ -1,0 +1,105 @@
+"""Request-header limits for uvicorn's httptools protocol, as nginx sets them.
+
+uvicorn bounds neither the size of a request's headers (httptools buffers a 64 MiB header
+as happily as a 64-byte one) nor the time a client takes to send them (a client trickling
+one byte a second holds a connection for ever). `bounded_http_protocol` returns the same
+protocol with both limits: past `max_header_bytes` of request line + headers the answer is
+431 and the connection closes; headers not complete within `header_timeout_s` of the
+connection opening (or of the request's first byte, on a kept-alive connection) get a 408
+and the connection closes. Everything after the headers is uvicorn's own code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class _BoundedHttpToolsProtocol(HttpToolsProtocol):
+    max_header_bytes: int
+    header_timeout_s: float
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_bytes = 0
+        self._reading_headers = True
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        # Still in the headers after this chunk: everything read so far is header bytes.
+        if self._reading_headers and self._header_bytes > self.max_header_bytes:
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                f"request line and headers exceed {self.max_header_bytes} bytes",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_headers = True
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._reading_headers = False
+        self._header_bytes = 0
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self._reading_headers:
+            self._refuse(
+                408, "Request Timeout", f"headers not received within {self.header_timeout_s:g} s"
+            )
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self._reading_headers = False
+        self._cancel_header_timer()
+        if self.transport.is_closing():
+            return
+        body = message.encode()
+        self.transport.write(
+            b"".join(
+                [
+                    f"HTTP/1.1 {status} {reason}\r\n".encode(),
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    f"content-length: {len(body)}\r\n".encode(),
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        self.transport.close()
+
+
+def bounded_http_protocol(
+    max_header_bytes: int, header_timeout_s: float
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol class with these header limits (pass as `http=`)."""
+    return type(
+        "BoundedHttpToolsProtocol",
+        (_BoundedHttpToolsProtocol,),
+        {"max_header_bytes": max_header_bytes, "header_timeout_s": header_timeout_s},
+    )

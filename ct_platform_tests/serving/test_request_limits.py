@@ -1,0 +1,179 @@
+"""Work and header limits per request, and small requests kept fast beside big ones.
+
+No absolute timings: what is asserted is order (a small request sent late in a big one's
+scoring still completes before it) and status codes, which hold on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from ct_platform.settings import Spec
+from ct_platform_tests.serving.conftest import ThreadedServer, raw_rows, server_config
+
+BIG_ROWS = 50_000
+
+
+@pytest.fixture(scope="module")
+def limits_server(bundle_dir: Path, tmp_path_factory) -> Iterator[ThreadedServer]:
+    config = server_config(
+        bundle_dir,
+        tmp_path_factory.mktemp("limits_home"),
+        max_body_bytes=16 * 1024 * 1024,
+        max_rows=BIG_ROWS,
+        header_timeout_s=1.0,
+    )
+    with ThreadedServer(config) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def small_body(holdout: pd.DataFrame, bank_spec: Spec) -> dict:
+    return {"dataframe_records": raw_rows(holdout, bank_spec, 1)}
+
+
+def _big_csv(holdout: pd.DataFrame, bank_spec: Spec, rows: int) -> bytes:
+    features = holdout[bank_spec.dataset.feature_columns]
+    repeated = pd.concat([features] * (rows // len(features) + 1)).iloc[:rows]
+    buffer = io.StringIO()
+    repeated.to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+def test_small_requests_are_answered_while_a_big_one_is_scored(
+    limits_server: ThreadedServer, holdout: pd.DataFrame, bank_spec: Spec, small_body: dict
+) -> None:
+    """The issue's example: a 12,000-row CSV stalled a single-row request for 1.6 s."""
+    big = _big_csv(holdout, bank_spec, BIG_ROWS)
+    url = f"{limits_server.url}/invocations"
+    big_window: dict[str, float] = {}
+    big_status: list[int] = []
+
+    def post_big() -> None:
+        big_window["start"] = time.monotonic()
+        response = httpx.post(url, content=big, headers={"content-type": "text/csv"}, timeout=600)
+        big_window["end"] = time.monotonic()
+        big_status.append(response.status_code)
+
+    thread = threading.Thread(target=post_big)
+    thread.start()
+    smalls: list[tuple[float, float]] = []  # (sent, answered)
+    with httpx.Client(timeout=600) as client:
+        while thread.is_alive():
+            sent = time.monotonic()
+            assert client.post(url, json=small_body).status_code == 200
+            smalls.append((sent, time.monotonic()))
+    thread.join()
+    assert big_status == [200]
+    start, end = big_window["start"], big_window["end"]
+    # Sent in the second half of the big request's life (it is scoring by then, not
+    # uploading), answered before it: the loop was not blocked by the big one.
+    late = [answered for sent, answered in smalls if sent > start + (end - start) / 2]
+    assert any(answered < end for answered in late), (end - start, smalls[-5:])
+
+
+def test_rows_per_request_are_bounded(
+    limits_server: ThreadedServer, holdout: pd.DataFrame, bank_spec: Spec
+) -> None:
+    body = _big_csv(holdout, bank_spec, BIG_ROWS + 1)
+    response = httpx.post(
+        f"{limits_server.url}/invocations",
+        content=body,
+        headers={"content-type": "text/csv"},
+        timeout=600,
+    )
+    assert response.status_code == 413
+    assert response.json()["message"] == (
+        f"request has {BIG_ROWS + 1} rows; the limit is {BIG_ROWS} rows a request: split it"
+    )
+
+
+def _raw_exchange(server: ThreadedServer, head: bytes, filler: int = 0) -> bytes:
+    """Send `head` (+ `filler` bytes of one header's value) on a raw socket; read the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
+        sock.sendall(head)
+        sent = 0
+        chunk = b"a" * 65536
+        try:
+            while sent < filler:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: its answer is waiting
+        answer = b""
+        try:
+            while data := sock.recv(65536):
+                answer += data
+        except ConnectionResetError:
+            pass
+    return answer
+
+
+def test_oversized_headers_get_431_and_the_server_keeps_serving(
+    limits_server: ThreadedServer, small_body: dict
+) -> None:
+    head = b"POST /invocations HTTP/1.1\r\nHost: test\r\nX-Filler: "
+    answer = _raw_exchange(limits_server, head, filler=8 * 1024 * 1024)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"exceed 32768 bytes" in answer
+    assert httpx.post(f"{limits_server.url}/invocations", json=small_body).status_code == 200
+
+
+def test_headers_within_the_limit_are_accepted(
+    limits_server: ThreadedServer, small_body: dict
+) -> None:
+    headers = {"x-note": "n" * 16_000}
+    response = httpx.post(f"{limits_server.url}/invocations", json=small_body, headers=headers)
+    assert response.status_code == 200
+
+
+def test_headers_sent_too_slowly_get_408_and_the_connection_closes(
+    limits_server: ThreadedServer,
+) -> None:
+    """A client that never finishes its headers (slowloris) does not hold a connection."""
+    answer = _raw_exchange(limits_server, b"POST /invocations HTTP/1.1\r\nHost: test\r\n")
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    idle = _raw_exchange(limits_server, b"")  # connected, sent nothing
+    assert idle.startswith(b"HTTP/1.1 408 "), idle[:200]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("Application/JSON", 200),
+        ("application/json; charset=UTF-8", 200),
+        ('APPLICATION/JSON;charset="utf-8"', 200),
+        ("application/json ; Charset=utf-8", 200),
+        ("application/json; charset=latin-1", 415),
+        ("application/jsonx", 415),
+    ],
+)
+def test_content_type_is_matched_as_http_says(
+    limits_server: ThreadedServer, small_body: dict, content_type: str, status: int
+) -> None:
+    response = httpx.post(
+        f"{limits_server.url}/invocations",
+        content=httpx.Request("POST", "/", json=small_body).content,
+        headers={"content-type": content_type},
+    )
+    assert response.status_code == status, response.text
+
+
+def test_csv_content_type_is_case_insensitive(
+    limits_server: ThreadedServer, holdout: pd.DataFrame, bank_spec: Spec
+) -> None:
+    response = httpx.post(
+        f"{limits_server.url}/invocations",
+        content=_big_csv(holdout, bank_spec, 3),
+        headers={"content-type": "Text/CSV; charset=utf-8"},
+    )
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 3
