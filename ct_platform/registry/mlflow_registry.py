@@ -51,6 +51,8 @@ from mlflow.protos.databricks_pb2 import (
 
 FINGERPRINT_TAG = "fingerprint"
 DAGSTER_RUN_TAG = "dagster_run_id"
+# Why a run was ended as FAILED by the platform rather than by its own process.
+FAILED_REASON_TAG = "ct.failed_reason"
 MODEL_ARTIFACT = "model"
 # Rows of the training frame used to infer the signature and stored as the input example.
 SIGNATURE_SAMPLE_ROWS = 20
@@ -226,6 +228,20 @@ class ModelRegistry:
     def model_size_bytes(model: Pipeline) -> int:
         """Size of the model as stored (skops bytes)."""
         return len(skops_types.dumps(model))
+
+    # --- crash recovery ------------------------------------------------------------------
+
+    def running_runs(self) -> list[tuple[str, dict[str, str]]]:
+        """`(run id, tags)` of every run of this experiment still marked RUNNING."""
+        runs = self._client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'"
+        )
+        return [(run.info.run_id, dict(run.data.tags)) for run in runs]
+
+    def mark_run_failed(self, run_id: str, reason: str) -> None:
+        """End a run left RUNNING by a dead process as FAILED, with `reason` as tag."""
+        self._client.set_tag(run_id, FAILED_REASON_TAG, reason)
+        self._client.set_terminated(run_id, status="FAILED")
 
     # --- internals -----------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,17 @@ def save_training_set(
     ref = TrainingSetRef(
         fingerprint, tuple(batch_keys), directory, len(train), len(holdout), newest_batch
     )
-    train.to_parquet(ref.train_path, index=False)
-    holdout.to_parquet(ref.holdout_path, index=False)
+    # Two runs on the same data write the same files: each replaces them whole, so a reader
+    # (or a run killed mid-write) never leaves or sees half a Parquet file.
+    _write_parquet_atomically(train, ref.train_path)
+    _write_parquet_atomically(holdout, ref.holdout_path)
     return ref
+
+
+def _write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.to_parquet(temporary, index=False)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
