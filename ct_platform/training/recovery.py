@@ -54,11 +54,14 @@ def fail_orphaned_runs(
 
 
 def _orphan_reason(dagster_run: str, status: str, worker: str | None) -> str | None:
-    if status not in IN_PROGRESS:
-        return f"orphaned: its Dagster run {dagster_run} is {status}, the run never ended"
+    """Why the run is orphaned, or None while its process or Dagster run may still work."""
     if worker is not None and not worker_alive(worker):
         return (
             f"orphaned: its process {worker} is gone (killed) while Dagster run "
-            f"{dagster_run} still shows {status}"
+            f"{dagster_run} shows {status}"
         )
-    return None
+    if status in IN_PROGRESS:
+        return None
+    if status == "unknown" and worker is not None:
+        return None  # a live process of another Dagster instance sharing this MLflow store
+    return f"orphaned: its Dagster run {dagster_run} is {status}, the run never ended"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,4 +48,8 @@ def test_success_then_failing_gate(spec_file, tmp_path, land_bank_batches):
     failing = dagster_job_execute(spec_variant(spec_file, "strict", STRICT_FLOOR), tmp_path)
 
     assert failing.returncode != 0
-    assert "metric_floor" in failing.stdout + failing.stderr
+    output = failing.stdout + failing.stderr
+    # A rejection, not a crash: the gate and its figures, and no Python traceback.
+    assert "candidate version 2 rejected by blocking gate(s) metric_floor" in output
+    assert re.search(r"metric_floor: roc_auc 0\.\d{4} misses the floor 0\.9990", output), output
+    assert "Traceback" not in output
