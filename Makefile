@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format validate benchmark clean
+.PHONY: install instance demo test lint format validate benchmark clean
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -17,11 +17,11 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	touch $@
 
 # The Dagster instance the CLI (and `make test`'s validate step) uses; tests make their own.
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+# A dagster.yaml already in DAGSTER_HOME is the user's and is never overwritten.
+instance:
+	@bash deploy/dagster_home.sh
 
-install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+install: $(VENV)/.installed instance
 
 demo: install
 	bash deploy/demo.sh

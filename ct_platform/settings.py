@@ -169,6 +169,9 @@ class GatesSpec(_Strict):
     parity: ParityGate = ParityGate()
 
 
+SERVING_PORT_ENV = "CT_SERVING_PORT"
+
+
 class ServingSpec(_Strict):
     target: Literal["local", "docker"] = "local"
     host: str = "127.0.0.1"
@@ -178,6 +181,17 @@ class ServingSpec(_Strict):
     api_key_env: str = "CT_API_KEY"
     admin_token_env: str = "CT_ADMIN_TOKEN"
     docker_image: str = "ct-platform-serving:latest"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _port_from_environment(cls, data: object) -> object:
+        """`CT_SERVING_PORT`, when set, overrides `serving.port` (another port, same spec)."""
+        override = os.environ.get(SERVING_PORT_ENV, "").strip()
+        if not override or not isinstance(data, dict):
+            return data
+        if not override.isdigit() or not 1 <= int(override) <= 65535:
+            raise ValueError(f"{SERVING_PORT_ENV}={override!r} is not a port number (1-65535)")
+        return {**data, "port": int(override)}
 
 
 class DriftWindow(_Strict):
@@ -212,7 +226,8 @@ class Spec(_Strict):
     model: ModelSpec
     evaluation: EvaluationSpec = EvaluationSpec()
     gates: GatesSpec
-    serving: ServingSpec = ServingSpec()
+    # A factory, not a shared instance: the default reads CT_SERVING_PORT when a spec loads.
+    serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = MonitoringSpec()
     # Set by `load_spec`: the folder relative paths in the spec are resolved against.
     base_dir: Path = Path(".")

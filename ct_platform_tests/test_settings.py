@@ -83,3 +83,29 @@ def test_min_greater_than_max_is_named(edited_spec) -> None:
 def test_target_listed_as_a_column_is_rejected(edited_spec) -> None:
     with pytest.raises(SpecError, match=r"dataset: .*target 'y' must not also be listed"):
         edited_spec(lambda raw: raw["dataset"]["columns"].update(y={"type": "int"}))
+
+
+def test_serving_port_from_environment_overrides_the_spec(
+    edited_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CT_SERVING_PORT", "18099")
+    assert (
+        edited_spec(lambda raw: raw.setdefault("serving", {}).update(port=8080)).serving.port
+        == 18099
+    )
+    # Also when the spec has no serving section at all (the default is built at load).
+    assert edited_spec(lambda raw: raw.pop("serving", None)).serving.port == 18099
+    monkeypatch.delenv("CT_SERVING_PORT")
+    assert (
+        edited_spec(lambda raw: raw.setdefault("serving", {}).update(port=8081)).serving.port
+        == 8081
+    )
+
+
+@pytest.mark.parametrize("value", ["eighty", "0", "70000"])
+def test_bad_serving_port_in_environment_is_named(
+    edited_spec, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CT_SERVING_PORT", value)
+    with pytest.raises(SpecError, match=rf"serving: .*CT_SERVING_PORT='{value}' is not a port"):
+        edited_spec(lambda raw: None)

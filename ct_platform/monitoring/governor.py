@@ -32,8 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import httpx
-
 from ct_platform.settings import GovernorSpec, Paths
 
 log = logging.getLogger(__name__)
@@ -206,6 +204,8 @@ class RetrainGovernor:
 
 
 def _post_webhook(url: str, alert: dict) -> None:
+    import httpx  # only when an alert is sent: the retrain sensor loads this module
+
     try:
         httpx.post(url, json=alert, timeout=WEBHOOK_TIMEOUT_SECONDS).raise_for_status()
     except httpx.HTTPError as exc:

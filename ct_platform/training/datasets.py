@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ct_platform.settings import Paths
+
+if TYPE_CHECKING:  # heavy: the code location imports this module for TrainingSetRef only
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,13 @@ class TrainingSetRef:
         return self.directory / "holdout.parquet"
 
     def load_train(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_parquet(self.train_path)
 
     def load_holdout(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_parquet(self.holdout_path)
 
 

@@ -11,13 +11,12 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-
-import numpy as np
-import pandas as pd
-from threadpoolctl import threadpool_limits
+from typing import TYPE_CHECKING
 
 from ct_platform.settings import LOWER_IS_BETTER, Spec
-from ct_platform.training.evaluate import shortfall
+
+if TYPE_CHECKING:  # heavy: the code location imports this module for GateResult only
+    import pandas as pd
 
 # Single-row calls timed by the latency gate, after the warm-up calls (first calls pay for
 # lazy imports and caches, which is not what serving a request costs).
@@ -90,6 +89,8 @@ def champion_regression_gate(
             f"{reason}: nothing to regress from (candidate {metric} {candidate:.4f})",
             metadata,
         )
+    from ct_platform.training.evaluate import shortfall  # imports sklearn.metrics
+
     worse_by = shortfall(candidate, champion, metric)
     passed = not math.isnan(candidate) and worse_by <= gate.tolerance
     if math.isnan(candidate):
@@ -113,6 +114,9 @@ def latency_gate(model: object, sample: pd.DataFrame, spec: Spec) -> GateResult:
     one thread: a single row gains nothing from OpenMP, and on a busy machine the thread
     fan-out alone made the median 5x slower with 1 s outliers (measured on HGB).
     """
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
     gate = spec.gates.latency
     if sample.empty:
         raise ValueError("latency gate needs at least one sample row")

@@ -5,13 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pandas as pd
-from sklearn.pipeline import Pipeline
-
 from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
-from ct_platform.training.evaluate import score
 from ct_platform.training.gates import (
     GateResult,
     champion_regression_gate,
@@ -20,7 +16,10 @@ from ct_platform.training.gates import (
     model_size_gate,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # heavy: the code location imports this module for its types only
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
 GATES_PASSED_TAG = "ct.gates_passed"
@@ -82,6 +81,8 @@ def evaluate_candidate(
     spec: Spec,
 ) -> EvaluationOutcome:
     """Score candidate and champion on the same holdout and run every model gate."""
+    from ct_platform.training.evaluate import score  # sklearn: loaded by the step only
+
     metrics = score(candidate.model, holdout, spec)
     champion_metrics = score(champion.model, holdout, spec) if champion else None
     single_rows = holdout[spec.dataset.feature_columns].head(50)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ct_platform.data.ingest import valid_batches
-from ct_platform.data.training_set import build_training_set, fingerprint
 from ct_platform.settings import Paths, Spec
 from ct_platform.training.datasets import TrainingSetRef, save_training_set
 
@@ -19,6 +17,10 @@ def build_window(
 
     `window_batches` overrides the spec's window, e.g. the shorter one of a drift retrain.
     """
+    # pandas comes with these: loaded by the step, not by the code location
+    from ct_platform.data.ingest import valid_batches
+    from ct_platform.data.training_set import build_training_set, fingerprint
+
     size = window_batches or spec.evaluation.window_batches
     batches = valid_batches(paths, keys_in_order)[-size:]
     if not batches:

@@ -5,12 +5,15 @@ annotation at decoration time and needs the real class, not a string.
 """
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from ct_platform.data.ingest import IngestOutcome, ingest_batch
 from ct_platform.defs.metadata import numbers, severity
 from ct_platform.settings import Paths, Spec
+
+if TYPE_CHECKING:  # ingestion loads pandas: imported by the step, not the code location
+    from ct_platform.data.ingest import IngestOutcome
 
 batches = dg.DynamicPartitionsDefinition(name="batches")
 
@@ -19,7 +22,7 @@ VALIDATED_BATCH = dg.AssetKey("validated_batch")
 CONTRACT_CHECK = "data_contract"
 
 
-def contract_check_result(outcome: IngestOutcome, spec: Spec) -> dg.AssetCheckResult:
+def contract_check_result(outcome: "IngestOutcome", spec: Spec) -> dg.AssetCheckResult:
     """The data-contract gate for one batch, with every rule's figures."""
     metadata: dict[str, dg.MetadataValue] = {"batch": dg.MetadataValue.text(outcome.key)}
     if outcome.read_error is not None:
@@ -79,6 +82,8 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
         description="The batch after the data contract: typed Parquet, or quarantined.",
     )
     def validated_batch(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        from ct_platform.data.ingest import ingest_batch
+
         path = spec.landing_dir / context.partition_key
         outcome = ingest_batch(path, spec, Paths.from_env())
         if not outcome.passed:
@@ -90,7 +95,7 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
     return dg.Definitions(assets=[raw_batch, validated_batch])
 
 
-def ingest_metadata(outcome: IngestOutcome) -> dict[str, dg.MetadataValue]:
+def ingest_metadata(outcome: "IngestOutcome") -> dict[str, dg.MetadataValue]:
     metadata = {
         "content_sha256": dg.MetadataValue.text(outcome.content_hash),
         "passed_contract": dg.MetadataValue.bool(outcome.passed),

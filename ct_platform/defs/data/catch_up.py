@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ct_platform.data.ingest import ingest_batch
 from ct_platform.data.landing import LandingCursor, scan_landing
 from ct_platform.defs.data.assets import RAW_BATCH, VALIDATED_BATCH, batches, ingest_metadata
 from ct_platform.settings import Paths, Spec
@@ -17,6 +16,8 @@ from ct_platform.settings import Paths, Spec
 
 def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths) -> None:
     """Ingest landed files with no partition yet; fail naming the batch if a blocking gate fails."""
+    from ct_platform.data.ingest import ingest_batch  # pandas: loaded by the step only
+
     known = set(context.instance.get_dynamic_partitions(batches.name))
     # No settle time: whoever starts a whole-pipeline run means the files present now.
     # Format end markers are still checked, so a file caught mid-write waits for the sensor.
