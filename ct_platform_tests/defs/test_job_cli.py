@@ -29,7 +29,7 @@ def dagster_job_execute(spec_path: Path, tmp_path: Path) -> subprocess.Completed
         "-j",
         "training_job",
     ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
 
 
 def test_no_valid_data_exits_non_zero(spec_file, tmp_path):

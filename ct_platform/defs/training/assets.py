@@ -164,8 +164,9 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
                 description=gate.description,
             )
         if not outcome.promotable:
-            # A rejection is an outcome, not a crash: Dagster shows a Failure's description
-            # and metadata without a Python trace. The run still fails (CI exits non-zero).
+            # A rejection is an outcome, not a crash: a Failure's description (each failed
+            # gate with its figures) is the step's failure message, its metadata shows in the
+            # UI, and it is never retried. The run still fails (CI exits non-zero).
             raise dg.Failure(
                 description=outcome.rejection(),
                 metadata=numbers("", {g.name: g.description for g in outcome.blocking_failures}),
