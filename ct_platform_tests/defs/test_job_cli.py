@@ -39,6 +39,8 @@ def test_no_valid_data_exits_non_zero(spec_file, tmp_path):
     assert "no valid data" in result.stdout + result.stderr
 
 
+# Two full CLI runs, each importing the code location afresh: slow on a loaded 2-core box.
+@pytest.mark.timeout(3600)
 def test_success_then_failing_gate(spec_file, tmp_path, land_bank_batches):
     land_bank_batches(2)
     passing = dagster_job_execute(spec_file, tmp_path)

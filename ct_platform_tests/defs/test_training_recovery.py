@@ -94,6 +94,8 @@ def test_version_without_verdict_is_reevaluated_and_dead_runs_fail(
     assert again.success and "candidate_model" not in materialized
 
 
+# Two CLI runs at once on a shared 2-core box: minutes of wall time each.
+@pytest.mark.timeout(3600)
 def test_two_runs_on_the_same_new_data_register_one_version(
     spec, spec_file, instance, land_bank_batches
 ):
