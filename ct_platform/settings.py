@@ -23,7 +23,9 @@ DEFAULT_SPEC_FILE = "ct_platform.yaml"
 DEFAULT_CT_HOME = ".ct"
 
 Task = Literal["classification", "regression"]
-ColumnType = Literal["int", "float", "category"]
+ColumnType = Literal["int", "float", "category", "date", "datetime"]
+TEMPORAL_TYPES = frozenset({"date", "datetime"})
+DEFAULT_LANDING_DIR = Path("data/incoming")
 ClassificationMetric = Literal["accuracy", "balanced_accuracy", "roc_auc", "f1"]
 RegressionMetric = Literal["mae", "rmse", "r2"]
 # Metrics where a smaller value is better; everything else is "higher is better".
@@ -39,6 +41,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_bounds(low: float | None, high: float | None) -> None:
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"min ({low}) is greater than max ({high})")
+
+
 class ColumnSpec(_Strict):
     type: ColumnType
     min: float | None = None
@@ -47,26 +54,53 @@ class ColumnSpec(_Strict):
     # Values that mean "unknown" (e.g. pdays=999): read as missing, never as numbers.
     sentinels: list[float | str] = Field(default_factory=list)
     nullable: bool = True
+    # strftime pattern of a date/datetime column as written in the files, e.g. "%d/%m/%y".
+    format: str | None = None
 
     @model_validator(mode="after")
     def _check_kind(self) -> ColumnSpec:
-        if self.type == "category" and (self.min is not None or self.max is not None):
-            raise ValueError("min/max apply to numeric columns, not to type 'category'")
+        if not self.is_numeric and (self.min is not None or self.max is not None):
+            raise ValueError(f"min/max apply to numeric columns, not to type '{self.type}'")
         if self.type != "category" and self.categories is not None:
             raise ValueError("categories apply to type 'category' only")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.is_temporal and (self.format is None or "%" not in self.format):
+            raise ValueError(
+                f"type '{self.type}' needs a strftime `format` (e.g. \"%d/%m/%y\"): day-first "
+                "and month-first dates cannot be told apart from the values"
+            )
+        if not self.is_temporal and self.format is not None:
+            raise ValueError("format applies to types 'date' and 'datetime' only")
+        if self.is_temporal and self.sentinels:
+            raise ValueError(f"sentinels do not apply to type '{self.type}': leave the field empty")
+        _check_bounds(self.min, self.max)
         return self
 
     @property
     def is_numeric(self) -> bool:
-        return self.type != "category"
+        return self.type in ("int", "float")
+
+    @property
+    def is_temporal(self) -> bool:
+        return self.type in TEMPORAL_TYPES
+
+
+class TargetRules(_Strict):
+    """Bounds on a regression target (e.g. `min: 0` for a count), checked like a column's."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check_order(self) -> TargetRules:
+        _check_bounds(self.min, self.max)
+        return self
 
 
 class DatasetSpec(_Strict):
     name: str
-    landing_dir: Path = Path("data/incoming")
-    separator: str = ","
+    landing_dir: Path = DEFAULT_LANDING_DIR
+    # One character: field counts are checked per row before parsing (see data/reader.py).
+    separator: Annotated[str, Field(min_length=1, max_length=1)] = ","
     target: str
     task: Task
     columns: dict[str, ColumnSpec] = Field(min_length=1)
@@ -79,19 +113,54 @@ class DatasetSpec(_Strict):
     min_rows: Annotated[int, Field(ge=1)] = 50
     # A target column of a classification task must hold these labels only.
     target_labels: list[int | str] | None = None
+    # A regression target's range, e.g. {min: 0} for a count.
+    target_rules: TargetRules | None = None
 
     @model_validator(mode="after")
     def _check_columns(self) -> DatasetSpec:
         if self.target in self.columns:
-            raise ValueError(f"target '{self.target}' must not also be listed in columns")
-        overlap = set(self.drop_columns) & set(self.columns)
+            raise ValueError(
+                f"target '{self.target}' must not also be listed in columns (give its range "
+                "with dataset.target_rules, its labels with dataset.target_labels)"
+            )
+        dropped = set(self.drop_columns)
+        if len(dropped) != len(self.drop_columns):
+            raise ValueError(f"drop_columns lists a name twice: {self.drop_columns}")
+        if self.target in dropped:
+            raise ValueError(f"drop_columns lists the target '{self.target}'")
+        overlap = dropped & set(self.columns)
         if overlap:
             raise ValueError(f"columns both kept and dropped: {sorted(overlap)}")
         for key in ("time_column", "sensitive_column"):
             name = getattr(self, key)
             if name is not None and name not in self.columns:
                 raise ValueError(f"{key} '{name}' is not one of the declared columns")
+        self._check_time_columns()
+        self._check_target_constraints()
         return self
+
+    def _check_time_columns(self) -> None:
+        # Text sorts "31/01/11" after "01/02/11": ordering by a category column puts the
+        # wrong rows in the holdout, so the time column must be parsed.
+        if self.time_column is not None and self.columns[self.time_column].type == "category":
+            raise ValueError(
+                f"time_column '{self.time_column}' is type 'category', which sorts as text; "
+                "declare it {type: date, format: ...} (or datetime, int, float)"
+            )
+        # A date is not a model input: the platform derives no features from it.
+        for name, column in self.columns.items():
+            if column.is_temporal and name != self.time_column:
+                raise ValueError(
+                    f"column '{name}' is type '{column.type}' but is not the time_column: date "
+                    "columns are never model features; make it the time_column, list it "
+                    "under drop_columns, or derive numeric features from it upstream"
+                )
+
+    def _check_target_constraints(self) -> None:
+        if self.task == "classification" and self.target_rules is not None:
+            raise ValueError("target_rules (min/max) apply to regression; use target_labels")
+        if self.task == "regression" and self.target_labels is not None:
+            raise ValueError("target_labels apply to classification; use target_rules")
 
     @property
     def feature_columns(self) -> list[str]:
@@ -104,7 +173,7 @@ class DatasetSpec(_Strict):
 
     @property
     def categorical_features(self) -> list[str]:
-        return [c for c in self.feature_columns if not self.columns[c].is_numeric]
+        return [c for c in self.feature_columns if self.columns[c].type == "category"]
 
 
 class ModelSpec(_Strict):
@@ -149,6 +218,8 @@ class ChampionRegressionGate(Gate):
 
 
 class LatencyGate(Gate):
+    # Median single-row scoring time of the bundle that will serve (ONNX graph, or the
+    # sklearn fallback), through the server's own scoring path.
     max_ms: Annotated[float, Field(gt=0)] = 10.0
 
 
@@ -156,8 +227,41 @@ class ModelSizeGate(Gate):
     max_mb: Annotated[float, Field(gt=0)] = 100.0
 
 
+# Default parity tolerances (see `ParityGate.tolerances` for the reasoning).
+PARITY_ABSOLUTE_DEFAULT = 1e-4
+PARITY_RELATIVE_DEFAULT = {"classification": 0.0, "regression": 1e-5}
+
+
 class ParityGate(Gate):
-    tolerance: Annotated[float, Field(gt=0)] = 1e-4
+    """ONNX graph vs sklearn on the holdout, value by value as `numpy.isclose`:
+    `|onnx - sklearn| <= tolerance + relative_tolerance * |sklearn|`. Keys left unset take
+    the task's defaults (`tolerances`)."""
+
+    tolerance: Annotated[float, Field(ge=0)] | None = None
+    relative_tolerance: Annotated[float, Field(ge=0)] | None = None
+
+    def tolerances(self, task: Task, output_scale: float) -> tuple[float, float]:
+        """(absolute, relative) tolerance; `output_scale` is the largest |sklearn output|.
+
+        Classification compares probabilities in [0, 1], where float32 rounding leaves
+        ~1e-7: 1e-4 absolute is generous and a relative term would only loosen it near 1.
+        Regression values carry the target's units. float32 keeps 24 bits (1.2e-7 relative)
+        and the graph sums tree leaves (or weighted features) onto a base value in float32,
+        so its error scales with the magnitudes summed, not with each result: values in the
+        hundreds differ by ~3e-4, and a prediction near zero from a base in the hundreds by
+        as much. Measured gaps stay under 5e-6 of the output scale (HGB and linear models,
+        outputs 1e2..1e6). So regression defaults to 1e-5 relative, and to an absolute
+        term of the relative tolerance x the output scale (at least 1e-4); a wrong graph is
+        off by orders of magnitude more.
+        """
+        relative = PARITY_RELATIVE_DEFAULT[task]
+        if self.relative_tolerance is not None:
+            relative = self.relative_tolerance
+        if self.tolerance is not None:
+            return self.tolerance, relative
+        if task == "regression":
+            return max(PARITY_ABSOLUTE_DEFAULT, relative * output_scale), relative
+        return PARITY_ABSOLUTE_DEFAULT, relative
 
 
 class GatesSpec(_Strict):
@@ -211,9 +315,19 @@ class MonitoringSpec(_Strict):
     window: DriftWindow = DriftWindow()
     drift_share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     decay_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    # Fewer labelled rows than this give no performance verdict ("insufficient data").
     min_feedback_rows: Annotated[int, Field(ge=1)] = 200
-    # Fewer logged rows than this give no drift verdict: too little to compare.
+    # Classification: fewer labelled rows than this in any class present (or a single class)
+    # give no verdict. ROC AUC's standard error with 30 rows in the rarer class is about
+    # 0.07 (Hanley & McNeil, AUC 0.8): less than that is noise next to `decay_tolerance`.
+    min_feedback_per_class: Annotated[int, Field(ge=1)] = 30
+    # Fewer rows in the drift window than this give no drift verdict: too little to compare.
     min_window_rows: Annotated[int, Field(ge=1)] = 200
+    # A column with fewer non-missing values than this (in the window or the reference) is
+    # not tested, and says so. Distances from small samples are noise: between two samples
+    # of one distribution, the normalised Wasserstein distance is about 0.8/sqrt(n), 0.08 at
+    # n = 100, already close to the 0.1 drift threshold.
+    min_column_values: Annotated[int, Field(ge=1)] = 100
     # A drift- or decay-triggered retrain trains on only the newest N valid batches, so the
     # model adapts to the new regime instead of averaging it away with older data.
     retrain_window_batches: Annotated[int, Field(ge=1)] = 3
@@ -323,7 +437,7 @@ def load_spec(path: str | Path | None = None) -> Spec:
     """Read and validate the spec; raise `SpecError` naming the offending key."""
     path = Path(path).resolve() if path is not None else spec_path()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path} (set CT_SPEC to point elsewhere)") from None
     except yaml.YAMLError as exc:
@@ -331,9 +445,45 @@ def load_spec(path: str | Path | None = None) -> Spec:
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
-        return Spec.model_validate({**raw, "base_dir": path.parent})
+        spec = Spec.model_validate({**raw, "base_dir": path.parent})
     except ValidationError as exc:
         raise SpecError(f"{path}: invalid spec:\n{_describe(exc)}") from None
+    _prepare_landing_dir(spec, path)
+    return spec
+
+
+def _prepare_landing_dir(spec: Spec, path: Path) -> None:
+    """A landing folder the spec names must exist: a typo would otherwise watch nothing.
+
+    The default folder (`data/incoming` beside the spec) is created instead, so a fresh
+    checkout runs without a manual step.
+    """
+    folder = spec.landing_dir
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise SpecError(f"{path}: dataset.landing_dir: {folder} exists but is not a folder")
+    if spec.dataset.landing_dir != DEFAULT_LANDING_DIR:
+        raise SpecError(
+            f"{path}: dataset.landing_dir: folder {folder} does not exist (create it, or fix "
+            f"the path; relative paths are resolved against {path.parent})"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _describe(exc: ValidationError) -> str:

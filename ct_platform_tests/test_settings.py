@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,6 +86,91 @@ def test_min_greater_than_max_is_named(edited_spec) -> None:
 def test_target_listed_as_a_column_is_rejected(edited_spec) -> None:
     with pytest.raises(SpecError, match=r"dataset: .*target 'y' must not also be listed"):
         edited_spec(lambda raw: raw["dataset"]["columns"].update(y={"type": "int"}))
+
+
+def test_misspelled_landing_dir_names_the_key_and_the_resolved_path(
+    edited_spec, spec_file: Path
+) -> None:
+    missing = spec_file.parent / "incomming"
+    with pytest.raises(SpecError, match=rf"dataset\.landing_dir: folder {missing} does not exist"):
+        edited_spec(lambda raw: raw["dataset"].update(landing_dir="incomming"))
+
+
+def test_landing_dir_that_is_a_file_is_refused(edited_spec, spec_file: Path) -> None:
+    (spec_file.parent / "incoming.csv").write_text("age;y\n")
+    with pytest.raises(SpecError, match=r"dataset\.landing_dir: .*incoming\.csv exists but"):
+        edited_spec(lambda raw: raw["dataset"].update(landing_dir="incoming.csv"))
+
+
+def test_default_landing_dir_is_created(edited_spec, spec_file: Path) -> None:
+    spec = edited_spec(lambda raw: raw["dataset"].pop("landing_dir"))
+    assert spec.landing_dir == spec_file.parent / "data" / "incoming"
+    assert spec.landing_dir.is_dir()
+
+
+def test_key_written_twice_is_refused(spec_file: Path) -> None:
+    spec_file.write_text(spec_file.read_text() + "model:\n  name: again\n")
+    with pytest.raises(SpecError, match="key 'model' is written twice"):
+        load_spec(spec_file)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["drop_columns"].append("duration"),
+            r"dataset: .*drop_columns lists a name twice",
+        ),
+        (lambda d: d["drop_columns"].append("y"), r"dataset: .*drop_columns lists the target 'y'"),
+        (lambda d: d.update(time_column="agee"), r"time_column 'agee' is not one of the declared"),
+        (lambda d: d.update(separator=";;"), r"dataset\.separator: .*at most 1 character"),
+    ],
+)
+def test_names_referencing_columns_are_checked_at_load(edited_spec, edit, message) -> None:
+    with pytest.raises(SpecError, match=message):
+        edited_spec(lambda raw: edit(raw["dataset"]))
+
+
+def test_date_column_needs_a_format(edited_spec) -> None:
+    with pytest.raises(SpecError, match=r"dataset\.columns\.day: .*needs a strftime `format`"):
+        edited_spec(lambda raw: raw["dataset"]["columns"].update(day={"type": "date"}))
+
+
+def test_date_column_that_is_not_the_time_column_is_refused(edited_spec) -> None:
+    with pytest.raises(
+        SpecError, match=r"dataset: .*column 'day' is type 'date' but is not the time_column"
+    ):
+        edited_spec(
+            lambda raw: raw["dataset"]["columns"].update(day={"type": "date", "format": "%d/%m/%y"})
+        )
+
+
+def test_time_column_sorting_as_text_is_refused(edited_spec) -> None:
+    with pytest.raises(
+        SpecError, match=r"time_column 'job' is type 'category', which sorts as text"
+    ):
+        edited_spec(lambda raw: raw["dataset"].update(time_column="job"))
+
+
+def test_target_rules_fit_the_task(edited_spec) -> None:
+    with pytest.raises(SpecError, match=r"target_rules \(min/max\) apply to regression"):
+        edited_spec(lambda raw: raw["dataset"].update(target_rules={"min": 0}))
+    with pytest.raises(SpecError, match=r"dataset\.target_rules: .*min \(5\.0\) is greater"):
+        edited_spec(lambda raw: raw["dataset"].update(target_rules={"min": 5, "max": 1}))
+
+
+def test_definitions_validate_fails_on_a_misspelled_landing_dir(
+    spec_file: Path, tmp_path: Path
+) -> None:
+    raw = yaml.safe_load(spec_file.read_text())
+    raw["dataset"]["landing_dir"] = "incomming"
+    spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ, "CT_SPEC": str(spec_file), "DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "definitions", "validate", "-m", "ct_platform.definitions"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "dataset.landing_dir: folder" in result.stdout + result.stderr
 
 
 def test_serving_port_from_environment_overrides_the_spec(

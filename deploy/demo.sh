@@ -1,23 +1,52 @@
 #!/usr/bin/env bash
 # `make demo`: the whole platform on the embedded default (SQLite stores under CT_HOME):
-#   Dagster webserver + daemon (sensors on)   http://127.0.0.1:3000
-#   MLflow UI                                 http://127.0.0.1:5000
-#   ct simulate: replays the bank data as batches (and as live traffic once an endpoint is up)
-# Ctrl-C stops all of it.
+#   Dagster webserver + daemon (sensors on)   http://127.0.0.1:$DAGSTER_PORT (3000)
+#   MLflow UI                                 http://127.0.0.1:$MLFLOW_PORT (5000)
+#   model endpoint, once a champion is served http://127.0.0.1:$CT_SERVING_PORT (spec: 8080)
+#   ct simulate: lands the bank data as batches once Dagster answers, at the pace the platform
+#   ingests them, and sends live traffic (labels later) whenever the endpoint answers.
+# Ctrl-C stops all of it. CT_DEMO_VERBOSE=1 shows Dagster's INFO lines and every warning.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CT_HOME="${CT_HOME:-$PWD/.ct}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$CT_HOME/dagster}"
-mkdir -p "$DAGSTER_HOME"
-cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+# Absolute: Dagster runs from DAGSTER_HOME (below), and every process must find the spec.
+export CT_SPEC="${CT_SPEC:-$PWD/ct_platform.yaml}"
+repo=$PWD
+bash deploy/dagster_home.sh  # never overwrites a dagster.yaml already there
+# Per-request timeout between Dagster's processes and the code server (Dagster's default is
+# 60 s): a loaded machine answers sensor and launch calls slowly; an unanswered launch fails.
+export DAGSTER_GRPC_TIMEOUT_SECONDS="${DAGSTER_GRPC_TIMEOUT_SECONDS:-180}"
+dagster_port="${DAGSTER_PORT:-3000}"
+mlflow_port="${MLFLOW_PORT:-5000}"
+
+# Quiet by default. What is hidden, said once here:
+# - Dagster's INFO lines (every daemon tick, sensor evaluation and run event) stay in the
+#   Dagster UI, where each run and tick is listed; the console shows warnings and errors.
+# - Python warnings from the libraries (Dagster's beta/preview notices for APIs we chose,
+#   MLflow's and scikit-learn's deprecation notices about their own internals) say nothing
+#   about the demo. Our code's own warnings are errors in the tests, not here.
+log_level=warning
+if [[ ${CT_DEMO_VERBOSE:-0} == 1 ]]; then
+  log_level=info
+else
+  export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"
+  export MLFLOW_LOGGING_LEVEL="${MLFLOW_LOGGING_LEVEL:-WARNING}"
+fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
 
-tracking_uri=$(python -c \
-  "from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri as d
+# One interpreter for the three values (each start costs seconds on a busy machine). Creating
+# the registry first migrates the MLflow store, so the UI does not race the first run for it.
+# CT_SERVING_PORT, when set, overrides the spec's serving.port (settings.ServingSpec).
+{ read -r tracking_uri; read -r endpoint; read -r landing_dir; } < <(python -c "
+from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
 from ct_platform.settings import load_spec
-s = load_spec(); ModelRegistry(d(), s.model.name, s.dataset.name); print(d())")
-endpoint="http://$(python -c "from ct_platform.settings import load_spec as l; s=l().serving; print(f'{s.host}:{s.port}')")"
+spec = load_spec()
+ModelRegistry(default_tracking_uri(), spec.model.name, spec.dataset.name)
+print(default_tracking_uri())
+print(f'http://{spec.serving.host}:{spec.serving.port}')
+print(spec.landing_dir)")
 
 # Helpers run in the background and are stopped when this script exits. Dagster runs in the
 # foreground: background jobs of a script ignore SIGINT, and Ctrl-C must reach `dagster dev`
@@ -31,17 +60,44 @@ stop_helpers() {
 from ct_platform.settings import load_spec
 target_for(load_spec()).stop()" || true
   wait "${pids[@]}" 2>/dev/null || true
+  echo "Demo stopped. Run \`make demo\` again to continue where it stopped; \`make clean demo\`" \
+    "starts over from an empty CT_HOME ($CT_HOME)."
 }
 trap stop_helpers EXIT
 
-# The UI only browses: its background job workers (three processes) are not needed here.
+# The UI only browses: its background job workers (three processes) are not needed here, nor
+# are four web workers (its default) on a small machine: each imports MLflow at start.
 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-  mlflow ui --backend-store-uri "$tracking_uri" --host 127.0.0.1 --port "${MLFLOW_PORT:-5000}" &
+  mlflow ui --backend-store-uri "$tracking_uri" --host 127.0.0.1 --port "$mlflow_port" \
+  --workers 1 --uvicorn-opts "--log-level $log_level" &
 pids+=($!)
-ct simulate --batch-size "${CT_DEMO_BATCH_SIZE:-4000}" --interval "${CT_DEMO_INTERVAL:-45}" \
+# Batches wait for Dagster, then for the platform to ingest the previous one (at most
+# CT_DEMO_MAX_PENDING waiting); traffic waits for the endpoint and runs until Ctrl-C.
+# Unbuffered: its lines appear as they happen even when the console is piped (| tee).
+PYTHONUNBUFFERED=1 ct simulate --batch-size "${CT_DEMO_BATCH_SIZE:-4000}" --interval "${CT_DEMO_INTERVAL:-45}" \
+  --wait-for "http://127.0.0.1:$dagster_port/server_info" \
+  --max-pending "${CT_DEMO_MAX_PENDING:-1}" \
   --endpoint "$endpoint" --rps "${CT_DEMO_RPS:-20}" &
 pids+=($!)
 
-echo "Dagster UI: http://127.0.0.1:${DAGSTER_PORT:-3000}   MLflow UI: http://127.0.0.1:${MLFLOW_PORT:-5000}"
-echo "Batches land in $(python -c 'from ct_platform.settings import load_spec; print(load_spec().landing_dir)'); Ctrl-C stops everything."
-dagster dev -w workspace.yaml --host 127.0.0.1 --port "${DAGSTER_PORT:-3000}"
+echo "Dagster UI: http://127.0.0.1:$dagster_port   MLflow UI: http://127.0.0.1:$mlflow_port" \
+  "  model endpoint (once a champion is deployed): $endpoint"
+echo "Batches land in $landing_dir; Ctrl-C stops everything."
+# From DAGSTER_HOME: run in the repo, Dagster would warn that the repo's dagster.yaml (the
+# template, not this instance's settings) is not used.
+cd "$DAGSTER_HOME"
+interrupted=0
+trap 'interrupted=1' INT  # Ctrl-C still reaches dagster dev; the script itself carries on
+# Run workers print every run event (DEBUG) and step log (INFO) whatever --log-level says;
+# they are all in the Dagster UI, so the quiet console drops them. The filter ignores Ctrl-C
+# (an inherited SIG_IGN) so that it keeps passing on Dagster's shutdown lines.
+console_filter=(cat)
+if [[ $log_level == warning ]]; then
+  console_filter=(grep --line-buffered -Ev -- ' - (.\[[0-9;]*m)?(DEBUG|INFO)(.\[[0-9;]*m)? - ')
+fi
+status=0
+dagster dev -w "$repo/workspace.yaml" --host 127.0.0.1 --port "$dagster_port" \
+  --log-level "$log_level" 2>&1 | (trap '' INT && exec "${console_filter[@]}") || status=$?
+# Ctrl-C is how the demo ends: not an error, whatever `dagster dev` returned for it.
+if [[ $interrupted == 1 ]]; then exit 0; fi
+exit "$status"

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ct_platform.data.landing import LandingCursor, scan_landing
+from ct_platform.data.landing import LandingCursor, SeenFile, file_sha256, scan_landing
 
 REPO = Path(__file__).resolve().parents[2]
 BANK_CSV = REPO / "data" / "bank_marketing.csv.gz"
@@ -40,6 +40,17 @@ def write_files(folder: Path, lines: list[str], start: int, count: int, mtime: f
         os.utime(folder / name, (mtime, mtime))
         names.append(name)
     return names
+
+
+def handled(folder: Path, names: list[str]) -> str:
+    """The cursor of a sensor that has handled `names` (their stat and hash recorded)."""
+    files = {}
+    for name in names:
+        path = folder / name
+        stat = path.stat()
+        files[name] = SeenFile(stat.st_size, stat.st_mtime_ns, file_sha256(path))
+    hashes = {seen.content_hash for seen in files.values()}
+    return LandingCursor(files=files, hashes=hashes).to_json()
 
 
 def tick(folder: Path, cursor_json: str, now: float) -> tuple[int, str]:
@@ -70,8 +81,8 @@ def main() -> None:
         burst = write_files(folder, lines, args.files - 100, 99, now - 60)
         write_files(folder, lines, args.files - 1, 1, now - 60)
         size_mb = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
-        handled_all_but_one = LandingCursor(names={*old, *burst}).to_json()
-        handled_old = LandingCursor(names=set(old)).to_json()
+        handled_all_but_one = handled(folder, [*old, *burst])
+        handled_old = handled(folder, old)
         empty = LandingCursor().to_json()
         scenarios = {
             "steady (1 new)": handled_all_but_one,

@@ -5,7 +5,14 @@ spec (sentinels and unparseable values become missing), then compared with the s
 check the `production_drift` asset runs (`ct_platform.monitoring.drift.detect_drift`).
 REFERENCE may also be a saved reference profile (`.json`, `ReferenceProfile.save`), so the
 training data need not be at hand.
-Exit status: 0 when the comparison ran (whatever the verdict), 2 when it could not.
+
+Every column of CURRENT is listed with its status: its verdict, or why it was not tested (all
+missing, too few non-missing values, type mismatch with the profile, dropped by the spec, the
+target, not in the spec). Below the spec's sample-size minimums (`monitoring.min_window_rows`
+rows, `monitoring.min_column_values` values per column) there is no verdict, and it says so.
+
+Exit status: 0 when there is a verdict (drift or not), 2 when the comparison could not run
+(bad file, missing column), 3 when CURRENT holds too little data for a verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+EXIT_INSUFFICIENT_DATA = 3
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help='print {"columns": {name: {method, score, drift}}, "drift_share", "dataset_drift"}',
+        help='print {"verdict", "reason", "columns": {name: {status, method, score, threshold, '
+        'drift} or {status: "not tested", reason}}, "drift_share", "dataset_drift"}',
     )
 
 
@@ -49,11 +59,16 @@ def run(args: argparse.Namespace) -> int:
         dataset = spec.dataset
         is_profile = args.reference.suffix == ".json"
         reference = ReferenceProfile.load(args.reference) if is_profile else read(args.reference)
+        current = read_batch(args.current, dataset)
+        monitoring = spec.monitoring
         result = detect_drift(
             reference,
-            read(args.current),
+            typed_features(current, dataset, where=str(args.current)),
             dataset,
-            drift_share_threshold=spec.monitoring.drift_share_threshold,
+            drift_share_threshold=monitoring.drift_share_threshold,
+            min_rows=monitoring.min_window_rows,
+            min_column_values=monitoring.min_column_values,
+            other_columns=[str(name) for name in current.columns],
         )
     # Every complaint about the inputs is a ValueError (SpecError, BatchReadError,
     # MissingColumnsError, a malformed profile) or, for an unopenable profile, an OSError.
@@ -63,12 +78,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        _print_table(result, dataset.feature_columns, spec.monitoring.drift_share_threshold)
+        _print_table(result, monitoring.drift_share_threshold)
+    if result.dataset_drift is None:
+        print(f"ct drift: {result.insufficient}: no verdict", file=sys.stderr)
+        return EXIT_INSUFFICIENT_DATA
     return 0
 
 
-def _print_table(result: DriftResult, columns: list[str], threshold: float) -> None:
-    width = max(len(name) for name in columns)
+def _print_table(result: DriftResult, threshold: float) -> None:
+    names = [*result.columns, *result.not_tested]
+    width = max(len("column"), *(len(name) for name in names))
     print(f"{'column':<{width}}  {'method':<13}  {'score':>10}  {'threshold':>9}  drift")
     for name, column in result.columns.items():
         verdict = "DRIFT" if column.drift else "-"
@@ -76,8 +95,14 @@ def _print_table(result: DriftResult, columns: list[str], threshold: float) -> N
             f"{name:<{width}}  {column.method:<13}  {column.score:>10.4f}  "
             f"{column.threshold:>9.3g}  {verdict}"
         )
+    for name, why in result.not_tested.items():
+        print(f"{name:<{width}}  not tested: {why}")
+    tested = f"{len(result.columns)} of {len(names)} columns tested"
+    if result.dataset_drift is None:
+        print(f"dataset: no verdict, {result.insufficient} ({tested})")
+        return
     verdict = "DRIFT" if result.dataset_drift else "no drift"
     print(
         f"dataset: {verdict} ({result.n_drifted} of {len(result.columns)} columns drifted, "
-        f"share {result.drift_share:.2f}, threshold {threshold:.2f})"
+        f"share {result.drift_share:.2f}, threshold {threshold:.2f}; {tested})"
     )

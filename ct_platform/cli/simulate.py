@@ -1,5 +1,10 @@
 """`ct simulate`: replay the dataset as batches into the landing folder (and as live traffic).
 
+The demo runs it beside a platform that is still starting: `--wait-for` holds the first
+batch until the platform answers, `--max-pending` paces batches by what it has ingested,
+and traffic (`--endpoint`) starts whenever a model is served and goes on after the last
+batch has landed, until Ctrl-C.
+
 Imports stay inside `run` so that `ct simulate --help` does not pay for pandas or httpx.
 """
 
@@ -8,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for annotations: the real imports wait until the command runs
+    import pandas as pd
+
+    from ct_platform.data.replay import ReplayOptions
     from ct_platform.data.traffic import TrafficSender
     from ct_platform.settings import Spec
 
@@ -36,10 +45,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--restart", action="store_true", help="start from the first row, not the saved position"
     )
+    parser.add_argument(
+        "--wait-for",
+        metavar="URL",
+        help="land nothing until GET URL answers (e.g. the Dagster webserver's /server_info)",
+    )
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        help="land the next batch only while at most this many landed ones await ingestion",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=900.0,
+        help="seconds a batch waits on --max-pending before it lands anyway (default 900)",
+    )
     traffic = parser.add_argument_group("live traffic (production monitoring)")
     traffic.add_argument(
-        "--endpoint", help="model server URL; each batch is first sent as single-row requests"
+        "--endpoint",
+        help="model server URL: rows are sent as single-row requests from when it answers "
+        "until Ctrl-C (or --traffic-rows)",
     )
+    traffic.add_argument("--traffic-rows", type=int, help="stop the traffic after this many rows")
     traffic.add_argument("--rps", type=float, default=20.0, help="requests per second")
     traffic.add_argument(
         "--label-delay",
@@ -54,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ct_platform.data.reader import BatchReadError
-    from ct_platform.data.replay import ReplayOptions, replay
+    from ct_platform.data.replay import ReplayOptions, load_source, replay
+    from ct_platform.data.traffic import wait_until_answers
     from ct_platform.settings import Paths, SpecError, load_spec
 
     try:
@@ -70,36 +99,78 @@ def run(args: argparse.Namespace) -> int:
         interval=args.interval,
         max_batches=1 if args.once else args.max_batches,
         restart=args.restart,
+        max_pending=args.max_pending,
+        max_wait=args.max_wait,
     )
     stop = threading.Event()
     with _stop_on_signals(stop):
         try:
-            traffic = _traffic_sender(args, spec, stop) if args.endpoint else None
-            landed = replay(options, spec, stop, traffic=traffic)
+            frame = load_source(options.source, spec)
+            traffic = _start_traffic(args, spec, frame, options, stop) if args.endpoint else None
+            if args.wait_for and not wait_until_answers(
+                args.wait_for, stop, what="the platform", log=_say
+            ):
+                landed = 0  # stopped while waiting
+            else:
+                landed = replay(options, spec, stop, frame=frame, log=_say)
         except (BatchReadError, ValueError) as exc:
+            stop.set()  # a traffic thread already started ends too
             print(f"ct simulate: {exc}")
             return 1
         if traffic is not None:
-            traffic.wait_for_feedback()
-            dropped = traffic.cancel_feedback()
-            if dropped:
-                print(f"stopped before {dropped} labels were due; they were not posted")
+            _finish_traffic(*traffic, stop)
     ending = "stopped" if stop.is_set() else "done"
     print(f"{ending}: {landed} batches landed in {options.landing_dir}")
     return 0
 
 
-def _traffic_sender(args: argparse.Namespace, spec: Spec, stop: threading.Event) -> TrafficSender:
-    from ct_platform.data.traffic import TrafficSender
+def _start_traffic(
+    args: argparse.Namespace,
+    spec: Spec,
+    frame: pd.DataFrame,
+    options: ReplayOptions,
+    stop: threading.Event,
+) -> tuple[TrafficSender, threading.Thread]:
+    """Start live traffic in the background, from the rows the replay is about to land."""
+    from ct_platform.data.replay import ReplayState
+    from ct_platform.data.traffic import TrafficSender, stream_traffic
 
-    return TrafficSender(
+    sender = TrafficSender(
         args.endpoint,
         spec.dataset,
         rps=args.rps,
         label_delay=args.label_delay,
         api_key=args.api_key or os.environ.get(spec.serving.api_key_env),
         stop=stop,
+        log=_say,
     )
+    position = ReplayState.load(options.state_path, options.source, restart=options.restart)
+    thread = threading.Thread(
+        target=stream_traffic,
+        args=(sender, frame),
+        kwargs={"start_row": position.next_row, "max_rows": args.traffic_rows, "log": _say},
+        name="traffic",
+        daemon=True,
+    )
+    thread.start()
+    return sender, thread
+
+
+def _finish_traffic(sender: TrafficSender, thread: threading.Thread, stop: threading.Event) -> None:
+    """Let the traffic run its course (until Ctrl-C without --traffic-rows), then the labels."""
+    if thread.is_alive() and not stop.is_set():
+        print(f"live traffic to {sender.endpoint} goes on; Ctrl-C stops it")
+    while thread.is_alive():
+        thread.join(0.5)  # short joins: the main thread keeps handling Ctrl-C
+    sender.wait_for_feedback()
+    dropped = sender.cancel_feedback()
+    if dropped:
+        print(f"stopped before {dropped} labels were due; they were not posted")
+
+
+def _say(line: str) -> None:
+    """One line in one write: the replay and the traffic threads never splice their lines."""
+    sys.stdout.write(f"{line}\n")
 
 
 @contextmanager

@@ -8,12 +8,13 @@ When every rule passes, the result carries the cleaned frame the rest of the pla
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ct_platform.settings import ColumnSpec, DatasetSpec
+from ct_platform.settings import ColumnSpec, DatasetSpec, TargetRules
 
 # Magnitudes beyond this are not measurements but overflow, unit mix-ups or filler values;
 # float32 (what ONNX serving computes in) has lost all integer precision long before.
@@ -31,6 +32,11 @@ class RuleResult:
     passed: bool
     message: str
     figures: Figures = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line naming the rule and, for a column rule, the column: for logs and CI."""
+        where = f"column '{self.column}', rule {self.rule}" if self.column else self.rule
+        return f"{where}: {self.message}"
 
 
 @dataclass
@@ -64,19 +70,28 @@ def check_contract(frame: pd.DataFrame, dataset: DatasetSpec) -> ContractResult:
     for name, column in dataset.columns.items():
         if column_counts.get(name, 0) != 1:
             continue  # missing or ambiguous: already reported by the columns rule
-        rules.append(_check_completeness(frame[name], name, column.nullable, dataset))
+        # A row without its time cannot be put in order (it would sort into the holdout).
+        nullable = column.nullable and name != dataset.time_column
+        rules.append(_check_completeness(frame[name], name, nullable, dataset))
         if column.is_numeric:
             values, invalid = _parse_numeric(frame[name], column)
             parsed[name] = values
             rules.append(_check_type(frame[name], name, column, invalid))
             rules.append(_check_finite(name, values))
             if column.min is not None or column.max is not None:
-                rules.append(_check_range(name, column, values))
+                rules.append(_check_range(name, column.min, column.max, values, column.sentinels))
+        elif column.is_temporal:
+            times, invalid = _parse_temporal(frame[name], column)
+            parsed[name] = times
+            rules.append(_check_type(frame[name], name, column, invalid))
         else:
             rules.append(_check_categories(frame[name], name, column))
     if column_counts.get(dataset.target, 0) == 1:
-        rules.append(_check_completeness(frame[dataset.target], dataset.target, True, dataset))
-        rules.append(_check_target(frame[dataset.target], dataset))
+        target = frame[dataset.target]
+        rules.append(_check_completeness(target, dataset.target, True, dataset))
+        rules.append(_check_target(target, dataset))
+        if dataset.target_rules is not None:
+            rules.append(_check_target_range(target, dataset.target, dataset.target_rules))
     result = ContractResult(rules=rules, n_rows=len(frame), clean=None)
     if result.passed:
         result.clean = _clean_frame(frame, parsed, dataset)
@@ -99,24 +114,36 @@ def _check_min_rows(frame: pd.DataFrame, dataset: DatasetSpec) -> RuleResult:
 
 
 def _check_columns(frame: pd.DataFrame, dataset: DatasetSpec) -> RuleResult:
-    required = [*dataset.columns, dataset.target]
-    allowed = {*required, *dataset.drop_columns}
+    """The header against the spec; a spec name absent from the header names its spec key.
+
+    Dropped columns are checked too: a misspelled `drop_columns` entry would otherwise let
+    the column it meant to drop through as "unexpected", or silently drop nothing.
+    """
     present = [str(c) for c in frame.columns]
-    missing = [c for c in required if c not in present]
+    absent = {
+        "dataset.columns": [c for c in dataset.columns if c not in present],
+        "dataset.target": [dataset.target] if dataset.target not in present else [],
+        "dataset.drop_columns": [c for c in dataset.drop_columns if c not in present],
+    }
+    allowed = {*dataset.columns, dataset.target, *dataset.drop_columns}
     unexpected = [c for c in present if c not in allowed]
     duplicated = sorted({c for c in present if present.count(c) > 1})
-    problems = []
-    if missing:
-        problems.append(f"missing {missing}")
+    problems = [
+        f"{key} names {_with_hints(names, unexpected)}, absent from the file header"
+        for key, names in absent.items()
+        if names
+    ]
     if unexpected:
-        problems.append(f"unexpected {unexpected}")
+        problems.append(f"unexpected columns not in the spec: {unexpected}")
     if duplicated:
         problems.append(f"duplicated names {duplicated}")
+    missing = [name for names in absent.values() for name in names]
+    n_expected = len(dataset.columns) + 1 + len(dataset.drop_columns)
     return RuleResult(
         "columns",
         None,
         not problems,
-        "; ".join(problems) if problems else f"all {len(required)} expected columns present",
+        "; ".join(problems) if problems else f"all {n_expected} expected columns present",
         {
             "n_missing": len(missing),
             "missing": ", ".join(missing),
@@ -125,6 +152,15 @@ def _check_columns(frame: pd.DataFrame, dataset: DatasetSpec) -> RuleResult:
             "duplicated": ", ".join(duplicated),
         },
     )
+
+
+def _with_hints(names: list[str], candidates: list[str]) -> str:
+    """`'duraton' (did you mean 'duration'?)` for each name with a close unexpected header."""
+    described = []
+    for name in names:
+        close = difflib.get_close_matches(name, candidates, n=1)
+        described.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ", ".join(described)
 
 
 def _check_duplicates(frame: pd.DataFrame, dataset: DatasetSpec) -> RuleResult:
@@ -178,10 +214,29 @@ def _parse_numeric(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd
     return values.where(~is_text_sentinel), invalid
 
 
+def _parse_temporal(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series]:
+    """Values as datetime64 (unparseable -> NaT) and a mask of present-but-invalid values.
+
+    Parsed with the spec's strftime format only, never guessed: "01/02/11" is one date.
+    Typed input (a Parquet batch with a timestamp column) is taken as it is.
+    """
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series, pd.Series(False, index=series.index)
+    text = series.map(str, na_action="ignore")
+    times = pd.to_datetime(text, format=column.format, errors="coerce")
+    return times, series.notna() & times.isna()
+
+
+def _type_phrase(column: ColumnSpec) -> str:
+    if column.is_temporal:
+        return f"a {column.type} in the format {column.format!r}"
+    return "an integer" if column.type == "int" else "a number"
+
+
 def _check_type(raw: pd.Series, name: str, column: ColumnSpec, invalid: pd.Series) -> RuleResult:
     n_invalid = int(invalid.sum())
     share = n_invalid / len(raw) if len(raw) else 0.0
-    kind = "an integer" if column.type == "int" else "a number"
+    kind = _type_phrase(column)
     examples = ", ".join(repr(v) for v in raw[invalid].astype(str).unique()[:MAX_EXAMPLES])
     return RuleResult(
         "type",
@@ -195,6 +250,7 @@ def _check_type(raw: pd.Series, name: str, column: ColumnSpec, invalid: pd.Serie
             "invalid_share": share,
             "declared": column.type,
             "examples": examples,
+            **({"format": column.format} if column.format else {}),
         },
     )
 
@@ -214,28 +270,42 @@ def _check_finite(name: str, values: pd.Series) -> RuleResult:
     )
 
 
-def _check_range(name: str, column: ColumnSpec, values: pd.Series) -> RuleResult:
-    sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
-    checked = values[values.notna() & ~values.isin(sentinels)]
-    low = -np.inf if column.min is None else column.min
-    high = np.inf if column.max is None else column.max
-    n_out = int(((checked < low) | (checked > high)).sum())
+def _check_range(
+    name: str,
+    low: float | None,
+    high: float | None,
+    values: pd.Series,
+    sentinels: list[float | str] | None = None,
+) -> RuleResult:
+    numeric_sentinels = [float(s) for s in sentinels or [] if not isinstance(s, str)]
+    checked = values[values.notna() & ~values.isin(numeric_sentinels)]
+    below = checked < (-np.inf if low is None else low)
+    outside = checked[below | (checked > (np.inf if high is None else high))]
     seen_min = float(checked.min()) if len(checked) else float("nan")
     seen_max = float(checked.max()) if len(checked) else float("nan")
-    bounds = f"[{column.min}, {column.max}]"
+    examples = ", ".join(f"{value:g}" for value in outside.unique()[:MAX_EXAMPLES])
+    bounds = f"[{_bound(low)}, {_bound(high)}]"
+    message = f"{len(outside)} values outside {bounds}"
+    if len(outside):
+        message += f" (e.g. {examples})"
     return RuleResult(
         "range",
         name,
-        n_out == 0,
-        f"{n_out} values outside {bounds}; seen [{seen_min:g}, {seen_max:g}]",
+        outside.empty,
+        f"{message}; seen [{seen_min:g}, {seen_max:g}]",
         {
-            "n_out_of_range": n_out,
+            "n_out_of_range": len(outside),
+            "examples": examples,
             "min_seen": _json_float(seen_min),
             "max_seen": _json_float(seen_max),
-            "min": _json_float(column.min),
-            "max": _json_float(column.max),
+            "min": _json_float(low),
+            "max": _json_float(high),
         },
     )
+
+
+def _bound(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:g}"
 
 
 def _check_categories(series: pd.Series, name: str, column: ColumnSpec) -> RuleResult:
@@ -293,6 +363,13 @@ def _check_target(series: pd.Series, dataset: DatasetSpec) -> RuleResult:
     )
 
 
+def _check_target_range(series: pd.Series, name: str, rules: TargetRules) -> RuleResult:
+    """The spec's `target_rules` range on a regression target (non-numbers: the target rule)."""
+    values = pd.to_numeric(series, errors="coerce").astype("float64")
+    result = _check_range(name, rules.min, rules.max, values)
+    return RuleResult("target_range", name, result.passed, result.message, result.figures)
+
+
 def _label_mask(values: pd.Series, labels: list[int | str] | None) -> pd.Series:
     """Which values are allowed labels; numeric labels compare as numbers ("1.0" is 1)."""
     if labels is None:
@@ -314,6 +391,8 @@ def _clean_frame(
         if column.is_numeric:
             sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
             clean[name] = parsed[name].mask(parsed[name].isin(sentinels))
+        elif column.is_temporal:
+            clean[name] = parsed[name]
         else:
             clean[name] = _as_python_strings(frame[name])
     target = frame[dataset.target]

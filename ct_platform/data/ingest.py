@@ -14,10 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from ct_platform.data.contract import ContractResult, check_contract
-from ct_platform.data.landing import file_sha256
+from ct_platform.data.landing import file_sha256, key_hash_prefix, landed_name
 from ct_platform.data.quarantine import quarantine_batch
 from ct_platform.data.reader import BatchReadError, read_batch
 from ct_platform.settings import Paths, Spec
+
+
+class LandedFileChanged(RuntimeError):
+    """The landed file no longer holds the content its batch was keyed on."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class ValidBatch:
     content_hash: str
     rows: int
     parquet_path: Path
+    # The newest value of the spec's time column (seconds since the epoch for dates), if any.
+    newest_time: float | None = None
 
     def read(self) -> pd.DataFrame:
         return pd.read_parquet(self.parquet_path)
@@ -54,19 +60,41 @@ class IngestOutcome:
             return f"{self.key}: unreadable: {self.read_error}"
         if self.contract is None or self.contract.passed:
             return ""
-        rules = "; ".join(rule.message for rule in self.contract.failed)
+        rules = "; ".join(rule.describe() for rule in self.contract.failed)
         return f"{self.key}: data contract failed: {rules}"
 
 
-def ingest_batch(path: Path, spec: Spec, paths: Paths) -> IngestOutcome:
-    """Validate `path`; write it as typed Parquet when it passes, quarantine it otherwise.
+def landed_path(spec: Spec, key: str) -> Path:
+    """The landing-folder file of batch `key` (`<name>` or `<name>@<hash12>`)."""
+    return spec.landing_dir / landed_name(key)
+
+
+def ingest_batch(
+    key: str, spec: Spec, paths: Paths, *, expected_hash: str | None = None
+) -> IngestOutcome:
+    """Validate batch `key`; write it as typed Parquet when it passes, quarantine it otherwise.
 
     Idempotent: a batch already validated with the same content is not read again.
+    Raises `LandedFileChanged` when the file no longer holds the batch's content (the
+    `expected_hash` the sensor saw, what an earlier ingest of `key` stored, or the hash
+    prefix of a `<name>@<hash12>` key): that content
+    is another batch, which the landing sensor keys on its own.
     """
-    key = path.name
+    path = landed_path(spec, key)
     content_hash = file_sha256(path)
     existing = find_valid_batch(paths, key)
-    if existing is not None and existing.content_hash == content_hash:
+    recorded = (
+        expected_hash
+        or (existing.content_hash if existing is not None else None)
+        or key_hash_prefix(key)
+    )
+    if recorded is not None and not content_hash.startswith(recorded):
+        raise LandedFileChanged(
+            f"batch {key}: {path} changed since it was landed (sha256 {recorded[:12]}..., now "
+            f"{content_hash[:12]}...): the new content is ingested as its own batch, this one "
+            "is left as it was"
+        )
+    if existing is not None:
         return IngestOutcome(key, path, content_hash, None, None, existing, None)
     try:
         frame = read_batch(path, spec.dataset)
@@ -77,18 +105,35 @@ def ingest_batch(path: Path, spec: Spec, paths: Paths) -> IngestOutcome:
     if not result.passed or result.clean is None:
         moved = quarantine_batch(path, result, paths.quarantine)
         return IngestOutcome(key, path, content_hash, result, None, None, moved)
-    valid = _store_valid(result.clean, key, content_hash, paths)
+    newest = newest_time(result.clean, spec.dataset.time_column)
+    valid = _store_valid(result.clean, key, content_hash, newest, paths)
     return IngestOutcome(key, path, content_hash, result, None, valid, None)
 
 
-def _store_valid(clean: pd.DataFrame, key: str, content_hash: str, paths: Paths) -> ValidBatch:
+def newest_time(frame: pd.DataFrame, time_column: str | None) -> float | None:
+    """The newest time of a cleaned frame as a number that orders batches chronologically."""
+    if time_column is None or frame.empty:
+        return None
+    newest = frame[time_column].max()
+    return pd.Timestamp(newest).timestamp() if isinstance(newest, pd.Timestamp) else float(newest)
+
+
+def _store_valid(
+    clean: pd.DataFrame, key: str, content_hash: str, newest: float | None, paths: Paths
+) -> ValidBatch:
     parquet_path = paths.validated / f"{key}.parquet"
     temporary = parquet_path.with_name(f".{parquet_path.name}.tmp")
     clean.to_parquet(temporary, index=False)
     temporary.replace(parquet_path)
-    sidecar = {"key": key, "content_hash": content_hash, "rows": len(clean), "at": time.time()}
+    sidecar = {
+        "key": key,
+        "content_hash": content_hash,
+        "rows": len(clean),
+        "newest_time": newest,
+        "at": time.time(),
+    }
     _sidecar_path(paths, key).write_text(json.dumps(sidecar))
-    return ValidBatch(key, content_hash, len(clean), parquet_path)
+    return ValidBatch(key, content_hash, len(clean), parquet_path, newest)
 
 
 def _sidecar_path(paths: Paths, key: str) -> Path:
@@ -101,10 +146,18 @@ def find_valid_batch(paths: Paths, key: str) -> ValidBatch | None:
     if not sidecar.exists() or not parquet_path.exists():
         return None
     record = json.loads(sidecar.read_text())
-    return ValidBatch(key, record["content_hash"], record["rows"], parquet_path)
+    return ValidBatch(
+        key, record["content_hash"], record["rows"], parquet_path, record.get("newest_time")
+    )
 
 
 def valid_batches(paths: Paths, keys_in_order: list[str]) -> list[ValidBatch]:
     """The valid batches among `keys_in_order` (oldest first), skipping quarantined ones."""
     found = (find_valid_batch(paths, key) for key in keys_in_order)
     return [batch for batch in found if batch is not None]
+
+
+def ingested_hashes(paths: Paths) -> set[str]:
+    """Content hashes of every batch ingested so far, validated or quarantined."""
+    records = [*paths.validated.glob("*.json"), *paths.quarantine.glob("*.json")]
+    return {json.loads(record.read_text())["content_hash"] for record in records}

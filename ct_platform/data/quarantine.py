@@ -53,7 +53,7 @@ def _describe_reason(reason: ContractResult | BatchReadError | str) -> dict[str,
     if isinstance(reason, ContractResult):
         return {
             "kind": "contract",
-            "reason": "; ".join(_rule_label(r.rule, r.column, r.message) for r in reason.failed),
+            "reason": "; ".join(rule.describe() for rule in reason.failed),
             "n_rows": reason.n_rows,
             "failed_rules": [
                 {"rule": r.rule, "column": r.column, "message": r.message, "figures": r.figures}
@@ -63,10 +63,6 @@ def _describe_reason(reason: ContractResult | BatchReadError | str) -> dict[str,
     if isinstance(reason, BatchReadError):
         return {"kind": "read_error", "reason": str(reason)}
     return {"kind": "other", "reason": reason}
-
-
-def _rule_label(rule: str, column: str | None, message: str) -> str:
-    return f"{rule}[{column}]: {message}" if column else f"{rule}: {message}"
 
 
 def _free_name(folder: Path, name: str) -> Path:

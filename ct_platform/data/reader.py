@@ -7,6 +7,7 @@ Only an empty field counts as missing, so "NA" or "null" in a category column st
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import zlib
@@ -19,6 +20,8 @@ from ct_platform.data.landing import PARQUET_MAGIC, batch_suffix
 from ct_platform.settings import DatasetSpec
 
 GZIP_MAGIC = b"\x1f\x8b"
+# How many offending line numbers a field-count error quotes.
+MAX_LINES_QUOTED = 5
 
 
 class BatchReadError(ValueError):
@@ -46,6 +49,7 @@ def read_batch(path: Path, dataset: DatasetSpec) -> pd.DataFrame:
         frame = _read_parquet(path, raw)
     else:
         text = _decode(path, _gunzip(path, raw) if suffix == ".csv.gz" else raw)
+        _check_field_counts(path, text, dataset.separator)
         frame = _read_csv(path, text, dataset.separator)
     _check_header(path, frame, dataset)
     return frame
@@ -74,6 +78,53 @@ def _decode(path: Path, raw: bytes) -> str:
     if not text.strip():
         raise BatchReadError(path, "empty file (only whitespace)")
     return text
+
+
+def _check_field_counts(path: Path, text: str, separator: str) -> None:
+    """Every data row has as many fields as the header, or the file is refused saying so.
+
+    Checked before parsing because pandas copes "helpfully": rows with exactly one field
+    more than the header (a trailing separator) make the first column the index, and the
+    contract then reports a shifted table (`age: not an integer: 'self-employed'`).
+    """
+    rows = csv.reader(io.StringIO(text), delimiter=separator)
+    header = next(rows, [])
+    expected = len(header)
+    wrong: dict[int, list[int]] = {}  # field count -> line numbers
+    n_rows = 0
+    for row in rows:
+        if not row:
+            continue  # blank line: skipped by the parser too
+        n_rows += 1
+        if len(row) != expected:
+            wrong.setdefault(len(row), []).append(rows.line_num)
+    if not wrong:
+        return
+    n_wrong = sum(len(lines) for lines in wrong.values())
+    counts = "; ".join(
+        f"{len(lines)} with {count} ({_quote_lines(lines)})"
+        for count, lines in sorted(wrong.items())
+    )
+    hint = ""
+    trailing = all(line.endswith(separator) for line in _data_lines(text))
+    if list(wrong) == [expected + 1] and trailing:
+        hint = f"; every data row ends with the separator {separator!r} and the header does not"
+    raise BatchReadError(
+        path,
+        f"field count mismatch: the header has {expected} fields, {n_wrong} of {n_rows} data "
+        f"rows do not: {counts}{hint}",
+    )
+
+
+def _quote_lines(lines: list[int]) -> str:
+    quoted = ", ".join(str(line) for line in lines[:MAX_LINES_QUOTED])
+    more = len(lines) - MAX_LINES_QUOTED
+    label = "line" if len(lines) == 1 else "lines"
+    return f"{label} {quoted}" + (f" and {more} more" if more > 0 else "")
+
+
+def _data_lines(text: str) -> list[str]:
+    return [line.rstrip("\r") for line in text.splitlines()[1:] if line.strip()]
 
 
 def _read_csv(path: Path, text: str, separator: str) -> pd.DataFrame:

@@ -3,6 +3,10 @@
 This is how `ct simulate --endpoint` exercises production monitoring: the server logs each
 prediction under the request id we send, and the labels posted `label_delay` seconds later
 (as ground truth arrives late in real life) join that log on the same id.
+
+Traffic starts as soon as the endpoint answers and runs beside the batch replay, not in
+step with it: the model is served long after the first batch lands, and it keeps serving
+after the last one has.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from ct_platform.settings import DatasetSpec
 # Labels per POST /feedback: keeps each body far below the server's body-size limit.
 FEEDBACK_CHUNK = 500
 REQUEST_TIMEOUT_SECONDS = 5.0
+# Rows sent between two label posts: labels keep flowing (10 s of traffic at 20 rps).
+TRAFFIC_CHUNK_ROWS = 200
+PROGRESS_EVERY_SECONDS = 300.0  # a one-line traffic summary this often, not one per chunk
 
 
 @dataclass
@@ -29,6 +36,12 @@ class TrafficReport:
     ok: int = 0
     failed_by_status: dict[int, int] = field(default_factory=dict)
     unreachable: str | None = None  # why the endpoint could not be reached, if it could not
+
+    def add(self, other: TrafficReport) -> None:
+        self.sent += other.sent
+        self.ok += other.ok
+        for status, count in other.failed_by_status.items():
+            self.failed_by_status[status] = self.failed_by_status.get(status, 0) + count
 
     def summary(self) -> str:
         failed = sum(self.failed_by_status.values())
@@ -137,6 +150,73 @@ class TrafficSender:
                         self.log(f"feedback: HTTP {response.status_code} for {len(chunk)} labels")
         except httpx.TransportError as exc:
             self.log(f"feedback: endpoint {self.endpoint} unreachable ({exc}); labels not sent")
+
+
+def wait_until_answers(
+    url: str,
+    stop: threading.Event,
+    *,
+    what: str,
+    log: Callable[[str], None] = print,
+    poll_seconds: float = 2.0,
+) -> bool:
+    """Block until GET `url` answers with a 2xx status; False if `stop` was set first.
+
+    Says once that it is waiting (no line per attempt), and once when `what` is up.
+    """
+    said = False
+    while not stop.is_set():
+        try:
+            if httpx.get(url, timeout=REQUEST_TIMEOUT_SECONDS).is_success:
+                if said:
+                    log(f"{what} is up ({url})")
+                return True
+        except httpx.TransportError:
+            pass  # not listening yet: the normal case while it starts
+        if not said:
+            log(f"waiting for {what} at {url} ...")
+            said = True
+        stop.wait(poll_seconds)
+    return False
+
+
+def stream_traffic(
+    sender: TrafficSender,
+    frame: pd.DataFrame,
+    *,
+    start_row: int = 0,
+    max_rows: int | None = None,
+    chunk_rows: int = TRAFFIC_CHUNK_ROWS,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Send `frame`'s rows as live traffic from `start_row` until `max_rows` or the stop.
+
+    Waits for the endpoint's `/ping` first, and again whenever it stops answering (a
+    redeploy). At the end of `frame` it starts again from row 0, a new epoch: request ids
+    stay unique. Returns how many requests were sent.
+    """
+    totals = TrafficReport()
+    position, epoch = start_row % max(len(frame), 1), 1
+    last_progress = time.monotonic()
+    while not sender.stop.is_set() and (max_rows is None or totals.sent < max_rows):
+        if not wait_until_answers(
+            f"{sender.endpoint}/ping", sender.stop, what="model endpoint", log=log
+        ):
+            break
+        size = chunk_rows if max_rows is None else min(chunk_rows, max_rows - totals.sent)
+        report = sender.send_batch(frame.iloc[position : position + size], f"e{epoch}r{position}")
+        totals.add(report)
+        if report.unreachable:
+            log(f"traffic: endpoint {sender.endpoint} stopped answering ({report.unreachable})")
+        position += report.sent
+        if position >= len(frame):
+            position, epoch = 0, epoch + 1
+            log(f"traffic: all {len(frame)} rows sent; again from row 0 (epoch {epoch})")
+        if time.monotonic() - last_progress >= PROGRESS_EVERY_SECONDS:
+            log(f"traffic so far: {totals.summary()}")
+            last_progress = time.monotonic()
+    log(f"traffic: {totals.summary()}")
+    return totals.sent
 
 
 def _row_payloads(rows: pd.DataFrame, dataset: DatasetSpec) -> list[dict[str, object]]:

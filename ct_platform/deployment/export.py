@@ -6,14 +6,16 @@ The holdout convention: the training step logs the cleaned holdout frame it eval
 parity check on exactly those rows, so a bundle is checked on data the model never saw.
 
 Bundles are immutable and named `<model>-v<version>`: exporting a version twice reuses
-the first bundle. A bundle is built in a hidden temp folder and renamed into place, so a
-folder with the final name is always complete. `<alias>.json` next to the bundles points
-at the bundle currently holding the alias (replaced atomically).
+the first bundle, if its `manifest.json` still verifies (SHA-256 of every file) and it was
+built for this version and fingerprint; otherwise it is rebuilt. `build_bundle` writes a
+bundle in a hidden temp folder, manifest last, and renames it into place, so a folder with
+the final name is always complete. `<alias>.json` next to the bundles points at the bundle
+currently holding the alias (replaced atomically).
 """
 
 from __future__ import annotations
 
-import shutil
+import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,12 +26,14 @@ from ct_platform.deployment.endpoint import DeploymentError, utc_now
 from ct_platform.deployment.state import read_json, write_json_atomic
 from ct_platform.registry.versions import CHAMPION
 from ct_platform.serving.bundle import BundleError, read_meta
+from ct_platform.serving.manifest import ManifestError, verify_manifest
 from ct_platform.settings import Spec
 
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry, ModelVersionInfo
 
 HOLDOUT_ARTIFACT = "holdout.parquet"
+logger = logging.getLogger(__name__)
 
 
 def export_champion_bundle(
@@ -91,34 +95,40 @@ def load_holdout(registry: ModelRegistry, run_id: str) -> pd.DataFrame:
 
 
 def _is_complete(bundle_dir: Path, info: ModelVersionInfo) -> bool:
-    try:
-        meta = read_meta(bundle_dir)
-    except BundleError:
+    """The folder holds this version's bundle, every file as it was written."""
+    if not bundle_dir.exists():
         return False
-    return meta.version == str(info.version) and meta.fingerprint == _fingerprint(info)
+    try:
+        verify_manifest(bundle_dir)
+        meta = read_meta(bundle_dir)
+    except (BundleError, ManifestError) as error:
+        logger.warning("rebuilding bundle %s: %s", bundle_dir, error)
+        return False
+    if (meta.version, meta.fingerprint) != (str(info.version), _fingerprint(info)):
+        logger.warning(
+            "rebuilding bundle %s: it holds version %s (fingerprint %s), not %s (%s)",
+            bundle_dir,
+            meta.version,
+            meta.fingerprint,
+            info.version,
+            _fingerprint(info),
+        )
+        return False
+    return True
 
 
 def _build(spec: Spec, registry: ModelRegistry, info: ModelVersionInfo, bundle_dir: Path) -> None:
     from ct_platform.training.bundling import build_bundle
 
-    pipeline = registry.load_model(info.version)
-    holdout = load_holdout(registry, info.run_id)
-    staging = Path(tempfile.mkdtemp(dir=bundle_dir.parent, prefix=f".{bundle_dir.name}."))
-    try:
-        build_bundle(
-            pipeline,
-            spec,
-            name=info.name,
-            version=info.version,
-            fingerprint=_fingerprint(info),
-            holdout=holdout,
-            directory=staging,
-        )
-        # A leftover incomplete folder (crash mid-copy by an older version) is replaced.
-        shutil.rmtree(bundle_dir, ignore_errors=True)
-        staging.rename(bundle_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    build_bundle(
+        registry.load_model(info.version),
+        spec,
+        name=info.name,
+        version=info.version,
+        fingerprint=_fingerprint(info),
+        holdout=load_holdout(registry, info.run_id),
+        directory=bundle_dir,
+    )
 
 
 def _fingerprint(info: ModelVersionInfo) -> str:

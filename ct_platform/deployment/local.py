@@ -7,8 +7,9 @@ later deploy needs to find it again lives in `$CT_HOME/deployments/`: `local.pid
 
 A deploy onto a live, healthy server hot-swaps through the admin API (load the new bundle
 as candidate, then promote it): the port never closes and no request fails. A server that
-is gone (pid dead) or hung (pid alive, /ping silent) is replaced by a fresh process; so is
-one whose admin API refuses our token (started by hand with another one).
+is gone (pid dead, a zombie, or killed and not yet exited) or hung (pid alive, /ping silent)
+is replaced by a fresh process; so is one whose admin API refuses our token (started by hand
+with another one).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ from ct_platform.settings import Spec
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 SERVER_MODULE = "ct_platform.serving"
+# include/linux/sched.h: the task is getting shut down.
+PF_EXITING = 0x4
+# Bit of SIGKILL in the /proc/<pid>/status signal masks (signal n is bit n - 1).
+SIGKILL_MASK = 1 << (signal.SIGKILL - 1)
 
 
 class LocalTarget:
@@ -178,15 +183,30 @@ class LocalTarget:
 
 
 def _is_server_process(pid: int) -> bool:
-    """Alive, not a zombie, and running our server module (a reused pid is not ours)."""
+    """Alive, not dying, and running our server module (a reused pid is not ours)."""
     _reap(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError):
         return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X") and SERVER_MODULE.encode() in cmdline
+    return not _is_dying(stat, status) and SERVER_MODULE.encode() in cmdline
+
+
+def _is_dying(stat: str, status: str) -> bool:
+    """A zombie, exiting, or killed and not yet scheduled to die (`/proc/<pid>/stat` and
+    `/proc/<pid>/status` texts). `kill -9` returns before the process is gone: on a busy
+    machine it can sit for a while in state R or S with SIGKILL pending, and is no server."""
+    fields = stat.rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
+    state, flags = fields[0], int(fields[6])
+    if state in ("Z", "X") or flags & PF_EXITING:
+        return True
+    pending = 0
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):  # per-thread and process-wide, hex masks
+            pending |= int(line.split()[1], 16)
+    return bool(pending & SIGKILL_MASK)
 
 
 def _reap(pid: int) -> None:

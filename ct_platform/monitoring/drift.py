@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -59,7 +60,7 @@ import pandas as pd
 
 from ct_platform.monitoring.frames import MissingColumnsError, require_features
 from ct_platform.monitoring.results import ColumnDrift, DriftResult, summarise
-from ct_platform.settings import DatasetSpec
+from ct_platform.settings import DatasetSpec, MonitoringSpec
 
 SAMPLE_ROWS = 200_000
 QUANTILE_ATOMS = 2_000
@@ -71,6 +72,8 @@ DISTANCE_THRESHOLD = 0.1
 # Evidently floors the Wasserstein normaliser so a constant reference column cannot divide by 0.
 MIN_NORM = 0.001
 PROFILE_FORMAT = 1
+# The spec's defaults for the sample-size minimums, for callers without a spec at hand.
+_DEFAULTS = MonitoringSpec()
 
 ColumnKind = Literal["numeric", "category"]
 Value = float | str
@@ -157,13 +160,20 @@ def detect_drift(
     dataset: DatasetSpec,
     *,
     drift_share_threshold: float,
+    min_rows: int = _DEFAULTS.min_window_rows,
+    min_column_values: int = _DEFAULTS.min_column_values,
+    other_columns: Iterable[str] = (),
     sample_rows: int = SAMPLE_ROWS,
 ) -> DriftResult:
     """Per-column and dataset drift verdicts of `current` against the reference.
 
-    `current` is typed like a cleaned frame (see `monitoring.frames.typed_features`). Columns
-    with no values on either side have no distribution to compare and are left out, as in
-    `evidently_reports.data_drift_report`.
+    `current` is typed like a cleaned frame (see `monitoring.frames.typed_features`). Every
+    feature column gets a status: a verdict, or why it was not tested (type mismatch with the
+    profile, all missing, fewer than `min_column_values` non-missing values on either side).
+    Fewer than `min_rows` current rows give no verdict at all (`DriftResult.insufficient`
+    says so with the figures). `other_columns` (the data's non-feature columns) are listed as
+    not tested, with why (dropped by the spec, the target, not in the spec).
+    Raises `MissingColumnsError` when a feature column is absent from either side.
     """
     if isinstance(reference, pd.DataFrame):
         reference = ReferenceProfile.from_frame(reference, dataset, sample_rows=sample_rows)
@@ -171,13 +181,26 @@ def detect_drift(
     absent = [c for c in dataset.feature_columns if c not in reference.columns]
     if absent:
         raise MissingColumnsError(absent, "reference profile")
+    insufficient = None
+    if len(current) < min_rows:
+        insufficient = f"insufficient data: {len(current)} rows < minimum {min_rows}"
     verdicts: dict[str, ColumnDrift] = {}
+    not_tested: dict[str, str] = {}
     for name in dataset.feature_columns:
-        sketch = reference.columns[name]
-        verdict = _column_verdict(name, sketch, current[name], sample_rows, dataset)
-        if verdict is not None:
-            verdicts[name] = verdict
-    return summarise(verdicts, drift_share_threshold)
+        sketch, column = reference.columns[name], current[name]
+        why = _why_untestable(name, sketch, column, dataset, min_column_values)
+        if why is None and insufficient is not None:
+            why = f"the current data has {len(current)} rows < minimum {min_rows}"
+        if why is not None:
+            not_tested[name] = why
+        elif sketch.kind == "numeric":
+            verdicts[name] = _numeric_drift(sketch, column, sample_rows)
+        else:
+            verdicts[name] = _category_drift(sketch, column, sample_rows)
+    for name in other_columns:
+        if name not in dataset.feature_columns:
+            not_tested[name] = _why_not_a_feature(name, dataset)
+    return summarise(verdicts, drift_share_threshold, not_tested, insufficient)
 
 
 def evidently_method(kind: ColumnKind, n_reference: int, n_values: int) -> str:
@@ -191,22 +214,37 @@ def evidently_method(kind: ColumnKind, n_reference: int, n_values: int) -> str:
     return "jensenshannon"
 
 
-def _column_verdict(
-    name: str,
-    sketch: ColumnSketch,
-    column: pd.Series,
-    sample_rows: int,
-    dataset: DatasetSpec,
-) -> ColumnDrift | None:
+def _why_untestable(
+    name: str, sketch: ColumnSketch, column: pd.Series, dataset: DatasetSpec, minimum: int
+) -> str | None:
+    """Why a feature column cannot be tested, or None when it can. A column constant on both
+    sides is tested (its distance is 0): a constant reference that changes is real drift."""
     expected: ColumnKind = "numeric" if dataset.columns[name].is_numeric else "category"
     if sketch.kind != expected:
-        raise ValueError(
-            f"reference profile: column '{name}' was profiled as {sketch.kind}, "
-            f"the spec now declares it {expected}: rebuild the profile"
+        return (
+            f"type mismatch: the reference profile has it as {sketch.kind}, the spec "
+            f"declares {expected} (rebuild the profile)"
         )
-    if expected == "numeric":
-        return _numeric_drift(sketch, column, sample_rows)
-    return _category_drift(sketch, column, sample_rows)
+    present = len(_finite(column)) if expected == "numeric" else int(column.count())
+    if sketch.n == 0:
+        return "all missing in the reference"
+    if present == 0:
+        return f"all missing in the current data ({len(column)} rows)"
+    if sketch.n < minimum:
+        return f"too few values in the reference: {sketch.n} non-missing < minimum {minimum}"
+    if present < minimum:
+        return f"too few values: {present} non-missing of {len(column)} rows < minimum {minimum}"
+    return None
+
+
+def _why_not_a_feature(name: str, dataset: DatasetSpec) -> str:
+    if name in dataset.drop_columns:
+        return "dropped by the spec (dataset.drop_columns)"
+    if name == dataset.target:
+        return "the target, not a model input"
+    if name == dataset.time_column:
+        return "the time column, not a model input"
+    return "not in the spec"
 
 
 # --- reference sketches ------------------------------------------------------------------
@@ -247,10 +285,8 @@ def _few_value_counts(values: np.ndarray) -> dict[Value, int] | None:
 # --- per-column checks -------------------------------------------------------------------
 
 
-def _numeric_drift(sketch: ColumnSketch, column: pd.Series, sample_rows: int) -> ColumnDrift | None:
+def _numeric_drift(sketch: ColumnSketch, column: pd.Series, sample_rows: int) -> ColumnDrift:
     current = _finite(column)
-    if sketch.n == 0 or len(current) == 0:
-        return None
     method = evidently_method("numeric", sketch.n, _numeric_n_values(sketch, current))
     if method == "ks":
         from scipy import stats  # p-value tests only: scipy.stats takes seconds to import
@@ -274,14 +310,10 @@ def _numeric_n_values(sketch: ColumnSketch, current: np.ndarray) -> int:
     return len(np.union1d(pd.unique(reference), pd.unique(current)))
 
 
-def _category_drift(
-    sketch: ColumnSketch, column: pd.Series, sample_rows: int
-) -> ColumnDrift | None:
+def _category_drift(sketch: ColumnSketch, column: pd.Series, sample_rows: int) -> ColumnDrift:
     # A small reference means p-value tests, which Evidently runs on the whole current column.
     small = math.inf if sketch.n <= SMALL_REFERENCE_ROWS else SMALL_REFERENCE_ROWS
     _, counts = _category_counts(column, sample_rows, small=small)
-    if sketch.n == 0 or not counts:
-        return None
     n_values = len(sketch.counts.keys() | counts.keys())
     method = evidently_method("category", sketch.n, n_values)
     if method == "jensenshannon":

@@ -4,13 +4,16 @@ Feedback labels (`POST /feedback`) are joined to the stable slot's logged predic
 request id; the primary metric is computed over the newest `window_rows` labelled rows and
 compared with the metric the champion scored on its holdout when it was promoted. A shortfall
 beyond `monitoring.decay_tolerance` (in the metric's units, direction-aware) is a retrain
-trigger. Fewer than `monitoring.min_feedback_rows` labelled rows, or a metric undefined on the
-rows at hand (ROC AUC with one class present), give no verdict rather than a noisy one.
+trigger. Too little data gives no verdict rather than a noisy one, and `status` says why with
+the figures: fewer than `monitoring.min_feedback_rows` labelled rows, a single class among the
+labels, fewer than `monitoring.min_feedback_per_class` rows in a class (classification), or a
+metric undefined on the rows at hand (ROC AUC of a multiclass log without the probabilities).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,11 +35,13 @@ CHAMPION_SLOT = "stable"
 @dataclass(frozen=True)
 class PerformanceResult:
     metric: str
-    value: float | None  # None: no verdict (too few labelled rows or metric undefined)
+    value: float | None  # None: no verdict (see `status`)
     reference: float
     decay: float | None  # how much worse than the reference (negative: better)
-    decayed: bool
+    decayed: bool | None  # None: no verdict
     n_labelled: int
+    # "decay", "no decay", or why there is no verdict ("insufficient data: ...")
+    status: str
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -65,16 +70,41 @@ def evaluate_performance(
         )
         if model_version is None or record["model_version"] == model_version
     ]
-    no_verdict = PerformanceResult(metric, None, reference, None, False, len(records))
-    if len(records) < monitoring.min_feedback_rows:
-        return no_verdict
+
+    def no_verdict(why: str) -> PerformanceResult:
+        return PerformanceResult(metric, None, reference, None, None, len(records), why)
+
+    why = _too_little_data(records, labels, spec)
+    if why is not None:
+        return no_verdict(why)
     value = labelled_metric(records, labels, spec)
     if math.isnan(value):
-        return no_verdict
+        return no_verdict(f"no verdict: {metric} is undefined on these {len(records)} rows")
     decay = shortfall(value, reference, metric)
+    decayed = decay > monitoring.decay_tolerance
     return PerformanceResult(
-        metric, value, reference, decay, decay > monitoring.decay_tolerance, len(records)
+        metric, value, reference, decay, decayed, len(records), "decay" if decayed else "no decay"
     )
+
+
+def _too_little_data(records: list[Record], labels: dict[str, object], spec: Spec) -> str | None:
+    """Why these labelled rows are too few for a verdict, with the figures; None if enough."""
+    monitoring, dataset = spec.monitoring, spec.dataset
+    if len(records) < monitoring.min_feedback_rows:
+        return (
+            f"insufficient data: {len(records)} labelled rows < minimum "
+            f"{monitoring.min_feedback_rows}"
+        )
+    if dataset.task == "regression":
+        return None
+    per_class = Counter(_as_target(labels[r["request_id"]], dataset) for r in records)
+    counts = ", ".join(f"{label}: {n}" for label, n in sorted(per_class.items(), key=str))
+    if len(per_class) < 2:
+        return f"insufficient data: a single class among {len(records)} labelled rows ({counts})"
+    minimum = monitoring.min_feedback_per_class
+    if min(per_class.values()) < minimum:
+        return f"insufficient data: labelled rows per class {counts}; minimum {minimum} per class"
+    return None
 
 
 def labelled_metric(records: list[Record], labels: dict[str, object], spec: Spec) -> float:

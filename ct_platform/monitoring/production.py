@@ -26,6 +26,9 @@ REPORT_SAMPLE_ROWS = 5000
 
 @dataclass(frozen=True)
 class ProductionDrift:
+    """`status`: "drift", "no drift", or why there is no verdict ("no champion yet...",
+    "insufficient data: N rows < minimum M"); `result` lists every column's status."""
+
     status: str
     champion_version: int | None
     rows: int
@@ -39,24 +42,25 @@ def check_production_drift(spec: Spec, paths: Paths) -> ProductionDrift:
         return ProductionDrift("no champion yet: nothing to compare with", None, 0)
     # All recent traffic counts: the inputs' distribution does not depend on which version
     # answered them (performance, in contrast, is judged on the champion's own rows).
-    window = load_window(spec.monitoring.window, spec.dataset, directory=paths.predictions)
-    if len(window) < spec.monitoring.min_window_rows:
-        status = f"not enough traffic: {len(window)} rows, need {spec.monitoring.min_window_rows}"
-        return ProductionDrift(status, reference.version, len(window))
+    monitoring = spec.monitoring
+    window = load_window(monitoring.window, spec.dataset, directory=paths.predictions)
     features = window[spec.dataset.feature_columns]
     result = detect_drift(
         reference.profile,
         features,
         spec.dataset,
-        drift_share_threshold=spec.monitoring.drift_share_threshold,
+        drift_share_threshold=monitoring.drift_share_threshold,
+        min_rows=monitoring.min_window_rows,
+        min_column_values=monitoring.min_column_values,
     )
+    if result.dataset_drift is None:
+        return ProductionDrift(result.insufficient or "", reference.version, len(window), result)
     report = paths.reports / "production" / f"drift-v{reference.version}.html"
     report.parent.mkdir(parents=True, exist_ok=True)
     data_drift_report(
         _sample(pd.read_parquet(reference.train_path)), _sample(features), spec, report
     )
-    status = "drift" if result.dataset_drift else "no drift"
-    return ProductionDrift(status, reference.version, len(window), result, report)
+    return ProductionDrift(result.verdict, reference.version, len(window), result, report)
 
 
 def _sample(frame: pd.DataFrame) -> pd.DataFrame:

@@ -62,9 +62,20 @@ class OnnxInfo:
 
 @dataclass(frozen=True)
 class ParityInfo:
+    """The ONNX parity gate's figures on the holdout (see `training.onnx_export`)."""
+
     max_abs_diff: float
     labels_identical: bool
     tolerance: float
+    relative_tolerance: float
+    max_rel_diff: float
+    # Holdout rows with a value outside tolerance + relative_tolerance * |sklearn|.
+    rows_over: int
+    rows: int
+
+    @property
+    def passed(self) -> bool:
+        return self.labels_identical and self.rows_over == 0
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,17 @@
 `build_bundle` is what the deployment step calls after loading the champion from MLflow.
 When the pipeline cannot be converted, or the graph fails the parity gate, the bundle is
 written sklearn-only and `bundle.json` records why.
+
+A bundle is built in a hidden sibling folder, sealed with `manifest.json` (SHA-256 of every
+file) and only then renamed to its final name: a folder with that name is always complete,
+whatever line a killed export stopped at, and a file swapped in later fails verification.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +32,7 @@ from ct_platform.serving.bundle import (
     check_trusted_types,
     write_bundle,
 )
+from ct_platform.serving.manifest import write_manifest
 from ct_platform.settings import Spec
 from ct_platform.training.onnx_export import (
     OnnxExportError,
@@ -45,7 +52,10 @@ def build_bundle(
     holdout: pd.DataFrame,
     directory: Path | None = None,
 ) -> Path:
-    """Write `<CT_HOME>/bundles/<name>-v<version>/` (or `directory`) and return its path."""
+    """Write `<CT_HOME>/bundles/<name>-v<version>/` (or `directory`) and return its path.
+
+    An existing folder of that name is replaced (in one rename) by the complete new bundle.
+    """
     directory = directory or spec.paths.bundles / f"{name}-v{version}"
     onnx_bytes, onnx_info, parity = _export_onnx(pipeline, spec, holdout)
     skops_bytes = sio.dumps(positional_pipeline(pipeline, spec))
@@ -63,9 +73,38 @@ def build_bundle(
         parity=parity,
         skops_trusted_types=trusted_types,
     )
-    return write_bundle(
-        directory, meta=meta, pipeline_skops_bytes=skops_bytes, onnx_bytes=onnx_bytes
-    )
+    return _write_sealed(directory, meta, skops_bytes, onnx_bytes)
+
+
+def _write_sealed(
+    directory: Path, meta: BundleMeta, skops_bytes: bytes, onnx_bytes: bytes | None
+) -> Path:
+    """Write the bundle in a hidden sibling folder, seal it, rename it to `directory`."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-"))
+    try:
+        write_bundle(staging, meta=meta, pipeline_skops_bytes=skops_bytes, onnx_bytes=onnx_bytes)
+        write_manifest(staging)  # last: it seals what was written
+        _move_into_place(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _move_into_place(staging: Path, directory: Path) -> None:
+    """Rename the finished `staging` folder to `directory`, replacing any folder there."""
+    try:
+        staging.rename(directory)
+        return
+    except OSError:
+        if not directory.exists():
+            raise
+    # An older folder holds the name (a leftover, or a bundle that failed verification):
+    # move it aside whole, then take its place, so no reader ever sees a mix of the two.
+    retired = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
+    directory.rename(retired / directory.name)
+    staging.rename(directory)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def schema_columns(spec: Spec) -> list[ColumnSchema]:
@@ -128,6 +167,10 @@ def _export_onnx(
         max_abs_diff=result.max_abs_diff,
         labels_identical=result.labels_identical,
         tolerance=result.tolerance,
+        relative_tolerance=result.relative_tolerance,
+        max_rel_diff=result.max_rel_diff,
+        rows_over=result.rows_over,
+        rows=result.n_rows,
     )
     if not result.passed:
         return None, OnnxInfo(enabled=False, reason=f"parity gate: {result.reason}"), parity

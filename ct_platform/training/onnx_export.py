@@ -31,12 +31,22 @@ class OnnxExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ParityResult:
+    """ONNX vs sklearn on the holdout. Diffs are over every compared value (probabilities of
+    every class, or regression values); `rows_over` counts rows with a value outside
+    `tolerance + relative_tolerance * |sklearn|`."""
+
     labels_identical: bool
     max_abs_diff: float
+    max_rel_diff: float
+    rows_over: int
     tolerance: float
-    passed: bool
+    relative_tolerance: float
     n_rows: int
     reason: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.reason is None
 
 
 def pipeline_to_onnx(pipeline: Pipeline, spec: Spec) -> bytes:
@@ -85,43 +95,66 @@ def onnx_feeds(frame: pd.DataFrame, spec: Spec, input_names: list[str]) -> dict[
 def check_parity(
     pipeline: Pipeline, onnx_bytes: bytes, holdout: pd.DataFrame, spec: Spec
 ) -> ParityResult:
-    """Labels must match exactly; probabilities (or regression values) within the tolerance."""
-    tolerance = spec.gates.parity.tolerance
+    """Labels must match exactly; probabilities (or regression values) must be close in the
+    sense of `numpy.isclose` with the spec's tolerances for the task (`ParityGate`)."""
     features = holdout[spec.dataset.feature_columns]
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     onnx_outputs = session.run(None, onnx_feeds(features, spec, onnx_input_names(onnx_bytes)))
     if is_classifier(pipeline):
-        onnx_labels, onnx_proba = onnx_outputs[0].ravel(), onnx_outputs[1]
-        sklearn_labels = pipeline.predict(features)
-        labels_identical = bool(np.array_equal(onnx_labels, sklearn_labels))
-        max_abs_diff = _max_abs_diff(onnx_proba, pipeline.predict_proba(features))
+        onnx_labels, onnx_values = onnx_outputs[0].ravel(), onnx_outputs[1]
+        labels_identical = bool(np.array_equal(onnx_labels, pipeline.predict(features)))
+        sklearn_values = pipeline.predict_proba(features)
     else:
         labels_identical = True
-        max_abs_diff = _max_abs_diff(onnx_outputs[0].ravel(), pipeline.predict(features))
-    reason = _parity_failure(labels_identical, max_abs_diff, tolerance)
+        onnx_values, sklearn_values = onnx_outputs[0], pipeline.predict(features)
+    output_scale = float(np.nanmax(np.abs(sklearn_values), initial=0.0))
+    tolerance, relative_tolerance = spec.gates.parity.tolerances(spec.dataset.task, output_scale)
+    gap = _Gap.of(onnx_values, sklearn_values, tolerance, relative_tolerance)
+    reason = None
+    if not labels_identical:
+        reason = "ONNX labels differ from sklearn labels on the holdout"
+    elif gap.rows_over:
+        reason = (
+            f"ONNX outputs differ from sklearn beyond the tolerance ({tolerance:g} + "
+            f"{relative_tolerance:g} x |sklearn|) on {gap.rows_over} of {len(features)} "
+            f"holdout rows: max abs diff {gap.max_abs:.3g}, max rel diff {gap.max_rel:.3g}"
+        )
     return ParityResult(
         labels_identical=labels_identical,
-        max_abs_diff=max_abs_diff,
+        max_abs_diff=gap.max_abs,
+        max_rel_diff=gap.max_rel,
+        rows_over=gap.rows_over,
         tolerance=tolerance,
-        passed=reason is None,
+        relative_tolerance=relative_tolerance,
         n_rows=len(features),
         reason=reason,
     )
 
 
-def _max_abs_diff(onnx_values: np.ndarray, sklearn_values: np.ndarray) -> float:
-    onnx_values = np.asarray(onnx_values, dtype=np.float64)
-    sklearn_values = np.asarray(sklearn_values, dtype=np.float64).reshape(onnx_values.shape)
-    if onnx_values.size == 0:
-        return 0.0
-    # NaN anywhere means the graph and the pipeline disagree: report it as an infinite gap.
-    diff = np.abs(onnx_values - sklearn_values)
-    return float("inf") if np.isnan(diff).any() else float(diff.max())
+@dataclass(frozen=True)
+class _Gap:
+    max_abs: float
+    max_rel: float
+    rows_over: int
 
-
-def _parity_failure(labels_identical: bool, max_abs_diff: float, tolerance: float) -> str | None:
-    if not labels_identical:
-        return "ONNX labels differ from sklearn labels on the holdout"
-    if max_abs_diff > tolerance:
-        return f"ONNX outputs differ from sklearn by {max_abs_diff:.3g} (tolerance {tolerance:g})"
-    return None
+    @classmethod
+    def of(
+        cls, onnx_values: np.ndarray, sklearn_values: np.ndarray, atol: float, rtol: float
+    ) -> _Gap:
+        """Value gaps, one row per holdout row (a column per class for probabilities)."""
+        sklearn_values = np.asarray(sklearn_values, dtype=np.float64)
+        sklearn_values = sklearn_values.reshape(len(sklearn_values), -1)
+        onnx_values = np.asarray(onnx_values, dtype=np.float64).reshape(sklearn_values.shape)
+        if onnx_values.size == 0:
+            return cls(0.0, 0.0, 0)
+        diff = np.abs(onnx_values - sklearn_values)
+        # numpy.isclose semantics; NaN on either side is never close (reported as an
+        # infinite gap).
+        close = np.isclose(onnx_values, sklearn_values, rtol=rtol, atol=atol)
+        rows_over = int((~close).any(axis=1).sum())
+        if np.isnan(diff).any():
+            return cls(float("inf"), float("inf"), rows_over)
+        scale = np.abs(sklearn_values)
+        nonzero = scale > 0
+        max_rel = float((diff[nonzero] / scale[nonzero]).max()) if nonzero.any() else 0.0
+        return cls(float(diff.max()), max_rel, rows_over)

@@ -85,11 +85,10 @@ def evaluate_candidate(
 
     metrics = score(candidate.model, holdout, spec)
     champion_metrics = score(champion.model, holdout, spec) if champion else None
-    single_rows = holdout[spec.dataset.feature_columns].head(50)
     gates = (
         metric_floor_gate(metrics, spec),
         champion_regression_gate(metrics, champion_metrics, spec),
-        latency_gate(candidate.model, single_rows, spec),
+        latency_gate(candidate.model, holdout, spec),
         model_size_gate(model_size_bytes, spec),
     )
     return EvaluationOutcome(

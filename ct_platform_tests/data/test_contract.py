@@ -70,10 +70,24 @@ def test_missing_and_unexpected_columns(spec: Spec, write_batch, bank_batch: pd.
     assert result.clean is None
 
 
-def test_dropped_column_may_be_absent_or_present(
+def test_dropped_column_absent_from_the_header_names_the_spec_key(
     spec: Spec, write_batch, bank_batch: pd.DataFrame
 ) -> None:
-    assert _check_file(bank_batch.drop(columns=["duration"]), spec, write_batch).passed
+    result = _check_file(bank_batch.drop(columns=["duration"]), spec, write_batch)
+    rule = _failed(result, "columns")
+    assert rule.message == "dataset.drop_columns names 'duration', absent from the file header"
+    assert rule.figures["missing"] == "duration"
+
+
+def test_misspelled_drop_column_is_named_with_a_hint(
+    spec: Spec, write_batch, bank_batch: pd.DataFrame
+) -> None:
+    misspelled = spec.dataset.model_copy(update={"drop_columns": ["duraton"]})
+    result = check_contract(read_batch(write_batch(bank_batch, "b.csv"), misspelled), misspelled)
+    assert _failed(result, "columns").message == (
+        "dataset.drop_columns names 'duraton' (did you mean 'duration'?), absent from the file "
+        "header; unexpected columns not in the spec: ['duration']"
+    )
 
 
 def test_wrong_types_are_counted(spec: Spec, write_batch, bank_batch: pd.DataFrame) -> None:
@@ -100,12 +114,24 @@ def test_huge_and_infinite_values(spec: Spec, write_batch, bank_batch: pd.DataFr
     assert age_range.figures["max_seen"] == 1e300
 
 
+def test_failed_rules_name_their_column_in_one_line(
+    spec: Spec, write_batch, bank_batch: pd.DataFrame
+) -> None:
+    frame = bank_batch.astype({"emp.var.rate": object})
+    frame["emp.var.rate"] = "-0,1"  # a decimal comma: what CI printed without the column
+    rule = _failed(_check_file(frame, spec, write_batch), "type", "emp.var.rate")
+    assert rule.describe() == (
+        "column 'emp.var.rate', rule type: 500 values (100.00%) are not a number: '-0,1'"
+    )
+
+
 def test_out_of_range_ignores_sentinels(spec: Spec, write_batch, bank_batch: pd.DataFrame) -> None:
     frame = bank_batch.copy()
     frame.loc[:2, "cons.conf.idx"] = 12.5  # the index is never positive
     result = _check_file(frame, spec, write_batch)
     rule = _failed(result, "range", "cons.conf.idx")
     assert rule.figures["n_out_of_range"] == 3
+    assert rule.message.startswith("3 values outside [-80, 0] (e.g. 12.5); seen [")
     assert rule.figures["max_seen"] == 12.5
     assert all(r.column != "pdays" for r in result.failed)  # 999 is a sentinel, not > max
 

@@ -40,9 +40,9 @@ def _bad_frames(batch: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str]]:
     huge.loc[7, "nr.employed"] = 9.9e307
     return {
         "wrong_columns": (batch.rename(columns={"job": "occupation"}), "columns"),
-        "wrong_types": (wrong_types, "type[age]"),
-        "target_missing": (batch.assign(y=None), "target[y]"),
-        "huge_value": (huge, "finite[nr.employed]"),
+        "wrong_types": (wrong_types, "column 'age', rule type"),
+        "target_missing": (batch.assign(y=None), "column 'y', rule target"),
+        "huge_value": (huge, "column 'nr.employed', rule finite"),
     }
 
 

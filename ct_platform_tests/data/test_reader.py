@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +10,8 @@ import pytest
 
 from ct_platform.data.reader import BatchReadError, read_batch
 from ct_platform.settings import Spec
+
+CASES = Path(__file__).resolve().parent / "cases"  # failing inputs found by users, copied in
 
 
 def test_reads_csv_values_as_strings(spec: Spec, write_batch, bank_batch: pd.DataFrame) -> None:
@@ -79,3 +82,26 @@ def test_corrupt_parquet_body_is_reported(spec: Spec, bank_batch: pd.DataFrame) 
 def test_missing_file_is_a_read_error(spec: Spec, tmp_path: Path) -> None:
     with pytest.raises(BatchReadError, match="cannot open"):
         read_batch(tmp_path / "gone.csv", spec.dataset)
+
+
+def test_trailing_separator_is_reported_as_a_field_count_mismatch(spec) -> None:
+    # Rows end with ';', the header does not: pandas would shift the table by one column.
+    path = shutil.copy(CASES / "trailing-separator.csv", spec.landing_dir)
+    with pytest.raises(BatchReadError) as raised:
+        read_batch(Path(path), spec.dataset)
+    assert raised.value.problem == (
+        "field count mismatch: the header has 17 fields, 200 of 200 data rows do not: 200 with "
+        "18 (lines 2, 3, 4, 5, 6 and 195 more); every data row ends with the separator ';' and "
+        "the header does not"
+    )
+
+
+def test_rows_with_too_few_and_too_many_fields_are_counted_by_kind(spec) -> None:
+    path = spec.landing_dir / "ragged.csv"
+    path.write_text("age;job;y\n30;admin.;0\n31;admin.\n\n32;admin.;0;x\n33;admin.;1\n")
+    with pytest.raises(BatchReadError) as raised:
+        read_batch(path, spec.dataset)
+    assert raised.value.problem == (
+        "field count mismatch: the header has 3 fields, 2 of 4 data rows do not: "
+        "1 with 2 (line 3); 1 with 4 (line 5)"
+    )

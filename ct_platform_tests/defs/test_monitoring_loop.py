@@ -13,7 +13,12 @@ import pytest
 
 from ct_platform.data.contract import check_contract
 from ct_platform.definitions import build_definitions
-from ct_platform.defs.monitoring.assets import PRODUCTION_DRIFT
+from ct_platform.defs.monitoring.assets import (
+    PRODUCTION_DRIFT,
+    PRODUCTION_PERFORMANCE,
+    SAMPLE_SIZE_CHECK,
+)
+from ct_platform.monitoring.governor import RetrainGovernor
 from ct_platform.settings import Paths, Spec, load_spec
 from ct_platform_tests.defs.conftest import STRICT_FLOOR, run_job, spec_variant
 from ct_platform_tests.monitoring.serving_logs import scored_batch, write_log
@@ -21,8 +26,13 @@ from ct_platform_tests.monitoring.serving_logs import scored_batch, write_log
 pytestmark = pytest.mark.slow
 
 
-def log_live_traffic(rows: pd.DataFrame, spec: Spec, version: str) -> None:
+def log_live_traffic(
+    rows: pd.DataFrame, spec: Spec, version: str, *, keep: int | None = None
+) -> None:
+    """Log contract-clean `rows` as served traffic; only the first `keep` when given (the
+    contract itself refuses batches below the spec's min_rows)."""
     features = check_contract(rows, spec.dataset).clean[spec.dataset.feature_columns]
+    features = features if keep is None else features.head(keep)
     batch = scored_batch(
         features,
         spec.dataset,
@@ -109,3 +119,113 @@ def test_drift_storm_retrains_once_and_a_rejected_candidate_backs_off(
     assert "back" in last.skip_reason.skip_message.lower()
     alerts = [json.loads(line) for line in (ct_home / "alerts.jsonl").read_text().splitlines()]
     assert [alert["event"] for alert in alerts] == ["retrain_rejected"]
+
+
+def report_performance(instance: dg.DagsterInstance, **metadata: object) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(PRODUCTION_PERFORMANCE, metadata=metadata)
+    )
+
+
+def test_every_tick_without_a_run_says_why_with_figures(spec, instance) -> None:
+    """The tick's skip reason (what the UI shows) names each trigger's measurement with its
+    figures, and the governor's decision when it refuses."""
+    defs = build_definitions(spec)
+    first = tick(defs, instance)
+    assert first.run_requests == []
+    assert first.skip_reason.skip_message == (
+        "no retrain. drift: no verdict (production_drift not measured yet) | "
+        "decay: no verdict (production_performance not measured yet)"
+    )
+
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            PRODUCTION_DRIFT,
+            metadata={"dataset_drift": False, "drift_share": 0.1, "drifted_columns": "age"},
+        )
+    )
+    report_performance(
+        instance, metric="roc_auc", value=0.71, reference=0.72, decay=0.01, decayed=False
+    )
+    quiet = tick(defs, instance)
+    assert quiet.run_requests == []
+    assert quiet.skip_reason.skip_message == (
+        "no retrain. drift: none, drift share 10% (threshold 30%, drifted: age) | "
+        "decay: none, roc_auc 0.710 vs holdout 0.720 (shortfall +0.010, tolerance 0.05)"
+    )
+
+    # A retrain already in flight: the drift trigger is refused, and the reason says so.
+    RetrainGovernor(spec.monitoring.governor).retrain_started("drift-earlier")
+    report_drift(instance, True)
+    refused = tick(defs, instance)
+    assert refused.run_requests == []
+    message = refused.skip_reason.skip_message
+    assert message.startswith(
+        "no retrain. drift: drift share 60% (threshold 30%, drifted: none); governor says "
+        "no: a retrain is in flight (episode drift-earlier)"
+    )
+    assert message.endswith(
+        "| decay: none, roc_auc 0.710 vs holdout 0.720 (shortfall +0.010, tolerance 0.05)"
+    )
+
+
+def test_no_verdict_is_not_drift_and_keeps_the_episode(spec, instance) -> None:
+    """Too little data is neither drift nor "no drift": no retrain, and an ongoing drift
+    episode stays open (it would otherwise restart and earn a second retrain)."""
+    defs = build_definitions(spec)
+    report_drift(instance, True)
+    started = tick(defs, instance)
+    assert len(started.run_requests) == 1
+    episode = started.run_requests[0].run_key
+
+    status = "insufficient data: 3 rows < minimum 200"
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(PRODUCTION_DRIFT, metadata={"status": status, "rows": 3})
+    )
+    quiet = tick(defs, instance)
+
+    assert quiet.run_requests == []
+    assert f"drift: no verdict ({status})" in quiet.skip_reason.skip_message
+    assert RetrainGovernor(spec.monitoring.governor).ledger().open_episodes == {"drift": episode}
+
+
+def test_too_little_traffic_gives_no_verdict_and_a_warning_check(
+    spec, instance, land_bank_batches, bank_frame
+) -> None:
+    land_bank_batches(2)
+    assert run_job(spec, instance, "training_job").success
+    log_live_traffic(bank_frame.iloc[-100:].astype(str), spec, version="1", keep=3)
+
+    defs = build_definitions(spec)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[PRODUCTION_DRIFT, PRODUCTION_PERFORMANCE]
+    )
+    metadata = {
+        event.asset_key: {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+    drift, performance = metadata[PRODUCTION_DRIFT], metadata[PRODUCTION_PERFORMANCE]
+
+    assert drift["status"] == "insufficient data: 3 rows < minimum 200" and drift["rows"] == 3
+    assert "dataset_drift" not in drift and "report" not in drift
+    statuses = {k.split("/")[1]: v for k, v in drift.items() if k.endswith("/status")}
+    assert set(statuses) == set(spec.dataset.feature_columns)
+    assert statuses["age"] == "not tested: too few values: 3 non-missing of 3 rows < minimum 100"
+    assert performance["status"] == "insufficient data: 0 labelled rows < minimum 200"
+    assert "decayed" not in performance and performance["n_labelled"] == 0
+
+    checks = {
+        evaluation.asset_key: evaluation for evaluation in result.get_asset_check_evaluations()
+    }
+    assert checks[PRODUCTION_DRIFT].check_name == SAMPLE_SIZE_CHECK
+    assert not checks[PRODUCTION_DRIFT].passed
+    assert checks[PRODUCTION_DRIFT].severity == dg.AssetCheckSeverity.WARN
+    assert checks[PRODUCTION_DRIFT].description == drift["status"]
+    assert not checks[PRODUCTION_PERFORMANCE].passed
+    assert checks[PRODUCTION_PERFORMANCE].description == performance["status"]
+
+    skip = tick(defs, instance).skip_reason.skip_message
+    assert skip == (
+        "no retrain. drift: no verdict (insufficient data: 3 rows < minimum 200) | "
+        "decay: no verdict (insufficient data: 0 labelled rows < minimum 200)"
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +12,8 @@ import pytest
 
 from ct_platform.deployment import DeploymentError, export_champion_bundle, pointed_bundle
 from ct_platform.deployment.export import HOLDOUT_ARTIFACT, default_registry
-from ct_platform.serving.bundle import load_bundle, read_meta
+from ct_platform.serving.bundle import ONNX_FILE, SKOPS_FILE, load_bundle, read_meta
+from ct_platform.serving.manifest import MANIFEST_FILE, ManifestError, verify_manifest
 from ct_platform.settings import Spec
 from ct_platform_tests.deployment.conftest import register
 
@@ -29,6 +32,7 @@ def test_export_writes_a_checked_bundle_and_points_champion_at_it(
     meta = read_meta(bundle_dir)
     assert (meta.version, meta.fingerprint) == (str(info.version), "fp-one")
     assert meta.onnx.enabled, meta.onnx.reason
+    assert meta.parity.passed and meta.parity.rows_over == 0
     assert meta.parity.labels_identical and meta.parity.max_abs_diff <= meta.parity.tolerance
     assert load_bundle(bundle_dir).backend_name == "onnx"
     pointer = json.loads((spec.paths.bundles / "champion.json").read_text())
@@ -73,3 +77,82 @@ def test_export_refuses_without_champion_or_holdout(
     with pytest.raises(DeploymentError, match=HOLDOUT_ARTIFACT):
         export_champion_bundle(spec, registry)
     assert pointed_bundle(spec) is None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_export_seals_the_bundle_with_a_manifest_of_every_file(
+    spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    train, holdout = train_holdout
+    registry = default_registry(spec)
+    info = register(registry, spec, train, holdout, fingerprint="fp-m", tmp_path=tmp_path)
+    registry.set_alias("champion", info.version)
+
+    bundle_dir = export_champion_bundle(spec, registry)
+
+    manifest = json.loads((bundle_dir / MANIFEST_FILE).read_text())
+    on_disk = sorted(p.name for p in bundle_dir.iterdir() if p.name != MANIFEST_FILE)
+    assert on_disk == ["bundle.json", ONNX_FILE, SKOPS_FILE]
+    assert manifest == {
+        "algorithm": "sha256",
+        "files": {name: _sha256(bundle_dir / name) for name in on_disk},
+    }
+    verify_manifest(bundle_dir)
+
+
+def test_a_model_file_from_another_version_is_caught_and_the_export_rebuilds(
+    spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    """The issue's example: v1's model.onnx replaced by v2's. The manifest names the file,
+    and the next export rebuilds v1 rather than serving v2's graph under v1's name."""
+    train, holdout = train_holdout
+    registry = default_registry(spec)
+    first = register(registry, spec, train, holdout, fingerprint="fp-1", tmp_path=tmp_path)
+    second = register(
+        registry,
+        spec,
+        train.iloc[: len(train) // 2],
+        holdout,
+        fingerprint="fp-2",
+        tmp_path=tmp_path,
+    )
+    registry.set_alias("champion", second.version)
+    v2 = export_champion_bundle(spec, registry)
+    registry.set_alias("champion", first.version)
+    v1 = export_champion_bundle(spec, registry)
+    original = _sha256(v1 / ONNX_FILE)
+    assert original != _sha256(v2 / ONNX_FILE)
+
+    shutil.copyfile(v2 / ONNX_FILE, v1 / ONNX_FILE)
+    with pytest.raises(ManifestError, match=f"bundle file {ONNX_FILE} does not match"):
+        verify_manifest(v1)
+
+    assert export_champion_bundle(spec, registry) == v1
+    verify_manifest(v1)
+    assert _sha256(v1 / ONNX_FILE) == original
+    assert read_meta(v1).version == str(first.version)
+
+
+def test_a_half_written_bundle_folder_is_never_taken_for_complete(
+    spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    """A folder under the final name missing a file (as an export killed mid-copy by an
+    older version left it: bundle.json present) fails verification and is rebuilt whole."""
+    train, holdout = train_holdout
+    registry = default_registry(spec)
+    info = register(registry, spec, train, holdout, fingerprint="fp-h", tmp_path=tmp_path)
+    registry.set_alias("champion", info.version)
+    bundle_dir = export_champion_bundle(spec, registry)
+    (bundle_dir / SKOPS_FILE).unlink()
+    with pytest.raises(ManifestError, match=f"missing: {SKOPS_FILE}"):
+        verify_manifest(bundle_dir)
+
+    assert export_champion_bundle(spec, registry) == bundle_dir
+    verify_manifest(bundle_dir)
+    assert load_bundle(bundle_dir, use_onnx=False).backend_name == "sklearn"
+    assert sorted(p.name for p in spec.paths.bundles.iterdir()) == sorted(
+        ["champion.json", bundle_dir.name]
+    )

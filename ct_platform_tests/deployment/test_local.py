@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 
 from ct_platform.deployment import ensure_running, smoke_request, target_for
 from ct_platform.deployment.admin import AdminClient
-from ct_platform.deployment.local import LocalTarget
+from ct_platform.deployment.local import LocalTarget, _is_dying
 from ct_platform.settings import Spec
 
 pytestmark = pytest.mark.slow
@@ -29,6 +31,14 @@ def local(serving_spec: Spec) -> Iterator[LocalTarget]:
     assert isinstance(target, LocalTarget)
     yield target
     target.stop()  # never leave a server behind, whatever the test did
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll for a condition with a deadline generous enough for a busy 2-core box."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.05)
 
 
 def served_pid(target: LocalTarget) -> int:
@@ -63,6 +73,8 @@ def test_dead_server_is_found_and_restarted(
     first_pid = served_pid(local)
     os.kill(first_pid, signal.SIGKILL)
 
+    # At once, with no wait: kill returns before the process is gone (on a busy machine it
+    # can still look alive for a while, SIGKILL pending), and it must read as gone already.
     status = local.status()
     assert status is not None and not status.healthy
     assert status.detail == "server process is gone"
@@ -82,7 +94,8 @@ def test_redeploy_hot_swaps_with_zero_failed_requests(
     stop = threading.Event()
 
     def hammer() -> None:
-        with httpx.Client(base_url=local.url, timeout=5) as client:
+        # A slow answer on a busy box is not a failed request: only errors count as failures.
+        with httpx.Client(base_url=local.url, timeout=60) as client:
             while not stop.is_set():
                 try:
                     response = client.post("/invocations", json={"dataframe_records": [sample_row]})
@@ -94,9 +107,9 @@ def test_redeploy_hot_swaps_with_zero_failed_requests(
     load = threading.Thread(target=hammer)
     load.start()
     try:
-        time.sleep(0.5)
+        wait_until(lambda: outcomes["1"] > 0 or outcomes["failed"] > 0, "a request to version 1")
         endpoint = local.deploy(bundles["2"])
-        time.sleep(0.5)
+        wait_until(lambda: outcomes["2"] > 0 or outcomes["failed"] > 0, "a request to version 2")
     finally:
         stop.set()
         load.join()
@@ -122,3 +135,20 @@ def test_server_with_a_foreign_admin_token_is_restarted(
 
     assert endpoint.version == "2" and served_pid(local) != pid
     assert AdminClient(endpoint.url, "a-different-token").stable_version() == "2"
+
+
+def test_a_killed_process_reads_as_dying_at_once() -> None:
+    """The kill -> exit window that made the test above flaky on a loaded box: right after
+    kill(SIGKILL) returns, and as an unreaped zombie, the process reads as dying."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        proc = Path(f"/proc/{busy.pid}")
+        assert not _is_dying((proc / "stat").read_text(), (proc / "status").read_text())
+        os.kill(busy.pid, signal.SIGKILL)
+        assert _is_dying((proc / "stat").read_text(), (proc / "status").read_text())
+        state = lambda: (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]  # noqa: E731
+        wait_until(lambda: state() == "Z", "zombie state after the kill")
+        assert _is_dying((proc / "stat").read_text(), (proc / "status").read_text())
+    finally:
+        busy.kill()
+        busy.wait()

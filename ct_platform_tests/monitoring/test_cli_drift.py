@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from ct_platform.cli import main
+from ct_platform.cli.drift import EXIT_INSUFFICIENT_DATA
 from ct_platform.monitoring.drift import ReferenceProfile
 from ct_platform.settings import Spec
 from ct_platform_tests.monitoring.conftest import PLANTED
@@ -37,14 +38,17 @@ def test_json_verdicts_on_planted_drift(files: dict, capsys: pytest.CaptureFixtu
     assert main(["drift", str(files["reference"]), str(files["planted"]), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
 
-    assert set(report) == {"columns", "drift_share", "dataset_drift"}
+    assert set(report) == {"verdict", "reason", "columns", "drift_share", "dataset_drift"}
+    assert (report["verdict"], report["reason"]) == ("no drift", None)
     drifted = sorted(name for name, c in report["columns"].items() if c["drift"])
     assert drifted == sorted(PLANTED)
     assert report["columns"]["age"]["method"] == "wasserstein"
     assert report["columns"]["job"]["method"] == "jensenshannon"
-    assert all(set(c) == {"method", "score", "drift"} for c in report["columns"].values())
+    fields = {"status", "method", "score", "threshold", "drift"}
+    assert all(set(c) == fields for c in report["columns"].values())
+    assert report["columns"]["age"]["status"] == "drift"
     assert report["drift_share"] == pytest.approx(3 / 15)
-    assert report["dataset_drift"] is False  # 3 of 15 columns < the spec's 0.5
+    assert report["dataset_drift"] is False  # 3 of 15 columns < the spec's 0.3
 
 
 def test_saved_reference_profile_as_reference(
@@ -99,7 +103,83 @@ def test_subprocess_json(files: dict, spec_file: Path) -> None:
         text=True,
         env={**os.environ, "CT_SPEC": str(spec_file)},
         check=True,
-        timeout=120,
+        timeout=600,
     )
     report = json.loads(completed.stdout)
     assert sorted(n for n, c in report["columns"].items() if c["drift"]) == sorted(PLANTED)
+
+
+CASES = Path(__file__).parent / "cases"
+# Every column of the 3-row example file, with the status it must get. pdays holds only its
+# sentinel (999 = never contacted) in the reference, so it is all missing there.
+TOO_FEW = "not tested: too few values: 3 non-missing of 3 rows < minimum 100"
+THREE_ROW_STATUSES = {
+    "age": TOO_FEW,
+    "job": TOO_FEW,
+    "marital": TOO_FEW,
+    "education": TOO_FEW,
+    "default": TOO_FEW,
+    "housing": TOO_FEW,
+    "loan": TOO_FEW,
+    "duration": "not tested: dropped by the spec (dataset.drop_columns)",
+    "campaign": TOO_FEW,
+    "pdays": "not tested: all missing in the reference",
+    "previous": TOO_FEW,
+    "emp.var.rate": TOO_FEW,
+    "cons.price.idx": TOO_FEW,
+    "cons.conf.idx": TOO_FEW,
+    "euribor3m": TOO_FEW,
+    "nr.employed": TOO_FEW,
+    "y": "not tested: the target, not a model input",
+}
+
+
+def test_three_rows_give_no_verdict_and_list_every_column(
+    spec: Spec, capsys: pytest.CaptureFixture
+) -> None:
+    """The issue's example: 3 current rows against 4,000 used to print DRIFT (8 of 14
+    columns) and exit 0, with pdays missing from the table."""
+    reference, current = CASES / "drift-reference-4000.csv", CASES / "drift-current-3-rows.csv"
+    assert list(pd.read_csv(current, sep=";").columns) == list(THREE_ROW_STATUSES)
+
+    assert main(["drift", str(reference), str(current)]) == EXIT_INSUFFICIENT_DATA == 3
+    out, err = capsys.readouterr()
+    assert "ct drift: insufficient data: 3 rows < minimum 200: no verdict" in err
+    assert "DRIFT" not in out and "no drift" not in out
+    assert "dataset: no verdict, insufficient data: 3 rows < minimum 200" in out
+    table = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines()[1:-1]}
+    assert table == THREE_ROW_STATUSES
+
+    assert main(["drift", str(reference), str(current), "--json"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert report["verdict"] == "insufficient data"
+    assert report["reason"] == "insufficient data: 3 rows < minimum 200"
+    assert report["dataset_drift"] is None and report["drift_share"] is None
+    statuses = {name: f"{c['status']}: {c['reason']}" for name, c in report["columns"].items()}
+    assert statuses == THREE_ROW_STATUSES
+
+
+def test_a_sparse_column_is_not_tested_and_says_why(
+    spec: Spec, same_distribution, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Enough rows, but a column with 3 non-missing values of 5,000: that column gets no
+    verdict (with its figures), the others do, and so does the dataset."""
+    reference, current = same_distribution
+    sparse = current.iloc[:5000].copy()
+    sparse.loc[3:, "euribor3m"] = None
+    paths = {"reference": tmp_path / "reference.parquet", "current": tmp_path / "sparse.parquet"}
+    reference.to_parquet(paths["reference"])
+    sparse.to_parquet(paths["current"])
+
+    assert main(["drift", str(paths["reference"]), str(paths["current"]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+
+    assert report["verdict"] == "no drift"
+    assert report["columns"]["euribor3m"] == {
+        "status": "not tested",
+        "reason": "too few values: 3 non-missing of 5000 rows < minimum 100",
+        "drift": None,
+    }
+    tested = [name for name, c in report["columns"].items() if c["status"] != "not tested"]
+    assert sorted(tested) == sorted(set(spec.dataset.feature_columns) - {"euribor3m"})
+    assert report["drift_share"] == 0.0

@@ -41,6 +41,7 @@ def test_no_decay_while_labels_agree(spec: Spec, true_labels: dict[str, int]) ->
     assert result.metric == "roc_auc" and result.n_labelled == ROWS
     assert result.value == pytest.approx(0.9, abs=0.05)
     assert not result.decayed and result.decay < spec.monitoring.decay_tolerance
+    assert result.status == "no decay"
 
 
 def test_decay_when_labels_flip(spec: Spec, true_labels: dict[str, int]) -> None:
@@ -59,7 +60,28 @@ def test_too_few_labels_give_no_verdict(spec: Spec, true_labels: dict[str, int])
     post_feedback(Paths.from_env().feedback, {key: 1 - y for key, y in few.items()})
     result = evaluate_performance(spec, HOLDOUT_AUC)
 
-    assert result.n_labelled == 150 and result.value is None and not result.decayed
+    assert result.n_labelled == 150 and result.value is None and result.decayed is None
+    assert result.status == "insufficient data: 150 labelled rows < minimum 200"
+
+
+def test_too_few_labels_in_a_class_give_no_verdict(spec: Spec, true_labels) -> None:
+    """Enough labelled rows, but only 12 of the positive class: ROC AUC on 12 positives is
+    noise next to the decay tolerance, so there is no verdict, and the figures say why."""
+    positives = [key for key, y in true_labels.items() if y == 1][:12]
+    skewed = {key: (1 if key in positives else 0) for key in true_labels}
+    post_feedback(Paths.from_env().feedback, skewed)
+    result = evaluate_performance(spec, HOLDOUT_AUC)
+
+    assert result.n_labelled == ROWS and result.value is None and result.decayed is None
+    assert result.status == (
+        f"insufficient data: labelled rows per class 0: {ROWS - 12}, 1: 12; minimum 30 per class"
+    )
+
+    post_feedback(Paths.from_env().feedback, dict.fromkeys(true_labels, 0))
+    single = evaluate_performance(spec, HOLDOUT_AUC)
+    assert (
+        single.status == f"insufficient data: a single class among {ROWS} labelled rows (0: {ROWS})"
+    )
 
 
 def test_rows_of_another_model_version_do_not_count(spec: Spec, true_labels) -> None:

@@ -238,7 +238,7 @@ def read_log_records(directory: Path) -> list[dict]:
     ]
 
 
-def wait_for_records(directory: Path, request_ids: set[str], timeout: float = 15.0) -> list[dict]:
+def wait_for_records(directory: Path, request_ids: set[str], timeout: float = 120.0) -> list[dict]:
     """Records whose request id (before any `:row` suffix) is in `request_ids`, once all are in."""
     deadline = time.monotonic() + timeout
     while True:

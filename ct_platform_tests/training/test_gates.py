@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from sklearn.pipeline import Pipeline
 
 from ct_platform.data.training_set import TrainingSet
 from ct_platform.settings import Spec
+from ct_platform.training.bundling import build_bundle
 from ct_platform.training.gates import (
-    LATENCY_CALLS,
     champion_regression_gate,
     latency_gate,
     metric_floor_gate,
     model_size_gate,
 )
+from ct_platform.training.latency import BATCH_ROWS, MIN_CALLS, SINGLE_ROW_CALLS, measure_bundle
 
 
 def _with_gates(spec: Spec, **gates: dict) -> Spec:
@@ -109,29 +111,73 @@ def test_champion_regression_respects_lower_is_better(synthetic_spec) -> None:
     assert worse.metadata["lower_is_better"] is True
 
 
-def test_latency_gate_measures_single_row_predict(
+def test_latency_gate_times_the_onnx_bundle_through_the_server_scoring_path(
     bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec
 ) -> None:
-    sample = bank_window.holdout.head(50)  # target column included: the gate ignores it
+    holdout = bank_window.holdout  # target column included: the gate ignores it
     advisory = _with_gates(bank_spec, latency={"max_ms": 1000, "blocking": False})
-    generous = latency_gate(bank_model, sample, advisory)
-    assert generous.passed
-    assert not generous.blocking
-    assert generous.metadata["calls"] == LATENCY_CALLS
-    assert 0 < generous.metadata["p50_ms"] <= generous.metadata["p95_ms"]
-    assert f"p50 {generous.metadata['p50_ms']:.2f} ms" in generous.description
-    # No pipeline answers in a microsecond: the same model fails an impossible limit.
-    strict = _with_gates(bank_spec, latency={"max_ms": 0.001, "blocking": True})
-    failed = latency_gate(bank_model, sample.head(5), strict)
-    assert not failed.passed
-    assert failed.blocking
-    assert "over the limit 0.001 ms" in failed.description
+
+    generous = latency_gate(bank_model, holdout, advisory)
+
+    figures = generous.metadata
+    assert figures["artifact"] == "onnx" and figures["fallback_reason"] == ""
+    assert generous.passed and not generous.blocking
+    assert MIN_CALLS <= figures["calls"] <= SINGLE_ROW_CALLS
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    assert figures["batch_rows"] == BATCH_ROWS and figures["batch_p50_ms"] > 0
+    assert figures["sklearn_p50_ms"] > 0 and figures["sklearn_calls"] >= MIN_CALLS
+    assert figures["max_ms"] == 1000
+    assert generous.description.startswith("onnx bundle, server scoring path: single-row p50 ")
+    assert f"p50 {figures['p50_ms']:.3f} ms" in generous.description
+    assert f"sklearn predict on a one-row DataFrame p50 {figures['sklearn_p50_ms']:.2f}" in (
+        generous.description
+    )
+    # The decision is the serving path's median against the spec's max_ms. Nothing scores a
+    # row in a nanosecond, however idle the machine: the same model fails that limit.
+    strict = _with_gates(bank_spec, latency={"max_ms": 1e-6, "blocking": True})
+    failed = latency_gate(bank_model, holdout, strict)
+    assert not failed.passed and failed.blocking
+    assert failed.metadata["artifact"] == "onnx"
+    assert "over the limit 1e-06 ms" in failed.description
+
+
+def test_latency_gate_times_the_sklearn_fallback_when_that_is_what_will_serve(
+    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec
+) -> None:
+    """A graph that fails parity is never shipped: the gate times the fallback instead."""
+    no_graph = _with_gates(
+        bank_spec, parity={"tolerance": 1e-12}, latency={"max_ms": 1000, "blocking": True}
+    )
+    result = latency_gate(bank_model, bank_window.holdout, no_graph)
+    assert result.metadata["artifact"] == "sklearn"
+    assert str(result.metadata["fallback_reason"]).startswith("parity gate:")
+    assert result.description.startswith("sklearn bundle, server scoring path")
+    assert result.passed == (result.metadata["p50_ms"] <= 1000)
+
+
+def test_measure_bundle_scores_parsed_rows_with_the_loaded_bundle(
+    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec, tmp_path: Path
+) -> None:
+    bundle = build_bundle(
+        bank_model,
+        bank_spec,
+        name="bank",
+        version=1,
+        fingerprint="fp",
+        holdout=bank_window.holdout,
+        directory=tmp_path / "b",
+    )
+    latency = measure_bundle(bundle, bank_window.holdout.head(7))  # cycled to 1,000 rows
+    assert latency.artifact == "onnx"
+    assert latency.batch_rows == BATCH_ROWS
+    assert 0 < latency.single_row_p50_ms <= latency.single_row_p99_ms
+    assert latency.figures()["artifact"] == "onnx"
 
 
 def test_latency_gate_needs_rows(
     bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec
 ) -> None:
-    with pytest.raises(ValueError, match="at least one sample row"):
+    with pytest.raises(ValueError, match="at least one holdout row"):
         latency_gate(bank_model, bank_window.holdout.head(0), bank_spec)
 
 

@@ -217,3 +217,94 @@ def test_bundle_records_schema_and_classes(
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
     ]
     assert dataclasses.asdict(meta)["parity"]["labels_identical"] is True
+
+
+def _regression_in_the_hundreds(
+    synthetic_spec: Callable[[str, str, str], Spec], **parity: float
+) -> tuple[Spec, pd.DataFrame]:
+    """HGB regression on targets of 30..1,200 with a feature in the hundreds (a bike-count or
+    price shape), optionally with parity settings; returns the spec and a 3,000-row frame."""
+    spec = synthetic_spec("regression", "sklearn.ensemble.HistGradientBoostingRegressor", "rmse")
+    if parity:
+        gates = spec.gates.model_copy(
+            update={"parity": spec.gates.parity.model_copy(update=parity)}
+        )
+        spec = spec.model_copy(update={"gates": gates})
+    frame = synthetic_frame(3000, None, seed=2)
+    frame["target"] = 600 + 60 * frame["target"]
+    frame["x1"] = 100 * frame["x1"]
+    return spec, frame
+
+
+def test_regression_graph_within_float32_rounding_passes_by_default(
+    synthetic_spec: Callable[[str, str, str], Spec], tmp_path: Path
+) -> None:
+    """The issue's example: values in the hundreds, graph off by ~2e-4 (float32 rounding
+    alone), over the old absolute-only 1e-4, so a good graph was dropped."""
+    spec, frame = _regression_in_the_hundreds(synthetic_spec)
+    train, holdout = frame.iloc[:2400], frame.iloc[2400:]
+    pipeline = fit_pipeline(train, spec)
+    onnx_bytes = pipeline_to_onnx(pipeline, spec)
+
+    result = check_parity(pipeline, onnx_bytes, holdout, spec)
+
+    scale = np.abs(pipeline.predict(holdout[spec.dataset.feature_columns])).max()
+    assert 500 < scale < 2000
+    assert 1e-4 < result.max_abs_diff < 1e-3  # beyond the old absolute-only default
+    assert result.max_rel_diff < 1e-5
+    assert result.passed and result.reason is None and result.rows_over == 0
+    assert result.relative_tolerance == 1e-5
+    assert result.tolerance == pytest.approx(1e-5 * scale)
+    # The old rule (absolute 1e-4, nothing relative) drops this good graph, naming figures.
+    absolute_only = _regression_in_the_hundreds(synthetic_spec, relative_tolerance=0.0)[0]
+    old = check_parity(pipeline, onnx_bytes, holdout, absolute_only)
+    assert (old.tolerance, old.relative_tolerance) == (1e-4, 0.0)
+    assert not old.passed and old.rows_over > 0
+    assert f"on {old.rows_over} of {len(holdout)} holdout rows" in old.reason
+    # The bundle serves the graph and records the figures the onnx_parity check reports.
+    meta = read_meta(
+        build_bundle(
+            pipeline,
+            spec,
+            name="r",
+            version=1,
+            fingerprint="fp",
+            holdout=holdout,
+            directory=tmp_path / "b",
+        )
+    )
+    assert meta.onnx.enabled, meta.onnx.reason
+    assert meta.parity.passed
+    assert (meta.parity.rows_over, meta.parity.rows) == (0, len(holdout))
+    assert meta.parity.max_abs_diff == result.max_abs_diff
+    assert meta.parity.max_rel_diff == result.max_rel_diff
+    assert meta.parity.relative_tolerance == 1e-5
+
+
+def test_a_wrong_regression_graph_still_fails(
+    synthetic_spec: Callable[[str, str, str], Spec], tmp_path: Path
+) -> None:
+    """A graph of another version (fitted on other rows) is off by far more than rounding:
+    the relative tolerance does not let it through, and the bundle falls back to sklearn."""
+    spec, frame = _regression_in_the_hundreds(synthetic_spec)
+    holdout = frame.iloc[2400:]
+    pipeline = fit_pipeline(frame.iloc[:2400], spec)
+    other_version = fit_pipeline(frame.iloc[:1200], spec)
+
+    result = check_parity(pipeline, pipeline_to_onnx(other_version, spec), holdout, spec)
+
+    assert not result.passed
+    assert result.rows_over > len(holdout) // 2
+    assert result.max_abs_diff > 1.0 and result.max_rel_diff > 1e-3
+    assert "beyond the tolerance" in result.reason
+    assert f"max abs diff {result.max_abs_diff:.3g}" in result.reason
+
+
+def test_parity_tolerances_follow_the_task_unless_the_spec_sets_them(bank_spec: Spec) -> None:
+    parity = bank_spec.gates.parity.model_copy(update={"tolerance": None})
+    assert parity.tolerances("classification", 1.0) == (1e-4, 0.0)
+    assert parity.tolerances("regression", 400.0) == (pytest.approx(4e-3), 1e-5)
+    assert parity.tolerances("regression", 3.0) == (1e-4, 1e-5)  # never below 1e-4
+    explicit = parity.model_copy(update={"tolerance": 0.5, "relative_tolerance": 1e-3})
+    assert explicit.tolerances("regression", 400.0) == (0.5, 1e-3)
+    assert explicit.tolerances("classification", 1.0) == (0.5, 1e-3)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from ct_platform.data.landing import landed_name
 from ct_platform.defs.metadata import numbers, severity
 from ct_platform.settings import Paths, Spec
 
@@ -20,6 +21,8 @@ batches = dg.DynamicPartitionsDefinition(name="batches")
 RAW_BATCH = dg.AssetKey("raw_batch")
 VALIDATED_BATCH = dg.AssetKey("validated_batch")
 CONTRACT_CHECK = "data_contract"
+# Run tag set by the landing sensor: the sha256 of the content the batch was keyed on.
+CONTENT_TAG = "ct/content_sha256"
 
 
 def contract_check_result(outcome: "IngestOutcome", spec: Spec) -> dg.AssetCheckResult:
@@ -54,7 +57,7 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
         description="A file as it landed in the landing folder, kept untouched.",
     )
     def raw_batch(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        path = spec.landing_dir / context.partition_key
+        path = spec.landing_dir / landed_name(context.partition_key)
         if not path.exists():
             raise dg.Failure(f"landed file {path} is gone (moved or deleted before ingestion)")
         return dg.MaterializeResult(
@@ -82,10 +85,15 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
         description="The batch after the data contract: typed Parquet, or quarantined.",
     )
     def validated_batch(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
-        from ct_platform.data.ingest import ingest_batch
+        from ct_platform.data.ingest import LandedFileChanged, ingest_batch
 
-        path = spec.landing_dir / context.partition_key
-        outcome = ingest_batch(path, spec, Paths.from_env())
+        expected = context.run.tags.get(CONTENT_TAG)
+        try:
+            outcome = ingest_batch(
+                context.partition_key, spec, Paths.from_env(), expected_hash=expected
+            )
+        except LandedFileChanged as error:
+            raise dg.Failure(str(error)) from None
         if not outcome.passed:
             context.log.error(outcome.failure_summary)
         yield dg.MaterializeResult(

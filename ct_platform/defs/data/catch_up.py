@@ -2,7 +2,10 @@
 
 The landing sensor ingests each file in its own run. A run of `training_job` may find files
 that landed while no sensor was running; it ingests them through the same code path, adds
-their partitions and records their materializations, so lineage stays complete.
+their partitions and records their materializations, so lineage stays complete. The landing
+rules are the sensor's: content already ingested (under any name) is not ingested again,
+content re-landed under a taken name is keyed `<name>@<hash12>`, and every file that is not
+ingested is named in the run log with why.
 """
 
 from __future__ import annotations
@@ -15,21 +18,26 @@ from ct_platform.settings import Paths, Spec
 
 
 def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths) -> None:
-    """Ingest landed files with no partition yet; fail naming the batch if a blocking gate fails."""
-    from ct_platform.data.ingest import ingest_batch  # pandas: loaded by the step only
+    """Ingest landed files not ingested yet; fail naming the batch if a blocking gate fails."""
+    from ct_platform.data.ingest import ingest_batch, ingested_hashes  # pandas: step only
 
     known = set(context.instance.get_dynamic_partitions(batches.name))
     # No settle time: whoever starts a whole-pipeline run means the files present now.
     # Format end markers are still checked, so a file caught mid-write waits for the sensor.
-    scan = scan_landing(spec.landing_dir, LandingCursor.from_json(None), settle_seconds=0)
-    fresh = [landed for landed in scan.new if landed.partition_key not in known]
+    scan = scan_landing(spec.landing_dir, LandingCursor(), settle_seconds=0)
+    for notice in scan.notices():
+        context.log.warning(f"not ingested: {notice}")
+    done = ingested_hashes(paths)
+    fresh = {
+        landed.key_among(known): landed for landed in scan.new if landed.content_hash not in done
+    }
     if not fresh:
+        context.log.info(f"no landed file to catch up on ({len(scan.new)} already ingested)")
         return
-    context.instance.add_dynamic_partitions(batches.name, [f.partition_key for f in fresh])
+    context.instance.add_dynamic_partitions(batches.name, [k for k in fresh if k not in known])
     failures = []
-    for landed in fresh:
-        outcome = ingest_batch(landed.path, spec, paths)
-        key = landed.partition_key
+    for key, landed in fresh.items():
+        outcome = ingest_batch(key, spec, paths, expected_hash=landed.content_hash)
         context.log_event(dg.AssetMaterialization(RAW_BATCH, partition=key))
         context.log_event(
             dg.AssetMaterialization(

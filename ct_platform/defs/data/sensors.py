@@ -1,9 +1,14 @@
-"""The landing sensor: each new, complete file becomes a partition and a training run."""
+"""The landing sensor: each new, complete file becomes a partition and a training run.
+
+Every landed file that does not become a run is named in the tick, with why (the skip
+reason when nothing runs, the tick's log otherwise): see the landing rules in
+`ct_platform.data.landing` and the README.
+"""
 
 import dagster as dg
 
 from ct_platform.data.landing import LandingCursor, scan_landing
-from ct_platform.defs.data.assets import batches
+from ct_platform.defs.data.assets import CONTENT_TAG, batches
 from ct_platform.settings import Spec
 
 
@@ -18,26 +23,26 @@ def build_landing_sensor(spec: Spec, job_name: str) -> dg.SensorDefinition:
     def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         scan = scan_landing(spec.landing_dir, LandingCursor.from_json(context.cursor))
         cursor = scan.cursor.to_json()
+        notices = scan.notices()
+        for notice in notices:
+            context.log.info(notice)
         if not scan.new:
-            reasons = []
-            if scan.duplicates:
-                names = ", ".join(f.partition_key for f in scan.duplicates)
-                reasons.append(f"identical to already-ingested content: {names}")
-            if scan.pending:
-                reasons.append(f"still being written: {', '.join(p.name for p in scan.pending)}")
-            return dg.SensorResult(skip_reason="; ".join(reasons) or "no new file", cursor=cursor)
+            handled = f"no new file ({len(scan.cursor.files)} already handled)"
+            return dg.SensorResult(skip_reason="; ".join(notices) or handled, cursor=cursor)
+        existing = set(context.instance.get_dynamic_partitions(batches.name))
+        keyed = [(landed.key_among(existing), landed) for landed in scan.new]
+        for key, landed in keyed:
+            context.log.info(f"{landed.path.name}: new batch {key}")
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
-                    partition_key=landed.partition_key,
+                    partition_key=key,
                     run_key=landed.run_key,
-                    tags={"ct/content_sha256": landed.content_hash},
+                    tags={CONTENT_TAG: landed.content_hash},
                 )
-                for landed in scan.new
+                for key, landed in keyed
             ],
-            dynamic_partitions_requests=[
-                batches.build_add_request([landed.partition_key for landed in scan.new])
-            ],
+            dynamic_partitions_requests=[batches.build_add_request([key for key, _ in keyed])],
             cursor=cursor,
         )
 

@@ -8,10 +8,14 @@ import dagster as dg
 
 from ct_platform.defs.metadata import numbers, report_link
 from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT
+from ct_platform.monitoring.results import DriftResult  # plain dataclasses: light to import
 from ct_platform.settings import Paths, Spec
 
 PRODUCTION_DRIFT = dg.AssetKey("production_drift")
 PRODUCTION_PERFORMANCE = dg.AssetKey("production_performance")
+
+
+SAMPLE_SIZE_CHECK = "sample_size"
 
 
 def build_monitoring_defs(spec: Spec) -> dg.Definitions:
@@ -26,8 +30,17 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         group_name="monitoring",
         kinds={"evidently"},
         automation_condition=on_schedule,
+        check_specs=[
+            dg.AssetCheckSpec(
+                SAMPLE_SIZE_CHECK,
+                asset=PRODUCTION_DRIFT,
+                description="The window holds enough rows for a drift verdict "
+                f"(monitoring.min_window_rows = {spec.monitoring.min_window_rows}).",
+            )
+        ],
         description="Live inputs (a window of the prediction log) vs the champion's training "
-        "data: per-column drift verdicts and the dataset verdict.",
+        "data: every column's status (verdict, or why not tested) and the dataset verdict; "
+        "no verdict on too little data.",
     )
     def production_drift(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from ct_platform.monitoring.production import check_production_drift
@@ -40,38 +53,79 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
             "champion_version": dg.MetadataValue.text(str(drift.champion_version or "none")),
         }
         if drift.result is not None:
-            result = drift.result
-            metadata["dataset_drift"] = dg.MetadataValue.bool(result.dataset_drift)
-            metadata["drift_share"] = dg.MetadataValue.float(result.drift_share)
-            metadata["drifted_columns"] = dg.MetadataValue.text(", ".join(result.drifted_columns))
-            for name, column in result.columns.items():
-                metadata.update(
-                    numbers(
-                        f"column/{name}",
-                        {"score": column.score, "drift": column.drift, "method": column.method},
-                    )
-                )
+            metadata.update(_drift_metadata(drift.result))
         if drift.report is not None:
             metadata["report"] = report_link(drift.report)
-        return dg.MaterializeResult(metadata=metadata)
+        has_verdict = drift.result is not None and drift.result.dataset_drift is not None
+        return dg.MaterializeResult(
+            metadata=metadata,
+            check_results=[_sample_size_result(has_verdict, drift.status, drift.rows)],
+        )
 
     @dg.asset(
         key=PRODUCTION_PERFORMANCE,
         deps=[DEPLOYED_ENDPOINT],
         group_name="monitoring",
         automation_condition=on_schedule,
+        check_specs=[
+            dg.AssetCheckSpec(
+                SAMPLE_SIZE_CHECK,
+                asset=PRODUCTION_PERFORMANCE,
+                description="Enough labelled rows for a performance verdict "
+                f"(monitoring.min_feedback_rows = {spec.monitoring.min_feedback_rows}, "
+                f"min_feedback_per_class = {spec.monitoring.min_feedback_per_class}).",
+            )
+        ],
         description="The champion's primary metric on labelled live traffic (feedback joined "
-        "to logged predictions) vs its holdout metric.",
+        "to logged predictions) vs its holdout metric; no verdict on too few labels.",
     )
     def production_performance(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from ct_platform.monitoring.production import check_production_performance
 
         performance = check_production_performance(spec, Paths.from_env())
         if performance is None:
+            status = "no champion yet: nothing to compare with"
             return dg.MaterializeResult(
-                metadata={"status": dg.MetadataValue.text("no champion yet")}
+                metadata={"status": dg.MetadataValue.text(status)},
+                check_results=[_sample_size_result(False, status, 0)],
             )
         context.log.info(f"production performance: {performance.to_dict()}")
-        return dg.MaterializeResult(metadata=numbers("", performance.to_dict()))
+        values = {k: v for k, v in performance.to_dict().items() if v is not None}
+        return dg.MaterializeResult(
+            metadata=numbers("", values),
+            check_results=[
+                _sample_size_result(
+                    performance.decayed is not None, performance.status, performance.n_labelled
+                )
+            ],
+        )
 
     return dg.Definitions(assets=[production_drift, production_performance])
+
+
+def _drift_metadata(result: DriftResult) -> dict[str, dg.MetadataValue]:
+    """Dataset verdict (only when there is one) and every column's status."""
+    metadata: dict[str, dg.MetadataValue] = {}
+    if result.dataset_drift is not None:
+        metadata["dataset_drift"] = dg.MetadataValue.bool(result.dataset_drift)
+        metadata["drift_share"] = dg.MetadataValue.float(result.drift_share or 0.0)
+        metadata["drifted_columns"] = dg.MetadataValue.text(", ".join(result.drifted_columns))
+    statuses = result.column_statuses()
+    for name, column in result.columns.items():
+        values = {"status": statuses[name], "score": column.score, "drift": column.drift}
+        metadata.update(numbers(f"column/{name}", {**values, "method": column.method}))
+    for name, why in result.not_tested.items():
+        metadata[f"column/{name}/status"] = dg.MetadataValue.text(f"not tested: {why}")
+    return metadata
+
+
+def _sample_size_result(has_verdict: bool, status: str, rows: int) -> dg.AssetCheckResult:
+    """Passes only when there was enough data for a verdict: too little data is a warning
+    that names the figures, never a silent pass."""
+    return dg.AssetCheckResult(
+        check_name=SAMPLE_SIZE_CHECK,
+        passed=has_verdict,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=status,
+        metadata={"rows": dg.MetadataValue.int(rows), "status": dg.MetadataValue.text(status)},
+    )

@@ -2,6 +2,8 @@
 when the retrain governor allows it. Each skipped trigger says why.
 
 A tick reads two latest materializations and a small ledger; nothing heavy happens here.
+Every tick that requests no run says why in its skip reason (shown on the tick in the UI):
+per trigger, what was measured with its figures, and the governor's decision.
 """
 
 import dagster as dg
@@ -24,19 +26,38 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str,
     return {name: value.value for name, value in event.asset_materialization.metadata.items()}
 
 
-def current_signals(instance: dg.DagsterInstance) -> dict[str, tuple[bool, str]]:
-    """Each trigger kind: whether it is active now, and a line saying what was seen."""
-    drift = latest_metadata(instance, PRODUCTION_DRIFT)
-    decay = latest_metadata(instance, PRODUCTION_PERFORMANCE)
-    drift_detail = (
-        f"drift share {drift.get('drift_share', 0.0):.0%} "
-        f"(drifted: {drift.get('drifted_columns') or 'none'})"
-    )
-    decay_detail = f"{decay.get('metric', '')} {decay.get('value')} vs {decay.get('reference')}"
+def current_signals(instance: dg.DagsterInstance, spec: Spec) -> dict[str, tuple[bool | None, str]]:
+    """Each trigger kind: whether it is active now (None: the latest measurement gave no
+    verdict, e.g. too little data), and a line saying what was seen, with its figures."""
     return {
-        "drift": (bool(drift.get("dataset_drift")), drift_detail),
-        "decay": (bool(decay.get("decayed")), decay_detail),
+        "drift": _drift_signal(latest_metadata(instance, PRODUCTION_DRIFT), spec),
+        "decay": _decay_signal(latest_metadata(instance, PRODUCTION_PERFORMANCE), spec),
     }
+
+
+def _drift_signal(drift: dict[str, object], spec: Spec) -> tuple[bool | None, str]:
+    if "dataset_drift" not in drift:
+        return None, str(drift.get("status") or "production_drift not measured yet")
+    share = float(drift.get("drift_share") or 0.0)
+    threshold = spec.monitoring.drift_share_threshold
+    detail = (
+        f"drift share {share:.0%} (threshold {threshold:.0%}, "
+        f"drifted: {drift.get('drifted_columns') or 'none'})"
+    )
+    return bool(drift["dataset_drift"]), detail
+
+
+def _decay_signal(decay: dict[str, object], spec: Spec) -> tuple[bool | None, str]:
+    figures = [decay.get(key) for key in ("value", "reference", "decay")]
+    if "decayed" not in decay or not all(isinstance(f, int | float) for f in figures):
+        # No verdict, or a materialization without figures (e.g. from an older version).
+        return None, str(decay.get("status") or "production_performance not measured yet")
+    value, reference, shortfall = figures
+    detail = (
+        f"{decay.get('metric')} {value:.3f} vs holdout {reference:.3f} "
+        f"(shortfall {shortfall:+.3f}, tolerance {spec.monitoring.decay_tolerance:g})"
+    )
+    return bool(decay["decayed"]), detail
 
 
 def retrain_outcome(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[Outcome, str]:
@@ -75,13 +96,18 @@ def build_retrain_sensor(spec: Spec, job_name: str) -> dg.SensorDefinition:
         governor = RetrainGovernor(spec.monitoring.governor)
         close_finished_retrain(context.instance, governor)
         skipped = []
-        for kind, (active, detail) in current_signals(context.instance).items():
+        for kind, (active, detail) in current_signals(context.instance, spec).items():
+            if active is None:
+                # No verdict is not "no drift": the ongoing episode (if any) stays open.
+                skipped.append(f"{kind}: no verdict ({detail})")
+                continue
             episode = governor.episode(kind, active)
             if episode is None:
+                skipped.append(f"{kind}: none, {detail}")
                 continue
             decision = governor.decide(Trigger(kind, episode, detail))
             if not decision.allowed:
-                skipped.append(f"{kind} ({detail}): {decision.reason}")
+                skipped.append(f"{kind}: {detail}; governor says no: {decision.reason}")
                 continue
             governor.retrain_started(episode)
             tags = {
@@ -90,6 +116,6 @@ def build_retrain_sensor(spec: Spec, job_name: str) -> dg.SensorDefinition:
                 WINDOW_TAG: str(spec.monitoring.retrain_window_batches),
             }
             return dg.SensorResult(run_requests=[dg.RunRequest(run_key=episode, tags=tags)])
-        return dg.SensorResult(skip_reason="; ".join(skipped) or "no drift and no decay")
+        return dg.SensorResult(skip_reason="no retrain. " + " | ".join(skipped))
 
     return retrain_sensor

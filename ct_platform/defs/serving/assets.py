@@ -1,6 +1,7 @@
 """Champion -> model bundle (ONNX, behind the parity gate) -> deployed endpoint."""
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -27,23 +28,18 @@ def parity_check_result(meta: "BundleMeta", spec: Spec) -> dg.AssetCheckResult:
     deployment, is left for a bundle that claims ONNX without passing parity.
     """
     parity = meta.parity
-    agrees = (
-        parity is not None and parity.labels_identical and parity.max_abs_diff <= parity.tolerance
-    )
+    agrees = parity is not None and parity.passed
     figures: dict[str, float | int | str | bool] = {
         "onnx_enabled": meta.onnx.enabled,
         "reason": meta.onnx.reason or "",
     }
     if parity is not None:
-        figures.update(
-            max_abs_diff=parity.max_abs_diff,
-            tolerance=parity.tolerance,
-            labels_identical=parity.labels_identical,
-        )
+        figures.update(asdict(parity))
     if meta.onnx.enabled:
         passed, blocking = agrees, spec.gates.parity.blocking
         description = (
-            f"ONNX matches sklearn on the holdout (max diff {parity.max_abs_diff:.2e})"
+            f"ONNX matches sklearn on the holdout (max abs diff {parity.max_abs_diff:.2e}, "
+            f"max rel diff {parity.max_rel_diff:.2e})"
             if agrees and parity is not None
             else "bundle serves ONNX that does not match sklearn: deployment blocked"
         )

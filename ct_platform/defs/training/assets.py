@@ -30,7 +30,8 @@ GATES = ("metric_floor", "champion_regression", "latency", "model_size")
 GATE_DESCRIPTIONS = {
     "metric_floor": "The primary metric on the holdout reaches the spec's floor.",
     "champion_regression": "No worse than the champion, beyond the tolerance, on the same holdout.",
-    "latency": "Median single-row prediction latency stays under the spec's limit.",
+    "latency": "Median single-row scoring time of the bundle that will serve (ONNX or its "
+    "sklearn fallback, through the server's scoring path) stays under the spec's limit.",
     "model_size": "The serialized model stays under the spec's size limit.",
 }
 MODEL_EVALUATION = dg.AssetKey("model_evaluation")

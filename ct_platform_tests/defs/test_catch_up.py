@@ -1,0 +1,56 @@
+"""Catch-up ingestion in a whole-pipeline run (`training_job`, as CI runs it)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from ct_platform.data.ingest import find_valid_batch
+from ct_platform.data.landing import file_sha256
+from ct_platform_tests.defs.conftest import run_job
+
+CASES = Path(__file__).resolve().parent.parent / "data" / "cases"
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    [failure] = result.get_step_failure_events()
+    return failure.step_failure_data.error.message
+
+
+def test_catch_up_names_columns_field_counts_and_ingests_relanded_content(
+    spec, instance, bank_frame: pd.DataFrame, write_batch
+) -> None:
+    rows = bank_frame.iloc[:300]
+    write_batch(rows.assign(**{"emp.var.rate": "-0,1"}), "batch-00001.csv")
+
+    first = run_job(spec, instance, "training_job")
+
+    assert not first.success
+    assert (
+        "batch-00001.csv: data contract failed: column 'emp.var.rate', rule type: 300 values "
+        "(100.00%) are not a number: '-0,1'" in failure_message(first)
+    )
+
+    corrected = write_batch(rows, "batch-00001.csv")
+    shutil.copy(CASES / "trailing-separator.csv", spec.landing_dir)
+    key = f"batch-00001.csv@{file_sha256(corrected)[:12]}"
+
+    second = run_job(spec, instance, "training_job")
+
+    assert not second.success  # the trailing-separator file fails the blocking contract gate
+    assert (
+        "trailing-separator.csv: field count mismatch: the header has 17 fields, 200 of 200 "
+        "data rows do not: 200 with 18 (lines 2, 3, 4, 5, 6 and 195 more); every data row ends "
+        "with the separator ';' and the header does not" in failure_message(second)
+    )
+    assert set(instance.get_dynamic_partitions("batches")) == {
+        "batch-00001.csv",
+        key,
+        "trailing-separator.csv",
+    }
+    assert find_valid_batch(spec.paths, key).content_hash == file_sha256(corrected)
+    assert find_valid_batch(spec.paths, "batch-00001.csv") is None  # quarantined, kept as it was
+    assert (spec.paths.quarantine / "batch-00001.csv").exists()
