@@ -13,6 +13,7 @@ import dagster as dg
 
 from ct_platform.defs.data import build_data_defs
 from ct_platform.defs.data.sensors import build_landing_sensor
+from ct_platform.defs.io import JsonIOManager
 from ct_platform.defs.monitoring import build_monitoring_defs, build_retrain_sensor
 from ct_platform.defs.resources import MlflowResource, env_or_none
 from ct_platform.defs.serving import build_endpoint_watchdog, build_serving_defs
@@ -90,7 +91,11 @@ def build_definitions(spec: Spec) -> dg.Definitions:
                 build_endpoint_watchdog(spec),
                 build_automation_sensor(),
             ],
-            resources={"mlflow": MlflowResource(tracking_uri=env_or_none("MLFLOW_TRACKING_URI"))},
+            resources={
+                "mlflow": MlflowResource(tracking_uri=env_or_none("MLFLOW_TRACKING_URI")),
+                # Step outputs as JSON, one file per run: never pickled (defs/io.py).
+                "io_manager": JsonIOManager(),
+            },
         ),
     )
 

@@ -29,7 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from ct_platform.registry import skops_types
-from ct_platform.registry.versions import CHALLENGER, ModelVersionInfo
+from ct_platform.registry.versions import CHALLENGER, DAGSTER_RUN_TAG, ModelVersionInfo
 from ct_platform.settings import Paths
 from ct_platform.training.preparation import raw_like
 
@@ -53,10 +53,11 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 FINGERPRINT_TAG = "fingerprint"
-DAGSTER_RUN_TAG = "dagster.run_id"
 DAGSTER_RUN_URL_TAG = "dagster.run_url"
 # MLflow's own tag for a run's description (shown, as Markdown, on the run page).
 RUN_NOTE_TAG = "mlflow.note.content"
+# Why a run was ended as FAILED by the platform rather than by its own process.
+FAILED_REASON_TAG = "ct.failed_reason"
 MODEL_ARTIFACT = "model"
 # Rows of the training frame used to infer the signature and stored as the input example.
 SIGNATURE_SAMPLE_ROWS = 20
@@ -307,6 +308,20 @@ class ModelRegistry:
     def model_size_bytes(model: Pipeline) -> int:
         """Size of the model as stored (skops bytes)."""
         return len(skops_types.dumps(model))
+
+    # --- crash recovery ------------------------------------------------------------------
+
+    def running_runs(self) -> list[tuple[str, dict[str, str]]]:
+        """`(run id, tags)` of every run of this experiment still marked RUNNING."""
+        runs = self._client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'"
+        )
+        return [(run.info.run_id, dict(run.data.tags)) for run in runs]
+
+    def mark_run_failed(self, run_id: str, reason: str) -> None:
+        """End a run left RUNNING by a dead process as FAILED, with `reason` as tag."""
+        self._client.set_tag(run_id, FAILED_REASON_TAG, reason)
+        self._client.set_terminated(run_id, status="FAILED")
 
     # --- internals -----------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from datetime import datetime
 # The registry's lifecycle aliases: the newest candidate, and the version that serves.
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+# The Dagster run that logged an MLflow run or version (tag on both).
+DAGSTER_RUN_TAG = "dagster.run_id"
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ct_platform.settings import Paths
+
+REF_FILE = "ref.json"
 
 if TYPE_CHECKING:  # heavy: the code location imports this module for TrainingSetRef only
     import pandas as pd
@@ -42,6 +46,26 @@ class TrainingSetRef:
 
         return pd.read_parquet(self.holdout_path)
 
+    def to_json(self) -> str:
+        fields = {**asdict(self), "directory": str(self.directory)}
+        return json.dumps({**fields, "newest_batch": str(self.newest_batch)})
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingSetRef:
+        fields = json.loads(text)
+        return cls(
+            fingerprint=fields["fingerprint"],
+            batch_keys=tuple(fields["batch_keys"]),
+            directory=Path(fields["directory"]),
+            train_rows=int(fields["train_rows"]),
+            holdout_rows=int(fields["holdout_rows"]),
+            newest_batch=Path(fields["newest_batch"]),
+        )
+
+
+class MissingTrainingSet(LookupError):
+    """No training set was saved for a data fingerprint."""
+
 
 def save_training_set(
     train: pd.DataFrame,
@@ -57,6 +81,47 @@ def save_training_set(
     ref = TrainingSetRef(
         fingerprint, tuple(batch_keys), directory, len(train), len(holdout), newest_batch
     )
-    train.to_parquet(ref.train_path, index=False)
-    holdout.to_parquet(ref.holdout_path, index=False)
+    # Two runs on the same data write the same files: each replaces them whole, so a reader
+    # (or a run killed mid-write) never leaves or sees half a Parquet file.
+    _write_parquet_atomically(train, ref.train_path)
+    _write_parquet_atomically(holdout, ref.holdout_path)
+    # Written last: a directory with its ref file holds a whole training set.
+    _write_text_atomically(ref.to_json(), directory / REF_FILE)
     return ref
+
+
+def load_training_set(fingerprint: str | None, paths: Paths) -> TrainingSetRef:
+    """The training set a model version was fitted on, found by its data fingerprint (a
+    version's own inputs, whatever a later run built since).
+
+    Raises `MissingTrainingSet` naming the fingerprint when none was saved under `paths`.
+    """
+    ref_file = paths.datasets / (fingerprint or "")[:16] / REF_FILE
+    if not fingerprint or not ref_file.is_file():
+        raise MissingTrainingSet(
+            f"no training set saved for data fingerprint {fingerprint!r} under {paths.datasets}"
+        )
+    ref = TrainingSetRef.from_json(ref_file.read_text())
+    if ref.fingerprint != fingerprint:
+        raise MissingTrainingSet(
+            f"{ref_file} holds fingerprint {ref.fingerprint[:12]}, not {fingerprint[:12]}"
+        )
+    return ref
+
+
+def _write_text_atomically(text: str, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.to_parquet(temporary, index=False)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)

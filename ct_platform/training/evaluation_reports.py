@@ -17,10 +17,10 @@ from ct_platform.monitoring.evidently_reports import (
     model_quality_report,
 )
 from ct_platform.settings import Paths, Spec
-from ct_platform.training.datasets import TrainingSetRef
 
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
+    from ct_platform.training.datasets import TrainingSetRef
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class EvaluationReports:
 def write_evaluation_reports(
     version: int, run_id: str, training_set: TrainingSetRef, registry: ModelRegistry, spec: Spec
 ) -> EvaluationReports:
+    """Reports of `version` (MLflow run `run_id`) on its own training set and holdout."""
     model = registry.load_model(version)
     holdout = training_set.load_holdout()
     report_dir = Paths.from_env().reports / f"{spec.model.name}-v{version}"
@@ -44,6 +45,7 @@ def write_evaluation_reports(
     figures = {f"evidently/{name}": value for name, value in quality.items()}
     figures["drift/newest_batch_share"] = drift.drift_share
     figures["drift/newest_batch_columns"] = float(drift.n_drifted)
+    figures["holdout_rows"] = float(len(holdout))
     paths = {"model_quality": quality_path, "data_drift": drift_path}
     for path in paths.values():
         registry.log_artifact(run_id, path, artifact_path="reports")

@@ -39,6 +39,12 @@ class EvaluationRun:
 def run_evaluation(
     candidate: ModelVersionInfo, training_set: TrainingSetRef, registry: ModelRegistry, spec: Spec
 ) -> EvaluationRun:
+    """Score `candidate` on its own training set's holdout and record the verdict on it."""
+    if candidate.fingerprint != training_set.fingerprint:
+        raise ValueError(
+            f"version {candidate.version} was trained on data {candidate.fingerprint}, not on "
+            f"the training set given ({training_set.fingerprint}): refusing to score it there"
+        )
     model = registry.load_model(candidate.version)
     holdout = training_set.load_holdout()
     outcome = evaluate_candidate(
@@ -46,6 +52,7 @@ def run_evaluation(
         candidate.run_id,
         _current_champion(registry),
         holdout,
+        training_set,
         registry.model_size_bytes(model),
         spec,
     )

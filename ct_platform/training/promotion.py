@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
+from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.gates import (
     GateResult,
     champion_regression_gate,
@@ -36,12 +37,19 @@ class Contender:
 
 @dataclass(frozen=True)
 class EvaluationOutcome:
+    """One candidate's verdict, with the training set it was trained and scored on.
+
+    Everything computed later for this version (reports, drift reference) reads
+    `training_set`, never whichever training set was built last.
+    """
+
     version: int
     run_id: str
     metrics: dict[str, float]
     champion_version: int | None
     champion_metrics: dict[str, float] | None
     gates: tuple[GateResult, ...]
+    training_set: TrainingSetRef
 
     @property
     def blocking_failures(self) -> list[GateResult]:
@@ -51,12 +59,24 @@ class EvaluationOutcome:
     def promotable(self) -> bool:
         return not self.blocking_failures
 
+    def rejection(self) -> str:
+        """`candidate version N rejected: <gate>: <figures>; ...`, one line per failed gate."""
+        failed = "\n".join(f"  {gate.name}: {gate.description}" for gate in self.blocking_failures)
+        champion = f"version {self.champion_version}" if self.champion_version else "none"
+        return (
+            f"candidate version {self.version} rejected by blocking gate(s) "
+            f"{', '.join(g.name for g in self.blocking_failures)} "
+            f"(data {self.training_set.fingerprint[:12]}, {self.training_set.holdout_rows} "
+            f"holdout rows); the champion stays ({champion}):\n{failed}"
+        )
+
 
 def evaluate_candidate(
     candidate: Contender,
     run_id: str,
     champion: Contender | None,
     holdout: pd.DataFrame,
+    training_set: TrainingSetRef,
     model_size_bytes: int,
     spec: Spec,
 ) -> EvaluationOutcome:
@@ -78,6 +98,7 @@ def evaluate_candidate(
         champion_version=champion.version if champion else None,
         champion_metrics=champion_metrics,
         gates=gates,
+        training_set=training_set,
     )
 
 
