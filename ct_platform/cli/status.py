@@ -191,12 +191,12 @@ def landing_states(spec: Spec, known: set[str]) -> list[BatchState]:
 
     scan = scan_landing(spec.landing_dir, LandingCursor())
     states = [
-        BatchState(path.name, "not a batch yet", f"unsupported: {reason}", [])
-        for path, reason in scan.unsupported
+        BatchState(path.name, "not a batch yet", f"ignored: {reason}", [])
+        for path, reason in scan.ignored
     ]
     states += [
-        BatchState(path.name, "not a batch yet", "still being written", [])
-        for path in scan.pending
+        BatchState(path.name, "not a batch yet", reason, [])
+        for path, reason in scan.pending
         if path.name not in known
     ]
     first_with_hash = {landed.content_hash: landed.partition_key for landed in scan.new}

@@ -36,16 +36,19 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # Counted before the parser sees the chunk: a whole oversized header often arrives in
+        # one read, and the parser would complete it (resetting the count) before any check.
         if self._reading_headers:
-            self._header_bytes += len(data)
+            end = data.find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else end + 4
+            if self._header_bytes > self.max_header_bytes:
+                self._refuse(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"request line and headers exceed {self.max_header_bytes} bytes",
+                )
+                return
         super().data_received(data)
-        # Still in the headers after this chunk: everything read so far is header bytes.
-        if self._reading_headers and self._header_bytes > self.max_header_bytes:
-            self._refuse(
-                431,
-                "Request Header Fields Too Large",
-                f"request line and headers exceed {self.max_header_bytes} bytes",
-            )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -57,6 +60,11 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._cancel_header_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # On a kept-alive connection the next bytes are the next request's headers.
+        self._reading_headers = True
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()

@@ -53,8 +53,8 @@ def test_status_names_every_batch_state(spec, instance, land_bank_batches, write
         "it or the next one takes it"
     )
     assert rows["notes.txt"]["state"] == "not a batch yet"
-    assert rows["notes.txt"]["detail"].startswith("unsupported: unsupported file type")
-    assert rows["batch-00099.csv"]["detail"] == "still being written"
+    assert rows["notes.txt"]["detail"].startswith("ignored: unsupported file type")
+    assert rows["batch-00099.csv"]["detail"].startswith("still being written")
     assert rows["batch-00004.csv"]["detail"] == "not seen by the landing sensor yet"
     assert rows["batch-copy.csv"]["detail"] == (
         "identical content to batch-00001.csv: not ingested again"

@@ -76,9 +76,10 @@ def test_no_step_output_is_a_pickle_and_a_planted_one_is_refused(
     stored = sorted(p.relative_to(storage).parts[1] for p in storage.glob("ct-json/*/*.json"))
     assert stored == ["candidate_model", "model_evaluation", "training_dataset"]
 
-    # A pickle planted where the latest evaluation is stored is refused, never loaded.
-    evaluation = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
-    target = storage / "ct-json" / "model_evaluation" / f"{evaluation.run_id}.json"
+    # A pickle planted where the reports' input (the latest candidate) is stored is refused,
+    # never loaded.
+    candidate = instance.get_latest_materialization_event(dg.AssetKey("candidate_model"))
+    target = storage / "ct-json" / "candidate_model" / f"{candidate.run_id}.json"
     marker = tmp_path / "unpickled.txt"
     target.write_bytes(pickle.dumps(Planted(marker)))
 

@@ -97,8 +97,11 @@ def test_failed_blocking_gate_keeps_the_champion(spec_file, spec, instance, land
     assert not check_results(result)["metric_floor"].passed
     registry = registry_for(spec)
     assert registry.alias_version("champion").version == 1
-    rejected = registry.alias_version("challenger")
-    assert rejected.version == 2 and rejected.tags["ct.gates_passed"] == "false"
+    rejected = registry.version(2)
+    assert rejected.tags["ct.gates_passed"] == "false"
+    # A rejected version does not keep the `challenger` alias (nothing is in the running).
+    assert "challenger" not in rejected.aliases
+    assert registry.alias_version("challenger") is None
     # Neither a later automation tick nor a hand-started run promotes that candidate.
     defs = build_definitions(strict)
     evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance)

@@ -128,6 +128,33 @@ def test_oversized_headers_get_431_and_the_server_keeps_serving(
     assert httpx.post(f"{limits_server.url}/invocations", json=small_body).status_code == 200
 
 
+def test_a_whole_oversized_header_in_one_send_gets_431(limits_server: ThreadedServer) -> None:
+    """The newcomer's case: 100 KB of header sent complete at once (not trickled) used to be
+    parsed whole before the size was checked, and got 200."""
+    head = b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    answer = _raw_exchange(limits_server, head)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
+def test_an_oversized_header_on_a_kept_alive_connection_gets_431(
+    limits_server: ThreadedServer,
+) -> None:
+    small = b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n"
+    big = b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", limits_server.port), timeout=120) as sock:
+        sock.sendall(small)
+        first = sock.recv(65536)
+        sock.sendall(big)
+        second = b""
+        try:
+            while data := sock.recv(65536):
+                second += data
+        except ConnectionResetError:
+            pass  # closed with unread bytes: the answer was read first
+    assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+    assert second.startswith(b"HTTP/1.1 431 "), second[:200]
+
+
 def test_headers_within_the_limit_are_accepted(
     limits_server: ThreadedServer, small_body: dict
 ) -> None:
