@@ -47,6 +47,10 @@ def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, s
 
 def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) -> ParsedRows:
     by_name = {tensor.get("name"): tensor for tensor in tensors}
+    if len(by_name) < len(tensors):
+        names = [tensor.get("name") for tensor in tensors]
+        repeated = sorted({str(name) for name in names if names.count(name) > 1})
+        raise InputError(f"tensor(s) {repeated} sent more than once: send each column once")
     missing = [name for name in schema.names if name not in by_name]
     if missing:
         raise InputError(f"missing input tensor(s) for column(s): {missing}")

@@ -135,3 +135,17 @@ def test_malformed_infer_body_is_400(open_server: ThreadedServer) -> None:
         response = httpx.post(f"{open_server.url}/v2/models/{MODEL_NAME}/infer", content=content)
         assert response.status_code == 400
         assert "error" in response.json()
+
+
+def test_a_column_sent_twice_is_400_naming_it(
+    open_server: ThreadedServer, rows: list[dict], bank_spec: Spec
+) -> None:
+    """Two `age` tensors (56 and 57): which one would be scored? Neither: 400 naming it."""
+    tensors = column_tensors(rows[:1], bank_spec)
+    age = next(t for t in tensors if t["name"] == "age")
+    tensors.append({**age, "data": [age["data"][0] + 1]})
+    response = infer(open_server, {"inputs": tensors})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == (
+        "tensor(s) ['age'] sent more than once: send each column once"
+    )
