@@ -31,6 +31,13 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
     fresh = {
         landed.key_among(known): landed for landed in scan.new if landed.content_hash not in done
     }
+    for landed in scan.new:
+        if landed.content_hash in done:
+            # Named, never skipped without a word: same content as a batch already judged.
+            context.log.info(
+                f"not ingested again: {landed.path.name}: content {landed.content_hash[:12]} was "
+                "ingested before (validated, or quarantined with its reason in CT_HOME/quarantine)"
+            )
     if not fresh:
         context.log.info(f"no landed file to catch up on ({len(scan.new)} already ingested)")
         return
