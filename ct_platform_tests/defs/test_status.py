@@ -45,7 +45,7 @@ def test_status_names_every_batch_state(spec, instance, land_bank_batches, write
     assert rows["batch-00001.csv"]["detail"] == "trained into v1 (champion)"
     assert rows["batch-00002.csv"]["versions"] == [1]
     bad = rows["batch-bad.csv"]
-    assert bad["state"] == "quarantined" and "missing" in bad["detail"].lower()
+    assert bad["state"] == "quarantined" and "absent from the file header" in bad["detail"]
     waiting = rows["batch-00003.csv"]
     assert waiting["state"] == "validated"
     assert waiting["detail"] == (

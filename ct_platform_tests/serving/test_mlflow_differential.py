@@ -13,6 +13,7 @@ a model that skipped the preparation would answer differently.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -252,3 +253,95 @@ def test_health_endpoints_match(mlflow_server: str, platform_server: ThreadedSer
         assert (ours.status_code, ours.text) == (theirs.status_code, theirs.text)
     ours = httpx.get(platform_server.url + "/version").text
     assert ours == httpx.get(mlflow_server + "/version").text
+
+
+# --- Request values and content types (issue: one strict rule for every protocol) -------
+# Where MLflow's scoring protocol defines the behaviour (the NaN literals Python writes), our
+# server answers what MLflow answers: same status, same predictions. Where MLflow departs
+# from the HTTP standard or coerces silently, we deliberately differ, and the test pins both
+# answers so a change on either side shows: MLflow matches content types case-sensitively
+# and refuses a quoted charset (RFC 9110 says neither), and scores `true` in a numeric
+# column as 1 (we answer 400 naming the column and the value).
+
+CASES_DIR = Path(__file__).parent / "cases"
+
+
+def _split(rows: list[dict]) -> bytes:
+    # json.dumps, as a Python client writes it: NaN and Infinity literals included.
+    columns = list(rows[0])
+    return json.dumps(
+        {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}}
+    ).encode()
+
+
+def _value_bodies(rows: list[dict]) -> dict[str, tuple[str, bytes]]:
+    row = rows[0]
+    return {
+        "NaN literal (issue case file)": (
+            "application/json",
+            (CASES_DIR / "nan-literal-request.json").read_bytes(),
+        ),
+        "NaN literal in a float column": (
+            "application/json",
+            _split([{**row, "euribor3m": float("nan")}, *rows[1:]]),
+        ),
+        "content type in capitals": ("Application/JSON", _split(rows)),
+        "quoted charset": ('application/json; charset="utf-8"', _split(rows)),
+        "CSV content type in capitals": (
+            "Text/CSV",
+            pd.DataFrame(rows).to_csv(index=False).encode(),
+        ),
+        "bool for a number": ("application/json", _split([{**row, "age": True}])),
+    }
+
+
+SAME_AS_MLFLOW = ["NaN literal in a float column"]
+# case -> (MLflow's status, our status)
+DELIBERATELY_DIFFERENT = {
+    # The issue's case file: NaN for `pdays`, a spec `int` column. The registry's signature
+    # types int columns as `long` (so int64 frames score, as MLflow users send them), and
+    # MLflow refuses a missing value in a `long` column; our server reads NaN as missing,
+    # the same answer as the sentinel 999 (test_request_values pins that).
+    "NaN literal (issue case file)": (400, 200),
+    "content type in capitals": (415, 200),
+    "quoted charset": (415, 200),
+    "CSV content type in capitals": (415, 200),
+    "bool for a number": (200, 400),
+}
+
+
+def _both_answers(
+    mlflow_url: str, ours_url: str, rows: list[dict], case: str
+) -> tuple[httpx.Response, httpx.Response]:
+    content_type, body = _value_bodies(rows)[case]
+    headers = {"content-type": content_type}
+    return tuple(  # type: ignore[return-value]
+        httpx.post(f"{url}/invocations", content=body, headers=headers, timeout=60)
+        for url in (mlflow_url, ours_url)
+    )
+
+
+@pytest.mark.parametrize("case", SAME_AS_MLFLOW)
+def test_value_literals_get_the_same_answer_as_mlflow(
+    mlflow_server: str,
+    platform_server: ThreadedServer,
+    rows: list[dict],
+    case: str,
+) -> None:
+    theirs, ours = _both_answers(mlflow_server, platform_server.url, rows, case)
+    assert theirs.status_code == ours.status_code == 200, (theirs.text[:500], ours.text[:500])
+    assert ours.json() == theirs.json()
+
+
+@pytest.mark.parametrize("case", list(DELIBERATELY_DIFFERENT))
+def test_deliberate_differences_from_mlflow(
+    mlflow_server: str,
+    platform_server: ThreadedServer,
+    rows: list[dict],
+    case: str,
+) -> None:
+    theirs, ours = _both_answers(mlflow_server, platform_server.url, rows, case)
+    assert (theirs.status_code, ours.status_code) == DELIBERATELY_DIFFERENT[case], (
+        theirs.text[:500],
+        ours.text[:500],
+    )
