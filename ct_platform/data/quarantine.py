@@ -7,11 +7,11 @@ file of the same name: a re-delivered bad batch gets a numbered name instead.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ct_platform.atomic import write_atomically
 from ct_platform.data.contract import ContractResult
 from ct_platform.data.landing import batch_suffix, file_sha256
 from ct_platform.data.reader import BatchReadError
@@ -45,7 +45,7 @@ def quarantine_batch(
     target = _free_name(quarantine_dir, path.name)
     record["quarantined_as"] = target.name
     shutil.move(path, target)
-    _write_atomically(target.with_name(target.name + RECORD_SUFFIX), json.dumps(record, indent=2))
+    write_atomically(target.with_name(target.name + RECORD_SUFFIX), json.dumps(record, indent=2))
     return target
 
 
@@ -74,9 +74,3 @@ def _free_name(folder: Path, name: str) -> Path:
         candidate = folder / f"{stem}-{number}{suffix}"
         number += 1
     return candidate
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+from ct_platform.atomic import write_atomically
 
 # The only types a step output may have: name -> "module:class". Imported on use only, so
 # loading the code location never imports pandas or mlflow through these modules.
@@ -97,7 +97,7 @@ class JsonIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         path = self._path(context.step_context.instance, context.asset_key, context.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, encode(obj))
+        write_atomically(path, encode(obj))
         context.add_output_metadata({"stored_at": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -141,15 +141,3 @@ def _producing_run(context: dg.InputContext) -> str | None:
         return None if upstream is None else upstream.run_id
     except dg.DagsterInvariantViolationError:
         return None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temp file + rename: a reader never sees half a file, even if the step is killed."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -16,8 +16,6 @@ list too, for review; a file needing anything it does not list is refused as wel
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 import skops.io as sio
 
+from ct_platform.atomic import write_atomically
 from ct_platform.registry.skops_types import TRUSTED_TYPE_ALLOWLIST
 from ct_platform.serving.manifest import ManifestError, verify_manifest, write_manifest
 
@@ -144,12 +143,12 @@ def write_bundle(
     check_trusted_types(meta.skops_trusted_types)
     if meta.onnx.enabled != (onnx_bytes is not None):
         raise BundleError("onnx.enabled must be true exactly when onnx_bytes are given")
-    _write_atomic(directory / SKOPS_FILE, pipeline_skops_bytes)
+    write_atomically(directory / SKOPS_FILE, pipeline_skops_bytes)
     if onnx_bytes is not None:
-        _write_atomic(directory / ONNX_FILE, onnx_bytes)
+        write_atomically(directory / ONNX_FILE, onnx_bytes)
     else:
         (directory / ONNX_FILE).unlink(missing_ok=True)
-    _write_atomic(directory / META_FILE, meta.to_json().encode())
+    write_atomically(directory / META_FILE, meta.to_json().encode())
     write_manifest(directory)
     return directory
 
@@ -266,15 +265,3 @@ class SklearnBackend:
             return Prediction(labels=None, proba=None, values=predicted)
         proba = self._pipeline.predict_proba(rows) if self._has_proba else None
         return Prediction(labels=predicted, proba=proba, values=None)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Write-then-rename: a server loading the bundle never sees half a file.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

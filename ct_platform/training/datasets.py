@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ct_platform.atomic import write_atomically
 from ct_platform.settings import Paths
 
 REF_FILE = "ref.json"
@@ -86,7 +87,7 @@ def save_training_set(
     _write_parquet_atomically(train, ref.train_path)
     _write_parquet_atomically(holdout, ref.holdout_path)
     # Written last: a directory with its ref file holds a whole training set.
-    _write_text_atomically(ref.to_json(), directory / REF_FILE)
+    write_atomically(directory / REF_FILE, ref.to_json())
     return ref
 
 
@@ -107,15 +108,6 @@ def load_training_set(fingerprint: str | None, paths: Paths) -> TrainingSetRef:
             f"{ref_file} holds fingerprint {ref.fingerprint[:12]}, not {fingerprint[:12]}"
         )
     return ref
-
-
-def _write_text_atomically(text: str, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temporary.write_text(text)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
