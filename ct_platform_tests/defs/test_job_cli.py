@@ -16,23 +16,19 @@ from ct_platform_tests.defs.conftest import STRICT_FLOOR, spec_variant
 
 pytestmark = pytest.mark.slow
 DAGSTER = Path(sys.executable).with_name("dagster")
+# What a CI user runs.
+TRAINING_JOB_COMMAND = [str(DAGSTER), "job", "execute", "-m", "ct_platform.definitions"]
+TRAINING_JOB_COMMAND += ["-j", "training_job"]
 
 
 def dagster_job_execute(spec_path: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     dagster_home = tmp_path / "cli_dagster_home"
     dagster_home.mkdir(exist_ok=True)
     env = {**os.environ, "CT_SPEC": str(spec_path), "DAGSTER_HOME": str(dagster_home)}
-    command = [
-        str(DAGSTER),
-        "job",
-        "execute",
-        "-m",
-        "ct_platform.definitions",
-        "-j",
-        "training_job",
-    ]
     # Generous: on the shared 2-core box under load a single CLI run took over 10 minutes.
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        TRAINING_JOB_COMMAND, env=env, capture_output=True, text=True, timeout=1800
+    )
 
 
 def test_no_valid_data_exits_non_zero(spec_file, tmp_path):

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -19,9 +18,9 @@ from ct_platform.settings import Spec
 from ct_platform.training.claims import current_worker
 from ct_platform.training.recovery import REEVALUATED_TAG, WORKER_TAG
 from ct_platform_tests.defs.conftest import run_job
+from ct_platform_tests.defs.test_job_cli import TRAINING_JOB_COMMAND
 
 pytestmark = pytest.mark.slow
-DAGSTER = Path(sys.executable).with_name("dagster")
 
 
 def registry_for(spec: Spec) -> ModelRegistry:
@@ -109,15 +108,7 @@ def test_two_runs_on_the_same_new_data_register_one_version(
     )
     assert ingest.success
     env = {**os.environ, "CT_SPEC": str(spec_file)}
-    command = [
-        str(DAGSTER),
-        "job",
-        "execute",
-        "-m",
-        "ct_platform.definitions",
-        "-j",
-        "training_job",
-    ]
+    command = TRAINING_JOB_COMMAND
 
     runs = [
         subprocess.Popen(
