@@ -18,11 +18,13 @@ from ct_platform.serving.platform_figures import DRIFT_FILE, FIGURES_DIR, PERFOR
 from ct_platform.settings import Paths
 
 
-def write_drift_figures(paths: Paths, drift: ProductionDrift) -> Path:
-    """`drift`'s figures, now; tested columns only (a column without a verdict has none)."""
+def write_drift_figures(paths: Paths, drift: ProductionDrift, threshold: float) -> Path:
+    """`drift`'s figures, now, with the spec's `drift_share_threshold` (so an alert compares
+    with the rule the platform itself applies); tested columns only."""
     result = drift.result
     figures = {
         "checked_at": time.time(),
+        "drift_share_threshold": threshold,
         "champion_version": drift.champion_version,
         "status": drift.status,
         "rows": drift.rows,
@@ -39,9 +41,14 @@ def write_drift_figures(paths: Paths, drift: ProductionDrift) -> Path:
 
 
 def write_performance_figures(
-    paths: Paths, performance: PerformanceResult, champion_version: int
+    paths: Paths, performance: PerformanceResult, champion_version: int, tolerance: float
 ) -> Path:
-    figures = {"checked_at": time.time(), "champion_version": champion_version}
+    """`performance`'s figures, now, with the spec's `decay_tolerance` (metric units)."""
+    figures = {
+        "checked_at": time.time(),
+        "champion_version": champion_version,
+        "decay_tolerance": tolerance,
+    }
     return _write(paths, PERFORMANCE_FILE, {**figures, **performance.to_dict()})
 
 

@@ -68,6 +68,10 @@ def _drift_gauges(figures: dict[str, Any]) -> Gauges:
             "1 when the last drift check had enough rows for a verdict.",
             [(model, float(has_verdict))],
         ),
+        "ct_drift_share_threshold": (
+            "The spec's drift_share_threshold: dataset drift at or above this share.",
+            [(model, float(figures["drift_share_threshold"]))],
+        ),
         "ct_drift_window_rows": (
             "Prediction-log rows in the last drift check's window.",
             [(model, float(figures["rows"]))],
@@ -113,6 +117,10 @@ def _performance_gauges(figures: dict[str, Any]) -> Gauges:
         "ct_performance_labelled_rows": (
             "Labelled live rows (feedback joined to predictions) in the last check.",
             [(labels, float(figures["n_labelled"]))],
+        ),
+        "ct_performance_decay_tolerance": (
+            "The spec's monitoring.decay_tolerance, in the metric's units.",
+            [(labels, float(figures["decay_tolerance"]))],
         ),
         "ct_performance_reference": (
             "The champion's primary metric on its holdout when it was promoted.",

@@ -49,7 +49,7 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         paths = Paths.from_env()
         drift = check_production_drift(spec, paths)
         # Exported on the model server's /metrics (see serving.platform_figures).
-        write_drift_figures(paths, drift)
+        write_drift_figures(paths, drift, spec.monitoring.drift_share_threshold)
         context.log.info(f"production drift: {drift.status} ({drift.rows} rows)")
         metadata = {
             "status": dg.MetadataValue.text(drift.status),
@@ -96,7 +96,9 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
                 check_results=[_sample_size_result(False, status, 0)],
             )
         performance = production.result
-        write_performance_figures(paths, performance, production.champion_version)
+        write_performance_figures(
+            paths, performance, production.champion_version, spec.monitoring.decay_tolerance
+        )
         context.log.info(f"production performance: {performance.to_dict()}")
         values = {k: v for k, v in performance.to_dict().items() if v is not None}
         return dg.MaterializeResult(
