@@ -28,6 +28,9 @@ from ct_platform_tests.observe.services import BIN, answers, free_port, service
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
     pytest.mark.slow,
+    # Includes the shared training history when this test is the first to need it: on the
+    # loaded 2-core box two training runs alone took 13 minutes.
+    pytest.mark.timeout(3600),
     pytest.mark.skipif(
         CHROMIUM is None,
         reason="!!! chromium is not installed: the browser UI test is SKIPPED; "

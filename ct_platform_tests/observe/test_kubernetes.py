@@ -50,6 +50,9 @@ def test_a_misspelled_field_is_refused():
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
+# Needs the shared training history's bundle (trained here when this test runs first).
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_probes_are_the_v2_health_routes_and_the_real_server_answers_them(
     trained_platform: TrainedPlatform,
 ):

@@ -151,6 +151,9 @@ def single_value(scraped: Scraped, expression: str) -> tuple[dict, float]:
     return sample["metric"], float(sample["value"][1])
 
 
+# These include the shared training history (and the scrape chain) when first to need it.
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_real_drift_and_performance_figures_reach_prometheus(scraped: Scraped):
     drift, performance = scraped.drift, scraped.performance
 
@@ -198,6 +201,8 @@ def test_every_dashboard_expression_parses(tmp_path: Path):
     assert f"SUCCESS: {len(rules)} rules found" in checked.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_dashboard_and_rules_use_only_metrics_the_server_exports(scraped: Scraped):
     """A renamed or dropped metric breaks this test, not a panel in production."""
     exported = scraped.metric_names()
