@@ -89,9 +89,13 @@ def send_live_traffic(url: str, rows: pd.DataFrame, spec) -> list[str]:
 
 
 def prometheus_config(server: str, path: Path) -> Path:
-    """The deployed config, pointed at `server`, scraping every second."""
+    """The deployed config, pointed at `server`, scraping every 2 seconds."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["global"] = {
+        "scrape_interval": "2s",
+        "scrape_timeout": "2s",
+        "evaluation_interval": "2s",
+    }
     config["rule_files"] = [str(PROMETHEUS_DIR / "rules.yml")]
     (job,) = config["scrape_configs"]
     job["static_configs"] = [{"targets": [server.removeprefix("http://")]}]
@@ -139,7 +143,7 @@ def scraped(
 
 
 def wait_for_scrape(scraped: Scraped) -> None:
-    """Until Prometheus has scraped the figures (it scrapes every second; the box is slow)."""
+    """Until Prometheus has scraped the figures (every 2 s; the box is slow)."""
     deadline = time.monotonic() + 300
     while not (scraped.query("ct_drift_share") and scraped.query("ct_performance_value")):
         assert time.monotonic() < deadline, "Prometheus never scraped the monitoring figures"
