@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -44,10 +45,17 @@ def service(
     command: list[str], env: dict[str, str], ready: Callable[[], bool], log: Path
 ) -> Iterator[subprocess.Popen]:
     """Run `command` until the block ends; enter once `ready()` is true (polled, not slept
-    for a fixed time). Its output goes to `log`, quoted when it dies or never gets ready."""
+    for a fixed time). Its output goes to `log`, quoted when it dies or never gets ready.
+
+    The command runs in its own process group, stopped whole at the end: `mlflow server`
+    starts job consumers and `dagster-webserver` a code server, which outlive their parent."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+            command,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -58,12 +66,21 @@ def service(
             time.sleep(0.5)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group, SIGKILL to what is left after 30 s."""
+    group = process.pid  # a new session: its group id is its pid
+    with suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    with suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
 
 
 def answers(url: str) -> Callable[[], bool]:
