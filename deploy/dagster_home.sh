@@ -56,12 +56,16 @@ docker_run_launcher() {
 }
 
 if [[ ! -e $target ]]; then
+  # A temp file then a rename: several containers of the compose stack start at once.
+  tmp=$(mktemp "$target.XXXXXX")
   {
     cat "$shipped"
     if [[ -n ${DAGSTER_PG_HOST:-} ]]; then postgres_storage; fi
     if [[ ${CT_RUN_LAUNCHER:-} == docker ]]; then docker_run_launcher; fi
-  } >"$target.tmp"
-  mv "$target.tmp" "$target"
+  } >"$tmp"
+  chmod 644 "$tmp"
+  mv -n "$tmp" "$target"
+  rm -f "$tmp"  # still there when another writer won the race
   echo "Dagster instance settings: $target (from $shipped${DAGSTER_PG_HOST:+, PostgreSQL storage}${CT_RUN_LAUNCHER:+, $CT_RUN_LAUNCHER run launcher})"
   exit 0
 fi
