@@ -80,6 +80,7 @@ def mlflow_server(
     with log.open("w") as out:
         process = subprocess.Popen(
             ["bash", str(SERVER_SCRIPT)],
+            cwd=folder,  # anything MLflow defaults to ./ stays in the test's folder
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -45,6 +45,8 @@ def test_registry_round_trip_through_the_server(mlflow_server, fitted, train_fra
     assert "note.txt" in served_files(mlflow_server)
 
 
+# The server's start (MLflow's import) and a whole training run: 20 min on the loaded box.
+@pytest.mark.timeout(3600)
 def test_training_job_registers_and_exports_through_the_server(
     mlflow_server, monkeypatch, spec, instance, land_bank_batches
 ):
