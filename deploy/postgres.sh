@@ -8,7 +8,8 @@
 #   deploy/postgres.sh stop <folder>
 #
 # Uses Debian's PostgreSQL (`initdb`, `pg_ctl` on PATH or under /usr/lib/postgresql/*/bin);
-# installs the `postgresql` package when missing and root (or passwordless sudo) is at hand.
+# installs the `postgresql` package when missing and root (or passwordless sudo) is at hand,
+# unless CT_POSTGRES_INSTALL=0 (the test fixture's setting: tests never install packages).
 # PostgreSQL refuses to run as root: as root it runs as the `postgres` user (or `nobody`).
 # The port is a free one chosen by the kernel. Exit 1 with a loud banner when it cannot start.
 set -uo pipefail
@@ -48,6 +49,7 @@ server_owner() {
 
 start() {
   if ! find_bin initdb >/dev/null; then
+    [ "${CT_POSTGRES_INSTALL:-1}" = 0 ] && fail "PostgreSQL is not installed (apt-get install postgresql)"
     echo "installing postgresql (apt) ..." >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 \
       && as_root env DEBIAN_FRONTEND=noninteractive \

@@ -1,7 +1,8 @@
 """A real PostgreSQL server for the tests, and a fresh database per test on it.
 
-`.ci/run` starts one (deploy/postgres.sh) and exports `CT_TEST_POSTGRES_URL`; run outside
-it, the session fixture starts its own with the same script and stops it at the end. When
+`.ci/run` starts one (deploy/postgres.sh, installing Debian's package when missing) and
+exports `CT_TEST_POSTGRES_URL`; run outside it, the session fixture starts its own with the
+same script when PostgreSQL is installed (it never installs it) and stops it at the end. When
 neither works the PostgreSQL-backed tests skip, with the reason in the skip summary (-ra).
 """
 
@@ -56,7 +57,11 @@ def start_own_server() -> tuple[str, str]:
     Raises RuntimeError with the script's banner when it cannot start one.
     """
     started = subprocess.run(
-        ["bash", str(START_SCRIPT), "start"], capture_output=True, text=True, timeout=300
+        ["bash", str(START_SCRIPT), "start"],
+        env={**os.environ, "CT_POSTGRES_INSTALL": "0"},  # a test never installs packages
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     values = dict(line.split("=", 1) for line in started.stdout.splitlines() if "=" in line)
     if started.returncode != 0 or SERVER_URL_VARIABLE not in values:
