@@ -28,9 +28,14 @@ platforms=(--platform manylinux2014_x86_64)
 for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
 grep -v '^\s*#' "$context/requirements.txt" | grep . >"$context/pins.txt"
 if ! [ -e "$wheels/.complete-$(sha256sum <"$context/pins.txt" | cut -c1-16)" ]; then
-  python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --no-deps \
-    --python-version 3.11 "${platforms[@]}" -r "$context/pins.txt" -d "$wheels" 2>&1 \
-    | grep -v "^WARNING: Location" || true
+  # (pip's warnings about this machine's unreadable extra index folders are dropped)
+  if ! python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+    --no-deps --python-version 3.11 "${platforms[@]}" -r "$context/pins.txt" -d "$wheels" \
+    2>"$context/pip.log"; then
+    grep -v "^WARNING: Location" "$context/pip.log" >&2
+    echo "pip download of the app's wheels failed" >&2
+    exit 1
+  fi
   touch "$wheels/.complete-$(sha256sum <"$context/pins.txt" | cut -c1-16)"
 fi
 mkdir -p "$context/wheels" && cp -l "$wheels"/*.whl "$context/wheels/" 2>/dev/null \
