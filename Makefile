@@ -7,7 +7,11 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv
 PYTEST_ARGS ?=
 
-.PHONY: install instance demo test lint format validate benchmark clean
+.PHONY: install instance demo test lint format validate benchmark clean images up down land
+
+# The production stack (deploy/compose.yaml) on the local Docker engine; deploy/README.md.
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_ARGS := -p ct-platform -f deploy/compose.yaml $(foreach p,$(PROFILES),--profile $(p))
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -43,6 +47,23 @@ benchmark: install
 	$(UV) run --frozen python benchmarks/training/compare.py
 	$(UV) run --frozen python benchmarks/serving/run.py
 	$(UV) run --frozen python benchmarks/drift/bench_drift.py
+
+images:
+	bash deploy/start-dockerd.sh
+	bash deploy/docker/build-images.sh
+
+up: images
+	$(COMPOSE) $(COMPOSE_ARGS) up -d
+	@echo "Dagster http://127.0.0.1:$${DAGSTER_PORT:-3000}  MLflow http://127.0.0.1:$${MLFLOW_PORT:-5000}" \
+	  " model http://127.0.0.1:$${CT_SERVING_PORT:-8080}  Prometheus http://127.0.0.1:$${PROMETHEUS_PORT:-9090}"
+
+# Volumes (stores, CT_HOME, landed batches) are kept; `make down VOLUMES=1` drops them too.
+down:
+	$(COMPOSE) $(COMPOSE_ARGS) down --remove-orphans $(if $(VOLUMES),--volumes)
+
+# Land one batch file in the stack: `make land FILE=path/to/batch.csv`.
+land:
+	docker cp "$(FILE)" "$$($(COMPOSE) $(COMPOSE_ARGS) ps -q code-server):/app/data/incoming/"
 
 clean:
 	rm -rf $(CT_HOME)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,9 @@ import pytest
 import yaml
 
 from ct_platform.settings import Spec, load_spec
+
+# The session's PostgreSQL server (`postgres_server`), for the tests run on both storages.
+pytest_plugins = ["ct_platform_tests.stack.postgres"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BANK_CSV = REPO_ROOT / "data" / "bank_marketing.csv.gz"
@@ -23,6 +27,40 @@ def ct_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CT_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The stores one test runs on: `name` is "sqlite" (the default) or "postgres".
+
+    `dagster_overrides` is the `storage:` block for the test's Dagster instance (None: the
+    instance's own SQLite files); MLflow's store is in `MLFLOW_TRACKING_URI`.
+    """
+
+    name: str
+    dagster_overrides: dict | None = None
+
+
+# Mark a test `@both_storages` to run it on SQLite and again on a real PostgreSQL server.
+both_storages = pytest.mark.parametrize("storage", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def storage(
+    request: pytest.FixtureRequest, ct_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Storage:
+    """SQLite stores under CT_HOME unless parametrised "postgres": then a fresh database for
+    Dagster's instance and another for MLflow's backend store, on the session's server."""
+    name = getattr(request, "param", "sqlite")
+    if name == "sqlite":
+        return Storage(name)
+    server = request.getfixturevalue("postgres_server")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.new_database("mlflow"))
+    monkeypatch.setenv("CT_MLFLOW_ARTIFACT_ROOT", str(ct_home / "mlflow" / "artifacts"))
+    # Dagster's storage speaks psycopg2 (SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3)
+    dagster_url = server.new_database("dagster", driver="postgresql+psycopg2")
+    overrides = {"storage": {"postgres": {"postgres_url": dagster_url}}}
+    return Storage(name, overrides)
 
 
 @pytest.fixture

@@ -8,9 +8,65 @@ cd "$(dirname "$0")/.."
 shipped="$PWD/dagster.yaml"
 target="$DAGSTER_HOME/dagster.yaml"
 mkdir -p "$DAGSTER_HOME"
+
+# PostgreSQL storage (runs, event logs, schedules) when DAGSTER_PG_HOST is set: the names of
+# Dagster's own docs and Helm chart. Written as env references, so no password lands in the
+# file. The psycopg2 driver is named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3,
+# which Dagster's storage does not speak.
+postgres_storage() {
+  : "${DAGSTER_PG_USERNAME:?DAGSTER_PG_HOST is set: set DAGSTER_PG_USERNAME too}"
+  : "${DAGSTER_PG_DB:?DAGSTER_PG_HOST is set: set DAGSTER_PG_DB too}"
+  cat <<'YAML'
+# PostgreSQL storage, written by deploy/dagster_home.sh because DAGSTER_PG_HOST was set.
+storage:
+  postgres:
+    postgres_db:
+      hostname: {env: DAGSTER_PG_HOST}
+      username: {env: DAGSTER_PG_USERNAME}
+      db_name: {env: DAGSTER_PG_DB}
+      scheme: postgresql+psycopg2
+YAML
+  if [[ -n ${DAGSTER_PG_PASSWORD:-} ]]; then echo "      password: {env: DAGSTER_PG_PASSWORD}"; fi
+  if [[ -n ${DAGSTER_PG_PORT:-} ]]; then echo "      port: {env: DAGSTER_PG_PORT}"; fi
+}
+
+# Runs in containers of the code location's image when CT_RUN_LAUNCHER=docker (the compose
+# stack): DockerRunLauncher starts one container per run, on CT_DOCKER_NETWORK, with the
+# named volumes of CT_DOCKER_VOLUMES ("volume:/path,...") and the listed variables passed on.
+docker_run_launcher() {
+  : "${CT_DOCKER_NETWORK:?CT_RUN_LAUNCHER=docker: set CT_DOCKER_NETWORK}"
+  echo "# Written by deploy/dagster_home.sh because CT_RUN_LAUNCHER=docker."
+  echo "run_launcher:"
+  echo "  module: dagster_docker"
+  echo "  class: DockerRunLauncher"
+  echo "  config:"
+  echo "    network: $CT_DOCKER_NETWORK"
+  echo "    env_vars:"
+  local name
+  for name in DAGSTER_PG_HOST DAGSTER_PG_USERNAME DAGSTER_PG_PASSWORD DAGSTER_PG_DB \
+    DAGSTER_PG_PORT MLFLOW_TRACKING_URI CT_HOME CT_SPEC DAGSTER_GRPC_TIMEOUT_SECONDS; do
+    if [[ -n ${!name:-} ]]; then echo "      - $name"; fi
+  done
+  echo "    container_kwargs:"
+  echo "      auto_remove: false"  # the run monitor reads a dead run's exit status
+  echo "      volumes:"
+  local volume
+  IFS=, read -ra volumes <<<"${CT_DOCKER_VOLUMES:-}"
+  for volume in "${volumes[@]}"; do echo "        - $volume"; done
+}
+
 if [[ ! -e $target ]]; then
-  cp "$shipped" "$target"
-  echo "Dagster instance settings: $target (from $shipped)"
+  # A temp file then a rename: several containers of the compose stack start at once.
+  tmp=$(mktemp "$target.XXXXXX")
+  {
+    cat "$shipped"
+    if [[ -n ${DAGSTER_PG_HOST:-} ]]; then postgres_storage; fi
+    if [[ ${CT_RUN_LAUNCHER:-} == docker ]]; then docker_run_launcher; fi
+  } >"$tmp"
+  chmod 644 "$tmp"
+  mv -n "$tmp" "$target"
+  rm -f "$tmp"  # still there when another writer won the race
+  echo "Dagster instance settings: $target (from $shipped${DAGSTER_PG_HOST:+, PostgreSQL storage}${CT_RUN_LAUNCHER:+, $CT_RUN_LAUNCHER run launcher})"
   exit 0
 fi
 # The checksum of the last shipped version reported, so the note is given once per version.

@@ -51,6 +51,7 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
     ErrorCode,
 )
+from mlflow.store.db.db_types import DATABASE_ENGINES
 
 FINGERPRINT_TAG = "fingerprint"
 DAGSTER_RUN_URL_TAG = "dagster.run_url"
@@ -59,6 +60,8 @@ RUN_NOTE_TAG = "mlflow.note.content"
 # Why a run was ended as FAILED by the platform rather than by its own process.
 FAILED_REASON_TAG = "ct.failed_reason"
 MODEL_ARTIFACT = "model"
+# The artifact folder of a non-SQLite database store (PostgreSQL) the platform opens itself.
+ARTIFACT_ROOT_VARIABLE = "CT_MLFLOW_ARTIFACT_ROOT"
 # Rows of the training frame used to infer the signature and stored as the input example.
 SIGNATURE_SAMPLE_ROWS = 20
 INPUT_EXAMPLE_ROWS = 3
@@ -93,13 +96,38 @@ def sqlite_database(tracking_uri: str) -> Path | None:
 
 
 def sqlite_artifact_root(tracking_uri: str) -> Path | None:
-    """For a SQLite store, the `artifacts/` folder next to the database; else None.
-
-    A remote tracking server decides its own artifact root, so we only choose one for the
-    local store (otherwise MLflow would default to ./mlruns in whatever the cwd is).
-    """
+    """For a SQLite store, the `artifacts/` folder next to the database; else None."""
     database = sqlite_database(tracking_uri)
     return None if database is None else database.parent / "artifacts"
+
+
+def database_backend(tracking_uri: str) -> str | None:
+    """The database of a tracking URI MLflow opens as a database store, else None.
+
+    `postgresql://u:p@host/db` (or `postgresql+psycopg2://...`) is "postgresql", a SQLite
+    URL "sqlite"; a tracking server (`http://...`), a folder or `databricks` are None.
+    """
+    try:
+        backend = make_url(tracking_uri).get_backend_name()
+    except ArgumentError:
+        return None
+    return backend if backend in DATABASE_ENGINES else None
+
+
+def store_artifact_root(tracking_uri: str) -> Path | None:
+    """Where a database store the platform opens directly keeps its artifacts; else None.
+
+    SQLite: `artifacts/` next to the database file. Another database (PostgreSQL):
+    `CT_MLFLOW_ARTIFACT_ROOT`, else `<CT_HOME>/mlflow/artifacts`; every process that trains
+    or loads a model must see that folder (on several machines: a shared file system, or
+    use a tracking server with `--serve-artifacts` instead). A tracking server decides its
+    own artifact root: None. Without a root MLflow would use ./mlruns in the cwd.
+    """
+    sqlite_root = sqlite_artifact_root(tracking_uri)
+    if sqlite_root is not None or database_backend(tracking_uri) in (None, "sqlite"):
+        return sqlite_root
+    configured = os.environ.get(ARTIFACT_ROOT_VARIABLE)
+    return Path(configured).resolve() if configured else Paths.from_env().mlflow / "artifacts"
 
 
 def mlflow_ui_url() -> str:
@@ -136,9 +164,9 @@ class ModelRegistry:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.experiment = experiment
-        self._artifact_root = sqlite_artifact_root(tracking_uri)
+        self._artifact_root = store_artifact_root(tracking_uri)
         if self._artifact_root is not None:
-            _initialise_sqlite_store(tracking_uri, self._artifact_root)
+            _initialise_database_store(tracking_uri, self._artifact_root)
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.experiment_id = self._ensure_experiment()
 
@@ -377,27 +405,37 @@ class ModelRegistry:
             mlflow.set_tracking_uri(previous)  # None unsets both the global and the variable
 
 
-def _initialise_sqlite_store(tracking_uri: str, artifact_root: Path) -> None:
-    """Create a new SQLite store whose default experiment keeps artifacts in `artifact_root`.
+def _initialise_database_store(tracking_uri: str, artifact_root: Path) -> None:
+    """Create (migrate) a new database store whose default experiment keeps artifacts in
+    `artifact_root`.
 
     The client builds its store with MLflow's default root (./mlruns relative to the cwd);
     creating the database ourselves first fixes the default experiment's location. Under
     a file lock: Dagster runs steps in parallel processes, and two of them migrating the
-    same fresh database at once would collide (and one half-made is not ready to use).
+    same fresh database at once would collide (and one half-made is not ready to use). For
+    a database server the lock covers this machine's processes; several machines sharing
+    one fresh database should let a tracking server (`mlflow server`) migrate it first.
     """
     database = sqlite_database(tracking_uri)
-    if database is None:
+    if database is None and tracking_uri in _initialised_stores:
         return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".init-lock"), "w") as lock:
+    lock_folder = Paths.from_env().mlflow if database is None else database.parent
+    lock_folder.mkdir(parents=True, exist_ok=True)
+    lock_name = "server-store.init-lock" if database is None else database.name + ".init-lock"
+    with open(lock_folder / lock_name, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if database.exists():
-            return
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        if database is None or not database.exists():
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        artifact_root.mkdir(parents=True, exist_ok=True)
-        with _quiet_mlflow():
-            SqlAlchemyStore(tracking_uri, artifact_root.as_uri()).engine.dispose()
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            with _quiet_mlflow():
+                SqlAlchemyStore(tracking_uri, artifact_root.as_uri()).engine.dispose()
+    if database is None:
+        _initialised_stores.add(tracking_uri)
+
+
+# Database servers this process has already migrated (a round trip each time otherwise).
+_initialised_stores: set[str] = set()
 
 
 @contextmanager

@@ -12,16 +12,21 @@ import yaml
 
 from ct_platform.definitions import build_definitions
 from ct_platform.settings import Spec
+from ct_platform_tests.conftest import Storage
 
 BATCH_ROWS = 4000
 
 
 @pytest.fixture
-def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+def instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: Storage
+) -> Iterator[dg.DagsterInstance]:
+    """A real instance in a temp DAGSTER_HOME: SQLite, or PostgreSQL (see `storage`)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
+    overrides = storage.dagster_overrides
+    with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as test_instance:
         yield test_instance
 
 

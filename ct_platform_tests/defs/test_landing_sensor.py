@@ -14,6 +14,7 @@ import pytest
 from ct_platform.data.landing import file_sha256
 from ct_platform.definitions import build_definitions
 from ct_platform.defs.data.assets import CONTENT_TAG, RAW_BATCH, VALIDATED_BATCH
+from ct_platform_tests.conftest import both_storages
 
 
 def settled(path: Path) -> Path:
@@ -130,6 +131,7 @@ def test_corrected_file_relanded_under_the_same_name_is_a_new_batch(
     assert "no new file" in tick(defs, instance, second.cursor).skip_reason.skip_message
 
 
+@both_storages
 def test_a_name_already_a_partition_gets_a_versioned_key(spec, instance, land_bank_batches):
     # The cursor may not know the batch (a whole-pipeline run ingested it): the instance does.
     landed = settled(land_bank_batches(1)[0])

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from ct_platform.definitions import build_definitions
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
 from ct_platform.settings import Spec, load_spec
+from ct_platform_tests.conftest import both_storages
 from ct_platform_tests.defs.conftest import STRICT_FLOOR, run_job, spec_variant
 
 pytestmark = pytest.mark.slow
@@ -25,6 +26,7 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckE
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+@both_storages
 def test_batch_runs_ingest_then_one_training_run_promotes(spec, instance, land_bank_batches):
     first, second = land_bank_batches(2)
     instance.add_dynamic_partitions("batches", [first.name, second.name])
