@@ -2,7 +2,7 @@
 
 - `secrets_gate`: detect-secrets (its default plugins and filters, offline) over the spec's
   values and the model's parameters; `bundle_secrets_gate` over a bundle's files (JSON as
-  text; the printable strings inside `model.onnx` and `model.skops`).
+  text; the strings embedded in `model.onnx` and `model.skops`).
 - `pii_gate`: presidio-analyzer's pattern recognizers (email, phone number, IBAN, credit
   card with its Luhn check) over a seeded sample of each text/category column. No NLP model
   is loaded and nothing is downloaded (the email recognizer's top-level-domain check reads
@@ -24,8 +24,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,10 +36,8 @@ from ct_platform.training.gates import GateResult, MetadataValue
 if TYPE_CHECKING:
     import pandas as pd
 
-# Printable runs at least this long inside binary files are scanned as text.
-MIN_BINARY_STRING = 8
-BINARY_SUFFIXES = frozenset({".onnx", ".skops", ".npy", ".bin"})
 PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IBAN_CODE", "CREDIT_CARD")
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 # How many findings the one-line reason lists (metadata counts them all).
 REASON_FINDINGS = 5
 
@@ -56,9 +54,13 @@ def mask(value: str) -> str:
 
 @dataclass(frozen=True)
 class SecretFinding:
-    location: str  # "spec: model.params.api_key", "bundle.json:12", "model.onnx: string 3"
+    location: str  # "spec: model.params.api_key", "bundle.json:12", "model.onnx: node ..."
     detector: str  # detect-secrets' type, e.g. "AWS Access Key"
-    masked: str
+    value: str = field(repr=False)  # in memory only: never described, logged or stored
+
+    @property
+    def masked(self) -> str:
+        return mask(self.value)
 
     def describe(self) -> str:
         return f"{self.location}: {self.detector} ({self.masked})"
@@ -70,26 +72,99 @@ def scan_fields(fields: Mapping[str, str]) -> list[SecretFinding]:
     names = list(fields)
     lines = [f'{name}: "{_one_line(fields[name])}"' for name in names]
     return [
-        SecretFinding(names[line - 1], detector, masked)
-        for line, detector, masked in _scan_text("\n".join(lines) + "\n", ".yaml")
+        SecretFinding(names[line - 1], detector, value)
+        for line, detector, value in _scan_text("\n".join(lines) + "\n", ".yaml")
     ]
 
 
 def scan_files(paths: Iterable[Path]) -> list[SecretFinding]:
-    """detect-secrets over files: text as is, binaries by their printable strings."""
+    """detect-secrets over files: text by line; ONNX graphs and skops files by the strings
+    they embed (attributes, metadata, parameter values), each named by where it sits."""
     findings = []
     for path in paths:
-        if path.suffix in BINARY_SUFFIXES or zipfile.is_zipfile(path):
-            strings = list(_binary_strings(path))
-            fields = {f"{path.name}: string {i + 1}": text for i, text in enumerate(strings)}
-            findings += scan_fields(fields)
+        if path.suffix in EMBEDDED_STRINGS:
+            strings = EMBEDDED_STRINGS[path.suffix](path)
+            findings += scan_fields({f"{path.name}: {where}": v for where, v in strings.items()})
         else:
             text = path.read_text(errors="replace")
             findings += [
-                SecretFinding(f"{path.name}:{line}", detector, masked)
-                for line, detector, masked in _scan_text(text, path.suffix)
+                SecretFinding(f"{path.name}:{line}", detector, value)
+                for line, detector, value in _scan_text(text, path.suffix)
             ]
     return findings
+
+
+def _onnx_strings(path: Path) -> dict[str, str]:
+    """`{where: text}`: string attributes of every node, metadata, names and doc strings."""
+    import onnx
+
+    model = onnx.load(str(path))
+    found: dict[str, str] = {f"metadata {p.key}": p.value for p in model.metadata_props}
+    found |= {"doc_string": model.doc_string, "producer": model.producer_name}
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            where = f"node {node.name or node.op_type} {attribute.name}"
+            if attribute.type == onnx.AttributeProto.STRING:
+                found[where] = attribute.s.decode(errors="replace")
+            elif attribute.type == onnx.AttributeProto.STRINGS:
+                for i, text in enumerate(attribute.strings):
+                    found[f"{where}[{i}]"] = text.decode(errors="replace")
+    names = [v.name for v in [*model.graph.input, *model.graph.output, *model.graph.initializer]]
+    found |= {f"name {i}": name for i, name in enumerate(names)}
+    return _distinct(found)
+
+
+def _skops_strings(path: Path) -> dict[str, str]:
+    """`{json path: text}`: the string leaves of a skops file's schema (where parameter
+    values live); its `.npy` members hold numeric arrays, and string arrays are read too."""
+    import io
+
+    import numpy as np
+
+    found: dict[str, str] = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            raw = archive.read(member)
+            if member.endswith(".json"):
+                found |= {f"{member} {k}": v for k, v in _string_leaves(json.loads(raw)).items()}
+            elif member.endswith(".npy"):
+                array = np.load(io.BytesIO(raw), allow_pickle=False)
+                if array.dtype.kind in "US":
+                    found |= {f"{member}[{i}]": str(v) for i, v in enumerate(array.ravel())}
+    return _distinct(found)
+
+
+# Structural keys of a skops schema: type names and ids, not values.
+SKOPS_STRUCTURE = frozenset({"__class__", "__module__", "__loader__", "__id__", "type", "file"})
+
+
+def _string_leaves(value: object, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, str):
+        return {prefix: value}
+    if isinstance(value, Mapping):
+        items: Iterable[tuple[str, object]] = (
+            (str(k), v) for k, v in value.items() if k not in SKOPS_STRUCTURE
+        )
+    elif isinstance(value, list):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return {}
+    found: dict[str, str] = {}
+    for key, child in items:
+        found |= _string_leaves(child, f"{prefix}.{key}" if prefix else key)
+    return found
+
+
+def _distinct(found: Mapping[str, str]) -> dict[str, str]:
+    """Each text once (where it first sits): a tree ensemble repeats its node modes."""
+    first: dict[str, str] = {}
+    for where, text in found.items():
+        if text and text not in first:
+            first[text] = where
+    return {where: text for text, where in first.items()}
+
+
+EMBEDDED_STRINGS = {".onnx": _onnx_strings, ".skops": _skops_strings}
 
 
 def secrets_gate(spec: Spec, model: object) -> GateResult:
@@ -100,9 +175,35 @@ def secrets_gate(spec: Spec, model: object) -> GateResult:
 
 
 def bundle_secrets_gate(bundle: Path, spec: Spec) -> GateResult:
-    """No secret in the files of the bundle folder `bundle` (JSON, ONNX, skops)."""
-    files = sorted(p for p in Path(bundle).iterdir() if p.is_file())
-    return _secrets_result("bundle_secrets", scan_files(files), len(files), "files", spec)
+    """No secret in the files of the bundle folder `bundle` (JSON, ONNX, skops).
+
+    The bundle's own SHA-256 digests (the data fingerprint in `bundle.json`, and each
+    `manifest.json` digest that matches its file) are high-entropy by nature and known:
+    they are not reported.
+    """
+    bundle = Path(bundle)
+    files = sorted(p for p in bundle.iterdir() if p.is_file())
+    known = _bundle_digests(bundle)
+    findings = [f for f in scan_files(files) if f.value not in known]
+    return _secrets_result("bundle_secrets", findings, len(files), "files", spec)
+
+
+def _bundle_digests(bundle: Path) -> set[str]:
+    import hashlib
+
+    from ct_platform.serving.bundle import META_FILE
+    from ct_platform.serving.manifest import MANIFEST_FILE
+
+    known = set()
+    meta, manifest = bundle / META_FILE, bundle / MANIFEST_FILE
+    if meta.exists():
+        known.add(str(json.loads(meta.read_text()).get("fingerprint", "")))
+    if manifest.exists():
+        for name, digest in json.loads(manifest.read_text()).get("files", {}).items():
+            path = bundle / name
+            if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+                known.add(digest)
+    return known
 
 
 def _secrets_result(
@@ -125,7 +226,7 @@ def _secrets_result(
 
 
 def _scan_text(text: str, suffix: str) -> list[tuple[int, str, str]]:
-    """(line number, detector type, masked value) for each secret detect-secrets finds."""
+    """(line number, detector type, value) for each secret detect-secrets finds."""
     from detect_secrets import SecretsCollection
     from detect_secrets.settings import default_settings
 
@@ -136,23 +237,18 @@ def _scan_text(text: str, suffix: str) -> list[tuple[int, str, str]]:
         with default_settings():
             collection.scan_file(str(path))
         found = [
-            (secret.line_number, secret.type, mask(secret.secret_value or ""))
+            (secret.line_number, secret.type, secret.secret_value or "")
             for _, secret in collection
+            if not _names_a_variable(secret.type, secret.secret_value or "")
         ]
     return sorted(set(found))
 
 
-def _binary_strings(path: Path) -> Iterator[str]:
-    """Printable ASCII runs of a binary file; a zip (skops) member by member."""
-    pattern = re.compile(rb"[\x20-\x7e]{%d,}" % MIN_BINARY_STRING)
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            blobs = [archive.read(member) for member in archive.namelist()]
-    else:
-        blobs = [path.read_bytes()]
-    for blob in blobs:
-        for match in pattern.finditer(blob):
-            yield match.group().decode("ascii")
+def _names_a_variable(detector: str, value: str) -> bool:
+    """A keyword match whose value is an environment variable's name (`api_key_env:
+    CT_API_KEY`): the spec's way to point at a secret without holding it. Any other
+    detector (AWS, GitHub, high entropy...) still judges the same value."""
+    return detector == "Secret Keyword" and ENV_NAME.fullmatch(value) is not None
 
 
 def _flatten(value: object, prefix: str = "") -> dict[str, str]:
