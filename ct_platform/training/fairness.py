@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from ct_platform.training.evaluate import Predictions
+
 GATE = "fairness"
 DEMOGRAPHIC_PARITY = "demographic_parity_difference"
 EQUALIZED_ODDS = "equalized_odds_difference"
@@ -90,7 +92,7 @@ def fairness_gate(model: object, holdout: pd.DataFrame, spec: Spec) -> GateResul
     return GateResult(GATE, passed, gate.blocking, description, metadata)
 
 
-def _judge_column(values: pd.Series, predictions: object, spec: Spec) -> ColumnVerdict:
+def _judge_column(values: pd.Series, predictions: Predictions, spec: Spec) -> ColumnVerdict:
     import numpy as np
 
     from ct_platform.training.evaluate import MISSING_GROUP
@@ -157,7 +159,11 @@ def _rate_figures(
 
 
 def _metric_gap(
-    verdict: ColumnVerdict, groups: np.ndarray, eligible: np.ndarray, predictions, spec: Spec
+    verdict: ColumnVerdict,
+    groups: np.ndarray,
+    eligible: np.ndarray,
+    predictions: Predictions,
+    spec: Spec,
 ) -> None:
     """The primary metric per group and its largest gap (`MetricFrame.difference()`)."""
     import numpy as np

@@ -69,3 +69,35 @@ def test_gates_run_in_training_job_and_a_failed_fairness_gate_keeps_the_champion
     rejected = registry.version(2).tags
     assert rejected["ct.gate.fairness"] == "fail" and rejected["ct.gates_passed"] == "false"
     assert "over 0" in rejected["ct.gate.fairness.reason"]
+
+
+def _luhn_valid(prefix: str) -> str:
+    total = 0
+    for i, digit in enumerate(int(d) for d in reversed(prefix)):
+        doubled = digit * 2 if i % 2 == 0 else digit
+        total += doubled - 9 if doubled > 9 else doubled
+    return prefix + str((10 - total % 10) % 10)
+
+
+def test_card_numbers_in_the_training_data_stop_the_run_before_training(
+    spec_file, instance, bank_frame, write_batch
+):
+    # A free-text column the spec declares, filled with Luhn-valid card numbers.
+    with_cards = load_spec(
+        spec_variant(spec_file, "cards", {"dataset": {"columns": {"card": {"type": "category"}}}})
+    )
+    for i in range(2):
+        batch = bank_frame.iloc[i * 2000 : (i + 1) * 2000].copy()
+        batch["card"] = [_luhn_valid(f"5500{i}{row:010d}") for row in range(len(batch))]
+        write_batch(batch, f"batch-{i + 1:05d}.csv")
+
+    result = run_job(with_cards, instance, "training_job")
+
+    assert not result.success
+    pii = checks_by_asset(result)[("training_dataset", "pii")]
+    assert not pii.passed and pii.severity == dg.AssetCheckSeverity.ERROR
+    assert "column 'card': CREDIT_CARD" in pii.description
+    materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert "training_dataset" in materialized and "candidate_model" not in materialized
+    registry = ModelRegistry(default_tracking_uri(), with_cards.model.name, with_cards.dataset.name)
+    assert registry.alias_version("champion") is None
