@@ -114,7 +114,11 @@ def _judge_column(values: pd.Series, predictions: Predictions, spec: Spec) -> Co
 
 
 def _rate_figures(
-    verdict: ColumnVerdict, groups: np.ndarray, eligible: np.ndarray, predictions, threshold: float
+    verdict: ColumnVerdict,
+    groups: np.ndarray,
+    eligible: np.ndarray,
+    predictions: Predictions,
+    threshold: float,
 ) -> None:
     """Demographic parity and equalized odds differences, with the per-group rates."""
     import numpy as np
