@@ -405,12 +405,26 @@ class Advisory:
 
 
 def installed_distributions() -> dict[str, str]:
-    """`{normalized name: version}` of this interpreter's environment (the serving venv)."""
+    """`{normalized name: version}` of this interpreter's environment."""
     from importlib.metadata import distributions
 
     from packaging.utils import canonicalize_name
 
     return {canonicalize_name(d.metadata["Name"]): d.version for d in distributions()}
+
+
+def serving_environment(spec: Spec) -> tuple[str, dict[str, str]]:
+    """(what it is, `{name: version}`) of the environment the model is served from.
+
+    The local target serves from this venv; the Docker image installs the `serving` extra's
+    closure pinned to this venv's versions (`deployment.image.serving_requirements`).
+    """
+    if spec.serving.target == "docker":
+        from ct_platform.deployment.image import serving_requirements
+
+        pins = dict(line.split("==", 1) for line in serving_requirements())
+        return f"serving image {spec.serving.docker_image}", pins
+    return f"venv {sys.prefix}", installed_distributions()
 
 
 def offline_advisories(path: Path, installed: Mapping[str, str]) -> list[Advisory]:
@@ -537,14 +551,18 @@ def _run_pip_audit(installed: Mapping[str, str], timeout: float) -> OnlineAudit:
 
 
 def vulnerabilities_gate(spec: Spec, installed: Mapping[str, str] | None = None) -> GateResult:
-    """No installed distribution (default: this environment's) has a known advisory.
+    """No distribution of the serving environment (`serving_environment`, or `installed`)
+    has a known advisory.
 
     Sources: `gates.security.vulnerabilities.advisory_file` (offline OSV JSON) and, when
     `pypi` is on, PyPI through pip-audit. With neither answering the verdict is "unknown":
     the gate fails as a warning, whatever `blocking` says.
     """
     gate = spec.gates.security.vulnerabilities
-    installed = installed_distributions() if installed is None else dict(installed)
+    if installed is None:
+        environment, installed = serving_environment(spec)
+    else:
+        environment, installed = "the distributions given", dict(installed)
     advisories: list[Advisory] = []
     sources, unanswered = [], []
     if gate.advisory_file is not None:
@@ -563,7 +581,7 @@ def vulnerabilities_gate(spec: Spec, installed: Mapping[str, str] | None = None)
         "advisories": len(advisories),
         "sources": ", ".join(sources) or "none",
         "unreachable": "; ".join(unanswered),
-        "environment": sys.prefix,
+        "environment": environment,
     }
     for i, advisory in enumerate(advisories):
         metadata[f"advisory/{i + 1}"] = advisory.describe()
@@ -573,7 +591,7 @@ def vulnerabilities_gate(spec: Spec, installed: Mapping[str, str] | None = None)
             "vulnerabilities",
             False,
             gate.blocking,
-            f"{len(advisories)} known advisory(ies) in {sys.prefix}: {listed}",
+            f"{len(advisories)} known advisory(ies) in {environment}: {listed}",
             metadata,
         )
     if not sources:
@@ -583,7 +601,7 @@ def vulnerabilities_gate(spec: Spec, installed: Mapping[str, str] | None = None)
             False,
             False,
             f"unknown: no advisory source answered ({why}); "
-            f"{len(installed)} distributions not audited",
+            f"{len(installed)} distributions of {environment} not audited",
             metadata,
         )
     return GateResult(

@@ -217,3 +217,21 @@ def test_unreachable_advisory_source_is_unknown_not_a_pass(bank_spec, monkeypatc
 
     assert not gate.passed and not gate.blocking  # a warning, whatever `blocking` says
     assert gate.description.startswith("unknown: no advisory source answered (PyPI via pip-audit")
+
+
+def test_docker_target_audits_the_serving_image_distributions(bank_spec, tmp_path):
+    raw = bank_spec.model_dump()
+    raw["serving"]["target"] = "docker"
+    docker_spec = Spec.model_validate(raw)
+    in_image = _advisory_file(tmp_path, "onnxruntime", "0", "9999.0")
+    spec = _security(docker_spec, "vulnerabilities", advisory_file=in_image, pypi=False)
+
+    gate = vulnerabilities_gate(spec)
+
+    assert not gate.passed
+    assert f"serving image {docker_spec.serving.docker_image}" in gate.description
+    assert f"onnxruntime {version('onnxruntime')}: GHSA-test-0001" in gate.description
+    # dagster is installed here but not in the slim serving image: not its concern.
+    not_in_image = _advisory_file(tmp_path, "dagster", "0", "9999.0")
+    spec = _security(docker_spec, "vulnerabilities", advisory_file=not_in_image, pypi=False)
+    assert vulnerabilities_gate(spec).passed
