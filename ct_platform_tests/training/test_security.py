@@ -97,7 +97,9 @@ def test_secret_inside_the_bundle_files_fails(bank_spec, bank_model, tmp_path):
     gate = bundle_secrets_gate(bundle, bank_spec)
 
     assert not gate.passed and gate.blocking
-    assert "model.skops: string" in gate.description and "AWS Access Key" in gate.description
+    # Named by where the value sits in the skops schema: the estimator's `scoring` parameter.
+    assert "model.skops: schema.json " in gate.description
+    assert "scoring.content: AWS Access Key (AK" in gate.description
     assert "bundle.json" not in gate.description
     assert AWS_KEY not in _everything(gate)
     # Text files are named by line: a token written into the metadata file.
