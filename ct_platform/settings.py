@@ -107,7 +107,9 @@ class DatasetSpec(_Strict):
     # Columns present in the files but never used as features (leaks, ids, free text).
     drop_columns: list[str] = Field(default_factory=list)
     time_column: str | None = None
+    # Columns the fairness gate judges groups by (one or a list; both keys are accepted).
     sensitive_column: str | None = None
+    sensitive_columns: list[str] = Field(default_factory=list)
     completeness_min: Annotated[float, Field(ge=0, le=1)] = 0.95
     duplicate_rate_max: Annotated[float, Field(ge=0, le=1)] = 0.05
     min_rows: Annotated[int, Field(ge=1)] = 50
@@ -135,6 +137,9 @@ class DatasetSpec(_Strict):
             name = getattr(self, key)
             if name is not None and name not in self.columns:
                 raise ValueError(f"{key} '{name}' is not one of the declared columns")
+        unknown = [name for name in self.sensitive_columns if name not in self.columns]
+        if unknown:
+            raise ValueError(f"sensitive_columns {unknown} are not declared columns")
         self._check_time_columns()
         self._check_target_constraints()
         return self
@@ -161,6 +166,12 @@ class DatasetSpec(_Strict):
             raise ValueError("target_rules (min/max) apply to regression; use target_labels")
         if self.task == "regression" and self.target_labels is not None:
             raise ValueError("target_labels apply to classification; use target_rules")
+
+    @property
+    def sensitive(self) -> list[str]:
+        """`sensitive_column` and `sensitive_columns` together, each once, in spec order."""
+        named = [self.sensitive_column] if self.sensitive_column else []
+        return list(dict.fromkeys([*named, *self.sensitive_columns]))
 
     @property
     def feature_columns(self) -> list[str]:
@@ -264,6 +275,66 @@ class ParityGate(Gate):
         return PARITY_ABSOLUTE_DEFAULT, relative
 
 
+class FairnessGate(Gate):
+    """Group fairness of the candidate on its holdout, per sensitive column (fairlearn).
+
+    Warning by default: which gap is acceptable, and for which attribute, is the team's call
+    for its use case; a team that has made it sets `blocking: true`. 0.1 is the common
+    rule-of-thumb bound for demographic parity and equalized odds differences (rates in
+    [0, 1]). `min_group_rows` 100: a rate measured on 100 rows has a standard error up to 0.05
+    (p = 0.5), so a gap of 0.1 between two such groups is about what noise alone can give;
+    smaller groups are reported, not judged.
+    """
+
+    blocking: bool = False
+    # Largest allowed demographic parity and equalized odds difference (rate units).
+    threshold: Annotated[float, Field(ge=0)] = 0.1
+    # Largest allowed gap in the primary metric between groups, in the metric's units
+    # (unset: `threshold`; set it for regression metrics such as mae).
+    metric_gap: Annotated[float, Field(ge=0)] | None = None
+    min_group_rows: Annotated[int, Field(ge=1)] = 100
+
+    @property
+    def metric_gap_threshold(self) -> float:
+        return self.threshold if self.metric_gap is None else self.metric_gap
+
+
+class SecretsGate(Gate):
+    """detect-secrets over the spec's values, the model's parameters and the bundle's files."""
+
+
+class PiiGate(Gate):
+    """Personal data (emails, phone numbers, IBANs, Luhn-valid card numbers) in the text and
+    category columns of the training set."""
+
+    # Rows sampled per column (seeded); the distinct values of the sample are scanned.
+    sample_rows: Annotated[int, Field(ge=1)] = 10_000
+    # A column fails when more than this share of its sampled values holds an entity:
+    # 0 means any one value does (a single card number is already personal data).
+    max_share: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class VulnerabilitiesGate(Gate):
+    """Known-vulnerable distributions installed in the serving environment.
+
+    Warning by default: a fix means a lock update and a new image, a human decision.
+    """
+
+    blocking: bool = False
+    # An OSV JSON file (a list of OSV records, or {"vulns": [...]}) read offline; relative
+    # to the spec file.
+    advisory_file: Path | None = None
+    # Also ask PyPI's advisory data through pip-audit (network; "unknown" when unreachable).
+    pypi: bool = True
+    timeout_seconds: Annotated[float, Field(gt=0)] = 15.0
+
+
+class SecurityGates(_Strict):
+    secrets: SecretsGate = SecretsGate()
+    pii: PiiGate = PiiGate()
+    vulnerabilities: VulnerabilitiesGate = VulnerabilitiesGate()
+
+
 class GatesSpec(_Strict):
     contract: ContractGate = ContractGate()
     metric_floor: MetricFloorGate
@@ -271,6 +342,14 @@ class GatesSpec(_Strict):
     latency: LatencyGate = LatencyGate(blocking=False)
     model_size: ModelSizeGate = ModelSizeGate()
     parity: ParityGate = ParityGate()
+    fairness: FairnessGate = FairnessGate()
+    security: SecurityGates = SecurityGates()
+
+    def gate(self, name: str) -> Gate:
+        """The settings of gate `name`, top-level or under `security`."""
+        if name in SecurityGates.model_fields:
+            return getattr(self.security, name)
+        return getattr(self, name)
 
 
 SERVING_PORT_ENV = "CT_SERVING_PORT"

@@ -81,6 +81,8 @@ def _record(
 ) -> None:
     registry.log_metrics(candidate.run_id, {f"holdout_{k}": v for k, v in outcome.metrics.items()})
     gate_tags = {f"ct.gate.{g.name}": "pass" if g.passed else "fail" for g in outcome.gates}
+    # MLflow caps a model-version tag at 5,000 characters; the check metadata has it all.
+    gate_tags |= {f"ct.gate.{g.name}.reason": g.description[:4000] for g in outcome.gates}
     verdict = {GATES_PASSED_TAG: str(outcome.promotable).lower()}
     registry.set_tags(candidate.version, {**gate_tags, **verdict})
     registry.describe_verdict(candidate.version, promotable=outcome.promotable, gates=outcome.gates)

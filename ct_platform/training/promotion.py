@@ -55,6 +55,13 @@ class EvaluationOutcome:
     def blocking_failures(self) -> list[GateResult]:
         return [gate for gate in self.gates if gate.blocking and not gate.passed]
 
+    def gate(self, name: str) -> GateResult:
+        """The result of gate `name`; KeyError if it did not run."""
+        for gate in self.gates:
+            if gate.name == name:
+                return gate
+        raise KeyError(f"gate {name!r} did not run (ran: {[g.name for g in self.gates]})")
+
     @property
     def promotable(self) -> bool:
         return not self.blocking_failures
@@ -82,6 +89,8 @@ def evaluate_candidate(
 ) -> EvaluationOutcome:
     """Score candidate and champion on the same holdout and run every model gate."""
     from ct_platform.training.evaluate import score  # sklearn: loaded by the step only
+    from ct_platform.training.fairness import fairness_gate
+    from ct_platform.training.security import secrets_gate, training_set_pii_gate
 
     metrics = score(candidate.model, holdout, spec)
     champion_metrics = score(champion.model, holdout, spec) if champion else None
@@ -90,6 +99,9 @@ def evaluate_candidate(
         champion_regression_gate(metrics, champion_metrics, spec),
         latency_gate(candidate.model, holdout, spec),
         model_size_gate(model_size_bytes, spec),
+        fairness_gate(candidate.model, holdout, spec),
+        secrets_gate(spec, candidate.model),
+        training_set_pii_gate(training_set, spec),
     )
     return EvaluationOutcome(
         version=candidate.version,

@@ -26,13 +26,27 @@ from ct_platform.training.window import NoValidData, build_window
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
-GATES = ("metric_floor", "champion_regression", "latency", "model_size")
+GATES = (
+    "metric_floor",
+    "champion_regression",
+    "latency",
+    "model_size",
+    "fairness",
+    "secrets",
+    "pii",
+)
 GATE_DESCRIPTIONS = {
     "metric_floor": "The primary metric on the holdout reaches the spec's floor.",
     "champion_regression": "No worse than the champion, beyond the tolerance, on the same holdout.",
     "latency": "Median single-row scoring time of the bundle that will serve (ONNX or its "
     "sklearn fallback, through the server's scoring path) stays under the spec's limit.",
     "model_size": "The serialized model stays under the spec's size limit.",
+    "fairness": "Demographic parity and equalized odds differences, and the primary metric's "
+    "largest gap, between the groups of each sensitive column stay under the spec's bounds "
+    "(fairlearn, on the holdout; small groups reported, not judged).",
+    "secrets": "No secret (detect-secrets) in the spec's values or the model's parameters.",
+    "pii": "No emails, phone numbers, IBANs or Luhn-valid card numbers in the training set's "
+    "text columns (presidio pattern recognizers); recorded on the version.",
 }
 MODEL_EVALUATION = dg.AssetKey("model_evaluation")
 PARTITION_TAG = "dagster/partition"
@@ -118,7 +132,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             dg.AssetCheckSpec(
                 gate,
                 asset=MODEL_EVALUATION,
-                blocking=getattr(spec.gates, gate).blocking,
+                blocking=spec.gates.gate(gate).blocking,
                 description=GATE_DESCRIPTIONS[gate],
             )
             for gate in GATES
@@ -150,6 +164,8 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             **numbers("candidate", outcome.metrics),
             **numbers("champion", outcome.champion_metrics or {}),
             **numbers("", evaluation.group_figures),
+            # Figures as numbers, so the UI plots them over versions.
+            **numbers("fairness", outcome.gate("fairness").metadata),
             "version": dg.MetadataValue.int(outcome.version),
             "champion_version": dg.MetadataValue.text(str(outcome.champion_version or "none")),
             "promotable": dg.MetadataValue.bool(outcome.promotable),
