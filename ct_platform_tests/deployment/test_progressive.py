@@ -8,6 +8,7 @@ states and recorded figures.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from collections.abc import Callable, Iterator
@@ -288,14 +289,16 @@ def test_shadow_never_changes_an_answer_and_decides_on_the_comparison(
 def post_feedback(
     url: str, responses: list[httpx.Response], correct_rate: Callable[[str], float]
 ) -> None:
-    """Label each answer: its own label at the slot's rate (exactly, per 100), else the other."""
+    """Label each answer: its own label at the slot's rate (exactly, at every count), else
+    the other label."""
     counters: dict[str, int] = {}
     feedback = []
     for response in responses:
         slot = response.headers["x-model-slot"]
         counters[slot] = counters.get(slot, 0) + 1
         predicted = response.json()["predictions"][0]
-        correct = (counters[slot] % 100) < correct_rate(slot) * 100
+        rate, seen = correct_rate(slot), counters[slot]
+        correct = math.floor(seen * rate) > math.floor((seen - 1) * rate)  # n * rate in n
         feedback.append(
             {
                 "request_id": response.headers["x-request-id"],
