@@ -143,6 +143,23 @@ class DockerTarget:
             container = self._replace(current, image_id, name, version)
         return self._record(bundle_dir, container)
 
+    def recreate(self) -> Endpoint:
+        """Replace the serving container by a fresh one of the current serving image, serving
+        the deployed bundle: what a deploy does when the image changed (the same short gap
+        on the same address)."""
+        with exclusive(self.lock_file):
+            state = read_json(self.state_file)
+            if state is None:
+                raise DeploymentError("nothing is deployed: no container to recreate")
+            bundle_dir = Path(state["bundle"])
+            container = self._replace(
+                self._current_container(),
+                self.build_image(),
+                self.server_bundle(bundle_dir),
+                read_meta(bundle_dir).version,
+            )
+            return self._record(bundle_dir, container)
+
     def record_stable(self, bundle_dir: Path) -> Endpoint:
         """Note that the stable slot now holds `bundle_dir` (promoted through `admin()` by a
         rollout): a restarted or revived container serves it, and `status()` reports it."""
