@@ -4,8 +4,9 @@ Each builder fits a real pipeline on bank rows and writes a real bundle the serv
 like any other; none of them is told to fail. What makes each one bad is how it was made:
 
 - `slow`: a 500-tree random forest shipped without an ONNX graph (as a bundle whose
-  graph failed the parity gate is), so the server scores it with scikit-learn, tree by tree:
-  a few hundred milliseconds a row (per-tree overhead, not depth) where the ONNX champion takes well under one;
+  graph failed the parity gate is), so the server scores it with scikit-learn, tree by
+  tree: a few hundred milliseconds a row (per-tree overhead, not depth) where the ONNX
+  champion takes well under one;
 - `errors`: trained on customers without a personal loan only, with a one-hot encoder that
   refuses categories it never saw (`handle_unknown="error"`): its ONNX graph fails on every
   row with `loan = "yes"`, a value the contract admits (about 15 % of bank rows);

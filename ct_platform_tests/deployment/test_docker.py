@@ -27,7 +27,17 @@ from ct_platform.deployment import (
     wait_healthy,
 )
 from ct_platform.deployment.container import HOME_LABEL, DockerTarget, docker_client
+from ct_platform.deployment.controller import RolloutController
+from ct_platform.deployment.rollout import admin_client
+from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.settings import Spec
+from ct_platform_tests.deployment.delivery_proofs import (
+    CANDIDATE,
+    MIN_REQUESTS,
+    delivery_spec,
+    drive,
+)
+from ct_platform_tests.deployment.wrk_load import WrkLoad
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -130,6 +140,35 @@ def test_bundle_outside_the_bundles_folder_is_refused(
     with pytest.raises(DeploymentError, match=r"not under .*bundles"):
         docker_target.deploy(built_bundles["1"])
     assert docker_target.status() is None
+
+
+def test_canary_on_docker_under_load_fails_no_request(
+    wrk: str,
+    docker_target: DockerTarget,
+    serving_spec: Spec,
+    bundles: dict[str, Path],
+    two_versions: ModelRegistry,
+    load_rows: list[dict[str, Any]],
+) -> None:
+    """The rollout controller drives the container through the same admin API as a local
+    server: it neither knows nor cares which target it runs on."""
+    docker_target.deploy(bundles["1"])
+    container_id = docker_target_state(docker_target)["container_id"]
+    spec = delivery_spec(serving_spec, "canary")
+    admin = admin_client(spec, docker_target.url)
+    controller = RolloutController(spec, admin, two_versions)
+
+    with WrkLoad(docker_target.url, load_rows) as load:
+        controller.begin(CANDIDATE, bundles[CANDIDATE].name)
+        done = drive(controller, admin, min_requests=MIN_REQUESTS)
+    result = load.result
+
+    assert done.rollout.status == "completed", done.rollout.reason
+    passed = [entry["weight"] for entry in done.rollout.history if entry["verdict"] == "pass"]
+    assert passed == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert (result.non2xx, result.socket_errors) == (0, 0), load.output
+    assert admin.stable_version() == CANDIDATE
+    assert docker_target_state(docker_target)["container_id"] == container_id
 
 
 class SteadyLoad:
