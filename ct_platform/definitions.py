@@ -16,7 +16,11 @@ from ct_platform.defs.data.sensors import build_landing_sensor
 from ct_platform.defs.io import JsonIOManager
 from ct_platform.defs.monitoring import build_monitoring_defs, build_retrain_sensor
 from ct_platform.defs.resources import MlflowResource, env_or_none
-from ct_platform.defs.serving import build_endpoint_watchdog, build_serving_defs
+from ct_platform.defs.serving import (
+    build_endpoint_watchdog,
+    build_rollout_defs,
+    build_serving_defs,
+)
 from ct_platform.defs.training import build_training_defs
 from ct_platform.defs.training_sensor import PIPELINE_TAGS, build_training_sensor
 from ct_platform.settings import Spec, load_spec
@@ -81,6 +85,7 @@ def build_definitions(spec: Spec) -> dg.Definitions:
         build_data_defs(spec),
         build_training_defs(spec),
         build_serving_defs(spec),
+        build_rollout_defs(spec),
         build_monitoring_defs(spec),
         dg.Definitions(
             jobs=[batch_job, training_job],

@@ -335,6 +335,79 @@ class MonitoringSpec(_Strict):
     governor: GovernorSpec = GovernorSpec()
 
 
+Strategy = Literal["direct", "blue_green", "canary", "shadow", "ab"]
+
+
+class AnalysisSpec(_Strict):
+    """Live checks of a rollout, run every `interval_seconds` on the traffic of that period
+    (Flagger's `analysis`, Argo Rollouts' `AnalysisTemplate`)."""
+
+    interval_seconds: Annotated[float, Field(gt=0)] = 60
+    # Failed analyses tolerated before the rollback (Flagger `threshold`, Argo
+    # `failureLimit`): 0 rolls back at the first failed check.
+    failure_limit: Annotated[int, Field(ge=0)] = 0
+    # Fewer candidate requests than this in a period give no verdict: the step waits.
+    min_requests: Annotated[int, Field(ge=1)] = 100
+    error_rate_max: Annotated[float, Field(ge=0, le=1)] = 0.01
+    p99_latency_ms_max: Annotated[float, Field(gt=0)] = 250
+    # Shift between the two slots' predicted-score distributions over the same period.
+    score_shift_metric: Literal["psi", "jensen_shannon"] = "psi"
+    score_shift_max: Annotated[float, Field(gt=0)] = 0.2
+    # With labels from /feedback: the candidate's primary metric (accuracy for
+    # classification, mean absolute error for regression) may trail stable's by this much.
+    metric_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    min_labelled: Annotated[int, Field(ge=1)] = 100
+
+
+class CanarySpec(_Strict):
+    # Candidate traffic share per step, in percent; the last must be 100.
+    steps: list[Annotated[float, Field(gt=0, le=100)]] = [20, 40, 60, 80, 100]
+
+    @model_validator(mode="after")
+    def _ends_at_full_traffic(self) -> CanarySpec:
+        if not self.steps or self.steps[-1] != 100 or self.steps != sorted(self.steps):
+            raise ValueError(f"deployment.canary.steps must rise to 100, got {self.steps}")
+        return self
+
+
+class BlueGreenSpec(_Strict):
+    # After the switch the old version stays loaded for an instant rollback this long.
+    rollback_window_seconds: Annotated[float, Field(ge=0)] = 600
+
+
+class ShadowSpec(_Strict):
+    # The comparison ends at whichever comes first (the candidate answers no client).
+    requests: Annotated[int, Field(ge=1)] = 1000
+    duration_seconds: Annotated[float, Field(gt=0)] = 1800
+    # Share of rows where the candidate predicts the stable label (classification).
+    min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.9
+
+
+class AbSpec(_Strict):
+    # Candidate share of traffic, sticky by request key (`X-Routing-Key`, else request id).
+    split: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    # Outcome: a correct prediction (two proportions, z test) or a bootstrap of the
+    # difference in the primary metric's per-request score.
+    test: Literal["two_proportions", "bootstrap"] = "two_proportions"
+    baseline_rate: Annotated[float, Field(gt=0, lt=1)] = 0.85
+    # Smallest difference worth detecting (absolute, in the outcome's units).
+    minimum_effect: Annotated[float, Field(gt=0)] = 0.05
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    power: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    max_duration_seconds: Annotated[float, Field(gt=0)] = 7 * 24 * 3600
+
+
+class DeploymentSpec(_Strict):
+    """How a new champion reaches traffic; `direct` swaps it in for everyone at once."""
+
+    strategy: Strategy = "direct"
+    analysis: AnalysisSpec = AnalysisSpec()
+    canary: CanarySpec = CanarySpec()
+    blue_green: BlueGreenSpec = BlueGreenSpec()
+    shadow: ShadowSpec = ShadowSpec()
+    ab: AbSpec = AbSpec()
+
+
 class Spec(_Strict):
     dataset: DatasetSpec
     model: ModelSpec
@@ -343,6 +416,7 @@ class Spec(_Strict):
     # A factory, not a shared instance: the default reads CT_SERVING_PORT when a spec loads.
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = MonitoringSpec()
+    deployment: DeploymentSpec = DeploymentSpec()
     # Set by `load_spec`: the folder relative paths in the spec are resolved against.
     base_dir: Path = Path(".")
 
@@ -417,6 +491,11 @@ class Paths:
     @cached_property
     def deployments(self) -> Path:
         return self._dir("deployments")
+
+    @cached_property
+    def rollouts(self) -> Path:
+        """Rollout state (`current.json`) and every finished rollout's record."""
+        return self._dir("rollouts")
 
     @cached_property
     def references(self) -> Path:

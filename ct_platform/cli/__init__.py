@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "serve a model bundle (the champion's by default) over HTTP"),
     "drift": ("drift", "compare two data files for drift with the spec's column definitions"),
     "status": ("status", "show every landed batch: trained into which version, or why not"),
+    "rollout": ("rollout", "see or steer the rollout: status|pause|resume|promote|abort"),
 }
 
 

@@ -37,8 +37,31 @@ class AdminClient:
 
         `bundle_dir` is a path as the server sees it (the same path for a local server).
         """
-        self._call("POST", "/admin/slots/candidate/load", {"bundle": str(bundle_dir)})
-        self._call("POST", "/admin/promote")
+        self.load_candidate(bundle_dir)
+        self.promote()
+
+    def load_candidate(self, bundle_dir: Path) -> dict[str, Any]:
+        """Load `bundle_dir` into the candidate slot (no traffic yet); the new slots."""
+        return self._call("POST", "/admin/slots/candidate/load", {"bundle": str(bundle_dir)})
+
+    def unload_candidate(self) -> dict[str, Any]:
+        return self._call("DELETE", "/admin/slots/candidate")
+
+    def route(self, candidate_weight: float, *, shadow: bool = False) -> dict[str, Any]:
+        """Send `candidate_weight` (0..1) of traffic to the candidate, or shadow copies."""
+        return self._call(
+            "POST", "/admin/routing", {"candidate_weight": candidate_weight, "shadow": shadow}
+        )
+
+    def promote(self) -> dict[str, Any]:
+        return self._call("POST", "/admin/promote")
+
+    def rollback(self) -> dict[str, Any]:
+        return self._call("POST", "/admin/rollback")
+
+    def stats(self) -> dict[str, Any]:
+        """Per-slot running totals since the server started (see `serving.slot_stats`)."""
+        return self._call("GET", "/admin/stats")
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.request(

@@ -1,8 +1,11 @@
 """Roll the champion out to the spec's target, and tell whether the live endpoint serves it.
 
-`roll_out` is what the `deployed_endpoint` asset runs: export the champion's bundle, deploy
-it (a hot swap when a server already runs), then prove it answers with a smoke request
-built from the spec's schema, so it needs no data at hand.
+`roll_out` is what the `deployed_endpoint` asset runs. With `deployment.strategy: direct`
+it exports the champion's bundle, deploys it (a hot swap when a server already runs), then
+proves it answers with a smoke request built from the spec's schema. With any other
+strategy the new version holds the `canary` alias (see `release_alias`) and `roll_out`
+starts a progressive rollout of it beside the serving champion (`controller`); a first
+deployment, with nothing serving yet, has nothing to compare with and goes in directly.
 """
 
 from __future__ import annotations
@@ -12,21 +15,85 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ct_platform.deployment.admin import AdminClient
+from ct_platform.deployment.controller import RolloutController, RolloutError, active_rollout
 from ct_platform.deployment.endpoint import Endpoint, smoke_request
-from ct_platform.deployment.export import export_champion_bundle
+from ct_platform.deployment.export import default_registry, export_champion_bundle
+from ct_platform.deployment.state import admin_token
 from ct_platform.deployment.targets import target_for
-from ct_platform.registry.versions import CHAMPION
+from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import DatasetSpec, Spec
 
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
 
+def release_alias(spec: Spec) -> str:
+    """The alias a newly promoted version gets: `champion` at once for `direct`, else
+    `canary` until its rollout completes (the controller then moves `champion`)."""
+    return CHAMPION if spec.deployment.strategy == "direct" else CANARY
+
+
 def roll_out(spec: Spec, registry: ModelRegistry | None = None) -> Endpoint:
-    bundle_dir = export_champion_bundle(spec, registry)
+    """Deploy the champion (direct), or start the rollout of the `canary` version.
+
+    Returns the endpoint as it serves now (for a progressive rollout: still the champion,
+    with the new version in the candidate slot).
+    """
+    registry = registry or default_registry(spec)
+    canary = registry.alias_version(CANARY) if release_alias(spec) == CANARY else None
+    if canary is None:
+        return _deploy_alias(spec, registry, CHAMPION)
+    status = target_for(spec).status()
+    if status is None or not status.healthy or registry.alias_version(CHAMPION) is None:
+        # Nothing serves to compare the new version with: it goes in at once.
+        endpoint = _deploy_alias(spec, registry, CANARY)
+        registry.set_alias(CHAMPION, canary.version)
+        registry.delete_alias(CANARY)
+        return endpoint
+    endpoint = _serving_champion(spec, registry)
+    current = active_rollout(spec)
+    if current is None or current.version != str(canary.version):
+        bundle_dir = export_champion_bundle(spec, registry, alias=CANARY)
+        controller = RolloutController(spec, admin_client(spec, endpoint.url), registry)
+        controller.begin(str(canary.version), bundle_dir.name)
+    return endpoint
+
+
+def _deploy_alias(spec: Spec, registry: ModelRegistry, alias: str) -> Endpoint:
+    bundle_dir = export_champion_bundle(spec, registry, alias=alias)
     endpoint = target_for(spec).deploy(bundle_dir)
     smoke_request(endpoint.url, example_row(spec.dataset))
     return endpoint
+
+
+def _serving_champion(spec: Spec, registry: ModelRegistry) -> Endpoint:
+    """The endpoint, with the champion in its stable slot (deployed only if it is not)."""
+    status = target_for(spec).status()
+    champion = registry.alias_version(CHAMPION)
+    if (
+        status is not None
+        and champion is not None
+        and served_version(status.endpoint.url, spec.model.name) == str(champion.version)
+    ):
+        return status.endpoint
+    return _deploy_alias(spec, registry, CHAMPION)
+
+
+def admin_client(spec: Spec, url: str | None = None) -> AdminClient:
+    """Admin API client for the deployed server (at `url`, else where the target says)."""
+    if url is None:
+        status = target_for(spec).status()
+        if status is None:
+            raise RolloutError("nothing is deployed: no server to talk to")
+        url = status.endpoint.url
+    token = admin_token(spec.paths.deployments, spec.serving.admin_token_env)
+    return AdminClient(url, token)
+
+
+def controller_for(spec: Spec, registry: ModelRegistry | None = None) -> RolloutController:
+    """The rollout controller on the deployed server and the spec's registry."""
+    return RolloutController(spec, admin_client(spec), registry or default_registry(spec))
 
 
 def example_row(dataset: DatasetSpec) -> dict[str, Any]:

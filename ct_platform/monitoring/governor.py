@@ -166,13 +166,7 @@ class RetrainGovernor:
             "detail": detail,
             "message": f"retrain {outcome}; no automatic retrain for {minutes:g} min",
         }
-        self.alert_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.alert_log.open("a") as handle:
-            handle.write(json.dumps(alert) + "\n")
-        log.warning("alert: %s", alert["message"])
-        url = self.environ.get(self.spec.alert_webhook_env or "", "")
-        if url:
-            _post_webhook(url, alert)
+        send_alert(alert, self.alert_log, self.environ.get(self.spec.alert_webhook_env or "", ""))
 
     # --- ledger persistence --------------------------------------------------------------
 
@@ -201,6 +195,18 @@ class RetrainGovernor:
         temporary = self.ledger_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(asdict(ledger), indent=2))
         os.replace(temporary, self.ledger_path)
+
+
+def send_alert(alert: dict, alert_log: Path, webhook_url: str | None) -> None:
+    """The platform's alert: one JSON line in `alert_log` (`$CT_HOME/alerts.jsonl`), a
+    warning in the log, and a POST to `webhook_url` when one is set. `alert` holds at least
+    "ts", "event" and "message"."""
+    alert_log.parent.mkdir(parents=True, exist_ok=True)
+    with alert_log.open("a") as handle:
+        handle.write(json.dumps(alert) + "\n")
+    log.warning("alert: %s", alert["message"])
+    if webhook_url:
+        _post_webhook(webhook_url, alert)
 
 
 def _post_webhook(url: str, alert: dict) -> None:

@@ -288,6 +288,11 @@ class ModelRegistry:
         """Point `alias` at `version` (an alias names one version: it moves, never copies)."""
         self._client.set_registered_model_alias(self.model_name, alias, str(version))
 
+    def delete_alias(self, alias: str) -> None:
+        """Remove `alias` from whichever version holds it; nothing happens if none does."""
+        if self.alias_version(alias) is not None:
+            self._client.delete_registered_model_alias(self.model_name, alias)
+
     # --- models --------------------------------------------------------------------------
 
     def load_model(self, version: int) -> Pipeline:

@@ -8,6 +8,9 @@ from datetime import datetime
 # The registry's lifecycle aliases: the newest candidate, and the version that serves.
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+# The version a progressive rollout is bringing in (any strategy but `direct`); it becomes
+# `champion` when the rollout completes and loses the alias when it is rolled back.
+CANARY = "canary"
 # The Dagster run that logged an MLflow run or version (tag on both).
 DAGSTER_RUN_TAG = "dagster.run_id"
 

@@ -6,6 +6,7 @@
     POST   /admin/routing                    {"candidate_weight": 0.1, "shadow": false}
     POST   /admin/promote                    candidate -> stable (old stable kept as previous)
     POST   /admin/rollback                   previous <-> stable
+    GET    /admin/stats                      per-slot running totals (see `slot_stats`)
 
 Without a token configured (the env var named by `admin_token_env` unset) the admin API
 is off: every call answers 403. `load` only takes bundles under `$CT_HOME/bundles` (a
@@ -61,6 +62,14 @@ def routes(server: Server) -> list[Route]:
 
         return endpoint
 
+    async def stats(request: Request) -> Response:
+        try:
+            _check_admin(server, request)
+        except HttpError as error:
+            return mlflow_error(error)
+        # Read on the loop, between two requests: one consistent set of totals.
+        return json_response({**server.slot_stats.snapshot(), "routing": server.state.describe()})
+
     return [
         Route("/admin/slots", guarded(_current), methods=["GET"]),
         Route("/admin/slots/{slot}/load", guarded(_load), methods=["POST"]),
@@ -68,6 +77,7 @@ def routes(server: Server) -> list[Route]:
         Route("/admin/routing", guarded(_routing), methods=["POST"]),
         Route("/admin/promote", guarded(_promote), methods=["POST"]),
         Route("/admin/rollback", guarded(_rollback), methods=["POST"]),
+        Route("/admin/stats", stats, methods=["GET"]),
     ]
 
 

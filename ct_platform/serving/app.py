@@ -34,6 +34,7 @@ from ct_platform.serving.metrics import Metrics
 from ct_platform.serving.openapi import openapi_document
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
 from ct_platform.serving.schema import InputError, InputSchema, ParsedRows
+from ct_platform.serving.slot_stats import SlotStats
 from ct_platform.serving.slots import ServedModel, SlotState
 from ct_platform.serving.transport import (
     JSON,
@@ -79,6 +80,7 @@ class Server:
         self.config = config
         self.state = state
         self.metrics = Metrics()
+        self.slot_stats = SlotStats(regression=state.stable.model.meta.task == "regression")
         self.prediction_log = PredictionLog(
             config.predictions_dir,
             max_segment_bytes=config.log_segment_bytes,
@@ -164,6 +166,7 @@ class Server:
     ) -> Response:
         started = time.perf_counter()
         headers: dict[str, str] = {}
+        route = None
         try:
             client_id = request_id_of(request)
             request_id = client_id or new_request_id()
@@ -178,6 +181,8 @@ class Server:
             )
         except HttpError as error:
             self.metrics.error(endpoint, error.status)
+            if route is not None:  # the slot's model (or its schema) refused the request
+                self.slot_stats.error(route.slot)
             return error_response(error, headers)
         request_id = scored.request_id
         headers.update(
@@ -192,7 +197,14 @@ class Server:
         shadow = None
         if route.shadow is not None:
             shadow = BackgroundTask(
-                self._shadow, route.shadow, endpoint, parse, body, content_type, request_id
+                self._shadow,
+                route.shadow,
+                endpoint,
+                parse,
+                body,
+                content_type,
+                request_id,
+                scored.prediction,
             )
         return Response(scored.content, media_type=JSON, headers=headers, background=shadow)
 
@@ -250,8 +262,10 @@ class Server:
         body: bytes,
         content_type: str | None,
         request_id: str,
+        answered: Prediction,
     ) -> None:
-        """Score a copy with the shadow model after the answer went out; only log it."""
+        """Score a copy with the shadow model after the answer went out; only log it and
+        count how often it agrees with `answered`, the prediction the client got."""
         started = time.perf_counter()
         try:
             scored = await self._scored(
@@ -259,9 +273,11 @@ class Server:
             )
         except HttpError as error:
             self.metrics.error(f"{endpoint}_shadow", error.status)
+            self.slot_stats.error("shadow")
             return
         seconds = time.perf_counter() - started
         self._record(endpoint, "shadow", served, request_id, scored, seconds)
+        self.slot_stats.compared(answered, scored.prediction)
 
     def _record(
         self,
@@ -273,6 +289,7 @@ class Server:
         seconds: float,
     ) -> None:
         self.metrics.prediction(endpoint, slot, served.version, scored.parsed.n_rows, seconds)
+        self.slot_stats.scored(slot, request_id, seconds, scored.prediction)
         batch = ScoredBatch(
             request_id=request_id,
             ts=time.time(),
@@ -302,6 +319,7 @@ class Server:
         except HttpError as error:
             return mlflow_error(error)
         await anyio.to_thread.run_sync(self.feedback_log.append, records)
+        self.slot_stats.feedback(records)
         return json_response({"recorded": len(records)})
 
     async def prometheus(self, request: Request) -> Response:

@@ -102,8 +102,10 @@ def evaluate_candidate(
     )
 
 
-def promote(registry: ModelRegistry, version: int) -> int | None:
-    """Move `champion` to `version` if its recorded gates allow it; return the previous one.
+def promote(registry: ModelRegistry, version: int, *, alias: str = CHAMPION) -> int | None:
+    """Move `alias` (`champion`, or `canary` under a progressive rollout, which moves
+    `champion` when it completes) to `version` if its recorded gates allow it; return the
+    previous champion.
 
     The gate verdict is read back from the registry rather than trusted from the caller, so a
     later run (or an automation tick) can never promote a candidate that failed a gate.
@@ -115,5 +117,5 @@ def promote(registry: ModelRegistry, version: int) -> int | None:
             f"({GATES_PASSED_TAG}={verdict!r}); the champion alias stays where it is"
         )
     previous = registry.alias_version(CHAMPION)
-    registry.set_alias(CHAMPION, version)
+    registry.set_alias(alias, version)
     return previous.version if previous else None

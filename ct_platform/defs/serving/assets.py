@@ -78,9 +78,11 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         context: dg.AssetExecutionContext, mlflow: MlflowResource
     ) -> Iterator[dg.MaterializeResult]:
         from ct_platform.deployment.export import export_champion_bundle
+        from ct_platform.deployment.rollout import release_alias
         from ct_platform.serving.bundle import read_meta
 
-        bundle_dir = export_champion_bundle(spec, mlflow.registry(spec))
+        alias = release_alias(spec)
+        bundle_dir = export_champion_bundle(spec, mlflow.registry(spec), alias=alias)
         meta = read_meta(bundle_dir)
         context.log.info(f"bundle {bundle_dir} (onnx={meta.onnx.enabled})")
         yield dg.MaterializeResult(
@@ -102,17 +104,23 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         description=f"The live endpoint ({spec.serving.target} target) serving the champion.",
     )
-    def deployed_endpoint(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def deployed_endpoint(
+        context: dg.AssetExecutionContext, mlflow: MlflowResource
+    ) -> dg.MaterializeResult:
+        from ct_platform.deployment.controller import active_rollout
         from ct_platform.deployment.rollout import roll_out
 
-        endpoint = roll_out(spec)
+        endpoint = roll_out(spec, mlflow.registry(spec))
         context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")
+        rollout = active_rollout(spec)
+        rolling = {"rollout": f"{rollout.strategy} of v{rollout.version}"} if rollout else {}
         return dg.MaterializeResult(
             metadata={
                 "url": dg.MetadataValue.url(endpoint.url),
                 "version": dg.MetadataValue.text(endpoint.version),
                 "target": dg.MetadataValue.text(endpoint.target),
                 "deployed_at": dg.MetadataValue.text(endpoint.deployed_at),
+                **numbers("", rolling),
             }
         )
 

@@ -10,6 +10,9 @@ the sensor stays light and every repair shows in the UI. It repairs three states
   the champion is deployed;
 - a deployment run is already queued or running: the tick waits for it.
 
+While a progressive rollout is active the watchdog stands aside (a redeploy would replace
+the candidate under analysis); the rollout ends itself if its server loses the version.
+
 Right after a promotion, automation deploys the new bundle; the watchdog gives it
 `automation_grace_seconds` before stepping in, so one promotion is one deployment.
 """
@@ -73,8 +76,12 @@ def build_endpoint_watchdog(
     def endpoint_watchdog(
         context: dg.SensorEvaluationContext, mlflow: MlflowResource
     ) -> dg.SensorResult:
+        from ct_platform.deployment.controller import active_rollout
         from ct_platform.deployment.rollout import live_endpoint_status
 
+        rollout = active_rollout(spec)
+        if rollout is not None:  # its own analysis ends it if the server loses the version
+            return skip(f"rollout {rollout.id} is {rollout.status}: the rollout_sensor drives it")
         status = live_endpoint_status(spec, mlflow.registry(spec))
         running = deployment_in_flight(context.instance)
         if running is not None:

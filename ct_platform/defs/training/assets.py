@@ -226,11 +226,13 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         model_evaluation: EvaluationOutcome,
         mlflow: MlflowResource,
     ) -> dg.MaterializeResult:
+        from ct_platform.deployment.rollout import release_alias
         from ct_platform.monitoring.champion_reference import save_champion_reference
         from ct_platform.training.promotion import promote
 
         registry = mlflow.registry(spec)
-        previous = promote(registry, model_evaluation.version)
+        # A progressive strategy gives the version `canary`; its rollout moves `champion`.
+        previous = promote(registry, model_evaluation.version, alias=release_alias(spec))
         # Drift is measured against what the serving model learned from (this version's own
         # training set, carried by its evaluation): move the reference.
         metric = spec.evaluation.primary_metric

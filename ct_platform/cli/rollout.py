@@ -1,0 +1,78 @@
+"""`ct rollout status|pause|resume|promote|abort`: see and steer the progressive rollout.
+
+- `status [--json]`: the current (or last) rollout: strategy, version, status, step, the
+  candidate's traffic share, and its analyses, newest last;
+- `pause`: the rollout stays where it is (weights unchanged), no analysis runs;
+- `resume`: analyses start again, with a fresh period;
+- `promote`: all traffic to the new version now; `champion` moves to it;
+- `abort`: the candidate gets no more traffic and is unloaded; `champion` stays.
+
+`--reason` is recorded with the action. Exit status: 0 done, 1 the action does not apply
+now (no active rollout), 2 the server or the spec could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+COMMANDS = ("status", "pause", "resume", "promote", "abort")
+SHOWN_ANALYSES = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=COMMANDS)
+    parser.add_argument("--reason", default="", help="recorded with the action")
+    parser.add_argument("--json", action="store_true", help="status: print the state as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ct_platform.deployment.controller import RolloutError, RolloutStore
+    from ct_platform.deployment.endpoint import DeploymentError
+    from ct_platform.deployment.rollout import controller_for
+    from ct_platform.settings import load_spec
+
+    try:
+        spec = load_spec()
+        if args.action == "status":
+            rollout = RolloutStore(spec.paths.rollouts).read()
+            state = None if rollout is None else rollout.summary()
+        else:
+            state = controller_for(spec).control(args.action, args.reason).summary()
+    except RolloutError as exc:
+        print(f"ct rollout {args.action}: {exc}", file=sys.stderr)
+        return 1
+    except (DeploymentError, OSError, ValueError) as exc:
+        print(f"ct rollout {args.action}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(state, indent=2, default=str))
+    else:
+        print(describe(state))
+    return 0
+
+
+def describe(state: dict[str, Any] | None) -> str:
+    """A few lines for people: what rolls out, where it stands, its last analyses."""
+    if state is None:
+        return "no rollout yet"
+    lines = [
+        f"rollout {state['id']}: {state['strategy']} of version {state['version']} "
+        f"(serving: {state['previous_version']})",
+        f"status {state['status']}, phase {state['phase']}, step {state['step']}, "
+        f"candidate traffic {100 * state['weight']:g} %",
+    ]
+    if state["reason"]:
+        lines.append(f"reason: {state['reason']}")
+    if state["decision"]:
+        lines.append(f"decision: {json.dumps(state['decision'], default=str)}")
+    for entry in state["history"][-SHOWN_ANALYSES:]:
+        at = datetime.fromtimestamp(entry["at"], UTC).strftime("%H:%M:%S")
+        lines.append(
+            f"  {at} step {entry['step']} {100 * entry['weight']:g} % "
+            f"{entry['verdict']}: {entry['reason']}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,318 @@
+"""Live analysis of a rollout: the candidate's traffic against stable's, over one period.
+
+Inputs are two snapshots of the server's per-slot running totals (`GET /admin/stats`,
+see `ct_platform.serving.slot_stats`); their difference is exactly what each slot did in
+between, so both slots are judged on the same period. The checks follow Flagger's and Argo
+Rollouts' analysis: each metric against a limit from the spec's `deployment.analysis`.
+
+- error rate: the candidate's failed requests over its requests, at most `error_rate_max`;
+- p99 latency: read from the latency histogram (the upper bound of the bucket holding the
+  99th percentile, so it errs on the slow side), at most `p99_latency_ms_max`;
+- score shift: PSI, or the Jensen-Shannon distance (base 2, 0..1), between the two slots'
+  predicted-score histograms, at most `score_shift_max`;
+- primary metric, once both slots have `min_labelled` labelled requests since the rollout
+  began: accuracy may trail stable's by `metric_tolerance` (absolute), mean absolute error
+  may exceed stable's by `metric_tolerance` (relative);
+- agreement (shadow, classification): share of rows where the shadow predicted stable's
+  label, at least `shadow.min_agreement`.
+
+A period with fewer than `min_requests` candidate requests gives no verdict ("wait").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from ct_platform.settings import AbSpec, AnalysisSpec
+
+Verdict = Literal["pass", "fail", "wait"]
+# Laplace smoothing of empty histogram bins: PSI is infinite on a bin one side lacks.
+_EMPTY_BIN = 0.5
+
+
+@dataclass(frozen=True)
+class SlotWindow:
+    """What one slot did between two snapshots."""
+
+    requests: int
+    errors: int
+    latency: list[int]
+    scores: dict[str, int]
+    compared_rows: int
+    agreeing_rows: int
+    labelled: int
+    outcome_sum: float
+    outcome_sq_sum: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def outcome_mean(self) -> float:
+        return self.outcome_sum / self.labelled if self.labelled else math.nan
+
+    @property
+    def outcome_sd(self) -> float:
+        if self.labelled < 2:
+            return math.nan
+        variance = (self.outcome_sq_sum - self.labelled * self.outcome_mean**2) / (
+            self.labelled - 1
+        )
+        return math.sqrt(max(variance, 0.0))
+
+
+def slot_window(before: dict[str, Any] | None, after: dict[str, Any], slot: str) -> SlotWindow:
+    """`slot`'s totals in `after` minus those in `before` (None: since the server started).
+
+    A slot whose totals went down was reset (the server restarted in between): the window
+    is then its totals in `after` alone.
+    """
+    now = after["slots"].get(slot) or {}
+    then = (before or {}).get("slots", {}).get(slot) or {}
+    if then and then.get("requests", 0) > now.get("requests", 0):
+        then = {}
+    bounds = len(after["latency_bounds_ms"]) + 1
+
+    def counts(key: str) -> int:
+        return int(now.get(key, 0)) - int(then.get(key, 0))
+
+    def sums(key: str) -> float:
+        return float(now.get(key, 0.0)) - float(then.get(key, 0.0))
+
+    old_latency = then.get("latency") or [0] * bounds
+    new_latency = now.get("latency") or old_latency
+    old_scores = then.get("scores") or {}
+    scores = {b: c - old_scores.get(b, 0) for b, c in (now.get("scores") or {}).items()}
+    return SlotWindow(
+        requests=counts("requests"),
+        errors=counts("errors"),
+        latency=[a - b for a, b in zip(new_latency, old_latency, strict=True)],
+        scores={b: c for b, c in scores.items() if c > 0},
+        compared_rows=counts("compared_rows"),
+        agreeing_rows=counts("agreeing_rows"),
+        labelled=counts("labelled"),
+        outcome_sum=sums("outcome_sum"),
+        outcome_sq_sum=sums("outcome_sq_sum"),
+    )
+
+
+def p99_ms(window: SlotWindow, bounds_ms: list[float]) -> float:
+    """Upper bound (ms) of the latency bucket holding the 99th percentile; NaN if empty."""
+    total = sum(window.latency)
+    if total == 0:
+        return math.nan
+    rank = math.ceil(0.99 * total)
+    seen = 0
+    for index, count in enumerate(window.latency):
+        seen += count
+        if seen >= rank:
+            return bounds_ms[index] if index < len(bounds_ms) else math.inf
+    return math.inf
+
+
+def score_shift(a: dict[str, int], b: dict[str, int], metric: str) -> float:
+    """PSI or Jensen-Shannon distance between two histograms on the same bin grid."""
+    bins = sorted(set(a) | set(b), key=int)
+    if not bins:
+        return math.nan
+    p = [a.get(bin_, 0) + _EMPTY_BIN for bin_ in bins]
+    q = [b.get(bin_, 0) + _EMPTY_BIN for bin_ in bins]
+    p_total, q_total = sum(p), sum(q)
+    p = [value / p_total for value in p]
+    q = [value / q_total for value in q]
+    if metric == "psi":
+        return sum((x - y) * math.log(x / y) for x, y in zip(p, q, strict=True))
+    from scipy.spatial.distance import jensenshannon
+
+    return float(jensenshannon(p, q, base=2))
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float
+    limit: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Analysis:
+    verdict: Verdict
+    reason: str
+    checks: list[Check]
+    # Plain numbers for the record and the UI: requests, error rates, p99s, shift, ...
+    figures: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "checks": [asdict(check) for check in self.checks]}
+
+
+def analyse(
+    spec: AnalysisSpec,
+    *,
+    period_start: dict[str, Any] | None,
+    rollout_start: dict[str, Any] | None,
+    now: dict[str, Any],
+    candidate_slot: str = "candidate",
+    regression: bool,
+    min_agreement: float | None = None,
+) -> Analysis:
+    """Judge `candidate_slot` against stable over the period `period_start` -> `now`.
+
+    Stable's scores come from the same period; when stable answered too little of it (a
+    canary at 100 %), from the whole rollout (`rollout_start` -> `now`). Labels are always
+    counted over the whole rollout: they arrive late and sparse.
+    """
+    bounds = now["latency_bounds_ms"]
+    candidate = slot_window(period_start, now, candidate_slot)
+    stable = slot_window(period_start, now, "stable")
+    if stable.requests < spec.min_requests:
+        stable = slot_window(rollout_start, now, "stable")
+    figures = {
+        "candidate_requests": float(candidate.requests),
+        "stable_requests": float(stable.requests),
+        "candidate_error_rate": candidate.error_rate,
+        "stable_error_rate": stable.error_rate,
+        "candidate_p99_ms": p99_ms(candidate, bounds),
+        "stable_p99_ms": p99_ms(stable, bounds),
+    }
+    if candidate.requests < spec.min_requests:
+        reason = (
+            f"waiting for traffic: {candidate.requests} {candidate_slot} requests in this "
+            f"period, {spec.min_requests} needed for a verdict"
+        )
+        return Analysis("wait", reason, [], figures)
+    checks = [
+        Check("error_rate", candidate.error_rate, spec.error_rate_max, True),
+        Check("p99_latency_ms", figures["candidate_p99_ms"], spec.p99_latency_ms_max, True),
+    ]
+    if sum(stable.scores.values()) >= spec.min_requests:
+        shift = score_shift(candidate.scores, stable.scores, spec.score_shift_metric)
+        figures["score_shift"] = shift
+        name = f"score_shift_{spec.score_shift_metric}"
+        checks.append(Check(name, shift, spec.score_shift_max, True))
+    if min_agreement is not None and candidate.compared_rows:
+        agreement = candidate.agreeing_rows / candidate.compared_rows
+        figures["agreement"] = agreement
+        checks.append(Check("agreement", agreement, min_agreement, agreement >= min_agreement))
+    checks += _metric_check(spec, rollout_start, now, candidate_slot, regression, figures)
+    checks = [_judged(check) for check in checks]
+    failed = [check for check in checks if not check.passed]
+    if failed:
+        reason = "; ".join(_describe_failure(check) for check in failed)
+        return Analysis("fail", reason, checks, figures)
+    return Analysis("pass", f"{len(checks)} checks passed", checks, figures)
+
+
+def _judged(check: Check) -> Check:
+    """Maxima pass at or under their limit; `agreement` (a minimum) is judged where built."""
+    if check.name == "agreement":
+        return check
+    return Check(check.name, check.value, check.limit, not check.value > check.limit)
+
+
+def _metric_check(
+    spec: AnalysisSpec,
+    rollout_start: dict[str, Any] | None,
+    now: dict[str, Any],
+    candidate_slot: str,
+    regression: bool,
+    figures: dict[str, float],
+) -> list[Check]:
+    candidate = slot_window(rollout_start, now, candidate_slot)
+    stable = slot_window(rollout_start, now, "stable")
+    figures["candidate_labelled"] = float(candidate.labelled)
+    figures["stable_labelled"] = float(stable.labelled)
+    if min(candidate.labelled, stable.labelled) < spec.min_labelled:
+        return []
+    figures["candidate_outcome"] = candidate.outcome_mean
+    figures["stable_outcome"] = stable.outcome_mean
+    if regression:  # mean absolute error: relative excess over stable's
+        excess = candidate.outcome_mean / max(stable.outcome_mean, 1e-12) - 1.0
+        return [Check("mae_excess", excess, spec.metric_tolerance, True)]
+    shortfall = stable.outcome_mean - candidate.outcome_mean
+    return [Check("accuracy_shortfall", shortfall, spec.metric_tolerance, True)]
+
+
+def _describe_failure(check: Check) -> str:
+    if check.name == "agreement":
+        return f"agreement {check.value:.3f} under the minimum {check.limit:g}"
+    return f"{check.name} {check.value:.4g} over the limit {check.limit:g}"
+
+
+# --- A/B test -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AbResult:
+    stable_n: int
+    candidate_n: int
+    stable_mean: float
+    candidate_mean: float
+    p_value: float
+    # candidate - stable, in the outcome's units (accuracy, or mean absolute error)
+    effect: float
+
+    def candidate_better(self, regression: bool) -> bool:
+        return self.effect < 0 if regression else self.effect > 0
+
+
+def required_sample_size(ab: AbSpec, *, regression: bool, outcome_sd: float | None) -> int:
+    """Labelled requests needed in the stable arm to detect `ab.minimum_effect` with
+    `ab.power` at level `ab.alpha` (two-sided); the candidate arm needs `split/(1-split)`
+    times as many. Classification: Cohen's h between `baseline_rate` and
+    `baseline_rate + minimum_effect`; regression: `minimum_effect / outcome_sd` (the
+    absolute errors' standard deviation, from stable's labels)."""
+    if regression:
+        if not outcome_sd or not math.isfinite(outcome_sd):
+            raise ValueError("a regression A/B test needs stable's outcome_sd to size itself")
+        effect_size = ab.minimum_effect / outcome_sd
+    else:
+        treated = min(ab.baseline_rate + ab.minimum_effect, 1 - 1e-9)
+        effect_size = abs(_arcsine(treated) - _arcsine(ab.baseline_rate))
+    from statsmodels.stats.power import NormalIndPower
+
+    n = NormalIndPower().solve_power(
+        effect_size=effect_size, alpha=ab.alpha, power=ab.power, ratio=ab.split / (1 - ab.split)
+    )
+    return math.ceil(n)
+
+
+def _arcsine(rate: float) -> float:
+    return 2 * math.asin(math.sqrt(rate))
+
+
+def ab_test(stable: SlotWindow, candidate: SlotWindow, *, regression: bool) -> AbResult:
+    """Two-sided test of the outcome between the arms: two proportions (z test) for the
+    correct rate, Welch's t test for the absolute error (both from running sums)."""
+    if regression:
+        from scipy.stats import ttest_ind_from_stats
+
+        p_value = float(
+            ttest_ind_from_stats(
+                candidate.outcome_mean,
+                candidate.outcome_sd,
+                candidate.labelled,
+                stable.outcome_mean,
+                stable.outcome_sd,
+                stable.labelled,
+                equal_var=False,
+            ).pvalue
+        )
+    else:
+        from statsmodels.stats.proportion import proportions_ztest
+
+        successes = [round(candidate.outcome_sum), round(stable.outcome_sum)]
+        _, p_value = proportions_ztest(successes, [candidate.labelled, stable.labelled])
+        p_value = float(p_value)
+    return AbResult(
+        stable_n=stable.labelled,
+        candidate_n=candidate.labelled,
+        stable_mean=stable.outcome_mean,
+        candidate_mean=candidate.outcome_mean,
+        p_value=p_value if math.isfinite(p_value) else 1.0,
+        effect=candidate.outcome_mean - stable.outcome_mean,
+    )

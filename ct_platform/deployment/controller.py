@@ -1,0 +1,461 @@
+"""Progressive delivery: one rollout at a time, advanced one analysis at a time.
+
+A rollout brings version N (the `canary` alias) in beside the serving version (the
+`champion` alias, the server's stable slot) with one of the spec's strategies:
+
+- `canary`: the candidate answers `steps[i]` % of traffic; after each interval the
+  analysis of that period either moves to the next step, or rolls back; a pass at 100 %
+  completes the rollout;
+- `blue_green`: the candidate is loaded and warmed on shadow copies of live traffic; once
+  its analysis passes, all traffic switches at once; the old version stays loaded (the
+  server's `previous` slot) and a rollback within `rollback_window_seconds` is one swap;
+- `shadow`: the candidate scores copies of live traffic (only stable answers) until
+  `shadow.requests` shadow requests or `shadow.duration_seconds`; the analysis of the whole
+  run (agreement, score shift, errors, latency) decides promotion or not;
+- `ab`: a fixed, sticky split; safety checks every interval, and once both arms hold the
+  sample size the test needs, a test on the labels from `/feedback` each interval: stop at
+  significance (promote the candidate if it wins) or at `ab.max_duration_seconds`.
+
+Registry policy (so that MLflow, the server and Dagster never disagree about what serves):
+`champion` always names the server's stable version. The version being rolled out holds
+`canary`; `champion` moves to it only when all traffic is its (completion, a blue-green
+switch, or a person's "promote now"), and `canary` is removed at the end either way. A
+rollback removes `canary` and leaves `champion`, and stable, untouched.
+
+Nothing here waits: `advance()` does one analysis when an interval has passed and returns.
+The state lives in `$CT_HOME/rollouts/current.json` (replaced atomically, changed under a
+file lock); every finished rollout is kept as `<id>.json` beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ct_platform.deployment.analysis import (
+    Analysis,
+    ab_test,
+    analyse,
+    required_sample_size,
+    slot_window,
+)
+from ct_platform.deployment.endpoint import DeploymentError
+from ct_platform.deployment.state import exclusive, read_json, write_json_atomic
+from ct_platform.registry.versions import CANARY, CHAMPION
+from ct_platform.settings import Spec
+
+if TYPE_CHECKING:
+    from ct_platform.deployment.admin import AdminClient
+    from ct_platform.registry.mlflow_registry import ModelRegistry
+
+Status = Literal["running", "paused", "completed", "rolled_back", "stopped"]
+ACTIVE: tuple[Status, ...] = ("running", "paused")
+Action = Literal["pause", "resume", "promote", "abort"]
+ACTIONS: tuple[Action, ...] = ("pause", "resume", "promote", "abort")
+CURRENT_FILE = "current.json"
+
+
+class RolloutError(DeploymentError):
+    """A rollout command that cannot apply now (the message says why)."""
+
+
+@dataclass
+class Rollout:
+    id: str
+    strategy: str
+    version: str
+    previous_version: str | None
+    # The bundle as the server's admin API takes it: a folder name under $CT_HOME/bundles.
+    bundle: str
+    started_at: float
+    status: Status = "running"
+    # canary: "canary"; blue_green: "verify" then "switched"; shadow: "shadow"; ab: "test"
+    phase: str = ""
+    step: int = 0
+    weight: float = 0.0
+    period_started_at: float = 0.0
+    # Server stats snapshots: at the start of the rollout and of the current period.
+    origin: dict[str, Any] = field(default_factory=dict)
+    cursor: dict[str, Any] = field(default_factory=dict)
+    failed_checks: int = 0
+    required_samples: int | None = None
+    decision: dict[str, Any] | None = None
+    reason: str = ""
+    finished_at: float | None = None
+    # One entry per analysis or control action: at, step, weight, verdict, reason, figures.
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    def summary(self) -> dict[str, Any]:
+        """The state without the raw snapshots (for people, the CLI, the UI)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("origin", "cursor")}
+
+
+class RolloutStore:
+    """`current.json` plus one archived record per finished rollout, under one lock."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.current_file = directory / CURRENT_FILE
+
+    def read(self) -> Rollout | None:
+        raw = read_json(self.current_file)
+        return Rollout(**raw) if raw else None
+
+    def write(self, rollout: Rollout) -> None:
+        write_json_atomic(self.current_file, asdict(rollout))
+        if not rollout.active:
+            write_json_atomic(self.directory / f"{rollout.id}.json", asdict(rollout))
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with exclusive(self.directory / "rollout.lock"):
+            yield
+
+
+def active_rollout(spec: Spec) -> Rollout | None:
+    """The running or paused rollout, if any: one file read, for sensors and the watchdog."""
+    rollout = RolloutStore(spec.paths.rollouts).read()
+    return rollout if rollout is not None and rollout.active else None
+
+
+def is_due(rollout: Rollout, interval_seconds: float, now: float) -> bool:
+    return rollout.status == "running" and now - rollout.period_started_at >= interval_seconds
+
+
+class RolloutController:
+    """Starts, advances and ends rollouts on one server (its admin API) and the registry."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        admin: AdminClient,
+        registry: ModelRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.spec = spec
+        self.deployment = spec.deployment
+        self.admin = admin
+        self.registry = registry
+        self.clock = clock
+        self.environ = environ
+        self.store = RolloutStore(spec.paths.rollouts)
+        self.regression = spec.dataset.task == "regression"
+
+    # --- start -------------------------------------------------------------------------
+
+    def begin(self, version: str, bundle: str) -> Rollout:
+        """Load `bundle` (version `version`) as candidate and route traffic to it as the
+        strategy starts; a rollout still active is rolled back first (superseded)."""
+        strategy = self.deployment.strategy
+        if strategy == "direct":
+            raise RolloutError("deployment.strategy is 'direct': nothing to roll out")
+        with self.store.locked():
+            current = self.store.read()
+            if current is not None and current.active:
+                self._roll_back(current, f"superseded by version {version}", alert=False)
+            slots = self.admin.slots()
+            now = self.clock()
+            rollout = Rollout(
+                id=f"v{version}-{int(now)}",
+                strategy=strategy,
+                version=version,
+                previous_version=str(slots["stable"]["version"]),
+                bundle=bundle,
+                started_at=now,
+                period_started_at=now,
+            )
+            self.admin.load_candidate(Path(bundle))
+            self.registry.set_alias(CANARY, int(version))
+            self._open(rollout)
+            snapshot = self.admin.stats()
+            rollout.origin = rollout.cursor = snapshot
+            self._note(rollout, "start", f"{strategy} rollout of version {version} started")
+            self.store.write(rollout)
+            return rollout
+
+    def _open(self, rollout: Rollout) -> None:
+        """The first routing of each strategy."""
+        if rollout.strategy == "canary":
+            rollout.phase = "canary"
+            self._route(rollout, self.deployment.canary.steps[0] / 100)
+        elif rollout.strategy == "ab":
+            rollout.phase = "test"
+            self._route(rollout, self.deployment.ab.split)
+            if not self.regression:
+                rollout.required_samples = required_sample_size(
+                    self.deployment.ab, regression=False, outcome_sd=None
+                )
+        else:  # blue_green verifies, shadow compares, both on shadow copies
+            rollout.phase = "verify" if rollout.strategy == "blue_green" else "shadow"
+            self._route(rollout, 0.0, shadow=True)
+
+    # --- advance -----------------------------------------------------------------------
+
+    def advance(self, *, force: bool = False) -> Rollout | None:
+        """One analysis when the current period is over (or `force`); the rollout after it.
+
+        Returns None when no rollout is active. A server that no longer holds the
+        rollout's version (restarted, replaced) ends the rollout: rolled back, with why.
+        """
+        with self.store.locked():
+            rollout = self.store.read()
+            if rollout is None or not rollout.active:
+                return None
+            now = self.clock()
+            interval = self.deployment.analysis.interval_seconds
+            if not (force and rollout.status == "running") and not is_due(rollout, interval, now):
+                return rollout
+            self._step(rollout, now)
+            self.store.write(rollout)
+            return rollout
+
+    def _step(self, rollout: Rollout, now: float) -> None:
+        stats = self.admin.stats()
+        lost = self._lost_version(rollout, stats["routing"])
+        if lost:
+            self._roll_back(rollout, lost, alert=True)
+            return
+        if rollout.phase == "switched":
+            self._after_switch(rollout, now)
+            return
+        slot = "candidate" if rollout.strategy in ("canary", "ab") else "shadow"
+        analysis = self._analyse(rollout, stats, slot, period_start=rollout.cursor)
+        self._note(rollout, analysis.verdict, analysis.reason, analysis.figures)
+        if analysis.verdict == "fail":
+            rollout.failed_checks += 1
+            if rollout.failed_checks > self.deployment.analysis.failure_limit:
+                self._roll_back(rollout, f"analysis failed: {analysis.reason}", alert=True)
+                return
+        if rollout.strategy == "canary" and analysis.verdict == "pass":
+            self._next_canary_step(rollout)
+        elif rollout.strategy == "blue_green" and analysis.verdict == "pass":
+            self._switch(rollout, now)
+        elif rollout.strategy == "shadow":
+            self._shadow_budget(rollout, stats, now)
+        elif rollout.strategy == "ab" and analysis.verdict != "fail":
+            self._ab_decision(rollout, stats, now)
+        if rollout.active and analysis.verdict != "wait":
+            self._new_period(rollout, stats, now)
+
+    def _analyse(
+        self, rollout: Rollout, stats: dict[str, Any], slot: str, *, period_start: dict[str, Any]
+    ) -> Analysis:
+        return analyse(
+            self.deployment.analysis,
+            period_start=period_start,
+            rollout_start=rollout.origin,
+            now=stats,
+            candidate_slot=slot,
+            regression=self.regression,
+            min_agreement=None
+            if slot != "shadow" or self.regression
+            else (self.deployment.shadow.min_agreement),
+        )
+
+    def _next_canary_step(self, rollout: Rollout) -> None:
+        steps = self.deployment.canary.steps
+        if rollout.step + 1 >= len(steps):
+            self._complete(rollout, f"canary passed every step up to {steps[-1]:g} %")
+            return
+        rollout.step += 1
+        self._route(rollout, steps[rollout.step] / 100)
+
+    def _switch(self, rollout: Rollout, now: float) -> None:
+        """Blue-green: all traffic to the verified candidate at once; the old one stays."""
+        self.admin.route(0.0)
+        self.admin.promote()
+        self._move_champion(rollout)
+        rollout.phase, rollout.weight = "switched", 1.0
+        rollout.period_started_at = now
+        self._note(rollout, "switch", f"all traffic switched to version {rollout.version}")
+
+    def _after_switch(self, rollout: Rollout, now: float) -> None:
+        window = self.deployment.blue_green.rollback_window_seconds
+        if now - rollout.period_started_at >= window:
+            self._finish(rollout, "completed", f"rollback window of {window:g} s is over")
+
+    def _shadow_budget(self, rollout: Rollout, stats: dict[str, Any], now: float) -> None:
+        shadow = self.deployment.shadow
+        seen = slot_window(rollout.origin, stats, "shadow").requests
+        if seen < shadow.requests and now - rollout.started_at < shadow.duration_seconds:
+            return
+        verdict = self._analyse(rollout, stats, "shadow", period_start=rollout.origin)
+        rollout.decision = {"promote": verdict.verdict == "pass", **verdict.figures}
+        if verdict.verdict == "pass":
+            self._complete(rollout, f"shadow comparison over {seen} requests passed")
+        else:
+            self._roll_back(rollout, f"shadow comparison over {seen} requests: {verdict.reason}")
+
+    def _ab_decision(self, rollout: Rollout, stats: dict[str, Any], now: float) -> None:
+        ab = self.deployment.ab
+        stable = slot_window(rollout.origin, stats, "stable")
+        candidate = slot_window(rollout.origin, stats, "candidate")
+        if rollout.required_samples is None and stable.labelled >= 2:
+            rollout.required_samples = required_sample_size(
+                ab, regression=True, outcome_sd=stable.outcome_sd
+            )
+        needed = rollout.required_samples
+        ratio = ab.split / (1 - ab.split)
+        enough = needed is not None and (
+            stable.labelled >= needed and candidate.labelled >= needed * ratio
+        )
+        result = ab_test(stable, candidate, regression=self.regression) if enough else None
+        if result is not None:
+            rollout.history[-1]["figures"].update(
+                {"p_value": result.p_value, "effect": result.effect}
+            )
+        if result is not None and result.p_value < ab.alpha:
+            winner = "candidate" if result.candidate_better(self.regression) else "stable"
+            rollout.decision = {"winner": winner, **asdict(result), "required_samples": needed}
+            reason = (
+                f"A/B test significant (p = {result.p_value:.3g} < {ab.alpha:g}): {winner} "
+                f"wins, effect {result.effect:+.4f} ({result.candidate_n} vs {result.stable_n})"
+            )
+            if winner == "candidate":
+                self._complete(rollout, reason)
+            else:
+                self._roll_back(rollout, reason, status="stopped")
+        elif now - rollout.started_at >= ab.max_duration_seconds:
+            figures = asdict(result) if result is not None else {}
+            rollout.decision = {"winner": None, **figures, "required_samples": needed}
+            self._roll_back(
+                rollout,
+                f"A/B test reached its maximum duration ({ab.max_duration_seconds:g} s) "
+                f"without a significant difference: no winner, stable stays",
+                status="stopped",
+            )
+
+    def _new_period(self, rollout: Rollout, stats: dict[str, Any], now: float) -> None:
+        rollout.cursor = stats
+        rollout.period_started_at = now
+
+    # --- people's actions ----------------------------------------------------------------
+
+    def control(self, action: Action | str, reason: str = "") -> Rollout:
+        """pause, resume, promote (complete now) or abort (roll back now) the rollout."""
+        if action not in ACTIONS:
+            raise RolloutError(f"unknown action '{action}': use one of {list(ACTIONS)}")
+        with self.store.locked():
+            rollout = self.store.read()
+            if rollout is None or not rollout.active:
+                raise RolloutError(f"no active rollout to {action}")
+            why = reason or f"{action} requested by a person"
+            if action == "pause":
+                rollout.status = "paused"
+                self._note(rollout, "pause", why)
+            elif action == "resume":
+                rollout.status = "running"
+                self._new_period(rollout, self.admin.stats(), self.clock())
+                self._note(rollout, "resume", why)
+            elif action == "promote":
+                if rollout.phase == "switched":
+                    self._finish(rollout, "completed", why)
+                else:
+                    self._complete(rollout, why)
+            else:
+                self._roll_back(rollout, why, alert=False)
+            self.store.write(rollout)
+            return rollout
+
+    # --- endings ---------------------------------------------------------------------------
+
+    def _complete(self, rollout: Rollout, reason: str) -> None:
+        """All traffic to the candidate: the server promotes it, then `champion` follows."""
+        if rollout.phase != "switched":
+            self.admin.route(0.0)
+            self.admin.promote()
+            self._move_champion(rollout)
+        rollout.weight = 1.0
+        self._finish(rollout, "completed", reason)
+
+    def _move_champion(self, rollout: Rollout) -> None:
+        self.registry.set_alias(CHAMPION, int(rollout.version))
+        self.registry.delete_alias(CANARY)
+
+    def _roll_back(
+        self, rollout: Rollout, reason: str, *, alert: bool = False, status: Status = "rolled_back"
+    ) -> None:
+        """Candidate weight to 0 at once (stable untouched), unload it, drop `canary`.
+
+        After a blue-green switch the previous version comes back in one swap instead, and
+        `champion` moves back to it.
+        """
+        if rollout.phase == "switched":
+            self.admin.rollback()
+            if rollout.previous_version is not None:
+                self.registry.set_alias(CHAMPION, int(rollout.previous_version))
+        else:
+            self._restore_stable_only(rollout)
+        self.registry.delete_alias(CANARY)
+        rollout.weight = 0.0
+        self._finish(rollout, status, reason)
+        if alert:
+            self._alert(rollout)
+
+    def _restore_stable_only(self, rollout: Rollout) -> None:
+        slots = self.admin.slots()
+        candidate = slots.get("candidate") or {}
+        if str(candidate.get("version")) == rollout.version:
+            self.admin.route(0.0)
+            self.admin.unload_candidate()
+
+    def _finish(self, rollout: Rollout, status: Status, reason: str) -> None:
+        rollout.status, rollout.reason = status, reason
+        rollout.finished_at = self.clock()
+        self._note(rollout, status, reason)
+
+    def _route(self, rollout: Rollout, weight: float, *, shadow: bool = False) -> None:
+        self.admin.route(weight, shadow=shadow)
+        rollout.weight = weight
+
+    def _lost_version(self, rollout: Rollout, routing: dict[str, Any]) -> str:
+        """Why the server no longer holds the rollout's version where expected ('' if it does)."""
+        slot = "stable" if rollout.phase == "switched" else "candidate"
+        served = (routing.get(slot) or {}).get("version")
+        if str(served) == rollout.version:
+            return ""
+        return (
+            f"the server's {slot} slot holds version {served}, not {rollout.version} "
+            "(server restarted or replaced): rollout ended"
+        )
+
+    def _note(
+        self, rollout: Rollout, verdict: str, reason: str, figures: dict[str, float] | None = None
+    ) -> None:
+        rollout.history.append(
+            {
+                "at": self.clock(),
+                "step": rollout.step,
+                "weight": rollout.weight,
+                "verdict": verdict,
+                "reason": reason,
+                "figures": dict(figures or {}),
+            }
+        )
+
+    def _alert(self, rollout: Rollout) -> None:
+        from ct_platform.monitoring.governor import send_alert
+
+        alert = {
+            "ts": self.clock(),
+            "event": "rollout_rolled_back",
+            "rollout": rollout.id,
+            "version": rollout.version,
+            "strategy": rollout.strategy,
+            "step": rollout.step,
+            "detail": rollout.reason,
+            "message": f"rollout of version {rollout.version} rolled back: {rollout.reason}",
+        }
+        webhook = self.environ.get(self.spec.monitoring.governor.alert_webhook_env or "")
+        send_alert(alert, self.spec.paths.home / "alerts.jsonl", webhook)

@@ -1,0 +1,157 @@
+"""Per-slot running totals for rollout analysis: requests, errors, latency, scores, labels.
+
+Everything here only grows (cumulative counters since the server started), so a reader
+takes two snapshots (`GET /admin/stats`) and subtracts them to get the figures of exactly
+that period, for every slot at once: the candidate and stable are compared over the same
+period, and a reader that crashes between two reads loses nothing.
+
+Per request the cost is a few dict and list updates (one `bisect`, one bin per row); the
+server runs one event loop, so no locks. Slots are `stable`, `candidate` and `shadow` (the
+candidate scoring copies of stable's traffic, whose answers no client sees).
+
+Scores are binned on a fixed grid so that two slots' histograms always line up: the
+positive-class probability (binary), the top-class probability (multiclass), both in 20
+bins over [0, 1]; regression values on an `asinh` grid (quarter units), fine near zero and
+wide for large values, so any target scale fits without knowing it in advance.
+
+Labels posted to `/feedback` are matched to the slot that answered through a bounded map
+of recent single-row request ids (the newest `recent_limit`), so the primary metric is per
+slot too: a correct label (classification) or the absolute error (regression).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ct_platform.serving.bundle import Prediction
+
+# Milliseconds: 1.25x apart from 0.1 ms to ~14 s, so a p99 is read within 25 %.
+LATENCY_BOUNDS_MS = tuple(round(0.1 * 1.25**k, 4) for k in range(54))
+PROBABILITY_BINS = 20
+REGRESSION_BINS_PER_UNIT = 4
+RECENT_LIMIT = 200_000
+
+
+@dataclass
+class SlotTotals:
+    requests: int = 0
+    errors: int = 0
+    rows: int = 0
+    # One count per latency bound, plus one for anything slower.
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_MS) + 1))
+    scores: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+    # Shadow only: rows scored by both, and rows where both predicted the same label.
+    compared_rows: int = 0
+    agreeing_rows: int = 0
+    # Labelled requests and the sum of their outcomes (1/0 correct, or absolute error),
+    # and of the squared outcomes (for a variance).
+    labelled: int = 0
+    outcome_sum: float = 0.0
+    outcome_sq_sum: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "rows": self.rows,
+            "latency": list(self.latency),
+            "scores": {str(bin_): count for bin_, count in self.scores.items()},
+            "compared_rows": self.compared_rows,
+            "agreeing_rows": self.agreeing_rows,
+            "labelled": self.labelled,
+            "outcome_sum": self.outcome_sum,
+            "outcome_sq_sum": self.outcome_sq_sum,
+        }
+
+
+class SlotStats:
+    def __init__(self, *, regression: bool, recent_limit: int = RECENT_LIMIT) -> None:
+        self.regression = regression
+        self.slots: defaultdict[str, SlotTotals] = defaultdict(SlotTotals)
+        # request id -> (slot, predicted label or value); newest last.
+        self._recent: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        self._recent_limit = recent_limit
+
+    def scored(self, slot: str, request_id: str, seconds: float, prediction: Prediction) -> None:
+        totals = self.slots[slot]
+        totals.requests += 1
+        totals.latency[bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)] += 1
+        bins = score_bins(prediction)
+        totals.rows += len(bins)
+        for bin_ in bins.tolist():
+            totals.scores[bin_] += 1
+        if len(bins) == 1 and slot != "shadow":
+            self._remember(request_id, slot, _answer(prediction))
+
+    def error(self, slot: str) -> None:
+        self.slots[slot].errors += 1
+
+    def compared(self, stable: Prediction, shadow: Prediction) -> None:
+        """Agreement of the shadow's labels with the answer stable gave (classification)."""
+        if stable.labels is None or shadow.labels is None:
+            return
+        totals = self.slots["shadow"]
+        totals.compared_rows += len(stable.labels)
+        totals.agreeing_rows += int(np.sum(stable.labels == shadow.labels))
+
+    def feedback(self, records: list[dict[str, Any]]) -> None:
+        """Credit each label to the slot that answered its request (if still remembered)."""
+        for record in records:
+            found = self._recent.pop(record["request_id"], None)
+            if found is None:
+                continue
+            slot, answer = found
+            outcome = self._outcome(answer, record["label"])
+            if outcome is None:
+                continue
+            totals = self.slots[slot]
+            totals.labelled += 1
+            totals.outcome_sum += outcome
+            totals.outcome_sq_sum += outcome * outcome
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "latency_bounds_ms": list(LATENCY_BOUNDS_MS),
+            "score_grid": "asinh_quarter" if self.regression else "probability_20",
+            "outcome": "absolute_error" if self.regression else "correct",
+            "slots": {slot: totals.to_dict() for slot, totals in self.slots.items()},
+        }
+
+    def _remember(self, request_id: str, slot: str, answer: Any) -> None:
+        self._recent[request_id] = (slot, answer)
+        if len(self._recent) > self._recent_limit:
+            self._recent.popitem(last=False)
+
+    def _outcome(self, answer: Any, label: Any) -> float | None:
+        if self.regression:
+            try:
+                return abs(float(label) - float(answer))
+            except (TypeError, ValueError):
+                return None
+        return float(str(label) == str(answer))
+
+
+def score_bins(prediction: Prediction) -> np.ndarray:
+    """One bin index per row on the fixed grid described in the module docstring."""
+    if prediction.proba is not None:
+        proba = prediction.proba
+        score = proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
+        return np.minimum((score * PROBABILITY_BINS).astype(np.int64), PROBABILITY_BINS - 1)
+    if prediction.values is not None:
+        values = np.asarray(prediction.values, dtype=np.float64)
+        return np.floor(np.arcsinh(values) * REGRESSION_BINS_PER_UNIT).astype(np.int64)
+    return np.zeros(0 if prediction.labels is None else len(prediction.labels), dtype=np.int64)
+
+
+def _answer(prediction: Prediction) -> Any:
+    if prediction.labels is not None:
+        label = prediction.labels[0]
+        return label.item() if isinstance(label, np.generic) else label
+    value = float(np.asarray(prediction.values)[0])
+    return value if math.isfinite(value) else None

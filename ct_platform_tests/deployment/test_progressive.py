@@ -1,0 +1,482 @@
+"""Progressive delivery against real server processes (local target), real HTTP, real MLflow.
+
+The controller is driven one analysis at a time (`advance(force=True)`), so nothing here
+depends on how fast a loaded machine is: each test sends traffic, analyses, and asserts on
+states and recorded figures.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import pandas as pd
+import pytest
+
+from ct_platform.cli import main as ct_main
+from ct_platform.defs.resources import MlflowResource
+from ct_platform.defs.serving.rollout import ROLLOUT, build_rollout_defs
+from ct_platform.deployment import target_for
+from ct_platform.deployment.admin import AdminClient
+from ct_platform.deployment.controller import Rollout, RolloutController, RolloutStore
+from ct_platform.deployment.export import default_registry
+from ct_platform.deployment.rollout import admin_client, roll_out
+from ct_platform.registry.mlflow_registry import ModelRegistry
+from ct_platform.registry.versions import CANARY, CHAMPION
+from ct_platform.settings import Spec
+from ct_platform.training.bundling import build_bundle
+from ct_platform_tests.deployment.conftest import TRAIN_ROWS, fit_pipeline, register
+
+pytestmark = pytest.mark.slow
+
+TRAFFIC_ROWS = 400
+# Enough requests a step for a verdict at a 20 % share (min_requests 100).
+STEP_REQUESTS = 700
+
+
+def progressive(spec: Spec, strategy: str, **sections: dict[str, Any]) -> Spec:
+    """`spec` with `deployment.strategy` set and analysis limits a loaded box can meet."""
+    deployment = spec.deployment
+    analysis = deployment.analysis.model_copy(
+        update={"p99_latency_ms_max": 5000.0, **sections.pop("analysis", {})}
+    )
+    updates: dict[str, Any] = {"strategy": strategy, "analysis": analysis}
+    for name, values in sections.items():
+        updates[name] = getattr(deployment, name).model_copy(update=values)
+    return spec.model_copy(update={"deployment": deployment.model_copy(update=updates)})
+
+
+@pytest.fixture(scope="session")
+def traffic_rows(bank_spec: Spec, bank_frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Raw rows as clients send them, from after the training and holdout rows."""
+    rows = bank_frame[bank_spec.dataset.feature_columns].iloc[TRAIN_ROWS + 600 :]
+    return json.loads(rows.iloc[:TRAFFIC_ROWS].to_json(orient="records"))
+
+
+@pytest.fixture(scope="session")
+def flipped_bundle(
+    bank_spec: Spec,
+    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """Version 3: trained on flipped labels, so its scores are shifted (a bad candidate)."""
+    train, holdout = train_holdout
+    target = bank_spec.dataset.target
+    flipped = train.assign(**{target: 1 - train[target]})
+    return build_bundle(
+        fit_pipeline(bank_spec, flipped, max_iter=20),
+        bank_spec,
+        name=bank_spec.model.name,
+        version="3",
+        fingerprint="test-3-flipped",
+        holdout=holdout,
+        directory=tmp_path_factory.mktemp("flipped") / f"{bank_spec.model.name}-v3",
+    )
+
+
+@pytest.fixture
+def registry(
+    serving_spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> ModelRegistry:
+    """MLflow with versions 1 and 2 registered (holdout logged); version 1 is champion."""
+    train, holdout = train_holdout
+    registry = default_registry(serving_spec)
+    for fingerprint in ("fp-1", "fp-2"):
+        register(registry, serving_spec, train, holdout, fingerprint=fingerprint, tmp_path=tmp_path)
+    registry.set_alias(CHAMPION, 1)
+    return registry
+
+
+@pytest.fixture
+def serving_v1(serving_spec: Spec, bundles: dict[str, Path]) -> Iterator[AdminClient]:
+    """A real server process with bundle v1 in its stable slot."""
+    target = target_for(serving_spec)
+    target.deploy(bundles["1"])
+    yield admin_client(serving_spec)
+    target.stop()
+
+
+def send(
+    admin: AdminClient, url: str, rows: list[dict[str, Any]], n: int, *, prefix: str
+) -> list[httpx.Response]:
+    """`n` single-row requests, each with its own routing key and request id."""
+    responses = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for i in range(n):
+            key = f"{prefix}-{i}"
+            responses.append(
+                client.post(
+                    "/invocations",
+                    json={"dataframe_records": [rows[i % len(rows)]]},
+                    headers={"x-routing-key": key, "x-request-id": key},
+                )
+            )
+    return responses
+
+
+def slots(admin: AdminClient) -> dict[str, Any]:
+    state = admin.slots()
+    candidate = state["candidate"]
+    return {
+        "stable": state["stable"]["version"],
+        "candidate": candidate["version"] if candidate else None,
+        "previous": state["previous"]["version"] if state["previous"] else None,
+        "weight": state["candidate_weight"],
+        "shadow": state["shadow"],
+    }
+
+
+def aliases(registry: ModelRegistry) -> dict[str, int | None]:
+    found = {alias: registry.alias_version(alias) for alias in (CHAMPION, CANARY)}
+    return {alias: info.version if info else None for alias, info in found.items()}
+
+
+def last_analysis(rollout: Rollout) -> dict[str, Any]:
+    return [entry for entry in rollout.history if entry["verdict"] in ("pass", "fail", "wait")][-1]
+
+
+def url_of(spec: Spec) -> str:
+    status = target_for(spec).status()
+    assert status is not None
+    return status.endpoint.url
+
+
+def test_canary_reaches_100_percent_and_then_moves_the_champion(
+    serving_spec: Spec, registry: ModelRegistry, traffic_rows: list[dict[str, Any]]
+) -> None:
+    spec = progressive(serving_spec, "canary")
+    roll_out(spec, registry)  # first deployment: champion v1, directly
+    admin = admin_client(spec)
+    assert slots(admin)["stable"] == "1"
+
+    registry.set_alias(CANARY, 2)  # what the champion asset does under a progressive strategy
+    roll_out(spec, registry)
+    controller = RolloutController(spec, admin, registry)
+    rollout = RolloutStore(spec.paths.rollouts).read()
+    assert rollout is not None and (rollout.strategy, rollout.version) == ("canary", "2")
+    assert slots(admin) == {
+        "stable": "1",
+        "candidate": "2",
+        "previous": None,
+        "weight": 0.2,
+        "shadow": False,
+    }
+
+    weights, failed = [], 0
+    for step in range(5):
+        responses = send(admin, url_of(spec), traffic_rows, STEP_REQUESTS, prefix=f"s{step}")
+        failed += sum(response.status_code != 200 for response in responses)
+        answered = {response.headers["x-model-version"] for response in responses}
+        assert answered == ({"2"} if step == 4 else {"1", "2"})
+        rollout = controller.advance(force=True)
+        assert rollout is not None
+        weights.append(rollout.weight)
+        verdict = last_analysis(rollout)
+        assert verdict["verdict"] == "pass", verdict["reason"]
+
+    assert failed == 0
+    assert weights == [0.4, 0.6, 0.8, 1.0, 1.0]
+    assert rollout.status == "completed"
+    analyses = [entry for entry in rollout.history if entry["verdict"] == "pass"]
+    assert [round(a["weight"], 1) for a in analyses] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    for analysis in analyses:
+        figures = analysis["figures"]
+        assert figures["candidate_requests"] >= 100
+        assert figures["candidate_error_rate"] == 0.0
+        assert 0 <= figures["score_shift"] <= 0.2
+    # MLflow, the server and the rollout agree: version 2 serves and is the champion.
+    assert aliases(registry) == {CHAMPION: 2, CANARY: None}
+    assert slots(admin) == {
+        "stable": "2",
+        "candidate": None,
+        "previous": "1",
+        "weight": 0.0,
+        "shadow": False,
+    }
+
+
+def test_bad_candidate_is_rolled_back_at_the_first_step(
+    serving_spec: Spec,
+    serving_v1: AdminClient,
+    registry: ModelRegistry,
+    flipped_bundle: Path,
+    traffic_rows: list[dict[str, Any]],
+    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
+    tmp_path: Path,
+) -> None:
+    spec = progressive(serving_spec, "canary")
+    register(registry, spec, train_holdout[0], None, fingerprint="fp-3", tmp_path=tmp_path)
+    bundle = flipped_bundle.name
+    shutil.copytree(flipped_bundle, spec.paths.bundles / bundle)
+    admin = serving_v1
+    controller = RolloutController(spec, admin, registry)
+    controller.begin("3", bundle)
+    assert aliases(registry) == {CHAMPION: 1, CANARY: 3}
+
+    responses = send(admin, url_of(spec), traffic_rows, STEP_REQUESTS, prefix="bad")
+    stable_share = [r for r in responses if r.headers.get("x-model-slot") == "stable"]
+    assert stable_share and all(r.status_code == 200 for r in stable_share)
+    rollout = controller.advance(force=True)
+
+    assert rollout is not None and rollout.status == "rolled_back"
+    assert rollout.step == 0
+    assert rollout.reason.startswith("analysis failed: score_shift_psi ")
+    assert last_analysis(rollout)["figures"]["score_shift"] > 0.2
+    assert slots(admin) == {
+        "stable": "1",
+        "candidate": None,
+        "previous": None,
+        "weight": 0.0,
+        "shadow": False,
+    }
+    assert aliases(registry) == {CHAMPION: 1, CANARY: None}
+    alert_lines = (spec.paths.home / "alerts.jsonl").read_text().splitlines()
+    alerts = [json.loads(line) for line in alert_lines]
+    assert alerts[-1]["event"] == "rollout_rolled_back" and alerts[-1]["version"] == "3"
+    assert "score_shift_psi" in alerts[-1]["detail"]
+    after = send(admin, url_of(spec), traffic_rows, 50, prefix="after")
+    assert {r.headers["x-model-version"] for r in after} == {"1"}
+
+
+def test_shadow_never_changes_an_answer_and_decides_on_the_comparison(
+    serving_spec: Spec,
+    serving_v1: AdminClient,
+    registry: ModelRegistry,
+    bundles: dict[str, Path],
+    traffic_rows: list[dict[str, Any]],
+) -> None:
+    spec = progressive(serving_spec, "shadow", shadow={"requests": 300})
+    admin = serving_v1
+    url = url_of(spec)
+    before = send(admin, url, traffic_rows, TRAFFIC_ROWS, prefix="same")
+
+    controller = RolloutController(spec, admin, registry)
+    controller.begin("2", bundles["2"].name)
+    assert slots(admin)["shadow"] is True
+    during = send(admin, url, traffic_rows, TRAFFIC_ROWS, prefix="same")
+
+    assert [r.status_code for r in during] == [200] * TRAFFIC_ROWS
+    assert [r.content for r in during] == [r.content for r in before]
+    assert {r.headers["x-model-slot"] for r in during} == {"stable"}
+    assert {r.headers["x-model-version"] for r in during} == {"1"}
+
+    rollout = controller.advance(force=True)
+    assert rollout is not None and rollout.status == "completed", rollout.reason
+    figures = last_analysis(rollout)["figures"]
+    assert figures["candidate_requests"] >= 300
+    assert figures["agreement"] >= 0.9
+    assert rollout.decision is not None and rollout.decision["promote"] is True
+    assert aliases(registry) == {CHAMPION: 2, CANARY: None}
+    assert slots(admin)["stable"] == "2"
+
+
+def post_feedback(
+    url: str, responses: list[httpx.Response], correct_rate: Callable[[str], float]
+) -> None:
+    """Label each answer: its own label with the slot's rate (exactly), else the other."""
+    counters: dict[str, int] = {}
+    feedback = []
+    for response in responses:
+        slot = response.headers["x-model-slot"]
+        counters[slot] = counters.get(slot, 0) + 1
+        predicted = response.json()["predictions"][0]
+        correct = (counters[slot] % 100) < correct_rate(slot) * 100
+        feedback.append(
+            {
+                "request_id": response.headers["x-request-id"],
+                "label": predicted if correct else 1 - predicted,
+            }
+        )
+    random.Random(0).shuffle(feedback)
+    httpx.post(f"{url}/feedback", json=feedback, timeout=30).raise_for_status()
+
+
+@pytest.mark.parametrize(
+    ("rates", "expected_status", "winner"),
+    [({"stable": 0.6, "candidate": 0.95}, "completed", "candidate"), ({}, "stopped", None)],
+    ids=["planted-difference", "no-difference"],
+)
+def test_ab_test_decides_on_labelled_feedback(
+    serving_spec: Spec,
+    serving_v1: AdminClient,
+    registry: ModelRegistry,
+    bundles: dict[str, Path],
+    traffic_rows: list[dict[str, Any]],
+    rates: dict[str, float],
+    expected_status: str,
+    winner: str | None,
+) -> None:
+    spec = progressive(
+        serving_spec,
+        "ab",
+        ab={"baseline_rate": 0.8, "minimum_effect": 0.15, "max_duration_seconds": 3600},
+    )
+    now = [1_000_000.0]
+    controller = RolloutController(spec, serving_v1, registry, clock=lambda: now[0])
+    rollout = controller.begin("2", bundles["2"].name)
+    assert rollout.required_samples is not None and 20 < rollout.required_samples < 100
+    url = url_of(spec)
+    responses = send(serving_v1, url, traffic_rows, TRAFFIC_ROWS, prefix="ab")
+    assert {r.headers["x-model-slot"] for r in responses} == {"stable", "candidate"}
+    post_feedback(url, responses, lambda slot: rates.get(slot, 0.85))
+
+    now[0] += 60
+    rollout = controller.advance(force=True)
+    assert rollout is not None
+    if winner is None:  # not significant: the test goes on until its maximum duration
+        assert rollout.status == "running"
+        assert last_analysis(rollout)["figures"]["p_value"] > 0.5
+        now[0] += 3600
+        rollout = controller.advance(force=True)
+    assert rollout is not None and rollout.status == expected_status, rollout.reason
+    assert rollout.decision is not None and rollout.decision["winner"] == winner
+    assert rollout.decision["candidate_n"] >= rollout.required_samples
+    if winner == "candidate":
+        assert rollout.decision["p_value"] < 0.05
+        assert aliases(registry) == {CHAMPION: 2, CANARY: None}
+        assert slots(serving_v1)["stable"] == "2"
+    else:
+        assert "without a significant difference" in rollout.reason
+        assert aliases(registry) == {CHAMPION: 1, CANARY: None}
+        assert slots(serving_v1)["stable"] == "1" and slots(serving_v1)["candidate"] is None
+
+
+def test_blue_green_switches_at_once_and_rolls_back_in_one_swap(
+    serving_spec: Spec,
+    serving_v1: AdminClient,
+    registry: ModelRegistry,
+    bundles: dict[str, Path],
+    traffic_rows: list[dict[str, Any]],
+) -> None:
+    spec = progressive(serving_spec, "blue_green", blue_green={"rollback_window_seconds": 600})
+    now = [1_000_000.0]
+    controller = RolloutController(spec, serving_v1, registry, clock=lambda: now[0])
+    controller.begin("2", bundles["2"].name)
+    url = url_of(spec)
+    warm = send(serving_v1, url, traffic_rows, 200, prefix="warm")
+    assert {r.headers["x-model-version"] for r in warm} == {"1"}  # verified beside, unseen
+
+    rollout = controller.advance(force=True)
+    assert rollout is not None and rollout.phase == "switched", rollout.history[-1]
+    switched = send(serving_v1, url, traffic_rows, 50, prefix="after")
+    assert {r.headers["x-model-version"] for r in switched} == {"2"}
+    assert slots(serving_v1)["previous"] == "1"
+    assert aliases(registry) == {CHAMPION: 2, CANARY: None}
+
+    rollout = controller.control("abort", "bad business figures")
+    assert rollout.status == "rolled_back" and rollout.reason == "bad business figures"
+    assert slots(serving_v1)["stable"] == "1"
+    back = send(serving_v1, url, traffic_rows, 50, prefix="back")
+    assert {r.headers["x-model-version"] for r in back} == {"1"}
+    assert aliases(registry) == {CHAMPION: 1, CANARY: None}
+
+
+def test_blue_green_completes_when_the_rollback_window_is_over(
+    serving_spec: Spec,
+    serving_v1: AdminClient,
+    registry: ModelRegistry,
+    bundles: dict[str, Path],
+    traffic_rows: list[dict[str, Any]],
+) -> None:
+    spec = progressive(serving_spec, "blue_green", blue_green={"rollback_window_seconds": 600})
+    now = [1_000_000.0]
+    controller = RolloutController(spec, serving_v1, registry, clock=lambda: now[0])
+    controller.begin("2", bundles["2"].name)
+    send(serving_v1, url_of(spec), traffic_rows, 200, prefix="warm")
+    assert controller.advance(force=True).phase == "switched"  # type: ignore[union-attr]
+    now[0] += 300
+    assert controller.advance(force=True).status == "running"  # type: ignore[union-attr]
+    now[0] += 301
+    rollout = controller.advance(force=True)
+    assert rollout is not None and rollout.status == "completed"
+    assert rollout.reason == "rollback window of 600 s is over"
+
+
+def test_ct_rollout_commands(
+    serving_spec: Spec,
+    serving_v1: AdminClient,
+    registry: ModelRegistry,
+    bundles: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec = progressive(serving_spec, "canary")
+    RolloutController(spec, serving_v1, registry).begin("2", bundles["2"].name)
+
+    def ct(*args: str) -> tuple[int, str]:
+        code = ct_main(["rollout", *args])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    code, out = ct("status")
+    assert code == 0 and "canary of version 2 (serving: 1)" in out and "traffic 20 %" in out
+    assert ct("pause")[0] == 0
+    assert RolloutStore(spec.paths.rollouts).read().status == "paused"  # type: ignore[union-attr]
+    assert ct("resume")[0] == 0
+    code, out = ct("status", "--json")
+    assert code == 0 and json.loads(out)["status"] == "running"
+    code, out = ct("promote", "--reason", "looks fine")
+    assert code == 0 and "status completed" in out and "reason: looks fine" in out
+    assert slots(serving_v1)["stable"] == "2"
+    assert aliases(registry) == {CHAMPION: 2, CANARY: None}
+    code, out = ct("abort")
+    assert code == 1 and "no active rollout to abort" in out
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
+        yield test_instance
+
+
+def test_sensor_advances_and_the_ui_job_aborts(
+    serving_spec: Spec,
+    serving_v1: AdminClient,
+    registry: ModelRegistry,
+    bundles: dict[str, Path],
+    traffic_rows: list[dict[str, Any]],
+    instance: dg.DagsterInstance,
+) -> None:
+    spec = progressive(serving_spec, "canary", analysis={"interval_seconds": 0.001})
+    RolloutController(spec, serving_v1, registry).begin("2", bundles["2"].name)
+    send(serving_v1, url_of(spec), traffic_rows, STEP_REQUESTS, prefix="sensor")
+    defs = dg.Definitions.merge(
+        build_rollout_defs(spec), dg.Definitions(resources={"mlflow": MlflowResource()})
+    )
+    sensor = defs.resolve_sensor_def("rollout_sensor")
+
+    with dg.build_sensor_context(instance=instance, resources={"mlflow": MlflowResource()}) as ctx:
+        result = sensor(ctx)
+    assert isinstance(result, dg.SensorResult)
+    (event,) = result.asset_events
+    assert event.asset_key == ROLLOUT
+    assert event.metadata["weight_percent"].value == 40.0
+    assert event.metadata["verdict"].value == "pass"
+    assert event.metadata["analysis/candidate_requests"].value >= 100
+
+    result = defs.resolve_job_def("rollout_control").execute_in_process(
+        instance=instance,
+        run_config={"ops": {"control_rollout": {"config": {"action": "abort", "reason": "UI"}}}},
+    )
+    assert result.success
+    latest = instance.get_latest_materialization_event(ROLLOUT)
+    assert latest is not None
+    metadata = latest.asset_materialization.metadata  # type: ignore[union-attr]
+    assert metadata["status"].value == "rolled_back" and metadata["reason"].value == "UI"
+    assert slots(serving_v1) == {
+        "stable": "1",
+        "candidate": None,
+        "previous": None,
+        "weight": 0.0,
+        "shadow": False,
+    }
+    rollout: Rollout | None = RolloutStore(spec.paths.rollouts).read()
+    assert rollout is not None and (spec.paths.rollouts / f"{rollout.id}.json").exists()
