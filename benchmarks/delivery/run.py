@@ -288,7 +288,8 @@ def print_table(target: str, connections: int, scenarios: list[Scenario]) -> Non
         rollback = f"{s.rollback_seconds:.2f}" if s.rollback_seconds is not None else "-"
         print(
             f"{s.name:<26} {s.requests:>9} {s.non2xx:>8} {s.socket_errors:>7} "
-            f"{s.stable_errors:>10} {s.requests_per_s:>7.0f} {s.wrk_p99_ms:>8.1f} {rollback:>10}  {s.outcome}"
+            f"{s.stable_errors:>10} {s.requests_per_s:>7.0f} {s.wrk_p99_ms:>8.1f} "
+            f"{rollback:>10}  {s.outcome}"
         )
     print()
     for s in scenarios:

@@ -23,6 +23,9 @@ new container never gets healthy it is removed and the old one started again.
 The server's start-up bundle is `bundles/.serving-docker`, a relative symlink this module
 points at the bundle it last deployed: a container Docker restarts (its restart policy, a
 daemon or host restart) comes back serving that version, not the one it first started with.
+(A version promoted since by a rollout is not the symlink's: the restarted server serves the
+last deployed one, and the endpoint watchdog, finding it is not the champion, deploys the
+champion.)
 
 Prediction-log and feedback folders are mounted read-write so monitoring on the host reads
 what the container logs; the container runs as the host user so those files belong to it.
@@ -159,15 +162,6 @@ class DockerTarget:
                 read_meta(bundle_dir).version,
             )
             return self._record(bundle_dir, container)
-
-    def record_stable(self, bundle_dir: Path) -> Endpoint:
-        """Note that the stable slot now holds `bundle_dir` (promoted through `admin()` by a
-        rollout): a restarted or revived container serves it, and `status()` reports it."""
-        with exclusive(self.lock_file):
-            container = self._current_container()
-            if container is None:
-                raise DeploymentError("no serving container: deploy before recording a promotion")
-            return self._record(bundle_dir.resolve(), container)
 
     def status(self) -> EndpointStatus | None:
         state = read_json(self.state_file)

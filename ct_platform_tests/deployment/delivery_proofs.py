@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.analysis import slot_window
 from ct_platform.deployment.controller import Rollout, RolloutController
-
-from ct_platform.deployment.admin import AdminClient
 from ct_platform.settings import Spec
 
 # A guard against a rollout that never ends (a bug), not a performance expectation.

@@ -19,11 +19,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from ct_platform.deployment.analysis import slot_window
-from ct_platform.deployment.controller import RolloutController
 
 from ct_platform.deployment import target_for
 from ct_platform.deployment.admin import AdminClient
+from ct_platform.deployment.analysis import slot_window
+from ct_platform.deployment.controller import RolloutController
 from ct_platform.deployment.rollout import admin_client
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CANARY, CHAMPION
