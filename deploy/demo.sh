@@ -111,7 +111,8 @@ pids+=($!)
 PYTHONUNBUFFERED=1 ct simulate --batch-size "${CT_DEMO_BATCH_SIZE:-4000}" --interval "${CT_DEMO_INTERVAL:-45}" \
   --wait-for "http://127.0.0.1:$dagster_port/server_info" \
   --max-pending "${CT_DEMO_MAX_PENDING:-1}" \
-  --endpoint "$endpoint" --rps "${CT_DEMO_RPS:-20}" &
+  --endpoint "$endpoint" --rps "${CT_DEMO_RPS:-20}" \
+  --source "$repo/data/bank_marketing.csv.gz" &
 pids+=($!)
 
 echo "Dagster UI: http://127.0.0.1:$dagster_port   MLflow UI: http://127.0.0.1:$mlflow_port" \
