@@ -83,6 +83,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=["local", "docker"], default="local")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--replacement-only",
+        action="store_true",
+        help="docker: measure only the container replacement (the rollouts are the same "
+        "admin calls on both targets)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -91,11 +97,13 @@ def main() -> int:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         spec = bench_spec(args.target)
         print(f"preparing models in {home} ...", flush=True)
-        bundles, registry, rows = prepare(spec)
+        bundles, registry, rows = prepare(spec, bad_candidates=not args.replacement_only)
         target = target_for(spec)
         try:
             target.deploy(bundles["good"])
-            scenarios = run_scenarios(spec, target, bundles, registry, rows, args.connections)
+            scenarios = run_scenarios(
+                spec, target, bundles, registry, rows, args.connections, args.replacement_only
+            )
         finally:
             target.stop()
     print_table(args.target, args.connections, scenarios)
@@ -122,7 +130,9 @@ def bench_spec(target: str) -> Spec:
     )
 
 
-def prepare(spec: Spec) -> tuple[dict[str, Path], Any, list[dict[str, Any]]]:
+def prepare(
+    spec: Spec, *, bad_candidates: bool = True
+) -> tuple[dict[str, Path], Any, list[dict[str, Any]]]:
     """Bundles (version 1 'stable', version 2 'good' and the bad ones), MLflow, load rows."""
     frame = pd.read_csv(REPO / "data" / "bank_marketing.csv.gz", sep=";")
     clean = check_contract(frame.iloc[: TRAIN_ROWS + HOLDOUT_ROWS], spec.dataset).clean
@@ -140,7 +150,7 @@ def prepare(spec: Spec) -> tuple[dict[str, Path], Any, list[dict[str, Any]]]:
         )
         for label, version, max_iter in (("stable", "1", 20), ("good", "2", 40))
     }
-    for kind, build in BAD_CANDIDATES.items():
+    for kind, build in BAD_CANDIDATES.items() if bad_candidates else ():
         bundles[kind] = build(spec, train, holdout, root / f"{name}-bad-{kind}", "2")
     registry = default_registry(spec)
     with tempfile.TemporaryDirectory() as scratch:
@@ -158,12 +168,15 @@ def run_scenarios(
     registry: Any,
     rows: list[dict[str, Any]],
     connections: int,
+    replacement_only: bool = False,
 ) -> list[Scenario]:
     plan = [
         ("canary to 100 %", "canary", "good"),
         ("blue-green switch", "blue_green", "good"),
         *((f"bad candidate: {kind}", "canary", kind) for kind in BAD_CANDIDATES),
     ]
+    if replacement_only:
+        plan = []
     scenarios = []
     for label, strategy, bundle in plan:
         target.deploy(bundles["stable"])  # back to version 1 (a hot swap)
@@ -176,6 +189,7 @@ def run_scenarios(
         )
         scenarios.append(scenario)
     if isinstance(target, DockerTarget):
+        target.deploy(bundles["stable"])
         print("running: container replacement (image change) ...", flush=True)
         scenarios.append(replacement_scenario(target, rows, connections))
     return scenarios
