@@ -37,12 +37,13 @@ class AdminClient:
 
         `bundle_dir` is a path as the server sees it (the same path for a local server).
         """
-        self.load_candidate(bundle_dir)
+        self.load(bundle_dir)
         self.promote()
 
-    def load_candidate(self, bundle_dir: Path) -> dict[str, Any]:
-        """Load `bundle_dir` into the candidate slot (no traffic yet); the new slots."""
-        return self._call("POST", "/admin/slots/candidate/load", {"bundle": str(bundle_dir)})
+    def load(self, bundle: Path | str, slot: str = "candidate") -> dict[str, Any]:
+        """Load `bundle` (a folder name under the server's $CT_HOME/bundles, or a path in
+        it) into `slot`; a candidate gets no traffic until routed. Returns the new slots."""
+        return self._call("POST", f"/admin/slots/{slot}/load", {"bundle": str(bundle)})
 
     def unload_candidate(self) -> dict[str, Any]:
         return self._call("DELETE", "/admin/slots/candidate")

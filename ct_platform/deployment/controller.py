@@ -175,7 +175,7 @@ class RolloutController:
                 started_at=now,
                 period_started_at=now,
             )
-            self.admin.load_candidate(Path(bundle))
+            self.admin.load(bundle)
             self.registry.set_alias(CANARY, int(version))
             self._open(rollout)
             snapshot = self.admin.stats()
@@ -258,9 +258,11 @@ class RolloutController:
             now=stats,
             candidate_slot=slot,
             regression=self.regression,
-            min_agreement=None
-            if slot != "shadow" or self.regression
-            else (self.deployment.shadow.min_agreement),
+            # Agreement decides a shadow comparison; a blue-green switch is judged like a
+            # canary step (a better model may well disagree with the old one).
+            min_agreement=self.deployment.shadow.min_agreement
+            if rollout.strategy == "shadow" and not self.regression
+            else None,
         )
 
     def _next_canary_step(self, rollout: Rollout) -> None:

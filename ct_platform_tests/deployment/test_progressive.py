@@ -8,9 +8,12 @@ states and recorded figures.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +34,16 @@ from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec
 from ct_platform.training.bundling import build_bundle
-from ct_platform_tests.deployment.conftest import TRAIN_ROWS, fit_pipeline, register
+from ct_platform_tests.deployment.conftest import (
+    TRAIN_ROWS,
+    fit_pipeline,
+    free_port_pair,
+    with_port,
+)
 
 pytestmark = pytest.mark.slow
 
+MODEL = "bank_marketing"
 TRAFFIC_ROWS = 400
 # Enough requests a step for a verdict at a 20 % share (min_requests 100).
 STEP_REQUESTS = 700
@@ -75,49 +84,94 @@ def flipped_bundle(
         name=bank_spec.model.name,
         version="3",
         fingerprint="test-3-flipped",
-        holdout=holdout,
+        holdout=holdout.iloc[:50],
         directory=tmp_path_factory.mktemp("flipped") / f"{bank_spec.model.name}-v3",
     )
 
 
-@pytest.fixture
-def registry(
-    serving_spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
-) -> ModelRegistry:
-    """MLflow with versions 1 and 2 registered (holdout logged); version 1 is champion."""
-    train, holdout = train_holdout
-    registry = default_registry(serving_spec)
-    for fingerprint in ("fp-1", "fp-2"):
-        register(registry, serving_spec, train, holdout, fingerprint=fingerprint, tmp_path=tmp_path)
-    registry.set_alias(CHAMPION, 1)
-    return registry
+@pytest.fixture(scope="session")
+def fitted(bank_spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame]) -> Any:
+    return fit_pipeline(bank_spec, train_holdout[0], max_iter=20)
 
 
-@pytest.fixture
-def serving_v1(serving_spec: Spec, bundles: dict[str, Path]) -> Iterator[AdminClient]:
-    """A real server process with bundle v1 in its stable slot."""
-    target = target_for(serving_spec)
-    target.deploy(bundles["1"])
-    yield admin_client(serving_spec)
-    target.stop()
+@dataclass(frozen=True)
+class Stack:
+    """One real server and one MLflow store under one CT_HOME, shared by this module's
+    tests (starting either takes tens of seconds on a loaded box); reset before each test."""
+
+    home: Path
+    spec: Spec
+    admin: AdminClient
+    registry: ModelRegistry
+    url: str
 
 
-def send(
-    admin: AdminClient, url: str, rows: list[dict[str, Any]], n: int, *, prefix: str
-) -> list[httpx.Response]:
-    """`n` single-row requests, each with its own routing key and request id."""
-    responses = []
-    with httpx.Client(base_url=url, timeout=30) as client:
-        for i in range(n):
-            key = f"{prefix}-{i}"
-            responses.append(
-                client.post(
-                    "/invocations",
-                    json={"dataframe_records": [rows[i % len(rows)]]},
-                    headers={"x-routing-key": key, "x-request-id": key},
-                )
+@pytest.fixture(scope="module")
+def shared_stack(
+    bank_spec: Spec,
+    built_bundles: dict[str, Path],
+    flipped_bundle: Path,
+    fitted: Any,
+    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("progressive") / "ct_home"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CT_HOME", str(home))
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        spec = with_port(bank_spec, free_port_pair())
+        for bundle in (*built_bundles.values(), flipped_bundle):
+            shutil.copytree(bundle, spec.paths.bundles / bundle.name)
+        registry = default_registry(spec)
+        # Versions 1, 2, 3 with the bundles' fingerprints: an export reuses those bundles.
+        for fingerprint in ("test-1", "test-2", "test-3-flipped"):
+            registry.log_candidate(
+                fitted,
+                train=train_holdout[0],
+                params={},
+                metrics={},
+                fingerprint=fingerprint,
+                dagster_run_id=None,
             )
-    return responses
+        target = target_for(spec)
+        endpoint = target.deploy(spec.paths.bundles / built_bundles["1"].name)
+        try:
+            yield Stack(home, spec, admin_client(spec), registry, endpoint.url)
+        finally:
+            target.stop()
+
+
+@pytest.fixture
+def stack(shared_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """The shared stack with version 1 serving alone and as champion, no rollout on record."""
+    monkeypatch.setenv("CT_HOME", str(shared_stack.home))
+    admin, registry = shared_stack.admin, shared_stack.registry
+    state = slots(admin)
+    if state["candidate"] is not None:
+        admin.route(0.0)
+        admin.unload_candidate()
+    if state["stable"] != "1":
+        admin.load(f"{MODEL}-v1", slot="stable")
+    registry.set_alias(CHAMPION, 1)
+    registry.delete_alias(CANARY)
+    shutil.rmtree(shared_stack.spec.paths.rollouts)
+    (shared_stack.home / "alerts.jsonl").unlink(missing_ok=True)
+    return shared_stack
+
+
+def send(url: str, rows: list[dict[str, Any]], n: int, *, prefix: str) -> list[httpx.Response]:
+    """`n` single-row requests, each with its own routing key and request id (4 at once)."""
+
+    def post(client: httpx.Client, i: int) -> httpx.Response:
+        key = f"{prefix}-{i}"
+        return client.post(
+            "/invocations",
+            json={"dataframe_records": [rows[i % len(rows)]]},
+            headers={"x-routing-key": key, "x-request-id": key},
+        )
+
+    with httpx.Client(base_url=url, timeout=60) as client, ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda i: post(client, i), range(n)))
 
 
 def slots(admin: AdminClient) -> dict[str, Any]:
@@ -126,7 +180,6 @@ def slots(admin: AdminClient) -> dict[str, Any]:
     return {
         "stable": state["stable"]["version"],
         "candidate": candidate["version"] if candidate else None,
-        "previous": state["previous"]["version"] if state["previous"] else None,
         "weight": state["candidate_weight"],
         "shadow": state["shadow"],
     }
@@ -141,36 +194,20 @@ def last_analysis(rollout: Rollout) -> dict[str, Any]:
     return [entry for entry in rollout.history if entry["verdict"] in ("pass", "fail", "wait")][-1]
 
 
-def url_of(spec: Spec) -> str:
-    status = target_for(spec).status()
-    assert status is not None
-    return status.endpoint.url
-
-
 def test_canary_reaches_100_percent_and_then_moves_the_champion(
-    serving_spec: Spec, registry: ModelRegistry, traffic_rows: list[dict[str, Any]]
+    stack: Stack, traffic_rows: list[dict[str, Any]]
 ) -> None:
-    spec = progressive(serving_spec, "canary")
-    roll_out(spec, registry)  # first deployment: champion v1, directly
-    admin = admin_client(spec)
-    assert slots(admin)["stable"] == "1"
-
+    spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
     registry.set_alias(CANARY, 2)  # what the champion asset does under a progressive strategy
-    roll_out(spec, registry)
+    roll_out(spec, registry)  # what deployed_endpoint runs: starts the rollout
     controller = RolloutController(spec, admin, registry)
     rollout = RolloutStore(spec.paths.rollouts).read()
     assert rollout is not None and (rollout.strategy, rollout.version) == ("canary", "2")
-    assert slots(admin) == {
-        "stable": "1",
-        "candidate": "2",
-        "previous": None,
-        "weight": 0.2,
-        "shadow": False,
-    }
+    assert slots(admin) == {"stable": "1", "candidate": "2", "weight": 0.2, "shadow": False}
 
     weights, failed = [], 0
     for step in range(5):
-        responses = send(admin, url_of(spec), traffic_rows, STEP_REQUESTS, prefix=f"s{step}")
+        responses = send(stack.url, traffic_rows, STEP_REQUESTS, prefix=f"s{step}")
         failed += sum(response.status_code != 200 for response in responses)
         answered = {response.headers["x-model-version"] for response in responses}
         assert answered == ({"2"} if step == 4 else {"1", "2"})
@@ -192,34 +229,19 @@ def test_canary_reaches_100_percent_and_then_moves_the_champion(
         assert 0 <= figures["score_shift"] <= 0.2
     # MLflow, the server and the rollout agree: version 2 serves and is the champion.
     assert aliases(registry) == {CHAMPION: 2, CANARY: None}
-    assert slots(admin) == {
-        "stable": "2",
-        "candidate": None,
-        "previous": "1",
-        "weight": 0.0,
-        "shadow": False,
-    }
+    assert slots(admin) == {"stable": "2", "candidate": None, "weight": 0.0, "shadow": False}
+    assert admin.slots()["previous"]["version"] == "1"
 
 
 def test_bad_candidate_is_rolled_back_at_the_first_step(
-    serving_spec: Spec,
-    serving_v1: AdminClient,
-    registry: ModelRegistry,
-    flipped_bundle: Path,
-    traffic_rows: list[dict[str, Any]],
-    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
-    tmp_path: Path,
+    stack: Stack, flipped_bundle: Path, traffic_rows: list[dict[str, Any]]
 ) -> None:
-    spec = progressive(serving_spec, "canary")
-    register(registry, spec, train_holdout[0], None, fingerprint="fp-3", tmp_path=tmp_path)
-    bundle = flipped_bundle.name
-    shutil.copytree(flipped_bundle, spec.paths.bundles / bundle)
-    admin = serving_v1
+    spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
     controller = RolloutController(spec, admin, registry)
-    controller.begin("3", bundle)
+    controller.begin("3", flipped_bundle.name)
     assert aliases(registry) == {CHAMPION: 1, CANARY: 3}
 
-    responses = send(admin, url_of(spec), traffic_rows, STEP_REQUESTS, prefix="bad")
+    responses = send(stack.url, traffic_rows, STEP_REQUESTS, prefix="bad")
     stable_share = [r for r in responses if r.headers.get("x-model-slot") == "stable"]
     assert stable_share and all(r.status_code == 200 for r in stable_share)
     rollout = controller.advance(force=True)
@@ -228,38 +250,26 @@ def test_bad_candidate_is_rolled_back_at_the_first_step(
     assert rollout.step == 0
     assert rollout.reason.startswith("analysis failed: score_shift_psi ")
     assert last_analysis(rollout)["figures"]["score_shift"] > 0.2
-    assert slots(admin) == {
-        "stable": "1",
-        "candidate": None,
-        "previous": None,
-        "weight": 0.0,
-        "shadow": False,
-    }
+    assert slots(admin) == {"stable": "1", "candidate": None, "weight": 0.0, "shadow": False}
     assert aliases(registry) == {CHAMPION: 1, CANARY: None}
     alert_lines = (spec.paths.home / "alerts.jsonl").read_text().splitlines()
-    alerts = [json.loads(line) for line in alert_lines]
-    assert alerts[-1]["event"] == "rollout_rolled_back" and alerts[-1]["version"] == "3"
-    assert "score_shift_psi" in alerts[-1]["detail"]
-    after = send(admin, url_of(spec), traffic_rows, 50, prefix="after")
+    alert = json.loads(alert_lines[-1])
+    assert alert["event"] == "rollout_rolled_back" and alert["version"] == "3"
+    assert "score_shift_psi" in alert["detail"]
+    after = send(stack.url, traffic_rows, 50, prefix="after")
     assert {r.headers["x-model-version"] for r in after} == {"1"}
 
 
 def test_shadow_never_changes_an_answer_and_decides_on_the_comparison(
-    serving_spec: Spec,
-    serving_v1: AdminClient,
-    registry: ModelRegistry,
-    bundles: dict[str, Path],
-    traffic_rows: list[dict[str, Any]],
+    stack: Stack, traffic_rows: list[dict[str, Any]]
 ) -> None:
-    spec = progressive(serving_spec, "shadow", shadow={"requests": 300})
-    admin = serving_v1
-    url = url_of(spec)
-    before = send(admin, url, traffic_rows, TRAFFIC_ROWS, prefix="same")
+    spec = progressive(stack.spec, "shadow", shadow={"requests": 300})
+    before = send(stack.url, traffic_rows, TRAFFIC_ROWS, prefix="same")
 
-    controller = RolloutController(spec, admin, registry)
-    controller.begin("2", bundles["2"].name)
-    assert slots(admin)["shadow"] is True
-    during = send(admin, url, traffic_rows, TRAFFIC_ROWS, prefix="same")
+    controller = RolloutController(spec, stack.admin, stack.registry)
+    controller.begin("2", f"{MODEL}-v2")
+    assert slots(stack.admin)["shadow"] is True
+    during = send(stack.url, traffic_rows, TRAFFIC_ROWS, prefix="same")
 
     assert [r.status_code for r in during] == [200] * TRAFFIC_ROWS
     assert [r.content for r in during] == [r.content for r in before]
@@ -272,21 +282,23 @@ def test_shadow_never_changes_an_answer_and_decides_on_the_comparison(
     assert figures["candidate_requests"] >= 300
     assert figures["agreement"] >= 0.9
     assert rollout.decision is not None and rollout.decision["promote"] is True
-    assert aliases(registry) == {CHAMPION: 2, CANARY: None}
-    assert slots(admin)["stable"] == "2"
+    assert aliases(stack.registry) == {CHAMPION: 2, CANARY: None}
+    assert slots(stack.admin)["stable"] == "2"
 
 
 def post_feedback(
     url: str, responses: list[httpx.Response], correct_rate: Callable[[str], float]
 ) -> None:
-    """Label each answer: its own label with the slot's rate (exactly), else the other."""
+    """Label each answer: its own label at the slot's rate (exactly, at every count), else
+    the other label."""
     counters: dict[str, int] = {}
     feedback = []
     for response in responses:
         slot = response.headers["x-model-slot"]
         counters[slot] = counters.get(slot, 0) + 1
         predicted = response.json()["predictions"][0]
-        correct = (counters[slot] % 100) < correct_rate(slot) * 100
+        rate, seen = correct_rate(slot), counters[slot]
+        correct = math.floor(seen * rate) > math.floor((seen - 1) * rate)  # n * rate in n
         feedback.append(
             {
                 "request_id": response.headers["x-request-id"],
@@ -303,92 +315,73 @@ def post_feedback(
     ids=["planted-difference", "no-difference"],
 )
 def test_ab_test_decides_on_labelled_feedback(
-    serving_spec: Spec,
-    serving_v1: AdminClient,
-    registry: ModelRegistry,
-    bundles: dict[str, Path],
+    stack: Stack,
     traffic_rows: list[dict[str, Any]],
     rates: dict[str, float],
     expected_status: str,
     winner: str | None,
 ) -> None:
     spec = progressive(
-        serving_spec,
+        stack.spec,
         "ab",
         ab={"baseline_rate": 0.8, "minimum_effect": 0.15, "max_duration_seconds": 3600},
     )
     now = [1_000_000.0]
-    controller = RolloutController(spec, serving_v1, registry, clock=lambda: now[0])
-    rollout = controller.begin("2", bundles["2"].name)
+    controller = RolloutController(spec, stack.admin, stack.registry, clock=lambda: now[0])
+    rollout = controller.begin("2", f"{MODEL}-v2")
     assert rollout.required_samples is not None and 20 < rollout.required_samples < 100
-    url = url_of(spec)
-    responses = send(serving_v1, url, traffic_rows, TRAFFIC_ROWS, prefix="ab")
+    responses = send(stack.url, traffic_rows, TRAFFIC_ROWS, prefix=f"ab-{expected_status}")
     assert {r.headers["x-model-slot"] for r in responses} == {"stable", "candidate"}
-    post_feedback(url, responses, lambda slot: rates.get(slot, 0.85))
+    post_feedback(stack.url, responses, lambda slot: rates.get(slot, 0.85))
 
     now[0] += 60
     rollout = controller.advance(force=True)
     assert rollout is not None
     if winner is None:  # not significant: the test goes on until its maximum duration
-        assert rollout.status == "running"
-        assert last_analysis(rollout)["figures"]["p_value"] > 0.5
+        assert rollout.status == "running", rollout.reason
+        assert last_analysis(rollout)["figures"]["p_value"] > spec.deployment.ab.alpha
         now[0] += 3600
         rollout = controller.advance(force=True)
     assert rollout is not None and rollout.status == expected_status, rollout.reason
     assert rollout.decision is not None and rollout.decision["winner"] == winner
     assert rollout.decision["candidate_n"] >= rollout.required_samples
+    state = slots(stack.admin)
     if winner == "candidate":
         assert rollout.decision["p_value"] < 0.05
-        assert aliases(registry) == {CHAMPION: 2, CANARY: None}
-        assert slots(serving_v1)["stable"] == "2"
+        assert aliases(stack.registry) == {CHAMPION: 2, CANARY: None}
+        assert state["stable"] == "2"
     else:
         assert "without a significant difference" in rollout.reason
-        assert aliases(registry) == {CHAMPION: 1, CANARY: None}
-        assert slots(serving_v1)["stable"] == "1" and slots(serving_v1)["candidate"] is None
+        assert aliases(stack.registry) == {CHAMPION: 1, CANARY: None}
+        assert (state["stable"], state["candidate"]) == ("1", None)
 
 
-def test_blue_green_switches_at_once_and_rolls_back_in_one_swap(
-    serving_spec: Spec,
-    serving_v1: AdminClient,
-    registry: ModelRegistry,
-    bundles: dict[str, Path],
-    traffic_rows: list[dict[str, Any]],
+def test_blue_green_switches_at_once_rolls_back_in_one_swap_or_completes(
+    stack: Stack, traffic_rows: list[dict[str, Any]]
 ) -> None:
-    spec = progressive(serving_spec, "blue_green", blue_green={"rollback_window_seconds": 600})
+    spec = progressive(stack.spec, "blue_green", blue_green={"rollback_window_seconds": 600})
     now = [1_000_000.0]
-    controller = RolloutController(spec, serving_v1, registry, clock=lambda: now[0])
-    controller.begin("2", bundles["2"].name)
-    url = url_of(spec)
-    warm = send(serving_v1, url, traffic_rows, 200, prefix="warm")
+    controller = RolloutController(spec, stack.admin, stack.registry, clock=lambda: now[0])
+    controller.begin("2", f"{MODEL}-v2")
+    warm = send(stack.url, traffic_rows, 200, prefix="warm")
     assert {r.headers["x-model-version"] for r in warm} == {"1"}  # verified beside, unseen
 
     rollout = controller.advance(force=True)
     assert rollout is not None and rollout.phase == "switched", rollout.history[-1]
-    switched = send(serving_v1, url, traffic_rows, 50, prefix="after")
+    switched = send(stack.url, traffic_rows, 50, prefix="after")
     assert {r.headers["x-model-version"] for r in switched} == {"2"}
-    assert slots(serving_v1)["previous"] == "1"
-    assert aliases(registry) == {CHAMPION: 2, CANARY: None}
+    assert stack.admin.slots()["previous"]["version"] == "1"
+    assert aliases(stack.registry) == {CHAMPION: 2, CANARY: None}
 
     rollout = controller.control("abort", "bad business figures")
     assert rollout.status == "rolled_back" and rollout.reason == "bad business figures"
-    assert slots(serving_v1)["stable"] == "1"
-    back = send(serving_v1, url, traffic_rows, 50, prefix="back")
+    back = send(stack.url, traffic_rows, 50, prefix="back")
     assert {r.headers["x-model-version"] for r in back} == {"1"}
-    assert aliases(registry) == {CHAMPION: 1, CANARY: None}
+    assert aliases(stack.registry) == {CHAMPION: 1, CANARY: None}
 
-
-def test_blue_green_completes_when_the_rollback_window_is_over(
-    serving_spec: Spec,
-    serving_v1: AdminClient,
-    registry: ModelRegistry,
-    bundles: dict[str, Path],
-    traffic_rows: list[dict[str, Any]],
-) -> None:
-    spec = progressive(serving_spec, "blue_green", blue_green={"rollback_window_seconds": 600})
-    now = [1_000_000.0]
-    controller = RolloutController(spec, serving_v1, registry, clock=lambda: now[0])
-    controller.begin("2", bundles["2"].name)
-    send(serving_v1, url_of(spec), traffic_rows, 200, prefix="warm")
+    # Again, and this time nobody objects: the rollback window ends the rollout.
+    controller.begin("2", f"{MODEL}-v2")
+    send(stack.url, traffic_rows, 200, prefix="warm-again")
     assert controller.advance(force=True).phase == "switched"  # type: ignore[union-attr]
     now[0] += 300
     assert controller.advance(force=True).status == "running"  # type: ignore[union-attr]
@@ -396,17 +389,12 @@ def test_blue_green_completes_when_the_rollback_window_is_over(
     rollout = controller.advance(force=True)
     assert rollout is not None and rollout.status == "completed"
     assert rollout.reason == "rollback window of 600 s is over"
+    assert aliases(stack.registry) == {CHAMPION: 2, CANARY: None}
 
 
-def test_ct_rollout_commands(
-    serving_spec: Spec,
-    serving_v1: AdminClient,
-    registry: ModelRegistry,
-    bundles: dict[str, Path],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    spec = progressive(serving_spec, "canary")
-    RolloutController(spec, serving_v1, registry).begin("2", bundles["2"].name)
+def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = progressive(stack.spec, "canary")
+    RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
 
     def ct(*args: str) -> tuple[int, str]:
         code = ct_main(["rollout", *args])
@@ -422,8 +410,8 @@ def test_ct_rollout_commands(
     assert code == 0 and json.loads(out)["status"] == "running"
     code, out = ct("promote", "--reason", "looks fine")
     assert code == 0 and "status completed" in out and "reason: looks fine" in out
-    assert slots(serving_v1)["stable"] == "2"
-    assert aliases(registry) == {CHAMPION: 2, CANARY: None}
+    assert slots(stack.admin)["stable"] == "2"
+    assert aliases(stack.registry) == {CHAMPION: 2, CANARY: None}
     code, out = ct("abort")
     assert code == 1 and "no active rollout to abort" in out
 
@@ -438,16 +426,11 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.Dag
 
 
 def test_sensor_advances_and_the_ui_job_aborts(
-    serving_spec: Spec,
-    serving_v1: AdminClient,
-    registry: ModelRegistry,
-    bundles: dict[str, Path],
-    traffic_rows: list[dict[str, Any]],
-    instance: dg.DagsterInstance,
+    stack: Stack, traffic_rows: list[dict[str, Any]], instance: dg.DagsterInstance
 ) -> None:
-    spec = progressive(serving_spec, "canary", analysis={"interval_seconds": 0.001})
-    RolloutController(spec, serving_v1, registry).begin("2", bundles["2"].name)
-    send(serving_v1, url_of(spec), traffic_rows, STEP_REQUESTS, prefix="sensor")
+    spec = progressive(stack.spec, "canary", analysis={"interval_seconds": 0.001})
+    RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
+    send(stack.url, traffic_rows, STEP_REQUESTS, prefix="sensor")
     defs = dg.Definitions.merge(
         build_rollout_defs(spec), dg.Definitions(resources={"mlflow": MlflowResource()})
     )
@@ -471,12 +454,6 @@ def test_sensor_advances_and_the_ui_job_aborts(
     assert latest is not None
     metadata = latest.asset_materialization.metadata  # type: ignore[union-attr]
     assert metadata["status"].value == "rolled_back" and metadata["reason"].value == "UI"
-    assert slots(serving_v1) == {
-        "stable": "1",
-        "candidate": None,
-        "previous": None,
-        "weight": 0.0,
-        "shadow": False,
-    }
+    assert slots(stack.admin) == {"stable": "1", "candidate": None, "weight": 0.0, "shadow": False}
     rollout: Rollout | None = RolloutStore(spec.paths.rollouts).read()
     assert rollout is not None and (spec.paths.rollouts / f"{rollout.id}.json").exists()

@@ -1,0 +1,118 @@
+"""The rollout analysis on hand-made server snapshots: figures, verdicts, the A/B statistics."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from scipy.stats import norm
+
+from ct_platform.deployment.analysis import (
+    ab_test,
+    analyse,
+    p99_ms,
+    required_sample_size,
+    score_shift,
+    slot_window,
+)
+from ct_platform.serving.slot_stats import LATENCY_BOUNDS_MS
+from ct_platform.settings import AbSpec, AnalysisSpec
+
+BOUNDS = list(LATENCY_BOUNDS_MS)
+
+
+def totals(
+    requests: int,
+    *,
+    errors: int = 0,
+    latency_ms: float = 1.0,
+    scores: dict[str, int] | None = None,
+    labelled: int = 0,
+    correct: int = 0,
+) -> dict[str, Any]:
+    latency = [0] * (len(BOUNDS) + 1)
+    latency[next(i for i, bound in enumerate(BOUNDS) if bound >= latency_ms)] = requests
+    return {
+        "requests": requests,
+        "errors": errors,
+        "latency": latency,
+        "scores": scores if scores is not None else {"1": requests},
+        "compared_rows": 0,
+        "agreeing_rows": 0,
+        "labelled": labelled,
+        "outcome_sum": float(correct),
+        "outcome_sq_sum": float(correct),
+    }
+
+
+def snapshot(**slots: dict[str, Any]) -> dict[str, Any]:
+    return {"latency_bounds_ms": BOUNDS, "slots": slots}
+
+
+SPEC = AnalysisSpec(min_requests=100, p99_latency_ms_max=50)
+
+
+def test_the_period_is_the_difference_of_two_snapshots_and_a_reset_starts_over() -> None:
+    before = snapshot(candidate=totals(100, errors=1))
+    after = snapshot(candidate=totals(300, errors=4))
+    assert (
+        slot_window(before, after, "candidate").requests,
+        slot_window(before, after, "candidate").errors,
+    ) == (200, 3)
+    restarted = snapshot(candidate=totals(50))
+    assert slot_window(before, restarted, "candidate").requests == 50
+
+
+def test_a_candidate_over_the_error_or_latency_limit_fails_with_its_figures() -> None:
+    start = snapshot()
+    now = snapshot(stable=totals(800), candidate=totals(200, errors=5, latency_ms=80))
+    result = analyse(SPEC, period_start=start, rollout_start=start, now=now, regression=False)
+    assert result.verdict == "fail"
+    assert result.figures["candidate_error_rate"] == 0.025
+    assert 80 <= result.figures["candidate_p99_ms"] < 100
+    assert result.reason.startswith("error_rate 0.025 over the limit 0.01; p99_latency_ms ")
+
+
+def test_too_few_requests_wait_and_a_shifted_score_histogram_fails() -> None:
+    start = snapshot()
+    few = snapshot(stable=totals(800), candidate=totals(99))
+    assert (
+        analyse(SPEC, period_start=start, rollout_start=start, now=few, regression=False).verdict
+        == "wait"
+    )
+    shifted = snapshot(
+        stable=totals(800, scores={"1": 800}), candidate=totals(200, scores={"18": 200})
+    )
+    result = analyse(SPEC, period_start=start, rollout_start=start, now=shifted, regression=False)
+    assert result.verdict == "fail" and result.figures["score_shift"] > 5
+
+
+def test_score_shift_is_zero_for_equal_shapes_and_js_is_bounded() -> None:
+    assert score_shift({"1": 10, "2": 30}, {"1": 100, "2": 300}, "psi") < 1e-3  # smoothing
+    distance = score_shift({"1": 1000}, {"19": 1000}, "jensen_shannon")
+    assert 0.99 < distance <= 1.0
+
+
+def test_p99_is_the_bucket_bound_holding_the_99th_percentile() -> None:
+    window = slot_window(None, snapshot(candidate=totals(1000, latency_ms=2.0)), "candidate")
+    assert p99_ms(window, BOUNDS) == next(bound for bound in BOUNDS if bound >= 2.0)
+
+
+def test_sample_size_matches_the_normal_approximation() -> None:
+    ab = AbSpec(baseline_rate=0.8, minimum_effect=0.15, alpha=0.05, power=0.8, split=0.5)
+    h = 2 * math.asin(math.sqrt(0.95)) - 2 * math.asin(math.sqrt(0.8))
+    by_hand = (norm.ppf(0.975) + norm.ppf(0.8)) ** 2 * 2 / h**2
+    assert required_sample_size(ab, regression=False, outcome_sd=None) == math.ceil(by_hand)
+
+
+def test_two_proportions_find_a_planted_difference_and_not_a_null_one() -> None:
+    def arm(labelled: int, correct: int) -> Any:
+        return slot_window(
+            None, snapshot(x=totals(labelled, labelled=labelled, correct=correct)), "x"
+        )
+
+    planted = ab_test(arm(200, 120), arm(200, 190), regression=False)
+    assert planted.p_value < 1e-6 and planted.candidate_better(regression=False)
+    assert planted.effect == 0.95 - 0.6
+    null = ab_test(arm(200, 170), arm(200, 170), regression=False)
+    assert null.p_value == 1.0 and null.effect == 0.0
