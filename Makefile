@@ -47,6 +47,7 @@ benchmark: install
 	$(UV) run --frozen python benchmarks/training/compare.py
 	$(UV) run --frozen python benchmarks/serving/run.py
 	$(UV) run --frozen python benchmarks/drift/bench_drift.py
+	$(UV) run --frozen python benchmarks/delivery/run.py
 
 images:
 	bash deploy/start-dockerd.sh

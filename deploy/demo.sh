@@ -11,7 +11,13 @@ cd "$(dirname "$0")/.."
 export CT_HOME="${CT_HOME:-$PWD/.ct}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$CT_HOME/dagster}"
 # Absolute: Dagster runs from DAGSTER_HOME (below), and every process must find the spec.
-export CT_SPEC="${CT_SPEC:-$PWD/ct_platform.yaml}"
+# Unset, the demo serves the bank spec with each new champion rolled out as a canary in
+# short steps (written to $CT_HOME/demo-spec.yaml below); a CT_SPEC of your own is used as is.
+demo_spec=0
+if [[ -z ${CT_SPEC:-} ]]; then
+  demo_spec=1
+  export CT_SPEC="$CT_HOME/demo-spec.yaml"
+fi
 repo=$PWD
 bash deploy/dagster_home.sh  # never overwrites a dagster.yaml already there
 # Per-request timeout between Dagster's processes and the code server (Dagster's default is
@@ -35,6 +41,34 @@ else
 fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
+
+if [[ $demo_spec == 1 ]]; then
+  # The bank spec plus a `deployment` section: each new champion goes out as a canary,
+  # 20 -> 40 -> 60 -> 80 -> 100 %, one analysis per step once CT_DEMO_CANARY_INTERVAL seconds
+  # have passed and the candidate has answered 50 requests of it (the simulated traffic
+  # sends CT_DEMO_RPS a second); the rollout sensor looks once a minute. Rewritten at every
+  # start, so it follows the shipped spec; the landing folder stays the repo's.
+  python - "$repo/ct_platform.yaml" "$CT_SPEC" "${CT_DEMO_CANARY_INTERVAL:-30}" <<'PY'
+import sys
+from pathlib import Path
+
+import yaml
+
+source, target, interval = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+raw = yaml.safe_load(source.read_text())
+raw["dataset"]["landing_dir"] = str((source.parent / raw["dataset"]["landing_dir"]).resolve())
+raw["deployment"] = {
+    "strategy": "canary",
+    "analysis": {"interval_seconds": interval, "min_requests": 50},
+    "canary": {"steps": [20, 40, 60, 80, 100]},
+}
+target.parent.mkdir(parents=True, exist_ok=True)
+target.write_text(
+    f"# Written by deploy/demo.sh from {source}: edits here are lost at the next start.\n"
+    + yaml.safe_dump(raw, sort_keys=False)
+)
+PY
+fi
 
 # One interpreter for the three values (each start costs seconds on a busy machine). Creating
 # the registry first migrates the MLflow store, so the UI does not race the first run for it.
@@ -77,7 +111,8 @@ pids+=($!)
 PYTHONUNBUFFERED=1 ct simulate --batch-size "${CT_DEMO_BATCH_SIZE:-4000}" --interval "${CT_DEMO_INTERVAL:-45}" \
   --wait-for "http://127.0.0.1:$dagster_port/server_info" \
   --max-pending "${CT_DEMO_MAX_PENDING:-1}" \
-  --endpoint "$endpoint" --rps "${CT_DEMO_RPS:-20}" &
+  --endpoint "$endpoint" --rps "${CT_DEMO_RPS:-20}" \
+  --source "$repo/data/bank_marketing.csv.gz" &
 pids+=($!)
 
 echo "Dagster UI: http://127.0.0.1:$dagster_port   MLflow UI: http://127.0.0.1:$mlflow_port" \

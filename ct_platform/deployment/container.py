@@ -1,26 +1,40 @@
-"""The `docker` target: one container per deployed version, blue/green on two host ports.
+"""The `docker` target: one long-lived serving container on one stable address.
 
-A deploy starts a new container next to the one serving, waits until Docker reports it
-healthy (the image's HEALTHCHECK probes /ping) and it answers through its published port
-with the expected model version, then switches: `docker.json` now names the new container
-and its URL. The old container gets a few seconds to drain in-flight requests before it is
-stopped and removed. When the new one never gets healthy it is removed and the old one
-keeps serving.
+The container publishes `serving.port` and keeps it: clients never learn a new URL. It
+mounts `$CT_HOME/bundles` read-only as its own `$CT_HOME/bundles` (`/ct_home/bundles`), so
+every bundle the platform exports is visible inside it under the same name, and the server's
+admin API (which loads only bundles under `$CT_HOME/bundles`) can load any of them by name.
 
-The two containers cannot publish the same host port at once, so versions alternate between
-`serving.port` and `serving.port + 1`; clients follow `status().endpoint.url`.
+A deploy onto a healthy container running the current serving image hot-swaps through that
+API, exactly as on the `local` target: load the bundle into the candidate slot, promote it
+(one reference swap; no request fails, the port never closes). Rollout strategies drive the
+same API through `admin()`, whatever the target.
 
-The bundle is bind-mounted read-only rather than copied into a per-version image: bundles
-are immutable, versioned folders already, so a mount is just as reproducible, and it costs
-nothing, whereas every extra image layer on the vfs storage driver (what CI sandboxes can
-run) is a full copy of the filesystem. Prediction-log and feedback folders are mounted
-read-write so monitoring on the host reads what the container logs; the container runs as
-the host user so those files belong to it. (A mount needs an engine on this host; a remote
-engine would need the copy-in variant.)
+The container is replaced only when it cannot take a swap: its image is no longer the
+current serving image (the server code or its dependencies changed), it is stopped or
+unhealthy, it publishes another port (made by an older version of this module), or its admin
+API refuses our token. Two containers cannot publish one host port, so a replacement has a
+short gap on the same address: the new container is created first (on the vfs storage
+driver that copies the whole image, the slow part), then the old one stops (uvicorn drains
+requests in flight), the new one starts and loads the model; clients see refused connections
+for those few seconds (benchmarks/delivery/run.py measures it), and keep the URL. When the
+new container never gets healthy it is removed and the old one started again.
+
+The server's start-up bundle is `bundles/.serving-docker`, a relative symlink this module
+points at the bundle it last deployed: a container Docker restarts (its restart policy, a
+daemon or host restart) comes back serving that version, not the one it first started with.
+(A version promoted since by a rollout is not the symlink's: the restarted server serves the
+last deployed one, and the endpoint watchdog, finding it is not the champion, deploys the
+champion.)
+
+Prediction-log and feedback folders are mounted read-write so monitoring on the host reads
+what the container logs; the container runs as the host user so those files belong to it.
+(Mounts need an engine on this host; a remote engine would need a copy-in variant.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -29,11 +43,12 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 
-from ct_platform.deployment.admin import AdminClient
+from ct_platform.deployment.admin import AdminAuthError, AdminClient
 from ct_platform.deployment.endpoint import (
     DeploymentError,
     Endpoint,
     EndpointStatus,
+    is_healthy,
     server_arguments,
     utc_now,
     wait_healthy,
@@ -46,12 +61,13 @@ from ct_platform.settings import Spec
 
 CONTAINER_PORT_NUMBER = 8080
 CONTAINER_PORT = f"{CONTAINER_PORT_NUMBER}/tcp"
-CONTAINER_BUNDLE = "/bundle"
 CONTAINER_HOME = "/ct_home"
+CONTAINER_BUNDLES = f"{CONTAINER_HOME}/bundles"
+# The start-up bundle: a symlink in the bundles folder, relative so it resolves on both sides.
+SERVING_POINTER = ".serving-docker"
 ROLE_LABEL = "ct-platform.role"
 HOME_LABEL = "ct-platform.home"
 START_TIMEOUT_S = 180.0
-DRAIN_SECONDS = 3.0
 STOP_TIMEOUT_S = 10
 API_TIMEOUT_S = 300
 
@@ -76,6 +92,7 @@ class DockerTarget:
     def __init__(self, spec: Spec, client: docker.DockerClient | None = None) -> None:
         self._serving = spec.serving
         self._paths = spec.paths
+        self._model_name = spec.model.name
         self._client = client
         self.state_file = spec.paths.deployments / "docker.json"
         self.lock_file = spec.paths.deployments / "docker.lock"
@@ -86,36 +103,66 @@ class DockerTarget:
             self._client = docker_client()
         return self._client
 
+    @property
+    def url(self) -> str:
+        """The one address clients use, through every deploy."""
+        # A server published on every interface is reached through loopback.
+        host = self._serving.host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self._serving.port}"
+
     def build_image(self) -> str:
         """Build (or reuse) the serving image; returns its id."""
         return ensure_serving_image(self.client, self._serving.docker_image)
+
+    def admin(self) -> AdminClient:
+        """The serving container's admin API (slots, routing, promote, rollback)."""
+        return AdminClient(self.url, self._token())
+
+    def server_bundle(self, bundle_dir: Path) -> str:
+        """How the server names `bundle_dir` in admin calls: its path under the bundles
+        folder (mounted as the container's own). `DeploymentError` for a bundle elsewhere."""
+        root = self._paths.bundles.resolve()
+        directory = bundle_dir.resolve()
+        if directory == root or not directory.is_relative_to(root):
+            raise DeploymentError(
+                f"bundle {bundle_dir} is not under {root}: the docker target serves only "
+                "bundles in $CT_HOME/bundles (the folder its container mounts)"
+            )
+        return str(directory.relative_to(root))
 
     def deploy(self, bundle_dir: Path) -> Endpoint:
         with exclusive(self.lock_file):
             return self._deploy(bundle_dir.resolve())
 
     def _deploy(self, bundle_dir: Path) -> Endpoint:
+        """Serve `bundle_dir` on `url`: hot swap into the running container, else replace it."""
+        name = self.server_bundle(bundle_dir)
         version = read_meta(bundle_dir).version
         image_id = self.build_image()
-        old = self._current_container()
-        port = self._free_slot_port(old)
-        container = self._run(image_id, bundle_dir, version, port)
-        url = f"http://{self._client_host()}:{port}"
-        try:
-            self._wait_ready(container, url, version)
-        except DeploymentError:
-            _remove(container)
-            raise
-        endpoint = Endpoint(url, version, self.name, utc_now(), str(bundle_dir))
-        write_json_atomic(
-            self.state_file,
-            {**endpoint.to_dict(), "container_id": container.id, "container": container.name},
-        )
-        if old is not None:
-            # Traffic follows the state file from now on; let requests in flight finish.
-            time.sleep(DRAIN_SECONDS)
-            _remove(old)
-        return endpoint
+        current = self._current_container()
+        if current is not None and self._takes_swaps(current, image_id) and self._swap_in(name):
+            self._check_serves(version)
+            container = current
+        else:
+            container = self._replace(current, image_id, name, version)
+        return self._record(bundle_dir, container)
+
+    def recreate(self) -> Endpoint:
+        """Replace the serving container by a fresh one of the current serving image, serving
+        the deployed bundle: what a deploy does when the image changed (the same short gap
+        on the same address)."""
+        with exclusive(self.lock_file):
+            state = read_json(self.state_file)
+            if state is None:
+                raise DeploymentError("nothing is deployed: no container to recreate")
+            bundle_dir = Path(state["bundle"])
+            container = self._replace(
+                self._current_container(),
+                self.build_image(),
+                self.server_bundle(bundle_dir),
+                read_meta(bundle_dir).version,
+            )
+            return self._record(bundle_dir, container)
 
     def status(self) -> EndpointStatus | None:
         state = read_json(self.state_file)
@@ -142,6 +189,17 @@ class DockerTarget:
 
     # --- internals ---------------------------------------------------------------------
 
+    def _record(self, bundle_dir: Path, container: Container) -> Endpoint:
+        self._point_at(self.server_bundle(bundle_dir))
+        endpoint = Endpoint(
+            self.url, read_meta(bundle_dir).version, self.name, utc_now(), str(bundle_dir)
+        )
+        write_json_atomic(
+            self.state_file,
+            {**endpoint.to_dict(), "container_id": container.id, "container": container.name},
+        )
+        return endpoint
+
     def _current_container(self) -> Container | None:
         state = read_json(self.state_file)
         if state is None:
@@ -151,53 +209,119 @@ class DockerTarget:
         except NotFound:
             return None
 
-    def _free_slot_port(self, old: Container | None) -> int:
-        blue = self._serving.port
-        green = blue + 1 if blue < 65535 else blue - 1
-        if old is None:
-            return blue
-        return green if _published_port(old) == blue else blue
+    def _takes_swaps(self, container: Container, image_id: str) -> bool:
+        """Running the current image on our port, healthy: a hot swap can serve the bundle."""
+        return (
+            container.attrs["Image"] == image_id
+            and _published_port(container) == self._serving.port
+            and container.status == "running"
+            and _health(container) == "healthy"
+            and is_healthy(self.url)
+        )
 
-    def _client_host(self) -> str:
-        # A server published on every interface is reached through loopback.
-        host = self._serving.host
-        return "127.0.0.1" if host in ("0.0.0.0", "") else host
+    def _swap_in(self, bundle: str) -> bool:
+        """Load and promote `bundle`; False when the admin API refuses our token (a container
+        started with another one), which a replacement fixes."""
+        try:
+            self.admin().swap_in(Path(bundle))
+        except AdminAuthError:
+            return False
+        return True
 
-    def _run(self, image_id: str, bundle_dir: Path, version: str, port: int) -> Container:
-        mounts = {str(bundle_dir): {"bind": CONTAINER_BUNDLE, "mode": "ro"}}
+    def _replace(
+        self, old: Container | None, image_id: str, bundle: str, version: str
+    ) -> Container:
+        """Start a fresh container serving `bundle` on the same port, in place of `old`."""
+        previous_pointer = self._pointer()
+        new = self._create(image_id)  # before the gap: on vfs this copies the image
+        self._point_at(bundle)
+        if old is not None:
+            old.stop(timeout=STOP_TIMEOUT_S)  # SIGTERM: uvicorn drains requests in flight
+        try:
+            self._start(new)
+            self._wait_ready(new, version)
+        except DeploymentError:
+            _remove(new)
+            if old is not None:
+                # The old one goes back to serving what it served (best effort: it may be
+                # the broken one being replaced).
+                self._point_at(previous_pointer)
+                with contextlib.suppress(APIError):
+                    old.start()
+            raise
+        if old is not None:
+            _remove(old)
+        return new
+
+    def _create(self, image_id: str) -> Container:
+        mounts = {str(self._bundles_dir()): {"bind": CONTAINER_BUNDLES, "mode": "ro"}}
         for folder in (self._paths.predictions, self._paths.feedback):
+            folder.mkdir(parents=True, exist_ok=True)
             mounts[str(folder)] = {"bind": f"{CONTAINER_HOME}/{folder.name}", "mode": "rw"}
         # The monitoring figures the server exports on /metrics (serving.platform_figures).
         figures = self._paths.home / FIGURES_DIR
         figures.mkdir(parents=True, exist_ok=True)
         mounts[str(figures)] = {"bind": f"{CONTAINER_HOME}/{FIGURES_DIR.as_posix()}", "mode": "ro"}
-        environment = {self._serving.admin_token_env: self._token()}
+        environment = {"CT_HOME": CONTAINER_HOME, self._serving.admin_token_env: self._token()}
         api_key = os.environ.get(self._serving.api_key_env)
         if api_key:
             environment[self._serving.api_key_env] = api_key
-        name = f"ct-serving-{read_meta(bundle_dir).name}-v{version}-{int(time.time())}"
+        name = f"ct-serving-{self._model_name}-{time.time_ns()}"
         try:
-            return self.client.containers.run(
+            return self.client.containers.create(
                 image_id,
                 command=server_arguments(
-                    self._serving, CONTAINER_BUNDLE, "0.0.0.0", CONTAINER_PORT_NUMBER
+                    self._serving,
+                    f"{CONTAINER_BUNDLES}/{SERVING_POINTER}",
+                    "0.0.0.0",
+                    CONTAINER_PORT_NUMBER,
                 ),
                 name=name,
-                detach=True,
                 labels={ROLE_LABEL: "serving", HOME_LABEL: str(self._paths.home)},
-                ports={CONTAINER_PORT: (self._serving.host, port)},
+                ports={CONTAINER_PORT: (self._serving.host, self._serving.port)},
                 volumes=mounts,
                 environment=environment,
                 user=f"{os.getuid()}:{os.getgid()}",
                 restart_policy={"Name": "unless-stopped"},
             )
         except APIError as exc:
-            raise DeploymentError(f"cannot start container {name}: {exc.explanation}") from None
+            raise DeploymentError(f"cannot create container {name}: {exc.explanation}") from None
+
+    def _start(self, container: Container) -> None:
+        try:
+            container.start()
+        except APIError as exc:
+            raise DeploymentError(
+                f"cannot start container {container.name} on port {self._serving.port}: "
+                f"{exc.explanation}"
+            ) from None
+
+    def _bundles_dir(self) -> Path:
+        folder = self._paths.bundles
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder.resolve()
+
+    def _pointer(self) -> str | None:
+        try:
+            return os.readlink(self._bundles_dir() / SERVING_POINTER)
+        except FileNotFoundError:
+            return None
+
+    def _point_at(self, bundle: str | None) -> None:
+        """Replace the start-up symlink atomically (a new link renamed over the old)."""
+        pointer = self._bundles_dir() / SERVING_POINTER
+        if bundle is None:
+            pointer.unlink(missing_ok=True)
+            return
+        staging = pointer.with_name(f"{SERVING_POINTER}.{os.getpid()}.new")
+        staging.unlink(missing_ok=True)
+        staging.symlink_to(bundle)
+        os.replace(staging, pointer)
 
     def _token(self) -> str:
         return admin_token(self._paths.deployments, self._serving.admin_token_env)
 
-    def _wait_ready(self, container: Container, url: str, version: str) -> None:
+    def _wait_ready(self, container: Container, version: str) -> None:
         """Docker's own health verdict first, then the same check through the host port."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while (health := _health(container)) != "healthy":
@@ -209,11 +333,15 @@ class DockerTarget:
                     f"container {container.name} not healthy ({container.status}, {health}):\n"
                     f"{logs}"
                 )
-            time.sleep(0.5)
-        wait_healthy(url, max(deadline - time.monotonic(), 5.0))
-        served = AdminClient(url, self._token()).stable_version()
+            time.sleep(0.2)
+        wait_healthy(self.url, max(deadline - time.monotonic(), 5.0))
+        self._check_serves(version)
+
+    def _check_serves(self, version: str) -> None:
+        # Someone else's server on our port would answer /ping just as well.
+        served = self.admin().stable_version()
         if served != version:
-            raise DeploymentError(f"{url} serves version {served}, expected {version}")
+            raise DeploymentError(f"{self.url} serves version {served}, expected {version}")
 
 
 def _health(container: Container) -> str:

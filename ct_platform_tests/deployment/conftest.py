@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +14,14 @@ import pandas as pd
 import pytest
 
 from ct_platform.data.contract import check_contract
-from ct_platform.deployment.export import HOLDOUT_ARTIFACT
+from ct_platform.deployment.export import HOLDOUT_ARTIFACT, default_registry
 from ct_platform.registry.mlflow_registry import ModelRegistry, ModelVersionInfo
+from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec, load_spec
 from ct_platform.training.bundling import build_bundle
 from ct_platform.training.pipeline import build_pipeline
 from ct_platform_tests.conftest import BANK_SPEC
+from ct_platform_tests.deployment.wrk_load import wrk_binary
 
 TRAIN_ROWS = 3000
 HOLDOUT_ROWS = 500
@@ -129,6 +133,38 @@ def sample_row(bank_spec: Spec, bank_frame: pd.DataFrame) -> dict[str, Any]:
     """One raw row as a client sends it (pdays=999 sentinel included), JSON-safe."""
     row = bank_frame[bank_spec.dataset.feature_columns].iloc[[TRAIN_ROWS + HOLDOUT_ROWS]]
     return json.loads(row.to_json(orient="records"))[0]
+
+
+@pytest.fixture(scope="session")
+def wrk() -> str:
+    """The `wrk` binary; without one the test SKIPS, loudly (printed and warned)."""
+    binary = wrk_binary()
+    if binary is None:
+        reason = "NO wrk (apt-get install wrk): the delivery proofs under load are SKIPPED"
+        print(f"\n{'#' * 72}\n## {reason}\n{'#' * 72}", file=sys.stderr)
+        warnings.warn(reason, stacklevel=1)
+        pytest.skip(reason)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def load_rows(bank_spec: Spec, bank_frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """300 raw rows as clients send them, none trained on; about 15 % hold loan = yes."""
+    rows = bank_frame[bank_spec.dataset.feature_columns].iloc[TRAIN_ROWS + HOLDOUT_ROWS + 100 :]
+    return json.loads(rows.iloc[:300].to_json(orient="records"))
+
+
+@pytest.fixture
+def two_versions(
+    serving_spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> ModelRegistry:
+    """MLflow (the test's own store) with versions 1 and 2 registered; 1 is champion."""
+    train, _ = train_holdout
+    registry = default_registry(serving_spec)
+    for fingerprint in ("fp-1", "fp-2"):
+        register(registry, serving_spec, train, None, fingerprint=fingerprint, tmp_path=tmp_path)
+    registry.set_alias(CHAMPION, 1)
+    return registry
 
 
 @pytest.fixture

@@ -1,0 +1,153 @@
+"""Rollouts under `wrk` load (single-row requests, 8 connections) on a real server process.
+
+- a full canary to 100 % and a blue-green switch each end with 0 failed requests;
+- a bad candidate (slow, erroring on some rows, shifted scores; real bundles, see
+  `bad_candidates`) is rolled back at the first step with the reason recorded, and stable's
+  share of the traffic has 0 failures.
+
+Assertions are on counts and states, never on a latency figure: the figures are the
+benchmark's (benchmarks/delivery/run.py). Without `wrk` these tests SKIP, loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from ct_platform.deployment import target_for
+from ct_platform.deployment.admin import AdminClient
+from ct_platform.deployment.analysis import slot_window
+from ct_platform.deployment.controller import RolloutController
+from ct_platform.deployment.rollout import admin_client
+from ct_platform.registry.mlflow_registry import ModelRegistry
+from ct_platform.registry.versions import CANARY, CHAMPION
+from ct_platform.settings import Spec
+from ct_platform_tests.deployment.bad_candidates import BAD_CANDIDATES
+from ct_platform_tests.deployment.delivery_proofs import (
+    CANDIDATE,
+    MIN_REQUESTS,
+    delivery_spec,
+    drive,
+)
+from ct_platform_tests.deployment.wrk_load import WrkLoad
+
+pytestmark = pytest.mark.slow
+
+# The check each bad candidate must fail, as the analysis names it.
+EXPECTED_CHECK = {"slow": "p99_latency_ms", "errors": "error_rate", "shifted": "score_shift"}
+
+
+@pytest.fixture(scope="session")
+def bad_bundles(
+    bank_spec: Spec,
+    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Path]:
+    train, holdout = train_holdout
+    root = tmp_path_factory.mktemp("bad-candidates")
+    return {
+        kind: build(
+            bank_spec, train, holdout, root / f"{bank_spec.model.name}-bad-{kind}", CANDIDATE
+        )
+        for kind, build in BAD_CANDIDATES.items()
+    }
+
+
+@pytest.fixture
+def serving_v1(serving_spec: Spec, bundles: dict[str, Path]) -> Iterator[AdminClient]:
+    """A real server process (local target) with version 1 in its stable slot."""
+    target = target_for(serving_spec)
+    target.deploy(bundles["1"])
+    yield admin_client(serving_spec)
+    target.stop()
+
+
+def test_canary_then_blue_green_under_load_fail_no_request(
+    wrk: str,
+    serving_spec: Spec,
+    serving_v1: AdminClient,
+    bundles: dict[str, Path],
+    two_versions: ModelRegistry,
+    load_rows: list[dict[str, Any]],
+) -> None:
+    """Version 2 goes out as a canary to 100 %, then version 1 comes back by a blue-green
+    switch (one server for both: a server start costs a minute on a busy machine)."""
+    url = target_for(serving_spec).status().endpoint.url
+    canary = RolloutController(delivery_spec(serving_spec, "canary"), serving_v1, two_versions)
+
+    with WrkLoad(url, load_rows) as load:
+        canary.begin(CANDIDATE, bundles[CANDIDATE].name)
+        done = drive(canary, serving_v1, min_requests=MIN_REQUESTS)
+    result = load.result
+
+    assert done.rollout.status == "completed", done.rollout.reason
+    passed = [entry["weight"] for entry in done.rollout.history if entry["verdict"] == "pass"]
+    assert passed == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert result.requests > 5 * MIN_REQUESTS
+    assert (result.non2xx, result.socket_errors) == (0, 0), load.output
+    assert serving_v1.stable_version() == CANDIDATE
+    assert two_versions.alias_version(CHAMPION).version == 2
+    assert two_versions.alias_version(CANARY) is None
+
+    spec = delivery_spec(serving_spec, "blue_green", blue_green={"rollback_window_seconds": 0})
+    blue_green = RolloutController(spec, serving_v1, two_versions)
+    with WrkLoad(url, load_rows) as load:
+        blue_green.begin("1", bundles["1"].name)
+        done = drive(blue_green, serving_v1, min_requests=MIN_REQUESTS)
+    result = load.result
+
+    assert done.rollout.status == "completed", done.rollout.reason
+    verdicts = [entry["verdict"] for entry in done.rollout.history]
+    assert verdicts[-3:] == ["pass", "switch", "completed"], verdicts
+    assert (result.non2xx, result.socket_errors) == (0, 0), load.output
+    slots = serving_v1.slots()
+    assert (slots["stable"]["version"], slots["previous"]["version"]) == ("1", "2")
+    assert two_versions.alias_version(CHAMPION).version == 1
+
+
+def test_bad_candidates_rolled_back_at_first_step(
+    wrk: str,
+    serving_spec: Spec,
+    serving_v1: AdminClient,
+    bad_bundles: dict[str, Path],
+    two_versions: ModelRegistry,
+    load_rows: list[dict[str, Any]],
+) -> None:
+    """Each in turn, on one server: rolled back at 20 %, the failed check in the reason,
+    stable's share without a failure, an alert raised."""
+    spec = delivery_spec(serving_spec, "canary")
+    url = target_for(spec).status().endpoint.url
+    controller = RolloutController(spec, serving_v1, two_versions)
+    alerts = spec.paths.home / "alerts.jsonl"
+    for kind, built in bad_bundles.items():
+        bundle = shutil.copytree(built, spec.paths.bundles / built.name)
+        before = serving_v1.stats()
+        with WrkLoad(url, load_rows) as load:
+            controller.begin(CANDIDATE, bundle.name)
+            done = drive(controller, serving_v1, min_requests=MIN_REQUESTS)
+        result = load.result
+        stats = serving_v1.stats()  # the candidate is unloaded: nothing changes after this
+
+        rollout = done.rollout
+        assert rollout.status == "rolled_back", (kind, rollout.reason)
+        assert rollout.step == 0 and rollout.weight == 0.0, kind
+        assert rollout.reason.startswith("analysis failed:"), (kind, rollout.reason)
+        assert EXPECTED_CHECK[kind] in rollout.reason, (kind, rollout.reason)
+        # Stable's share: not one failure; every non-2xx wrk saw is a candidate error.
+        stable = slot_window(before, stats, "stable")
+        candidate = slot_window(before, stats, "candidate")
+        assert stable.requests > 0 and stable.errors == 0, kind
+        assert result.socket_errors == 0, (kind, load.output)
+        assert result.non2xx == candidate.errors, kind
+        assert (candidate.errors > 0) == (kind == "errors"), (kind, candidate.errors)
+        slots = serving_v1.slots()
+        assert (slots["stable"]["version"], slots["candidate"]) == ("1", None), kind
+        assert two_versions.alias_version(CHAMPION).version == 1
+        assert two_versions.alias_version(CANARY) is None
+        assert json.loads(alerts.read_text().splitlines()[-1])["detail"] == rollout.reason
