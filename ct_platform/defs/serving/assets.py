@@ -104,8 +104,13 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
     )
     def deployed_endpoint(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from ct_platform.deployment.rollout import roll_out
+        from ct_platform.governance.lifecycle import record_deployment
 
         endpoint = roll_out(spec)
+        where = f"{endpoint.target} {endpoint.url}"
+        record_deployment(
+            spec.model.name, int(endpoint.version), where, dagster_run_id=context.run.run_id
+        )
         context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")
         return dg.MaterializeResult(
             metadata={
