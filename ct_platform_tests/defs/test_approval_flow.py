@@ -32,6 +32,24 @@ def approval_spec(spec_file: Path, monkeypatch: pytest.MonkeyPatch) -> Spec:
     return load_spec(path)
 
 
+# The training chain up to the champion: no Evidently reports, no bundle (deploying builds
+# it), which these tests do not look at and which take most of a run's time.
+TRAIN_AND_PROMOTE = [
+    "training_dataset",
+    "candidate_model",
+    "model_evaluation",
+    "model_card",
+    "champion",
+]
+
+
+def train(spec: Spec, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    selection = [dg.AssetKey(name) for name in TRAIN_AND_PROMOTE]
+    result = run_job(spec, instance, "training_job", asset_selection=selection)
+    assert result.success
+    return result
+
+
 def registry_for(spec: Spec) -> ModelRegistry:
     return ModelRegistry(default_tracking_uri(), spec.model.name, spec.dataset.name)
 
@@ -67,8 +85,7 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     approval_spec, instance, land_bank_batches, capsys
 ):
     land_bank_batches(2)
-    trained = run_job(approval_spec, instance, "training_job")
-    assert trained.success
+    trained = train(approval_spec, instance)
     materialized = {e.asset_key.path[-1] for e in trained.get_asset_materialization_events()}
     assert "model_evaluation" in materialized and "model_card" in materialized
     assert not {"champion", "model_bundle"} & materialized
@@ -93,7 +110,7 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     assert champion_event.asset_materialization.metadata["approved_by"].value == "alice"
 
     land_bank_batches(1, first=2)
-    assert run_job(approval_spec, instance, "training_job").success
+    train(approval_spec, instance)
     assert registry.version(2).tags["ct.approval"] == "pending"
     assert main(["reject", "2", "--reason", "worse for singles", "--by", "bob"]) == 0
     assert champion_version(approval_spec) == 1

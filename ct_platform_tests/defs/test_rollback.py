@@ -18,8 +18,8 @@ from ct_platform.deployment.targets import target_for
 from ct_platform.governance.audit import read_events
 from ct_platform.serving.bundle import read_meta
 from ct_platform.settings import Spec, load_spec
-from ct_platform_tests.defs.conftest import run_job, spec_variant
-from ct_platform_tests.defs.test_approval_flow import LENIENT_GATES, champion_version
+from ct_platform_tests.defs.conftest import spec_variant
+from ct_platform_tests.defs.test_approval_flow import LENIENT_GATES, champion_version, train
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_served_card_then_rollback_restores_the_previous_champion(
     served_spec, instance, land_bank_batches, capsys
 ):
     land_bank_batches(2)
-    assert run_job(served_spec, instance, "training_job").success
+    train(served_spec, instance)
     url = deploy(served_spec, instance)
     markdown = card(url, served_spec)
     assert markdown.status_code == 200
@@ -74,7 +74,7 @@ def test_served_card_then_rollback_restores_the_previous_champion(
     assert card(url, served_spec, params={"format": "pdf"}).status_code == 400
 
     land_bank_batches(1, first=2)
-    assert run_job(served_spec, instance, "training_job").success
+    train(served_spec, instance)
     assert champion_version(served_spec) == 2
     deploy(served_spec, instance)
     assert served_version(url, served_spec.model.name) == "2"
@@ -97,6 +97,18 @@ def test_served_card_then_rollback_restores_the_previous_champion(
     ]
     assert events[4].reason == "v2 misroutes calls"
     assert all(e.dagster_run_id for e in events[:4])
+    job = build_definitions(served_spec).resolve_implicit_global_asset_job_def()
+    history = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("audit_history")]
+    )
+    table = history.get_asset_materialization_events()[0].materialization.metadata["history"]
+    newest = table.value.records[0].data  # newest first
+    assert (newest["kind"], newest["from_version"], newest["to_version"]) == (
+        "deployment",
+        "2",
+        "1",
+    )
+    assert len(table.value.records) == len(events)
 
     # Nothing before version 1: refused, and nothing changes.
     assert main(["rollback", "--reason", "again"]) == 1
