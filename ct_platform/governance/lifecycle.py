@@ -56,7 +56,10 @@ def record_promotion(
     *,
     actor: str = AUTOMATION,
     dagster_run_id: str | None = None,
-) -> AuditEvent:
+) -> AuditEvent | None:
+    """Record `promoted` becoming champion; nothing when it already was (a rerun)."""
+    if previous is not None and previous.version == promoted.version:
+        return None
     tags = decision_tags(registry, promoted)
     reason = "every blocking gate passed"
     if tags.get(APPROVAL_TAG) == APPROVED:

@@ -26,12 +26,12 @@ AUDIT_TABLE_ROWS = 200
 def build_governance_assets(spec: Spec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=MODEL_CARD,
-        deps=["model_evaluation"],
         group_name="training",
         kinds={"mlflow"},
-        # After the verdict; also for a rejected candidate (its evaluation is materialized
-        # before the gate failure fails the step), by automation.
         automation_condition=follows_every_update(),
+        # Lowest step priority, like the reports: in a training run it runs after the
+        # evaluation has recorded the verdict (and after the champion step), and, built from
+        # the candidate rather than the verdict, also for a candidate a gate rejected.
         op_tags={"dagster/priority": "-1"},
         description="The candidate's model card (Markdown and HTML): intended use, data "
         "window, lineage, metrics, per-group figures, gates, approval, limitations. Logged to "
