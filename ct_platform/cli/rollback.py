@@ -40,4 +40,6 @@ def run(args: argparse.Namespace) -> int:
         f"champion: version {done.from_version} -> {done.to_version}; "
         f"{done.endpoint.url} ({done.endpoint.target}) serves version {done.endpoint.version}"
     )
+    if done.note:
+        print(f"ct rollback: {done.note}", file=sys.stderr)
     return 0

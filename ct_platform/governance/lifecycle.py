@@ -10,7 +10,6 @@ when the log has none, from the newest older version whose gates passed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,6 +46,8 @@ class Rollback:
     from_version: int
     to_version: int
     endpoint: Endpoint
+    # Empty, or why the drift reference still describes the rolled-back version's data.
+    note: str = ""
 
 
 def record_promotion(
@@ -171,23 +172,21 @@ def rollback(
     *,
     reason: str,
     actor: str,
-    deploy: Callable[[Spec, ModelRegistry], Endpoint] | None = None,
 ) -> Rollback:
     """Move `champion` to the previous champion, redeploy it, and record both steps.
 
-    `deploy` defaults to `deployment.rollout.roll_out` (export + deploy + smoke request).
+    Redeploys with `deployment.rollout.roll_out` (export, deploy, smoke request).
 
     Raises:
         RollbackRefused: no champion yet, or no previous champion that passed its gates.
     """
-    if deploy is None:
-        from ct_platform.deployment.rollout import roll_out as deploy
+    from ct_platform.deployment.rollout import roll_out
+
     current = registry.alias_version(CHAMPION)
     if current is None:
         raise RollbackRefused(f"model '{registry.model_name}' has no champion to roll back")
     target = previous_champion(registry, current.version)
     registry.set_alias(CHAMPION, target.version)
-    follow_drift_reference(target, spec)
     append_event(
         AuditEvent(
             kind="rollback",
@@ -198,7 +197,7 @@ def rollback(
             to_version=target.version,
         )
     )
-    endpoint = deploy(spec, registry)
+    endpoint = roll_out(spec, registry)
     record_deployment(
         registry.model_name,
         int(endpoint.version),
@@ -206,7 +205,20 @@ def rollback(
         actor=actor,
         reason=f"rollback from version {current.version}",
     )
-    return Rollback(current.version, target.version, endpoint)
+    return Rollback(
+        current.version, target.version, endpoint, _follow_reference_if_kept(target, spec)
+    )
+
+
+def _follow_reference_if_kept(info: ModelVersionInfo, spec: Spec) -> str:
+    """Move the drift reference; "" if done, else why not (the rollback stands either way)."""
+    from ct_platform.training.datasets import MissingTrainingSet
+
+    try:
+        follow_drift_reference(info, spec)
+    except MissingTrainingSet as missing:
+        return f"drift reference not moved: {missing}"
+    return ""
 
 
 def _rejected(registry: ModelRegistry, info: ModelVersionInfo) -> bool:
