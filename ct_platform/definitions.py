@@ -13,6 +13,7 @@ import dagster as dg
 
 from ct_platform.defs.data import build_data_defs
 from ct_platform.defs.data.sensors import build_landing_sensor
+from ct_platform.defs.governance import build_governance_defs
 from ct_platform.defs.io import JsonIOManager
 from ct_platform.defs.monitoring import build_monitoring_defs, build_retrain_sensor
 from ct_platform.defs.resources import MlflowResource, env_or_none
@@ -40,6 +41,7 @@ TRAINING_CHAIN = [
     "candidate_model",
     "model_evaluation",
     "evaluation_reports",
+    "model_card",
     "champion",
     "model_bundle",
 ]
@@ -88,6 +90,7 @@ def build_definitions(spec: Spec) -> dg.Definitions:
         build_serving_defs(spec),
         build_rollout_defs(spec),
         build_monitoring_defs(spec),
+        build_governance_defs(spec),
         dg.Definitions(
             jobs=[batch_job, training_job],
             sensors=[

@@ -193,6 +193,9 @@ class ModelSpec(_Strict):
     # can never make the platform import arbitrary code.
     estimator: str
     params: dict[str, object] = Field(default_factory=dict)
+    # Free text for the model card: what the model is for, and what it must not be used for.
+    intended_use: str | None = None
+    limitations: str | None = None
 
     @model_validator(mode="after")
     def _check_estimator(self) -> ModelSpec:
@@ -487,6 +490,12 @@ class DeploymentSpec(_Strict):
     ab: AbSpec = AbSpec()
 
 
+class GovernanceSpec(_Strict):
+    # "required": a candidate that passed its gates waits for a person (`ct approve`, or the
+    # `approve_candidate` job) before it may become champion. "none": it is promoted at once.
+    approval: Literal["required", "none"] = "none"
+
+
 class Spec(_Strict):
     dataset: DatasetSpec
     model: ModelSpec
@@ -496,6 +505,8 @@ class Spec(_Strict):
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = MonitoringSpec()
     deployment: DeploymentSpec = DeploymentSpec()
+
+    governance: GovernanceSpec = GovernanceSpec()
     # Set by `load_spec`: the folder relative paths in the spec are resolved against.
     base_dir: Path = Path(".")
 

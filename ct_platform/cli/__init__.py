@@ -18,6 +18,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "drift": ("drift", "compare two data files for drift with the spec's column definitions"),
     "status": ("status", "show every landed batch: trained into which version, or why not"),
     "rollout": ("rollout", "see or steer the rollout: status|pause|resume|promote|abort"),
+    "approve": ("approval", "approve a candidate waiting for approval; it becomes champion"),
+    "reject": ("approval", "reject a candidate waiting for approval; it never becomes champion"),
+    "history": ("history", "show the audit log: promotions, approvals, deployments, rollbacks"),
+    "rollback": ("rollback", "move the champion back to the previous one and redeploy it"),
 }
 
 

@@ -382,8 +382,13 @@ class RolloutController:
         self._finish(rollout, "completed", reason)
 
     def _move_champion(self, rollout: Rollout) -> None:
+        from ct_platform.governance.lifecycle import record_promotion
+
+        previous = self.registry.alias_version(CHAMPION)
         self.registry.set_alias(CHAMPION, int(rollout.version))
         self.registry.delete_alias(CANARY)
+        promoted = self.registry.version(int(rollout.version))
+        record_promotion(self.registry, previous, promoted, actor=f"{rollout.strategy} rollout")
 
     def _roll_back(
         self, rollout: Rollout, reason: str, *, alert: bool = False, status: Status = "rolled_back"
@@ -402,8 +407,26 @@ class RolloutController:
         self.registry.delete_alias(CANARY)
         rollout.weight = 0.0
         self._finish(rollout, status, reason)
+        self._record_rollback(rollout, reason)
         if alert:
             self._alert(rollout)
+
+    def _record_rollback(self, rollout: Rollout, reason: str) -> None:
+        """An audit line: the candidate left traffic, the previous champion serves (for a
+        rollback before any switch `champion` never moved, so its history is unchanged)."""
+        from ct_platform.governance.audit import AuditEvent, append_event
+
+        champion = self.registry.alias_version(CHAMPION)
+        append_event(
+            AuditEvent(
+                kind="rollback",
+                model=self.registry.model_name,
+                actor=f"{rollout.strategy} rollout",
+                reason=reason,
+                from_version=int(rollout.version),
+                to_version=champion.version if champion else None,
+            )
+        )
 
     def _restore_stable_only(self, rollout: Rollout) -> None:
         slots = self.admin.slots()

@@ -118,6 +118,7 @@ def _is_complete(bundle_dir: Path, info: ModelVersionInfo) -> bool:
 
 
 def _build(spec: Spec, registry: ModelRegistry, info: ModelVersionInfo, bundle_dir: Path) -> None:
+    from ct_platform.governance.card import write_card
     from ct_platform.training.bundling import build_bundle
 
     build_bundle(
@@ -128,6 +129,8 @@ def _build(spec: Spec, registry: ModelRegistry, info: ModelVersionInfo, bundle_d
         fingerprint=_fingerprint(info),
         holdout=load_holdout(registry, info.run_id),
         directory=bundle_dir,
+        # The model card, with the parity figures just measured, ships inside the bundle.
+        attachments=lambda meta: write_card(registry, info.version, spec, bundle=meta),
     )
 
 

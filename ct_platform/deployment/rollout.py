@@ -21,17 +21,11 @@ from ct_platform.deployment.endpoint import Endpoint, smoke_request
 from ct_platform.deployment.export import default_registry, export_champion_bundle
 from ct_platform.deployment.state import admin_token
 from ct_platform.deployment.targets import target_for
-from ct_platform.registry.versions import CANARY, CHAMPION
+from ct_platform.registry.versions import CANARY, CHAMPION, release_alias
 from ct_platform.settings import DatasetSpec, Spec
 
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
-
-
-def release_alias(spec: Spec) -> str:
-    """The alias a newly promoted version gets: `champion` at once for `direct`, else
-    `canary` until its rollout completes (the controller then moves `champion`)."""
-    return CHAMPION if spec.deployment.strategy == "direct" else CANARY
 
 
 def roll_out(spec: Spec, registry: ModelRegistry | None = None) -> Endpoint:

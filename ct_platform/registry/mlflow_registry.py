@@ -192,6 +192,15 @@ class ModelRegistry:
     def version(self, version: int) -> ModelVersionInfo:
         return self._describe(self._client.get_model_version(self.model_name, str(version)))
 
+    def version_description(self, version: int) -> str:
+        """The version's description (the gate verdict `describe_verdict` wrote), or ""."""
+        found = self._client.get_model_version(self.model_name, str(version))
+        return found.description or ""
+
+    def run_params(self, run_id: str) -> dict[str, str]:
+        """The parameters logged with `run_id` (spec and model parameters, as text)."""
+        return dict(self._client.get_run(run_id).data.params)
+
     def alias_version(self, alias: str) -> ModelVersionInfo | None:
         """The version `alias` points at; None if unset or nothing is registered yet."""
         try:

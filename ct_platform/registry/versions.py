@@ -5,12 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from ct_platform.settings import Spec
+
 # The registry's lifecycle aliases: the newest candidate, and the version that serves.
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 # The version a progressive rollout is bringing in (any strategy but `direct`); it becomes
 # `champion` when the rollout completes and loses the alias when it is rolled back.
 CANARY = "canary"
+
+
+def release_alias(spec: Spec) -> str:
+    """The alias a newly promoted version gets: `champion` at once for `direct`, else
+    `canary` until its rollout completes (the rollout controller then moves `champion`)."""
+    return CHAMPION if spec.deployment.strategy == "direct" else CANARY
+
+
 # The Dagster run that logged an MLflow run or version (tag on both).
 DAGSTER_RUN_TAG = "dagster.run_id"
 

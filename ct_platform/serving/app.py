@@ -28,6 +28,7 @@ from starlette.routing import Route as HttpRoute
 
 from ct_platform.serving import admin, mlflow_protocol, v2_protocol
 from ct_platform.serving.bundle import Prediction, load_bundle
+from ct_platform.serving.card import card_response
 from ct_platform.serving.config import ServerConfig
 from ct_platform.serving.feedback import FeedbackLog, parse_feedback
 from ct_platform.serving.metrics import Metrics
@@ -141,6 +142,15 @@ class Server:
         if isinstance(served, Response):
             return served
         return json_response({"name": served.model.meta.name, "ready": True})
+
+    async def v2_model_card(self, request: Request) -> Response:
+        served = self._v2_model(request)
+        if isinstance(served, Response):
+            return served
+        try:
+            return card_response(served.model.directory, served.version, request)
+        except HttpError as error:
+            return v2_error(error)
 
     async def v2_infer(self, request: Request) -> Response:
         served = self._v2_model(request)
@@ -438,6 +448,7 @@ def create_app(config: ServerConfig) -> Starlette:
         HttpRoute("/v2/health/ready", server.v2_ready, methods=["GET"]),
         HttpRoute("/v2/models/{name}", server.v2_model_metadata, methods=["GET"]),
         HttpRoute("/v2/models/{name}/ready", server.v2_model_ready, methods=["GET"]),
+        HttpRoute("/v2/models/{name}/card", server.v2_model_card, methods=["GET"]),
         HttpRoute("/v2/models/{name}/infer", server.v2_infer, methods=["POST"]),
         HttpRoute("/feedback", server.feedback, methods=["POST"]),
         HttpRoute("/metrics", server.prometheus, methods=["GET"]),

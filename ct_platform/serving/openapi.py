@@ -34,6 +34,10 @@ def openapi_document(meta: BundleMeta) -> dict[str, Any]:
             "/v2/models/{name}": _get("Model metadata", name_parameter=True),
             "/v2/models/{name}/ready": _get("Model ready", name_parameter=True),
             "/v2/models/{name}/infer": _v2_infer(),
+            "/v2/models/{name}/card": _get(
+                "Model card: Markdown, or HTML with ?format=html or Accept: text/html",
+                name_parameter=True,
+            ),
             "/feedback": _feedback(),
             "/metrics": _get("Prometheus metrics (text exposition format)"),
             "/admin/slots": _get("Slots and routing (bearer admin token)"),

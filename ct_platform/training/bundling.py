@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,11 +53,14 @@ def build_bundle(
     fingerprint: str,
     holdout: pd.DataFrame,
     directory: Path | None = None,
+    attachments: Callable[[BundleMeta], Mapping[str, bytes]] | None = None,
 ) -> Path:
     """Write `<CT_HOME>/bundles/<name>-v<version>/` (or `directory`) and return its path.
 
     An existing folder of that name is replaced (in one rename) by the complete new bundle.
     The bundle holds the pipeline without its input preparation: the server prepares requests.
+    `attachments(meta)` gives extra files (name -> bytes, e.g. the model card), sealed in
+    the manifest with the rest.
     """
     pipeline = without_preparation(pipeline)
     directory = directory or spec.paths.bundles / f"{name}-v{version}"
@@ -76,17 +80,24 @@ def build_bundle(
         parity=parity,
         skops_trusted_types=trusted_types,
     )
-    return _write_sealed(directory, meta, skops_bytes, onnx_bytes)
+    extra = attachments(meta) if attachments else {}
+    return _write_sealed(directory, meta, skops_bytes, onnx_bytes, extra)
 
 
 def _write_sealed(
-    directory: Path, meta: BundleMeta, skops_bytes: bytes, onnx_bytes: bytes | None
+    directory: Path,
+    meta: BundleMeta,
+    skops_bytes: bytes,
+    onnx_bytes: bytes | None,
+    extra: Mapping[str, bytes],
 ) -> Path:
     """Write the bundle in a hidden sibling folder, seal it, rename it to `directory`."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-"))
     try:
         write_bundle(staging, meta=meta, pipeline_skops_bytes=skops_bytes, onnx_bytes=onnx_bytes)
+        for name, content in extra.items():
+            (staging / name).write_bytes(content)
         write_manifest(staging)  # last: it seals what was written
         _move_into_place(staging, directory)
     finally:

@@ -57,7 +57,10 @@ def run_evaluation(
         spec,
     )
     _record(registry, candidate, outcome)
-    return EvaluationRun(outcome, _group_figures(model, holdout, spec))
+    group_figures = _group_figures(model, holdout, spec)
+    # On the version's own run too: its model card reads them from there.
+    registry.log_metrics(candidate.run_id, group_figures)
+    return EvaluationRun(outcome, group_figures)
 
 
 def _current_champion(registry: ModelRegistry) -> Contender | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ct_platform.registry.versions import CHAMPION
+from ct_platform.registry.versions import CHAMPION, release_alias
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.gates import (
@@ -114,20 +114,37 @@ def evaluate_candidate(
     )
 
 
-def promote(registry: ModelRegistry, version: int, *, alias: str = CHAMPION) -> int | None:
-    """Move `alias` (`champion`, or `canary` under a progressive rollout, which moves
-    `champion` when it completes) to `version` if its recorded gates allow it; return the
-    previous champion.
+def promote(
+    registry: ModelRegistry,
+    version: int,
+    spec: Spec,
+    *,
+    actor: str = "automation",
+    dagster_run_id: str | None = None,
+) -> int | None:
+    """Move the release alias (`registry.versions.release_alias`: `champion`, or `canary` under
+    a progressive rollout, which moves `champion` when it completes) to `version` if its
+    recorded gates allow it; return the previous champion.
 
     The gate verdict is read back from the registry rather than trusted from the caller, so a
-    later run (or an automation tick) can never promote a candidate that failed a gate.
+    later run (or an automation tick) can never promote a candidate that failed a gate. With
+    `governance.approval: required`, a person's approval is read back the same way
+    (`governance.approval.NotApproved` until then). Every promotion goes to the audit log.
     """
-    verdict = registry.version(version).tags.get(GATES_PASSED_TAG)
+    from ct_platform.governance.approval import require_approval
+    from ct_platform.governance.lifecycle import record_promotion
+
+    candidate = registry.version(version)
+    verdict = candidate.tags.get(GATES_PASSED_TAG)
     if verdict != "true":
         raise PromotionRefused(
             f"version {version} is not promotable: its blocking gates did not pass "
             f"({GATES_PASSED_TAG}={verdict!r}); the champion alias stays where it is"
         )
+    require_approval(registry, candidate, spec.governance, dagster_run_id=dagster_run_id)
     previous = registry.alias_version(CHAMPION)
+    alias = release_alias(spec)
     registry.set_alias(alias, version)
+    if alias == CHAMPION:  # a rollout records its promotion when it moves `champion`
+        record_promotion(registry, previous, candidate, actor=actor, dagster_run_id=dagster_run_id)
     return previous.version if previous else None

@@ -95,7 +95,8 @@ def test_export_seals_the_bundle_with_a_manifest_of_every_file(
 
     manifest = json.loads((bundle_dir / MANIFEST_FILE).read_text())
     on_disk = sorted(p.name for p in bundle_dir.iterdir() if p.name != MANIFEST_FILE)
-    assert on_disk == ["bundle.json", ONNX_FILE, SKOPS_FILE]
+    # The model card (governance.card) ships sealed in the bundle with the model files.
+    assert on_disk == ["bundle.json", "card.html", "card.md", ONNX_FILE, SKOPS_FILE]
     assert manifest == {
         "algorithm": "sha256",
         "files": {name: _sha256(bundle_dir / name) for name in on_disk},

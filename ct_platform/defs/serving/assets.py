@@ -78,7 +78,7 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         context: dg.AssetExecutionContext, mlflow: MlflowResource
     ) -> Iterator[dg.MaterializeResult]:
         from ct_platform.deployment.export import export_champion_bundle
-        from ct_platform.deployment.rollout import release_alias
+        from ct_platform.registry.versions import release_alias
         from ct_platform.serving.bundle import read_meta
 
         alias = release_alias(spec)
@@ -109,8 +109,13 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
     ) -> dg.MaterializeResult:
         from ct_platform.deployment.controller import active_rollout
         from ct_platform.deployment.rollout import roll_out
+        from ct_platform.governance.lifecycle import record_deployment
 
         endpoint = roll_out(spec, mlflow.registry(spec))
+        where = f"{endpoint.target} {endpoint.url}"
+        record_deployment(
+            spec.model.name, int(endpoint.version), where, dagster_run_id=context.run.run_id
+        )
         context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")
         rollout = active_rollout(spec)
         rolling = {"rollout": f"{rollout.strategy} of v{rollout.version}"} if rollout else {}

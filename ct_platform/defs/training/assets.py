@@ -9,6 +9,7 @@ import dagster as dg
 from ct_platform.defs.automation import follows_every_update
 from ct_platform.defs.data.assets import VALIDATED_BATCH
 from ct_platform.defs.data.catch_up import catch_up_landing
+from ct_platform.defs.governance.approval import not_approved_observation
 from ct_platform.defs.metadata import numbers, report_links, severity
 from ct_platform.defs.resources import MlflowResource
 from ct_platform.registry.versions import CHAMPION, DAGSTER_RUN_TAG, ModelVersionInfo
@@ -234,21 +235,32 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         # new evaluation is a reason to promote; a rebuilt training set alone is not.
         automation_condition=dg.AutomationCondition.eager()
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+        # Not materialized while the candidate waits for a person's approval (see below).
+        output_required=False,
         description=f"The MLflow alias `{CHAMPION}`, moved to the candidate when every "
-        "blocking gate passed.",
+        "blocking gate passed (and, with `governance.approval: required`, a person approved).",
     )
     def champion(
         context: dg.AssetExecutionContext,
         model_evaluation: EvaluationOutcome,
         mlflow: MlflowResource,
-    ) -> dg.MaterializeResult:
-        from ct_platform.deployment.rollout import release_alias
+    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+        from ct_platform.governance.approval import NotApproved
         from ct_platform.monitoring.champion_reference import save_champion_reference
         from ct_platform.training.promotion import promote
 
         registry = mlflow.registry(spec)
-        # A progressive strategy gives the version `canary`; its rollout moves `champion`.
-        previous = promote(registry, model_evaluation.version, alias=release_alias(spec))
+        try:
+            # A progressive strategy gives the version `canary`; its rollout moves `champion`.
+            previous = promote(
+                registry,
+                model_evaluation.version,
+                spec,
+                dagster_run_id=context.run.run_id,
+            )
+        except NotApproved as waiting:  # an outcome, not a failure: the champion stays
+            yield not_approved_observation(context, waiting)
+            return
         # Drift is measured against what the serving model learned from (this version's own
         # training set, carried by its evaluation): move the reference.
         metric = spec.evaluation.primary_metric
@@ -260,7 +272,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             Paths.from_env(),
         )
         context.log.info(f"champion: version {previous} -> {model_evaluation.version}")
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 "version": dg.MetadataValue.int(model_evaluation.version),
                 "previous_version": dg.MetadataValue.text(str(previous or "none")),

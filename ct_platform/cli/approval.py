@@ -1,0 +1,86 @@
+"""`ct approve VERSION --reason ...` / `ct reject VERSION --reason ...` [--by NAME].
+
+Launches the `approve_candidate` job on the platform's Dagster instance (`$DAGSTER_HOME`),
+exactly what the Launchpad does: the decision is recorded on the MLflow version and in the
+audit log with who (`--by`, else $USER), when and why, and an approved candidate becomes
+champion (the bundle and endpoint follow by automation). Decisions are final.
+
+Exit status: 0 when the decision was recorded, 1 when it was refused (the message says why),
+2 when the platform could not be reached (no DAGSTER_HOME, bad spec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+VERBS = {"approve": "approve", "reject": "reject"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("version", type=int, help="the model version waiting for approval")
+    parser.add_argument("--reason", required=True, help="why (recorded with the decision)")
+    parser.add_argument("--by", help="who decides (default: $USER)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ct_platform.definitions import build_definitions
+    from ct_platform.defs.governance.approval import APPROVAL_JOB
+    from ct_platform.governance.audit import current_user
+    from ct_platform.settings import SpecError, load_spec
+
+    command = f"ct {args.command}"
+    if not os.environ.get("DAGSTER_HOME"):
+        print(f"{command}: DAGSTER_HOME is not set: point it at the instance", file=sys.stderr)
+        return 2
+    try:
+        spec = load_spec()
+    except SpecError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2
+    config = {
+        "version": args.version,
+        "decision": VERBS[args.command],
+        "reason": args.reason,
+        "approver": args.by or current_user(),
+    }
+    job = build_definitions(spec).resolve_job_def(APPROVAL_JOB)
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            run_config={"ops": {"decide_candidate": {"config": config}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    if not result.success:
+        print(f"{command}: {_failure(result)}", file=sys.stderr)
+        return 1
+    print(_outcome(result, config))
+    return 0
+
+
+def _failure(result: object) -> str:
+    for event in result.get_step_failure_events():  # type: ignore[attr-defined]
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return data.user_failure_data.description
+        return data.error.message.strip() if data.error else "the approval run failed"
+    return "the approval run failed"
+
+
+def _outcome(result: object, config: dict[str, object]) -> str:
+    """What the run did: the champion it reported, or the status it observed."""
+    run_id = result.run_id  # type: ignore[attr-defined]
+    for event in result.all_events:  # type: ignore[attr-defined]
+        if event.is_step_materialization:
+            previous = event.step_materialization_data.materialization.metadata["previous_version"]
+            return (
+                f"version {config['version']} approved by {config['approver']}: champion "
+                f"version {previous.value} -> {config['version']} (Dagster run {run_id})"
+            )
+        if event.event_type_value == "ASSET_OBSERVATION":
+            observation = event.event_specific_data.asset_observation
+            return f"{observation.metadata['status'].value} (Dagster run {run_id})"
+    return f"version {config['version']}: {config['decision']} recorded (Dagster run {run_id})"

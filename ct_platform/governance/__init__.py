@@ -1,0 +1,1 @@
+"""Governance: model cards, manual approval, the audit log and rollback (no dagster)."""

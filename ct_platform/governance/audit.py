@@ -1,0 +1,124 @@
+"""The audit log: one JSON line per promotion, approval, rejection, deployment and rollback.
+
+MLflow aliases keep no history (moving `champion` forgets where it was); this log does. It
+lives at `<CT_HOME>/audit/audit.jsonl` and is append-only: a line is never rewritten. Each
+event is written as one `write` of one whole line under an exclusive `flock`, to a file
+opened with O_APPEND, then fsynced, so concurrent writers (Dagster steps, the CLI) never
+interleave and a reader never sees half a line. Standard library only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from ct_platform.settings import Paths
+
+AUDIT_FILE = "audit.jsonl"
+EventKind = Literal[
+    "promotion",
+    "approval_requested",
+    "approval",
+    "rejection",
+    "deployment",
+    "rollback",
+]
+EVENT_KINDS: tuple[str, ...] = EventKind.__args__
+# Who acts when no person does: the Dagster run id says which run.
+AUTOMATION = "automation"
+
+
+class AuditLogError(ValueError):
+    """A line of the audit log is not an event (the message names the line)."""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One governed action. Versions are model registry versions (None: there was none)."""
+
+    kind: EventKind
+    model: str
+    actor: str
+    reason: str
+    from_version: int | None = None
+    to_version: int | None = None
+    dagster_run_id: str | None = None
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"audit event kind {self.kind!r} is not one of {EVENT_KINDS}")
+
+    def to_line(self) -> bytes:
+        return (json.dumps(asdict(self), sort_keys=True) + "\n").encode()
+
+
+def audit_path(paths: Paths | None = None) -> Path:
+    return (paths or Paths.from_env()).home / "audit" / AUDIT_FILE
+
+
+def current_user() -> str:
+    """The person at the keyboard: $USER, else the account name."""
+    return os.environ.get("USER") or getpass.getuser()
+
+
+def append_event(event: AuditEvent, path: Path | None = None) -> AuditEvent:
+    """Append `event` as one line, atomically with respect to every other writer."""
+    path = path or audit_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = event.to_line()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
+        written = os.write(fd, line)
+        if written != len(line):  # a full disk: say so rather than leave a torn line
+            raise OSError(f"audit log {path}: wrote {written} of {len(line)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return event
+
+
+def read_events(path: Path | None = None) -> list[AuditEvent]:
+    """Every event, oldest first; [] when nothing was recorded yet."""
+    path = path or audit_path()
+    try:
+        with path.open("rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        return []
+    return [_parse(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _parse(number: int, line: bytes) -> AuditEvent:
+    try:
+        return AuditEvent(**json.loads(line))
+    except (ValueError, TypeError) as error:
+        raise AuditLogError(f"audit log line {number} is not an audit event: {error}") from None
+
+
+def champion_history(events: list[AuditEvent], model: str) -> list[int]:
+    """The champions of `model` in the order they served, rolled-back ones removed.
+
+    A promotion pushes its version; a rollback from B to A drops B (and anything pushed
+    after A) so the next rollback goes further back, never forward again.
+    """
+    stack: list[int] = []
+    for event in events:
+        if event.model != model or event.to_version is None:
+            continue
+        if event.kind == "promotion":
+            stack.append(event.to_version)
+        elif event.kind == "rollback":
+            while stack and stack[-1] != event.to_version:
+                stack.pop()
+            if not stack:
+                stack.append(event.to_version)
+    return stack

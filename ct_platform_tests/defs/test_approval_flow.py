@@ -1,0 +1,154 @@
+"""Manual approval on a real Dagster instance and MLflow store: nothing promotes until a
+person approves, whatever automation or reruns do; a rejection sticks; who and why are kept."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ct_platform.cli import main
+from ct_platform.definitions import build_definitions
+from ct_platform.governance.audit import read_events
+from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
+from ct_platform.settings import Spec, load_spec
+from ct_platform_tests.defs.conftest import run_job, spec_variant
+
+pytestmark = pytest.mark.slow
+
+CHAMPION = dg.AssetKey("champion")
+# Gates that any candidate on this data passes: these tests are about what comes after.
+LENIENT_GATES = {"metric_floor": {"threshold": 0.0}, "champion_regression": {"tolerance": 1.0}}
+
+
+@pytest.fixture
+def approval_spec(spec_file: Path, monkeypatch: pytest.MonkeyPatch) -> Spec:
+    path = spec_variant(
+        spec_file, "approval", {"governance": {"approval": "required"}, "gates": LENIENT_GATES}
+    )
+    monkeypatch.setenv("CT_SPEC", str(path))
+    return load_spec(path)
+
+
+# The training chain up to the champion: no Evidently reports, no bundle (deploying builds
+# it), which these tests do not look at and which take most of a run's time.
+TRAIN_AND_PROMOTE = [
+    "training_dataset",
+    "candidate_model",
+    "model_evaluation",
+    "model_card",
+    "champion",
+]
+
+
+def train(spec: Spec, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    selection = [dg.AssetKey(name) for name in TRAIN_AND_PROMOTE]
+    result = run_job(spec, instance, "training_job", asset_selection=selection)
+    assert result.success
+    return result
+
+
+def registry_for(spec: Spec) -> ModelRegistry:
+    return ModelRegistry(default_tracking_uri(), spec.model.name, spec.dataset.name)
+
+
+def champion_version(spec: Spec) -> int | None:
+    champion = registry_for(spec).alias_version("champion")
+    return champion.version if champion else None
+
+
+def latest_champion_status(instance: dg.DagsterInstance) -> str:
+    records = instance.fetch_observations(CHAMPION, limit=1).records
+    return records[0].asset_observation.metadata["status"].value
+
+
+def automation_and_reruns_change_nothing(spec: Spec, instance: dg.DagsterInstance) -> None:
+    """Whatever the automation requests, and the champion step run again by hand."""
+    defs = build_definitions(spec)
+    job = defs.resolve_implicit_global_asset_job_def()
+    requested = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    keys = [
+        key
+        for key in (CHAMPION, dg.AssetKey("model_card"), dg.AssetKey("audit_history"))
+        if requested.get_num_requested(key)
+    ]
+    if keys:
+        job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
+    rerun = job.execute_in_process(instance=instance, asset_selection=[CHAMPION])
+    assert rerun.success  # waiting is an outcome, not a failure
+    assert not rerun.get_asset_materialization_events()
+
+
+def test_nothing_promotes_until_approved_and_a_rejection_sticks(
+    approval_spec, instance, land_bank_batches, capsys
+):
+    land_bank_batches(2)
+    trained = train(approval_spec, instance)
+    materialized = {e.asset_key.path[-1] for e in trained.get_asset_materialization_events()}
+    assert "model_evaluation" in materialized and "model_card" in materialized
+    assert not {"champion", "model_bundle"} & materialized
+    registry = registry_for(approval_spec)
+    assert registry.version(1).tags["ct.gates_passed"] == "true"
+    assert registry.version(1).tags["ct.approval"] == "pending"
+    assert champion_version(approval_spec) is None
+    assert_card_of_version_1(approval_spec, instance)
+    assert latest_champion_status(instance).startswith(
+        "waiting for approval of version 1 (ct approve 1"
+    )
+    automation_and_reruns_change_nothing(approval_spec, instance)
+    assert champion_version(approval_spec) is None
+
+    assert main(["approve", "1", "--reason", "card reviewed", "--by", "alice"]) == 0
+    assert "champion version none -> 1" in capsys.readouterr().out
+    assert champion_version(approval_spec) == 1
+    approved = registry.version(1).tags
+    assert (approved["ct.approval"], approved["ct.approval.by"]) == ("approved", "alice")
+    assert approved["ct.approval.reason"] == "card reviewed" and approved["ct.approval.at"]
+    champion_event = instance.get_latest_materialization_event(CHAMPION)
+    assert champion_event.asset_materialization.metadata["approved_by"].value == "alice"
+
+    land_bank_batches(1, first=2)
+    train(approval_spec, instance)
+    assert registry.version(2).tags["ct.approval"] == "pending"
+    assert main(["reject", "2", "--reason", "worse for singles", "--by", "bob"]) == 0
+    assert champion_version(approval_spec) == 1
+    automation_and_reruns_change_nothing(approval_spec, instance)
+    assert latest_champion_status(instance).startswith("version 2 was rejected by bob")
+    capsys.readouterr()
+    assert main(["approve", "2", "--reason", "changed my mind", "--by", "carol"]) == 1
+    assert "decisions are final" in capsys.readouterr().err
+    assert champion_version(approval_spec) == 1
+    assert registry.version(2).tags["ct.approval.by"] == "bob"
+
+    events = [(e.kind, e.to_version, e.actor, e.reason) for e in read_events()]
+    assert events[0][:3] == ("approval_requested", 1, "automation")
+    assert ("approval", 1, "alice", "card reviewed") in events
+    assert events.index(("approval", 1, "alice", "card reviewed")) < [e[0] for e in events].index(
+        "promotion"
+    )
+    promotion = next(e for e in read_events() if e.kind == "promotion")
+    assert (promotion.from_version, promotion.to_version, promotion.actor) == (None, 1, "alice")
+    assert "approved by alice: card reviewed" in promotion.reason
+    assert ("rejection", 2, "bob", "worse for singles") in events
+
+
+def assert_card_of_version_1(spec: Spec, instance: dg.DagsterInstance) -> None:
+    """Version 1's card, logged to its own MLflow run by the training run's model_card step."""
+    registry = registry_for(spec)
+    info = registry.version(1)
+    with tempfile.TemporaryDirectory() as folder:
+        card = registry.download_artifact(info.run_id, "card/card.md", Path(folder)).read_text()
+        page = registry.download_artifact(info.run_id, "card/card.html", Path(folder)).read_text()
+    assert "# Model card: bank\\_marketing version 1" in card
+    assert f"`{info.fingerprint}`" in card
+    assert f"| holdout\\_roc\\_auc | {info.metrics['holdout_roc_auc']:.4g} |" in card
+    assert "batch-00001.csv, batch-00002.csv" in card.replace("\\", "")
+    assert "| metric\\_floor | pass | roc\\_auc" in card
+    assert "| married |" in card  # per-group figures from the version's own run
+    assert spec.model.intended_use.split()[0] in card
+    assert "## Approval" in card
+    assert "<h2>Intended use</h2>" in page
+    metadata = instance.get_latest_materialization_event(dg.AssetKey("model_card"))
+    assert metadata.asset_materialization.metadata["version"].value == 1

@@ -1,0 +1,117 @@
+"""`ct rollback`: the previous champion is restored and served again, in one recorded step;
+the served bundle carries its own model card, at GET /v2/models/{name}/card."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from ct_platform.cli import main
+from ct_platform.definitions import build_definitions
+from ct_platform.deployment.rollout import served_version
+from ct_platform.deployment.targets import target_for
+from ct_platform.governance.audit import read_events
+from ct_platform.serving.bundle import read_meta
+from ct_platform.settings import Spec, load_spec
+from ct_platform_tests.defs.conftest import spec_variant
+from ct_platform_tests.defs.test_approval_flow import LENIENT_GATES, champion_version, train
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def served_spec(spec_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Spec]:
+    changes = {"serving": {"port": free_port()}, "gates": LENIENT_GATES}
+    path = spec_variant(spec_file, "served", changes)
+    monkeypatch.setenv("CT_SPEC", str(path))
+    spec = load_spec(path)
+    yield spec
+    target_for(spec).stop()
+
+
+def deploy(spec: Spec, instance: dg.DagsterInstance) -> str:
+    """Materialize `deployed_endpoint` (as automation does after a new bundle); its URL."""
+    job = build_definitions(spec).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("deployed_endpoint")]
+    )
+    return result.get_asset_materialization_events()[0].materialization.metadata["url"].value
+
+
+def card(url: str, spec: Spec, **request: object) -> httpx.Response:
+    return httpx.get(f"{url}/v2/models/{spec.model.name}/card", timeout=30, **request)
+
+
+def test_served_card_then_rollback_restores_the_previous_champion(
+    served_spec, instance, land_bank_batches, capsys
+):
+    land_bank_batches(2)
+    train(served_spec, instance)
+    url = deploy(served_spec, instance)
+    markdown = card(url, served_spec)
+    assert markdown.status_code == 200
+    assert markdown.headers["content-type"].startswith("text/markdown")
+    assert "# Model card: bank\\_marketing version 1" in markdown.text
+    # The bundle's card has the parity figures measured when that bundle was built.
+    meta = read_meta(served_spec.paths.bundles / "bank_marketing-v1")
+    assert f"| rows | {meta.parity.rows} |" in markdown.text
+    assert f"| max abs diff | {meta.parity.max_abs_diff:.4g} |" in markdown.text
+    html = card(url, served_spec, headers={"accept": "text/html"})
+    assert html.headers["content-type"].startswith("text/html")
+    assert "<h2>ONNX parity</h2>" in html.text
+    assert card(url, served_spec, params={"format": "html"}).text == html.text
+    assert card(url, served_spec, params={"format": "pdf"}).status_code == 400
+
+    land_bank_batches(1, first=2)
+    train(served_spec, instance)
+    assert champion_version(served_spec) == 2
+    deploy(served_spec, instance)
+    assert served_version(url, served_spec.model.name) == "2"
+
+    assert main(["rollback", "--reason", "v2 misroutes calls", "--by", "carol"]) == 0
+    assert "champion: version 2 -> 1" in capsys.readouterr().out
+    assert champion_version(served_spec) == 1
+    assert served_version(url, served_spec.model.name) == "1"
+    assert "version 1" in card(url, served_spec).text.splitlines()[0]
+
+    events = read_events()
+    kinds = [(e.kind, e.from_version, e.to_version, e.actor) for e in events]
+    assert kinds == [
+        ("promotion", None, 1, "automation"),
+        ("deployment", None, 1, "automation"),
+        ("promotion", 1, 2, "automation"),
+        ("deployment", 1, 2, "automation"),
+        ("rollback", 2, 1, "carol"),
+        ("deployment", 2, 1, "carol"),
+    ]
+    assert events[4].reason == "v2 misroutes calls"
+    assert all(e.dagster_run_id for e in events[:4])
+    job = build_definitions(served_spec).resolve_implicit_global_asset_job_def()
+    history = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("audit_history")]
+    )
+    table = history.get_asset_materialization_events()[0].materialization.metadata["history"]
+    newest = table.value.records[0].data  # newest first
+    assert (newest["kind"], newest["from_version"], newest["to_version"]) == (
+        "deployment",
+        "2",
+        "1",
+    )
+    assert len(table.value.records) == len(events)
+
+    # Nothing before version 1: refused, and nothing changes.
+    assert main(["rollback", "--reason", "again"]) == 1
+    assert "no previous champion" in capsys.readouterr().err
+    assert champion_version(served_spec) == 1
+    assert len(read_events()) == len(events)

@@ -1,0 +1,110 @@
+"""The audit log: append-only JSON lines that concurrent writers never interleave."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from ct_platform.cli import main
+from ct_platform.governance.audit import (
+    AuditEvent,
+    AuditLogError,
+    append_event,
+    audit_path,
+    champion_history,
+    read_events,
+)
+
+WRITERS = 4
+EVENTS_PER_WRITER = 150
+# Longer than PIPE_BUF (4096): an O_APPEND write this size is not atomic by itself.
+LONG_REASON = "x" * 10_000
+
+
+def write_events(writer: int, path: str) -> None:
+    for index in range(EVENTS_PER_WRITER):
+        append_event(
+            AuditEvent(
+                kind="deployment",
+                model="m",
+                actor=f"writer-{writer}",
+                reason=f"{index}:{LONG_REASON}",
+                to_version=index,
+            ),
+            Path(path),
+        )
+
+
+def test_concurrent_writers_never_interleave(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=write_events, args=(n, str(path))) for n in range(WRITERS)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=300)
+        assert process.exitcode == 0
+
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == WRITERS * EVENTS_PER_WRITER
+    events = read_events(path)  # every line is one whole event
+    for writer in range(WRITERS):
+        mine = [e for e in events if e.actor == f"writer-{writer}"]
+        # Each writer's events are all there, in the order it wrote them.
+        assert [int(e.reason.split(":")[0]) for e in mine] == list(range(EVENTS_PER_WRITER))
+        assert all(e.reason.endswith(LONG_REASON) for e in mine)
+
+
+def test_appending_never_rewrites_earlier_lines(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    first = append_event(AuditEvent("promotion", "m", "automation", "gates passed", None, 1), path)
+    before = path.read_bytes()
+    append_event(AuditEvent("rollback", "m", "alice", "bad", 2, 1), path)
+    assert path.read_bytes().startswith(before)
+    assert read_events(path)[0] == first
+
+
+def test_a_corrupt_line_is_named(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    append_event(AuditEvent("promotion", "m", "automation", "ok", None, 1), path)
+    with path.open("a") as handle:
+        handle.write('{"kind": "promotion"\n')
+    with pytest.raises(AuditLogError, match="line 2"):
+        read_events(path)
+
+
+def test_champion_history_drops_rolled_back_versions():
+    def event(kind: str, before: int | None, after: int) -> AuditEvent:
+        return AuditEvent(kind, "m", "a", "r", before, after)
+
+    events = [
+        event("promotion", None, 1),
+        event("promotion", 1, 2),
+        event("deployment", 1, 2),
+        event("promotion", 2, 3),
+        event("rollback", 3, 2),
+        event("promotion", 2, 4),
+    ]
+    assert champion_history(events, "m") == [1, 2, 4]
+    assert champion_history([*events, event("rollback", 4, 2)], "m") == [1, 2]
+    assert champion_history(events, "other") == []
+
+
+def test_ct_history_prints_table_and_json(capsys):
+    append_event(AuditEvent("promotion", "bank", "automation", "gates passed", None, 1, "run-1"))
+    append_event(AuditEvent("rollback", "bank", "alice", "bad calls", 2, 1))
+
+    assert main(["history"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["at", "event", "versions"]
+    assert "rollback" in table[2] and "v2 -> v1" in table[2] and "alice" in table[2]
+    assert table[2].endswith("bad calls")
+
+    assert main(["history", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["kind"] for e in listed] == ["promotion", "rollback"]
+    assert listed[0]["dagster_run_id"] == "run-1" and listed[1]["from_version"] == 2
+    assert audit_path().is_file()

@@ -1,0 +1,102 @@
+"""Model card rendering: every section, values escaped, HTML through markdown-it-py."""
+
+from __future__ import annotations
+
+from ct_platform.governance.card import (
+    CardFacts,
+    DataWindow,
+    GateLine,
+    _gate_lines,
+    card_files,
+    render_markdown,
+)
+
+SECTIONS = (
+    "## Intended use",
+    "## Data window",
+    "## Fingerprint and lineage",
+    "## Metrics",
+    "## Per-group figures",
+    "## Gates",
+    "## ONNX parity",
+    "## Resources",
+    "## Approval",
+    "## Limitations",
+)
+
+
+def facts(**changes: object) -> CardFacts:
+    base = dict(
+        model="bank",
+        version=3,
+        run_id="abc123",
+        created_at="2026-11-29T10:00:00+00:00",
+        aliases=("champion",),
+        tags={
+            "fingerprint": "f" * 64,
+            "ct.semver": "1.2.0",
+            "ct.refit_of": "2",
+            "dagster.run_id": "run-9",
+            "dagster.run_url": "http://dagster/runs/run-9",
+            "ct.gates_passed": "true",
+        },
+        metrics={
+            "holdout_roc_auc": 0.6512,
+            "holdout_roc_auc_ci_low": 0.61,
+            "holdout_roc_auc_ci_high": 0.69,
+            "group/married/roc_auc": 0.64,
+            "group/married/rows": 900.0,
+            "group/single/roc_auc": 0.67,
+            "group/single/rows": 400.0,
+        },
+        params={"estimator": "sklearn.ensemble.HistGradientBoostingClassifier"},
+        window=DataWindow(("batch-1.csv", "batch-2.csv"), 6400, 1600, note="no time column"),
+        gates=(
+            GateLine("metric_floor", "pass", "roc_auc 0.6512 meets the floor 0.5000"),
+            GateLine("latency", "fail", "p50 31 ms over 25 ms"),
+        ),
+        approval={"ct.approval": "approved", "ct.approval.by": "alice"},
+        intended_use="Rank <script>alert(1)</script> clients | by | score",
+        limitations="One bank, 2008-2010.",
+        primary_metric="roc_auc",
+        mlflow_run_url="http://mlflow/#/runs/abc123",
+    )
+    return CardFacts(**{**base, **changes})
+
+
+def test_every_section_with_the_versions_figures():
+    markdown = render_markdown(facts())
+    positions = [markdown.index(section) for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert "# Model card: bank version 3" in markdown
+    assert "| holdout\\_roc\\_auc | 0.6512 | 0.61 to 0.69 |" in markdown
+    assert "| married | 0.64 | 900 |" in markdown
+    assert "| latency | fail | p50 31 ms over 25 ms |" in markdown
+    assert "**Semantic version**: 1.2.0" in markdown
+    assert "**Refit of version**: 2" in markdown
+    assert "**Rows**: 8000 (6400 train, 1600 holdout)" in markdown
+    assert "Not measured yet" in markdown  # no bundle yet: parity is measured at export
+    assert "**By**: alice" in markdown
+
+
+def test_html_escapes_values():
+    page = card_files(facts())["card.html"].decode()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<table>" in page and "<h2>Gates</h2>" in page
+    # A pipe in a value does not split a table cell or the text.
+    assert "clients | by | score" in page
+
+
+def test_gate_reason_tag_wins_over_the_description():
+    tags = {
+        "ct.gate.metric_floor": "pass",
+        "ct.gate.metric_floor.reason": "from the tag",
+        "ct.gate.latency": "fail",
+    }
+    description = (
+        "**Promotable**\n\n- metric_floor: pass (blocking): from the description\n"
+        "- latency: FAIL (warning only): p50 31.0 ms exceeds 25 ms\n"
+    )
+    lines = {line.name: line for line in _gate_lines(tags, description)}
+    assert lines["metric_floor"].reason == "from the tag"
+    assert lines["latency"] == GateLine("latency", "fail", "p50 31.0 ms exceeds 25 ms")
