@@ -210,6 +210,9 @@ class ContractGate(Gate):
 
 class MetricFloorGate(Gate):
     threshold: float
+    # When the champion is under the floor too (same holdout), a better candidate passes it
+    # (with an alert). False: an absolute floor, whatever the champion scores.
+    symmetric: bool = True
 
 
 PromotionPolicy = Literal["non_inferiority", "superiority"]

@@ -43,7 +43,8 @@ def metric_floor_gate(
     The floor is symmetric: `champion_metrics` are the serving champion's figures on the same
     holdout. When the champion is under the floor too, a candidate better than it is not held
     out by the floor alone (else a worse model keeps serving), and the result carries the
-    alert `champion_under_floor=true`.
+    alert `champion_under_floor=true`. `gates.metric_floor.symmetric: false` keeps the floor
+    absolute (the alert stays).
     """
     from ct_platform.training.evaluate import is_better  # imports sklearn.metrics
 
@@ -64,7 +65,7 @@ def metric_floor_gate(
         passed = meets(value)
         outcome = "meets" if passed else "misses"
         verdict = f"{metric} {value:.4f} {outcome} the {bound} {gate.threshold:.4f}"
-        if not passed and champion_under and is_better(value, champion, metric):
+        if not passed and gate.symmetric and champion_under and is_better(value, champion, metric):
             passed = True
             verdict += (
                 f", but the champion scores {champion:.4f} on the same holdout and the "

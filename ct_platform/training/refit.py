@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ct_platform.registry.versions import (
+    CHALLENGER,
     CHAMPION,
     FIT_TAG,
     HOLDOUT_SPLIT,
@@ -247,6 +248,8 @@ def _record(
         promotable=outcome.promotable,
         described=(*outcome.evaluation.gates, *outcome.gates),
     )
+    if outcome.promotable:  # the candidate that may become champion is now the refit
+        registry.set_alias(CHALLENGER, refit.version)
 
 
 def promotion_pending(registry: ModelRegistry, holdout_fit: ModelVersionInfo) -> bool:

@@ -103,6 +103,10 @@ def test_floor_is_symmetric_when_the_champion_is_under_it_too(gated: Spec) -> No
     alone = metric_floor_gate({"roc_auc": 0.62}, gated, {"roc_auc": 0.70})
     assert not alone.passed and alone.metadata["champion_under_floor"] is False
     assert alone.description == "roc_auc 0.6200 misses the floor 0.6500"
+    # An absolute floor (symmetric: false) holds the better candidate out, alert included.
+    absolute = _with_gates(gated, metric_floor={"symmetric": False})
+    held = metric_floor_gate({"roc_auc": 0.62}, absolute, {"roc_auc": 0.58})
+    assert not held.passed and held.metadata["champion_under_floor"] is True
 
 
 def test_resources_are_measured_in_a_fresh_process_and_judged(
