@@ -3,9 +3,10 @@ blocking gate failed.
 
 The training history is `trained_platform` (conftest): version 2 (the refit of version 1)
 promoted, version 3 rejected by its metric floor. The real `dagster-webserver` (the
-platform's code location) and the real `mlflow server` serve those stores, and Playwright drives the system Chromium (no
-browser download). Every wait is on page content, never a fixed sleep. Screenshots go to a
-pytest temp folder (path printed), and also to `CT_UI_SCREENSHOTS` when that is set.
+platform's code location) and the real `mlflow server` serve those stores, and Playwright
+drives the system Chromium (no browser download). Every wait is on page content, never a
+fixed sleep. Screenshots go to a pytest temp folder (path printed), and also to
+`CT_UI_SCREENSHOTS` when that is set.
 """
 
 from __future__ import annotations
