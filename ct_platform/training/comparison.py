@@ -261,7 +261,7 @@ def _normal_interval(
     se: float,
     alpha: float,
 ) -> PairedComparison:
-    half_width = stats.norm.ppf(1 - alpha / 2) * se
+    half_width = float(stats.norm.ppf(1 - alpha / 2) * se)  # plain floats: step outputs are JSON
     z = improvement / se if se > 0 else (0.0 if improvement == 0 else math.inf)
     return PairedComparison(
         metric=metric,

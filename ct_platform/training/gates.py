@@ -58,11 +58,11 @@ def metric_floor_gate(
     def meets(figure: float) -> bool:
         return figure <= gate.threshold if lower_is_better else figure >= gate.threshold
 
-    champion_under = not math.isnan(champion) and not meets(champion)
+    champion_under = bool(not math.isnan(champion) and not meets(champion))
     if math.isnan(value):
         passed, verdict = False, f"{metric} is undefined on this holdout"
     else:
-        passed = meets(value)
+        passed = bool(meets(value))
         outcome = "meets" if passed else "misses"
         verdict = f"{metric} {value:.4f} {outcome} the {bound} {gate.threshold:.4f}"
         if not passed and gate.symmetric and champion_under and is_better(value, champion, metric):
@@ -129,11 +129,11 @@ def champion_regression_gate(
         )
     worse = comparison.ci_low
     if gate.policy == "non_inferiority":
-        passed = worse >= -gate.tolerance
+        passed = bool(worse >= -gate.tolerance)
         relation = ">=" if passed else "<"
         rule = f"non-inferiority: worse bound {worse:+.4f} {relation} -{gate.tolerance:.4f}"
     else:
-        passed = worse > 0
+        passed = bool(worse > 0)
         rule = f"superiority: worse bound {worse:+.4f} {'>' if passed else '<='} 0"
     description = (
         f"candidate {metric} {candidate:.4f} vs champion {comparison.champion:.4f}: "

@@ -97,7 +97,9 @@ def test_a_candidate_significantly_worse_is_blocked(target: np.ndarray, bank_spe
     result = gate(comparison, policy(bank_spec, "non_inferiority"))
 
     assert comparison.ci_high < 0 and comparison.p_value < 0.001
-    assert not result.passed and result.blocking
+    assert result.passed is False and result.blocking
+    # Plain Python values: the outcome is stored as JSON between steps.
+    assert all(type(v) in (float, int, str, bool) for v in result.metadata.values())
     assert result.metadata["p_value"] == comparison.p_value
     assert result.metadata["mde"] == comparison.mde
     assert result.metadata["ci_low"] == comparison.ci_low
