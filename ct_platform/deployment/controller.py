@@ -382,13 +382,20 @@ class RolloutController:
         self._finish(rollout, "completed", reason)
 
     def _move_champion(self, rollout: Rollout) -> None:
-        from ct_platform.governance.lifecycle import record_promotion
+        from ct_platform.governance.lifecycle import follow_drift_reference, record_promotion
+        from ct_platform.training.datasets import MissingTrainingSet
 
         previous = self.registry.alias_version(CHAMPION)
         self.registry.set_alias(CHAMPION, int(rollout.version))
         self.registry.delete_alias(CANARY)
         promoted = self.registry.version(int(rollout.version))
         record_promotion(self.registry, previous, promoted, actor=f"{rollout.strategy} rollout")
+        # Drift is now measured against what the serving model learned from. A version whose
+        # training set is gone keeps serving; the old reference stays, and the record says so.
+        try:
+            follow_drift_reference(promoted, self.spec)
+        except MissingTrainingSet as missing:
+            self._note(rollout, "warning", f"drift reference not moved: {missing}")
 
     def _roll_back(
         self, rollout: Rollout, reason: str, *, alert: bool = False, status: Status = "rolled_back"

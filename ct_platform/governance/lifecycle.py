@@ -23,7 +23,7 @@ from ct_platform.governance.approval import (
 )
 from ct_platform.governance.audit import AUTOMATION, AuditEvent, append_event, champion_history
 from ct_platform.governance.audit import read_events as read_audit_events
-from ct_platform.registry.versions import CHAMPION
+from ct_platform.registry.versions import CHAMPION, release_alias
 from ct_platform.settings import Spec
 from ct_platform.training.promotion import GATES_PASSED_TAG
 
@@ -120,6 +120,9 @@ def promote_approved(
     """
     from ct_platform.training.promotion import promote
 
+    # What serves is the whole-window refit: approving its holdout fit approves the refit.
+    refit = registry.find_refit(registry.version(version))
+    version = refit.version if refit is not None else version
     champion = registry.alias_version(CHAMPION)
     if champion is not None and champion.version > version:
         raise StaleCandidate(
@@ -127,7 +130,8 @@ def promote_approved(
             f"version {champion.version}, a newer one (use `ct rollback` to go back)"
         )
     previous = promote(registry, version, spec, actor=actor, dagster_run_id=dagster_run_id)
-    follow_drift_reference(registry.version(version), spec)
+    if release_alias(spec) == CHAMPION:  # else its rollout moves the reference on completion
+        follow_drift_reference(registry.version(version), spec)
     return previous
 
 
@@ -140,7 +144,9 @@ def follow_drift_reference(info: ModelVersionInfo, spec: Spec) -> None:
     paths = Paths.from_env()
     metric = info.metrics.get(f"holdout_{spec.evaluation.primary_metric}", math.nan)
     training_set = load_training_set(info.fingerprint, paths)
-    save_champion_reference(training_set.train_path, info.version, metric, spec, paths)
+    # A whole-window refit learned from train and holdout; a holdout fit from train only.
+    learned = training_set.window_path if info.is_refit else training_set.train_path
+    save_champion_reference(learned, info.version, metric, spec, paths)
 
 
 def previous_champion(registry: ModelRegistry, current: int) -> ModelVersionInfo:

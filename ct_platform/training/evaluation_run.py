@@ -1,22 +1,28 @@
 """One evaluation: score candidate vs champion on the same holdout, run the gates, record.
 
 The verdict is written to the candidate's model version as tags (`ct.gates_passed`, one
-`ct.gate.<name>` per gate), which is what `promotion.promote` trusts later. The Evidently
-HTML reports are not on this path (see `evaluation_reports`): promotion never waits on them.
+`ct.gate.<name>` = pass|fail and one `ct.gate.<name>.reason` per gate), which is what
+`promotion.promote` trusts later, and each gate's numeric figures are logged to its MLflow
+run as metrics `gate.<name>.<figure>` (e.g. `gate.champion_regression.p_value`). The
+Evidently HTML reports are not on this path (see `evaluation_reports`): promotion never
+waits on them.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ct_platform.registry.versions import CHAMPION
+from ct_platform.registry.versions import CHAMPION, REFIT_OF_TAG
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.evaluate import score_by_group
+from ct_platform.training.gates import GateResult
 from ct_platform.training.promotion import (
     GATES_PASSED_TAG,
     Contender,
@@ -27,6 +33,8 @@ from ct_platform.training.promotion import (
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
     from ct_platform.registry.versions import ModelVersionInfo
+
+MAX_TAG_CHARS = 5000
 
 
 @dataclass(frozen=True)
@@ -50,10 +58,9 @@ def run_evaluation(
     outcome = evaluate_candidate(
         Contender(candidate.version, model),
         candidate.run_id,
-        _current_champion(registry),
+        champion_comparator(registry, training_set),
         holdout,
         training_set,
-        registry.model_size_bytes(model),
         spec,
     )
     _record(registry, candidate, outcome)
@@ -63,9 +70,22 @@ def run_evaluation(
     return EvaluationRun(outcome, group_figures)
 
 
-def _current_champion(registry: ModelRegistry) -> Contender | None:
+def champion_comparator(registry: ModelRegistry, training_set: TrainingSetRef) -> Contender | None:
+    """The model the candidate is compared with on its holdout: the champion, or a stand-in.
+
+    A whole-window refit learned from its window's holdout too. When the candidate's holdout
+    comes from a batch the serving refit learned from (a drift retrain on a shorter window
+    ending with the same batch), scoring the refit there would be in-sample and favour it;
+    its holdout fit (`ct.refit_of`), which never saw the newest part of that window, stands
+    in, and the outcome's `champion_version` names the version actually scored.
+    """
     info = registry.alias_version(CHAMPION)
-    return Contender(info.version, registry.load_model(info.version)) if info else None
+    if info is None:
+        return None
+    learned_from = info.tags.get("ct.batches", "").split(",")
+    if info.is_refit and training_set.batch_keys[-1] in learned_from:
+        info = registry.version(int(info.tags[REFIT_OF_TAG]))
+    return Contender(info.version, registry.load_model(info.version))
 
 
 def _group_figures(model: Pipeline, holdout: pd.DataFrame, spec: Spec) -> dict[str, float]:
@@ -83,9 +103,46 @@ def _record(
     registry: ModelRegistry, candidate: ModelVersionInfo, outcome: EvaluationOutcome
 ) -> None:
     registry.log_metrics(candidate.run_id, {f"holdout_{k}": v for k, v in outcome.metrics.items()})
-    gate_tags = {f"ct.gate.{g.name}": "pass" if g.passed else "fail" for g in outcome.gates}
-    # MLflow caps a model-version tag at 5,000 characters; the check metadata has it all.
-    gate_tags |= {f"ct.gate.{g.name}.reason": g.description[:4000] for g in outcome.gates}
-    verdict = {GATES_PASSED_TAG: str(outcome.promotable).lower()}
-    registry.set_tags(candidate.version, {**gate_tags, **verdict})
-    registry.describe_verdict(candidate.version, promotable=outcome.promotable, gates=outcome.gates)
+    record_gates(registry, candidate, outcome.gates, promotable=outcome.promotable)
+
+
+def record_gates(
+    registry: ModelRegistry,
+    version: ModelVersionInfo,
+    gates: Sequence[GateResult],
+    *,
+    promotable: bool,
+    described: Sequence[GateResult] | None = None,
+) -> None:
+    """Write the verdict of `gates` on `version`: tags, figures as run metrics, description.
+
+    `described` (default: `gates`) are the gates listed in the version's description, e.g.
+    the inherited holdout gates next to a refit's own.
+    """
+    registry.log_metrics(version.run_id, gate_figures(gates))
+    registry.set_tags(
+        version.version, {**gate_tags(gates), GATES_PASSED_TAG: str(promotable).lower()}
+    )
+    registry.describe_verdict(
+        version.version, promotable=promotable, gates=described if described is not None else gates
+    )
+
+
+def gate_tags(gates: Sequence[GateResult]) -> dict[str, str]:
+    """`ct.gate.<name>` = pass|fail and `ct.gate.<name>.reason` = its one-line description."""
+    tags = {}
+    for gate in gates:
+        tags[f"ct.gate.{gate.name}"] = "pass" if gate.passed else "fail"
+        # MLflow caps a model version tag value at 5,000 characters.
+        tags[f"ct.gate.{gate.name}.reason"] = gate.description[:MAX_TAG_CHARS]
+    return tags
+
+
+def gate_figures(gates: Sequence[GateResult]) -> dict[str, float]:
+    """Every finite numeric figure of every gate, as `gate.<name>.<figure>`."""
+    return {
+        f"gate.{gate.name}.{key}": float(value)
+        for gate in gates
+        for key, value in gate.metadata.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }

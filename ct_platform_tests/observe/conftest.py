@@ -1,8 +1,9 @@
 """One real training history shared by the observe tests (the slow part, about a minute).
 
 Two in-process runs of `training_job` on an on-disk Dagster instance and the default MLflow
-store under their own CT_HOME: the first promotes version 1 (`champion`, bundle exported),
-the second (a metric floor no model reaches) rejects version 2 at its blocking gate.
+store under their own CT_HOME: the first promotes version 2 (`champion`: the whole-window
+refit of holdout fit version 1, bundle exported), the second (a metric floor no model
+reaches) rejects version 3 at its blocking gate.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The Dagster and MLflow UIs in a real headless Chromium, after a real training run in which a
 blocking gate failed.
 
-The training history is `trained_platform` (conftest): version 1 promoted, version 2
-rejected by its metric floor. The real `dagster-webserver` (the platform's code location)
-and the real `mlflow server` serve those stores, and Playwright drives the system Chromium (no
-browser download). Every wait is on page content, never a fixed sleep. Screenshots go to a
-pytest temp folder (path printed), and also to `CT_UI_SCREENSHOTS` when that is set.
+The training history is `trained_platform` (conftest): version 2 (the refit of version 1)
+promoted, version 3 rejected by its metric floor. The real `dagster-webserver` (the
+platform's code location) and the real `mlflow server` serve those stores, and Playwright
+drives the system Chromium (no browser download). Every wait is on page content, never a
+fixed sleep. Screenshots go to a pytest temp folder (path printed), and also to
+`CT_UI_SCREENSHOTS` when that is set.
 """
 
 from __future__ import annotations
@@ -154,10 +155,11 @@ def check_dagster_ui(page, dagster_ui: str, platform: TrainedPlatform, tmp_path:
 def check_mlflow_ui(page, mlflow_ui: str, platform: TrainedPlatform, tmp_path: Path) -> None:
     model = platform.spec.model.name
     page.goto(f"{mlflow_ui}/#/models/{model}")
-    # The champion alias sits on version 1's row; the rejected version 2 does not carry it.
+    # The champion alias sits on version 2's row (the whole-window refit of version 1); the
+    # rejected version 3 does not carry it.
     versions = page.get_by_role("row")
-    versions.filter(has_text="Version 1").filter(has_text="@ champion").wait_for()
-    rejected = versions.filter(has_text="Version 2")
+    versions.filter(has_text="Version 2").filter(has_text="@ champion").wait_for()
+    rejected = versions.filter(has_text="Version 3")
     rejected.wait_for()
     assert "@ champion" not in rejected.inner_text()
     screenshot(page, tmp_path, "mlflow-registered-model")

@@ -65,7 +65,7 @@ def test_probes_are_the_v2_health_routes_and_the_real_server_answers_them(
     probes = {name: container[name]["httpGet"]["path"] for name in PROBES}
     assert probes == PROBES
     assert container["resources"]["requests"] and container["resources"]["limits"]
-    bundle = trained_platform.ct_home / "bundles" / f"{trained_platform.spec.model.name}-v1"
+    bundle = trained_platform.ct_home / "bundles" / f"{trained_platform.spec.model.name}-v2"
     app = create_app(ServerConfig(bundle=bundle, home=trained_platform.ct_home))
     with TestClient(app) as client:
         for path in probes.values():

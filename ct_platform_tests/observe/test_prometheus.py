@@ -1,7 +1,7 @@
 """Prometheus config and alert rules (promtool), the monitoring figures on a real scrape, and
 the Grafana dashboard's expressions.
 
-The scrape is the whole real chain: the model server (v1 bundle of `trained_platform`) scores
+The scrape is the whole real chain: the model server (v2 bundle of `trained_platform`) scores
 drifted traffic over HTTP and takes feedback, the real `production_drift` (Evidently) and
 `production_performance` assets run, and a real Prometheus (Debian's binary, started from
 deploy/prometheus/prometheus.yml with the target and intervals rewritten) scrapes the server.
@@ -109,7 +109,7 @@ def scraped(
 ) -> Iterator[Scraped]:
     prometheus = require_binary("prometheus", "prometheus")
     platform, work = trained_platform, tmp_path_factory.mktemp("scrape")
-    bundle = platform.ct_home / "bundles" / f"{platform.spec.model.name}-v1"
+    bundle = platform.ct_home / "bundles" / f"{platform.spec.model.name}-v2"
     with pytest.MonkeyPatch.context() as monkeypatch:
         platform.use(monkeypatch)
         server, url = run_module_server(["--bundle", str(bundle)], platform.env, work / "srv.log")
@@ -162,7 +162,7 @@ def test_real_drift_and_performance_figures_reach_prometheus(scraped: Scraped):
     drift, performance = scraped.drift, scraped.performance
 
     labels, share = single_value(scraped, "ct_drift_share")
-    assert labels["model_version"] == "1" and labels["job"] == "ct-model-server"
+    assert labels["model_version"] == "2" and labels["job"] == "ct-model-server"
     assert share == pytest.approx(drift["drift_share"]) and share > 0
     assert single_value(scraped, "ct_dataset_drift")[1] == float(drift["dataset_drift"])
     assert single_value(scraped, "ct_drift_window_rows")[1] == drift["rows"] == LIVE_ROWS
