@@ -116,7 +116,7 @@ def main() -> int:
             shutil.rmtree(folder, ignore_errors=True)
     print_summary(summary)
     if args.json:
-        payload = {"options": vars(args), "batches": [asdict(r) for r in records], **summary}
+        payload = {"options": vars(args), **summary, "per_batch": [asdict(r) for r in records]}
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
     return 0
 
@@ -585,8 +585,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    # Library internals (numpy inside the Evidently reports, Dagster's beta notices): not
-    # the benchmark's figures, and they bury the table.
-    warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")
-    warnings.filterwarnings("ignore", module="dagster")
+    # Library internals (numpy and scikit-learn inside the Evidently reports of tiny
+    # windows, Dagster's beta notices): not the benchmark's figures, and they bury the table.
+    warnings.filterwarnings("ignore", module="numpy|evidently|sklearn|dagster")
     sys.exit(main())
