@@ -53,19 +53,23 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from ct_platform.registry.mlflow_registry import ModelRegistry
+    from ct_platform.registry.versions import ModelVersionInfo
     from ct_platform.settings import Spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ("champion", "candidate", "always_retrain", "never_retrain")
 POLICY_TITLES = {
     "champion": "served champion (platform)",
-    "candidate": "newest candidate, ungated",
+    "candidate": "newest candidate, ungated",  # the holdout fit, whatever its verdict
     "always_retrain": "always retrain, whole window",
     "never_retrain": "never retrain (first batch)",
 }
 # Dagster's own per-event INFO/DEBUG lines would drown the table; warnings and errors show.
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 SETTLE_SECONDS = 2.1  # the landing sensor hands over files unchanged for 2 s
+# A platform that refits a passing candidate on the whole window registers the refit as its
+# own version with this tag (`training.refit`); earlier releases have no refit.
+FIT_TAG, WHOLE_WINDOW = "ct.fit", "whole_window"
 
 
 @dataclass
@@ -272,30 +276,33 @@ def train_on_batch(project: Replay, record: BatchRecord) -> None:
         record.verdict = "no training run requested by the training sensor"
     for request in training:
         result = execute(project, "training_job", request)
-        record.verdict = training_verdict(project, result, newest_before)
+        record.verdict = training_verdict(project, record, result, newest_before)
         record.champion_on_holdout = champion_on_holdout(result, project.spec)
     record.train_seconds = time.perf_counter() - started
-    newest = newest_version(project.registry)
-    record.trained_version = newest if newest != newest_before else None
-    champion = champion_version(project.registry)
-    record.champion_after = champion
+    record.champion_after = champion_version(project.registry)
 
 
-def training_verdict(project: Replay, result: Any, newest_before: int | None) -> str:
-    """promoted / rejected (failed gates) / no new model / FAILED (a platform error)."""
+def training_verdict(
+    project: Replay, record: BatchRecord, result: Any, newest_before: int | None
+) -> str:
+    """promoted / rejected (failed gates) / no new model / FAILED (a platform error).
+
+    Sets `record.trained_version` to the version the gates judged (the holdout fit).
+    """
     from ct_platform.training.promotion import GATES_PASSED_TAG
 
-    newest = newest_version(project.registry)
-    if newest is None or newest == newest_before:
+    created = [v for v in project.registry.versions() if v.version > (newest_before or 0)]
+    if not created:
         return "no new model" if result.success else f"FAILED: {failure_text(result)}"
-    tags = project.registry.version(newest).tags
-    if tags.get(GATES_PASSED_TAG) == "true":
-        promoted = champion_version(project.registry) == newest
-        if result.success and promoted:
-            return "promoted"
+    judged = ([v for v in created if not is_refit(v)] or created)[-1]
+    record.trained_version = judged.version
+    verdict = judged.tags.get(GATES_PASSED_TAG)
+    if champion_version(project.registry) in {v.version for v in created}:
+        return "promoted" if result.success else f"promoted, then {failure_text(result)}"
+    if verdict == "false":
+        return f"rejected: {', '.join(failed_gates(judged.tags)) or '?'}"
+    if verdict == "true":
         return f"passed, not promoted: {failure_text(result) if not result.success else '?'}"
-    if tags.get(GATES_PASSED_TAG) == "false":
-        return f"rejected: {', '.join(failed_gates(tags)) or '?'}"
     return f"FAILED before a verdict: {failure_text(result)}"
 
 
@@ -329,7 +336,7 @@ def test_batch(
     positive = max(np.unique(target).tolist())
     record = BatchRecord(number, name, len(batch), float(np.mean(target == positive)))
     record.champion_version = champion_version(project.registry)
-    record.candidate_version = newest_version(project.registry)
+    record.candidate_version = newest_candidate(project.registry)
     served = served_probabilities(project, record.champion_version, batch)
     record.scores["champion"] = None if served is None else score(target, positive, *served)
     record.scores["candidate"] = None
@@ -407,6 +414,17 @@ def champion_version(registry: ModelRegistry) -> int | None:
     return None if info is None else info.version
 
 
+def newest_candidate(registry: ModelRegistry) -> int | None:
+    """The newest version fitted for the gates to judge (not a whole-window refit)."""
+    candidates = [v.version for v in registry.versions() if not is_refit(v)]
+    return candidates[-1] if candidates else None
+
+
+def is_refit(version: ModelVersionInfo) -> bool:
+    """A whole-window refit of a candidate that passed (`training.refit`, where it exists)."""
+    return version.tags.get(FIT_TAG) == WHOLE_WINDOW
+
+
 def newest_version(registry: ModelRegistry) -> int | None:
     versions = registry.versions()
     return versions[-1].version if versions else None
@@ -467,7 +485,7 @@ def summarise(records: list[BatchRecord], spec: Spec, registry: ModelRegistry) -
             if r.scores.get("always_retrain") is not None
         ),
         "retrains": sum(r.trained_version is not None for r in records),
-        "promotions": sum(r.verdict == "promoted" for r in records),
+        "promotions": sum(r.verdict.startswith("promoted") for r in records),
         "rejections": [
             f"batch {r.batch}: {r.verdict}" for r in records if r.verdict.startswith("rejected")
         ],
@@ -475,7 +493,7 @@ def summarise(records: list[BatchRecord], spec: Spec, registry: ModelRegistry) -
             f"batch {r.batch}: {text}"
             for r in records
             for text in (r.ingest, r.verdict)
-            if "FAILED" in text or text.startswith("no ")
+            if "FAILED" in text or text.startswith(("no ", "promoted, then", "passed, not"))
         ],
         "served_champions": champions,
         "served_champion_blocking_failures": violations,
