@@ -64,8 +64,10 @@ POLICY_TITLES = {
     "always_retrain": "always retrain, whole window",
     "never_retrain": "never retrain (first batch)",
 }
-# Dagster's own per-event INFO/DEBUG lines would drown the table; warnings and errors show.
-QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console log (each event, and a stack trace for every gate rejection) would drown
+# the table: the script prints each failure's step and message itself, and the full run logs
+# stay in the Dagster instance (see --keep).
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 SETTLE_SECONDS = 2.1  # the landing sensor hands over files unchanged for 2 s
 # A platform that refits a passing candidate on the whole window registers the refit as its
 # own version with this tag (`training.refit`); earlier releases have no refit.
