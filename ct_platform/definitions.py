@@ -28,13 +28,15 @@ if TYPE_CHECKING:
 
 # A training run leaves an evaluated, reported and (when promoted) exported champion, so
 # `dagster job execute -j training_job` in CI produces what the daemon does. A failed blocking
-# gate fails `model_evaluation`, which skips `champion` and `model_bundle`; the reports depend
-# on the candidate only, so a rejected candidate is reported too. Deploying stays out: a CI
-# run must not start a server; under the daemon, automation deploys each new bundle.
+# gate fails `model_evaluation` (or `refit_model`), which skips `champion` and `model_bundle`;
+# the reports depend on the candidate only, so a rejected candidate is reported too. Deploying
+# stays out: a CI run must not start a server; under the daemon, automation deploys each new
+# bundle.
 TRAINING_CHAIN = [
     "training_dataset",
     "candidate_model",
     "model_evaluation",
+    "refit_model",
     "evaluation_reports",
     "champion",
     "model_bundle",

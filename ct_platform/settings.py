@@ -210,17 +210,40 @@ class ContractGate(Gate):
 
 class MetricFloorGate(Gate):
     threshold: float
+    # When the champion is under the floor too (same holdout), a better candidate passes it
+    # (with an alert). False: an absolute floor, whatever the champion scores.
+    symmetric: bool = True
+
+
+PromotionPolicy = Literal["non_inferiority", "superiority"]
 
 
 class ChampionRegressionGate(Gate):
-    # How much worse than the champion (in the primary metric's units) a candidate may be.
+    """Candidate vs champion on the same holdout, by a paired test (`training.comparison`).
+
+    `non_inferiority`: the candidate passes unless the worse bound of the (1 - alpha)
+    confidence interval of its improvement is below -tolerance (the margin, in the primary
+    metric's units). `superiority`: it passes only when that bound is above 0.
+    """
+
     tolerance: Annotated[float, Field(ge=0)] = 0.01
+    policy: PromotionPolicy = "non_inferiority"
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
 
 
 class LatencyGate(Gate):
-    # Median single-row scoring time of the bundle that will serve (ONNX graph, or the
-    # sklearn fallback), through the server's own scoring path.
+    """Deprecated spelling of `resources.max_latency_ms` (and its `blocking`)."""
+
     max_ms: Annotated[float, Field(gt=0)] = 10.0
+
+
+class ResourceGate(Gate):
+    """The serving bundle measured in a fresh process (`training.latency`): single-row p50
+    latency, 1,000-row request p50 latency (unset: recorded, not judged) and peak RSS."""
+
+    max_latency_ms: Annotated[float, Field(gt=0)] = 100.0
+    max_batch_latency_ms: Annotated[float, Field(gt=0)] | None = None
+    max_memory_mb: Annotated[float, Field(gt=0)] = 2048.0
 
 
 class ModelSizeGate(Gate):
@@ -268,9 +291,26 @@ class GatesSpec(_Strict):
     contract: ContractGate = ContractGate()
     metric_floor: MetricFloorGate
     champion_regression: ChampionRegressionGate = ChampionRegressionGate()
-    latency: LatencyGate = LatencyGate(blocking=False)
+    resources: ResourceGate = ResourceGate()
     model_size: ModelSizeGate = ModelSizeGate()
     parity: ParityGate = ParityGate()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_latency(cls, raw: object) -> object:
+        """Older specs' `latency: {max_ms, blocking}` is read as `resources` with that
+        single-row limit (and that blocking)."""
+        if not isinstance(raw, dict) or "latency" not in raw:
+            return raw
+        if raw.get("resources") is not None:
+            raise ValueError(
+                "gates.latency is folded into gates.resources: give its limit as "
+                "gates.resources.max_latency_ms and drop gates.latency"
+            )
+        rest = {key: value for key, value in raw.items() if key != "latency"}
+        latency = LatencyGate.model_validate(raw["latency"] or {})
+        resources = {"max_latency_ms": latency.max_ms, "blocking": latency.blocking}
+        return {**rest, "resources": resources}
 
 
 SERVING_PORT_ENV = "CT_SERVING_PORT"

@@ -197,3 +197,44 @@ def test_bad_serving_port_in_environment_is_named(
     monkeypatch.setenv("CT_SERVING_PORT", value)
     with pytest.raises(SpecError, match=rf"serving: .*CT_SERVING_PORT='{value}' is not a port"):
         edited_spec(lambda raw: None)
+
+
+def set_gates(**gates: dict) -> Callable[[dict], None]:
+    def edit(raw: dict) -> None:
+        raw["gates"].pop("resources", None)
+        raw["gates"].pop("latency", None)
+        raw["gates"].update(gates)
+
+    return edit
+
+
+def test_an_older_latency_gate_loads_as_the_resource_gate(edited_spec) -> None:
+    spec = edited_spec(set_gates(latency={"max_ms": 25, "blocking": False}))
+    resources = spec.gates.resources
+    assert (resources.max_latency_ms, resources.blocking) == (25, False)
+    assert (resources.max_memory_mb, resources.max_batch_latency_ms) == (2048, None)
+
+
+def test_latency_and_resources_together_are_refused(edited_spec) -> None:
+    both = set_gates(latency={"max_ms": 25}, resources={"max_latency_ms": 50})
+    with pytest.raises(SpecError, match=r"gates\.latency is folded into gates\.resources"):
+        edited_spec(both)
+
+
+def test_an_older_champion_regression_gate_is_non_inferiority_within_its_tolerance(
+    edited_spec,
+) -> None:
+    spec = edited_spec(set_gates(champion_regression={"tolerance": 0.02}))
+    gate = spec.gates.champion_regression
+    assert (gate.tolerance, gate.policy, gate.alpha, gate.blocking) == (
+        0.02,
+        "non_inferiority",
+        0.05,
+        True,
+    )
+    assert spec.gates.resources.max_latency_ms == 100  # the default limit
+
+
+def test_an_unknown_promotion_policy_is_named(edited_spec) -> None:
+    with pytest.raises(SpecError, match=r"gates\.champion_regression\.policy"):
+        edited_spec(set_gates(champion_regression={"policy": "best_effort"}))

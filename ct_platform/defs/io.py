@@ -4,7 +4,7 @@ Dagster's default IO manager pickles every output under `DAGSTER_HOME/storage/<a
 unpickles it in the next step, so a file planted there runs code; and that one file per asset
 is overwritten by whichever run wrote last, so a step of one run could read another run's
 value. This IO manager stores the small typed refs the assets pass (`TrainingSetRef`,
-`ModelVersionInfo`, `EvaluationOutcome`) as JSON at
+`ModelVersionInfo`, `EvaluationOutcome`, `RefitOutcome`) as JSON at
 `<storage>/ct-json/<asset key>/<run id>.json`, validated back into their dataclass by
 pydantic. Only types in `STEP_OUTPUT_TYPES` are written or read.
 
@@ -34,6 +34,7 @@ STEP_OUTPUT_TYPES = {
     "TrainingSetRef": "ct_platform.training.datasets:TrainingSetRef",
     "ModelVersionInfo": "ct_platform.registry.versions:ModelVersionInfo",
     "EvaluationOutcome": "ct_platform.training.promotion:EvaluationOutcome",
+    "RefitOutcome": "ct_platform.training.refit:RefitOutcome",
 }
 FORMAT = 1
 PICKLE_PROTOCOL_MARK = 0x80

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ct_platform.deployment.endpoint import DeploymentError, utc_now
 from ct_platform.deployment.state import read_json, write_json_atomic
-from ct_platform.registry.versions import CHAMPION
+from ct_platform.registry.versions import CHAMPION, SEMVER_TAG
 from ct_platform.serving.bundle import BundleError, read_meta
 from ct_platform.serving.manifest import ManifestError, verify_manifest
 from ct_platform.settings import Spec
@@ -128,6 +128,7 @@ def _build(spec: Spec, registry: ModelRegistry, info: ModelVersionInfo, bundle_d
         fingerprint=_fingerprint(info),
         holdout=load_holdout(registry, info.run_id),
         directory=bundle_dir,
+        semver=info.tags.get(SEMVER_TAG),
     )
 
 

@@ -29,7 +29,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from ct_platform.registry import skops_types
-from ct_platform.registry.versions import CHALLENGER, DAGSTER_RUN_TAG, ModelVersionInfo
+from ct_platform.registry.versions import (
+    CHALLENGER,
+    DAGSTER_RUN_TAG,
+    REFIT_OF_TAG,
+    ModelVersionInfo,
+)
 from ct_platform.settings import Paths
 from ct_platform.training.preparation import raw_like
 
@@ -145,15 +150,35 @@ class ModelRegistry:
     # --- lookups -------------------------------------------------------------------------
 
     def find_version_by_fingerprint(self, fingerprint: str) -> ModelVersionInfo | None:
-        """The newest version trained on data with this fingerprint, if any."""
+        """The newest holdout fit trained on data with this fingerprint, if any.
+
+        A whole-window refit shares its holdout fit's fingerprint but carries no verdict of
+        its own making: it is found with `find_refit`, never here.
+        """
+        fits = [v for v in self._by_fingerprint(fingerprint) if not v.is_refit]
+        return max(fits, key=lambda v: v.version, default=None)
+
+    def find_refit(self, holdout_fit: ModelVersionInfo) -> ModelVersionInfo | None:
+        """The newest whole-window refit of `holdout_fit` (tag `ct.refit_of`), if any."""
+        refits = [
+            v
+            for v in self._by_fingerprint(holdout_fit.fingerprint or "")
+            if v.is_refit and v.tags.get(REFIT_OF_TAG) == str(holdout_fit.version)
+        ]
+        return max(refits, key=lambda v: v.version, default=None)
+
+    def newest_version(self) -> ModelVersionInfo | None:
+        """The highest-numbered version of the model, whatever its fit or verdict."""
+        found = self._client.search_model_versions(f"name = '{self.model_name}'")
+        return self.version(max(int(v.version) for v in found)) if found else None
+
+    def _by_fingerprint(self, fingerprint: str) -> list[ModelVersionInfo]:
         if "'" in fingerprint:
             raise ValueError(f"fingerprint must not contain quotes: {fingerprint!r}")
         versions = self._client.search_model_versions(
             f"name = '{self.model_name}' AND tags.{FINGERPRINT_TAG} = '{fingerprint}'"
         )
-        if not versions:
-            return None
-        return self._describe(max(versions, key=lambda v: int(v.version)))
+        return [self._describe(v) for v in versions]
 
     def versions(self) -> list[ModelVersionInfo]:
         """Every registered version of the model, oldest first."""

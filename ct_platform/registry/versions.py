@@ -10,6 +10,15 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 # The Dagster run that logged an MLflow run or version (tag on both).
 DAGSTER_RUN_TAG = "dagster.run_id"
+# How a version was fitted: on the older part of its window (judged on the holdout), or on
+# the whole window after that fit passed its gates (`training.refit`).
+FIT_TAG = "ct.fit"
+HOLDOUT_SPLIT = "holdout_split"
+WHOLE_WINDOW = "whole_window"
+# On a whole-window refit: the holdout fit whose verdict it inherits.
+REFIT_OF_TAG = "ct.refit_of"
+# The version's semantic version (`training.semver`).
+SEMVER_TAG = "ct.semver"
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,10 @@ class ModelVersionInfo:
     created_at: datetime
     aliases: list[str]
     tags: dict[str, str]
+
+    @property
+    def is_refit(self) -> bool:
+        return self.tags.get(FIT_TAG) == WHOLE_WINDOW
 
     @property
     def model_uri(self) -> str:

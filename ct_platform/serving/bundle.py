@@ -93,6 +93,8 @@ class BundleMeta:
     parity: ParityInfo | None
     skops_trusted_types: list[str]
     format: int = BUNDLE_FORMAT
+    # The version's semantic version (MLflow tag `ct.semver`); None in older bundles.
+    semver: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

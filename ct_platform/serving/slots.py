@@ -43,6 +43,7 @@ class ServedModel:
         return {
             "name": meta.name,
             "version": meta.version,
+            "semver": meta.semver,
             "fingerprint": meta.fingerprint,
             "backend": self.model.backend_name,
             "bundle": str(self.model.directory),

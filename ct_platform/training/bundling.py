@@ -52,8 +52,12 @@ def build_bundle(
     fingerprint: str,
     holdout: pd.DataFrame,
     directory: Path | None = None,
+    semver: str | None = None,
 ) -> Path:
     """Write `<CT_HOME>/bundles/<name>-v<version>/` (or `directory`) and return its path.
+
+    `semver` is the version's semantic version (`training.semver`), shown in the server's
+    metadata.
 
     An existing folder of that name is replaced (in one rename) by the complete new bundle.
     The bundle holds the pipeline without its input preparation: the server prepares requests.
@@ -75,6 +79,7 @@ def build_bundle(
         onnx=onnx_info,
         parity=parity,
         skops_trusted_types=trusted_types,
+        semver=semver,
     )
     return _write_sealed(directory, meta, skops_bytes, onnx_bytes)
 

@@ -37,6 +37,11 @@ class TrainingSetRef:
     def holdout_path(self) -> Path:
         return self.directory / "holdout.parquet"
 
+    @property
+    def window_path(self) -> Path:
+        """Train and holdout together, time-ordered: what a whole-window refit learns from."""
+        return self.directory / "window.parquet"
+
     def load_train(self) -> pd.DataFrame:
         import pandas as pd
 
@@ -62,6 +67,15 @@ class TrainingSetRef:
             holdout_rows=int(fields["holdout_rows"]),
             newest_batch=Path(fields["newest_batch"]),
         )
+
+
+def save_window(ref: TrainingSetRef) -> pd.DataFrame:
+    """Train then holdout as one frame, also written to `ref.window_path` (whole-file)."""
+    import pandas as pd
+
+    window = pd.concat([ref.load_train(), ref.load_holdout()], ignore_index=True)
+    _write_parquet_atomically(window, ref.window_path)
+    return window
 
 
 class MissingTrainingSet(LookupError):

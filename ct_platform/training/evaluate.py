@@ -42,6 +42,7 @@ class Predictions:
     classes: np.ndarray | None = None
 
     def subset(self, mask: np.ndarray) -> Predictions:
+        """The rows picked by a boolean mask or by row indices (repeats allowed)."""
         proba = None if self.proba is None else self.proba[mask]
         return Predictions(self.target[mask], self.predicted[mask], proba, self.classes)
 
@@ -97,6 +98,7 @@ REGRESSION_METRICS: dict[str, Metric] = {
     "rmse": lambda p: float(root_mean_squared_error(p.target, p.predicted)),
     "r2": _r2,
 }
+ALL_METRICS: dict[str, Metric] = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
 
 
 def _task_metrics(spec: Spec) -> dict[str, Metric]:
@@ -107,7 +109,11 @@ def _task_metrics(spec: Spec) -> dict[str, Metric]:
 
 def score(model: object, holdout: pd.DataFrame, spec: Spec) -> dict[str, float]:
     """Every metric of the spec's task, on the whole holdout."""
-    predictions = predict(model, holdout, spec)
+    return score_predictions(predict(model, holdout, spec), spec)
+
+
+def score_predictions(predictions: Predictions, spec: Spec) -> dict[str, float]:
+    """Every metric of the spec's task, from predictions already made."""
     return {name: metric(predictions) for name, metric in _task_metrics(spec).items()}
 
 

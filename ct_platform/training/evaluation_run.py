@@ -1,12 +1,17 @@
 """One evaluation: score candidate vs champion on the same holdout, run the gates, record.
 
 The verdict is written to the candidate's model version as tags (`ct.gates_passed`, one
-`ct.gate.<name>` per gate), which is what `promotion.promote` trusts later. The Evidently
-HTML reports are not on this path (see `evaluation_reports`): promotion never waits on them.
+`ct.gate.<name>` = pass|fail and one `ct.gate.<name>.reason` per gate), which is what
+`promotion.promote` trusts later, and each gate's numeric figures are logged to its MLflow
+run as metrics `gate.<name>.<figure>` (e.g. `gate.champion_regression.p_value`). The
+Evidently HTML reports are not on this path (see `evaluation_reports`): promotion never
+waits on them.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +22,7 @@ from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.evaluate import score_by_group
+from ct_platform.training.gates import GateResult
 from ct_platform.training.promotion import (
     GATES_PASSED_TAG,
     Contender,
@@ -27,6 +33,8 @@ from ct_platform.training.promotion import (
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
     from ct_platform.registry.versions import ModelVersionInfo
+
+MAX_TAG_CHARS = 5000
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,6 @@ def run_evaluation(
         _current_champion(registry),
         holdout,
         training_set,
-        registry.model_size_bytes(model),
         spec,
     )
     _record(registry, candidate, outcome)
@@ -80,7 +87,46 @@ def _record(
     registry: ModelRegistry, candidate: ModelVersionInfo, outcome: EvaluationOutcome
 ) -> None:
     registry.log_metrics(candidate.run_id, {f"holdout_{k}": v for k, v in outcome.metrics.items()})
-    gate_tags = {f"ct.gate.{g.name}": "pass" if g.passed else "fail" for g in outcome.gates}
-    verdict = {GATES_PASSED_TAG: str(outcome.promotable).lower()}
-    registry.set_tags(candidate.version, {**gate_tags, **verdict})
-    registry.describe_verdict(candidate.version, promotable=outcome.promotable, gates=outcome.gates)
+    record_gates(registry, candidate, outcome.gates, promotable=outcome.promotable)
+
+
+def record_gates(
+    registry: ModelRegistry,
+    version: ModelVersionInfo,
+    gates: Sequence[GateResult],
+    *,
+    promotable: bool,
+    described: Sequence[GateResult] | None = None,
+) -> None:
+    """Write the verdict of `gates` on `version`: tags, figures as run metrics, description.
+
+    `described` (default: `gates`) are the gates listed in the version's description, e.g.
+    the inherited holdout gates next to a refit's own.
+    """
+    registry.log_metrics(version.run_id, gate_figures(gates))
+    registry.set_tags(
+        version.version, {**gate_tags(gates), GATES_PASSED_TAG: str(promotable).lower()}
+    )
+    registry.describe_verdict(
+        version.version, promotable=promotable, gates=described if described is not None else gates
+    )
+
+
+def gate_tags(gates: Sequence[GateResult]) -> dict[str, str]:
+    """`ct.gate.<name>` = pass|fail and `ct.gate.<name>.reason` = its one-line description."""
+    tags = {}
+    for gate in gates:
+        tags[f"ct.gate.{gate.name}"] = "pass" if gate.passed else "fail"
+        # MLflow caps a model version tag value at 5,000 characters.
+        tags[f"ct.gate.{gate.name}.reason"] = gate.description[:MAX_TAG_CHARS]
+    return tags
+
+
+def gate_figures(gates: Sequence[GateResult]) -> dict[str, float]:
+    """Every finite numeric figure of every gate, as `gate.<name>.<figure>`."""
+    return {
+        f"gate.{gate.name}.{key}": float(value)
+        for gate in gates
+        for key, value in gate.metadata.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }

@@ -8,8 +8,7 @@ gate blocks promotion is the spec's call (`gates.<name>.blocking`), not the gate
 from __future__ import annotations
 
 import math
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,10 @@ from ct_platform.settings import LOWER_IS_BETTER, Spec
 
 if TYPE_CHECKING:  # heavy: the code location imports this module for GateResult only
     import pandas as pd
-    from sklearn.pipeline import Pipeline
+
+    from ct_platform.serving.bundle import BundleMeta
+    from ct_platform.training.comparison import PairedComparison
+    from ct_platform.training.latency import ServingResources
 
 BYTES_PER_MB = 1024 * 1024
 
@@ -33,39 +35,67 @@ class GateResult:
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
 
 
-def metric_floor_gate(metrics: dict[str, float], spec: Spec) -> GateResult:
-    """The primary metric must reach the threshold (stay under it for error metrics)."""
+def metric_floor_gate(
+    metrics: dict[str, float], spec: Spec, champion_metrics: dict[str, float] | None = None
+) -> GateResult:
+    """The primary metric must reach the threshold (stay under it for error metrics).
+
+    The floor is symmetric: `champion_metrics` are the serving champion's figures on the same
+    holdout. When the champion is under the floor too, a candidate better than it is not held
+    out by the floor alone (else a worse model keeps serving), and the result carries the
+    alert `champion_under_floor=true`. `gates.metric_floor.symmetric: false` keeps the floor
+    absolute (the alert stays).
+    """
+    from ct_platform.training.evaluate import is_better  # imports sklearn.metrics
+
     gate = spec.gates.metric_floor
     metric = spec.evaluation.primary_metric
     value = metrics.get(metric, math.nan)
+    champion = math.nan if champion_metrics is None else champion_metrics.get(metric, math.nan)
     lower_is_better = metric in LOWER_IS_BETTER
+    bound = "ceiling" if lower_is_better else "floor"
+
+    def meets(figure: float) -> bool:
+        return figure <= gate.threshold if lower_is_better else figure >= gate.threshold
+
+    champion_under = not math.isnan(champion) and not meets(champion)
     if math.isnan(value):
         passed, verdict = False, f"{metric} is undefined on this holdout"
     else:
-        passed = value <= gate.threshold if lower_is_better else value >= gate.threshold
-        bound = "ceiling" if lower_is_better else "floor"
+        passed = meets(value)
         outcome = "meets" if passed else "misses"
         verdict = f"{metric} {value:.4f} {outcome} the {bound} {gate.threshold:.4f}"
-    return GateResult(
-        "metric_floor",
-        passed,
-        gate.blocking,
-        verdict,
-        {
-            "metric": metric,
-            "value": value,
-            "threshold": gate.threshold,
-            "lower_is_better": lower_is_better,
-        },
-    )
+        if not passed and gate.symmetric and champion_under and is_better(value, champion, metric):
+            passed = True
+            verdict += (
+                f", but the champion scores {champion:.4f} on the same holdout and the "
+                f"candidate is better: not held out by the {bound} alone"
+            )
+    if champion_under:
+        verdict += f"; ALERT: the serving champion ({champion:.4f}) is under its {bound}"
+    metadata: dict[str, MetadataValue] = {
+        "metric": metric,
+        "value": value,
+        "threshold": gate.threshold,
+        "lower_is_better": lower_is_better,
+        "champion_under_floor": champion_under,
+    }
+    if not math.isnan(champion):
+        metadata["champion_value"] = champion
+    return GateResult("metric_floor", passed, gate.blocking, verdict, metadata)
 
 
 def champion_regression_gate(
-    candidate_metrics: dict[str, float], champion_metrics: dict[str, float] | None, spec: Spec
+    candidate_metrics: dict[str, float], comparison: PairedComparison | None, spec: Spec
 ) -> GateResult:
-    """The candidate may be at most `tolerance` worse than the champion in the primary metric.
+    """Candidate vs champion on the same holdout, judged by the spec's policy on the paired
+    test's confidence interval (`training.comparison`); `comparison` is None without a
+    champion.
 
-    For a fair comparison both should be scored on the same holdout.
+    `non_inferiority`: pass unless the interval's worse bound is below -tolerance (the
+    margin). `superiority`: pass only when the worse bound is above 0, i.e. the candidate is
+    significantly better. The worse bound of a two-sided (1 - alpha) interval is a one-sided
+    test at alpha/2, the usual reading of a non-inferiority margin (ICH E9).
     """
     gate = spec.gates.champion_regression
     metric = spec.evaluation.primary_metric
@@ -74,92 +104,129 @@ def champion_regression_gate(
         "metric": metric,
         "candidate": candidate,
         "tolerance": gate.tolerance,
+        "policy": gate.policy,
+        "alpha": gate.alpha,
         "lower_is_better": metric in LOWER_IS_BETTER,
     }
-    champion = math.nan if champion_metrics is None else champion_metrics.get(metric, math.nan)
-    if champion_metrics is None or math.isnan(champion):
-        reason = "no champion yet" if champion_metrics is None else f"champion has no {metric}"
+    if comparison is None or math.isnan(comparison.champion):
+        reason = "no champion yet" if comparison is None else f"champion has no {metric} here"
         return GateResult(
             "champion_regression",
             True,
             gate.blocking,
-            f"{reason}: nothing to regress from (candidate {metric} {candidate:.4f})",
+            f"{reason}: nothing to compare with (candidate {metric} {candidate:.4f})",
             metadata,
         )
-    from ct_platform.training.evaluate import shortfall  # imports sklearn.metrics
-
-    worse_by = shortfall(candidate, champion, metric)
-    passed = not math.isnan(candidate) and worse_by <= gate.tolerance
-    if math.isnan(candidate):
-        description = f"candidate {metric} is undefined; champion has {champion:.4f}"
-    elif worse_by <= 0:
-        description = f"candidate {metric} {candidate:.4f} is no worse than champion {champion:.4f}"
-    else:
-        within = "within" if passed else "beyond"
-        description = (
-            f"candidate {metric} {candidate:.4f} is {worse_by:.4f} worse than champion "
-            f"{champion:.4f}, {within} the tolerance {gate.tolerance:.4f}"
+    metadata |= {"champion": comparison.champion, **comparison.figures()}
+    if math.isnan(candidate) or math.isnan(comparison.ci_low):
+        return GateResult(
+            "champion_regression",
+            False,
+            gate.blocking,
+            f"candidate {metric} ({candidate:.4f}) or its difference to the champion "
+            f"({comparison.champion:.4f}) is undefined on this holdout",
+            metadata,
         )
-    metadata |= {"champion": champion, "shortfall": worse_by}
+    worse = comparison.ci_low
+    if gate.policy == "non_inferiority":
+        passed = worse >= -gate.tolerance
+        relation = ">=" if passed else "<"
+        rule = f"non-inferiority: worse bound {worse:+.4f} {relation} -{gate.tolerance:.4f}"
+    else:
+        passed = worse > 0
+        rule = f"superiority: worse bound {worse:+.4f} {'>' if passed else '<='} 0"
+    description = (
+        f"candidate {metric} {candidate:.4f} vs champion {comparison.champion:.4f}: "
+        f"improvement {comparison.improvement:+.4f}, {comparison.confidence:.0%} CI "
+        f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}], {comparison.method} p "
+        f"{comparison.p_value:.3g}, smallest detectable {comparison.mde:.4f} "
+        f"({comparison.rows} rows); {rule}"
+    )
     return GateResult("champion_regression", passed, gate.blocking, description, metadata)
 
 
-def latency_gate(pipeline: Pipeline, holdout: pd.DataFrame, spec: Spec) -> GateResult:
-    """Median single-row scoring time of the bundle this pipeline exports to must stay under
-    `max_ms`.
+def resources_gate(bundle: Path, rows: pd.DataFrame, spec: Spec) -> GateResult:
+    """Latency and peak memory of `bundle` (the one that will serve), measured in a fresh
+    subprocess through the server's scoring path (`training.latency`), against the spec's
+    `gates.resources` limits. `rows` is a cleaned frame with the bundle's columns.
 
-    The bundle is built exactly as the export will build it (ONNX graph behind the parity
-    gate on this holdout, else the sklearn fallback), in a temporary folder, and timed
-    through the server's scoring path (`training.latency`): what decides is what will
-    serve. A 1,000-row request and scikit-learn's own single-row `predict` are reported too,
-    the latter for information only. `holdout` is the cleaned holdout frame (features and
-    target).
-
-    Raises:
-        ValueError: `holdout` is empty.
+    A bundle that cannot be measured (its process crashed or timed out) fails the gate,
+    with the reason: it would not serve either.
     """
-    # Imported on use: onnxruntime, skl2onnx and skops stay out of the code location's import.
-    from ct_platform.serving.bundle import read_meta
-    from ct_platform.training.bundling import build_bundle
-    from ct_platform.training.latency import measure_bundle, sklearn_single_row_ms
+    from ct_platform.training.latency import ResourceProbeError, measure_in_subprocess
 
-    gate = spec.gates.latency
-    if holdout.empty:
-        raise ValueError("latency gate needs at least one holdout row")
-    with tempfile.TemporaryDirectory(prefix="ct-latency-") as folder:
-        bundle = build_bundle(
-            pipeline,
-            spec,
-            name=spec.model.name,
-            version="candidate",
-            fingerprint="latency gate (temporary bundle)",
-            holdout=holdout,
-            directory=Path(folder) / "bundle",
+    gate = spec.gates.resources
+    limits = resource_limits(spec)
+    try:
+        usage = measure_in_subprocess(bundle, rows)
+    except ResourceProbeError as error:
+        return GateResult("resources", False, gate.blocking, f"not measured: {error}", limits)
+    return judge_resources(usage, spec)
+
+
+def judge_resources(usage: ServingResources, spec: Spec) -> GateResult:
+    """The measured `usage` against the spec's `gates.resources` limits."""
+    gate = spec.gates.resources
+    over = []
+    if usage.single_row_p50_ms > gate.max_latency_ms:
+        over.append(
+            f"single-row p50 {usage.single_row_p50_ms:.3f} ms over {gate.max_latency_ms:g} ms"
         )
-        serving = measure_bundle(bundle, holdout)
-        fallback_reason = read_meta(bundle).onnx.reason or ""
-    sklearn_p50, sklearn_calls = sklearn_single_row_ms(
-        pipeline, holdout[spec.dataset.feature_columns]
-    )
-    passed = serving.single_row_p50_ms <= gate.max_ms
-    relation = "within" if passed else "over"
+    if gate.max_batch_latency_ms is not None and usage.batch_p50_ms > gate.max_batch_latency_ms:
+        over.append(
+            f"{usage.batch_rows}-row p50 {usage.batch_p50_ms:.2f} ms over "
+            f"{gate.max_batch_latency_ms:g} ms"
+        )
+    if usage.peak_rss_mb > gate.max_memory_mb:
+        over.append(f"peak memory {usage.peak_rss_mb:.1f} MB over {gate.max_memory_mb:g} MB")
+    verdict = "; ".join(over) if over else "within the limits"
     return GateResult(
-        "latency",
-        passed,
+        "resources",
+        not over,
         gate.blocking,
-        f"{serving.artifact} bundle, server scoring path: single-row p50 "
-        f"{serving.single_row_p50_ms:.3f} ms (p99 {serving.single_row_p99_ms:.3f} ms over "
-        f"{serving.single_row_calls} calls), {relation} the limit {gate.max_ms:g} ms; "
-        f"{serving.batch_rows} rows p50 {serving.batch_p50_ms:.2f} ms. For information: "
-        f"sklearn predict on a one-row DataFrame p50 {sklearn_p50:.2f} ms",
-        {
-            **serving.figures(),
-            "max_ms": gate.max_ms,
-            "sklearn_p50_ms": sklearn_p50,
-            "sklearn_calls": sklearn_calls,
-            "fallback_reason": fallback_reason,
-        },
+        f"{usage.artifact} bundle in a fresh process: single-row p50 "
+        f"{usage.single_row_p50_ms:.3f} ms (p99 {usage.single_row_p99_ms:.3f} ms), "
+        f"{usage.batch_rows}-row p50 {usage.batch_p50_ms:.2f} ms, peak RSS "
+        f"{usage.peak_rss_mb:.1f} MB: {verdict}",
+        {**usage.figures(), **resource_limits(spec)},
     )
+
+
+def resource_limits(spec: Spec) -> dict[str, MetadataValue]:
+    gate = spec.gates.resources
+    return {
+        "max_latency_ms": gate.max_latency_ms,
+        "max_batch_latency_ms": gate.max_batch_latency_ms or math.nan,
+        "max_memory_mb": gate.max_memory_mb,
+    }
+
+
+def onnx_parity_gate(meta: BundleMeta, spec: Spec) -> GateResult:
+    """The ONNX parity gate, as recorded when the bundle was built (`training.bundling`).
+
+    A graph that disagrees with sklearn is never shipped: the bundle is then sklearn-only and
+    the gate fails as a warning (the fallback serves, slower). A blocking failure is left for
+    a bundle that claims ONNX without passing parity.
+    """
+    parity = meta.parity
+    agrees = parity is not None and parity.passed
+    figures: dict[str, MetadataValue] = {
+        "onnx_enabled": meta.onnx.enabled,
+        "reason": meta.onnx.reason or "",
+    }
+    if parity is not None:
+        figures.update(asdict(parity))
+    if not meta.onnx.enabled:
+        return GateResult(
+            "onnx_parity", False, False, f"bundle is sklearn-only: {meta.onnx.reason}", figures
+        )
+    description = (
+        f"ONNX matches sklearn on the holdout (max abs diff {parity.max_abs_diff:.2e}, "
+        f"max rel diff {parity.max_rel_diff:.2e})"
+        if agrees and parity is not None
+        else "bundle serves ONNX that does not match sklearn: deployment blocked"
+    )
+    return GateResult("onnx_parity", agrees, spec.gates.parity.blocking, description, figures)
 
 
 def model_size_gate(model_size_bytes: int, spec: Spec) -> GateResult:

@@ -1,4 +1,9 @@
-"""Champion vs challenger: score both on the same holdout, run the gates, promote or refuse."""
+"""Champion vs challenger: score both on the same holdout, run the gates, promote or refuse.
+
+The holdout gates (metric floor, champion comparison) judge the holdout fit; what is
+promoted is its whole-window refit, which inherits this verdict and passes the artifact
+gates itself (`training.refit`).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,7 @@ from typing import TYPE_CHECKING
 from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
-from ct_platform.training.gates import (
-    GateResult,
-    champion_regression_gate,
-    latency_gate,
-    metric_floor_gate,
-    model_size_gate,
-)
+from ct_platform.training.gates import GateResult, champion_regression_gate, metric_floor_gate
 
 if TYPE_CHECKING:  # heavy: the code location imports this module for its types only
     import pandas as pd
@@ -23,6 +22,9 @@ if TYPE_CHECKING:  # heavy: the code location imports this module for its types 
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
 GATES_PASSED_TAG = "ct.gates_passed"
+# Set on a version when it became champion: a version once promoted is never re-promoted by
+# a run resuming a killed promotion (`training.refit.promotion_pending`).
+PROMOTED_TAG = "ct.promoted_by"
 
 
 class PromotionRefused(RuntimeError):
@@ -77,19 +79,26 @@ def evaluate_candidate(
     champion: Contender | None,
     holdout: pd.DataFrame,
     training_set: TrainingSetRef,
-    model_size_bytes: int,
     spec: Spec,
 ) -> EvaluationOutcome:
-    """Score candidate and champion on the same holdout and run every model gate."""
-    from ct_platform.training.evaluate import score  # sklearn: loaded by the step only
+    """Score candidate and champion on the same holdout, compare them with a paired test
+    (`training.comparison`) and run the holdout gates."""
+    from ct_platform.training.comparison import compare  # scipy, sklearn: the step only
+    from ct_platform.training.evaluate import predict, score_predictions
 
-    metrics = score(candidate.model, holdout, spec)
-    champion_metrics = score(champion.model, holdout, spec) if champion else None
+    predictions = predict(candidate.model, holdout, spec)
+    metrics = score_predictions(predictions, spec)
+    champion_metrics, comparison = None, None
+    if champion is not None:
+        champion_predictions = predict(champion.model, holdout, spec)
+        champion_metrics = score_predictions(champion_predictions, spec)
+        regression = spec.gates.champion_regression
+        comparison = compare(
+            predictions, champion_predictions, spec.evaluation.primary_metric, regression.alpha
+        )
     gates = (
-        metric_floor_gate(metrics, spec),
-        champion_regression_gate(metrics, champion_metrics, spec),
-        latency_gate(candidate.model, holdout, spec),
-        model_size_gate(model_size_bytes, spec),
+        metric_floor_gate(metrics, spec, champion_metrics),
+        champion_regression_gate(metrics, comparison, spec),
     )
     return EvaluationOutcome(
         version=candidate.version,
@@ -102,11 +111,12 @@ def evaluate_candidate(
     )
 
 
-def promote(registry: ModelRegistry, version: int) -> int | None:
+def promote(registry: ModelRegistry, version: int, dagster_run_id: str) -> int | None:
     """Move `champion` to `version` if its recorded gates allow it; return the previous one.
 
     The gate verdict is read back from the registry rather than trusted from the caller, so a
-    later run (or an automation tick) can never promote a candidate that failed a gate.
+    later run (or an automation tick) can never promote a candidate that failed a gate. The
+    version is tagged `ct.promoted_by=<Dagster run>`.
     """
     verdict = registry.version(version).tags.get(GATES_PASSED_TAG)
     if verdict != "true":
@@ -116,4 +126,6 @@ def promote(registry: ModelRegistry, version: int) -> int | None:
         )
     previous = registry.alias_version(CHAMPION)
     registry.set_alias(CHAMPION, version)
+    # After the alias: a run killed in between leaves a champion, never a tag without one.
+    registry.set_tags(version, {PROMOTED_TAG: dagster_run_id})
     return previous.version if previous else None

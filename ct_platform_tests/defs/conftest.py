@@ -54,7 +54,8 @@ def spec_variant(spec_file: Path, name: str, changes: dict[str, dict]) -> Path:
     return path
 
 
-STRICT_FLOOR = {"gates": {"metric_floor": {"threshold": 0.999}}}
+# An absolute floor no model reaches: every candidate is rejected, whatever the champion scores.
+STRICT_FLOOR = {"gates": {"metric_floor": {"threshold": 0.999, "symmetric": False}}}
 
 
 def run_job(

@@ -86,7 +86,7 @@ def test_champion_is_deployed_and_serves_predictions(served_spec, instance, land
     endpoint = instance.get_latest_materialization_event(dg.AssetKey("deployed_endpoint"))
     metadata = endpoint.asset_materialization.metadata
     url = metadata["url"].value
-    assert metadata["version"].value == "1"
+    assert metadata["version"].value == "2"  # the whole-window refit of version 1
     response = httpx.post(
         f"{url}/invocations", json={"dataframe_records": [example_row(served_spec.dataset)]}
     )
@@ -120,7 +120,7 @@ def test_a_dead_endpoint_is_found_and_brought_back(served_spec, instance, land_b
     land_bank_batches(2)
     assert run_job(served_spec, instance, "training_job").success
     endpoint = roll_out(served_spec)
-    assert "serves the champion, version 1" in skip_message(watchdog_tick(served_spec, instance))
+    assert "serves the champion, version 2" in skip_message(watchdog_tick(served_spec, instance))
 
     state = json.loads((served_spec.paths.deployments / "local.json").read_text())
     os.kill(state["pid"], signal.SIGKILL)
@@ -152,7 +152,7 @@ def test_a_champion_that_is_not_served_is_deployed(
 
     # Automation deploys a fresh export; the watchdog waits for it, then steps in.
     waiting = skip_message(watchdog_tick(served_spec, instance, grace_seconds=3600))
-    assert waiting.startswith("nothing is deployed yet; version 1 was exported")
+    assert waiting.startswith("nothing is deployed yet; version 2 was exported")
     deploy = watchdog_tick(served_spec, instance).run_requests[0]
     assert deploy.tags["ct/repair"] == "nothing is deployed yet"
     job = build_definitions(served_spec).resolve_implicit_global_asset_job_def()
@@ -166,14 +166,15 @@ def test_a_champion_that_is_not_served_is_deployed(
     )
     instance.report_run_canceled(launched)
     assert run_requested(served_spec, instance, deploy).success
-    assert "serves the champion, version 1" in skip_message(watchdog_tick(served_spec, instance))
+    assert "serves the champion, version 2" in skip_message(watchdog_tick(served_spec, instance))
 
     # A newer champion whose deployment never ran (failed to launch, or promoted by CI).
     land_bank_batches(1, first=2)
     lax = load_spec(spec_variant(spec_file, "lax", LAX_GATES))
     assert run_job(lax, instance, "training_job").success
     redeploy = watchdog_tick(served_spec, instance).run_requests[0]
-    assert "serves version 1, but the champion is version 2" in redeploy.tags["ct/repair"]
+    # Versions 3 and 4: the new holdout fit and its refit, the new champion.
+    assert "serves version 2, but the champion is version 4" in redeploy.tags["ct/repair"]
 
     assert run_requested(served_spec, instance, redeploy).success
-    assert "serves the champion, version 2" in skip_message(watchdog_tick(served_spec, instance))
+    assert "serves the champion, version 4" in skip_message(watchdog_tick(served_spec, instance))

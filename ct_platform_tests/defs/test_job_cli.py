@@ -51,7 +51,8 @@ def test_success_then_failing_gate(spec_file, tmp_path, land_bank_batches):
     assert failing.returncode != 0
     output = failing.stdout + failing.stderr
     # A rejection, not a crash: the gate and its figures, and no Python traceback.
-    assert "candidate version 2 rejected by blocking gate(s) metric_floor" in output
+    # Version 1 is the first holdout fit, version 2 its whole-window refit (the champion).
+    assert "candidate version 3 rejected by blocking gate(s) metric_floor" in output
     assert re.search(r"metric_floor: roc_auc 0\.\d{4} misses the floor 0\.9990", output), output
     assert "Traceback" not in output
 
@@ -81,8 +82,10 @@ def test_ci_job_leaves_a_reported_and_exported_champion(
     assert passing.returncode == 0, passing.stderr[-3000:]
     for name in ("model_quality.html", "data_drift.html"):
         assert (spec.paths.reports / f"{spec.model.name}-v1" / name).stat().st_size > 10_000
-    bundle = read_meta(spec.paths.bundles / f"{spec.model.name}-v1")
-    assert bundle.version == "1" and bundle.parity is not None
+    # The champion, and so the bundle, is version 1's whole-window refit: version 2.
+    bundle = read_meta(spec.paths.bundles / f"{spec.model.name}-v2")
+    assert bundle.version == "2" and bundle.parity is not None
+    assert bundle.semver == "1.0.1"
     assert bundle.onnx.enabled and bundle.parity.passed and bundle.parity.rows_over == 0
     (parity,) = parity_evaluations(tmp_path / "cli_dagster_home")
     assert parity.passed and parity.metadata["max_abs_diff"].value == bundle.parity.max_abs_diff

@@ -42,8 +42,9 @@ def test_status_names_every_batch_state(spec, instance, land_bank_batches, write
     rows = status(capsys)
 
     assert rows["batch-00001.csv"]["state"] == "trained"
-    assert rows["batch-00001.csv"]["detail"] == "trained into v1 (champion)"
-    assert rows["batch-00002.csv"]["versions"] == [1]
+    # v1 was judged on the holdout, v2 (its whole-window refit) serves.
+    assert rows["batch-00001.csv"]["detail"] == "trained into v1 (passed its gates), v2 (champion)"
+    assert rows["batch-00002.csv"]["versions"] == [1, 2]
     bad = rows["batch-bad.csv"]
     assert bad["state"] == "quarantined" and "absent from the file header" in bad["detail"]
     waiting = rows["batch-00003.csv"]

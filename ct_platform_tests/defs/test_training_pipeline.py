@@ -10,8 +10,10 @@ import pytest
 from mlflow import MlflowClient
 
 from ct_platform.definitions import build_definitions
+from ct_platform.monitoring.champion_reference import load_champion_reference
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
-from ct_platform.settings import Spec, load_spec
+from ct_platform.settings import Paths, Spec, load_spec
+from ct_platform.training.datasets import load_training_set
 from ct_platform_tests.defs.conftest import STRICT_FLOOR, run_job, spec_variant
 
 pytestmark = pytest.mark.slow
@@ -36,15 +38,47 @@ def test_batch_runs_ingest_then_one_training_run_promotes(spec, instance, land_b
 
     assert result.success
     checks = check_results(result)
-    assert {"metric_floor", "champion_regression", "latency", "model_size"} <= set(checks)
+    assert {"metric_floor", "champion_regression"} <= set(checks)
+    # The artifact gates judge the refit, the thing that will serve.
+    assert {"model_size", "resources", "onnx_parity"} <= set(checks)
+    assert checks["resources"].asset_key == dg.AssetKey("refit_model")
+    assert checks["resources"].metadata["peak_rss_mb"].value > 0
     registry = registry_for(spec)
-    champion = registry.alias_version("champion")
-    challenger = registry.alias_version("challenger")
-    assert champion is not None and champion.version == challenger.version == 1
+    holdout_fit, champion = registry.version(1), registry.alias_version("champion")
+    # What serves is the whole-window refit of the evaluated holdout fit.
+    assert champion is not None and champion.version == 2
+    assert registry.alias_version("challenger").version == 2
+    assert holdout_fit.tags["ct.fit"] == "holdout_split"
+    assert champion.tags["ct.fit"] == "whole_window"
+    assert champion.tags["ct.refit_of"] == "1"
+    assert champion.fingerprint == holdout_fit.fingerprint
+    assert champion.tags["ct.batches"] == holdout_fit.tags["ct.batches"]
+    assert champion.tags["dagster.run_id"] == result.run_id
+    assert (holdout_fit.tags["ct.semver"], champion.tags["ct.semver"]) == ("1.0.0", "1.0.1")
     assert champion.tags["ct.gates_passed"] == "true"
+    for gate in ("metric_floor", "champion_regression", "resources", "model_size", "onnx_parity"):
+        assert champion.tags[f"ct.gate.{gate}"] == "pass"
+        assert champion.tags[f"ct.gate.{gate}.reason"]
+    assert (
+        champion.tags["ct.gate.metric_floor.reason"]
+        == (holdout_fit.tags["ct.gate.metric_floor.reason"])
+    )
+    # Holdout figures are the holdout fit's (the refit has no holdout), copied with a tag.
+    assert champion.metrics["holdout_roc_auc"] == holdout_fit.metrics["holdout_roc_auc"]
     assert champion.metrics["holdout_roc_auc"] > spec.gates.metric_floor.threshold
+    assert champion.tags["ct.holdout_metrics_of"] == "1"
     evaluation = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
     assert isinstance(evaluation.asset_materialization.metadata["candidate/roc_auc"].value, float)
+    # The drift reference is the refit's whole window: train and holdout rows.
+    reference = load_champion_reference(Paths.from_env())
+    assert reference.version == 2
+    window = pd.read_parquet(reference.train_path)
+    training_set = load_training_set(champion.fingerprint, Paths.from_env())
+    assert len(window) == training_set.train_rows + training_set.holdout_rows
+    # The refit's run holds the whole window as its input and the holdout for export parity.
+    assert {
+        a.path for a in MlflowClient(default_tracking_uri()).list_artifacts(champion.run_id)
+    } >= {"holdout.parquet"}
 
 
 def test_evaluation_reports_follow_the_evaluation(spec, instance, land_bank_batches):
@@ -74,15 +108,15 @@ def test_unchanged_data_creates_no_new_version(spec, instance, land_bank_batches
     land_bank_batches(2)
     assert run_job(spec, instance, "training_job").success
     registry = registry_for(spec)
-    assert registry.alias_version("champion").version == 1
+    assert registry.alias_version("champion").version == 2
 
     again = run_job(spec, instance, "training_job")
 
     assert again.success
-    assert registry.alias_version("challenger").version == 1
-    assert registry.alias_version("champion").version == 1
+    assert registry.alias_version("challenger").version == 2
+    assert registry.alias_version("champion").version == 2
     materialized = {e.asset_key.path[-1] for e in again.get_asset_materialization_events()}
-    assert "candidate_model" not in materialized and "champion" not in materialized
+    assert not {"candidate_model", "refit_model", "champion"} & materialized
 
 
 def test_failed_blocking_gate_keeps_the_champion(spec_file, spec, instance, land_bank_batches):
@@ -94,11 +128,22 @@ def test_failed_blocking_gate_keeps_the_champion(spec_file, spec, instance, land
     result = run_job(strict, instance, "training_job")
 
     assert not result.success
-    assert not check_results(result)["metric_floor"].passed
+    floor = check_results(result)["metric_floor"]
+    assert not floor.passed
     registry = registry_for(spec)
-    assert registry.alias_version("champion").version == 1
-    rejected = registry.version(2)
+    assert registry.alias_version("champion").version == 2
+    rejected = registry.version(3)
     assert rejected.tags["ct.gates_passed"] == "false"
+    assert rejected.tags["ct.gate.metric_floor"] == "fail"
+    assert rejected.tags["ct.gate.metric_floor.reason"] == floor.description
+    # New data: a minor version; no refit of a rejected candidate.
+    assert rejected.tags["ct.semver"] == "1.1.0"
+    assert registry.find_refit(rejected) is None
+    regression = check_results(result)["champion_regression"]
+    for figure in ("improvement", "ci_low", "ci_high", "p_value", "mde"):
+        assert isinstance(regression.metadata[figure].value, float)
+    assert regression.metadata["method"].value == "delong"
+    assert "gate.champion_regression.p_value" in rejected.metrics
     # A rejected version does not keep the `challenger` alias (nothing is in the running).
     assert "challenger" not in rejected.aliases
     assert registry.alias_version("challenger") is None
@@ -110,7 +155,7 @@ def test_failed_blocking_gate_keeps_the_champion(spec_file, spec, instance, land
         instance=instance, asset_selection=[dg.AssetKey("champion")], raise_on_error=False
     )
     assert not by_hand.success
-    assert registry.alias_version("champion").version == 1
+    assert registry.alias_version("champion").version == 2
 
 
 def test_bad_batch_is_quarantined_and_never_trains(spec, instance, land_bank_batches, write_batch):
@@ -129,4 +174,4 @@ def test_bad_batch_is_quarantined_and_never_trains(spec, instance, land_bank_bat
     assert quarantined.exists() and quarantined.with_name(quarantined.name + ".json").exists()
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert "candidate_model" not in materialized
-    assert registry_for(spec).alias_version("champion").version == 1
+    assert registry_for(spec).alias_version("champion").version == 2

@@ -74,14 +74,15 @@ def test_version_without_verdict_is_reevaluated_and_dead_runs_fail(
     reevaluated = registry.version(1)
     assert reevaluated.tags["ct.gates_passed"] == "true"
     assert reevaluated.tags[REEVALUATED_TAG] == result.run_id
-    assert registry.alias_version("champion").version == 1
+    # The refit (version 2) serves; the fingerprint still finds the holdout fit, never it.
+    assert registry.alias_version("champion").version == 2
     assert registry.find_version_by_fingerprint(reevaluated.fingerprint).version == 1
     candidate = next(
         e
         for e in result.get_asset_materialization_events()
         if e.asset_key.path[-1] == "candidate_model"
     )
-    assert candidate.materialization.metadata["reevaluated_orphan"].value is True
+    assert candidate.materialization.metadata["resumed"].value is True
     for orphan in (left_by_gone_run, left_by_killed_worker):
         run = client.get_run(orphan.info.run_id)
         assert run.info.status == "FAILED"
@@ -124,8 +125,11 @@ def test_two_runs_on_the_same_new_data_register_one_version(
     versions = MlflowClient(default_tracking_uri()).search_model_versions(
         f"name = '{spec.model.name}'"
     )
-    assert [int(v.version) for v in versions] == [1]
+    # One holdout fit and one whole-window refit: the claim is held until the promotion.
+    assert sorted(int(v.version) for v in versions) == [1, 2]
     assert registry.version(1).tags["ct.gates_passed"] == "true"
+    assert registry.version(2).tags["ct.refit_of"] == "1"
+    assert registry.alias_version("champion").version == 2
     promotions = instance.fetch_materializations(dg.AssetKey("champion"), limit=10).records
     assert len(promotions) == 1
     # The other run said why it trained nothing.
@@ -134,3 +138,49 @@ def test_two_runs_on_the_same_new_data_register_one_version(
         or f"data fingerprint {fingerprint[:12]} was already trained" in output
         for output in outputs
     )
+
+
+def test_a_promotion_killed_after_the_verdict_is_resumed_not_lost(
+    spec, spec_file, instance, land_bank_batches
+):
+    land_bank_batches(2)
+    registry = registry_for(spec)
+    through = ["training_dataset", "candidate_model", "model_evaluation"]
+    # Killed between the verdict and the refit: version 1 passed, nothing was refit.
+    verdict_only = run_job(
+        spec, instance, "training_job", asset_selection=[dg.AssetKey(a) for a in through]
+    )
+    assert verdict_only.success and registry.version(1).tags["ct.gates_passed"] == "true"
+    assert registry.alias_version("champion") is None
+
+    # Killed between the refit's registration and its promotion.
+    refit_only = run_job(
+        spec,
+        instance,
+        "training_job",
+        asset_selection=[dg.AssetKey(a) for a in [*through, "refit_model"]],
+    )
+    assert refit_only.success
+    refit = registry.version(2)
+    assert refit.tags["ct.refit_of"] == "1" and refit.tags["ct.gates_passed"] == "true"
+    assert registry.alias_version("champion") is None
+    assert registry.find_version_by_fingerprint(refit.fingerprint).version == 1
+
+    # The next run on the same data promotes that refit: judged again, not fitted again.
+    resumed = run_job(spec, instance, "training_job")
+
+    assert resumed.success
+    assert sorted(v.version for v in registry.versions()) == [1, 2]
+    assert registry.alias_version("champion").version == 2
+    assert registry.version(2).tags["ct.promoted_by"] == resumed.run_id
+    refit_event = next(
+        e
+        for e in resumed.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "refit_model"
+    )
+    assert refit_event.materialization.metadata["reused"].value is True
+
+    # Promoted once: the same data trains, refits and promotes nothing again.
+    again = run_job(spec, instance, "training_job")
+    materialized = {e.asset_key.path[-1] for e in again.get_asset_materialization_events()}
+    assert again.success and not {"candidate_model", "refit_model", "champion"} & materialized

@@ -13,11 +13,17 @@ from ct_platform.settings import Spec
 from ct_platform.training.bundling import build_bundle
 from ct_platform.training.gates import (
     champion_regression_gate,
-    latency_gate,
+    judge_resources,
     metric_floor_gate,
     model_size_gate,
+    resources_gate,
 )
-from ct_platform.training.latency import BATCH_ROWS, MIN_CALLS, SINGLE_ROW_CALLS, measure_bundle
+from ct_platform.training.latency import (
+    BATCH_ROWS,
+    MIN_CALLS,
+    SINGLE_ROW_CALLS,
+    measure_in_subprocess,
+)
 
 
 def _with_gates(spec: Spec, **gates: dict) -> Spec:
@@ -36,7 +42,7 @@ def gated(bank_spec: Spec) -> Spec:
         bank_spec,
         metric_floor={"threshold": 0.65, "blocking": True},
         champion_regression={"tolerance": 0.02, "blocking": True},
-        latency={"max_ms": 25, "blocking": False},
+        resources={"max_latency_ms": 25, "blocking": False},
         model_size={"max_mb": 50, "blocking": True},
     )
 
@@ -53,6 +59,7 @@ def test_metric_floor_passes_and_fails(gated: Spec) -> None:
         "value": 0.61,
         "threshold": 0.65,
         "lower_is_better": False,
+        "champion_under_floor": False,
     }
 
 
@@ -76,86 +83,33 @@ def test_metric_floor_fails_an_undefined_metric(gated: Spec) -> None:
 def test_champion_regression_without_champion_passes_and_says_so(gated: Spec) -> None:
     result = champion_regression_gate({"roc_auc": 0.62}, None, gated)
     assert result.passed
-    assert (
-        result.description == "no champion yet: nothing to regress from (candidate roc_auc 0.6200)"
+    assert result.description == (
+        "no champion yet: nothing to compare with (candidate roc_auc 0.6200)"
     )
 
 
-def test_champion_regression_within_and_beyond_tolerance(gated: Spec) -> None:
-    better = champion_regression_gate({"roc_auc": 0.70}, {"roc_auc": 0.68}, gated)
-    within = champion_regression_gate({"roc_auc": 0.665}, {"roc_auc": 0.68}, gated)
-    beyond = champion_regression_gate({"roc_auc": 0.65}, {"roc_auc": 0.68}, gated)
+def test_floor_is_symmetric_when_the_champion_is_under_it_too(gated: Spec) -> None:
+    """Issue 9: the floor rejected candidates while a champion scoring lower kept serving."""
+    better = metric_floor_gate({"roc_auc": 0.62}, gated, {"roc_auc": 0.58})
     assert better.passed
-    assert better.description == "candidate roc_auc 0.7000 is no worse than champion 0.6800"
-    assert within.passed
-    assert within.metadata["shortfall"] == pytest.approx(0.015)
-    assert not beyond.passed
-    assert beyond.blocking
-    assert beyond.description == (
-        "candidate roc_auc 0.6500 is 0.0300 worse than champion 0.6800, beyond the tolerance 0.0200"
-    )
-    assert beyond.metadata["champion"] == 0.68
-    assert beyond.metadata["candidate"] == 0.65
+    assert better.metadata["champion_under_floor"] is True
+    assert better.metadata["champion_value"] == 0.58
+    assert "not held out by the floor alone" in better.description
+    assert "ALERT: the serving champion (0.5800) is under its floor" in better.description
+    # A candidate worse than that champion is still held out, with the alert too.
+    worse = metric_floor_gate({"roc_auc": 0.55}, gated, {"roc_auc": 0.58})
+    assert not worse.passed and worse.metadata["champion_under_floor"] is True
+    # A champion above the floor changes nothing: the candidate alone misses it.
+    alone = metric_floor_gate({"roc_auc": 0.62}, gated, {"roc_auc": 0.70})
+    assert not alone.passed and alone.metadata["champion_under_floor"] is False
+    assert alone.description == "roc_auc 0.6200 misses the floor 0.6500"
+    # An absolute floor (symmetric: false) holds the better candidate out, alert included.
+    absolute = _with_gates(gated, metric_floor={"symmetric": False})
+    held = metric_floor_gate({"roc_auc": 0.62}, absolute, {"roc_auc": 0.58})
+    assert not held.passed and held.metadata["champion_under_floor"] is True
 
 
-def test_champion_regression_respects_lower_is_better(synthetic_spec) -> None:
-    spec = _with_gates(
-        synthetic_spec("regression", "sklearn.linear_model.Ridge", "mae"),
-        champion_regression={"tolerance": 0.1},
-    )
-    assert champion_regression_gate({"mae": 0.9}, {"mae": 1.0}, spec).passed
-    assert champion_regression_gate({"mae": 1.05}, {"mae": 1.0}, spec).passed
-    worse = champion_regression_gate({"mae": 1.2}, {"mae": 1.0}, spec)
-    assert not worse.passed
-    assert worse.metadata["shortfall"] == pytest.approx(0.2)
-    assert worse.metadata["lower_is_better"] is True
-
-
-def test_latency_gate_times_the_onnx_bundle_through_the_server_scoring_path(
-    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec
-) -> None:
-    holdout = bank_window.holdout  # target column included: the gate ignores it
-    advisory = _with_gates(bank_spec, latency={"max_ms": 1000, "blocking": False})
-
-    generous = latency_gate(bank_model, holdout, advisory)
-
-    figures = generous.metadata
-    assert figures["artifact"] == "onnx" and figures["fallback_reason"] == ""
-    assert generous.passed and not generous.blocking
-    assert MIN_CALLS <= figures["calls"] <= SINGLE_ROW_CALLS
-    assert 0 < figures["p50_ms"] <= figures["p99_ms"]
-    assert figures["batch_rows"] == BATCH_ROWS and figures["batch_p50_ms"] > 0
-    assert figures["sklearn_p50_ms"] > 0 and figures["sklearn_calls"] >= MIN_CALLS
-    assert figures["max_ms"] == 1000
-    assert generous.description.startswith("onnx bundle, server scoring path: single-row p50 ")
-    assert f"p50 {figures['p50_ms']:.3f} ms" in generous.description
-    assert f"sklearn predict on a one-row DataFrame p50 {figures['sklearn_p50_ms']:.2f}" in (
-        generous.description
-    )
-    # The decision is the serving path's median against the spec's max_ms. Nothing scores a
-    # row in a nanosecond, however idle the machine: the same model fails that limit.
-    strict = _with_gates(bank_spec, latency={"max_ms": 1e-6, "blocking": True})
-    failed = latency_gate(bank_model, holdout, strict)
-    assert not failed.passed and failed.blocking
-    assert failed.metadata["artifact"] == "onnx"
-    assert "over the limit 1e-06 ms" in failed.description
-
-
-def test_latency_gate_times_the_sklearn_fallback_when_that_is_what_will_serve(
-    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec
-) -> None:
-    """A graph that fails parity is never shipped: the gate times the fallback instead."""
-    no_graph = _with_gates(
-        bank_spec, parity={"tolerance": 1e-12}, latency={"max_ms": 1000, "blocking": True}
-    )
-    result = latency_gate(bank_model, bank_window.holdout, no_graph)
-    assert result.metadata["artifact"] == "sklearn"
-    assert str(result.metadata["fallback_reason"]).startswith("parity gate:")
-    assert result.description.startswith("sklearn bundle, server scoring path")
-    assert result.passed == (result.metadata["p50_ms"] <= 1000)
-
-
-def test_measure_bundle_scores_parsed_rows_with_the_loaded_bundle(
+def test_resources_are_measured_in_a_fresh_process_and_judged(
     bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec, tmp_path: Path
 ) -> None:
     bundle = build_bundle(
@@ -167,18 +121,54 @@ def test_measure_bundle_scores_parsed_rows_with_the_loaded_bundle(
         holdout=bank_window.holdout,
         directory=tmp_path / "b",
     )
-    latency = measure_bundle(bundle, bank_window.holdout.head(7))  # cycled to 1,000 rows
-    assert latency.artifact == "onnx"
-    assert latency.batch_rows == BATCH_ROWS
-    assert 0 < latency.single_row_p50_ms <= latency.single_row_p99_ms
-    assert latency.figures()["artifact"] == "onnx"
+    usage = measure_in_subprocess(bundle, bank_window.holdout.head(7))  # cycled to 1,000 rows
+    assert usage.artifact == "onnx"
+    assert MIN_CALLS <= usage.single_row_calls <= SINGLE_ROW_CALLS
+    assert 0 < usage.single_row_p50_ms <= usage.single_row_p99_ms
+    assert usage.batch_rows == BATCH_ROWS and usage.batch_p50_ms > 0
+    # The measuring process imports what the server imports: tens of MB, never nothing.
+    assert usage.peak_rss_mb > 10
+
+    generous = judge_resources(usage, _with_gates(bank_spec, resources={"blocking": True}))
+    assert generous.passed == (usage.single_row_p50_ms <= 100 and usage.peak_rss_mb <= 2048)
+    assert generous.metadata["peak_rss_mb"] == usage.peak_rss_mb
+    assert generous.metadata["max_memory_mb"] == 2048
+    tiny = _with_gates(
+        bank_spec,
+        resources={
+            "max_latency_ms": 0.001,
+            "max_batch_latency_ms": 0.001,
+            "max_memory_mb": 1,
+            "blocking": True,
+        },
+    )
+    failed = judge_resources(usage, tiny)
+    assert not failed.passed and failed.blocking
+    assert f"single-row p50 {usage.single_row_p50_ms:.3f} ms over 0.001 ms" in failed.description
+    assert f"1000-row p50 {usage.batch_p50_ms:.2f} ms over 0.001 ms" in failed.description
+    assert f"peak memory {usage.peak_rss_mb:.1f} MB over 1 MB" in failed.description
 
 
-def test_latency_gate_needs_rows(
-    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec
+def test_a_bundle_that_cannot_be_measured_fails_the_resource_gate(
+    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec, tmp_path: Path
 ) -> None:
-    with pytest.raises(ValueError, match="at least one holdout row"):
-        latency_gate(bank_model, bank_window.holdout.head(0), bank_spec)
+    bundle = build_bundle(
+        bank_model,
+        bank_spec,
+        name="bank",
+        version=1,
+        fingerprint="fp",
+        holdout=bank_window.holdout,
+        directory=tmp_path / "b",
+    )
+    with (bundle / "model.onnx").open("ab") as graph:
+        graph.write(b"tampered")  # the server refuses it: so does the measuring process
+
+    result = resources_gate(bundle, bank_window.holdout.head(3), bank_spec)
+
+    assert not result.passed
+    assert result.description.startswith(f"not measured: measuring {bundle} failed (exit 1)")
+    assert "model.onnx" in result.description
 
 
 def test_model_size_gate(gated: Spec) -> None:

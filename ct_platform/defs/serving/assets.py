@@ -1,7 +1,6 @@
 """Champion -> model bundle (ONNX, behind the parity gate) -> deployed endpoint."""
 
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -21,38 +20,17 @@ SERVES_CHAMPION_CHECK = "serves_champion"
 
 
 def parity_check_result(meta: "BundleMeta", spec: Spec) -> dg.AssetCheckResult:
-    """The ONNX parity gate, as recorded when the bundle was built.
+    """The ONNX parity gate (`training.gates.onnx_parity_gate`) of the exported bundle."""
+    from ct_platform.training.gates import onnx_parity_gate
 
-    A graph that disagrees with sklearn is never shipped: the bundle is then sklearn-only and
-    the check fails as a warning (the fallback serves, slower). An ERROR, which blocks the
-    deployment, is left for a bundle that claims ONNX without passing parity.
-    """
-    parity = meta.parity
-    agrees = parity is not None and parity.passed
-    figures: dict[str, float | int | str | bool] = {
-        "onnx_enabled": meta.onnx.enabled,
-        "reason": meta.onnx.reason or "",
-    }
-    if parity is not None:
-        figures.update(asdict(parity))
-    if meta.onnx.enabled:
-        passed, blocking = agrees, spec.gates.parity.blocking
-        description = (
-            f"ONNX matches sklearn on the holdout (max abs diff {parity.max_abs_diff:.2e}, "
-            f"max rel diff {parity.max_rel_diff:.2e})"
-            if agrees and parity is not None
-            else "bundle serves ONNX that does not match sklearn: deployment blocked"
-        )
-    else:
-        passed, blocking = False, False
-        description = f"bundle is sklearn-only: {meta.onnx.reason}"
+    gate = onnx_parity_gate(meta, spec)
     return dg.AssetCheckResult(
         asset_key=MODEL_BUNDLE,
         check_name=PARITY_CHECK,
-        passed=passed,
-        severity=severity(blocking),
-        metadata=numbers("", figures),
-        description=description,
+        passed=gate.passed,
+        severity=severity(gate.blocking),
+        metadata=numbers("", gate.metadata),
+        description=gate.description,
     )
 
 

@@ -1,4 +1,7 @@
-"""Training set -> candidate model -> evaluation (with the model gates) -> champion."""
+"""Training set -> candidate model -> evaluation (holdout gates) -> whole-window refit
+(artifact gates) -> champion.
+
+The champion is the refit, never the holdout fit: see `training.refit` for the design."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,25 +19,36 @@ from ct_platform.settings import Paths, Spec
 from ct_platform.training.claims import (
     IN_PROGRESS,
     claim_fingerprint,
-    current_worker,
     release_claim,
 )
 from ct_platform.training.datasets import TrainingSetRef
+from ct_platform.training.gates import GateResult
 from ct_platform.training.promotion import EvaluationOutcome
+from ct_platform.training.refit import ARTIFACT_GATES, RefitOutcome
 from ct_platform.training.window import NoValidData, build_window
 
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
-GATES = ("metric_floor", "champion_regression", "latency", "model_size")
+GATES = ("metric_floor", "champion_regression")
 GATE_DESCRIPTIONS = {
-    "metric_floor": "The primary metric on the holdout reaches the spec's floor.",
-    "champion_regression": "No worse than the champion, beyond the tolerance, on the same holdout.",
-    "latency": "Median single-row scoring time of the bundle that will serve (ONNX or its "
-    "sklearn fallback, through the server's scoring path) stays under the spec's limit.",
-    "model_size": "The serialized model stays under the spec's size limit.",
+    "metric_floor": "The primary metric on the holdout reaches the spec's floor, unless the "
+    "champion is under it too on the same holdout and the candidate is better (then an alert "
+    "says so: champion_under_floor).",
+    "champion_regression": "Candidate vs champion on the same holdout by a paired test "
+    "(DeLong for ROC AUC, else paired bootstrap / paired t): the spec's policy "
+    "(non-inferiority within the margin, or superiority) on its confidence interval.",
+    "model_size": "The serialized refit stays under the spec's size limit.",
+    "resources": "Single-row and 1,000-row latency and peak memory of the refit's bundle "
+    "(ONNX or its sklearn fallback), measured in a fresh process through the server's "
+    "scoring path, stay under the spec's limits.",
+    "onnx_parity": "The refit's ONNX graph agrees with sklearn on the holdout; otherwise "
+    "its bundle is sklearn-only (a warning).",
 }
+# The spec section that sets each artifact gate's `blocking`.
+GATE_SPEC_KEYS = {"onnx_parity": "parity"}
 MODEL_EVALUATION = dg.AssetKey("model_evaluation")
+REFIT_MODEL = dg.AssetKey("refit_model")
 PARTITION_TAG = "dagster/partition"
 # Set by the retrain sensor: a drift or decay retrain trains on a shorter, recent window.
 WINDOW_TAG = "ct/window_batches"
@@ -73,15 +87,17 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         group_name="training",
         kinds={"sklearn", "mlflow"},
         output_required=False,
-        description="A pipeline fitted on the training set, registered in MLflow as `challenger`."
-        " Skipped when the data fingerprint already has a verdict or another live run is "
-        "training it; a version left without a verdict by a killed run is re-evaluated.",
+        description="A pipeline fitted on the older part of the window (the holdout fit), "
+        "registered in MLflow as `challenger`. Skipped when the data fingerprint already has a "
+        "verdict or another live run is training it; a version left by a killed run without a "
+        "verdict, or with a passing verdict whose refit was never promoted, is resumed.",
     )
     def candidate_model(
         context: dg.AssetExecutionContext, training_dataset: TrainingSetRef, mlflow: MlflowResource
     ) -> Iterator[dg.Output[ModelVersionInfo]]:
         from ct_platform.training.promotion import GATES_PASSED_TAG
         from ct_platform.training.recovery import fail_orphaned_runs
+        from ct_platform.training.refit import promotion_pending, register_holdout_fit
 
         registry = mlflow.registry(spec)
         for run_id in fail_orphaned_runs(registry, lambda r: dagster_run_status(context, r)):
@@ -91,23 +107,25 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             return
         existing = registry.find_version_by_fingerprint(fingerprint)
         if existing is None:
-            info = register_candidate(context, training_dataset, registry, spec)
-        elif existing.tags.get(GATES_PASSED_TAG) is not None:
+            info = register_holdout_fit(training_dataset, registry, spec, context.run.run_id)
+        elif GATES_PASSED_TAG not in existing.tags:
+            info = resume(context, existing, training_dataset, registry, NO_VERDICT)
+        elif promotion_pending(registry, existing):
+            info = resume(context, existing, training_dataset, registry, NOT_PROMOTED)
+        else:
             context.log.info(
                 f"data fingerprint {fingerprint[:12]} was already trained and evaluated as "
                 f"version {existing.version}: no new model, champion unchanged"
             )
             release_claim(claims_dir(), fingerprint, context.run.run_id)
             return
-        else:
-            info = reevaluate_orphan(context, existing, training_dataset, registry)
         yield dg.Output(
             info,
             metadata={
                 "version": dg.MetadataValue.int(info.version),
                 "mlflow_run_id": dg.MetadataValue.text(info.run_id),
                 "train_rows": dg.MetadataValue.int(training_dataset.train_rows),
-                "reevaluated_orphan": dg.MetadataValue.bool(existing is not None),
+                "resumed": dg.MetadataValue.bool(existing is not None),
             },
         )
 
@@ -123,7 +141,9 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             )
             for gate in GATES
         ],
-        description="Candidate and champion scored on the same holdout, and the model gates.",
+        description="Candidate and champion scored on the same holdout, compared by a paired "
+        "test, and the holdout gates. Its Evidently reports and figures are the holdout fit's "
+        "(the only fit whose holdout figures mean something).",
     )
     def model_evaluation(
         context: dg.AssetExecutionContext,
@@ -144,35 +164,74 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         registry = mlflow.registry(spec)
         evaluation = run_evaluation(candidate_model, training_dataset, registry, spec)
         outcome = evaluation.outcome
-        # The verdict is recorded: the fingerprint counts as trained, other runs may go on.
-        release_claim(claims_dir(), training_dataset.fingerprint, context.run.run_id)
+        under_floor = [g for g in outcome.gates if g.metadata.get("champion_under_floor")]
+        for gate in under_floor:
+            context.log.warning(f"ALERT champion_under_floor: {gate.description}")
         metadata = {
             **numbers("candidate", outcome.metrics),
             **numbers("champion", outcome.champion_metrics or {}),
             **numbers("", evaluation.group_figures),
             "version": dg.MetadataValue.int(outcome.version),
             "champion_version": dg.MetadataValue.text(str(outcome.champion_version or "none")),
+            "champion_under_floor": dg.MetadataValue.bool(bool(under_floor)),
             "promotable": dg.MetadataValue.bool(outcome.promotable),
         }
         yield dg.Output(outcome, metadata=metadata)
-        for gate in outcome.gates:
-            yield dg.AssetCheckResult(
-                asset_key=MODEL_EVALUATION,
-                check_name=gate.name,
-                passed=gate.passed,
-                severity=severity(gate.blocking),
-                metadata=numbers("", gate.metadata),
-                description=gate.description,
-            )
+        yield from gate_check_results(MODEL_EVALUATION, outcome.gates)
         if not outcome.promotable:
+            # The verdict is final: the fingerprint counts as trained, other runs may go on.
+            release_claim(claims_dir(), training_dataset.fingerprint, context.run.run_id)
             # A rejection is an outcome, not a crash: a Failure's description (each failed
             # gate with its figures) is the step's failure message, its metadata shows in the
             # UI, and it is never retried. The run still fails (CI exits non-zero).
-            raise dg.Failure(
-                description=outcome.rejection(),
-                metadata=numbers("", {g.name: g.description for g in outcome.blocking_failures}),
-                allow_retries=False,
+            raise rejected(outcome.rejection(), outcome.blocking_failures)
+
+    @dg.asset(
+        group_name="training",
+        kinds={"sklearn", "mlflow", "onnx"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                gate,
+                asset=REFIT_MODEL,
+                blocking=getattr(spec.gates, GATE_SPEC_KEYS.get(gate, gate)).blocking,
+                description=GATE_DESCRIPTIONS[gate],
             )
+            for gate in ARTIFACT_GATES
+        ],
+        description="The evaluated candidate refit on its whole window (holdout included) "
+        "with the same estimator and preparation: a new MLflow version (`ct.fit=whole_window`,"
+        " `ct.refit_of`) inheriting the holdout verdict, judged by the artifact gates on its "
+        "own bundle. This is what becomes champion.",
+    )
+    def refit_model(
+        context: dg.AssetExecutionContext,
+        model_evaluation: EvaluationOutcome,
+        mlflow: MlflowResource,
+    ) -> Iterator[dg.Output[RefitOutcome] | dg.AssetCheckResult]:
+        from ct_platform.training.refit import refit_candidate
+
+        outcome = refit_candidate(model_evaluation, mlflow.registry(spec), spec, context.run.run_id)
+        yield dg.Output(
+            outcome,
+            metadata={
+                "version": dg.MetadataValue.int(outcome.version),
+                "refit_of": dg.MetadataValue.int(model_evaluation.version),
+                "semver": dg.MetadataValue.text(outcome.semver),
+                "mlflow_run_id": dg.MetadataValue.text(outcome.run_id),
+                "window_rows": dg.MetadataValue.int(
+                    model_evaluation.training_set.train_rows
+                    + model_evaluation.training_set.holdout_rows
+                ),
+                "reused": dg.MetadataValue.bool(outcome.reused),
+                "promotable": dg.MetadataValue.bool(outcome.promotable),
+            },
+        )
+        yield from gate_check_results(REFIT_MODEL, outcome.gates)
+        if not outcome.promotable:
+            release_claim(
+                claims_dir(), model_evaluation.training_set.fingerprint, context.run.run_id
+            )
+            raise rejected(outcome.rejection(), outcome.blocking_failures)
 
     @dg.asset(
         group_name="training",
@@ -218,40 +277,52 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         # new evaluation is a reason to promote; a rebuilt training set alone is not.
         automation_condition=dg.AutomationCondition.eager()
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-        description=f"The MLflow alias `{CHAMPION}`, moved to the candidate when every "
-        "blocking gate passed.",
+        description=f"The MLflow alias `{CHAMPION}`, moved to the whole-window refit when "
+        "every blocking gate (holdout and artifact) passed; the drift reference becomes its "
+        "whole window.",
     )
     def champion(
         context: dg.AssetExecutionContext,
-        model_evaluation: EvaluationOutcome,
+        refit_model: RefitOutcome,
         mlflow: MlflowResource,
     ) -> dg.MaterializeResult:
         from ct_platform.monitoring.champion_reference import save_champion_reference
         from ct_platform.training.promotion import promote
 
         registry = mlflow.registry(spec)
-        previous = promote(registry, model_evaluation.version)
-        # Drift is measured against what the serving model learned from (this version's own
-        # training set, carried by its evaluation): move the reference.
+        previous = promote(registry, refit_model.version, context.run.run_id)
+        release_claim(claims_dir(), refit_model.training_set.fingerprint, context.run.run_id)
+        # Drift is measured against what the serving model learned from: its whole window.
+        # Live performance is held to the holdout fit's figure (the refit has no holdout).
         metric = spec.evaluation.primary_metric
+        holdout_metric = refit_model.evaluation.metrics[metric]
         save_champion_reference(
-            model_evaluation.training_set.train_path,
-            model_evaluation.version,
-            model_evaluation.metrics[metric],
+            refit_model.training_set.window_path,
+            refit_model.version,
+            holdout_metric,
             spec,
             Paths.from_env(),
         )
-        context.log.info(f"champion: version {previous} -> {model_evaluation.version}")
+        context.log.info(f"champion: version {previous} -> {refit_model.version}")
         return dg.MaterializeResult(
             metadata={
-                "version": dg.MetadataValue.int(model_evaluation.version),
+                "version": dg.MetadataValue.int(refit_model.version),
+                "semver": dg.MetadataValue.text(refit_model.semver),
+                "refit_of": dg.MetadataValue.int(refit_model.evaluation.version),
                 "previous_version": dg.MetadataValue.text(str(previous or "none")),
-                metric: dg.MetadataValue.float(model_evaluation.metrics[metric]),
+                metric: dg.MetadataValue.float(holdout_metric),
             }
         )
 
     return dg.Definitions(
-        assets=[training_dataset, candidate_model, model_evaluation, evaluation_reports, champion]
+        assets=[
+            training_dataset,
+            candidate_model,
+            model_evaluation,
+            refit_model,
+            evaluation_reports,
+            champion,
+        ]
     )
 
 
@@ -283,49 +354,56 @@ def claimed(context: dg.AssetExecutionContext, fingerprint: str) -> bool:
     return False
 
 
-def register_candidate(
+NO_VERDICT = "has no gate verdict: the run that registered it ended before the gates ran"
+NOT_PROMOTED = (
+    "passed its gates, but its whole-window refit was never promoted: the run that "
+    "evaluated it ended first"
+)
+
+
+def resume(
     context: dg.AssetExecutionContext,
+    version: ModelVersionInfo,
     training_set: TrainingSetRef,
     registry: "ModelRegistry",
-    spec: Spec,
+    why: str,
 ) -> ModelVersionInfo:
-    """Fit on the training set, register the version, and log the holdout with its run."""
-    from ct_platform.training.fit import fit_pipeline
-    from ct_platform.training.recovery import WORKER_TAG
-
-    train = training_set.load_train()
-    info = registry.log_candidate(
-        fit_pipeline(train, spec),
-        train=train,
-        params={"estimator": spec.model.estimator, **spec.model.params},
-        metrics={},
-        fingerprint=training_set.fingerprint,
-        dagster_run_id=context.run.run_id,
-        tags={"ct.batches": ",".join(training_set.batch_keys), WORKER_TAG: current_worker()},
-    )
-    # Export re-checks ONNX parity on exactly this holdout, so it travels with the run.
-    registry.log_artifact(info.run_id, training_set.holdout_path)
-    return info
-
-
-def reevaluate_orphan(
-    context: dg.AssetExecutionContext,
-    orphan: ModelVersionInfo,
-    training_set: TrainingSetRef,
-    registry: "ModelRegistry",
-) -> ModelVersionInfo:
-    """A version registered on this data by a run that died before its gates: evaluate it
-    now rather than train a duplicate (the model is complete once registered)."""
+    """A holdout fit a killed run left unfinished on this data: evaluate it again (and so
+    refit and promote it) rather than train a duplicate (the model is complete once
+    registered)."""
     from ct_platform.registry.versions import CHALLENGER
     from ct_platform.training.recovery import REEVALUATED_TAG
 
     context.log.warning(
-        f"version {orphan.version} (data {training_set.fingerprint[:12]}) has no gate verdict: "
-        f"its run {orphan.tags.get(DAGSTER_RUN_TAG, '?')} ended before the gates ran. "
-        "Re-evaluating that version; no new version is trained."
+        f"version {version.version} (data {training_set.fingerprint[:12]}) {why} (Dagster "
+        f"run {version.tags.get(DAGSTER_RUN_TAG, '?')}). Resuming that version; no new "
+        "version is trained."
     )
     # The killed run may have died before logging the holdout: log it again (same data).
-    registry.log_artifact(orphan.run_id, training_set.holdout_path)
-    registry.set_tags(orphan.version, {REEVALUATED_TAG: context.run.run_id})
-    registry.set_alias(CHALLENGER, orphan.version)
-    return registry.version(orphan.version)
+    registry.log_artifact(version.run_id, training_set.holdout_path)
+    registry.set_tags(version.version, {REEVALUATED_TAG: context.run.run_id})
+    registry.set_alias(CHALLENGER, version.version)
+    return registry.version(version.version)
+
+
+def gate_check_results(
+    asset: dg.AssetKey, gates: tuple[GateResult, ...]
+) -> Iterator[dg.AssetCheckResult]:
+    for gate in gates:
+        yield dg.AssetCheckResult(
+            asset_key=asset,
+            check_name=gate.name,
+            passed=gate.passed,
+            severity=severity(gate.blocking),
+            metadata=numbers("", gate.metadata),
+            description=gate.description,
+        )
+
+
+def rejected(description: str, failures: list[GateResult]) -> dg.Failure:
+    """The step's failure for a rejection: each failed gate with its figures, never retried."""
+    return dg.Failure(
+        description=description,
+        metadata=numbers("", {g.name: g.description for g in failures}),
+        allow_retries=False,
+    )

@@ -1,0 +1,202 @@
+"""The paired candidate-vs-champion test and the policy gate on it, on planted differences.
+
+Issue 9's examples: a candidate significantly worse is blocked; one within noise follows the
+spec's policy (non-inferiority passes, superiority fails).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    mean_squared_error,
+    r2_score,
+    roc_auc_score,
+)
+
+from ct_platform.settings import Spec
+from ct_platform.training.comparison import PairedComparison, compare
+from ct_platform.training.evaluate import Predictions
+from ct_platform.training.gates import champion_regression_gate
+from ct_platform_tests.training.test_gates import _with_gates
+
+ROWS = 3000
+CLASSES = np.array([0, 1])
+
+
+@pytest.fixture(scope="module")
+def target() -> np.ndarray:
+    """A holdout like the bank's: about 11 % positives."""
+    return (np.random.default_rng(1).random(ROWS) < 0.11).astype(int)
+
+
+def scored(target: np.ndarray, signal: float, seed: int) -> Predictions:
+    """A classifier whose positive-class score is `signal` x truth + standard normal noise."""
+    noise = np.random.default_rng(seed).normal(size=len(target))
+    positive = 1 / (1 + np.exp(-(signal * target + noise - 1)))
+    proba = np.column_stack([1 - positive, positive])
+    return Predictions(target, (positive > 0.5).astype(int), proba, CLASSES)
+
+
+def shared_noise(target: np.ndarray, signal: float, seed: int, own: float) -> Predictions:
+    """Scores sharing the noise of `scored(target, 1.2, 0)`, plus `own` noise: a retrain."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=len(target))
+    noise = base + own * np.random.default_rng(seed).normal(size=len(target))
+    positive = 1 / (1 + np.exp(-(signal * target + noise - 1)))
+    return Predictions(
+        target, (positive > 0.5).astype(int), np.column_stack([1 - positive, positive]), CLASSES
+    )
+
+
+def policy(spec: Spec, name: str) -> Spec:
+    return _with_gates(spec, champion_regression={"tolerance": 0.02, "policy": name, "alpha": 0.05})
+
+
+def gate(comparison: PairedComparison, spec: Spec):
+    return champion_regression_gate({"roc_auc": comparison.candidate}, comparison, spec)
+
+
+def test_delong_matches_sklearn_auc_and_a_paired_bootstrap(target: np.ndarray) -> None:
+    champion = scored(target, 1.2, seed=0)
+    candidate = shared_noise(target, 1.0, seed=5, own=0.5)
+
+    result = compare(candidate, champion, "roc_auc", alpha=0.05)
+
+    assert result.method == "delong"
+    assert result.candidate == pytest.approx(roc_auc_score(target, candidate.proba[:, 1]))
+    assert result.champion == pytest.approx(roc_auc_score(target, champion.proba[:, 1]))
+    assert result.improvement == pytest.approx(result.candidate - result.champion)
+    # DeLong's standard error against a paired bootstrap's, on the same rows.
+    rng = np.random.default_rng(3)
+    differences = []
+    for _ in range(150):
+        rows = rng.integers(0, ROWS, ROWS)
+        differences.append(
+            roc_auc_score(target[rows], candidate.proba[rows, 1])
+            - roc_auc_score(target[rows], champion.proba[rows, 1])
+        )
+    assert result.standard_error == pytest.approx(np.std(differences), rel=0.2)
+    z = stats.norm.ppf(0.975)
+    assert result.ci_low == pytest.approx(result.improvement - z * result.standard_error)
+    assert result.p_value == pytest.approx(
+        2 * stats.norm.sf(abs(result.improvement) / result.standard_error)
+    )
+    assert result.mde == pytest.approx((z + stats.norm.ppf(0.8)) * result.standard_error)
+
+
+def test_a_candidate_significantly_worse_is_blocked(target: np.ndarray, bank_spec: Spec) -> None:
+    champion = scored(target, 1.8, seed=0)
+    candidate = scored(target, 0.6, seed=1)
+
+    comparison = compare(candidate, champion, "roc_auc", alpha=0.05)
+    result = gate(comparison, policy(bank_spec, "non_inferiority"))
+
+    assert comparison.ci_high < 0 and comparison.p_value < 0.001
+    assert not result.passed and result.blocking
+    assert result.metadata["p_value"] == comparison.p_value
+    assert result.metadata["mde"] == comparison.mde
+    assert result.metadata["ci_low"] == comparison.ci_low
+    assert f"non-inferiority: worse bound {comparison.ci_low:+.4f} < -0.0200" in result.description
+    assert f"delong p {comparison.p_value:.3g}" in result.description
+
+
+def test_a_candidate_within_noise_follows_the_policy(target: np.ndarray, bank_spec: Spec) -> None:
+    champion = scored(target, 1.2, seed=0)
+    candidate = shared_noise(target, 1.2, seed=7, own=0.15)
+
+    comparison = compare(candidate, champion, "roc_auc", alpha=0.05)
+
+    # Within noise: the interval holds 0 and stays inside the margin.
+    assert comparison.ci_low < 0 < comparison.ci_high
+    assert comparison.ci_low > -0.02
+    assert gate(comparison, policy(bank_spec, "non_inferiority")).passed
+    superiority = gate(comparison, policy(bank_spec, "superiority"))
+    assert not superiority.passed
+    assert f"superiority: worse bound {comparison.ci_low:+.4f} <= 0" in superiority.description
+
+
+def test_a_clearly_better_candidate_passes_superiority(target: np.ndarray, bank_spec: Spec) -> None:
+    comparison = compare(
+        scored(target, 2.5, seed=1), scored(target, 0.8, seed=0), "roc_auc", alpha=0.05
+    )
+    assert comparison.ci_low > 0
+    assert gate(comparison, policy(bank_spec, "superiority")).passed
+
+
+def test_accuracy_is_compared_row_by_row(target: np.ndarray) -> None:
+    champion = scored(target, 3.0, seed=0)
+    candidate = scored(target, 0.5, seed=1)
+
+    result = compare(candidate, champion, "accuracy", alpha=0.05)
+
+    assert result.method == "paired_t"
+    assert result.candidate == pytest.approx(accuracy_score(target, candidate.predicted))
+    assert result.improvement == pytest.approx(
+        accuracy_score(target, candidate.predicted) - accuracy_score(target, champion.predicted)
+    )
+    assert result.ci_low <= result.improvement <= result.ci_high < 0
+
+
+def test_other_metrics_use_a_seeded_paired_bootstrap(target: np.ndarray) -> None:
+    champion = scored(target, 3.0, seed=0)
+    candidate = scored(target, 0.5, seed=1)
+
+    result = compare(candidate, champion, "f1", alpha=0.05)
+    balanced = compare(candidate, champion, "balanced_accuracy", alpha=0.05)
+
+    assert result.method == balanced.method == "paired_bootstrap"
+    assert result.improvement == pytest.approx(
+        f1_score(target, candidate.predicted) - f1_score(target, champion.predicted)
+    )
+    assert balanced.improvement == pytest.approx(
+        balanced_accuracy_score(target, candidate.predicted)
+        - balanced_accuracy_score(target, champion.predicted)
+    )
+    assert result.ci_low <= result.improvement <= result.ci_high < 0
+    assert result.standard_error > 0 and result.mde > 0
+    # Seeded: the same holdout gives the same verdict when a version is judged again.
+    assert compare(candidate, champion, "f1", alpha=0.05) == result
+
+
+def test_regression_errors_are_compared_row_by_row(synthetic_spec) -> None:
+    rng = np.random.default_rng(4)
+    truth = rng.normal(size=2000)
+    champion = Predictions(truth, truth + rng.normal(scale=0.5, size=2000))
+    worse = Predictions(truth, truth + rng.normal(scale=0.8, size=2000))
+    spec = _with_gates(
+        synthetic_spec("regression", "sklearn.linear_model.Ridge", "mae"),
+        champion_regression={"tolerance": 0.05},
+    )
+
+    by_mae = compare(worse, champion, "mae", alpha=0.05)
+    by_rmse = compare(worse, champion, "rmse", alpha=0.05)
+
+    assert by_mae.method == "paired_t"
+    errors = np.abs(truth - champion.predicted) - np.abs(truth - worse.predicted)
+    assert by_mae.improvement == pytest.approx(errors.mean())
+    assert by_mae.p_value == pytest.approx(
+        stats.ttest_rel(np.abs(truth - champion.predicted), np.abs(truth - worse.predicted)).pvalue
+    )
+    assert by_mae.improvement < 0 and by_rmse.improvement < 0  # lower is better: worse < 0
+    assert by_rmse.method == "paired_bootstrap" and by_rmse.ci_high < 0
+    assert by_rmse.improvement == pytest.approx(
+        np.sqrt(mean_squared_error(truth, champion.predicted))
+        - np.sqrt(mean_squared_error(truth, worse.predicted))
+    )
+    by_r2 = compare(worse, champion, "r2", alpha=0.05)
+    assert by_r2.improvement == pytest.approx(
+        r2_score(truth, worse.predicted) - r2_score(truth, champion.predicted)
+    )
+    assert by_r2.ci_low <= by_r2.improvement <= by_r2.ci_high < 0
+    assert not champion_regression_gate({"mae": by_mae.candidate}, by_mae, spec).passed
+
+
+def test_scores_of_other_rows_are_refused(target: np.ndarray) -> None:
+    other = scored(1 - target, 1.0, seed=0)
+    with pytest.raises(ValueError, match="not scored on the same holdout rows"):
+        compare(scored(target, 1.0, seed=0), other, "roc_auc", alpha=0.05)
