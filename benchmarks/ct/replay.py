@@ -204,18 +204,21 @@ def run_replay(args: argparse.Namespace, folder: Path) -> tuple[list[BatchRecord
     history: list[pd.DataFrame] = []
     baselines: dict[str, Pipeline] = {}
     stop = threading.Event()
-    while args.max_batches is None or len(records) < args.max_batches:
-        before = set(os.listdir(spec.landing_dir))
-        if not replay(options, spec, stop, frame=frame, log=lambda _: None):
-            break
-        (name,) = set(os.listdir(spec.landing_dir)) - before
-        batch = clean_batch(spec.landing_dir / name, spec)
-        record = test_batch(project, len(records) + 1, name, batch, baselines)
-        train_on_batch(project, record)
-        print_row(record)
-        records.append(record)
-        history.append(batch)
-        refit_baselines(history, baselines, spec)
+    try:
+        while args.max_batches is None or len(records) < args.max_batches:
+            before = set(os.listdir(spec.landing_dir))
+            if not replay(options, spec, stop, frame=frame, log=lambda _: None):
+                break
+            (name,) = set(os.listdir(spec.landing_dir)) - before
+            batch = clean_batch(spec.landing_dir / name, spec)
+            record = test_batch(project, len(records) + 1, name, batch, baselines)
+            train_on_batch(project, record)
+            print_row(record)
+            records.append(record)
+            history.append(batch)
+            refit_baselines(history, baselines, spec)
+    except KeyboardInterrupt:  # a slow box: Ctrl-C still reports the batches done
+        print(f"\ninterrupted: the figures cover the {len(records)} batch(es) completed")
     return records, project
 
 
