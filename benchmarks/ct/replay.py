@@ -316,9 +316,20 @@ def failure_text(result: Any) -> str:
     for event in result.get_step_failure_events():
         data = event.step_failure_data
         user = data.user_failure_data
-        message = user.description if user and user.description else data.error.message
+        message = user.description if user and user.description else root_cause(data.error)
         return f"{event.step_key}: {' '.join((message or '').split())[:400]}"
     return "run failed without a failed step"
+
+
+def root_cause(error: Any) -> str:
+    """Dagster wraps a step's exception (e.g. in DagsterExecutionHandleOutputError): name the
+    wrapper and the innermost cause, which says what actually went wrong."""
+    innermost = error
+    while innermost.cause is not None:
+        innermost = innermost.cause
+    if innermost is error:
+        return error.message
+    return f"{error.cls_name} <- {innermost.message}"
 
 
 def champion_on_holdout(result: Any, spec: Spec) -> float | None:
