@@ -41,6 +41,7 @@ from ct_platform.deployment.endpoint import (
 from ct_platform.deployment.image import ensure_serving_image
 from ct_platform.deployment.state import admin_token, exclusive, read_json, write_json_atomic
 from ct_platform.serving.bundle import read_meta
+from ct_platform.serving.platform_figures import FIGURES_DIR
 from ct_platform.settings import Spec
 
 CONTAINER_PORT_NUMBER = 8080
@@ -166,6 +167,10 @@ class DockerTarget:
         mounts = {str(bundle_dir): {"bind": CONTAINER_BUNDLE, "mode": "ro"}}
         for folder in (self._paths.predictions, self._paths.feedback):
             mounts[str(folder)] = {"bind": f"{CONTAINER_HOME}/{folder.name}", "mode": "rw"}
+        # The monitoring figures the server exports on /metrics (serving.platform_figures).
+        figures = self._paths.home / FIGURES_DIR
+        figures.mkdir(parents=True, exist_ok=True)
+        mounts[str(figures)] = {"bind": f"{CONTAINER_HOME}/{FIGURES_DIR.as_posix()}", "mode": "ro"}
         environment = {self._serving.admin_token_env: self._token()}
         api_key = os.environ.get(self._serving.api_key_env)
         if api_key:

@@ -71,15 +71,24 @@ def _sample(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sample(REPORT_SAMPLE_ROWS, random_state=0)
 
 
-def check_production_performance(spec: Spec, paths: Paths) -> PerformanceResult | None:
+@dataclass(frozen=True)
+class ProductionPerformance:
+    """`result` judges the rows `champion_version` answered, against its holdout figure."""
+
+    champion_version: int
+    result: PerformanceResult
+
+
+def check_production_performance(spec: Spec, paths: Paths) -> ProductionPerformance | None:
     """The champion's metric on labelled live traffic vs its holdout; None without champion."""
     reference = load_champion_reference(paths)
     if reference is None:
         return None
-    return evaluate_performance(
+    result = evaluate_performance(
         spec,
         reference.holdout_metric,
         model_version=str(reference.version),
         predictions_dir=paths.predictions,
         feedback_dir=paths.feedback,
     )
+    return ProductionPerformance(reference.version, result)

@@ -32,6 +32,7 @@ from ct_platform.serving.config import ServerConfig
 from ct_platform.serving.feedback import FeedbackLog, parse_feedback
 from ct_platform.serving.metrics import Metrics
 from ct_platform.serving.openapi import openapi_document
+from ct_platform.serving.platform_figures import platform_gauges
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
 from ct_platform.serving.schema import InputError, InputSchema, ParsedRows
 from ct_platform.serving.slots import ServedModel, SlotState
@@ -349,6 +350,7 @@ class Server:
                 "Batches waiting for the log writer.",
                 [((), float(log.pending))],
             ),
+            **platform_gauges(self.config.home),
         }
 
     async def openapi(self, request: Request) -> Response:

@@ -43,9 +43,13 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         "no verdict on too little data.",
     )
     def production_drift(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from ct_platform.monitoring.figures import write_drift_figures
         from ct_platform.monitoring.production import check_production_drift
 
-        drift = check_production_drift(spec, Paths.from_env())
+        paths = Paths.from_env()
+        drift = check_production_drift(spec, paths)
+        # Exported on the model server's /metrics (see serving.platform_figures).
+        write_drift_figures(paths, drift, spec.monitoring.drift_share_threshold)
         context.log.info(f"production drift: {drift.status} ({drift.rows} rows)")
         metadata = {
             "status": dg.MetadataValue.text(drift.status),
@@ -80,15 +84,21 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         "to logged predictions) vs its holdout metric; no verdict on too few labels.",
     )
     def production_performance(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from ct_platform.monitoring.figures import write_performance_figures
         from ct_platform.monitoring.production import check_production_performance
 
-        performance = check_production_performance(spec, Paths.from_env())
-        if performance is None:
+        paths = Paths.from_env()
+        production = check_production_performance(spec, paths)
+        if production is None:
             status = "no champion yet: nothing to compare with"
             return dg.MaterializeResult(
                 metadata={"status": dg.MetadataValue.text(status)},
                 check_results=[_sample_size_result(False, status, 0)],
             )
+        performance = production.result
+        write_performance_figures(
+            paths, performance, production.champion_version, spec.monitoring.decay_tolerance
+        )
         context.log.info(f"production performance: {performance.to_dict()}")
         values = {k: v for k, v in performance.to_dict().items() if v is not None}
         return dg.MaterializeResult(
