@@ -2,8 +2,8 @@
 
 Two runs started together on the same new data must not both register (and promote) a
 version. The first run to claim the fingerprint trains it; the claim lasts from before the
-registry lookup until the verdict is recorded, across steps. A later run sees a live claim
-and trains nothing.
+registry lookup until the verdict is a rejection or the whole-window refit is promoted or
+rejected (`training.refit`), across steps. A later run sees a live claim and trains nothing.
 
 Why this shape:
 - A plain O_EXCL lock file is never removed by a holder killed with -9, so the claim must be

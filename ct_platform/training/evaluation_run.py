@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ct_platform.registry.versions import CHAMPION
+from ct_platform.registry.versions import CHAMPION, REFIT_OF_TAG
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.evaluate import score_by_group
@@ -58,7 +58,7 @@ def run_evaluation(
     outcome = evaluate_candidate(
         Contender(candidate.version, model),
         candidate.run_id,
-        _current_champion(registry),
+        champion_comparator(registry, training_set),
         holdout,
         training_set,
         spec,
@@ -67,9 +67,22 @@ def run_evaluation(
     return EvaluationRun(outcome, _group_figures(model, holdout, spec))
 
 
-def _current_champion(registry: ModelRegistry) -> Contender | None:
+def champion_comparator(registry: ModelRegistry, training_set: TrainingSetRef) -> Contender | None:
+    """The model the candidate is compared with on its holdout: the champion, or a stand-in.
+
+    A whole-window refit learned from its window's holdout too. When the candidate's holdout
+    comes from a batch the serving refit learned from (a drift retrain on a shorter window
+    ending with the same batch), scoring the refit there would be in-sample and favour it;
+    its holdout fit (`ct.refit_of`), which never saw the newest part of that window, stands
+    in, and the outcome's `champion_version` names the version actually scored.
+    """
     info = registry.alias_version(CHAMPION)
-    return Contender(info.version, registry.load_model(info.version)) if info else None
+    if info is None:
+        return None
+    learned_from = info.tags.get("ct.batches", "").split(",")
+    if info.is_refit and training_set.batch_keys[-1] in learned_from:
+        info = registry.version(int(info.tags[REFIT_OF_TAG]))
+    return Contender(info.version, registry.load_model(info.version))
 
 
 def _group_figures(model: Pipeline, holdout: pd.DataFrame, spec: Spec) -> dict[str, float]:

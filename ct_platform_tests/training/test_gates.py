@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,19 +110,26 @@ def test_floor_is_symmetric_when_the_champion_is_under_it_too(gated: Spec) -> No
     assert not held.passed and held.metadata["champion_under_floor"] is True
 
 
-def test_resources_are_measured_in_a_fresh_process_and_judged(
-    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec, tmp_path: Path
-) -> None:
-    bundle = build_bundle(
+@pytest.fixture(scope="module")
+def bank_bundle(
+    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec, tmp_path_factory
+) -> Path:
+    """The bank model's serving bundle (ONNX graph, parity checked), built once."""
+    return build_bundle(
         bank_model,
         bank_spec,
         name="bank",
         version=1,
         fingerprint="fp",
         holdout=bank_window.holdout,
-        directory=tmp_path / "b",
+        directory=tmp_path_factory.mktemp("bundle") / "b",
     )
-    usage = measure_in_subprocess(bundle, bank_window.holdout.head(7))  # cycled to 1,000 rows
+
+
+def test_resources_are_measured_in_a_fresh_process_and_judged(
+    bank_bundle: Path, bank_window: TrainingSet, bank_spec: Spec
+) -> None:
+    usage = measure_in_subprocess(bank_bundle, bank_window.holdout.head(7))  # cycled to 1,000 rows
     assert usage.artifact == "onnx"
     assert MIN_CALLS <= usage.single_row_calls <= SINGLE_ROW_CALLS
     assert 0 < usage.single_row_p50_ms <= usage.single_row_p99_ms
@@ -150,17 +158,9 @@ def test_resources_are_measured_in_a_fresh_process_and_judged(
 
 
 def test_a_bundle_that_cannot_be_measured_fails_the_resource_gate(
-    bank_model: Pipeline, bank_window: TrainingSet, bank_spec: Spec, tmp_path: Path
+    bank_bundle: Path, bank_window: TrainingSet, bank_spec: Spec, tmp_path: Path
 ) -> None:
-    bundle = build_bundle(
-        bank_model,
-        bank_spec,
-        name="bank",
-        version=1,
-        fingerprint="fp",
-        holdout=bank_window.holdout,
-        directory=tmp_path / "b",
-    )
+    bundle = Path(shutil.copytree(bank_bundle, tmp_path / "b"))
     with (bundle / "model.onnx").open("ab") as graph:
         graph.write(b"tampered")  # the server refuses it: so does the measuring process
 

@@ -1,0 +1,73 @@
+"""A whole-window refit next to its holdout fit in a real MLflow registry: lookups by
+fingerprint never confuse the two, a killed promotion stays pending until done, and a
+refit that learned from the candidate's holdout is not the one scored there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from ct_platform.registry.mlflow_registry import ModelRegistry
+from ct_platform.registry.versions import CHAMPION, FIT_TAG, REFIT_OF_TAG
+from ct_platform.training.datasets import TrainingSetRef
+from ct_platform.training.evaluation_run import champion_comparator
+from ct_platform.training.promotion import GATES_PASSED_TAG, promote
+from ct_platform.training.refit import promotion_pending
+
+FINGERPRINT = "f" * 64
+
+
+def register(registry: ModelRegistry, model: Pipeline, train: pd.DataFrame, **tags: str):
+    return registry.log_candidate(
+        model,
+        train=train,
+        params={},
+        metrics={},
+        fingerprint=FINGERPRINT,
+        dagster_run_id="dagster-run-1",
+        tags={"ct.batches": "b-0001,b-0002", **tags},
+    )
+
+
+def window_ending(batch: str) -> TrainingSetRef:
+    return TrainingSetRef("0" * 64, ("b-0001", batch), Path("/nowhere"), 10, 2, Path("/x"))
+
+
+def test_refit_lookup_pending_promotion_and_comparator(
+    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame
+) -> None:
+    holdout_fit = register(registry, fitted, train_frame, **{FIT_TAG: "holdout_split"})
+    registry.set_tags(holdout_fit.version, {GATES_PASSED_TAG: "true"})
+    holdout_fit = registry.version(holdout_fit.version)
+    # Killed between the verdict and the refit: pending.
+    assert registry.find_refit(holdout_fit) is None
+    assert promotion_pending(registry, holdout_fit)
+
+    refit = register(
+        registry,
+        fitted,
+        train_frame,
+        **{FIT_TAG: "whole_window", REFIT_OF_TAG: str(holdout_fit.version)},
+    )
+    # Same fingerprint: the lookup by fingerprint finds the holdout fit, never the refit.
+    assert registry.find_version_by_fingerprint(FINGERPRINT).version == holdout_fit.version
+    assert registry.find_refit(holdout_fit).version == refit.version
+    # Killed before the refit's verdict, then before its promotion: still pending.
+    assert promotion_pending(registry, holdout_fit)
+    registry.set_tags(refit.version, {GATES_PASSED_TAG: "true"})
+    assert promotion_pending(registry, holdout_fit)
+
+    promote(registry, refit.version, "dagster-run-2")
+    assert registry.alias_version(CHAMPION).version == refit.version
+    assert not promotion_pending(registry, holdout_fit)
+    # Rolled back to an older version: the refit promoted once is not promoted again.
+    registry.set_alias(CHAMPION, holdout_fit.version)
+    assert not promotion_pending(registry, holdout_fit)
+    registry.set_alias(CHAMPION, refit.version)
+
+    # The serving refit learned from batch b-0002: on a holdout cut from it, its holdout
+    # fit is scored instead; on a newer batch, the refit itself.
+    assert champion_comparator(registry, window_ending("b-0002")).version == holdout_fit.version
+    assert champion_comparator(registry, window_ending("b-0003")).version == refit.version
