@@ -305,10 +305,19 @@ def training_verdict(
     if champion_version(project.registry) in {v.version for v in created}:
         return "promoted" if result.success else f"promoted, then {failure_text(result)}"
     if verdict == "false":
-        return f"rejected: {', '.join(failed_gates(judged.tags)) or '?'}"
+        rejected = f"rejected: {', '.join(failed_gates(judged.tags)) or '?'}"
+        # A rejection fails the run with the gates' dg.Failure; any other error is a bug.
+        rejections = [e for e in result.get_step_failure_events() if is_rejection(e)]
+        return rejected if rejections else f"{rejected}, then FAILED: {failure_text(result)}"
     if verdict == "true":
         return f"passed, not promoted: {failure_text(result) if not result.success else '?'}"
     return f"FAILED before a verdict: {failure_text(result)}"
+
+
+def is_rejection(event: Any) -> bool:
+    """A step failure raised by the gates (`dg.Failure`, with its description)."""
+    user = event.step_failure_data.user_failure_data
+    return user is not None and bool(user.description)
 
 
 def failure_text(result: Any) -> str:
