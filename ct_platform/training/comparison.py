@@ -261,7 +261,9 @@ def _normal_interval(
     se: float,
     alpha: float,
 ) -> PairedComparison:
-    half_width = float(stats.norm.ppf(1 - alpha / 2) * se)  # plain floats: step outputs are JSON
+    # A Python float: a numpy scalar here makes the gate verdict a numpy.bool, which the JSON
+    # step-output store cannot write (model_evaluation then fails after its verdict).
+    half_width = float(stats.norm.ppf(1 - alpha / 2) * se)
     z = improvement / se if se > 0 else (0.0 if improvement == 0 else math.inf)
     return PairedComparison(
         metric=metric,

@@ -21,7 +21,7 @@ from sklearn.metrics import (
 from ct_platform.settings import Spec
 from ct_platform.training.comparison import PairedComparison, compare
 from ct_platform.training.evaluate import Predictions
-from ct_platform.training.gates import champion_regression_gate
+from ct_platform.training.gates import GateResult, champion_regression_gate
 from ct_platform_tests.training.test_gates import _with_gates
 
 ROWS = 3000
@@ -120,6 +120,21 @@ def test_a_candidate_within_noise_follows_the_policy(target: np.ndarray, bank_sp
     superiority = gate(comparison, policy(bank_spec, "superiority"))
     assert not superiority.passed
     assert f"superiority: worse bound {comparison.ci_low:+.4f} <= 0" in superiority.description
+
+
+def test_the_verdict_is_plain_python_for_the_step_output_store(
+    target: np.ndarray, bank_spec: Spec
+) -> None:
+    """Found by benchmarks/ct/replay.py: a numpy.bool verdict failed model_evaluation's output."""
+    from pydantic import TypeAdapter
+
+    comparison = compare(scored(target, 1.2, 3), scored(target, 1.2, 0), "roc_auc", alpha=0.05)
+    verdict = gate(comparison, policy(bank_spec, "non_inferiority"))
+
+    assert type(verdict.passed) is bool
+    assert all(type(v) in (str, int, float) for v in comparison.figures().values())
+    # What the JSON step-output store (defs/io.py) does with the evaluation's gates.
+    assert TypeAdapter(GateResult).dump_python(verdict, mode="json")["passed"] is verdict.passed
 
 
 def test_a_clearly_better_candidate_passes_superiority(target: np.ndarray, bank_spec: Spec) -> None:
