@@ -11,6 +11,7 @@ from sklearn.pipeline import Pipeline
 
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CHAMPION, FIT_TAG, REFIT_OF_TAG
+from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.evaluation_run import champion_comparator
 from ct_platform.training.promotion import GATES_PASSED_TAG, promote
@@ -36,7 +37,7 @@ def window_ending(batch: str) -> TrainingSetRef:
 
 
 def test_refit_lookup_pending_promotion_and_comparator(
-    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame
+    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame, spec: Spec
 ) -> None:
     holdout_fit = register(registry, fitted, train_frame, **{FIT_TAG: "holdout_split"})
     registry.set_tags(holdout_fit.version, {GATES_PASSED_TAG: "true"})
@@ -59,7 +60,7 @@ def test_refit_lookup_pending_promotion_and_comparator(
     registry.set_tags(refit.version, {GATES_PASSED_TAG: "true"})
     assert promotion_pending(registry, holdout_fit)
 
-    promote(registry, refit.version, "dagster-run-2")
+    promote(registry, refit.version, spec, dagster_run_id="dagster-run-2")
     assert registry.alias_version(CHAMPION).version == refit.version
     assert not promotion_pending(registry, holdout_fit)
     # Rolled back to an older version: the refit promoted once is not promoted again.
