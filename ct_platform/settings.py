@@ -509,9 +509,9 @@ class ShadowSpec(_Strict):
 class AbSpec(_Strict):
     # Candidate share of traffic, sticky by request key (`X-Routing-Key`, else request id).
     split: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    # Outcome: a correct prediction (two proportions, z test) or a bootstrap of the
-    # difference in the primary metric's per-request score.
-    test: Literal["two_proportions", "bootstrap"] = "two_proportions"
+    # The test on labelled feedback is fixed by the task: a correct prediction per request
+    # (two proportions, z test) for classification, the absolute error (Welch's t) for
+    # regression; both run on the server's running sums (`deployment.analysis`).
     baseline_rate: Annotated[float, Field(gt=0, lt=1)] = 0.85
     # Smallest difference worth detecting (absolute, in the outcome's units).
     minimum_effect: Annotated[float, Field(gt=0)] = 0.05
