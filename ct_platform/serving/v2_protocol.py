@@ -213,10 +213,13 @@ def model_metadata(meta: BundleMeta, backend: str) -> dict[str, Any]:
         ]
     else:
         outputs = [{"name": "value", "datatype": float_type, "shape": [-1]}]
-    return {
+    metadata: dict[str, Any] = {
         "name": meta.name,
         "versions": [meta.version],
         "platform": "onnxruntime_onnx" if backend == "onnx" else "scikit-learn",
         "inputs": inputs,
         "outputs": outputs,
     }
+    if meta.semver:  # optional `parameters`, as MLServer's metadata response has them
+        metadata["parameters"] = {"semantic_version": meta.semver}
+    return metadata

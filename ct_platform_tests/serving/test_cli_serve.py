@@ -56,6 +56,7 @@ def test_serves_mlflow_champion_not_the_stale_bundle(
     assert export_champion_bundle(spec, registry).name == f"bank_marketing-v{first.version}"
     second = register(registry, spec, train, rows, fingerprint="fp-2", tmp_path=tmp_path)
     registry.set_alias("champion", second.version)
+    registry.set_tags(second.version, {"ct.semver": "1.1.0"})
 
     port = free_port()
     process = _serve([], port)
@@ -63,6 +64,7 @@ def test_serves_mlflow_champion_not_the_stale_bundle(
         wait_until_up(f"http://127.0.0.1:{port}/ping", timeout=300, process=process)
         metadata = httpx.get(f"http://127.0.0.1:{port}/v2/models/bank_marketing").json()
         assert metadata["versions"] == [str(second.version)]
+        assert metadata["parameters"] == {"semantic_version": "1.1.0"}
     finally:
         _stop(process)
     assert (
