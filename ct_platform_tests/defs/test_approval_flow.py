@@ -38,6 +38,7 @@ TRAIN_AND_PROMOTE = [
     "training_dataset",
     "candidate_model",
     "model_evaluation",
+    "refit_model",
     "model_card",
     "champion",
 ]
@@ -89,21 +90,24 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     materialized = {e.asset_key.path[-1] for e in trained.get_asset_materialization_events()}
     assert "model_evaluation" in materialized and "model_card" in materialized
     assert not {"champion", "model_bundle"} & materialized
+    # Version 1 is the holdout fit the gates judged; version 2 its whole-window refit, the
+    # one that would serve, waits for a person.
     registry = registry_for(approval_spec)
     assert registry.version(1).tags["ct.gates_passed"] == "true"
-    assert registry.version(1).tags["ct.approval"] == "pending"
+    assert registry.version(2).tags["ct.refit_of"] == "1"
+    assert registry.version(2).tags["ct.approval"] == "pending"
     assert champion_version(approval_spec) is None
     assert_card_of_version_1(approval_spec, instance)
     assert latest_champion_status(instance).startswith(
-        "waiting for approval of version 1 (ct approve 1"
+        "waiting for approval of version 2 (ct approve 2"
     )
     automation_and_reruns_change_nothing(approval_spec, instance)
     assert champion_version(approval_spec) is None
 
-    assert main(["approve", "1", "--reason", "card reviewed", "--by", "alice"]) == 0
-    assert "champion version none -> 1" in capsys.readouterr().out
-    assert champion_version(approval_spec) == 1
-    approved = registry.version(1).tags
+    assert main(["approve", "2", "--reason", "card reviewed", "--by", "alice"]) == 0
+    assert "champion version none -> 2" in capsys.readouterr().out
+    assert champion_version(approval_spec) == 2
+    approved = registry.version(2).tags
     assert (approved["ct.approval"], approved["ct.approval.by"]) == ("approved", "alice")
     assert approved["ct.approval.reason"] == "card reviewed" and approved["ct.approval.at"]
     champion_event = instance.get_latest_materialization_event(CHAMPION)
@@ -111,27 +115,27 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
 
     land_bank_batches(1, first=2)
     train(approval_spec, instance)
-    assert registry.version(2).tags["ct.approval"] == "pending"
-    assert main(["reject", "2", "--reason", "worse for singles", "--by", "bob"]) == 0
-    assert champion_version(approval_spec) == 1
+    assert registry.version(4).tags["ct.approval"] == "pending"
+    assert main(["reject", "4", "--reason", "worse for singles", "--by", "bob"]) == 0
+    assert champion_version(approval_spec) == 2
     automation_and_reruns_change_nothing(approval_spec, instance)
-    assert latest_champion_status(instance).startswith("version 2 was rejected by bob")
+    assert latest_champion_status(instance).startswith("version 4 was rejected by bob")
     capsys.readouterr()
-    assert main(["approve", "2", "--reason", "changed my mind", "--by", "carol"]) == 1
+    assert main(["approve", "4", "--reason", "changed my mind", "--by", "carol"]) == 1
     assert "decisions are final" in capsys.readouterr().err
-    assert champion_version(approval_spec) == 1
-    assert registry.version(2).tags["ct.approval.by"] == "bob"
+    assert champion_version(approval_spec) == 2
+    assert registry.version(4).tags["ct.approval.by"] == "bob"
 
     events = [(e.kind, e.to_version, e.actor, e.reason) for e in read_events()]
-    assert events[0][:3] == ("approval_requested", 1, "automation")
-    assert ("approval", 1, "alice", "card reviewed") in events
-    assert events.index(("approval", 1, "alice", "card reviewed")) < [e[0] for e in events].index(
+    assert events[0][:3] == ("approval_requested", 2, "automation")
+    assert ("approval", 2, "alice", "card reviewed") in events
+    assert events.index(("approval", 2, "alice", "card reviewed")) < [e[0] for e in events].index(
         "promotion"
     )
     promotion = next(e for e in read_events() if e.kind == "promotion")
-    assert (promotion.from_version, promotion.to_version, promotion.actor) == (None, 1, "alice")
+    assert (promotion.from_version, promotion.to_version, promotion.actor) == (None, 2, "alice")
     assert "approved by alice: card reviewed" in promotion.reason
-    assert ("rejection", 2, "bob", "worse for singles") in events
+    assert ("rejection", 4, "bob", "worse for singles") in events
 
 
 def assert_card_of_version_1(spec: Spec, instance: dg.DagsterInstance) -> None:

@@ -62,9 +62,10 @@ def test_served_card_then_rollback_restores_the_previous_champion(
     markdown = card(url, served_spec)
     assert markdown.status_code == 200
     assert markdown.headers["content-type"].startswith("text/markdown")
-    assert "# Model card: bank\\_marketing version 1" in markdown.text
+    # Version 1 is the holdout fit the gates judged; its whole-window refit, version 2, serves.
+    assert "# Model card: bank\\_marketing version 2" in markdown.text
     # The bundle's card has the parity figures measured when that bundle was built.
-    meta = read_meta(served_spec.paths.bundles / "bank_marketing-v1")
+    meta = read_meta(served_spec.paths.bundles / "bank_marketing-v2")
     assert f"| rows | {meta.parity.rows} |" in markdown.text
     assert f"| max abs diff | {meta.parity.max_abs_diff:.4g} |" in markdown.text
     html = card(url, served_spec, headers={"accept": "text/html"})
@@ -75,27 +76,27 @@ def test_served_card_then_rollback_restores_the_previous_champion(
 
     land_bank_batches(1, first=2)
     train(served_spec, instance)
-    assert champion_version(served_spec) == 2
+    assert champion_version(served_spec) == 4
     deploy(served_spec, instance)
-    assert served_version(url, served_spec.model.name) == "2"
+    assert served_version(url, served_spec.model.name) == "4"
 
-    assert main(["rollback", "--reason", "v2 misroutes calls", "--by", "carol"]) == 0
-    assert "champion: version 2 -> 1" in capsys.readouterr().out
-    assert champion_version(served_spec) == 1
-    assert served_version(url, served_spec.model.name) == "1"
-    assert "version 1" in card(url, served_spec).text.splitlines()[0]
+    assert main(["rollback", "--reason", "v4 misroutes calls", "--by", "carol"]) == 0
+    assert "champion: version 4 -> 2" in capsys.readouterr().out
+    assert champion_version(served_spec) == 2
+    assert served_version(url, served_spec.model.name) == "2"
+    assert "version 2" in card(url, served_spec).text.splitlines()[0]
 
     events = read_events()
     kinds = [(e.kind, e.from_version, e.to_version, e.actor) for e in events]
     assert kinds == [
-        ("promotion", None, 1, "automation"),
-        ("deployment", None, 1, "automation"),
-        ("promotion", 1, 2, "automation"),
-        ("deployment", 1, 2, "automation"),
-        ("rollback", 2, 1, "carol"),
-        ("deployment", 2, 1, "carol"),
+        ("promotion", None, 2, "automation"),
+        ("deployment", None, 2, "automation"),
+        ("promotion", 2, 4, "automation"),
+        ("deployment", 2, 4, "automation"),
+        ("rollback", 4, 2, "carol"),
+        ("deployment", 4, 2, "carol"),
     ]
-    assert events[4].reason == "v2 misroutes calls"
+    assert events[4].reason == "v4 misroutes calls"
     assert all(e.dagster_run_id for e in events[:4])
     job = build_definitions(served_spec).resolve_implicit_global_asset_job_def()
     history = job.execute_in_process(
@@ -105,13 +106,13 @@ def test_served_card_then_rollback_restores_the_previous_champion(
     newest = table.value.records[0].data  # newest first
     assert (newest["kind"], newest["from_version"], newest["to_version"]) == (
         "deployment",
+        "4",
         "2",
-        "1",
     )
     assert len(table.value.records) == len(events)
 
-    # Nothing before version 1: refused, and nothing changes.
+    # Nothing served before version 2: refused, and nothing changes.
     assert main(["rollback", "--reason", "again"]) == 1
     assert "no previous champion" in capsys.readouterr().err
-    assert champion_version(served_spec) == 1
+    assert champion_version(served_spec) == 2
     assert len(read_events()) == len(events)
