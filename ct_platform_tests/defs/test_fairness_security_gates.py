@@ -65,8 +65,10 @@ def test_gates_run_in_training_job_and_a_failed_fairness_gate_keeps_the_champion
     assert "demographic_parity_difference" in fairness.description and "over 0" in (
         fairness.description
     )
-    assert registry.alias_version("champion").version == 1
-    rejected = registry.version(2).tags
+    # Version 1 was the first holdout fit, version 2 its refit (the champion); version 3 is
+    # the rejected candidate, never refit.
+    assert registry.alias_version("champion").version == 2
+    rejected = registry.version(3).tags
     assert rejected["ct.gate.fairness"] == "fail" and rejected["ct.gates_passed"] == "false"
     assert "over 0" in rejected["ct.gate.fairness.reason"]
 
