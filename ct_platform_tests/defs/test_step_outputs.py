@@ -74,7 +74,7 @@ def test_no_step_output_is_a_pickle_and_a_planted_one_is_refused(
     pickles = [p for p in scanned if p.read_bytes()[:2] in PICKLE_PROTOCOLS]
     assert pickles == []
     stored = sorted(p.relative_to(storage).parts[1] for p in storage.glob("ct-json/*/*.json"))
-    assert stored == ["candidate_model", "model_evaluation", "training_dataset"]
+    assert stored == ["candidate_model", "model_evaluation", "refit_model", "training_dataset"]
 
     # A pickle planted where the reports' input (the latest candidate) is stored is refused,
     # never loaded.
@@ -125,5 +125,6 @@ def test_each_versions_reports_read_its_own_training_set(spec, instance, land_ba
     # Evaluated either way (a rejection fails the run but records the verdict and outcome).
     run_job(spec, instance, "training_job")
     second_reports = materialize(spec, instance, "evaluation_reports")
-    assert_report_is_of(spec, second_reports, 2)
-    assert holdout_rows(spec, 1) != holdout_rows(spec, 2)
+    # Version 2 is version 1's whole-window refit; the second candidate is version 3.
+    assert_report_is_of(spec, second_reports, 3)
+    assert holdout_rows(spec, 1) != holdout_rows(spec, 3)
