@@ -137,8 +137,8 @@ def decide(
 
     Raises:
         ApprovalError: unknown decision, empty reason or actor, no such version, a version
-            whose blocking gates did not pass (an approval never overrides a gate), or a
-            version already decided (decisions are final).
+            whose blocking gates did not pass (an approval never overrides a gate), a
+            version already decided (decisions are final), or one not waiting for a decision.
     """
     if decision not in DECISIONS:
         raise ApprovalError(f"decision {decision!r} must be one of {sorted(DECISIONS)}")
@@ -149,6 +149,7 @@ def decide(
     with _decision_lock():
         info = _existing_version(registry, version)
         _check_decidable(info, decision)
+        _check_waiting(info, registry)
         at = datetime.now(UTC).isoformat(timespec="seconds")
         tags = {
             APPROVAL_TAG: DECISIONS[decision],
@@ -201,6 +202,18 @@ def _check_decidable(info: ModelVersionInfo, decision: str) -> None:
             f"version {info.version} cannot be approved: its blocking gates did not pass "
             f"({GATES_PASSED_TAG}={gates!r}); an approval never overrides a gate"
         )
+
+
+def _check_waiting(info: ModelVersionInfo, registry: ModelRegistry) -> None:
+    """Only a version waiting for a person is decided: deciding another one (its holdout fit,
+    a former champion) would approve what nobody reviewed, or silently bar a rollback."""
+    if info.tags.get(APPROVAL_TAG) == PENDING:
+        return
+    waiting = ", ".join(str(v.version) for v in pending_versions(registry)) or "none"
+    raise ApprovalError(
+        f"version {info.version} is not waiting for approval ({APPROVAL_TAG} is not "
+        f"'{PENDING}'); versions waiting: {waiting}"
+    )
 
 
 @contextmanager

@@ -120,9 +120,6 @@ def promote_approved(
     """
     from ct_platform.training.promotion import promote
 
-    # What serves is the whole-window refit: approving its holdout fit approves the refit.
-    refit = registry.find_refit(registry.version(version))
-    version = refit.version if refit is not None else version
     champion = registry.alias_version(CHAMPION)
     if champion is not None and champion.version > version:
         raise StaleCandidate(

@@ -73,17 +73,20 @@ def run_evaluation(
 def champion_comparator(registry: ModelRegistry, training_set: TrainingSetRef) -> Contender | None:
     """The model the candidate is compared with on its holdout: the champion, or a stand-in.
 
-    A whole-window refit learned from its window's holdout too. When the candidate's holdout
-    comes from a batch the serving refit learned from (a drift retrain on a shorter window
-    ending with the same batch), scoring the refit there would be in-sample and favour it;
-    its holdout fit (`ct.refit_of`), which never saw the newest part of that window, stands
-    in, and the outcome's `champion_version` names the version actually scored.
+    A whole-window refit learned from its whole window, holdout included. The candidate's
+    holdout is the newest rows of its own window, which reach back into older batches
+    whenever the newest batch is smaller than the holdout: if the candidate's window shares
+    any batch with the serving refit's, scoring the refit there would be (partly) in-sample
+    and favour it. Its holdout fit (`ct.refit_of`) stands in: it never saw the newest part of
+    its window, which is where the candidate's holdout rows from shared batches lie (same
+    holdout fraction, a window at least as new). The outcome's `champion_version` names the
+    version actually scored. Only a window of entirely new batches meets the refit itself.
     """
     info = registry.alias_version(CHAMPION)
     if info is None:
         return None
-    learned_from = info.tags.get("ct.batches", "").split(",")
-    if info.is_refit and training_set.batch_keys[-1] in learned_from:
+    learned_from = set(info.tags.get("ct.batches", "").split(","))
+    if info.is_refit and learned_from & set(training_set.batch_keys):
         info = registry.version(int(info.tags[REFIT_OF_TAG]))
     return Contender(info.version, registry.load_model(info.version))
 

@@ -104,6 +104,11 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     automation_and_reruns_change_nothing(approval_spec, instance)
     assert champion_version(approval_spec) is None
 
+    capsys.readouterr()
+    # Only the version that waits is decided: not its holdout fit (nobody reviewed that).
+    assert main(["approve", "1", "--reason", "holdout fit", "--by", "eve"]) == 1
+    refused = capsys.readouterr().err
+    assert "version 1 is not waiting for approval" in refused and "versions waiting: 2" in refused
     assert main(["approve", "2", "--reason", "card reviewed", "--by", "alice"]) == 0
     assert "champion version none -> 2" in capsys.readouterr().out
     assert champion_version(approval_spec) == 2

@@ -68,7 +68,10 @@ def test_refit_lookup_pending_promotion_and_comparator(
     assert not promotion_pending(registry, holdout_fit)
     registry.set_alias(CHAMPION, refit.version)
 
-    # The serving refit learned from batch b-0002: on a holdout cut from it, its holdout
-    # fit is scored instead; on a newer batch, the refit itself.
+    # The serving refit learned from b-0001 and b-0002. A candidate window sharing any batch
+    # with it (its holdout may reach back into b-0001 when the newest batch is small) meets
+    # the refit's holdout fit instead; only a window of entirely new batches meets the refit.
     assert champion_comparator(registry, window_ending("b-0002")).version == holdout_fit.version
-    assert champion_comparator(registry, window_ending("b-0003")).version == refit.version
+    assert champion_comparator(registry, window_ending("b-0003")).version == holdout_fit.version
+    new_window = TrainingSetRef("0" * 64, ("b-0003", "b-0004"), Path("/nowhere"), 10, 2, Path("/x"))
+    assert champion_comparator(registry, new_window).version == refit.version
