@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module under ct_platform.cli, one-line help)
@@ -44,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(f"ct_platform.cli.{SUBCOMMANDS[chosen][0]}")
-    return module.run(args)
+    try:
+        return module.run(args)
+    except BrokenPipeError:
+        # `ct history | head`: the reader left; stop quietly as Unix tools do, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ class DataWindow:
     holdout_rows: int | None = None
     time_range: tuple[str, str] | None = None
     note: str = ""
+    # A whole-window refit learned from every row; train/holdout are its holdout fit's split.
+    whole_window: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def gather_facts(
         created_at=info.created_at.isoformat(timespec="seconds"),
         aliases=tuple(info.aliases),
         tags=info.tags,
-        metrics=info.metrics,
+        metrics=_own_and_holdout_metrics(registry, info),
         params=registry.run_params(info.run_id),
         window=_data_window(info, spec, paths),
         gates=_gate_lines(info.tags, registry.version_description(version)),
@@ -199,6 +201,16 @@ def write_card(
 # --- gathering --------------------------------------------------------------------------
 
 
+def _own_and_holdout_metrics(registry: ModelRegistry, info: ModelVersionInfo) -> dict[str, float]:
+    """A refit's own run metrics, plus the per-group figures its holdout fit measured (a
+    refit has no holdout of its own to measure them on)."""
+    if not info.is_refit:
+        return info.metrics
+    holdout_fit = registry.version(int(info.tags[REFIT_OF_TAG]))
+    groups = {k: v for k, v in holdout_fit.metrics.items() if k.startswith(GROUP_PREFIX)}
+    return {**groups, **info.metrics}
+
+
 def _data_window(info: ModelVersionInfo, spec: Spec, paths: Paths) -> DataWindow:
     from ct_platform.training.datasets import MissingTrainingSet, load_training_set
 
@@ -214,6 +226,7 @@ def _data_window(info: ModelVersionInfo, spec: Spec, paths: Paths) -> DataWindow
             training_set.train_rows,
             training_set.holdout_rows,
             note="the spec declares no time column: batches are in landing order",
+            whole_window=info.is_refit,
         )
     import pandas as pd
 
@@ -224,7 +237,13 @@ def _data_window(info: ModelVersionInfo, spec: Spec, paths: Paths) -> DataWindow
         ]
     ).dropna()
     time_range = (str(times.min()), str(times.max())) if len(times) else None
-    return DataWindow(batches, training_set.train_rows, training_set.holdout_rows, time_range)
+    return DataWindow(
+        batches,
+        training_set.train_rows,
+        training_set.holdout_rows,
+        time_range,
+        whole_window=info.is_refit,
+    )
 
 
 def _gate_lines(tags: Mapping[str, str], description: str) -> tuple[GateLine, ...]:
@@ -301,7 +320,7 @@ def _summary(facts: CardFacts) -> str:
         [
             f"- **Semantic version**: {_md(facts.tags.get(SEMVER_TAG, 'not recorded'))}",
             f"- **Registered**: {_md(facts.created_at)}",
-            f"- **Aliases now**: {_md(aliases)}",
+            f"- **Aliases when this card was written**: {_md(aliases)}",
             f"- **Gates passed**: {_md(facts.tags.get('ct.gates_passed', 'no verdict yet'))}",
         ]
     )
@@ -313,6 +332,11 @@ def _window_section(window: DataWindow) -> str:
     if window.train_rows is not None:
         total = window.train_rows + (window.holdout_rows or 0)
         rows = f"{total} ({window.train_rows} train, {window.holdout_rows} holdout)"
+        if window.whole_window:
+            rows = (
+                f"{total}, all learned from (a whole-window refit; its holdout fit trained on "
+                f"{window.train_rows} and was judged on the newest {window.holdout_rows})"
+            )
     time_range = " to ".join(window.time_range) if window.time_range else "not available"
     lines = [
         f"- **Batches**: {len(window.batches)} ({_md(first_last)})",

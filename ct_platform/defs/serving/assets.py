@@ -56,11 +56,17 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         context: dg.AssetExecutionContext, mlflow: MlflowResource
     ) -> Iterator[dg.MaterializeResult]:
         from ct_platform.deployment.export import export_champion_bundle
-        from ct_platform.registry.versions import release_alias
+        from ct_platform.registry.versions import CHAMPION, release_alias
         from ct_platform.serving.bundle import read_meta
 
+        registry = mlflow.registry(spec)
         alias = release_alias(spec)
-        bundle_dir = export_champion_bundle(spec, mlflow.registry(spec), alias=alias)
+        if alias != CHAMPION and registry.alias_version(alias) is None:
+            # A progressive strategy with nothing to roll out (e.g. the spec was just switched
+            # from `direct`): the champion's bundle is what serves.
+            context.log.info(f"no version holds `{alias}`: exporting the champion's bundle")
+            alias = CHAMPION
+        bundle_dir = export_champion_bundle(spec, registry, alias=alias)
         meta = read_meta(bundle_dir)
         context.log.info(f"bundle {bundle_dir} (onnx={meta.onnx.enabled})")
         yield dg.MaterializeResult(

@@ -328,7 +328,13 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
                 spec,
                 Paths.from_env(),
             )
-        context.log.info(f"champion: version {previous} -> {refit_model.version}")
+        if release_alias(spec) == CHAMPION:
+            context.log.info(f"champion: version {previous} -> {refit_model.version}")
+        else:
+            context.log.info(
+                f"`{release_alias(spec)}`: version {refit_model.version}, rolled out beside "
+                f"the champion (version {previous}), which moves only when the rollout completes"
+            )
         yield dg.MaterializeResult(
             metadata={
                 "version": dg.MetadataValue.int(refit_model.version),
