@@ -151,8 +151,15 @@ def promote(
             f"version {version} is not promotable: its blocking gates did not pass "
             f"({GATES_PASSED_TAG}={verdict!r}); the champion alias stays where it is"
         )
-    require_approval(registry, candidate, spec.governance, dagster_run_id=dagster_run_id)
     previous = registry.alias_version(CHAMPION)
+    promoted_before = candidate.tags.get(PROMOTED_TAG)
+    if promoted_before is not None and (previous is None or previous.version != version):
+        # Rolled back (or replaced): a rerun of an old step must not undo a person's rollback.
+        raise PromotionRefused(
+            f"version {version} was promoted before ({PROMOTED_TAG}={promoted_before}) and "
+            "is no longer champion (rolled back or replaced): it is not promoted again"
+        )
+    require_approval(registry, candidate, spec.governance, dagster_run_id=dagster_run_id)
     alias = release_alias(spec)
     registry.set_alias(alias, version)
     if alias == CHAMPION:  # a rollout records its promotion when it moves `champion`

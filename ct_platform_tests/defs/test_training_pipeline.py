@@ -153,11 +153,13 @@ def test_failed_blocking_gate_keeps_the_champion(spec_file, spec, instance, land
     defs = build_definitions(strict)
     evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert evaluation.total_requested == 0
-    by_hand = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+    # The champion step's input is the newest refit, the champion's own (the rejected
+    # candidate was never refit): a hand-started run promotes nothing new.
+    defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance, asset_selection=[dg.AssetKey("champion")], raise_on_error=False
     )
-    assert not by_hand.success
     assert registry.alias_version("champion").version == 2
+    assert registry.version(3).tags["ct.gates_passed"] == "false"
 
 
 def test_bad_batch_is_quarantined_and_never_trains(spec, instance, land_bank_batches, write_batch):

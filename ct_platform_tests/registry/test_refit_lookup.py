@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sklearn.pipeline import Pipeline
 
 from ct_platform.registry.mlflow_registry import ModelRegistry
@@ -14,7 +15,7 @@ from ct_platform.registry.versions import CHAMPION, FIT_TAG, REFIT_OF_TAG
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.evaluation_run import champion_comparator
-from ct_platform.training.promotion import GATES_PASSED_TAG, promote
+from ct_platform.training.promotion import GATES_PASSED_TAG, PromotionRefused, promote
 from ct_platform.training.refit import promotion_pending
 
 FINGERPRINT = "f" * 64
@@ -66,6 +67,10 @@ def test_refit_lookup_pending_promotion_and_comparator(
     # Rolled back to an older version: the refit promoted once is not promoted again.
     registry.set_alias(CHAMPION, holdout_fit.version)
     assert not promotion_pending(registry, holdout_fit)
+    # Nor by a rerun of an old champion step: the rollback sticks.
+    with pytest.raises(PromotionRefused, match="was promoted before"):
+        promote(registry, refit.version, spec, dagster_run_id="dagster-run-3")
+    assert registry.alias_version(CHAMPION).version == holdout_fit.version
     registry.set_alias(CHAMPION, refit.version)
 
     # The serving refit learned from b-0001 and b-0002. A candidate window sharing any batch
