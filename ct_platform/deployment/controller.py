@@ -29,6 +29,7 @@ file lock); every finished rollout is kept as `<id>.json` beside it.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -48,6 +49,8 @@ from ct_platform.deployment.endpoint import DeploymentError
 from ct_platform.deployment.state import exclusive, read_json, write_json_atomic
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ct_platform.deployment.admin import AdminClient
@@ -395,7 +398,7 @@ class RolloutController:
         try:
             follow_drift_reference(promoted, self.spec)
         except MissingTrainingSet as missing:
-            self._note(rollout, "warning", f"drift reference not moved: {missing}")
+            logger.warning(f"v{rollout.version} serves; drift reference not moved: {missing}")
 
     def _roll_back(
         self, rollout: Rollout, reason: str, *, alert: bool = False, status: Status = "rolled_back"
