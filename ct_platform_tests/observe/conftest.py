@@ -32,6 +32,8 @@ class TrainedPlatform:
     # Set once the rejecting run has run: its id and the failed gate's own description.
     rejected_run_id: str = ""
     failed_gate_reason: str = ""
+    # How many of `model_evaluation`'s checks passed in the rejecting run.
+    evaluation_checks_passed: int = 0
 
     @property
     def env(self) -> dict[str, str]:
@@ -77,4 +79,15 @@ def trained_platform(tmp_path_factory, bank_frame: pd.DataFrame) -> TrainedPlatf
     assert not rejected.success
     (gate,) = [e for e in rejected.get_asset_check_evaluations() if e.check_name == FAILED_GATE]
     assert not gate.passed and gate.description
-    return replace(platform, rejected_run_id=rejected.run_id, failed_gate_reason=gate.description)
+    # With the strict floor other checks may fail too (e.g. a warning): count what ran.
+    passed = sum(
+        e.passed
+        for e in rejected.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("model_evaluation")
+    )
+    return replace(
+        platform,
+        rejected_run_id=rejected.run_id,
+        failed_gate_reason=gate.description,
+        evaluation_checks_passed=passed,
+    )
