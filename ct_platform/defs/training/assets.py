@@ -142,15 +142,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     @dg.asset(
         group_name="training",
         kinds={"sklearn", "mlflow"},
-        check_specs=[
-            dg.AssetCheckSpec(
-                gate,
-                asset=MODEL_EVALUATION,
-                blocking=spec.gates.gate(gate).blocking,
-                description=GATE_DESCRIPTIONS[gate],
-            )
-            for gate in GATES
-        ],
+        check_specs=gate_check_specs(MODEL_EVALUATION, GATES, spec),
         description="Candidate and champion scored on the same holdout, compared by a paired "
         "test, and the holdout gates. Its Evidently reports and figures are the holdout fit's "
         "(the only fit whose holdout figures mean something).",
@@ -201,15 +193,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     @dg.asset(
         group_name="training",
         kinds={"sklearn", "mlflow", "onnx"},
-        check_specs=[
-            dg.AssetCheckSpec(
-                gate,
-                asset=REFIT_MODEL,
-                blocking=spec.gates.gate(gate).blocking,
-                description=GATE_DESCRIPTIONS[gate],
-            )
-            for gate in ARTIFACT_GATES
-        ],
+        check_specs=gate_check_specs(REFIT_MODEL, ARTIFACT_GATES, spec),
         description="The evaluated candidate refit on its whole window (holdout included) "
         "with the same estimator and preparation: a new MLflow version (`ct.fit=whole_window`,"
         " `ct.refit_of`) inheriting the holdout verdict, judged by the artifact gates on its "
@@ -355,6 +339,21 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             champion,
         ]
     )
+
+
+def gate_check_specs(
+    asset: dg.AssetKey, gates: tuple[str, ...], spec: Spec
+) -> list[dg.AssetCheckSpec]:
+    """One check per gate on `asset`, blocking (ERROR) or not (WARN) as the spec says."""
+    return [
+        dg.AssetCheckSpec(
+            gate,
+            asset=asset,
+            blocking=spec.gates.gate(gate).blocking,
+            description=GATE_DESCRIPTIONS[gate],
+        )
+        for gate in gates
+    ]
 
 
 def claims_dir() -> Path:
