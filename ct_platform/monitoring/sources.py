@@ -146,6 +146,27 @@ def floor_read(path: Path, dataset: DatasetSpec) -> int:
     return rows
 
 
+def sample_parquet(path: Path, columns: list[str], rows: int, seed: int = 0) -> pd.DataFrame:
+    """`rows` rows drawn at random without replacement (all when fewer), as pandas reads
+    them, streamed batch by batch: memory is one batch plus the sample."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = _open_parquet(path, pq)
+    total = parquet.metadata.num_rows
+    wanted = np.sort(np.random.default_rng(seed).choice(total, min(rows, total), replace=False))
+    taken: list[pa.RecordBatch] = []
+    start = 0
+    for batch in parquet.iter_batches(BATCH_ROWS, columns=columns):
+        end = start + batch.num_rows
+        inside = wanted[(wanted >= start) & (wanted < end)] - start
+        if len(inside):
+            taken.append(batch.take(pa.array(inside)))
+        start = end
+    schema = pa.schema([parquet.schema_arrow.field(name) for name in columns])
+    return pa.Table.from_batches(taken, schema=schema).to_pandas()
+
+
 # --- Parquet ------------------------------------------------------------------------------
 
 
