@@ -22,28 +22,37 @@ the value frequencies. A dataset drifts when the share of drifted columns >= the
 Why distances, and why a sample is enough: with a million rows every p-value test flags
 drift for differences nobody cares about (the test's power grows with sqrt(n)), which is why
 Evidently itself switches to effect sizes above 1,000 reference rows, and why this module never
-uses a p-value on large data. A distance estimated from a sample of n rows has a standard error
-of order 1/sqrt(n) in its own units (normalised Wasserstein of an n-sample against its
-population is about 0.8/sqrt(n) for light-tailed data; the Jensen-Shannon distance between two
-samples of the same k-category distribution is about sqrt(k / 8n)). With n = 200,000 both are
-~0.002-0.003, thirty times smaller than the 0.1 threshold, so only columns whose full-data score
-lies within a few thousandths of 0.1 can get a different verdict from full-data Evidently.
-The sample is 200,000 non-missing values per numeric column, drawn from the values rather
-than the rows, so a mostly-missing column (pdays) is estimated as precisely as a full one;
-categorical columns count 200,000 random rows unless fewer than half of those hold a value,
-in which case the whole column is counted. This keeps the check under a second per million
-rows (benchmarks/drift/bench_drift.py).
+uses a p-value on large data.
 
-Sketches: the reference never needs reloading. `ReferenceProfile` keeps, per column, the
-count of values and their standard deviation, 2,000 quantiles of the sample at evenly spaced
-probabilities (the reference as 2,000 equal-mass atoms: Wasserstein against those atoms
-differs from the exact one by far less than the sampling error), sampled value frequencies
-of categorical columns, exact value counts of numeric columns with at most 5 distinct
-values, and the raw values of small (<= 1000-row) references, which the p-value tests need.
-It saves as JSON next to the model (about 30 KB per numeric column).
+Bounded memory: both sides are read once, in batches, into per-column summaries
+(`monitoring.summaries`, fed by `monitoring.sources` from Parquet, CSV or frames, and by
+`monitoring.prediction_log.summarise_window` from the prediction log), so memory does not
+grow with the row count. What is exact and what is estimated:
 
-The p-value tests (small references only) use the whole current column, as Evidently does:
-sampling would change their power and so their verdicts.
+- Jensen-Shannon (categorical columns, numeric ones with at most 5 values), chi-square and
+  z-test: exact, from value counts over every row.
+- KS (small references): exact. The summary keeps every current value up to the sample
+  size and calls `scipy.stats.ks_2samp`; beyond that it counts the current values at or
+  below each reference value while streaming, which gives the exact statistic, and takes
+  the p-value from scipy's `kstwo` as `ks_2samp` itself does for samples over 10,000.
+- Normalised Wasserstein (numeric columns of large references): estimated. The reference
+  is 2,000 equal-mass quantile atoms of a sample (Wasserstein against those atoms differs
+  from the exact one by far less than the sampling error), the current side a uniform
+  sample of 200,000 non-missing values drawn from the values rather than the rows, so a
+  mostly-missing column (pdays) is estimated as precisely as a full one. The normaliser,
+  the reference's standard deviation, is exact (streamed moments). Standard error of the
+  score, in standard deviations: about 0.8/sqrt(n) between two samples of one distribution,
+  at most about sqrt(2/n) under a location shift (the error of a difference of two means):
+  0.002-0.003 at n = 200,000, thirty times smaller than the 0.1 threshold, so only columns
+  whose full-data score lies within a few thousandths of 0.1 can get a different verdict
+  from full-data Evidently (ct_platform_tests/monitoring/test_drift_streaming.py holds the
+  streamed, sampled check to full Evidently on bank data with planted drift).
+
+`ReferenceProfile` keeps, per column, the count of values and their standard deviation, the
+2,000 quantile atoms, the value counts of categorical columns and of numeric columns with at
+most 5 distinct values, and the raw values of small (<= 1000-value) references, which the
+p-value tests need. It saves as JSON next to the model (about 30 KB per numeric column), so
+the reference never needs reloading.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Feed data into `DataSummary`s batch by batch: Parquet files, CSV files and frames.
 
-Parquet is streamed (`pyarrow.parquet.ParquetFile.iter_batches`, `BATCH_ROWS` rows at a
-time, only the feature columns, string columns kept dictionary-encoded), so a file of any
-length is summarised in bounded memory: peak memory is one batch plus the summaries.
+Parquet is streamed (`pyarrow.parquet.ParquetFile.iter_batches`, one row group at a time,
+`BATCH_ROWS` rows per batch, only the feature columns, string columns kept
+dictionary-encoded), so a file of any length is summarised in bounded memory: peak memory is
+about one row group's feature columns plus the summaries (a file written as one huge row
+group costs that row group).
 Columns are typed as `monitoring.frames.typed_column` types them, value for value: numeric
 columns become float64 with nulls, sentinels and (for text columns) unparseable values
 missing; categorical values become `str(value)`. Arrow does the common cases itself (numbers
@@ -35,6 +37,7 @@ from ct_platform.settings import ColumnSpec, DatasetSpec
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from ct_platform.monitoring.drift import ReferenceProfile
 
@@ -157,7 +160,7 @@ def sample_parquet(path: Path, columns: list[str], rows: int, seed: int = 0) -> 
     wanted = np.sort(np.random.default_rng(seed).choice(total, min(rows, total), replace=False))
     taken: list[pa.RecordBatch] = []
     start = 0
-    for batch in parquet.iter_batches(BATCH_ROWS, columns=columns):
+    for batch in _batches(parquet, columns):
         end = start + batch.num_rows
         inside = wanted[(wanted >= start) & (wanted < end)] - start
         if len(inside):
@@ -193,12 +196,19 @@ def _parquet_batches(
     ]
     parquet = pq.ParquetFile(path, read_dictionary=text)
     try:
-        yield from parquet.iter_batches(BATCH_ROWS, columns=list(dataset.feature_columns))
+        yield from _batches(parquet, list(dataset.feature_columns))
     except (pa.ArrowException, OSError) as exc:
         raise BatchReadError(path, f"corrupt Parquet file: {exc}") from None
 
 
-def _open_parquet(path: Path, pq) -> object:
+def _batches(parquet: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """Row group by row group: one `iter_batches` over the whole file reads ahead and held
+    2.5x the memory (636 MB against 257 MB streaming a 10M-row file)."""
+    for index in range(parquet.num_row_groups):
+        yield from parquet.iter_batches(BATCH_ROWS, row_groups=[index], columns=columns)
+
+
+def _open_parquet(path: Path, pq) -> pq.ParquetFile:
     import pyarrow as pa
 
     from ct_platform.data.reader import BatchReadError
