@@ -3,7 +3,8 @@
 One training run = one MLflow run = one registered version of `model.name`. A version is
 found again by its training-set fingerprint (tag `fingerprint`), so re-materialising the
 same data does not register a duplicate. Aliases carry the lifecycle: `challenger` is the
-newest candidate, `champion` the one serving.
+newest candidate that may still become champion (it is removed when a gate or a person
+rejects it, and when it becomes champion), `champion` the one serving.
 
 Models are stored with skops and loaded back with the explicit allowlist from
 `skops_types`, never with pickle and never trusting the type list stored in the model's own
@@ -31,6 +32,7 @@ from sqlalchemy.exc import ArgumentError
 from ct_platform.registry import skops_types
 from ct_platform.registry.versions import (
     CHALLENGER,
+    CHAMPION,
     DAGSTER_RUN_TAG,
     REFIT_OF_TAG,
     ModelVersionInfo,
@@ -312,8 +314,8 @@ class ModelRegistry:
         self._client.update_model_version(
             self.model_name, str(version), description=_verdict_text(promotable, gates, found.tags)
         )
-        if not promotable and CHALLENGER in found.aliases:
-            self._client.delete_registered_model_alias(self.model_name, CHALLENGER)
+        if not promotable:
+            self.drop_challenger(version)
 
     def artifact_view_url(self, run_id: str, artifact_path: str | None = None) -> str:
         """The MLflow UI page showing `run_id`'s artifacts (opened at `artifact_path`).
@@ -347,8 +349,20 @@ class ModelRegistry:
             self._client.set_model_version_tag(self.model_name, str(version), key, str(value))
 
     def set_alias(self, alias: str, version: int) -> None:
-        """Point `alias` at `version` (an alias names one version: it moves, never copies)."""
+        """Point `alias` at `version` (an alias names one version: it moves, never copies).
+
+        A version that becomes `champion` stops being the `challenger` (every move of
+        `champion` comes here: promotion, a completed rollout, a rollback).
+        """
         self._client.set_registered_model_alias(self.model_name, alias, str(version))
+        if alias == CHAMPION:
+            self.drop_challenger(version)
+
+    def drop_challenger(self, version: int) -> None:
+        """Remove `challenger` if `version` holds it (rejected, or champion now)."""
+        holder = self._client.get_registered_model(self.model_name).aliases.get(CHALLENGER)
+        if holder == str(version):
+            self._client.delete_registered_model_alias(self.model_name, CHALLENGER)
 
     def delete_alias(self, alias: str) -> None:
         """Remove `alias` from whichever version holds it; nothing happens if none does."""

@@ -190,7 +190,9 @@ def test_aliases_move_between_versions(
     assert registry.alias_version(CHAMPION).version == first.version
     assert registry.version(first.version).aliases == [CHAMPION]  # challenger moved off it
     registry.set_alias(CHAMPION, second.version)
-    assert registry.version(second.version).aliases == [CHALLENGER, CHAMPION]
+    # Champion now: no longer a challenger (the alias is removed, not left on the champion).
+    assert registry.version(second.version).aliases == [CHAMPION]
+    assert registry.alias_version(CHALLENGER) is None
     assert registry.version(first.version).aliases == []
 
 
