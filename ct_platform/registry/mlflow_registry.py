@@ -361,7 +361,7 @@ class ModelRegistry:
     def drop_challenger(self, version: int) -> None:
         """Remove `challenger` if `version` holds it (rejected, or champion now)."""
         holder = self._client.get_registered_model(self.model_name).aliases.get(CHALLENGER)
-        if holder == str(version):
+        if holder is not None and int(holder) == version:
             self._client.delete_registered_model_alias(self.model_name, CHALLENGER)
 
     def delete_alias(self, alias: str) -> None:
