@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 from sqlalchemy.engine import URL, make_url
@@ -49,6 +50,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import mlflow
 import mlflow.sklearn
 from mlflow import MlflowClient
+from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -276,7 +278,7 @@ class ModelRegistry:
             ) as run:
                 mlflow.log_params({**_scalar_params(model), **_stringified(params)})
                 mlflow.log_metrics(dict(metrics))
-                mlflow.log_input(mlflow.data.from_pandas(train), context="training")
+                mlflow.log_input(_dataset_input(train), context="training")
                 logged = mlflow.sklearn.log_model(
                     model,
                     name=MODEL_ARTIFACT,
@@ -511,6 +513,27 @@ def _quiet_mlflow() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(previous)
+
+
+def _dataset_input(train: pd.DataFrame) -> PandasDataset:
+    """`train` as the run's MLflow dataset input: its name, digest, source, row count, schema.
+
+    MLflow infers a dataset's schema value by value in Python over every row (16 s for 36,000
+    rows on a busy box, minutes for a million). The same inference on representative rows
+    gives the same schema, because each column holds one type throughout (the data contract
+    typed it) and is optional exactly when some row misses it: kept are the first rows and,
+    for every column, its first present and its first missing value.
+    """
+    dataset = mlflow.data.from_pandas(train)
+    missing = train.isna().to_numpy()
+    has_missing = missing.any(axis=0)
+    rows = np.union1d(
+        np.arange(min(len(train), SIGNATURE_SAMPLE_ROWS)),
+        np.concatenate([(~missing).argmax(axis=0), missing.argmax(axis=0)[has_missing]]),
+    )
+    # `schema` is a cached property: filled here, it is not inferred again over every row.
+    dataset.__dict__["schema"] = mlflow.data.from_pandas(train.iloc[rows]).schema
+    return dataset
 
 
 def _trained_by(tags: Mapping[str, str]) -> str:
