@@ -419,7 +419,7 @@ def _render_v2(prediction: Prediction, served: ServedModel, request_id: str) -> 
 
 def _run_model(served: ServedModel, parsed: ParsedRows) -> Prediction:
     try:
-        return served.model.predict(parsed.columns)
+        return served.model.predict(parsed)
     except Exception:
         # Input was validated, so this is a model problem; MLflow answers it with a 400 too.
         logger.exception("model %s failed to score %d rows", served.version, parsed.n_rows)
