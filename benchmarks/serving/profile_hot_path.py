@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import statistics
 import sys
@@ -34,7 +35,7 @@ from ct_platform.serving.prediction_log import ScoredBatch, records  # noqa: E40
 from ct_platform.serving.slots import ServedModel  # noqa: E402
 
 ROUNDS = 5
-SORT = "cumulative"
+SORT = "tottime"
 
 
 def main() -> int:
@@ -47,6 +48,8 @@ def main() -> int:
     body = args.body.read_bytes()
     with tempfile.TemporaryDirectory(prefix="ct-profile-") as home:
         app = create_app(ServerConfig(bundle=args.bundle, home=Path(home)))
+        gc.collect()  # as `run_server` does after loading
+        gc.freeze()
         report("whole app (ASGI, in-process)", asgi_loop(app, body), args.requests)
         for name, step in stages(args.bundle, body).items():
             report(name, step, args.requests)
@@ -98,7 +101,9 @@ def stages(bundle: Path, body: bytes) -> dict[str, Callable[[int], None]]:
     served = ServedModel.of(load_bundle(bundle))
     parsed = parse_invocation(body, "application/json", served.schema)
     prediction = served.model.predict(parsed)
-    batch = ScoredBatch("id", 0.0, "stable", "1", served.schema.names, parsed.columns, prediction, 1.0)
+    batch = ScoredBatch(
+        "id", 0.0, "stable", "1", served.schema.names, parsed.columns, prediction, 1.0
+    )
 
     def repeat(step: Callable[[], object]) -> Callable[[int], None]:
         def run(n: int) -> None:
@@ -108,7 +113,9 @@ def stages(bundle: Path, body: bytes) -> dict[str, Callable[[int], None]]:
         return run
 
     return {
-        "parse + validate": repeat(lambda: parse_invocation(body, "application/json", served.schema)),
+        "parse + validate": repeat(
+            lambda: parse_invocation(body, "application/json", served.schema)
+        ),
         "model.predict (inputs + ORT)": repeat(lambda: served.model.predict(parsed)),
         "render": repeat(lambda: render_predictions(prediction)),
         "log records": repeat(lambda: records(batch)),

@@ -234,7 +234,9 @@ class OnnxBackend:
         numeric_rows = count()
         self._inputs = [
             (name, True, next(numeric_rows)) if column.is_numeric else (name, False, position)
-            for position, (name, column) in enumerate(zip(self._input_names, meta.columns, strict=True))
+            for position, (name, column) in enumerate(
+                zip(self._input_names, meta.columns, strict=True)
+            )
         ]
         self._classifier = meta.task == "classification"
 

@@ -24,8 +24,8 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, NoReturn
 
 import numpy as np
@@ -92,7 +92,8 @@ class InputSchema:
         self._categorical = [i for i, column in enumerate(columns) if not column.is_numeric]
         # Rows of the numeric block that need a rule beyond "a float32-range number".
         numeric = [columns[i] for i in self._numeric]
-        self._int_rows = [j for j, column in enumerate(numeric) if column.type == "int"]
+        int_rows = [column.type == "int" for column in numeric]
+        self._int_weights = np.array(int_rows, dtype=np.float64)[:, None] if any(int_rows) else None
         self._required_rows = [j for j, column in enumerate(numeric) if not column.nullable]
         self._sentinel_rows = [
             (j, self._parsers[i].numeric_sentinels)
@@ -137,7 +138,7 @@ class InputSchema:
         )
 
     def _all_columns_at_once(
-        self, raw_columns: list[list[Any]], texts: list[bool], n_rows: int
+        self, raw_columns: list[Sequence[Any]], texts: list[bool], n_rows: int
     ) -> ParsedRows | None:
         """The common case in a few numpy calls for all numeric columns together.
 
@@ -163,8 +164,11 @@ class InputSchema:
             return None
         if self._required_rows and np.isnan(block[self._required_rows]).any():
             return None
-        if self._int_rows and (np.abs(np.fmod(block[self._int_rows], 1.0)) > 0).any():
-            return None
+        # Fractions in int columns: |x| mod 1 of those rows (weight 1; others 0, NaN ignored).
+        if self._int_weights is not None:
+            fractions = np.fmod(np.abs(block), 1.0) * self._int_weights
+            if np.fmax.reduce(fractions, axis=None) > 0:
+                return None
         try:
             categorical = [
                 self._parsers[i].parse(raw_columns[i], text=texts[i]) for i in self._categorical
@@ -175,7 +179,9 @@ class InputSchema:
             n_rows=n_rows, columns=self._in_schema_order(block, categorical), numeric=block
         )
 
-    def _in_schema_order(self, block: np.ndarray, categorical: list[np.ndarray]) -> list[np.ndarray]:
+    def _in_schema_order(
+        self, block: np.ndarray, categorical: list[np.ndarray]
+    ) -> list[np.ndarray]:
         columns: list[np.ndarray] = [block] * len(self.names)
         for row, position in enumerate(self._numeric):
             columns[position] = block[row]
@@ -212,13 +218,14 @@ class InputSchema:
         for index, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != len(columns):
                 raise InputError(f"row {index} must be a list of {len(columns)} values")
+        transposed = list(zip(*rows, strict=True)) or [()] * len(columns)
         return self.from_columns(
-            {name: [row[positions[name]] for row in rows] for name in self.names}, text=text
+            {name: transposed[positions[name]] for name in self.names}, text=text
         )
 
 
-def _as_list(values: Any, name: str) -> list[Any]:
-    if isinstance(values, list):
+def _as_list(values: Any, name: str) -> Sequence[Any]:
+    if isinstance(values, list | tuple):  # tuple: a column of `from_split`'s transpose
         return values
     if isinstance(values, dict):
         raise SchemaError(f"column '{name}': expected a list of values, got an object")
@@ -239,14 +246,14 @@ class _ColumnParser:
         self.numeric_sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
         self._text_sentinels = frozenset(str(s) for s in column.sentinels)
 
-    def parse(self, values: list[Any], *, text: bool) -> np.ndarray:
+    def parse(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
         if self.column.is_numeric:
             return self._numeric(values, text=text)
         return self._categorical(values, text=text)
 
     # -- numbers ---------------------------------------------------------------------------
 
-    def _numeric(self, values: list[Any], *, text: bool) -> np.ndarray:
+    def _numeric(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
         kinds = set(map(type, values))
         # One C-level pass over the types; the per-value rule runs only when it must.
         # (bool is an int subclass in Python, but True is not an age: type() excludes it.)
@@ -274,7 +281,7 @@ class _ColumnParser:
                 raise self._error(row, f"expected an integer, got {_show(values[row])}")
         return array
 
-    def _numbers(self, values: list[Any]) -> np.ndarray:
+    def _numbers(self, values: Sequence[Any]) -> np.ndarray:
         return np.fromiter(
             (self._number(row, value) for row, value in enumerate(values)),
             dtype=np.float64,
@@ -302,14 +309,14 @@ class _ColumnParser:
                 pass
         raise self._error(row, f"expected a number, got {_show(value)}")
 
-    def _raise_first_non_number(self, values: list[Any], *, text: bool) -> NoReturn:
+    def _raise_first_non_number(self, values: Sequence[Any], *, text: bool) -> NoReturn:
         allowed = _JSON_NUMBER_TYPES | {str} if text else _JSON_NUMBER_TYPES
         for row, value in enumerate(values):
             if type(value) not in allowed:
                 raise self._error(row, f"expected a number, got {_show(value)}")
         raise AssertionError("unreachable: a value of another type was found")
 
-    def _check_missing_and_infinite(self, array: np.ndarray, values: list[Any]) -> None:
+    def _check_missing_and_infinite(self, array: np.ndarray, values: Sequence[Any]) -> None:
         infinite = np.isinf(array)
         if infinite.any():
             row = int(np.argmax(infinite))
@@ -321,7 +328,9 @@ class _ColumnParser:
                 row, f"missing value ({_show(values[row])}) not allowed: the column is required"
             )
 
-    def _check_magnitude(self, array: np.ndarray, present: np.ndarray, values: list[Any]) -> None:
+    def _check_magnitude(
+        self, array: np.ndarray, present: np.ndarray, values: Sequence[Any]
+    ) -> None:
         # The ONNX graph scores in float32: beyond its range a value would silently be inf.
         if present.size and float(np.abs(present).max()) > _MAX_FLOAT32:
             row = _row_of(array, present[np.argmax(np.abs(present))])
@@ -331,7 +340,7 @@ class _ColumnParser:
 
     # -- categories ------------------------------------------------------------------------
 
-    def _categorical(self, values: list[Any], *, text: bool) -> np.ndarray:
+    def _categorical(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
         array = np.empty(len(values), dtype=object)
         for row, value in enumerate(values):
             # In CSV an empty field is the only way to say "missing".
