@@ -25,15 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from ct_platform.serving.app import create_app  # noqa: E402
-from ct_platform.serving.bundle import load_bundle  # noqa: E402
-from ct_platform.serving.config import ServerConfig  # noqa: E402
-from ct_platform.serving.mlflow_protocol import parse_invocation, render_predictions  # noqa: E402
-from ct_platform.serving.prediction_log import ScoredBatch, records  # noqa: E402
-from ct_platform.serving.slots import ServedModel  # noqa: E402
-
 ROUNDS = 5
 SORT = "tottime"
 
@@ -44,13 +35,25 @@ def main() -> int:
     parser.add_argument("--body", type=Path, required=True, help="an /invocations JSON body")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=REPO,
+        help="checkout whose server to profile (another one: whole app only, for before/after)",
+    )
     args = parser.parse_args()
+    sys.path.insert(0, str(args.repo))
+    from ct_platform.serving.app import create_app
+    from ct_platform.serving.config import ServerConfig
+
     body = args.body.read_bytes()
     with tempfile.TemporaryDirectory(prefix="ct-profile-") as home:
         app = create_app(ServerConfig(bundle=args.bundle, home=Path(home)))
         gc.collect()  # as `run_server` does after loading
         gc.freeze()
         report("whole app (ASGI, in-process)", asgi_loop(app, body), args.requests)
+        if args.repo.resolve() != REPO:
+            return 0
         for name, step in stages(args.bundle, body).items():
             report(name, step, args.requests)
         if args.cprofile:
@@ -98,6 +101,11 @@ def asgi_loop(app: Callable, body: bytes) -> Callable[[int], None]:
 
 
 def stages(bundle: Path, body: bytes) -> dict[str, Callable[[int], None]]:
+    from ct_platform.serving.bundle import load_bundle
+    from ct_platform.serving.mlflow_protocol import parse_invocation, render_predictions
+    from ct_platform.serving.prediction_log import ScoredBatch, records
+    from ct_platform.serving.slots import ServedModel
+
     served = ServedModel.of(load_bundle(bundle))
     parsed = parse_invocation(body, "application/json", served.schema)
     prediction = served.model.predict(parsed)
