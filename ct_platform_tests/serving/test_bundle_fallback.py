@@ -28,14 +28,12 @@ N = 200
 
 
 def test_onnx_and_fallback_agree(bundle_dir: Path, holdout: pd.DataFrame, bank_spec: Spec) -> None:
-    numeric = [
-        c for c in bank_spec.dataset.feature_columns if bank_spec.dataset.columns[c].is_numeric
-    ]
+    features = bank_spec.dataset.feature_columns
+    numeric = [c for c in features if bank_spec.dataset.columns[c].is_numeric]
     block = holdout[numeric].to_numpy(dtype=np.float64).T.copy()  # (n_numeric, n_rows)
     blocks = iter(block)
     columns = [
-        next(blocks) if c in numeric else holdout[c].to_numpy(dtype=object)
-        for c in features
+        next(blocks) if c in numeric else holdout[c].to_numpy(dtype=object) for c in features
     ]
     rows = ParsedRows(n_rows=len(holdout), columns=columns, numeric=block)
     onnx_model, sklearn_model = load_bundle(bundle_dir), load_bundle(bundle_dir, use_onnx=False)
