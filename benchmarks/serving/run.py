@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,9 @@ from ct_platform.training.preparation import raw_like, without_preparation  # no
 
 VENV_BIN = Path(sys.executable).parent
 TRAIN_ROWS, HOLDOUT_ROWS, BATCH_ROWS = 10_000, 2_000, 1_000
-OURS = "ct-platform (ONNX)"
+OURS, MLFLOW = "ct-platform (ONNX)", "mlflow models serve"
+MLSERVER, BENTOML = "MLServer 1.7", "BentoML 1.4"
+PEER_SETTINGS = ("defaults", "1 thread")
 FLOOR, FLOOR_ORT = "floor: starlette+uvicorn", "floor + ORT session.run"
 
 
@@ -80,8 +83,8 @@ def main() -> int:
     spec = load_spec(REPO / "ct_platform.yaml")
     with tempfile.TemporaryDirectory(prefix="ct-serving-bench-") as folder:
         work = Path(folder)
-        rows, unavailable = prepare(spec, work)
-        rows = [r for r in rows if not args.only or any(o in r.server.name for o in args.only)]
+        rows, unavailable = prepare(spec, work, lambda name: selected(name, args.only))
+        rows = [row for row in rows if selected(row.server.name, args.only)]
         run_rounds(rows, work, args.repeats, args.duration, args.connections)
     report(rows, unavailable)
     if args.json:
@@ -89,11 +92,20 @@ def main() -> int:
     return 0
 
 
-def prepare(spec: Spec, work: Path) -> tuple[list[Row], dict[str, str]]:
-    """Fit, log, bundle; the servers to measure, and the peers that could not be set up."""
+def selected(name: str, only: list[str] | None) -> bool:
+    return not only or any(part in name for part in only)
+
+
+def prepare(
+    spec: Spec, work: Path, wanted: Callable[[str], bool]
+) -> tuple[list[Row], dict[str, str]]:
+    """Fit, log, bundle; the servers to measure, and the peers that could not be set up.
+
+    MLflow logging and the peers' set-up are skipped when `wanted` excludes all their rows.
+    """
     train, holdout = bank_frames(spec)
     pipeline = fit_pipeline(train, spec)
-    mlflow_model = log_to_mlflow(pipeline, train, work)
+    mlflow_model = log_to_mlflow(pipeline, train, work) if wanted(MLFLOW) else None
     bundle = build_bundle(
         pipeline, spec, name="bank_marketing", version=1, fingerprint="bench", holdout=holdout,
         directory=work / "bundle",
@@ -108,7 +120,9 @@ def prepare(spec: Spec, work: Path) -> tuple[list[Row], dict[str, str]]:
 
     servers = own_servers(raw_like(features, pipeline), mlflow_model, bundle, work)
     unavailable: dict[str, str] = {}
-    for family, build in (("MLServer 1.7", mlserver_servers), ("BentoML 1.4", bentoml_servers)):
+    for family, build in ((MLSERVER, mlserver_servers), (BENTOML, bentoml_servers)):
+        if not any(wanted(f"{family} ({setting})") for setting in PEER_SETTINGS):
+            continue
         try:
             servers += build(features, model_joblib, work)
         except peers.PeerUnavailable as error:
@@ -117,8 +131,10 @@ def prepare(spec: Spec, work: Path) -> tuple[list[Row], dict[str, str]]:
     return [Row(server) for server in servers], unavailable
 
 
-def own_servers(raw: pd.DataFrame, mlflow_model: str, bundle: Path, work: Path) -> list[Server]:
-    """Ours, `mlflow models serve` and the floors; `raw` is what the MLflow signature takes.
+def own_servers(
+    raw: pd.DataFrame, mlflow_model: str | None, bundle: Path, work: Path
+) -> list[Server]:
+    """Ours, `mlflow models serve` (if logged) and the floors; `raw` is the MLflow input.
 
     The floors answer without parsing: they get the same bodies as our server.
     """
@@ -127,6 +143,14 @@ def own_servers(raw: pd.DataFrame, mlflow_model: str, bundle: Path, work: Path) 
     floor = [sys.executable, str(HERE / "floor.py"), "--port", "{http}"]
     # mlflow runs `uvicorn` from PATH: the venv's bin/ first.
     path = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    mlflow = [] if mlflow_model is None else [
+        Server(
+            MLFLOW, "peer", f"{MLFLOW} 3.17",
+            [str(VENV_BIN / "mlflow"), "models", "serve", "-m", mlflow_model, "--env-manager",
+             "local", "--host", "127.0.0.1", "--port", "{http}"],
+            split, split_batch, env=path,
+        ),
+    ]  # fmt: skip
     return [
         Server(
             OURS, "ours", OURS,
@@ -134,12 +158,7 @@ def own_servers(raw: pd.DataFrame, mlflow_model: str, bundle: Path, work: Path) 
              "{http}"],
             split, split_batch, env={"CT_HOME": str(work / "ct_home")}, cwd=REPO,
         ),
-        Server(
-            "mlflow models serve", "peer", "mlflow models serve 3.17",
-            [str(VENV_BIN / "mlflow"), "models", "serve", "-m", mlflow_model, "--env-manager",
-             "local", "--host", "127.0.0.1", "--port", "{http}"],
-            split, split_batch, env=path,
-        ),
+        *mlflow,
         Server(FLOOR, "floor", FLOOR, floor, split, split_batch),
         Server(
             FLOOR_ORT, "floor", FLOOR_ORT,
@@ -161,13 +180,7 @@ def mlserver_servers(features: pd.DataFrame, model_joblib: Path, work: Path) -> 
         "MLSERVER_METRICS_PORT": "{metrics}",
     }
     command = [str(env.bin / "mlserver"), "start", str(folder)]
-    return [
-        Server("MLServer 1.7 (defaults)", "peer", "MLServer 1.7", command, row, batch, ports),
-        Server(
-            "MLServer 1.7 (1 thread)", "peer", "MLServer 1.7", command, row, batch,
-            {**ports, **peers.ONE_THREAD},
-        ),
-    ]  # fmt: skip
+    return peer_settings(MLSERVER, command, row, batch, ports, None)
 
 
 def bentoml_servers(features: pd.DataFrame, model_joblib: Path, work: Path) -> list[Server]:
@@ -181,15 +194,27 @@ def bentoml_servers(features: pd.DataFrame, model_joblib: Path, work: Path) -> l
         "--port", "{http}",
     ]  # fmt: skip
     settings = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    return peer_settings(BENTOML, command, row, batch, settings, work)
+
+
+def peer_settings(
+    family: str, command: list[str], row: Call, batch: Call, env: dict[str, str], cwd: Path | None
+) -> list[Server]:
+    """The peer with its defaults, and with one thread for every pool a call may start."""
+    defaults, one_thread = PEER_SETTINGS
     return [
+        Server(f"{family} ({defaults})", "peer", family, command, row, batch, env, cwd),
         Server(
-            "BentoML 1.4 (defaults)", "peer", "BentoML 1.4", command, row, batch, settings, work
+            f"{family} ({one_thread})",
+            "peer",
+            family,
+            command,
+            row,
+            batch,
+            {**env, **peers.ONE_THREAD},
+            cwd,
         ),
-        Server(
-            "BentoML 1.4 (1 thread)", "peer", "BentoML 1.4", command, row, batch,
-            {**settings, **peers.ONE_THREAD}, work,
-        ),
-    ]  # fmt: skip
+    ]
 
 
 def bank_frames(spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
