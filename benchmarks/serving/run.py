@@ -302,20 +302,28 @@ def run_rounds(rows: list[Row], work: Path, repeats: int, duration: int, connect
 
 def describe(m: Measurement) -> str:
     return (
-        f"{m.requests_per_s:,.0f} req/s, p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms, "
-        f"1,000 rows {m.batch_1000_ms:.1f} ms, RSS {m.rss_mb:.0f} MB, start {m.start_s:.1f} s, "
-        f"CPU {m.cpu_us_per_request:,.0f} µs/request"
+        f"{number(m.requests_per_s)} req/s, p50 {number(m.p50_ms)} ms, "
+        f"p99 {number(m.p99_ms)} ms, 1,000 rows {number(m.batch_1000_ms)} ms, "
+        f"RSS {number(m.rss_mb)} MB, start {number(m.start_s)} s, "
+        f"CPU {number(m.cpu_us_per_request)} µs/request"
     )
 
 
+def number(value: float) -> str:
+    """Three significant figures or more: 3,602 / 56.4 / 0.79."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
 COLUMNS = (
-    ("req/s", "requests_per_s", "{:,.0f}"),
-    ("p50 ms", "p50_ms", "{:.2f}"),
-    ("p99 ms", "p99_ms", "{:.2f}"),
-    ("1k rows ms", "batch_1000_ms", "{:.1f}"),
-    ("RSS MB", "rss_mb", "{:.0f}"),
-    ("start s", "start_s", "{:.1f}"),
-    ("CPU µs/req", "cpu_us_per_request", "{:,.0f}"),
+    ("req/s", "requests_per_s"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("1k rows ms", "batch_1000_ms"),
+    ("RSS MB", "rss_mb"),
+    ("start s", "start_s"),
+    ("CPU µs/req", "cpu_us_per_request"),
 )
 
 
@@ -326,17 +334,16 @@ def report(rows: list[Row], unavailable: dict[str, str]) -> None:
             text = describe(run) if isinstance(run, Measurement) else run
             print(f"  {row.server.name} #{index}: {text}")
     print(f"\nMedians over the runs that answered (ok/runs):\n{'server':<28}", end="")
-    print("".join(f"{title:>12}" for title, _, _ in COLUMNS) + f"{'ok':>6}")
+    print("".join(f"{title:>12}" for title, _ in COLUMNS) + f"{'ok':>6}")
     for row in rows:
-        cells = [row.median(figure) for _, figure, _ in COLUMNS]
-        text = "".join(f"{'-' if v is None else fmt.format(v):>12}" for v, (_, _, fmt) in
-                       zip(cells, COLUMNS, strict=True))  # fmt: skip
+        cells = [row.median(figure) for _, figure in COLUMNS]
+        text = "".join(f"{'-' if v is None else number(v):>12}" for v in cells)
         print(f"{row.server.name:<28}{text}{f'{len(row.measured)}/{len(row.runs)}':>6}")
     for family, reason in unavailable.items():
         print(f"{family:<28}not measured: {reason}")
     for row in rows:
         if not row.measured and row.runs:
-            print(f"{row.server.name}: no run answered; first reason: {row.runs[0]}")
+            print(f"{row.server.name}: no run answered; the first {row.runs[0]}")
     print_ratios(rows)
 
 
