@@ -85,7 +85,10 @@ def main() -> int:
         work = Path(folder)
         rows, unavailable = prepare(spec, work, lambda name: selected(name, args.only))
         rows = [row for row in rows if selected(row.server.name, args.only)]
-        run_rounds(rows, work, args.repeats, args.duration, args.connections)
+        try:
+            run_rounds(rows, work, args.repeats, args.duration, args.connections)
+        except KeyboardInterrupt:  # a cut run still reports what it measured
+            print("interrupted: the report covers the runs done so far", file=sys.stderr)
     report(rows, unavailable)
     if args.json:
         args.json.write_text(json.dumps(as_json(rows, unavailable), indent=2))
