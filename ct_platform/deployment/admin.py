@@ -22,6 +22,11 @@ class AdminClient:
         self._url = url
         self._headers = {"Authorization": f"Bearer {token}"}
 
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return self._url
+
     def slots(self) -> dict[str, Any]:
         return self._call("GET", "/admin/slots")
 

@@ -3,8 +3,8 @@
 - `rollout` (asset): one materialization per analysis, with the strategy, step, weight and
   the analysis figures and verdict as numeric metadata, so the UI plots them over time.
   Materializing it by hand runs one analysis at once.
-- `rollout_sensor`: every tick reads `$CT_HOME/rollouts/current.json`; when the current
-  period is over it runs one analysis (a GET of the server's per-slot totals, and a routing
+- `rollout_sensor`: every tick (each analysis interval, between 5 and 60 s) reads
+  `$CT_HOME/rollouts/current.json`; when the current period is over it runs one analysis (a GET of the server's per-slot totals, and a routing
   call when the step moves) and reports the new state as a `rollout` materialization. It
   never waits: the rollout's pace is `deployment.analysis.interval_seconds`.
 - `rollout_control` (job): pause, resume, promote now or abort from the UI (launchpad
@@ -12,6 +12,7 @@
   `ct rollout pause|resume|promote|abort`.
 """
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from ct_platform.deployment.controller import Rollout
 
 ROLLOUT = dg.AssetKey("rollout")
-SENSOR_INTERVAL_SECONDS = 60
+# The sensor looks once per analysis interval, within these bounds (a tick is one file read).
+SENSOR_INTERVAL_SECONDS = (5, 60)
 
 
 class RolloutControlConfig(dg.Config):
@@ -63,9 +65,14 @@ def rollout_metadata(rollout: "Rollout | None") -> dict[str, dg.MetadataValue]:
     return metadata
 
 
-def build_rollout_defs(
-    spec: Spec, sensor_interval_seconds: int = SENSOR_INTERVAL_SECONDS
-) -> dg.Definitions:
+def sensor_interval(spec: Spec) -> int:
+    """Seconds between two `rollout_sensor` ticks: the analysis interval, within bounds."""
+    shortest, longest = SENSOR_INTERVAL_SECONDS
+    interval = math.ceil(spec.deployment.analysis.interval_seconds)
+    return min(longest, max(shortest, interval))
+
+
+def build_rollout_defs(spec: Spec) -> dg.Definitions:
     @dg.asset(
         key=ROLLOUT,
         deps=[DEPLOYED_ENDPOINT],
@@ -85,7 +92,7 @@ def build_rollout_defs(
 
     @dg.sensor(
         name="rollout_sensor",
-        minimum_interval_seconds=sensor_interval_seconds,
+        minimum_interval_seconds=sensor_interval(spec),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Advances the active rollout one analysis per interval; records each "
         "as a `rollout` materialization.",
