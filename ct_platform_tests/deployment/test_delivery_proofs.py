@@ -1,4 +1,5 @@
-"""Rollouts under `wrk` load (single-row requests, 8 connections) on a real server process.
+"""Rollouts under `wrk` load (single-row requests, 8 connections) on a real server: a local
+process, then one docker container (the same admin calls; skipped loudly without an engine).
 
 - a full canary to 100 % and a blue-green switch each end with 0 failed requests;
 - a bad candidate (slow, erroring on some rows, shifted scores; real bundles, see
@@ -6,7 +7,8 @@
   share of the traffic has 0 failures.
 
 Assertions are on counts and states, never on a latency figure: the figures are the
-benchmark's (benchmarks/delivery/run.py). Without `wrk` these tests SKIP, loudly.
+benchmark's (benchmarks/delivery/run.py). Without `wrk` these tests SKIP, loudly. On docker
+every rollout is hot swaps inside the one container: its id never changes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ct_platform.deployment import target_for
+from ct_platform.deployment import DeploymentTarget
 from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.analysis import slot_window
 from ct_platform.deployment.controller import RolloutController
@@ -60,17 +62,23 @@ def bad_bundles(
 
 
 @pytest.fixture
-def serving_v1(serving_spec: Spec, bundles: dict[str, Path]) -> Iterator[AdminClient]:
-    """A real server process (local target) with version 1 in its stable slot."""
-    target = target_for(serving_spec)
-    target.deploy(bundles["1"])
-    yield admin_client(serving_spec)
-    target.stop()
+def serving_v1(serving_target: DeploymentTarget, target_spec: Spec) -> Iterator[AdminClient]:
+    """The admin API of a real server (local process or container) serving version 1; at
+    the end, the same server still runs: every rollout was hot swaps inside it."""
+    server = server_identity(serving_target)
+    yield admin_client(target_spec)
+    assert server_identity(serving_target) == server
+
+
+def server_identity(target: DeploymentTarget) -> str:
+    """The server process's pid (local) or the container's id (docker)."""
+    state = json.loads(target.state_file.read_text())  # type: ignore[attr-defined]
+    return str(state.get("container_id") or state["pid"])
 
 
 def test_canary_then_blue_green_under_load_fail_no_request(
     wrk: str,
-    serving_spec: Spec,
+    target_spec: Spec,
     serving_v1: AdminClient,
     bundles: dict[str, Path],
     two_versions: ModelRegistry,
@@ -78,8 +86,8 @@ def test_canary_then_blue_green_under_load_fail_no_request(
 ) -> None:
     """Version 2 goes out as a canary to 100 %, then version 1 comes back by a blue-green
     switch (one server for both: a server start costs a minute on a busy machine)."""
-    url = target_for(serving_spec).status().endpoint.url
-    canary = RolloutController(delivery_spec(serving_spec, "canary"), serving_v1, two_versions)
+    url = serving_v1.url
+    canary = RolloutController(delivery_spec(target_spec, "canary"), serving_v1, two_versions)
 
     with WrkLoad(url, load_rows) as load:
         canary.begin(CANDIDATE, bundles[CANDIDATE].name)
@@ -95,7 +103,7 @@ def test_canary_then_blue_green_under_load_fail_no_request(
     assert two_versions.alias_version(CHAMPION).version == 2
     assert two_versions.alias_version(CANARY) is None
 
-    spec = delivery_spec(serving_spec, "blue_green", blue_green={"rollback_window_seconds": 0})
+    spec = delivery_spec(target_spec, "blue_green", blue_green={"rollback_window_seconds": 0})
     blue_green = RolloutController(spec, serving_v1, two_versions)
     with WrkLoad(url, load_rows) as load:
         blue_green.begin("1", bundles["1"].name)
@@ -113,7 +121,7 @@ def test_canary_then_blue_green_under_load_fail_no_request(
 
 def test_bad_candidates_rolled_back_at_first_step(
     wrk: str,
-    serving_spec: Spec,
+    target_spec: Spec,
     serving_v1: AdminClient,
     bad_bundles: dict[str, Path],
     two_versions: ModelRegistry,
@@ -121,8 +129,8 @@ def test_bad_candidates_rolled_back_at_first_step(
 ) -> None:
     """Each in turn, on one server: rolled back at 20 %, the failed check in the reason,
     stable's share without a failure, an alert raised."""
-    spec = delivery_spec(serving_spec, "canary")
-    url = target_for(spec).status().endpoint.url
+    spec = delivery_spec(target_spec, "canary")
+    url = serving_v1.url
     controller = RolloutController(spec, serving_v1, two_versions)
     alerts = spec.paths.home / "alerts.jsonl"
     for kind, built in bad_bundles.items():
