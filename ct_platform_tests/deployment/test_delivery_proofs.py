@@ -76,22 +76,34 @@ def server_identity(target: DeploymentTarget) -> str:
     return str(state.get("container_id") or state["pid"])
 
 
-def test_canary_then_blue_green_under_load_fail_no_request(
+def test_rollouts_under_load(
     wrk: str,
     target_spec: Spec,
     serving_v1: AdminClient,
     bundles: dict[str, Path],
+    bad_bundles: dict[str, Path],
     two_versions: ModelRegistry,
     load_rows: list[dict[str, Any]],
 ) -> None:
-    """Version 2 goes out as a canary to 100 %, then version 1 comes back by a blue-green
-    switch (one server for both: a server start costs a minute on a busy machine)."""
-    url = serving_v1.url
-    canary = RolloutController(delivery_spec(target_spec, "canary"), serving_v1, two_versions)
+    """On one server (a container start costs minutes on a busy machine with the vfs
+    storage driver): version 2 as a canary to 100 %, version 1 back by a blue-green switch,
+    then each bad candidate as a canary, rolled back at the first step."""
+    canary_then_blue_green(target_spec, serving_v1, bundles, two_versions, load_rows)
+    bad_candidates_rolled_back(target_spec, serving_v1, bad_bundles, two_versions, load_rows)
 
-    with WrkLoad(url, load_rows) as load:
+
+def canary_then_blue_green(
+    target_spec: Spec,
+    admin: AdminClient,
+    bundles: dict[str, Path],
+    registry: ModelRegistry,
+    load_rows: list[dict[str, Any]],
+) -> None:
+    """Both end with 0 failed requests; `champion` follows the server's stable slot."""
+    canary = RolloutController(delivery_spec(target_spec, "canary"), admin, registry)
+    with WrkLoad(admin.url, load_rows) as load:
         canary.begin(CANDIDATE, bundles[CANDIDATE].name)
-        done = drive(canary, serving_v1, min_requests=MIN_REQUESTS)
+        done = drive(canary, admin, min_requests=MIN_REQUESTS)
     result = load.result
 
     assert done.rollout.status == "completed", done.rollout.reason
@@ -99,48 +111,46 @@ def test_canary_then_blue_green_under_load_fail_no_request(
     assert passed == [0.2, 0.4, 0.6, 0.8, 1.0]
     assert result.requests > 5 * MIN_REQUESTS
     assert (result.non2xx, result.socket_errors) == (0, 0), load.output
-    assert serving_v1.stable_version() == CANDIDATE
-    assert two_versions.alias_version(CHAMPION).version == 2
-    assert two_versions.alias_version(CANARY) is None
+    assert admin.stable_version() == CANDIDATE
+    assert registry.alias_version(CHAMPION).version == 2
+    assert registry.alias_version(CANARY) is None
 
     spec = delivery_spec(target_spec, "blue_green", blue_green={"rollback_window_seconds": 0})
-    blue_green = RolloutController(spec, serving_v1, two_versions)
-    with WrkLoad(url, load_rows) as load:
+    blue_green = RolloutController(spec, admin, registry)
+    with WrkLoad(admin.url, load_rows) as load:
         blue_green.begin("1", bundles["1"].name)
-        done = drive(blue_green, serving_v1, min_requests=MIN_REQUESTS)
+        done = drive(blue_green, admin, min_requests=MIN_REQUESTS)
     result = load.result
 
     assert done.rollout.status == "completed", done.rollout.reason
     verdicts = [entry["verdict"] for entry in done.rollout.history]
     assert verdicts[-3:] == ["pass", "switch", "completed"], verdicts
     assert (result.non2xx, result.socket_errors) == (0, 0), load.output
-    slots = serving_v1.slots()
+    slots = admin.slots()
     assert (slots["stable"]["version"], slots["previous"]["version"]) == ("1", "2")
-    assert two_versions.alias_version(CHAMPION).version == 1
+    assert registry.alias_version(CHAMPION).version == 1
 
 
-def test_bad_candidates_rolled_back_at_first_step(
-    wrk: str,
+def bad_candidates_rolled_back(
     target_spec: Spec,
-    serving_v1: AdminClient,
+    admin: AdminClient,
     bad_bundles: dict[str, Path],
-    two_versions: ModelRegistry,
+    registry: ModelRegistry,
     load_rows: list[dict[str, Any]],
 ) -> None:
-    """Each in turn, on one server: rolled back at 20 %, the failed check in the reason,
-    stable's share without a failure, an alert raised."""
+    """Each in turn: rolled back at 20 %, the failed check in the reason, stable's share
+    without a failure, an alert raised."""
     spec = delivery_spec(target_spec, "canary")
-    url = serving_v1.url
-    controller = RolloutController(spec, serving_v1, two_versions)
+    controller = RolloutController(spec, admin, registry)
     alerts = spec.paths.home / "alerts.jsonl"
     for kind, built in bad_bundles.items():
         bundle = shutil.copytree(built, spec.paths.bundles / built.name)
-        before = serving_v1.stats()
-        with WrkLoad(url, load_rows) as load:
+        before = admin.stats()
+        with WrkLoad(admin.url, load_rows) as load:
             controller.begin(CANDIDATE, bundle.name)
-            done = drive(controller, serving_v1, min_requests=MIN_REQUESTS)
+            done = drive(controller, admin, min_requests=MIN_REQUESTS)
         result = load.result
-        stats = serving_v1.stats()  # the candidate is unloaded: nothing changes after this
+        stats = admin.stats()  # the candidate is unloaded: nothing changes after this
 
         rollout = done.rollout
         assert rollout.status == "rolled_back", (kind, rollout.reason)
@@ -154,8 +164,8 @@ def test_bad_candidates_rolled_back_at_first_step(
         assert result.socket_errors == 0, (kind, load.output)
         assert result.non2xx == candidate.errors, kind
         assert (candidate.errors > 0) == (kind == "errors"), (kind, candidate.errors)
-        slots = serving_v1.slots()
+        slots = admin.slots()
         assert (slots["stable"]["version"], slots["candidate"]) == ("1", None), kind
-        assert two_versions.alias_version(CHAMPION).version == 1
-        assert two_versions.alias_version(CANARY) is None
+        assert registry.alias_version(CHAMPION).version == 1
+        assert registry.alias_version(CANARY) is None
         assert json.loads(alerts.read_text().splitlines()[-1])["detail"] == rollout.reason

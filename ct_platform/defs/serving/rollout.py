@@ -4,9 +4,10 @@
   the analysis figures and verdict as numeric metadata, so the UI plots them over time.
   Materializing it by hand runs one analysis at once.
 - `rollout_sensor`: every tick (each analysis interval, between 5 and 60 s) reads
-  `$CT_HOME/rollouts/current.json`; when the current period is over it runs one analysis (a GET of the server's per-slot totals, and a routing
-  call when the step moves) and reports the new state as a `rollout` materialization. It
-  never waits: the rollout's pace is `deployment.analysis.interval_seconds`.
+  `$CT_HOME/rollouts/current.json`; when the current period is over it runs one analysis
+  (a GET of the server's per-slot totals, and a routing call when the step moves) and
+  reports the new state as a `rollout` materialization. It never waits: the rollout's pace
+  is `deployment.analysis.interval_seconds`.
 - `rollout_control` (job): pause, resume, promote now or abort from the UI (launchpad
   config `{"ops": {"control_rollout": {"config": {"action": "abort"}}}}`), like
   `ct rollout pause|resume|promote|abort`.
