@@ -21,6 +21,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -65,14 +66,15 @@ def kill_local_server(target: DeploymentTarget) -> None:
         time.sleep(0.1)
 
 
-def answering_versions(url: str, row: dict[str, object], n: int = 30) -> set[str]:
-    """The versions that answered `n` single-row requests, each with its own routing key."""
+def answering_versions(url: str, rows: list[dict[str, Any]], n: int = 30) -> set[str]:
+    """The versions that answered `n` single-row requests (cycling over `rows`, so that
+    score distributions are real ones), each with its own routing key."""
     versions = set()
     with httpx.Client(base_url=url, timeout=60) as client:
         for i in range(n):
             response = client.post(
                 "/invocations",
-                json={"dataframe_records": [row]},
+                json={"dataframe_records": [rows[i % len(rows)]]},
                 headers={"x-routing-key": f"restart-{i}"},
             )
             assert response.status_code == 200, response.text
@@ -89,9 +91,9 @@ def test_restarts_serve_the_champion_never_a_candidate(
     serving_target: DeploymentTarget,
     bundles: dict[str, Path],
     two_versions: ModelRegistry,
-    sample_row: dict[str, object],
+    load_rows: list[dict[str, Any]],
 ) -> None:
-    server = Server(serving_target, admin_client(target_spec), two_versions, sample_row)
+    server = Server(serving_target, admin_client(target_spec), two_versions, load_rows)
     restart_mid_canary_rolls_back(server, target_spec, bundles)
     restart_after_completion_serves_the_new_version(server, target_spec, bundles)
     restart_after_blue_green_switch_then_abort(server, target_spec, bundles)
@@ -102,10 +104,10 @@ class Server:
     target: DeploymentTarget
     admin: AdminClient
     registry: ModelRegistry
-    row: dict[str, object]
+    rows: list[dict[str, Any]]
 
     def answering(self, n: int = 30) -> set[str]:
-        return answering_versions(self.admin.url, self.row, n)
+        return answering_versions(self.admin.url, self.rows, n)
 
     def recorded_version(self) -> str:
         """The version the target would start again after a restart."""
