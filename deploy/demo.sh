@@ -46,7 +46,7 @@ if [[ $demo_spec == 1 ]]; then
   # The bank spec plus a `deployment` section: each new champion goes out as a canary,
   # 20 -> 40 -> 60 -> 80 -> 100 %, one analysis per step once CT_DEMO_CANARY_INTERVAL seconds
   # have passed and the candidate has answered 50 requests of it (the simulated traffic
-  # sends CT_DEMO_RPS a second); the rollout sensor looks once a minute. Rewritten at every
+  # sends CT_DEMO_RPS a second); the rollout sensor looks once per interval. Rewritten at every
   # start, so it follows the shipped spec; the landing folder stays the repo's.
   python - "$repo/ct_platform.yaml" "$CT_SPEC" "${CT_DEMO_CANARY_INTERVAL:-30}" <<'PY'
 import sys

@@ -1,6 +1,7 @@
 """Delivery benchmark: rollouts under `wrk` load, with the figures the proofs do not assert.
 
     .venv/bin/python benchmarks/delivery/run.py [--target local|docker] [--connections 8]
+                                                [--replacement-only | --no-replacement]
                                                 [--json out.json]
 
 In a throwaway CT_HOME: fit two good bank models (versions 1 and 2) and the three bad
@@ -89,8 +90,15 @@ def main() -> int:
         help="docker: measure only the container replacement (the rollouts are the same "
         "admin calls on both targets)",
     )
+    parser.add_argument(
+        "--no-replacement",
+        action="store_true",
+        help="docker: the rollouts only, without the container replacement",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.replacement_only and args.no_replacement:
+        parser.error("--replacement-only and --no-replacement exclude each other")
 
     with tempfile.TemporaryDirectory(prefix="ct-delivery-bench-") as home:
         os.environ["CT_HOME"] = home
@@ -102,7 +110,14 @@ def main() -> int:
         try:
             target.deploy(bundles["good"])
             scenarios = run_scenarios(
-                spec, target, bundles, registry, rows, args.connections, args.replacement_only
+                spec,
+                target,
+                bundles,
+                registry,
+                rows,
+                args.connections,
+                rollouts=not args.replacement_only,
+                replacement=not args.no_replacement,
             )
         finally:
             target.stop()
@@ -168,14 +183,16 @@ def run_scenarios(
     registry: Any,
     rows: list[dict[str, Any]],
     connections: int,
-    replacement_only: bool = False,
+    *,
+    rollouts: bool = True,
+    replacement: bool = True,
 ) -> list[Scenario]:
     plan = [
         ("canary to 100 %", "canary", "good"),
         ("blue-green switch", "blue_green", "good"),
         *((f"bad candidate: {kind}", "canary", kind) for kind in BAD_CANDIDATES),
     ]
-    if replacement_only:
+    if not rollouts:
         plan = []
     scenarios = []
     for label, strategy, bundle in plan:
@@ -188,7 +205,7 @@ def run_scenarios(
             spec, strategy, label, bundles[bundle], registry, rows, connections
         )
         scenarios.append(scenario)
-    if isinstance(target, DockerTarget):
+    if replacement and isinstance(target, DockerTarget):
         target.deploy(bundles["stable"])
         print("running: container replacement (image change) ...", flush=True)
         scenarios.append(replacement_scenario(target, rows, connections))

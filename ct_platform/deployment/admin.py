@@ -9,8 +9,10 @@ import httpx
 
 from ct_platform.deployment.endpoint import DeploymentError
 
-# Loading a bundle (ONNX session, skops fallback) can take a while on a busy machine.
-LOAD_TIMEOUT_S = 60.0
+# Admin calls answer at once, except a load: an ONNX session, or a big skops fallback
+# deserialized while the server answers traffic, can take minutes on a busy machine.
+CALL_TIMEOUT_S = 60.0
+LOAD_TIMEOUT_S = 600.0
 
 
 class AdminAuthError(DeploymentError):
@@ -21,6 +23,11 @@ class AdminClient:
     def __init__(self, url: str, token: str) -> None:
         self._url = url
         self._headers = {"Authorization": f"Bearer {token}"}
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return self._url
 
     def slots(self) -> dict[str, Any]:
         return self._call("GET", "/admin/slots")
@@ -43,7 +50,9 @@ class AdminClient:
     def load(self, bundle: Path | str, slot: str = "candidate") -> dict[str, Any]:
         """Load `bundle` (a folder name under the server's $CT_HOME/bundles, or a path in
         it) into `slot`; a candidate gets no traffic until routed. Returns the new slots."""
-        return self._call("POST", f"/admin/slots/{slot}/load", {"bundle": str(bundle)})
+        return self._call(
+            "POST", f"/admin/slots/{slot}/load", {"bundle": str(bundle)}, timeout=LOAD_TIMEOUT_S
+        )
 
     def unload_candidate(self) -> dict[str, Any]:
         return self._call("DELETE", "/admin/slots/candidate")
@@ -64,9 +73,16 @@ class AdminClient:
         """Per-slot running totals since the server started (see `serving.slot_stats`)."""
         return self._call("GET", "/admin/stats")
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float = CALL_TIMEOUT_S,
+    ) -> dict[str, Any]:
         response = httpx.request(
-            method, f"{self._url}{path}", json=body, headers=self._headers, timeout=LOAD_TIMEOUT_S
+            method, f"{self._url}{path}", json=body, headers=self._headers, timeout=timeout
         )
         if response.status_code in (401, 403):
             raise AdminAuthError(f"admin API at {self._url} refused us: {response.text[:300]}")

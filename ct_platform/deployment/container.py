@@ -21,11 +21,11 @@ for those few seconds (benchmarks/delivery/run.py measures it), and keep the URL
 new container never gets healthy it is removed and the old one started again.
 
 The server's start-up bundle is `bundles/.serving-docker`, a relative symlink this module
-points at the bundle it last deployed: a container Docker restarts (its restart policy, a
-daemon or host restart) comes back serving that version, not the one it first started with.
-(A version promoted since by a rollout is not the symlink's: the restarted server serves the
-last deployed one, and the endpoint watchdog, finding it is not the champion, deploys the
-champion.)
+points at the bundle the stable slot serves: the one it last deployed, or the one a rollout
+last completed (`adopt`, called once the candidate is promoted, never while it is only a
+candidate). A container Docker restarts (its restart policy, a daemon or host restart) comes
+back serving that version, the champion: a restart in the middle of a rollout serves stable
+alone, and the rollout, finding its candidate gone, ends rolled back.
 
 Prediction-log and feedback folders are mounted read-write so monitoring on the host reads
 what the container logs; the container runs as the host user so those files belong to it.
@@ -176,6 +176,15 @@ class DockerTarget:
         detail = f"container {container.short_id} ({container.status}, {health})"
         healthy = container.status == "running" and health == "healthy"
         return EndpointStatus(endpoint, healthy=healthy, detail=detail)
+
+    def adopt(self, bundle_dir: Path) -> Endpoint:
+        """Point the start-up symlink (and the state) at `bundle_dir`, which the container's
+        stable slot serves now (promoted through the admin API): a restart serves it."""
+        with exclusive(self.lock_file):
+            container = self._current_container()
+            if container is None:
+                raise DeploymentError("no serving container: nothing to adopt a bundle")
+            return self._record(bundle_dir.resolve(), container)
 
     def stop(self) -> None:
         with exclusive(self.lock_file):

@@ -22,6 +22,17 @@ Registry policy (so that MLflow, the server and Dagster never disagree about wha
 switch, or a person's "promote now"), and `canary` is removed at the end either way. A
 rollback removes `canary` and leaves `champion`, and stable, untouched.
 
+What a restart serves: the target records the bundle of the server's stable slot (the
+local state file, the docker container's start-up symlink). It moves to the new version
+only once the server promoted it (completion, a blue-green switch) and back after a
+rollback of a switch, never while the version is a candidate: a server restarted in the
+middle of a rollout serves the champion alone, and the rollout, finding its candidate gone
+(or the server not answering), ends rolled back with that reason and an alert.
+
+Audit log: the start ("canary started"), the end of a rollout that moved traffic
+("canary completed", "blue-green switched") are deployments; a rollback is a rollback
+("canary rolled back: ..."), each with the rollout as actor.
+
 Nothing here waits: `advance()` does one analysis when an interval has passed and returns.
 The state lives in `$CT_HOME/rollouts/current.json` (replaced atomically, changed under a
 file lock); every finished rollout is kept as `<id>.json` beside it.
@@ -38,6 +49,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx
+
 from ct_platform.deployment.analysis import (
     Analysis,
     ab_test,
@@ -47,6 +60,7 @@ from ct_platform.deployment.analysis import (
 )
 from ct_platform.deployment.endpoint import DeploymentError
 from ct_platform.deployment.state import exclusive, read_json, write_json_atomic
+from ct_platform.deployment.targets import DeploymentTarget, target_for
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec
 
@@ -61,6 +75,13 @@ ACTIVE: tuple[Status, ...] = ("running", "paused")
 Action = Literal["pause", "resume", "promote", "abort"]
 ACTIONS: tuple[Action, ...] = ("pause", "resume", "promote", "abort")
 CURRENT_FILE = "current.json"
+# How the audit log and people name each strategy ("canary started").
+STRATEGY_LABELS = {
+    "canary": "canary",
+    "blue_green": "blue-green",
+    "shadow": "shadow",
+    "ab": "A/B test",
+}
 
 
 class RolloutError(DeploymentError):
@@ -76,6 +97,9 @@ class Rollout:
     # The bundle as the server's admin API takes it: a folder name under $CT_HOME/bundles.
     bundle: str
     started_at: float
+    # The stable version's bundle as its target recorded it (None: not known), which a
+    # restart serves again after a blue-green switch is rolled back.
+    previous_bundle: str | None = None
     status: Status = "running"
     # canary: "canary"; blue_green: "verify" then "switched"; shadow: "shadow"; ab: "test"
     phase: str = ""
@@ -96,6 +120,10 @@ class Rollout:
     @property
     def active(self) -> bool:
         return self.status in ACTIVE
+
+    @property
+    def label(self) -> str:
+        return STRATEGY_LABELS.get(self.strategy, self.strategy)
 
     def summary(self) -> dict[str, Any]:
         """The state without the raw snapshots (for people, the CLI, the UI)."""
@@ -145,11 +173,14 @@ class RolloutController:
         *,
         clock: Callable[[], float] = time.time,
         environ: Mapping[str, str] = os.environ,
+        target: DeploymentTarget | None = None,
     ) -> None:
+        """`admin` talks to the server that `target` (default: the spec's) deployed."""
         self.spec = spec
         self.deployment = spec.deployment
         self.admin = admin
         self.registry = registry
+        self.target = target or target_for(spec)
         self.clock = clock
         self.environ = environ
         self.store = RolloutStore(spec.paths.rollouts)
@@ -176,6 +207,7 @@ class RolloutController:
                 previous_version=str(slots["stable"]["version"]),
                 bundle=bundle,
                 started_at=now,
+                previous_bundle=self._recorded_bundle(str(slots["stable"]["version"])),
                 period_started_at=now,
             )
             self.admin.load(bundle)
@@ -183,9 +215,25 @@ class RolloutController:
             self._open(rollout)
             snapshot = self.admin.stats()
             rollout.origin = rollout.cursor = snapshot
-            self._note(rollout, "start", f"{strategy} rollout of version {version} started")
+            started = f"{rollout.label} started: version {version} {self._share(rollout)}"
+            self._note(rollout, "start", started)
             self.store.write(rollout)
+            self._record_deployment(rollout, int(version), started)
             return rollout
+
+    def _recorded_bundle(self, stable_version: str) -> str | None:
+        """The bundle the target recorded for the stable version (None if it records another)."""
+        status = self.target.status()
+        if status is None or status.endpoint.version != stable_version:
+            return None
+        return status.endpoint.bundle
+
+    @staticmethod
+    def _share(rollout: Rollout) -> str:
+        beside = f"beside version {rollout.previous_version}"
+        if rollout.strategy in ("blue_green", "shadow"):
+            return f"scores shadow copies of live traffic {beside}"
+        return f"answers {100 * rollout.weight:g} % of traffic {beside}"
 
     def _open(self, rollout: Rollout) -> None:
         """The first routing of each strategy."""
@@ -224,7 +272,11 @@ class RolloutController:
             return rollout
 
     def _step(self, rollout: Rollout, now: float) -> None:
-        stats = self.admin.stats()
+        try:
+            stats = self.admin.stats()
+        except httpx.ConnectError as error:
+            self._server_gone(rollout, str(error))
+            return
         lost = self._lost_version(rollout, stats["routing"])
         if lost:
             self._roll_back(rollout, lost, alert=True)
@@ -278,12 +330,19 @@ class RolloutController:
 
     def _switch(self, rollout: Rollout, now: float) -> None:
         """Blue-green: all traffic to the verified candidate at once; the old one stays."""
-        self.admin.route(0.0)
-        self.admin.promote()
+        self._promote_on_server(rollout)
         self._move_champion(rollout)
         rollout.phase, rollout.weight = "switched", 1.0
         rollout.period_started_at = now
-        self._note(rollout, "switch", f"all traffic switched to version {rollout.version}")
+        switched = f"{rollout.label} switched: all traffic to version {rollout.version}"
+        self._note(rollout, "switch", switched)
+        self._record_deployment(rollout, int(rollout.version), switched)
+
+    def _promote_on_server(self, rollout: Rollout) -> None:
+        """The candidate becomes the server's stable, then what a restart serves."""
+        self.admin.route(0.0)
+        self.admin.promote()
+        self.target.adopt(self.spec.paths.bundles / rollout.bundle)
 
     def _after_switch(self, rollout: Rollout, now: float) -> None:
         window = self.deployment.blue_green.rollback_window_seconds
@@ -378,9 +437,10 @@ class RolloutController:
     def _complete(self, rollout: Rollout, reason: str) -> None:
         """All traffic to the candidate: the server promotes it, then `champion` follows."""
         if rollout.phase != "switched":
-            self.admin.route(0.0)
-            self.admin.promote()
+            self._promote_on_server(rollout)
             self._move_champion(rollout)
+            completed = f"{rollout.label} completed: version {rollout.version} serves all traffic"
+            self._record_deployment(rollout, int(rollout.version), f"{completed} ({reason})")
         rollout.weight = 1.0
         self._finish(rollout, "completed", reason)
 
@@ -409,17 +469,49 @@ class RolloutController:
         `champion` moves back to it.
         """
         if rollout.phase == "switched":
-            self.admin.rollback()
+            self._switch_back(rollout)
             if rollout.previous_version is not None:
                 self.registry.set_alias(CHAMPION, int(rollout.previous_version))
         else:
             self._restore_stable_only(rollout)
+        self._end_rolled_back(rollout, reason, alert=alert, status=status)
+
+    def _end_rolled_back(
+        self, rollout: Rollout, reason: str, *, alert: bool, status: Status = "rolled_back"
+    ) -> None:
         self.registry.delete_alias(CANARY)
         rollout.weight = 0.0
         self._finish(rollout, status, reason)
         self._record_rollback(rollout, reason)
         if alert:
             self._alert(rollout)
+
+    def _switch_back(self, rollout: Rollout) -> None:
+        """After a blue-green switch: the previous version back, in one swap while the server
+        still holds it (a restarted one does not: then a deploy, itself a hot swap)."""
+        previous = self.admin.slots().get("previous") or {}
+        if str(previous.get("version")) == rollout.previous_version:
+            self.admin.rollback()
+            if rollout.previous_bundle is not None:
+                self.target.adopt(Path(rollout.previous_bundle))
+        elif rollout.previous_bundle is not None:
+            self.target.deploy(Path(rollout.previous_bundle))
+        else:
+            raise RolloutError(
+                f"the server no longer holds version {rollout.previous_version} and its bundle "
+                "is not recorded: deploy it (ct rollback) to switch back"
+            )
+
+    def _server_gone(self, rollout: Rollout, error: str) -> None:
+        """The server does not answer (stopped, restarting): the rollout ends. A restarted
+        server serves what its target recorded: the champion, without the candidate."""
+        why = f"the server does not answer ({error}): rollout ended"
+        if rollout.phase == "switched":  # already the champion, and what a restart serves
+            self._finish(rollout, "completed", f"{why}; the rollback window closed early")
+            return
+        self._end_rolled_back(
+            rollout, f"{why}; a restart serves version {rollout.previous_version} alone", alert=True
+        )
 
     def _record_rollback(self, rollout: Rollout, reason: str) -> None:
         """An audit line: the candidate left traffic, the previous champion serves (for a
@@ -432,10 +524,21 @@ class RolloutController:
                 kind="rollback",
                 model=self.registry.model_name,
                 actor=f"{rollout.strategy} rollout",
-                reason=reason,
+                reason=f"{rollout.label} rolled back: {reason}",
                 from_version=int(rollout.version),
                 to_version=champion.version if champion else None,
             )
+        )
+
+    def _record_deployment(self, rollout: Rollout, version: int, what: str) -> None:
+        from ct_platform.governance.lifecycle import record_deployment
+
+        record_deployment(
+            self.registry.model_name,
+            version,
+            f"{self.target.name} {self.admin.url}",
+            actor=f"{rollout.strategy} rollout",
+            reason=what,
         )
 
     def _restore_stable_only(self, rollout: Rollout) -> None:

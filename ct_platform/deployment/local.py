@@ -84,7 +84,7 @@ class LocalTarget:
         if served != version:
             # Someone else's server on our port would answer /ping just as well.
             raise DeploymentError(f"{self.url} serves version {served}, expected {version}")
-        endpoint = Endpoint(self.url, version, self.name, utc_now(), str(bundle_dir))
+        endpoint = self._endpoint(bundle_dir)
         write_json_atomic(
             self.state_file, {**endpoint.to_dict(), "pid": pid, "log": str(self.log_file)}
         )
@@ -101,6 +101,17 @@ class LocalTarget:
         healthy = is_healthy(endpoint.url)
         return EndpointStatus(endpoint, healthy, f"pid {pid}, {'' if healthy else 'not '}ready")
 
+    def adopt(self, bundle_dir: Path) -> Endpoint:
+        """Record `bundle_dir` as the served bundle (promoted through the admin API): a server
+        found dead is restarted with it (`ensure_running`), not with the one it started on."""
+        with exclusive(self.lock_file):
+            state = read_json(self.state_file)
+            if state is None:
+                raise DeploymentError("nothing is deployed: no server serves a bundle to adopt")
+            endpoint = self._endpoint(bundle_dir.resolve())
+            write_json_atomic(self.state_file, {**state, **endpoint.to_dict()})
+            return endpoint
+
     def stop(self) -> None:
         with exclusive(self.lock_file):
             self._stop()
@@ -111,6 +122,11 @@ class LocalTarget:
             self._terminate(pid)
         self.pid_file.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
+
+    def _endpoint(self, bundle_dir: Path) -> Endpoint:
+        return Endpoint(
+            self.url, read_meta(bundle_dir).version, self.name, utc_now(), str(bundle_dir)
+        )
 
     # --- process handling -------------------------------------------------------------
 

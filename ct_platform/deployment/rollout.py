@@ -5,7 +5,7 @@ it exports the champion's bundle, deploys it (a hot swap when a server already r
 proves it answers with a smoke request built from the spec's schema. With any other
 strategy the new version holds the `canary` alias (see `release_alias`) and `roll_out`
 starts a progressive rollout of it beside the serving champion (`controller`); a first
-deployment, with nothing serving yet, has nothing to compare with and goes in directly.
+deployment, with nothing deployed yet, has nothing to compare with and goes in directly.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ def roll_out(spec: Spec, registry: ModelRegistry | None = None) -> Endpoint:
     canary = registry.alias_version(CANARY) if release_alias(spec) == CANARY else None
     if canary is None:
         return _deploy_alias(spec, registry, CHAMPION)
-    status = target_for(spec).status()
-    if status is None or not status.healthy or registry.alias_version(CHAMPION) is None:
-        # Nothing serves to compare the new version with: it goes in at once.
+    if target_for(spec).status() is None or registry.alias_version(CHAMPION) is None:
+        # Nothing was ever deployed to compare the new version with: it goes in at once. (A
+        # server that is down or slow to answer is not that case: the champion is brought
+        # back first, then the rollout starts beside it.)
         endpoint = _deploy_alias(spec, registry, CANARY)
         registry.set_alias(CHAMPION, canary.version)
         registry.delete_alias(CANARY)

@@ -27,6 +27,11 @@ class DeploymentTarget(Protocol):
         """The current deployment and whether it is healthy; None when nothing is deployed."""
         ...
 
+    def adopt(self, bundle_dir: Path) -> Endpoint:
+        """Record `bundle_dir` as what the running server's stable slot serves now (a rollout
+        promoted it through the admin API): a restarted server starts with it."""
+        ...
+
     def stop(self) -> None:
         """Stop serving and forget the deployment."""
         ...

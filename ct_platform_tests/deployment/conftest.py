@@ -1,4 +1,9 @@
-"""Fixtures for deployment: real bundles (two versions), free ports, a sample request row."""
+"""Fixtures for deployment: real bundles (two versions), free ports, a sample request row,
+the Docker engine and serving image, and a server of either target with version 1 deployed.
+
+Without a Docker engine the docker tests SKIP, loudly: the reason is printed and raised as a
+warning, so a run without Docker can never pass for a run that tested it.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,17 @@ import shutil
 import socket
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pandas as pd
 import pytest
 
 from ct_platform.data.contract import check_contract
+from ct_platform.deployment import DeploymentError, DeploymentTarget, target_for
+from ct_platform.deployment.container import HOME_LABEL, DockerTarget, docker_client
 from ct_platform.deployment.export import HOLDOUT_ARTIFACT, default_registry
 from ct_platform.registry.mlflow_registry import ModelRegistry, ModelVersionInfo
 from ct_platform.registry.versions import CHAMPION
@@ -67,6 +76,16 @@ def register(
 
 def with_port(spec: Spec, port: int) -> Spec:
     return spec.model_copy(update={"serving": spec.serving.model_copy(update={"port": port})})
+
+
+def with_target(spec: Spec, target: str) -> Spec:
+    return spec.model_copy(update={"serving": spec.serving.model_copy(update={"target": target})})
+
+
+def loud_skip(reason: str) -> None:
+    print(f"\n{'#' * 72}\n## {reason}\n{'#' * 72}", file=sys.stderr)
+    warnings.warn(reason, stacklevel=2)
+    pytest.skip(reason)
 
 
 def free_port_pair() -> int:
@@ -140,11 +159,55 @@ def wrk() -> str:
     """The `wrk` binary; without one the test SKIPS, loudly (printed and warned)."""
     binary = wrk_binary()
     if binary is None:
-        reason = "NO wrk (apt-get install wrk): the delivery proofs under load are SKIPPED"
-        print(f"\n{'#' * 72}\n## {reason}\n{'#' * 72}", file=sys.stderr)
-        warnings.warn(reason, stacklevel=1)
-        pytest.skip(reason)
+        loud_skip("NO wrk (apt-get install wrk): the delivery proofs under load are SKIPPED")
     return binary
+
+
+@pytest.fixture(scope="session")
+def engine() -> docker.DockerClient:
+    try:
+        return docker_client()
+    except DeploymentError as exc:
+        loud_skip(f"{exc}: docker-target tests SKIPPED")
+        raise  # unreachable: pytest.skip raises
+
+
+@pytest.fixture(scope="session")
+def serving_image(engine: docker.DockerClient, bank_spec: Spec) -> str:
+    """Built once per session (minutes the very first time, seconds when cached)."""
+    return DockerTarget(bank_spec, engine).build_image()
+
+
+def remove_leftover_containers(engine: docker.DockerClient, spec: Spec) -> None:
+    """Every container made for this test's CT_HOME (a failed test may leave one)."""
+    for leftover in engine.containers.list(
+        all=True, filters={"label": f"{HOME_LABEL}={spec.paths.home}"}
+    ):
+        leftover.remove(force=True)
+
+
+@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
+def target_spec(request: pytest.FixtureRequest, serving_spec: Spec) -> Spec:
+    """The test's spec on the local target, then on the docker target (needs an engine)."""
+    if request.param == "docker":
+        request.getfixturevalue("serving_image")
+    return with_target(serving_spec, request.param)
+
+
+@pytest.fixture
+def serving_target(
+    request: pytest.FixtureRequest, target_spec: Spec, bundles: dict[str, Path]
+) -> Iterator[DeploymentTarget]:
+    """A real server of `target_spec`'s target (a process, or one container) serving version
+    1; stopped (and its containers removed) at the end."""
+    target = target_for(target_spec)
+    try:
+        target.deploy(bundles["1"])
+        yield target
+    finally:
+        target.stop()
+        if isinstance(target, DockerTarget):
+            remove_leftover_containers(request.getfixturevalue("engine"), target_spec)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Rollouts under `wrk` load (single-row requests, 8 connections) on a real server process.
+"""Rollouts under `wrk` load (single-row requests, 8 connections) on a real server: a local
+process, then one docker container (the same admin calls; skipped loudly without an engine).
 
 - a full canary to 100 % and a blue-green switch each end with 0 failed requests;
 - a bad candidate (slow, erroring on some rows, shifted scores; real bundles, see
@@ -6,7 +7,8 @@
   share of the traffic has 0 failures.
 
 Assertions are on counts and states, never on a latency figure: the figures are the
-benchmark's (benchmarks/delivery/run.py). Without `wrk` these tests SKIP, loudly.
+benchmark's (benchmarks/delivery/run.py). Without `wrk` these tests SKIP, loudly. On docker
+every rollout is hot swaps inside the one container: its id never changes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ct_platform.deployment import target_for
+from ct_platform.deployment import DeploymentTarget
 from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.analysis import slot_window
 from ct_platform.deployment.controller import RolloutController
@@ -60,30 +62,48 @@ def bad_bundles(
 
 
 @pytest.fixture
-def serving_v1(serving_spec: Spec, bundles: dict[str, Path]) -> Iterator[AdminClient]:
-    """A real server process (local target) with version 1 in its stable slot."""
-    target = target_for(serving_spec)
-    target.deploy(bundles["1"])
-    yield admin_client(serving_spec)
-    target.stop()
+def serving_v1(serving_target: DeploymentTarget, target_spec: Spec) -> Iterator[AdminClient]:
+    """The admin API of a real server (local process or container) serving version 1; at
+    the end, the same server still runs: every rollout was hot swaps inside it."""
+    server = server_identity(serving_target)
+    yield admin_client(target_spec)
+    assert server_identity(serving_target) == server
 
 
-def test_canary_then_blue_green_under_load_fail_no_request(
+def server_identity(target: DeploymentTarget) -> str:
+    """The server process's pid (local) or the container's id (docker)."""
+    state = json.loads(target.state_file.read_text())  # type: ignore[attr-defined]
+    return str(state.get("container_id") or state["pid"])
+
+
+def test_rollouts_under_load(
     wrk: str,
-    serving_spec: Spec,
+    target_spec: Spec,
     serving_v1: AdminClient,
     bundles: dict[str, Path],
+    bad_bundles: dict[str, Path],
     two_versions: ModelRegistry,
     load_rows: list[dict[str, Any]],
 ) -> None:
-    """Version 2 goes out as a canary to 100 %, then version 1 comes back by a blue-green
-    switch (one server for both: a server start costs a minute on a busy machine)."""
-    url = target_for(serving_spec).status().endpoint.url
-    canary = RolloutController(delivery_spec(serving_spec, "canary"), serving_v1, two_versions)
+    """On one server (a container start costs minutes on a busy machine with the vfs
+    storage driver): version 2 as a canary to 100 %, version 1 back by a blue-green switch,
+    then each bad candidate as a canary, rolled back at the first step."""
+    canary_then_blue_green(target_spec, serving_v1, bundles, two_versions, load_rows)
+    bad_candidates_rolled_back(target_spec, serving_v1, bad_bundles, two_versions, load_rows)
 
-    with WrkLoad(url, load_rows) as load:
+
+def canary_then_blue_green(
+    target_spec: Spec,
+    admin: AdminClient,
+    bundles: dict[str, Path],
+    registry: ModelRegistry,
+    load_rows: list[dict[str, Any]],
+) -> None:
+    """Both end with 0 failed requests; `champion` follows the server's stable slot."""
+    canary = RolloutController(delivery_spec(target_spec, "canary"), admin, registry)
+    with WrkLoad(admin.url, load_rows) as load:
         canary.begin(CANDIDATE, bundles[CANDIDATE].name)
-        done = drive(canary, serving_v1, min_requests=MIN_REQUESTS)
+        done = drive(canary, admin, min_requests=MIN_REQUESTS)
     result = load.result
 
     assert done.rollout.status == "completed", done.rollout.reason
@@ -91,48 +111,46 @@ def test_canary_then_blue_green_under_load_fail_no_request(
     assert passed == [0.2, 0.4, 0.6, 0.8, 1.0]
     assert result.requests > 5 * MIN_REQUESTS
     assert (result.non2xx, result.socket_errors) == (0, 0), load.output
-    assert serving_v1.stable_version() == CANDIDATE
-    assert two_versions.alias_version(CHAMPION).version == 2
-    assert two_versions.alias_version(CANARY) is None
+    assert admin.stable_version() == CANDIDATE
+    assert registry.alias_version(CHAMPION).version == 2
+    assert registry.alias_version(CANARY) is None
 
-    spec = delivery_spec(serving_spec, "blue_green", blue_green={"rollback_window_seconds": 0})
-    blue_green = RolloutController(spec, serving_v1, two_versions)
-    with WrkLoad(url, load_rows) as load:
+    spec = delivery_spec(target_spec, "blue_green", blue_green={"rollback_window_seconds": 0})
+    blue_green = RolloutController(spec, admin, registry)
+    with WrkLoad(admin.url, load_rows) as load:
         blue_green.begin("1", bundles["1"].name)
-        done = drive(blue_green, serving_v1, min_requests=MIN_REQUESTS)
+        done = drive(blue_green, admin, min_requests=MIN_REQUESTS)
     result = load.result
 
     assert done.rollout.status == "completed", done.rollout.reason
     verdicts = [entry["verdict"] for entry in done.rollout.history]
     assert verdicts[-3:] == ["pass", "switch", "completed"], verdicts
     assert (result.non2xx, result.socket_errors) == (0, 0), load.output
-    slots = serving_v1.slots()
+    slots = admin.slots()
     assert (slots["stable"]["version"], slots["previous"]["version"]) == ("1", "2")
-    assert two_versions.alias_version(CHAMPION).version == 1
+    assert registry.alias_version(CHAMPION).version == 1
 
 
-def test_bad_candidates_rolled_back_at_first_step(
-    wrk: str,
-    serving_spec: Spec,
-    serving_v1: AdminClient,
+def bad_candidates_rolled_back(
+    target_spec: Spec,
+    admin: AdminClient,
     bad_bundles: dict[str, Path],
-    two_versions: ModelRegistry,
+    registry: ModelRegistry,
     load_rows: list[dict[str, Any]],
 ) -> None:
-    """Each in turn, on one server: rolled back at 20 %, the failed check in the reason,
-    stable's share without a failure, an alert raised."""
-    spec = delivery_spec(serving_spec, "canary")
-    url = target_for(spec).status().endpoint.url
-    controller = RolloutController(spec, serving_v1, two_versions)
+    """Each in turn: rolled back at 20 %, the failed check in the reason, stable's share
+    without a failure, an alert raised."""
+    spec = delivery_spec(target_spec, "canary")
+    controller = RolloutController(spec, admin, registry)
     alerts = spec.paths.home / "alerts.jsonl"
     for kind, built in bad_bundles.items():
         bundle = shutil.copytree(built, spec.paths.bundles / built.name)
-        before = serving_v1.stats()
-        with WrkLoad(url, load_rows) as load:
+        before = admin.stats()
+        with WrkLoad(admin.url, load_rows) as load:
             controller.begin(CANDIDATE, bundle.name)
-            done = drive(controller, serving_v1, min_requests=MIN_REQUESTS)
+            done = drive(controller, admin, min_requests=MIN_REQUESTS)
         result = load.result
-        stats = serving_v1.stats()  # the candidate is unloaded: nothing changes after this
+        stats = admin.stats()  # the candidate is unloaded: nothing changes after this
 
         rollout = done.rollout
         assert rollout.status == "rolled_back", (kind, rollout.reason)
@@ -146,8 +164,8 @@ def test_bad_candidates_rolled_back_at_first_step(
         assert result.socket_errors == 0, (kind, load.output)
         assert result.non2xx == candidate.errors, kind
         assert (candidate.errors > 0) == (kind == "errors"), (kind, candidate.errors)
-        slots = serving_v1.slots()
+        slots = admin.slots()
         assert (slots["stable"]["version"], slots["candidate"]) == ("1", None), kind
-        assert two_versions.alias_version(CHAMPION).version == 1
-        assert two_versions.alias_version(CANARY) is None
+        assert registry.alias_version(CHAMPION).version == 1
+        assert registry.alias_version(CANARY) is None
         assert json.loads(alerts.read_text().splitlines()[-1])["detail"] == rollout.reason

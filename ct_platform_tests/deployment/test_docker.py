@@ -1,16 +1,15 @@
 """The docker target against a real Docker engine (deploy/start-dockerd.sh starts one).
 
-Without an engine these tests SKIP, loudly: the reason is printed and raised as a warning,
-so a run without Docker can never pass for a run that tested it.
+Without an engine these tests SKIP, loudly (see conftest). The rollouts on docker are the
+delivery proofs and the restart tests, run on both targets (test_delivery_proofs.py,
+test_restart.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,54 +25,23 @@ from ct_platform.deployment import (
     target_for,
     wait_healthy,
 )
-from ct_platform.deployment.container import HOME_LABEL, DockerTarget, docker_client
-from ct_platform.deployment.controller import RolloutController
-from ct_platform.deployment.rollout import admin_client
-from ct_platform.registry.mlflow_registry import ModelRegistry
+from ct_platform.deployment.container import DockerTarget
 from ct_platform.settings import Spec
-from ct_platform_tests.deployment.delivery_proofs import (
-    CANDIDATE,
-    MIN_REQUESTS,
-    delivery_spec,
-    drive,
-)
-from ct_platform_tests.deployment.wrk_load import WrkLoad
+from ct_platform_tests.deployment.conftest import remove_leftover_containers, with_target
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def engine() -> docker.DockerClient:
-    try:
-        return docker_client()
-    except DeploymentError as exc:
-        reason = f"{exc}: docker-target tests SKIPPED"
-        print(f"\n{'#' * 72}\n## {reason}\n{'#' * 72}", file=sys.stderr)
-        warnings.warn(reason, stacklevel=1)
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def serving_image(engine: docker.DockerClient, bank_spec: Spec) -> str:
-    """Built once per session (minutes the very first time, seconds when cached)."""
-    return DockerTarget(bank_spec, engine).build_image()
 
 
 @pytest.fixture
 def docker_target(
     serving_spec: Spec, engine: docker.DockerClient, serving_image: str
 ) -> Iterator[DockerTarget]:
-    spec = serving_spec.model_copy(
-        update={"serving": serving_spec.serving.model_copy(update={"target": "docker"})}
-    )
+    spec = with_target(serving_spec, "docker")
     target = target_for(spec)
     assert isinstance(target, DockerTarget)
     yield target
     target.stop()
-    for leftover in engine.containers.list(
-        all=True, filters={"label": f"{HOME_LABEL}={spec.paths.home}"}
-    ):
-        leftover.remove(force=True)
+    remove_leftover_containers(engine, spec)
 
 
 def test_stable_address_through_deploys_restart_revive_and_stop(
@@ -140,35 +108,6 @@ def test_bundle_outside_the_bundles_folder_is_refused(
     with pytest.raises(DeploymentError, match=r"not under .*bundles"):
         docker_target.deploy(built_bundles["1"])
     assert docker_target.status() is None
-
-
-def test_canary_on_docker_under_load_fails_no_request(
-    wrk: str,
-    docker_target: DockerTarget,
-    serving_spec: Spec,
-    bundles: dict[str, Path],
-    two_versions: ModelRegistry,
-    load_rows: list[dict[str, Any]],
-) -> None:
-    """The rollout controller drives the container through the same admin API as a local
-    server: it neither knows nor cares which target it runs on."""
-    docker_target.deploy(bundles["1"])
-    container_id = docker_target_state(docker_target)["container_id"]
-    spec = delivery_spec(serving_spec, "canary")
-    admin = admin_client(spec, docker_target.url)
-    controller = RolloutController(spec, admin, two_versions)
-
-    with WrkLoad(docker_target.url, load_rows) as load:
-        controller.begin(CANDIDATE, bundles[CANDIDATE].name)
-        done = drive(controller, admin, min_requests=MIN_REQUESTS)
-    result = load.result
-
-    assert done.rollout.status == "completed", done.rollout.reason
-    passed = [entry["weight"] for entry in done.rollout.history if entry["verdict"] == "pass"]
-    assert passed == [0.2, 0.4, 0.6, 0.8, 1.0]
-    assert (result.non2xx, result.socket_errors) == (0, 0), load.output
-    assert admin.stable_version() == CANDIDATE
-    assert docker_target_state(docker_target)["container_id"] == container_id
 
 
 class SteadyLoad:

@@ -439,11 +439,30 @@ def test_sensor_advances_and_the_ui_job_aborts(
     with dg.build_sensor_context(instance=instance, resources={"mlflow": MlflowResource()}) as ctx:
         result = sensor(ctx)
     assert isinstance(result, dg.SensorResult)
-    (event,) = result.asset_events
+    # Nothing was reported yet: the start (at 20 %), then the analysis that moved it to 40 %.
+    start, event = result.asset_events
+    assert start.metadata["verdict"].value == "start"
+    assert start.metadata["weight_percent"].value == 20.0
     assert event.asset_key == ROLLOUT
     assert event.metadata["weight_percent"].value == 40.0
     assert event.metadata["verdict"].value == "pass"
     assert event.metadata["analysis/candidate_requests"].value >= 100
+
+    # A tick whose result never reached the daemon (its cursor was not stored) loses
+    # nothing: the next tick from the old cursor reports the same entries again; from the
+    # stored cursor it reports none.
+    with dg.build_sensor_context(
+        instance=instance, resources={"mlflow": MlflowResource()}, cursor=None
+    ) as ctx:
+        again = sensor(ctx)
+    assert [e.metadata["verdict"].value for e in again.asset_events][:2] == ["start", "pass"]
+    with dg.build_sensor_context(
+        instance=instance, resources={"mlflow": MlflowResource()}, cursor=again.cursor
+    ) as ctx:
+        caught_up = sensor(ctx)
+    reported_before = json.loads(again.cursor)["reported"]
+    history = RolloutStore(spec.paths.rollouts).read().history  # type: ignore[union-attr]
+    assert len(caught_up.asset_events) == len(history) - reported_before
 
     result = defs.resolve_job_def("rollout_control").execute_in_process(
         instance=instance,

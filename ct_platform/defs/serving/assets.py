@@ -97,16 +97,18 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         from ct_platform.governance.lifecycle import record_deployment
 
         endpoint = roll_out(spec, mlflow.registry(spec))
-        where = f"{endpoint.target} {endpoint.url}"
-        record_deployment(
-            spec.model.name,
-            int(endpoint.version),
-            where,
-            actor=run_actor(context.run.tags),
-            dagster_run_id=context.run.run_id,
-        )
-        context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")
         rollout = active_rollout(spec)
+        if rollout is None:
+            # A rollout records its own start ("canary started"), switch and end.
+            where = f"{endpoint.target} {endpoint.url}"
+            record_deployment(
+                spec.model.name,
+                int(endpoint.version),
+                where,
+                actor=run_actor(context.run.tags),
+                dagster_run_id=context.run.run_id,
+            )
+        context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")
         rolling = {"rollout": f"{rollout.strategy} of v{rollout.version}"} if rollout else {}
         return dg.MaterializeResult(
             metadata={

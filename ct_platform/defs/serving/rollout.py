@@ -3,15 +3,20 @@
 - `rollout` (asset): one materialization per analysis, with the strategy, step, weight and
   the analysis figures and verdict as numeric metadata, so the UI plots them over time.
   Materializing it by hand runs one analysis at once.
-- `rollout_sensor`: every tick reads `$CT_HOME/rollouts/current.json`; when the current
-  period is over it runs one analysis (a GET of the server's per-slot totals, and a routing
-  call when the step moves) and reports the new state as a `rollout` materialization. It
-  never waits: the rollout's pace is `deployment.analysis.interval_seconds`.
+- `rollout_sensor`: every tick (each analysis interval, between 5 and 60 s) reads
+  `$CT_HOME/rollouts/current.json`; when the current period is over it runs one analysis
+  (a GET of the server's per-slot totals, and a routing call when the step moves). It then
+  reports every history entry its cursor has not reported yet as a `rollout`
+  materialization, so an analysis whose tick never reached the daemon (a code server
+  missing its gRPC deadline on a busy box) still shows up at the next tick. It never
+  waits: the rollout's pace is `deployment.analysis.interval_seconds`.
 - `rollout_control` (job): pause, resume, promote now or abort from the UI (launchpad
   config `{"ops": {"control_rollout": {"config": {"action": "abort"}}}}`), like
   `ct rollout pause|resume|promote|abort`.
 """
 
+import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +31,8 @@ if TYPE_CHECKING:
     from ct_platform.deployment.controller import Rollout
 
 ROLLOUT = dg.AssetKey("rollout")
-SENSOR_INTERVAL_SECONDS = 60
+# The sensor looks once per analysis interval, within these bounds (a tick is one file read).
+SENSOR_INTERVAL_SECONDS = (5, 60)
 
 
 class RolloutControlConfig(dg.Config):
@@ -36,36 +42,62 @@ class RolloutControlConfig(dg.Config):
     reason: str = ""
 
 
-def rollout_metadata(rollout: "Rollout | None") -> dict[str, dg.MetadataValue]:
-    """The state as metadata: numbers for the plots (weight, step, figures), text for the rest."""
+def rollout_metadata(
+    rollout: "Rollout | None", index: int | None = None
+) -> dict[str, dg.MetadataValue]:
+    """The state as metadata: numbers for the plots (weight, step, figures), text for the rest.
+
+    `index`: one entry of `rollout.history` (by default the last): its verdict and figures,
+    and the step, weight and status the rollout had right after it (what the next entry
+    started from), so a report that comes late reads as it would have on time.
+    """
     if rollout is None:
         return {"status": dg.MetadataValue.text("no rollout yet")}
-    last = rollout.history[-1] if rollout.history else {}
+    history = rollout.history
+    index = len(history) - 1 if index is None else index
+    entry = history[index] if history else {}
+    after = history[index + 1] if index + 1 < len(history) else None
+    if after is None:
+        step, weight, status = rollout.step, rollout.weight, rollout.status
+    else:
+        paused = entry.get("verdict") == "pause"
+        step, weight, status = after["step"], after["weight"], "paused" if paused else "running"
     state: dict[str, Any] = {
         "rollout_id": rollout.id,
         "strategy": rollout.strategy,
         "version": rollout.version,
         "previous_version": rollout.previous_version or "",
-        "status": rollout.status,
+        "status": status,
         "phase": rollout.phase,
-        "step": rollout.step,
-        "weight_percent": 100.0 * rollout.weight,
+        "step": step,
+        "weight_percent": 100.0 * weight,
         "failed_checks": rollout.failed_checks,
-        "verdict": last.get("verdict", ""),
-        "reason": last.get("reason", ""),
+        "verdict": entry.get("verdict", ""),
+        "reason": entry.get("reason", ""),
     }
     if rollout.required_samples is not None:
         state["required_samples"] = rollout.required_samples
     metadata = numbers("", state)
-    metadata.update(numbers("analysis", last.get("figures", {})))
+    metadata.update(numbers("analysis", entry.get("figures", {})))
     if rollout.decision is not None:
         metadata["decision"] = dg.MetadataValue.json(rollout.decision)
     return metadata
 
 
-def build_rollout_defs(
-    spec: Spec, sensor_interval_seconds: int = SENSOR_INTERVAL_SECONDS
-) -> dg.Definitions:
+def reported_entries(cursor: str | None, rollout_id: str) -> int:
+    """How many history entries of `rollout_id` the sensor has reported (its cursor)."""
+    reported = json.loads(cursor) if cursor else {}
+    return int(reported.get("reported", 0)) if reported.get("rollout") == rollout_id else 0
+
+
+def sensor_interval(spec: Spec) -> int:
+    """Seconds between two `rollout_sensor` ticks: the analysis interval, within bounds."""
+    shortest, longest = SENSOR_INTERVAL_SECONDS
+    interval = math.ceil(spec.deployment.analysis.interval_seconds)
+    return min(longest, max(shortest, interval))
+
+
+def build_rollout_defs(spec: Spec) -> dg.Definitions:
     @dg.asset(
         key=ROLLOUT,
         deps=[DEPLOYED_ENDPOINT],
@@ -85,24 +117,33 @@ def build_rollout_defs(
 
     @dg.sensor(
         name="rollout_sensor",
-        minimum_interval_seconds=sensor_interval_seconds,
+        minimum_interval_seconds=sensor_interval(spec),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Advances the active rollout one analysis per interval; records each "
         "as a `rollout` materialization.",
     )
-    def rollout_sensor(mlflow: MlflowResource) -> dg.SensorResult:
-        from ct_platform.deployment.controller import active_rollout, is_due
+    def rollout_sensor(
+        context: dg.SensorEvaluationContext, mlflow: MlflowResource
+    ) -> dg.SensorResult:
+        from ct_platform.deployment.controller import RolloutStore, is_due
         from ct_platform.deployment.rollout import controller_for
 
-        current = active_rollout(spec)
+        current = RolloutStore(spec.paths.rollouts).read()
         if current is None:
-            return dg.SensorResult(skip_reason="no active rollout")
-        interval = spec.deployment.analysis.interval_seconds
-        if not is_due(current, interval, time.time()):
-            return dg.SensorResult(skip_reason=f"rollout {current.id} is {current.status}")
-        advanced = controller_for(spec, mlflow.registry(spec)).advance()
-        event = dg.AssetMaterialization(ROLLOUT, metadata=rollout_metadata(advanced))
-        return dg.SensorResult(asset_events=[event])
+            return dg.SensorResult(skip_reason="no rollout yet")
+        if is_due(current, spec.deployment.analysis.interval_seconds, time.time()):
+            current = controller_for(spec, mlflow.registry(spec)).advance() or current
+        reported = reported_entries(context.cursor, current.id)
+        events = [
+            dg.AssetMaterialization(ROLLOUT, metadata=rollout_metadata(current, index))
+            for index in range(reported, len(current.history))
+        ]
+        cursor = json.dumps({"rollout": current.id, "reported": len(current.history)})
+        if not events:
+            return dg.SensorResult(
+                skip_reason=f"rollout {current.id} is {current.status}", cursor=cursor
+            )
+        return dg.SensorResult(asset_events=events, cursor=cursor)
 
     @dg.op(name="control_rollout")
     def control_rollout(
