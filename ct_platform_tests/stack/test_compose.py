@@ -24,6 +24,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from ct_platform.settings import load_spec
 from ct_platform_tests.conftest import REPO_ROOT
 from ct_platform_tests.stack.conftest import free_port
 
@@ -118,11 +119,30 @@ def test_a_landed_batch_is_trained_and_served(stack, bank_frame: pd.DataFrame, t
 
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0] in (0, 1)
-    # The runs were containers of the code location's image, not processes of the daemon's.
+    # The version answering is the one the MLflow server of the stack calls champion.
+    model = load_spec(REPO_ROOT / "ct_platform.yaml").model.name
+    champion = httpx.get(
+        f"http://127.0.0.1:{stack['MLFLOW_PORT']}/api/2.0/mlflow/registered-models/alias",
+        params={"name": model, "alias": "champion"},
+    ).json()["model_version"]["version"]
+    assert response.headers["x-model-version"] == champion
+    # The runs were containers of the code location's image on this stack's network, not
+    # processes of the daemon's.
     launched = subprocess.run(
-        ["docker", "ps", "-a", "--filter", "label=dagster/run_id", "--format", "{{.Image}}"],
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--format",
+            '{{.Image}} {{.Label "dagster/job_name"}}',
+            "--filter",
+            "label=dagster/run_id",
+            "--filter",
+            f"network={stack['name']}",
+        ],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
-    assert "ct-platform-app:latest" in launched
+    ).stdout.split("\n")
+    assert "ct-platform-app:latest batch_job" in launched, launched
+    assert "ct-platform-app:latest training_job" in launched, launched
