@@ -81,9 +81,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     name = f"ct-test-{uuid.uuid4().hex[:8]}"
     ports = {v: str(free_port()) for v in ("DAGSTER_PORT", "MLFLOW_PORT", "CT_SERVING_PORT")}
     env = {**os.environ, "CT_STACK": name, **ports, "PROMETHEUS_PORT": str(free_port())}
+    # Under vfs creating a container copies the image's tree: longer than docker-compose's
+    # default 60 s per engine request.
+    env.setdefault("COMPOSE_HTTP_TIMEOUT", "600")
     compose = [*compose_command(), "-p", name, "-f", str(COMPOSE_FILE)]
-    subprocess.run([*compose, "up", "-d"], env=env, check=True, timeout=1800)
     try:
+        subprocess.run([*compose, "up", "-d"], env=env, check=True, timeout=1800)
         yield {"compose": " ".join(compose), "name": name, **ports}
     finally:
         logs = subprocess.run([*compose, "logs", "--tail", "50"], env=env, capture_output=True)
