@@ -2,9 +2,9 @@
 DockerRunLauncher starts in containers -> the champion served by the model-server service.
 
 Needs a Docker engine (deploy/start-dockerd.sh), a compose tool (`docker compose` or Debian's
-`docker-compose`) and the images of deploy/docker/build-images.sh (`make images`: about 15 min
-the first time on the shared 2-core box under vfs). Bringing the whole stack up and training
-through it takes far longer than the CI budget under vfs (every container start copies the
+`docker-compose`) and the images of deploy/docker/build-images.sh (`make images`: 44 min measured
+on the shared 2-core box under vfs with the wheels cached, about an hour on a fresh machine),
+past the CI budget before the stack even starts (and every container start copies the
 image's file tree), so it runs only when asked: CT_STACK_TEST=1. Otherwise it skips, saying
 which of these is missing. Its stack has names of its own (CT_STACK) and free ports, and is
 taken down with its volumes afterwards.
