@@ -396,7 +396,7 @@ def served_probabilities(
         raise SystemExit(f"MLflow's champion is version {version}, but the export holds {shown}")
     # Rows as a JSON client sends them (missing values as null), parsed by the server schema.
     records = json.loads(batch[served.schema.names].to_json(orient="records"))
-    prediction = served.model.predict(served.schema.from_records(records).columns)
+    prediction = served.model.predict(served.schema.from_records(records))
     return prediction.proba, list(served.model.meta.classes or [])
 
 

@@ -1,12 +1,22 @@
-"""Serving benchmark: our ONNX server vs `mlflow models serve`, same model, same machine.
+"""Serving benchmark: our ONNX server against its peers and its floor, same model, same run.
 
-    .venv/bin/python benchmarks/serving/run.py [--duration 15] [--connections 8]
+    .venv/bin/python benchmarks/serving/run.py [--repeats 3] [--duration 15] [--connections 8]
+        [--only NAME ...] [--json out.json]
 
-In one run: fit the spec's HistGradientBoosting pipeline on bank data, log it to a
-throwaway MLflow store (skops, explicit trusted types, signature: the platform's registry),
-export a bundle from the same fitted pipeline, start both servers, then measure each with
-`wrk` (single-row JSON POSTs, `-t2 -c<connections>`, `--latency`) and with one 1,000-row
-request (median of several). Prints a table and the ratios; `--json` writes the figures.
+In one run: fit the spec's HistGradientBoosting pipeline on bank data; log it to a
+throwaway MLflow store (skops, explicit trusted types, signature: the platform's registry);
+export a bundle from the same fitted pipeline; hand the same fitted pipeline (without the
+platform's input preparation) to MLServer 1.7 and BentoML 1.4, each in its own venv
+(`peers.py`), each with its default settings and with one thread (OMP_NUM_THREADS=1 ...).
+Two floor servers (`floor.py`) bound what our stack can do: starlette + uvicorn answering a
+fixed JSON, and the same plus `onnxruntime` on a pre-parsed row.
+
+The servers are measured one after the other, in a rotated order on each repeat: start
+(time to the first 200 on a one-row request), 2 s of wrk warm-up, the median of seven
+1,000-row requests, RSS of the process tree, then `wrk -t2 -c<connections> --latency`
+on one-row POSTs with the CPU time of the process tree over that run. A server that cannot
+be installed or started keeps its row, with the reason. Prints each run, the medians, and
+the ratios: ours against each peer at its best setting, ours as a share of each floor.
 """
 
 from __future__ import annotations
@@ -14,88 +24,199 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
 import orjson
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
+
+import peers  # noqa: E402
+from measure import Call, Measurement, Server, measure  # noqa: E402
 
 from ct_platform.data.contract import check_contract  # noqa: E402
 from ct_platform.settings import Spec, load_spec  # noqa: E402
 from ct_platform.training.bundling import build_bundle  # noqa: E402
 from ct_platform.training.fit import fit_pipeline  # noqa: E402
+from ct_platform.training.preparation import raw_like, without_preparation  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 TRAIN_ROWS, HOLDOUT_ROWS, BATCH_ROWS = 10_000, 2_000, 1_000
-START_TIMEOUT = 180.0
+OURS, MLFLOW = "ct-platform (ONNX)", "mlflow models serve"
+MLSERVER, BENTOML = "MLServer 1.7", "BentoML 1.4"
+PEER_SETTINGS = ("defaults", "1 thread")
+FLOOR, FLOOR_ORT = "floor: starlette+uvicorn", "floor + ORT session.run"
 
 
 @dataclass
-class Result:
-    server: str
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    batch_1000_ms: float
+class Row:
+    """A server's runs: a Measurement, or the reason it failed, per repeat."""
+
+    server: Server
+    runs: list[Measurement | str] = field(default_factory=list)
+
+    @property
+    def measured(self) -> list[Measurement]:
+        return [run for run in self.runs if isinstance(run, Measurement)]
+
+    def median(self, figure: str) -> float | None:
+        values = [getattr(run, figure) for run in self.measured]
+        return statistics.median(values) if values else None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all servers")
     parser.add_argument("--duration", type=int, default=15, help="wrk seconds per server")
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--only", nargs="*", help="servers whose name contains one of these")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
     args = parser.parse_args()
 
     spec = load_spec(REPO / "ct_platform.yaml")
     with tempfile.TemporaryDirectory(prefix="ct-serving-bench-") as folder:
-        results = run(spec, Path(folder), args.duration, args.connections)
-    report(results)
+        work = Path(folder)
+        rows, unavailable = prepare(spec, work, lambda name: selected(name, args.only))
+        rows = [row for row in rows if selected(row.server.name, args.only)]
+        try:
+            run_rounds(rows, work, args.repeats, args.duration, args.connections)
+        except KeyboardInterrupt:  # a cut run still reports what it measured
+            print("interrupted: the report covers the runs done so far", file=sys.stderr)
+    report(rows, unavailable)
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        args.json.write_text(json.dumps(as_json(rows, unavailable), indent=2))
     return 0
 
 
-def run(spec: Spec, work: Path, duration: int, connections: int) -> list[Result]:
+def selected(name: str, only: list[str] | None) -> bool:
+    return not only or any(part in name for part in only)
+
+
+def prepare(
+    spec: Spec, work: Path, wanted: Callable[[str], bool]
+) -> tuple[list[Row], dict[str, str]]:
+    """Fit, log, bundle; the servers to measure, and the peers that could not be set up.
+
+    MLflow logging and the peers' set-up are skipped when `wanted` excludes all their rows.
+    """
     train, holdout = bank_frames(spec)
     pipeline = fit_pipeline(train, spec)
-    mlflow_model = log_to_mlflow(pipeline, train, work)
+    mlflow_model = log_to_mlflow(pipeline, train, work) if wanted(MLFLOW) else None
     bundle = build_bundle(
         pipeline, spec, name="bank_marketing", version=1, fingerprint="bench", holdout=holdout,
         directory=work / "bundle",
     )  # fmt: skip
-    row_body = orjson.dumps(split_payload(holdout, spec, 1))
-    batch_body = orjson.dumps(split_payload(holdout, spec, BATCH_ROWS))
-    lua = work / "post.lua"
-    lua.write_text(wrk_script(row_body))
+    features = holdout[spec.dataset.feature_columns].iloc[:BATCH_ROWS]
+    model_joblib = work / "model.joblib"
+    import joblib  # the peers' native format; only inside this throwaway folder
 
-    servers = {
-        "ct-platform (ONNX)": [
-            sys.executable, "-m", "ct_platform.serving", "--bundle", str(bundle),
-            "--host", "127.0.0.1",
-        ],
-        "mlflow models serve": [
-            str(VENV_BIN / "mlflow"), "models", "serve", "-m", mlflow_model,
-            "--env-manager", "local", "--host", "127.0.0.1",
-        ],
-    }  # fmt: skip
-    env = {
-        **os.environ,
-        "CT_HOME": str(work / "ct_home"),
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow runs `uvicorn`
-    }
+    joblib.dump(without_preparation(pipeline), model_joblib)
+    # The floor + ORT server's pre-parsed rows: prepared values, as the ONNX graph takes them.
+    (work / "rows.json").write_bytes(orjson.dumps(split_payload(features)))
+
+    servers = own_servers(raw_like(features, pipeline), mlflow_model, bundle, work)
+    unavailable: dict[str, str] = {}
+    for family, build in ((MLSERVER, mlserver_servers), (BENTOML, bentoml_servers)):
+        if not any(wanted(f"{family} ({setting})") for setting in PEER_SETTINGS):
+            continue
+        try:
+            servers += build(features, model_joblib, work)
+        except peers.PeerUnavailable as error:
+            print(f"{family}: not measured: {error}", file=sys.stderr)
+            unavailable[family] = str(error)
+    return [Row(server) for server in servers], unavailable
+
+
+def own_servers(
+    raw: pd.DataFrame, mlflow_model: str | None, bundle: Path, work: Path
+) -> list[Server]:
+    """Ours, `mlflow models serve` (if logged) and the floors; `raw` is the MLflow input.
+
+    The floors answer without parsing: they get the same bodies as our server.
+    """
+    split = Call("/invocations", orjson.dumps(split_payload(raw.iloc[:1])))
+    split_batch = Call("/invocations", orjson.dumps(split_payload(raw)))
+    floor = [sys.executable, str(HERE / "floor.py"), "--port", "{http}"]
+    # mlflow runs `uvicorn` from PATH: the venv's bin/ first.
+    path = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    mlflow = [] if mlflow_model is None else [
+        Server(
+            MLFLOW, "peer", f"{MLFLOW} 3.17",
+            [str(VENV_BIN / "mlflow"), "models", "serve", "-m", mlflow_model, "--env-manager",
+             "local", "--host", "127.0.0.1", "--port", "{http}"],
+            split, split_batch, env=path,
+        ),
+    ]  # fmt: skip
     return [
-        measure(name, command, env, lua, batch_body, duration, connections)
-        for name, command in servers.items()
+        Server(
+            OURS, "ours", OURS,
+            [sys.executable, "-m", "ct_platform.serving", "--bundle", str(bundle), "--port",
+             "{http}"],
+            split, split_batch, env={"CT_HOME": str(work / "ct_home")}, cwd=REPO,
+        ),
+        *mlflow,
+        Server(FLOOR, "floor", FLOOR, floor, split, split_batch),
+        Server(
+            FLOOR_ORT, "floor", FLOOR_ORT,
+            [*floor, "--onnx", str(bundle / "model.onnx"), "--rows", str(work / "rows.json")],
+            split, split_batch,
+        ),
+    ]  # fmt: skip
+
+
+def mlserver_servers(features: pd.DataFrame, model_joblib: Path, work: Path) -> list[Server]:
+    env = peers.peer_env("mlserver-1.7", peers.MLSERVER_REQUIREMENTS)
+    folder = peers.mlserver_folder(model_joblib, work)
+    path = f"/v2/models/{peers.MODEL_NAME}/infer"
+    row, batch = (Call(path, orjson.dumps(v2_payload(f))) for f in (features.iloc[:1], features))
+    ports = {
+        "MLSERVER_HOST": "127.0.0.1",
+        "MLSERVER_HTTP_PORT": "{http}",
+        "MLSERVER_GRPC_PORT": "{grpc}",
+        "MLSERVER_METRICS_PORT": "{metrics}",
+    }
+    command = [str(env.bin / "mlserver"), "start", str(folder)]
+    return peer_settings(MLSERVER, command, row, batch, ports, None)
+
+
+def bentoml_servers(features: pd.DataFrame, model_joblib: Path, work: Path) -> list[Server]:
+    env = peers.peer_env("bentoml-1.4", peers.BENTOML_REQUIREMENTS)
+    home = peers.bentoml_home(env, model_joblib, work)
+    records = orjson.loads(features.to_json(orient="records"))
+    row = Call("/predict", orjson.dumps({"rows": records[:1]}))
+    batch = Call("/predict", orjson.dumps({"rows": records}))
+    command = [
+        str(env.bin / "bentoml"), "serve", "bento_service:BankMarketing", "--host", "127.0.0.1",
+        "--port", "{http}",
+    ]  # fmt: skip
+    settings = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    return peer_settings(BENTOML, command, row, batch, settings, work)
+
+
+def peer_settings(
+    family: str, command: list[str], row: Call, batch: Call, env: dict[str, str], cwd: Path | None
+) -> list[Server]:
+    """The peer with its defaults, and with one thread for every pool a call may start."""
+    defaults, one_thread = PEER_SETTINGS
+    return [
+        Server(f"{family} ({defaults})", "peer", family, command, row, batch, env, cwd),
+        Server(
+            f"{family} ({one_thread})",
+            "peer",
+            family,
+            command,
+            row,
+            batch,
+            {**env, **peers.ONE_THREAD},
+            cwd,
+        ),
     ]
 
 
@@ -121,119 +242,153 @@ def log_to_mlflow(pipeline: object, train: pd.DataFrame, work: Path) -> str:
     return client.get_model_version_download_uri(info.name, str(info.version))
 
 
-def split_payload(frame: pd.DataFrame, spec: Spec, n_rows: int) -> dict:
-    features = frame[spec.dataset.feature_columns].iloc[:n_rows]
+def split_payload(features: pd.DataFrame) -> dict:
+    """MLflow's `dataframe_split` (missing values as null), which our server also takes.
+
+    The peers get the prepared features (missing pdays as null), the model's input without
+    the platform's preparation step; ours and MLflow get them as raw data looks (pdays 999).
+    """
     return {"dataframe_split": orjson.loads(features.to_json(orient="split", index=False))}
 
 
-def wrk_script(body: bytes) -> str:
+def v2_payload(features: pd.DataFrame) -> dict:
+    """An Open Inference Protocol (V2) request, one input per column, decoded as a DataFrame."""
+    inputs = []
+    for name in features.columns:
+        column = features[name]
+        numeric = pd.api.types.is_numeric_dtype(column)
+        tensor = {
+            "name": name,
+            "shape": [len(column)],
+            "datatype": "FP64" if numeric else "BYTES",
+            "data": orjson.loads(column.to_json(orient="values")),
+        }
+        if not numeric:
+            tensor["parameters"] = {"content_type": "str"}
+        inputs.append(tensor)
+    return {
+        "parameters": {"content_type": "pd"},
+        "inputs": inputs,
+        "outputs": [{"name": "predict_proba"}],
+    }
+
+
+def wrk_script(call: Call) -> str:
     return (
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(body.decode())}\n"
+        f"wrk.body = {json.dumps(call.body.decode())}\n"
     )
 
 
-def measure(
-    name: str,
-    command: list[str],
-    env: dict[str, str],
-    lua: Path,
-    batch_body: bytes,
-    duration: int,
-    connections: int,
-) -> Result:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    print(f"starting {name} on {url}", file=sys.stderr)
-    process = subprocess.Popen(
-        [*command, "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def run_rounds(rows: list[Row], work: Path, repeats: int, duration: int, connections: int) -> None:
+    """Measure every server once per round; each round starts one server later."""
+    for position, row in enumerate(rows):
+        (work / f"post-{position}.lua").write_text(wrk_script(row.server.row))
+    for round_index in range(repeats):
+        shift = round_index % len(rows)
+        order = list(enumerate(rows))[shift:] + list(enumerate(rows))[:shift]
+        for position, row in order:
+            name = row.server.name
+            print(f"round {round_index + 1}/{repeats}: {name}", file=sys.stderr, flush=True)
+            log = work / f"server-{position}-{round_index}.log"
+            try:
+                result = measure(
+                    row.server, work / f"post-{position}.lua", log, duration, connections
+                )
+                print(f"  {describe(result)}", file=sys.stderr, flush=True)
+            except Exception as error:  # any failure keeps the row, with its reason
+                result = f"failed: {type(error).__name__}: {error}"
+                print(f"  {name}: {result}", file=sys.stderr, flush=True)
+            row.runs.append(result)
+
+
+def describe(m: Measurement) -> str:
+    return (
+        f"{number(m.requests_per_s)} req/s, p50 {number(m.p50_ms)} ms, "
+        f"p99 {number(m.p99_ms)} ms, 1,000 rows {number(m.batch_1000_ms)} ms, "
+        f"RSS {number(m.rss_mb)} MB, start {number(m.start_s)} s, "
+        f"CPU {number(m.cpu_us_per_request)} µs/request"
     )
-    try:
-        wait_until_up(f"{url}/ping", process)
-        batch_ms = batch_latency_ms(url, batch_body)
-        wrk = subprocess.run(
-            [
-                "wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua),
-                f"{url}/invocations",
-            ],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    requests_per_s, p50_ms, p99_ms = parse_wrk(wrk.stdout)
-    if "Non-2xx" in wrk.stdout or "Socket errors" in wrk.stdout:
-        print(f"{name}: wrk saw errors:\n{wrk.stdout}", file=sys.stderr)
-    return Result(name, requests_per_s, p50_ms, p99_ms, batch_ms)
 
 
-def batch_latency_ms(url: str, body: bytes, repeats: int = 7) -> float:
-    """Median wall time of one 1,000-row request (after one warm-up request)."""
-    headers = {"content-type": "application/json"}
-    timings = []
-    with httpx.Client(timeout=120) as client:
-        for attempt in range(repeats + 1):
-            started = time.perf_counter()
-            response = client.post(f"{url}/invocations", content=body, headers=headers)
-            response.raise_for_status()
-            if attempt:
-                timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
+def number(value: float) -> str:
+    """Three significant figures or more: 3,602 / 56.4 / 0.79."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+COLUMNS = (
+    ("req/s", "requests_per_s"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("1k rows ms", "batch_1000_ms"),
+    ("RSS MB", "rss_mb"),
+    ("start s", "start_s"),
+    ("CPU µs/req", "cpu_us_per_request"),
+)
 
 
-def parse_wrk(output: str) -> tuple[float, float, float]:
-    requests_per_s = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+def report(rows: list[Row], unavailable: dict[str, str]) -> None:
+    print("\nEach run:")
+    for row in rows:
+        for index, run in enumerate(row.runs, 1):
+            text = describe(run) if isinstance(run, Measurement) else run
+            print(f"  {row.server.name} #{index}: {text}")
+    print(f"\nMedians over the runs that answered (ok/runs):\n{'server':<28}", end="")
+    print("".join(f"{title:>12}" for title, _ in COLUMNS) + f"{'ok':>6}")
+    for row in rows:
+        cells = [row.median(figure) for _, figure in COLUMNS]
+        text = "".join(f"{'-' if v is None else number(v):>12}" for v in cells)
+        print(f"{row.server.name:<28}{text}{f'{len(row.measured)}/{len(row.runs)}':>6}")
+    for family, reason in unavailable.items():
+        print(f"{family:<28}not measured: {reason}")
+    for row in rows:
+        if not row.measured and row.runs:
+            print(f"{row.server.name}: no run answered; the first {row.runs[0]}")
+    print_ratios(rows)
 
-    def percentile(label: str) -> float:
-        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
-        return float(value) * _UNITS_MS[unit]
 
-    return requests_per_s, percentile("50%"), percentile("99%")
-
-
-def report(results: list[Result]) -> None:
-    ours, theirs = results
-    print(f"\n{'server':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'1000 rows ms':>15}")
-    for r in results:
+def print_ratios(rows: list[Row]) -> None:
+    ours = next((r for r in rows if r.server.kind == "ours" and r.measured), None)
+    if ours is None:
+        print("\nno ratios: our server has no measured run")
+        return
+    print("\nOurs against each peer at its best setting (highest median req/s):")
+    for family in dict.fromkeys(r.server.family for r in rows if r.server.kind == "peer"):
+        settings = [r for r in rows if r.server.family == family and r.measured]
+        if not settings:
+            print(f"  {family}: no measured setting")
+            continue
+        best = max(settings, key=lambda r: r.median("requests_per_s"))
         print(
-            f"{r.server:<22}{r.requests_per_s:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
-            f"{r.batch_1000_ms:>15.1f}"
+            f"  vs {best.server.name}: throughput x{ratio(ours, best, 'requests_per_s'):.1f}, "
+            f"p50 /{ratio(best, ours, 'p50_ms'):.1f}, p99 /{ratio(best, ours, 'p99_ms'):.1f}, "
+            f"1,000 rows /{ratio(best, ours, 'batch_1000_ms'):.1f}, "
+            f"CPU per request /{ratio(best, ours, 'cpu_us_per_request'):.1f}"
         )
-    throughput = ours.requests_per_s / theirs.requests_per_s
-    print(
-        f"\nratios (ct-platform vs MLflow): throughput x{throughput:.1f}, "
-        f"p50 /{theirs.p50_ms / ours.p50_ms:.1f}, p99 /{theirs.p99_ms / ours.p99_ms:.1f}, "
-        f"1000-row request /{theirs.batch_1000_ms / ours.batch_1000_ms:.1f}"
-    )
+    print("Ours as a share of each floor (per core: floor CPU per request / ours):")
+    for floor in (r for r in rows if r.server.kind == "floor" and r.measured):
+        print(
+            f"  {floor.server.name}: {100 * ratio(ours, floor, 'requests_per_s'):.0f} % of req/s, "
+            f"{100 * ratio(floor, ours, 'cpu_us_per_request'):.0f} % per core, "
+            f"1,000 rows {100 * ratio(floor, ours, 'batch_1000_ms'):.0f} % of its speed"
+        )
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def ratio(a: Row, b: Row, figure: str) -> float:
+    return a.median(figure) / b.median(figure)
 
 
-def wait_until_up(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not come up within {START_TIMEOUT} s")
+def as_json(rows: list[Row], unavailable: dict[str, str]) -> dict:
+    return {
+        "servers": {
+            r.server.name: [asdict(x) if isinstance(x, Measurement) else x for x in r.runs]
+            for r in rows
+        },
+        "unavailable": unavailable,
+    }
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ import os
 import sys
 
 VERBS = {"approve": "approve", "reject": "reject"}
+# The job runs in this process: its console logger would print every DEBUG event before the
+# one-line answer. Only warnings and errors reach the terminal; every event is still stored
+# in the instance (the run's page in the Dagster UI shows them all).
+QUIET_LOGGERS = {"console": {"config": {"log_level": "WARNING"}}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     job = build_definitions(spec).resolve_job_def(APPROVAL_JOB)
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
-            run_config={"ops": {"decide_candidate": {"config": config}}},
+            run_config={"ops": {"decide_candidate": {"config": config}}, "loggers": QUIET_LOGGERS},
             instance=instance,
             raise_on_error=False,
         )

@@ -3,6 +3,8 @@
 Files are CSV (the spec's separator, optionally .gz) or Parquet; columns are typed by the
 spec (sentinels and unparseable values become missing), then compared with the same fast
 check the `production_drift` asset runs (`ct_platform.monitoring.drift.detect_drift`).
+Parquet files are streamed in batches into per-column summaries (`monitoring.sources`):
+memory stays bounded however many rows they hold, and pandas is never imported.
 REFERENCE may also be a saved reference profile (`.json`, `ReferenceProfile.save`), so the
 training data need not be at hand.
 
@@ -26,8 +28,6 @@ from typing import TYPE_CHECKING
 EXIT_INSUFFICIENT_DATA = 3
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from ct_platform.monitoring.results import DriftResult
 
 
@@ -45,30 +45,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here so `ct --help` and other subcommands never pay for pandas/scipy.
-    from ct_platform.data.reader import read_batch
-    from ct_platform.monitoring.drift import ReferenceProfile, detect_drift
-    from ct_platform.monitoring.frames import typed_features
+    # Imported here so `ct --help` and other subcommands never pay for numpy/pyarrow.
+    from ct_platform.monitoring.drift import SAMPLE_ROWS, ReferenceProfile, detect_drift
+    from ct_platform.monitoring.sources import summarise_file
     from ct_platform.settings import load_spec
-
-    def read(path: Path) -> pd.DataFrame:
-        return typed_features(read_batch(path, dataset), dataset, where=str(path))
 
     try:
         spec = load_spec()
         dataset = spec.dataset
-        is_profile = args.reference.suffix == ".json"
-        reference = ReferenceProfile.load(args.reference) if is_profile else read(args.reference)
-        current = read_batch(args.current, dataset)
+        if args.reference.suffix == ".json":
+            reference = ReferenceProfile.load(args.reference)
+        else:
+            reference = ReferenceProfile.from_file(args.reference, dataset)
+        current = summarise_file(args.current, dataset, SAMPLE_ROWS, reference)
         monitoring = spec.monitoring
         result = detect_drift(
             reference,
-            typed_features(current, dataset, where=str(args.current)),
+            current,
             dataset,
             drift_share_threshold=monitoring.drift_share_threshold,
             min_rows=monitoring.min_window_rows,
             min_column_values=monitoring.min_column_values,
-            other_columns=[str(name) for name in current.columns],
         )
     # Every complaint about the inputs is a ValueError (SpecError, BatchReadError,
     # MissingColumnsError, a malformed profile) or, for an unopenable profile, an OSError.

@@ -4,7 +4,8 @@ One line per batch: every file in the landing folder, every partition of the Dag
 instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
 
 - `trained`: it is in the training window of the listed model versions (MLflow `ct.batches`
-  tag), each with its verdict (champion, promoted earlier, rejected, no verdict yet);
+  tag), each with its verdict (champion, passed its gates, waiting for approval, rejected by
+  a gate or by a person, no verdict yet);
 - `validated`: it passed its contract but no version trained on it, with the reason (a
   training run is queued or running, the training sensor has not ticked yet, training failed
   without a verdict, or it fell outside the newest training window);
@@ -13,6 +14,9 @@ instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
   failed, or no run was made);
 - `not a batch yet`: a file in the landing folder with no partition (still being written,
   identical to a batch already ingested, an unsupported name, or not yet seen by a sensor).
+
+Below the table, one line per version waiting for a person's decision (`governance.approval:
+required`): "waiting for approval of version N (ct approve N --reason ...)".
 
 Exit status: 0 when the status was read, 2 when it could not be (no DAGSTER_HOME, bad spec).
 """
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(state) for state in states], indent=2))
     else:
-        print(render(states))
+        print("\n".join([render(states), *approval_waits(versions)]))
     return 0
 
 
@@ -89,6 +93,18 @@ def render(states: list[BatchState]) -> str:
     width = max(len(state.batch) for state in states)
     kind = max(len(state.state) for state in states)
     return "\n".join(f"{s.batch:<{width}}  {s.state:<{kind}}  {s.detail}" for s in states)
+
+
+def approval_waits(versions: list[ModelVersionInfo]) -> list[str]:
+    """One line per version waiting for a person's decision, oldest first."""
+    from ct_platform.governance.approval import APPROVAL_TAG, PENDING
+
+    return [
+        f"waiting for approval of version {info.version} (ct approve {info.version} "
+        "--reason ..., or ct reject)"
+        for info in versions
+        if info.tags.get(APPROVAL_TAG) == PENDING
+    ]
 
 
 def batch_states(
@@ -124,10 +140,16 @@ def trained_versions(versions: list[ModelVersionInfo]) -> dict[str, list[ModelVe
 
 
 def verdict(info: ModelVersionInfo) -> str:
+    from ct_platform.governance.approval import APPROVAL_TAG, APPROVED_BY_TAG, PENDING, REJECTED
     from ct_platform.registry.versions import CHAMPION
 
     if CHAMPION in info.aliases:
         return "champion"
+    approval = info.tags.get(APPROVAL_TAG)
+    if approval == PENDING:
+        return f"waiting for approval: ct approve {info.version}"
+    if approval == REJECTED:
+        return f"rejected by {info.tags.get(APPROVED_BY_TAG, '?')}"
     passed = info.tags.get("ct.gates_passed")
     if passed is None:
         return "no verdict yet"

@@ -86,9 +86,12 @@ def require_approval(
     info: ModelVersionInfo,
     governance: GovernanceSpec,
     *,
+    actor: str = AUTOMATION,
     dagster_run_id: str | None = None,
 ) -> None:
     """Return if `info` may be promoted; else mark it pending (once) and raise.
+
+    `actor` (who or what started the promoting run) is recorded with the approval request.
 
     Raises:
         AwaitingApproval: approval is required and nobody has decided yet.
@@ -101,12 +104,12 @@ def require_approval(
     if governance.approval == "none" or state == APPROVED:
         return
     if state is None:
-        _mark_pending(registry, info, dagster_run_id)
+        _mark_pending(registry, info, actor, dagster_run_id)
     raise AwaitingApproval(info.version)
 
 
 def _mark_pending(
-    registry: ModelRegistry, info: ModelVersionInfo, dagster_run_id: str | None
+    registry: ModelRegistry, info: ModelVersionInfo, actor: str, dagster_run_id: str | None
 ) -> None:
     with _decision_lock():
         if APPROVAL_TAG in registry.version(info.version).tags:
@@ -116,7 +119,7 @@ def _mark_pending(
             AuditEvent(
                 kind="approval_requested",
                 model=registry.model_name,
-                actor=AUTOMATION,
+                actor=actor,
                 reason="passed its gates; the spec requires a person's approval",
                 to_version=info.version,
                 dagster_run_id=dagster_run_id,
@@ -160,6 +163,8 @@ def decide(
         if dagster_run_id:
             tags[APPROVAL_RUN_TAG] = dagster_run_id
         registry.set_tags(version, tags)
+        if decision == "reject":  # it never becomes champion: no longer a challenger
+            registry.drop_challenger(version)
         return append_event(
             AuditEvent(
                 kind="approval" if decision == "approve" else "rejection",

@@ -13,6 +13,7 @@ import fcntl
 import getpass
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,18 @@ EventKind = Literal[
 EVENT_KINDS: tuple[str, ...] = EventKind.__args__
 # Who acts when no person does: the Dagster run id says which run.
 AUTOMATION = "automation"
+# A run a person launched (Launchpad, "Materialize", `dagster job launch`, a test) when the
+# run does not name them: open-source Dagster has no user identity.
+BY_HAND = "by hand"
+# The run tags Dagster 1.13 sets on what it launches itself (`dagster._core.storage.tags`):
+# the automation condition sensor sets `from_automation_condition` and `auto_materialize`
+# beside `sensor_name`; any other sensor `sensor_name`; a schedule `schedule_name`; a backfill
+# `backfill`. A person's name: `dagster/user` (Dagster+, or set with `--tags`), or `user`.
+AUTOMATION_RUN_TAGS = ("dagster/from_automation_condition", "dagster/auto_materialize")
+SENSOR_TAG = "dagster/sensor_name"
+SCHEDULE_TAG = "dagster/schedule_name"
+BACKFILL_TAG = "dagster/backfill"
+USER_TAGS = ("dagster/user", "user")
 
 
 class AuditLogError(ValueError):
@@ -66,6 +79,27 @@ def audit_path(paths: Paths | None = None) -> Path:
 def current_user() -> str:
     """The person at the keyboard: $USER, else the account name."""
     return os.environ.get("USER") or getpass.getuser()
+
+
+def run_actor(run_tags: Mapping[str, str]) -> str:
+    """Who or what started a Dagster run, from its tags.
+
+    `automation` (an automation condition), `sensor:<name>`, `schedule:<name>`, the person's
+    name when the run carries one (`dagster/user`, `user`), else `by hand` for a run a
+    person launched (a backfill: `by hand (backfill <id>)`).
+    """
+    user = next((run_tags[tag] for tag in USER_TAGS if run_tags.get(tag)), None)
+    if any(run_tags.get(tag) == "true" for tag in AUTOMATION_RUN_TAGS):
+        return AUTOMATION
+    if run_tags.get(SENSOR_TAG):
+        return f"sensor:{run_tags[SENSOR_TAG]}"
+    if run_tags.get(SCHEDULE_TAG):
+        return f"schedule:{run_tags[SCHEDULE_TAG]}"
+    if user:
+        return user
+    if run_tags.get(BACKFILL_TAG):
+        return f"{BY_HAND} (backfill {run_tags[BACKFILL_TAG]})"
+    return BY_HAND
 
 
 def append_event(event: AuditEvent, path: Path | None = None) -> AuditEvent:

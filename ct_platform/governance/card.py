@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
     from ct_platform.registry.versions import ModelVersionInfo
     from ct_platform.serving.bundle import BundleMeta
+    from ct_platform.training.gates import GateResult
 
 CARD_MARKDOWN = "card.md"
 CARD_HTML = "card.html"
@@ -47,6 +48,10 @@ BATCHES_TAG = "ct.batches"
 DAGSTER_RUN_URL_TAG = "dagster.run_url"
 GROUP_PREFIX = "group/"
 HOLDOUT_PREFIX = "holdout_"
+# Gates judged on the exported serving bundle (asset checks on `model_bundle`), after the
+# bundle and the card inside it were sealed: the card logged to MLflow is rewritten with them.
+BUNDLE_GATES = ("bundle_secrets", "vulnerabilities")
+NOT_JUDGED_YET = "not judged yet"
 # Gates whose figures describe what serving the model costs.
 RESOURCE_GATES = ("latency", "model_size", "resources", "memory")
 # Suffixes of a metric's confidence-interval bounds, as runs record them.
@@ -171,6 +176,26 @@ def card_directory(info: ModelVersionInfo, paths: Paths | None = None) -> Path:
     return (paths or Paths.from_env()).home / "cards" / f"{info.name}-v{info.version}"
 
 
+def record_bundle_verdict(
+    registry: ModelRegistry, bundle_dir: Path, gate: GateResult, spec: Spec
+) -> int:
+    """Record a gate judged on the bundle in `bundle_dir` on the version that bundle holds
+    (tags `ct.gate.<name>`, `.reason`, figures as run metrics) and log that version's card
+    again, now with the verdict. Returns the version.
+
+    The card sealed inside the bundle was written before the bundle could be judged: it says
+    "not judged yet" for these gates.
+    """
+    from ct_platform.serving.bundle import read_meta
+    from ct_platform.training.evaluation_run import record_gate_verdicts
+
+    meta = read_meta(bundle_dir)
+    info = registry.version(int(meta.version))
+    record_gate_verdicts(registry, info, [gate])
+    write_card(registry, info.version, spec, bundle=meta)
+    return info.version
+
+
 def write_card(
     registry: ModelRegistry,
     version: int,
@@ -258,7 +283,7 @@ def _gate_lines(tags: Mapping[str, str], description: str) -> tuple[GateLine, ..
         for key in tags
         if key.startswith(GATE_TAG_PREFIX) and not key.endswith(REASON_SUFFIX)
     )
-    return tuple(
+    judged = tuple(
         GateLine(
             name,
             tags[GATE_TAG_PREFIX + name],
@@ -267,6 +292,17 @@ def _gate_lines(tags: Mapping[str, str], description: str) -> tuple[GateLine, ..
         )
         for name in names
     )
+    waiting = tuple(
+        GateLine(
+            name,
+            NOT_JUDGED_YET,
+            "judged on the serving bundle once it is exported (after this card was sealed "
+            "into it); the card logged to the version's MLflow run then shows the verdict",
+        )
+        for name in BUNDLE_GATES
+        if name not in names
+    )
+    return judged + waiting if names else ()
 
 
 def _parity(bundle: BundleMeta | None) -> dict[str, object]:

@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from ct_platform.monitoring.drift import ReferenceProfile
 from ct_platform.settings import Paths, Spec
 
@@ -33,7 +31,8 @@ def save_champion_reference(
     train_path: Path, version: int, holdout_metric: float, spec: Spec, paths: Paths
 ) -> Path:
     profile_path = paths.references / f"{spec.model.name}-v{version}.json"
-    ReferenceProfile.from_frame(pd.read_parquet(train_path), spec.dataset).save(profile_path)
+    # Streamed: a long training history is sketched in bounded memory.
+    ReferenceProfile.from_file(train_path, spec.dataset).save(profile_path)
     pointer = {
         "version": version,
         "profile": str(profile_path),

@@ -22,28 +22,37 @@ the value frequencies. A dataset drifts when the share of drifted columns >= the
 Why distances, and why a sample is enough: with a million rows every p-value test flags
 drift for differences nobody cares about (the test's power grows with sqrt(n)), which is why
 Evidently itself switches to effect sizes above 1,000 reference rows, and why this module never
-uses a p-value on large data. A distance estimated from a sample of n rows has a standard error
-of order 1/sqrt(n) in its own units (normalised Wasserstein of an n-sample against its
-population is about 0.8/sqrt(n) for light-tailed data; the Jensen-Shannon distance between two
-samples of the same k-category distribution is about sqrt(k / 8n)). With n = 200,000 both are
-~0.002-0.003, thirty times smaller than the 0.1 threshold, so only columns whose full-data score
-lies within a few thousandths of 0.1 can get a different verdict from full-data Evidently.
-The sample is 200,000 non-missing values per numeric column, drawn from the values rather
-than the rows, so a mostly-missing column (pdays) is estimated as precisely as a full one;
-categorical columns count 200,000 random rows unless fewer than half of those hold a value,
-in which case the whole column is counted. This keeps the check under a second per million
-rows (benchmarks/drift/bench_drift.py).
+uses a p-value on large data.
 
-Sketches: the reference never needs reloading. `ReferenceProfile` keeps, per column, the
-count of values and their standard deviation, 2,000 quantiles of the sample at evenly spaced
-probabilities (the reference as 2,000 equal-mass atoms: Wasserstein against those atoms
-differs from the exact one by far less than the sampling error), sampled value frequencies
-of categorical columns, exact value counts of numeric columns with at most 5 distinct
-values, and the raw values of small (<= 1000-row) references, which the p-value tests need.
-It saves as JSON next to the model (about 30 KB per numeric column).
+Bounded memory: both sides are read once, in batches, into per-column summaries
+(`monitoring.summaries`, fed by `monitoring.sources` from Parquet, CSV or frames, and by
+`monitoring.prediction_log.summarise_window` from the prediction log), so memory does not
+grow with the row count. What is exact and what is estimated:
 
-The p-value tests (small references only) use the whole current column, as Evidently does:
-sampling would change their power and so their verdicts.
+- Jensen-Shannon (categorical columns, numeric ones with at most 5 values), chi-square and
+  z-test: exact, from value counts over every row.
+- KS (small references): exact. The summary keeps every current value up to the sample
+  size and calls `scipy.stats.ks_2samp`; beyond that it counts the current values at or
+  below each reference value while streaming, which gives the exact statistic, and takes
+  the p-value from scipy's `kstwo` as `ks_2samp` itself does for samples over 10,000.
+- Normalised Wasserstein (numeric columns of large references): estimated. The reference
+  is 2,000 equal-mass quantile atoms of a sample (Wasserstein against those atoms differs
+  from the exact one by far less than the sampling error), the current side a uniform
+  sample of 200,000 non-missing values drawn from the values rather than the rows, so a
+  mostly-missing column (pdays) is estimated as precisely as a full one. The normaliser,
+  the reference's standard deviation, is exact (streamed moments). Standard error of the
+  score, in standard deviations: about 0.8/sqrt(n) between two samples of one distribution,
+  at most about sqrt(2/n) under a location shift (the error of a difference of two means):
+  0.002-0.003 at n = 200,000, thirty times smaller than the 0.1 threshold, so only columns
+  whose full-data score lies within a few thousandths of 0.1 can get a different verdict
+  from full-data Evidently (ct_platform_tests/monitoring/test_drift_streaming.py holds the
+  streamed, sampled check to full Evidently on bank data with planted drift).
+
+`ReferenceProfile` keeps, per column, the count of values and their standard deviation, the
+2,000 quantile atoms, the value counts of categorical columns and of numeric columns with at
+most 5 distinct values, and the raw values of small (<= 1000-value) references, which the
+p-value tests need. It saves as JSON next to the model (about 30 KB per numeric column), so
+the reference never needs reloading.
 """
 
 from __future__ import annotations
@@ -53,20 +62,31 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 
-from ct_platform.monitoring.frames import MissingColumnsError, require_features
+from ct_platform.monitoring.frames import MissingColumnsError
 from ct_platform.monitoring.results import ColumnDrift, DriftResult, summarise
+from ct_platform.monitoring.sources import summarise_frame
+from ct_platform.monitoring.summaries import (
+    FEW_VALUES,
+    CategorySummary,
+    ColumnSummary,
+    DataSummary,
+    NumericSummary,
+    Value,
+)
 from ct_platform.settings import DatasetSpec, MonitoringSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SAMPLE_ROWS = 200_000
 QUANTILE_ATOMS = 2_000
-# Evidently's switch from p-value tests to distances, and its "few distinct values" cut-off.
+# Evidently's switch from p-value tests to distances (its "few distinct values" cut-off,
+# FEW_VALUES, lives with the summaries that count them).
 SMALL_REFERENCE_ROWS = 1_000
-FEW_VALUES = 5
 P_VALUE_THRESHOLD = 0.05
 DISTANCE_THRESHOLD = 0.1
 # Evidently floors the Wasserstein normaliser so a constant reference column cannot divide by 0.
@@ -76,7 +96,6 @@ PROFILE_FORMAT = 1
 _DEFAULTS = MonitoringSpec()
 
 ColumnKind = Literal["numeric", "category"]
-Value = float | str
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,17 @@ class ColumnSketch:
             values=array("values"),
         )
 
+    @classmethod
+    def from_summary(cls, column: ColumnSummary) -> ColumnSketch:
+        if isinstance(column, CategorySummary):
+            return cls("category", column.n, dict(column.counts))
+        counts = column.few_counts
+        if column.n <= SMALL_REFERENCE_ROWS:
+            return cls("numeric", column.n, counts, values=np.sort(column.sample))
+        sample = np.sort(column.sample)
+        quantiles = sample[_atom_positions(len(sample))]
+        return cls("numeric", column.n, counts, std=column.std, quantiles=quantiles)
+
 
 @dataclass(frozen=True)
 class ReferenceProfile:
@@ -126,17 +156,24 @@ class ReferenceProfile:
     columns: dict[str, ColumnSketch]
 
     @classmethod
+    def from_summary(cls, summary: DataSummary) -> ReferenceProfile:
+        return cls({name: ColumnSketch.from_summary(c) for name, c in summary.columns.items()})
+
+    @classmethod
     def from_frame(
         cls, frame: pd.DataFrame, dataset: DatasetSpec, *, sample_rows: int = SAMPLE_ROWS
     ) -> ReferenceProfile:
-        require_features(frame, dataset, where="reference")
-        sketches = {
-            name: _numeric_sketch(frame[name], sample_rows)
-            if dataset.columns[name].is_numeric
-            else _category_sketch(frame[name], sample_rows)
-            for name in dataset.feature_columns
-        }
-        return cls(sketches)
+        """Profile of a frame typed like a cleaned frame."""
+        return cls.from_summary(summarise_frame(frame, dataset, _kept_rows(sample_rows)))
+
+    @classmethod
+    def from_file(
+        cls, path: Path, dataset: DatasetSpec, *, sample_rows: int = SAMPLE_ROWS
+    ) -> ReferenceProfile:
+        """Profile of a Parquet (streamed, bounded memory) or CSV file, typed by the spec."""
+        from ct_platform.monitoring.sources import summarise_file
+
+        return cls.from_summary(summarise_file(path, dataset, _kept_rows(sample_rows)))
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +193,7 @@ class ReferenceProfile:
 
 def detect_drift(
     reference: ReferenceProfile | pd.DataFrame,
-    current: pd.DataFrame,
+    current: pd.DataFrame | DataSummary,
     dataset: DatasetSpec,
     *,
     drift_share_threshold: float,
@@ -167,37 +204,41 @@ def detect_drift(
 ) -> DriftResult:
     """Per-column and dataset drift verdicts of `current` against the reference.
 
-    `current` is typed like a cleaned frame (see `monitoring.frames.typed_features`). Every
-    feature column gets a status: a verdict, or why it was not tested (type mismatch with the
-    profile, all missing, fewer than `min_column_values` non-missing values on either side).
-    Fewer than `min_rows` current rows give no verdict at all (`DriftResult.insufficient`
-    says so with the figures). `other_columns` (the data's non-feature columns) are listed as
-    not tested, with why (dropped by the spec, the target, not in the spec).
+    `current` is a frame typed like a cleaned frame (see `monitoring.frames.typed_features`)
+    or its summary (`monitoring.sources`, built with this reference so a small reference's
+    KS statistic is counted). Every feature column gets a status: a verdict, or why it was
+    not tested (type mismatch with the profile, all missing, fewer than `min_column_values`
+    non-missing values on either side). Fewer than `min_rows` current rows give no verdict at
+    all (`DriftResult.insufficient` says so with the figures). `other_columns` (the data's
+    non-feature columns; a summary's own `other_columns` count too) are listed as not tested,
+    with why (dropped by the spec, the target, not in the spec).
     Raises `MissingColumnsError` when a feature column is absent from either side.
     """
-    if isinstance(reference, pd.DataFrame):
+    if not isinstance(reference, ReferenceProfile):
         reference = ReferenceProfile.from_frame(reference, dataset, sample_rows=sample_rows)
-    require_features(current, dataset, where="current")
     absent = [c for c in dataset.feature_columns if c not in reference.columns]
     if absent:
         raise MissingColumnsError(absent, "reference profile")
+    if not isinstance(current, DataSummary):
+        current = summarise_frame(current, dataset, sample_rows, reference)
+    rows = current.rows
     insufficient = None
-    if len(current) < min_rows:
-        insufficient = f"insufficient data: {len(current)} rows < minimum {min_rows}"
+    if rows < min_rows:
+        insufficient = f"insufficient data: {rows} rows < minimum {min_rows}"
     verdicts: dict[str, ColumnDrift] = {}
     not_tested: dict[str, str] = {}
     for name in dataset.feature_columns:
-        sketch, column = reference.columns[name], current[name]
-        why = _why_untestable(name, sketch, column, dataset, min_column_values)
+        sketch, column = reference.columns[name], current.columns[name]
+        why = _why_untestable(sketch, column, min_column_values)
         if why is None and insufficient is not None:
-            why = f"the current data has {len(current)} rows < minimum {min_rows}"
+            why = f"the current data has {rows} rows < minimum {min_rows}"
         if why is not None:
             not_tested[name] = why
-        elif sketch.kind == "numeric":
-            verdicts[name] = _numeric_drift(sketch, column, sample_rows)
+        elif isinstance(column, NumericSummary):
+            verdicts[name] = _numeric_drift(sketch, column)
         else:
-            verdicts[name] = _category_drift(sketch, column, sample_rows)
-    for name in other_columns:
+            verdicts[name] = _category_drift(sketch, column)
+    for name in [*other_columns, *current.other_columns]:
         if name not in dataset.feature_columns:
             not_tested[name] = _why_not_a_feature(name, dataset)
     return summarise(verdicts, drift_share_threshold, not_tested, insufficient)
@@ -214,26 +255,28 @@ def evidently_method(kind: ColumnKind, n_reference: int, n_values: int) -> str:
     return "jensenshannon"
 
 
-def _why_untestable(
-    name: str, sketch: ColumnSketch, column: pd.Series, dataset: DatasetSpec, minimum: int
-) -> str | None:
+def _kept_rows(sample_rows: int) -> int:
+    # A reference of up to SMALL_REFERENCE_ROWS values keeps them all: the p-value tests need them.
+    return max(sample_rows, SMALL_REFERENCE_ROWS)
+
+
+def _why_untestable(sketch: ColumnSketch, column: ColumnSummary, minimum: int) -> str | None:
     """Why a feature column cannot be tested, or None when it can. A column constant on both
     sides is tested (its distance is 0): a constant reference that changes is real drift."""
-    expected: ColumnKind = "numeric" if dataset.columns[name].is_numeric else "category"
-    if sketch.kind != expected:
+    if sketch.kind != column.kind:
         return (
             f"type mismatch: the reference profile has it as {sketch.kind}, the spec "
-            f"declares {expected} (rebuild the profile)"
+            f"declares {column.kind} (rebuild the profile)"
         )
-    present = len(_finite(column)) if expected == "numeric" else int(column.count())
+    present = column.n
     if sketch.n == 0:
         return "all missing in the reference"
     if present == 0:
-        return f"all missing in the current data ({len(column)} rows)"
+        return f"all missing in the current data ({column.rows} rows)"
     if sketch.n < minimum:
         return f"too few values in the reference: {sketch.n} non-missing < minimum {minimum}"
     if present < minimum:
-        return f"too few values: {present} non-missing of {len(column)} rows < minimum {minimum}"
+        return f"too few values: {present} non-missing of {column.rows} rows < minimum {minimum}"
     return None
 
 
@@ -247,22 +290,6 @@ def _why_not_a_feature(name: str, dataset: DatasetSpec) -> str:
     return "not in the spec"
 
 
-# --- reference sketches ------------------------------------------------------------------
-
-
-def _numeric_sketch(column: pd.Series, sample_rows: int) -> ColumnSketch:
-    values = _finite(column)
-    if len(values) <= SMALL_REFERENCE_ROWS:
-        values = np.sort(values)
-        return ColumnSketch("numeric", len(values), _few_value_counts(values), values=values)
-    sample = np.sort(_subsample(values, sample_rows))
-    quantiles = sample[_atom_positions(len(sample))]
-    # More than FEW_VALUES distinct atoms proves more distinct values: skip the exact count.
-    counts = _few_value_counts(values) if len(np.unique(quantiles)) <= FEW_VALUES else None
-    std = float(np.std(values))
-    return ColumnSketch("numeric", len(values), counts, std=std, quantiles=quantiles)
-
-
 def _atom_positions(n: int) -> np.ndarray:
     """Positions in n sorted values of the quantiles at probabilities (k + 0.5) / atoms,
     inverse-CDF style (the smallest value whose empirical CDF reaches the probability)."""
@@ -270,55 +297,62 @@ def _atom_positions(n: int) -> np.ndarray:
     return np.clip(np.ceil(probabilities * n).astype(np.int64) - 1, 0, n - 1)
 
 
-def _category_sketch(column: pd.Series, sample_rows: int) -> ColumnSketch:
-    n, counts = _category_counts(column, sample_rows, small=SMALL_REFERENCE_ROWS)
-    return ColumnSketch("category", n, counts)
-
-
-def _few_value_counts(values: np.ndarray) -> dict[Value, int] | None:
-    counts = pd.Series(values).value_counts()
-    if len(counts) > FEW_VALUES:
-        return None
-    return {float(value): int(count) for value, count in counts.items()}
-
-
 # --- per-column checks -------------------------------------------------------------------
 
 
-def _numeric_drift(sketch: ColumnSketch, column: pd.Series, sample_rows: int) -> ColumnDrift:
-    current = _finite(column)
+def _numeric_drift(sketch: ColumnSketch, current: NumericSummary) -> ColumnDrift:
     method = evidently_method("numeric", sketch.n, _numeric_n_values(sketch, current))
     if method == "ks":
-        from scipy import stats  # p-value tests only: scipy.stats takes seconds to import
-
-        p_value = float(stats.ks_2samp(sketch.values, current).pvalue)
+        p_value = _ks_p_value(sketch.values, current)
         return ColumnDrift(method, p_value, P_VALUE_THRESHOLD, p_value <= P_VALUE_THRESHOLD)
     if method in ("chisquare", "z"):
         counts = _value_counts(sketch.values)
-        return _p_value_verdict(method, counts, _value_counts(current))
-    sample = _subsample(current, sample_rows)
+        return _p_value_verdict(method, counts, current.few_counts)
     if method == "jensenshannon":
-        return _distance_verdict(method, _js_distance(sketch.counts, _value_counts(sample)))
+        return _distance_verdict(method, _js_distance(sketch.counts, current.few_counts))
     norm = max(sketch.std, MIN_NORM)
-    return _distance_verdict(method, _wasserstein(sketch.quantiles, sample) / norm)
+    return _distance_verdict(method, _wasserstein(sketch.quantiles, current.sample) / norm)
 
 
-def _numeric_n_values(sketch: ColumnSketch, current: np.ndarray) -> int:
-    if sketch.counts is None and sketch.values is None:
-        return FEW_VALUES + 1  # the reference alone has more than FEW_VALUES values
-    reference = sketch.values if sketch.values is not None else np.fromiter(sketch.counts, float)
-    return len(np.union1d(pd.unique(reference), pd.unique(current)))
+def _numeric_n_values(sketch: ColumnSketch, current: NumericSummary) -> int:
+    """Distinct values of both sides together, exactly while at most FEW_VALUES (all the
+    method choice needs), else FEW_VALUES + 1."""
+    if current.few_counts is None or (sketch.counts is None and sketch.values is None):
+        return FEW_VALUES + 1
+    reference = sketch.values if sketch.values is not None else list(sketch.counts)
+    return len({float(v) for v in reference} | current.few_counts.keys())
 
 
-def _category_drift(sketch: ColumnSketch, column: pd.Series, sample_rows: int) -> ColumnDrift:
-    # A small reference means p-value tests, which Evidently runs on the whole current column.
-    small = math.inf if sketch.n <= SMALL_REFERENCE_ROWS else SMALL_REFERENCE_ROWS
-    _, counts = _category_counts(column, sample_rows, small=small)
-    n_values = len(sketch.counts.keys() | counts.keys())
+def _ks_p_value(reference: np.ndarray, current: NumericSummary) -> float:
+    """Two-sample KS p-value as `scipy.stats.ks_2samp` gives it on the two whole columns:
+    itself when the summary kept every current value; otherwise (more than the sample size,
+    where ks_2samp is in its asymptotic mode anyway) its asymptotic formula on the exact
+    statistic, counted against the reference's values while streaming."""
+    from scipy import stats  # p-value tests only: scipy.stats takes seconds to import
+
+    if current.complete:
+        return float(stats.ks_2samp(reference, current.sample).pvalue)
+    grid = current.ks_grid
+    n1, n2 = len(reference), current.n
+    reference_at_or_below = np.searchsorted(np.sort(reference), grid, "right") / n1
+    reference_below = np.concatenate([[0.0], reference_at_or_below[:-1]])
+    at_or_below, below = current.ks_counts()
+    statistic = max(
+        float(np.max(reference_at_or_below - at_or_below / n2)),
+        float(np.max(below / n2 - reference_below)),
+        0.0,
+    )
+    large, small = max(n1, n2), min(n1, n2)
+    effective = round(large * small / (large + small))
+    return float(np.clip(stats.kstwo.sf(statistic, effective), 0, 1))
+
+
+def _category_drift(sketch: ColumnSketch, current: CategorySummary) -> ColumnDrift:
+    n_values = len(sketch.counts.keys() | current.counts.keys())
     method = evidently_method("category", sketch.n, n_values)
     if method == "jensenshannon":
-        return _distance_verdict(method, _js_distance(sketch.counts, counts))
-    return _p_value_verdict(method, sketch.counts, counts)
+        return _distance_verdict(method, _js_distance(sketch.counts, current.counts))
+    return _p_value_verdict(method, sketch.counts, current.counts)
 
 
 def _distance_verdict(method: str, score: float) -> ColumnDrift:
@@ -399,50 +433,6 @@ def _z_test_p_value(reference: dict[Value, int], current: dict[Value, int]) -> f
     return float(math.erfc(abs(z) / math.sqrt(2)))  # two-sided normal p-value, 2 * (1 - Phi)
 
 
-# --- helpers -----------------------------------------------------------------------------
-
-
-def _finite(column: pd.Series) -> np.ndarray:
-    values = column.to_numpy(dtype="float64", na_value=np.nan)
-    return values[np.isfinite(values)]
-
-
-def _subsample(values: np.ndarray, size: int) -> np.ndarray:
-    """`size` values drawn at random (fixed seed, with replacement: drawing indices is then
-    nearly free, and at 200k draws repeats cost no measurable accuracy), or all if fewer.
-    Drawn from the non-missing values, so a sparse column gets a full-size sample too."""
-    if len(values) <= size:
-        return values
-    return values[np.random.default_rng(0).integers(0, len(values), size)]
-
-
-def _category_counts(
-    column: pd.Series, sample_rows: int, *, small: float
-) -> tuple[int, dict[Value, int]]:
-    """Non-missing count and value counts, from `sample_rows` random rows when those hold
-    more than `small` values and at least half of them are non-missing, else from the whole
-    column (a sparse column would leave too few values in the sample). From a sample, the
-    count is scaled up: all it decides is "more than 1,000", which the sample already proves."""
-    if len(column) > sample_rows:
-        # Sorted: reading the strings in memory order makes the counting twice as fast.
-        rows = np.sort(np.random.default_rng(0).integers(0, len(column), sample_rows))
-        counts = _value_counts(column.to_numpy()[rows])
-        sampled = sum(counts.values())
-        if sampled > small and sampled >= sample_rows / 2:
-            return round(sampled * len(column) / sample_rows), counts
-    counts = _value_counts(column)
-    return sum(counts.values()), counts
-
-
-def _value_counts(values: pd.Series | np.ndarray) -> dict[Value, int]:
-    if isinstance(values, np.ndarray):
-        # dtype given: pandas would otherwise convert an object array of str to its own
-        # string type first, which costs more than the counting.
-        values = pd.Series(values, dtype=values.dtype, copy=False)
-    counts = values.value_counts(dropna=True)
-    return {_plain(value): int(count) for value, count in counts.items()}
-
-
-def _plain(value: object) -> Value:
-    # numpy scalars -> Python numbers, so keys match those read back from JSON.
-    return value if isinstance(value, str) else float(value)
+def _value_counts(values: np.ndarray) -> dict[Value, int]:
+    distinct, counts = np.unique(values, return_counts=True)
+    return {float(v): int(c) for v, c in zip(distinct, counts, strict=True)}

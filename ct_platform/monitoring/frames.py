@@ -9,9 +9,12 @@ NaN, categorical columns Python `str` in object dtype (missing stays NaN) — th
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ct_platform.settings import ColumnSpec, DatasetSpec
+
+if TYPE_CHECKING:  # pandas is imported where used: `ct drift` on Parquet never needs it
+    import pandas as pd
 
 # Where a frame carries a model's outputs next to its features: the predicted label (or value,
 # for regression) and the probability of the positive class (binary classification).
@@ -35,6 +38,8 @@ def require_features(frame: pd.DataFrame, dataset: DatasetSpec, *, where: str) -
 
 def typed_features(frame: pd.DataFrame, dataset: DatasetSpec, *, where: str) -> pd.DataFrame:
     """The spec's feature columns, in spec order, typed like a cleaned frame."""
+    import pandas as pd
+
     require_features(frame, dataset, where=where)
     return pd.DataFrame(
         {name: typed_column(frame[name], dataset.columns[name]) for name in dataset.feature_columns}
@@ -42,6 +47,8 @@ def typed_features(frame: pd.DataFrame, dataset: DatasetSpec, *, where: str) -> 
 
 
 def typed_column(values: pd.Series, column: ColumnSpec) -> pd.Series:
+    import pandas as pd
+
     if not column.is_numeric:
         return values.map(str, na_action="ignore").astype(object)
     numbers = pd.to_numeric(values, errors="coerce").astype("float64")

@@ -11,6 +11,12 @@ sound because a segment's records were all scored before its last write: no reco
 segment last modified at time m has `ts` > m. So once the window holds enough rows newer than
 the next segment's modification time, no older segment can contribute. The segment being
 written may end in a torn line (a crash between flushes); such lines are skipped.
+
+The drift check reads the window in bounded memory (`summarise_window`): a first pass keeps
+only the timestamps of the matching records, to find which ones the window holds (the same
+ones `load_window` returns); a second pass reads exactly the same bytes again and feeds those
+records, a page at a time, into the column summaries (`monitoring.summaries`). Memory is one
+page and 8 bytes per scanned record, however long the window.
 """
 
 from __future__ import annotations
@@ -19,14 +25,21 @@ import math
 import os
 import time
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
 from ct_platform.monitoring.frames import PREDICTION_COLUMN, PROBA_COLUMN, typed_features
+from ct_platform.monitoring.sources import add_frame, empty_summary
+from ct_platform.monitoring.summaries import DataSummary
 from ct_platform.settings import DatasetSpec, DriftWindow, Paths
+
+if TYPE_CHECKING:
+    from ct_platform.monitoring.drift import ReferenceProfile
 
 # The shadow slot re-scores requests the stable slot already answered: counting it would
 # count that traffic twice. Stable and candidate split the real traffic between them.
@@ -35,7 +48,18 @@ LOG_COLUMNS = ["request_id", "ts", "slot", "model_version"]
 PREDICTION_KEYS = frozenset([*LOG_COLUMNS, "features", "output"])
 FEEDBACK_KEYS = frozenset(["request_id", "label", "ts"])
 
+# Records typed and summarised at a time by `summarise_window`.
+PAGE_ROWS = 50_000
+
 Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """The window's feature summaries and a uniform sample of its rows (typed features)."""
+
+    summary: DataSummary
+    sample: pd.DataFrame
 
 
 def load_window(
@@ -66,9 +90,7 @@ def read_predictions(
 ) -> list[Record]:
     """Raw records in `window`, oldest first; only `request_ids` when given."""
     directory = Paths.from_env().predictions if directory is None else directory
-    since = -math.inf
-    if window.minutes is not None:
-        since = (time.time() if now is None else now) - window.minutes * 60
+    since = _since(window, now)
     collected: list[Record] = []
     segments = _segments_newest_first(directory)
     for index, (path, _modified) in enumerate(segments):
@@ -103,6 +125,90 @@ def records_frame(records: list[Record], dataset: DatasetSpec) -> pd.DataFrame:
     return frame
 
 
+def summarise_window(
+    window: DriftWindow,
+    dataset: DatasetSpec,
+    *,
+    reference: ReferenceProfile,
+    sample_rows: int,
+    report_rows: int,
+    directory: Path | None = None,
+    now: float | None = None,
+    slots: Collection[str] = TRAFFIC_SLOTS,
+) -> WindowSummary:
+    """Summaries of the feature columns of the rows `load_window` would return, read in
+    bounded memory, plus `report_rows` of those rows drawn at random (for the HTML report).
+    Features absent from every logged record count as all missing."""
+    directory = Paths.from_env().predictions if directory is None else directory
+    since = _since(window, now)
+    plan = _window_plan(window, directory, since, slots)
+    total = sum(int(keep.sum()) for _, _, keep in plan)
+    rng = np.random.default_rng(0)
+    picked = set(rng.choice(total, min(report_rows, total), replace=False).tolist())
+    summary = empty_summary(dataset, sample_rows, reference)
+    page: list[Record] = []
+    kept: list[Record] = []
+    position = 0
+    for path, size, keep in plan:
+        raw = _read_bytes(path)
+        records = _matching(raw[:size] if raw else b"", slots, since)
+        for record, wanted in zip(records, keep, strict=False):
+            if not wanted:
+                continue
+            page.append(record["features"])
+            if position in picked:
+                kept.append(record["features"])
+            position += 1
+            if len(page) == PAGE_ROWS:
+                _add_page(summary, page, dataset)
+                page = []
+    _add_page(summary, page, dataset)
+    return WindowSummary(summary, _typed_page(kept, dataset))
+
+
+def _window_plan(
+    window: DriftWindow, directory: Path, since: float, slots: Collection[str]
+) -> list[tuple[Path, int, np.ndarray]]:
+    """Per segment read (newest first): its path, the bytes read, and which of its matching
+    records (in file order) the window holds. Chosen as `read_predictions` chooses."""
+    scanned: list[tuple[Path, int, np.ndarray]] = []
+    segments = _segments_newest_first(directory)
+    for index, (path, _modified) in enumerate(segments):
+        raw = _read_bytes(path)
+        if raw is None:
+            continue
+        stamps = np.array([record["ts"] for record in _matching(raw, slots, since)], dtype=float)
+        scanned.append((path, len(raw), stamps))
+        older = segments[index + 1][1] if index + 1 < len(segments) else -math.inf
+        if older < since:
+            break
+        if window.rows is not None:
+            newer = sum(int(np.count_nonzero(ts >= older)) for _, _, ts in scanned)
+            if newer >= window.rows:
+                break
+    if window.rows is None:
+        return [(path, size, np.ones(len(ts), dtype=bool)) for path, size, ts in scanned]
+    # Newest `rows` by ts, ties in reading order: the stable sort `read_predictions` uses.
+    stamps = np.concatenate([ts for _, _, ts in scanned]) if scanned else np.empty(0)
+    keep = np.zeros(len(stamps), dtype=bool)
+    keep[np.argsort(stamps, kind="stable")[len(stamps) - min(window.rows, len(stamps)) :]] = True
+    bounds = np.cumsum([0] + [len(ts) for _, _, ts in scanned])
+    return [
+        (path, size, keep[start:end])
+        for (path, size, _), start, end in zip(scanned, bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
+def _add_page(summary: DataSummary, page: list[Record], dataset: DatasetSpec) -> None:
+    if page:
+        add_frame(summary, _typed_page(page, dataset), dataset, where="prediction log")
+
+
+def _typed_page(features: list[Record], dataset: DatasetSpec) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(features, columns=dataset.feature_columns)
+    return typed_features(frame, dataset, where="prediction log")
+
+
 def load_feedback(directory: Path | None = None) -> pd.DataFrame:
     """All feedback as `request_id`, `label`, `ts`; the latest label per request id wins."""
     directory = Paths.from_env().feedback if directory is None else directory
@@ -114,6 +220,12 @@ def load_feedback(directory: Path | None = None) -> pd.DataFrame:
     frame = pd.DataFrame(records, columns=["request_id", "label", "ts"])
     frame = frame.sort_values("ts", kind="stable")
     return frame.drop_duplicates("request_id", keep="last").reset_index(drop=True)
+
+
+def _since(window: DriftWindow, now: float | None) -> float:
+    if window.minutes is None:
+        return -math.inf
+    return (time.time() if now is None else now) - window.minutes * 60
 
 
 def _filled(collected: list[Record], rows: int | None, older_than: float) -> bool:
@@ -136,12 +248,29 @@ def _segments_newest_first(directory: Path) -> list[tuple[Path, float]]:
     return sorted(segments, key=lambda segment: segment[1], reverse=True)
 
 
-def _read_records(path: Path, keys: frozenset[str]) -> Iterator[Record]:
-    """The file's records that have all of `keys`; anything else is not ours to interpret."""
+def _read_bytes(path: Path) -> bytes | None:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:  # rotated away or removed between listing and reading
-        return
+        return None
+
+
+def _matching(raw: bytes, slots: Collection[str], since: float) -> Iterator[Record]:
+    """Prediction records of the traffic `slots` scored at or after `since`, in file order."""
+    return (
+        record
+        for record in _parse_records(raw, PREDICTION_KEYS)
+        if record["slot"] in slots and record["ts"] >= since
+    )
+
+
+def _read_records(path: Path, keys: frozenset[str]) -> Iterator[Record]:
+    raw = _read_bytes(path)
+    return _parse_records(raw, keys) if raw else iter(())
+
+
+def _parse_records(raw: bytes, keys: frozenset[str]) -> Iterator[Record]:
+    """The records that have all of `keys`; anything else is not ours to interpret."""
     for line in raw.splitlines():
         try:
             record = orjson.loads(line)

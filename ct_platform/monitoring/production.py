@@ -10,16 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from ct_platform.monitoring.champion_reference import load_champion_reference
-from ct_platform.monitoring.drift import detect_drift
+from ct_platform.monitoring.drift import SAMPLE_ROWS, detect_drift
 from ct_platform.monitoring.performance import PerformanceResult, evaluate_performance
-from ct_platform.monitoring.prediction_log import load_window
+from ct_platform.monitoring.prediction_log import summarise_window
 from ct_platform.monitoring.results import DriftResult
+from ct_platform.monitoring.sources import sample_parquet
 from ct_platform.settings import Paths, Spec
 
-# The HTML report runs full Evidently on samples this size; the verdict uses all rows.
+# The HTML report runs full Evidently on random rows, this many per side; the verdict
+# uses every row of the window (through its summaries).
 REPORT_SAMPLE_ROWS = 5000
 
 
@@ -42,33 +42,33 @@ def check_production_drift(spec: Spec, paths: Paths) -> ProductionDrift:
     # All recent traffic counts: the inputs' distribution does not depend on which version
     # answered them (performance, in contrast, is judged on the champion's own rows).
     monitoring = spec.monitoring
-    window = load_window(monitoring.window, spec.dataset, directory=paths.predictions)
-    features = window[spec.dataset.feature_columns]
+    window = summarise_window(
+        monitoring.window,
+        spec.dataset,
+        reference=reference.profile,
+        sample_rows=SAMPLE_ROWS,
+        report_rows=REPORT_SAMPLE_ROWS,
+        directory=paths.predictions,
+    )
+    rows = window.summary.rows
     result = detect_drift(
         reference.profile,
-        features,
+        window.summary,
         spec.dataset,
         drift_share_threshold=monitoring.drift_share_threshold,
         min_rows=monitoring.min_window_rows,
         min_column_values=monitoring.min_column_values,
     )
     if result.dataset_drift is None:
-        return ProductionDrift(result.insufficient or "", reference.version, len(window), result)
+        return ProductionDrift(result.insufficient or "", reference.version, rows, result)
     # Evidently is slow to import: only a window with a verdict gets its HTML report.
     from ct_platform.monitoring.evidently_reports import data_drift_report
 
     report = paths.reports / "production" / f"drift-v{reference.version}.html"
     report.parent.mkdir(parents=True, exist_ok=True)
-    data_drift_report(
-        _sample(pd.read_parquet(reference.train_path)), _sample(features), spec, report
-    )
-    return ProductionDrift(result.verdict, reference.version, len(window), result, report)
-
-
-def _sample(frame: pd.DataFrame) -> pd.DataFrame:
-    if len(frame) <= REPORT_SAMPLE_ROWS:
-        return frame
-    return frame.sample(REPORT_SAMPLE_ROWS, random_state=0)
+    train = sample_parquet(reference.train_path, spec.dataset.feature_columns, REPORT_SAMPLE_ROWS)
+    data_drift_report(train, window.sample, spec, report)
+    return ProductionDrift(result.verdict, reference.version, rows, result, report)
 
 
 @dataclass(frozen=True)

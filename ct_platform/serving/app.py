@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.routing import Route as HttpRoute
 
 from ct_platform.serving import admin, mlflow_protocol, v2_protocol
@@ -31,6 +32,7 @@ from ct_platform.serving.bundle import Prediction, load_bundle
 from ct_platform.serving.card import card_response
 from ct_platform.serving.config import ServerConfig
 from ct_platform.serving.feedback import FeedbackLog, parse_feedback
+from ct_platform.serving.hot_routes import HotRoutes, Receive, Scope, Send
 from ct_platform.serving.metrics import Metrics
 from ct_platform.serving.openapi import openapi_document
 from ct_platform.serving.platform_figures import platform_gauges
@@ -41,6 +43,7 @@ from ct_platform.serving.slots import ServedModel, SlotState
 from ct_platform.serving.transport import (
     JSON,
     HttpError,
+    IncomingRequest,
     check_bearer,
     json_response,
     mlflow_error,
@@ -57,6 +60,7 @@ SERVER_VERSION = "1"
 # MLflow's /version reports the MLflow version; ours reports the protocol it mirrors.
 MLFLOW_PROTOCOL_VERSION = "3.17.2"
 
+_JSON_BYTES = JSON.encode()
 # Up to this many rows a batch's log records are formatted on the loop (microseconds).
 _INLINE_LOG_ROWS = 64
 
@@ -65,6 +69,33 @@ Parser = Callable[[bytes, str | None, InputSchema], tuple[ParsedRows, str | None
 # (prediction, model that produced it, request id) -> response body
 Renderer = Callable[[Prediction, ServedModel, str], bytes]
 ErrorResponder = Callable[[HttpError, dict[str, str]], Response]
+
+
+class ScoredAnswer:
+    """A 200 with a JSON body, then the shadow scoring (if any) once the body has gone out.
+
+    What Starlette's `Response` + `BackgroundTask` do, minus their per-request header work.
+    """
+
+    __slots__ = ("background", "body", "headers")
+
+    def __init__(
+        self, body: bytes, headers: dict[str, str], background: BackgroundTask | None
+    ) -> None:
+        self.body = body
+        self.headers = headers
+        self.background = background
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_headers = [
+            (b"content-type", _JSON_BYTES),
+            (b"content-length", str(len(self.body)).encode()),
+            *((name.encode(), value.encode("latin-1")) for name, value in self.headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+        if self.background is not None:
+            await self.background()
 
 
 @dataclass(frozen=True)
@@ -113,7 +144,7 @@ class Server:
     async def version(self, request: Request) -> Response:
         return Response(MLFLOW_PROTOCOL_VERSION, media_type=JSON)
 
-    async def invocations(self, request: Request) -> Response:
+    async def invocations(self, request: IncomingRequest) -> Response | ScoredAnswer:
         return await self._predict(
             request, "invocations", _parse_invocation, _render_invocation, mlflow_error
         )
@@ -152,13 +183,13 @@ class Server:
         except HttpError as error:
             return v2_error(error)
 
-    async def v2_infer(self, request: Request) -> Response:
+    async def v2_infer(self, request: IncomingRequest) -> Response | ScoredAnswer:
         served = self._v2_model(request)
         if isinstance(served, Response):
             return served
         return await self._predict(request, "v2_infer", _parse_v2, _render_v2, v2_error)
 
-    def _v2_model(self, request: Request) -> ServedModel | Response:
+    def _v2_model(self, request: IncomingRequest) -> ServedModel | Response:
         name = request.path_params["name"]
         stable = self.state.stable
         if name != stable.model.meta.name:
@@ -169,12 +200,12 @@ class Server:
 
     async def _predict(
         self,
-        request: Request,
+        request: IncomingRequest,
         endpoint: str,
         parse: Parser,
         render: Renderer,
         error_response: ErrorResponder,
-    ) -> Response:
+    ) -> Response | ScoredAnswer:
         started = time.perf_counter()
         headers: dict[str, str] = {}
         route = None
@@ -217,7 +248,7 @@ class Server:
                 request_id,
                 scored.prediction,
             )
-        return Response(scored.content, media_type=JSON, headers=headers, background=shadow)
+        return ScoredAnswer(scored.content, headers, shadow)
 
     async def _scored(
         self,
@@ -419,7 +450,7 @@ def _render_v2(prediction: Prediction, served: ServedModel, request_id: str) -> 
 
 def _run_model(served: ServedModel, parsed: ParsedRows) -> Prediction:
     try:
-        return served.model.predict(parsed.columns)
+        return served.model.predict(parsed)
     except Exception:
         # Input was validated, so this is a model problem; MLflow answers it with a 400 too.
         logger.exception("model %s failed to score %d rows", served.version, parsed.n_rows)
@@ -431,14 +462,20 @@ def _run_model(served: ServedModel, parsed: ParsedRows) -> Prediction:
         ) from None
 
 
-def create_app(config: ServerConfig) -> Starlette:
-    """Load the bundle(s) named by `config` and build the app (slow: loads models)."""
+def create_app(config: ServerConfig) -> HotRoutes:
+    """Load the bundle(s) named by `config` and build the ASGI app (slow: loads models)."""
     stable = ServedModel.of(load_bundle(config.bundle, use_onnx=config.use_onnx))
     candidate = None
     if config.candidate is not None:
         candidate = ServedModel.of(load_bundle(config.candidate, use_onnx=config.use_onnx))
     server = Server(config, SlotState(stable=stable, candidate=candidate))
-    routes = [
+    starlette = Starlette(routes=_routes(server), lifespan=server.lifespan)
+    return HotRoutes(invocations=server.invocations, v2_infer=server.v2_infer, fallback=starlette)
+
+
+def _routes(server: Server) -> list[BaseRoute]:
+    # The two scoring routes are also here: for other methods (405) and for one route list.
+    return [
         HttpRoute("/ping", server.ping, methods=["GET"]),
         HttpRoute("/health", server.ping, methods=["GET"]),
         HttpRoute("/version", server.version, methods=["GET"]),
@@ -455,4 +492,3 @@ def create_app(config: ServerConfig) -> Starlette:
         HttpRoute("/openapi.json", server.openapi, methods=["GET"]),
         *admin.routes(server),
     ]
-    return Starlette(routes=routes, lifespan=server.lifespan)

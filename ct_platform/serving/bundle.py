@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from itertools import count
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import onnxruntime as ort
-import skops.io as sio
 
 from ct_platform.atomic import write_atomically
-from ct_platform.registry.skops_types import TRUSTED_TYPE_ALLOWLIST
 from ct_platform.serving.manifest import ManifestError, verify_manifest, write_manifest
+
+if TYPE_CHECKING:
+    from ct_platform.serving.schema import ParsedRows
 
 BUNDLE_FORMAT = 1
 META_FILE = "bundle.json"
@@ -127,6 +128,9 @@ class Prediction:
 
 
 def check_trusted_types(types: list[str]) -> None:
+    # Imported here: skops pulls scikit-learn, scipy and pandas, which the ONNX path never needs.
+    from ct_platform.registry.skops_types import TRUSTED_TYPE_ALLOWLIST
+
     forbidden = sorted(set(types) - TRUSTED_TYPE_ALLOWLIST)
     if forbidden:
         raise BundleError(f"model.skops needs types outside the skops allowlist: {forbidden}")
@@ -196,15 +200,17 @@ class LoadedModel:
     def backend_name(self) -> str:
         return self.backend.name
 
-    def predict(self, columns: list[np.ndarray]) -> Prediction:
-        """Score parsed columns (schema order): float64 with NaN, or object arrays of str."""
-        return self.backend.predict(columns)
+    def predict(self, rows: ParsedRows) -> Prediction:
+        """Score rows parsed by this bundle's `InputSchema` (`serving.schema`)."""
+        return self.backend.predict(rows)
 
 
 class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: Path, meta: BundleMeta) -> None:
+        import onnxruntime as ort  # only when a graph is loaded: `read_meta` callers skip it
+
         options = ort.SessionOptions()
         # One thread per session: single-row requests gain nothing from intra-op threading,
         # and on a small box the server's workers already use every core.
@@ -224,13 +230,23 @@ class OnnxBackend:
             raise BundleError(
                 f"{path.name} has {len(self._input_names)} inputs, schema has {len(meta.columns)}"
             )
-        self._numeric = [column.is_numeric for column in meta.columns]
+        # Each input: (name, True, row of the numeric block) or (name, False, schema position).
+        numeric_rows = count()
+        self._inputs = [
+            (name, True, next(numeric_rows)) if column.is_numeric else (name, False, position)
+            for position, (name, column) in enumerate(
+                zip(self._input_names, meta.columns, strict=True)
+            )
+        ]
         self._classifier = meta.task == "classification"
 
-    def predict(self, columns: list[np.ndarray]) -> Prediction:
+    def predict(self, rows: ParsedRows) -> Prediction:
+        # One float32 conversion for every numeric column; each input is then a view of it.
+        numeric = rows.numeric.astype(np.float32)
+        shape = (rows.n_rows, 1)
         feeds = {
-            name: (values.astype(np.float32) if numeric else values).reshape(-1, 1)
-            for name, values, numeric in zip(self._input_names, columns, self._numeric, strict=True)
+            name: (numeric[index] if is_numeric else rows.columns[index]).reshape(shape)
+            for name, is_numeric, index in self._inputs
         }
         outputs = self._session.run(None, feeds)
         if self._classifier:
@@ -242,6 +258,9 @@ class SklearnBackend:
     name = "sklearn"
 
     def __init__(self, path: Path, meta: BundleMeta) -> None:
+        # Only bundles without a usable ONNX graph pay for skops (scikit-learn, scipy, pandas).
+        import skops.io as sio
+
         # A bundle.json asking to trust more than the allowlist is refused outright.
         check_trusted_types(meta.skops_trusted_types)
         try:
@@ -258,12 +277,12 @@ class SklearnBackend:
         self._classifier = meta.task == "classification"
         self._has_proba = hasattr(self._pipeline, "predict_proba")
 
-    def predict(self, columns: list[np.ndarray]) -> Prediction:
-        rows = np.empty((len(columns[0]), self._width), dtype=object)
-        for position, values in enumerate(columns):
-            rows[:, position] = values
-        predicted = self._pipeline.predict(rows)
+    def predict(self, rows: ParsedRows) -> Prediction:
+        table = np.empty((rows.n_rows, self._width), dtype=object)
+        for position, values in enumerate(rows.columns):
+            table[:, position] = values
+        predicted = self._pipeline.predict(table)
         if not self._classifier:
             return Prediction(labels=None, proba=None, values=predicted)
-        proba = self._pipeline.predict_proba(rows) if self._has_proba else None
+        proba = self._pipeline.predict_proba(table) if self._has_proba else None
         return Prediction(labels=predicted, proba=proba, values=None)

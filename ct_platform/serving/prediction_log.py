@@ -153,8 +153,8 @@ def records(batch: ScoredBatch) -> list[dict[str, Any]]:
 def _jsonable(values: np.ndarray) -> list[Any]:
     if values.dtype == object:
         return [None if value == MISSING_CATEGORY else value for value in values.tolist()]
-    # NaN (missing, or a sentinel mapped to missing) is logged as null.
-    return [None if value != value else value for value in values.tolist()]
+    # NaN (missing, or a sentinel mapped to missing) stays NaN here: orjson writes it as null.
+    return values.tolist()
 
 
 def _outputs(prediction: Prediction) -> list[dict[str, Any]]:

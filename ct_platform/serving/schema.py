@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, NoReturn
 
 import numpy as np
@@ -73,8 +74,11 @@ class SchemaError(InputError):
 @dataclass(frozen=True)
 class ParsedRows:
     n_rows: int
-    # One array per schema column, in schema order.
+    # One array per schema column, in schema order: float64 (NaN: missing) for numeric
+    # columns, views into `numeric`; object arrays of str for categorical ones.
     columns: list[np.ndarray]
+    # The numeric columns as one (n_numeric_columns, n_rows) float64 block, schema order.
+    numeric: np.ndarray
 
 
 class InputSchema:
@@ -84,6 +88,18 @@ class InputSchema:
         self.columns = columns
         self.names = [column.name for column in columns]
         self._parsers = [_ColumnParser(column) for column in columns]
+        self._numeric = [i for i, column in enumerate(columns) if column.is_numeric]
+        self._categorical = [i for i, column in enumerate(columns) if not column.is_numeric]
+        # Rows of the numeric block that need a rule beyond "a float32-range number".
+        numeric = [columns[i] for i in self._numeric]
+        int_rows = [column.type == "int" for column in numeric]
+        self._int_weights = np.array(int_rows, dtype=np.float64)[:, None] if any(int_rows) else None
+        self._required_rows = [j for j, column in enumerate(numeric) if not column.nullable]
+        self._sentinel_rows = [
+            (j, self._parsers[i].numeric_sentinels)
+            for j, i in enumerate(self._numeric)
+            if self._parsers[i].numeric_sentinels
+        ]
 
     def from_columns(
         self, data: Mapping[str, Any], *, text: bool | frozenset[str] = False
@@ -103,11 +119,75 @@ class InputSchema:
         n_rows = lengths.pop()
         if n_rows == 0:
             raise InputError("no rows to score")
+        texts = [text if isinstance(text, bool) else name in text for name in self.names]
+        parsed = self._all_columns_at_once(raw_columns, texts, n_rows)
+        if parsed is not None:
+            return parsed
+        # Something needs a closer look: the rule, one column at a time in schema order,
+        # names the first bad value (or accepts, e.g. a NaN in a nullable int column).
         arrays = [
-            parser.parse(values, text=text if isinstance(text, bool) else parser.name in text)
-            for parser, values in zip(self._parsers, raw_columns, strict=True)
+            parser.parse(values, text=is_text)
+            for parser, values, is_text in zip(self._parsers, raw_columns, texts, strict=True)
         ]
-        return ParsedRows(n_rows=n_rows, columns=arrays)
+        block = np.array([arrays[i] for i in self._numeric], dtype=np.float64)
+        block = block.reshape(len(self._numeric), n_rows)
+        return ParsedRows(
+            n_rows=n_rows,
+            columns=self._in_schema_order(block, [arrays[i] for i in self._categorical]),
+            numeric=block,
+        )
+
+    def _all_columns_at_once(
+        self, raw_columns: list[Sequence[Any]], texts: list[bool], n_rows: int
+    ) -> ParsedRows | None:
+        """The common case in a few numpy calls for all numeric columns together.
+
+        None when any value needs the per-column rule: a non-number, text, an infinite or
+        out-of-range value, a missing value in a required column, a fraction in an int
+        column, or any categorical problem. The same rule decides; this only skips the work.
+        """
+        numeric_values = [raw_columns[i] for i in self._numeric]
+        if any(texts[i] for i in self._numeric):
+            return None
+        if not set(map(type, chain.from_iterable(numeric_values))) <= _JSON_NUMBER_TYPES:
+            return None
+        try:
+            block = np.array(numeric_values, dtype=np.float64).reshape(-1, n_rows)
+        except OverflowError:  # an integer beyond float64
+            return None
+        for row, sentinels in self._sentinel_rows:
+            values = block[row]
+            for sentinel in sentinels:
+                values[values == sentinel] = np.nan
+        # fmax ignores NaN (missing): inf and values beyond float32 are what is left to find.
+        if block.size and np.fmax.reduce(np.abs(block), axis=None) > _MAX_FLOAT32:
+            return None
+        if self._required_rows and np.isnan(block[self._required_rows]).any():
+            return None
+        # Fractions in int columns: |x| mod 1 of those rows (weight 1; others 0, NaN ignored).
+        if self._int_weights is not None:
+            fractions = np.fmod(np.abs(block), 1.0) * self._int_weights
+            if np.fmax.reduce(fractions, axis=None) > 0:
+                return None
+        try:
+            categorical = [
+                self._parsers[i].parse(raw_columns[i], text=texts[i]) for i in self._categorical
+            ]
+        except SchemaError:
+            return None
+        return ParsedRows(
+            n_rows=n_rows, columns=self._in_schema_order(block, categorical), numeric=block
+        )
+
+    def _in_schema_order(
+        self, block: np.ndarray, categorical: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        columns: list[np.ndarray] = [block] * len(self.names)
+        for row, position in enumerate(self._numeric):
+            columns[position] = block[row]
+        for array, position in zip(categorical, self._categorical, strict=True):
+            columns[position] = array
+        return columns
 
     def from_records(self, records: Sequence[Any]) -> ParsedRows:
         """`[{column: value}, ...]`: every record must hold every column."""
@@ -138,13 +218,14 @@ class InputSchema:
         for index, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != len(columns):
                 raise InputError(f"row {index} must be a list of {len(columns)} values")
+        transposed = list(zip(*rows, strict=True)) or [()] * len(columns)
         return self.from_columns(
-            {name: [row[positions[name]] for row in rows] for name in self.names}, text=text
+            {name: transposed[positions[name]] for name in self.names}, text=text
         )
 
 
-def _as_list(values: Any, name: str) -> list[Any]:
-    if isinstance(values, list):
+def _as_list(values: Any, name: str) -> Sequence[Any]:
+    if isinstance(values, list | tuple):  # tuple: a column of `from_split`'s transpose
         return values
     if isinstance(values, dict):
         raise SchemaError(f"column '{name}': expected a list of values, got an object")
@@ -162,17 +243,17 @@ class _ColumnParser:
         self._integer_coded = bool(column.categories) and all(
             _INTEGER_TEXT.fullmatch(category) for category in column.categories or []
         )
-        self._numeric_sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
+        self.numeric_sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
         self._text_sentinels = frozenset(str(s) for s in column.sentinels)
 
-    def parse(self, values: list[Any], *, text: bool) -> np.ndarray:
+    def parse(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
         if self.column.is_numeric:
             return self._numeric(values, text=text)
         return self._categorical(values, text=text)
 
     # -- numbers ---------------------------------------------------------------------------
 
-    def _numeric(self, values: list[Any], *, text: bool) -> np.ndarray:
+    def _numeric(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
         kinds = set(map(type, values))
         # One C-level pass over the types; the per-value rule runs only when it must.
         # (bool is an int subclass in Python, but True is not an age: type() excludes it.)
@@ -185,7 +266,7 @@ class _ColumnParser:
             array = self._numbers(values)
         else:
             self._raise_first_non_number(values, text=text)
-        for sentinel in self._numeric_sentinels:
+        for sentinel in self.numeric_sentinels:
             array[array == sentinel] = np.nan
         # One reduction answers "all finite?"; the detailed checks run only when it says no.
         all_finite = bool(np.isfinite(array.sum()))
@@ -200,7 +281,7 @@ class _ColumnParser:
                 raise self._error(row, f"expected an integer, got {_show(values[row])}")
         return array
 
-    def _numbers(self, values: list[Any]) -> np.ndarray:
+    def _numbers(self, values: Sequence[Any]) -> np.ndarray:
         return np.fromiter(
             (self._number(row, value) for row, value in enumerate(values)),
             dtype=np.float64,
@@ -228,14 +309,14 @@ class _ColumnParser:
                 pass
         raise self._error(row, f"expected a number, got {_show(value)}")
 
-    def _raise_first_non_number(self, values: list[Any], *, text: bool) -> NoReturn:
+    def _raise_first_non_number(self, values: Sequence[Any], *, text: bool) -> NoReturn:
         allowed = _JSON_NUMBER_TYPES | {str} if text else _JSON_NUMBER_TYPES
         for row, value in enumerate(values):
             if type(value) not in allowed:
                 raise self._error(row, f"expected a number, got {_show(value)}")
         raise AssertionError("unreachable: a value of another type was found")
 
-    def _check_missing_and_infinite(self, array: np.ndarray, values: list[Any]) -> None:
+    def _check_missing_and_infinite(self, array: np.ndarray, values: Sequence[Any]) -> None:
         infinite = np.isinf(array)
         if infinite.any():
             row = int(np.argmax(infinite))
@@ -247,7 +328,9 @@ class _ColumnParser:
                 row, f"missing value ({_show(values[row])}) not allowed: the column is required"
             )
 
-    def _check_magnitude(self, array: np.ndarray, present: np.ndarray, values: list[Any]) -> None:
+    def _check_magnitude(
+        self, array: np.ndarray, present: np.ndarray, values: Sequence[Any]
+    ) -> None:
         # The ONNX graph scores in float32: beyond its range a value would silently be inf.
         if present.size and float(np.abs(present).max()) > _MAX_FLOAT32:
             row = _row_of(array, present[np.argmax(np.abs(present))])
@@ -257,7 +340,7 @@ class _ColumnParser:
 
     # -- categories ------------------------------------------------------------------------
 
-    def _categorical(self, values: list[Any], *, text: bool) -> np.ndarray:
+    def _categorical(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
         array = np.empty(len(values), dtype=object)
         for row, value in enumerate(values):
             # In CSV an empty field is the only way to say "missing".

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import hmac
 import random
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
 
 JSON = "application/json"
 _MAX_REQUEST_ID_LENGTH = 128
+
+
+class IncomingRequest(Protocol):
+    """What these helpers read of a request: Starlette's `Request`, or `hot_routes.RawRequest`."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def stream(self) -> AsyncIterator[bytes]: ...
 
 
 class HttpError(Exception):
@@ -23,7 +33,7 @@ class HttpError(Exception):
         self.message = message
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: IncomingRequest, limit: int) -> bytes:
     """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -42,7 +52,7 @@ def _too_large(limit: int) -> HttpError:
     return HttpError(413, "BAD_REQUEST", f"request body exceeds the limit of {limit} bytes")
 
 
-def request_id_of(request: Request) -> str | None:
+def request_id_of(request: IncomingRequest) -> str | None:
     """The client's `X-Request-ID`, validated; None when it sent none."""
     request_id = request.headers.get("x-request-id")
     if request_id is None:
@@ -62,7 +72,9 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def check_bearer(request: Request, secret: str | None, *, allow_api_key_header: bool) -> None:
+def check_bearer(
+    request: IncomingRequest, secret: str | None, *, allow_api_key_header: bool
+) -> None:
     """401 unless the request carries `secret` (no secret configured: nothing to check)."""
     if secret is None:
         return

@@ -122,13 +122,23 @@ def record_gates(
     `described` (default: `gates`) are the gates listed in the version's description, e.g.
     the inherited holdout gates next to a refit's own.
     """
-    registry.log_metrics(version.run_id, gate_figures(gates))
-    registry.set_tags(
-        version.version, {**gate_tags(gates), GATES_PASSED_TAG: str(promotable).lower()}
-    )
+    record_gate_verdicts(registry, version, gates)
+    registry.set_tags(version.version, {GATES_PASSED_TAG: str(promotable).lower()})
     registry.describe_verdict(
         version.version, promotable=promotable, gates=described if described is not None else gates
     )
+
+
+def record_gate_verdicts(
+    registry: ModelRegistry, version: ModelVersionInfo, gates: Sequence[GateResult]
+) -> None:
+    """Each gate's verdict and reason as tags on `version`, its figures as run metrics.
+
+    Also for gates judged after promotion (on the exported bundle): they land on the version
+    they judge without touching `ct.gates_passed`, the promotion verdict.
+    """
+    registry.log_metrics(version.run_id, gate_figures(gates))
+    registry.set_tags(version.version, gate_tags(gates))
 
 
 def gate_tags(gates: Sequence[GateResult]) -> dict[str, str]:

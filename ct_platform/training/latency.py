@@ -127,9 +127,9 @@ def measure_here(bundle_dir: Path, records: list[dict[str, object]]) -> ServingR
     batch = served.schema.from_records([records[i % len(records)] for i in range(BATCH_ROWS)])
     with threadpool_limits(limits=1):
         single_ms = timed_calls(
-            lambda i: served.model.predict(singles[i % len(singles)].columns), SINGLE_ROW_CALLS
+            lambda i: served.model.predict(singles[i % len(singles)]), SINGLE_ROW_CALLS
         )
-        batch_ms = timed_calls(lambda i: served.model.predict(batch.columns), BATCH_CALLS)
+        batch_ms = timed_calls(lambda i: served.model.predict(batch), BATCH_CALLS)
     return ServingResources(
         artifact=served.model.backend_name,
         single_row_p50_ms=float(np.median(single_ms)),

@@ -133,7 +133,8 @@ def promote(
 ) -> int | None:
     """Move the release alias (`registry.versions.release_alias`: `champion`, or `canary` under
     a progressive rollout, which moves `champion` when it completes) to `version` if its
-    recorded gates allow it; return the previous champion. The version is tagged
+    recorded gates allow it; return the previous champion. `actor` is who or what started
+    the promotion (`governance.audit.run_actor` of the Dagster run). The version is tagged
     `ct.promoted_by=<Dagster run or actor>` (a refit promoted once is never promoted again).
 
     The gate verdict is read back from the registry rather than trusted from the caller, so a
@@ -159,7 +160,9 @@ def promote(
             f"version {version} was promoted before ({PROMOTED_TAG}={promoted_before}) and "
             "is no longer champion (rolled back or replaced): it is not promoted again"
         )
-    require_approval(registry, candidate, spec.governance, dagster_run_id=dagster_run_id)
+    require_approval(
+        registry, candidate, spec.governance, actor=actor, dagster_run_id=dagster_run_id
+    )
     alias = release_alias(spec)
     registry.set_alias(alias, version)
     if alias == CHAMPION:  # a rollout records its promotion when it moves `champion`

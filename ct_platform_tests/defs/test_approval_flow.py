@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from ct_platform.cli import main
+from ct_platform.cli.status import verdict
 from ct_platform.definitions import build_definitions
 from ct_platform.governance.audit import read_events
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
@@ -44,9 +45,12 @@ TRAIN_AND_PROMOTE = [
 ]
 
 
-def train(spec: Spec, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def train(
+    spec: Spec, instance: dg.DagsterInstance, tags: dict[str, str] | None = None
+) -> dg.ExecuteInProcessResult:
+    """The training chain, started by hand (`tags`: e.g. the person's `dagster/user`)."""
     selection = [dg.AssetKey(name) for name in TRAIN_AND_PROMOTE]
-    result = run_job(spec, instance, "training_job", asset_selection=selection)
+    result = run_job(spec, instance, "training_job", asset_selection=selection, tags=tags)
     assert result.success
     return result
 
@@ -97,6 +101,8 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     assert registry.version(2).tags["ct.refit_of"] == "1"
     assert registry.version(2).tags["ct.approval"] == "pending"
     assert champion_version(approval_spec) is None
+    # The refit that waits is the challenger: a candidate that may still become champion.
+    assert registry.alias_version("challenger").version == 2
     assert_card_of_version_1(approval_spec, instance)
     assert latest_champion_status(instance).startswith(
         "waiting for approval of version 2 (ct approve 2"
@@ -105,13 +111,27 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     assert champion_version(approval_spec) is None
 
     capsys.readouterr()
+    assert main(["status"]) == 0
+    status = capsys.readouterr().out.splitlines()
+    assert (
+        status[-1] == "waiting for approval of version 2 (ct approve 2 --reason ..., or ct reject)"
+    )
+    # A batch trained into it says so too (as `trained into v1 (...), v2 (<this>)`).
+    assert verdict(registry.version(2)) == "waiting for approval: ct approve 2"
     # Only the version that waits is decided: not its holdout fit (nobody reviewed that).
     assert main(["approve", "1", "--reason", "holdout fit", "--by", "eve"]) == 1
     refused = capsys.readouterr().err
     assert "version 1 is not waiting for approval" in refused and "versions waiting: 2" in refused
     assert main(["approve", "2", "--reason", "card reviewed", "--by", "alice"]) == 0
-    assert "champion version none -> 2" in capsys.readouterr().out
+    # The answer alone: the job's log stays in the Dagster instance, not on the terminal.
+    answer = capsys.readouterr()
+    assert answer.out.startswith("version 2 approved by alice: champion version none -> 2 (")
+    assert answer.out.count("\n") == 1 and "DEBUG" not in answer.err and "INFO" not in answer.err
+    approval_run = answer.out.rstrip(")\n").rsplit(" ", 1)[-1]
+    stored = {record.dagster_event_type for record in instance.all_logs(approval_run)}
+    assert dg.DagsterEventType.RUN_SUCCESS in stored
     assert champion_version(approval_spec) == 2
+    assert registry.alias_version("challenger") is None  # champion now, not a challenger
     approved = registry.version(2).tags
     assert (approved["ct.approval"], approved["ct.approval.by"]) == ("approved", "alice")
     assert approved["ct.approval.reason"] == "card reviewed" and approved["ct.approval.at"]
@@ -121,8 +141,10 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     land_bank_batches(1, first=2)
     train(approval_spec, instance)
     assert registry.version(4).tags["ct.approval"] == "pending"
+    assert registry.alias_version("challenger").version == 4
     assert main(["reject", "4", "--reason", "worse for singles", "--by", "bob"]) == 0
     assert champion_version(approval_spec) == 2
+    assert registry.alias_version("challenger") is None  # rejected: never champion
     automation_and_reruns_change_nothing(approval_spec, instance)
     assert latest_champion_status(instance).startswith("version 4 was rejected by bob")
     capsys.readouterr()
@@ -132,7 +154,8 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     assert registry.version(4).tags["ct.approval.by"] == "bob"
 
     events = [(e.kind, e.to_version, e.actor, e.reason) for e in read_events()]
-    assert events[0][:3] == ("approval_requested", 2, "automation")
+    # The training run was started by hand (a test, as from the Launchpad): not "automation".
+    assert events[0][:3] == ("approval_requested", 2, "by hand")
     assert ("approval", 2, "alice", "card reviewed") in events
     assert events.index(("approval", 2, "alice", "card reviewed")) < [e[0] for e in events].index(
         "promotion"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -46,6 +49,7 @@ def test_gates_run_in_training_job_and_a_failed_fairness_gate_keeps_the_champion
     assert tags["ct.gate.fairness"] == "pass"
     assert tags["ct.gate.fairness.reason"].startswith("marital: demographic_parity_difference")
     assert tags["ct.gate.secrets"] == "pass" and tags["ct.gate.pii"] == "pass"
+    assert_bundle_verdicts_on_the_served_version(registry, checks, spec.paths.bundles)
 
     land_bank_batches(1, first=2)
     # No gap at all is allowed: the real model's small differences between groups now fail.
@@ -71,6 +75,33 @@ def test_gates_run_in_training_job_and_a_failed_fairness_gate_keeps_the_champion
     rejected = registry.version(3).tags
     assert rejected["ct.gate.fairness"] == "fail" and rejected["ct.gates_passed"] == "false"
     assert "over 0" in rejected["ct.gate.fairness.reason"]
+
+
+def assert_bundle_verdicts_on_the_served_version(
+    registry: ModelRegistry, checks: dict[tuple[str, str], object], bundles: Path
+) -> None:
+    """The bundle's gates land on the version the bundle holds (v2, the refit), like every
+    gate, and that version's card logged to MLflow shows them."""
+    for gate in ("bundle_secrets", "vulnerabilities"):
+        assert checks[("model_bundle", gate)].metadata["version"].value == 2
+    tags = registry.version(2).tags
+    assert tags["ct.gate.bundle_secrets"] == "pass"
+    assert (
+        tags["ct.gate.bundle_secrets.reason"]
+        == checks[("model_bundle", "bundle_secrets")].description
+    )
+    assert tags["ct.gate.vulnerabilities"] == "fail"  # "unknown": a warning, never a pass
+    assert tags["ct.gate.vulnerabilities.reason"].startswith("unknown: no advisory source")
+    assert "ct.gate.bundle_secrets" not in registry.version(1).tags  # v1 was never exported
+    assert registry.version(2).tags["ct.gates_passed"] == "true"
+    with tempfile.TemporaryDirectory() as folder:
+        card = registry.download_artifact(
+            registry.version(2).run_id, "card/card.md", Path(folder)
+        ).read_text()
+    assert "| bundle\\_secrets | pass |" in card
+    assert "| vulnerabilities | fail | unknown: no advisory source" in card
+    sealed = (bundles / f"{registry.model_name}-v2" / "card.md").read_text()
+    assert "| bundle\\_secrets | not judged yet |" in sealed
 
 
 def _luhn_valid(prefix: str) -> str:

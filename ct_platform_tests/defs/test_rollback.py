@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import pytest
+from dagster._core.storage.tags import AUTO_MATERIALIZE_TAG, AUTOMATION_CONDITION_TAG
 
 from ct_platform.cli import main
 from ct_platform.definitions import build_definitions
@@ -40,11 +41,21 @@ def served_spec(spec_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sp
     target_for(spec).stop()
 
 
+# The tags Dagster's asset daemon puts on a run an automation condition requested.
+AUTOMATION_RUN_TAGS = {
+    "dagster/sensor_name": "default_automation_condition_sensor",
+    AUTO_MATERIALIZE_TAG: "true",
+    AUTOMATION_CONDITION_TAG: "true",
+}
+
+
 def deploy(spec: Spec, instance: dg.DagsterInstance) -> str:
-    """Materialize `deployed_endpoint` (as automation does after a new bundle); its URL."""
+    """Materialize `deployed_endpoint` as automation does after a new bundle; its URL."""
     job = build_definitions(spec).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey("deployed_endpoint")]
+        instance=instance,
+        asset_selection=[dg.AssetKey("deployed_endpoint")],
+        tags=AUTOMATION_RUN_TAGS,
     )
     return result.get_asset_materialization_events()[0].materialization.metadata["url"].value
 
@@ -75,7 +86,7 @@ def test_served_card_then_rollback_restores_the_previous_champion(
     assert card(url, served_spec, params={"format": "pdf"}).status_code == 400
 
     land_bank_batches(1, first=2)
-    train(served_spec, instance)
+    train(served_spec, instance, tags={"dagster/user": "dana"})
     assert champion_version(served_spec) == 4
     deploy(served_spec, instance)
     assert served_version(url, served_spec.model.name) == "4"
@@ -89,9 +100,11 @@ def test_served_card_then_rollback_restores_the_previous_champion(
     events = read_events()
     kinds = [(e.kind, e.from_version, e.to_version, e.actor) for e in events]
     assert kinds == [
-        ("promotion", None, 2, "automation"),
+        # Who or what started each run, from its Dagster tags: a run started by hand, one
+        # naming its person, and the automation's.
+        ("promotion", None, 2, "by hand"),
         ("deployment", None, 2, "automation"),
-        ("promotion", 2, 4, "automation"),
+        ("promotion", 2, 4, "dana"),
         ("deployment", 2, 4, "automation"),
         ("rollback", 4, 2, "carol"),
         ("deployment", 4, 2, "carol"),

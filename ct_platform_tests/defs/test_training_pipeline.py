@@ -49,7 +49,8 @@ def test_batch_runs_ingest_then_one_training_run_promotes(spec, instance, land_b
     holdout_fit, champion = registry.version(1), registry.alias_version("champion")
     # What serves is the whole-window refit of the evaluated holdout fit.
     assert champion is not None and champion.version == 2
-    assert registry.alias_version("challenger").version == 2
+    # Promoted: the refit is no longer a challenger (the alias left it when it became champion).
+    assert registry.alias_version("challenger") is None
     assert holdout_fit.tags["ct.fit"] == "holdout_split"
     assert champion.tags["ct.fit"] == "whole_window"
     assert champion.tags["ct.refit_of"] == "1"
@@ -115,7 +116,7 @@ def test_unchanged_data_creates_no_new_version(spec, instance, land_bank_batches
     again = run_job(spec, instance, "training_job")
 
     assert again.success
-    assert registry.alias_version("challenger").version == 2
+    assert registry.alias_version("challenger") is None
     assert registry.alias_version("champion").version == 2
     materialized = {e.asset_key.path[-1] for e in again.get_asset_materialization_events()}
     assert not {"candidate_model", "refit_model", "champion"} & materialized

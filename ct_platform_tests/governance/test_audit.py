@@ -6,7 +6,9 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import dagster as dg
 import pytest
+from dagster._core.storage import tags as dagster_tags
 
 from ct_platform.cli import main
 from ct_platform.governance.audit import (
@@ -16,6 +18,7 @@ from ct_platform.governance.audit import (
     audit_path,
     champion_history,
     read_events,
+    run_actor,
 )
 
 WRITERS = 4
@@ -108,3 +111,31 @@ def test_ct_history_prints_table_and_json(capsys):
     assert [e["kind"] for e in listed] == ["promotion", "rollback"]
     assert listed[0]["dagster_run_id"] == "run-1" and listed[1]["from_version"] == 2
     assert audit_path().is_file()
+
+
+def test_run_actor_reads_the_tags_dagster_sets():
+    """Dagster's own tag builders and names, as its daemons set them on the runs they launch."""
+    automation_sensor = dg.DagsterRun.tags_for_sensor(
+        dg.AutomationConditionSensorDefinition(
+            "default_automation_condition_sensor", target=dg.AssetSelection.all()
+        )
+    )
+    # The asset daemon adds these beside the sensor's name (`dagster._daemon.asset_daemon`).
+    automation = {
+        **automation_sensor,
+        dagster_tags.AUTO_MATERIALIZE_TAG: "true",
+        dagster_tags.AUTOMATION_CONDITION_TAG: "true",
+    }
+    assert run_actor(automation) == "automation"
+    assert run_actor({**dg.DagsterRun.tags_for_tick_id("7", has_evaluations=True)}) == "automation"
+
+    @dg.sensor(job_name="training_job")
+    def training_sensor() -> None: ...
+
+    assert run_actor(dg.DagsterRun.tags_for_sensor(training_sensor)) == "sensor:training_sensor"
+    assert run_actor({dagster_tags.SCHEDULE_NAME_TAG: "nightly"}) == "schedule:nightly"
+    # Launched by a person: named when the run carries their name, else "by hand".
+    assert run_actor({}) == "by hand"
+    assert run_actor({"dagster/user": "dana@example.com"}) == "dana@example.com"
+    assert run_actor({dagster_tags.BACKFILL_ID_TAG: "abc"}) == "by hand (backfill abc)"
+    assert run_actor({dagster_tags.PARTITION_NAME_TAG: "batch-1.csv"}) == "by hand"

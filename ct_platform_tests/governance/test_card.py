@@ -100,3 +100,20 @@ def test_gate_reason_tag_wins_over_the_description():
     lines = {line.name: line for line in _gate_lines(tags, description)}
     assert lines["metric_floor"].reason == "from the tag"
     assert lines["latency"] == GateLine("latency", "fail", "p50 31.0 ms exceeds 25 ms")
+    # The bundle's gates are judged after export: said so, never silently missing.
+    assert lines["bundle_secrets"].verdict == "not judged yet"
+    assert "once it is exported" in lines["vulnerabilities"].reason
+
+
+def test_bundle_gate_verdicts_from_their_tags_and_none_before_any_verdict():
+    tags = {
+        "ct.gate.metric_floor": "pass",
+        "ct.gate.bundle_secrets": "fail",
+        "ct.gate.bundle_secrets.reason": "1 secret in bundle.json",
+        "ct.gate.vulnerabilities": "fail",
+        "ct.gate.vulnerabilities.reason": "unknown: no advisory source answered",
+    }
+    lines = _gate_lines(tags, "")
+    assert [line.name for line in lines] == ["bundle_secrets", "metric_floor", "vulnerabilities"]
+    assert lines[0] == GateLine("bundle_secrets", "fail", "1 secret in bundle.json")
+    assert _gate_lines({}, "") == ()

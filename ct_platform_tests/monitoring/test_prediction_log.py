@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ct_platform.monitoring import prediction_log
+from ct_platform.monitoring.drift import ReferenceProfile, detect_drift
 from ct_platform.monitoring.frames import PREDICTION_COLUMN, PROBA_COLUMN
-from ct_platform.monitoring.prediction_log import load_feedback, load_window
+from ct_platform.monitoring.prediction_log import load_feedback, load_window, summarise_window
 from ct_platform.serving.prediction_log import ScoredBatch
 from ct_platform.settings import DriftWindow, Paths, Spec
 from ct_platform_tests.monitoring.serving_logs import post_feedback, scored_batch, write_log
@@ -93,6 +95,47 @@ def test_shadow_rows_and_torn_lines_are_skipped(spec: Spec, rows, hourly) -> Non
     frame = load_window(DriftWindow(rows=1000), spec.dataset, now=NOW)
     assert len(frame) == 300
     assert set(frame["slot"]) == {"stable"}
+
+
+@pytest.mark.parametrize(
+    "window", [DriftWindow(rows=150), DriftWindow(rows=None, minutes=90), DriftWindow(rows=1000)]
+)
+def test_streamed_window_summarises_exactly_the_rows_of_load_window(
+    spec: Spec, rows, hourly, window: DriftWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounded-memory reading (two passes, pages of 40 rows here) sees the same rows as
+    `load_window`, shadow traffic and a torn last line included, and gives the same drift
+    result as the frame. The report sample is a subset of those rows."""
+    shadow = scored_batch(
+        rows.iloc[:5], spec.dataset, request_id="shadow", ts=NOW, slot="shadow",
+        positive_proba=np.full(5, 0.5),
+    )  # fmt: skip
+    segments = write_log(Paths.from_env().predictions, [*hourly, shadow])
+    with segments[-1].open("ab") as handle:
+        handle.write(b'{"request_id": "torn", "ts": 1')
+    monkeypatch.setattr(prediction_log, "PAGE_ROWS", 40)
+    profile = ReferenceProfile.from_frame(rows, spec.dataset)
+    frame = load_window(window, spec.dataset, now=NOW)
+    features = frame[spec.dataset.feature_columns]
+
+    streamed = summarise_window(
+        window, spec.dataset, reference=profile, sample_rows=1000, report_rows=30, now=NOW
+    )
+    assert streamed.summary.rows == len(frame)
+    for name, column in streamed.summary.columns.items():
+        assert column.n == features[name].notna().sum(), name
+    assert streamed.summary.columns["job"].counts == features["job"].value_counts().to_dict()
+    age = np.sort(streamed.summary.columns["age"].sample)  # all kept: fewer than 1000 values
+    np.testing.assert_array_equal(age, np.sort(features["age"].to_numpy()))
+    args = {"drift_share_threshold": 0.5, "min_rows": 10}
+    assert (
+        detect_drift(profile, streamed.summary, spec.dataset, **args).to_dict()
+        == detect_drift(profile, features, spec.dataset, sample_rows=1000, **args).to_dict()
+    )
+    assert len(streamed.sample) == 30
+    assert list(streamed.sample.columns) == spec.dataset.feature_columns
+    merged = streamed.sample.merge(features.drop_duplicates(), how="left", indicator=True)
+    assert (merged["_merge"] == "both").all()
 
 
 def test_empty_log_gives_an_empty_typed_frame(spec: Spec) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,10 +13,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.models import Model
+from mlflow.types.utils import _infer_schema
 from sklearn.pipeline import Pipeline
 
 from ct_platform.registry.mlflow_registry import (
     ModelRegistry,
+    _dataset_input,
     default_tracking_uri,
     sqlite_artifact_root,
     sqlite_database,
@@ -140,6 +143,26 @@ def test_log_candidate_registers_a_challenger_version(
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["dataset"]
 
 
+def test_dataset_input_schema_is_what_mlflow_infers_from_every_row(
+    train_frame: pd.DataFrame,
+) -> None:
+    """The schema comes from a few rows, yet says what inference over all of them says:
+    the column types, and which columns miss a value somewhere (pdays, the sentinel made
+    NaN; a category missing only in the last row; one missing only in the first)."""
+    frame = train_frame.copy()
+    frame.loc[frame.index[-1], "job"] = None
+    frame.loc[frame.index[0], "education"] = None
+    frame["all_missing"] = np.nan
+    dataset = _dataset_input(frame)
+    logged = json.loads(dataset.to_dict()["schema"])
+    expected = _infer_schema(frame)
+    assert dataset.schema == expected
+    assert logged == {"mlflow_colspec": expected.to_dict()}
+    optional = {spec.name for spec in expected.inputs if not spec.required}
+    assert {"pdays", "job", "education", "all_missing"} <= optional
+    assert json.loads(dataset.to_dict()["profile"])["num_rows"] == len(frame)
+
+
 def test_logged_model_has_skops_format_signature_and_example(
     logged: tuple[ModelRegistry, ModelVersionInfo], bank_spec: Spec
 ) -> None:
@@ -190,7 +213,9 @@ def test_aliases_move_between_versions(
     assert registry.alias_version(CHAMPION).version == first.version
     assert registry.version(first.version).aliases == [CHAMPION]  # challenger moved off it
     registry.set_alias(CHAMPION, second.version)
-    assert registry.version(second.version).aliases == [CHALLENGER, CHAMPION]
+    # Champion now: no longer a challenger (the alias is removed, not left on the champion).
+    assert registry.version(second.version).aliases == [CHAMPION]
+    assert registry.alias_version(CHALLENGER) is None
     assert registry.version(first.version).aliases == []
 
 

@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from ct_platform.serving.bundle import BundleError, load_bundle, read_meta
 from ct_platform.serving.manifest import MANIFEST_FILE, write_manifest
+from ct_platform.serving.schema import ParsedRows
 from ct_platform.settings import Spec
 from ct_platform_tests.serving.conftest import (
     raw_rows,
@@ -27,13 +28,17 @@ N = 200
 
 
 def test_onnx_and_fallback_agree(bundle_dir: Path, holdout: pd.DataFrame, bank_spec: Spec) -> None:
+    features = bank_spec.dataset.feature_columns
+    numeric = [c for c in features if bank_spec.dataset.columns[c].is_numeric]
+    block = holdout[numeric].to_numpy(dtype=np.float64).T.copy()  # (n_numeric, n_rows)
+    blocks = iter(block)
     columns = [
-        holdout[c].to_numpy(dtype=np.float64 if bank_spec.dataset.columns[c].is_numeric else object)
-        for c in bank_spec.dataset.feature_columns
+        next(blocks) if c in numeric else holdout[c].to_numpy(dtype=object) for c in features
     ]
+    rows = ParsedRows(n_rows=len(holdout), columns=columns, numeric=block)
     onnx_model, sklearn_model = load_bundle(bundle_dir), load_bundle(bundle_dir, use_onnx=False)
     assert (onnx_model.backend_name, sklearn_model.backend_name) == ("onnx", "sklearn")
-    onnx_out, sklearn_out = onnx_model.predict(columns), sklearn_model.predict(columns)
+    onnx_out, sklearn_out = onnx_model.predict(rows), sklearn_model.predict(rows)
     assert (onnx_out.labels == sklearn_out.labels).all()
     assert np.abs(onnx_out.proba - sklearn_out.proba).max() < 1e-4
 

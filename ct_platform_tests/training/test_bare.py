@@ -1,4 +1,4 @@
-"""The bare benchmark script runs the training job end to end and checks what it reads."""
+"""The bare benchmark script does the training job's work end to end and times each step."""
 
 from __future__ import annotations
 
@@ -9,8 +9,25 @@ from types import ModuleType
 import pandas as pd
 import pytest
 
-from ct_platform.settings import Spec
+from ct_platform.monitoring.champion_reference import load_champion_reference
+from ct_platform.serving.bundle import read_meta
+from ct_platform.serving.manifest import verify_manifest
+from ct_platform.settings import Paths, Spec
 from ct_platform_tests.conftest import REPO_ROOT
+
+STEPS = [
+    "training_dataset",
+    "pii_check",
+    "candidate_model",
+    "model_evaluation",
+    "refit_model",
+    "evaluation_reports",
+    "model_card",
+    "champion",
+    "model_bundle",
+    "bundle_secrets_check",
+    "vulnerabilities_check",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,45 +40,42 @@ def bare() -> ModuleType:
     return module
 
 
-def test_run_bare_times_every_step(
-    bare: ModuleType, bank_frame: pd.DataFrame, spec_file: Path, tmp_path: Path
+def test_run_bare_does_every_step_of_the_job(
+    bare: ModuleType, bank_frame: pd.DataFrame, spec: Spec, write_batch, tmp_path: Path
 ) -> None:
-    csv = tmp_path / "bank.csv.gz"
-    bank_frame.tail(10_000).to_csv(csv, sep=";", index=False)  # 3 batches, the last partial
-    result = bare.run_bare(spec_file, csv)
-    steps = ["read_s", "validate_s", "clean_s", "fit_s", "evaluate_s", "save_s"]
-    assert all(result[step] > 0 for step in steps)
-    assert result["total_s"] >= sum(result[step] for step in steps)
-    assert (result["train_rows"], result["holdout_rows"]) == (8000, 2000)
-    assert 0.5 < result["roc_auc"] <= 1.0
-    assert result["model_bytes"] > 10_000
+    newest = bank_frame.tail(10_000).reset_index(drop=True)
+    for number, start in enumerate(range(0, len(newest), 4000), start=1):
+        write_batch(newest.iloc[start : start + 4000], f"batch-{number:05d}.csv")
+    (tmp_path / "models").mkdir()
+    paths = Paths.from_env()
+
+    phases = bare.run_bare(spec, paths, tmp_path / "models")
+
+    assert list(phases) == STEPS
+    assert all(seconds > 0 for seconds in phases.values())
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "holdout_fit.skops",
+        "refit.skops",
+    ]
+    assert len(list(paths.validated.glob("*.parquet"))) == 3  # every batch ingested
+    bundle = paths.bundles / "bank_marketing-v2"
+    verify_manifest(bundle)
+    assert read_meta(bundle).onnx.enabled
+    assert "bank_marketing" in (bundle / "card.md").read_text()
+    reports = paths.reports / "bank_marketing-v1"
+    assert {p.name for p in reports.iterdir()} == {"quality.html", "data_drift.html"}
+    assert (paths.home / "cards" / "bank_marketing-v1" / "card.html").exists()
+    reference = load_champion_reference(paths)
+    assert reference is not None and reference.version == 2
+    assert 0.5 < reference.holdout_metric <= 1.0
 
 
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (lambda b: b.drop(columns=["euribor3m"]), r"missing columns \['euribor3m'\]"),
-        (lambda b: b.assign(age=b["age"].where(b.index != 3, 250)), r"age: values outside"),
-        (lambda b: b.assign(age=b["age"].astype(str).where(b.index != 3, "x")), "non-numeric"),
-        (lambda b: b.assign(job=b["job"].where(b.index != 3, "astronaut")), "job: unknown"),
-        (lambda b: b.assign(y=b["y"].where(b.index != 3, 7)), "y: unknown labels"),
-    ],
-    ids=["missing-column", "out-of-range", "non-numeric", "unknown-category", "unknown-label"],
-)
-def test_validate_refuses_a_bad_batch(
-    bare: ModuleType, bank_frame: pd.DataFrame, spec: Spec, damage, message: str
-) -> None:
-    batch = bank_frame.head(100)
-    bare.validate(batch, spec)  # the original batch passes
-    with pytest.raises(ValueError, match=message):
-        bare.validate(damage(batch), spec)
+def test_a_failed_blocking_gate_stops_the_script(bare: ModuleType, spec: Spec) -> None:
+    from ct_platform.training.gates import GateResult
 
-
-def test_clean_drops_leaks_and_turns_sentinels_into_nan(
-    bare: ModuleType, bank_frame: pd.DataFrame, spec: Spec
-) -> None:
-    cleaned = bare.clean(bank_frame.head(100), spec)
-    assert list(cleaned.columns) == [*spec.dataset.columns, "y"]  # duration gone
-    assert cleaned["pdays"].isna().all()  # 999 = never contacted, in every one of these rows
-    assert cleaned["age"].dtype == "float64"
-    assert all(type(value) is str for value in cleaned["job"])
+    passed = GateResult("model_size", True, True, "0.8 MB")
+    warned = GateResult("fairness", False, False, "gap 0.2 over 0.1")
+    assert bare.judged((passed, warned)) == (passed, warned)
+    failed = GateResult("metric_floor", False, True, "roc_auc 0.41 under 0.5")
+    with pytest.raises(SystemExit, match=r"metric_floor: roc_auc 0\.41 under 0\.5"):
+        bare.judged((passed, failed))

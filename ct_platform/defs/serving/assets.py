@@ -93,12 +93,17 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
     ) -> dg.MaterializeResult:
         from ct_platform.deployment.controller import active_rollout
         from ct_platform.deployment.rollout import roll_out
+        from ct_platform.governance.audit import run_actor
         from ct_platform.governance.lifecycle import record_deployment
 
         endpoint = roll_out(spec, mlflow.registry(spec))
         where = f"{endpoint.target} {endpoint.url}"
         record_deployment(
-            spec.model.name, int(endpoint.version), where, dagster_run_id=context.run.run_id
+            spec.model.name,
+            int(endpoint.version),
+            where,
+            actor=run_actor(context.run.tags),
+            dagster_run_id=context.run.run_id,
         )
         context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")
         rollout = active_rollout(spec)

@@ -286,13 +286,18 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         mlflow: MlflowResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
         from ct_platform.governance.approval import NotApproved
+        from ct_platform.governance.audit import run_actor
         from ct_platform.monitoring.champion_reference import save_champion_reference
         from ct_platform.training.promotion import promote
 
         registry = mlflow.registry(spec)
         try:
             previous = promote(
-                registry, refit_model.version, spec, dagster_run_id=context.run.run_id
+                registry,
+                refit_model.version,
+                spec,
+                actor=run_actor(context.run.tags),
+                dagster_run_id=context.run.run_id,
             )
         except NotApproved as waiting:  # an outcome, not a failure: the champion stays
             release_claim(claims_dir(), refit_model.training_set.fingerprint, context.run.run_id)

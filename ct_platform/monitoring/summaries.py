@@ -1,0 +1,201 @@
+"""Mergeable one-pass summaries of data columns: what the drift check needs, in bounded memory.
+
+A data set is fed to a `DataSummary` in batches of any size (Parquet row groups, slices of a
+frame, pages of the prediction log); memory depends on the sample size, never on the row
+count. Per column:
+
+- numeric (`NumericSummary`, values as float64 with NaN for missing): the row count, the
+  count of finite non-sentinel values, their mean and standard deviation (shifted sums, so
+  large offsets lose no precision), exact counts of the distinct values while there are at
+  most `FEW_VALUES` of them, and `sample_rows` values drawn uniformly with replacement from
+  the non-missing values. The sample is exact in distribution: while a column has at most
+  `sample_rows` values all of them are kept; after that each batch of m values replaces
+  every sample slot independently with probability m / (values so far), with a value drawn
+  uniformly from the batch, so every slot stays an independent uniform draw from all values
+  seen: the same estimator as drawing from the whole column. The replaced slots are found by
+  geometric skips, so a column of N values costs about sample_rows * ln(N / sample_rows)
+  draws in all.
+  Given the sorted values of a small reference (`ks_grid`), it also counts the values at or
+  below, and below, each grid point: the exact two-sample Kolmogorov-Smirnov statistic
+  against that reference, however long the column.
+- categorical (`CategorySummary`, values as str): the row count and exact value counts.
+
+Plain numpy: no pandas or pyarrow, so the `ct drift` process never imports them for this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Evidently's "few distinct values" cut-off (see `monitoring.drift`).
+FEW_VALUES = 5
+# Distinct values are looked for in this many values first: more than FEW_VALUES among them
+# settles "many" without hashing the whole batch.
+_PROBE = 1024
+
+Value = float | str
+
+
+class NumericSummary:
+    """One numeric column, fed with `add(values)` (float64, NaN = missing)."""
+
+    kind = "numeric"
+
+    def __init__(
+        self,
+        sample_rows: int,
+        *,
+        sentinels: Iterable[float] = (),
+        ks_grid: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.sample_rows = sample_rows
+        self.sentinels = np.asarray(sorted(set(sentinels)), dtype="float64")
+        self.rows = 0
+        self.n = 0
+        self._shift: float | None = None
+        self._sum = 0.0
+        self._sum_squares = 0.0
+        # value -> count while at most FEW_VALUES distinct values; None once more.
+        self.few_counts: dict[float, int] | None = {}
+        self._kept: list[np.ndarray] = []  # every value, until there are more than sample_rows
+        self._sample: np.ndarray | None = None
+        self._rng = np.random.default_rng(seed)
+        self.ks_grid = ks_grid
+        if ks_grid is not None:
+            self._at_or_below = np.zeros(len(ks_grid) + 1, dtype="int64")
+            self._below = np.zeros(len(ks_grid) + 1, dtype="int64")
+
+    def add(self, values: np.ndarray) -> None:
+        self.rows += len(values)
+        values = self._present(values)
+        if len(values) == 0:
+            return
+        self.n += len(values)
+        self._add_moments(values)
+        if self.few_counts is not None:
+            self._add_few(values)
+        self._add_sample(values)
+        if self.ks_grid is not None:
+            # searchsorted "left" = number of grid points < x: x <= grid[j] iff j >= that.
+            self._at_or_below += np.bincount(
+                np.searchsorted(self.ks_grid, values, "left"), minlength=len(self.ks_grid) + 1
+            )
+            self._below += np.bincount(
+                np.searchsorted(self.ks_grid, values, "right"), minlength=len(self.ks_grid) + 1
+            )
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation (numpy's `std`, ddof 0) of the values."""
+        if self.n == 0:
+            return float("nan")
+        mean = self._sum / self.n
+        return float(np.sqrt(max(self._sum_squares / self.n - mean * mean, 0.0)))
+
+    @property
+    def sample(self) -> np.ndarray:
+        """All values while at most `sample_rows`, else `sample_rows` uniform draws."""
+        if self._sample is not None:
+            return self._sample
+        return np.concatenate(self._kept) if self._kept else np.empty(0)
+
+    @property
+    def complete(self) -> bool:
+        """True when `sample` is every value, not a sample."""
+        return self._sample is None
+
+    def ks_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per grid point g: (values <= g, values < g). Needs `ks_grid`."""
+        return np.cumsum(self._at_or_below)[:-1], np.cumsum(self._below)[:-1]
+
+    def _present(self, values: np.ndarray) -> np.ndarray:
+        keep = np.isfinite(values)
+        for sentinel in self.sentinels:
+            keep &= values != sentinel
+        return values if keep.all() else values[keep]
+
+    def _add_moments(self, values: np.ndarray) -> None:
+        if self._shift is None:
+            self._shift = float(values[0])
+        centred = values - self._shift
+        self._sum += float(centred.sum())
+        # Not np.dot: BLAS threads cost more than they give on a busy 2-core box.
+        self._sum_squares += float(np.einsum("i,i->", centred, centred))
+
+    def _add_few(self, values: np.ndarray) -> None:
+        counts = self.few_counts
+        rest = values
+        while len(rest):
+            new = np.unique(rest[:_PROBE])
+            if len(counts.keys() | set(new.tolist())) > FEW_VALUES:
+                self.few_counts = None
+                return
+            counts.update({float(v): counts.get(float(v), 0) for v in new})
+            known = np.zeros(len(rest), dtype=bool)
+            for value in counts:
+                known |= rest == value
+            rest = rest[~known]
+        for value in counts:
+            counts[value] += int(np.count_nonzero(values == value))
+
+    def _add_sample(self, values: np.ndarray) -> None:
+        size = self.sample_rows
+        if self._sample is None:
+            self._kept.append(values)
+            if self.n <= size:
+                return
+            everything = np.concatenate(self._kept)
+            self._kept = []
+            self._sample = everything[self._rng.integers(0, len(everything), size)]
+            return
+        slots = self._replaced_slots(len(values) / self.n)
+        self._sample[slots] = values[self._rng.integers(0, len(values), len(slots))]
+
+    def _replaced_slots(self, probability: float) -> np.ndarray:
+        """Each sample slot independently with `probability`: the gaps between chosen slots
+        are geometric, so this costs O(slots chosen), not O(sample size)."""
+        size = self.sample_rows
+        expected = size * probability
+        gaps = self._rng.geometric(probability, int(expected + 8 * np.sqrt(expected) + 64))
+        slots = np.cumsum(gaps) - 1
+        while slots[-1] < size:  # rarely: more slots than the generous draw covered
+            more = self._rng.geometric(probability, len(gaps))
+            slots = np.concatenate([slots, slots[-1] + np.cumsum(more)])
+        return slots[slots < size]
+
+
+class CategorySummary:
+    """One categorical column, fed with value counts (`add_counts`)."""
+
+    kind = "category"
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.counts: dict[Value, int] = {}
+
+    def add_counts(self, counts: Mapping[Value, int], rows: int) -> None:
+        """Counts of the non-missing values among `rows` rows."""
+        self.rows += rows
+        for value, count in counts.items():
+            self.counts[value] = self.counts.get(value, 0) + int(count)
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+
+ColumnSummary = NumericSummary | CategorySummary
+
+
+@dataclass
+class DataSummary:
+    """Summaries of a data set's feature columns, plus its row count and other column names."""
+
+    columns: dict[str, ColumnSummary]
+    rows: int = 0
+    # Columns of the data that are not features (listed by the drift check as not tested).
+    other_columns: list[str] = field(default_factory=list)

@@ -1,0 +1,84 @@
+"""The two scoring routes straight from ASGI; every other request goes through Starlette.
+
+Measured in-process on a single-row `/invocations` (benchmarks/serving/profile_hot_path.py):
+Starlette's middleware stack, router (a regex per route) and `Request` object cost more
+per request than parsing the row. `POST /invocations` and `POST /v2/models/{name}/infer`
+are therefore matched here by plain string comparison and handed a `RawRequest`, which
+offers what the endpoints read (`headers`, `path_params`, `stream()`); the endpoints and
+their answers are the same objects Starlette would call, so both paths behave alike.
+Everything else (other methods on these paths included: 405 from Starlette) is Starlette's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.requests import ClientDisconnect
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# An endpoint: request -> an ASGI-callable answer.
+Endpoint = Callable[[Any], Awaitable[AsgiApp]]
+
+_V2_MODELS = "/v2/models/"
+_INFER = "/infer"
+
+
+class RawRequest:
+    """The parts of a Starlette `Request` the scoring endpoints use, without its machinery."""
+
+    __slots__ = ("_receive", "headers", "path_params")
+
+    def __init__(self, scope: Scope, receive: Receive, path_params: dict[str, str]) -> None:
+        # Header names arrive lower-cased; the first of repeated headers wins, as in Starlette.
+        self.headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in reversed(scope["headers"])
+        }
+        self.path_params = path_params
+        self._receive = receive
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body in the chunks the server received; `ClientDisconnect` if the client left."""
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+
+class HotRoutes:
+    """ASGI app: the scoring routes answered directly, the rest by `fallback` (Starlette)."""
+
+    def __init__(self, *, invocations: Endpoint, v2_infer: Endpoint, fallback: AsgiApp) -> None:
+        self._invocations = invocations
+        self._v2_infer = v2_infer
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/invocations":
+                answer = await self._invocations(RawRequest(scope, receive, {}))
+                return await answer(scope, receive, send)
+            name = _v2_model_name(path)
+            if name is not None:
+                answer = await self._v2_infer(RawRequest(scope, receive, {"name": name}))
+                return await answer(scope, receive, send)
+        await self.fallback(scope, receive, send)
+
+
+def _v2_model_name(path: str) -> str | None:
+    """`name` of `/v2/models/{name}/infer` (one non-empty path segment, as Starlette's)."""
+    if not (path.startswith(_V2_MODELS) and path.endswith(_INFER)):
+        return None
+    name = path[len(_V2_MODELS) : -len(_INFER)]
+    return name if name and "/" not in name else None
