@@ -12,6 +12,8 @@ PYTEST_ARGS ?=
 # The production stack (deploy/compose.yaml) on the local Docker engine; deploy/README.md.
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COMPOSE_ARGS := -p ct-platform -f deploy/compose.yaml $(foreach p,$(PROFILES),--profile $(p))
+# Under vfs creating a container copies its image's tree: longer than docker-compose's 60 s.
+export COMPOSE_HTTP_TIMEOUT ?= 600
 
 $(UV):
 	python3 -m pip install --user --quiet uv

@@ -37,6 +37,8 @@ fi
 
 rootfs="$(mktemp -d /var/tmp/ct-base-rootfs.XXXXXX)"
 trap 'as_root rm -rf "$rootfs"' EXIT
+# mktemp makes it 0700, and it becomes the image's `/`: no other user could run anything.
+chmod 755 "$rootfs"
 
 echo "debootstrap bookworm (minbase + python3) into $rootfs ..."
 as_root debootstrap --variant=minbase --include=python3,python3-venv bookworm "$rootfs" "$mirror"

@@ -4,6 +4,10 @@
 set -euo pipefail
 : "${POSTGRES_USER:=ct}" "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
 : "${POSTGRES_DATABASES:=dagster mlflow}"
+# A base debootstrapped before deploy/build-base-image.sh set `/` to 0755 has it at 0700
+# (mktemp's), and the `postgres` user could run nothing. `chmod /` in a Dockerfile RUN is not
+# kept in the layer, so the container's own root is fixed here, as root, before anything.
+chmod 755 /
 mkdir -p "$PGDATA" /run/postgresql
 chown -R postgres:postgres "$PGDATA" /run/postgresql
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
