@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ct_platform.deployment.admin import AdminAuthError, AdminClient
@@ -108,7 +109,9 @@ class LocalTarget:
             state = read_json(self.state_file)
             if state is None:
                 raise DeploymentError("nothing is deployed: no server serves a bundle to adopt")
-            endpoint = self._endpoint(bundle_dir.resolve())
+            # The server keeps the address it was started on, whatever port the caller's
+            # spec names (a `ct` command run with another spec must not move the record).
+            endpoint = replace(self._endpoint(bundle_dir.resolve()), url=state["url"])
             write_json_atomic(self.state_file, {**state, **endpoint.to_dict()})
             return endpoint
 

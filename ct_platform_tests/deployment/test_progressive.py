@@ -442,7 +442,9 @@ def test_sensor_advances_and_the_ui_job_aborts(
     # Nothing was reported yet: the start (at 20 %), then the analysis that moved it to 40 %.
     start, event = result.asset_events
     assert start.metadata["verdict"].value == "start"
-    assert start.metadata["weight_percent"].value == 20.0
+    assert start.metadata["weight_percent"].value == 20.0, [
+        (e.metadata["verdict"].value, e.metadata["reason"].value) for e in result.asset_events
+    ]
     assert event.asset_key == ROLLOUT
     assert event.metadata["weight_percent"].value == 40.0
     assert event.metadata["verdict"].value == "pass"

@@ -252,13 +252,15 @@ def test_each_new_champion_rolls_out_step_by_step_in_dagster(
 
             events = wait_for_completion(instance, rollout.id, daemon, dagster_home / "daemon.log")
 
-            # One materialization per analysis, as the sensor left the rollout: each pass
-            # at a step shows the next step's weight; the pass at 100 % completes it.
+            # One materialization per history entry (start, each analysis, completion), as
+            # the rollout was right after it: each pass at a step shows the next step's
+            # weight; the pass at 100 % completes it.
+            assert events[0]["verdict"] == "start", events[0]
             assert events[-1]["status"] == "completed", events[-1]
             assert events[-1]["weight_percent"] == 100.0, events[-1]
             passes = [event for event in events if event["verdict"] == "pass"]
-            assert [event["weight_percent"] for event in passes] == STEPS[1:], events
-            assert [event["step"] for event in passes] == [1, 2, 3, 4], events
+            assert [event["weight_percent"] for event in passes] == [*STEPS[1:], 100.0], events
+            assert [event["step"] for event in passes] == [1, 2, 3, 4, 4], events
             for event in passes:
                 assert event["analysis/candidate_requests"] >= 30, event
                 assert event["analysis/candidate_error_rate"] == 0.0, event

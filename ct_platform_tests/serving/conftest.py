@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import orjson
 import pandas as pd
 import pytest
@@ -29,6 +30,7 @@ from ct_platform.serving.__main__ import uvicorn_config
 from ct_platform.serving.app import create_app
 from ct_platform.serving.bundle import ONNX_FILE, SKOPS_FILE, OnnxInfo, read_meta, write_bundle
 from ct_platform.serving.config import ServerConfig
+from ct_platform.serving.schema import ParsedRows
 from ct_platform.settings import Spec, load_spec
 from ct_platform.training.bundling import build_bundle
 from ct_platform.training.fit import fit_pipeline
@@ -37,6 +39,17 @@ from ct_platform_tests.conftest import BANK_SPEC
 TRAIN_ROWS = 10_000
 HOLDOUT_ROWS = 2_000
 MODEL_NAME = "bank_marketing"
+
+
+def parsed_rows(frame: pd.DataFrame, spec: Spec) -> ParsedRows:
+    """The spec's feature columns as the server parses them: float64 (NaN: missing) for
+    numeric columns, views into one (n_numeric, n_rows) block; object arrays of str else."""
+    features = spec.dataset.feature_columns
+    numeric = [name for name in features if spec.dataset.columns[name].is_numeric]
+    block = frame[numeric].to_numpy(dtype=np.float64).T.copy()
+    rows_of = {name: block[i] for i, name in enumerate(numeric)}
+    columns = [rows_of.get(name, frame[name].to_numpy(dtype=object)) for name in features]
+    return ParsedRows(n_rows=len(frame), columns=columns, numeric=block)
 
 
 @pytest.fixture(scope="session")

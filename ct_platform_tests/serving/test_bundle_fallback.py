@@ -16,9 +16,9 @@ from sklearn.pipeline import Pipeline
 
 from ct_platform.serving.bundle import BundleError, load_bundle, read_meta
 from ct_platform.serving.manifest import MANIFEST_FILE, write_manifest
-from ct_platform.serving.schema import ParsedRows
 from ct_platform.settings import Spec
 from ct_platform_tests.serving.conftest import (
+    parsed_rows,
     raw_rows,
     run_module_server,
     split_payload,
@@ -28,14 +28,7 @@ N = 200
 
 
 def test_onnx_and_fallback_agree(bundle_dir: Path, holdout: pd.DataFrame, bank_spec: Spec) -> None:
-    features = bank_spec.dataset.feature_columns
-    numeric = [c for c in features if bank_spec.dataset.columns[c].is_numeric]
-    block = holdout[numeric].to_numpy(dtype=np.float64).T.copy()  # (n_numeric, n_rows)
-    blocks = iter(block)
-    columns = [
-        next(blocks) if c in numeric else holdout[c].to_numpy(dtype=object) for c in features
-    ]
-    rows = ParsedRows(n_rows=len(holdout), columns=columns, numeric=block)
+    rows = parsed_rows(holdout, bank_spec)
     onnx_model, sklearn_model = load_bundle(bundle_dir), load_bundle(bundle_dir, use_onnx=False)
     assert (onnx_model.backend_name, sklearn_model.backend_name) == ("onnx", "sklearn")
     onnx_out, sklearn_out = onnx_model.predict(rows), sklearn_model.predict(rows)

@@ -27,15 +27,19 @@ import numpy as np
 from ct_platform.serving.app import create_app
 from ct_platform.serving.bundle import load_bundle
 from ct_platform.serving.config import ServerConfig
+from ct_platform.serving.schema import ParsedRows
 
 create_app(ServerConfig(bundle=Path({bundle!r}), home=Path({home!r})))
 for use_onnx in (True, False):
     model = load_bundle({bundle!r}, use_onnx=use_onnx)
+    numeric = np.array([[40.0] for c in model.meta.columns if c.is_numeric])
+    blocks = iter(numeric)
     columns = [
-        np.array([40.0]) if c.is_numeric else np.array([c.categories[0]], dtype=object)
+        next(blocks) if c.is_numeric else np.array([c.categories[0]], dtype=object)
         for c in model.meta.columns
     ]
-    print(model.backend_name, model.predict(columns).labels.tolist())
+    rows = ParsedRows(n_rows=1, columns=columns, numeric=numeric)
+    print(model.backend_name, model.predict(rows).labels.tolist())
 """
 
 

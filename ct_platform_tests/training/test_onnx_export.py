@@ -26,15 +26,8 @@ from ct_platform.training.onnx_export import (
     onnx_input_names,
     pipeline_to_onnx,
 )
+from ct_platform_tests.serving.conftest import parsed_rows
 from ct_platform_tests.training.conftest import synthetic_frame
-
-
-def _columns(frame: pd.DataFrame, spec: Spec) -> list[np.ndarray]:
-    """Feature columns as serving parses them: float64 with NaN, or object arrays of str."""
-    return [
-        frame[name].to_numpy(dtype=np.float64 if spec.dataset.columns[name].is_numeric else object)
-        for name in spec.dataset.feature_columns
-    ]
 
 
 def test_bank_pipeline_exports_one_input_per_column(bank_model: Pipeline, bank_spec: Spec) -> None:
@@ -92,7 +85,7 @@ def test_parity_fails_beyond_the_tolerance(
     model = load_bundle(bundle)
     assert model.backend_name == "sklearn"
     holdout = bank_window.holdout.iloc[:500]
-    prediction = model.predict(_columns(holdout, strict))
+    prediction = model.predict(parsed_rows(holdout, strict))
     features = holdout[strict.dataset.feature_columns]
     assert (prediction.labels == bank_model.predict(features)).all()
     assert np.abs(prediction.proba - bank_model.predict_proba(features)).max() == 0.0
@@ -135,8 +128,8 @@ def test_other_tasks_export_with_parity(
     assert meta.onnx.enabled, meta.onnx.reason
     assert meta.parity.labels_identical and meta.parity.max_abs_diff < 1e-4
     onnx_model, sklearn_model = load_bundle(bundle), load_bundle(bundle, use_onnx=False)
-    served = onnx_model.predict(_columns(holdout, spec))
-    fallback = sklearn_model.predict(_columns(holdout, spec))
+    served = onnx_model.predict(parsed_rows(holdout, spec))
+    fallback = sklearn_model.predict(parsed_rows(holdout, spec))
     features = holdout[spec.dataset.feature_columns]
     if task == "regression":
         assert meta.classes is None
@@ -183,7 +176,7 @@ def test_unconvertible_pipeline_gives_a_sklearn_only_bundle(
     assert meta.parity is None
     model = load_bundle(bundle)
     assert model.backend_name == "sklearn"
-    prediction = model.predict(_columns(frame, spec))
+    prediction = model.predict(parsed_rows(frame, spec))
     assert (prediction.labels == pipeline.predict(frame[features])).all()
 
 
