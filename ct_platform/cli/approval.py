@@ -16,10 +16,11 @@ import os
 import sys
 
 VERBS = {"approve": "approve", "reject": "reject"}
-# The job runs in this process: its console logger would print every DEBUG event before the
-# one-line answer. Only warnings and errors reach the terminal; every event is still stored
-# in the instance (the run's page in the Dagster UI shows them all).
-QUIET_LOGGERS = {"console": {"config": {"log_level": "WARNING"}}}
+# The job runs in this process: its console logger would print every event (and, for a
+# refusal, the step failure with its stack trace) before the one-line answer, which this
+# command prints itself. Every event is still stored in the instance (the run's page in the
+# Dagster UI shows them all, the trace of a failure included).
+QUIET_LOGGERS = {"console": {"config": {"log_level": "CRITICAL"}}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -122,6 +122,7 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     assert main(["approve", "1", "--reason", "holdout fit", "--by", "eve"]) == 1
     refused = capsys.readouterr().err
     assert "version 1 is not waiting for approval" in refused and "versions waiting: 2" in refused
+    assert refused.count("\n") == 1 and "Traceback" not in refused, refused
     assert main(["approve", "2", "--reason", "card reviewed", "--by", "alice"]) == 0
     # The answer alone: the job's log stays in the Dagster instance, not on the terminal.
     answer = capsys.readouterr()
