@@ -539,6 +539,8 @@ class RolloutController:
             f"{self.target.name} {self.admin.url}",
             actor=f"{rollout.strategy} rollout",
             reason=what,
+            # Not the last deployment line's version: that may be a candidate rolled back.
+            from_version=int(rollout.previous_version) if rollout.previous_version else None,
         )
 
     def _restore_stable_only(self, rollout: Rollout) -> None:

@@ -86,16 +86,20 @@ def record_deployment(
     actor: str = AUTOMATION,
     reason: str = "the champion's bundle changed",
     dagster_run_id: str | None = None,
+    from_version: int | None = None,
 ) -> AuditEvent:
-    """One deployment; `from_version` is what the previous recorded deployment served."""
-    deployed = [e for e in read_audit_events() if e.kind == "deployment" and e.model == model]
+    """One deployment. `from_version`: the version serving before it, when the caller knows
+    (a rollout knows its stable version); else what the previous recorded deployment served."""
+    if from_version is None:
+        deployed = [e for e in read_audit_events() if e.kind == "deployment" and e.model == model]
+        from_version = deployed[-1].to_version if deployed else None
     return append_event(
         AuditEvent(
             kind="deployment",
             model=model,
             actor=actor,
             reason=f"{reason} ({where})",
-            from_version=deployed[-1].to_version if deployed else None,
+            from_version=from_version,
             to_version=version,
             dagster_run_id=dagster_run_id,
         )

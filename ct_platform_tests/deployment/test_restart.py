@@ -168,6 +168,9 @@ def restart_after_completion_serves_the_new_version(
     reasons = audit_reasons(server.registry.model_name)
     completed = "canary completed: version 2 serves all traffic (restart test)"
     assert any(kind == "deployment" and r.startswith(completed) for kind, r in reasons)
+    # From the version that served (1), not from the candidate rolled back before (2).
+    started = [e for e in read_events() if e.reason.startswith("canary started: version 2")]
+    assert (started[-1].from_version, started[-1].to_version) == (1, 2), started[-1]
     assert ("promotion", "every blocking gate passed") in reasons
 
 
