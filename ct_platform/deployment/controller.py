@@ -141,6 +141,11 @@ class RolloutStore:
         raw = read_json(self.current_file)
         return Rollout(**raw) if raw else None
 
+    def archived(self, rollout_id: str) -> Rollout | None:
+        """A finished rollout's record (None if there is none)."""
+        raw = read_json(self.directory / f"{rollout_id}.json")
+        return Rollout(**raw) if raw else None
+
     def write(self, rollout: Rollout) -> None:
         write_json_atomic(self.current_file, asdict(rollout))
         if not rollout.active:

@@ -478,3 +478,50 @@ def test_sensor_advances_and_the_ui_job_aborts(
     assert slots(stack.admin) == {"stable": "1", "candidate": None, "weight": 0.0, "shadow": False}
     rollout: Rollout | None = RolloutStore(spec.paths.rollouts).read()
     assert rollout is not None and (spec.paths.rollouts / f"{rollout.id}.json").exists()
+
+
+def test_sensor_reports_the_end_of_a_rollout_replaced_between_two_ticks(
+    bank_spec: Spec,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rollout A ended and B started before the next tick reached the daemon: the tick
+    reports A's entries after the cursor (from A's archive), then all of B's."""
+    monkeypatch.setenv("CT_HOME", str(tmp_path / "ct_home"))
+    spec = progressive(bank_spec, "canary")
+    store = RolloutStore(spec.paths.rollouts)
+
+    def ended(rollout_id: str, verdicts: list[str]) -> Rollout:
+        history = [
+            {"at": 0.0, "step": 0, "weight": 0.2, "verdict": v, "reason": v, "figures": {}}
+            for v in verdicts
+        ]
+        return Rollout(
+            id=rollout_id,
+            strategy="canary",
+            version="2",
+            previous_version="1",
+            bundle=f"{MODEL}-v2",
+            started_at=0.0,
+            status="rolled_back",
+            history=history,
+        )
+
+    store.write(ended("a", ["start", "pass", "rolled_back"]))
+    store.write(ended("b", ["start", "rolled_back"]))
+    defs = dg.Definitions.merge(
+        build_rollout_defs(spec), dg.Definitions(resources={"mlflow": MlflowResource()})
+    )
+    sensor = defs.resolve_sensor_def("rollout_sensor")
+    cursor = json.dumps({"rollout": "a", "reported": 1})
+    with dg.build_sensor_context(
+        instance=instance, resources={"mlflow": MlflowResource()}, cursor=cursor
+    ) as ctx:
+        result = sensor(ctx)
+
+    reported = [
+        (e.metadata["rollout_id"].value, e.metadata["verdict"].value) for e in result.asset_events
+    ]
+    assert reported == [("a", "pass"), ("a", "rolled_back"), ("b", "start"), ("b", "rolled_back")]
+    assert json.loads(result.cursor) == {"rollout": "b", "reported": 2}

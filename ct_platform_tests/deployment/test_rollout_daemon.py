@@ -60,7 +60,15 @@ def demo_spec(spec_file: Path, monkeypatch: pytest.MonkeyPatch) -> Spec:
     raw = yaml.safe_load(spec_file.read_text())
     raw["deployment"] = {
         "strategy": "canary",
-        "analysis": {"interval_seconds": 1, "min_requests": 30, "p99_latency_ms_max": 5000},
+        # The score-shift PSI of two good models over 30 requests is noise (a known issue:
+        # the check does not yet allow for its sampling error); this test is about Dagster
+        # showing each step, so that check is out of its way.
+        "analysis": {
+            "interval_seconds": 1,
+            "min_requests": 30,
+            "p99_latency_ms_max": 5000,
+            "score_shift_max": 100.0,
+        },
         "canary": {"steps": [int(step) for step in STEPS]},
     }
     spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -28,7 +28,7 @@ from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT
 from ct_platform.settings import Spec
 
 if TYPE_CHECKING:
-    from ct_platform.deployment.controller import Rollout
+    from ct_platform.deployment.controller import Rollout, RolloutStore
 
 ROLLOUT = dg.AssetKey("rollout")
 # The sensor looks once per analysis interval, within these bounds (a tick is one file read).
@@ -84,10 +84,22 @@ def rollout_metadata(
     return metadata
 
 
-def reported_entries(cursor: str | None, rollout_id: str) -> int:
-    """How many history entries of `rollout_id` the sensor has reported (its cursor)."""
+def unreported_entries(
+    store: "RolloutStore", cursor: str | None, current: "Rollout"
+) -> list[tuple["Rollout", int]]:
+    """(rollout, history index) the sensor has not reported yet, oldest first: the rest of
+    the rollout its cursor names when that one has ended and been archived since (a new
+    rollout started between two ticks), then the current rollout's."""
     reported = json.loads(cursor) if cursor else {}
-    return int(reported.get("reported", 0)) if reported.get("rollout") == rollout_id else 0
+    pending: list[tuple[Rollout, int]] = []
+    previous_id = reported.get("rollout")
+    if previous_id is not None and previous_id != current.id:
+        previous = store.archived(previous_id)
+        if previous is not None:
+            start = int(reported.get("reported", 0))
+            pending += [(previous, i) for i in range(start, len(previous.history))]
+    start = int(reported.get("reported", 0)) if previous_id == current.id else 0
+    return pending + [(current, i) for i in range(start, len(current.history))]
 
 
 def sensor_interval(spec: Spec) -> int:
@@ -128,15 +140,15 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
         from ct_platform.deployment.controller import RolloutStore, is_due
         from ct_platform.deployment.rollout import controller_for
 
-        current = RolloutStore(spec.paths.rollouts).read()
+        store = RolloutStore(spec.paths.rollouts)
+        current = store.read()
         if current is None:
             return dg.SensorResult(skip_reason="no rollout yet")
         if is_due(current, spec.deployment.analysis.interval_seconds, time.time()):
             current = controller_for(spec, mlflow.registry(spec)).advance() or current
-        reported = reported_entries(context.cursor, current.id)
         events = [
-            dg.AssetMaterialization(ROLLOUT, metadata=rollout_metadata(current, index))
-            for index in range(reported, len(current.history))
+            dg.AssetMaterialization(ROLLOUT, metadata=rollout_metadata(rollout, index))
+            for rollout, index in unreported_entries(store, context.cursor, current)
         ]
         cursor = json.dumps({"rollout": current.id, "reported": len(current.history)})
         if not events:
