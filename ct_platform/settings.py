@@ -408,6 +408,9 @@ class ServingSpec(_Strict):
     api_key_env: str = "CT_API_KEY"
     admin_token_env: str = "CT_ADMIN_TOKEN"
     docker_image: str = "ct-platform-serving:latest"
+    # A request value outside the data contract (`dataset.columns`: min, max, categories,
+    # nullable): `reject` answers 422 naming it; `score` scores it. Counted in /metrics.
+    out_of_contract: Literal["reject", "score"] = "reject"
 
     @model_validator(mode="before")
     @classmethod

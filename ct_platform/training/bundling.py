@@ -135,6 +135,8 @@ def schema_columns(spec: Spec) -> list[ColumnSchema]:
             categories=dataset.columns[name].categories,
             sentinels=list(dataset.columns[name].sentinels),
             nullable=dataset.columns[name].nullable,
+            min=dataset.columns[name].min,
+            max=dataset.columns[name].max,
         )
         for name in dataset.feature_columns
     ]
