@@ -100,7 +100,6 @@ def _without(row: dict, column: str) -> dict:
 
 BAD_JSON_CASES = {
     "missing column": (lambda r: {"dataframe_records": [_without(r, "age")]}, "age"),
-    "unknown category": (lambda r: {"dataframe_records": [{**r, "job": "astronaut"}]}, "astronaut"),
     "string for a number": (lambda r: {"dataframe_records": [{**r, "age": "old"}]}, "age"),
     "bool for a number": (lambda r: {"dataframe_records": [{**r, "campaign": True}]}, "campaign"),
     "number for a category": (lambda r: {"dataframe_records": [{**r, "marital": 3}]}, "marital"),
@@ -118,7 +117,7 @@ BAD_JSON_CASES = {
     "positional instances": (lambda r: {"instances": [list(r.values())]}, "positional"),
     "ragged columns": (
         lambda r: {"inputs": {**{k: [v] for k, v in r.items()}, "age": [30, 40]}},
-        "lengths",
+        "columns have different numbers of values: 1 in ['job', ",
     ),
 }
 
