@@ -228,6 +228,7 @@ def test_missing_value_in_a_required_column_is_refused(
     required_age_server: ThreadedServer, row: dict, bank_spec: Spec
 ) -> None:
     """A missing required value breaks `nullable: false`; a sentinel is a recorded answer."""
+    row = {**row, "pdays": 999}  # this row's pdays is the sentinel, sent as null by raw_rows
     post = PROTOCOLS["dataframe_records"]
     missing = post(required_age_server, [{**row, "age": None}], bank_spec)
     assert (missing.status_code, message(missing)) == (
