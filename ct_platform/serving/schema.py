@@ -158,13 +158,11 @@ class InputSchema:
         int_rows = [column.type == "int" for column in numeric]
         self._int_weights = np.array(int_rows, dtype=np.float64)[:, None] if any(int_rows) else None
         self._required_rows = [j for j, column in enumerate(numeric) if not column.nullable]
-        # The contract's ranges as (n_numeric, 1) columns (unbounded: ∓inf), for one
-        # comparison of the whole block; None when no column has a range.
-        self._bounds = None
-        if any(column.min is not None or column.max is not None for column in numeric):
-            lows = [-math.inf if column.min is None else column.min for column in numeric]
-            highs = [math.inf if column.max is None else column.max for column in numeric]
-            self._bounds = (np.array(lows)[:, None], np.array(highs)[:, None])
+        # Each numeric row's range as (n_numeric, 1) columns: the contract's bounds, and
+        # float32's (the ONNX graph's precision) where the spec sets none, so that one pass
+        # over the block finds both a value beyond the model and one outside the contract.
+        self._low = np.array([_bound(column.min, -_MAX_FLOAT32) for column in numeric])[:, None]
+        self._high = np.array([_bound(column.max, _MAX_FLOAT32) for column in numeric])[:, None]
         self._sentinel_rows = [
             (j, self._parsers[i].numeric_sentinels)
             for j, i in enumerate(self._numeric)
@@ -237,9 +235,10 @@ class InputSchema:
     ) -> ParsedRows | None:
         """The common case in a few numpy calls for all numeric columns together.
 
-        None when any value needs the per-column rule: a non-number, text, an infinite or
-        out-of-range value, a fraction in an int column, or a categorical value that is not
-        a category. The same rule decides; this only skips the work.
+        None when any value needs the per-column rule: a non-number, text, an infinite value,
+        one beyond float32 or outside the contract's range, a fraction in an int column, or
+        a categorical value that is not a category. The same rule decides; this only skips
+        the work.
         """
         numeric_values = [raw_columns[i] for i in self._numeric]
         if any(texts[i] for i in self._numeric):
@@ -256,18 +255,16 @@ class InputSchema:
             values = block[row]
             for sentinel in sentinels:
                 values[values == sentinel] = np.nan
-        # fmax ignores NaN (missing): inf and values beyond float32 are what is left to find.
-        if block.size and np.fmax.reduce(np.abs(block), axis=None) > _MAX_FLOAT32:
+        # How far the farthest value lies outside its range (fmax ignores NaN: missing);
+        # beyond float32 (400) or outside the contract (422): the per-column rule says which.
+        outside = np.maximum(self._low - block, block - self._high)
+        if block.size and np.fmax.reduce(outside, axis=None) > 0:
             return None
         # Fractions in int columns: |x| mod 1 of those rows (weight 1; others 0, NaN ignored).
         if self._int_weights is not None:
             fractions = np.fmod(np.abs(block), 1.0) * self._int_weights
             if np.fmax.reduce(fractions, axis=None) > 0:
                 return None
-        if self._bounds is not None:
-            # NaN (missing) compares False both ways: only present values can be out of range.
-            low, high = self._bounds
-            breached = breached or (block < low).any() or (block > high).any()
         try:
             categorical = [
                 self._parsers[i].parse_categorical(raw_columns[i], text=texts[i])
@@ -554,6 +551,13 @@ def _contract_problem(column: ColumnSchema, rule: str, value: Any) -> str:
 
 def overflow_problem(shown: str) -> str:
     return f"{shown} overflows to infinity: beyond float64 (±{np.finfo(np.float64).max:.4g})"
+
+
+def _bound(bound: float | None, model_limit: float) -> float:
+    """A contract bound, within float32's range (beyond it the model's own limit binds)."""
+    if bound is None:
+        return model_limit
+    return max(bound, model_limit) if model_limit < 0 else min(bound, model_limit)
 
 
 def _figure(value: float | None) -> str:
