@@ -91,6 +91,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     finally:
         logs = subprocess.run([*compose, "logs", "--tail", "50"], env=env, capture_output=True)
         print(logs.stdout.decode()[-20000:])
+        # The runs' containers are DockerRunLauncher's, not compose's: removed by their label.
+        runs = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=ct-platform/stack={name}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        if runs:
+            subprocess.run(["docker", "rm", "-f", *runs], capture_output=True, timeout=600)
         subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], env=env, timeout=600)
 
 
