@@ -57,7 +57,12 @@ images:
 	bash deploy/start-dockerd.sh
 	bash deploy/docker/build-images.sh
 
-up: images
+# Builds the images only when one is missing (a build is 30-45 min under vfs here): after a
+# code change, `make images` first.
+STACK_IMAGES := ct-platform-app:latest ct-platform-postgres:15 ct-platform-prometheus:latest
+up:
+	bash deploy/start-dockerd.sh
+	docker image inspect $(STACK_IMAGES) >/dev/null 2>&1 || $(MAKE) images
 	$(COMPOSE) $(COMPOSE_ARGS) up -d
 	@echo "Dagster http://127.0.0.1:$${DAGSTER_PORT:-3000}  MLflow http://127.0.0.1:$${MLFLOW_PORT:-5000}" \
 	  " model http://127.0.0.1:$${CT_SERVING_PORT:-8080}  Prometheus http://127.0.0.1:$${PROMETHEUS_PORT:-9090}"
