@@ -50,7 +50,10 @@ docker_run_launcher() {
   # A flow sequence: `[]` when none is set (an empty block list would be null, refused).
   echo "    env_vars: [$(IFS=,; echo "${passed[*]}")]"
   echo "    container_kwargs:"
-  echo "      auto_remove: false"  # the run monitor reads a dead run's exit status
+  # Removed when the run ends: under vfs each run container is a 2 GB copy of the image, and
+  # kept ones filled the disk in under an hour. A run whose container vanished unfinished
+  # is failed by run monitoring (worker not found).
+  echo "      auto_remove: true"
   # `make down` and the compose test remove a stack's run containers by this label.
   echo "      labels:"
   echo "        ct-platform/stack: $CT_DOCKER_NETWORK"

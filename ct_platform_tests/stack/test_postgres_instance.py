@@ -119,6 +119,7 @@ def test_the_docker_run_launcher_block_opens_a_patient_launcher(tmp_path):
         "ct-test-landing:/app/data/incoming",
     ]
     assert launcher.container_kwargs["labels"] == {"ct-platform/stack": "ct-test"}
+    assert launcher.container_kwargs["auto_remove"] is True  # 2 GB each under vfs
     assert client.api.timeout == 600
 
 
