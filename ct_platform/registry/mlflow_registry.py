@@ -69,6 +69,8 @@ RUN_NOTE_TAG = "mlflow.note.content"
 # Why a run was ended as FAILED by the platform rather than by its own process.
 FAILED_REASON_TAG = "ct.failed_reason"
 MODEL_ARTIFACT = "model"
+# The file the sklearn flavour writes a skops-serialised model to, inside MODEL_ARTIFACT.
+SKOPS_FILE = "model.skops"
 # The artifact folder of a non-SQLite database store (PostgreSQL) the platform opens itself.
 ARTIFACT_ROOT_VARIABLE = "CT_MLFLOW_ARTIFACT_ROOT"
 # Rows of the training frame used to infer the signature and stored as the input example.
@@ -387,10 +389,21 @@ class ModelRegistry:
                 )
             return skops_types.load(Path(local) / flavor["pickled_model"])
 
-    @staticmethod
-    def model_size_bytes(model: Pipeline) -> int:
-        """Size of the model as stored (skops bytes)."""
-        return len(skops_types.dumps(model))
+    def model_size_bytes(self, version: int) -> int:
+        """Size in bytes of `version`'s stored model file (the skops bytes MLflow wrote).
+
+        Read from the artifact listing, so the model is neither serialised again nor
+        downloaded. Raises `MlflowException` if the version's model has no skops file.
+        """
+        source = self._client.get_model_version_download_uri(self.model_name, str(version))
+        with self._fluent():
+            listed = mlflow.artifacts.list_artifacts(
+                artifact_uri=source, tracking_uri=self.tracking_uri
+            )
+        for entry in listed:
+            if Path(entry.path).name == SKOPS_FILE:
+                return int(entry.file_size)
+        raise MlflowException(f"version {version} of '{self.model_name}' has no {SKOPS_FILE}")
 
     # --- crash recovery ------------------------------------------------------------------
 

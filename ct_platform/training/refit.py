@@ -216,7 +216,7 @@ def artifact_gates(
             semver=version.tags.get(SEMVER_TAG),
         )
         return (
-            model_size_gate(registry.model_size_bytes(model), spec),
+            model_size_gate(registry.model_size_bytes(version.version), spec),
             resources_gate(bundle, holdout, spec),
             onnx_parity_gate(read_meta(bundle), spec),
         )

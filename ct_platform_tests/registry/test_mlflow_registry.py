@@ -16,6 +16,7 @@ from mlflow.models import Model
 from mlflow.types.utils import _infer_schema
 from sklearn.pipeline import Pipeline
 
+from ct_platform.registry import skops_types
 from ct_platform.registry.mlflow_registry import (
     ModelRegistry,
     _dataset_input,
@@ -229,7 +230,19 @@ def test_load_model_round_trip_predicts_identically(
     loaded = registry.load_model(info.version)
     features = train_frame[bank_spec.dataset.feature_columns]
     assert np.array_equal(loaded.predict_proba(features), fitted.predict_proba(features))
-    assert registry.model_size_bytes(loaded) == registry.model_size_bytes(fitted)
+
+
+def test_model_size_is_the_stored_skops_file(
+    logged: tuple[ModelRegistry, ModelVersionInfo], fitted: Pipeline
+) -> None:
+    """The model-size gate's figure: the bytes MLflow stored, read without serialising the
+    model again; the same count a fresh skops serialisation of the fitted model gives."""
+    registry, info = logged
+    client = MlflowClient(registry.tracking_uri)
+    source = client.get_model_version_download_uri(registry.model_name, str(info.version))
+    stored = Path(url2pathname(urlparse(source).path)) / "model.skops"
+    assert registry.model_size_bytes(info.version) == stored.stat().st_size
+    assert registry.model_size_bytes(info.version) == len(skops_types.dumps(fitted))
 
 
 def test_metrics_artifacts_and_tags_added_after_logging(
