@@ -11,7 +11,9 @@ PYTEST_ARGS ?=
 
 # The production stack (deploy/compose.yaml) on the local Docker engine; deploy/README.md.
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
-COMPOSE_ARGS := -p ct-platform -f deploy/compose.yaml $(foreach p,$(PROFILES),--profile $(p))
+# CT_STACK names the project, its network and volumes, and labels its run containers.
+export CT_STACK ?= ct-platform
+COMPOSE_ARGS := -p $(CT_STACK) -f deploy/compose.yaml $(foreach p,$(PROFILES),--profile $(p))
 # Under vfs creating a container copies its image's tree: longer than docker-compose's 60 s.
 export COMPOSE_HTTP_TIMEOUT ?= 600
 
@@ -55,13 +57,20 @@ images:
 	bash deploy/start-dockerd.sh
 	bash deploy/docker/build-images.sh
 
-up: images
+# Builds the images only when one is missing (a build is 30-45 min under vfs here): after a
+# code change, `make images` first.
+STACK_IMAGES := ct-platform-app:latest ct-platform-postgres:15 ct-platform-prometheus:latest
+up:
+	bash deploy/start-dockerd.sh
+	docker image inspect $(STACK_IMAGES) >/dev/null 2>&1 || $(MAKE) images
 	$(COMPOSE) $(COMPOSE_ARGS) up -d
 	@echo "Dagster http://127.0.0.1:$${DAGSTER_PORT:-3000}  MLflow http://127.0.0.1:$${MLFLOW_PORT:-5000}" \
 	  " model http://127.0.0.1:$${CT_SERVING_PORT:-8080}  Prometheus http://127.0.0.1:$${PROMETHEUS_PORT:-9090}"
 
 # Volumes (stores, CT_HOME, landed batches) are kept; `make down VOLUMES=1` drops them too.
+# The runs' containers (DockerRunLauncher's, outside compose's project) go first, by label.
 down:
+	docker ps -aq --filter label=ct-platform/stack=$(CT_STACK) | xargs -r docker rm -f
 	$(COMPOSE) $(COMPOSE_ARGS) down --remove-orphans $(if $(VOLUMES),--volumes)
 
 # Land one batch file in the stack: `make land FILE=path/to/batch.csv`.

@@ -37,22 +37,27 @@ docker_run_launcher() {
   : "${CT_DOCKER_NETWORK:?CT_RUN_LAUNCHER=docker: set CT_DOCKER_NETWORK}"
   echo "# Written by deploy/dagster_home.sh because CT_RUN_LAUNCHER=docker."
   echo "run_launcher:"
-  echo "  module: dagster_docker"
-  echo "  class: DockerRunLauncher"
+  echo "  module: ct_platform.defs.run_launcher"
+  echo "  class: PatientDockerRunLauncher"  # dagster-docker's, waiting past 60 s per request
   echo "  config:"
   echo "    network: $CT_DOCKER_NETWORK"
-  echo "    env_vars:"
-  local name
+  echo "    engine_timeout_seconds: ${CT_DOCKER_ENGINE_TIMEOUT_SECONDS:-600}"
+  local name passed=()
   for name in DAGSTER_PG_HOST DAGSTER_PG_USERNAME DAGSTER_PG_PASSWORD DAGSTER_PG_DB \
     DAGSTER_PG_PORT MLFLOW_TRACKING_URI CT_HOME CT_SPEC DAGSTER_GRPC_TIMEOUT_SECONDS; do
-    if [[ -n ${!name:-} ]]; then echo "      - $name"; fi
+    if [[ -n ${!name:-} ]]; then passed+=("$name"); fi
   done
+  # A flow sequence: `[]` when none is set (an empty block list would be null, refused).
+  echo "    env_vars: [$(IFS=,; echo "${passed[*]}")]"
   echo "    container_kwargs:"
-  echo "      auto_remove: false"  # the run monitor reads a dead run's exit status
-  echo "      volumes:"
-  local volume
-  IFS=, read -ra volumes <<<"${CT_DOCKER_VOLUMES:-}"
-  for volume in "${volumes[@]}"; do echo "        - $volume"; done
+  # Removed when the run ends: under vfs each run container is a 2 GB copy of the image, and
+  # kept ones filled the disk in under an hour. A run whose container vanished unfinished
+  # is failed by run monitoring (worker not found).
+  echo "      auto_remove: true"
+  # `make down` and the compose test remove a stack's run containers by this label.
+  echo "      labels:"
+  echo "        ct-platform/stack: $CT_DOCKER_NETWORK"
+  echo "      volumes: [${CT_DOCKER_VOLUMES:-}]"
 }
 
 if [[ ! -e $target ]]; then

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600)]
 COMPOSE_FILE = REPO_ROOT / "deploy" / "compose.yaml"
 IMAGES = ("ct-platform-app:latest", "ct-platform-postgres:15", "ct-platform-prometheus:latest")
 STACK_TIMEOUT_SECONDS = 2400
+RUNS_QUERY = "{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"
 
 
 def compose_command() -> list[str] | None:
@@ -91,6 +92,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     finally:
         logs = subprocess.run([*compose, "logs", "--tail", "50"], env=env, capture_output=True)
         print(logs.stdout.decode()[-20000:])
+        # The runs' containers are DockerRunLauncher's, not compose's: removed by their label.
+        runs = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=ct-platform/stack={name}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        if runs:
+            subprocess.run(["docker", "rm", "-f", *runs], capture_output=True, timeout=600)
         subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], env=env, timeout=600)
 
 
@@ -129,23 +138,19 @@ def test_a_landed_batch_is_trained_and_served(stack, bank_frame: pd.DataFrame, t
         params={"name": model, "alias": "champion"},
     ).json()["model_version"]["version"]
     assert response.headers["x-model-version"] == champion
-    # The runs were containers of the code location's image on this stack's network, not
-    # processes of the daemon's.
-    launched = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-a",
-            "--format",
-            '{{.Image}} {{.Label "dagster/job_name"}}',
-            "--filter",
-            "label=dagster/run_id",
-            "--filter",
-            f"network={stack['name']}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    assert "ct-platform-app:latest batch_job" in launched, launched
-    assert "ct-platform-app:latest training_job" in launched, launched
+    # The runs were containers of the code location's image, not processes of the daemon's:
+    # DockerRunLauncher tags each run it starts with its container and image (the containers
+    # themselves are removed when their run ends).
+    runs = httpx.post(
+        f"{dagster}/graphql",
+        json={"query": RUNS_QUERY},
+        timeout=60,
+    ).json()["data"]["runsOrError"]["results"]
+    launched = {
+        run["jobName"]
+        for run in runs
+        if run["status"] == "SUCCESS"
+        and {"key": "dagster/image", "value": "ct-platform-app:latest"} in run["tags"]
+        and any(tag["key"] == "docker/container_id" for tag in run["tags"])
+    }
+    assert {"batch_job", "training_job"} <= launched, runs

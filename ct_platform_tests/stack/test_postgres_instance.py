@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+from dagster_docker.container_context import DockerContainerContext
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 from sqlalchemy.engine import make_url
 
@@ -89,3 +90,45 @@ def test_without_postgres_variables_the_shipped_file_is_copied(tmp_path):
     write_instance(home, env)
 
     assert (home / "dagster.yaml").read_text() == (REPO_ROOT / "dagster.yaml").read_text()
+
+
+def test_the_docker_run_launcher_block_opens_a_patient_launcher(tmp_path):
+    """The compose stack's launcher: its network, the variables and volumes runs get, the
+    stack label `make down` removes run containers by, and an engine timeout past docker-py's
+    60 s (creating a container under vfs took longer: the run failed to launch)."""
+    home = tmp_path / "dagster_home"
+    env = {
+        "DAGSTER_PG_HOST": "",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "CT_HOME": "/ct_home",
+        "CT_RUN_LAUNCHER": "docker",
+        "CT_DOCKER_NETWORK": "ct-test",
+        "CT_DOCKER_VOLUMES": "ct-test-home:/ct_home,ct-test-landing:/app/data/incoming",
+    }
+    write_instance(home, env)
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        launcher = instance.run_launcher
+        client = launcher._get_client(DockerContainerContext())
+
+    assert type(launcher).__name__ == "PatientDockerRunLauncher"
+    assert launcher.networks == ["ct-test"]
+    assert {"MLFLOW_TRACKING_URI", "CT_HOME"} <= set(launcher.env_vars)
+    assert launcher.container_kwargs["volumes"] == [
+        "ct-test-home:/ct_home",
+        "ct-test-landing:/app/data/incoming",
+    ]
+    assert launcher.container_kwargs["labels"] == {"ct-platform/stack": "ct-test"}
+    assert launcher.container_kwargs["auto_remove"] is True  # 2 GB each under vfs
+    assert client.api.timeout == 600
+
+
+def test_the_docker_run_launcher_block_loads_with_no_variable_to_pass(tmp_path):
+    """No variable set: `env_vars: []`, not an empty block Dagster reads as null and refuses."""
+    home = tmp_path / "dagster_home"
+    names = ("DAGSTER_PG_HOST", "MLFLOW_TRACKING_URI", "CT_HOME", "CT_SPEC", "CT_DOCKER_VOLUMES")
+    env = {name: "" for name in names}
+    write_instance(home, {**env, "CT_RUN_LAUNCHER": "docker", "CT_DOCKER_NETWORK": "ct-test"})
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_launcher.env_vars == []
