@@ -119,11 +119,12 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
         "strategy, step, weights and each analysis. Materializing it runs one analysis now; "
         "the rollout_sensor does so every interval.",
     )
-    def rollout(mlflow: MlflowResource) -> dg.MaterializeResult:
+    def rollout(context: dg.AssetExecutionContext, mlflow: MlflowResource) -> dg.MaterializeResult:
         from ct_platform.deployment.controller import RolloutStore
         from ct_platform.deployment.rollout import controller_for
 
-        advanced = controller_for(spec, mlflow.registry(spec)).advance(force=True)
+        controller = controller_for(spec, mlflow.registry(spec), run_id=context.run.run_id)
+        advanced = controller.advance(force=True)
         state = advanced or RolloutStore(spec.paths.rollouts).read()
         return dg.MaterializeResult(metadata=rollout_metadata(state))
 
@@ -145,7 +146,10 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
         if current is None:
             return dg.SensorResult(skip_reason="no rollout yet")
         if is_due(current, spec.deployment.analysis.interval_seconds, time.time()):
-            current = controller_for(spec, mlflow.registry(spec)).advance() or current
+            # No run exists for a tick: the audit lines name the sensor instead.
+            driver = f"sensor {context.sensor_name} tick"
+            controller = controller_for(spec, mlflow.registry(spec), driver=driver)
+            current = controller.advance() or current
         events = [
             dg.AssetMaterialization(ROLLOUT, metadata=rollout_metadata(rollout, index))
             for rollout, index in unreported_entries(store, context.cursor, current)
@@ -163,7 +167,7 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
     ) -> None:
         from ct_platform.deployment.rollout import controller_for
 
-        controller = controller_for(spec, mlflow.registry(spec))
+        controller = controller_for(spec, mlflow.registry(spec), run_id=context.run.run_id)
         rollout = controller.control(config.action, config.reason)
         context.log.info(f"rollout {rollout.id}: {config.action} -> {rollout.status}")
         context.log_event(dg.AssetMaterialization(ROLLOUT, metadata=rollout_metadata(rollout)))
