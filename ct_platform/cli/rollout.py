@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             rollout = _current(spec)
             state = None if rollout is None else rollout.summary()
         else:
-            driver = f"ct rollout {args.action} by {current_user()}"
+            driver = f"{current_user()} via ct rollout"
             controller = controller_for(spec, driver=driver)
             state = controller.control(args.action, args.reason).summary()
     except RolloutError as exc:
@@ -89,7 +89,8 @@ def describe(state: dict[str, Any] | None) -> str:
         f"candidate traffic {100 * state['weight']:g} %",
     ]
     if state["reason"]:
-        lines.append(f"reason: {state['reason']}")
+        by = f" (by {state['ended_by']})" if state.get("ended_by") else ""
+        lines.append(f"reason: {state['reason']}{by}")
     if state["decision"]:
         lines.append(f"decision: {json.dumps(state['decision'], default=str)}")
     for entry in state["history"][-SHOWN_ANALYSES:]:

@@ -115,6 +115,9 @@ class Rollout:
     decision: dict[str, Any] | None = None
     reason: str = ""
     finished_at: float | None = None
+    # Who ended it by hand (pause/resume/promote/abort): "ana via ct rollout", ... ("" if
+    # it ended on its own: an analysis, a decision, a lost server).
+    ended_by: str = ""
     # One entry per analysis or control action: at, step, weight, verdict, reason, figures.
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -146,6 +149,20 @@ class RolloutStore:
         """A finished rollout's record (None if there is none)."""
         raw = read_json(self.directory / f"{rollout_id}.json")
         return Rollout(**raw) if raw else None
+
+    def latest_by_version(self) -> dict[str, Rollout]:
+        """Each version's latest rollout (finished ones from their records, then the
+        current one): how its delivery ended, for `ct status`."""
+        records = [
+            Rollout(**raw)
+            for path in sorted(self.directory.glob("*.json"))
+            if path.name != CURRENT_FILE and (raw := read_json(path))
+        ]
+        current = self.read()
+        latest: dict[str, Rollout] = {}
+        for rollout in sorted([*records, *filter(None, [current])], key=lambda r: r.started_at):
+            latest[rollout.version] = rollout
+        return latest
 
     def write(self, rollout: Rollout) -> None:
         write_json_atomic(self.current_file, asdict(rollout))
@@ -448,8 +465,10 @@ class RolloutController:
             rollout = self.store.read()
             if rollout is None or not rollout.active:
                 raise RolloutError(f"no active rollout to {action}")
-            why = reason or f"{action} requested by a person"
+            why = reason or f"{action} requested by {self.driver or 'a person'}"
             self._refuse_repeat(rollout, action)
+            if action in ("promote", "abort"):
+                rollout.ended_by = self.driver or "a person"
             if action == "pause":
                 rollout.status = "paused"
                 self._note(rollout, "pause", why)

@@ -166,8 +166,11 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
         context: dg.OpExecutionContext, config: RolloutControlConfig, mlflow: MlflowResource
     ) -> None:
         from ct_platform.deployment.rollout import controller_for
+        from ct_platform.governance.audit import run_actor
 
-        controller = controller_for(spec, mlflow.registry(spec), run_id=context.run.run_id)
+        who = f"{run_actor(context.run.tags)} via the rollout_control job"
+        registry = mlflow.registry(spec)
+        controller = controller_for(spec, registry, run_id=context.run.run_id, driver=who)
         rollout = controller.control(config.action, config.reason)
         context.log.info(f"rollout {rollout.id}: {config.action} -> {rollout.status}")
         context.log_event(dg.AssetMaterialization(ROLLOUT, metadata=rollout_metadata(rollout)))
