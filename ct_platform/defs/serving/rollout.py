@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ct_platform.deployment.controller import Rollout, RolloutStore
 
 ROLLOUT = dg.AssetKey("rollout")
+ROLLOUT_SENSOR = "rollout_sensor"
 # The sensor looks once per analysis interval, within these bounds (a tick is one file read).
 SENSOR_INTERVAL_SECONDS = (5, 60)
 
@@ -129,7 +130,7 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
         return dg.MaterializeResult(metadata=rollout_metadata(state))
 
     @dg.sensor(
-        name="rollout_sensor",
+        name=ROLLOUT_SENSOR,
         minimum_interval_seconds=sensor_interval(spec),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Advances the active rollout one analysis per interval; records each "
@@ -147,7 +148,7 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
             return dg.SensorResult(skip_reason="no rollout yet")
         if is_due(current, spec.deployment.analysis.interval_seconds, time.time()):
             # No run exists for a tick: the audit lines name the sensor instead.
-            driver = f"sensor {context.sensor_name} tick"
+            driver = f"sensor {ROLLOUT_SENSOR} tick"
             controller = controller_for(spec, mlflow.registry(spec), driver=driver)
             current = controller.advance() or current
         events = [
