@@ -479,6 +479,11 @@ class AnalysisSpec(_Strict):
     # Shift between the two slots' predicted-score distributions over the same period.
     score_shift_metric: Literal["psi", "jensen_shannon"] = "psi"
     score_shift_max: Annotated[float, Field(gt=0)] = 0.2
+    # A shift over `score_shift_max` fails only when a permutation test at the period's
+    # counts finds it significant at this level: at 100 vs 400 requests a model compared
+    # with itself has PSI over 0.2 about one period in five by chance. At most this share of
+    # a good candidate's analyses fail on the score shift.
+    score_shift_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
     # With labels from /feedback: the candidate's primary metric (accuracy for
     # classification, mean absolute error for regression) may trail stable's by this much.
     metric_tolerance: Annotated[float, Field(ge=0)] = 0.05
