@@ -15,6 +15,7 @@ import pytest
 from ct_platform.data.contract import check_contract
 from ct_platform.definitions import build_definitions
 from ct_platform.defs.monitoring.assets import (
+    CONTRACT_CHECK,
     PRODUCTION_DRIFT,
     PRODUCTION_PERFORMANCE,
     SAMPLE_SIZE_CHECK,
@@ -28,12 +29,19 @@ pytestmark = pytest.mark.slow
 
 
 def log_live_traffic(
-    rows: pd.DataFrame, spec: Spec, version: str, *, keep: int | None = None
+    rows: pd.DataFrame,
+    spec: Spec,
+    version: str,
+    *,
+    keep: int | None = None,
+    age: float | None = None,
 ) -> None:
     """Log contract-clean `rows` as served traffic; only the first `keep` when given (the
-    contract itself refuses batches below the spec's min_rows)."""
+    contract itself refuses batches below the spec's min_rows); every `age` set to `age`
+    when given (a value the server serves whatever the spec's range)."""
     features = check_contract(rows, spec.dataset).clean[spec.dataset.feature_columns]
     features = features if keep is None else features.head(keep)
+    features = features if age is None else features.assign(age=age)
     batch = scored_batch(
         features,
         spec.dataset,
@@ -55,17 +63,32 @@ def materialize(spec: Spec, instance: dg.DagsterInstance, key: dg.AssetKey) -> d
 
 
 def test_production_drift_flags_the_economic_shift(spec, instance, land_bank_batches, bank_frame):
+    """...and names the logged values that break the contract: 50 rows the server scored with
+    an age of 250 (the bundle schema has no min/max, so it serves them)."""
     land_bank_batches(2)
     assert run_job(spec, instance, "training_job").success
     log_live_traffic(bank_frame.iloc[-5000:].astype(str), spec, version="1")
+    log_live_traffic(bank_frame.iloc[:50].astype(str), spec, version="1", age=250.0)
 
-    metadata = materialize(spec, instance, PRODUCTION_DRIFT)
+    result = (
+        build_definitions(spec)
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(instance=instance, asset_selection=[PRODUCTION_DRIFT])
+    )
+    event = result.get_asset_materialization_events()[0]
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
 
-    assert metadata["rows"] == 5000
+    assert metadata["rows"] == 5050
     assert metadata["column/euribor3m/drift"] is True
     assert metadata["column/nr.employed/drift"] is True
     assert isinstance(metadata["column/age/score"], float)
     assert Path(metadata["report"]).is_file()  # a local path, not a file:// link
+    violation = "0.99 % of 5,050 values outside [17, 100] (seen 250 to 250)"
+    assert metadata["column/age/violations"] == violation
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks[CONTRACT_CHECK].passed is False
+    assert checks[CONTRACT_CHECK].description == f"age: {violation}"
+    assert checks[SAMPLE_SIZE_CHECK].passed is True
 
 
 def test_production_drift_is_quiet_on_training_like_traffic(
