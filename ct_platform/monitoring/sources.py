@@ -98,7 +98,7 @@ def add_frame(summary: DataSummary, frame: pd.DataFrame, dataset: DatasetSpec, w
     from ct_platform.monitoring.frames import require_features
 
     require_features(frame, dataset, where=where)
-    columns = [_arrow_values(frame[name].tolist()) for name in summary.columns]
+    columns = [_series_values(frame[name]) for name in summary.columns]
     add_arrow(summary, pa.RecordBatch.from_arrays(columns, names=list(summary.columns)), dataset)
 
 
@@ -327,6 +327,16 @@ def _arrow_values(values: list[object]) -> pa.Array:
         return pa.array([_text(value) for value in values], pa.string())
 
 
+def _series_values(series: pd.Series) -> pa.Array:
+    """A pandas column as Arrow (vectorised; value by value only for mixed types)."""
+    import pyarrow as pa
+
+    try:
+        return pa.Array.from_pandas(series)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _arrow_values(series.tolist())
+
+
 def _text(value: object) -> str | None:
     if value is None or (isinstance(value, float) and value != value):
         return None
@@ -341,17 +351,25 @@ def _numeric_values(values: pa.Array, column: ColumnSpec, summary: NumericSummar
 
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type) and not _is_text(values.type.value_type):
+        values = values.dictionary_decode()
     kind = values.type
     if pa.types.is_dictionary(kind):  # text stored as codes: parse each distinct value once
         numbers = _parsed_text(values.dictionary, column, summary, values.indices)
         numbers = pc.take(numbers, values.indices)
-    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    elif _is_text(kind):
         numbers = _parsed_text(values, column, summary)
     else:  # numbers, booleans, all-null
         numbers = pc.cast(values, pa.float64())
     if numbers.null_count:
         numbers = numbers.fill_null(np.nan)
     return numbers.to_numpy(zero_copy_only=False)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def _parsed_text(
