@@ -21,6 +21,7 @@ from ct_platform.defs.monitoring.assets import (
     SAMPLE_SIZE_CHECK,
 )
 from ct_platform.monitoring.governor import RetrainGovernor
+from ct_platform.serving.prediction_log import ScoredBatch
 from ct_platform.settings import Paths, Spec, load_spec
 from ct_platform_tests.defs.conftest import BATCH_ROWS, STRICT_FLOOR, run_job, spec_variant
 from ct_platform_tests.monitoring.serving_logs import scored_batch, write_log
@@ -37,12 +38,24 @@ def log_live_traffic(
     age: float | None = None,
 ) -> None:
     """Log contract-clean `rows` as served traffic; only the first `keep` when given (the
-    contract itself refuses batches below the spec's min_rows); every `age` set to `age`
-    when given (a value the server serves whatever the spec's range)."""
+    contract itself refuses batches below the spec's min_rows)."""
+    write_log(Paths.from_env().predictions, [live_batch(rows, spec, version, keep=keep)])
+
+
+def live_batch(
+    rows: pd.DataFrame,
+    spec: Spec,
+    version: str,
+    *,
+    keep: int | None = None,
+    age: float | None = None,
+) -> ScoredBatch:
+    """`rows` as `log_live_traffic` logs them; every `age` set to `age` when given (a value
+    the server serves whatever the spec's range)."""
     features = check_contract(rows, spec.dataset).clean[spec.dataset.feature_columns]
     features = features if keep is None else features.head(keep)
     features = features if age is None else features.assign(age=age)
-    batch = scored_batch(
+    return scored_batch(
         features,
         spec.dataset,
         request_id=f"live-{version}-{len(rows)}",
@@ -50,7 +63,6 @@ def log_live_traffic(
         positive_proba=np.full(len(features), 0.2),
         model_version=version,
     )
-    write_log(Paths.from_env().predictions, [batch])
 
 
 def materialize(spec: Spec, instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
@@ -67,8 +79,10 @@ def test_production_drift_flags_the_economic_shift(spec, instance, land_bank_bat
     an age of 250 (the bundle schema has no min/max, so it serves them)."""
     land_bank_batches(2)
     assert run_job(spec, instance, "training_job").success
-    log_live_traffic(bank_frame.iloc[-5000:].astype(str), spec, version="1")
-    log_live_traffic(bank_frame.iloc[:50].astype(str), spec, version="1", age=250.0)
+    # One write: two write_log calls within a second would give both segments one name.
+    traffic = live_batch(bank_frame.iloc[-5000:].astype(str), spec, version="1")
+    bad = live_batch(bank_frame.iloc[:50].astype(str), spec, version="1", age=250.0)
+    write_log(Paths.from_env().predictions, [traffic, bad])
 
     result = (
         build_definitions(spec)
