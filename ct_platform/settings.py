@@ -454,6 +454,10 @@ class MonitoringSpec(_Strict):
     # of one distribution, the normalised Wasserstein distance is about 0.8/sqrt(n), 0.08 at
     # n = 100, already close to the 0.1 drift threshold.
     min_column_values: Annotated[int, Field(ge=1)] = 100
+    # A column whose current values break the dataset contract (not numbers, outside
+    # min/max, unknown categories) in more than this share of rows gets no drift verdict,
+    # only the violation: what drift would measure there is the breakage, reported as such.
+    max_invalid_share: Annotated[float, Field(ge=0, le=1)] = 0.5
     # A drift- or decay-triggered retrain trains on only the newest N valid batches, so the
     # model adapts to the new regime instead of averaging it away with older data.
     retrain_window_batches: Annotated[int, Field(ge=1)] = 3
