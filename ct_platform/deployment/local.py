@@ -134,6 +134,14 @@ class LocalTarget:
     # --- process handling -------------------------------------------------------------
 
     def _start(self, bundle_dir: Path) -> int:
+        if is_healthy(self.url):
+            # Not our server (we have no live pid for it): it would answer our health checks
+            # while ours fails to bind, and the deploy would judge the wrong server.
+            raise DeploymentError(
+                f"{self.url} already answers, but not from a server this platform started: "
+                f"another process holds port {self._serving.port} (a `ct serve`?). Stop it, "
+                "or set the spec's serving.port to a free port; nothing was deployed."
+            )
         env = {
             **os.environ,
             "CT_HOME": str(self._home),

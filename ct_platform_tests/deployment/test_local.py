@@ -19,6 +19,7 @@ import pytest
 
 from ct_platform.deployment import ensure_running, smoke_request, target_for
 from ct_platform.deployment.admin import AdminClient
+from ct_platform.deployment.endpoint import DeploymentError
 from ct_platform.deployment.local import LocalTarget, _is_dying
 from ct_platform.settings import Spec
 
@@ -135,6 +136,40 @@ def test_server_with_a_foreign_admin_token_is_restarted(
 
     assert endpoint.version == "2" and served_pid(local) != pid
     assert AdminClient(endpoint.url, "a-different-token").stable_version() == "2"
+
+
+def test_a_foreign_server_on_the_port_is_named_and_nothing_is_deployed(
+    local: LocalTarget, bundles: dict[str, Path], serving_spec: Spec
+) -> None:
+    # Someone's `ct serve` of version 1 holds the spec's port; the platform never started it.
+    port = serving_spec.serving.port
+    command = [sys.executable, "-m", "ct_platform.serving", "--bundle", str(bundles["1"])]
+    foreign = subprocess.Popen(
+        [*command, "--host", serving_spec.serving.host, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _answers(local.url), "the foreign server's /ping")
+        with pytest.raises(DeploymentError) as raised:
+            local.deploy(bundles["2"])
+    finally:
+        foreign.terminate()
+        foreign.wait(timeout=60)
+
+    assert str(raised.value) == (
+        f"{local.url} already answers, but not from a server this platform started: another "
+        f"process holds port {port} (a `ct serve`?). Stop it, or set the spec's serving.port "
+        "to a free port; nothing was deployed."
+    )
+    assert local.status() is None and not local.pid_file.exists()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/ping", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_a_killed_process_reads_as_dying_at_once() -> None:
