@@ -204,11 +204,11 @@ def analyse(
 ) -> Analysis:
     """Judge `candidate_slot` against stable over the period `period_start` -> `now`.
 
-    Every figure is the period's. Only the score shift's reference may reach further back:
-    when stable answered fewer than `min_requests` of the period (a canary at 100 %), its
-    scores since the rollout began (`rollout_start` -> `now`) stand in, and
-    `score_reference_requests` says how many. Labels are always counted over the whole
-    rollout: they arrive late and sparse.
+    Every figure is the period's. The score shift is judged only when stable answered at
+    least `min_requests` in the same period (not at a canary's 100 % step): stable's scores
+    from earlier periods are other traffic (time-ordered data drifts), and comparing with
+    them rolled back identical models. When it is not judged, the reason says so. Labels
+    are always counted over the whole rollout: they arrive late and sparse.
     """
     bounds = now["latency_bounds_ms"]
     candidate = slot_window(period_start, now, candidate_slot)
@@ -231,12 +231,15 @@ def analyse(
         _at_most("error_rate", candidate.error_rate, spec.error_rate_max),
         _at_most("p99_latency_ms", figures["candidate_p99_ms"], spec.p99_latency_ms_max),
     ]
-    reference = stable.scores
-    if sum(reference.values()) < spec.min_requests:
-        reference = slot_window(rollout_start, now, "stable").scores
-    if sum(reference.values()) >= spec.min_requests:
+    unjudged = []
+    if sum(stable.scores.values()) >= spec.min_requests:
         checks.append(
-            _score_shift_check(spec, candidate_slot, candidate.scores, reference, figures)
+            _score_shift_check(spec, candidate_slot, candidate.scores, stable.scores, figures)
+        )
+    else:
+        unjudged.append(
+            f"score shift not judged: stable scored {sum(stable.scores.values())} requests in "
+            f"this period, {spec.min_requests} needed"
         )
     if min_agreement is not None and candidate.compared_rows:
         agreement = candidate.agreeing_rows / candidate.compared_rows
@@ -255,7 +258,7 @@ def analyse(
     if failed:
         reason = "; ".join(check.detail for check in failed)
         return Analysis("fail", reason, checks, figures)
-    return Analysis("pass", f"{len(checks)} checks passed", checks, figures)
+    return Analysis("pass", "; ".join([f"{len(checks)} checks passed", *unjudged]), checks, figures)
 
 
 def _at_most(name: str, value: float, limit: float) -> Check:

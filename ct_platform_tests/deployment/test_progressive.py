@@ -231,12 +231,12 @@ def test_canary_reaches_100_percent_and_then_moves_the_champion(
         assert figures["candidate_requests"] >= 100
         assert figures["candidate_error_rate"] == 0.0
         assert 0 <= figures["score_shift"] <= 0.2
-    # Each step's stable count is that step's traffic: none at 100 % (its score reference
-    # alone reaches back to the rollout's start, and says how far).
-    at_full = analyses[-1]["figures"]
-    assert at_full["stable_requests"] == 0
-    stable_answered = sum(a["figures"]["stable_requests"] for a in analyses[:-1])
-    assert at_full["score_reference_requests"] == stable_answered
+    # Each step's stable count is that step's traffic: none at 100 %, where the score shift
+    # is not judged (stable's earlier scores are other traffic) and the reason says so.
+    at_full = analyses[-1]
+    assert at_full["figures"]["stable_requests"] == 0
+    assert "score_shift" not in at_full["figures"]
+    assert "score shift not judged: stable scored 0 requests in this period" in at_full["reason"]
     # MLflow, the server and the rollout agree: version 2 serves and is the champion.
     assert aliases(registry) == {CHAMPION: 2, CANARY: None}
     assert slots(admin) == {"stable": "2", "candidate": None, "weight": 0.0, "shadow": False}
