@@ -140,7 +140,8 @@ class ColumnSketch:
     @classmethod
     def from_summary(cls, column: ColumnSummary) -> ColumnSketch:
         if isinstance(column, CategorySummary):
-            return cls("category", column.n, dict(column.counts))
+            counts = column.known_counts()
+            return cls("category", sum(counts.values()), counts)
         counts = column.few_counts
         if column.n <= SMALL_REFERENCE_ROWS:
             return cls("numeric", column.n, counts, values=np.sort(column.sample))
