@@ -140,8 +140,7 @@ class ColumnSketch:
     @classmethod
     def from_summary(cls, column: ColumnSummary) -> ColumnSketch:
         if isinstance(column, CategorySummary):
-            counts = column.known_counts()
-            return cls("category", sum(counts.values()), counts)
+            return cls("category", column.n, dict(column.counts))
         counts = column.few_counts
         if column.n <= SMALL_REFERENCE_ROWS:
             return cls("numeric", column.n, counts, values=np.sort(column.sample))

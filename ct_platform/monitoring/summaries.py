@@ -24,8 +24,10 @@ Contract violations are counted in the same pass (`violations()`, see
 `results.ColumnViolations`): numbers outside the spec's `min`/`max` and infinities,
 values of a numeric column that are not numbers (reported by the reader, which parses them:
 `add_unparseable`), and categories outside the spec's `categories` (from the exact counts).
-None of them moves the drift figures: drift is judged on the values within the contract, and
-the violations are reported apart (a few ages of 500 must not read as a drifted age).
+Numbers outside the contract do not move the drift figures (a few ages of 500 among 10,000
+turned a Wasserstein score to drift): they are reported apart. Unknown categories do count
+in a categorical column's drift as well: a category the reference never had is new mass of
+the distribution, as Evidently counts it, beside its report as a violation.
 
 Plain numpy: no pandas or pyarrow, so the `ct drift` process never imports them for this.
 """
@@ -248,12 +250,6 @@ class CategorySummary:
     @property
     def n(self) -> int:
         return sum(self.counts.values())
-
-    def known_counts(self) -> dict[Value, int]:
-        """The counts drift is judged on: unknown categories are violations, reported apart."""
-        if self.categories is None:
-            return dict(self.counts)
-        return {v: c for v, c in self.counts.items() if v in self.categories}
 
     def violations(self) -> ColumnViolations | None:
         if self.categories is None:
