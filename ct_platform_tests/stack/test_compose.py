@@ -33,6 +33,9 @@ COMPOSE_FILE = REPO_ROOT / "deploy" / "compose.yaml"
 IMAGES = ("ct-platform-app:latest", "ct-platform-postgres:15", "ct-platform-prometheus:latest")
 STACK_TIMEOUT_SECONDS = 2400
 RUNS_QUERY = "{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"
+DEPLOYED_QUERY = """{ assetOrError(assetKey: {path: ["deployed_endpoint"]}) { ... on Asset {
+  assetMaterializations(limit: 1) { runId metadataEntries { label
+    ... on TextMetadataEntry { text } ... on UrlMetadataEntry { url } } } } } }"""
 
 
 def compose_command() -> list[str] | None:
@@ -154,3 +157,22 @@ def test_a_landed_batch_is_trained_and_served(stack, bank_frame: pd.DataFrame, t
         and any(tag["key"] == "docker/container_id" for tag in run["tags"])
     }
     assert {"batch_job", "training_job"} <= launched, runs
+    # deployed_endpoint (automated after the champion) went into the model-server service
+    # through the endpoint target, not into a server of its own run container.
+    deployed = wait_for(
+        "deployed_endpoint materialized",
+        lambda: last_materialization(dagster, DEPLOYED_QUERY),
+        timeout=900,
+    )
+    served = (deployed["target"], deployed["url"], deployed["version"])
+    assert served == ("endpoint", "http://model-server:8080", champion), deployed
+
+
+def last_materialization(dagster: str, query: str) -> dict[str, str] | None:
+    """The metadata (label -> text or url) of the asset's newest materialization, if any."""
+    asset = httpx.post(f"{dagster}/graphql", json={"query": query}, timeout=60).json()["data"]
+    materializations = asset["assetOrError"].get("assetMaterializations") or []
+    if not materializations:
+        return None
+    entries = materializations[0]["metadataEntries"]
+    return {entry["label"]: entry.get("text") or entry.get("url") for entry in entries}
