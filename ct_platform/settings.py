@@ -415,6 +415,9 @@ class ServingSpec(_Strict):
     api_key_env: str = "CT_API_KEY"
     admin_token_env: str = "CT_ADMIN_TOKEN"
     docker_image: str = "ct-platform-serving:latest"
+    # A request value outside the data contract (`dataset.columns`: min, max, categories,
+    # nullable): `reject` answers 422 naming it; `score` scores it. Counted in /metrics.
+    out_of_contract: Literal["reject", "score"] = "reject"
 
     @model_validator(mode="before")
     @classmethod
@@ -483,6 +486,10 @@ class MonitoringSpec(_Strict):
     # of one distribution, the normalised Wasserstein distance is about 0.8/sqrt(n), 0.08 at
     # n = 100, already close to the 0.1 drift threshold.
     min_column_values: Annotated[int, Field(ge=1)] = 100
+    # A column whose current values break the dataset contract (not numbers, outside
+    # min/max, unknown categories) in more than this share of rows gets no drift verdict,
+    # only the violation: what drift would measure there is the breakage, reported as such.
+    max_invalid_share: Annotated[float, Field(ge=0, le=1)] = 0.5
     # A drift- or decay-triggered retrain trains on only the newest N valid batches, so the
     # model adapts to the new regime instead of averaging it away with older data.
     retrain_window_batches: Annotated[int, Field(ge=1)] = 3
@@ -508,6 +515,11 @@ class AnalysisSpec(_Strict):
     # Shift between the two slots' predicted-score distributions over the same period.
     score_shift_metric: Literal["psi", "jensen_shannon"] = "psi"
     score_shift_max: Annotated[float, Field(gt=0)] = 0.2
+    # A shift over `score_shift_max` fails only when a permutation test at the period's
+    # counts finds it significant at this level: at 100 vs 400 requests a model compared
+    # with itself has PSI over 0.2 about one period in five by chance. At most this share of
+    # a good candidate's analyses fail on the score shift.
+    score_shift_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
     # With labels from /feedback: the candidate's primary metric (accuracy for
     # classification, mean absolute error for regression) may trail stable's by this much.
     metric_tolerance: Annotated[float, Field(ge=0)] = 0.05

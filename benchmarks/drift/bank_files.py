@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/drift/bank_files.py --rows 10000000   # prints the folder
 
 Writes `reference.parquet` and `current.parquet` (`--rows` rows each, every column of
-data/bank_marketing.csv.gz, 1,000,000-row row groups) into
+data/bank_marketing.csv.gz, 1,000,000-row row groups), and with `--csv` the same rows as
+`reference.csv` and `current.csv` (the spec's `;` separator), into
 `$CT_BENCH_CACHE/drift-bank-<rows>` (default `~/.cache/ct-platform-bench`), once: a folder
 that already holds both files is reused. Rows are drawn at random from the bank data, with a
 little jitter on the continuous columns (so they are not 41,188 atoms); the current file has
@@ -89,10 +90,30 @@ def ensure_files(rows: int) -> Path:
     return folder
 
 
+def ensure_csv_files(rows: int) -> Path:
+    """`ensure_files`' folder, also holding the same rows as `reference.csv` and
+    `current.csv` (`;`-separated, as the bank spec reads them), streamed batch by batch."""
+    folder = ensure_files(rows)
+    for name in ("reference", "current"):
+        path = folder / f"{name}.csv"
+        if path.exists():
+            continue
+        partial = path.with_suffix(".partial")
+        parquet = pq.ParquetFile(folder / f"{name}.parquet")
+        options = pv.WriteOptions(delimiter=";", quoting_style="none")
+        with pv.CSVWriter(partial, parquet.schema_arrow, write_options=options) as writer:
+            for batch in parquet.iter_batches(100_000):
+                writer.write_batch(batch)
+        partial.replace(path)
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    print(ensure_files(parser.parse_args().rows))
+    parser.add_argument("--csv", action="store_true", help="also write the CSV files")
+    args = parser.parse_args()
+    print((ensure_csv_files if args.csv else ensure_files)(args.rows))
 
 
 if __name__ == "__main__":

@@ -132,13 +132,21 @@ def build_bench_bundle(directory: Path) -> Path:
 
 
 def single_row_body(bundle: Path) -> bytes:
-    """One valid row for the bundle's schema: the first category, or 1 for a number."""
+    """One valid row for the bundle's schema: the first category; for a number, the
+    contract's min (the server refuses values outside it with a 422), else 1."""
     import json
 
     columns = json.loads((bundle / "bundle.json").read_text())["columns"]
-    values = [(c["categories"] or ["x"])[0] if c["type"] == "category" else 1 for c in columns]
+    values = [
+        (c["categories"] or ["x"])[0] if c["type"] == "category" else _number_in_contract(c)
+        for c in columns
+    ]
     split = {"columns": [c["name"] for c in columns], "data": [values]}
     return json.dumps({"dataframe_split": split}).encode()
+
+
+def _number_in_contract(column: dict) -> float:
+    return 1 if column.get("min") is None else column["min"]
 
 
 def cold_start(command: list[str], cwd: Path, row: bytes, home: Path) -> Start:

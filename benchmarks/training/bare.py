@@ -9,12 +9,13 @@ domain functions (so only orchestration and tracking differ):
 - candidate_model: the holdout fit, stored with skops (MLflow stores it the same way);
 - model_evaluation: the holdout scores and gates (metric floor, champion comparison, fairness,
   secrets, PII) and the per-group figures;
-- refit_model: the whole-window refit, stored with skops, its artifact gates on a bundle built
-  in a temporary folder (ONNX export and parity, model size, resources in a fresh process);
+- refit_model: the whole-window refit, stored with skops, its artifact gates (model size of
+  the stored file, resources in a fresh process, ONNX parity) on its bundle, built without
+  the card;
 - evaluation_reports: the two Evidently HTML reports; model_card: the holdout fit's card;
 - champion: the drift reference of the whole window;
-- model_bundle: the refit's bundle (ONNX export and parity again, with its card inside), and
-  its checks `bundle_secrets` (detect-secrets) and `vulnerabilities` (pip-audit).
+- model_bundle: that bundle sealed with its card inside (no second ONNX export), and its
+  checks `bundle_secrets` (detect-secrets) and `vulnerabilities` (pip-audit).
 
 What it leaves out is what the platform adds on top: Dagster (code location, run, events,
 step outputs) and MLflow (runs, params, metrics, the registered model, its signature and
@@ -49,7 +50,11 @@ from ct_platform.monitoring.evidently_reports import (  # noqa: E402
 from ct_platform.registry import skops_types  # noqa: E402
 from ct_platform.serving.bundle import read_meta  # noqa: E402
 from ct_platform.settings import Paths, Spec, load_spec  # noqa: E402
-from ct_platform.training.bundling import build_bundle  # noqa: E402
+from ct_platform.training.bundling import (  # noqa: E402
+    build_bundle,
+    gated_bundle_dir,
+    seal_with_attachments,
+)
 from ct_platform.training.datasets import TrainingSetRef, save_window  # noqa: E402
 from ct_platform.training.evaluate import score_by_group  # noqa: E402
 from ct_platform.training.evaluation_reports import _scored  # noqa: E402
@@ -154,24 +159,23 @@ def run_bare(spec: Spec, paths: Paths, models: Path) -> dict[str, float]:
         model = fit_pipeline(save_window(ref), spec)
         store(model, models, "refit")
         holdout = ref.load_holdout()
-        with tempfile.TemporaryDirectory(prefix="ct-bare-gates-") as folder:
-            bundle = build_bundle(
-                model,
-                spec,
-                name=spec.model.name,
-                version=2,
-                fingerprint=ref.fingerprint,
-                holdout=holdout,
-                directory=Path(folder) / "bundle",
-            )
-            gates = (
-                model_size_gate(len(skops_types.dumps(model)), spec),
-                resources_gate(bundle, holdout, spec),
-                onnx_parity_gate(read_meta(bundle), spec),
-            )
-        return model, judged(gates)
+        bundle = build_bundle(
+            model,
+            spec,
+            name=spec.model.name,
+            version=2,
+            fingerprint=ref.fingerprint,
+            holdout=holdout,
+            directory=gated_bundle_dir(spec, spec.model.name, 2),
+        )
+        gates = (
+            model_size_gate((models / "refit.skops").stat().st_size, spec),
+            resources_gate(bundle, holdout, spec),
+            onnx_parity_gate(read_meta(bundle), spec),
+        )
+        return bundle, judged(gates)
 
-    refit_model, artifact_gates = phases.run("refit_model", refit)
+    gated_bundle, artifact_gates = phases.run("refit_model", refit)
 
     def reports():
         folder = paths.reports / f"{spec.model.name}-v1"
@@ -201,14 +205,10 @@ def run_bare(spec: Spec, paths: Paths, models: Path) -> dict[str, float]:
     )
 
     def export():
-        bundle = build_bundle(
-            refit_model,
-            spec,
-            name=spec.model.name,
-            version=2,
-            fingerprint=ref.fingerprint,
-            holdout=ref.load_holdout(),
-            attachments=lambda meta: card(
+        bundle = seal_with_attachments(
+            gated_bundle,
+            spec.paths.bundles / f"{spec.model.name}-v2",
+            lambda meta: card(
                 2, spec, ref, (*outcome.gates, *artifact_gates), metrics=dict(outcome.metrics)
             ),
         )

@@ -7,8 +7,12 @@
 - `promote`: all traffic to the new version now; `champion` moves to it;
 - `abort`: the candidate gets no more traffic and is unloaded; `champion` stays.
 
-`--reason` is recorded with the action. Exit status: 0 done, 1 the action does not apply
-now (no active rollout), 2 the server or the spec could not be reached.
+`status` asks the server first while a rollout is active: one whose server lost the
+candidate (restarted, replaced) is ended then, rolled back with that reason, as the next
+analysis would. `--reason` is recorded with the action. Exit status: 0 done, 1 the action
+does not apply now (no active rollout; `pause` of a paused rollout or `resume` of a running
+one: "already paused since <time>", nothing recorded), 2 the server or the spec could not
+be reached.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ct_platform.deployment.controller import Rollout
+    from ct_platform.settings import Spec
 
 COMMANDS = ("status", "pause", "resume", "promote", "abort")
 SHOWN_ANALYSES = 10
@@ -30,18 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ct_platform.deployment.controller import RolloutError, RolloutStore
+    from ct_platform.deployment.controller import RolloutError
     from ct_platform.deployment.endpoint import DeploymentError
     from ct_platform.deployment.rollout import controller_for
+    from ct_platform.governance.audit import current_user
     from ct_platform.settings import load_spec
 
     try:
         spec = load_spec()
         if args.action == "status":
-            rollout = RolloutStore(spec.paths.rollouts).read()
+            rollout = _current(spec)
             state = None if rollout is None else rollout.summary()
         else:
-            state = controller_for(spec).control(args.action, args.reason).summary()
+            driver = f"{current_user()} via ct rollout"
+            controller = controller_for(spec, driver=driver)
+            state = controller.control(args.action, args.reason).summary()
     except RolloutError as exc:
         print(f"ct rollout {args.action}: {exc}", file=sys.stderr)
         return 1
@@ -55,6 +66,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _current(spec: Spec) -> Rollout | None:
+    """The current (or last) rollout, checked against the server when it is active: a
+    restarted server that lost the candidate ends it now, not at the next analysis."""
+    from ct_platform.deployment.controller import RolloutStore
+    from ct_platform.deployment.rollout import controller_for
+
+    rollout = RolloutStore(spec.paths.rollouts).read()
+    if rollout is None or not rollout.active:
+        return rollout
+    return controller_for(spec).reconcile()
+
+
 def describe(state: dict[str, Any] | None) -> str:
     """A few lines for people: what rolls out, where it stands, its last analyses."""
     if state is None:
@@ -66,7 +89,8 @@ def describe(state: dict[str, Any] | None) -> str:
         f"candidate traffic {100 * state['weight']:g} %",
     ]
     if state["reason"]:
-        lines.append(f"reason: {state['reason']}")
+        by = f" (by {state['ended_by']})" if state.get("ended_by") else ""
+        lines.append(f"reason: {state['reason']}{by}")
     if state["decision"]:
         lines.append(f"decision: {json.dumps(state['decision'], default=str)}")
     for entry in state["history"][-SHOWN_ANALYSES:]:

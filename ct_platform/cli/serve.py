@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: `ct --help` must not pay for onnxruntime, sklearn or uvicorn.
-    from ct_platform.serving.__main__ import run_server
+    from ct_platform.serving.__main__ import BindError, run_server
     from ct_platform.serving.bundle import BundleError
     from ct_platform.serving.config import ServerConfig
 
@@ -51,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
         api_key_env=serving.api_key_env,
         admin_token_env=serving.admin_token_env,
         use_onnx=not args.no_onnx,
+        out_of_contract=serving.out_of_contract,
         home=spec.paths.home,
     )
-    print(f"ct serve: {bundle} on http://{config.host}:{config.port}", file=sys.stderr)
     try:
-        run_server(config)
+        # The address is printed once the server accepts requests, never before a bind fails.
+        run_server(config, lambda: print(f"ct serve: {bundle} on {config.url}", file=sys.stderr))
+    except BindError as exc:
+        print(f"ct serve: {exc}", file=sys.stderr)
+        return 1
     except BundleError as exc:
         print(f"ct serve: cannot load bundle {bundle}: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,9 @@ instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
 
 - `trained`: it is in the training window of the listed model versions (MLflow `ct.batches`
   tag), each with its verdict (champion, passed its gates, waiting for approval, rejected by
-  a gate or by a person, no verdict yet);
+  a gate or by a person, no verdict yet); a version that was rolled out progressively says
+  how its latest rollout went instead (running at 40 %, rolled back at 20 % and why,
+  aborted by whom and why, completed);
 - `validated`: it passed its contract but no version trained on it, with the reason (a
   training run is queued or running, the training sensor has not ticked yet, training failed
   without a verdict, or it fell outside the newest training window);
@@ -32,9 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import dagster as dg
 
     from ct_platform.defs.training_sensor import TrainingBacklog
+    from ct_platform.deployment.controller import Rollout
     from ct_platform.registry.versions import ModelVersionInfo
     from ct_platform.settings import Paths, Spec
 
@@ -113,15 +118,17 @@ def batch_states(
     """The state of every batch the landing folder, the instance or the quarantine knows."""
     from ct_platform.data.ingest import find_valid_batch
     from ct_platform.defs.training_sensor import training_backlog
+    from ct_platform.deployment.controller import RolloutStore
 
     partitions = instance.get_dynamic_partitions("batches")
     quarantined = quarantine_reasons(paths.quarantine)
     backlog = training_backlog(instance)
     trained_by = trained_versions(versions)
+    rollouts = RolloutStore(spec.paths.rollouts).latest_by_version()
     states = []
     for key in [*partitions, *sorted(set(quarantined) - set(partitions))]:
         if key in trained_by:
-            states.append(trained_state(key, trained_by[key]))
+            states.append(trained_state(key, trained_by[key], rollouts))
         elif find_valid_batch(paths, key) is not None:
             states.append(waiting_state(key, backlog, spec))
         elif key in quarantined:
@@ -139,12 +146,16 @@ def trained_versions(versions: list[ModelVersionInfo]) -> dict[str, list[ModelVe
     return by_batch
 
 
-def verdict(info: ModelVersionInfo) -> str:
+def verdict(info: ModelVersionInfo, rollouts: Mapping[str, Rollout] | None = None) -> str:
+    """Where a version stands; `rollouts`: each version's latest rollout, by version."""
     from ct_platform.governance.approval import APPROVAL_TAG, APPROVED_BY_TAG, PENDING, REJECTED
     from ct_platform.registry.versions import CHAMPION
 
     if CHAMPION in info.aliases:
         return "champion"
+    rollout = (rollouts or {}).get(str(info.version))
+    if rollout is not None:
+        return rollout_verdict(rollout)
     approval = info.tags.get(APPROVAL_TAG)
     if approval == PENDING:
         return f"waiting for approval: ct approve {info.version}"
@@ -156,8 +167,28 @@ def verdict(info: ModelVersionInfo) -> str:
     return "passed its gates" if passed == "true" else "rejected"
 
 
-def trained_state(key: str, infos: list[ModelVersionInfo]) -> BatchState:
-    detail = "trained into " + ", ".join(f"v{i.version} ({verdict(i)})" for i in infos)
+def rollout_verdict(rollout: Rollout) -> str:
+    """How the version's delivery went: "canary running at 40 %", "canary rolled back at
+    20 %: <reason>", "canary aborted by ana via ct rollout: <reason>", ..."""
+    share = f"{100 * rollout.weight:g} %"
+    if rollout.active:
+        return f"{rollout.label} {rollout.status} at {share}"
+    if rollout.status == "completed":
+        return f"{rollout.label} completed; no longer champion"
+    last_share = next(
+        (f"{100 * e['weight']:g} %" for e in reversed(rollout.history) if e["weight"] > 0),
+        share,
+    )
+    if rollout.ended_by:
+        return f"{rollout.label} aborted by {rollout.ended_by} at {last_share}: {rollout.reason}"
+    ended = "stopped" if rollout.status == "stopped" else "rolled back"
+    return f"{rollout.label} {ended} at {last_share}: {rollout.reason}"
+
+
+def trained_state(
+    key: str, infos: list[ModelVersionInfo], rollouts: Mapping[str, Rollout] | None = None
+) -> BatchState:
+    detail = "trained into " + ", ".join(f"v{i.version} ({verdict(i, rollouts)})" for i in infos)
     return BatchState(key, "trained", detail, [info.version for info in infos])
 
 

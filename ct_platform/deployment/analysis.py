@@ -9,7 +9,11 @@ Rollouts' analysis: each metric against a limit from the spec's `deployment.anal
 - p99 latency: read from the latency histogram (the upper bound of the bucket holding the
   99th percentile, so it errs on the slow side), at most `p99_latency_ms_max`;
 - score shift: PSI, or the Jensen-Shannon distance (base 2, 0..1), between the two slots'
-  predicted-score histograms, at most `score_shift_max`;
+  predicted-score histograms. It fails only when it is both over `score_shift_max` (the
+  effect size that matters) and significant at level `score_shift_alpha` against "both
+  slots score from one distribution", by a permutation test at the observed counts: at
+  100 candidate vs 400 stable requests a model compared with itself exceeds PSI 0.2 in
+  about one period in five by sampling noise alone, which must not roll it back;
 - primary metric, once both slots have `min_labelled` labelled requests since the rollout
   began: accuracy may trail stable's by `metric_tolerance` (absolute), mean absolute error
   may exceed stable's by `metric_tolerance` (relative);
@@ -24,6 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 from ct_platform.settings import AbSpec, AnalysisSpec
 
@@ -115,19 +121,53 @@ def p99_ms(window: SlotWindow, bounds_ms: list[float]) -> float:
 
 def score_shift(a: dict[str, int], b: dict[str, int], metric: str) -> float:
     """PSI or Jensen-Shannon distance between two histograms on the same bin grid."""
-    bins = sorted(set(a) | set(b), key=int)
+    bins = _bins(a, b)
     if not bins:
         return math.nan
-    p = [a.get(bin_, 0) + _EMPTY_BIN for bin_ in bins]
-    q = [b.get(bin_, 0) + _EMPTY_BIN for bin_ in bins]
-    p_total, q_total = sum(p), sum(q)
-    p = [value / p_total for value in p]
-    q = [value / q_total for value in q]
+    counts = np.array([[a.get(bin_, 0) for bin_ in bins], [b.get(bin_, 0) for bin_ in bins]])
+    return float(_shifts(counts[0], counts[1], metric))
+
+
+def shift_p_value(a: dict[str, int], b: dict[str, int], metric: str, *, alpha: float) -> float:
+    """Permutation p-value of `score_shift(a, b, metric)` under "a and b are one distribution".
+
+    The pooled requests are relabelled at random, as many to `a`'s side as it has (a
+    permutation test on the binned scores: each relabelling's counts are one multivariate
+    hypergeometric draw); the p-value is (1 + k) / (1 + R), k of the R relabellings shifting
+    at least as much as observed, so it is never 0 and the test is exact at any counts.
+    R = ceil(10 / alpha) - 1 (9,999 at alpha 0.001), enough to resolve `alpha`; a few tens
+    of milliseconds at a few thousand requests. The draws are seeded by the counts, so the
+    same histograms always give the same p-value.
+    """
+    bins = _bins(a, b)
+    first = np.array([a.get(bin_, 0) for bin_ in bins], dtype=np.int64)
+    second = np.array([b.get(bin_, 0) for bin_ in bins], dtype=np.int64)
+    observed = _shifts(first, second, metric)
+    pooled = first + second
+    resamples = math.ceil(10 / alpha) - 1
+    rng = np.random.default_rng(np.random.SeedSequence([*first.tolist(), *second.tolist()]))
+    relabelled = rng.multivariate_hypergeometric(pooled, int(first.sum()), size=resamples)
+    null = _shifts(relabelled, pooled - relabelled, metric)
+    # A relative tolerance: relabellings equal to the observed split count as "at least".
+    exceeding = int(np.count_nonzero(null >= observed * (1 - 1e-9)))
+    return (1 + exceeding) / (1 + resamples)
+
+
+def _bins(a: dict[str, int], b: dict[str, int]) -> list[str]:
+    return sorted(set(a) | set(b), key=int)
+
+
+def _shifts(first: np.ndarray, second: np.ndarray, metric: str) -> np.ndarray:
+    """The shift between count vectors along the last axis (bins); Laplace-smoothed."""
+    p = first + _EMPTY_BIN
+    q = second + _EMPTY_BIN
+    p = p / p.sum(axis=-1, keepdims=True)
+    q = q / q.sum(axis=-1, keepdims=True)
     if metric == "psi":
-        return sum((x - y) * math.log(x / y) for x, y in zip(p, q, strict=True))
+        return ((p - q) * np.log(p / q)).sum(axis=-1)
     from scipy.spatial.distance import jensenshannon
 
-    return float(jensenshannon(p, q, base=2))
+    return jensenshannon(p, q, base=2, axis=-1)
 
 
 @dataclass(frozen=True)
@@ -136,6 +176,8 @@ class Check:
     value: float
     limit: float
     passed: bool
+    # Why it failed, with its figures (empty: "<name> <value> over the limit <limit>").
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,15 +204,15 @@ def analyse(
 ) -> Analysis:
     """Judge `candidate_slot` against stable over the period `period_start` -> `now`.
 
-    Stable's scores come from the same period; when stable answered too little of it (a
-    canary at 100 %), from the whole rollout (`rollout_start` -> `now`). Labels are always
-    counted over the whole rollout: they arrive late and sparse.
+    Every figure is the period's. Only the score shift's reference may reach further back:
+    when stable answered fewer than `min_requests` of the period (a canary at 100 %), its
+    scores since the rollout began (`rollout_start` -> `now`) stand in, and
+    `score_reference_requests` says how many. Labels are always counted over the whole
+    rollout: they arrive late and sparse.
     """
     bounds = now["latency_bounds_ms"]
     candidate = slot_window(period_start, now, candidate_slot)
     stable = slot_window(period_start, now, "stable")
-    if stable.requests < spec.min_requests:
-        stable = slot_window(rollout_start, now, "stable")
     figures = {
         "candidate_requests": float(candidate.requests),
         "stable_requests": float(stable.requests),
@@ -186,32 +228,71 @@ def analyse(
         )
         return Analysis("wait", reason, [], figures)
     checks = [
-        Check("error_rate", candidate.error_rate, spec.error_rate_max, True),
-        Check("p99_latency_ms", figures["candidate_p99_ms"], spec.p99_latency_ms_max, True),
+        _at_most("error_rate", candidate.error_rate, spec.error_rate_max),
+        _at_most("p99_latency_ms", figures["candidate_p99_ms"], spec.p99_latency_ms_max),
     ]
-    if sum(stable.scores.values()) >= spec.min_requests:
-        shift = score_shift(candidate.scores, stable.scores, spec.score_shift_metric)
-        figures["score_shift"] = shift
-        name = f"score_shift_{spec.score_shift_metric}"
-        checks.append(Check(name, shift, spec.score_shift_max, True))
+    reference = stable.scores
+    if sum(reference.values()) < spec.min_requests:
+        reference = slot_window(rollout_start, now, "stable").scores
+    if sum(reference.values()) >= spec.min_requests:
+        checks.append(
+            _score_shift_check(spec, candidate_slot, candidate.scores, reference, figures)
+        )
     if min_agreement is not None and candidate.compared_rows:
         agreement = candidate.agreeing_rows / candidate.compared_rows
         figures["agreement"] = agreement
-        checks.append(Check("agreement", agreement, min_agreement, agreement >= min_agreement))
+        checks.append(
+            Check(
+                "agreement",
+                agreement,
+                min_agreement,
+                agreement >= min_agreement,
+                f"agreement {agreement:.3f} under the minimum {min_agreement:g}",
+            )
+        )
     checks += _metric_check(spec, rollout_start, now, candidate_slot, regression, figures)
-    checks = [_judged(check) for check in checks]
     failed = [check for check in checks if not check.passed]
     if failed:
-        reason = "; ".join(_describe_failure(check) for check in failed)
+        reason = "; ".join(check.detail for check in failed)
         return Analysis("fail", reason, checks, figures)
     return Analysis("pass", f"{len(checks)} checks passed", checks, figures)
 
 
-def _judged(check: Check) -> Check:
-    """Maxima pass at or under their limit; `agreement` (a minimum) is judged where built."""
-    if check.name == "agreement":
-        return check
-    return Check(check.name, check.value, check.limit, not check.value > check.limit)
+def _at_most(name: str, value: float, limit: float) -> Check:
+    """A maximum: passes at or under `limit` (NaN, nothing measured, passes)."""
+    return Check(
+        name, value, limit, not value > limit, f"{name} {value:.4g} over the limit {limit:g}"
+    )
+
+
+def _score_shift_check(
+    spec: AnalysisSpec,
+    slot: str,
+    candidate: dict[str, int],
+    reference: dict[str, int],
+    figures: dict[str, float],
+) -> Check:
+    """Fails when the shift is over `score_shift_max` AND beyond sampling noise at these
+    counts (permutation p-value under `score_shift_alpha`); the p-value is computed only
+    for a shift over the limit (a smaller one passes whatever it is)."""
+    metric, limit = spec.score_shift_metric, spec.score_shift_max
+    name = f"score_shift_{metric}"
+    shift = score_shift(candidate, reference, metric)
+    n_candidate, n_reference = sum(candidate.values()), sum(reference.values())
+    figures["score_shift"] = shift
+    figures["score_reference_requests"] = float(n_reference)
+    if not shift > limit:
+        return Check(name, shift, limit, True)
+    p_value = shift_p_value(candidate, reference, metric, alpha=spec.score_shift_alpha)
+    figures["score_shift_p_value"] = p_value
+    significant = p_value < spec.score_shift_alpha
+    detail = (
+        f"{name} {shift:.4g} over the limit {limit:g} and "
+        f"{'beyond' if significant else 'within'} sampling noise (permutation p = "
+        f"{p_value:.2g} {'<' if significant else '>='} alpha {spec.score_shift_alpha:g}; "
+        f"{n_candidate} {slot} vs {n_reference} stable scores)"
+    )
+    return Check(name, shift, limit, not significant, detail)
 
 
 def _metric_check(
@@ -232,15 +313,9 @@ def _metric_check(
     figures["stable_outcome"] = stable.outcome_mean
     if regression:  # mean absolute error: relative excess over stable's
         excess = candidate.outcome_mean / max(stable.outcome_mean, 1e-12) - 1.0
-        return [Check("mae_excess", excess, spec.metric_tolerance, True)]
+        return [_at_most("mae_excess", excess, spec.metric_tolerance)]
     shortfall = stable.outcome_mean - candidate.outcome_mean
-    return [Check("accuracy_shortfall", shortfall, spec.metric_tolerance, True)]
-
-
-def _describe_failure(check: Check) -> str:
-    if check.name == "agreement":
-        return f"agreement {check.value:.3f} under the minimum {check.limit:g}"
-    return f"{check.name} {check.value:.4g} over the limit {check.limit:g}"
+    return [_at_most("accuracy_shortfall", shortfall, spec.metric_tolerance)]
 
 
 # --- A/B test -----------------------------------------------------------------------------

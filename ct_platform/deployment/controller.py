@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -114,6 +115,9 @@ class Rollout:
     decision: dict[str, Any] | None = None
     reason: str = ""
     finished_at: float | None = None
+    # Who ended it by hand (pause/resume/promote/abort): "ana via ct rollout", ... ("" if
+    # it ended on its own: an analysis, a decision, a lost server).
+    ended_by: str = ""
     # One entry per analysis or control action: at, step, weight, verdict, reason, figures.
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -145,6 +149,20 @@ class RolloutStore:
         """A finished rollout's record (None if there is none)."""
         raw = read_json(self.directory / f"{rollout_id}.json")
         return Rollout(**raw) if raw else None
+
+    def latest_by_version(self) -> dict[str, Rollout]:
+        """Each version's latest rollout (finished ones from their records, then the
+        current one): how its delivery ended, for `ct status`."""
+        records = [
+            Rollout(**raw)
+            for path in sorted(self.directory.glob("*.json"))
+            if path.name != CURRENT_FILE and (raw := read_json(path))
+        ]
+        current = self.read()
+        latest: dict[str, Rollout] = {}
+        for rollout in sorted([*records, *filter(None, [current])], key=lambda r: r.started_at):
+            latest[rollout.version] = rollout
+        return latest
 
     def write(self, rollout: Rollout) -> None:
         write_json_atomic(self.current_file, asdict(rollout))
@@ -179,8 +197,17 @@ class RolloutController:
         clock: Callable[[], float] = time.time,
         environ: Mapping[str, str] = os.environ,
         target: DeploymentTarget | None = None,
+        run_id: str | None = None,
+        driver: str = "",
     ) -> None:
-        """`admin` talks to the server that `target` (default: the spec's) deployed."""
+        """`admin` talks to the server that `target` (default: the spec's) deployed.
+
+        `run_id`: the Dagster run this controller acts in (None: none, e.g. a sensor tick);
+        `driver`: what acts when that is not the rollout's own pace, e.g. "sensor
+        rollout_sensor tick" or "ct rollout abort by ana". Both go on its audit lines.
+        """
+        self.run_id = run_id
+        self.driver = driver
         self.spec = spec
         self.deployment = spec.deployment
         self.admin = admin
@@ -274,6 +301,25 @@ class RolloutController:
                 return rollout
             self._step(rollout, now)
             self.store.write(rollout)
+            return rollout
+
+    def reconcile(self) -> Rollout | None:
+        """The rollout as the server stands now, without an analysis: an active rollout
+        whose server no longer holds its version (restarted, replaced) ends, rolled back,
+        as the next analysis would end it. A server that does not answer changes nothing
+        here (it may be restarting); the next analysis decides. None: no rollout yet."""
+        with self.store.locked():
+            rollout = self.store.read()
+            if rollout is None or not rollout.active:
+                return rollout
+            try:
+                routing = self.admin.slots()
+            except httpx.ConnectError:
+                return rollout
+            lost = self._lost_version(rollout, routing)
+            if lost:
+                self._roll_back(rollout, lost, alert=True)
+                self.store.write(rollout)
             return rollout
 
     def _step(self, rollout: Rollout, now: float) -> None:
@@ -419,7 +465,10 @@ class RolloutController:
             rollout = self.store.read()
             if rollout is None or not rollout.active:
                 raise RolloutError(f"no active rollout to {action}")
-            why = reason or f"{action} requested by a person"
+            why = reason or f"{action} requested by {self.driver or 'a person'}"
+            self._refuse_repeat(rollout, action)
+            if action in ("promote", "abort"):
+                rollout.ended_by = self.driver or "a person"
             if action == "pause":
                 rollout.status = "paused"
                 self._note(rollout, "pause", why)
@@ -436,6 +485,17 @@ class RolloutController:
                 self._roll_back(rollout, why, alert=False)
             self.store.write(rollout)
             return rollout
+
+    @staticmethod
+    def _refuse_repeat(rollout: Rollout, action: str) -> None:
+        """A pause of a paused rollout (a resume of a running one) changes nothing: say so,
+        with since when, rather than record a second action."""
+        if (action, rollout.status) not in (("pause", "paused"), ("resume", "running")):
+            return
+        changes = [e for e in rollout.history if e["verdict"] in ("start", "pause", "resume")]
+        since = datetime.fromtimestamp(changes[-1]["at"], UTC).isoformat(timespec="seconds")
+        state = "paused" if action == "pause" else "running"
+        raise RolloutError(f"rollout {rollout.id} is already {state} since {since}")
 
     # --- endings ---------------------------------------------------------------------------
 
@@ -457,7 +517,13 @@ class RolloutController:
         self.registry.set_alias(CHAMPION, int(rollout.version))
         self.registry.delete_alias(CANARY)
         promoted = self.registry.version(int(rollout.version))
-        record_promotion(self.registry, previous, promoted, actor=f"{rollout.strategy} rollout")
+        record_promotion(
+            self.registry,
+            previous,
+            promoted,
+            actor=self._actor(rollout),
+            dagster_run_id=self.run_id,
+        )
         # Drift is now measured against what the serving model learned from. A version whose
         # training set is gone keeps serving; the old reference stays, and the record says so.
         try:
@@ -528,12 +594,17 @@ class RolloutController:
             AuditEvent(
                 kind="rollback",
                 model=self.registry.model_name,
-                actor=f"{rollout.strategy} rollout",
+                actor=self._actor(rollout),
                 reason=f"{rollout.label} rolled back: {reason}",
+                dagster_run_id=self.run_id,
                 from_version=int(rollout.version),
                 to_version=champion.version if champion else None,
             )
         )
+
+    def _actor(self, rollout: Rollout) -> str:
+        """ "canary rollout", and what drove it when known ("canary rollout (sensor ...)")."""
+        return f"{rollout.strategy} rollout" + (f" ({self.driver})" if self.driver else "")
 
     def _record_deployment(self, rollout: Rollout, version: int, what: str) -> None:
         from ct_platform.governance.lifecycle import record_deployment
@@ -542,8 +613,9 @@ class RolloutController:
             self.registry.model_name,
             version,
             f"{self.target.name} {self.admin.url}",
-            actor=f"{rollout.strategy} rollout",
+            actor=self._actor(rollout),
             reason=what,
+            dagster_run_id=self.run_id,
             # Not the last deployment line's version: that may be a candidate rolled back.
             from_version=int(rollout.previous_version) if rollout.previous_version else None,
         )
@@ -570,10 +642,15 @@ class RolloutController:
         served = (routing.get(slot) or {}).get("version")
         if str(served) == rollout.version:
             return ""
-        return (
-            f"the server's {slot} slot holds version {served}, not {rollout.version} "
-            "(server restarted or replaced): rollout ended"
-        )
+        stable = (routing.get("stable") or {}).get("version")
+        if served is None and not routing.get("previous"):
+            what = f"the server answers with version {stable} only (restarted?)"
+        elif served is None:
+            what = f"the server's {slot} slot is empty (stable: version {stable}; unloaded?)"
+        else:
+            what = f"the server's {slot} slot holds version {served}, not {rollout.version}"
+            what += " (replaced?)"
+        return f"{what}: rollout ended"
 
     def _note(
         self, rollout: Rollout, verdict: str, reason: str, figures: dict[str, float] | None = None

@@ -61,6 +61,8 @@ def server_arguments(serving: ServingSpec, bundle: str, host: str, port: int) ->
         serving.api_key_env,
         "--admin-token-env",
         serving.admin_token_env,
+        "--out-of-contract",
+        serving.out_of_contract,
     ]
 
 

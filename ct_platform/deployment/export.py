@@ -16,6 +16,7 @@ currently holding the alias (replaced atomically).
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ import pandas as pd
 from ct_platform.deployment.endpoint import DeploymentError, utc_now
 from ct_platform.deployment.state import read_json, write_json_atomic
 from ct_platform.registry.versions import CHAMPION, SEMVER_TAG
-from ct_platform.serving.bundle import BundleError, read_meta
+from ct_platform.serving.bundle import BundleError, BundleMeta, read_meta
 from ct_platform.serving.manifest import ManifestError, verify_manifest
 from ct_platform.settings import Spec
 
@@ -119,8 +120,17 @@ def _is_complete(bundle_dir: Path, info: ModelVersionInfo) -> bool:
 
 def _build(spec: Spec, registry: ModelRegistry, info: ModelVersionInfo, bundle_dir: Path) -> None:
     from ct_platform.governance.card import write_card
-    from ct_platform.training.bundling import build_bundle
+    from ct_platform.training.bundling import build_bundle, gated_bundle_dir, seal_with_attachments
 
+    def card(meta: BundleMeta) -> dict[str, bytes]:
+        # The model card, with the bundle's parity figures, ships inside the bundle.
+        return write_card(registry, info.version, spec, bundle=meta)
+
+    # The bundle the refit's artifact gates judged, if it is still there and intact.
+    gated = gated_bundle_dir(spec, info.name, info.version)
+    if gated.exists() and _is_complete(gated, info):
+        seal_with_attachments(gated, bundle_dir, card)
+        return
     build_bundle(
         registry.load_model(info.version),
         spec,
@@ -129,10 +139,10 @@ def _build(spec: Spec, registry: ModelRegistry, info: ModelVersionInfo, bundle_d
         fingerprint=_fingerprint(info),
         holdout=load_holdout(registry, info.run_id),
         directory=bundle_dir,
-        # The model card, with the parity figures just measured, ships inside the bundle.
-        attachments=lambda meta: write_card(registry, info.version, spec, bundle=meta),
+        attachments=card,
         semver=info.tags.get(SEMVER_TAG),
     )
+    shutil.rmtree(gated, ignore_errors=True)  # not this version's bundle as built: stale
 
 
 def _fingerprint(info: ModelVersionInfo) -> str:

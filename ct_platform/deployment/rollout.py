@@ -28,11 +28,14 @@ if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
 
-def roll_out(spec: Spec, registry: ModelRegistry | None = None) -> Endpoint:
+def roll_out(
+    spec: Spec, registry: ModelRegistry | None = None, *, run_id: str | None = None
+) -> Endpoint:
     """Deploy the champion (direct), or start the rollout of the `canary` version.
 
     Returns the endpoint as it serves now (for a progressive rollout: still the champion,
-    with the new version in the candidate slot).
+    with the new version in the candidate slot). `run_id`: the Dagster run doing it, for
+    the rollout's audit line.
     """
     registry = registry or default_registry(spec)
     canary = registry.alias_version(CANARY) if release_alias(spec) == CANARY else None
@@ -50,7 +53,8 @@ def roll_out(spec: Spec, registry: ModelRegistry | None = None) -> Endpoint:
     current = active_rollout(spec)
     if current is None or current.version != str(canary.version):
         bundle_dir = export_champion_bundle(spec, registry, alias=CANARY)
-        controller = RolloutController(spec, admin_client(spec, endpoint.url), registry)
+        admin = admin_client(spec, endpoint.url)
+        controller = RolloutController(spec, admin, registry, run_id=run_id)
         controller.begin(str(canary.version), bundle_dir.name)
     return endpoint
 
@@ -86,9 +90,17 @@ def admin_client(spec: Spec, url: str | None = None) -> AdminClient:
     return AdminClient(url, token)
 
 
-def controller_for(spec: Spec, registry: ModelRegistry | None = None) -> RolloutController:
-    """The rollout controller on the deployed server and the spec's registry."""
-    return RolloutController(spec, admin_client(spec), registry or default_registry(spec))
+def controller_for(
+    spec: Spec,
+    registry: ModelRegistry | None = None,
+    *,
+    run_id: str | None = None,
+    driver: str = "",
+) -> RolloutController:
+    """The rollout controller on the deployed server and the spec's registry; `run_id` and
+    `driver` name who acts on its audit lines (see `RolloutController`)."""
+    registry = registry or default_registry(spec)
+    return RolloutController(spec, admin_client(spec), registry, run_id=run_id, driver=driver)
 
 
 def example_row(dataset: DatasetSpec) -> dict[str, Any]:

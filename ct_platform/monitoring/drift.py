@@ -199,6 +199,7 @@ def detect_drift(
     drift_share_threshold: float,
     min_rows: int = _DEFAULTS.min_window_rows,
     min_column_values: int = _DEFAULTS.min_column_values,
+    max_invalid_share: float = _DEFAULTS.max_invalid_share,
     other_columns: Iterable[str] = (),
     sample_rows: int = SAMPLE_ROWS,
 ) -> DriftResult:
@@ -212,6 +213,11 @@ def detect_drift(
     all (`DriftResult.insufficient` says so with the figures). `other_columns` (the data's
     non-feature columns; a summary's own `other_columns` count too) are listed as not tested,
     with why (dropped by the spec, the target, not in the spec).
+
+    Contract violations in `current` (see `results.ColumnViolations`) are reported per column
+    in `DriftResult.violations`, apart from the verdicts; a column with more than
+    `max_invalid_share` of its rows invalid gets no verdict (`DriftResult.invalid`, saying
+    what is wrong), and a column not tested for too few values says how many were invalid.
     Raises `MissingColumnsError` when a feature column is absent from either side.
     """
     if not isinstance(reference, ReferenceProfile):
@@ -227,13 +233,26 @@ def detect_drift(
         insufficient = f"insufficient data: {rows} rows < minimum {min_rows}"
     verdicts: dict[str, ColumnDrift] = {}
     not_tested: dict[str, str] = {}
+    invalid: dict[str, str] = {}
+    violations = {
+        name: found
+        for name, column in current.columns.items()
+        if (found := column.violations()) is not None
+    }
     for name in dataset.feature_columns:
-        sketch, column = reference.columns[name], current.columns[name]
+        sketch, column, broken = (
+            reference.columns[name],
+            current.columns[name],
+            violations.get(name),
+        )
+        if broken is not None and broken.share > max_invalid_share and sketch.kind == column.kind:
+            invalid[name] = f"{broken.describe()}; no drift verdict"
+            continue
         why = _why_untestable(sketch, column, min_column_values)
         if why is None and insufficient is not None:
             why = f"the current data has {rows} rows < minimum {min_rows}"
         if why is not None:
-            not_tested[name] = why
+            not_tested[name] = why if broken is None else f"{why}; {broken.describe()}"
         elif isinstance(column, NumericSummary):
             verdicts[name] = _numeric_drift(sketch, column)
         else:
@@ -241,7 +260,14 @@ def detect_drift(
     for name in [*other_columns, *current.other_columns]:
         if name not in dataset.feature_columns:
             not_tested[name] = _why_not_a_feature(name, dataset)
-    return summarise(verdicts, drift_share_threshold, not_tested, insufficient)
+    return summarise(
+        verdicts,
+        drift_share_threshold,
+        not_tested,
+        insufficient,
+        invalid=invalid,
+        violations=violations,
+    )
 
 
 def evidently_method(kind: ColumnKind, n_reference: int, n_values: int) -> str:

@@ -36,6 +36,10 @@ def write_drift_figures(paths: Paths, drift: ProductionDrift, threshold: float) 
             name: {"method": column.method, "score": column.score, "drift": column.drift}
             for name, column in result.columns.items()
         },
+        # Contract violations in the window: column -> what is wrong, with counts.
+        "violations": {}
+        if result is None
+        else {name: found.describe() for name, found in result.violations.items()},
     }
     return _write(paths, DRIFT_FILE, figures)
 

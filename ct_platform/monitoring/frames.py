@@ -1,10 +1,12 @@
 """Type feature columns the way a cleaned frame has them, for data that skips the contract.
 
-Drift inputs (files given to `ct drift`, the serving prediction log) are compared, not
-admitted: a bad value must not reject the whole file, it is simply missing. So this coerces
+Frames of data that is compared, not admitted (prediction-log windows for the performance
+check and the HTML reports): a bad value must not reject the whole window. So this coerces
 rather than checks: numeric columns become float64 with sentinels and unparseable values as
 NaN, categorical columns Python `str` in object dtype (missing stays NaN) — the same shape
-`data.contract` gives training data, so reference and current agree value for value.
+`data.contract` gives training data, so reference and current agree value for value. The
+drift check itself does not go through here: `monitoring.sources` types the same way and
+counts what breaks the contract (`results.ColumnViolations`), so nothing is missing silently.
 """
 
 from __future__ import annotations

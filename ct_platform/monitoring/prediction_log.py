@@ -16,7 +16,9 @@ The drift check reads the window in bounded memory (`summarise_window`): a first
 only the timestamps of the matching records, to find which ones the window holds (the same
 ones `load_window` returns); a second pass reads exactly the same bytes again and feeds those
 records, a page at a time, into the column summaries (`monitoring.summaries`). Memory is one
-page and 8 bytes per scanned record, however long the window.
+page and 8 bytes per scanned record, however long the window. The features go in as logged,
+so values that break the spec's contract (a number outside min/max, an unknown category,
+text in a numeric column) are counted and named by the drift check, never typed away.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import orjson
 import pandas as pd
 
 from ct_platform.monitoring.frames import PREDICTION_COLUMN, PROBA_COLUMN, typed_features
-from ct_platform.monitoring.sources import add_frame, empty_summary
+from ct_platform.monitoring.sources import add_records, empty_summary
 from ct_platform.monitoring.summaries import DataSummary
 from ct_platform.settings import DatasetSpec, DriftWindow, Paths
 
@@ -200,8 +202,9 @@ def _window_plan(
 
 
 def _add_page(summary: DataSummary, page: list[Record], dataset: DatasetSpec) -> None:
+    # The features as logged: a value outside the contract is counted there, not typed away.
     if page:
-        add_frame(summary, _typed_page(page, dataset), dataset, where="prediction log")
+        add_records(summary, page, dataset)
 
 
 def _typed_page(features: list[Record], dataset: DatasetSpec) -> pd.DataFrame:

@@ -58,6 +58,7 @@ def check_production_drift(spec: Spec, paths: Paths) -> ProductionDrift:
         drift_share_threshold=monitoring.drift_share_threshold,
         min_rows=monitoring.min_window_rows,
         min_column_values=monitoring.min_column_values,
+        max_invalid_share=monitoring.max_invalid_share,
     )
     if result.dataset_drift is None:
         return ProductionDrift(result.insufficient or "", reference.version, rows, result)

@@ -1,19 +1,26 @@
-"""Feed data into `DataSummary`s batch by batch: Parquet files, CSV files and frames.
+"""Feed data into `DataSummary`s batch by batch: Parquet files, CSV files, frames, records.
 
-Parquet is streamed (`pyarrow.parquet.ParquetFile.iter_batches`, one row group at a time,
-`BATCH_ROWS` rows per batch, only the feature columns, string columns kept
-dictionary-encoded), so a file of any length is summarised in bounded memory: peak memory is
-about one row group's feature columns plus the summaries (a file written as one huge row
-group costs that row group).
-Columns are typed as `monitoring.frames.typed_column` types them, value for value: numeric
-columns become float64 with nulls, sentinels and (for text columns) unparseable values
-missing; categorical values become `str(value)`. Arrow does the common cases itself (numbers
-cast to float64, strings counted per dictionary code); anything else (numbers stored as text,
-categories stored as numbers) goes through `typed_column` for that batch.
+Every source becomes Arrow batches of the feature columns, typed and counted by one function
+(`add_arrow`), so files, frames and prediction-log pages follow the same rules:
 
-CSV files are read whole (`data.reader.read_batch`, which says precisely what is wrong with a
-malformed file) and then summarised like a frame: memory grows with a CSV file's size, so big
-inputs belong in Parquet.
+- Parquet is streamed (`pyarrow.parquet.ParquetFile.iter_batches`, one row group at a time,
+  `BATCH_ROWS` rows per batch, string columns kept dictionary-encoded): peak memory is about
+  one row group's feature columns plus the summaries (a file written as one huge row group
+  costs that row group).
+- CSV (`.csv`, `.csv.gz`) is streamed too (`pyarrow.csv.open_csv`, `CSV_BLOCK_BYTES` of
+  text per batch, the spec's separator, only the feature columns): numeric columns read as
+  text (so a stray "abc" is counted, not a reason to fail the file), categorical ones
+  dictionary-encoded; only an empty field is missing, as `data.reader` reads batches.
+- Frames and prediction-log records are converted column by column (`add_frame`,
+  `add_records`).
+
+Typing, value for value as `monitoring.frames.typed_column` does: numeric columns become
+float64, with nulls, sentinels and empty text missing; categorical values become
+`str(value)`. Text in a numeric column is parsed by Arrow (`pyarrow.compute.cast`; a batch it
+refuses is parsed value by value against `_NUMBER`, surrounding spaces allowed); what is sent
+but is not a number is counted as unparseable with examples quoted as sent
+(`NumericSummary.add_unparseable`), never silently as missing. Range and category violations
+are counted by the summaries themselves.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ct_platform.monitoring.frames import MissingColumnsError
+from ct_platform.monitoring.results import MAX_QUOTED
 from ct_platform.monitoring.summaries import (
     CategorySummary,
     ColumnSummary,
@@ -43,6 +51,11 @@ if TYPE_CHECKING:
 
 # Rows per streamed batch: 2 MB per numeric column, big enough that per-batch costs vanish.
 BATCH_ROWS = 262_144
+# CSV text per streamed batch: about 100,000 rows of the bank data.
+CSV_BLOCK_BYTES = 16 * 1024 * 1024
+# What a number looks like as text once trimmed (what `pyarrow.compute.cast` then reads):
+# decimal or scientific notation, or inf/infinity/nan in any case.
+_NUMBER = r"(?i)^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf|infinity|nan)$"
 
 
 def empty_summary(
@@ -54,13 +67,15 @@ def empty_summary(
     for name in dataset.feature_columns:
         spec = dataset.columns[name]
         if not spec.is_numeric:
-            columns[name] = CategorySummary()
+            columns[name] = CategorySummary(spec.categories)
             continue
         sketch = None if reference is None else reference.columns.get(name)
         grid = None
         if sketch is not None and sketch.values is not None and len(sketch.values):
             grid = np.unique(sketch.values)
-        columns[name] = NumericSummary(sample_rows, sentinels=_sentinels(spec), ks_grid=grid)
+        columns[name] = NumericSummary(
+            sample_rows, sentinels=_sentinels(spec), ks_grid=grid, low=spec.min, high=spec.max
+        )
     return DataSummary(columns)
 
 
@@ -77,18 +92,24 @@ def summarise_frame(
 
 
 def add_frame(summary: DataSummary, frame: pd.DataFrame, dataset: DatasetSpec, where: str) -> None:
-    """Add a typed frame's rows (numeric columns float64, categorical ones str or missing)."""
+    """Add a frame's rows (typed, or raw values as read: typed here like any source)."""
+    import pyarrow as pa
+
     from ct_platform.monitoring.frames import require_features
 
     require_features(frame, dataset, where=where)
-    summary.rows += len(frame)
-    for name, column in summary.columns.items():
-        values = frame[name]
-        if isinstance(column, NumericSummary):
-            column.add(values.to_numpy(dtype="float64", na_value=np.nan))
-        else:
-            counts = values.value_counts(dropna=True)
-            column.add_counts({_plain(v): int(c) for v, c in counts.items()}, len(values))
+    columns = [_series_values(frame[name]) for name in summary.columns]
+    add_arrow(summary, pa.RecordBatch.from_arrays(columns, names=list(summary.columns)), dataset)
+
+
+def add_records(
+    summary: DataSummary, records: list[dict[str, object]], dataset: DatasetSpec
+) -> None:
+    """Add rows given as {column: value} (prediction-log features); an absent key is missing."""
+    import pyarrow as pa
+
+    columns = [_arrow_values([row.get(name) for row in records]) for name in summary.columns]
+    add_arrow(summary, pa.RecordBatch.from_arrays(columns, names=list(summary.columns)), dataset)
 
 
 def summarise_file(
@@ -97,39 +118,23 @@ def summarise_file(
     sample_rows: int,
     reference: ReferenceProfile | None = None,
 ) -> DataSummary:
-    """Summary of a `.parquet` (streamed), `.csv` or `.csv.gz` file, with every column name.
+    """Summary of a `.parquet`, `.csv` or `.csv.gz` file (streamed), with every column name.
 
     Raises `data.reader.BatchReadError` for an unreadable file and `MissingColumnsError` when
     a feature column is absent.
     """
     from ct_platform.data.landing import batch_suffix
+    from ct_platform.data.reader import BatchReadError
 
     path = Path(path)
-    if batch_suffix(path.name) != ".parquet":
-        from ct_platform.data.reader import read_batch
-        from ct_platform.monitoring.frames import typed_features
-
-        raw = read_batch(path, dataset)
-        summary = summarise_frame(
-            typed_features(raw, dataset, where=str(path)), dataset, sample_rows, reference
-        )
-        summary.other_columns = [str(name) for name in raw.columns]
-        return summary
+    suffix = batch_suffix(path.name)
+    if suffix is None:
+        raise BatchReadError(path, "unsupported file type (expected .csv, .csv.gz or .parquet)")
     summary = empty_summary(dataset, sample_rows, reference)
-    for batch in _parquet_batches(path, dataset, summary):
+    batches = _parquet_batches if suffix == ".parquet" else _csv_batches
+    for batch in batches(path, dataset, summary):
         add_arrow(summary, batch, dataset)
     return summary
-
-
-def add_arrow(summary: DataSummary, batch: pa.RecordBatch | pa.Table, dataset: DatasetSpec) -> None:
-    """Add an Arrow batch's rows (raw values: typed here like `frames.typed_column`)."""
-    summary.rows += batch.num_rows
-    for name, column in summary.columns.items():
-        values = batch.column(name)
-        if isinstance(column, NumericSummary):
-            column.add(_numeric_values(values, dataset.columns[name]))
-        else:
-            column.add_counts(_category_counts(values), len(values))
 
 
 def parquet_columns(path: Path) -> list[str]:
@@ -143,8 +148,11 @@ def parquet_columns(path: Path) -> list[str]:
 def floor_read(path: Path, dataset: DatasetSpec) -> int:
     """Stream the file's feature columns and do nothing with them: the reading floor the
     benchmark compares with. Returns the row count."""
+    from ct_platform.data.landing import batch_suffix
+
+    batches = _parquet_batches if batch_suffix(Path(path).name) == ".parquet" else _csv_batches
     rows = 0
-    for batch in _parquet_batches(path, dataset, empty_summary(dataset, 1)):
+    for batch in batches(path, dataset, empty_summary(dataset, 1)):
         rows += batch.num_rows
     return rows
 
@@ -201,6 +209,72 @@ def _parquet_batches(
         raise BatchReadError(path, f"corrupt Parquet file: {exc}") from None
 
 
+# --- CSV --------------------------------------------------------------------------------
+
+
+def _csv_batches(
+    path: Path, dataset: DatasetSpec, summary: DataSummary
+) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
+    import pyarrow.csv as pv
+
+    from ct_platform.data.reader import BatchReadError
+
+    header = _csv_header(path, dataset.separator)
+    summary.other_columns = header
+    features = list(dataset.feature_columns)
+    missing = [name for name in features if name not in header]
+    if missing:
+        raise MissingColumnsError(missing, str(path))
+    text = pa.dictionary(pa.int32(), pa.string())  # categories: counted per code
+    convert = pv.ConvertOptions(
+        column_types={n: pa.string() if dataset.columns[n].is_numeric else text for n in features},
+        include_columns=features,
+        null_values=[""],
+        strings_can_be_null=True,
+    )
+    try:
+        reader = pv.open_csv(
+            pa.input_stream(path, compression="detect"),
+            read_options=pv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            parse_options=pv.ParseOptions(delimiter=dataset.separator),
+            convert_options=convert,
+        )
+        yield from reader
+    except (pa.ArrowException, OSError) as exc:
+        raise BatchReadError(path, f"not parseable as CSV: {exc}") from None
+
+
+def _csv_header(path: Path, separator: str) -> list[str]:
+    """The header's column names, read from the first line (after a UTF-8 BOM)."""
+    import csv
+
+    import pyarrow as pa
+
+    from ct_platform.data.reader import BatchReadError
+
+    try:
+        with pa.input_stream(path, compression="detect") as stream:
+            first = b""
+            while b"\n" not in first and (chunk := stream.read(65_536)):
+                first += chunk
+            first = first.split(b"\n", 1)[0]
+    except FileNotFoundError as exc:
+        raise BatchReadError(path, f"cannot open file: {exc.strerror or exc}") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise BatchReadError(path, f"cannot read file: {exc}") from None
+    try:
+        line = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BatchReadError(path, f"not UTF-8 text (undecodable byte at {exc.start})") from None
+    if not line.strip():
+        raise BatchReadError(path, "empty file (no header line)")
+    return next(csv.reader([line], delimiter=separator))
+
+
+# --- Parquet batches ------------------------------------------------------------------------
+
+
 def _batches(parquet: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """Row group by row group: one `iter_batches` over the whole file reads ahead and held
     2.5x the memory (636 MB against 257 MB streaming a 10M-row file)."""
@@ -227,22 +301,102 @@ def _data_columns(schema: pa.Schema) -> list[str]:
     return [name for name in schema.names if name not in index]
 
 
-def _numeric_values(values: pa.Array, column: ColumnSpec) -> np.ndarray:
+# --- typing -------------------------------------------------------------------------------
+
+
+def add_arrow(summary: DataSummary, batch: pa.RecordBatch | pa.Table, dataset: DatasetSpec) -> None:
+    """Add an Arrow batch's rows (raw values: typed here like `frames.typed_column`)."""
+    summary.rows += batch.num_rows
+    for name, column in summary.columns.items():
+        values = batch.column(name)
+        if isinstance(column, NumericSummary):
+            column.add(_numeric_values(values, dataset.columns[name], column))
+        else:
+            column.add_counts(_category_counts(values), len(values))
+
+
+def _arrow_values(values: list[object]) -> pa.Array:
+    """Python values as Arrow: typed when Arrow can (numbers, strings, None/NaN as null),
+    else as text (a number and a string in one column), so parsing counts what is not a
+    number."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([_text(value) for value in values], pa.string())
+
+
+def _series_values(series: pd.Series) -> pa.Array:
+    """A pandas column as Arrow (vectorised; value by value only for mixed types)."""
+    import pyarrow as pa
+
+    try:
+        return pa.Array.from_pandas(series)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _arrow_values(series.tolist())
+
+
+def _text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _numeric_values(values: pa.Array, column: ColumnSpec, summary: NumericSummary) -> np.ndarray:
+    """float64, NaN for missing; text is parsed and what is not a number reported to
+    `summary` (count and examples)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type) and not _is_text(values.type.value_type):
+        values = values.dictionary_decode()
     kind = values.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+    if pa.types.is_dictionary(kind):  # text stored as codes: parse each distinct value once
+        numbers = _parsed_text(values.dictionary, column, summary, values.indices)
+        numbers = pc.take(numbers, values.indices)
+    elif _is_text(kind):
+        numbers = _parsed_text(values, column, summary)
+    else:  # numbers, booleans, all-null
         numbers = pc.cast(values, pa.float64())
-        if numbers.null_count:
-            numbers = numbers.fill_null(np.nan)
-        return numbers.to_numpy(zero_copy_only=False)
-    import pandas as pd  # text or other types: parsed as pandas does for frames
+    if numbers.null_count:
+        numbers = numbers.fill_null(np.nan)
+    return numbers.to_numpy(zero_copy_only=False)
 
-    from ct_platform.monitoring.frames import typed_column
 
-    series = pd.Series(values.to_pylist(), dtype=object)
-    return typed_column(series, column).to_numpy(dtype="float64", na_value=np.nan)
+def _is_text(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _parsed_text(
+    text: pa.Array, column: ColumnSpec, summary: NumericSummary, codes: pa.Array | None = None
+) -> pa.Array:
+    """Numbers (float64, null for missing and unparseable) of text values. Empty text and the
+    spec's text sentinels are missing; anything else that is not a number is counted in
+    `summary`, once per row (`codes`: the rows' indices into `text`, a dictionary)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sent, text = text, pc.utf8_trim_whitespace(text)
+    blank = [""] + [s for s in column.sentinels if isinstance(s, str)]
+    text = pc.if_else(pc.is_in(text, value_set=pa.array(blank)), None, text)
+    try:
+        numbers = pc.cast(text, pa.float64())
+    except pa.ArrowInvalid:  # some value is not a number: cast only those that are
+        looks_numeric = pc.match_substring_regex(text, _NUMBER)
+        numbers = pc.cast(pc.if_else(looks_numeric, text, None), pa.float64())
+    # Sent, but no number: unparseable text, or "nan" (missing is an empty field, not text).
+    bad = pc.and_kleene(pc.is_valid(text), pc.or_kleene(pc.is_null(numbers), pc.is_nan(numbers)))
+    if pc.any(bad).as_py():
+        rows = bad if codes is None else pc.take(bad, codes).fill_null(False)
+        examples = pc.unique(pc.filter(sent, bad)).slice(0, MAX_QUOTED).to_pylist()
+        summary.add_unparseable(pc.sum(rows).as_py() or 0, examples)
+        numbers = pc.if_else(bad, None, numbers)
+    return numbers
 
 
 def _category_counts(values: pa.Array) -> dict[Value, int]:
@@ -274,8 +428,3 @@ def _missing(value: object) -> bool:
 
 def _sentinels(column: ColumnSpec) -> list[float]:
     return [float(s) for s in column.sentinels if not isinstance(s, str)]
-
-
-def _plain(value: object) -> Value:
-    # numpy scalars -> Python numbers, so keys match those read back from JSON.
-    return value if isinstance(value, str) else float(value)

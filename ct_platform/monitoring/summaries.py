@@ -20,6 +20,12 @@ count. Per column:
   against that reference, however long the column.
 - categorical (`CategorySummary`, values as str): the row count and exact value counts.
 
+Contract violations are counted in the same pass (`violations()`, see
+`results.ColumnViolations`): numbers outside the spec's `min`/`max` and infinities (kept in
+the drift figures when finite: they are what the model was given; infinities are dropped),
+values of a numeric column that are not numbers (reported by the reader, which parses them:
+`add_unparseable`), and categories outside the spec's `categories` (from the exact counts).
+
 Plain numpy: no pandas or pyarrow, so the `ct drift` process never imports them for this.
 """
 
@@ -29,6 +35,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ct_platform.monitoring.results import MAX_QUOTED, ColumnViolations
 
 # Evidently's "few distinct values" cut-off (see `monitoring.drift`).
 FEW_VALUES = 5
@@ -51,11 +59,19 @@ class NumericSummary:
         sentinels: Iterable[float] = (),
         ks_grid: np.ndarray | None = None,
         seed: int = 0,
+        low: float | None = None,
+        high: float | None = None,
     ) -> None:
         self.sample_rows = sample_rows
         self.sentinels = np.asarray(sorted(set(sentinels)), dtype="float64")
         self.rows = 0
         self.n = 0
+        # The spec's range, and what broke it (or the number rule) so far.
+        self.low, self.high = low, high
+        self.out_of_range = 0
+        self.seen_outside: tuple[float, float] | None = None
+        self.unparseable = 0
+        self.examples: list[str] = []
         self._shift: float | None = None
         self._sum = 0.0
         self._sum_squares = 0.0
@@ -72,6 +88,7 @@ class NumericSummary:
     def add(self, values: np.ndarray) -> None:
         self.rows += len(values)
         values = self._present(values)
+        values = self._in_contract(values)
         if len(values) == 0:
             return
         self.n += len(values)
@@ -112,11 +129,51 @@ class NumericSummary:
         """Per grid point g: (values <= g, values < g). Needs `ks_grid`."""
         return np.cumsum(self._at_or_below)[:-1], np.cumsum(self._below)[:-1]
 
+    def add_unparseable(self, count: int, examples: Iterable[str]) -> None:
+        """`count` values of the rows added (as missing) were sent but are not numbers."""
+        self.unparseable += count
+        for example in examples:
+            if len(self.examples) < MAX_QUOTED and example not in self.examples:
+                self.examples.append(example)
+
+    def violations(self) -> ColumnViolations | None:
+        if not (self.unparseable or self.out_of_range):
+            return None
+        if self.low is None and self.high is None:
+            rule = "not finite"
+        else:
+            rule = f"outside [{_bound(self.low)}, {_bound(self.high)}]"
+        return ColumnViolations(
+            self.rows,
+            unparseable=self.unparseable,
+            examples=tuple(self.examples),
+            out_of_range=self.out_of_range,
+            rule=rule,
+            seen=self.seen_outside,
+        )
+
     def _present(self, values: np.ndarray) -> np.ndarray:
-        keep = np.isfinite(values)
+        keep = ~np.isnan(values)
         for sentinel in self.sentinels:
             keep &= values != sentinel
         return values if keep.all() else values[keep]
+
+    def _in_contract(self, values: np.ndarray) -> np.ndarray:
+        """Counts the values outside the range or infinite; returns the finite ones."""
+        finite = np.isfinite(values)
+        outside = ~finite
+        if self.low is not None:
+            outside |= values < self.low
+        if self.high is not None:
+            outside |= values > self.high
+        if outside.any():
+            bad = values[outside]
+            self.out_of_range += len(bad)
+            low, high = float(bad.min()), float(bad.max())
+            if self.seen_outside is not None:
+                low, high = min(low, self.seen_outside[0]), max(high, self.seen_outside[1])
+            self.seen_outside = (low, high)
+        return values if finite.all() else values[finite]
 
     def _add_moments(self, values: np.ndarray) -> None:
         if self._shift is None:
@@ -173,9 +230,11 @@ class CategorySummary:
 
     kind = "category"
 
-    def __init__(self) -> None:
+    def __init__(self, categories: Iterable[str] | None = None) -> None:
         self.rows = 0
         self.counts: dict[Value, int] = {}
+        # The spec's categories (None: any value is allowed).
+        self.categories = None if categories is None else frozenset(categories)
 
     def add_counts(self, counts: Mapping[Value, int], rows: int) -> None:
         """Counts of the non-missing values among `rows` rows."""
@@ -186,6 +245,24 @@ class CategorySummary:
     @property
     def n(self) -> int:
         return sum(self.counts.values())
+
+    def violations(self) -> ColumnViolations | None:
+        if self.categories is None:
+            return None
+        unknown = {v: c for v, c in self.counts.items() if v not in self.categories and c}
+        if not unknown:
+            return None
+        frequent = sorted(unknown.items(), key=lambda item: (-item[1], str(item[0])))
+        return ColumnViolations(
+            self.rows,
+            n_unknown=sum(unknown.values()),
+            unknown={str(v): c for v, c in frequent[:MAX_QUOTED]},
+            n_distinct_unknown=len(unknown),
+        )
+
+
+def _bound(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:g}"
 
 
 ColumnSummary = NumericSummary | CategorySummary

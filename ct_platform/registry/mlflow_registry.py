@@ -69,11 +69,12 @@ RUN_NOTE_TAG = "mlflow.note.content"
 # Why a run was ended as FAILED by the platform rather than by its own process.
 FAILED_REASON_TAG = "ct.failed_reason"
 MODEL_ARTIFACT = "model"
+# The file the sklearn flavour writes a skops-serialised model to, inside MODEL_ARTIFACT.
+SKOPS_FILE = "model.skops"
 # The artifact folder of a non-SQLite database store (PostgreSQL) the platform opens itself.
 ARTIFACT_ROOT_VARIABLE = "CT_MLFLOW_ARTIFACT_ROOT"
-# Rows of the training frame used to infer the signature and stored as the input example.
+# Rows of the training frame used to infer the signature.
 SIGNATURE_SAMPLE_ROWS = 20
-INPUT_EXAMPLE_ROWS = 3
 
 
 def default_tracking_uri() -> str:
@@ -257,8 +258,8 @@ class ModelRegistry:
         """Log one training run, register its model as a new version, alias it `challenger`.
 
         `params` are the caller's (spec) parameters; the model's own scalar parameters are
-        added under their scikit-learn names (e.g. `estimator__max_iter`). The signature and
-        input example describe raw rows as the data has them (integer columns as long, the
+        added under their scikit-learn names (e.g. `estimator__max_iter`). The signature
+        describes raw rows as the data has them (integer columns as long, the
         sentinel pdays=999 as such): the model's preparation step cleans them. The run and
         the version link the Dagster run that trained them (tags `dagster.run_id`/`_url`).
         """
@@ -285,7 +286,10 @@ class ModelRegistry:
                     serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
                     skops_trusted_types=trusted_types,
                     signature=infer_signature(sample, model.predict(sample)),
-                    input_example=sample.head(INPUT_EXAMPLE_ROWS),
+                    # No input example: with one, log_model loads the saved model back
+                    # through pyfunc and predicts it (the sklearn flavour has no switch for
+                    # that). The signature states the input; `load_model` reads the stored
+                    # model back in the next step anyway.
                     # Stated, not inferred: inference re-imports the model in a subprocess.
                     pip_requirements=mlflow.sklearn.get_default_pip_requirements(
                         include_skops=True
@@ -387,10 +391,21 @@ class ModelRegistry:
                 )
             return skops_types.load(Path(local) / flavor["pickled_model"])
 
-    @staticmethod
-    def model_size_bytes(model: Pipeline) -> int:
-        """Size of the model as stored (skops bytes)."""
-        return len(skops_types.dumps(model))
+    def model_size_bytes(self, version: int) -> int:
+        """Size in bytes of `version`'s stored model file (the skops bytes MLflow wrote).
+
+        Read from the artifact listing, so the model is neither serialised again nor
+        downloaded. Raises `MlflowException` if the version's model has no skops file.
+        """
+        source = self._client.get_model_version_download_uri(self.model_name, str(version))
+        with self._fluent():
+            listed = mlflow.artifacts.list_artifacts(
+                artifact_uri=source, tracking_uri=self.tracking_uri
+            )
+        for entry in listed:
+            if Path(entry.path).name == SKOPS_FILE:
+                return int(entry.file_size)
+        raise MlflowException(f"version {version} of '{self.model_name}' has no {SKOPS_FILE}")
 
     # --- crash recovery ------------------------------------------------------------------
 

@@ -6,13 +6,15 @@ Every option also has an environment variable (for containers); arguments win.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import os
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
-from starlette.applications import Starlette
 
 from ct_platform.serving.app import create_app
 from ct_platform.serving.config import (
@@ -22,8 +24,10 @@ from ct_platform.serving.config import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_ROWS,
+    OUT_OF_CONTRACT_POLICIES,
     ServerConfig,
 )
+from ct_platform.serving.hot_routes import HotRoutes
 from ct_platform.serving.http_limits import bounded_http_protocol
 
 
@@ -73,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="name of the env var holding the admin bearer token (unset var: admin off)",
     )
     parser.add_argument(
+        "--out-of-contract",
+        choices=OUT_OF_CONTRACT_POLICIES,
+        default=env("CT_SERVING_OUT_OF_CONTRACT", "reject"),
+        help="a value outside the data contract: refuse the request (422) or score it",
+    )
+    parser.add_argument(
         "--no-onnx",
         action="store_true",
         default=env("CT_SERVING_ONNX", "1") == "0",
@@ -94,30 +104,81 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_key_env=args.api_key_env,
         admin_token_env=args.admin_token_env,
         use_onnx=not args.no_onnx,
+        out_of_contract=args.out_of_contract,
     )
 
 
-def run_server(config: ServerConfig) -> None:
+class BindError(OSError):
+    """The server cannot listen on its address (the message names it and why)."""
+
+
+def run_server(config: ServerConfig, on_listening: Callable[[], None] | None = None) -> None:
     """Serve until interrupted: one process, uvloop + httptools, no access log.
 
+    The port is bound first, before the bundle loads, so a taken port fails at once;
+    `on_listening` is called once the server accepts requests.
     One worker on purpose: slots and routing are in-process state that admin calls
     change, and one ONNX worker already saturates a core. Scale out with replicas.
+
+    Raises:
+        BindError: the address cannot be bound (port in use, no such interface...).
+        BundleError: the bundle cannot be loaded.
     """
-    app = create_app(config)
+    listener = listening_socket(config.host, config.port)
+    try:
+        app = create_app(config)
+    except BaseException:
+        listener.close()
+        raise
     # Move everything loaded so far (models, libraries) out of the garbage collector's
     # sight: full collections then only scan per-request garbage, which keeps pauses short.
     gc.collect()
     gc.freeze()
-    uvicorn.Server(uvicorn_config(app, config)).run()
+    _AnnouncingServer(uvicorn_config(app, config), on_listening).run(sockets=[listener])
 
 
-def uvicorn_config(app: Starlette, config: ServerConfig, **overrides: object) -> uvicorn.Config:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host`:`port` (uvicorn listens on it), or a `BindError`."""
+    where = f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise BindError(f"cannot listen on {where}: unknown host ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = f"port {port} is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise BindError(f"cannot listen on {where}: {reason}") from None
+    return sock
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, calling `on_listening` once it accepts requests."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._on_listening is not None and not self.should_exit:
+            self._on_listening()
+
+
+def uvicorn_config(app: HotRoutes, config: ServerConfig, **overrides: object) -> uvicorn.Config:
     """uvloop + httptools with the header limits, no access log; `overrides` for tests."""
     options: dict[str, object] = {
         "host": config.host,
         "port": config.port,
         "loop": "uvloop",
-        "http": bounded_http_protocol(config.max_header_bytes, config.header_timeout_s),
+        "http": bounded_http_protocol(
+            config.max_header_bytes, config.header_timeout_s, app.refused
+        ),
         "access_log": False,
         "log_level": "warning",
         "timeout_graceful_shutdown": 10,
@@ -130,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.bundle is None:
         parser.error("--bundle (or CT_SERVING_BUNDLE) is required")
-    run_server(config_from_args(args))
+    config = config_from_args(args)
+    try:
+        run_server(config, lambda: print(f"listening on {config.url}", file=sys.stderr))
+    except BindError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

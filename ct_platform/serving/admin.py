@@ -117,7 +117,7 @@ async def _load(server: Server, request: Request) -> SlotState:
         raise HttpError(
             400, "BAD_REQUEST", f"cannot load bundle '{bundle}': a bundle file is unreadable"
         ) from None
-    return server.state.load(slot, ServedModel.of(model))
+    return server.state.load(slot, ServedModel.of(model, server.config.out_of_contract))
 
 
 def allowed_bundle_dir(root: Path, bundle: str) -> Path:

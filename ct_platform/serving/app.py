@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,7 +38,7 @@ from ct_platform.serving.metrics import Metrics
 from ct_platform.serving.openapi import openapi_document
 from ct_platform.serving.platform_figures import platform_gauges
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
-from ct_platform.serving.schema import InputError, InputSchema, ParsedRows
+from ct_platform.serving.schema import ContractError, InputError, InputSchema, ParsedRows
 from ct_platform.serving.slot_stats import SlotStats
 from ct_platform.serving.slots import ServedModel, SlotState
 from ct_platform.serving.transport import (
@@ -78,6 +79,7 @@ class ScoredAnswer:
     """
 
     __slots__ = ("background", "body", "headers")
+    status_code = 200
 
     def __init__(
         self, body: bytes, headers: dict[str, str], background: BackgroundTask | None
@@ -223,6 +225,7 @@ class Server:
             )
         except HttpError as error:
             self.metrics.error(endpoint, error.status)
+            self.metrics.contract_violations(error.violations, "rejected")
             if route is not None:  # the slot's model (or its schema) refused the request
                 self.slot_stats.error(route.slot)
             return error_response(error, headers)
@@ -236,6 +239,7 @@ class Server:
         )
         seconds = time.perf_counter() - started
         self._record(endpoint, route.slot, route.served, request_id, scored, seconds)
+        self.metrics.contract_violations(scored.parsed.violations, "scored")
         shadow = None
         if route.shadow is not None:
             shadow = BackgroundTask(
@@ -424,7 +428,7 @@ def _parse_invocation(
     except mlflow_protocol.UnsupportedMediaType as error:
         raise HttpError(415, "BAD_REQUEST", str(error)) from None
     except InputError as error:
-        raise HttpError(400, error.error_code, str(error)) from None
+        raise _refusal(error) from None
 
 
 def _parse_v2(
@@ -433,7 +437,13 @@ def _parse_v2(
     try:
         return v2_protocol.parse_infer_request(body, schema)
     except InputError as error:
-        raise HttpError(400, error.error_code, str(error)) from None
+        raise _refusal(error) from None
+
+
+def _refusal(error: InputError) -> HttpError:
+    """400 for a value the rule refuses, 422 for one outside the data contract."""
+    violations = error.violations if isinstance(error, ContractError) else None
+    return HttpError(error.status, error.error_code, str(error), violations)
 
 
 def _render_invocation(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:
@@ -464,13 +474,21 @@ def _run_model(served: ServedModel, parsed: ParsedRows) -> Prediction:
 
 def create_app(config: ServerConfig) -> HotRoutes:
     """Load the bundle(s) named by `config` and build the ASGI app (slow: loads models)."""
-    stable = ServedModel.of(load_bundle(config.bundle, use_onnx=config.use_onnx))
-    candidate = None
-    if config.candidate is not None:
-        candidate = ServedModel.of(load_bundle(config.candidate, use_onnx=config.use_onnx))
+
+    def served(bundle: Path) -> ServedModel:
+        return ServedModel.of(load_bundle(bundle, use_onnx=config.use_onnx), config.out_of_contract)
+
+    stable = served(config.bundle)
+    candidate = served(config.candidate) if config.candidate is not None else None
     server = Server(config, SlotState(stable=stable, candidate=candidate))
     starlette = Starlette(routes=_routes(server), lifespan=server.lifespan)
-    return HotRoutes(invocations=server.invocations, v2_infer=server.v2_infer, fallback=starlette)
+    return HotRoutes(
+        invocations=server.invocations,
+        v2_infer=server.v2_infer,
+        fallback=starlette,
+        count=server.metrics.response,
+        refused=server.metrics.refused,
+    )
 
 
 def _routes(server: Server) -> list[BaseRoute]:

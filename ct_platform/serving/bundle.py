@@ -50,6 +50,10 @@ class ColumnSchema:
     # Values meaning "unknown" (e.g. pdays=999): scored as missing, exactly like training.
     sentinels: list[float | str] = field(default_factory=list)
     nullable: bool = True
+    # The spec's range for a numeric column (the data contract's); None: unbounded. Bundles
+    # exported before the server checked ranges carry neither.
+    min: float | None = None
+    max: float | None = None
 
     @property
     def is_numeric(self) -> bool:

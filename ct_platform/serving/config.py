@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_ROWS = 50_000
@@ -18,6 +19,10 @@ DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 DEFAULT_HEADER_TIMEOUT_S = 30.0
 DEFAULT_API_KEY_ENV = "CT_API_KEY"
 DEFAULT_ADMIN_TOKEN_ENV = "CT_ADMIN_TOKEN"
+# A request value outside the data contract: refused with a 422, or scored as sent
+# (`serving.schema`); counted in /metrics either way.
+OutOfContract = Literal["reject", "score"]
+OUT_OF_CONTRACT_POLICIES: tuple[OutOfContract, ...] = ("reject", "score")
 
 
 def ct_home() -> Path:
@@ -44,9 +49,15 @@ class ServerConfig:
     admin_token_env: str = DEFAULT_ADMIN_TOKEN_ENV
     # False: score with the sklearn fallback even when the bundle has an ONNX graph.
     use_onnx: bool = True
+    out_of_contract: OutOfContract = "reject"
     home: Path = field(default_factory=ct_home)
     log_segment_bytes: int = 64 * 1024 * 1024
     log_segment_seconds: float = 3600.0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def predictions_dir(self) -> Path:

@@ -56,24 +56,61 @@ class RawRequest:
 
 
 class HotRoutes:
-    """ASGI app: the scoring routes answered directly, the rest by `fallback` (Starlette)."""
+    """ASGI app: the scoring routes answered directly, the rest by `fallback` (Starlette).
 
-    def __init__(self, *, invocations: Endpoint, v2_infer: Endpoint, fallback: AsgiApp) -> None:
+    `count` is called with the status of every HTTP answer (an unexpected exception in a
+    scoring route: 500, which uvicorn sends); `refused` is the HTTP layer's counterpart,
+    for answers given before any route (see `http_limits`).
+    """
+
+    def __init__(
+        self,
+        *,
+        invocations: Endpoint,
+        v2_infer: Endpoint,
+        fallback: AsgiApp,
+        count: Callable[[int], None],
+        refused: Callable[[int], None],
+    ) -> None:
         self._invocations = invocations
         self._v2_infer = v2_infer
         self.fallback = fallback
+        self._count = count
+        self.refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            return await self.fallback(scope, receive, send)
+        if scope["method"] == "POST":
             path = scope["path"]
             if path == "/invocations":
-                answer = await self._invocations(RawRequest(scope, receive, {}))
-                return await answer(scope, receive, send)
+                return await self._answer(self._invocations, {}, scope, receive, send)
             name = _v2_model_name(path)
             if name is not None:
-                answer = await self._v2_infer(RawRequest(scope, receive, {"name": name}))
-                return await answer(scope, receive, send)
-        await self.fallback(scope, receive, send)
+                return await self._answer(self._v2_infer, {"name": name}, scope, receive, send)
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self._count(message["status"])
+            await send(message)
+
+        await self.fallback(scope, receive, counted_send)
+
+    async def _answer(
+        self,
+        endpoint: Endpoint,
+        path_params: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        try:
+            answer = await endpoint(RawRequest(scope, receive, path_params))
+        except Exception:
+            self._count(500)  # uvicorn answers it
+            raise
+        self._count(answer.status_code)
+        await answer(scope, receive, send)
 
 
 def _v2_model_name(path: str) -> str | None:

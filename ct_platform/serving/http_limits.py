@@ -12,6 +12,7 @@ and the connection closes. Everything after the headers is uvicorn's own code pa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -20,6 +21,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 class _BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes: int
     header_timeout_s: float
+    # Told the status of every answer this layer gives itself (the app never sees them).
+    on_refused: Callable[[int], None]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -82,11 +85,17 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
                 408, "Request Timeout", f"headers not received within {self.header_timeout_s:g} s"
             )
 
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's own answer to bytes that are not HTTP.
+        self.on_refused(400)
+        super().send_400_response(msg)
+
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._reading_headers = False
         self._cancel_header_timer()
         if self.transport.is_closing():
             return
+        self.on_refused(status)
         body = message.encode()
         self.transport.write(
             b"".join(
@@ -103,11 +112,19 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def bounded_http_protocol(
-    max_header_bytes: int, header_timeout_s: float
+    max_header_bytes: int,
+    header_timeout_s: float,
+    on_refused: Callable[[int], None] = lambda status: None,
 ) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol class with these header limits (pass as `http=`)."""
+    """uvicorn's httptools protocol class with these header limits (pass as `http=`);
+    `on_refused(status)` is called for each answer it gives itself (400, 408, 431)."""
     return type(
         "BoundedHttpToolsProtocol",
         (_BoundedHttpToolsProtocol,),
-        {"max_header_bytes": max_header_bytes, "header_timeout_s": header_timeout_s},
+        {
+            "max_header_bytes": max_header_bytes,
+            "header_timeout_s": header_timeout_s,
+            # staticmethod: a plain function stored on the class would bind as a method.
+            "on_refused": staticmethod(on_refused),
+        },
     )

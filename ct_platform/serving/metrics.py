@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Mapping
 
 # Seconds; dense below 10 ms, where the serving latency target lives.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -34,6 +35,9 @@ class Metrics:
         self.errors: defaultdict[Labels, int] = defaultdict(int)
         self.rows: defaultdict[Labels, int] = defaultdict(int)
         self.latency: defaultdict[Labels, Histogram] = defaultdict(Histogram)
+        self.violations: defaultdict[Labels, int] = defaultdict(int)
+        # Every answer by status, the scoring routes', Starlette's and the protocol's own.
+        self.responses: defaultdict[int, int] = defaultdict(int)
 
     def prediction(self, endpoint: str, slot: str, version: str, rows: int, seconds: float) -> None:
         labels = (("endpoint", endpoint), ("slot", slot), ("model_version", version))
@@ -41,8 +45,22 @@ class Metrics:
         self.rows[labels[1:]] += rows
         self.latency[labels[1:]].observe(seconds)
 
+    def response(self, status: int) -> None:
+        self.responses[status] += 1
+
+    def refused(self, status: int) -> None:
+        """An answer the HTTP layer gave before any route (408, 431, 400 for bad HTTP)."""
+        self.response(status)
+        self.error("http", status)
+
     def error(self, endpoint: str, status: int) -> None:
         self.errors[(("endpoint", endpoint), ("status", str(status)))] += 1
+
+    def contract_violations(self, counts: Mapping[tuple[str, str], int], action: str) -> None:
+        """Request values outside the data contract, by (column, rule); `action`: what the
+        server did with the request (`rejected`, or `scored` under the `score` policy)."""
+        for (column, rule), count in counts.items():
+            self.violations[(("column", column), ("rule", rule), ("action", action))] += count
 
     def render(self, gauges: dict[str, tuple[str, list[tuple[Labels, float]]]]) -> str:
         """Exposition text; `gauges`: name -> (help, [(labels, value)]), read at scrape time."""
@@ -50,6 +68,19 @@ class Metrics:
         _counter(lines, "ct_requests_total", "Scored requests.", self.requests)
         _counter(lines, "ct_request_errors_total", "Requests answered with an error.", self.errors)
         _counter(lines, "ct_prediction_rows_total", "Rows scored.", self.rows)
+        _counter(
+            lines,
+            "ct_http_responses_total",
+            "Every HTTP answer by status, including the HTTP layer's own (400, 408, 431).",
+            {(("status", str(status)),): count for status, count in self.responses.items()},
+        )
+        _counter(
+            lines,
+            "ct_contract_violations_total",
+            "Request values outside the data contract, by column and rule (min, max, "
+            "categories, nullable).",
+            self.violations,
+        )
         name = "ct_request_latency_seconds"
         lines += [f"# HELP {name} Time from request to response.", f"# TYPE {name} histogram"]
         for labels, histogram in self.latency.items():

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.schema import InputError, InputSchema, ParsedRows, load_json
+from ct_platform.serving.schema import InputError, InputSchema, ParsedRows, load_json, show
 
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_CSV = "text/csv"
@@ -82,11 +82,13 @@ def parse_json(body: bytes, schema: InputSchema) -> ParsedRows:
     data = payload[key]
     if key == "dataframe_split":
         if not isinstance(data, dict):
-            raise InputError("'dataframe_split' must be an object with 'columns' and 'data'")
+            raise InputError(
+                f"'dataframe_split' must be an object with 'columns' and 'data'; got {show(data)}"
+            )
         return schema.from_split(data.get("columns"), data.get("data"))
     if key == "dataframe_records":
         if not isinstance(data, list):
-            raise InputError("'dataframe_records' must be a list of row objects")
+            raise InputError(f"'dataframe_records' must be a list of row objects; got {show(data)}")
         return schema.from_records(data)
     return _parse_tensor_style(key, data, schema)
 
@@ -99,7 +101,7 @@ def _parse_tensor_style(key: str, data: Any, schema: InputSchema) -> ParsedRows:
         return schema.from_records(data)
     raise InputError(
         f"'{key}' must be an object of named columns or a list of row objects "
-        "(the model has named columns, so positional rows are ambiguous)"
+        f"(the model has named columns, so positional rows are ambiguous); got {show(data)}"
     )
 
 

@@ -73,6 +73,11 @@ def _row_schema(columns: list[ColumnSchema]) -> dict[str, Any]:
 def _column_schema(column: ColumnSchema) -> dict[str, Any]:
     if column.is_numeric:
         schema: dict[str, Any] = {"type": "integer" if column.type == "int" else "number"}
+        # The contract's range (a sentinel outside it, e.g. pdays 999, is accepted too).
+        if column.min is not None:
+            schema["minimum"] = column.min
+        if column.max is not None:
+            schema["maximum"] = column.max
     else:
         schema = {"type": "string"}
         if column.categories:
@@ -102,6 +107,8 @@ _PREDICT_ERRORS = {
     "400": "Invalid input (the message names the column)",
     "401": "Missing or invalid API key",
     "413": "Body over the size limit",
+    "422": "A value outside the data contract (min, max, categories, nullable); the message "
+    "names row, column, value and rule (policy serving.out_of_contract: reject)",
 }
 
 

@@ -15,7 +15,16 @@ columns as object arrays of `str`. One rule for every protocol, never a silent c
   When every category is an integer written as text (a season coded "1".."4"), an integral
   JSON number means that category (3 -> "3"; 3.5 is refused).
 
-Anything else raises `InputError` naming the column, the row and the value as sent.
+Anything else raises `InputError` (400) naming the row, the column and the value as sent.
+
+Beyond the value rule, the data contract (the spec's `dataset.columns`, carried by the
+bundle): a numeric column's `min`/`max`, a categorical column's `categories` and
+`nullable: false` (a sentinel is a recorded answer, never "missing"). Values that break it
+are well-formed, so what happens to them is a policy (`serving.out_of_contract`): `reject`
+raises `ContractError` (422) naming the first breach (row, column, value as sent, rule);
+`score` scores them as sent (an unknown category scores as "none of the known ones", a
+missing required value as missing). Either way `ParsedRows.violations` / the error count
+the breaches by (column, rule), for the server's metrics.
 """
 
 from __future__ import annotations
@@ -23,24 +32,46 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 import numpy as np
 import orjson
 
 from ct_platform.serving.bundle import ColumnSchema
+from ct_platform.serving.config import OutOfContract
 
 # Categorical value fed for a missing category: outside every fitted category, so the
 # one-hot encoder (handle_unknown="ignore") scores it as "none of the known ones".
 MISSING_CATEGORY = ""
-_MAX_LISTED_CATEGORIES = 20
 _JSON_NUMBER_TYPES = frozenset({int, float, type(None)})
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+# How a text protocol may spell infinity (refused as infinite, not as an overflow).
+_INFINITY_TEXT = re.compile(r"[+-]?(inf|infinity)", re.IGNORECASE)
 _MAX_FLOAT32 = float(np.finfo(np.float32).max)
 _MAX_SHOWN = 60
+_MAX_LISTED_NAMES = 30
+
+# (column, rule) -> how many values of a request broke that rule of that column.
+Violations = Mapping[tuple[str, str], int]
+NO_VIOLATIONS: Violations = MappingProxyType({})
+
+
+class OverflowedNumber:
+    """A JSON number literal beyond float64 (`1e400`): kept as sent, so errors can quote it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _parse_json_float(text: str) -> float | OverflowedNumber:
+    value = float(text)
+    return value if math.isfinite(value) else OverflowedNumber(text)
 
 
 def load_json(body: bytes) -> Any:
@@ -55,12 +86,14 @@ def load_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
-    return json.loads(body.decode("utf-8"))
+    # A literal beyond float64 (1e400) would read as inf here: keep its text to quote it.
+    return json.loads(body.decode("utf-8"), parse_float=_parse_json_float)
 
 
 class InputError(ValueError):
     """The request payload is unusable (the message says how): answered with a 400."""
 
+    status = 400
     error_code = "BAD_REQUEST"
 
 
@@ -71,6 +104,20 @@ class SchemaError(InputError):
     error_code = "INVALID_PARAMETER_VALUE"
 
 
+class ContractError(SchemaError):
+    """Well-formed values outside the data contract, refused (policy `reject`): a 422.
+
+    `violations` counts every breach of the request by (column, rule), not only the one
+    the message names.
+    """
+
+    status = 422
+
+    def __init__(self, message: str, violations: Violations) -> None:
+        super().__init__(message)
+        self.violations = violations
+
+
 @dataclass(frozen=True)
 class ParsedRows:
     n_rows: int
@@ -79,15 +126,31 @@ class ParsedRows:
     columns: list[np.ndarray]
     # The numeric columns as one (n_numeric_columns, n_rows) float64 block, schema order.
     numeric: np.ndarray
+    # Contract breaches scored anyway (policy `score`), by (column, rule).
+    violations: Violations = field(default_factory=lambda: NO_VIOLATIONS)
+
+
+@dataclass(frozen=True)
+class _Breach:
+    """Values of one column breaking one contract rule, and the first of them."""
+
+    position: int  # the column's position in the schema
+    rule: str  # the spec key broken: min, max, categories, nullable
+    count: int
+    row: int
+    problem: str  # what is wrong with the first one, quoting it as sent
 
 
 class InputSchema:
     """Validates and converts request data for one bundle's columns."""
 
-    def __init__(self, columns: list[ColumnSchema]) -> None:
+    def __init__(
+        self, columns: list[ColumnSchema], out_of_contract: OutOfContract = "reject"
+    ) -> None:
         self.columns = columns
         self.names = [column.name for column in columns]
-        self._parsers = [_ColumnParser(column) for column in columns]
+        self.out_of_contract = out_of_contract
+        self._parsers = [_ColumnParser(column, position) for position, column in enumerate(columns)]
         self._numeric = [i for i, column in enumerate(columns) if column.is_numeric]
         self._categorical = [i for i, column in enumerate(columns) if not column.is_numeric]
         # Rows of the numeric block that need a rule beyond "a float32-range number".
@@ -95,6 +158,11 @@ class InputSchema:
         int_rows = [column.type == "int" for column in numeric]
         self._int_weights = np.array(int_rows, dtype=np.float64)[:, None] if any(int_rows) else None
         self._required_rows = [j for j, column in enumerate(numeric) if not column.nullable]
+        # Each numeric row's range as (n_numeric, 1) columns: the contract's bounds, and
+        # float32's (the ONNX graph's precision) where the spec sets none, so that one pass
+        # over the block finds both a value beyond the model and one outside the contract.
+        self._low = np.array([_bound(column.min, -_MAX_FLOAT32) for column in numeric])[:, None]
+        self._high = np.array([_bound(column.max, _MAX_FLOAT32) for column in numeric])[:, None]
         self._sentinel_rows = [
             (j, self._parsers[i].numeric_sentinels)
             for j, i in enumerate(self._numeric)
@@ -108,43 +176,69 @@ class InputSchema:
 
         `text`: the values came from a text protocol (CSV, V2 BYTES), for every column
         (True) or for the named ones: numbers may then be written as text.
+
+        Raises:
+            InputError: a value breaks the value rule (400), naming row, column and value.
+            ContractError: a value breaks the data contract and the policy is `reject`.
         """
-        missing = [name for name in self.names if name not in data]
-        if missing:
-            raise SchemaError(f"missing column(s): {missing}")
+        self._check_names(data.keys(), "column")
         raw_columns = [_as_list(data[name], name) for name in self.names]
-        lengths = {len(values) for values in raw_columns}
-        if len(lengths) > 1:
-            raise SchemaError(f"columns have different lengths: {sorted(lengths)}")
-        n_rows = lengths.pop()
-        if n_rows == 0:
-            raise InputError("no rows to score")
+        n_rows = self._row_count(raw_columns)
         texts = [text if isinstance(text, bool) else name in text for name in self.names]
         parsed = self._all_columns_at_once(raw_columns, texts, n_rows)
         if parsed is not None:
             return parsed
         # Something needs a closer look: the rule, one column at a time in schema order,
         # names the first bad value (or accepts, e.g. a NaN in a nullable int column).
-        arrays = [
-            parser.parse(values, text=is_text)
-            for parser, values, is_text in zip(self._parsers, raw_columns, texts, strict=True)
+        numeric = [
+            self._parsers[i].parse_numeric(raw_columns[i], text=texts[i]) for i in self._numeric
         ]
-        block = np.array([arrays[i] for i in self._numeric], dtype=np.float64)
-        block = block.reshape(len(self._numeric), n_rows)
-        return ParsedRows(
-            n_rows=n_rows,
-            columns=self._in_schema_order(block, [arrays[i] for i in self._categorical]),
-            numeric=block,
+        block = np.array(numeric, dtype=np.float64).reshape(len(self._numeric), n_rows)
+        categorical = [
+            self._parsers[i].parse_categorical(raw_columns[i], text=texts[i])
+            for i in self._categorical
+        ]
+        breaches = self._numeric_breaches(block, raw_columns)
+        return self._rows(n_rows, block, categorical, breaches)
+
+    def _check_names(self, sent: Collection[Any], kind: str, where: str = "") -> None:
+        """Every schema column is among the `sent` names, or a `SchemaError` naming the
+        missing ones, the unknown ones sent (likely misspellings) and the expected ones."""
+        missing = [name for name in self.names if name not in sent]
+        if not missing:
+            return
+        known = set(self.names)
+        unknown = [name for name in sent if name not in known]
+        got = f"; sent unknown {kind}(s) {_listed(unknown)}" if unknown else ""
+        raise SchemaError(
+            f"{where}missing {kind}(s) {_listed(missing)}{got}; the model expects "
+            f"{len(self.names)}: {_listed(self.names)}"
         )
+
+    def _row_count(self, raw_columns: list[Sequence[Any]]) -> int:
+        lengths = {len(values) for values in raw_columns}
+        if len(lengths) > 1:
+            by_length: dict[int, list[str]] = {}
+            for name, values in zip(self.names, raw_columns, strict=True):
+                by_length.setdefault(len(values), []).append(name)
+            counts = "; ".join(
+                f"{length} in {_listed(names)}" for length, names in sorted(by_length.items())
+            )
+            raise SchemaError(f"columns have different numbers of values: {counts}")
+        n_rows = lengths.pop()
+        if n_rows == 0:
+            raise InputError("no rows to score")
+        return n_rows
 
     def _all_columns_at_once(
         self, raw_columns: list[Sequence[Any]], texts: list[bool], n_rows: int
     ) -> ParsedRows | None:
         """The common case in a few numpy calls for all numeric columns together.
 
-        None when any value needs the per-column rule: a non-number, text, an infinite or
-        out-of-range value, a missing value in a required column, a fraction in an int
-        column, or any categorical problem. The same rule decides; this only skips the work.
+        None when any value needs the per-column rule: a non-number, text, an infinite value,
+        one beyond float32 or outside the contract's range, a fraction in an int column, or
+        a categorical value that is not a category. The same rule decides; this only skips
+        the work.
         """
         numeric_values = [raw_columns[i] for i in self._numeric]
         if any(texts[i] for i in self._numeric):
@@ -155,14 +249,16 @@ class InputSchema:
             block = np.array(numeric_values, dtype=np.float64).reshape(-1, n_rows)
         except OverflowError:  # an integer beyond float64
             return None
+        # Before the sentinels become NaN: a sentinel is a recorded answer, not "missing".
+        breached = bool(self._required_rows) and np.isnan(block[self._required_rows]).any()
         for row, sentinels in self._sentinel_rows:
             values = block[row]
             for sentinel in sentinels:
                 values[values == sentinel] = np.nan
-        # fmax ignores NaN (missing): inf and values beyond float32 are what is left to find.
-        if block.size and np.fmax.reduce(np.abs(block), axis=None) > _MAX_FLOAT32:
-            return None
-        if self._required_rows and np.isnan(block[self._required_rows]).any():
+        # How far the farthest value lies outside its range (fmax ignores NaN: missing);
+        # beyond float32 (400) or outside the contract (422): the per-column rule says which.
+        outside = np.maximum(self._low - block, block - self._high)
+        if block.size and np.fmax.reduce(outside, axis=None) > 0:
             return None
         # Fractions in int columns: |x| mod 1 of those rows (weight 1; others 0, NaN ignored).
         if self._int_weights is not None:
@@ -171,12 +267,66 @@ class InputSchema:
                 return None
         try:
             categorical = [
-                self._parsers[i].parse(raw_columns[i], text=texts[i]) for i in self._categorical
+                self._parsers[i].parse_categorical(raw_columns[i], text=texts[i])
+                for i in self._categorical
             ]
         except SchemaError:
             return None
+        breaches = self._numeric_breaches(block, raw_columns) if breached else []
+        return self._rows(n_rows, block, categorical, breaches)
+
+    def _numeric_breaches(
+        self, block: np.ndarray, raw_columns: list[Sequence[Any]]
+    ) -> list[_Breach]:
+        """Contract breaches of the numeric columns (`block`: sentinels already NaN)."""
+        breaches = []
+        for row, position in enumerate(self._numeric):
+            column, values, raw = self.columns[position], block[row], raw_columns[position]
+            masks: list[tuple[str, np.ndarray]] = []
+            if not column.nullable:
+                masks.append(("nullable", np.fromiter(map(_is_missing, raw), bool, len(raw))))
+            if column.min is not None:
+                masks.append(("min", values < column.min))
+            if column.max is not None:
+                masks.append(("max", values > column.max))
+            for rule, mask in masks:
+                rows = np.flatnonzero(mask)
+                if rows.size:
+                    first = int(rows[0])
+                    problem = _contract_problem(column, rule, raw[first])
+                    breaches.append(_Breach(position, rule, int(rows.size), first, problem))
+        return breaches
+
+    def _rows(
+        self,
+        n_rows: int,
+        block: np.ndarray,
+        categorical: list[tuple[np.ndarray, list[_Breach]]],
+        breaches: list[_Breach],
+    ) -> ParsedRows:
+        """The parsed rows, once the policy has judged the contract breaches found."""
+        breaches = [*breaches, *chain.from_iterable(found for _, found in categorical)]
+        violations = self._judge(breaches) if breaches else NO_VIOLATIONS
+        arrays = [array for array, _ in categorical]
         return ParsedRows(
-            n_rows=n_rows, columns=self._in_schema_order(block, categorical), numeric=block
+            n_rows=n_rows,
+            columns=self._in_schema_order(block, arrays),
+            numeric=block,
+            violations=violations,
+        )
+
+    def _judge(self, breaches: list[_Breach]) -> Violations:
+        """The breaches counted by (column, rule); under `reject`, a `ContractError`
+        naming the first one (lowest row, then schema order)."""
+        violations = {(self.names[b.position], b.rule): b.count for b in breaches}
+        if self.out_of_contract == "score":
+            return violations
+        first = min(breaches, key=lambda breach: (breach.row, breach.position))
+        others = sum(violations.values()) - 1
+        more = f" (and {others} more out-of-contract value(s) in this request)" if others else ""
+        raise ContractError(
+            f"row {first.row}, column '{self.names[first.position]}': {first.problem}{more}",
+            violations,
         )
 
     def _in_schema_order(
@@ -195,10 +345,8 @@ class InputSchema:
             raise InputError("no rows to score")
         for index, record in enumerate(records):
             if not isinstance(record, dict):
-                raise InputError(f"row {index} is not a JSON object")
-            missing = [name for name in self.names if name not in record]
-            if missing:
-                raise SchemaError(f"row {index}: missing column(s): {missing}")
+                raise InputError(f"row {index} is not a JSON object: got {show(record)}")
+            self._check_names(record.keys(), "column", where=f"row {index}: ")
         return self.from_columns(
             {name: [record[name] for record in records] for name in self.names}
         )
@@ -208,16 +356,18 @@ class InputSchema:
     ) -> ParsedRows:
         """`columns` names + `rows` as lists of values (pandas "split" orient, CSV)."""
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-            raise InputError("'columns' must be a list of column names")
+            raise InputError(f"'columns' must be a list of column names: got {show(columns)}")
         if not isinstance(rows, list):
-            raise InputError("'data' must be a list of rows")
+            raise InputError(f"'data' must be a list of rows: got {show(rows)}")
         positions = {name: index for index, name in enumerate(columns)}
-        missing = [name for name in self.names if name not in positions]
-        if missing:
-            raise SchemaError(f"missing column(s): {missing}")
+        self._check_names(positions.keys(), "column")
         for index, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != len(columns):
-                raise InputError(f"row {index} must be a list of {len(columns)} values")
+                count = f" ({len(row)} values)" if isinstance(row, list) else ""
+                raise InputError(
+                    f"row {index} must be a list of {len(columns)} values, one per column; "
+                    f"got {show(row)}{count}"
+                )
         transposed = list(zip(*rows, strict=True)) or [()] * len(columns)
         return self.from_columns(
             {name: transposed[positions[name]] for name in self.names}, text=text
@@ -228,16 +378,17 @@ def _as_list(values: Any, name: str) -> Sequence[Any]:
     if isinstance(values, list | tuple):  # tuple: a column of `from_split`'s transpose
         return values
     if isinstance(values, dict):
-        raise SchemaError(f"column '{name}': expected a list of values, got an object")
+        raise SchemaError(f"column '{name}': expected a list of values, got {show(values)}")
     return [values]
 
 
 class _ColumnParser:
     """One column's rule; the same for every protocol (module docstring of `schema`)."""
 
-    def __init__(self, column: ColumnSchema) -> None:
+    def __init__(self, column: ColumnSchema, position: int) -> None:
         self.column = column
         self.name = column.name
+        self.position = position
         self._categories = frozenset(column.categories) if column.categories else None
         # Integer-coded categories (a season written 1-4): JSON clients may send 3 for "3".
         self._integer_coded = bool(column.categories) and all(
@@ -246,14 +397,10 @@ class _ColumnParser:
         self.numeric_sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
         self._text_sentinels = frozenset(str(s) for s in column.sentinels)
 
-    def parse(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
-        if self.column.is_numeric:
-            return self._numeric(values, text=text)
-        return self._categorical(values, text=text)
-
     # -- numbers ---------------------------------------------------------------------------
 
-    def _numeric(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
+    def parse_numeric(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
+        """float64 values, sentinels and missing as NaN; the contract is the caller's."""
         kinds = set(map(type, values))
         # One C-level pass over the types; the per-value rule runs only when it must.
         # (bool is an int subclass in Python, but True is not an age: type() excludes it.)
@@ -271,14 +418,14 @@ class _ColumnParser:
         # One reduction answers "all finite?"; the detailed checks run only when it says no.
         all_finite = bool(np.isfinite(array.sum()))
         if not all_finite:
-            self._check_missing_and_infinite(array, values)
+            self._check_infinite(array, values)
         present = array if all_finite else array[~np.isnan(array)]
         self._check_magnitude(array, present, values)
         if self.column.type == "int":
             fractional = present != np.floor(present)
             if fractional.any():
                 row = _row_of(array, present[np.argmax(fractional)])
-                raise self._error(row, f"expected an integer, got {_show(values[row])}")
+                raise self._error(row, f"expected an integer, got {show(values[row])}")
         return array
 
     def _numbers(self, values: Sequence[Any]) -> np.ndarray:
@@ -296,7 +443,9 @@ class _ColumnParser:
             try:
                 return float(value)
             except OverflowError:
-                raise self._error(row, f"{_show(value)} is too large to score") from None
+                raise self._error(
+                    row, f"{show(value)} is too large to score: it overflows float64"
+                ) from None
         # Text: a plain decimal literal, or empty for missing. float() alone would also
         # take "1_000" and non-ASCII digits.
         stripped = value.strip()
@@ -304,29 +453,29 @@ class _ColumnParser:
             return math.nan
         if stripped.isascii() and "_" not in stripped:
             try:
-                return float(stripped)
+                number = float(stripped)
             except ValueError:
                 pass
-        raise self._error(row, f"expected a number, got {_show(value)}")
+            else:
+                if math.isinf(number) and not _INFINITY_TEXT.fullmatch(stripped):
+                    raise self._error(row, overflow_problem(show(value)))
+                return number
+        raise self._error(row, f"expected a number, got {show(value)}")
 
     def _raise_first_non_number(self, values: Sequence[Any], *, text: bool) -> NoReturn:
         allowed = _JSON_NUMBER_TYPES | {str} if text else _JSON_NUMBER_TYPES
         for row, value in enumerate(values):
+            if isinstance(value, OverflowedNumber):
+                raise self._error(row, overflow_problem(value.text))
             if type(value) not in allowed:
-                raise self._error(row, f"expected a number, got {_show(value)}")
+                raise self._error(row, f"expected a number, got {show(value)}")
         raise AssertionError("unreachable: a value of another type was found")
 
-    def _check_missing_and_infinite(self, array: np.ndarray, values: Sequence[Any]) -> None:
+    def _check_infinite(self, array: np.ndarray, values: Sequence[Any]) -> None:
         infinite = np.isinf(array)
         if infinite.any():
             row = int(np.argmax(infinite))
-            raise self._error(row, f"infinite value {_show(values[row])} is not allowed")
-        missing = np.isnan(array)
-        if not self.column.nullable and missing.any():
-            row = int(np.argmax(missing))
-            raise self._error(
-                row, f"missing value ({_show(values[row])}) not allowed: the column is required"
-            )
+            raise self._error(row, f"infinite value {show(values[row])} is not allowed")
 
     def _check_magnitude(
         self, array: np.ndarray, present: np.ndarray, values: Sequence[Any]
@@ -335,13 +484,20 @@ class _ColumnParser:
         if present.size and float(np.abs(present).max()) > _MAX_FLOAT32:
             row = _row_of(array, present[np.argmax(np.abs(present))])
             raise self._error(
-                row, f"{_show(values[row])} is beyond the model's range (±{_MAX_FLOAT32:.4g})"
+                row, f"{show(values[row])} is beyond the model's range (±{_MAX_FLOAT32:.4g})"
             )
 
     # -- categories ------------------------------------------------------------------------
 
-    def _categorical(self, values: Sequence[Any], *, text: bool) -> np.ndarray:
+    def parse_categorical(
+        self, values: Sequence[Any], *, text: bool
+    ) -> tuple[np.ndarray, list[_Breach]]:
+        """Categories as str (missing: `MISSING_CATEGORY`), and the contract's breaches:
+        a value outside `categories` (kept as sent: the model scores it as none of the
+        known ones), a missing value in a required column."""
         array = np.empty(len(values), dtype=object)
+        unknown: list[int] = []
+        missing: list[int] = []
         for row, value in enumerate(values):
             # In CSV an empty field is the only way to say "missing".
             if (
@@ -350,32 +506,78 @@ class _ColumnParser:
                 or _is_missing_marker(value, self._text_sentinels)
             ):
                 if not self.column.nullable:
-                    raise self._error(row, "missing value not allowed: the column is required")
+                    missing.append(row)
                 array[row] = MISSING_CATEGORY
                 continue
             category = value if isinstance(value, str) else self._integer_category(row, value)
             if self._categories is not None and category not in self._categories:
-                raise self._error(
-                    row,
-                    f"unknown category {_show(value)}; expected one of {self._listed_categories()}",
-                )
+                unknown.append(row)
             array[row] = category
-        return array
+        breaches = [
+            _Breach(
+                self.position,
+                rule,
+                len(rows),
+                rows[0],
+                _contract_problem(self.column, rule, values[rows[0]]),
+            )
+            for rule, rows in (("nullable", missing), ("categories", unknown))
+            if rows
+        ]
+        return array, breaches
 
     def _integer_category(self, row: int, value: Any) -> str:
         """A JSON number for an integer-coded category: 3 (or 3.0) means "3"; 3.5 is refused."""
         if self._integer_coded and type(value) in (int, float) and float(value).is_integer():
             return str(int(value))
         expected = "a category (string or integer)" if self._integer_coded else "a category string"
-        raise self._error(row, f"expected {expected}, got {_show(value)}")
-
-    def _listed_categories(self) -> list[str]:
-        categories = self.column.categories or []
-        listed = categories[:_MAX_LISTED_CATEGORIES]
-        return [*listed, "..."] if len(categories) > len(listed) else listed
+        raise self._error(row, f"expected {expected}, got {show(value)}")
 
     def _error(self, row: int, problem: str) -> SchemaError:
-        return SchemaError(f"column '{self.name}' row {row}: {problem}")
+        return SchemaError(f"row {row}, column '{self.name}': {problem}")
+
+
+def _contract_problem(column: ColumnSchema, rule: str, value: Any) -> str:
+    """What breaking `rule` of `column` means for one value, quoting it as sent."""
+    shown = show(value)
+    if rule == "min":
+        return f"{shown} is below the contract's min {_figure(column.min)}"
+    if rule == "max":
+        return f"{shown} is above the contract's max {_figure(column.max)}"
+    if rule == "categories":
+        return f"{shown} is not one of the contract's categories {_listed(column.categories)}"
+    return f"missing value ({shown}) but the contract requires one (nullable: false)"
+
+
+def overflow_problem(shown: str) -> str:
+    return f"{shown} overflows to infinity: beyond float64 (±{np.finfo(np.float64).max:.4g})"
+
+
+def _bound(bound: float | None, model_limit: float) -> float:
+    """A contract bound, within float32's range (beyond it the model's own limit binds)."""
+    if bound is None:
+        return model_limit
+    return max(bound, model_limit) if model_limit < 0 else min(bound, model_limit)
+
+
+def _figure(value: float | None) -> str:
+    """A contract bound as the spec wrote it: 100, not 100.0."""
+    return f"{value:g}" if value is not None and abs(value) < 1e15 else repr(value)
+
+
+def _listed(names: Sequence[Any] | None) -> list[Any]:
+    names = list(names or [])
+    listed = names[:_MAX_LISTED_NAMES]
+    return [*listed, f"... {len(names) - len(listed)} more"] if len(names) > len(listed) else listed
+
+
+def _is_missing(value: Any) -> bool:
+    """A request value meaning "missing" (null, NaN, an empty text field); not a sentinel."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and (not value.strip() or value.strip().lower() == "nan")
 
 
 def _is_missing_marker(value: Any, sentinels: frozenset[str]) -> bool:
@@ -388,8 +590,10 @@ def _row_of(array: np.ndarray, value: float) -> int:
     return int(np.argmax(array == value))
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A request value as the client wrote it (JSON spelling: true, null, NaN, "3"), short."""
+    if isinstance(value, OverflowedNumber):
+        return value.text
     try:
         shown = json.dumps(value)
     except (TypeError, ValueError):

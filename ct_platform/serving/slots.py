@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass, replace
 
 from ct_platform.serving.bundle import LoadedModel
+from ct_platform.serving.config import OutOfContract
 from ct_platform.serving.schema import InputSchema
 
 SLOT_NAMES = ("stable", "candidate")
@@ -31,8 +32,10 @@ class ServedModel:
     schema: InputSchema
 
     @classmethod
-    def of(cls, model: LoadedModel) -> ServedModel:
-        return cls(model=model, schema=InputSchema(model.meta.columns))
+    def of(cls, model: LoadedModel, out_of_contract: OutOfContract = "reject") -> ServedModel:
+        """`model` with its parser; `out_of_contract`: what to do with values outside the
+        data contract (see `serving.schema`)."""
+        return cls(model=model, schema=InputSchema(model.meta.columns, out_of_contract))
 
     @property
     def version(self) -> str:

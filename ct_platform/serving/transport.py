@@ -26,11 +26,19 @@ class IncomingRequest(Protocol):
 class HttpError(Exception):
     """An answer other than success: status, MLflow-style error code, message."""
 
-    def __init__(self, status: int, error_code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        error_code: str,
+        message: str,
+        violations: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_code = error_code
         self.message = message
+        # A refused request's data-contract breaches by (column, rule), for /metrics.
+        self.violations = violations or {}
 
 
 async def read_body(request: IncomingRequest, limit: int) -> bytes:

@@ -8,14 +8,21 @@ cells may then be strings). Tensor `data` may be flat (row-major) or nested.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import orjson
 
 from ct_platform.serving.bundle import BundleMeta, Prediction
-from ct_platform.serving.schema import InputError, InputSchema, ParsedRows, load_json
+from ct_platform.serving.schema import (
+    InputError,
+    InputSchema,
+    OverflowedNumber,
+    ParsedRows,
+    load_json,
+    overflow_problem,
+    show,
+)
 
 # Value range of each numeric datatype (None: floating point, any JSON number).
 NUMERIC_DATATYPES: dict[str, tuple[int, int] | None] = {
@@ -34,10 +41,15 @@ def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, s
     except ValueError as exc:
         raise InputError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
-        raise InputError("expected a JSON object with an 'inputs' list of tensors")
+        got = f"'inputs' is {show(payload.get('inputs'))}" if isinstance(payload, dict) else None
+        raise InputError(
+            f"expected a JSON object with an 'inputs' list of tensors; got {got or show(payload)}"
+        )
     tensors = payload["inputs"]
     if not tensors or not all(isinstance(tensor, dict) for tensor in tensors):
-        raise InputError("'inputs' must be a non-empty list of tensor objects")
+        raise InputError(
+            f"'inputs' must be a non-empty list of tensor objects; got {show(tensors)}"
+        )
     request_id = payload.get("id")
     request_id = str(request_id) if request_id is not None else None
     if len(tensors) == 1 and tensors[0].get("name") not in schema.names:
@@ -53,16 +65,26 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
         raise InputError(f"tensor(s) {repeated} sent more than once: send each column once")
     missing = [name for name in schema.names if name not in by_name]
     if missing:
-        raise InputError(f"missing input tensor(s) for column(s): {missing}")
+        unknown = [name for name in by_name if name not in schema.names]
+        sent = f"; sent unknown tensor(s) {unknown}" if unknown else ""
+        raise InputError(
+            f"missing input tensor(s) for column(s) {missing}{sent}; the model expects one "
+            f"per column: {schema.names}"
+        )
     columns: dict[str, list[Any]] = {}
     text_columns = set()
     for column in schema.columns:
         tensor = by_name[column.name]
         datatype = _datatype(tensor)
         if column.is_numeric and datatype not in NUMERIC_DATATYPES and datatype != "BYTES":
-            raise InputError(f"tensor '{column.name}': datatype {datatype} is not numeric")
+            raise InputError(
+                f"tensor '{column.name}': datatype {datatype} is not numeric; send one of "
+                f"{[*NUMERIC_DATATYPES, 'BYTES']}"
+            )
         if not column.is_numeric and datatype != "BYTES":
-            raise InputError(f"tensor '{column.name}': categorical column needs datatype BYTES")
+            raise InputError(
+                f"tensor '{column.name}': categorical column needs datatype BYTES, got {datatype}"
+            )
         if datatype == "BYTES":
             text_columns.add(column.name)
         shape = _shape(tensor)
@@ -82,7 +104,10 @@ def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRo
         )
     datatype = _datatype(tensor)
     if datatype != "BYTES" and datatype not in NUMERIC_DATATYPES:
-        raise InputError(f"tensor '{tensor.get('name')}': unsupported datatype {datatype}")
+        raise InputError(
+            f"tensor '{tensor.get('name')}': unsupported datatype {datatype}; send one of "
+            f"{[*NUMERIC_DATATYPES, 'BYTES']}"
+        )
     values = _flat_data(tensor, datatype, expected=shape[0] * width)
     rows = [values[start : start + width] for start in range(0, len(values), width)]
     return schema.from_split(schema.names, rows, text=datatype == "BYTES")
@@ -91,7 +116,10 @@ def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRo
 def _datatype(tensor: dict[str, Any]) -> str:
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str):
-        raise InputError(f"tensor '{tensor.get('name')}': missing 'datatype'")
+        raise InputError(
+            f"tensor '{tensor.get('name')}': 'datatype' must be a string such as \"FP64\" or "
+            f'"BYTES"; got {show(datatype)}'
+        )
     return datatype.upper()
 
 
@@ -102,14 +130,16 @@ def _shape(tensor: dict[str, Any]) -> list[int]:
         or not shape
         or not all(type(size) is int and size >= 0 for size in shape)
     ):
-        raise InputError(f"tensor '{tensor.get('name')}': 'shape' must be a list of sizes")
+        raise InputError(
+            f"tensor '{tensor.get('name')}': 'shape' must be a list of sizes; got {show(shape)}"
+        )
     return shape
 
 
 def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int) -> list[Any]:
     data = tensor.get("data")
     if not isinstance(data, list):
-        raise InputError(f"tensor '{tensor.get('name')}': 'data' must be a list")
+        raise InputError(f"tensor '{tensor.get('name')}': 'data' must be a list; got {show(data)}")
     flat = _flatten(data)
     if len(flat) != expected:
         raise InputError(
@@ -128,14 +158,15 @@ def _check_numeric_elements(name: Any, datatype: str, values: list[Any]) -> None
     bounds = NUMERIC_DATATYPES[datatype]
     allowed = (int, float, type(None)) if bounds is None else (int, type(None))
     for position, value in enumerate(values):
+        if isinstance(value, OverflowedNumber):
+            raise InputError(f"tensor '{name}' element {position}: {overflow_problem(value.text)}")
         fits = type(value) in allowed and (
             bounds is None or value is None or bounds[0] <= value <= bounds[1]
         )
         if not fits:
             hint = "; send text in a BYTES tensor" if isinstance(value, str) else ""
             raise InputError(
-                f"tensor '{name}' element {position}: {json.dumps(value)[:60]} is not "
-                f"a {datatype} value{hint}"
+                f"tensor '{name}' element {position}: {show(value)} is not a {datatype} value{hint}"
             )
 
 

@@ -31,9 +31,10 @@ from ct_platform.serving.bundle import (
     OnnxInfo,
     ParityInfo,
     check_trusted_types,
+    read_meta,
     write_bundle,
 )
-from ct_platform.serving.manifest import write_manifest
+from ct_platform.serving.manifest import MANIFEST_FILE, write_manifest
 from ct_platform.settings import Spec
 from ct_platform.training.onnx_export import (
     OnnxExportError,
@@ -86,23 +87,53 @@ def build_bundle(
         semver=semver,
     )
     extra = attachments(meta) if attachments else {}
-    return _write_sealed(directory, meta, skops_bytes, onnx_bytes, extra)
+
+    def fill(staging: Path) -> None:
+        write_bundle(staging, meta=meta, pipeline_skops_bytes=skops_bytes, onnx_bytes=onnx_bytes)
+        _write_files(staging, extra)
+
+    return _write_sealed(directory, fill)
 
 
-def _write_sealed(
-    directory: Path,
-    meta: BundleMeta,
-    skops_bytes: bytes,
-    onnx_bytes: bytes | None,
-    extra: Mapping[str, bytes],
+def gated_bundle_dir(spec: Spec, name: str, version: str | int) -> Path:
+    """Where the artifact gates leave `version`'s bundle (sealed, without its card) for the
+    export to finish with `seal_with_attachments`: a hidden sibling of its final folder."""
+    return spec.paths.bundles / f".{name}-v{version}.gated"
+
+
+def seal_with_attachments(
+    source: Path, directory: Path, attachments: Callable[[BundleMeta], Mapping[str, bytes]]
 ) -> Path:
-    """Write the bundle in a hidden sibling folder, seal it, rename it to `directory`."""
+    """Write `directory`: the bundle `source` (ONNX graph, parity figures, skops fallback as
+    built) plus the files `attachments(meta)` gives, sealed anew; then remove `source`.
+
+    The caller checks first that `source` is the right version's and verifies; this spares
+    a second ONNX export and parity run of the same model on the same holdout.
+    """
+    meta = read_meta(source)
+    extra = attachments(meta)
+
+    def fill(staging: Path) -> None:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        (staging / MANIFEST_FILE).unlink()  # re-sealed below, with the attachments
+        _write_files(staging, extra)
+
+    _write_sealed(directory, fill)
+    shutil.rmtree(source, ignore_errors=True)
+    return directory
+
+
+def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+
+
+def _write_sealed(directory: Path, fill: Callable[[Path], None]) -> Path:
+    """`fill` a hidden sibling folder, seal it, rename it to `directory`."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-"))
     try:
-        write_bundle(staging, meta=meta, pipeline_skops_bytes=skops_bytes, onnx_bytes=onnx_bytes)
-        for name, content in extra.items():
-            (staging / name).write_bytes(content)
+        fill(staging)
         write_manifest(staging)  # last: it seals what was written
         _move_into_place(staging, directory)
     finally:
@@ -135,6 +166,8 @@ def schema_columns(spec: Spec) -> list[ColumnSchema]:
             categories=dataset.columns[name].categories,
             sentinels=list(dataset.columns[name].sentinels),
             nullable=dataset.columns[name].nullable,
+            min=dataset.columns[name].min,
+            max=dataset.columns[name].max,
         )
         for name in dataset.feature_columns
     ]

@@ -28,9 +28,8 @@ Design, and why:
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ct_platform.registry.versions import (
@@ -158,6 +157,7 @@ def refit_candidate(
     Raises:
         PromotionRefused: the holdout fit's recorded verdict is not a pass.
     """
+    from ct_platform.training.bundling import gated_bundle_dir
     from ct_platform.training.datasets import save_window
 
     holdout_fit = registry.version(evaluation.version)
@@ -187,6 +187,8 @@ def refit_candidate(
         reused=reused,
     )
     _record(registry, refit, holdout_fit, outcome)
+    if not outcome.promotable:  # never exported: its gated bundle has no use
+        shutil.rmtree(gated_bundle_dir(spec, refit.name, refit.version), ignore_errors=True)
     return outcome
 
 
@@ -197,29 +199,32 @@ def artifact_gates(
     registry: ModelRegistry,
     spec: Spec,
 ) -> tuple[GateResult, ...]:
-    """Model size, resources and ONNX parity of the bundle `model` exports to, built in a
-    temporary folder exactly as the export will build it."""
+    """Model size, resources and ONNX parity of the bundle `model` exports to.
+
+    The bundle is built as the export builds it, without the card (which carries these
+    verdicts), in `gated_bundle_dir`: the export seals that very bundle with its card
+    rather than converting and checking the same model on the same holdout again.
+    """
     from ct_platform.serving.bundle import read_meta
-    from ct_platform.training.bundling import build_bundle
+    from ct_platform.training.bundling import build_bundle, gated_bundle_dir
     from ct_platform.training.gates import model_size_gate, onnx_parity_gate, resources_gate
 
     holdout = training_set.load_holdout()
-    with tempfile.TemporaryDirectory(prefix="ct-artifact-gates-") as folder:
-        bundle = build_bundle(
-            model,
-            spec,
-            name=version.name,
-            version=version.version,
-            fingerprint=version.fingerprint or f"run:{version.run_id}",
-            holdout=holdout,
-            directory=Path(folder) / "bundle",
-            semver=version.tags.get(SEMVER_TAG),
-        )
-        return (
-            model_size_gate(registry.model_size_bytes(model), spec),
-            resources_gate(bundle, holdout, spec),
-            onnx_parity_gate(read_meta(bundle), spec),
-        )
+    bundle = build_bundle(
+        model,
+        spec,
+        name=version.name,
+        version=version.version,
+        fingerprint=version.fingerprint or f"run:{version.run_id}",
+        holdout=holdout,
+        directory=gated_bundle_dir(spec, version.name, version.version),
+        semver=version.tags.get(SEMVER_TAG),
+    )
+    return (
+        model_size_gate(registry.model_size_bytes(version.version), spec),
+        resources_gate(bundle, holdout, spec),
+        onnx_parity_gate(read_meta(bundle), spec),
+    )
 
 
 def _record(

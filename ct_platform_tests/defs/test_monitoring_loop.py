@@ -15,11 +15,13 @@ import pytest
 from ct_platform.data.contract import check_contract
 from ct_platform.definitions import build_definitions
 from ct_platform.defs.monitoring.assets import (
+    CONTRACT_CHECK,
     PRODUCTION_DRIFT,
     PRODUCTION_PERFORMANCE,
     SAMPLE_SIZE_CHECK,
 )
 from ct_platform.monitoring.governor import RetrainGovernor
+from ct_platform.serving.prediction_log import ScoredBatch
 from ct_platform.settings import Paths, Spec, load_spec
 from ct_platform_tests.defs.conftest import BATCH_ROWS, STRICT_FLOOR, run_job, spec_variant
 from ct_platform_tests.monitoring.serving_logs import scored_batch, write_log
@@ -28,13 +30,32 @@ pytestmark = pytest.mark.slow
 
 
 def log_live_traffic(
-    rows: pd.DataFrame, spec: Spec, version: str, *, keep: int | None = None
+    rows: pd.DataFrame,
+    spec: Spec,
+    version: str,
+    *,
+    keep: int | None = None,
+    age: float | None = None,
 ) -> None:
     """Log contract-clean `rows` as served traffic; only the first `keep` when given (the
     contract itself refuses batches below the spec's min_rows)."""
+    write_log(Paths.from_env().predictions, [live_batch(rows, spec, version, keep=keep)])
+
+
+def live_batch(
+    rows: pd.DataFrame,
+    spec: Spec,
+    version: str,
+    *,
+    keep: int | None = None,
+    age: float | None = None,
+) -> ScoredBatch:
+    """`rows` as `log_live_traffic` logs them; every `age` set to `age` when given (a value
+    the server serves whatever the spec's range)."""
     features = check_contract(rows, spec.dataset).clean[spec.dataset.feature_columns]
     features = features if keep is None else features.head(keep)
-    batch = scored_batch(
+    features = features if age is None else features.assign(age=age)
+    return scored_batch(
         features,
         spec.dataset,
         request_id=f"live-{version}-{len(rows)}",
@@ -42,7 +63,6 @@ def log_live_traffic(
         positive_proba=np.full(len(features), 0.2),
         model_version=version,
     )
-    write_log(Paths.from_env().predictions, [batch])
 
 
 def materialize(spec: Spec, instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
@@ -55,17 +75,34 @@ def materialize(spec: Spec, instance: dg.DagsterInstance, key: dg.AssetKey) -> d
 
 
 def test_production_drift_flags_the_economic_shift(spec, instance, land_bank_batches, bank_frame):
+    """...and names the logged values that break the contract: 50 rows the server scored with
+    an age of 250 (the bundle schema has no min/max, so it serves them)."""
     land_bank_batches(2)
     assert run_job(spec, instance, "training_job").success
-    log_live_traffic(bank_frame.iloc[-5000:].astype(str), spec, version="1")
+    # One write: two write_log calls within a second would give both segments one name.
+    traffic = live_batch(bank_frame.iloc[-5000:].astype(str), spec, version="1")
+    bad = live_batch(bank_frame.iloc[:50].astype(str), spec, version="1", age=250.0)
+    write_log(Paths.from_env().predictions, [traffic, bad])
 
-    metadata = materialize(spec, instance, PRODUCTION_DRIFT)
+    result = (
+        build_definitions(spec)
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(instance=instance, asset_selection=[PRODUCTION_DRIFT])
+    )
+    event = result.get_asset_materialization_events()[0]
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
 
-    assert metadata["rows"] == 5000
+    assert metadata["rows"] == 5000  # the window: the newest 5,000, the 50 bad ones included
     assert metadata["column/euribor3m/drift"] is True
     assert metadata["column/nr.employed/drift"] is True
     assert isinstance(metadata["column/age/score"], float)
     assert Path(metadata["report"]).is_file()  # a local path, not a file:// link
+    violation = "1 % of 5,000 values outside [17, 100] (seen 250 to 250)"
+    assert metadata["column/age/violations"] == violation
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks[CONTRACT_CHECK].passed is False
+    assert checks[CONTRACT_CHECK].description == f"age: {violation}"
+    assert checks[SAMPLE_SIZE_CHECK].passed is True
 
 
 def test_production_drift_is_quiet_on_training_like_traffic(

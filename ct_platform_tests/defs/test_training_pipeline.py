@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from ct_platform.definitions import build_definitions
 from ct_platform.monitoring.champion_reference import load_champion_reference
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
+from ct_platform.serving.manifest import verify_manifest
 from ct_platform.settings import Paths, Spec, load_spec
 from ct_platform.training.datasets import load_training_set
 from ct_platform_tests.conftest import both_storages
@@ -70,6 +71,11 @@ def test_batch_runs_ingest_then_one_training_run_promotes(spec, instance, land_b
     assert champion.metrics["holdout_roc_auc"] == holdout_fit.metrics["holdout_roc_auc"]
     assert champion.metrics["holdout_roc_auc"] > spec.gates.metric_floor.threshold
     assert champion.tags["ct.holdout_metrics_of"] == "1"
+    # The bundle the artifact gates judged is the one exported (with its card), built once.
+    bundle = spec.paths.bundles / f"{spec.model.name}-v2"
+    verify_manifest(bundle)
+    assert (bundle / "card.md").exists()
+    assert sorted(p.name for p in spec.paths.bundles.iterdir() if p.name.startswith(".")) == []
     evaluation = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
     assert isinstance(evaluation.asset_materialization.metadata["candidate/roc_auc"].value, float)
     # The drift reference is the refit's whole window: train and holdout rows.

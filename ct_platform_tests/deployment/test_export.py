@@ -15,6 +15,7 @@ from ct_platform.deployment.export import HOLDOUT_ARTIFACT, default_registry
 from ct_platform.serving.bundle import ONNX_FILE, SKOPS_FILE, load_bundle, read_meta
 from ct_platform.serving.manifest import MANIFEST_FILE, ManifestError, verify_manifest
 from ct_platform.settings import Spec
+from ct_platform.training.bundling import build_bundle, gated_bundle_dir
 from ct_platform_tests.deployment.conftest import register
 
 
@@ -29,6 +30,7 @@ def test_export_writes_a_checked_bundle_and_points_champion_at_it(
     bundle_dir = export_champion_bundle(spec, registry)
 
     assert bundle_dir == spec.paths.bundles / f"{spec.model.name}-v{info.version}"
+    assert (bundle_dir / "card.md").exists()
     meta = read_meta(bundle_dir)
     assert (meta.version, meta.fingerprint) == (str(info.version), "fp-one")
     assert meta.onnx.enabled, meta.onnx.reason
@@ -154,6 +156,71 @@ def test_a_half_written_bundle_folder_is_never_taken_for_complete(
     assert export_champion_bundle(spec, registry) == bundle_dir
     verify_manifest(bundle_dir)
     assert load_bundle(bundle_dir, use_onnx=False).backend_name == "sklearn"
+    assert sorted(p.name for p in spec.paths.bundles.iterdir()) == sorted(
+        ["champion.json", bundle_dir.name]
+    )
+
+
+def test_export_seals_the_bundle_the_artifact_gates_judged(
+    spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    """The refit's artifact gates leave its bundle (no card yet) in `gated_bundle_dir`; the
+    export seals that very bundle with the card instead of exporting the model again."""
+    train, holdout = train_holdout
+    registry = default_registry(spec)
+    info = register(registry, spec, train, holdout, fingerprint="fp-gated", tmp_path=tmp_path)
+    registry.set_alias("champion", info.version)
+    gated = build_bundle(
+        registry.load_model(info.version),
+        spec,
+        name=info.name,
+        version=info.version,
+        fingerprint="fp-gated",
+        holdout=holdout,
+        directory=gated_bundle_dir(spec, info.name, info.version),
+    )
+    gated_files = {p.name: p.read_bytes() for p in gated.iterdir()}
+    assert "card.md" not in gated_files
+
+    bundle_dir = export_champion_bundle(spec, registry)
+
+    verify_manifest(bundle_dir)
+    files = {p.name: p.read_bytes() for p in bundle_dir.iterdir()}
+    # The same graph, fallback and parity figures (created_at too): built once, not twice.
+    for name in ("bundle.json", ONNX_FILE, SKOPS_FILE):
+        assert files[name] == gated_files[name]
+    assert read_meta(bundle_dir).parity.passed
+    card = files["card.md"].decode()
+    assert f"version {info.version}" in card
+    assert "serves the ONNX graph" in card and "Not measured yet" not in card
+    assert load_bundle(bundle_dir).backend_name == "onnx"
+    assert sorted(p.name for p in spec.paths.bundles.iterdir()) == sorted(
+        ["champion.json", bundle_dir.name]
+    )
+
+
+def test_export_rebuilds_when_the_gated_bundle_is_not_this_versions(
+    spec: Spec, train_holdout: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    """A gated bundle of other data (or altered since it was sealed) is never shipped."""
+    train, holdout = train_holdout
+    registry = default_registry(spec)
+    info = register(registry, spec, train, holdout, fingerprint="fp-real", tmp_path=tmp_path)
+    registry.set_alias("champion", info.version)
+    build_bundle(
+        registry.load_model(info.version),
+        spec,
+        name=info.name,
+        version=info.version,
+        fingerprint="fp-other",
+        holdout=holdout,
+        directory=gated_bundle_dir(spec, info.name, info.version),
+    )
+
+    bundle_dir = export_champion_bundle(spec, registry)
+
+    assert read_meta(bundle_dir).fingerprint == "fp-real"
+    verify_manifest(bundle_dir)
     assert sorted(p.name for p in spec.paths.bundles.iterdir()) == sorted(
         ["champion.json", bundle_dir.name]
     )

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pandas as pd
 import pytest
 
 from ct_platform.cli import main as ct_main
+from ct_platform.cli.status import verdict
 from ct_platform.defs.resources import MlflowResource
 from ct_platform.defs.serving.rollout import ROLLOUT, build_rollout_defs
 from ct_platform.deployment import target_for
@@ -30,6 +32,7 @@ from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.controller import Rollout, RolloutController, RolloutStore
 from ct_platform.deployment.export import default_registry
 from ct_platform.deployment.rollout import admin_client, roll_out
+from ct_platform.governance.audit import current_user, read_events
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec
@@ -40,6 +43,7 @@ from ct_platform_tests.deployment.conftest import (
     free_port_pair,
     with_port,
 )
+from ct_platform_tests.deployment.test_restart import restart
 
 pytestmark = pytest.mark.slow
 
@@ -227,6 +231,12 @@ def test_canary_reaches_100_percent_and_then_moves_the_champion(
         assert figures["candidate_requests"] >= 100
         assert figures["candidate_error_rate"] == 0.0
         assert 0 <= figures["score_shift"] <= 0.2
+    # Each step's stable count is that step's traffic: none at 100 % (its score reference
+    # alone reaches back to the rollout's start, and says how far).
+    at_full = analyses[-1]["figures"]
+    assert at_full["stable_requests"] == 0
+    stable_answered = sum(a["figures"]["stable_requests"] for a in analyses[:-1])
+    assert at_full["score_reference_requests"] == stable_answered
     # MLflow, the server and the rollout agree: version 2 serves and is the champion.
     assert aliases(registry) == {CHAMPION: 2, CANARY: None}
     assert slots(admin) == {"stable": "2", "candidate": None, "weight": 0.0, "shadow": False}
@@ -249,7 +259,16 @@ def test_bad_candidate_is_rolled_back_at_the_first_step(
     assert rollout is not None and rollout.status == "rolled_back"
     assert rollout.step == 0
     assert rollout.reason.startswith("analysis failed: score_shift_psi ")
-    assert last_analysis(rollout)["figures"]["score_shift"] > 0.2
+    figures = last_analysis(rollout)["figures"]
+    assert figures["score_shift"] > 0.2 and figures["score_shift_p_value"] < 0.001
+    assert (
+        f"beyond sampling noise (permutation p = {figures['score_shift_p_value']:.2g} < alpha "
+        f"0.001; {figures['candidate_requests']:g} candidate vs "
+        f"{figures['stable_requests']:g} stable scores)" in rollout.reason
+    )
+    # ct status tells the version's delivery as it went, not "passed its gates".
+    rollouts = RolloutStore(spec.paths.rollouts).latest_by_version()
+    assert verdict(registry.version(3), rollouts) == f"canary rolled back at 20 %: {rollout.reason}"
     assert slots(admin) == {"stable": "1", "candidate": None, "weight": 0.0, "shadow": False}
     assert aliases(registry) == {CHAMPION: 1, CANARY: None}
     alert_lines = (spec.paths.home / "alerts.jsonl").read_text().splitlines()
@@ -404,8 +423,19 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     code, out = ct("status")
     assert code == 0 and "canary of version 2 (serving: 1)" in out and "traffic 20 %" in out
     assert ct("pause")[0] == 0
-    assert RolloutStore(spec.paths.rollouts).read().status == "paused"  # type: ignore[union-attr]
+    paused = RolloutStore(spec.paths.rollouts).read()
+    assert paused is not None and paused.status == "paused"
+    since = datetime.fromtimestamp(paused.history[-1]["at"], UTC).isoformat(timespec="seconds")
+    # A repeated action changes nothing and says so (exit 1); nothing is recorded.
+    code, out = ct("pause")
+    assert code == 1 and f"rollout {paused.id} is already paused since {since}" in out
+    assert len(RolloutStore(spec.paths.rollouts).read().history) == len(paused.history)  # type: ignore[union-attr]
     assert ct("resume")[0] == 0
+    resumed = RolloutStore(spec.paths.rollouts).read()
+    assert resumed is not None
+    since = datetime.fromtimestamp(resumed.history[-1]["at"], UTC).isoformat(timespec="seconds")
+    code, out = ct("resume")
+    assert code == 1 and f"is already running since {since}" in out
     code, out = ct("status", "--json")
     assert code == 0 and json.loads(out)["status"] == "running"
     code, out = ct("promote", "--reason", "looks fine")
@@ -414,6 +444,46 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     assert aliases(stack.registry) == {CHAMPION: 2, CANARY: None}
     code, out = ct("abort")
     assert code == 1 and "no active rollout to abort" in out
+
+    # Aborted by a person: ct status says by whom, and the audit line too.
+    RolloutController(spec, stack.admin, stack.registry).begin("3", f"{MODEL}-v3")
+    code, out = ct("abort", "--reason", "wrong data window")
+    who = f"{current_user()} via ct rollout"
+    assert code == 0 and f"reason: wrong data window (by {who})" in out
+    rollouts = RolloutStore(spec.paths.rollouts).latest_by_version()
+    expected = f"canary aborted by {who} at 20 %: wrong data window"
+    assert verdict(stack.registry.version(3), rollouts) == expected
+    assert verdict(stack.registry.version(2), rollouts) == "champion"
+    line = read_events()[-1]
+    assert (line.kind, line.actor) == ("rollback", f"canary rollout ({who})")
+
+
+def test_status_after_a_restart_tells_the_rollout_ended(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server restarted mid-canary serves the champion alone: `ct rollout status` says
+    so at once (not at the next analysis), naming what the server answers with."""
+    spec = progressive(stack.spec, "canary")
+    RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
+    target = target_for(spec)
+    # What a restart serves: the version its target recorded (the shared server's stable
+    # may have been reloaded by hand since an earlier test promoted another).
+    recorded = target.status().endpoint.version  # type: ignore[union-attr]
+    restart(target)
+    assert slots(stack.admin) == {
+        "stable": recorded,
+        "candidate": None,
+        "weight": 0.0,
+        "shadow": False,
+    }
+
+    assert ct_main(["rollout", "status"]) == 0
+    out = capsys.readouterr().out
+    reason = f"the server answers with version {recorded} only (restarted?): rollout ended"
+    assert "status rolled_back" in out and f"reason: {reason}" in out
+    rollout = RolloutStore(spec.paths.rollouts).read()
+    assert rollout is not None and (rollout.status, rollout.reason) == ("rolled_back", reason)
+    assert aliases(stack.registry)[CANARY] is None
 
 
 @pytest.fixture
@@ -475,9 +545,23 @@ def test_sensor_advances_and_the_ui_job_aborts(
     assert latest is not None
     metadata = latest.asset_materialization.metadata  # type: ignore[union-attr]
     assert metadata["status"].value == "rolled_back" and metadata["reason"].value == "UI"
+    line = read_events()[-1]
+    assert (line.kind, line.dagster_run_id) == ("rollback", result.run_id)
+    assert line.actor.startswith("canary rollout (") and "via the rollout_control job" in line.actor
     assert slots(stack.admin) == {"stable": "1", "candidate": None, "weight": 0.0, "shadow": False}
     rollout: Rollout | None = RolloutStore(spec.paths.rollouts).read()
     assert rollout is not None and (spec.paths.rollouts / f"{rollout.id}.json").exists()
+
+    # A rollout a sensor tick ends has no run: its audit line names the tick instead.
+    RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
+    stack.admin.route(0.0)
+    stack.admin.unload_candidate()
+    with dg.build_sensor_context(instance=instance, resources={"mlflow": MlflowResource()}) as ctx:
+        sensor(ctx)
+    line = read_events()[-1]
+    assert line.kind == "rollback" and line.dagster_run_id is None
+    assert line.actor == "canary rollout (sensor rollout_sensor tick)"
+    assert "the server answers with version 1 only (restarted?)" in line.reason
 
 
 def test_sensor_reports_the_end_of_a_rollout_replaced_between_two_ticks(

@@ -129,7 +129,7 @@ def restart_mid_canary_rolls_back(
     if isinstance(server.target, DockerTarget):
         restart(server.target)  # the engine brings it back before the next analysis
         rollout = controller.advance(force=True)
-        expected = "server restarted or replaced"
+        expected = "the server answers with version 1 only (restarted?)"
     else:
         # The process is dead at the next analysis: nothing is revived while a rollout is
         # active (the watchdog stands aside), so the rollout itself must end.

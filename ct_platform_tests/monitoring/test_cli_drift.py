@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ct_platform.cli import main
-from ct_platform.cli.drift import EXIT_INSUFFICIENT_DATA
+from ct_platform.cli.drift import EXIT_CONTRACT_VIOLATIONS, EXIT_INSUFFICIENT_DATA
 from ct_platform.monitoring.drift import ReferenceProfile
 from ct_platform.settings import Spec
 from ct_platform_tests.monitoring.conftest import PLANTED
@@ -34,11 +34,26 @@ def files(spec: Spec, same_distribution, planted: pd.DataFrame, tmp_path: Path) 
     return paths
 
 
-def test_json_verdicts_on_planted_drift(files: dict, capsys: pytest.CaptureFixture) -> None:
-    assert main(["drift", str(files["reference"]), str(files["planted"]), "--json"]) == 0
+def test_json_verdicts_on_planted_drift(
+    files: dict, planted: pd.DataFrame, capsys: pytest.CaptureFixture
+) -> None:
+    """The planted new job is outside the spec's categories, and 8 years more takes some ages
+    past the spec's 100: drift, and named as contract violations (exit 4: a verdict, on data
+    that breaks the contract)."""
+    exit_code = main(["drift", str(files["reference"]), str(files["planted"]), "--json"])
+    assert exit_code == EXIT_CONTRACT_VIOLATIONS == 4
     report = json.loads(capsys.readouterr().out)
 
-    assert set(report) == {"verdict", "reason", "columns", "drift_share", "dataset_drift"}
+    keys = {"verdict", "reason", "columns", "drift_share", "dataset_drift", "violations"}
+    assert set(report) == keys
+    assert list(report["violations"]) == ["age", "job"]
+    age, job = report["violations"]["age"], report["violations"]["job"]
+    assert job["unknown_categories"] == (planted["job"] == "crypto-trader").sum()
+    assert job["most_frequent_unknown"] == {"crypto-trader": job["unknown_categories"]}
+    assert job["message"].endswith(f"in unknown categories: 'crypto-trader' ({job['invalid']:,})")
+    old = planted["age"][planted["age"] > 100]
+    assert (age["out_of_range"], age["seen_max"]) == (len(old), old.max())
+    assert age["rule"] == "outside [17, 100]" and age["unparseable"] == 0
     assert (report["verdict"], report["reason"]) == ("no drift", None)
     drifted = sorted(name for name, c in report["columns"].items() if c["drift"])
     assert drifted == sorted(PLANTED)
@@ -57,9 +72,9 @@ def test_saved_reference_profile_as_reference(
     reference, _ = same_distribution
     profile = tmp_path / "model" / "reference_profile.json"
     ReferenceProfile.from_frame(reference, spec.dataset).save(profile)
-    assert main(["drift", str(profile), str(files["planted"]), "--json"]) == 0
+    assert main(["drift", str(profile), str(files["planted"]), "--json"]) == 4
     from_profile = json.loads(capsys.readouterr().out)
-    assert main(["drift", str(files["reference"]), str(files["planted"]), "--json"]) == 0
+    assert main(["drift", str(files["reference"]), str(files["planted"]), "--json"]) == 4
     assert from_profile == json.loads(capsys.readouterr().out)
 
     profile.write_text("{not json")
@@ -102,9 +117,10 @@ def test_subprocess_json(files: dict, spec_file: Path) -> None:
         capture_output=True,
         text=True,
         env={**os.environ, "CT_SPEC": str(spec_file)},
-        check=True,
+        check=False,
         timeout=600,
     )
+    assert completed.returncode == EXIT_CONTRACT_VIOLATIONS, completed.stderr  # crypto-trader
     report = json.loads(completed.stdout)
     assert sorted(n for n, c in report["columns"].items() if c["drift"]) == sorted(PLANTED)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from mlflow.models import Model
 from mlflow.types.utils import _infer_schema
 from sklearn.pipeline import Pipeline
 
+from ct_platform.registry import skops_types
 from ct_platform.registry.mlflow_registry import (
     ModelRegistry,
     _dataset_input,
@@ -25,6 +27,7 @@ from ct_platform.registry.mlflow_registry import (
 )
 from ct_platform.registry.versions import CHALLENGER, CHAMPION, ModelVersionInfo
 from ct_platform.settings import Spec
+from ct_platform.training.preparation import raw_like
 from ct_platform_tests.registry.conftest import artifact_files, log
 
 
@@ -163,8 +166,11 @@ def test_dataset_input_schema_is_what_mlflow_infers_from_every_row(
     assert json.loads(dataset.to_dict()["profile"])["num_rows"] == len(frame)
 
 
-def test_logged_model_has_skops_format_signature_and_example(
-    logged: tuple[ModelRegistry, ModelVersionInfo], bank_spec: Spec
+def test_logged_model_has_skops_format_and_signature_and_serves_through_pyfunc(
+    logged: tuple[ModelRegistry, ModelVersionInfo],
+    bank_spec: Spec,
+    fitted: Pipeline,
+    train_frame: pd.DataFrame,
 ) -> None:
     registry, info = logged
     client = MlflowClient(registry.tracking_uri)
@@ -186,7 +192,12 @@ def test_logged_model_has_skops_format_signature_and_example(
         name: expected[bank_spec.dataset.columns[name].type]
         for name in bank_spec.dataset.feature_columns
     }
-    assert model.saved_input_example_info is not None
+    # No input example: logging one makes log_model load and predict the model through
+    # pyfunc on every training run. That serving check is made here, once, instead.
+    assert model.saved_input_example_info is None
+    rows = train_frame[bank_spec.dataset.feature_columns].head(20)
+    served = mlflow.pyfunc.load_model(source).predict(raw_like(rows, fitted))
+    assert np.array_equal(np.asarray(served), fitted.predict(rows))
 
 
 def test_find_version_by_fingerprint(
@@ -229,7 +240,19 @@ def test_load_model_round_trip_predicts_identically(
     loaded = registry.load_model(info.version)
     features = train_frame[bank_spec.dataset.feature_columns]
     assert np.array_equal(loaded.predict_proba(features), fitted.predict_proba(features))
-    assert registry.model_size_bytes(loaded) == registry.model_size_bytes(fitted)
+
+
+def test_model_size_is_the_stored_skops_file(
+    logged: tuple[ModelRegistry, ModelVersionInfo], fitted: Pipeline
+) -> None:
+    """The model-size gate's figure: the bytes MLflow stored, read without serialising the
+    model again; the same count a fresh skops serialisation of the fitted model gives."""
+    registry, info = logged
+    client = MlflowClient(registry.tracking_uri)
+    source = client.get_model_version_download_uri(registry.model_name, str(info.version))
+    stored = Path(url2pathname(urlparse(source).path)) / "model.skops"
+    assert registry.model_size_bytes(info.version) == stored.stat().st_size
+    assert registry.model_size_bytes(info.version) == len(skops_types.dumps(fitted))
 
 
 def test_metrics_artifacts_and_tags_added_after_logging(

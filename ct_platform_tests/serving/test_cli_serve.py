@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,37 @@ def test_without_champion_it_says_so(spec_file: Path) -> None:
     assert result.returncode == 1
     assert "champion" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_port_fails_in_one_line_before_any_url(bundle_dir: Path, spec_file: Path) -> None:
+    """The newcomer's finding: `ct serve` printed its URL, then uvicorn's bind error. Now the
+    port is bound first: one line naming it, exit 1, and the URL only once listening."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CT, "serve", "--bundle", str(bundle_dir), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"ct serve: cannot listen on 127.0.0.1:{port}: port {port} is already in use\n"
+    )
+
+
+def test_the_url_is_printed_once_listening(bundle_dir: Path, spec_file: Path) -> None:
+    port = free_port()
+    process = _serve(["--bundle", str(bundle_dir)], port)
+    try:
+        # Read until the announcement (library warnings may come first): by then the server
+        # must already answer.
+        line = process.stderr.readline()
+        while line and not line.startswith("ct serve:"):
+            line = process.stderr.readline()
+        assert line == f"ct serve: {bundle_dir} on http://127.0.0.1:{port}\n"
+        assert httpx.get(f"http://127.0.0.1:{port}/ping", timeout=30).status_code == 200
+    finally:
+        _stop(process)

@@ -7,6 +7,7 @@ scoring still completes before it) and status codes, which hold on a loaded mach
 from __future__ import annotations
 
 import io
+import re
 import socket
 import threading
 import time
@@ -204,3 +205,35 @@ def test_csv_content_type_is_case_insensitive(
         headers={"content-type": "Text/CSV; charset=utf-8"},
     )
     assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+
+
+def test_every_answer_is_counted_with_its_status_408_and_431_included(
+    bundle_dir: Path, tmp_path: Path, small_body: dict
+) -> None:
+    """The newcomer's finding: 408 and 431 (given by the HTTP layer, before any route) were
+    missing from /metrics. Every answer is in `ct_http_responses_total` by status; the HTTP
+    layer's own are also errors of endpoint `http`."""
+    config = server_config(bundle_dir, tmp_path, header_timeout_s=1.0)
+    with ThreadedServer(config) as server:
+        head = b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+        assert _raw_exchange(server, head).startswith(b"HTTP/1.1 431 ")
+        assert _raw_exchange(server, b"").startswith(b"HTTP/1.1 408 ")
+        assert _raw_exchange(server, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        assert httpx.get(f"{server.url}/nowhere").status_code == 404
+        assert httpx.get(f"{server.url}/invocations").status_code == 405
+        assert httpx.post(f"{server.url}/invocations", json={}).status_code == 400
+        assert httpx.post(f"{server.url}/invocations", json=small_body).status_code == 200
+        metrics = httpx.get(f"{server.url}/metrics").text
+    counted = dict(re.findall(r'^ct_http_responses_total\{status="(\d+)"\} (\d+)$', metrics, re.M))
+    # 200: the scored request plus the start-up probes of /ping.
+    assert {status: count for status, count in counted.items() if status != "200"} == {
+        "431": "1",
+        "408": "1",
+        "400": "2",
+        "404": "1",
+        "405": "1",
+    }
+    assert int(counted["200"]) >= 2
+    for status in ("400", "408", "431"):
+        line = f'ct_request_errors_total{{endpoint="http",status="{status}"}} 1'
+        assert line in metrics.splitlines(), metrics

@@ -6,6 +6,8 @@ column tensors, V2 BYTES tensors, V2 table tensor). A value is either accepted a
 exactly like its canonical spelling (NaN like null, "41" in a text protocol like 41), or
 refused with a 400 whose message names the column and the value as sent. Nothing is
 silently coerced (true is not 1, 1e39 is not float32 infinity, 3.5 is not category "3").
+A well-formed value outside the data contract (here: an unknown category) gets a 422 whose
+message is exact (test_contract.py has the contract's other rules).
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ from ct_platform_tests.serving.conftest import ThreadedServer, raw_rows, server_
 
 CASES_DIR = Path(__file__).parent / "cases"
 MISSING = object()  # "this protocol cannot say it": the case is skipped there
+ASTRONAUT = (
+    422,
+    "row 0, column 'job': \"astronaut\" is not one of the contract's categories ['admin.', "
+    "'blue-collar', 'entrepreneur', 'housemaid', 'management', 'retired', 'self-employed', "
+    "'services', 'student', 'technician', 'unemployed', 'unknown']",
+)
 
 
 # --- protocols: (server, row, column kinds) -> answer --------------------------------------
@@ -118,7 +126,8 @@ def message(response: httpx.Response) -> str:
 
 # --- the table ------------------------------------------------------------------------------
 
-# (column, value sent, canonical value it must score like | a list of message parts of a 400)
+# (column, value sent, canonical value it must score like | a list of message parts of a 400
+# | (status, the exact message))
 BANK_JSON_CASES: dict[str, tuple[str, Any, Any]] = {
     "int as float": ("age", 41.0, ("same", 41)),
     "NaN literal is missing": ("pdays", float("nan"), ("same", None)),
@@ -136,7 +145,7 @@ BANK_JSON_CASES: dict[str, tuple[str, Any, Any]] = {
     "beyond float32": ("euribor3m", 1e39, ["euribor3m", "1e+39"]),
     "number for a category": ("job", 3, ["job", "3"]),
     "bool for a category": ("job", True, ["job", "true"]),
-    "unknown category": ("job", "astronaut", ["job", '"astronaut"']),
+    "unknown category": ("job", "astronaut", ASTRONAUT),
 }
 BANK_TEXT_CASES: dict[str, tuple[str, Any, Any]] = {
     "number as text": ("age", "41", ("same", 41)),
@@ -147,7 +156,7 @@ BANK_TEXT_CASES: dict[str, tuple[str, Any, Any]] = {
     "underscore digits": ("age", "4_1", ["age", '"4_1"']),
     "non-ASCII digits": ("age", "\u0664\u0661", ["age", "\\u0664\\u0661"]),
     "word for a number": ("age", "forty", ["age", '"forty"']),
-    "unknown category": ("job", "astronaut", ["job", '"astronaut"']),
+    "unknown category": ("job", "astronaut", ASTRONAUT),
 }
 # Text protocols that are JSON too (V2 BYTES) carry JSON values: the same rules apply.
 BANK_BYTES_CASES: dict[str, tuple[str, Any, Any]] = {
@@ -183,8 +192,11 @@ def _check(
     expected: Any,
 ) -> None:
     response = post(server, {**row, column: value}, numeric)
-    if isinstance(expected, tuple):
+    if isinstance(expected, tuple) and expected[0] == "same":
         assert answer(response) == answer(post(server, {**row, column: expected[1]}, numeric))
+        return
+    if isinstance(expected, tuple):
+        assert (response.status_code, message(response)) == expected
         return
     assert response.status_code == 400, response.text
     for part in expected:
@@ -224,7 +236,7 @@ def test_boolean_in_bytes_case_file_is_refused_naming_age(bank: Any) -> None:
     body = (CASES_DIR / "v2-boolean-in-bytes-request.json").read_bytes()
     response = httpx.post(f"{server.url}/v2/models/bank_marketing/infer", content=body)
     assert response.status_code == 400
-    assert message(response) == "column 'age' row 0: expected a number, got true"
+    assert message(response) == "row 0, column 'age': expected a number, got true"
 
 
 def test_bool_in_typed_tensor_names_tensor_and_value(bank: Any) -> None:
@@ -303,7 +315,15 @@ SEASON_CASES: dict[str, tuple[str, Any, Any]] = {
     "integer for an integer-coded category": ("season", 3, ("same", "3")),
     "integral float": ("season", 3.0, ("same", "3")),
     "fraction": ("season", 3.5, ["season", "3.5"]),
-    "integer outside the categories": ("season", 5, ["season", "5", "unknown category"]),
+    "integer outside the categories": (
+        "season",
+        5,
+        (
+            422,
+            "row 0, column 'season': 5 is not one of the contract's categories "
+            "['1', '2', '3', '4']",
+        ),
+    ),
     "bool": ("season", True, ["season", "true"]),
 }
 

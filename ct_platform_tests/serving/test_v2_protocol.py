@@ -96,7 +96,6 @@ BAD_V2_CASES = {
     "missing column tensor": ("drop-age", "age"),
     "category as number type": ("job-fp64", "BYTES"),
     "shape and data disagree": ("short-data", "values"),
-    "unknown category": ("bad-category", "astronaut"),
     "table of wrong width": ("narrow-table", "shape"),
 }
 
@@ -111,8 +110,6 @@ def bad_payload(kind: object, rows: list[dict], spec: Spec) -> object:
         next(t for t in tensors if t["name"] == "job")["datatype"] = "FP64"
     elif kind == "short-data":
         tensors[0]["data"] = tensors[0]["data"][:1]
-    elif kind == "bad-category":
-        next(t for t in tensors if t["name"] == "job")["data"][0] = "astronaut"
     elif kind == "narrow-table":
         table = table_tensor(rows[:2], spec)
         table["shape"] = [2, 3]

@@ -16,6 +16,7 @@ PRODUCTION_PERFORMANCE = dg.AssetKey("production_performance")
 
 
 SAMPLE_SIZE_CHECK = "sample_size"
+CONTRACT_CHECK = "contract"
 
 
 def build_monitoring_defs(spec: Spec) -> dg.Definitions:
@@ -36,7 +37,16 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
                 asset=PRODUCTION_DRIFT,
                 description="The window holds enough rows for a drift verdict "
                 f"(monitoring.min_window_rows = {spec.monitoring.min_window_rows}).",
-            )
+            ),
+            dg.AssetCheckSpec(
+                CONTRACT_CHECK,
+                asset=PRODUCTION_DRIFT,
+                description="The logged inputs keep the dataset contract: numbers within "
+                "min/max, known categories, numeric columns holding numbers. Violations are "
+                "named per column with counts; a column with more than "
+                f"monitoring.max_invalid_share = {spec.monitoring.max_invalid_share} of its "
+                "rows invalid gets no drift verdict.",
+            ),
         ],
         description="Live inputs (a window of the prediction log) vs the champion's training "
         "data: every column's status (verdict, or why not tested) and the dataset verdict; "
@@ -51,6 +61,8 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         # Exported on the model server's /metrics (see serving.platform_figures).
         write_drift_figures(paths, drift, spec.monitoring.drift_share_threshold)
         context.log.info(f"production drift: {drift.status} ({drift.rows} rows)")
+        for line in [] if drift.result is None else drift.result.describe_violations():
+            context.log.warning(f"contract violation in the logged inputs: {line}")
         metadata = {
             "status": dg.MetadataValue.text(drift.status),
             "rows": dg.MetadataValue.int(drift.rows),
@@ -63,7 +75,10 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         has_verdict = drift.result is not None and drift.result.dataset_drift is not None
         return dg.MaterializeResult(
             metadata=metadata,
-            check_results=[_sample_size_result(has_verdict, drift.status, drift.rows)],
+            check_results=[
+                _sample_size_result(has_verdict, drift.status, drift.rows),
+                _contract_result(drift.result, drift.rows),
+            ],
         )
 
     @dg.asset(
@@ -124,9 +139,35 @@ def _drift_metadata(result: DriftResult) -> dict[str, dg.MetadataValue]:
     for name, column in result.columns.items():
         values = {"status": statuses[name], "score": column.score, "drift": column.drift}
         metadata.update(numbers(f"column/{name}", {**values, "method": column.method}))
+    for name, why in result.invalid.items():
+        metadata[f"column/{name}/status"] = dg.MetadataValue.text(f"invalid: {why}")
     for name, why in result.not_tested.items():
         metadata[f"column/{name}/status"] = dg.MetadataValue.text(f"not tested: {why}")
+    for name, violations in result.violations.items():
+        metadata[f"column/{name}/violations"] = dg.MetadataValue.text(violations.describe())
     return metadata
+
+
+def _contract_result(result: DriftResult | None, rows: int) -> dg.AssetCheckResult:
+    """Fails (WARN) naming every column whose logged values break the contract, with counts;
+    nothing read (no champion yet) passes with that said."""
+    lines = [] if result is None else result.describe_violations()
+    if result is None:
+        description = "nothing checked: no champion to compare with yet"
+    elif lines:
+        description = "; ".join(lines)
+    else:
+        description = f"all {rows} logged rows keep the contract"
+    return dg.AssetCheckResult(
+        check_name=CONTRACT_CHECK,
+        passed=not lines,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "rows": dg.MetadataValue.int(rows),
+            "columns": dg.MetadataValue.text(", ".join(result.violations) if lines else ""),
+        },
+    )
 
 
 def _sample_size_result(has_verdict: bool, status: str, rows: int) -> dg.AssetCheckResult:

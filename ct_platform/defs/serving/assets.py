@@ -96,7 +96,7 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         from ct_platform.governance.audit import run_actor
         from ct_platform.governance.lifecycle import record_deployment
 
-        endpoint = roll_out(spec, mlflow.registry(spec))
+        endpoint = roll_out(spec, mlflow.registry(spec), run_id=context.run.run_id)
         rollout = active_rollout(spec)
         if rollout is None:
             # A rollout records its own start ("canary started"), switch and end.

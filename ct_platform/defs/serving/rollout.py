@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ct_platform.deployment.controller import Rollout, RolloutStore
 
 ROLLOUT = dg.AssetKey("rollout")
+ROLLOUT_SENSOR = "rollout_sensor"
 # The sensor looks once per analysis interval, within these bounds (a tick is one file read).
 SENSOR_INTERVAL_SECONDS = (5, 60)
 
@@ -119,16 +120,17 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
         "strategy, step, weights and each analysis. Materializing it runs one analysis now; "
         "the rollout_sensor does so every interval.",
     )
-    def rollout(mlflow: MlflowResource) -> dg.MaterializeResult:
+    def rollout(context: dg.AssetExecutionContext, mlflow: MlflowResource) -> dg.MaterializeResult:
         from ct_platform.deployment.controller import RolloutStore
         from ct_platform.deployment.rollout import controller_for
 
-        advanced = controller_for(spec, mlflow.registry(spec)).advance(force=True)
+        controller = controller_for(spec, mlflow.registry(spec), run_id=context.run.run_id)
+        advanced = controller.advance(force=True)
         state = advanced or RolloutStore(spec.paths.rollouts).read()
         return dg.MaterializeResult(metadata=rollout_metadata(state))
 
     @dg.sensor(
-        name="rollout_sensor",
+        name=ROLLOUT_SENSOR,
         minimum_interval_seconds=sensor_interval(spec),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Advances the active rollout one analysis per interval; records each "
@@ -145,7 +147,10 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
         if current is None:
             return dg.SensorResult(skip_reason="no rollout yet")
         if is_due(current, spec.deployment.analysis.interval_seconds, time.time()):
-            current = controller_for(spec, mlflow.registry(spec)).advance() or current
+            # No run exists for a tick: the audit lines name the sensor instead.
+            driver = f"sensor {ROLLOUT_SENSOR} tick"
+            controller = controller_for(spec, mlflow.registry(spec), driver=driver)
+            current = controller.advance() or current
         events = [
             dg.AssetMaterialization(ROLLOUT, metadata=rollout_metadata(rollout, index))
             for rollout, index in unreported_entries(store, context.cursor, current)
@@ -162,8 +167,11 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
         context: dg.OpExecutionContext, config: RolloutControlConfig, mlflow: MlflowResource
     ) -> None:
         from ct_platform.deployment.rollout import controller_for
+        from ct_platform.governance.audit import run_actor
 
-        controller = controller_for(spec, mlflow.registry(spec))
+        who = f"{run_actor(context.run.tags)} via the rollout_control job"
+        registry = mlflow.registry(spec)
+        controller = controller_for(spec, registry, run_id=context.run.run_id, driver=who)
         rollout = controller.control(config.action, config.reason)
         context.log.info(f"rollout {rollout.id}: {config.action} -> {rollout.status}")
         context.log_event(dg.AssetMaterialization(ROLLOUT, metadata=rollout_metadata(rollout)))
