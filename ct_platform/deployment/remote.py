@@ -13,8 +13,8 @@ What it needs from the deployment:
 - the server sees the platform's `$CT_HOME/bundles` as its own `$CT_HOME/bundles` (a shared
   volume): the admin API loads a bundle by its name there;
 - both sides hold the same admin token: the variable `serving.admin_token_env`, else the
-  shared `$CT_HOME/deployments/admin-token` (`python -m ct_platform.deployment.remote
-  admin-token` prints it, creating it once, for the server's start command);
+  shared `$CT_HOME/deployments/admin-token` (`python -m ct_platform.deployment admin-token`
+  prints it, creating it once, for the server's start command);
 - the server starts on its own with the champion (`ct serve`), so a restarted server serves
   the champion, as the registry policy of `controller` wants.
 
@@ -25,7 +25,6 @@ records what the stable slot serves.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ct_platform.deployment.admin import AdminClient
@@ -127,21 +126,3 @@ class EndpointTarget:
         )
         write_json_atomic(self.state_file, endpoint.to_dict())
         return endpoint
-
-
-def main(argv: list[str]) -> int:
-    """`python -m ct_platform.deployment.remote admin-token`: print the admin token the
-    platform uses (`serving.admin_token_env`, else the shared file, created once), for the
-    start command of a server this target is to drive."""
-    if argv != ["admin-token"]:
-        print("usage: python -m ct_platform.deployment.remote admin-token", file=sys.stderr)
-        return 2
-    from ct_platform.settings import load_spec
-
-    spec = load_spec()
-    print(admin_token(spec.paths.deployments, spec.serving.admin_token_env))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -74,7 +74,7 @@ def remote(
     monkeypatch.setenv("CT_SERVING_ENDPOINT_URL", url)
     spec = load_spec(spec_file)
     token = subprocess.run(
-        [sys.executable, "-m", "ct_platform.deployment.remote", "admin-token"],
+        [sys.executable, "-m", "ct_platform.deployment", "admin-token"],
         capture_output=True,
         text=True,
         check=True,
