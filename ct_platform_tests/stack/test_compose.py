@@ -125,38 +125,14 @@ def test_a_landed_batch_is_trained_and_served(stack, bank_frame: pd.DataFrame, t
         ["docker", "cp", "-a", str(batch), f"{code_server}:/app/data/incoming/"], check=True
     )
 
-    endpoint = f"http://127.0.0.1:{stack['CT_SERVING_PORT']}"
-    wait_for(
-        "the champion served by model-server", lambda: httpx.get(f"{endpoint}/ping").is_success
-    )
-    row = bank_frame.drop(columns=["y", "duration"]).iloc[[-1]].to_dict("records")
-    response = httpx.post(f"{endpoint}/invocations", json={"dataframe_records": row}, timeout=30)
-
-    assert response.status_code == 200, response.text
-    assert response.json()["predictions"][0] in (0, 1)
-    # The version answering is the one the MLflow server of the stack calls champion.
-    model = load_spec(REPO_ROOT / "ct_platform.yaml").model.name
-    champion = httpx.get(
-        f"http://127.0.0.1:{stack['MLFLOW_PORT']}/api/2.0/mlflow/registered-models/alias",
-        params={"name": model, "alias": "champion"},
-    ).json()["model_version"]["version"]
-    assert response.headers["x-model-version"] == champion
     # The runs were containers of the code location's image, not processes of the daemon's:
     # DockerRunLauncher tags each run it starts with its container and image (the containers
-    # themselves are removed when their run ends).
-    runs = httpx.post(
-        f"{dagster}/graphql",
-        json={"query": RUNS_QUERY},
-        timeout=60,
-    ).json()["data"]["runsOrError"]["results"]
-    launched = {
-        run["jobName"]
-        for run in runs
-        if run["status"] == "SUCCESS"
-        and {"key": "dagster/image", "value": "ct-platform-app:latest"} in run["tags"]
-        and any(tag["key"] == "docker/container_id" for tag in run["tags"])
-    }
-    assert {"batch_job", "training_job"} <= launched, runs
+    # themselves are removed when their run ends). The champion is registered in the middle
+    # of training_job, so the model server may answer before that run ends: wait for it.
+    wait_for(
+        "batch_job and training_job succeeded in containers",
+        lambda: {"batch_job", "training_job"} <= container_runs(dagster),
+    )
     # deployed_endpoint (automated after the champion) went into the model-server service
     # through the endpoint target, not into a server of its own run container.
     deployed = wait_for(
@@ -164,8 +140,34 @@ def test_a_landed_batch_is_trained_and_served(stack, bank_frame: pd.DataFrame, t
         lambda: last_materialization(dagster, DEPLOYED_QUERY),
         timeout=900,
     )
+    endpoint = f"http://127.0.0.1:{stack['CT_SERVING_PORT']}"
+    row = bank_frame.drop(columns=["y", "duration"]).iloc[[-1]].to_dict("records")
+    response = httpx.post(f"{endpoint}/invocations", json={"dataframe_records": row}, timeout=30)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0] in (0, 1)
+    # The version answering is the one the MLflow server of the stack calls champion, and
+    # the one deployed_endpoint put into model-server.
+    model = load_spec(REPO_ROOT / "ct_platform.yaml").model.name
+    champion = httpx.get(
+        f"http://127.0.0.1:{stack['MLFLOW_PORT']}/api/2.0/mlflow/registered-models/alias",
+        params={"name": model, "alias": "champion"},
+    ).json()["model_version"]["version"]
+    assert response.headers["x-model-version"] == champion
     served = (deployed["target"], deployed["url"], deployed["version"])
     assert served == ("endpoint", "http://model-server:8080", champion), deployed
+
+
+def container_runs(dagster: str) -> set[str]:
+    """Jobs with a successful run that DockerRunLauncher started in a container of the image."""
+    runs = httpx.post(f"{dagster}/graphql", json={"query": RUNS_QUERY}, timeout=60).json()
+    return {
+        run["jobName"]
+        for run in runs["data"]["runsOrError"]["results"]
+        if run["status"] == "SUCCESS"
+        and {"key": "dagster/image", "value": "ct-platform-app:latest"} in run["tags"]
+        and any(tag["key"] == "docker/container_id" for tag in run["tags"])
+    }
 
 
 def last_materialization(dagster: str, query: str) -> dict[str, str] | None:
