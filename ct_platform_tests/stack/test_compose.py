@@ -95,15 +95,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     finally:
         logs = subprocess.run([*compose, "logs", "--tail", "50"], env=env, capture_output=True)
         print(logs.stdout.decode()[-20000:])
-        # The runs' containers are DockerRunLauncher's, not compose's: removed by their label.
-        runs = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=ct-platform/stack={name}"],
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        if runs:
-            subprocess.run(["docker", "rm", "-f", *runs], capture_output=True, timeout=600)
+        # The runs' containers are DockerRunLauncher's, not compose's: removed by their label,
+        # once the daemon is stopped (it launches more), and again after `down`: a container
+        # the engine was still creating when the daemon stopped appears only later, and
+        # keeps the network and volumes in use.
+        subprocess.run([*compose, "stop", "dagster-daemon"], env=env, timeout=600)
+        remove_run_containers(name)
         subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], env=env, timeout=600)
+        if remove_run_containers(name):
+            subprocess.run([*compose, "down", "--volumes"], env=env, timeout=600)
+
+
+def remove_run_containers(stack: str) -> list[str]:
+    """Remove the stack's run containers (by DockerRunLauncher's label); their ids."""
+    runs = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=ct-platform/stack={stack}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if runs:
+        subprocess.run(["docker", "rm", "-f", *runs], capture_output=True, timeout=600)
+    return runs
 
 
 def test_a_landed_batch_is_trained_and_served(stack, bank_frame: pd.DataFrame, tmp_path: Path):
