@@ -68,10 +68,16 @@ up:
 	  " model http://127.0.0.1:$${CT_SERVING_PORT:-8080}  Prometheus http://127.0.0.1:$${PROMETHEUS_PORT:-9090}"
 
 # Volumes (stores, CT_HOME, landed batches) are kept; `make down VOLUMES=1` drops them too.
-# The runs' containers (DockerRunLauncher's, outside compose's project) go first, by label.
+# The runs' containers (DockerRunLauncher's, outside compose's project) go by label, once the
+# daemon (which launches them) is stopped, and again after `down`: one the engine was still
+# creating shows up late and would keep the network (and volumes) in use.
+RUN_CONTAINERS = docker ps -aq --filter label=ct-platform/stack=$(CT_STACK)
 down:
-	docker ps -aq --filter label=ct-platform/stack=$(CT_STACK) | xargs -r docker rm -f
+	$(COMPOSE) $(COMPOSE_ARGS) stop dagster-daemon
+	$(RUN_CONTAINERS) | xargs -r docker rm -f
 	$(COMPOSE) $(COMPOSE_ARGS) down --remove-orphans $(if $(VOLUMES),--volumes)
+	@if [ -n "$$($(RUN_CONTAINERS))" ]; then $(RUN_CONTAINERS) | xargs -r docker rm -f \
+	  && $(COMPOSE) $(COMPOSE_ARGS) down --remove-orphans $(if $(VOLUMES),--volumes); fi
 
 # Land one batch file in the stack: `make land FILE=path/to/batch.csv`.
 land:

@@ -397,10 +397,17 @@ class GatesSpec(_Strict):
 
 
 SERVING_PORT_ENV = "CT_SERVING_PORT"
+# Where a deployment (compose, Kubernetes) runs its own model server: the environment says it,
+# the dataset's spec stays the same (deploy/compose.yaml sets both).
+SERVING_TARGET_ENV = "CT_SERVING_TARGET"
+SERVING_ENDPOINT_URL_ENV = "CT_SERVING_ENDPOINT_URL"
 
 
 class ServingSpec(_Strict):
-    target: Literal["local", "docker"] = "local"
+    # local: a server process of ours; docker: a container of ours; endpoint: a running
+    # server someone else runs (compose's model-server) at `endpoint_url`, only hot-swapped.
+    target: Literal["local", "docker", "endpoint"] = "local"
+    endpoint_url: str | None = None
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
@@ -422,6 +429,31 @@ class ServingSpec(_Strict):
         if not override.isdigit() or not 1 <= int(override) <= 65535:
             raise ValueError(f"{SERVING_PORT_ENV}={override!r} is not a port number (1-65535)")
         return {**data, "port": int(override)}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_from_environment(cls, data: object) -> object:
+        """`CT_SERVING_TARGET` / `CT_SERVING_ENDPOINT_URL`, when set, override the spec's."""
+        if not isinstance(data, dict):
+            return data
+        overrides = {
+            key: os.environ[name].strip()
+            for key, name in (
+                ("target", SERVING_TARGET_ENV),
+                ("endpoint_url", SERVING_ENDPOINT_URL_ENV),
+            )
+            if os.environ.get(name, "").strip()
+        }
+        return {**data, **overrides}
+
+    @model_validator(mode="after")
+    def _endpoint_has_url(self) -> ServingSpec:
+        if self.target == "endpoint" and not self.endpoint_url:
+            raise ValueError(
+                "serving.target 'endpoint' needs serving.endpoint_url (or "
+                f"${SERVING_ENDPOINT_URL_ENV}): the URL of the running model server"
+            )
+        return self
 
 
 class DriftWindow(_Strict):

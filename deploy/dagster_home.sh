@@ -44,7 +44,8 @@ docker_run_launcher() {
   echo "    engine_timeout_seconds: ${CT_DOCKER_ENGINE_TIMEOUT_SECONDS:-600}"
   local name passed=()
   for name in DAGSTER_PG_HOST DAGSTER_PG_USERNAME DAGSTER_PG_PASSWORD DAGSTER_PG_DB \
-    DAGSTER_PG_PORT MLFLOW_TRACKING_URI CT_HOME CT_SPEC DAGSTER_GRPC_TIMEOUT_SECONDS; do
+    DAGSTER_PG_PORT MLFLOW_TRACKING_URI CT_HOME CT_SPEC DAGSTER_GRPC_TIMEOUT_SECONDS \
+    CT_SERVING_TARGET CT_SERVING_ENDPOINT_URL; do
     if [[ -n ${!name:-} ]]; then passed+=("$name"); fi
   done
   # A flow sequence: `[]` when none is set (an empty block list would be null, refused).

@@ -54,6 +54,7 @@ from ct_platform.deployment.endpoint import (
     wait_healthy,
 )
 from ct_platform.deployment.image import ensure_serving_image
+from ct_platform.deployment.remote import bundle_name
 from ct_platform.deployment.state import admin_token, exclusive, read_json, write_json_atomic
 from ct_platform.serving.bundle import read_meta
 from ct_platform.serving.platform_figures import FIGURES_DIR
@@ -121,14 +122,7 @@ class DockerTarget:
     def server_bundle(self, bundle_dir: Path) -> str:
         """How the server names `bundle_dir` in admin calls: its path under the bundles
         folder (mounted as the container's own). `DeploymentError` for a bundle elsewhere."""
-        root = self._paths.bundles.resolve()
-        directory = bundle_dir.resolve()
-        if directory == root or not directory.is_relative_to(root):
-            raise DeploymentError(
-                f"bundle {bundle_dir} is not under {root}: the docker target serves only "
-                "bundles in $CT_HOME/bundles (the folder its container mounts)"
-            )
-        return str(directory.relative_to(root))
+        return bundle_name(self._paths.bundles, bundle_dir, self.name)
 
     def deploy(self, bundle_dir: Path) -> Endpoint:
         with exclusive(self.lock_file):

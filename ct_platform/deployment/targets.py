@@ -1,4 +1,4 @@
-"""One interface over both deployment targets, and the choice between them.
+"""One interface over the deployment targets, and the choice between them.
 
 `target_for(spec)` picks `serving.target` from the spec. Every target keeps what it needs
 to find its server again under `$CT_HOME/deployments/`, so each call (another Dagster
@@ -13,6 +13,7 @@ from typing import Protocol
 from ct_platform.deployment.container import DockerTarget
 from ct_platform.deployment.endpoint import Endpoint, EndpointStatus
 from ct_platform.deployment.local import LocalTarget
+from ct_platform.deployment.remote import EndpointTarget
 from ct_platform.settings import Spec
 
 
@@ -40,6 +41,8 @@ class DeploymentTarget(Protocol):
 def target_for(spec: Spec) -> DeploymentTarget:
     if spec.serving.target == "docker":
         return DockerTarget(spec)
+    if spec.serving.target == "endpoint":
+        return EndpointTarget(spec)
     return LocalTarget(spec)
 
 

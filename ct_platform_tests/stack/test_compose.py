@@ -33,6 +33,9 @@ COMPOSE_FILE = REPO_ROOT / "deploy" / "compose.yaml"
 IMAGES = ("ct-platform-app:latest", "ct-platform-postgres:15", "ct-platform-prometheus:latest")
 STACK_TIMEOUT_SECONDS = 2400
 RUNS_QUERY = "{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"
+DEPLOYED_QUERY = """{ assetOrError(assetKey: {path: ["deployed_endpoint"]}) { ... on Asset {
+  assetMaterializations(limit: 1) { runId metadataEntries { label
+    ... on TextMetadataEntry { text } ... on UrlMetadataEntry { url } } } } } }"""
 
 
 def compose_command() -> list[str] | None:
@@ -92,15 +95,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     finally:
         logs = subprocess.run([*compose, "logs", "--tail", "50"], env=env, capture_output=True)
         print(logs.stdout.decode()[-20000:])
-        # The runs' containers are DockerRunLauncher's, not compose's: removed by their label.
-        runs = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=ct-platform/stack={name}"],
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        if runs:
-            subprocess.run(["docker", "rm", "-f", *runs], capture_output=True, timeout=600)
+        # The runs' containers are DockerRunLauncher's, not compose's: removed by their label,
+        # once the daemon is stopped (it launches more), and again after `down`: a container
+        # the engine was still creating when the daemon stopped appears only later, and
+        # keeps the network and volumes in use.
+        subprocess.run([*compose, "stop", "dagster-daemon"], env=env, timeout=600)
+        remove_run_containers(name)
         subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], env=env, timeout=600)
+        if remove_run_containers(name):
+            subprocess.run([*compose, "down", "--volumes"], env=env, timeout=600)
+
+
+def remove_run_containers(stack: str) -> list[str]:
+    """Remove the stack's run containers (by DockerRunLauncher's label); their ids."""
+    runs = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=ct-platform/stack={stack}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if runs:
+        subprocess.run(["docker", "rm", "-f", *runs], capture_output=True, timeout=600)
+    return runs
 
 
 def test_a_landed_batch_is_trained_and_served(stack, bank_frame: pd.DataFrame, tmp_path: Path):
@@ -122,35 +137,56 @@ def test_a_landed_batch_is_trained_and_served(stack, bank_frame: pd.DataFrame, t
         ["docker", "cp", "-a", str(batch), f"{code_server}:/app/data/incoming/"], check=True
     )
 
-    endpoint = f"http://127.0.0.1:{stack['CT_SERVING_PORT']}"
+    # The runs were containers of the code location's image, not processes of the daemon's:
+    # DockerRunLauncher tags each run it starts with its container and image (the containers
+    # themselves are removed when their run ends). The champion is registered in the middle
+    # of training_job, so the model server may answer before that run ends: wait for it.
     wait_for(
-        "the champion served by model-server", lambda: httpx.get(f"{endpoint}/ping").is_success
+        "batch_job and training_job succeeded in containers",
+        lambda: {"batch_job", "training_job"} <= container_runs(dagster),
     )
+    # deployed_endpoint (automated after the champion) went into the model-server service
+    # through the endpoint target, not into a server of its own run container.
+    deployed = wait_for(
+        "deployed_endpoint materialized",
+        lambda: last_materialization(dagster, DEPLOYED_QUERY),
+        timeout=900,
+    )
+    endpoint = f"http://127.0.0.1:{stack['CT_SERVING_PORT']}"
     row = bank_frame.drop(columns=["y", "duration"]).iloc[[-1]].to_dict("records")
     response = httpx.post(f"{endpoint}/invocations", json={"dataframe_records": row}, timeout=30)
 
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0] in (0, 1)
-    # The version answering is the one the MLflow server of the stack calls champion.
+    # The version answering is the one the MLflow server of the stack calls champion, and
+    # the one deployed_endpoint put into model-server.
     model = load_spec(REPO_ROOT / "ct_platform.yaml").model.name
     champion = httpx.get(
         f"http://127.0.0.1:{stack['MLFLOW_PORT']}/api/2.0/mlflow/registered-models/alias",
         params={"name": model, "alias": "champion"},
     ).json()["model_version"]["version"]
     assert response.headers["x-model-version"] == champion
-    # The runs were containers of the code location's image, not processes of the daemon's:
-    # DockerRunLauncher tags each run it starts with its container and image (the containers
-    # themselves are removed when their run ends).
-    runs = httpx.post(
-        f"{dagster}/graphql",
-        json={"query": RUNS_QUERY},
-        timeout=60,
-    ).json()["data"]["runsOrError"]["results"]
-    launched = {
+    served = (deployed["target"], deployed["url"], deployed["version"])
+    assert served == ("endpoint", "http://model-server:8080", champion), deployed
+
+
+def container_runs(dagster: str) -> set[str]:
+    """Jobs with a successful run that DockerRunLauncher started in a container of the image."""
+    runs = httpx.post(f"{dagster}/graphql", json={"query": RUNS_QUERY}, timeout=60).json()
+    return {
         run["jobName"]
-        for run in runs
+        for run in runs["data"]["runsOrError"]["results"]
         if run["status"] == "SUCCESS"
         and {"key": "dagster/image", "value": "ct-platform-app:latest"} in run["tags"]
         and any(tag["key"] == "docker/container_id" for tag in run["tags"])
     }
-    assert {"batch_job", "training_job"} <= launched, runs
+
+
+def last_materialization(dagster: str, query: str) -> dict[str, str] | None:
+    """The metadata (label -> text or url) of the asset's newest materialization, if any."""
+    asset = httpx.post(f"{dagster}/graphql", json={"query": query}, timeout=60).json()["data"]
+    materializations = asset["assetOrError"].get("assetMaterializations") or []
+    if not materializations:
+        return None
+    entries = materializations[0]["metadataEntries"]
+    return {entry["label"]: entry.get("text") or entry.get("url") for entry in entries}

@@ -38,8 +38,25 @@ if ! [ -e "$wheels/.complete-$(sha256sum <"$context/pins.txt" | cut -c1-16)" ]; 
   fi
   touch "$wheels/.complete-$(sha256sum <"$context/pins.txt" | cut -c1-16)"
 fi
-mkdir -p "$context/wheels" && cp -l "$wheels"/*.whl "$context/wheels/" 2>/dev/null \
-  || cp "$wheels"/*.whl "$context/wheels/"
+# The dependency layer's cache key is requirements.txt + wheels/: both must depend on the pins
+# only. uv's header names the random context folder (`-o ...`), and the wheel cache keeps the
+# wheels of older locks, so the context gets the bare pins and exactly their wheels.
+mv "$context/pins.txt" "$context/requirements.txt"
+mkdir -p "$context/wheels"
+python3 - "$context/requirements.txt" "$wheels" "$context/wheels" <<'PY'
+import os, re, shutil, sys
+pins_file, cache, dest = sys.argv[1:]
+def key(name, version):
+    return re.sub(r"[-_.]+", "_", name).lower(), version
+pins = {key(*line.split(";")[0].strip().split("==")) for line in open(pins_file)}
+# (a pin without a wheel is one whose marker excludes Linux; pip names any other one)
+for wheel in os.listdir(cache):
+    if wheel.endswith(".whl") and key(*wheel.split("-")[:2]) in pins:
+        try:
+            os.link(os.path.join(cache, wheel), os.path.join(dest, wheel))
+        except OSError:
+            shutil.copy2(os.path.join(cache, wheel), dest)
+PY
 "$uv" build --wheel --quiet -o "$context/project/dist" "$repo"
 cp -r ct_platform.yaml dagster.yaml "$context/project/"
 mkdir -p "$context/project/deploy" "$context/project/data"
