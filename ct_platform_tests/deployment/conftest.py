@@ -12,7 +12,7 @@ import shutil
 import socket
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,17 @@ def fit_pipeline(spec: Spec, train: pd.DataFrame, max_iter: int) -> Any:
     model = spec.model.model_copy(update={"params": {**spec.model.params, "max_iter": max_iter}})
     pipeline = build_pipeline(spec.model_copy(update={"model": model}))
     return pipeline.fit(train[spec.dataset.feature_columns], train[spec.dataset.target])
+
+
+def log_versions(
+    registry: ModelRegistry, fitted: Any, train: pd.DataFrame, fingerprints: Iterable[str]
+) -> None:
+    """One registered version per fingerprint (1, 2, ...), all of the `fitted` pipeline: an
+    export then reuses the bundles already built under those fingerprints."""
+    for fingerprint in fingerprints:
+        registry.log_candidate(
+            fitted, train=train, params={}, metrics={}, fingerprint=fingerprint, dagster_run_id=None
+        )
 
 
 def register(

@@ -24,7 +24,7 @@ from ct_platform.deployment.remote import EndpointTarget
 from ct_platform.deployment.rollout import admin_client, roll_out
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec, SpecError, load_spec
-from ct_platform_tests.deployment.conftest import fit_pipeline, free_port_pair
+from ct_platform_tests.deployment.conftest import fit_pipeline, free_port_pair, log_versions
 
 pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 300.0
@@ -173,15 +173,7 @@ def test_a_canary_rollout_runs_in_the_endpoint(
     registry = default_registry(spec)
     fitted = fit_pipeline(spec, train_holdout[0], max_iter=20)
     # Versions 1 and 2 with the bundles' fingerprints: the export reuses those bundles.
-    for fingerprint in ("test-1", "test-2"):
-        registry.log_candidate(
-            fitted,
-            train=train_holdout[0],
-            params={},
-            metrics={},
-            fingerprint=fingerprint,
-            dagster_run_id=None,
-        )
+    log_versions(registry, fitted, train_holdout[0], ("test-1", "test-2"))
     registry.set_alias(CHAMPION, 1)
     target = target_for(spec)
     target.deploy(bundles["1"])

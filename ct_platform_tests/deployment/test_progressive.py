@@ -41,6 +41,7 @@ from ct_platform_tests.deployment.conftest import (
     TRAIN_ROWS,
     fit_pipeline,
     free_port_pair,
+    log_versions,
     with_port,
 )
 from ct_platform_tests.deployment.test_restart import restart
@@ -128,15 +129,7 @@ def shared_stack(
             shutil.copytree(bundle, spec.paths.bundles / bundle.name)
         registry = default_registry(spec)
         # Versions 1, 2, 3 with the bundles' fingerprints: an export reuses those bundles.
-        for fingerprint in ("test-1", "test-2", "test-3-flipped"):
-            registry.log_candidate(
-                fitted,
-                train=train_holdout[0],
-                params={},
-                metrics={},
-                fingerprint=fingerprint,
-                dagster_run_id=None,
-            )
+        log_versions(registry, fitted, train_holdout[0], ("test-1", "test-2", "test-3-flipped"))
         target = target_for(spec)
         endpoint = target.deploy(spec.paths.bundles / built_bundles["1"].name)
         try:
