@@ -41,9 +41,7 @@ def test_export_writes_a_checked_bundle_and_points_champion_at_it(
     assert pointer["bundle"] == str(bundle_dir) and pointer["version"] == str(info.version)
     assert pointed_bundle(spec) == bundle_dir
     # No half-built folders are left beside the bundle.
-    assert sorted(p.name for p in spec.paths.bundles.iterdir()) == sorted(
-        ["champion.json", bundle_dir.name]
-    )
+    assert_only_the_bundle_is_left(spec, bundle_dir)
 
 
 def test_export_is_idempotent_and_follows_the_alias(
@@ -156,9 +154,7 @@ def test_a_half_written_bundle_folder_is_never_taken_for_complete(
     assert export_champion_bundle(spec, registry) == bundle_dir
     verify_manifest(bundle_dir)
     assert load_bundle(bundle_dir, use_onnx=False).backend_name == "sklearn"
-    assert sorted(p.name for p in spec.paths.bundles.iterdir()) == sorted(
-        ["champion.json", bundle_dir.name]
-    )
+    assert_only_the_bundle_is_left(spec, bundle_dir)
 
 
 def test_export_seals_the_bundle_the_artifact_gates_judged(
@@ -194,9 +190,7 @@ def test_export_seals_the_bundle_the_artifact_gates_judged(
     assert f"version {info.version}" in card
     assert "serves the ONNX graph" in card and "Not measured yet" not in card
     assert load_bundle(bundle_dir).backend_name == "onnx"
-    assert sorted(p.name for p in spec.paths.bundles.iterdir()) == sorted(
-        ["champion.json", bundle_dir.name]
-    )
+    assert_only_the_bundle_is_left(spec, bundle_dir)
 
 
 def test_export_rebuilds_when_the_gated_bundle_is_not_this_versions(
@@ -221,6 +215,10 @@ def test_export_rebuilds_when_the_gated_bundle_is_not_this_versions(
 
     assert read_meta(bundle_dir).fingerprint == "fp-real"
     verify_manifest(bundle_dir)
-    assert sorted(p.name for p in spec.paths.bundles.iterdir()) == sorted(
-        ["champion.json", bundle_dir.name]
-    )
+    assert_only_the_bundle_is_left(spec, bundle_dir)
+
+
+def assert_only_the_bundle_is_left(spec: Spec, bundle_dir: Path) -> None:
+    """No half-built or gated folder beside the exported bundle and its pointer."""
+    names = sorted(p.name for p in spec.paths.bundles.iterdir())
+    assert names == sorted(["champion.json", bundle_dir.name]), names
