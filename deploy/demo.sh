@@ -56,7 +56,10 @@ import yaml
 
 source, target, interval = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 raw = yaml.safe_load(source.read_text())
-raw["dataset"]["landing_dir"] = str((source.parent / raw["dataset"]["landing_dir"]).resolve())
+landing_dir = (source.parent / raw["dataset"]["landing_dir"]).resolve()
+# The spec creates only its default folder by itself; this absolute path is that folder.
+landing_dir.mkdir(parents=True, exist_ok=True)
+raw["dataset"]["landing_dir"] = str(landing_dir)
 raw["deployment"] = {
     "strategy": "canary",
     "analysis": {"interval_seconds": interval, "min_requests": 50},
