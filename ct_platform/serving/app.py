@@ -346,12 +346,13 @@ class Server:
             prediction=scored.prediction,
             latency_ms=seconds * 1000.0,
         )
+        # Formatting the log records waits until the response has been written.
+        loop = asyncio.get_running_loop()
         if scored.parsed.n_rows <= _INLINE_LOG_ROWS:
-            # Formatting the log records waits until the response has been written.
-            asyncio.get_running_loop().call_soon(self.prediction_log.submit, batch)
+            loop.call_soon(self.prediction_log.submit, batch)
         else:
             # Thousands of rows take milliseconds to format: not on the loop.
-            asyncio.get_running_loop().run_in_executor(None, self.prediction_log.submit, batch)
+            loop.call_soon(loop.run_in_executor, None, self.prediction_log.submit, batch)
 
     # -- feedback, metrics, OpenAPI --------------------------------------------------------
 

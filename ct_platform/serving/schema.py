@@ -48,6 +48,11 @@ from ct_platform.serving.config import OutOfContract
 # one-hot encoder (handle_unknown="ignore") scores it as "none of the known ones".
 MISSING_CATEGORY = ""
 _JSON_NUMBER_TYPES = frozenset({int, float, type(None)})
+_TEXT_OR_NULL = frozenset({str, type(None)})
+# How a text protocol (CSV field, V2 BYTES element) writes "missing", in every column:
+# compared with the value stripped of spaces and lower-cased. The spellings `float()`
+# reads as NaN, and the empty field (in CSV the only other way to say it).
+MISSING_TEXT = frozenset({"", "nan", "+nan", "-nan"})
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 # How a text protocol may spell infinity (refused as infinite, not as an overflow).
 _INFINITY_TEXT = re.compile(r"[+-]?(inf|infinity)", re.IGNORECASE)
@@ -361,7 +366,9 @@ class InputSchema:
             raise InputError(f"'data' must be a list of rows: got {show(rows)}")
         positions = {name: index for index, name in enumerate(columns)}
         self._check_names(positions.keys(), "column")
-        for index, row in enumerate(rows):
+        # Two C-level passes for the common case; the loop names the first bad row.
+        well_formed = set(map(type, rows)) <= {list} and set(map(len, rows)) <= {len(columns)}
+        for index, row in enumerate([] if well_formed else rows):
             if not isinstance(row, list) or len(row) != len(columns):
                 count = f" ({len(row)} values)" if isinstance(row, list) else ""
                 raise InputError(
@@ -446,10 +453,10 @@ class _ColumnParser:
                 raise self._error(
                     row, f"{show(value)} is too large to score: it overflows float64"
                 ) from None
-        # Text: a plain decimal literal, or empty for missing. float() alone would also
-        # take "1_000" and non-ASCII digits.
+        # Text: a plain decimal literal, or `MISSING_TEXT`. float() alone would also take
+        # "1_000" and non-ASCII digits.
         stripped = value.strip()
-        if not stripped:
+        if stripped.lower() in MISSING_TEXT:
             return math.nan
         if stripped.isascii() and "_" not in stripped:
             try:
@@ -495,36 +502,50 @@ class _ColumnParser:
         """Categories as str (missing: `MISSING_CATEGORY`), and the contract's breaches:
         a value outside `categories` (kept as sent: the model scores it as none of the
         known ones), a missing value in a required column."""
-        array = np.empty(len(values), dtype=object)
-        unknown: list[int] = []
-        missing: list[int] = []
-        for row, value in enumerate(values):
-            # In CSV an empty field is the only way to say "missing".
-            if (
-                value is None
-                or (text and value == "")
-                or _is_missing_marker(value, self._text_sentinels)
-            ):
-                if not self.column.nullable:
-                    missing.append(row)
-                array[row] = MISSING_CATEGORY
-                continue
-            category = value if isinstance(value, str) else self._integer_category(row, value)
-            if self._categories is not None and category not in self._categories:
-                unknown.append(row)
-            array[row] = category
-        breaches = [
-            _Breach(
-                self.position,
-                rule,
-                len(rows),
-                rows[0],
-                _contract_problem(self.column, rule, values[rows[0]]),
-            )
-            for rule, rows in (("nullable", missing), ("categories", unknown))
-            if rows
-        ]
+        judged = self._judged_distinct(values, text=text)
+        if judged is None:  # numbers or other JSON types among the values: one at a time
+            outcomes = [self._judged(row, value, text) for row, value in enumerate(values)]
+            array = np.array([category for category, _ in outcomes], dtype=object)
+            rules = [rule for _, rule in outcomes]
+        else:
+            replaced = {value: category for value, (category, _) in judged.items()}
+            if all(category is value for value, category in replaced.items()):
+                array = np.array(values, dtype=object)
+            else:
+                array = np.array([replaced[value] for value in values], dtype=object)
+            broken = {value: rule for value, (_, rule) in judged.items() if rule is not None}
+            rules = [broken.get(value) for value in values] if broken else []
+        breaches = []
+        for rule in ("nullable", "categories"):
+            rows = [row for row, broke in enumerate(rules) if broke == rule] if rules else []
+            if rows:
+                problem = _contract_problem(self.column, rule, values[rows[0]])
+                breaches.append(_Breach(self.position, rule, len(rows), rows[0], problem))
         return array, breaches
+
+    def _judged_distinct(
+        self, values: Sequence[Any], *, text: bool
+    ) -> dict[Any, tuple[str, str | None]] | None:
+        """The rule applied once per distinct value, when every value is text or null (a
+        request has few distinct categories); None when other types need it row by row
+        (1 == 1.0 == True as keys, and a number's error names its row)."""
+        distinct = set(map(type, values))
+        if not distinct <= _TEXT_OR_NULL:
+            return None
+        return {value: self._judged(0, value, text) for value in set(values)}
+
+    def _judged(self, row: int, value: Any, text: bool) -> tuple[str, str | None]:
+        """(category fed to the model, contract rule broken or None) for one value."""
+        if (
+            value is None
+            or (text and is_missing_text(value))
+            or _is_missing_marker(value, self._text_sentinels)
+        ):
+            return MISSING_CATEGORY, None if self.column.nullable else "nullable"
+        category = value if isinstance(value, str) else self._integer_category(row, value)
+        if self._categories is not None and category not in self._categories:
+            return category, "categories"
+        return category, None
 
     def _integer_category(self, row: int, value: Any) -> str:
         """A JSON number for an integer-coded category: 3 (or 3.0) means "3"; 3.5 is refused."""
@@ -577,7 +598,12 @@ def _is_missing(value: Any) -> bool:
         return True
     if isinstance(value, float):
         return math.isnan(value)
-    return isinstance(value, str) and (not value.strip() or value.strip().lower() == "nan")
+    return is_missing_text(value)
+
+
+def is_missing_text(value: Any) -> bool:
+    """Text meaning "missing" in a text protocol (`MISSING_TEXT`); a non-str never is."""
+    return isinstance(value, str) and value.strip().lower() in MISSING_TEXT
 
 
 def _is_missing_marker(value: Any, sentinels: frozenset[str]) -> bool:
