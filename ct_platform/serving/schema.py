@@ -32,11 +32,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import orjson
@@ -47,7 +47,6 @@ from ct_platform.serving.config import OutOfContract
 # Categorical value fed for a missing category: outside every fitted category, so the
 # one-hot encoder (handle_unknown="ignore") scores it as "none of the known ones".
 MISSING_CATEGORY = ""
-_JSON_NUMBER_TYPES = frozenset({int, float, type(None)})
 _TEXT_OR_NULL = frozenset({str, type(None)})
 # How a text protocol (CSV field, V2 BYTES element) writes "missing", in every column:
 # compared with the value stripped of spaces and lower-cased. The spellings `float()`
@@ -60,6 +59,7 @@ _MAX_FLOAT32 = float(np.finfo(np.float32).max)
 _MAX_SHOWN = 60
 _MAX_LISTED_NAMES = 30
 
+T = TypeVar("T")
 # (column, rule) -> how many values of a request broke that rule of that column.
 Violations = Mapping[tuple[str, str], int]
 NO_VIOLATIONS: Violations = MappingProxyType({})
@@ -74,9 +74,42 @@ class OverflowedNumber:
         self.text = text
 
 
+class SentFloat(float):
+    """A JSON number literal read as a float that keeps its text (`1e-400` reads as 0.0,
+    `41.50` as 41.5): only when re-reading a refused body, so the error quotes it as sent."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> SentFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+# The Python types of a JSON number once parsed (bool, an int subclass, is not one).
+JSON_NUMBERS = frozenset({int, float, SentFloat})
+_JSON_NUMBER_TYPES = JSON_NUMBERS | {type(None)}
+
+
 def _parse_json_float(text: str) -> float | OverflowedNumber:
     value = float(text)
     return value if math.isfinite(value) else OverflowedNumber(text)
+
+
+def _sent_float(text: str) -> SentFloat | OverflowedNumber:
+    return SentFloat(text) if math.isfinite(float(text)) else OverflowedNumber(text)
+
+
+def quoting_as_sent(parse: Callable[[Any], T], payload: Any, body: bytes) -> T:
+    """`parse(payload)` (the body's JSON); when it raises `InputError`, the body is read
+    again with every number's text kept and parsed once more, so the error raised quotes
+    the numbers as sent (`1e-400`, not `0.0`). Costs nothing on bodies that are accepted.
+    """
+    try:
+        return parse(payload)
+    except InputError:
+        parse(json.loads(body.decode("utf-8"), parse_float=_sent_float))
+        raise  # not reached: the same rule refuses the same values
 
 
 def load_json(body: bytes) -> Any:
@@ -549,7 +582,7 @@ class _ColumnParser:
 
     def _integer_category(self, row: int, value: Any) -> str:
         """A JSON number for an integer-coded category: 3 (or 3.0) means "3"; 3.5 is refused."""
-        if self._integer_coded and type(value) in (int, float) and float(value).is_integer():
+        if self._integer_coded and type(value) in JSON_NUMBERS and float(value).is_integer():
             return str(int(value))
         expected = "a category (string or integer)" if self._integer_coded else "a category string"
         raise self._error(row, f"expected {expected}, got {show(value)}")
@@ -618,7 +651,7 @@ def _row_of(array: np.ndarray, value: float) -> int:
 
 def show(value: Any) -> str:
     """A request value as the client wrote it (JSON spelling: true, null, NaN, "3"), short."""
-    if isinstance(value, OverflowedNumber):
+    if isinstance(value, OverflowedNumber | SentFloat):
         return value.text
     try:
         shown = json.dumps(value)
