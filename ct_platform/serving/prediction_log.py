@@ -134,21 +134,27 @@ def jsonl(batch: ScoredBatch) -> bytes:
     """The batch's prediction-log records, one JSON line per scored row (row i of a
     multi-row request: `<id>:<i>`); see docs/architecture.md for the fields.
 
-    Built a column at a time (a 1,000-row batch: ~1 ms, was ~8 ms with a dict per row
-    handed to the encoder): orjson encodes each numeric column as one array, split into its
-    numbers with each one's `"name":` in front, and each distinct category or label once;
-    then one `join` per row.
+    Assembled from JSON text, not a dict per row and field handed to the encoder (1,000
+    rows: ~3 ms, was ~8 ms): the fields every row shares are encoded once; the features of
+    one row as one dict; of many rows a column at a time: orjson encodes a numeric column
+    as one array, split into its numbers with the column's `"name":` in front, and each
+    distinct category or label once; then one `join` per row.
     """
     n_rows = batch.columns[0].shape[0]
     fields = f',"ts":{_json(batch.ts)},"slot":{_json(batch.slot)}'
     fields += f',"model_version":{_json(batch.model_version)},"features":{{'
-    request_id = _json(batch.request_id)
-    if n_rows == 1:
-        heads = [f'{{"request_id":{request_id}{fields}']
-    else:  # the id's JSON string reopened: ":<i>" needs no escaping
-        heads = [f'{{"request_id":{request_id[:-1]}:{i}"{fields}' for i in range(n_rows)]
     latency = f',"latency_ms":{_json(batch.latency_ms)}}}'
     tails = [f'}},"output":{output}{latency}' for output in _json_outputs(batch.prediction)]
+    if n_rows == 1:
+        values = [column.item() for column in batch.columns]
+        features = {
+            name: None if value == MISSING_CATEGORY else value
+            for name, value in zip(batch.column_names, values, strict=True)
+        }
+        line = f'{{"request_id":{_json(batch.request_id)}{fields}{_json(features)[1:-1]}'
+        return f"{line}{tails[0]}\n".encode()
+    request_id = _json(batch.request_id)[:-1]  # the id's JSON string, reopened for ":<i>"
+    heads = [f'{{"request_id":{request_id}:{i}"{fields}' for i in range(n_rows)]
     columns = [
         _json_column(name, values)
         for name, values in zip(batch.column_names, batch.columns, strict=True)
