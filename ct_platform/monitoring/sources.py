@@ -10,8 +10,9 @@ Every source becomes Arrow batches of the feature columns, typed and counted by 
 - CSV (`.csv`, `.csv.gz`) is streamed too (`pyarrow.csv.open_csv`, `CSV_BLOCK_BYTES` of
   text per batch, the spec's separator, only the feature columns): numeric columns read as
   text (so a stray "abc" is counted, not a reason to fail the file), categorical ones
-  dictionary-encoded; an empty field, and in a numeric column text reading "nan" in any
-  case, is missing, as the model server reads it (`MISSING_NUMBER_TEXT`).
+  dictionary-encoded; an empty field, and text reading "nan" in any case and sign, is
+  missing in every column, categorical ones included, as the model server reads text
+  (`serving.schema.MISSING_TEXT`).
 - Frames and prediction-log records are converted column by column (`add_frame`,
   `add_records`).
 
@@ -42,6 +43,7 @@ from ct_platform.monitoring.summaries import (
     NumericSummary,
     Value,
 )
+from ct_platform.serving.schema import MISSING_TEXT, is_missing_text
 from ct_platform.settings import ColumnSpec, DatasetSpec
 
 if TYPE_CHECKING:
@@ -58,11 +60,6 @@ CSV_BLOCK_BYTES = 16 * 1024 * 1024
 # What a number looks like as text once trimmed (what `pyarrow.compute.cast` then reads):
 # decimal or scientific notation, or inf/infinity in any case.
 _NUMBER = r"(?i)^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf|infinity)$"
-# Text a numeric column reads as missing once trimmed, as the model server reads it
-# (`serving.schema`, `_Column._number` on main: blank text, and "nan" in any case and sign,
-# which its `float()` reads as NaN, i.e. missing). Not "NA", "null" or "None": the server
-# refuses those as not a number, so they are counted as unparseable here too.
-MISSING_NUMBER_TEXT = r"(?i)^([+-]?nan)?$"
 # Infinity spelled out: infinite, whereas any other text reading as infinite overflowed.
 _INFINITY_TEXT = r"(?i)^[+-]?(inf|infinity)$"
 
@@ -393,7 +390,7 @@ def _parsed_text(
     sent, text = text, pc.utf8_trim_whitespace(text)
     sentinels = [s for s in column.sentinels if isinstance(s, str)]
     missing = pc.or_kleene(
-        pc.match_substring_regex(text, MISSING_NUMBER_TEXT),
+        pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(MISSING_TEXT), pa.string())),
         pc.is_in(text, value_set=pa.array(sentinels, pa.string())),
     )
     text = pc.if_else(missing, None, text)
@@ -440,7 +437,7 @@ def _category_counts(values: pa.Array) -> dict[Value, int]:
 
 
 def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    return value is None or (isinstance(value, float) and value != value) or is_missing_text(value)
 
 
 def _sentinels(column: ColumnSpec) -> list[float]:

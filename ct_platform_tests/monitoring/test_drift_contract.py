@@ -280,13 +280,16 @@ def test_overflows_infinities_and_nan_text_read_as_the_server_reads_them(
     raw.loc[20:24, "campaign"] = " nan "
     raw.loc[25, "campaign"] = "-NaN"
     raw.loc[30:31, "previous"] = "NA"  # the server refuses it as not a number
+    raw.loc[40:44, "job"] = "NaN"  # missing in a category column too (`MISSING_TEXT`)
+    raw.loc[45, "job"] = " -nan "
     path = tmp_path / "current.csv"
     raw.to_csv(path, sep=spec.dataset.separator, index=False)
 
     assert main(["drift", str(reference_file), str(path), "--json"]) == EXIT_CONTRACT_VIOLATIONS
     violations = json.loads(capsys.readouterr().out)["violations"]
 
-    assert list(violations) == ["age", "previous"]  # campaign's NaN text is missing
+    # campaign's and job's NaN text is missing, not unparseable and not an unknown category
+    assert list(violations) == ["age", "previous"]
     age = violations["age"]
     assert (age["overflows"], age["overflow_examples"], age["infinite"]) == (
         5,
