@@ -2,12 +2,12 @@
 DockerRunLauncher starts in containers -> the champion served by the model-server service.
 
 Needs a Docker engine (deploy/start-dockerd.sh), a compose tool (`docker compose` or Debian's
-`docker-compose`) and the images of deploy/docker/build-images.sh (`make images`: 44 min measured
-on the shared 2-core box under vfs with the wheels cached, about an hour on a fresh machine),
-past the CI budget before the stack even starts (and every container start copies the
-image's file tree), so it runs only when asked: CT_STACK_TEST=1. Otherwise it skips, saying
-which of these is missing. Its stack has names of its own (CT_STACK) and free ports, and is
-taken down with its volumes afterwards.
+`docker-compose`) and the images of deploy/docker/build-images.sh (`make images`: 20-44 min
+measured on the shared 2-core box under vfs with the wheels cached, about an hour on a fresh
+machine). The test itself took 42 min there (up 9 min, the runs 22 min, teardown 10 min;
+every container is a 2 GB copy of the image), so it runs only when asked: CT_STACK_TEST=1.
+Otherwise it skips, saying which of these is missing. Its stack has names of its own
+(CT_STACK) and free ports, and is taken down with its volumes afterwards.
 """
 
 from __future__ import annotations
@@ -64,13 +64,15 @@ def missing_prerequisite() -> str | None:
 
 
 def wait_for(description: str, probe, timeout: float = STACK_TIMEOUT_SECONDS):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll `probe` until it returns something truthy (returned); prints how long it took."""
+    started = time.monotonic()
+    while time.monotonic() < started + timeout:
         try:
             result = probe()
         except httpx.TransportError:
             result = None
         if result:
+            print(f"[stack] {description}: {time.monotonic() - started:.0f} s")
             return result
         time.sleep(5)
     pytest.fail(f"{description}: not within {timeout:.0f} s")
@@ -90,7 +92,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env.setdefault("COMPOSE_HTTP_TIMEOUT", "600")
     compose = [*compose_command(), "-p", name, "-f", str(COMPOSE_FILE)]
     try:
+        started = time.monotonic()
         subprocess.run([*compose, "up", "-d"], env=env, check=True, timeout=1800)
+        print(f"\n[stack] up -d: {time.monotonic() - started:.0f} s")
         yield {"compose": " ".join(compose), "name": name, **ports}
     finally:
         logs = subprocess.run([*compose, "logs", "--tail", "50"], env=env, capture_output=True)
@@ -99,11 +103,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         # once the daemon is stopped (it launches more), and again after `down`: a container
         # the engine was still creating when the daemon stopped appears only later, and
         # keeps the network and volumes in use.
+        # vfs deletes each 2 GB tree file by file: `down` of the whole stack took over 10 min
+        # at load 12, so the teardown gets the same half hour as `up`.
         subprocess.run([*compose, "stop", "dagster-daemon"], env=env, timeout=600)
         remove_run_containers(name)
-        subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], env=env, timeout=600)
+        subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], env=env, timeout=1800)
         if remove_run_containers(name):
-            subprocess.run([*compose, "down", "--volumes"], env=env, timeout=600)
+            subprocess.run([*compose, "down", "--volumes"], env=env, timeout=1800)
 
 
 def remove_run_containers(stack: str) -> list[str]:
