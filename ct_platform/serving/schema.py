@@ -238,7 +238,9 @@ class InputSchema:
         self._check_names(data.keys(), "column")
         raw_columns = [_as_list(data[name], name) for name in self.names]
         n_rows = self._row_count(raw_columns)
-        texts = [text if isinstance(text, bool) else name in text for name in self.names]
+        texts = (
+            [text] * len(self.names) if isinstance(text, bool) else [n in text for n in self.names]
+        )
         parsed = self._one_row(raw_columns, texts) if n_rows == 1 else None
         if parsed is None:
             parsed = self._all_columns_at_once(raw_columns, texts, n_rows)
