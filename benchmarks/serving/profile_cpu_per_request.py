@@ -112,7 +112,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def latency(wrk: str, percentile: str) -> str:
-    return re.search(rf"{percentile}\s+(\S+)", wrk).group(1)
+    # A line of the "Latency Distribution" section; not the "+/- Stdev" column's "85.50%".
+    return re.search(rf"^[ \t]+{percentile}[ \t]+(\S+)", wrk, re.MULTILINE).group(1)
 
 
 if __name__ == "__main__":

@@ -242,17 +242,20 @@ class OnnxBackend:
                 zip(self._input_names, meta.columns, strict=True)
             )
         ]
+        self._output_names = [output.name for output in self._session.get_outputs()]
         self._classifier = meta.task == "classification"
 
     def predict(self, rows: ParsedRows) -> Prediction:
-        # One float32 conversion for every numeric column; each input is then a view of it.
-        numeric = rows.numeric.astype(np.float32)
+        # One float32 conversion for every numeric column, shaped once so that each
+        # numeric input is a (n_rows, 1) view of it, with no per-input reshape.
         shape = (rows.n_rows, 1)
+        numeric = rows.numeric.astype(np.float32).reshape(-1, *shape)
+        columns = rows.columns
         feeds = {
-            name: (numeric[index] if is_numeric else rows.columns[index]).reshape(shape)
+            name: numeric[index] if is_numeric else columns[index].reshape(shape)
             for name, is_numeric, index in self._inputs
         }
-        outputs = self._session.run(None, feeds)
+        outputs = self._session.run(self._output_names, feeds)
         if self._classifier:
             return Prediction(labels=outputs[0].ravel(), proba=outputs[1], values=None)
         return Prediction(labels=None, proba=None, values=outputs[0].ravel())

@@ -206,6 +206,22 @@ class InputSchema:
             for j, i in enumerate(self._numeric)
             if self._parsers[i].numeric_sentinels
         ]
+        # The one-row path's rules, precomputed: per numeric column (nullable, low, high,
+        # int?, sentinels); per categorical column the accepted values -> value fed.
+        self._one_row_numeric = [
+            (column.nullable, float(low), float(high), column.type == "int", sentinels)
+            for column, low, high, sentinels in zip(
+                numeric,
+                self._low[:, 0],
+                self._high[:, 0],
+                (frozenset(self._parsers[i].numeric_sentinels) for i in self._numeric),
+                strict=True,
+            )
+        ]
+        self._one_row_categorical = [
+            (self._parsers[i].accepted(text=False), self._parsers[i].accepted(text=True))
+            for i in self._categorical
+        ]  # indexed by `text` (False, True)
 
     def from_columns(
         self, data: Mapping[str, Any], *, text: bool | frozenset[str] = False
@@ -222,8 +238,12 @@ class InputSchema:
         self._check_names(data.keys(), "column")
         raw_columns = [_as_list(data[name], name) for name in self.names]
         n_rows = self._row_count(raw_columns)
-        texts = [text if isinstance(text, bool) else name in text for name in self.names]
-        parsed = self._all_columns_at_once(raw_columns, texts, n_rows)
+        texts = (
+            [text] * len(self.names) if isinstance(text, bool) else [n in text for n in self.names]
+        )
+        parsed = self._one_row(raw_columns, texts) if n_rows == 1 else None
+        if parsed is None:
+            parsed = self._all_columns_at_once(raw_columns, texts, n_rows)
         if parsed is not None:
             return parsed
         # Something needs a closer look: the rule, one column at a time in schema order,
@@ -267,6 +287,53 @@ class InputSchema:
         if n_rows == 0:
             raise InputError("no rows to score")
         return n_rows
+
+    def _one_row(self, raw_columns: list[Sequence[Any]], texts: list[bool]) -> ParsedRows | None:
+        """A single row in one plain Python pass (no numpy call per column), when every
+        value is accepted as it is: a number within its range (float32's and the
+        contract's; integral in an int column), a sentinel, a missing value where allowed,
+        a known category. None otherwise: the block path decides, with the same rule, and
+        names what is wrong."""
+        numbers = []
+        for (nullable, low, high, integral, sentinels), position in zip(
+            self._one_row_numeric, self._numeric, strict=True
+        ):
+            value = raw_columns[position][0]
+            kind = type(value)
+            if (kind is not float and kind is not int) or texts[position]:
+                if value is None and nullable and not texts[position]:
+                    numbers.append(math.nan)
+                    continue
+                return None
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond float64
+                return None
+            if number in sentinels:
+                numbers.append(math.nan)
+                continue
+            if number != number:  # NaN: missing
+                if not nullable:
+                    return None
+            elif not low <= number <= high or (integral and not number.is_integer()):
+                return None
+            numbers.append(number)
+        categories = []
+        for accepted, position in zip(self._one_row_categorical, self._categorical, strict=True):
+            value, text = raw_columns[position][0], texts[position]
+            if value is not None and type(value) is not str:
+                return None
+            category = accepted[text].get(value)
+            if category is None:
+                parser = self._parsers[position]
+                if value is None or not parser.takes_any_text(value, text=text):
+                    return None
+                category = value
+            categories.append(category)
+        block = np.array(numbers, dtype=np.float64).reshape(len(numbers), 1)
+        categorical = np.array(categories, dtype=object).reshape(len(categories), 1)
+        columns = self._in_schema_order(block, list(categorical))
+        return ParsedRows(n_rows=1, columns=columns, numeric=block)
 
     def _all_columns_at_once(
         self, raw_columns: list[Sequence[Any]], texts: list[bool], n_rows: int
@@ -555,6 +622,26 @@ class _ColumnParser:
                 problem = _contract_problem(self.column, rule, values[rows[0]])
                 breaches.append(_Breach(self.position, rule, len(rows), rows[0], problem))
         return array, breaches
+
+    def accepted(self, *, text: bool) -> dict[Any, str]:
+        """The text/null values this column accepts without a contract breach, mapped to
+        the category fed to the model: `_judged`'s verdict on each, precomputed. Without
+        `categories` any other text is accepted as itself, except a missing marker not
+        listed (" NaN " in a text protocol): `_judged` has the last word on those."""
+        accepted: dict[Any, str] = {category: category for category in self._categories or ()}
+        for marker in [None, *self._text_sentinels, *(MISSING_TEXT if text else ())]:
+            accepted.pop(marker, None)  # "missing" wins over a category of the same text
+            if self.column.nullable:
+                accepted[marker] = MISSING_CATEGORY
+        return accepted
+
+    def takes_any_text(self, value: str, *, text: bool) -> bool:
+        """A text value outside `accepted(text=...)` that this column still takes as itself."""
+        return (
+            self._categories is None
+            and value not in self._text_sentinels
+            and not (text and is_missing_text(value))
+        )
 
     def _judged_distinct(
         self, values: Sequence[Any], *, text: bool
