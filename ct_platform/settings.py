@@ -1,6 +1,7 @@
 """The project spec: one YAML file that says everything dataset-specific.
 
-`load_spec()` reads `ct_platform.yaml` (or the file named by `CT_SPEC`) into typed settings.
+`load_spec()` reads the file named by `CT_SPEC`, else the nearest `ct_platform.yaml` in the
+working folder or its parents (`spec_path`), into typed settings.
 A wrong spec fails here, at load, with an error naming the key and what was expected, so no
 run gets halfway before discovering a typo. Relative paths in the spec are resolved against
 the spec file's own folder, so a spec and its data can live anywhere.
@@ -520,6 +521,12 @@ class AnalysisSpec(_Strict):
     # with itself has PSI over 0.2 about one period in five by chance. At most this share of
     # a good candidate's analyses fail on the score shift.
     score_shift_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
+    # Requests refused as the client's fault (4xx) are judged against stable's refusals of
+    # the same period's traffic, never against `error_rate_max`: the candidate's refusal
+    # rate may exceed stable's by this much (absolute) before it fails, and only when a
+    # one-sided Fisher's exact test at `refusal_alpha` says the excess is beyond noise.
+    refusal_rate_excess_max: Annotated[float, Field(ge=0, le=1)] = 0.01
+    refusal_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
     # With labels from /feedback: the candidate's primary metric (accuracy for
     # classification, mean absolute error for regression) may trail stable's by this much.
     metric_tolerance: Annotated[float, Field(ge=0)] = 0.05
@@ -684,7 +691,27 @@ class Paths:
 
 
 def spec_path() -> Path:
-    return Path(os.environ.get("CT_SPEC", DEFAULT_SPEC_FILE)).resolve()
+    """The spec file every entry point reads (each `ct` command, the code location).
+
+    `CT_SPEC` when set (a relative path is taken from the working folder); else the nearest
+    `ct_platform.yaml` in the working folder or one of its parents, as git finds its
+    repository. Raises `SpecError` naming what was looked for and where.
+    """
+    named = os.environ.get("CT_SPEC")
+    if named:
+        path = Path(named).resolve()
+        if not path.is_file():
+            raise SpecError(f"spec file not found: CT_SPEC={named} names {path}, not a file")
+        return path
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_SPEC_FILE).is_file():
+            return folder / DEFAULT_SPEC_FILE
+    raise SpecError(
+        f"spec file not found: CT_SPEC is not set and there is no {DEFAULT_SPEC_FILE} in "
+        f"{here} or any folder above it (set CT_SPEC to the spec file, or run inside the "
+        "project)"
+    )
 
 
 def load_spec(path: str | Path | None = None) -> Spec:

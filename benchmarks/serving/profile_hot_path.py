@@ -103,7 +103,7 @@ def asgi_loop(app: Callable, body: bytes) -> Callable[[int], None]:
 def stages(bundle: Path, body: bytes) -> dict[str, Callable[[int], None]]:
     from ct_platform.serving.bundle import load_bundle
     from ct_platform.serving.mlflow_protocol import parse_invocation, render_predictions
-    from ct_platform.serving.prediction_log import ScoredBatch, records
+    from ct_platform.serving.prediction_log import ScoredBatch, jsonl
     from ct_platform.serving.slots import ServedModel
 
     served = ServedModel.of(load_bundle(bundle))
@@ -126,7 +126,7 @@ def stages(bundle: Path, body: bytes) -> dict[str, Callable[[int], None]]:
         ),
         "model.predict (inputs + ORT)": repeat(lambda: served.model.predict(parsed)),
         "render": repeat(lambda: render_predictions(prediction)),
-        "log records": repeat(lambda: records(batch)),
+        "log records": repeat(lambda: jsonl(batch)),
     }
 
 

@@ -5,7 +5,14 @@ see `ct_platform.serving.slot_stats`); their difference is exactly what each slo
 between, so both slots are judged on the same period. The checks follow Flagger's and Argo
 Rollouts' analysis: each metric against a limit from the spec's `deployment.analysis`.
 
-- error rate: the candidate's failed requests over its requests, at most `error_rate_max`;
+- error rate: the candidate's server-side failures (5xx, its model raising) over every
+  request routed to it, at most `error_rate_max`;
+- refusals: requests refused as the client's fault (4xx: bad input, contract violations,
+  too many rows) are never errors. A burst of bad requests is refused by whichever slot it
+  reaches, so the candidate's refusal rate is judged against stable's over the same period:
+  it fails only when it exceeds stable's by more than `refusal_rate_excess_max` and a
+  one-sided Fisher's exact test finds the excess significant at `refusal_alpha` (a
+  candidate that refuses traffic stable accepts, e.g. a contract tightened by mistake);
 - p99 latency: read from the latency histogram (the upper bound of the bucket holding the
   99th percentile, so it errs on the slow side), at most `p99_latency_ms_max`;
 - score shift: PSI, or the Jensen-Shannon distance (base 2, 0..1), between the two slots'
@@ -20,13 +27,14 @@ Rollouts' analysis: each metric against a limit from the spec's `deployment.anal
 - agreement (shadow, classification): share of rows where the shadow predicted stable's
   label, at least `shadow.min_agreement`.
 
-A period with fewer than `min_requests` candidate requests gives no verdict ("wait").
+A period with fewer than `min_requests` candidate requests (scored, failed or refused)
+gives no verdict ("wait").
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -40,10 +48,12 @@ _EMPTY_BIN = 0.5
 
 @dataclass(frozen=True)
 class SlotWindow:
-    """What one slot did between two snapshots."""
+    """What one slot did between two snapshots: `requests` scored, `errors` failed on the
+    server's side, `refused` as the client's fault."""
 
     requests: int
     errors: int
+    refused: int
     latency: list[int]
     scores: dict[str, int]
     compared_rows: int
@@ -53,8 +63,17 @@ class SlotWindow:
     outcome_sq_sum: float
 
     @property
+    def routed(self) -> int:
+        """Every request routed to the slot, answered or not."""
+        return self.requests + self.errors + self.refused
+
+    @property
     def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
+        return self.errors / self.routed if self.routed else 0.0
+
+    @property
+    def refusal_rate(self) -> float:
+        return self.refused / self.routed if self.routed else 0.0
 
     @property
     def outcome_mean(self) -> float:
@@ -78,7 +97,7 @@ def slot_window(before: dict[str, Any] | None, after: dict[str, Any], slot: str)
     """
     now = after["slots"].get(slot) or {}
     then = (before or {}).get("slots", {}).get(slot) or {}
-    if then and then.get("requests", 0) > now.get("requests", 0):
+    if any(then.get(key, 0) > now.get(key, 0) for key in ("requests", "errors", "refused")):
         then = {}
     bounds = len(after["latency_bounds_ms"]) + 1
 
@@ -95,6 +114,7 @@ def slot_window(before: dict[str, Any] | None, after: dict[str, Any], slot: str)
     return SlotWindow(
         requests=counts("requests"),
         errors=counts("errors"),
+        refused=counts("refused"),
         latency=[a - b for a, b in zip(new_latency, old_latency, strict=True)],
         scores={b: c for b, c in scores.items() if c > 0},
         compared_rows=counts("compared_rows"),
@@ -214,24 +234,38 @@ def analyse(
     candidate = slot_window(period_start, now, candidate_slot)
     stable = slot_window(period_start, now, "stable")
     figures = {
-        "candidate_requests": float(candidate.requests),
-        "stable_requests": float(stable.requests),
+        "candidate_requests": float(candidate.routed),
+        "stable_requests": float(stable.routed),
         "candidate_error_rate": candidate.error_rate,
         "stable_error_rate": stable.error_rate,
+        "candidate_refusal_rate": candidate.refusal_rate,
+        "stable_refusal_rate": stable.refusal_rate,
         "candidate_p99_ms": p99_ms(candidate, bounds),
         "stable_p99_ms": p99_ms(stable, bounds),
     }
-    if candidate.requests < spec.min_requests:
+    if candidate.routed < spec.min_requests:
         reason = (
-            f"waiting for traffic: {candidate.requests} {candidate_slot} requests in this "
+            f"waiting for traffic: {candidate.routed} {candidate_slot} requests in this "
             f"period, {spec.min_requests} needed for a verdict"
         )
         return Analysis("wait", reason, [], figures)
+    error_check = _at_most("error_rate", candidate.error_rate, spec.error_rate_max)
     checks = [
-        _at_most("error_rate", candidate.error_rate, spec.error_rate_max),
+        replace(
+            error_check,
+            detail=f"{error_check.detail} ({candidate.errors} of {candidate.routed} "
+            f"{candidate_slot} requests failed on the server's side)",
+        ),
         _at_most("p99_latency_ms", figures["candidate_p99_ms"], spec.p99_latency_ms_max),
     ]
     unjudged = []
+    if stable.routed >= spec.min_requests:
+        checks.append(_refusal_check(spec, candidate_slot, candidate, stable, figures))
+    else:
+        unjudged.append(
+            f"refusals not judged: stable had {stable.routed} requests in this period, "
+            f"{spec.min_requests} needed"
+        )
     if sum(stable.scores.values()) >= spec.min_requests:
         checks.append(
             _score_shift_check(spec, candidate_slot, candidate.scores, stable.scores, figures)
@@ -266,6 +300,42 @@ def _at_most(name: str, value: float, limit: float) -> Check:
     return Check(
         name, value, limit, not value > limit, f"{name} {value:.4g} over the limit {limit:g}"
     )
+
+
+def _refusal_check(
+    spec: AnalysisSpec,
+    slot: str,
+    candidate: SlotWindow,
+    stable: SlotWindow,
+    figures: dict[str, float],
+) -> Check:
+    """Fails when the candidate refuses (4xx) a larger share of its requests than stable
+    does of the same period's, by more than `refusal_rate_excess_max` AND beyond sampling
+    noise (one-sided Fisher's exact test on the 2x2 refused/not-refused table under
+    `refusal_alpha`); the p-value is computed only for an excess over the limit."""
+    limit = spec.refusal_rate_excess_max
+    excess = candidate.refusal_rate - stable.refusal_rate
+    figures["refusal_rate_excess"] = excess
+    if not excess > limit:
+        return Check("refusal_rate_excess", excess, limit, True)
+    from scipy.stats import fisher_exact
+
+    table = [
+        [candidate.refused, candidate.routed - candidate.refused],
+        [stable.refused, stable.routed - stable.refused],
+    ]
+    p_value = float(fisher_exact(table, alternative="greater").pvalue)
+    figures["refusal_p_value"] = p_value
+    significant = p_value < spec.refusal_alpha
+    detail = (
+        f"refusal_rate {candidate.refusal_rate:.4g} ({candidate.refused} of {candidate.routed} "
+        f"{slot} requests refused as the client's fault) exceeds stable's "
+        f"{stable.refusal_rate:.4g} ({stable.refused} of {stable.routed}) by {excess:.4g}, "
+        f"over the limit {limit:g} and {'beyond' if significant else 'within'} sampling "
+        f"noise (Fisher's exact p = {p_value:.2g} {'<' if significant else '>='} alpha "
+        f"{spec.refusal_alpha:g})"
+    )
+    return Check("refusal_rate_excess", excess, limit, not significant, detail)
 
 
 def _score_shift_check(

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from ct_platform.settings import Paths
 
@@ -33,18 +33,33 @@ EventKind = Literal[
 EVENT_KINDS: tuple[str, ...] = EventKind.__args__
 # Who acts when no person does: the Dagster run id says which run.
 AUTOMATION = "automation"
-# A run a person launched (Launchpad, "Materialize", `dagster job launch`, a test) when the
-# run does not name them: open-source Dagster has no user identity.
+# A person's action outside any Dagster run (`ct promote`-style commands that do not name
+# the person). A Dagster run is named by what started it, never "by hand".
 BY_HAND = "by hand"
 # The run tags Dagster 1.13 sets on what it launches itself (`dagster._core.storage.tags`):
 # the automation condition sensor sets `from_automation_condition` and `auto_materialize`
 # beside `sensor_name`; any other sensor `sensor_name`; a schedule `schedule_name`; a backfill
-# `backfill`. A person's name: `dagster/user` (Dagster+, or set with `--tags`), or `user`.
+# `backfill`; the UI (Launchpad, "Materialize") `from_ui` (its `UI_EXECUTION_TAGS`). A
+# person's name: `dagster/user` (Dagster+, or set with `--tags`), or `user`.
 AUTOMATION_RUN_TAGS = ("dagster/from_automation_condition", "dagster/auto_materialize")
 SENSOR_TAG = "dagster/sensor_name"
 SCHEDULE_TAG = "dagster/schedule_name"
 BACKFILL_TAG = "dagster/backfill"
+FROM_UI_TAG = "dagster/from_ui"
 USER_TAGS = ("dagster/user", "user")
+# The job Dagster builds for a bare asset selection (`dagster asset materialize`).
+IMPLICIT_ASSET_JOB = "__ASSET_JOB"
+
+
+class DagsterRunLike(Protocol):
+    """What `run_actor` reads of a `dagster.DagsterRun` (governance never imports dagster)."""
+
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+    @property
+    def job_name(self) -> str: ...
+    @property
+    def remote_job_origin(self) -> object | None: ...
 
 
 class AuditLogError(ValueError):
@@ -81,25 +96,37 @@ def current_user() -> str:
     return os.environ.get("USER") or getpass.getuser()
 
 
-def run_actor(run_tags: Mapping[str, str]) -> str:
-    """Who or what started a Dagster run, from its tags.
+def run_actor(run: DagsterRunLike) -> str:
+    """Who or what started a Dagster run, from its tags and how it was launched.
 
-    `automation` (an automation condition), `sensor:<name>`, `schedule:<name>`, the person's
-    name when the run carries one (`dagster/user`, `user`), else `by hand` for a run a
-    person launched (a backfill: `by hand (backfill <id>)`).
+    `automation` (an automation condition), `sensor:<name>`, `schedule:<name>`, `backfill
+    <id>`; a run from the Dagster UI `Dagster UI`; a run executed in the process that
+    created it (no remote origin: `dagster job execute`, `dagster asset materialize`, or the
+    Python API they call, `execute_job` / `materialize`) `<OS user> via dagster job execute`
+    (`via dagster asset materialize` for a bare asset selection), the OS user being whoever
+    runs that process; any other launch through the instance (`dagster job launch`, the
+    GraphQL API) `dagster job launch`. A person named by the run (`dagster/user`, `user`)
+    is put first: `dana via Dagster UI`.
     """
-    user = next((run_tags[tag] for tag in USER_TAGS if run_tags.get(tag)), None)
-    if any(run_tags.get(tag) == "true" for tag in AUTOMATION_RUN_TAGS):
+    tags = run.tags
+    if any(tags.get(tag) == "true" for tag in AUTOMATION_RUN_TAGS):
         return AUTOMATION
-    if run_tags.get(SENSOR_TAG):
-        return f"sensor:{run_tags[SENSOR_TAG]}"
-    if run_tags.get(SCHEDULE_TAG):
-        return f"schedule:{run_tags[SCHEDULE_TAG]}"
-    if user:
-        return user
-    if run_tags.get(BACKFILL_TAG):
-        return f"{BY_HAND} (backfill {run_tags[BACKFILL_TAG]})"
-    return BY_HAND
+    if tags.get(SENSOR_TAG):
+        return f"sensor:{tags[SENSOR_TAG]}"
+    if tags.get(SCHEDULE_TAG):
+        return f"schedule:{tags[SCHEDULE_TAG]}"
+    user = next((tags[tag] for tag in USER_TAGS if tags.get(tag)), None)
+    if tags.get(BACKFILL_TAG):
+        launcher = f"backfill {tags[BACKFILL_TAG]}"
+    elif tags.get(FROM_UI_TAG) == "true":
+        launcher = "Dagster UI"
+    elif run.remote_job_origin is None:
+        user = user or current_user()
+        command = "asset materialize" if run.job_name == IMPLICIT_ASSET_JOB else "job execute"
+        launcher = f"dagster {command}"
+    else:
+        launcher = "dagster job launch"
+    return f"{user} via {launcher}" if user else launcher
 
 
 def append_event(event: AuditEvent, path: Path | None = None) -> AuditEvent:

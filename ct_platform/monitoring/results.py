@@ -10,19 +10,22 @@ spec's contract). A window too small to judge gives no dataset verdict at all: `
 is None and `insufficient` says why, with the figures.
 
 Contract violations (`violations`, per column: values that are not numbers, numbers outside
-the spec's `min`/`max` or not finite, categories not in the spec's `categories`) are counted
-while the data is read and reported apart from drift, whatever the verdict: a value that
-breaks the contract is never silently counted as missing.
+the spec's `min`/`max`, infinite or beyond float64, categories not in the spec's
+`categories`) are counted while the data is read and reported apart from drift, whatever
+the verdict: a value that breaks the contract is never silently counted as missing.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
 Verdict = Literal["drift", "no drift", "insufficient data"]
 # How many values a violation quotes: unparseable examples, unknown categories by count.
 MAX_QUOTED = 5
+# The model server's words for a number too large for float64 (`serving.schema`).
+OVERFLOW = f"overflow to infinity: beyond float64 (±{sys.float_info.max:.4g})"
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,11 @@ class ColumnViolations:
     """One column's values that break the spec's contract, out of `rows` values (rows).
 
     `unparseable`: values sent for a numeric column that are not numbers (`examples`: up to
-    MAX_QUOTED distinct ones, as sent). `out_of_range`: numbers breaking `rule` ("outside
-    [17, 100]", the spec's `min`/`max`, infinities included; "not finite" without bounds),
-    the lowest and highest of them in `seen`.
+    MAX_QUOTED distinct ones, as sent). `overflows`: numbers too large for float64
+    (`overflow_examples`, as sent), `infinite`: infinite values; both worded as the model
+    server words them ("overflows to infinity: beyond float64 (±1.798e+308)", "infinite
+    value ... is not allowed"). `out_of_range`: finite numbers breaking `rule` ("outside
+    [17, 100]", the spec's `min`/`max`), the lowest and highest of them in `seen`.
     `unknown`: values of a categorical column outside the spec's `categories`, the
     MAX_QUOTED most frequent with their counts; `n_unknown` counts them all.
     """
@@ -46,10 +51,15 @@ class ColumnViolations:
     n_unknown: int = 0
     unknown: dict[str, int] = field(default_factory=dict)
     n_distinct_unknown: int = 0
+    overflows: int = 0
+    overflow_examples: tuple[str, ...] = ()
+    infinite: int = 0
 
     @property
     def invalid(self) -> int:
-        return self.unparseable + self.out_of_range + self.n_unknown
+        return (
+            self.unparseable + self.overflows + self.infinite + self.out_of_range + self.n_unknown
+        )
 
     @property
     def share(self) -> float:
@@ -73,6 +83,9 @@ class ColumnViolations:
             "share": self.share,
             "unparseable": self.unparseable,
             "examples": list(self.examples),
+            "overflows": self.overflows,
+            "overflow_examples": list(self.overflow_examples),
+            "infinite": self.infinite,
             "out_of_range": self.out_of_range,
             "rule": self.rule or None,
             "seen_min": None if self.seen is None else _json_number(self.seen[0]),
@@ -85,12 +98,15 @@ class ColumnViolations:
 
     def _kinds(self) -> list[tuple[int, str]]:
         quoted = ", ".join(repr(example) for example in self.examples)
+        overflowed = ", ".join(repr(example) for example in self.overflow_examples)
         seen = "" if self.seen is None else f" (seen {self.seen[0]:g} to {self.seen[1]:g})"
         named = ", ".join(f"{value!r} ({count:,})" for value, count in self.unknown.items())
         more = self.n_distinct_unknown - len(self.unknown)
         named += f" and {more:,} more" if more > 0 else ""
         return [
             (self.unparseable, f"unparseable, e.g. {quoted}"),
+            (self.overflows, f"{OVERFLOW}, e.g. {overflowed}"),
+            (self.infinite, "infinite (not allowed)"),
             (self.out_of_range, f"{self.rule}{seen}"),
             (self.n_unknown, f"in unknown categories: {named}"),
         ]

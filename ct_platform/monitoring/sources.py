@@ -10,7 +10,9 @@ Every source becomes Arrow batches of the feature columns, typed and counted by 
 - CSV (`.csv`, `.csv.gz`) is streamed too (`pyarrow.csv.open_csv`, `CSV_BLOCK_BYTES` of
   text per batch, the spec's separator, only the feature columns): numeric columns read as
   text (so a stray "abc" is counted, not a reason to fail the file), categorical ones
-  dictionary-encoded; only an empty field is missing, as `data.reader` reads batches.
+  dictionary-encoded; an empty field, and text reading "nan" in any case and sign, is
+  missing in every column, categorical ones included, as the model server reads text
+  (`serving.schema.MISSING_TEXT`).
 - Frames and prediction-log records are converted column by column (`add_frame`,
   `add_records`).
 
@@ -19,7 +21,8 @@ float64, with nulls, sentinels and empty text missing; categorical values become
 `str(value)`. Text in a numeric column is parsed by Arrow (`pyarrow.compute.cast`; a batch it
 refuses is parsed value by value against `_NUMBER`, surrounding spaces allowed); what is sent
 but is not a number is counted as unparseable with examples quoted as sent
-(`NumericSummary.add_unparseable`), never silently as missing. Range and category violations
+(`NumericSummary.add_unparseable`), never silently as missing; a number too large for
+float64 as an overflow (`add_overflow`), in the server's words. Range and category violations
 are counted by the summaries themselves.
 """
 
@@ -40,6 +43,7 @@ from ct_platform.monitoring.summaries import (
     NumericSummary,
     Value,
 )
+from ct_platform.serving.schema import MISSING_TEXT, is_missing_text
 from ct_platform.settings import ColumnSpec, DatasetSpec
 
 if TYPE_CHECKING:
@@ -54,8 +58,10 @@ BATCH_ROWS = 262_144
 # CSV text per streamed batch: about 100,000 rows of the bank data.
 CSV_BLOCK_BYTES = 16 * 1024 * 1024
 # What a number looks like as text once trimmed (what `pyarrow.compute.cast` then reads):
-# decimal or scientific notation, or inf/infinity/nan in any case.
-_NUMBER = r"(?i)^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf|infinity|nan)$"
+# decimal or scientific notation, or inf/infinity in any case.
+_NUMBER = r"(?i)^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf|infinity)$"
+# Infinity spelled out: infinite, whereas any other text reading as infinite overflowed.
+_INFINITY_TEXT = r"(?i)^[+-]?(inf|infinity)$"
 
 
 def empty_summary(
@@ -382,20 +388,28 @@ def _parsed_text(
     import pyarrow.compute as pc
 
     sent, text = text, pc.utf8_trim_whitespace(text)
-    blank = [""] + [s for s in column.sentinels if isinstance(s, str)]
-    text = pc.if_else(pc.is_in(text, value_set=pa.array(blank)), None, text)
+    sentinels = [s for s in column.sentinels if isinstance(s, str)]
+    missing = pc.or_kleene(
+        pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(MISSING_TEXT), pa.string())),
+        pc.is_in(text, value_set=pa.array(sentinels, pa.string())),
+    )
+    text = pc.if_else(missing, None, text)
     try:
         numbers = pc.cast(text, pa.float64())
     except pa.ArrowInvalid:  # some value is not a number: cast only those that are
         looks_numeric = pc.match_substring_regex(text, _NUMBER)
         numbers = pc.cast(pc.if_else(looks_numeric, text, None), pa.float64())
-    # Sent, but no number: unparseable text, or "nan" (missing is an empty field, not text).
-    bad = pc.and_kleene(pc.is_valid(text), pc.or_kleene(pc.is_null(numbers), pc.is_nan(numbers)))
-    if pc.any(bad).as_py():
-        rows = bad if codes is None else pc.take(bad, codes).fill_null(False)
-        examples = pc.unique(pc.filter(sent, bad)).slice(0, MAX_QUOTED).to_pylist()
-        summary.add_unparseable(pc.sum(rows).as_py() or 0, examples)
-        numbers = pc.if_else(bad, None, numbers)
+    unparseable = pc.and_kleene(pc.is_valid(text), pc.is_null(numbers))
+    # A number too large for float64 reads as infinite: an overflow, not an infinity.
+    overflow = pc.and_kleene(
+        pc.is_inf(numbers), pc.invert(pc.match_substring_regex(text, _INFINITY_TEXT))
+    )
+    for bad, add in ((unparseable, summary.add_unparseable), (overflow, summary.add_overflow)):
+        if pc.any(bad).as_py():
+            rows = bad if codes is None else pc.take(bad, codes).fill_null(False)
+            examples = pc.unique(pc.filter(sent, bad)).slice(0, MAX_QUOTED).to_pylist()
+            add(pc.sum(rows).as_py() or 0, examples)
+            numbers = pc.if_else(bad, None, numbers)
     return numbers
 
 
@@ -423,7 +437,7 @@ def _category_counts(values: pa.Array) -> dict[Value, int]:
 
 
 def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    return value is None or (isinstance(value, float) and value != value) or is_missing_text(value)
 
 
 def _sentinels(column: ColumnSpec) -> list[float]:

@@ -22,15 +22,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import pandas as pd
-from sklearn.pipeline import Pipeline
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from ct_platform.registry import skops_types
 from ct_platform.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -39,7 +35,11 @@ from ct_platform.registry.versions import (
     ModelVersionInfo,
 )
 from ct_platform.settings import Paths
-from ct_platform.training.preparation import raw_like
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.data.pandas_dataset import PandasDataset
+    from sklearn.pipeline import Pipeline
 
 # Local-first platform: no usage telemetry leaves the machine unless the user opts in by
 # setting the variable themselves. Must be set before mlflow is imported. Likewise no
@@ -47,14 +47,14 @@ from ct_platform.training.preparation import raw_like
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+# Only what reading the registry needs: scikit-learn, skops, pandas and MLflow's sklearn
+# flavour are imported by the methods that log or load a model (`ct status` and the other
+# read-only commands took tens of seconds importing them on a busy box).
 import mlflow
-import mlflow.sklearn
 from mlflow import MlflowClient
-from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, infer_signature
 from mlflow.protos.databricks_pb2 import (
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
@@ -263,6 +263,12 @@ class ModelRegistry:
         sentinel pdays=999 as such): the model's preparation step cleans them. The run and
         the version link the Dagster run that trained them (tags `dagster.run_id`/`_url`).
         """
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        from ct_platform.registry import skops_types
+        from ct_platform.training.preparation import raw_like
+
         trusted_types = skops_types.skops_trusted_types(model)
         raw = raw_like(train[list(model.feature_names_in_)], model)
         sample = raw.head(SIGNATURE_SAMPLE_ROWS)
@@ -379,6 +385,11 @@ class ModelRegistry:
 
     def load_model(self, version: int) -> Pipeline:
         """The fitted pipeline of `version`, read with skops and our allowlist only."""
+        import mlflow.sklearn
+        from mlflow.models import Model
+
+        from ct_platform.registry import skops_types
+
         with tempfile.TemporaryDirectory(prefix="ct-model-") as folder, self._fluent():
             source = self._client.get_model_version_download_uri(self.model_name, str(version))
             local = mlflow.artifacts.download_artifacts(
@@ -539,6 +550,9 @@ def _dataset_input(train: pd.DataFrame) -> PandasDataset:
     typed it) and is optional exactly when some row misses it: kept are the first rows and,
     for every column, its first present and its first missing value.
     """
+    import mlflow.data
+    import numpy as np
+
     dataset = mlflow.data.from_pandas(train)
     missing = train.isna().to_numpy()
     has_missing = missing.any(axis=0)

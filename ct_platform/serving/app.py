@@ -45,6 +45,7 @@ from ct_platform.serving.transport import (
     JSON,
     HttpError,
     IncomingRequest,
+    ModelFailure,
     check_bearer,
     json_response,
     mlflow_error,
@@ -227,7 +228,7 @@ class Server:
             self.metrics.error(endpoint, error.status)
             self.metrics.contract_violations(error.violations, "rejected")
             if route is not None:  # the slot's model (or its schema) refused the request
-                self.slot_stats.error(route.slot)
+                self.slot_stats.error(route.slot, error)
             return error_response(error, headers)
         request_id = scored.request_id
         headers.update(
@@ -319,7 +320,7 @@ class Server:
             )
         except HttpError as error:
             self.metrics.error(f"{endpoint}_shadow", error.status)
-            self.slot_stats.error("shadow")
+            self.slot_stats.error("shadow", error)
             return
         seconds = time.perf_counter() - started
         self._record(endpoint, "shadow", served, request_id, scored, seconds)
@@ -346,12 +347,13 @@ class Server:
             prediction=scored.prediction,
             latency_ms=seconds * 1000.0,
         )
+        # Formatting the log records waits until the response has been written.
+        loop = asyncio.get_running_loop()
         if scored.parsed.n_rows <= _INLINE_LOG_ROWS:
-            # Formatting the log records waits until the response has been written.
-            asyncio.get_running_loop().call_soon(self.prediction_log.submit, batch)
+            loop.call_soon(self.prediction_log.submit, batch)
         else:
             # Thousands of rows take milliseconds to format: not on the loop.
-            asyncio.get_running_loop().run_in_executor(None, self.prediction_log.submit, batch)
+            loop.call_soon(loop.run_in_executor, None, self.prediction_log.submit, batch)
 
     # -- feedback, metrics, OpenAPI --------------------------------------------------------
 
@@ -464,7 +466,7 @@ def _run_model(served: ServedModel, parsed: ParsedRows) -> Prediction:
     except Exception:
         # Input was validated, so this is a model problem; MLflow answers it with a 400 too.
         logger.exception("model %s failed to score %d rows", served.version, parsed.n_rows)
-        raise HttpError(
+        raise ModelFailure(
             400,
             "BAD_REQUEST",
             "Encountered an unexpected error while evaluating the model. Verify that the "

@@ -16,7 +16,14 @@ from typing import Any
 import orjson
 
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.schema import InputError, InputSchema, ParsedRows, load_json, show
+from ct_platform.serving.schema import (
+    InputError,
+    InputSchema,
+    ParsedRows,
+    load_json,
+    quoting_as_sent,
+    show,
+)
 
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_CSV = "text/csv"
@@ -71,6 +78,10 @@ def parse_json(body: bytes, schema: InputSchema) -> ParsedRows:
         raise InputError(
             f"Ensure that input is a valid JSON formatted string. Error: {exc}"
         ) from None
+    return quoting_as_sent(lambda sent: _parse_payload(sent, schema), payload, body)
+
+
+def _parse_payload(payload: Any, schema: InputSchema) -> ParsedRows:
     if not isinstance(payload, dict):
         raise InputError(f"{REQUIRED_INPUT_FORMAT}. Received a {type(payload).__name__}.")
     present = [key for key in FORMATS if key in payload]

@@ -87,8 +87,7 @@ class PredictionLog:
         if len(self._pending) >= self.max_pending:
             self.dropped += 1
             return
-        lines = b"".join(orjson.dumps(record) + b"\n" for record in records(batch))
-        self._pending.append((lines, batch.columns[0].shape[0]))
+        self._pending.append((jsonl(batch), batch.columns[0].shape[0]))
 
     def close(self, timeout: float = 10.0) -> None:
         """Write everything already submitted, then stop the thread and close the segment."""
@@ -131,42 +130,82 @@ class PredictionLog:
             self._segment = None
 
 
-def records(batch: ScoredBatch) -> list[dict[str, Any]]:
-    """One prediction-log record per scored row (row i of a multi-row request: `<id>:<i>`)."""
-    feature_rows = zip(*(_jsonable(values) for values in batch.columns), strict=True)
-    outputs = _outputs(batch.prediction)
-    single = len(outputs) == 1
-    return [
-        {
-            "request_id": batch.request_id if single else f"{batch.request_id}:{index}",
-            "ts": batch.ts,
-            "slot": batch.slot,
-            "model_version": batch.model_version,
-            "features": dict(zip(batch.column_names, features, strict=True)),
-            "output": output,
-            "latency_ms": batch.latency_ms,
+def jsonl(batch: ScoredBatch) -> bytes:
+    """The batch's prediction-log records, one JSON line per scored row (row i of a
+    multi-row request: `<id>:<i>`); see docs/architecture.md for the fields.
+
+    Assembled from JSON text, not a dict per row and field handed to the encoder (1,000
+    rows: ~3 ms, was ~8 ms): the fields every row shares are encoded once; the features of
+    one row as one dict; of many rows a column at a time: orjson encodes a numeric column
+    as one array, split into its numbers with the column's `"name":` in front, and each
+    distinct category or label once; then one `join` per row.
+    """
+    n_rows = batch.columns[0].shape[0]
+    fields = f',"ts":{_json(batch.ts)},"slot":{_json(batch.slot)}'
+    fields += f',"model_version":{_json(batch.model_version)},"features":{{'
+    latency = f',"latency_ms":{_json(batch.latency_ms)}}}'
+    tails = [f'}},"output":{output}{latency}' for output in _json_outputs(batch.prediction)]
+    if n_rows == 1:
+        values = [column.item() for column in batch.columns]
+        features = {
+            name: None if value == MISSING_CATEGORY else value
+            for name, value in zip(batch.column_names, values, strict=True)
         }
-        for index, (features, output) in enumerate(zip(feature_rows, outputs, strict=True))
+        line = f'{{"request_id":{_json(batch.request_id)}{fields}{_json(features)[1:-1]}'
+        return f"{line}{tails[0]}\n".encode()
+    request_id = _json(batch.request_id)[:-1]  # the id's JSON string, reopened for ":<i>"
+    heads = [f'{{"request_id":{request_id}:{i}"{fields}' for i in range(n_rows)]
+    columns = [
+        _json_column(name, values)
+        for name, values in zip(batch.column_names, batch.columns, strict=True)
     ]
+    columns[0] = [head + pair for head, pair in zip(heads, columns[0], strict=True)]
+    columns[-1] = [pair + tail for pair, tail in zip(columns[-1], tails, strict=True)]
+    lines = map(",".join, zip(*columns, strict=True))
+    return ("\n".join(lines) + "\n").encode()
 
 
-def _jsonable(values: np.ndarray) -> list[Any]:
-    if values.dtype == object:
-        return [None if value == MISSING_CATEGORY else value for value in values.tolist()]
-    # NaN (missing, or a sentinel mapped to missing) stays NaN here: orjson writes it as null.
-    return values.tolist()
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
-def _outputs(prediction: Prediction) -> list[dict[str, Any]]:
+def _json_column(name: str, values: np.ndarray) -> list[str]:
+    """`"name":value` for each value of a feature column (missing as null)."""
+    key = f"{_json(name)}:"
+    if values.dtype == object:  # categories: missing (`MISSING_CATEGORY`) as null
+        listed = values.tolist()
+        pairs = {
+            value: key + _json(None if value == MISSING_CATEGORY else value)
+            for value in set(listed)
+        }
+        return [pairs[value] for value in listed]
+    # NaN (missing, or a sentinel mapped to missing) is written as null by orjson.
+    return _json_numbers(values.tolist(), key)
+
+
+def _json_numbers(numbers: list[float], key: str = "") -> list[str]:
+    """Each number as JSON, `key` in front. A JSON number holds no comma and orjson never
+    writes a raw newline, so orjson's array splits at its commas into the numbers."""
+    inner = _json(numbers)[1:-1]
+    return (key + inner.replace(",", "\n" + key)).split("\n")
+
+
+def _json_each(values: list[Any]) -> list[str]:
+    """Each value as JSON, encoding each distinct one once (a request has few labels)."""
+    encoded = {value: _json(value) for value in set(values)}
+    return [encoded[value] for value in values]
+
+
+def _json_outputs(prediction: Prediction) -> list[str]:
     if prediction.values is not None:
-        return [{"value": value} for value in prediction.values.tolist()]
-    labels = prediction.labels.tolist()
+        return [f'{{"value":{value}}}' for value in _json_numbers(prediction.values.tolist())]
+    labels = _json_each(prediction.labels.tolist())
     if prediction.proba is None:
-        return [{"label": label, "proba": None} for label in labels]
+        return [f'{{"label":{label},"proba":null}}' for label in labels]
     # Binary: probability of the positive (second) class; multiclass: of the predicted label.
     proba = prediction.proba
     scores = proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
     return [
-        {"label": label, "proba": score}
-        for label, score in zip(labels, scores.astype(float).tolist(), strict=True)
+        f'{{"label":{label},"proba":{score}}}'
+        for label, score in zip(labels, _json_numbers(scores.astype(float).tolist()), strict=True)
     ]

@@ -32,11 +32,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import orjson
@@ -47,7 +47,11 @@ from ct_platform.serving.config import OutOfContract
 # Categorical value fed for a missing category: outside every fitted category, so the
 # one-hot encoder (handle_unknown="ignore") scores it as "none of the known ones".
 MISSING_CATEGORY = ""
-_JSON_NUMBER_TYPES = frozenset({int, float, type(None)})
+_TEXT_OR_NULL = frozenset({str, type(None)})
+# How a text protocol (CSV field, V2 BYTES element) writes "missing", in every column:
+# compared with the value stripped of spaces and lower-cased. The spellings `float()`
+# reads as NaN, and the empty field (in CSV the only other way to say it).
+MISSING_TEXT = frozenset({"", "nan", "+nan", "-nan"})
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 # How a text protocol may spell infinity (refused as infinite, not as an overflow).
 _INFINITY_TEXT = re.compile(r"[+-]?(inf|infinity)", re.IGNORECASE)
@@ -55,6 +59,7 @@ _MAX_FLOAT32 = float(np.finfo(np.float32).max)
 _MAX_SHOWN = 60
 _MAX_LISTED_NAMES = 30
 
+T = TypeVar("T")
 # (column, rule) -> how many values of a request broke that rule of that column.
 Violations = Mapping[tuple[str, str], int]
 NO_VIOLATIONS: Violations = MappingProxyType({})
@@ -69,9 +74,42 @@ class OverflowedNumber:
         self.text = text
 
 
+class SentFloat(float):
+    """A JSON number literal read as a float that keeps its text (`1e-400` reads as 0.0,
+    `41.50` as 41.5): only when re-reading a refused body, so the error quotes it as sent."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> SentFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+# The Python types of a JSON number once parsed (bool, an int subclass, is not one).
+JSON_NUMBERS = frozenset({int, float, SentFloat})
+_JSON_NUMBER_TYPES = JSON_NUMBERS | {type(None)}
+
+
 def _parse_json_float(text: str) -> float | OverflowedNumber:
     value = float(text)
     return value if math.isfinite(value) else OverflowedNumber(text)
+
+
+def _sent_float(text: str) -> SentFloat | OverflowedNumber:
+    return SentFloat(text) if math.isfinite(float(text)) else OverflowedNumber(text)
+
+
+def quoting_as_sent(parse: Callable[[Any], T], payload: Any, body: bytes) -> T:
+    """`parse(payload)` (the body's JSON); when it raises `InputError`, the body is read
+    again with every number's text kept and parsed once more, so the error raised quotes
+    the numbers as sent (`1e-400`, not `0.0`). Costs nothing on bodies that are accepted.
+    """
+    try:
+        return parse(payload)
+    except InputError:
+        parse(json.loads(body.decode("utf-8"), parse_float=_sent_float))
+        raise  # not reached: the same rule refuses the same values
 
 
 def load_json(body: bytes) -> Any:
@@ -361,7 +399,9 @@ class InputSchema:
             raise InputError(f"'data' must be a list of rows: got {show(rows)}")
         positions = {name: index for index, name in enumerate(columns)}
         self._check_names(positions.keys(), "column")
-        for index, row in enumerate(rows):
+        # Two C-level passes for the common case; the loop names the first bad row.
+        well_formed = set(map(type, rows)) <= {list} and set(map(len, rows)) <= {len(columns)}
+        for index, row in enumerate([] if well_formed else rows):
             if not isinstance(row, list) or len(row) != len(columns):
                 count = f" ({len(row)} values)" if isinstance(row, list) else ""
                 raise InputError(
@@ -446,10 +486,10 @@ class _ColumnParser:
                 raise self._error(
                     row, f"{show(value)} is too large to score: it overflows float64"
                 ) from None
-        # Text: a plain decimal literal, or empty for missing. float() alone would also
-        # take "1_000" and non-ASCII digits.
+        # Text: a plain decimal literal, or `MISSING_TEXT`. float() alone would also take
+        # "1_000" and non-ASCII digits.
         stripped = value.strip()
-        if not stripped:
+        if stripped.lower() in MISSING_TEXT:
             return math.nan
         if stripped.isascii() and "_" not in stripped:
             try:
@@ -495,40 +535,54 @@ class _ColumnParser:
         """Categories as str (missing: `MISSING_CATEGORY`), and the contract's breaches:
         a value outside `categories` (kept as sent: the model scores it as none of the
         known ones), a missing value in a required column."""
-        array = np.empty(len(values), dtype=object)
-        unknown: list[int] = []
-        missing: list[int] = []
-        for row, value in enumerate(values):
-            # In CSV an empty field is the only way to say "missing".
-            if (
-                value is None
-                or (text and value == "")
-                or _is_missing_marker(value, self._text_sentinels)
-            ):
-                if not self.column.nullable:
-                    missing.append(row)
-                array[row] = MISSING_CATEGORY
-                continue
-            category = value if isinstance(value, str) else self._integer_category(row, value)
-            if self._categories is not None and category not in self._categories:
-                unknown.append(row)
-            array[row] = category
-        breaches = [
-            _Breach(
-                self.position,
-                rule,
-                len(rows),
-                rows[0],
-                _contract_problem(self.column, rule, values[rows[0]]),
-            )
-            for rule, rows in (("nullable", missing), ("categories", unknown))
-            if rows
-        ]
+        judged = self._judged_distinct(values, text=text)
+        if judged is None:  # numbers or other JSON types among the values: one at a time
+            outcomes = [self._judged(row, value, text) for row, value in enumerate(values)]
+            array = np.array([category for category, _ in outcomes], dtype=object)
+            rules = [rule for _, rule in outcomes]
+        else:
+            replaced = {value: category for value, (category, _) in judged.items()}
+            if all(category is value for value, category in replaced.items()):
+                array = np.array(values, dtype=object)
+            else:
+                array = np.array([replaced[value] for value in values], dtype=object)
+            broken = {value: rule for value, (_, rule) in judged.items() if rule is not None}
+            rules = [broken.get(value) for value in values] if broken else []
+        breaches = []
+        for rule in ("nullable", "categories"):
+            rows = [row for row, broke in enumerate(rules) if broke == rule] if rules else []
+            if rows:
+                problem = _contract_problem(self.column, rule, values[rows[0]])
+                breaches.append(_Breach(self.position, rule, len(rows), rows[0], problem))
         return array, breaches
+
+    def _judged_distinct(
+        self, values: Sequence[Any], *, text: bool
+    ) -> dict[Any, tuple[str, str | None]] | None:
+        """The rule applied once per distinct value, when every value is text or null (a
+        request has few distinct categories); None when other types need it row by row
+        (1 == 1.0 == True as keys, and a number's error names its row)."""
+        distinct = set(map(type, values))
+        if not distinct <= _TEXT_OR_NULL:
+            return None
+        return {value: self._judged(0, value, text) for value in set(values)}
+
+    def _judged(self, row: int, value: Any, text: bool) -> tuple[str, str | None]:
+        """(category fed to the model, contract rule broken or None) for one value."""
+        if (
+            value is None
+            or (text and is_missing_text(value))
+            or _is_missing_marker(value, self._text_sentinels)
+        ):
+            return MISSING_CATEGORY, None if self.column.nullable else "nullable"
+        category = value if isinstance(value, str) else self._integer_category(row, value)
+        if self._categories is not None and category not in self._categories:
+            return category, "categories"
+        return category, None
 
     def _integer_category(self, row: int, value: Any) -> str:
         """A JSON number for an integer-coded category: 3 (or 3.0) means "3"; 3.5 is refused."""
-        if self._integer_coded and type(value) in (int, float) and float(value).is_integer():
+        if self._integer_coded and type(value) in JSON_NUMBERS and float(value).is_integer():
             return str(int(value))
         expected = "a category (string or integer)" if self._integer_coded else "a category string"
         raise self._error(row, f"expected {expected}, got {show(value)}")
@@ -577,7 +631,12 @@ def _is_missing(value: Any) -> bool:
         return True
     if isinstance(value, float):
         return math.isnan(value)
-    return isinstance(value, str) and (not value.strip() or value.strip().lower() == "nan")
+    return is_missing_text(value)
+
+
+def is_missing_text(value: Any) -> bool:
+    """Text meaning "missing" in a text protocol (`MISSING_TEXT`); a non-str never is."""
+    return isinstance(value, str) and value.strip().lower() in MISSING_TEXT
 
 
 def _is_missing_marker(value: Any, sentinels: frozenset[str]) -> bool:
@@ -592,7 +651,7 @@ def _row_of(array: np.ndarray, value: float) -> int:
 
 def show(value: Any) -> str:
     """A request value as the client wrote it (JSON spelling: true, null, NaN, "3"), short."""
-    if isinstance(value, OverflowedNumber):
+    if isinstance(value, OverflowedNumber | SentFloat):
         return value.text
     try:
         shown = json.dumps(value)

@@ -5,6 +5,10 @@ takes two snapshots (`GET /admin/stats`) and subtracts them to get the figures o
 that period, for every slot at once: the candidate and stable are compared over the same
 period, and a reader that crashes between two reads loses nothing.
 
+A request the slot does not answer counts as an error when the fault is the server's (5xx,
+or its model raising on validated input, which MLflow's protocol answers 400) and as
+refused when it is the client's (any other 4xx): the rollout analysis judges the two apart.
+
 Per request the cost is a few dict and list updates (one `bisect`, one bin per row); the
 server runs one event loop, so no locks. Slots are `stable`, `candidate` and `shadow` (the
 candidate scoring copies of stable's traffic, whose answers no client sees).
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.transport import HttpError, ModelFailure
 
 # Milliseconds: 1.25x apart from 0.1 ms to ~14 s, so a p99 is read within 25 %.
 LATENCY_BOUNDS_MS = tuple(round(0.1 * 1.25**k, 4) for k in range(54))
@@ -40,8 +45,11 @@ RECENT_LIMIT = 200_000
 
 @dataclass
 class SlotTotals:
+    # Requests the slot scored; requests that failed on the server's side (5xx, a model
+    # that raised); requests refused as the client's fault (4xx: bad input, contract, size).
     requests: int = 0
     errors: int = 0
+    refused: int = 0
     rows: int = 0
     # One count per latency bound, plus one for anything slower.
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_MS) + 1))
@@ -59,6 +67,7 @@ class SlotTotals:
         return {
             "requests": self.requests,
             "errors": self.errors,
+            "refused": self.refused,
             "rows": self.rows,
             "latency": list(self.latency),
             "scores": {str(bin_): count for bin_, count in self.scores.items()},
@@ -89,8 +98,14 @@ class SlotStats:
         if len(bins) == 1 and slot != "shadow":
             self._remember(request_id, slot, _answer(prediction))
 
-    def error(self, slot: str) -> None:
-        self.slots[slot].errors += 1
+    def error(self, slot: str, error: HttpError) -> None:
+        """`slot` did not answer: a 4xx is the client's fault (refused), anything else the
+        server's (an error), as is a model that raised on validated input (`ModelFailure`)."""
+        totals = self.slots[slot]
+        if error.status < 500 and not isinstance(error, ModelFailure):
+            totals.refused += 1
+        else:
+            totals.errors += 1
 
     def compared(self, stable: Prediction, shadow: Prediction) -> None:
         """Agreement of the shadow's labels with the answer stable gave (classification)."""

@@ -41,6 +41,11 @@ class HttpError(Exception):
         self.violations = violations or {}
 
 
+class ModelFailure(HttpError):
+    """The model raised on input that passed validation: answered 400 as MLflow does, but
+    the fault is the server's (its model), not the client's."""
+
+
 async def read_body(request: IncomingRequest, limit: int) -> bytes:
     """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
     declared = request.headers.get("content-length")

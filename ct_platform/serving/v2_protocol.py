@@ -8,6 +8,7 @@ cells may then be strings). Tensor `data` may be flat (row-major) or nested.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -15,12 +16,14 @@ import orjson
 
 from ct_platform.serving.bundle import BundleMeta, Prediction
 from ct_platform.serving.schema import (
+    JSON_NUMBERS,
     InputError,
     InputSchema,
     OverflowedNumber,
     ParsedRows,
     load_json,
     overflow_problem,
+    quoting_as_sent,
     show,
 )
 
@@ -40,6 +43,10 @@ def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, s
         payload = load_json(body)
     except ValueError as exc:
         raise InputError(f"request body is not valid JSON: {exc}") from None
+    return quoting_as_sent(lambda sent: _parse_payload(sent, schema), payload, body)
+
+
+def _parse_payload(payload: Any, schema: InputSchema) -> tuple[ParsedRows, str | None]:
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         got = f"'inputs' is {show(payload.get('inputs'))}" if isinstance(payload, dict) else None
         raise InputError(
@@ -151,17 +158,22 @@ def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int) -> list[
 
 
 def _check_numeric_elements(name: Any, datatype: str, values: list[Any]) -> None:
-    """Every element of a numeric tensor is a number its datatype holds (null: missing).
+    """Every element of a numeric tensor is a number its datatype holds, or missing: null
+    and the NaN literal, in an integer tensor too (as in every protocol; the schema then
+    says whether the column may miss a value).
 
     BYTES elements are checked by the schema's rule for text protocols instead.
     """
     bounds = NUMERIC_DATATYPES[datatype]
-    allowed = (int, float, type(None)) if bounds is None else (int, type(None))
     for position, value in enumerate(values):
         if isinstance(value, OverflowedNumber):
             raise InputError(f"tensor '{name}' element {position}: {overflow_problem(value.text)}")
-        fits = type(value) in allowed and (
-            bounds is None or value is None or bounds[0] <= value <= bounds[1]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        fits = (
+            type(value) in JSON_NUMBERS
+            if bounds is None
+            else type(value) is int and bounds[0] <= value <= bounds[1]
         )
         if not fits:
             hint = "; send text in a BYTES tensor" if isinstance(value, str) else ""

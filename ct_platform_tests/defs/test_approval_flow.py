@@ -12,7 +12,7 @@ import pytest
 from ct_platform.cli import main
 from ct_platform.cli.status import verdict
 from ct_platform.definitions import build_definitions
-from ct_platform.governance.audit import read_events
+from ct_platform.governance.audit import current_user, read_events
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
 from ct_platform.settings import Spec, load_spec
 from ct_platform_tests.defs.conftest import run_job, spec_variant
@@ -155,8 +155,8 @@ def test_nothing_promotes_until_approved_and_a_rejection_sticks(
     assert registry.version(4).tags["ct.approval.by"] == "bob"
 
     events = [(e.kind, e.to_version, e.actor, e.reason) for e in read_events()]
-    # The training run was started by hand (a test, as from the Launchpad): not "automation".
-    assert events[0][:3] == ("approval_requested", 2, "by hand")
+    # The training run was executed in-process (as `dagster job execute` runs it).
+    assert events[0][:3] == ("approval_requested", 2, f"{current_user()} via dagster job execute")
     assert ("approval", 2, "alice", "card reviewed") in events
     assert events.index(("approval", 2, "alice", "card reviewed")) < [e[0] for e in events].index(
         "promotion"

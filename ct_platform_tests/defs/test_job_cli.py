@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ct_platform.governance.audit import current_user
 from ct_platform.serving.bundle import read_meta
 from ct_platform_tests.defs.conftest import STRICT_FLOOR, spec_variant
 
@@ -94,6 +96,18 @@ def test_ci_job_leaves_a_reported_and_exported_champion(
     assert bundle.onnx.enabled and bundle.parity.passed and bundle.parity.rows_over == 0
     (parity,) = parity_evaluations(tmp_path / "cli_dagster_home")
     assert parity.passed and parity.metadata["max_abs_diff"].value == bundle.parity.max_abs_diff
+    # The audit log names what started the promotion: this CLI, run by this OS user.
+    history = subprocess.run(
+        [str(DAGSTER.with_name("ct")), "history", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    promotions = [e for e in json.loads(history.stdout) if e["kind"] == "promotion"]
+    assert [(e["to_version"], e["actor"]) for e in promotions] == [
+        (2, f"{current_user()} via dagster job execute")
+    ]
 
 
 @pytest.mark.timeout(1800)

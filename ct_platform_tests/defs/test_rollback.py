@@ -16,7 +16,7 @@ from ct_platform.cli import main
 from ct_platform.definitions import build_definitions
 from ct_platform.deployment.rollout import served_version
 from ct_platform.deployment.targets import target_for
-from ct_platform.governance.audit import read_events
+from ct_platform.governance.audit import current_user, read_events
 from ct_platform.serving.bundle import read_meta
 from ct_platform.settings import Spec, load_spec
 from ct_platform_tests.defs.conftest import spec_variant
@@ -100,11 +100,11 @@ def test_served_card_then_rollback_restores_the_previous_champion(
     events = read_events()
     kinds = [(e.kind, e.from_version, e.to_version, e.actor) for e in events]
     assert kinds == [
-        # Who or what started each run, from its Dagster tags: a run started by hand, one
-        # naming its person, and the automation's.
-        ("promotion", None, 2, "by hand"),
+        # Who or what started each run, from its Dagster tags and launch: an in-process run
+        # (as `dagster job execute` runs it), one naming its person, and the automation's.
+        ("promotion", None, 2, f"{current_user()} via dagster job execute"),
         ("deployment", None, 2, "automation"),
-        ("promotion", 2, 4, "dana"),
+        ("promotion", 2, 4, "dana via dagster job execute"),
         ("deployment", 2, 4, "automation"),
         ("rollback", 4, 2, "carol"),
         ("deployment", 4, 2, "carol"),

@@ -15,7 +15,8 @@ from ct_platform.deployment.analysis import (
     score_shift,
     slot_window,
 )
-from ct_platform.serving.slot_stats import LATENCY_BOUNDS_MS
+from ct_platform.serving.slot_stats import LATENCY_BOUNDS_MS, SlotStats
+from ct_platform.serving.transport import HttpError, ModelFailure
 from ct_platform.settings import AbSpec, AnalysisSpec
 
 BOUNDS = list(LATENCY_BOUNDS_MS)
@@ -25,6 +26,7 @@ def totals(
     requests: int,
     *,
     errors: int = 0,
+    refused: int = 0,
     latency_ms: float = 1.0,
     scores: dict[str, int] | None = None,
     labelled: int = 0,
@@ -35,6 +37,7 @@ def totals(
     return {
         "requests": requests,
         "errors": errors,
+        "refused": refused,
         "latency": latency,
         "scores": scores if scores is not None else {"1": requests},
         "compared_rows": 0,
@@ -65,12 +68,16 @@ def test_the_period_is_the_difference_of_two_snapshots_and_a_reset_starts_over()
 
 def test_a_candidate_over_the_error_or_latency_limit_fails_with_its_figures() -> None:
     start = snapshot()
-    now = snapshot(stable=totals(800), candidate=totals(200, errors=5, latency_ms=80))
+    now = snapshot(stable=totals(800), candidate=totals(195, errors=5, latency_ms=80))
     result = analyse(SPEC, period_start=start, rollout_start=start, now=now, regression=False)
     assert result.verdict == "fail"
+    assert result.figures["candidate_requests"] == 200.0
     assert result.figures["candidate_error_rate"] == 0.025
     assert 80 <= result.figures["candidate_p99_ms"] < 100
-    assert result.reason.startswith("error_rate 0.025 over the limit 0.01; p99_latency_ms ")
+    assert result.reason.startswith(
+        "error_rate 0.025 over the limit 0.01 (5 of 200 candidate requests failed on the "
+        "server's side); p99_latency_ms "
+    )
 
 
 def test_too_few_requests_wait_and_a_shifted_score_histogram_fails() -> None:
@@ -136,8 +143,8 @@ def test_at_full_traffic_the_score_shift_is_not_judged_against_other_periods() -
     assert "score_shift" not in result.figures
     assert result.verdict == "pass"
     assert result.reason == (
-        "2 checks passed; score shift not judged: stable scored 0 requests in this period, "
-        "100 needed"
+        "2 checks passed; refusals not judged: stable had 0 requests in this period, 100 "
+        "needed; score shift not judged: stable scored 0 requests in this period, 100 needed"
     )
 
 
@@ -155,3 +162,73 @@ def test_a_shift_over_the_limit_within_sampling_noise_passes_and_says_its_p_valu
     assert shift > SPEC.score_shift_max, shift
     assert result.verdict == "pass", result.reason
     assert 0.2 < result.figures["score_shift_p_value"] <= 1.0
+
+
+def test_the_server_counts_refusals_apart_from_its_own_failures() -> None:
+    stats = SlotStats(regression=False)
+    stats.error("candidate", HttpError(422, "BAD_REQUEST", "column 'age' ..."))
+    stats.error("candidate", HttpError(413, "BAD_REQUEST", "too many rows"))
+    stats.error("candidate", HttpError(503, "INTERNAL_ERROR", "overloaded"))
+    # The model raising on validated input is answered 400 (MLflow) but is the server's.
+    stats.error("candidate", ModelFailure(400, "BAD_REQUEST", "model failed"))
+    totals = stats.snapshot()["slots"]["candidate"]
+    assert (totals["refused"], totals["errors"]) == (2, 2)
+
+
+def test_a_burst_of_bad_requests_is_judged_against_stable_not_as_errors() -> None:
+    # 30 requests that break the contract, split like all traffic: 6 reach the candidate
+    # (20 %), 24 stable. Counted as errors that was 6/200 = 0.03 over error_rate_max 0.01,
+    # a rollback of a good model; stable's 24 counted for nothing.
+    start = snapshot()
+    now = snapshot(
+        stable=totals(800, refused=24, scores={"1": 400, "2": 400}),
+        candidate=totals(200, refused=6, scores={"1": 100, "2": 100}),
+    )
+    result = analyse(SPEC, period_start=start, rollout_start=start, now=now, regression=False)
+    assert result.verdict == "pass", result.reason
+    assert result.reason == "4 checks passed"
+    figures = result.figures
+    assert figures["candidate_error_rate"] == 0.0
+    assert figures["candidate_requests"] == 206.0 and figures["stable_requests"] == 824.0
+    assert figures["candidate_refusal_rate"] == 6 / 206
+    assert figures["stable_refusal_rate"] == 24 / 824
+    assert figures["refusal_rate_excess"] == 0.0
+
+
+def test_a_candidate_refusing_what_stable_accepts_fails_with_both_rates() -> None:
+    # A contract tightened by mistake: the candidate refuses 30 of its 230 requests, stable
+    # 4 of its 804 on the same period's traffic.
+    start = snapshot()
+    now = snapshot(stable=totals(800, refused=4), candidate=totals(200, refused=30))
+    result = analyse(SPEC, period_start=start, rollout_start=start, now=now, regression=False)
+    assert result.verdict == "fail"
+    assert result.figures["candidate_error_rate"] == 0.0
+    assert result.figures["refusal_rate_excess"] == 30 / 230 - 4 / 804
+    p_value = result.figures["refusal_p_value"]
+    assert p_value < 1e-15
+    assert result.reason == (
+        "refusal_rate 0.1304 (30 of 230 candidate requests refused as the client's fault) "
+        "exceeds stable's 0.004975 (4 of 804) by 0.1255, over the limit 0.01 and beyond "
+        f"sampling noise (Fisher's exact p = {p_value:.2g} < alpha 0.001)"
+    )
+
+
+def test_an_excess_of_refusals_within_sampling_noise_passes() -> None:
+    # 2 of 102 against 1 of 402: 1.7 points more, over the limit, but p = 0.106.
+    start = snapshot()
+    now = snapshot(stable=totals(401, refused=1), candidate=totals(100, refused=2))
+    result = analyse(SPEC, period_start=start, rollout_start=start, now=now, regression=False)
+    assert result.verdict == "pass", result.reason
+    assert round(result.figures["refusal_rate_excess"], 6) == 0.01712
+    assert round(result.figures["refusal_p_value"], 4) == 0.1057
+
+
+def test_a_candidate_failing_every_request_gets_a_verdict() -> None:
+    # Nothing scored: only failures. They are requests routed to it, so the period counts.
+    start = snapshot()
+    now = snapshot(stable=totals(800), candidate=totals(0, errors=150, scores={}))
+    result = analyse(SPEC, period_start=start, rollout_start=start, now=now, regression=False)
+    assert result.verdict == "fail"
+    assert result.reason.startswith(
+        "error_rate 1 over the limit 0.01 (150 of 150 candidate requests failed"
+    )

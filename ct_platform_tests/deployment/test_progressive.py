@@ -237,6 +237,45 @@ def test_canary_reaches_100_percent_and_then_moves_the_champion(
     assert admin.slots()["previous"]["version"] == "1"
 
 
+def test_bad_client_requests_are_refusals_judged_against_stable_not_errors(
+    stack: Stack, traffic_rows: list[dict[str, Any]]
+) -> None:
+    """A burst of requests outside the contract (age 250 > max 100: 422) spread over both
+    slots like all traffic: a good candidate passes, with both slots' refusals in figures.
+    Counted as the candidate's errors, its ~20 of ~160 were over error_rate_max 0.01."""
+    spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
+    controller = RolloutController(spec, admin, registry)
+    controller.begin("2", f"{MODEL}-v2")
+    before = admin.stats()["slots"]
+    bad_rows = [{**row, "age": 250} for row in traffic_rows]
+    good = send(stack.url, traffic_rows, STEP_REQUESTS, prefix="good")
+    bad = send(stack.url, bad_rows, 100, prefix="burst")
+    assert all(r.status_code == 200 for r in good)
+    assert {r.status_code for r in bad} == {422}
+    after = admin.stats()["slots"]
+
+    def period(slot: str, key: str) -> int:
+        return after[slot][key] - before.get(slot, {}).get(key, 0)
+
+    refused = {slot: period(slot, "refused") for slot in ("stable", "candidate")}
+    assert sum(refused.values()) == 100 and min(refused.values()) > 0
+    assert period("candidate", "errors") == period("stable", "errors") == 0
+
+    rollout = controller.advance(force=True)
+
+    assert rollout is not None and rollout.status == "running", rollout.reason
+    analysis = last_analysis(rollout)
+    assert analysis["verdict"] == "pass", analysis["reason"]
+    figures = analysis["figures"]
+    assert figures["candidate_error_rate"] == 0.0
+    assert (
+        figures["candidate_refusal_rate"] == refused["candidate"] / (figures["candidate_requests"])
+    )
+    assert figures["stable_refusal_rate"] == refused["stable"] / figures["stable_requests"]
+    assert figures["candidate_requests"] + figures["stable_requests"] == STEP_REQUESTS + 100
+    assert slots(admin)["weight"] == 0.4
+
+
 def test_bad_candidate_is_rolled_back_at_the_first_step(
     stack: Stack, flipped_bundle: Path, traffic_rows: list[dict[str, Any]]
 ) -> None:

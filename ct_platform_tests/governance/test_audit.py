@@ -8,7 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
 from dagster._core.storage import tags as dagster_tags
+from dagster._core.storage.tags import PARTITION_NAME_TAG
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from ct_platform.cli import main
 from ct_platform.governance.audit import (
@@ -17,6 +24,7 @@ from ct_platform.governance.audit import (
     append_event,
     audit_path,
     champion_history,
+    current_user,
     read_events,
     run_actor,
 )
@@ -114,7 +122,16 @@ def test_ct_history_prints_table_and_json(capsys):
 
 
 def test_run_actor_reads_the_tags_dagster_sets():
-    """Dagster's own tag builders and names, as its daemons set them on the runs they launch."""
+    """Dagster's own tag builders and names, as its daemons set them on the runs they launch,
+    on real `DagsterRun`s: launched through the instance (a remote origin) or in-process."""
+
+    def launched(tags: dict[str, str], job_name: str = "training_job") -> dg.DagsterRun:
+        code_location = InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(module_name="ct_platform.definitions")
+        )
+        origin = RemoteJobOrigin(RemoteRepositoryOrigin(code_location, "__repository__"), job_name)
+        return dg.DagsterRun(job_name=job_name, tags=tags, remote_job_origin=origin)
+
     automation_sensor = dg.DagsterRun.tags_for_sensor(
         dg.AutomationConditionSensorDefinition(
             "default_automation_condition_sensor", target=dg.AssetSelection.all()
@@ -126,16 +143,26 @@ def test_run_actor_reads_the_tags_dagster_sets():
         dagster_tags.AUTO_MATERIALIZE_TAG: "true",
         dagster_tags.AUTOMATION_CONDITION_TAG: "true",
     }
-    assert run_actor(automation) == "automation"
-    assert run_actor({**dg.DagsterRun.tags_for_tick_id("7", has_evaluations=True)}) == "automation"
+    assert run_actor(launched(automation)) == "automation"
+    tick = dg.DagsterRun.tags_for_tick_id("7", has_evaluations=True)
+    assert run_actor(launched(tick)) == "automation"
 
     @dg.sensor(job_name="training_job")
     def training_sensor() -> None: ...
 
-    assert run_actor(dg.DagsterRun.tags_for_sensor(training_sensor)) == "sensor:training_sensor"
-    assert run_actor({dagster_tags.SCHEDULE_NAME_TAG: "nightly"}) == "schedule:nightly"
-    # Launched by a person: named when the run carries their name, else "by hand".
-    assert run_actor({}) == "by hand"
-    assert run_actor({"dagster/user": "dana@example.com"}) == "dana@example.com"
-    assert run_actor({dagster_tags.BACKFILL_ID_TAG: "abc"}) == "by hand (backfill abc)"
-    assert run_actor({dagster_tags.PARTITION_NAME_TAG: "batch-1.csv"}) == "by hand"
+    sensor_run = launched(dg.DagsterRun.tags_for_sensor(training_sensor))
+    assert run_actor(sensor_run) == "sensor:training_sensor"
+    assert run_actor(launched({dagster_tags.SCHEDULE_NAME_TAG: "nightly"})) == "schedule:nightly"
+    # The UI tags what it launches (`UI_EXECUTION_TAGS`); `dagster job launch` does not.
+    assert run_actor(launched({"dagster/from_ui": "true"})) == "Dagster UI"
+    assert run_actor(launched({})) == "dagster job launch"
+    assert run_actor(launched({dagster_tags.BACKFILL_ID_TAG: "abc"})) == "backfill abc"
+    # A person the run names comes first.
+    ui_dana = launched({"dagster/user": "dana@example.com", "dagster/from_ui": "true"})
+    assert run_actor(ui_dana) == "dana@example.com via Dagster UI"
+    # In-process (`dagster job execute`, `dagster asset materialize`): the OS user runs it.
+    me = current_user()
+    in_process = dg.DagsterRun(job_name="training_job", tags={PARTITION_NAME_TAG: "b.csv"})
+    assert run_actor(in_process) == f"{me} via dagster job execute"
+    assets = dg.DagsterRun(job_name="__ASSET_JOB", tags={"user": "carol"})
+    assert run_actor(assets) == "carol via dagster asset materialize"

@@ -199,3 +199,57 @@ def test_a_sparse_column_is_not_tested_and_says_why(
     tested = [name for name, c in report["columns"].items() if c["status"] != "not tested"]
     assert sorted(tested) == sorted(set(spec.dataset.feature_columns) - {"euribor3m"})
     assert report["drift_share"] == 0.0
+
+
+def test_outside_the_repository_the_spec_is_ct_spec_or_found_above(
+    files: dict, spec_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`ct drift` (the installed script) run from folders outside the repository: CT_SPEC,
+    else the nearest ct_platform.yaml above the working folder, else an error naming both."""
+    ct = Path(sys.executable).parent / "ct"
+    env = {key: value for key, value in os.environ.items() if key != "CT_SPEC"}
+
+    def drift(cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+        command = [str(ct), "drift", "--json", str(files["reference"]), str(files["planted"])]
+        return subprocess.run(
+            command,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            check=False,
+            timeout=600,
+        )
+
+    nowhere = tmp_path_factory.mktemp("nowhere")
+    assert not any((folder / "ct_platform.yaml").exists() for folder in (nowhere, *nowhere.parents))
+    missing = drift(nowhere)
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr == (
+        f"ct drift: spec file not found: CT_SPEC is not set and there is no ct_platform.yaml "
+        f"in {nowhere} or any folder above it (set CT_SPEC to the spec file, or run inside "
+        "the project)\n"
+    )
+
+    named = drift(nowhere, CT_SPEC=str(spec_file))
+    assert named.returncode == EXIT_CONTRACT_VIOLATIONS, named.stderr
+    assert sorted(n for n, c in json.loads(named.stdout)["columns"].items() if c["drift"]) == (
+        sorted(PLANTED)
+    )
+
+    below = spec_file.parent / "reports" / "june"  # the spec is two folders up
+    below.mkdir(parents=True)
+    found = drift(below)
+    assert found.returncode == EXIT_CONTRACT_VIOLATIONS, found.stderr
+    by_name, by_lookup = json.loads(named.stdout), json.loads(found.stdout)
+    assert by_lookup["violations"] == by_name["violations"]
+    assert {n: c["status"] for n, c in by_lookup["columns"].items()} == {
+        n: c["status"] for n, c in by_name["columns"].items()
+    }
+
+    wrong = drift(below, CT_SPEC="nowhere.yaml")  # relative to the working folder
+    assert wrong.returncode == 2
+    assert wrong.stderr == (
+        f"ct drift: spec file not found: CT_SPEC=nowhere.yaml names {below / 'nowhere.yaml'}, "
+        "not a file\n"
+    )

@@ -18,6 +18,7 @@ from ct_platform.cli import main
 from ct_platform.cli.drift import EXIT_CONTRACT_VIOLATIONS, EXIT_INSUFFICIENT_DATA
 from ct_platform.monitoring.champion_reference import save_champion_reference
 from ct_platform.monitoring.production import check_production_drift
+from ct_platform.serving.schema import overflow_problem
 from ct_platform.settings import Paths, Spec
 from ct_platform_tests.monitoring.serving_logs import scored_batch, write_log
 
@@ -30,25 +31,29 @@ EURIBOR = "0.5 % of 10,000 values unparseable, e.g. '4,857'"
 VIOLATIONS = {
     "age": {
         "rows": ROWS, "invalid": 7_100, "share": 0.71, "unparseable": 7_100,
-        "examples": ["abc"], "out_of_range": 0, "rule": "outside [17, 100]",
+        "examples": ["abc"], "overflows": 0, "overflow_examples": [], "infinite": 0,
+        "out_of_range": 0, "rule": "outside [17, 100]",
         "seen_min": None, "seen_max": None, "unknown_categories": 0,
         "distinct_unknown_categories": 0, "most_frequent_unknown": {}, "message": AGE,
     },
     "job": {
         "rows": ROWS, "invalid": 320, "share": 0.032, "unparseable": 0, "examples": [],
+        "overflows": 0, "overflow_examples": [], "infinite": 0,
         "out_of_range": 0, "rule": None, "seen_min": None, "seen_max": None,
         "unknown_categories": 320, "distinct_unknown_categories": 2,
         "most_frequent_unknown": {"crypto-trader": 300, "astronaut": 20}, "message": JOB,
     },
     "campaign": {
         "rows": ROWS, "invalid": 15, "share": 0.0015, "unparseable": 0, "examples": [],
+        "overflows": 0, "overflow_examples": [], "infinite": 0,
         "out_of_range": 15, "rule": "outside [1, 100]", "seen_min": 0.0, "seen_max": 150.0,
         "unknown_categories": 0, "distinct_unknown_categories": 0,
         "most_frequent_unknown": {}, "message": CAMPAIGN,
     },
     "euribor3m": {
         "rows": ROWS, "invalid": 50, "share": 0.005, "unparseable": 50,
-        "examples": ["4,857"], "out_of_range": 0, "rule": "outside [0, 10]",
+        "examples": ["4,857"], "overflows": 0, "overflow_examples": [], "infinite": 0,
+        "out_of_range": 0, "rule": "outside [0, 10]",
         "seen_min": None, "seen_max": None, "unknown_categories": 0,
         "distinct_unknown_categories": 0, "most_frequent_unknown": {}, "message": EURIBOR,
     },
@@ -251,3 +256,53 @@ def test_numbers_outside_the_contract_do_not_move_the_drift_figures(
     assert after["columns"]["age"]["score"] == pytest.approx(
         before["columns"]["age"]["score"], abs=0.005
     )
+
+
+def test_overflows_infinities_and_nan_text_read_as_the_server_reads_them(
+    spec: Spec,
+    same_distribution,
+    reference_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A newcomer's case: `ct drift` said "seen inf to inf" where the server says "overflows
+    to infinity", and called text `NaN` in a number column unparseable where the server
+    reads it as missing. Same words for the same fault; the server's missing text."""
+    _, current = same_distribution
+    raw = current.iloc[:ROWS].astype(object).reset_index(drop=True)
+    for name in ("age", "campaign", "previous"):
+        raw[name] = raw[name].map(lambda v: f"{v:g}")
+    raw.loc[0:2, "age"] = "1e999"  # too large for float64
+    raw.loc[3:4, "age"] = "-1E400"
+    raw.loc[5, "age"] = "inf"  # infinity spelled out
+    raw.loc[6, "age"] = "-Infinity"
+    raw.loc[10:19, "campaign"] = "NaN"  # missing, as the server reads it
+    raw.loc[20:24, "campaign"] = " nan "
+    raw.loc[25, "campaign"] = "-NaN"
+    raw.loc[30:31, "previous"] = "NA"  # the server refuses it as not a number
+    raw.loc[40:44, "job"] = "NaN"  # missing in a category column too (`MISSING_TEXT`)
+    raw.loc[45, "job"] = " -nan "
+    path = tmp_path / "current.csv"
+    raw.to_csv(path, sep=spec.dataset.separator, index=False)
+
+    assert main(["drift", str(reference_file), str(path), "--json"]) == EXIT_CONTRACT_VIOLATIONS
+    violations = json.loads(capsys.readouterr().out)["violations"]
+
+    # campaign's and job's NaN text is missing, not unparseable and not an unknown category
+    assert list(violations) == ["age", "previous"]
+    age = violations["age"]
+    assert (age["overflows"], age["overflow_examples"], age["infinite"]) == (
+        5,
+        ["1e999", "-1E400"],
+        2,
+    )
+    assert (age["out_of_range"], age["seen_min"], age["seen_max"]) == (0, None, None)
+    assert age["message"] == (
+        "0.07 % of 10,000 values invalid: 5 overflow to infinity: beyond float64 "
+        "(±1.798e+308), e.g. '1e999', '-1E400'; 2 infinite (not allowed)"
+    )
+    # The server's words for the same value (`serving.schema`).
+    assert overflow_problem("'1e999'") == (
+        "'1e999' overflows to infinity: beyond float64 (±1.798e+308)"
+    )
+    assert violations["previous"]["message"] == "0.02 % of 10,000 values unparseable, e.g. 'NA'"

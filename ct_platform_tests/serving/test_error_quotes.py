@@ -97,6 +97,30 @@ def test_number_beyond_float64_is_quoted_as_sent(open_server: ThreadedServer, ro
 
 
 @pytest.mark.parametrize(
+    ("literal", "problem"),
+    [
+        ("1e-400", "1e-400 is below the contract's min 17"),  # reads as 0.0
+        ("41.50", "expected an integer, got 41.50"),  # reads as 41.5
+        ("1.7E2", "1.7E2 is above the contract's max 100"),  # reads as 170.0
+    ],
+)
+def test_numbers_are_quoted_as_written(
+    open_server: ThreadedServer, row: dict, literal: str, problem: str
+) -> None:
+    """The newcomer's example: `1e-400` was quoted as `0.0` in the error."""
+    marked = {**row, "age": 424242}
+    split = {"dataframe_split": {"columns": list(marked), "data": [list(marked.values())]}}
+    status = 400 if problem.startswith("expected") else 422
+    wanted = (status, f"row 0, column 'age': {problem}")
+    assert _send(open_server, "/invocations", _with_raw_age(split, literal)) == wanted
+    tensors = [
+        {"name": k, "shape": [1], "datatype": "FP64" if k == "age" else "BYTES", "data": [v]}
+        for k, v in marked.items()
+    ]
+    assert _send(open_server, INFER, _with_raw_age({"inputs": tensors}, literal)) == wanted
+
+
+@pytest.mark.parametrize(
     ("build", "expected"),
     [
         (

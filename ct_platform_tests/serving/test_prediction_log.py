@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
+from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch, jsonl
 from ct_platform.settings import Spec
 from ct_platform_tests.serving.conftest import (
     ThreadedServer,
@@ -156,3 +156,65 @@ def test_full_queue_drops_instead_of_blocking(tmp_path: Path) -> None:
     for i in range(8):
         log.submit(_batch(f"r{i}", 1))
     assert log.dropped == 3
+
+
+def test_records_are_exact_json_whatever_the_text_holds() -> None:
+    """Lines are assembled from JSON fragments: names, ids, categories and labels holding
+    quotes, commas, `%` or non-ASCII text, missing values and NaN must still decode to the
+    exact record."""
+    odd = 'a "b", 50% é'
+    batch = ScoredBatch(
+        request_id='id "%s", 1',
+        ts=1764478000.25,
+        slot="stable",
+        model_version="7",
+        column_names=["x%d", odd],
+        columns=[np.array([1.5, np.nan, -3.0]), np.array([odd, "", "b"], dtype=object)],
+        prediction=Prediction(
+            labels=np.array([odd, "no", odd], dtype=object),
+            proba=np.array([[0.9, 0.1], [0.25, 0.75], [0.5, 0.5]]),
+            values=None,
+        ),
+        latency_ms=0.125,
+    )
+    lines = jsonl(batch).splitlines()
+    base = {"ts": 1764478000.25, "slot": "stable", "model_version": "7", "latency_ms": 0.125}
+    assert [orjson.loads(line) for line in lines] == [
+        {
+            **base,
+            "request_id": 'id "%s", 1:0',
+            "features": {"x%d": 1.5, odd: odd},
+            "output": {"label": odd, "proba": 0.1},
+        },
+        {
+            **base,
+            "request_id": 'id "%s", 1:1',
+            "features": {"x%d": None, odd: None},
+            "output": {"label": "no", "proba": 0.75},
+        },
+        {
+            **base,
+            "request_id": 'id "%s", 1:2',
+            "features": {"x%d": -3.0, odd: "b"},
+            "output": {"label": odd, "proba": 0.5},
+        },
+    ]
+
+
+def test_single_row_regression_and_multiclass_records() -> None:
+    regression = ScoredBatch(
+        "one", 1.0, "candidate", "2", ["x"], [np.array([2.0])],
+        Prediction(labels=None, proba=None, values=np.array([0.5], dtype=np.float32)), 3.0,
+    )  # fmt: skip
+    assert orjson.loads(jsonl(regression)) == {
+        "request_id": "one", "ts": 1.0, "slot": "candidate", "model_version": "2",
+        "features": {"x": 2.0}, "output": {"value": 0.5}, "latency_ms": 3.0,
+    }  # fmt: skip
+    multiclass = ScoredBatch(
+        "m", 1.0, "stable", "2", ["x"], [np.array([2.0, 3.0])],
+        Prediction(labels=np.array([2, 0]), proba=np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]]),
+                   values=None),
+        3.0,
+    )  # fmt: skip
+    outputs = [orjson.loads(line)["output"] for line in jsonl(multiclass).splitlines()]
+    assert outputs == [{"label": 2, "proba": 0.7}, {"label": 0, "proba": 0.6}]

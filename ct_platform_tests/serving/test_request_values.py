@@ -147,11 +147,21 @@ BANK_JSON_CASES: dict[str, tuple[str, Any, Any]] = {
     "bool for a category": ("job", True, ["job", "true"]),
     "unknown category": ("job", "astronaut", ASTRONAUT),
 }
+# A JSON string is never a missing-value spelling (null and NaN are): "NaN" is a category.
+# (V2 BYTES tensors are text: there "NaN" is missing, see BANK_TEXT_CASES.)
+MLFLOW_JSON_CASES: dict[str, tuple[str, Any, Any]] = {
+    "NaN string in a category": ("job", "NaN", (422, ASTRONAUT[1].replace("astronaut", "NaN"))),
+}
 BANK_TEXT_CASES: dict[str, tuple[str, Any, Any]] = {
     "number as text": ("age", "41", ("same", 41)),
     "float as text": ("euribor3m", "4.857", ("same", 4.857)),
     "empty is missing": ("pdays", "", ("same", None)),
     "NaN text is missing": ("pdays", "NaN", ("same", None)),
+    # One list of missing-value spellings for text (serving.schema.MISSING_TEXT), every column.
+    "NaN text in a category is missing": ("job", "NaN", ("same", None)),
+    "nan text in any case, spaced": ("job", " nAn ", ("same", None)),
+    "empty category is missing": ("job", "", ("same", None)),
+    "text 42 for a number is 42 (CSV and V2 BYTES alike)": ("age", "42", ("same", 42)),
     "inf text": ("age", "inf", ["age", '"inf"']),
     "underscore digits": ("age", "4_1", ["age", '"4_1"']),
     "non-ASCII digits": ("age", "\u0664\u0661", ["age", "\\u0664\\u0661"]),
@@ -206,6 +216,7 @@ def _check(
 @pytest.mark.parametrize(
     ("protocol", "column", "value", "expected"),
     _cases(BANK_JSON_CASES, JSON_PROTOCOLS)
+    + _cases(MLFLOW_JSON_CASES, {k: JSON_PROTOCOLS[k] for k in JSON_PROTOCOLS if k[:2] != "v2"})
     + _cases(BANK_TEXT_CASES, TEXT_PROTOCOLS)
     + _cases(BANK_BYTES_CASES, {k: TEXT_PROTOCOLS[k] for k in TEXT_PROTOCOLS if k != "csv"}),
 )
@@ -262,6 +273,24 @@ def test_int_tensor_values_must_fit_the_datatype(bank: Any) -> None:
         refused = infer("age", datatype, value)
         assert refused.status_code == 400
         assert f"not a {datatype} value" in message(refused) and "'age'" in message(refused)
+
+
+def test_nan_and_null_in_an_int_tensor_are_missing(bank: Any) -> None:
+    """The newcomer's example: NaN in a V2 INT64 tensor was a 400, while NaN is missing in
+    every other protocol. Null and NaN are missing in any numeric tensor; a column that may
+    not miss a value then says so like elsewhere (the contract's 422)."""
+    server, row, _ = bank
+    tensors = [{"name": k, "shape": [1], "datatype": "BYTES", "data": [v]} for k, v in row.items()]
+
+    def infer(name: str, value: Any) -> httpx.Response:
+        changed = [
+            {**t, "datatype": "INT64", "data": [value]} if t["name"] == name else t for t in tensors
+        ]
+        return _post_json(server, "/v2/models/bank_marketing/infer", {"inputs": changed})
+
+    as_sentinel = answer(infer("pdays", 999))
+    assert answer(infer("pdays", float("nan"))) == as_sentinel
+    assert answer(infer("pdays", None)) == as_sentinel
 
 
 # --- integer-coded categories (a season written 1-4 in the data) --------------------------

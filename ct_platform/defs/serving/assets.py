@@ -105,7 +105,7 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
                 spec.model.name,
                 int(endpoint.version),
                 where,
-                actor=run_actor(context.run.tags),
+                actor=run_actor(context.run),
                 dagster_run_id=context.run.run_id,
             )
         context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")

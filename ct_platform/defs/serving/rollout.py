@@ -169,7 +169,7 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
         from ct_platform.deployment.rollout import controller_for
         from ct_platform.governance.audit import run_actor
 
-        who = f"{run_actor(context.run.tags)} via the rollout_control job"
+        who = f"{run_actor(context.run)} via the rollout_control job"
         registry = mlflow.registry(spec)
         controller = controller_for(spec, registry, run_id=context.run.run_id, driver=who)
         rollout = controller.control(config.action, config.reason)

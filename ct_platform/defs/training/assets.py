@@ -299,7 +299,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
                 registry,
                 refit_model.version,
                 spec,
-                actor=run_actor(context.run.tags),
+                actor=run_actor(context.run),
                 dagster_run_id=context.run.run_id,
             )
         except NotApproved as waiting:  # an outcome, not a failure: the champion stays
