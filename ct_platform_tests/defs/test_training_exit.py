@@ -1,0 +1,38 @@
+"""A training run's process skips the collector's last passes at exit, and nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXITING = """
+import atexit, sys, weakref
+from pathlib import Path
+from ct_platform.defs.training.assets import skip_final_collection_at_exit
+
+out = Path(sys.argv[1])
+skip_final_collection_at_exit()
+skip_final_collection_at_exit()  # a second run in the same process
+
+class Held:
+    pass
+
+held = Held()
+weakref.finalize(held, (out / "finalized").write_text, "finalizer ran")
+atexit.register((out / "atexit").write_text, "atexit ran")
+unclosed = open(out / "unclosed", "w")  # buffered, never closed: flushed when freed
+unclosed.write("x" * 100)
+print("stdout flushed at exit", end="")
+"""
+
+
+def test_skipping_final_collection_keeps_every_other_exit_step(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "stdout flushed at exit"
+    assert (tmp_path / "finalized").read_text() == "finalizer ran"
+    assert (tmp_path / "atexit").read_text() == "atexit ran"
+    assert (tmp_path / "unclosed").read_text() == "x" * 100
