@@ -6,11 +6,13 @@ A wrong spec fails here, at load, with an error naming the key and what was expe
 run gets halfway before discovering a typo. Relative paths in the spec are resolved against
 the spec file's own folder, so a spec and its data can live anywhere.
 
-Run-time state goes under `CT_HOME` (default `.ct/` in the working directory): see `Paths`.
+Run-time state goes under `CT_HOME` (default `.ct/` beside the spec found above the working
+folder, else in the working folder): see `Paths`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -629,7 +631,16 @@ class Paths:
 
     @classmethod
     def from_env(cls) -> Paths:
-        return cls(Path(os.environ.get("CT_HOME", DEFAULT_CT_HOME)).resolve())
+        """`CT_HOME` when set; else `.ct/` beside the spec found above the working folder
+        (so `ct history` from a project's subfolder reads the project's home, not an empty
+        one), or in the working folder when `CT_SPEC` names the spec or none is found."""
+        if "CT_HOME" in os.environ:
+            return cls(Path(os.environ["CT_HOME"]).resolve())
+        project = Path.cwd()
+        if not os.environ.get("CT_SPEC"):
+            with contextlib.suppress(SpecError):  # no project above: the working folder
+                project = spec_path().parent
+        return cls((project / DEFAULT_CT_HOME).resolve())
 
     def _dir(self, name: str) -> Path:
         path = self.home / name

@@ -28,6 +28,8 @@ from ct_platform.governance.audit import (
     read_events,
     run_actor,
 )
+from ct_platform.settings import Paths
+from ct_platform_tests.conftest import REPO_ROOT
 
 WRITERS = 4
 EVENTS_PER_WRITER = 150
@@ -119,6 +121,29 @@ def test_ct_history_prints_table_and_json(capsys):
     assert [e["kind"] for e in listed] == ["promotion", "rollback"]
     assert listed[0]["dagster_run_id"] == "run-1" and listed[1]["from_version"] == 2
     assert audit_path().is_file()
+
+
+def test_ct_history_from_a_subfolder_reads_the_projects_home(tmp_path, monkeypatch, capsys):
+    """A newcomer's case: `ct history` run in a project's subfolder found the spec above but
+    read an empty `.ct` in the working folder ("nothing recorded yet"). CT_HOME now defaults
+    to `.ct/` beside the spec found; with CT_SPEC naming the spec, the working folder."""
+    project = tmp_path / "project"
+    below = project / "data" / "june"
+    below.mkdir(parents=True)
+    (project / "ct_platform.yaml").write_text((REPO_ROOT / "ct_platform.yaml").read_text())
+    event = AuditEvent("promotion", "bank", "automation", "gates passed", None, 3, "run-7")
+    append_event(event, audit_path(Paths(project / ".ct")))
+    monkeypatch.delenv("CT_HOME", raising=False)
+    monkeypatch.delenv("CT_SPEC", raising=False)
+    monkeypatch.chdir(below)
+
+    assert Paths.from_env().home == project / ".ct"
+    assert main(["history", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(e["to_version"], e["dagster_run_id"]) for e in listed] == [(3, "run-7")]
+
+    monkeypatch.setenv("CT_SPEC", str(project / "ct_platform.yaml"))
+    assert Paths.from_env().home == below / ".ct"
 
 
 def test_run_actor_reads_the_tags_dagster_sets():
