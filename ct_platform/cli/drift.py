@@ -18,13 +18,15 @@ values per column) there is no verdict, and it says so.
 Contract violations in CURRENT are listed apart from drift, per column, counted in the same
 pass: values of a numeric column that are not numbers (with up to 5 examples as sent),
 numbers too large for float64 and infinite values (in the model server's words: "overflow
-to infinity: beyond float64 (±1.798e+308)", "infinite (not allowed)"), numbers outside the
+to infinity: beyond float64 (±1.798e+308)", "infinite (not allowed)"), fractions in an `int`
+column (the server refuses them: "expected an integer"), numbers outside the
 spec's min/max (rule, count, lowest and highest seen), and values outside the spec's
 `categories` (the most frequent named, with counts). Text reads as missing exactly where the
 server reads it so: an empty field and "nan" in any case. JSON: `"violations": {column:
 {rows, invalid, share, unparseable, examples, overflows, overflow_examples, infinite,
-out_of_range, rule, seen_min, seen_max, unknown_categories, distinct_unknown_categories,
-most_frequent_unknown, message}}` (empty when the data keeps the contract).
+fractional, fractional_examples, out_of_range, rule, seen_min, seen_max, unknown_categories,
+distinct_unknown_categories, most_frequent_unknown, message}}` (empty when the data keeps
+the contract).
 
 Exit status: 0 when there is a verdict (drift or not) and CURRENT keeps the contract; 4 when
 there is a verdict but CURRENT has contract violations (listed); 3 when there is no dataset
@@ -58,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='print {"verdict", "reason", "columns": {name: {status, method, score, threshold, '
         'drift} or {status: "invalid" | "not tested", reason}}, "drift_share", "dataset_drift", '
         '"violations": {name: {rows, invalid, share, unparseable, examples, overflows, '
-        "overflow_examples, infinite, out_of_range, rule, seen_min, seen_max, "
+        "overflow_examples, infinite, fractional, fractional_examples, out_of_range, rule, "
+        "seen_min, seen_max, "
         "unknown_categories, distinct_unknown_categories, "
         "most_frequent_unknown, message}}}",
     )

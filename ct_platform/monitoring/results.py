@@ -38,6 +38,8 @@ class ColumnViolations:
     server words them ("overflows to infinity: beyond float64 (±1.798e+308)", "infinite
     value ... is not allowed"). `out_of_range`: finite numbers breaking `rule` ("outside
     [17, 100]", the spec's `min`/`max`), the lowest and highest of them in `seen`.
+    `fractional`: numbers with a fraction in an `int` column (`fractional_examples`), which
+    the model server refuses ("expected an integer").
     `unknown`: values of a categorical column outside the spec's `categories`, the
     MAX_QUOTED most frequent with their counts; `n_unknown` counts them all.
     """
@@ -54,11 +56,18 @@ class ColumnViolations:
     overflows: int = 0
     overflow_examples: tuple[str, ...] = ()
     infinite: int = 0
+    fractional: int = 0
+    fractional_examples: tuple[str, ...] = ()
 
     @property
     def invalid(self) -> int:
         return (
-            self.unparseable + self.overflows + self.infinite + self.out_of_range + self.n_unknown
+            self.unparseable
+            + self.overflows
+            + self.infinite
+            + self.out_of_range
+            + self.n_unknown
+            + self.fractional
         )
 
     @property
@@ -86,6 +95,8 @@ class ColumnViolations:
             "overflows": self.overflows,
             "overflow_examples": list(self.overflow_examples),
             "infinite": self.infinite,
+            "fractional": self.fractional,
+            "fractional_examples": list(self.fractional_examples),
             "out_of_range": self.out_of_range,
             "rule": self.rule or None,
             "seen_min": None if self.seen is None else _json_number(self.seen[0]),
@@ -99,6 +110,7 @@ class ColumnViolations:
     def _kinds(self) -> list[tuple[int, str]]:
         quoted = ", ".join(repr(example) for example in self.examples)
         overflowed = ", ".join(repr(example) for example in self.overflow_examples)
+        fractions = ", ".join(repr(example) for example in self.fractional_examples)
         seen = "" if self.seen is None else f" (seen {self.seen[0]:g} to {self.seen[1]:g})"
         named = ", ".join(f"{value!r} ({count:,})" for value, count in self.unknown.items())
         more = self.n_distinct_unknown - len(self.unknown)
@@ -107,6 +119,7 @@ class ColumnViolations:
             (self.unparseable, f"unparseable, e.g. {quoted}"),
             (self.overflows, f"{OVERFLOW}, e.g. {overflowed}"),
             (self.infinite, "infinite (not allowed)"),
+            (self.fractional, f"not integers (an int column), e.g. {fractions}"),
             (self.out_of_range, f"{self.rule}{seen}"),
             (self.n_unknown, f"in unknown categories: {named}"),
         ]

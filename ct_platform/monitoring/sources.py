@@ -80,7 +80,12 @@ def empty_summary(
         if sketch is not None and sketch.values is not None and len(sketch.values):
             grid = np.unique(sketch.values)
         columns[name] = NumericSummary(
-            sample_rows, sentinels=_sentinels(spec), ks_grid=grid, low=spec.min, high=spec.max
+            sample_rows,
+            sentinels=_sentinels(spec),
+            ks_grid=grid,
+            low=spec.min,
+            high=spec.max,
+            integer=spec.type == "int",
         )
     return DataSummary(columns)
 

@@ -65,6 +65,7 @@ class NumericSummary:
         seed: int = 0,
         low: float | None = None,
         high: float | None = None,
+        integer: bool = False,
     ) -> None:
         self.sample_rows = sample_rows
         self.sentinels = np.asarray(sorted(set(sentinels)), dtype="float64")
@@ -79,6 +80,10 @@ class NumericSummary:
         self.overflows = 0
         self.overflow_examples: list[str] = []
         self.infinite = 0
+        # An `int` column: a fraction (30.5) breaks it, as the model server refuses it.
+        self.integer = integer
+        self.fractional = 0
+        self.fractional_examples: list[str] = []
         self._shift: float | None = None
         self._sum = 0.0
         self._sum_squares = 0.0
@@ -147,7 +152,10 @@ class NumericSummary:
         _quote(self.overflow_examples, examples)
 
     def violations(self) -> ColumnViolations | None:
-        if not (self.unparseable or self.out_of_range or self.overflows or self.infinite):
+        if (
+            not (self.unparseable or self.out_of_range or self.overflows or self.infinite)
+            and not self.fractional
+        ):
             return None
         bounded = self.low is not None or self.high is not None
         return ColumnViolations(
@@ -160,6 +168,8 @@ class NumericSummary:
             overflows=self.overflows,
             overflow_examples=tuple(self.overflow_examples),
             infinite=self.infinite,
+            fractional=self.fractional,
+            fractional_examples=tuple(self.fractional_examples),
         )
 
     def _present(self, values: np.ndarray) -> np.ndarray:
@@ -180,6 +190,7 @@ class NumericSummary:
         if self.high is not None:
             outside |= values > self.high
         outside &= ~infinite
+        self._count_fractions(values[~(outside | infinite)])
         if outside.any():
             bad = values[outside]
             self.out_of_range += len(bad)
@@ -188,7 +199,17 @@ class NumericSummary:
                 low, high = min(low, self.seen_outside[0]), max(high, self.seen_outside[1])
             self.seen_outside = (low, high)
         invalid = outside | infinite
+        if self.integer:
+            invalid |= ~infinite & (values != np.floor(values))
         return values[~invalid] if invalid.any() else values
+
+    def _count_fractions(self, values: np.ndarray) -> None:
+        if not self.integer:
+            return
+        fractions = values[values != np.floor(values)]
+        if len(fractions):
+            self.fractional += len(fractions)
+            _quote(self.fractional_examples, (f"{value:g}" for value in np.unique(fractions)))
 
     def _add_moments(self, values: np.ndarray) -> None:
         if self._shift is None:

@@ -32,6 +32,7 @@ VIOLATIONS = {
     "age": {
         "rows": ROWS, "invalid": 7_100, "share": 0.71, "unparseable": 7_100,
         "examples": ["abc"], "overflows": 0, "overflow_examples": [], "infinite": 0,
+        "fractional": 0, "fractional_examples": [],
         "out_of_range": 0, "rule": "outside [17, 100]",
         "seen_min": None, "seen_max": None, "unknown_categories": 0,
         "distinct_unknown_categories": 0, "most_frequent_unknown": {}, "message": AGE,
@@ -39,6 +40,7 @@ VIOLATIONS = {
     "job": {
         "rows": ROWS, "invalid": 320, "share": 0.032, "unparseable": 0, "examples": [],
         "overflows": 0, "overflow_examples": [], "infinite": 0,
+        "fractional": 0, "fractional_examples": [],
         "out_of_range": 0, "rule": None, "seen_min": None, "seen_max": None,
         "unknown_categories": 320, "distinct_unknown_categories": 2,
         "most_frequent_unknown": {"crypto-trader": 300, "astronaut": 20}, "message": JOB,
@@ -46,6 +48,7 @@ VIOLATIONS = {
     "campaign": {
         "rows": ROWS, "invalid": 15, "share": 0.0015, "unparseable": 0, "examples": [],
         "overflows": 0, "overflow_examples": [], "infinite": 0,
+        "fractional": 0, "fractional_examples": [],
         "out_of_range": 15, "rule": "outside [1, 100]", "seen_min": 0.0, "seen_max": 150.0,
         "unknown_categories": 0, "distinct_unknown_categories": 0,
         "most_frequent_unknown": {}, "message": CAMPAIGN,
@@ -53,6 +56,7 @@ VIOLATIONS = {
     "euribor3m": {
         "rows": ROWS, "invalid": 50, "share": 0.005, "unparseable": 50,
         "examples": ["4,857"], "overflows": 0, "overflow_examples": [], "infinite": 0,
+        "fractional": 0, "fractional_examples": [],
         "out_of_range": 0, "rule": "outside [0, 10]",
         "seen_min": None, "seen_max": None, "unknown_categories": 0,
         "distinct_unknown_categories": 0, "most_frequent_unknown": {}, "message": EURIBOR,
@@ -306,3 +310,38 @@ def test_overflows_infinities_and_nan_text_read_as_the_server_reads_them(
         "'1e999' overflows to infinity: beyond float64 (±1.798e+308)"
     )
     assert violations["previous"]["message"] == "0.02 % of 10,000 values unparseable, e.g. 'NA'"
+
+
+def test_fractions_in_an_int_column_are_violations_as_the_server_refuses_them(
+    spec: Spec,
+    same_distribution,
+    reference_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A newcomer's case: 200 rows with age 30.5 and campaign 1.5 gave `ct drift` exit 0,
+    "within the contract", while the server refuses each ("expected an integer, got 30.5")."""
+    assert (spec.dataset.columns["age"].type, spec.dataset.columns["campaign"].type) == (
+        "int",
+        "int",
+    )
+    _, current = same_distribution
+    raw = current.iloc[:ROWS].astype(object).reset_index(drop=True)
+    raw.loc[0:199, "age"] = 30.5
+    raw.loc[0:199, "campaign"] = 1.5
+    raw.loc[200:209, "campaign"] = 2.0  # an integer written with a point: fine
+    path = tmp_path / "current.csv"
+    raw.to_csv(path, sep=spec.dataset.separator, index=False)
+
+    assert main(["drift", str(reference_file), str(path), "--json"]) == EXIT_CONTRACT_VIOLATIONS
+    violations = json.loads(capsys.readouterr().out)["violations"]
+
+    assert sorted(violations) == ["age", "campaign"]
+    for name, shown in (("age", "30.5"), ("campaign", "1.5")):
+        assert (violations[name]["fractional"], violations[name]["fractional_examples"]) == (
+            200,
+            [shown],
+        )
+        assert violations[name]["message"] == (
+            f"2 % of 10,000 values not integers (an int column), e.g. '{shown}'"
+        )
