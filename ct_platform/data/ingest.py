@@ -7,6 +7,7 @@ This is the one code path for a batch, whether the landing sensor's per-batch ru
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,8 @@ def _store_valid(
     clean: pd.DataFrame, key: str, content_hash: str, newest: float | None, paths: Paths
 ) -> ValidBatch:
     parquet_path = paths.validated / f"{key}.parquet"
-    temporary = parquet_path.with_name(f".{parquet_path.name}.tmp")
+    # Per process: a catch-up run and the landing sensor's run may store the same key at once.
+    temporary = parquet_path.with_name(f".{parquet_path.name}.{os.getpid()}.tmp")
     clean.to_parquet(temporary, index=False)
     temporary.replace(parquet_path)
     sidecar = {
@@ -159,5 +161,15 @@ def valid_batches(paths: Paths, keys_in_order: list[str]) -> list[ValidBatch]:
 
 def ingested_hashes(paths: Paths) -> set[str]:
     """Content hashes of every batch ingested so far, validated or quarantined."""
+    return {record["content_hash"] for record in _outcome_records(paths)}
+
+
+def judged_names(paths: Paths) -> set[str]:
+    """Batch keys with an outcome: each validated batch's key and each quarantined file's
+    landed name (a quarantine record keeps the file name, not the key)."""
+    return {record.get("key") or record["file"] for record in _outcome_records(paths)}
+
+
+def _outcome_records(paths: Paths) -> list[dict]:
     records = [*paths.validated.glob("*.json"), *paths.quarantine.glob("*.json")]
-    return {json.loads(record.read_text())["content_hash"] for record in records}
+    return [json.loads(record.read_text()) for record in records]

@@ -54,3 +54,22 @@ def test_catch_up_names_columns_field_counts_and_ingests_relanded_content(
     assert find_valid_batch(spec.paths, key).content_hash == file_sha256(corrected)
     assert find_valid_batch(spec.paths, "batch-00001.csv") is None  # quarantined, kept as it was
     assert (spec.paths.quarantine / "batch-00001.csv").exists()
+
+
+def test_a_file_whose_ingest_is_pending_is_caught_up_under_its_own_key(
+    spec, instance, bank_frame: pd.DataFrame, write_batch
+) -> None:
+    """A newcomer's demo: a training run's catch-up overlapped the landing sensor, whose
+    `batch_job` for batch-00004.csv was still queued; the catch-up saw the name taken and
+    ingested the same content again as `batch-00004.csv@<hash>`, so the window held those
+    rows twice. A partition without an outcome is that file's own batch."""
+    path = write_batch(bank_frame.iloc[:300], "batch-00004.csv")
+    instance.add_dynamic_partitions("batches", ["batch-00004.csv"])  # as the sensor does
+
+    run = run_job(spec, instance, "training_job")
+
+    assert run.success
+    assert instance.get_dynamic_partitions("batches") == ["batch-00004.csv"]
+    batch = find_valid_batch(spec.paths, "batch-00004.csv")
+    assert batch is not None and batch.content_hash == file_sha256(path)
+    assert [p.name for p in spec.paths.validated.glob("*.json")] == ["batch-00004.csv.json"]

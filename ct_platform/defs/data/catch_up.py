@@ -5,21 +5,28 @@ that landed while no sensor was running; it ingests them through the same code p
 their partitions and records their materializations, so lineage stays complete. The landing
 rules are the sensor's: content already ingested (under any name) is not ingested again,
 content re-landed under a taken name is keyed `<name>@<hash12>`, and every file that is not
-ingested is named in the run log with why.
+ingested is named in the run log with why. A name whose partition exists but has no outcome
+yet is that partition's own batch (the sensor's `batch_job` is queued, or was killed): it is
+ingested under that key, never as `<name>@<hash12>` beside it, which put the same rows in the
+training window twice when a training run overlapped the sensor's ingest.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from ct_platform.data.landing import LandingCursor, scan_landing
+from ct_platform.data.landing import LandedFile, LandingCursor, scan_landing
 from ct_platform.defs.data.assets import RAW_BATCH, VALIDATED_BATCH, batches, ingest_metadata
 from ct_platform.settings import Paths, Spec
 
 
 def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths) -> None:
     """Ingest landed files not ingested yet; fail naming the batch if a blocking gate fails."""
-    from ct_platform.data.ingest import ingest_batch, ingested_hashes  # pandas: step only
+    from ct_platform.data.ingest import (  # pandas: step only
+        ingest_batch,
+        ingested_hashes,
+        judged_names,
+    )
 
     known = set(context.instance.get_dynamic_partitions(batches.name))
     # No settle time: whoever starts a whole-pipeline run means the files present now.
@@ -28,8 +35,11 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
     for notice in scan.notices():
         context.log.warning(f"not ingested: {notice}")
     done = ingested_hashes(paths)
+    judged = judged_names(paths)
     fresh = {
-        landed.key_among(known): landed for landed in scan.new if landed.content_hash not in done
+        catch_up_key(landed, known, judged): landed
+        for landed in scan.new
+        if landed.content_hash not in done
     }
     for landed in scan.new:
         if landed.content_hash in done:
@@ -60,3 +70,12 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
             "blocking gate data_contract failed; the batch was quarantined with the reason:\n"
             + "\n".join(failures)
         )
+
+
+def catch_up_key(landed: LandedFile, known: set[str], judged: set[str]) -> str:
+    """The partition key a landed file is ingested under: its own name when that partition
+    exists without an outcome (its ingest is pending elsewhere), else the landing rule's key."""
+    name = landed.path.name
+    if name in known and name not in judged:
+        return name
+    return landed.key_among(known)
