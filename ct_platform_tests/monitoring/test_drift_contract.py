@@ -64,12 +64,17 @@ VIOLATIONS = {
 }  # fmt: skip
 
 
+def rows_as_sent(current: pd.DataFrame) -> pd.DataFrame:
+    """The first ROWS rows as objects, so a test can plant any value a client might send."""
+    return current.iloc[:ROWS].astype(object).reset_index(drop=True)
+
+
 def broken_current(current: pd.DataFrame) -> pd.DataFrame:
     """10,000 rows as a client might send them: `age` 7,100 times "abc", `campaign` 12
     times 150 and 3 times 0 (spec: [1, 100]), `job` 300 "crypto-trader" and 20 "astronaut",
     `euribor3m` 50 times "4,857" (a decimal comma) and 10 times " 1.2 " (a number with
     spaces: valid). Numbers are text, as in a CSV file."""
-    raw = current.iloc[:ROWS].astype(object).reset_index(drop=True)
+    raw = rows_as_sent(current)
     for name in ("age", "campaign", "euribor3m"):
         raw[name] = raw[name].map(lambda v: f"{v:g}")
     raw.loc[: 7_100 - 1, "age"] = "abc"
@@ -273,7 +278,7 @@ def test_overflows_infinities_and_nan_text_read_as_the_server_reads_them(
     to infinity", and called text `NaN` in a number column unparseable where the server
     reads it as missing. Same words for the same fault; the server's missing text."""
     _, current = same_distribution
-    raw = current.iloc[:ROWS].astype(object).reset_index(drop=True)
+    raw = rows_as_sent(current)
     for name in ("age", "campaign", "previous"):
         raw[name] = raw[name].map(lambda v: f"{v:g}")
     raw.loc[0:2, "age"] = "1e999"  # too large for float64
@@ -326,7 +331,7 @@ def test_fractions_in_an_int_column_are_violations_as_the_server_refuses_them(
         "int",
     )
     _, current = same_distribution
-    raw = current.iloc[:ROWS].astype(object).reset_index(drop=True)
+    raw = rows_as_sent(current)
     raw.loc[0:199, "age"] = 30.5
     raw.loc[0:199, "campaign"] = 1.5
     raw.loc[200:209, "campaign"] = 2.0  # an integer written with a point: fine
