@@ -6,12 +6,7 @@ one byte a second holds a connection for ever). `bounded_http_protocol` returns 
 protocol with both limits: past `max_header_bytes` of request line + headers the answer is
 431 and the connection closes; headers not complete within `header_timeout_s` of the
 connection opening (or of the request's first byte, on a kept-alive connection) get a 408
-and the connection closes.
-
-It also sends each answer's status line and headers together with its body, in one socket
-write instead of uvicorn's two (`_OneWriteTransport`): on loopback a write costs tens of
-microseconds of kernel time, a large share of a single-row request. Everything else is
-uvicorn's own code path.
+and the connection closes. Everything after the headers is uvicorn's own code path.
 """
 
 from __future__ import annotations
@@ -68,8 +63,6 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._cancel_header_timer()
         super().on_headers_complete()
-        # The cycle just made answers this request; its task has not run yet.
-        self.cycle.transport = _OneWriteTransport(self.transport, self.loop)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -116,47 +109,6 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
             )
         )
         self.transport.close()
-
-
-class _OneWriteTransport:
-    """The connection's transport for one request's answer: the first write (uvicorn's
-    status line and headers) is held until the next one (the body), sent as one.
-
-    uvicorn writes the body in the same task step as the headers, so the hold never
-    outlives it; a callback at the loop's next turn sends whatever is still held (an
-    answer without a body: HEAD, 204, or an app that failed after starting one).
-    """
-
-    __slots__ = ("_held", "_loop", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = b""  # b"": nothing written yet; None: hold no more
-
-    def write(self, data: bytes) -> None:
-        held = self._held
-        if held == b"":
-            self._held = data
-            self._loop.call_soon(self._flush)
-            return
-        self._held = None
-        self._transport.write(data if held is None else held + data)
-
-    def _flush(self) -> None:
-        held, self._held = self._held, None
-        if held and not self._transport.is_closing():
-            self._transport.write(held)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 def bounded_http_protocol(
