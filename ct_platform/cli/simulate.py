@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # only for annotations: the real imports wait until the comma
     from ct_platform.data.traffic import TrafficSender
     from ct_platform.settings import Spec
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
