@@ -42,6 +42,7 @@ intermediate.wait()
 with open(sys.argv[1] + ".tmp", "w") as f:
     json.dump({"main": os.getpid(), "grandchild": pid}, f)
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+print("run event - DEBUG - hidden line", flush=True)
 print("main child up", flush=True)
 if sys.argv[2] == "dies":
     print("Exception: dagster-daemon process shut down unexpectedly with return code -9")
@@ -93,7 +94,7 @@ def _assert_all_gone(pids: dict, tmp_path: Path) -> None:
 
 
 def test_ctrl_c_ends_every_process_within_the_grace(tmp_path: Path) -> None:
-    grace = 4.0
+    grace = 8.0
     process, pids = _supervise(tmp_path, "stubborn", grace)
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
@@ -101,9 +102,12 @@ def test_ctrl_c_ends_every_process_within_the_grace(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     assert process.returncode == 0
     assert elapsed >= grace  # the main child ignored INT and TERM: it got the grace...
-    assert "killing 2 processes still running (after 4 s):" in output  # ...then KILL, named
+    assert "SIGKILL to 2 processes still running (after 8 s):" in output  # ...then KILL, named
+    assert "SIGTERM to 2 processes still running:" in output  # at half the grace
     assert f"[demo]   {pids['grandchild']} " in output
     assert f"[demo]   {pids['main']} " in output
+    assert "main child up" in output
+    assert "hidden line" not in output  # --drop main DEBUG
     _assert_all_gone(pids, tmp_path)
 
 
@@ -122,23 +126,26 @@ def test_a_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
 
 def test_terminate_stops_like_ctrl_c(tmp_path: Path) -> None:
     # The main child ends on SIGTERM; the grandchild ignores it and is killed after the grace.
-    process, pids = _supervise(tmp_path, "polite", grace=4)
+    process, pids = _supervise(tmp_path, "polite", grace=8)
     process.send_signal(signal.SIGTERM)
-    output, _ = _finish(process, 4 + SLACK)
+    output, _ = _finish(process, 8 + SLACK)
     assert process.returncode == 0
-    assert "killing 1 processes still running (after 4 s):" in output
+    assert "SIGKILL to 1 processes still running (after 8 s):" in output
     assert f"[demo]   {pids['grandchild']} " in output
     _assert_all_gone(pids, tmp_path)
 
 
 def test_the_main_child_ending_on_its_own_stops_the_demo_loudly(tmp_path: Path) -> None:
     # Its re-parented grandchild keeps the output pipe open: the end is noticed all the same.
-    process, pids = _supervise(tmp_path, "dies", grace=4)
-    output, _ = _finish(process, 4 + SLACK)
+    process, pids = _supervise(tmp_path, "dies", grace=8)
+    output, _ = _finish(process, 8 + SLACK)
     assert process.returncode == 1
     assert (
         "[demo] main ENDED ON ITS OWN (exit code 3); its last words: Exception: "
         "dagster-daemon process shut down unexpectedly with return code -9"
     ) in output
     assert "stopping: SIGINT to sibling;" in output
+    # The sibling ends on SIGINT; the re-parented grandchild is found and sent TERM, then KILL.
+    assert "SIGTERM to 1 processes still running:" in output
+    assert f"[demo]   {pids['grandchild']} " in output
     _assert_all_gone(pids, tmp_path)

@@ -100,7 +100,7 @@ echo "Batches land in $landing_dir; Ctrl-C stops everything."
 # they are all in the Dagster UI, so the quiet console drops them.
 drop=()
 if [[ $log_level == warning ]]; then
-  drop=(--drop dagster ' - (.\[[0-9;]*m)?(DEBUG|INFO)(.\[[0-9;]*m)? - ')
+  drop=(--drop 'dagster dev' ' - (.\[[0-9;]*m)?(DEBUG|INFO)(.\[[0-9;]*m)? - ')
 fi
 # Once every process has ended: the endpoint outlives Dagster runs by design and the demo owns
 # it; the supervisor has stopped its process, this forgets it (pid and state files).
@@ -124,7 +124,7 @@ cd "$DAGSTER_HOME"
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 exec python "$repo/deploy/supervise.py" --grace "${CT_DEMO_STOP_GRACE:-60}" "${drop[@]}" \
   --after "$after" \
-  dagster dagster dev -w "$repo/workspace.yaml" --host 127.0.0.1 --port "$dagster_port" \
+  "dagster dev" dagster dev -w "$repo/workspace.yaml" --host 127.0.0.1 --port "$dagster_port" \
   --log-level "$log_level" \
   ::: "mlflow ui" mlflow ui --backend-store-uri "$tracking_uri" --host 127.0.0.1 \
   --port "$mlflow_port" --workers 1 --uvicorn-opts "--log-level $log_level" \

@@ -19,7 +19,7 @@ init, whatever process group or session it moved to; pids seen earlier are also 
 (with their start time, so a reused pid is never signalled).
 
 Then `--after` runs (the demo stops the endpoint's state there) and the exit status is 0 for
-a requested stop, 1 when a child ended on its own.
+a requested stop, 1 when a child ended on its own or could not be started.
 
 Standard library only: it must run before anything else is known to work.
 """
@@ -186,16 +186,21 @@ class Supervisor:
             all_children_gone = all(c.exit_code is not None for c in self.children)
             if not termed and (all_children_gone or elapsed >= self.grace / 2):
                 termed = True
+                self._list(f"SIGTERM to {len(live)} processes still running:", live)
                 _signal_all(live, signal.SIGTERM)
             time.sleep(POLL_SECONDS)
             self.reap()
         self.reap()
         _say(f"all demo processes ended ({time.monotonic() - started:.0f} s)")
 
-    def _kill(self, live: list[int], why: str) -> None:
-        _say(f"killing {len(live)} processes still running ({why}):")
-        for pid in live:
+    @staticmethod
+    def _list(title: str, pids: list[int]) -> None:
+        _say(title)
+        for pid in pids:
             _say(f"  {pid} {_command_line(pid)}")
+
+    def _kill(self, live: list[int], why: str) -> None:
+        self._list(f"SIGKILL to {len(live)} processes still running ({why}):", live)
         # Repeated: a process may fork between the walk and the kill.
         while live:
             _signal_all(live, signal.SIGKILL)
@@ -256,9 +261,17 @@ def main(argv: list[str]) -> int:
     if not _become_subreaper():
         _say("warning: not a child subreaper (not Linux?); orphans are found by pid only")
     supervisor = Supervisor([], args.grace)  # signals are handled before the first child runs
+    ended: Child | None = None
+    failed: str | None = None
     for name, *command in groups:
-        supervisor.children.append(_start(name, command, drops.get(name)))
-    ended = supervisor.watch()
+        try:
+            supervisor.children.append(_start(name, command, drops.get(name)))
+        except OSError as exc:  # e.g. not installed: the ones already started are stopped
+            failed = f"could not start {name}: {exc}"
+            _say(failed)
+            break
+    if failed is None:
+        ended = supervisor.watch()
     if ended is not None:
         words = f"; its last words: {ended.last_lines[-1]}" if ended.last_lines else ""
         _say("=" * 78)
@@ -270,7 +283,7 @@ def main(argv: list[str]) -> int:
         for sig in STOP_SIGNALS:  # the clean-up is short; let it finish
             signal.signal(sig, signal.SIG_IGN)
         subprocess.run(["bash", "-c", args.after], check=False, timeout=120)
-    return 0 if ended is None else 1
+    return 0 if ended is None and failed is None else 1
 
 
 if __name__ == "__main__":
