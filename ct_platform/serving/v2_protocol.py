@@ -9,6 +9,7 @@ cells may then be strings). Tensor `data` may be flat (row-major) or nested.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,11 +22,17 @@ from ct_platform.serving.schema import (
     InputSchema,
     OverflowedNumber,
     ParsedRows,
+    SchemaError,
+    fraction_problem,
     load_json,
     overflow_problem,
     quoting_as_sent,
+    repeated_names,
     show,
 )
+
+# A tensor's element index -> (row, column) it holds.
+_Locator = Callable[[int], tuple[int, str]]
 
 # Value range of each numeric datatype (None: floating point, any JSON number).
 NUMERIC_DATATYPES: dict[str, tuple[int, int] | None] = {
@@ -67,9 +74,8 @@ def _parse_payload(payload: Any, schema: InputSchema) -> tuple[ParsedRows, str |
 def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) -> ParsedRows:
     by_name = {tensor.get("name"): tensor for tensor in tensors}
     if len(by_name) < len(tensors):
-        names = [tensor.get("name") for tensor in tensors]
-        repeated = sorted({str(name) for name in names if names.count(name) > 1})
-        raise InputError(f"tensor(s) {repeated} sent more than once: send each column once")
+        repeated = repeated_names([tensor.get("name") for tensor in tensors])
+        raise SchemaError(f"'inputs': tensor(s) sent more than once: {repeated}; send each once")
     missing = [name for name in schema.names if name not in by_name]
     if missing:
         unknown = [name for name in by_name if name not in schema.names]
@@ -97,7 +103,12 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
         shape = _shape(tensor)
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise InputError(f"tensor '{column.name}': shape must be [n] or [n, 1], got {shape}")
-        columns[column.name] = _flat_data(tensor, datatype, expected=shape[0])
+        columns[column.name] = _flat_data(
+            tensor,
+            datatype,
+            expected=shape[0],
+            at=lambda element, name=column.name: (element, name),
+        )
     return schema.from_columns(columns, text=frozenset(text_columns))
 
 
@@ -115,7 +126,12 @@ def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRo
             f"tensor '{tensor.get('name')}': unsupported datatype {datatype}; send one of "
             f"{[*NUMERIC_DATATYPES, 'BYTES']}"
         )
-    values = _flat_data(tensor, datatype, expected=shape[0] * width)
+    values = _flat_data(
+        tensor,
+        datatype,
+        expected=shape[0] * width,
+        at=lambda element: (element // width, schema.names[element % width]),
+    )
     rows = [values[start : start + width] for start in range(0, len(values), width)]
     return schema.from_split(schema.names, rows, text=datatype == "BYTES")
 
@@ -143,7 +159,7 @@ def _shape(tensor: dict[str, Any]) -> list[int]:
     return shape
 
 
-def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int) -> list[Any]:
+def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int, at: _Locator) -> list[Any]:
     data = tensor.get("data")
     if not isinstance(data, list):
         raise InputError(f"tensor '{tensor.get('name')}': 'data' must be a list; got {show(data)}")
@@ -153,15 +169,18 @@ def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int) -> list[
             f"tensor '{tensor.get('name')}': shape says {expected} values, data has {len(flat)}"
         )
     if datatype in NUMERIC_DATATYPES:
-        _check_numeric_elements(tensor.get("name"), datatype, flat)
+        _check_numeric_elements(tensor.get("name"), datatype, flat, at)
     return flat
 
 
-def _check_numeric_elements(name: Any, datatype: str, values: list[Any]) -> None:
+def _check_numeric_elements(name: Any, datatype: str, values: list[Any], at: _Locator) -> None:
     """Every element of a numeric tensor is a number its datatype holds, or missing: null
     and the NaN literal, in an integer tensor too (as in every protocol; the schema then
     says whether the column may miss a value).
 
+    An integer datatype takes an integral JSON number however it is written (`30.0` is
+    30, as in the JSON formats); a fraction is refused as every protocol refuses it in an
+    `int` column, naming the row and column (`at`: element -> (row, column)).
     BYTES elements are checked by the schema's rule for text protocols instead.
     """
     bounds = NUMERIC_DATATYPES[datatype]
@@ -170,11 +189,11 @@ def _check_numeric_elements(name: Any, datatype: str, values: list[Any]) -> None
             raise InputError(f"tensor '{name}' element {position}: {overflow_problem(value.text)}")
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        fits = (
-            type(value) in JSON_NUMBERS
-            if bounds is None
-            else type(value) is int and bounds[0] <= value <= bounds[1]
-        )
+        kind = type(value)
+        if bounds is not None and kind in JSON_NUMBERS and not float(value).is_integer():
+            row, column = at(position)
+            raise SchemaError(f"row {row}, column '{column}': {fraction_problem(value)}")
+        fits = kind in JSON_NUMBERS and (bounds is None or bounds[0] <= value <= bounds[1])
         if not fits:
             hint = "; send text in a BYTES tensor" if isinstance(value, str) else ""
             raise InputError(
