@@ -25,7 +25,6 @@ from ct_platform.serving.schema import (
     SchemaError,
     fraction_problem,
     load_json,
-    overflow_problem,
     quoting_as_sent,
     repeated_names,
     show,
@@ -174,27 +173,28 @@ def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int, at: _Loc
 
 
 def _check_numeric_elements(name: Any, datatype: str, values: list[Any], at: _Locator) -> None:
-    """Every element of a numeric tensor is a number its datatype holds, or missing: null
-    and the NaN literal, in an integer tensor too (as in every protocol; the schema then
-    says whether the column may miss a value).
+    """Every element of a numeric tensor is a number its datatype holds, or one the
+    schema's rule judges as in every protocol, naming the row and column: null and the NaN
+    literal (missing, in an integer tensor too), an infinite value, one beyond float64.
 
     An integer datatype takes an integral JSON number however it is written (`30.0` is
     30, as in the JSON formats); a fraction is refused as every protocol refuses it in an
-    `int` column, naming the row and column (`at`: element -> (row, column)).
+    `int` column (`at`: element -> (row, column)).
     BYTES elements are checked by the schema's rule for text protocols instead.
     """
     bounds = NUMERIC_DATATYPES[datatype]
     for position, value in enumerate(values):
-        if isinstance(value, OverflowedNumber):
-            raise InputError(f"tensor '{name}' element {position}: {overflow_problem(value.text)}")
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
         kind = type(value)
+        if (
+            value is None
+            or kind is OverflowedNumber
+            or (kind is float and not math.isfinite(value))
+        ):
+            continue
         if bounds is not None and kind in JSON_NUMBERS and not float(value).is_integer():
             row, column = at(position)
             raise SchemaError(f"row {row}, column '{column}': {fraction_problem(value)}")
-        fits = kind in JSON_NUMBERS and (bounds is None or bounds[0] <= value <= bounds[1])
-        if not fits:
+        if kind not in JSON_NUMBERS or (bounds is not None and not bounds[0] <= value <= bounds[1]):
             hint = "; send text in a BYTES tensor" if isinstance(value, str) else ""
             raise InputError(
                 f"tensor '{name}' element {position}: {show(value)} is not a {datatype} value{hint}"

@@ -269,10 +269,31 @@ def test_int_tensor_values_must_fit_the_datatype(bank: Any) -> None:
         return _post_json(server, "/v2/models/bank_marketing/infer", {"inputs": changed})
 
     assert infer("age", "INT32", 41).status_code == 200
-    for datatype, value in (("INT32", 41.5), ("UINT8", -1), ("INT8", 300), ("INT64", "41")):
+    for datatype, value in (("UINT8", -1), ("INT8", 300), ("INT64", "41"), ("INT8", 300.0)):
         refused = infer("age", datatype, value)
         assert refused.status_code == 400
         assert f"not a {datatype} value" in message(refused) and "'age'" in message(refused)
+
+
+def test_an_integral_float_in_an_int_tensor_is_its_integer(bank: Any) -> None:
+    """The newcomer's example: an INT64 tensor refused age 30.0, which FP64 tensors and the
+    JSON formats take as 30; 30.5 is refused as a fraction, in the words of every protocol."""
+    server, row, _ = bank
+    tensors = [{"name": k, "shape": [1], "datatype": "BYTES", "data": [v]} for k, v in row.items()]
+
+    def infer(value: Any) -> httpx.Response:
+        changed = [
+            {**t, "datatype": "INT64", "data": [value]} if t["name"] == "age" else t
+            for t in tensors
+        ]
+        return _post_json(server, "/v2/models/bank_marketing/infer", {"inputs": changed})
+
+    assert answer(infer(30.0)) == answer(infer(30))
+    refused = infer(30.5)
+    assert (refused.status_code, message(refused)) == (
+        400,
+        "row 0, column 'age': expected an integer, got 30.5",
+    )
 
 
 def test_nan_and_null_in_an_int_tensor_are_missing(bank: Any) -> None:
