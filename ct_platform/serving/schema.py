@@ -352,6 +352,12 @@ class InputSchema:
             for i in self._categorical
         ]  # indexed by `text` (False, True)
 
+    def integers_only(self, name: str) -> bool:
+        """Whether column `name` takes integers only: an `int` column, or a category column
+        whose categories are all integers (a season coded "1".."4")."""
+        parser = self._parsers[self.names.index(name)]
+        return parser.column.type == "int" or parser.integer_coded
+
     def from_columns(
         self, data: Mapping[str, Any], *, text: bool | frozenset[str] = False
     ) -> ParsedRows:
@@ -631,7 +637,7 @@ class _ColumnParser:
         self.position = position
         self._categories = frozenset(column.categories) if column.categories else None
         # Integer-coded categories (a season written 1-4): JSON clients may send 3 for "3".
-        self._integer_coded = bool(column.categories) and all(
+        self.integer_coded = bool(column.categories) and all(
             _INTEGER_TEXT.fullmatch(category) for category in column.categories or []
         )
         self.numeric_sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
@@ -802,9 +808,9 @@ class _ColumnParser:
 
     def _integer_category(self, row: int, value: Any) -> str:
         """A JSON number for an integer-coded category: 3 (or 3.0) means "3"; 3.5 is refused."""
-        if self._integer_coded and type(value) in JSON_NUMBERS and float(value).is_integer():
+        if self.integer_coded and type(value) in JSON_NUMBERS and float(value).is_integer():
             return str(int(value))
-        expected = "a category (string or integer)" if self._integer_coded else "a category string"
+        expected = "a category (string or integer)" if self.integer_coded else "a category string"
         raise self._error(row, f"expected {expected}, got {show(value)}")
 
     def _error(self, row: int, problem: str) -> SchemaError:

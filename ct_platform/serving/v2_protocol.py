@@ -23,15 +23,15 @@ from ct_platform.serving.schema import (
     OverflowedNumber,
     ParsedRows,
     SchemaError,
-    fraction_problem,
     load_json,
     quoting_as_sent,
     repeated_names,
     show,
 )
 
-# A tensor's element index -> (row, column) it holds.
-_Locator = Callable[[int], tuple[int, str]]
+# A tensor's element index -> whether its column takes integers only (an `int` column, an
+# integer-coded category), whose own rule then judges a fraction, in every protocol's words.
+_IntegersOnly = Callable[[int], bool]
 
 # Value range of each numeric datatype (None: floating point, any JSON number).
 NUMERIC_DATATYPES: dict[str, tuple[int, int] | None] = {
@@ -93,9 +93,14 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
                 f"tensor '{column.name}': datatype {datatype} is not numeric; send one of "
                 f"{[*NUMERIC_DATATYPES, 'BYTES']}"
             )
-        if not column.is_numeric and datatype != "BYTES":
+        integers_only = schema.integers_only(column.name)
+        # An integer datatype (bounds) for a category column whose categories are integers.
+        integer_category = integers_only and NUMERIC_DATATYPES.get(datatype) is not None
+        if not column.is_numeric and datatype != "BYTES" and not integer_category:
+            coded = " (or an integer datatype: its categories are integers)"
             raise InputError(
-                f"tensor '{column.name}': categorical column needs datatype BYTES, got {datatype}"
+                f"tensor '{column.name}': categorical column needs datatype BYTES"
+                f"{coded if integers_only else ''}, got {datatype}"
             )
         if datatype == "BYTES":
             text_columns.add(column.name)
@@ -106,7 +111,7 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
             tensor,
             datatype,
             expected=shape[0],
-            at=lambda element, name=column.name: (element, name),
+            integers_only=lambda _, only=integers_only: only,
         )
     return schema.from_columns(columns, text=frozenset(text_columns))
 
@@ -125,11 +130,12 @@ def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRo
             f"tensor '{tensor.get('name')}': unsupported datatype {datatype}; send one of "
             f"{[*NUMERIC_DATATYPES, 'BYTES']}"
         )
+    integers_only = [schema.integers_only(name) for name in schema.names]
     values = _flat_data(
         tensor,
         datatype,
         expected=shape[0] * width,
-        at=lambda element: (element // width, schema.names[element % width]),
+        integers_only=lambda element: integers_only[element % width],
     )
     rows = [values[start : start + width] for start in range(0, len(values), width)]
     return schema.from_split(schema.names, rows, text=datatype == "BYTES")
@@ -158,7 +164,9 @@ def _shape(tensor: dict[str, Any]) -> list[int]:
     return shape
 
 
-def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int, at: _Locator) -> list[Any]:
+def _flat_data(
+    tensor: dict[str, Any], datatype: str, *, expected: int, integers_only: _IntegersOnly
+) -> list[Any]:
     data = tensor.get("data")
     if not isinstance(data, list):
         raise InputError(f"tensor '{tensor.get('name')}': 'data' must be a list; got {show(data)}")
@@ -168,18 +176,21 @@ def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int, at: _Loc
             f"tensor '{tensor.get('name')}': shape says {expected} values, data has {len(flat)}"
         )
     if datatype in NUMERIC_DATATYPES:
-        _check_numeric_elements(tensor.get("name"), datatype, flat, at)
+        _check_numeric_elements(tensor.get("name"), datatype, flat, integers_only)
     return flat
 
 
-def _check_numeric_elements(name: Any, datatype: str, values: list[Any], at: _Locator) -> None:
+def _check_numeric_elements(
+    name: Any, datatype: str, values: list[Any], integers_only: _IntegersOnly
+) -> None:
     """Every element of a numeric tensor is a number its datatype holds, or one the
     schema's rule judges as in every protocol, naming the row and column: null and the NaN
     literal (missing, in an integer tensor too), an infinite value, one beyond float64.
 
     An integer datatype takes an integral JSON number however it is written (`30.0` is
-    30, as in the JSON formats); a fraction is refused as every protocol refuses it in an
-    `int` column (`at`: element -> (row, column)).
+    30, as in the JSON formats); a fraction is left to the rule of a column that takes
+    integers only (refused in every protocol's words: "expected an integer, got 30.5"),
+    and refused as not of the datatype for a `float` column.
     BYTES elements are checked by the schema's rule for text protocols instead.
     """
     bounds = NUMERIC_DATATYPES[datatype]
@@ -191,10 +202,14 @@ def _check_numeric_elements(name: Any, datatype: str, values: list[Any], at: _Lo
             or (kind is float and not math.isfinite(value))
         ):
             continue
-        if bounds is not None and kind in JSON_NUMBERS and not float(value).is_integer():
-            row, column = at(position)
-            raise SchemaError(f"row {row}, column '{column}': {fraction_problem(value)}")
-        if kind not in JSON_NUMBERS or (bounds is not None and not bounds[0] <= value <= bounds[1]):
+        fits = kind in JSON_NUMBERS and (
+            bounds is None
+            or (
+                bounds[0] <= value <= bounds[1]
+                and (float(value).is_integer() or integers_only(position))
+            )
+        )
+        if not fits:
             hint = "; send text in a BYTES tensor" if isinstance(value, str) else ""
             raise InputError(
                 f"tensor '{name}' element {position}: {show(value)} is not a {datatype} value{hint}"

@@ -399,3 +399,35 @@ def test_season_three_scores_as_season_three(season_server: ThreadedServer) -> N
         season_server, "/invocations", {"dataframe_records": [{"season": "1", "temp": 10.0}]}
     )
     assert answer(three)[0] > answer(one)[0] + 10  # y = 10 * season + temp
+
+
+def test_an_int_tensor_carries_an_integer_coded_category(season_server: ThreadedServer) -> None:
+    """The JSON formats take 3 for season "3": so does a V2 INT64 tensor (a BYTES tensor was
+    the only way before), with the same words for what the JSON formats refuse."""
+
+    def infer(datatype: str, season: Any) -> httpx.Response:
+        tensors = [
+            {"name": "season", "shape": [1], "datatype": datatype, "data": [season]},
+            {"name": "temp", "shape": [1], "datatype": "FP64", "data": [12.5]},
+        ]
+        return _post_json(season_server, "/v2/models/seasons/infer", {"inputs": tensors})
+
+    def records(season: Any) -> httpx.Response:
+        row = {"season": season, "temp": 12.5}
+        return _post_json(season_server, "/invocations", {"dataframe_records": [row]})
+
+    assert answer(infer("INT64", 3)) == answer(infer("INT64", 3.0)) == answer(infer("BYTES", "3"))
+    for season in (3.5, 5, True):
+        refused, json_refused = infer("INT64", season), records(season)
+        assert json_refused.status_code in (400, 422)
+        if season is True:  # not a number at all: the datatype says so
+            assert message(refused) == "tensor 'season' element 0: true is not a INT64 value"
+            continue
+        assert (refused.status_code, message(refused)) == (
+            json_refused.status_code,
+            message(json_refused),
+        )
+    assert message(infer("FP64", 3)) == (
+        "tensor 'season': categorical column needs datatype BYTES (or an integer datatype: "
+        "its categories are integers), got FP64"
+    )
