@@ -29,7 +29,7 @@ class AgeCase:
 
     def text_message(self) -> str:
         """The refusal in a text protocol: a text value is quoted as a JSON string."""
-        return self.message(json.dumps(self.text))
+        return self.message(json.dumps(self.text, ensure_ascii=False))
 
 
 FRACTION = dict(status=400, problem="expected an integer, got {}", drift_kind="fractional")

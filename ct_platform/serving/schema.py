@@ -29,6 +29,7 @@ the breaches by (column, rule), for the server's metrics.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -99,8 +100,7 @@ class SentInt(int):
 
 
 # The Python types of a JSON number once parsed (bool, an int subclass, is not one).
-JSON_INTEGERS = frozenset({int, SentInt})
-JSON_NUMBERS = frozenset({float, SentFloat}) | JSON_INTEGERS
+JSON_NUMBERS = frozenset({int, float, SentInt, SentFloat})
 _JSON_NUMBER_TYPES = JSON_NUMBERS | {type(None)}
 
 
@@ -225,10 +225,7 @@ def _is_container(value: Any) -> bool:
 def _without_bom(body: bytes) -> bytes:
     """A body without its UTF-8 byte-order mark (Excel writes one; RFC 8259 lets a parser
     ignore it): read alike by every protocol and by `ct drift`."""
-    return body[3:] if body[:3] == _UTF8_BOM else body
-
-
-_UTF8_BOM = b"\xef\xbb\xbf"
+    return body.removeprefix(codecs.BOM_UTF8)
 
 
 def load_json(body: bytes) -> Any:
@@ -885,7 +882,7 @@ def show(value: Any) -> str:
     if isinstance(value, OverflowedNumber | SentFloat | SentInt):
         return value.text
     try:
-        shown = json.dumps(value)
+        shown = json.dumps(value, ensure_ascii=False)  # "٤١", not "\\u0664\\u0661"
     except (TypeError, ValueError):
         shown = repr(value)
     return shown if len(shown) <= _MAX_SHOWN else f"{shown[: _MAX_SHOWN - 1]}…"
