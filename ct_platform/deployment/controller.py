@@ -382,10 +382,10 @@ class RolloutController:
     def _switch(self, rollout: Rollout, now: float) -> None:
         """Blue-green: all traffic to the verified candidate at once; the old one stays."""
         self._promote_on_server(rollout)
-        self._move_champion(rollout)
+        switched = f"{rollout.label} switched: all traffic to version {rollout.version}"
+        self._move_champion(rollout, switched)
         rollout.phase, rollout.weight = "switched", 1.0
         rollout.period_started_at = now
-        switched = f"{rollout.label} switched: all traffic to version {rollout.version}"
         self._note(rollout, "switch", switched)
         self._record_deployment(rollout, int(rollout.version), switched)
 
@@ -503,27 +503,25 @@ class RolloutController:
         """All traffic to the candidate: the server promotes it, then `champion` follows."""
         if rollout.phase != "switched":
             self._promote_on_server(rollout)
-            self._move_champion(rollout)
             completed = f"{rollout.label} completed: version {rollout.version} serves all traffic"
+            self._move_champion(rollout, f"{completed} ({reason})")
             self._record_deployment(rollout, int(rollout.version), f"{completed} ({reason})")
         rollout.weight = 1.0
         self._finish(rollout, "completed", reason)
 
-    def _move_champion(self, rollout: Rollout) -> None:
-        from ct_platform.governance.lifecycle import follow_drift_reference, record_promotion
+    def _move_champion(self, rollout: Rollout, how: str) -> None:
+        from ct_platform.governance.lifecycle import follow_drift_reference, move_champion
         from ct_platform.training.datasets import MissingTrainingSet
 
-        previous = self.registry.alias_version(CHAMPION)
-        self.registry.set_alias(CHAMPION, int(rollout.version))
-        self.registry.delete_alias(CANARY)
-        promoted = self.registry.version(int(rollout.version))
-        record_promotion(
+        move_champion(
             self.registry,
-            previous,
-            promoted,
+            int(rollout.version),
             actor=self._actor(rollout),
+            how=how,
             dagster_run_id=self.run_id,
         )
+        self.registry.delete_alias(CANARY)
+        promoted = self.registry.version(int(rollout.version))
         # Drift is now measured against what the serving model learned from. A version whose
         # training set is gone keeps serving; the old reference stays, and the record says so.
         try:
@@ -603,8 +601,10 @@ class RolloutController:
         )
 
     def _actor(self, rollout: Rollout) -> str:
-        """ "canary rollout", and what drove it when known ("canary rollout (sensor ...)")."""
-        return f"{rollout.strategy} rollout" + (f" ({self.driver})" if self.driver else "")
+        """ "canary rollout v7-1764489600", and what drove it when known ("... (sensor
+        rollout_sensor tick)"); the Dagster run, if any, is the line's `dagster_run_id`."""
+        actor = f"{rollout.strategy} rollout {rollout.id}"
+        return actor + (f" ({self.driver})" if self.driver else "")
 
     def _record_deployment(self, rollout: Rollout, version: int, what: str) -> None:
         from ct_platform.governance.lifecycle import record_deployment
