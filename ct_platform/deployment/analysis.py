@@ -262,6 +262,8 @@ def analyse(
         "stable_error_rate": stable.error_rate,
         "candidate_refusal_rate": candidate.refusal_rate,
         "stable_refusal_rate": stable.refusal_rate,
+        "candidate_refused": float(candidate.refused),
+        "stable_refused": float(stable.refused),
         "candidate_p99_ms": p99_ms(candidate, bounds),
         "stable_p99_ms": p99_ms(stable, bounds),
     }

@@ -181,6 +181,33 @@ def active_rollout(spec: Spec) -> Rollout | None:
     return rollout if rollout is not None and rollout.active else None
 
 
+# The running totals an analysis period records of each slot, as GET /admin/stats shows them.
+PERIOD_TOTALS = ("requests", "errors", "refused")
+
+
+def _period(rollout: Rollout, stats: dict[str, Any], slot: str, now: float) -> dict[str, Any]:
+    """The two server snapshots an analysis subtracted: when (`from`, `to`, Unix seconds)
+    and each judged slot's running totals in them (`start`, `end`: scored `requests`,
+    `errors`, `refused`, as `GET /admin/stats` showed them). The analysis figures are
+    `end - start` (`routed` = the three summed), so a user can check them against the
+    server's own totals; a slot whose totals went down was reset (server restarted) and
+    its figures are then its `end` alone."""
+
+    def totals(snapshot: dict[str, Any]) -> dict[str, dict[str, int]]:
+        slots = snapshot.get("slots") or {}
+        return {
+            name: {key: int((slots.get(name) or {}).get(key, 0)) for key in PERIOD_TOTALS}
+            for name in (slot, "stable")
+        }
+
+    return {
+        "from": rollout.period_started_at,
+        "to": now,
+        "start": totals(rollout.cursor),
+        "end": totals(stats),
+    }
+
+
 def is_due(rollout: Rollout, interval_seconds: float, now: float) -> bool:
     return rollout.status == "running" and now - rollout.period_started_at >= interval_seconds
 
@@ -337,7 +364,8 @@ class RolloutController:
             return
         slot = "candidate" if rollout.strategy in ("canary", "ab") else "shadow"
         analysis = self._analyse(rollout, stats, slot, period_start=rollout.cursor)
-        self._note(rollout, analysis.verdict, analysis.reason, analysis.figures)
+        period = _period(rollout, stats, slot, now)
+        self._note(rollout, analysis.verdict, analysis.reason, analysis.figures, period)
         if analysis.verdict == "fail":
             rollout.failed_checks += 1
             if rollout.failed_checks > self.deployment.analysis.failure_limit:
@@ -653,18 +681,22 @@ class RolloutController:
         return f"{what}: rollout ended"
 
     def _note(
-        self, rollout: Rollout, verdict: str, reason: str, figures: dict[str, float] | None = None
+        self,
+        rollout: Rollout,
+        verdict: str,
+        reason: str,
+        figures: dict[str, float] | None = None,
+        period: dict[str, Any] | None = None,
     ) -> None:
-        rollout.history.append(
-            {
-                "at": self.clock(),
-                "step": rollout.step,
-                "weight": rollout.weight,
-                "verdict": verdict,
-                "reason": reason,
-                "figures": dict(figures or {}),
-            }
-        )
+        entry = {
+            "at": self.clock(),
+            "step": rollout.step,
+            "weight": rollout.weight,
+            "verdict": verdict,
+            "reason": reason,
+            "figures": dict(figures or {}),
+        }
+        rollout.history.append(entry | ({"period": period} if period else {}))
 
     def _alert(self, rollout: Rollout) -> None:
         from ct_platform.monitoring.governor import send_alert

@@ -7,6 +7,7 @@ states and recorded figures.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -214,11 +215,29 @@ def test_canary_reaches_100_percent_and_then_moves_the_champion(
         weights.append(rollout.weight)
         verdict = last_analysis(rollout)
         assert verdict["verdict"] == "pass", verdict["reason"]
+        if step < 4:  # nothing answered since: the server's totals are the period's end
+            totals = admin.stats()["slots"]
+            assert verdict["period"]["end"] == {
+                slot: {key: totals[slot][key] for key in ("requests", "errors", "refused")}
+                for slot in ("candidate", "stable")
+            }
+
+    # Each period's figures are exactly the difference of the two snapshots it records, and
+    # each period starts where the one before ended: reconcilable with GET /admin/stats.
+    analyses = [entry for entry in rollout.history if entry["verdict"] == "pass"]
+    for before, entry in itertools.pairwise(analyses):
+        assert entry["period"]["start"] == before["period"]["end"]
+        assert entry["period"]["from"] <= entry["period"]["to"]
+    for entry in analyses:
+        start, end, figures = entry["period"]["start"], entry["period"]["end"], entry["figures"]
+        for slot in ("candidate", "stable"):
+            window = {key: end[slot][key] - start[slot][key] for key in end[slot]}
+            assert figures[f"{slot}_requests"] == sum(window.values())
+            assert figures[f"{slot}_refused"] == window["refused"]
 
     assert failed == 0
     assert weights == [0.4, 0.6, 0.8, 1.0, 1.0]
     assert rollout.status == "completed"
-    analyses = [entry for entry in rollout.history if entry["verdict"] == "pass"]
     assert [round(a["weight"], 1) for a in analyses] == [0.2, 0.4, 0.6, 0.8, 1.0]
     for analysis in analyses:
         figures = analysis["figures"]

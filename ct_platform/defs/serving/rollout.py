@@ -80,6 +80,8 @@ def rollout_metadata(
         state["required_samples"] = rollout.required_samples
     metadata = numbers("", state)
     metadata.update(numbers("analysis", entry.get("figures", {})))
+    if "period" in entry:  # the two snapshots the figures are the difference of
+        metadata["analysis_period"] = dg.MetadataValue.json(entry["period"])
     if rollout.decision is not None:
         metadata["decision"] = dg.MetadataValue.json(rollout.decision)
     return metadata
