@@ -18,6 +18,7 @@ else the machine runs. `--rows`/`--batch` are `/invocations` JSON bodies (datafr
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -49,7 +50,7 @@ def main() -> int:
         body = args.rows.read_text()
         lua.write_text(
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = [[{body}]]\n"
+            f"wrk.body = {json.dumps(body)}\n"  # a Lua string: [[...]] ends at a body's "]]"
         )
         ours = [sys.executable, "-m", "ct_platform.serving", "--bundle", str(args.bundle), "--port"]
         servers = {"ct-platform": (ours, REPO)}
@@ -88,6 +89,8 @@ def measure(
         ).stdout  # fmt: skip
         cpu = cpu_seconds(process.pid) - cpu_before
         requests = int(re.search(r"(\d+) requests in", wrk).group(1))
+        if "Non-2xx" in wrk:
+            raise RuntimeError(f"the server answered errors under wrk:\n{wrk}")
         batch = args.batch.read_bytes()
         batch_ms = []
         for _ in range(8):

@@ -40,7 +40,7 @@ from ct_platform.serving.platform_figures import platform_gauges
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
 from ct_platform.serving.schema import ContractError, InputError, InputSchema, ParsedRows
 from ct_platform.serving.slot_stats import SlotStats
-from ct_platform.serving.slots import ServedModel, SlotState
+from ct_platform.serving.slots import Route, ServedModel, SlotState
 from ct_platform.serving.transport import (
     JSON,
     HttpError,
@@ -229,15 +229,11 @@ class Server:
             self.metrics.contract_violations(error.violations, "rejected")
             if route is not None:  # the slot's model (or its schema) refused the request
                 self.slot_stats.error(route.slot, error)
+                headers.update(_slot_headers(route))
             return error_response(error, headers)
         request_id = scored.request_id
-        headers.update(
-            {
-                "x-request-id": request_id,
-                "x-model-slot": route.slot,
-                "x-model-version": route.served.version,
-            }
-        )
+        headers["x-request-id"] = request_id
+        headers.update(_slot_headers(route))
         seconds = time.perf_counter() - started
         self._record(endpoint, route.slot, route.served, request_id, scored, seconds)
         self.metrics.contract_violations(scored.parsed.violations, "scored")
@@ -420,6 +416,12 @@ class Server:
 
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document(self.state.stable.model.meta))
+
+
+def _slot_headers(route: Route) -> dict[str, str]:
+    """Which slot and version answered: on every answer once a slot was chosen (refusals
+    included), so a client or a canary analysis can tell the two versions' answers apart."""
+    return {"x-model-slot": route.slot, "x-model-version": route.served.version}
 
 
 def _parse_invocation(

@@ -16,6 +16,7 @@ list too, for review; a file needing anything it does not list is refused as wel
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from itertools import count
 from pathlib import Path
@@ -33,6 +34,11 @@ BUNDLE_FORMAT = 1
 META_FILE = "bundle.json"
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
+
+# Requests of at least this many rows are scored by a session with WIDE_THREADS intra-op
+# threads (benchmarks/serving/README.md: where two threads start to pay on the bank model).
+WIDE_ROWS = 512
+WIDE_THREADS = 2
 
 Task = Literal["classification", "regression"]
 ColumnType = Literal["int", "float", "category"]
@@ -210,24 +216,18 @@ class LoadedModel:
 
 
 class OnnxBackend:
+    """Scores with ONNX Runtime: a one-thread session, and for requests of at least
+    `WIDE_ROWS` rows a second session with `WIDE_THREADS` intra-op threads (when the
+    process may use that many cores), which splits the trees' work across them."""
+
     name = "onnx"
 
     def __init__(self, path: Path, meta: BundleMeta) -> None:
-        import onnxruntime as ort  # only when a graph is loaded: `read_meta` callers skip it
-
-        options = ort.SessionOptions()
-        # One thread per session: single-row requests gain nothing from intra-op threading,
-        # and on a small box the server's workers already use every core.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise BundleError(f"cannot load {path}: {exc}") from None
+        # One thread: a small request gains nothing from intra-op threading (the threads'
+        # hand-offs cost more than they save), and the event loop's core is busy anyway.
+        self._session = _onnx_session(path, threads=1)
+        wide = len(os.sched_getaffinity(0)) >= WIDE_THREADS
+        self._wide_session = _onnx_session(path, threads=WIDE_THREADS) if wide else None
         # Bind by position: skl2onnx may have renamed inputs (emp.var.rate -> emp_var_rate).
         self._input_names = [graph_input.name for graph_input in self._session.get_inputs()]
         if len(self._input_names) != len(meta.columns):
@@ -255,10 +255,34 @@ class OnnxBackend:
             name: numeric[index] if is_numeric else columns[index].reshape(shape)
             for name, is_numeric, index in self._inputs
         }
-        outputs = self._session.run(self._output_names, feeds)
+        session = self._session
+        if rows.n_rows >= WIDE_ROWS and self._wide_session is not None:
+            session = self._wide_session
+        outputs = session.run(self._output_names, feeds)
         if self._classifier:
             return Prediction(labels=outputs[0].ravel(), proba=outputs[1], values=None)
         return Prediction(labels=None, proba=None, values=outputs[0].ravel())
+
+
+def _onnx_session(path: Path, *, threads: int) -> Any:
+    """An ONNX Runtime CPU session of `path` with `threads` intra-op threads."""
+    import onnxruntime as ort  # only when a graph is loaded: `read_meta` callers skip it
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Pool threads spin while a run lasts (a sleeping thread woke too late to share the
+    # work on a busy box: two threads without spinning scored 1,000 rows no faster than
+    # one) and stop at its end, so they never burn a core between requests.
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise BundleError(f"cannot load {path}: {exc}") from None
 
 
 class SklearnBackend:

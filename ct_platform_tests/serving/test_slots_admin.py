@@ -259,3 +259,53 @@ def test_hot_swap_under_load_drops_no_request(
     assert set(statuses) == {200}, statuses
     assert sum(statuses.values()) > 50
     assert set(versions) == {"1", "2"}
+
+
+def test_refusals_name_the_slot_and_version_that_refused(
+    server: ThreadedServer, served_v2: Path, payload: dict
+) -> None:
+    """A 422 (value outside the contract) or 400 (bad value) of either scoring route says
+    which slot and version judged it, as a 200 does; an answer given before any slot was
+    chosen (401) names none (issue 12, a newcomer's 422 without `x-model-slot`)."""
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(served_v2)})
+    admin(server, "POST", "/admin/routing", {"candidate_weight": 1.0})
+    row = payload["dataframe_records"][0]
+    out_of_contract = {"dataframe_records": [{**row, "age": 500}]}
+    not_a_number = {"dataframe_records": [{**row, "age": "abc"}]}
+    v2_out_of_contract = {
+        "inputs": [
+            {"name": name, "shape": [1], "datatype": "BYTES", "data": [value]}
+            for name, value in {**row, "age": 500}.items()
+        ]
+    }
+    answers = {
+        "422": predict(server, out_of_contract),
+        "400": predict(server, not_a_number),
+        "v2 422": httpx.post(
+            f"{server.url}/v2/models/bank_marketing/infer",
+            json=v2_out_of_contract,
+            headers=KEY,
+            timeout=10,
+        ),
+    }
+    figures = {
+        case: (
+            answer.status_code,
+            answer.headers.get("x-model-slot"),
+            answer.headers.get("x-model-version"),
+        )
+        for case, answer in answers.items()
+    }
+    assert figures == {
+        "422": (422, "candidate", "2"),
+        "400": (400, "candidate", "2"),
+        "v2 422": (422, "candidate", "2"),
+    }
+    admin(server, "POST", "/admin/routing", {"candidate_weight": 0.0})
+    stable = predict(server, out_of_contract)
+    assert (stable.status_code, stable.headers["x-model-slot"]) == (422, "stable")
+    assert stable.headers["x-model-version"] == "1"
+    unauthenticated = httpx.post(f"{server.url}/invocations", json=payload, timeout=10)
+    assert unauthenticated.status_code == 401
+    assert "x-model-slot" not in unauthenticated.headers
+    assert "x-request-id" in unauthenticated.headers
