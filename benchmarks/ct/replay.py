@@ -137,7 +137,9 @@ def parse_args() -> argparse.Namespace:
         default=Path(os.environ.get("CT_SPEC", REPO_ROOT / "ct_platform.yaml")),
         help="the spec to replay under (its landing folder is replaced by a temp one)",
     )
-    parser.add_argument("--source", type=Path, help="dataset file (default: the spec's dataset.source)")
+    parser.add_argument(
+        "--source", type=Path, help="dataset file (default: the spec's dataset.source)"
+    )
     parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--keep", help="work in this (new) folder and keep it, for inspection")
     return parser.parse_args()
