@@ -7,6 +7,8 @@
 #   ingests them, and sends live traffic (labels later) whenever the endpoint answers.
 # Ctrl-C stops all of it (deploy/supervise.py). CT_DEMO_VERBOSE=1 shows Dagster's INFO lines and every warning.
 set -euo pipefail
+# CT_DEMO_SOURCE (the file to replay) is taken from the folder the demo was started in.
+demo_source=${CT_DEMO_SOURCE:+$(realpath -m -- "$CT_DEMO_SOURCE")}
 cd "$(dirname "$0")/.."
 export CT_HOME="${CT_HOME:-$PWD/.ct}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$CT_HOME/dagster}"
@@ -60,7 +62,8 @@ landing_dir = (source.parent / raw["dataset"]["landing_dir"]).resolve()
 # The spec creates only its default folder by itself; this absolute path is that folder.
 landing_dir.mkdir(parents=True, exist_ok=True)
 raw["dataset"]["landing_dir"] = str(landing_dir)
-raw["dataset"]["source"] = str((source.parent / raw["dataset"]["source"]).resolve())
+if raw["dataset"].get("source"):  # absolute too: the demo spec lives under CT_HOME
+    raw["dataset"]["source"] = str((source.parent / raw["dataset"]["source"]).resolve())
 raw["deployment"] = {
     "strategy": "canary",
     "analysis": {"interval_seconds": interval, "min_requests": 50},
@@ -89,8 +92,8 @@ print(spec.landing_dir)")
 # Where the replayed rows come from: CT_DEMO_SOURCE, else the spec's dataset.source (the bank
 # spec names data/bank_marketing.csv.gz); `ct simulate` names the path it tried if it is missing.
 source_option=()
-if [[ -n ${CT_DEMO_SOURCE:-} ]]; then
-  source_option=(--source "$(realpath -m -- "$CT_DEMO_SOURCE")")
+if [[ -n $demo_source ]]; then
+  source_option=(--source "$demo_source")
 fi
 
 echo "Dagster UI: http://127.0.0.1:$dagster_port   MLflow UI: http://127.0.0.1:$mlflow_port" \
