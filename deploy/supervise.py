@@ -44,6 +44,7 @@ PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 SEPARATOR = ":::"
 POLL_SECONDS = 0.2  # while stopping
 WATCH_SECONDS = 1.0  # while running: how soon a child's end is noticed (a /proc walk each)
+KILL_WAIT_SECONDS = 30
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -191,7 +192,8 @@ class Supervisor:
             time.sleep(POLL_SECONDS)
             self.reap()
         self.reap()
-        _say(f"all demo processes ended ({time.monotonic() - started:.0f} s)")
+        if not self.tree.alive():
+            _say(f"all demo processes ended ({time.monotonic() - started:.0f} s)")
 
     @staticmethod
     def _list(title: str, pids: list[int]) -> None:
@@ -201,12 +203,16 @@ class Supervisor:
 
     def _kill(self, live: list[int], why: str) -> None:
         self._list(f"SIGKILL to {len(live)} processes still running ({why}):", live)
-        # Repeated: a process may fork between the walk and the kill.
-        while live:
+        # Repeated: a process may fork between the walk and the kill. Bounded: a process stuck
+        # in the kernel (uninterruptible I/O) dies only when the I/O ends; say so, do not hang.
+        deadline = time.monotonic() + KILL_WAIT_SECONDS
+        while live and time.monotonic() < deadline:
             _signal_all(live, signal.SIGKILL)
             time.sleep(POLL_SECONDS)
             self.reap()
             live = self.tree.alive()
+        if live:
+            self._list(f"still there {KILL_WAIT_SECONDS} s after SIGKILL (stuck in I/O?):", live)
 
 
 def _pass_output(child: Child) -> None:
