@@ -314,9 +314,7 @@ def _parity(bundle: BundleMeta | None) -> dict[str, object]:
     parity = bundle.parity
     # Predicted labels exist for a classifier only; a regressor's values are the diffs below.
     labels = (
-        {"labels identical": parity.labels_identical}
-        if bundle.task == "classification"
-        else {}
+        {"labels identical": parity.labels_identical} if bundle.task == "classification" else {}
     )
     return {
         "passed": parity.passed,
