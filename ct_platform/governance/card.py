@@ -100,6 +100,8 @@ class CardFacts:
     mlflow_run_url: str
     parity: dict[str, object] = field(default_factory=dict)
     onnx: str = ""
+    # Metric -> how it was computed, for the spec's task (`evaluate.METRIC_DEFINITIONS`).
+    metric_notes: dict[str, str] = field(default_factory=dict)
 
 
 def gather_facts(
@@ -128,6 +130,7 @@ def gather_facts(
         primary_metric=spec.evaluation.primary_metric,
         mlflow_run_url=registry.artifact_view_url(info.run_id),
         parity=_parity(bundle),
+        metric_notes=_metric_notes(spec),
         onnx=_onnx(bundle),
     )
 
@@ -140,7 +143,7 @@ def render_markdown(facts: CardFacts) -> str:
         "## Data window\n\n" + _window_section(facts.window),
         "## Fingerprint and lineage\n\n" + _lineage_section(facts),
         "## Metrics\n\n" + _metrics_section(facts),
-        "## Per-group figures\n\n" + _groups_section(facts.metrics),
+        "## Per-group figures\n\n" + _groups_section(facts.metrics, facts.metric_notes),
         "## Gates\n\n" + _gates_section(facts.gates),
         "## ONNX parity\n\n" + _parity_section(facts),
         "## Resources\n\n" + _resources_section(facts),
@@ -309,16 +312,27 @@ def _parity(bundle: BundleMeta | None) -> dict[str, object]:
     if bundle is None or bundle.parity is None:
         return {}
     parity = bundle.parity
+    # Predicted labels exist for a classifier only; a regressor's values are the diffs below.
+    labels = (
+        {"labels identical": parity.labels_identical} if bundle.task == "classification" else {}
+    )
     return {
         "passed": parity.passed,
         "rows": parity.rows,
         "rows over tolerance": parity.rows_over,
-        "labels identical": parity.labels_identical,
+        **labels,
         "max abs diff": parity.max_abs_diff,
         "max rel diff": parity.max_rel_diff,
         "tolerance": parity.tolerance,
         "relative tolerance": parity.relative_tolerance,
     }
+
+
+def _metric_notes(spec: Spec) -> dict[str, str]:
+    """How the task's metrics were computed, where the name alone does not say."""
+    from ct_platform.training.evaluate import METRIC_DEFINITIONS, task_metrics
+
+    return {m: METRIC_DEFINITIONS[m] for m in task_metrics(spec) if m in METRIC_DEFINITIONS}
 
 
 def _onnx(bundle: BundleMeta | None) -> str:
@@ -425,10 +439,19 @@ def _metrics_section(facts: CardFacts) -> str:
     if not rows:
         return "No metrics recorded yet (the version has not been evaluated)."
     primary = f"Primary metric: {_md(facts.primary_metric)}; `{HOLDOUT_PREFIX}*` is on the holdout."
-    return primary + "\n\n" + _table(("metric", "value", "95 % confidence interval"), rows)
+    table = _table(("metric", "value", "95 % confidence interval"), rows)
+    return "\n\n".join([primary, table, *_notes(facts.metric_notes)])
 
 
-def _groups_section(metrics: Mapping[str, float]) -> str:
+def _notes(notes: Mapping[str, str]) -> list[str]:
+    """A "how computed" list, or nothing when no metric needs one."""
+    if not notes:
+        return []
+    lines = "\n".join(f"- **{_md(name)}**: {_md(how)}" for name, how in notes.items())
+    return ["How the metrics were computed:\n\n" + lines]
+
+
+def _groups_section(metrics: Mapping[str, float], notes: Mapping[str, str]) -> str:
     groups: dict[str, dict[str, float]] = {}
     for name, value in metrics.items():
         if name.startswith(GROUP_PREFIX):
@@ -441,7 +464,9 @@ def _groups_section(metrics: Mapping[str, float]) -> str:
         (group, *(groups[group].get(figure, math.nan) for figure in figures))
         for group in sorted(groups)
     ]
-    return _table(("group", *figures), rows)
+    computed = [f"{_md(f)}: {_md(notes[f])}" for f in figures if f in notes]
+    how = ["Each group's figure is computed on its own rows. " + "; ".join(computed)]
+    return "\n\n".join([_table(("group", *figures), rows), *(how if computed else [])])
 
 
 def _gates_section(gates: tuple[GateLine, ...]) -> str:

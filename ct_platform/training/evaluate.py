@@ -2,8 +2,9 @@
 
 Classification: accuracy, balanced_accuracy, roc_auc, f1. With two classes the positive
 label is the larger one (e.g. 1 for a 0/1 target); with more, F1 is macro-averaged and ROC
-AUC is one-vs-rest. Regression: mae, rmse, r2. A metric that is undefined on the rows
-given (ROC AUC with one class present, r2 on one row) is NaN, never a made-up number.
+AUC is one-vs-rest (`METRIC_DEFINITIONS`). Regression: mae, rmse, r2. A metric that is
+undefined on the rows given (ROC AUC with one class present, r2 on one row) is NaN, never a
+made-up number; `why_undefined` says why.
 """
 
 from __future__ import annotations
@@ -62,16 +63,49 @@ def predict(model: object, holdout: pd.DataFrame, spec: Spec) -> Predictions:
     return Predictions(target, model.predict(features))
 
 
+# How each metric is computed, for the model card (a reader comparing figures needs it).
+METRIC_DEFINITIONS: dict[str, str] = {
+    "roc_auc": (
+        "two classes: the larger label is positive; more classes: one-vs-rest, the unweighted "
+        "mean of each class's ROC AUC against the rest (Provost & Domingos; scikit-learn's "
+        "multi_class='ovr', average='macro'), over the classes present in the rows scored: "
+        "a group lacking a class is averaged over the classes it holds (scikit-learn raises "
+        "instead); undefined with fewer than two classes present"
+    ),
+    "f1": "two classes: of the larger label; more classes: macro-averaged over every class",
+    "r2": "undefined on fewer than two rows",
+}
+
+
 def _roc_auc(p: Predictions) -> float:
     present = np.unique(p.target)
+    if len(present) < 2:
+        return math.nan
     if len(p.classes) == 2:
-        if len(present) < 2:
-            return math.nan
         # Positive = the larger label; predict_proba columns follow sorted `classes_`.
         return float(roc_auc_score(p.target == p.classes[1], p.proba[:, 1]))
-    if len(present) < len(p.classes):
-        return math.nan  # one-vs-rest needs every class present in the rows scored
-    return float(roc_auc_score(p.target, p.proba, multi_class="ovr", labels=p.classes))
+    # One-vs-rest macro over the classes present: with every class present this is exactly
+    # roc_auc_score(multi_class="ovr", labels=classes), which refuses a class-less subset
+    # (and a column subset, its rows no longer summing to 1).
+    columns = np.flatnonzero(np.isin(p.classes, present))
+    return float(np.mean([roc_auc_score(p.target == p.classes[c], p.proba[:, c]) for c in columns]))
+
+
+def absent_classes(p: Predictions) -> list[str]:
+    """The model's classes with no row in `p` (classification; [] for regression)."""
+    if p.classes is None:
+        return []
+    return [str(c) for c in p.classes if not np.any(p.target == c)]
+
+
+def why_undefined(metric: str, p: Predictions) -> str:
+    """Why `metric` is NaN on the rows of `p`, in words (for a gate's reason)."""
+    if metric == "roc_auc":
+        present = np.unique(p.target)
+        return f"one class only ({present[0]})" if len(present) == 1 else "no rows"
+    if metric == "r2":
+        return f"{len(p.target)} row(s), r2 needs two"
+    return f"{metric} undefined on {len(p.target)} row(s)"
 
 
 def _f1(p: Predictions) -> float:
@@ -101,7 +135,8 @@ REGRESSION_METRICS: dict[str, Metric] = {
 ALL_METRICS: dict[str, Metric] = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
 
 
-def _task_metrics(spec: Spec) -> dict[str, Metric]:
+def task_metrics(spec: Spec) -> dict[str, Metric]:
+    """Name -> metric of the spec's task (classification or regression)."""
     if spec.dataset.task == "classification":
         return CLASSIFICATION_METRICS
     return REGRESSION_METRICS
@@ -114,7 +149,7 @@ def score(model: object, holdout: pd.DataFrame, spec: Spec) -> dict[str, float]:
 
 def score_predictions(predictions: Predictions, spec: Spec) -> dict[str, float]:
     """Every metric of the spec's task, from predictions already made."""
-    return {name: metric(predictions) for name, metric in _task_metrics(spec).items()}
+    return {name: metric(predictions) for name, metric in task_metrics(spec).items()}
 
 
 def score_by_group(model: object, holdout: pd.DataFrame, spec: Spec) -> dict[str, dict[str, float]]:
@@ -127,7 +162,7 @@ def score_by_group(model: object, holdout: pd.DataFrame, spec: Spec) -> dict[str
         return {}
     predictions = predict(model, holdout, spec)
     primary = spec.evaluation.primary_metric
-    metric = _task_metrics(spec)[primary]
+    metric = task_metrics(spec)[primary]
     groups = holdout[column].astype(object).where(holdout[column].notna(), MISSING_GROUP)
     result: dict[str, dict[str, float]] = {}
     for group in sorted(groups.unique(), key=str):

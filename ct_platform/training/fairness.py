@@ -13,7 +13,10 @@ Computed with fairlearn on the candidate's holdout predictions, per sensitive co
 The first two apply to binary classification; regression (and multiclass) is judged on the
 metric gap only. A group with fewer than `min_group_rows` holdout rows is reported with its
 size and left out; a group holding a single class is left out of the figures that need both
-(equalized odds, ROC AUC). A figure with fewer than two groups left is "not judged", and a
+(equalized odds), and a group where the primary metric is undefined (ROC AUC on one class)
+is named with why and left out of the metric gap. A multiclass group lacking some classes
+is judged on the classes it holds (`evaluate.METRIC_DEFINITIONS`), and the reason says so.
+Only groups with a defined figure count: a figure with fewer than two is "not judged", and a
 gate that could judge nothing says so and fails as a warning, never passes silently.
 """
 
@@ -36,8 +39,6 @@ GATE = "fairness"
 DEMOGRAPHIC_PARITY = "demographic_parity_difference"
 EQUALIZED_ODDS = "equalized_odds_difference"
 METRIC_GAP = "metric_gap"
-# Metrics that are undefined on a group holding one class only.
-NEEDS_BOTH_CLASSES = frozenset({"roc_auc"})
 
 
 @dataclass
@@ -49,6 +50,10 @@ class ColumnVerdict:
     breaches: list[str] = field(default_factory=list)
     not_judged: list[str] = field(default_factory=list)
     small_groups: dict[str, int] = field(default_factory=dict)
+    # Group -> why its primary metric is undefined (left out of the metric gap).
+    undefined_groups: dict[str, str] = field(default_factory=dict)
+    # Group -> the target classes it lacks (multiclass: its figure covers the others).
+    partial_groups: dict[str, list[str]] = field(default_factory=dict)
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
 
 
@@ -169,44 +174,58 @@ def _metric_gap(
     predictions: Predictions,
     spec: Spec,
 ) -> None:
-    """The primary metric per group and its largest gap (`MetricFrame.difference()`)."""
+    """The primary metric per group and its largest gap between the groups where it is
+    defined (`MetricFrame.difference()` over them); a group where it is undefined (ROC AUC
+    on one class) is named with why, and never counts as judged."""
     import numpy as np
     from fairlearn.metrics import MetricFrame
 
     from ct_platform.training.evaluate import (
-        CLASSIFICATION_METRICS,
-        REGRESSION_METRICS,
+        ALL_METRICS,
         Predictions,
+        absent_classes,
+        why_undefined,
     )
 
     primary = spec.evaluation.primary_metric
-    metric = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}[primary]
-    rows = eligible
-    if primary in NEEDS_BOTH_CLASSES:
-        rows = eligible & _groups_with_both_classes(
-            groups, predictions.target == predictions.classes[1]
-        )
-    if len(np.unique(groups[rows])) < 2:
-        verdict.not_judged.append(METRIC_GAP)
-        return
+    metric = ALL_METRICS[primary]
 
     def on_rows(y_true: np.ndarray, y_pred: np.ndarray, index: np.ndarray) -> float:
         # MetricFrame splits 1-D sample parameters only: pass row numbers, slice proba here.
         proba = None if predictions.proba is None else predictions.proba[index]
         return metric(Predictions(y_true, y_pred, proba, predictions.classes))
 
-    frame = MetricFrame(
+    if not eligible.any():
+        verdict.not_judged.append(
+            f"{METRIC_GAP} (no group of {spec.gates.fairness.min_group_rows}+ rows)"
+        )
+        return
+    by_group = MetricFrame(
         metrics=on_rows,
-        y_true=predictions.target[rows],
-        y_pred=predictions.predicted[rows],
-        sensitive_features=groups[rows],
-        sample_params={"index": np.flatnonzero(rows)},
-    )
-    for group, value in frame.by_group.items():
+        y_true=predictions.target[eligible],
+        y_pred=predictions.predicted[eligible],
+        sensitive_features=groups[eligible],
+        sample_params={"index": np.flatnonzero(eligible)},
+    ).by_group
+    for group, value in by_group.items():
         verdict.metadata[f"{verdict.column}/{group}/{primary}"] = float(value)
-    _record(
-        verdict, METRIC_GAP, float(frame.difference()), spec.gates.fairness.metric_gap_threshold
-    )
+        rows = predictions.subset(groups == group)
+        absent = absent_classes(rows)
+        if absent and not math.isnan(value):
+            verdict.metadata[f"{verdict.column}/{group}/classes_absent"] = ", ".join(absent)
+            verdict.partial_groups[str(group)] = absent
+        if math.isnan(value):
+            verdict.undefined_groups[str(group)] = why_undefined(primary, rows)
+    defined = by_group.dropna()
+    verdict.metadata[f"{verdict.column}/{METRIC_GAP}/groups_judged"] = len(defined)
+    if len(defined) < 2:
+        verdict.not_judged.append(
+            f"{METRIC_GAP} ({len(defined)} group(s) with a defined {primary})"
+        )
+        return
+    # Same as MetricFrame.difference() (max - min between groups), on defined groups only.
+    gap = float(defined.max() - defined.min())
+    _record(verdict, METRIC_GAP, gap, spec.gates.fairness.metric_gap_threshold)
 
 
 def _groups_with_both_classes(groups: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -239,6 +258,12 @@ def _describe(verdict: ColumnVerdict, spec: Spec) -> str:
         parts.append(
             f"not judged (fewer than two groups to compare): {', '.join(verdict.not_judged)}"
         )
+    if verdict.undefined_groups:
+        undefined = ", ".join(f"{g} ({why})" for g, why in verdict.undefined_groups.items())
+        parts.append(f"{spec.evaluation.primary_metric} undefined, group not judged: {undefined}")
+    if verdict.partial_groups:
+        partial = ", ".join(f"{g} lacks {', '.join(c)}" for g, c in verdict.partial_groups.items())
+        parts.append(f"{spec.evaluation.primary_metric} over the classes present ({partial})")
     if verdict.small_groups:
         small = ", ".join(f"{g} ({n} rows)" for g, n in verdict.small_groups.items())
         parts.append(f"groups under {gate.min_group_rows} rows, not judged: {small}")

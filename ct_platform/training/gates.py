@@ -17,7 +17,7 @@ from ct_platform.settings import LOWER_IS_BETTER, Spec
 if TYPE_CHECKING:  # heavy: the code location imports this module for GateResult only
     import pandas as pd
 
-    from ct_platform.serving.bundle import BundleMeta
+    from ct_platform.serving.bundle import BundleMeta, ParityInfo
     from ct_platform.training.comparison import PairedComparison
     from ct_platform.training.latency import ServingResources
 
@@ -215,7 +215,7 @@ def onnx_parity_gate(meta: BundleMeta, spec: Spec) -> GateResult:
         "reason": meta.onnx.reason or "",
     }
     if parity is not None:
-        figures.update(asdict(parity))
+        figures.update(parity_figures(parity, meta.task))
     if not meta.onnx.enabled:
         return GateResult(
             "onnx_parity", False, False, f"bundle is sklearn-only: {meta.onnx.reason}", figures
@@ -227,6 +227,15 @@ def onnx_parity_gate(meta: BundleMeta, spec: Spec) -> GateResult:
         else "bundle serves ONNX that does not match sklearn: deployment blocked"
     )
     return GateResult("onnx_parity", agrees, spec.gates.parity.blocking, description, figures)
+
+
+def parity_figures(parity: ParityInfo, task: str) -> dict[str, MetadataValue]:
+    """The parity figures that mean something for the bundle's `task`: `labels_identical`
+    (predicted labels equal) for classification only; a regressor has no labels."""
+    figures = asdict(parity)
+    if task != "classification":
+        del figures["labels_identical"]
+    return figures
 
 
 def model_size_gate(model_size_bytes: int, spec: Spec) -> GateResult:

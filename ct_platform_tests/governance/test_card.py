@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import pytest
+import yaml
+
 from ct_platform.governance.card import (
     CardFacts,
     DataWindow,
     GateLine,
     _gate_lines,
     card_files,
+    gather_facts,
     render_markdown,
 )
+from ct_platform.registry.mlflow_registry import ModelRegistry
+from ct_platform.serving.bundle import read_meta
+from ct_platform.settings import Paths, load_spec
+from ct_platform.training.bundling import build_bundle
+from ct_platform.training.fit import fit_pipeline
+from ct_platform.training.gates import onnx_parity_gate
+from ct_platform_tests.training.conftest import _synthetic_spec_dict, synthetic_frame
 
 SECTIONS = (
     "## Intended use",
@@ -117,3 +128,54 @@ def test_bundle_gate_verdicts_from_their_tags_and_none_before_any_verdict():
     assert [line.name for line in lines] == ["bundle_secrets", "metric_floor", "vulnerabilities"]
     assert lines[0] == GateLine("bundle_secrets", "fail", "1 secret in bundle.json")
     assert _gate_lines({}, "") == ()
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_parity_lines_match_the_task_of_a_real_bundle(task, tmp_path):
+    """Built through the real path: a fitted pipeline logged to a real MLflow store, its
+    bundle exported with ONNX parity measured. "labels identical" is a classifier's line."""
+    spec = load_spec(_spec_file(tmp_path, task))
+    frame = synthetic_frame(400, None if task == "regression" else 3)
+    model = fit_pipeline(frame, spec)
+    registry = ModelRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", spec.model.name, "ct-tests")
+    info = registry.log_candidate(
+        model,
+        train=frame,
+        params={},
+        metrics={"holdout_r2": 0.9} if task == "regression" else {"holdout_f1": 0.8},
+        fingerprint="f" * 64,
+        dagster_run_id=None,
+    )
+    bundle = read_meta(
+        build_bundle(
+            model,
+            spec,
+            name=info.name,
+            version=info.version,
+            fingerprint="f" * 64,
+            holdout=frame.tail(100),
+            directory=tmp_path / "bundle",
+        )
+    )
+
+    card = render_markdown(gather_facts(registry, info.version, spec, Paths.from_env(), bundle))
+
+    parity = card.split("## ONNX parity")[1].split("## Resources")[0]
+    assert "| max abs diff |" in parity
+    assert ("labels identical" in parity) == (task == "classification")
+    assert ("labels_identical" in onnx_parity_gate(bundle, spec).metadata) == (
+        task == "classification"
+    )
+    metrics = card.split("## Metrics")[1].split("## Per-group figures")[0]
+    assert ("- **r2**: undefined on fewer than two rows" in metrics) == (task == "regression")
+    assert ("- **roc\\_auc**: two classes" in metrics) == (task == "classification")
+
+
+def _spec_file(tmp_path, task: str):
+    metric = "r2" if task == "regression" else "f1"
+    estimator = "sklearn.linear_model.Ridge"
+    if task == "classification":
+        estimator = "sklearn.linear_model.LogisticRegression"
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(_synthetic_spec_dict(task, estimator, metric)))
+    return path

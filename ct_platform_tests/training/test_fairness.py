@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from ct_platform.data.training_set import TrainingSet
@@ -121,3 +122,74 @@ def test_each_sensitive_column_is_judged(blind, bank_spec):
     assert "marital/demographic_parity_difference" in gate.metadata
     assert "education/demographic_parity_difference" in gate.metadata
     assert "education: " in gate.description
+
+
+@pytest.fixture(scope="module")
+def education(bank_window: TrainingSet, bank_spec: Spec) -> tuple[Pipeline, pd.DataFrame, Spec]:
+    """The newcomer's multiclass project: education (8 labels) from the bank data, ROC AUC."""
+    raw = bank_spec.model_dump()
+    raw["model"]["params"] |= {"max_iter": 5}  # 8 trees a round: kept short for the box
+    labels = raw["dataset"]["columns"].pop("education")["categories"]
+    raw["dataset"] |= {"target": "education", "target_labels": labels}
+    spec = Spec.model_validate(raw)
+    model = fit_pipeline(bank_window.train, spec)
+    assert len(model.classes_) == 8
+    return model, bank_window.holdout, spec
+
+
+def _without(holdout: pd.DataFrame, groups: list[str], keep: object) -> pd.DataFrame:
+    """`holdout` where the rows of `groups` keep only the education values `keep` accepts."""
+    dropped = holdout["marital"].isin(groups) & ~holdout["education"].map(keep)
+    return holdout[~dropped]
+
+
+def test_multiclass_groups_lacking_a_class_are_judged_on_the_classes_they_hold(education):
+    model, holdout, spec = education
+    # The newcomer's holdout: divorced and single lack a class (7 of 8), married has all.
+    holdout = _without(holdout, ["divorced", "single"], lambda e: e != "illiterate")
+    married = holdout[holdout["marital"] == "married"]
+    if "illiterate" not in set(married["education"]):  # make married hold every class
+        holdout = pd.concat([holdout, married.head(1).assign(education="illiterate")])
+
+    gate = fairness_gate(model, holdout, _fairness(spec, metric_gap=1.0, min_group_rows=100))
+
+    figures = {}
+    for group in ("divorced", "married", "single"):
+        rows = holdout[holdout["marital"] == group]
+        proba = model.predict_proba(rows[spec.dataset.feature_columns])
+        present = [i for i, c in enumerate(model.classes_) if (rows["education"] == c).any()]
+        # One-vs-rest macro over the classes present, each class's AUC by scikit-learn.
+        expected = np.mean(
+            [roc_auc_score(rows["education"] == model.classes_[i], proba[:, i]) for i in present]
+        )
+        figures[group] = gate.metadata[f"marital/{group}/roc_auc"]
+        assert figures[group] == pytest.approx(expected)
+    assert gate.metadata["marital/divorced/classes_absent"] == "illiterate"
+    assert "marital/married/classes_absent" not in gate.metadata
+    assert gate.metadata["marital/metric_gap/groups_judged"] == 3
+    gap = max(figures.values()) - min(figures.values())
+    assert gate.metadata["marital/metric_gap"] == pytest.approx(gap)
+    assert gap > 0 and "metric_gap 0.000" not in gate.description
+    assert "roc_auc over the classes present (divorced lacks illiterate, single lacks " in (
+        gate.description
+    )
+
+
+def test_multiclass_with_one_group_judged_is_unknown_not_a_pass(education):
+    model, holdout, spec = education
+    # Divorced and single hold one class each: their ROC AUC is undefined, married's alone
+    # is left. It used to pass with "metric_gap 0.000".
+    holdout = _without(holdout, ["divorced", "single"], lambda e: e == "university.degree")
+
+    gate = fairness_gate(model, holdout, _fairness(spec, blocking=True, min_group_rows=100))
+
+    assert not gate.passed and not gate.blocking
+    assert gate.description.startswith("unknown: nothing could be judged")
+    assert "metric_gap 0.000" not in gate.description
+    assert "metric_gap (1 group(s) with a defined roc_auc)" in gate.description
+    assert (
+        "roc_auc undefined, group not judged: divorced (one class only (university.degree)), "
+        "single (one class only (university.degree))"
+    ) in gate.description
+    assert gate.metadata["marital/metric_gap/groups_judged"] == 1
+    assert "marital/metric_gap" not in gate.metadata
