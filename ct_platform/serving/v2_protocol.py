@@ -47,6 +47,8 @@ def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, s
         raise InputError("empty request body")
     try:
         payload = load_json(body)
+    except InputError:
+        raise  # well-formed JSON no request can hold: its own words
     except ValueError as exc:
         raise InputError(f"request body is not valid JSON: {exc}") from None
     return quoting_as_sent(lambda sent: _parse_payload(sent, schema), payload, body)
