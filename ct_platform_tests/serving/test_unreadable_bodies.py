@@ -7,6 +7,7 @@ connections for ever. No timing is asserted beyond "the 408 arrives".
 
 from __future__ import annotations
 
+import gzip
 import re
 import socket
 from collections.abc import Iterator
@@ -157,3 +158,24 @@ def test_a_body_that_keeps_coming_is_not_cut(server: ThreadedServer) -> None:
         while data := sock.recv(65536):
             answer += data
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+
+
+@pytest.mark.parametrize("path", ["/invocations", f"/v2/models/{MODEL_NAME}/infer", "/feedback"])
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_a_compressed_body_is_a_415_naming_the_encoding(
+    server: ThreadedServer, path: str, encoding: str
+) -> None:
+    """Was read as plain bytes (a gzip body then "is not valid JSON")."""
+    response = httpx.post(
+        server.url + path,
+        content=gzip.compress(b'{"request_id": "r", "label": 1}'),
+        headers={"content-type": "application/json", "content-encoding": encoding},
+        timeout=120,
+    )
+    assert response.status_code == 415, response.text[:300]
+    # MLflow's protocol answers 415 in plain text; V2 in its JSON error shape.
+    plain = response.headers["content-type"].startswith("text/plain")
+    message = response.text if plain else response.json()["error"]
+    assert message == (
+        f"Content-Encoding '{encoding}' is not supported: send the body uncompressed"
+    )
