@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ct_platform.data.landing import PARQUET_MAGIC, batch_suffix
+from ct_platform.serving.schema import repeated_names
 from ct_platform.settings import DatasetSpec
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -89,6 +90,7 @@ def _check_field_counts(path: Path, text: str, separator: str) -> None:
     """
     rows = csv.reader(io.StringIO(text), delimiter=separator)
     header = next(rows, [])
+    _check_unique_names(path, header)
     expected = len(header)
     wrong: dict[int, list[int]] = {}  # field count -> line numbers
     n_rows = 0
@@ -114,6 +116,14 @@ def _check_field_counts(path: Path, text: str, separator: str) -> None:
         f"field count mismatch: the header has {expected} fields, {n_wrong} of {n_rows} data "
         f"rows do not: {counts}{hint}",
     )
+
+
+def _check_unique_names(path: Path, header: list[str]) -> None:
+    """A header naming a column twice is refused (pandas would read the second `age` as
+    `age.1`), in the words of the model server and `ct drift`."""
+    repeated = repeated_names(header)
+    if repeated is not None:
+        raise BatchReadError(path, f"column(s) named more than once: {repeated}; name each once")
 
 
 def _quote_lines(lines: list[int]) -> str:
