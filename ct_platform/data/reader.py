@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ct_platform.data.landing import PARQUET_MAGIC, batch_suffix
+from ct_platform.serving.schema import repeated_names
 from ct_platform.settings import DatasetSpec
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -51,7 +52,7 @@ def read_batch(path: Path, dataset: DatasetSpec) -> pd.DataFrame:
         text = _decode(path, _gunzip(path, raw) if suffix == ".csv.gz" else raw)
         _check_field_counts(path, text, dataset.separator)
         frame = _read_csv(path, text, dataset.separator)
-    _check_header(path, frame, dataset)
+    check_header(path, list(frame.columns), dataset)
     return frame
 
 
@@ -89,6 +90,7 @@ def _check_field_counts(path: Path, text: str, separator: str) -> None:
     """
     rows = csv.reader(io.StringIO(text), delimiter=separator)
     header = next(rows, [])
+    _check_unique_names(path, header)
     expected = len(header)
     wrong: dict[int, list[int]] = {}  # field count -> line numbers
     n_rows = 0
@@ -114,6 +116,14 @@ def _check_field_counts(path: Path, text: str, separator: str) -> None:
         f"field count mismatch: the header has {expected} fields, {n_wrong} of {n_rows} data "
         f"rows do not: {counts}{hint}",
     )
+
+
+def _check_unique_names(path: Path, header: list[str]) -> None:
+    """A header naming a column twice is refused (pandas would read the second `age` as
+    `age.1`), in the words of the model server and `ct drift`."""
+    repeated = repeated_names(header)
+    if repeated is not None:
+        raise BatchReadError(path, f"column(s) named more than once: {repeated}; name each once")
 
 
 def _quote_lines(lines: list[int]) -> str:
@@ -150,17 +160,18 @@ def _read_parquet(path: Path, raw: bytes) -> pd.DataFrame:
         raise BatchReadError(path, f"corrupt Parquet file: {exc}") from None
 
 
-def _check_header(path: Path, frame: pd.DataFrame, dataset: DatasetSpec) -> None:
-    """A first line sharing no name with the spec is data or garbage, not a header.
+def check_header(path: Path, names: list[object], dataset: DatasetSpec) -> None:
+    """A first line sharing no name with the spec is data or garbage, not a header: raise
+    `BatchReadError` saying so, with a hint at the separator (ingest and `ct drift` alike).
 
     Partly wrong headers are the contract's business (it lists missing/unexpected columns);
     this only catches files where column names cannot be matched at all.
     """
     expected = {*dataset.columns, dataset.target, *dataset.drop_columns}
-    found = {str(column).strip() for column in frame.columns}
+    found = {str(column).strip() for column in names}
     if found & expected:
         return
-    first = ", ".join(repr(str(c)) for c in list(frame.columns)[:5])
+    first = ", ".join(repr(str(c)) for c in names[:5])
     raise BatchReadError(
         path,
         f"no header: the first line ({first}, ...) names none of the spec's columns "

@@ -231,9 +231,10 @@ def _csv_batches(
     import pyarrow as pa
     import pyarrow.csv as pv
 
-    from ct_platform.data.reader import BatchReadError
+    from ct_platform.data.reader import BatchReadError, check_header
 
     header = _csv_header(path, dataset.separator)
+    check_header(path, header, dataset)  # ingest's words: "(is the separator ';'?)"
     require_unique_columns(header, f"{path} header")
     summary.other_columns = header
     features = list(dataset.feature_columns)

@@ -20,6 +20,7 @@ from ct_platform.serving.app import create_app
 from ct_platform.serving.config import (
     DEFAULT_ADMIN_TOKEN_ENV,
     DEFAULT_API_KEY_ENV,
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEADER_BYTES,
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a client has to send its headers (408 and close after)",
     )
     parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=float(env("CT_SERVING_BODY_TIMEOUT", str(DEFAULT_BODY_TIMEOUT_S))),
+        help="seconds a request body may go without a byte (408 and close after)",
+    )
+    parser.add_argument(
         "--api-key-env",
         default=env("CT_SERVING_API_KEY_ENV", DEFAULT_API_KEY_ENV),
         help="name of the env var holding the predict API key (unset var: no key needed)",
@@ -101,6 +108,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_rows=args.max_rows,
         max_header_bytes=args.max_header_bytes,
         header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
         api_key_env=args.api_key_env,
         admin_token_env=args.admin_token_env,
         use_onnx=not args.no_onnx,
@@ -177,7 +185,7 @@ def uvicorn_config(app: HotRoutes, config: ServerConfig, **overrides: object) ->
         "port": config.port,
         "loop": "uvloop",
         "http": bounded_http_protocol(
-            config.max_header_bytes, config.header_timeout_s, app.refused
+            config.max_header_bytes, config.header_timeout_s, config.body_timeout_s, app.refused
         ),
         "access_log": False,
         "log_level": "warning",

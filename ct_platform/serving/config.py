@@ -17,6 +17,8 @@ DEFAULT_MAX_ROWS = 50_000
 # nginx's defaults are 4 x 8 KiB header buffers and a 60 s client_header_timeout.
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 DEFAULT_HEADER_TIMEOUT_S = 30.0
+# nginx's client_body_timeout: the longest wait between two reads of a request body.
+DEFAULT_BODY_TIMEOUT_S = 60.0
 DEFAULT_API_KEY_ENV = "CT_API_KEY"
 DEFAULT_ADMIN_TOKEN_ENV = "CT_ADMIN_TOKEN"
 # A request value outside the data contract: refused with a 422, or scored as sent
@@ -45,6 +47,8 @@ class ServerConfig:
     # Request line + headers: 431 beyond this size; closed when not complete in time.
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    # A request body with no bytes for this long: 408 and close (slowloris).
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     api_key_env: str = DEFAULT_API_KEY_ENV
     admin_token_env: str = DEFAULT_ADMIN_TOKEN_ENV
     # False: score with the sklearn fallback even when the bundle has an ONNX graph.

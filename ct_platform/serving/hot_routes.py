@@ -89,12 +89,24 @@ class HotRoutes:
             if name is not None:
                 return await self._answer(self._v2_infer, {"name": name}, scope, receive, send)
 
+        gone = False  # the client left (or the HTTP layer answered it, e.g. 408) mid-body
+
+        async def watched_receive() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
+
         async def counted_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not gone:
                 self._count(message["status"])
             await send(message)
 
-        await self.fallback(scope, receive, counted_send)
+        try:
+            await self.fallback(scope, watched_receive, counted_send)
+        except ClientDisconnect:
+            if not gone:
+                raise
 
     async def _answer(
         self,
@@ -106,6 +118,8 @@ class HotRoutes:
     ) -> None:
         try:
             answer = await endpoint(RawRequest(scope, receive, path_params))
+        except ClientDisconnect:
+            return  # no one to answer: the client left, or the HTTP layer answered (408)
         except Exception:
             self._count(500)  # uvicorn answers it
             raise

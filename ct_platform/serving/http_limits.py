@@ -1,12 +1,15 @@
-"""Request-header limits for uvicorn's httptools protocol, as nginx sets them.
+"""Request limits for uvicorn's httptools protocol, as nginx sets them.
 
 uvicorn bounds neither the size of a request's headers (httptools buffers a 64 MiB header
-as happily as a 64-byte one) nor the time a client takes to send them (a client trickling
-one byte a second holds a connection for ever). `bounded_http_protocol` returns the same
-protocol with both limits: past `max_header_bytes` of request line + headers the answer is
-431 and the connection closes; headers not complete within `header_timeout_s` of the
-connection opening (or of the request's first byte, on a kept-alive connection) get a 408
-and the connection closes. Everything after the headers is uvicorn's own code path.
+as happily as a 64-byte one) nor the time a client takes to send them or its body (a client
+trickling one byte every few seconds holds a connection for ever: slowloris).
+`bounded_http_protocol` returns the same protocol with these limits: past
+`max_header_bytes` of request line + headers the answer is 431 and the connection closes;
+headers not complete within `header_timeout_s` of the connection opening (or of the
+request's first byte, on a kept-alive connection) get a 408 and the connection closes; a
+body with no bytes for `body_timeout_s` (between two reads, as nginx's
+`client_body_timeout`; time while the server itself paused reading is not counted) gets a
+408 and the connection closes. Everything else is uvicorn's own code path.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 class _BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes: int
     header_timeout_s: float
+    body_timeout_s: float
     # Told the status of every answer this layer gives itself (the app never sees them).
     on_refused: Callable[[int], None]
 
@@ -29,6 +33,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._reading_headers = True
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -36,6 +41,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -63,8 +69,14 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._cancel_header_timer()
         super().on_headers_complete()
+        self._arm_body_timer()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm_body_timer()
 
     def on_message_complete(self) -> None:
+        self._cancel_body_timer()
         super().on_message_complete()
         # On a kept-alive connection the next bytes are the next request's headers.
         self._reading_headers = True
@@ -85,6 +97,26 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
                 408, "Request Timeout", f"headers not received within {self.header_timeout_s:g} s"
             )
 
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_timeout)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self.flow.read_paused:  # the server is not reading (its buffer is full): wait
+            self._arm_body_timer()
+            return
+        message = f"request body: no bytes received for {self.body_timeout_s:g} s"
+        if self.cycle is None or self.cycle.response_started:
+            self.transport.close()  # answered already (without reading the body): just close
+            return
+        self._refuse(408, "Request Timeout", message)
+
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own answer to bytes that are not HTTP.
         self.on_refused(400)
@@ -93,6 +125,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._reading_headers = False
         self._cancel_header_timer()
+        self._cancel_body_timer()
         if self.transport.is_closing():
             return
         self.on_refused(status)
@@ -114,16 +147,19 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
 def bounded_http_protocol(
     max_header_bytes: int,
     header_timeout_s: float,
+    body_timeout_s: float,
     on_refused: Callable[[int], None] = lambda status: None,
 ) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol class with these header limits (pass as `http=`);
-    `on_refused(status)` is called for each answer it gives itself (400, 408, 431)."""
+    """uvicorn's httptools protocol class with these limits (pass as `http=`): bytes and
+    seconds for the headers, seconds between two reads of a body; `on_refused(status)` is
+    called for each answer it gives itself (400, 408, 431)."""
     return type(
         "BoundedHttpToolsProtocol",
         (_BoundedHttpToolsProtocol,),
         {
             "max_header_bytes": max_header_bytes,
             "header_timeout_s": header_timeout_s,
+            "body_timeout_s": body_timeout_s,
             # staticmethod: a plain function stored on the class would bind as a method.
             "on_refused": staticmethod(on_refused),
         },

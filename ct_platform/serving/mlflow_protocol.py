@@ -75,6 +75,8 @@ def _check_content_type(content_type: str | None) -> str:
 def parse_json(body: bytes, schema: InputSchema) -> ParsedRows:
     try:
         payload = load_json(body)
+    except InputError:
+        raise  # well-formed JSON no request can hold: its own words
     except ValueError as exc:
         raise InputError(
             f"Ensure that input is a valid JSON formatted string. Error: {exc}"

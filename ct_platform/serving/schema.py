@@ -58,6 +58,18 @@ _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _INFINITY_TEXT = re.compile(r"[+-]?(inf|infinity)", re.IGNORECASE)
 _MAX_FLOAT32 = float(np.finfo(np.float32).max)
 _MAX_SHOWN = 60
+# Python's default int-string conversion limit (sys.get_int_max_str_digits()).
+_MAX_INT_DIGITS = 4300
+_TOO_DEEP = (
+    "JSON nested too deeply (arrays and objects within each other some 1,000 levels deep "
+    "or more; a request needs fewer than 10)"
+)
+# A \uXXXX escape of a UTF-16 surrogate (an odd run of backslashes before it: an escape),
+# as a high + low pair or alone.
+_SURROGATE_ESCAPE = re.compile(
+    r"(?<!\\)(?:\\\\)*(?P<escape>\\u[dD][89abAB][0-9a-fA-F]{2}"
+    r"(?P<pair>\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
 _MAX_LISTED_NAMES = 30
 
 T = TypeVar("T")
@@ -113,9 +125,20 @@ def _sent_float(text: str) -> SentFloat | OverflowedNumber:
     return SentFloat(text) if math.isfinite(float(text)) else OverflowedNumber(text)
 
 
+def _parse_json_int(text: str) -> int:
+    # int() refuses more digits than Python's int-string conversion limit with advice for
+    # the programmer (sys.set_int_max_str_digits): say what is wrong with the body instead.
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise UnreadableJson(
+            f"a number of {len(text.lstrip('-')):,} digits ({text[:20]}…); "
+            f"numbers of more than {_MAX_INT_DIGITS:,} digits are not read"
+        )
+    return int(text)
+
+
 def _sent_int(text: str) -> int:
     # JSON allows no leading zero or plus sign: `-0` is the one integer int() respells.
-    return SentInt(text) if text == "-0" else int(text)
+    return SentInt(text) if text == "-0" else _parse_json_int(text)
 
 
 def quoting_as_sent(parse: Callable[[Any], T], payload: Any, body: bytes) -> T:
@@ -129,22 +152,27 @@ def quoting_as_sent(parse: Callable[[Any], T], payload: Any, body: bytes) -> T:
     hold colons is read a second time.
     """
     try:
-        parsed = parse(payload)
-    except InputError:
-        parse(_read_checked(body, parse_float=_sent_float, parse_int=_sent_int))
-        raise  # not reached: the same rule refuses the same values
-    # Each object member has a colon: while the colons outnumber the members read, a key
-    # may have been sent twice (or a string holds a colon). The objects where requests
-    # have them first, then all of them, then the exact check decides.
-    colons = body.count(b":")
-    if colons != _top_members(payload) and colons != _members(payload):
-        _read_checked(body, parse_float=_parse_json_float)
+        try:
+            parsed = parse(payload)
+        except InputError:
+            parse(_read_checked(body, parse_float=_sent_float, parse_int=_sent_int))
+            raise  # not reached: the same rule refuses the same values
+        # Each object member has a colon: while the colons outnumber the members read, a
+        # key may have been sent twice (or a string holds a colon). The objects where
+        # requests have them first, then all of them, then the exact check decides.
+        colons = body.count(b":")
+        if colons != _top_members(payload) and colons != _members(payload):
+            _read_checked(body, parse_float=_parse_json_float)
+    except RecursionError:
+        # A body nested almost as deep as orjson reads (1,024 levels) is deeper than the
+        # interpreter's stack lets these walks (and an error message's quote) go.
+        raise UnreadableJson(_TOO_DEEP) from None
     return parsed
 
 
 def _read_checked(body: bytes, **hooks: Callable[[str], Any]) -> Any:
     """The body read by the standard library, refusing an object with a repeated key."""
-    objects = json.loads(_without_bom(body).decode("utf-8"), object_pairs_hook=_Object, **hooks)
+    objects = _stdlib_json(_without_bom(body), object_pairs_hook=_Object, **hooks)
     repeated = _first_repeated(objects, "")
     if repeated is not None:
         path, listing = repeated
@@ -234,7 +262,12 @@ def load_json(body: bytes) -> Any:
     orjson first (fast); when it refuses, the standard library decides, which also reads
     the `NaN`, `Infinity` and `-Infinity` literals that Python's `json.dumps` writes (and
     MLflow's scoring server accepts) and integers beyond 64 bits: the schema rule then
-    says what such a value means. Raises `ValueError` (with position) for anything else.
+    says what such a value means.
+
+    Raises:
+        UnreadableJson: well-formed JSON that no request can hold: nested too deep, a
+            number of more than 4,300 digits, a lone UTF-16 surrogate (`"\\ud800"`).
+        ValueError: not JSON (with position), or not UTF-8 (`UnicodeDecodeError`).
     """
     body = _without_bom(body)
     try:
@@ -242,7 +275,24 @@ def load_json(body: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass
     # A literal beyond float64 (1e400) would read as inf here: keep its text to quote it.
-    return json.loads(body.decode("utf-8"), parse_float=_parse_json_float)
+    return _stdlib_json(body, parse_float=_parse_json_float)
+
+
+def _stdlib_json(body: bytes, **hooks: Callable[..., Any]) -> Any:
+    """`json.loads` of a UTF-8 body, refusing what it reads but no request can hold."""
+    text = body.decode("utf-8")
+    # orjson refuses a lone surrogate; Python's parser makes a str that cannot be encoded
+    # (so neither logged, nor quoted in an answer, nor scored).
+    lone = next((m for m in _SURROGATE_ESCAPE.finditer(text) if not m["pair"]), None)
+    if lone is not None:
+        raise UnreadableJson(
+            f"a lone UTF-16 surrogate {lone['escape']} at character {lone.start('escape')}: "
+            "not a character (send the pair, or the character as UTF-8)"
+        )
+    try:
+        return json.loads(text, **{"parse_int": _parse_json_int, **hooks})
+    except RecursionError:
+        raise UnreadableJson(_TOO_DEEP) from None
 
 
 def decode_text(body: bytes) -> str:
@@ -259,6 +309,11 @@ class InputError(ValueError):
 
     status = 400
     error_code = "BAD_REQUEST"
+
+
+class UnreadableJson(InputError):
+    """Well-formed JSON that no request can hold (nested too deep, too long a number, a
+    lone surrogate): refused as a whole, by what it is, whatever the protocol."""
 
 
 class SchemaError(InputError):

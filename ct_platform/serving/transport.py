@@ -47,7 +47,16 @@ class ModelFailure(HttpError):
 
 
 async def read_body(request: IncomingRequest, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes,
+    and (415) a body sent with a content coding (`Content-Encoding: gzip`): it would be
+    read as plain bytes otherwise. Bodies are small; send them uncompressed."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise HttpError(
+            415,
+            "BAD_REQUEST",
+            f"Content-Encoding {encoding!r} is not supported: send the body uncompressed",
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)

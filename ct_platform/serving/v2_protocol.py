@@ -47,6 +47,8 @@ def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, s
         raise InputError("empty request body")
     try:
         payload = load_json(body)
+    except InputError:
+        raise  # well-formed JSON no request can hold: its own words
     except ValueError as exc:
         raise InputError(f"request body is not valid JSON: {exc}") from None
     return quoting_as_sent(lambda sent: _parse_payload(sent, schema), payload, body)
@@ -267,11 +269,16 @@ def v2_datatype(dtype: np.dtype) -> str:
     return "BYTES"
 
 
+# What each column type is listed as: the datatype a client builds its tensors from, which
+# the infer route accepts as such (an `int` column refuses fractions, so not FP64).
+_METADATA_DATATYPES = {"int": "INT64", "float": "FP64", "category": "BYTES"}
+
+
 def model_metadata(meta: BundleMeta, backend: str) -> dict[str, Any]:
     inputs = [
         {
             "name": column.name,
-            "datatype": "FP64" if column.is_numeric else "BYTES",
+            "datatype": _METADATA_DATATYPES[column.type],
             "shape": [-1, 1],
         }
         for column in meta.columns

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,11 @@ UNREADABLE = [
     ("noheader.csv", b"56;housemaid;married\n57;services;single\n", "no header"),
     ("wrongsep.csv", b"age,job,y\n30,admin.,0\n", "separator ';'"),
     ("table.xlsx", b"PK\x03\x04", "unsupported file type"),
+    (
+        "repeated.csv",
+        b"age;job;y;age\n30;admin.;0;31\n",
+        re.escape("column(s) named more than once: 'age' (positions 0 and 3); name each once"),
+    ),
 ]
 
 

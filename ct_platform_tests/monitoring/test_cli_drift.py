@@ -110,6 +110,25 @@ def test_unreadable_file_exit_2(files: dict, tmp_path: Path, capsys: pytest.Capt
     assert "absent.csv: cannot open file" in capsys.readouterr().err
 
 
+def test_wrong_separator_gets_ingests_hint(
+    files: dict, spec: Spec, spec_file: Path, tmp_path: Path
+) -> None:
+    """The newcomer's case: a comma-separated CURRENT for a ';' spec was "missing column(s)
+    ..." in ct drift, where ingest says what is wrong. The real `ct` script."""
+    commas = tmp_path / "commas.csv"
+    pd.read_csv(files["reference"], sep=spec.dataset.separator).to_csv(commas, index=False)
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "ct"), "drift", str(files["reference"]), str(commas)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CT_SPEC": str(spec_file)},
+        check=False,
+        timeout=600,
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert "names none of the spec's columns (is the separator ';'?)" in completed.stderr
+
+
 def test_subprocess_json(files: dict, spec_file: Path) -> None:
     ct = Path(sys.executable).parent / "ct"  # the installed console script
     completed = subprocess.run(

@@ -63,6 +63,25 @@ def test_health_and_metadata(open_server: ThreadedServer, bank_spec: Spec) -> No
     assert [o["name"] for o in metadata["outputs"]] == ["label", "probabilities"]
 
 
+def test_metadata_lists_each_column_as_the_datatype_infer_accepts(
+    open_server: ThreadedServer, bank_spec: Spec, holdout: pd.DataFrame
+) -> None:
+    """The newcomer's case: `int` columns were listed as FP64. A client that builds its
+    tensors from the metadata alone gets a 200."""
+    metadata = httpx.get(f"{open_server.url}/v2/models/{MODEL_NAME}").json()
+    listed = {i["name"]: i["datatype"] for i in metadata["inputs"]}
+    expected = {"int": "INT64", "float": "FP64", "category": "BYTES"}
+    columns = bank_spec.dataset.columns
+    assert listed == {name: expected[columns[name].type] for name in listed}
+    assert "INT64" in listed.values()
+    rows = raw_rows(holdout, bank_spec, 2)
+    tensors = [
+        {"name": name, "shape": [2, 1], "datatype": listed[name], "data": [r[name] for r in rows]}
+        for name in listed
+    ]
+    assert infer(open_server, {"inputs": tensors}).status_code == 200
+
+
 def test_unknown_model_is_404(open_server: ThreadedServer) -> None:
     assert httpx.get(f"{open_server.url}/v2/models/nope").status_code == 404
     response = infer(open_server, {"inputs": []}, model="nope")
