@@ -1,9 +1,11 @@
 """The ASGI app: MLflow scoring protocol, Open Inference Protocol v2, metrics, feedback.
 
-Small requests are scored inline on the event loop: an ONNX single-row call takes tens of
-microseconds, far less than a hop to a worker thread. Bodies over `inline_body_bytes` are
-parsed, scored and rendered in a worker thread (at most `big_request_threads` at once), and
-their log records formatted in one, so one big request never stalls the small ones; a
+Small requests to an ONNX graph are scored inline on the event loop: a single-row call takes
+tens of microseconds, far less than a hop to a worker thread. Bodies over `inline_body_bytes`,
+and every request to a bundle scored by scikit-learn (milliseconds to seconds a row for a big
+ensemble), are parsed, scored and rendered in a worker thread (at most `big_request_threads`
+at once), and their log records formatted in one, so one slow request never stalls the
+others: a slow canary candidate must not hold up stable's answers; a
 request over `max_rows` rows is refused with a 413. Every prediction path reads the slot state once,
 so an admin swap never splits a request between two models (see `slots`).
 """
@@ -262,12 +264,13 @@ class Server:
         new_id: str,
     ) -> Scored:
         score = partial(self._score, served, parse, render, body, content_type, client_id, new_id)
-        if len(body) <= self.config.inline_body_bytes:
-            # A row or a few: scoring takes microseconds, less than a thread hop.
+        if len(body) <= self.config.inline_body_bytes and served.model.backend_name == "onnx":
+            # A row or a few on a graph: scoring takes microseconds, less than a thread hop.
             return score()
-        # Many rows take milliseconds to seconds: in a worker thread the loop keeps
-        # answering small requests meanwhile (ONNX Runtime releases the GIL, the Python
-        # parts share it in 5 ms slices). Few at once: they share the cores.
+        # Many rows, or a scikit-learn model (a 4,000-tree forest takes 100-200 ms a row),
+        # take milliseconds to seconds: in a worker thread the loop keeps answering the
+        # other requests meanwhile (ONNX Runtime and the trees' Cython loops release the
+        # GIL, the Python parts share it in 5 ms slices). Few at once: they share the cores.
         async with self.big_requests:
             return await anyio.to_thread.run_sync(score)
 
