@@ -66,8 +66,9 @@ class PredictionLog:
         self.max_pending = max_pending
         self.dropped = 0
         self.written = 0
-        # (JSONL bytes, rows) per submitted batch.
-        self._pending: deque[tuple[bytes, int]] = deque()
+        # JSONL bytes per submitted batch, one line per row (the writer counts the lines:
+        # no (bytes, rows) tuple made per request on the loop).
+        self._pending: deque[bytes] = deque()
         self._stop = threading.Event()
         self._segment: IO[bytes] | None = None
         self._segment_opened = 0.0
@@ -87,7 +88,7 @@ class PredictionLog:
         if len(self._pending) >= self.max_pending:
             self.dropped += 1
             return
-        self._pending.append((jsonl(batch), batch.columns[0].shape[0]))
+        self._pending.append(jsonl(batch))
 
     def close(self, timeout: float = 10.0) -> None:
         """Write everything already submitted, then stop the thread and close the segment."""
@@ -103,10 +104,10 @@ class PredictionLog:
 
     def _drain(self) -> None:
         while self._pending:  # popleft is atomic: no lock shared with the event loop
-            lines, n_rows = self._pending.popleft()
+            lines = self._pending.popleft()
             # Buffered: rotation can happen between batches, syscalls happen per buffer.
             self._current_segment().write(lines)
-            self.written += n_rows
+            self.written += lines.count(b"\n")  # orjson escapes newlines inside values
         if self._segment is not None:
             self._segment.flush()
             if time.time() - self._segment_opened >= self.max_segment_seconds:
