@@ -142,18 +142,12 @@ def jsonl(batch: ScoredBatch) -> bytes:
     distinct category or label once; then one `join` per row.
     """
     n_rows = batch.columns[0].shape[0]
+    if n_rows == 1:
+        return _one_row_jsonl(batch)
     fields = f',"ts":{_json(batch.ts)},"slot":{_json(batch.slot)}'
     fields += f',"model_version":{_json(batch.model_version)},"features":{{'
     latency = f',"latency_ms":{_json(batch.latency_ms)}}}'
     tails = [f'}},"output":{output}{latency}' for output in _json_outputs(batch.prediction)]
-    if n_rows == 1:
-        values = [column.item() for column in batch.columns]
-        features = {
-            name: None if value == MISSING_CATEGORY else value
-            for name, value in zip(batch.column_names, values, strict=True)
-        }
-        line = f'{{"request_id":{_json(batch.request_id)}{fields}{_json(features)[1:-1]}'
-        return f"{line}{tails[0]}\n".encode()
     request_id = _json(batch.request_id)[:-1]  # the id's JSON string, reopened for ":<i>"
     heads = [f'{{"request_id":{request_id}:{i}"{fields}' for i in range(n_rows)]
     columns = [
@@ -164,6 +158,36 @@ def jsonl(batch: ScoredBatch) -> bytes:
     columns[-1] = [pair + tail for pair, tail in zip(columns[-1], tails, strict=True)]
     lines = map(",".join, zip(*columns, strict=True))
     return ("\n".join(lines) + "\n").encode()
+
+
+def _one_row_jsonl(batch: ScoredBatch) -> bytes:
+    """The record of a one-row batch: one dict, one orjson call (the same bytes as the
+    many-row assembly, in a third of its instructions)."""
+    features = {
+        name: None if value == MISSING_CATEGORY else value
+        for name, value in zip(batch.column_names, [c.item() for c in batch.columns], strict=True)
+    }
+    record = {
+        "request_id": batch.request_id,
+        "ts": batch.ts,
+        "slot": batch.slot,
+        "model_version": batch.model_version,
+        "features": features,
+        "output": _one_row_output(batch.prediction),
+        "latency_ms": batch.latency_ms,
+    }
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _one_row_output(prediction: Prediction) -> dict[str, Any]:
+    if prediction.values is not None:
+        return {"value": float(prediction.values[0])}
+    label = prediction.labels.tolist()[0]
+    if prediction.proba is None:
+        return {"label": label, "proba": None}
+    proba = prediction.proba[0]
+    # Binary: probability of the positive (second) class; multiclass: of the predicted label.
+    return {"label": label, "proba": float(proba[1] if proba.shape[0] == 2 else proba.max())}
 
 
 def _json(value: Any) -> str:
