@@ -23,10 +23,9 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -37,8 +36,9 @@ from ct_platform.serving.schema import MISSING_CATEGORY
 _BUFFER_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ScoredBatch:
+class ScoredBatch(NamedTuple):
+    # A named tuple, not a frozen dataclass: as immutable, built in a tenth of the
+    # instructions (a frozen dataclass sets each field through object.__setattr__).
     request_id: str
     ts: float
     slot: str
