@@ -515,6 +515,13 @@ class AnalysisSpec(_Strict):
     min_requests: Annotated[int, Field(ge=1)] = 100
     error_rate_max: Annotated[float, Field(ge=0, le=1)] = 0.01
     p99_latency_ms_max: Annotated[float, Field(gt=0)] = 250
+    # A p99 over `p99_latency_ms_max` fails only when the candidate is slower than stable
+    # in the same period: its share of requests over the limit exceeds stable's by this much
+    # (absolute) and a one-sided Fisher's exact test at `latency_alpha` says the excess is
+    # beyond noise. Both slots share one server process and its CPU: a loaded box slows both.
+    # With stable under `min_requests` in the period, the limit alone decides.
+    latency_slow_share_excess_max: Annotated[float, Field(ge=0, le=1)] = 0.01
+    latency_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
     # Shift between the two slots' predicted-score distributions over the same period.
     score_shift_metric: Literal["psi", "jensen_shannon"] = "psi"
     score_shift_max: Annotated[float, Field(gt=0)] = 0.2
