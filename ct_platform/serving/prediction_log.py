@@ -23,10 +23,9 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -37,8 +36,9 @@ from ct_platform.serving.schema import MISSING_CATEGORY
 _BUFFER_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ScoredBatch:
+class ScoredBatch(NamedTuple):
+    # A named tuple, not a frozen dataclass: as immutable, built in a tenth of the
+    # instructions (a frozen dataclass sets each field through object.__setattr__).
     request_id: str
     ts: float
     slot: str
@@ -66,8 +66,9 @@ class PredictionLog:
         self.max_pending = max_pending
         self.dropped = 0
         self.written = 0
-        # (JSONL bytes, rows) per submitted batch.
-        self._pending: deque[tuple[bytes, int]] = deque()
+        # JSONL bytes per submitted batch, one line per row (the writer counts the lines:
+        # no (bytes, rows) tuple made per request on the loop).
+        self._pending: deque[bytes] = deque()
         self._stop = threading.Event()
         self._segment: IO[bytes] | None = None
         self._segment_opened = 0.0
@@ -87,7 +88,7 @@ class PredictionLog:
         if len(self._pending) >= self.max_pending:
             self.dropped += 1
             return
-        self._pending.append((jsonl(batch), batch.columns[0].shape[0]))
+        self._pending.append(jsonl(batch))
 
     def close(self, timeout: float = 10.0) -> None:
         """Write everything already submitted, then stop the thread and close the segment."""
@@ -103,10 +104,10 @@ class PredictionLog:
 
     def _drain(self) -> None:
         while self._pending:  # popleft is atomic: no lock shared with the event loop
-            lines, n_rows = self._pending.popleft()
+            lines = self._pending.popleft()
             # Buffered: rotation can happen between batches, syscalls happen per buffer.
             self._current_segment().write(lines)
-            self.written += n_rows
+            self.written += lines.count(b"\n")  # orjson escapes newlines inside values
         if self._segment is not None:
             self._segment.flush()
             if time.time() - self._segment_opened >= self.max_segment_seconds:
@@ -141,18 +142,12 @@ def jsonl(batch: ScoredBatch) -> bytes:
     distinct category or label once; then one `join` per row.
     """
     n_rows = batch.columns[0].shape[0]
+    if n_rows == 1:
+        return _one_row_jsonl(batch)
     fields = f',"ts":{_json(batch.ts)},"slot":{_json(batch.slot)}'
     fields += f',"model_version":{_json(batch.model_version)},"features":{{'
     latency = f',"latency_ms":{_json(batch.latency_ms)}}}'
     tails = [f'}},"output":{output}{latency}' for output in _json_outputs(batch.prediction)]
-    if n_rows == 1:
-        values = [column.item() for column in batch.columns]
-        features = {
-            name: None if value == MISSING_CATEGORY else value
-            for name, value in zip(batch.column_names, values, strict=True)
-        }
-        line = f'{{"request_id":{_json(batch.request_id)}{fields}{_json(features)[1:-1]}'
-        return f"{line}{tails[0]}\n".encode()
     request_id = _json(batch.request_id)[:-1]  # the id's JSON string, reopened for ":<i>"
     heads = [f'{{"request_id":{request_id}:{i}"{fields}' for i in range(n_rows)]
     columns = [
@@ -163,6 +158,36 @@ def jsonl(batch: ScoredBatch) -> bytes:
     columns[-1] = [pair + tail for pair, tail in zip(columns[-1], tails, strict=True)]
     lines = map(",".join, zip(*columns, strict=True))
     return ("\n".join(lines) + "\n").encode()
+
+
+def _one_row_jsonl(batch: ScoredBatch) -> bytes:
+    """The record of a one-row batch: one dict, one orjson call (the same bytes as the
+    many-row assembly, in a third of its instructions)."""
+    features = {
+        name: None if value == MISSING_CATEGORY else value
+        for name, value in zip(batch.column_names, [c.item() for c in batch.columns], strict=True)
+    }
+    record = {
+        "request_id": batch.request_id,
+        "ts": batch.ts,
+        "slot": batch.slot,
+        "model_version": batch.model_version,
+        "features": features,
+        "output": _one_row_output(batch.prediction),
+        "latency_ms": batch.latency_ms,
+    }
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _one_row_output(prediction: Prediction) -> dict[str, Any]:
+    if prediction.values is not None:
+        return {"value": float(prediction.values[0])}
+    label = prediction.labels.tolist()[0]
+    if prediction.proba is None:
+        return {"label": label, "proba": None}
+    proba = prediction.proba[0]
+    # Binary: probability of the positive (second) class; multiclass: of the predicted label.
+    return {"label": label, "proba": float(proba[1] if proba.shape[0] == 2 else proba.max())}
 
 
 def _json(value: Any) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,9 +83,7 @@ class SlotStats:
     def __init__(self, *, regression: bool, recent_limit: int = RECENT_LIMIT) -> None:
         self.regression = regression
         self.slots: defaultdict[str, SlotTotals] = defaultdict(SlotTotals)
-        # request id -> (slot, predicted label or value); newest last.
-        self._recent: OrderedDict[str, tuple[str, Any]] = OrderedDict()
-        self._recent_limit = recent_limit
+        self._recent = RecentAnswers(recent_limit)
 
     def scored(self, slot: str, request_id: str, seconds: float, prediction: Prediction) -> None:
         totals = self.slots[slot]
@@ -96,7 +94,7 @@ class SlotStats:
         for bin_ in bins.tolist():
             totals.scores[bin_] += 1
         if len(bins) == 1 and slot != "shadow":
-            self._remember(request_id, slot, _answer(prediction))
+            self._recent.add(request_id, slot, _answer(prediction))
 
     def error(self, slot: str, error: HttpError) -> None:
         """`slot` did not answer: a 4xx is the client's fault (refused), anything else the
@@ -118,7 +116,7 @@ class SlotStats:
     def feedback(self, records: list[dict[str, Any]]) -> None:
         """Credit each label to the slot that answered its request (if still remembered)."""
         for record in records:
-            found = self._recent.pop(record["request_id"], None)
+            found = self._recent.pop(record["request_id"])
             if found is None:
                 continue
             slot, answer = found
@@ -138,11 +136,6 @@ class SlotStats:
             "slots": {slot: totals.to_dict() for slot, totals in self.slots.items()},
         }
 
-    def _remember(self, request_id: str, slot: str, answer: Any) -> None:
-        self._recent[request_id] = (slot, answer)
-        if len(self._recent) > self._recent_limit:
-            self._recent.popitem(last=False)
-
     def _outcome(self, answer: Any, label: Any) -> float | None:
         if self.regression:
             try:
@@ -150,6 +143,48 @@ class SlotStats:
             except (TypeError, ValueError):
                 return None
         return float(str(label) == str(answer))
+
+
+class RecentAnswers:
+    """The slot and answer of the newest `limit` single-row requests, by request id.
+
+    A ring of preallocated parallel lists (id, slot, answer) and a dict id -> position:
+    remembering an answer stores an id, an interned slot name and a number or string, and
+    allocates no container (an `OrderedDict` of `(slot, answer)` tuples made a tuple and a
+    node per request). Memory is fixed: three lists of `limit` pointers plus the dict.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._ids: list[str | None] = [None] * limit
+        self._slots: list[str | None] = [None] * limit
+        self._answers: list[Any] = [None] * limit
+        self._where: dict[str, int] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def add(self, request_id: str, slot: str, answer: Any) -> None:
+        """Remember an answer, forgetting the oldest one once `limit` are held. An id seen
+        again keeps only its newest answer."""
+        position = self._next
+        evicted = self._ids[position]
+        # The evicted id may have been popped, or remembered again at a newer position.
+        if evicted is not None and self._where.get(evicted) == position:
+            del self._where[evicted]
+        self._ids[position] = request_id
+        self._slots[position] = slot
+        self._answers[position] = answer
+        self._where[request_id] = position
+        self._next = position + 1 if position + 1 < len(self._ids) else 0
+
+    def pop(self, request_id: str) -> tuple[str, Any] | None:
+        """(slot, answer) of `request_id` if still remembered, then forget it."""
+        position = self._where.pop(request_id, None)
+        if position is None:
+            return None
+        self._ids[position] = None
+        return self._slots[position], self._answers[position]
 
 
 def score_bins(prediction: Prediction) -> np.ndarray:

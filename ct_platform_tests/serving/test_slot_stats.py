@@ -1,0 +1,69 @@
+"""Feedback credit through the bounded ring of recent answers (`slot_stats.RecentAnswers`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.slot_stats import RecentAnswers, SlotStats
+
+
+def _one_row(label: str, positive: float) -> Prediction:
+    return Prediction(
+        labels=np.array([label], dtype=object),
+        proba=np.array([[1.0 - positive, positive]]),
+        values=None,
+    )
+
+
+def test_feedback_credits_the_slot_that_answered_up_to_the_limit() -> None:
+    stats = SlotStats(regression=False, recent_limit=3)
+    stats.scored("stable", "a", 0.001, _one_row("yes", 0.9))
+    stats.scored("candidate", "b", 0.001, _one_row("no", 0.2))
+    stats.scored("shadow", "b", 0.001, _one_row("yes", 0.7))  # shadow answers are never credited
+    stats.scored("stable", "c", 0.001, _one_row("no", 0.1))
+    stats.scored("stable", "d", 0.001, _one_row("yes", 0.6))  # the fourth: "a" is forgotten
+    stats.feedback(
+        [
+            {"request_id": "a", "label": "yes"},
+            {"request_id": "b", "label": "no"},
+            {"request_id": "c", "label": "yes"},
+            {"request_id": "d", "label": "yes"},
+            {"request_id": "d", "label": "yes"},  # already credited: a label counts once
+            {"request_id": "unknown", "label": "yes"},
+        ]
+    )
+    slots = stats.snapshot()["slots"]
+    assert (slots["stable"]["labelled"], slots["stable"]["outcome_sum"]) == (2, 1.0)
+    assert (slots["candidate"]["labelled"], slots["candidate"]["outcome_sum"]) == (1, 1.0)
+    assert slots["shadow"]["labelled"] == 0
+    assert slots["stable"]["requests"] == 3 and slots["shadow"]["requests"] == 1
+
+
+def test_regression_feedback_sums_absolute_errors() -> None:
+    stats = SlotStats(regression=True, recent_limit=10)
+    prediction = Prediction(labels=None, proba=None, values=np.array([2.5]))
+    stats.scored("stable", "r", 0.001, prediction)
+    stats.feedback([{"request_id": "r", "label": 4.0}, {"request_id": "r", "label": 1.0}])
+    stable = stats.snapshot()["slots"]["stable"]
+    assert (stable["labelled"], stable["outcome_sum"], stable["outcome_sq_sum"]) == (1, 1.5, 2.25)
+
+
+def test_ring_keeps_the_newest_answer_of_a_repeated_id_and_evicts_only_its_own() -> None:
+    recent = RecentAnswers(3)
+    recent.add("x", "stable", "yes")
+    recent.add("y", "stable", "no")
+    recent.add("x", "candidate", "no")  # x again: its newest answer wins
+    assert len(recent) == 2
+    recent.add("z", "stable", "yes")  # overwrites x's first position: x stays (newer one)
+    assert recent.pop("x") == ("candidate", "no")
+    recent.add("w", "stable", "yes")  # overwrites y's position: y forgotten
+    assert recent.pop("y") is None
+    assert recent.pop("x") is None  # popped once already
+    recent.add("v", "stable", "no")  # overwrites x's newest position, already popped
+    assert (recent.pop("z"), recent.pop("w"), recent.pop("v")) == (
+        ("stable", "yes"),
+        ("stable", "yes"),
+        ("stable", "no"),
+    )
+    assert len(recent) == 0
