@@ -31,7 +31,7 @@ class Redelivery:
 
     `rows` counts the batch's rows beyond the copies an earlier batch already held (so
     natural duplicates within the batch are not counted); `earlier` names the earlier
-    batches that hold them, with how many of this batch's rows each one holds.
+    batches that hold them (each repeated row named once, in the earliest), with counts.
     """
 
     rows: int

@@ -57,9 +57,9 @@ def test_fingerprint_ignores_order_and_tracks_content() -> None:
 
 
 def test_a_redelivered_row_counts_once_and_natural_duplicates_stay(spec: Spec) -> None:
-    first = pd.DataFrame({"age": [1.0, 1.0, 2.0] + list(range(10, 60)), "y": 0.0})
+    first = pd.DataFrame({"age": [1.0, 1.0, 2.0, *range(10, 60)], "y": 0.0})
     # Three copies of age 1 (one more than `first` had), age 2 again, and new rows.
-    second = pd.DataFrame({"age": [1.0, 1.0, 1.0, 2.0] + list(range(100, 150)), "y": 0.0})
+    second = pd.DataFrame({"age": [1.0, 1.0, 1.0, 2.0, *range(100, 150)], "y": 0.0})
 
     training_set = build_training_set([first, second], spec)
 
@@ -71,7 +71,7 @@ def test_a_redelivered_row_counts_once_and_natural_duplicates_stay(spec: Spec) -
 
 
 def test_holdout_rows_identical_to_training_rows_are_dropped(spec: Spec) -> None:
-    ages = list(range(80)) + [5.0, 6.0] + list(range(200, 218))  # two late copies of old rows
+    ages = [*range(80), 5.0, 6.0, *range(200, 218)]  # two late copies of old rows
     training_set = build_training_set(
         [pd.DataFrame({"age": ages, "y": 1.0}, dtype="float64")], spec
     )
