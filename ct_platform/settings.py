@@ -102,6 +102,8 @@ class TargetRules(_Strict):
 class DatasetSpec(_Strict):
     name: str
     landing_dir: Path = DEFAULT_LANDING_DIR
+    # The file `ct simulate` (and so `make demo`) replays into landing_dir; relative to the spec.
+    source: Path | None = None
     # One character: field counts are checked per row before parsing (see data/reader.py).
     separator: Annotated[str, Field(min_length=1, max_length=1)] = ","
     target: str
@@ -515,6 +517,13 @@ class AnalysisSpec(_Strict):
     min_requests: Annotated[int, Field(ge=1)] = 100
     error_rate_max: Annotated[float, Field(ge=0, le=1)] = 0.01
     p99_latency_ms_max: Annotated[float, Field(gt=0)] = 250
+    # A p99 over `p99_latency_ms_max` fails only when the candidate is slower than stable
+    # in the same period: its share of requests over the limit exceeds stable's by this much
+    # (absolute) and a one-sided Fisher's exact test at `latency_alpha` says the excess is
+    # beyond noise. Both slots share one server process and its CPU: a loaded box slows both.
+    # With stable under `min_requests` in the period, the limit alone decides.
+    latency_slow_share_excess_max: Annotated[float, Field(ge=0, le=1)] = 0.01
+    latency_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
     # Shift between the two slots' predicted-score distributions over the same period.
     score_shift_metric: Literal["psi", "jensen_shannon"] = "psi"
     score_shift_max: Annotated[float, Field(gt=0)] = 0.2
@@ -617,6 +626,12 @@ class Spec(_Strict):
     @property
     def landing_dir(self) -> Path:
         return (self.base_dir / self.dataset.landing_dir).resolve()
+
+    @property
+    def source_file(self) -> Path | None:
+        """The dataset file to replay (`dataset.source`, absolute), or None when not given."""
+        source = self.dataset.source
+        return None if source is None else (self.base_dir / source).resolve()
 
     @property
     def paths(self) -> Paths:

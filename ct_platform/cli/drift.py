@@ -20,13 +20,15 @@ pass: values of a numeric column that are not numbers (with up to 5 examples as 
 numbers too large for float64 and infinite values (in the model server's words: "overflow
 to infinity: beyond float64 (±1.798e+308)", "infinite (not allowed)"), fractions in an `int`
 column (the server refuses them: "expected an integer"), numbers outside the
-spec's min/max (rule, count, lowest and highest seen), and values outside the spec's
-`categories` (the most frequent named, with counts). Text reads as missing exactly where the
-server reads it so: an empty field and "nan" in any case. JSON: `"violations": {column:
-{rows, invalid, share, unparseable, examples, overflows, overflow_examples, infinite,
-fractional, fractional_examples, out_of_range, rule, seen_min, seen_max, unknown_categories,
-distinct_unknown_categories, most_frequent_unknown, message}}` (empty when the data keeps
-the contract).
+spec's min/max (rule, count, lowest and highest seen, quoted as written: text `1e-400` reads
+as 0 and is shown as `1e-400`), and values outside the spec's `categories` (the most
+frequent named, with counts). Text reads as missing exactly where the server reads it so:
+an empty field and "nan" in any case. A UTF-8 byte-order mark is ignored; a column named
+twice in the header is refused by name (exit 2). JSON: `"violations": {column: {rows,
+invalid, share, unparseable, examples, overflows, overflow_examples, infinite, fractional,
+fractional_examples, out_of_range, rule, seen_min, seen_max, seen_as_sent,
+unknown_categories, distinct_unknown_categories, most_frequent_unknown, message}}` (empty
+when the data keeps the contract).
 
 Exit status: 0 when there is a verdict (drift or not) and CURRENT keeps the contract; 4 when
 there is a verdict but CURRENT has contract violations (listed); 3 when there is no dataset
@@ -61,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         'drift} or {status: "invalid" | "not tested", reason}}, "drift_share", "dataset_drift", '
         '"violations": {name: {rows, invalid, share, unparseable, examples, overflows, '
         "overflow_examples, infinite, fractional, fractional_examples, out_of_range, rule, "
-        "seen_min, seen_max, "
+        "seen_min, seen_max, seen_as_sent, "
         "unknown_categories, distinct_unknown_categories, "
         "most_frequent_unknown, message}}}",
     )

@@ -181,6 +181,33 @@ def active_rollout(spec: Spec) -> Rollout | None:
     return rollout if rollout is not None and rollout.active else None
 
 
+# The running totals an analysis period records of each slot, as GET /admin/stats shows them.
+PERIOD_TOTALS = ("requests", "errors", "refused")
+
+
+def _period(rollout: Rollout, stats: dict[str, Any], slot: str, now: float) -> dict[str, Any]:
+    """The two server snapshots an analysis subtracted: when (`from`, `to`, Unix seconds)
+    and each judged slot's running totals in them (`start`, `end`: scored `requests`,
+    `errors`, `refused`, as `GET /admin/stats` showed them). The analysis figures are
+    `end - start` (`routed` = the three summed), so a user can check them against the
+    server's own totals; a slot whose totals went down was reset (server restarted) and
+    its figures are then its `end` alone."""
+
+    def totals(snapshot: dict[str, Any]) -> dict[str, dict[str, int]]:
+        slots = snapshot.get("slots") or {}
+        return {
+            name: {key: int((slots.get(name) or {}).get(key, 0)) for key in PERIOD_TOTALS}
+            for name in (slot, "stable")
+        }
+
+    return {
+        "from": rollout.period_started_at,
+        "to": now,
+        "start": totals(rollout.cursor),
+        "end": totals(stats),
+    }
+
+
 def is_due(rollout: Rollout, interval_seconds: float, now: float) -> bool:
     return rollout.status == "running" and now - rollout.period_started_at >= interval_seconds
 
@@ -337,7 +364,8 @@ class RolloutController:
             return
         slot = "candidate" if rollout.strategy in ("canary", "ab") else "shadow"
         analysis = self._analyse(rollout, stats, slot, period_start=rollout.cursor)
-        self._note(rollout, analysis.verdict, analysis.reason, analysis.figures)
+        period = _period(rollout, stats, slot, now)
+        self._note(rollout, analysis.verdict, analysis.reason, analysis.figures, period)
         if analysis.verdict == "fail":
             rollout.failed_checks += 1
             if rollout.failed_checks > self.deployment.analysis.failure_limit:
@@ -382,10 +410,10 @@ class RolloutController:
     def _switch(self, rollout: Rollout, now: float) -> None:
         """Blue-green: all traffic to the verified candidate at once; the old one stays."""
         self._promote_on_server(rollout)
-        self._move_champion(rollout)
+        switched = f"{rollout.label} switched: all traffic to version {rollout.version}"
+        self._move_champion(rollout, switched)
         rollout.phase, rollout.weight = "switched", 1.0
         rollout.period_started_at = now
-        switched = f"{rollout.label} switched: all traffic to version {rollout.version}"
         self._note(rollout, "switch", switched)
         self._record_deployment(rollout, int(rollout.version), switched)
 
@@ -503,27 +531,25 @@ class RolloutController:
         """All traffic to the candidate: the server promotes it, then `champion` follows."""
         if rollout.phase != "switched":
             self._promote_on_server(rollout)
-            self._move_champion(rollout)
             completed = f"{rollout.label} completed: version {rollout.version} serves all traffic"
+            self._move_champion(rollout, f"{completed} ({reason})")
             self._record_deployment(rollout, int(rollout.version), f"{completed} ({reason})")
         rollout.weight = 1.0
         self._finish(rollout, "completed", reason)
 
-    def _move_champion(self, rollout: Rollout) -> None:
-        from ct_platform.governance.lifecycle import follow_drift_reference, record_promotion
+    def _move_champion(self, rollout: Rollout, how: str) -> None:
+        from ct_platform.governance.lifecycle import follow_drift_reference, move_champion
         from ct_platform.training.datasets import MissingTrainingSet
 
-        previous = self.registry.alias_version(CHAMPION)
-        self.registry.set_alias(CHAMPION, int(rollout.version))
-        self.registry.delete_alias(CANARY)
-        promoted = self.registry.version(int(rollout.version))
-        record_promotion(
+        move_champion(
             self.registry,
-            previous,
-            promoted,
+            int(rollout.version),
             actor=self._actor(rollout),
+            how=how,
             dagster_run_id=self.run_id,
         )
+        self.registry.delete_alias(CANARY)
+        promoted = self.registry.version(int(rollout.version))
         # Drift is now measured against what the serving model learned from. A version whose
         # training set is gone keeps serving; the old reference stays, and the record says so.
         try:
@@ -603,8 +629,10 @@ class RolloutController:
         )
 
     def _actor(self, rollout: Rollout) -> str:
-        """ "canary rollout", and what drove it when known ("canary rollout (sensor ...)")."""
-        return f"{rollout.strategy} rollout" + (f" ({self.driver})" if self.driver else "")
+        """ "canary rollout v7-1764489600", and what drove it when known ("... (sensor
+        rollout_sensor tick)"); the Dagster run, if any, is the line's `dagster_run_id`."""
+        actor = f"{rollout.strategy} rollout {rollout.id}"
+        return actor + (f" ({self.driver})" if self.driver else "")
 
     def _record_deployment(self, rollout: Rollout, version: int, what: str) -> None:
         from ct_platform.governance.lifecycle import record_deployment
@@ -653,18 +681,22 @@ class RolloutController:
         return f"{what}: rollout ended"
 
     def _note(
-        self, rollout: Rollout, verdict: str, reason: str, figures: dict[str, float] | None = None
+        self,
+        rollout: Rollout,
+        verdict: str,
+        reason: str,
+        figures: dict[str, float] | None = None,
+        period: dict[str, Any] | None = None,
     ) -> None:
-        rollout.history.append(
-            {
-                "at": self.clock(),
-                "step": rollout.step,
-                "weight": rollout.weight,
-                "verdict": verdict,
-                "reason": reason,
-                "figures": dict(figures or {}),
-            }
-        )
+        entry = {
+            "at": self.clock(),
+            "step": rollout.step,
+            "weight": rollout.weight,
+            "verdict": verdict,
+            "reason": reason,
+            "figures": dict(figures or {}),
+        }
+        rollout.history.append(entry | ({"period": period} if period else {}))
 
     def _alert(self, rollout: Rollout) -> None:
         from ct_platform.monitoring.governor import send_alert

@@ -21,6 +21,7 @@ from ct_platform.deployment.endpoint import Endpoint, smoke_request
 from ct_platform.deployment.export import default_registry, export_champion_bundle
 from ct_platform.deployment.state import admin_token
 from ct_platform.deployment.targets import target_for
+from ct_platform.governance.audit import BY_HAND
 from ct_platform.registry.versions import CANARY, CHAMPION, release_alias
 from ct_platform.settings import DatasetSpec, Spec
 
@@ -29,13 +30,17 @@ if TYPE_CHECKING:
 
 
 def roll_out(
-    spec: Spec, registry: ModelRegistry | None = None, *, run_id: str | None = None
+    spec: Spec,
+    registry: ModelRegistry | None = None,
+    *,
+    run_id: str | None = None,
+    actor: str = BY_HAND,
 ) -> Endpoint:
     """Deploy the champion (direct), or start the rollout of the `canary` version.
 
     Returns the endpoint as it serves now (for a progressive rollout: still the champion,
-    with the new version in the candidate slot). `run_id`: the Dagster run doing it, for
-    the rollout's audit line.
+    with the new version in the candidate slot). `run_id`, `actor`: the Dagster run doing
+    it and what started it (`governance.audit.run_actor`), for the audit lines.
     """
     registry = registry or default_registry(spec)
     canary = registry.alias_version(CANARY) if release_alias(spec) == CANARY else None
@@ -45,8 +50,17 @@ def roll_out(
         # Nothing was ever deployed to compare the new version with: it goes in at once. (A
         # server that is down or slow to answer is not that case: the champion is brought
         # back first, then the rollout starts beside it.)
+        from ct_platform.governance.lifecycle import move_champion
+
         endpoint = _deploy_alias(spec, registry, CANARY)
-        registry.set_alias(CHAMPION, canary.version)
+        move_champion(
+            registry,
+            canary.version,
+            actor=actor,
+            how=f"first deployment: nothing served to roll {release_alias(spec)} out beside, so "
+            "it went in directly",
+            dagster_run_id=run_id,
+        )
         registry.delete_alias(CANARY)
         return endpoint
     endpoint = _serving_champion(spec, registry)
@@ -54,7 +68,9 @@ def roll_out(
     if current is None or current.version != str(canary.version):
         bundle_dir = export_champion_bundle(spec, registry, alias=CANARY)
         admin = admin_client(spec, endpoint.url)
-        controller = RolloutController(spec, admin, registry, run_id=run_id)
+        controller = RolloutController(
+            spec, admin, registry, run_id=run_id, driver=f"started by {actor}"
+        )
         controller.begin(str(canary.version), bundle_dir.name)
     return endpoint
 

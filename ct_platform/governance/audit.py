@@ -13,7 +13,8 @@ import fcntl
 import getpass
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,10 @@ BY_HAND = "by hand"
 # person's name: `dagster/user` (Dagster+, or set with `--tags`), or `user`.
 AUTOMATION_RUN_TAGS = ("dagster/from_automation_condition", "dagster/auto_materialize")
 SENSOR_TAG = "dagster/sensor_name"
+# Which evaluation of the automation conditions requested the run (the UI's Automation tab),
+# and which sensor tick launched it.
+EVALUATION_TAG = "dagster/asset_evaluation_id"
+TICK_TAG = "dagster/tick"
 SCHEDULE_TAG = "dagster/schedule_name"
 BACKFILL_TAG = "dagster/backfill"
 FROM_UI_TAG = "dagster/from_ui"
@@ -60,6 +65,15 @@ class DagsterRunLike(Protocol):
     def job_name(self) -> str: ...
     @property
     def remote_job_origin(self) -> object | None: ...
+    @property
+    def asset_selection(self) -> AbstractSet[AssetKeyLike] | None: ...
+
+
+class AssetKeyLike(Protocol):
+    """What `run_actor` reads of a `dagster.AssetKey`."""
+
+    @property
+    def path(self) -> Sequence[str]: ...
 
 
 class AuditLogError(ValueError):
@@ -99,20 +113,23 @@ def current_user() -> str:
 def run_actor(run: DagsterRunLike) -> str:
     """Who or what started a Dagster run, from its tags and how it was launched.
 
-    `automation` (an automation condition), `sensor:<name>`, `schedule:<name>`, `backfill
-    <id>`; a run from the Dagster UI `Dagster UI`; a run executed in the process that
-    created it (no remote origin: `dagster job execute`, `dagster asset materialize`, or the
-    Python API they call, `execute_job` / `materialize`) `<OS user> via dagster job execute`
-    (`via dagster asset materialize` for a bare asset selection), the OS user being whoever
-    runs that process; any other launch through the instance (`dagster job launch`, the
-    GraphQL API) `dagster job launch`. A person named by the run (`dagster/user`, `user`)
-    is put first: `dana via Dagster UI`.
+    `automation condition of <assets> (evaluation <id>, <sensor>)` (what an automation
+    condition requested: the assets, the evaluation that decided it, the automation sensor),
+    `sensor:<name>` (`sensor:<name> tick <id>` when the run names its tick),
+    `schedule:<name>`, `backfill <id>`; a run from the Dagster UI `Dagster UI`; a run
+    executed in the process that created it (no remote origin: `dagster job execute`,
+    `dagster asset materialize`, or the Python API they call, `execute_job` /
+    `materialize`) `<OS user> via dagster job execute` (`via dagster asset materialize` for
+    a bare asset selection), the OS user being whoever runs that process; any other launch
+    through the instance (`dagster job launch`, the GraphQL API) `dagster job launch`. A
+    person named by the run (`dagster/user`, `user`) is put first: `dana via Dagster UI`.
     """
     tags = run.tags
     if any(tags.get(tag) == "true" for tag in AUTOMATION_RUN_TAGS):
-        return AUTOMATION
+        return _automation_actor(run)
     if tags.get(SENSOR_TAG):
-        return f"sensor:{tags[SENSOR_TAG]}"
+        tick = f" tick {tags[TICK_TAG]}" if tags.get(TICK_TAG) else ""
+        return f"sensor:{tags[SENSOR_TAG]}{tick}"
     if tags.get(SCHEDULE_TAG):
         return f"schedule:{tags[SCHEDULE_TAG]}"
     user = next((tags[tag] for tag in USER_TAGS if tags.get(tag)), None)
@@ -127,6 +144,20 @@ def run_actor(run: DagsterRunLike) -> str:
     else:
         launcher = "dagster job launch"
     return f"{user} via {launcher}" if user else launcher
+
+
+def _automation_actor(run: DagsterRunLike) -> str:
+    """`automation condition of deployed_endpoint (evaluation 12, <automation sensor>)`."""
+    tags = run.tags
+    keys = sorted("/".join(key.path) for key in run.asset_selection or ())
+    what = ", ".join(keys) if keys else f"job {run.job_name}"
+    if tags.get(EVALUATION_TAG):
+        decided = [f"evaluation {tags[EVALUATION_TAG]}"]
+    else:
+        decided = [f"tick {tags[TICK_TAG]}"] if tags.get(TICK_TAG) else []
+    if tags.get(SENSOR_TAG):
+        decided.append(tags[SENSOR_TAG])
+    return f"{AUTOMATION} condition of {what}" + (f" ({', '.join(decided)})" if decided else "")
 
 
 def append_event(event: AuditEvent, path: Path | None = None) -> AuditEvent:

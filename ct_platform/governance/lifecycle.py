@@ -57,14 +57,18 @@ def record_promotion(
     *,
     actor: str = AUTOMATION,
     dagster_run_id: str | None = None,
+    how: str = "",
 ) -> AuditEvent | None:
-    """Record `promoted` becoming champion; nothing when it already was (a rerun)."""
+    """Record `promoted` becoming champion; nothing when it already was (a rerun). `how`:
+    the path that moved it, when not a gated promotion alone ("canary completed ...")."""
     if previous is not None and previous.version == promoted.version:
         return None
     tags = decision_tags(registry, promoted)
     reason = "every blocking gate passed"
     if tags.get(APPROVAL_TAG) == APPROVED:
         reason += f"; approved by {tags.get(APPROVED_BY_TAG)}: {tags.get(APPROVAL_REASON_TAG)}"
+    if how:
+        reason += f"; {how}"
     return append_event(
         AuditEvent(
             kind="promotion",
@@ -76,6 +80,35 @@ def record_promotion(
             dagster_run_id=dagster_run_id,
         )
     )
+
+
+def move_champion(
+    registry: ModelRegistry,
+    version: int,
+    *,
+    actor: str,
+    how: str,
+    dagster_run_id: str | None = None,
+) -> ModelVersionInfo | None:
+    """Point `champion` at `version` and write its promotion line (the version, the previous
+    champion, `actor`, `how` in the reason); nothing is written when it already was. The
+    paths that move `champion` outside `training.promotion.promote` (a rollout completing
+    or switching, a first deployment under a progressive strategy) go through here, so no
+    move goes unrecorded: the log is the champion history `ct rollback` reads.
+
+    Returns the previous champion (None: there was none).
+    """
+    previous = registry.alias_version(CHAMPION)
+    registry.set_alias(CHAMPION, version)
+    record_promotion(
+        registry,
+        previous,
+        registry.version(version),
+        actor=actor,
+        dagster_run_id=dagster_run_id,
+        how=how,
+    )
+    return previous
 
 
 def record_deployment(
@@ -204,7 +237,7 @@ def rollback(
             to_version=target.version,
         )
     )
-    endpoint = roll_out(spec, registry)
+    endpoint = roll_out(spec, registry, actor=actor)
     record_deployment(
         registry.model_name,
         int(endpoint.version),

@@ -185,7 +185,7 @@ class ReferenceProfile:
 
     @classmethod
     def load(cls, path: Path) -> ReferenceProfile:
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a BOM, if any, ignored
         if raw.get("format") != PROFILE_FORMAT:
             raise ValueError(f"{path}: unsupported reference profile format {raw.get('format')}")
         return cls({name: ColumnSketch.from_json(s) for name, s in raw["columns"].items()})

@@ -11,8 +11,10 @@ counts what breaks the contract (`results.ColumnViolations`), so nothing is miss
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ct_platform.serving.schema import repeated_names
 from ct_platform.settings import ColumnSpec, DatasetSpec
 
 if TYPE_CHECKING:  # pandas is imported where used: `ct drift` on Parquet never needs it
@@ -32,7 +34,21 @@ class MissingColumnsError(ValueError):
         self.missing = missing
 
 
+class RepeatedColumnsError(ValueError):
+    """The data names a column more than once (pandas would read the second `age` as
+    `age.1`): refused by name, as the model server refuses such a request."""
+
+
+def require_unique_columns(names: Sequence[object], where: str) -> None:
+    """Raise `RepeatedColumnsError` naming each column `names` holds more than once."""
+    if len(set(names)) < len(names):
+        raise RepeatedColumnsError(
+            f"{where}: column(s) named more than once: {repeated_names(names)}; name each once"
+        )
+
+
 def require_features(frame: pd.DataFrame, dataset: DatasetSpec, *, where: str) -> None:
+    require_unique_columns(list(frame.columns), where)
     missing = [name for name in dataset.feature_columns if name not in frame.columns]
     if missing:
         raise MissingColumnsError(missing, where)

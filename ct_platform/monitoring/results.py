@@ -50,6 +50,7 @@ class ColumnViolations:
     out_of_range: int = 0
     rule: str = ""
     seen: tuple[float, float] | None = None
+    seen_as_sent: tuple[str, str] | None = None
     n_unknown: int = 0
     unknown: dict[str, int] = field(default_factory=dict)
     n_distinct_unknown: int = 0
@@ -101,6 +102,7 @@ class ColumnViolations:
             "rule": self.rule or None,
             "seen_min": None if self.seen is None else _json_number(self.seen[0]),
             "seen_max": None if self.seen is None else _json_number(self.seen[1]),
+            "seen_as_sent": None if self.seen_as_sent is None else list(self.seen_as_sent),
             "unknown_categories": self.n_unknown,
             "distinct_unknown_categories": self.n_distinct_unknown,
             "most_frequent_unknown": dict(self.unknown),
@@ -111,7 +113,7 @@ class ColumnViolations:
         quoted = ", ".join(repr(example) for example in self.examples)
         overflowed = ", ".join(repr(example) for example in self.overflow_examples)
         fractions = ", ".join(repr(example) for example in self.fractional_examples)
-        seen = "" if self.seen is None else f" (seen {self.seen[0]:g} to {self.seen[1]:g})"
+        seen = "" if self.seen is None else " (seen {} to {})".format(*self._seen_shown())
         named = ", ".join(f"{value!r} ({count:,})" for value, count in self.unknown.items())
         more = self.n_distinct_unknown - len(self.unknown)
         named += f" and {more:,} more" if more > 0 else ""
@@ -123,6 +125,12 @@ class ColumnViolations:
             (self.out_of_range, f"{self.rule}{seen}"),
             (self.n_unknown, f"in unknown categories: {named}"),
         ]
+
+    def _seen_shown(self) -> tuple[str, str]:
+        """The lowest and highest values outside the range, as sent when known."""
+        if self.seen_as_sent is not None:
+            return self.seen_as_sent
+        return (f"{self.seen[0]:g}", f"{self.seen[1]:g}") if self.seen else ("", "")
 
 
 def _percent(share: float) -> str:

@@ -34,13 +34,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ct_platform.monitoring.frames import MissingColumnsError
+from ct_platform.monitoring.frames import MissingColumnsError, require_unique_columns
 from ct_platform.monitoring.results import MAX_QUOTED
 from ct_platform.monitoring.summaries import (
     CategorySummary,
     ColumnSummary,
     DataSummary,
     NumericSummary,
+    SentText,
     Value,
 )
 from ct_platform.serving.schema import MISSING_TEXT, is_missing_text
@@ -203,6 +204,7 @@ def _parquet_batches(
     probe = _open_parquet(path, pq)
     schema = probe.schema_arrow
     summary.other_columns = _data_columns(schema)
+    require_unique_columns(schema.names, str(path))
     missing = [name for name in dataset.feature_columns if name not in schema.names]
     if missing:
         raise MissingColumnsError(missing, str(path))
@@ -232,6 +234,7 @@ def _csv_batches(
     from ct_platform.data.reader import BatchReadError
 
     header = _csv_header(path, dataset.separator)
+    require_unique_columns(header, f"{path} header")
     summary.other_columns = header
     features = list(dataset.feature_columns)
     missing = [name for name in features if name not in header]
@@ -321,7 +324,8 @@ def add_arrow(summary: DataSummary, batch: pa.RecordBatch | pa.Table, dataset: D
     for name, column in summary.columns.items():
         values = batch.column(name)
         if isinstance(column, NumericSummary):
-            column.add(_numeric_values(values, dataset.columns[name], column))
+            numbers = _numeric_values(values, dataset.columns[name], column)
+            column.add(numbers, _sent_text(values))
         else:
             column.add_counts(_category_counts(values), len(values))
 
@@ -375,6 +379,19 @@ def _numeric_values(values: pa.Array, column: ColumnSpec, summary: NumericSummar
     if numbers.null_count:
         numbers = numbers.fill_null(np.nan)
     return numbers.to_numpy(zero_copy_only=False)
+
+
+def _sent_text(values: pa.Array | pa.ChunkedArray) -> SentText | None:
+    """Rows -> the values as sent, when the column was text (CSV fields, text in Parquet):
+    what violations quote (`1e-400`, which reads as 0)."""
+    import pyarrow as pa
+
+    kind = values.type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not _is_text(kind):
+        return None
+    return lambda rows: values.take(pa.array(rows)).to_pylist()
 
 
 def _is_text(kind: pa.DataType) -> bool:

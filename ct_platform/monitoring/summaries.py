@@ -35,7 +35,7 @@ Plain numpy: no pandas or pyarrow, so the `ct drift` process never imports them 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +49,10 @@ FEW_VALUES = 5
 _PROBE = 1024
 
 Value = float | str
+# The values of given rows of a batch as sent (text read from a file), for quoting.
+SentText = Callable[[np.ndarray], list[str]]
+# Rows of the present values of a batch -> those values as sent.
+_Quote = Callable[[np.ndarray], list[str]]
 
 
 class NumericSummary:
@@ -75,6 +79,8 @@ class NumericSummary:
         self.low, self.high = low, high
         self.out_of_range = 0
         self.seen_outside: tuple[float, float] | None = None
+        # The lowest and highest of them as sent ("1e-400", not 0), as the server quotes them.
+        self.seen_as_sent: tuple[str, str] | None = None
         self.unparseable = 0
         self.examples: list[str] = []
         self.overflows = 0
@@ -97,10 +103,13 @@ class NumericSummary:
             self._at_or_below = np.zeros(len(ks_grid) + 1, dtype="int64")
             self._below = np.zeros(len(ks_grid) + 1, dtype="int64")
 
-    def add(self, values: np.ndarray) -> None:
+    def add(self, values: np.ndarray, sent: SentText | None = None) -> None:
+        """Add a batch (float64, NaN = missing); `sent`: the batch's values as sent, by row,
+        when they were text, so violations quote them as written."""
         self.rows += len(values)
-        values = self._present(values)
-        values = self._in_contract(values)
+        kept = self._present(values)
+        values = values if kept is None else values[kept]
+        values = self._in_contract(values, _quoting(values, kept, sent))
         if len(values) == 0:
             return
         self.n += len(values)
@@ -165,6 +174,7 @@ class NumericSummary:
             out_of_range=self.out_of_range,
             rule=f"outside [{_bound(self.low)}, {_bound(self.high)}]" if bounded else "",
             seen=self.seen_outside,
+            seen_as_sent=self.seen_as_sent,
             overflows=self.overflows,
             overflow_examples=tuple(self.overflow_examples),
             infinite=self.infinite,
@@ -172,13 +182,14 @@ class NumericSummary:
             fractional_examples=tuple(self.fractional_examples),
         )
 
-    def _present(self, values: np.ndarray) -> np.ndarray:
+    def _present(self, values: np.ndarray) -> np.ndarray | None:
+        """Which values are present (not missing, not a sentinel); None when all are."""
         keep = ~np.isnan(values)
         for sentinel in self.sentinels:
             keep &= values != sentinel
-        return values if keep.all() else values[keep]
+        return None if keep.all() else keep
 
-    def _in_contract(self, values: np.ndarray) -> np.ndarray:
+    def _in_contract(self, values: np.ndarray, quote: _Quote) -> np.ndarray:
         """Counts the infinite values and the finite ones outside the range; returns the
         others. Violations are reported apart from drift, so they do not move the drift
         figures either (13 ages of 500 among 10,000 turned a Wasserstein verdict to drift)."""
@@ -190,26 +201,39 @@ class NumericSummary:
         if self.high is not None:
             outside |= values > self.high
         outside &= ~infinite
-        self._count_fractions(values[~(outside | infinite)])
+        self._count_fractions(values, ~(outside | infinite), quote)
         if outside.any():
-            bad = values[outside]
-            self.out_of_range += len(bad)
-            low, high = float(bad.min()), float(bad.max())
-            if self.seen_outside is not None:
-                low, high = min(low, self.seen_outside[0]), max(high, self.seen_outside[1])
-            self.seen_outside = (low, high)
+            self._count_outside(values, np.flatnonzero(outside), quote)
         invalid = outside | infinite
         if self.integer:
             invalid |= ~infinite & (values != np.floor(values))
         return values[~invalid] if invalid.any() else values
 
-    def _count_fractions(self, values: np.ndarray) -> None:
+    def _count_outside(self, values: np.ndarray, rows: np.ndarray, quote: _Quote) -> None:
+        """Count the values at `rows` (outside the range); keep the lowest and highest."""
+        self.out_of_range += len(rows)
+        bad = values[rows]
+        lowest, highest = rows[np.argmin(bad)], rows[np.argmax(bad)]
+        low, high = float(values[lowest]), float(values[highest])
+        low_sent, high_sent = quote(np.array([lowest, highest]))
+        if self.seen_outside is not None and self.seen_as_sent is not None:
+            if self.seen_outside[0] <= low:
+                low, low_sent = self.seen_outside[0], self.seen_as_sent[0]
+            if self.seen_outside[1] >= high:
+                high, high_sent = self.seen_outside[1], self.seen_as_sent[1]
+        self.seen_outside = (low, high)
+        self.seen_as_sent = (low_sent, high_sent)
+
+    def _count_fractions(self, values: np.ndarray, judged: np.ndarray, quote: _Quote) -> None:
+        """Count the `judged` values with a fraction (an `int` column), quoting some."""
         if not self.integer:
             return
-        fractions = values[values != np.floor(values)]
-        if len(fractions):
-            self.fractional += len(fractions)
-            _quote(self.fractional_examples, (f"{value:g}" for value in np.unique(fractions)))
+        rows = np.flatnonzero(judged & (values != np.floor(values)))
+        if len(rows):
+            self.fractional += len(rows)
+            # The first row of each distinct fraction, up to the examples still wanted.
+            _, first = np.unique(values[rows], return_index=True)
+            _quote(self.fractional_examples, quote(rows[np.sort(first)][:MAX_QUOTED]))
 
     def _add_moments(self, values: np.ndarray) -> None:
         if self._shift is None:
@@ -312,6 +336,22 @@ class DataSummary:
     rows: int = 0
     # Columns of the data that are not features (listed by the drift check as not tested).
     other_columns: list[str] = field(default_factory=list)
+
+
+def _quoting(values: np.ndarray, kept: np.ndarray | None, sent: SentText | None) -> _Quote:
+    """Rows of `values` (the present values of a batch, `kept` its mask or None) -> the
+    values as sent: the text when the batch was text, else the number (`shown_number`)."""
+    if sent is None:
+        return lambda rows: [shown_number(float(value)) for value in values[rows]]
+    batch_rows = None if kept is None else np.flatnonzero(kept)
+    return lambda rows: sent(rows if batch_rows is None else batch_rows[rows])
+
+
+def shown_number(value: float) -> str:
+    """A number as JSON would write it, exactly (30, 30.5, 1e-300, -0), not rounded (`:g`)."""
+    if value.is_integer() and abs(value) < 1e16:
+        return "-0" if value == 0 and np.signbit(value) else str(int(value))
+    return repr(value)
 
 
 def _quote(kept: list[str], examples: Iterable[str]) -> None:

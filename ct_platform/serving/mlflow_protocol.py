@@ -20,6 +20,7 @@ from ct_platform.serving.schema import (
     InputError,
     InputSchema,
     ParsedRows,
+    decode_text,
     load_json,
     quoting_as_sent,
     show,
@@ -118,7 +119,7 @@ def _parse_tensor_style(key: str, data: Any, schema: InputSchema) -> ParsedRows:
 
 def parse_csv(body: bytes, schema: InputSchema) -> ParsedRows:
     try:
-        text = body.decode("utf-8")
+        text = decode_text(body)
     except UnicodeDecodeError as exc:
         raise InputError(
             f"Ensure that input is a valid UTF-8 encoded string. Error: {exc}"

@@ -29,6 +29,7 @@ the breaches by (column, rule), for the server's metrics.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -86,8 +87,20 @@ class SentFloat(float):
         return number
 
 
+class SentInt(int):
+    """A JSON integer literal whose value does not spell it (`-0` reads as 0): only when
+    re-reading a refused body, so the error quotes it as sent."""
+
+    text: str  # (an int subclass cannot have __slots__)
+
+    def __new__(cls, text: str) -> SentInt:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
 # The Python types of a JSON number once parsed (bool, an int subclass, is not one).
-JSON_NUMBERS = frozenset({int, float, SentFloat})
+JSON_NUMBERS = frozenset({int, float, SentInt, SentFloat})
 _JSON_NUMBER_TYPES = JSON_NUMBERS | {type(None)}
 
 
@@ -100,32 +113,145 @@ def _sent_float(text: str) -> SentFloat | OverflowedNumber:
     return SentFloat(text) if math.isfinite(float(text)) else OverflowedNumber(text)
 
 
+def _sent_int(text: str) -> int:
+    # JSON allows no leading zero or plus sign: `-0` is the one integer int() respells.
+    return SentInt(text) if text == "-0" else int(text)
+
+
 def quoting_as_sent(parse: Callable[[Any], T], payload: Any, body: bytes) -> T:
-    """`parse(payload)` (the body's JSON); when it raises `InputError`, the body is read
-    again with every number's text kept and parsed once more, so the error raised quotes
-    the numbers as sent (`1e-400`, not `0.0`). Costs nothing on bodies that are accepted.
+    """`parse(payload)` (the body's JSON, from `load_json`), refusing a JSON object that
+    names a key twice (`SchemaError`): JSON parsers keep the last one silently.
+
+    When `parse` raises `InputError`, the body is read again with every number's text kept
+    and parsed once more, so the error raised quotes the numbers as sent (`1e-400`, not
+    `0.0`; `-0`, not `0`). An accepted body costs one count of its colons and of its
+    objects' members (`_top_members`: about 1 µs for a row); only a body whose strings
+    hold colons is read a second time.
     """
     try:
-        return parse(payload)
+        parsed = parse(payload)
     except InputError:
-        parse(json.loads(body.decode("utf-8"), parse_float=_sent_float))
+        parse(_read_checked(body, parse_float=_sent_float, parse_int=_sent_int))
         raise  # not reached: the same rule refuses the same values
+    # Each object member has a colon: while the colons outnumber the members read, a key
+    # may have been sent twice (or a string holds a colon). The objects where requests
+    # have them first, then all of them, then the exact check decides.
+    colons = body.count(b":")
+    if colons != _top_members(payload) and colons != _members(payload):
+        _read_checked(body, parse_float=_parse_json_float)
+    return parsed
+
+
+def _read_checked(body: bytes, **hooks: Callable[[str], Any]) -> Any:
+    """The body read by the standard library, refusing an object with a repeated key."""
+    objects = json.loads(_without_bom(body).decode("utf-8"), object_pairs_hook=_Object, **hooks)
+    repeated = _first_repeated(objects, "")
+    if repeated is not None:
+        path, listing = repeated
+        raise SchemaError(
+            f"{path or 'the request body'}: key(s) sent more than once: {listing}; send each "
+            "once (JSON keeps only the last)"
+        )
+    return objects
+
+
+class _Object(dict):
+    """A JSON object as the standard library reads it, remembering its keys in order."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.keys_sent = [key for key, _ in pairs]
+
+
+def _first_repeated(value: Any, path: str) -> tuple[str, str] | None:
+    """(path to it, which keys at which positions) of the first object with a repeated
+    key in `value`, depth first; the path as `dataframe_records[1]`."""
+    if isinstance(value, _Object):
+        if len(value) < len(value.keys_sent):
+            return path, repeated_names(value.keys_sent) or ""
+        steps = ((f"{path}.{key}" if path else key, item) for key, item in value.items())
+    elif isinstance(value, list):
+        steps = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for step, item in steps:
+        found = _first_repeated(item, step)
+        if found is not None:
+            return found
+    return None
+
+
+def repeated_names(names: Sequence[Any]) -> str | None:
+    """ "'age' (positions 0 and 3)" for each name sent more than once; None if none is."""
+    positions: dict[Any, list[int]] = {}
+    for position, name in enumerate(names):
+        positions.setdefault(name, []).append(position)
+    listed = [
+        f"{name!r} (positions {', '.join(map(str, found[:-1]))} and {found[-1]})"
+        for name, found in positions.items()
+        if len(found) > 1
+    ]
+    return ", ".join(listed) if listed else None
+
+
+def _top_members(payload: Any) -> int:
+    """The members of the body's object and of the objects it holds, directly or in a list
+    whose first item is an object: where every protocol has its objects (the formats'
+    objects, rows, tensors). A lower bound of `_members`, in a few C-level calls."""
+    if type(payload) is not dict:
+        return 0
+    count = len(payload)
+    for value in payload.values():
+        if type(value) is dict:
+            count += len(value)
+        elif type(value) is list and value and type(value[0]) is dict:
+            count += sum(map(len, value)) if set(map(type, value)) == {dict} else 0
+    return count
+
+
+def _members(value: Any) -> int:
+    """The members of every object in the parsed JSON (a tensor's `parameters` too)."""
+    if type(value) is dict:
+        return len(value) + sum(map(_members, filter(_is_container, value.values())))
+    if type(value) is list and any(map(_is_container, value)):
+        return sum(map(_members, value))
+    return 0
+
+
+def _is_container(value: Any) -> bool:
+    return type(value) is dict or type(value) is list
+
+
+def _without_bom(body: bytes) -> bytes:
+    """A body without its UTF-8 byte-order mark (Excel writes one; RFC 8259 lets a parser
+    ignore it): read alike by every protocol and by `ct drift`."""
+    return body.removeprefix(codecs.BOM_UTF8)
 
 
 def load_json(body: bytes) -> Any:
-    """Parse a JSON request body (UTF-8).
+    """Parse a JSON request body (UTF-8, a leading byte-order mark ignored).
 
     orjson first (fast); when it refuses, the standard library decides, which also reads
     the `NaN`, `Infinity` and `-Infinity` literals that Python's `json.dumps` writes (and
     MLflow's scoring server accepts) and integers beyond 64 bits: the schema rule then
     says what such a value means. Raises `ValueError` (with position) for anything else.
     """
+    body = _without_bom(body)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
     # A literal beyond float64 (1e400) would read as inf here: keep its text to quote it.
     return json.loads(body.decode("utf-8"), parse_float=_parse_json_float)
+
+
+def decode_text(body: bytes) -> str:
+    """A text body (CSV) as str: UTF-8, a leading byte-order mark ignored as in JSON.
+
+    Raises:
+        UnicodeDecodeError: the body is not UTF-8.
+    """
+    return _without_bom(body).decode("utf-8")
 
 
 class InputError(ValueError):
@@ -222,6 +348,12 @@ class InputSchema:
             (self._parsers[i].accepted(text=False), self._parsers[i].accepted(text=True))
             for i in self._categorical
         ]  # indexed by `text` (False, True)
+
+    def integers_only(self, name: str) -> bool:
+        """Whether column `name` takes integers only: an `int` column, or a category column
+        whose categories are all integers (a season coded "1".."4")."""
+        parser = self._parsers[self.names.index(name)]
+        return parser.column.type == "int" or parser.integer_coded
 
     def from_columns(
         self, data: Mapping[str, Any], *, text: bool | frozenset[str] = False
@@ -465,6 +597,10 @@ class InputSchema:
         if not isinstance(rows, list):
             raise InputError(f"'data' must be a list of rows: got {show(rows)}")
         positions = {name: index for index, name in enumerate(columns)}
+        if len(positions) < len(columns):
+            raise SchemaError(
+                f"column(s) sent more than once: {repeated_names(columns)}; send each once"
+            )
         self._check_names(positions.keys(), "column")
         # Two C-level passes for the common case; the loop names the first bad row.
         well_formed = set(map(type, rows)) <= {list} and set(map(len, rows)) <= {len(columns)}
@@ -498,7 +634,7 @@ class _ColumnParser:
         self.position = position
         self._categories = frozenset(column.categories) if column.categories else None
         # Integer-coded categories (a season written 1-4): JSON clients may send 3 for "3".
-        self._integer_coded = bool(column.categories) and all(
+        self.integer_coded = bool(column.categories) and all(
             _INTEGER_TEXT.fullmatch(category) for category in column.categories or []
         )
         self.numeric_sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
@@ -532,7 +668,7 @@ class _ColumnParser:
             fractional = present != np.floor(present)
             if fractional.any():
                 row = _row_of(array, present[np.argmax(fractional)])
-                raise self._error(row, f"expected an integer, got {show(values[row])}")
+                raise self._error(row, fraction_problem(values[row]))
         return array
 
     def _numbers(self, values: Sequence[Any]) -> np.ndarray:
@@ -669,9 +805,9 @@ class _ColumnParser:
 
     def _integer_category(self, row: int, value: Any) -> str:
         """A JSON number for an integer-coded category: 3 (or 3.0) means "3"; 3.5 is refused."""
-        if self._integer_coded and type(value) in JSON_NUMBERS and float(value).is_integer():
+        if self.integer_coded and type(value) in JSON_NUMBERS and float(value).is_integer():
             return str(int(value))
-        expected = "a category (string or integer)" if self._integer_coded else "a category string"
+        expected = "a category (string or integer)" if self.integer_coded else "a category string"
         raise self._error(row, f"expected {expected}, got {show(value)}")
 
     def _error(self, row: int, problem: str) -> SchemaError:
@@ -688,6 +824,11 @@ def _contract_problem(column: ColumnSchema, rule: str, value: Any) -> str:
     if rule == "categories":
         return f"{shown} is not one of the contract's categories {_listed(column.categories)}"
     return f"missing value ({shown}) but the contract requires one (nullable: false)"
+
+
+def fraction_problem(value: Any) -> str:
+    """The words for a number with a fraction sent for an `int` column, quoting it."""
+    return f"expected an integer, got {show(value)}"
 
 
 def overflow_problem(shown: str) -> str:
@@ -738,10 +879,10 @@ def _row_of(array: np.ndarray, value: float) -> int:
 
 def show(value: Any) -> str:
     """A request value as the client wrote it (JSON spelling: true, null, NaN, "3"), short."""
-    if isinstance(value, OverflowedNumber | SentFloat):
+    if isinstance(value, OverflowedNumber | SentFloat | SentInt):
         return value.text
     try:
-        shown = json.dumps(value)
+        shown = json.dumps(value, ensure_ascii=False)  # "٤١", not "\\u0664\\u0661"
     except (TypeError, ValueError):
         shown = repr(value)
     return shown if len(shown) <= _MAX_SHOWN else f"{shown[: _MAX_SHOWN - 1]}…"

@@ -9,6 +9,7 @@ cells may then be strings). Tensor `data` may be flat (row-major) or nested.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,11 +22,16 @@ from ct_platform.serving.schema import (
     InputSchema,
     OverflowedNumber,
     ParsedRows,
+    SchemaError,
     load_json,
-    overflow_problem,
     quoting_as_sent,
+    repeated_names,
     show,
 )
+
+# A tensor's element index -> whether its column takes integers only (an `int` column, an
+# integer-coded category), whose own rule then judges a fraction, in every protocol's words.
+_IntegersOnly = Callable[[int], bool]
 
 # Value range of each numeric datatype (None: floating point, any JSON number).
 NUMERIC_DATATYPES: dict[str, tuple[int, int] | None] = {
@@ -67,9 +73,8 @@ def _parse_payload(payload: Any, schema: InputSchema) -> tuple[ParsedRows, str |
 def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) -> ParsedRows:
     by_name = {tensor.get("name"): tensor for tensor in tensors}
     if len(by_name) < len(tensors):
-        names = [tensor.get("name") for tensor in tensors]
-        repeated = sorted({str(name) for name in names if names.count(name) > 1})
-        raise InputError(f"tensor(s) {repeated} sent more than once: send each column once")
+        repeated = repeated_names([tensor.get("name") for tensor in tensors])
+        raise SchemaError(f"'inputs': tensor(s) sent more than once: {repeated}; send each once")
     missing = [name for name in schema.names if name not in by_name]
     if missing:
         unknown = [name for name in by_name if name not in schema.names]
@@ -88,16 +93,26 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
                 f"tensor '{column.name}': datatype {datatype} is not numeric; send one of "
                 f"{[*NUMERIC_DATATYPES, 'BYTES']}"
             )
-        if not column.is_numeric and datatype != "BYTES":
+        integers_only = schema.integers_only(column.name)
+        # An integer datatype (bounds) for a category column whose categories are integers.
+        integer_category = integers_only and NUMERIC_DATATYPES.get(datatype) is not None
+        if not column.is_numeric and datatype != "BYTES" and not integer_category:
+            coded = " (or an integer datatype: its categories are integers)"
             raise InputError(
-                f"tensor '{column.name}': categorical column needs datatype BYTES, got {datatype}"
+                f"tensor '{column.name}': categorical column needs datatype BYTES"
+                f"{coded if integers_only else ''}, got {datatype}"
             )
         if datatype == "BYTES":
             text_columns.add(column.name)
         shape = _shape(tensor)
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise InputError(f"tensor '{column.name}': shape must be [n] or [n, 1], got {shape}")
-        columns[column.name] = _flat_data(tensor, datatype, expected=shape[0])
+        columns[column.name] = _flat_data(
+            tensor,
+            datatype,
+            expected=shape[0],
+            integers_only=lambda _, only=integers_only: only,
+        )
     return schema.from_columns(columns, text=frozenset(text_columns))
 
 
@@ -115,7 +130,13 @@ def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRo
             f"tensor '{tensor.get('name')}': unsupported datatype {datatype}; send one of "
             f"{[*NUMERIC_DATATYPES, 'BYTES']}"
         )
-    values = _flat_data(tensor, datatype, expected=shape[0] * width)
+    integers_only = [schema.integers_only(name) for name in schema.names]
+    values = _flat_data(
+        tensor,
+        datatype,
+        expected=shape[0] * width,
+        integers_only=lambda element: integers_only[element % width],
+    )
     rows = [values[start : start + width] for start in range(0, len(values), width)]
     return schema.from_split(schema.names, rows, text=datatype == "BYTES")
 
@@ -143,7 +164,9 @@ def _shape(tensor: dict[str, Any]) -> list[int]:
     return shape
 
 
-def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int) -> list[Any]:
+def _flat_data(
+    tensor: dict[str, Any], datatype: str, *, expected: int, integers_only: _IntegersOnly
+) -> list[Any]:
     data = tensor.get("data")
     if not isinstance(data, list):
         raise InputError(f"tensor '{tensor.get('name')}': 'data' must be a list; got {show(data)}")
@@ -153,27 +176,38 @@ def _flat_data(tensor: dict[str, Any], datatype: str, *, expected: int) -> list[
             f"tensor '{tensor.get('name')}': shape says {expected} values, data has {len(flat)}"
         )
     if datatype in NUMERIC_DATATYPES:
-        _check_numeric_elements(tensor.get("name"), datatype, flat)
+        _check_numeric_elements(tensor.get("name"), datatype, flat, integers_only)
     return flat
 
 
-def _check_numeric_elements(name: Any, datatype: str, values: list[Any]) -> None:
-    """Every element of a numeric tensor is a number its datatype holds, or missing: null
-    and the NaN literal, in an integer tensor too (as in every protocol; the schema then
-    says whether the column may miss a value).
+def _check_numeric_elements(
+    name: Any, datatype: str, values: list[Any], integers_only: _IntegersOnly
+) -> None:
+    """Every element of a numeric tensor is a number its datatype holds, or one the
+    schema's rule judges as in every protocol, naming the row and column: null and the NaN
+    literal (missing, in an integer tensor too), an infinite value, one beyond float64.
 
+    An integer datatype takes an integral JSON number however it is written (`30.0` is
+    30, as in the JSON formats); a fraction is left to the rule of a column that takes
+    integers only (refused in every protocol's words: "expected an integer, got 30.5"),
+    and refused as not of the datatype for a `float` column.
     BYTES elements are checked by the schema's rule for text protocols instead.
     """
     bounds = NUMERIC_DATATYPES[datatype]
     for position, value in enumerate(values):
-        if isinstance(value, OverflowedNumber):
-            raise InputError(f"tensor '{name}' element {position}: {overflow_problem(value.text)}")
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        kind = type(value)
+        if (
+            value is None
+            or kind is OverflowedNumber
+            or (kind is float and not math.isfinite(value))
+        ):
             continue
-        fits = (
-            type(value) in JSON_NUMBERS
-            if bounds is None
-            else type(value) is int and bounds[0] <= value <= bounds[1]
+        fits = kind in JSON_NUMBERS and (
+            bounds is None
+            or (
+                bounds[0] <= value <= bounds[1]
+                and (float(value).is_integer() or integers_only(position))
+            )
         )
         if not fits:
             hint = "; send text in a BYTES tensor" if isinstance(value, str) else ""

@@ -49,6 +49,11 @@ AUTOMATION_RUN_TAGS = {
 }
 
 
+# How the audit log names such a run: what the automation condition materialized, and the
+# sensor that evaluated it.
+AUTOMATION = "automation condition of deployed_endpoint (default_automation_condition_sensor)"
+
+
 def deploy(spec: Spec, instance: dg.DagsterInstance) -> str:
     """Materialize `deployed_endpoint` as automation does after a new bundle; its URL."""
     job = build_definitions(spec).resolve_implicit_global_asset_job_def()
@@ -103,9 +108,9 @@ def test_served_card_then_rollback_restores_the_previous_champion(
         # Who or what started each run, from its Dagster tags and launch: an in-process run
         # (as `dagster job execute` runs it), one naming its person, and the automation's.
         ("promotion", None, 2, f"{current_user()} via dagster job execute"),
-        ("deployment", None, 2, "automation"),
+        ("deployment", None, 2, AUTOMATION),
         ("promotion", 2, 4, "dana via dagster job execute"),
-        ("deployment", 2, 4, "automation"),
+        ("deployment", 2, 4, AUTOMATION),
         ("rollback", 4, 2, "carol"),
         ("deployment", 4, 2, "carol"),
     ]

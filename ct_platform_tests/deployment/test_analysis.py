@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from scipy.stats import norm
+from scipy.stats import hypergeom, norm
 
 from ct_platform.deployment.analysis import (
     ab_test,
@@ -14,6 +14,7 @@ from ct_platform.deployment.analysis import (
     required_sample_size,
     score_shift,
     slot_window,
+    slower_than,
 )
 from ct_platform.serving.slot_stats import LATENCY_BOUNDS_MS, SlotStats
 from ct_platform.serving.transport import HttpError, ModelFailure
@@ -232,3 +233,90 @@ def test_a_candidate_failing_every_request_gets_a_verdict() -> None:
     assert result.reason.startswith(
         "error_rate 1 over the limit 0.01 (150 of 150 candidate requests failed"
     )
+
+
+def latencies(requests_by_ms: dict[float, int]) -> dict[str, Any]:
+    """A slot's totals with `requests_by_ms[ms]` requests in the bucket holding `ms`."""
+    slot = totals(sum(requests_by_ms.values()))
+    slot["latency"] = [0] * (len(BOUNDS) + 1)
+    for ms, count in requests_by_ms.items():
+        slot["latency"][next(i for i, bound in enumerate(BOUNDS) if bound >= ms)] += count
+    return slot
+
+
+# The demo's analysis (deploy/demo.sh): 50 requests a period, the default p99 limit 250 ms.
+DEMO = AnalysisSpec(min_requests=50)
+
+
+def test_a_loaded_server_slowing_both_slots_does_not_roll_back_the_candidate() -> None:
+    # The newcomer's v5 (the serving v3's estimator) at 80 % on a loaded box, 600 requests in
+    # the period: candidate p99 385.2 ms (7 of 480 slower than 246.5 ms), stable p99 246.5 ms
+    # (1 of 120). Judged on the limit alone this rolled back a good candidate.
+    start = snapshot()
+    now = snapshot(
+        candidate=latencies({5.0: 473, 300.0: 2, 380.0: 5}),
+        stable=latencies({5.0: 117, 240.0: 2, 300.0: 1}),
+    )
+    result = analyse(DEMO, period_start=start, rollout_start=start, now=now, regression=False)
+    assert result.verdict == "pass", result.reason
+    figures = result.figures
+    assert (figures["candidate_p99_ms"], figures["stable_p99_ms"]) == (385.186, 246.519)
+    assert (figures["candidate_slow_requests"], figures["stable_slow_requests"]) == (7.0, 1.0)
+    assert figures["slow_share_excess"] == 7 / 480 - 1 / 120
+    # 8 slow requests among 600, 480 of them the candidate's: P(at least 7 of the 8 there).
+    p_value = hypergeom.sf(6, 600, 8, 480)
+    assert math.isclose(figures["latency_p_value"], p_value, rel_tol=1e-9)
+    assert 0.5 < p_value < 0.6
+    assert result.reason == (
+        "4 checks passed; p99_latency_ms 385.2 over the limit 250 (7 of 480 candidate "
+        "requests slower than 246.5 ms); stable's p99 246.5 ms (1 of 120 requests slower "
+        "than 246.5 ms) in the same period: the candidate's share of slow requests exceeds "
+        "stable's by 0.00625, within the margin 0.01, within sampling noise (Fisher's exact "
+        f"p = {p_value:.2g} >= alpha 0.001): as slow as stable (a loaded server), passed"
+    )
+
+
+def test_a_candidate_slower_than_stable_fails_with_both_p99s() -> None:
+    # 20 %: 30 of the candidate's 100 requests take 300-400 ms, 4 of stable's 400 do (1 %:
+    # stable's p99 stays in the 5 ms bucket).
+    start = snapshot()
+    now = snapshot(
+        candidate=latencies({5.0: 70, 300.0: 20, 380.0: 10}),
+        stable=latencies({5.0: 396, 300.0: 4}),
+    )
+    result = analyse(DEMO, period_start=start, rollout_start=start, now=now, regression=False)
+    assert result.verdict == "fail"
+    p_value = hypergeom.sf(29, 500, 34, 100)
+    assert math.isclose(result.figures["latency_p_value"], p_value, rel_tol=1e-9)
+    assert p_value < 1e-15
+    assert result.reason == (
+        "p99_latency_ms 385.2 over the limit 250 (30 of 100 candidate requests slower than "
+        "246.5 ms); stable's p99 5.551 ms (4 of 400 requests slower than 246.5 ms) in the "
+        "same period: the candidate's share of slow requests exceeds stable's by 0.29, over "
+        f"the margin 0.01, beyond sampling noise (Fisher's exact p = {p_value:.2g} < alpha "
+        "0.001)"
+    )
+
+
+def test_without_enough_stable_traffic_latency_is_judged_on_the_limit_alone() -> None:
+    # The 100 % step (stable answers nothing) and a late step with 20 stable requests.
+    start = snapshot()
+    for stable, seen in ((totals(0, scores={}), ""), (latencies({300.0: 20}), "p99 308.1 ms, ")):
+        now = snapshot(candidate=latencies({5.0: 95, 300.0: 5}), stable=stable)
+        result = analyse(DEMO, period_start=start, rollout_start=start, now=now, regression=False)
+        assert result.verdict == "fail"
+        stable_answered = sum(stable["latency"])
+        assert result.reason == (
+            "p99_latency_ms 308.1 over the limit 250 (5 of 100 candidate requests slower than "
+            f"246.5 ms); not compared with stable, which answered {stable_answered} requests "
+            f"in this period ({seen}50 needed): judged on the limit alone"
+        )
+
+
+def test_slow_requests_are_those_over_the_last_bucket_edge_under_the_limit() -> None:
+    # 1 % over the limit keeps the p99 under it; one more request puts it over.
+    window = slot_window(None, snapshot(candidate=latencies({5.0: 99, 260.0: 1})), "candidate")
+    assert slower_than(window, BOUNDS, 250.0) == (1, 246.519)
+    assert p99_ms(window, BOUNDS) == 5.5511
+    over = slot_window(None, snapshot(candidate=latencies({5.0: 98, 260.0: 2})), "candidate")
+    assert p99_ms(over, BOUNDS) == 308.1488

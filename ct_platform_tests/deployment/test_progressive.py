@@ -7,6 +7,7 @@ states and recorded figures.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -32,7 +33,7 @@ from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.controller import Rollout, RolloutController, RolloutStore
 from ct_platform.deployment.export import default_registry
 from ct_platform.deployment.rollout import admin_client, roll_out
-from ct_platform.governance.audit import current_user, read_events
+from ct_platform.governance.audit import BY_HAND, audit_path, current_user, read_events
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec
@@ -153,6 +154,7 @@ def stack(shared_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
     registry.delete_alias(CANARY)
     shutil.rmtree(shared_stack.spec.paths.rollouts)
     (shared_stack.home / "alerts.jsonl").unlink(missing_ok=True)
+    audit_path().unlink(missing_ok=True)
     return shared_stack
 
 
@@ -213,11 +215,29 @@ def test_canary_reaches_100_percent_and_then_moves_the_champion(
         weights.append(rollout.weight)
         verdict = last_analysis(rollout)
         assert verdict["verdict"] == "pass", verdict["reason"]
+        if step < 4:  # nothing answered since: the server's totals are the period's end
+            totals = admin.stats()["slots"]
+            assert verdict["period"]["end"] == {
+                slot: {key: totals[slot][key] for key in ("requests", "errors", "refused")}
+                for slot in ("candidate", "stable")
+            }
+
+    # Each period's figures are exactly the difference of the two snapshots it records, and
+    # each period starts where the one before ended: reconcilable with GET /admin/stats.
+    analyses = [entry for entry in rollout.history if entry["verdict"] == "pass"]
+    for before, entry in itertools.pairwise(analyses):
+        assert entry["period"]["start"] == before["period"]["end"]
+        assert entry["period"]["from"] <= entry["period"]["to"]
+    for entry in analyses:
+        start, end, figures = entry["period"]["start"], entry["period"]["end"], entry["figures"]
+        for slot in ("candidate", "stable"):
+            window = {key: end[slot][key] - start[slot][key] for key in end[slot]}
+            assert figures[f"{slot}_requests"] == sum(window.values())
+            assert figures[f"{slot}_refused"] == window["refused"]
 
     assert failed == 0
     assert weights == [0.4, 0.6, 0.8, 1.0, 1.0]
     assert rollout.status == "completed"
-    analyses = [entry for entry in rollout.history if entry["verdict"] == "pass"]
     assert [round(a["weight"], 1) for a in analyses] == [0.2, 0.4, 0.6, 0.8, 1.0]
     for analysis in analyses:
         figures = analysis["figures"]
@@ -235,6 +255,15 @@ def test_canary_reaches_100_percent_and_then_moves_the_champion(
     assert aliases(registry) == {CHAMPION: 2, CANARY: None}
     assert slots(admin) == {"stable": "2", "candidate": None, "weight": 0.0, "shadow": False}
     assert admin.slots()["previous"]["version"] == "1"
+    # The champion's move is one promotion line: version, previous champion, the rollout
+    # (advanced here by a bare controller: no driver to name).
+    promotions = [e for e in read_events() if e.kind == "promotion"]
+    assert [(e.from_version, e.to_version, e.actor) for e in promotions] == [
+        (1, 2, f"canary rollout {rollout.id}")
+    ]
+    started = next(e for e in read_events() if e.kind == "deployment")
+    assert started.actor == f"canary rollout {rollout.id} (started by {BY_HAND})"
+    assert "canary completed: version 2 serves all traffic" in promotions[0].reason
 
 
 def test_bad_client_requests_are_refusals_judged_against_stable_not_errors(
@@ -479,7 +508,7 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     assert code == 1 and "no active rollout to abort" in out
 
     # Aborted by a person: ct status says by whom, and the audit line too.
-    RolloutController(spec, stack.admin, stack.registry).begin("3", f"{MODEL}-v3")
+    aborted = RolloutController(spec, stack.admin, stack.registry).begin("3", f"{MODEL}-v3")
     code, out = ct("abort", "--reason", "wrong data window")
     who = f"{current_user()} via ct rollout"
     assert code == 0 and f"reason: wrong data window (by {who})" in out
@@ -488,7 +517,7 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     assert verdict(stack.registry.version(3), rollouts) == expected
     assert verdict(stack.registry.version(2), rollouts) == "champion"
     line = read_events()[-1]
-    assert (line.kind, line.actor) == ("rollback", f"canary rollout ({who})")
+    assert (line.kind, line.actor) == ("rollback", f"canary rollout {aborted.id} ({who})")
 
 
 def test_status_after_a_restart_tells_the_rollout_ended(
@@ -532,7 +561,7 @@ def test_sensor_advances_and_the_ui_job_aborts(
     stack: Stack, traffic_rows: list[dict[str, Any]], instance: dg.DagsterInstance
 ) -> None:
     spec = progressive(stack.spec, "canary", analysis={"interval_seconds": 0.001})
-    RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
+    first = RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
     send(stack.url, traffic_rows, STEP_REQUESTS, prefix="sensor")
     defs = dg.Definitions.merge(
         build_rollout_defs(spec), dg.Definitions(resources={"mlflow": MlflowResource()})
@@ -580,20 +609,24 @@ def test_sensor_advances_and_the_ui_job_aborts(
     assert metadata["status"].value == "rolled_back" and metadata["reason"].value == "UI"
     line = read_events()[-1]
     assert (line.kind, line.dagster_run_id) == ("rollback", result.run_id)
-    assert line.actor.startswith("canary rollout (") and "via the rollout_control job" in line.actor
+    # The rollout, and who ran the job: `<user> via dagster job execute via the ...` here.
+    assert line.actor == (
+        f"canary rollout {first.id} ({current_user()} via dagster job execute via the "
+        "rollout_control job)"
+    )
     assert slots(stack.admin) == {"stable": "1", "candidate": None, "weight": 0.0, "shadow": False}
     rollout: Rollout | None = RolloutStore(spec.paths.rollouts).read()
     assert rollout is not None and (spec.paths.rollouts / f"{rollout.id}.json").exists()
 
     # A rollout a sensor tick ends has no run: its audit line names the tick instead.
-    RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
+    second = RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
     stack.admin.route(0.0)
     stack.admin.unload_candidate()
     with dg.build_sensor_context(instance=instance, resources={"mlflow": MlflowResource()}) as ctx:
         sensor(ctx)
     line = read_events()[-1]
     assert line.kind == "rollback" and line.dagster_run_id is None
-    assert line.actor == "canary rollout (sensor rollout_sensor tick)"
+    assert line.actor == f"canary rollout {second.id} (sensor rollout_sensor tick)"
     # What the server still holds decides the wording: a server that has promoted before
     # keeps its previous stable, so an empty candidate slot there was unloaded, not restarted.
     if stack.admin.slots().get("previous"):

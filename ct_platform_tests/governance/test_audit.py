@@ -150,12 +150,17 @@ def test_run_actor_reads_the_tags_dagster_sets():
     """Dagster's own tag builders and names, as its daemons set them on the runs they launch,
     on real `DagsterRun`s: launched through the instance (a remote origin) or in-process."""
 
-    def launched(tags: dict[str, str], job_name: str = "training_job") -> dg.DagsterRun:
+    def launched(
+        tags: dict[str, str], job_name: str = "training_job", assets: tuple[str, ...] = ()
+    ) -> dg.DagsterRun:
         code_location = InProcessCodeLocationOrigin(
             LoadableTargetOrigin(module_name="ct_platform.definitions")
         )
         origin = RemoteJobOrigin(RemoteRepositoryOrigin(code_location, "__repository__"), job_name)
-        return dg.DagsterRun(job_name=job_name, tags=tags, remote_job_origin=origin)
+        selection = frozenset(dg.AssetKey(name) for name in assets) or None
+        return dg.DagsterRun(
+            job_name=job_name, tags=tags, remote_job_origin=origin, asset_selection=selection
+        )
 
     automation_sensor = dg.DagsterRun.tags_for_sensor(
         dg.AutomationConditionSensorDefinition(
@@ -167,16 +172,29 @@ def test_run_actor_reads_the_tags_dagster_sets():
         **automation_sensor,
         dagster_tags.AUTO_MATERIALIZE_TAG: "true",
         dagster_tags.AUTOMATION_CONDITION_TAG: "true",
+        dagster_tags.ASSET_EVALUATION_ID_TAG: "12",
     }
-    assert run_actor(launched(automation)) == "automation"
+    # What did it: the assets the condition requested, the evaluation that decided it (the
+    # UI's Automation tab), the automation sensor.
+    endpoint = launched(automation, "__ASSET_JOB", ("deployed_endpoint", "model_bundle"))
+    assert run_actor(endpoint) == (
+        "automation condition of deployed_endpoint, model_bundle (evaluation 12, "
+        "default_automation_condition_sensor)"
+    )
+    assert run_actor(launched(automation)) == (
+        "automation condition of job training_job (evaluation 12, "
+        "default_automation_condition_sensor)"
+    )
     tick = dg.DagsterRun.tags_for_tick_id("7", has_evaluations=True)
-    assert run_actor(launched(tick)) == "automation"
+    assert run_actor(launched(tick)) == "automation condition of job training_job (evaluation 7)"
 
     @dg.sensor(job_name="training_job")
     def training_sensor() -> None: ...
 
     sensor_run = launched(dg.DagsterRun.tags_for_sensor(training_sensor))
     assert run_actor(sensor_run) == "sensor:training_sensor"
+    ticked = {**sensor_run.tags, **dg.DagsterRun.tags_for_tick_id("9")}
+    assert run_actor(launched(ticked)) == "sensor:training_sensor tick 9"
     assert run_actor(launched({dagster_tags.SCHEDULE_NAME_TAG: "nightly"})) == "schedule:nightly"
     # The UI tags what it launches (`UI_EXECUTION_TAGS`); `dagster job launch` does not.
     assert run_actor(launched({"dagster/from_ui": "true"})) == "Dagster UI"

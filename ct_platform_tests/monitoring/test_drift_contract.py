@@ -8,6 +8,7 @@ files through `ct drift`, and on the serving prediction log through the producti
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from ct_platform.monitoring.production import check_production_drift
 from ct_platform.serving.schema import overflow_problem
 from ct_platform.settings import Paths, Spec
 from ct_platform_tests.monitoring.serving_logs import scored_batch, write_log
+from ct_platform_tests.value_cases import AGE_CASES
 
 ROWS = 10_000
 AGE = "71 % of 10,000 values unparseable, e.g. 'abc'"
@@ -34,14 +36,14 @@ VIOLATIONS = {
         "examples": ["abc"], "overflows": 0, "overflow_examples": [], "infinite": 0,
         "fractional": 0, "fractional_examples": [],
         "out_of_range": 0, "rule": "outside [17, 100]",
-        "seen_min": None, "seen_max": None, "unknown_categories": 0,
+        "seen_min": None, "seen_max": None, "seen_as_sent": None, "unknown_categories": 0,
         "distinct_unknown_categories": 0, "most_frequent_unknown": {}, "message": AGE,
     },
     "job": {
         "rows": ROWS, "invalid": 320, "share": 0.032, "unparseable": 0, "examples": [],
         "overflows": 0, "overflow_examples": [], "infinite": 0,
         "fractional": 0, "fractional_examples": [],
-        "out_of_range": 0, "rule": None, "seen_min": None, "seen_max": None,
+        "out_of_range": 0, "rule": None, "seen_min": None, "seen_max": None, "seen_as_sent": None,
         "unknown_categories": 320, "distinct_unknown_categories": 2,
         "most_frequent_unknown": {"crypto-trader": 300, "astronaut": 20}, "message": JOB,
     },
@@ -50,6 +52,7 @@ VIOLATIONS = {
         "overflows": 0, "overflow_examples": [], "infinite": 0,
         "fractional": 0, "fractional_examples": [],
         "out_of_range": 15, "rule": "outside [1, 100]", "seen_min": 0.0, "seen_max": 150.0,
+        "seen_as_sent": ["0", "150"],
         "unknown_categories": 0, "distinct_unknown_categories": 0,
         "most_frequent_unknown": {}, "message": CAMPAIGN,
     },
@@ -58,7 +61,7 @@ VIOLATIONS = {
         "examples": ["4,857"], "overflows": 0, "overflow_examples": [], "infinite": 0,
         "fractional": 0, "fractional_examples": [],
         "out_of_range": 0, "rule": "outside [0, 10]",
-        "seen_min": None, "seen_max": None, "unknown_categories": 0,
+        "seen_min": None, "seen_max": None, "seen_as_sent": None, "unknown_categories": 0,
         "distinct_unknown_categories": 0, "most_frequent_unknown": {}, "message": EURIBOR,
     },
 }  # fmt: skip
@@ -350,3 +353,104 @@ def test_fractions_in_an_int_column_are_violations_as_the_server_refuses_them(
         assert violations[name]["message"] == (
             f"2 % of 10,000 values not integers (an int column), e.g. '{shown}'"
         )
+
+
+def _write(raw: pd.DataFrame, path: Path, spec: Spec, **csv_options: str) -> None:
+    if path.suffix == ".parquet":
+        raw.astype({name: "string" for name in raw.columns}).to_parquet(path)
+    else:
+        raw.to_csv(path, sep=spec.dataset.separator, index=False, **csv_options)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_every_age_value_is_counted_as_the_server_reads_it(
+    spec: Spec,
+    same_distribution,
+    reference_file: Path,
+    tmp_path: Path,
+    suffix: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """`value_cases.AGE_CASES` as text in one file: what the server accepts is no violation,
+    what it refuses is counted under the kind that says the same, quoted as sent (the
+    newcomer's example: text `1e-400` was shown as `seen 0 to 0`; the server quotes it)."""
+    _, current = same_distribution
+    raw = rows_as_sent(current)
+    raw["age"] = raw["age"].map(lambda v: f"{v:g}")
+    for index, case in enumerate(AGE_CASES):
+        raw.loc[index, "age"] = case.text
+    path = tmp_path / f"current{suffix}"
+    _write(raw, path, spec)
+
+    assert main(["drift", str(reference_file), str(path), "--json"]) == EXIT_CONTRACT_VIOLATIONS
+    age = json.loads(capsys.readouterr().out)["violations"]["age"]
+
+    kinds = Counter(case.drift_kind for case in AGE_CASES if case.drift_kind)
+    counted = {kind: age[kind] for kind in kinds}
+    assert counted == dict(kinds)
+    assert age["invalid"] == sum(kinds.values())
+    assert age["examples"] == [c.text for c in AGE_CASES if c.drift_kind == "unparseable"]
+    assert age["overflow_examples"] == ["1e999"]
+    assert age["fractional_examples"] == ["30.5"]  # 30.50 is the same number
+    assert age["seen_as_sent"] == ["1e-400", "500"]
+    assert (age["seen_min"], age["seen_max"]) == (0.0, 500.0)
+    assert "3 outside [17, 100] (seen 1e-400 to 500)" in age["message"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_column_named_twice_is_refused_by_name(
+    spec: Spec,
+    same_distribution,
+    reference_file: Path,
+    tmp_path: Path,
+    suffix: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """The newcomer's case: a second `age` column (pandas reads it as `age.1`) must not
+    pass unnoticed; the server refuses such a request by name too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, current = same_distribution
+    raw = rows_as_sent(current)
+    names = list(raw.columns)
+    path = tmp_path / f"current{suffix}"
+    if suffix == ".parquet":
+        table = pa.Table.from_pandas(raw.astype("string"), preserve_index=False)
+        pq.write_table(table.append_column("age", table.column("age")), path)
+        where = str(path)
+    else:
+        raw.assign(extra=raw["age"]).to_csv(path, sep=spec.dataset.separator, index=False)
+        text = path.read_text()
+        path.write_text(text.replace("extra", "age", 1))
+        where = f"{path} header"
+
+    assert main(["drift", str(reference_file), str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"ct drift: {where}: column(s) named more than once: 'age' (positions "
+        f"{names.index('age')} and {len(names)}); name each once\n"
+    )
+
+
+def test_a_csv_with_a_utf8_byte_order_mark_reads_as_without(
+    spec: Spec,
+    same_distribution,
+    reference_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Excel writes a BOM first: `ct drift` reads such a file as the server reads such a
+    request (the BOM ignored), whether the first column is a number or a category."""
+    _, current = same_distribution
+    raw = broken_current(current)
+    results = []
+    for encoding in ("utf-8", "utf-8-sig"):
+        for frame in (raw, raw[list(reversed(raw.columns))]):
+            path = tmp_path / f"current-{encoding}-{frame.columns[0]}.csv"
+            _write(frame, path, spec, encoding=encoding)
+            report = main(["drift", str(reference_file), str(path), "--json"])
+            assert report == EXIT_CONTRACT_VIOLATIONS
+            results.append(json.loads(capsys.readouterr().out))
+    assert path.read_bytes().startswith("\ufeff".encode())
+    assert results[2:] == results[:2]
+    assert results[0]["violations"] == VIOLATIONS

@@ -87,7 +87,7 @@ def test_number_beyond_float64_is_quoted_as_sent(open_server: ThreadedServer, ro
     ]
     assert _send(open_server, INFER, _with_raw_age({"inputs": tensors}, "1e400")) == (
         400,
-        f"tensor 'age' element 0: {OVERFLOW}",
+        f"row 0, column 'age': {OVERFLOW}",
     )
     header = ",".join(row) + "\n" + ",".join("" if v is None else str(v) for v in marked.values())
     assert _send(open_server, "/invocations", header.replace("424242", "1e400"), kind="csv") == (

@@ -144,5 +144,6 @@ def test_a_column_sent_twice_is_400_naming_it(
     response = infer(open_server, {"inputs": tensors})
     assert response.status_code == 400, response.text
     assert response.json()["error"] == (
-        "tensor(s) ['age'] sent more than once: send each column once"
+        f"'inputs': tensor(s) sent more than once: 'age' (positions 0 and {len(tensors) - 1}); "
+        "send each once"
     )

@@ -96,7 +96,8 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         from ct_platform.governance.audit import run_actor
         from ct_platform.governance.lifecycle import record_deployment
 
-        endpoint = roll_out(spec, mlflow.registry(spec), run_id=context.run.run_id)
+        actor = run_actor(context.run)
+        endpoint = roll_out(spec, mlflow.registry(spec), run_id=context.run.run_id, actor=actor)
         rollout = active_rollout(spec)
         if rollout is None:
             # A rollout records its own start ("canary started"), switch and end.
@@ -105,7 +106,7 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
                 spec.model.name,
                 int(endpoint.version),
                 where,
-                actor=run_actor(context.run),
+                actor=actor,
                 dagster_run_id=context.run.run_id,
             )
         context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")

@@ -80,6 +80,8 @@ def rollout_metadata(
         state["required_samples"] = rollout.required_samples
     metadata = numbers("", state)
     metadata.update(numbers("analysis", entry.get("figures", {})))
+    if "period" in entry:  # the two snapshots the figures are the difference of
+        metadata["analysis_period"] = dg.MetadataValue.json(entry["period"])
     if rollout.decision is not None:
         metadata["decision"] = dg.MetadataValue.json(rollout.decision)
     return metadata
@@ -123,8 +125,12 @@ def build_rollout_defs(spec: Spec) -> dg.Definitions:
     def rollout(context: dg.AssetExecutionContext, mlflow: MlflowResource) -> dg.MaterializeResult:
         from ct_platform.deployment.controller import RolloutStore
         from ct_platform.deployment.rollout import controller_for
+        from ct_platform.governance.audit import run_actor
 
-        controller = controller_for(spec, mlflow.registry(spec), run_id=context.run.run_id)
+        driver = f"{run_actor(context.run)}, materializing {ROLLOUT.to_user_string()}"
+        controller = controller_for(
+            spec, mlflow.registry(spec), run_id=context.run.run_id, driver=driver
+        )
         advanced = controller.advance(force=True)
         state = advanced or RolloutStore(spec.paths.rollouts).read()
         return dg.MaterializeResult(metadata=rollout_metadata(state))
