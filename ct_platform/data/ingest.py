@@ -84,6 +84,11 @@ class IngestOutcome:
         return self.valid is not None
 
     @property
+    def already_stored(self) -> bool:
+        """The batch was validated and stored by an earlier ingest: nothing was read now."""
+        return self.valid is not None and self.contract is None
+
+    @property
     def failure_summary(self) -> str:
         """One line naming what failed, for logs and the run's error message."""
         if self.read_error is not None:

@@ -22,6 +22,7 @@ RAW_BATCH = dg.AssetKey("raw_batch")
 VALIDATED_BATCH = dg.AssetKey("validated_batch")
 CONTRACT_CHECK = "data_contract"
 REDELIVERY_CHECK = "redelivered_rows"
+REVALIDATED = "already_validated"
 # Run tag set by the landing sensor: the sha256 of the content the batch was keyed on.
 CONTENT_TAG = "ct/content_sha256"
 
@@ -158,6 +159,9 @@ def ingest_metadata(outcome: "IngestOutcome") -> dict[str, dg.MetadataValue]:
     metadata = {
         "content_sha256": dg.MetadataValue.text(outcome.content_hash),
         "passed_contract": dg.MetadataValue.bool(outcome.passed),
+        # Stored before (by a training run's catch-up, or an earlier attempt): this event
+        # reports that batch again, it does not bring new data to train on.
+        REVALIDATED: dg.MetadataValue.bool(outcome.already_stored),
     }
     if outcome.valid is not None:
         metadata["rows"] = dg.MetadataValue.int(outcome.valid.rows)
