@@ -12,7 +12,7 @@ instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
   training run is queued or running, the training sensor has not ticked yet, no sensor
   daemon is running (no heartbeat in 5 min: the command to train instead), training failed
   without a verdict, or it fell outside the newest training window); a batch repeating rows
-  of earlier batches says how many and which;
+  of earlier batches (over `duplicate_rate_max`) says how many and which;
 - `quarantined`: it failed its contract or could not be read, with the recorded reason;
 - `not ingested`: a partition with no outcome yet (its ingest run is queued, running or
   failed, or no run was made);
@@ -135,9 +135,11 @@ def batch_states(
     for key in [*partitions, *sorted(set(quarantined) - set(partitions))]:
         valid = find_valid_batch(paths, key)
         if key in trained_by:
-            states.append(with_redelivery(trained_state(key, trained_by[key], rollouts), valid))
+            state = trained_state(key, trained_by[key], rollouts)
+            states.append(with_redelivery(state, valid, spec.dataset.duplicate_rate_max))
         elif valid is not None:
-            states.append(with_redelivery(waiting_state(key, backlog, spec, sensor_beat), valid))
+            state = waiting_state(key, backlog, spec, sensor_beat)
+            states.append(with_redelivery(state, valid, spec.dataset.duplicate_rate_max))
         elif key in quarantined:
             states.append(BatchState(key, "quarantined", quarantined[key], []))
         else:
@@ -199,10 +201,11 @@ def trained_state(
     return BatchState(key, "trained", detail, [info.version for info in infos])
 
 
-def with_redelivery(state: BatchState, valid: ValidBatch | None) -> BatchState:
-    """`state` with a note when its batch repeats rows of earlier batches."""
+def with_redelivery(state: BatchState, valid: ValidBatch | None, limit: float) -> BatchState:
+    """`state` with a note when its batch repeats more than `limit` (a share, the spec's
+    `duplicate_rate_max`) of rows of earlier batches, as its `redelivered_rows` check warns."""
     redelivered = valid.redelivered if valid is not None else None
-    if redelivered is None or not redelivered.rows:
+    if redelivered is None or redelivered.share <= limit:
         return state
     sources = ", ".join(redelivered.earlier)
     note = (
