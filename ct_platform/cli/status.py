@@ -9,8 +9,10 @@ instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
   how its latest rollout went instead (running at 40 %, rolled back at 20 % and why,
   aborted by whom and why, completed);
 - `validated`: it passed its contract but no version trained on it, with the reason (a
-  training run is queued or running, the training sensor has not ticked yet, training failed
-  without a verdict, or it fell outside the newest training window);
+  training run is queued or running, the training sensor has not ticked yet, no sensor
+  daemon is running (no heartbeat in 5 min: the command to train instead), training failed
+  without a verdict, or it fell outside the newest training window); a batch repeating rows
+  of earlier batches (over `duplicate_rate_max`) says how many and which;
 - `quarantined`: it failed its contract or could not be read, with the recorded reason;
 - `not ingested`: a partition with no outcome yet (its ingest run is queued, running or
   failed, or no run was made);
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
     import dagster as dg
 
+    from ct_platform.data.ingest import ValidBatch
     from ct_platform.defs.training_sensor import TrainingBacklog
     from ct_platform.deployment.controller import Rollout
     from ct_platform.registry.versions import ModelVersionInfo
@@ -123,14 +127,19 @@ def batch_states(
     partitions = instance.get_dynamic_partitions("batches")
     quarantined = quarantine_reasons(paths.quarantine)
     backlog = training_backlog(instance)
+    heartbeat = instance.get_daemon_heartbeats().get("SENSOR")
+    sensor_beat = heartbeat.timestamp if heartbeat is not None else None
     trained_by = trained_versions(versions)
     rollouts = RolloutStore(spec.paths.rollouts).latest_by_version()
     states = []
     for key in [*partitions, *sorted(set(quarantined) - set(partitions))]:
+        valid = find_valid_batch(paths, key)
         if key in trained_by:
-            states.append(trained_state(key, trained_by[key], rollouts))
-        elif find_valid_batch(paths, key) is not None:
-            states.append(waiting_state(key, backlog, spec))
+            state = trained_state(key, trained_by[key], rollouts)
+            states.append(with_redelivery(state, valid, spec.dataset.duplicate_rate_max))
+        elif valid is not None:
+            state = waiting_state(key, backlog, spec, sensor_beat)
+            states.append(with_redelivery(state, valid, spec.dataset.duplicate_rate_max))
         elif key in quarantined:
             states.append(BatchState(key, "quarantined", quarantined[key], []))
         else:
@@ -192,7 +201,25 @@ def trained_state(
     return BatchState(key, "trained", detail, [info.version for info in infos])
 
 
-def waiting_state(key: str, backlog: TrainingBacklog, spec: Spec) -> BatchState:
+def with_redelivery(state: BatchState, valid: ValidBatch | None, limit: float) -> BatchState:
+    """`state` with a note when its batch repeats more than `limit` (a share, the spec's
+    `duplicate_rate_max`) of rows of earlier batches, as its `redelivered_rows` check warns."""
+    redelivered = valid.redelivered if valid is not None else None
+    if redelivered is None or redelivered.share <= limit:
+        return state
+    sources = ", ".join(redelivered.earlier)
+    note = (
+        f"; {redelivered.rows:,} of its {valid.rows:,} rows ({redelivered.share:.1%}) were "
+        f"already landed in {sources} (counted once in training windows)"
+    )
+    return BatchState(state.batch, state.state, state.detail + note, state.versions)
+
+
+def waiting_state(
+    key: str, backlog: TrainingBacklog, spec: Spec, sensor_heartbeat: float | None = None
+) -> BatchState:
+    """A validated batch no version trained on, and why; `sensor_heartbeat`: the instance's
+    sensor daemon's last heartbeat (seconds since the epoch), None when it never beat."""
     from ct_platform.defs.training_sensor import MAX_TRAINING_REQUESTS
 
     waiting = {batch.key for batch in backlog.waiting}
@@ -208,9 +235,35 @@ def waiting_state(key: str, backlog: TrainingBacklog, spec: Spec) -> BatchState:
     elif len(backlog.failed_attempts) >= MAX_TRAINING_REQUESTS:
         runs = ", ".join(r.run_id[:8] for r in backlog.failed_attempts)
         detail = f"waiting: training failed without a verdict (runs {runs}); a new batch retries"
-    else:
+    elif sensor_daemon_alive(sensor_heartbeat):
         detail = "waiting: the training sensor requests a run at its next tick"
+    else:
+        detail = f"waiting: {no_daemon(sensor_heartbeat)}"
     return BatchState(key, "validated", detail, [])
+
+
+# Dagster's daemon beats every 30 s; a busy box may lag a few beats before it is gone.
+SENSOR_HEARTBEAT_TOLERANCE_SECONDS = 300.0
+TRAIN_NOW = "dagster job execute -m ct_platform.definitions -j training_job"
+
+
+def sensor_daemon_alive(last_heartbeat: float | None) -> bool:
+    """Whether the instance's sensor daemon beat within the tolerance (seconds since epoch)."""
+    return (
+        last_heartbeat is not None
+        and time.time() - last_heartbeat <= SENSOR_HEARTBEAT_TOLERANCE_SECONDS
+    )
+
+
+def no_daemon(last_heartbeat: float | None) -> str:
+    """Why no sensor tick is coming, and what to run instead."""
+    seen = (
+        "no sensor daemon has ever run on this instance"
+        if last_heartbeat is None
+        else f"no sensor daemon is running (its last heartbeat was "
+        f"{(time.time() - last_heartbeat) / 60:.0f} min ago)"
+    )
+    return f"{seen}: run `{TRAIN_NOW}`, or start the daemon (`dagster-daemon run`, `make demo`)"
 
 
 def ingest_detail(instance: dg.DagsterInstance, key: str) -> str:

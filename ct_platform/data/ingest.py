@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,27 @@ class LandedFileChanged(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Redelivery:
+    """Rows of a batch identical (every column) to rows of batches landed before it.
+
+    `rows` counts the batch's rows beyond the copies an earlier batch already held (so
+    natural duplicates within the batch are not counted); `earlier` names the earlier
+    batches that hold them (each repeated row named once, in the earliest), with counts.
+    """
+
+    rows: int
+    share: float  # of the batch's rows, 0..1
+    earlier: dict[str, int]
+
+    def describe(self, key: str) -> str:
+        sources = ", ".join(f"{name} ({count:,} rows)" for name, count in self.earlier.items())
+        return (
+            f"{key}: {self.rows:,} rows ({self.share:.1%}) were already landed in earlier "
+            f"batches: {sources}; training windows count them once"
+        )
+
+
+@dataclass(frozen=True)
 class ValidBatch:
     """A batch that passed the contract, stored as `validated/<key>.parquet` + sidecar JSON."""
 
@@ -35,9 +56,17 @@ class ValidBatch:
     parquet_path: Path
     # The newest value of the spec's time column (seconds since the epoch for dates), if any.
     newest_time: float | None = None
+    # Rows already landed in earlier batches (None for batches stored before this was kept).
+    redelivered: Redelivery | None = None
+    stored_at: float = 0.0  # seconds since the epoch
 
     def read(self) -> pd.DataFrame:
         return pd.read_parquet(self.parquet_path)
+
+    @property
+    def wholly_redelivered(self) -> bool:
+        """Every row was landed before: the batch adds nothing to a training window."""
+        return self.redelivered is not None and self.redelivered.rows == self.rows
 
 
 @dataclass(frozen=True)
@@ -53,6 +82,11 @@ class IngestOutcome:
     @property
     def passed(self) -> bool:
         return self.valid is not None
+
+    @property
+    def already_stored(self) -> bool:
+        """The batch was validated and stored by an earlier ingest: nothing was read now."""
+        return self.valid is not None and self.contract is None
 
     @property
     def failure_summary(self) -> str:
@@ -107,7 +141,8 @@ def ingest_batch(
         moved = quarantine_batch(path, result, paths.quarantine)
         return IngestOutcome(key, path, content_hash, result, None, None, moved)
     newest = newest_time(result.clean, spec.dataset.time_column)
-    valid = _store_valid(result.clean, key, content_hash, newest, paths)
+    redelivered = redelivered_rows(result.clean, key, paths)
+    valid = _store_valid(result.clean, key, content_hash, newest, redelivered, paths)
     return IngestOutcome(key, path, content_hash, result, None, valid, None)
 
 
@@ -119,8 +154,44 @@ def newest_time(frame: pd.DataFrame, time_column: str | None) -> float | None:
     return pd.Timestamp(newest).timestamp() if isinstance(newest, pd.Timestamp) else float(newest)
 
 
+def redelivered_rows(clean: pd.DataFrame, key: str, paths: Paths) -> Redelivery:
+    """The rows of `clean` that validated batches stored before it already hold.
+
+    Earlier content of the same landed name is left out: a corrected re-delivery supersedes
+    it in training windows, so repeating its rows is expected.
+    """
+    from ct_platform.data.training_set import row_hashes
+
+    hashes = row_hashes(clean)
+    copy_number = hashes.groupby(hashes, sort=False).cumcount().to_numpy()
+    repeated = pd.Series(False, index=hashes.index)
+    earlier: dict[str, int] = {}
+    for batch in _stored_batches(paths):
+        if landed_name(batch.key) == landed_name(key):
+            continue
+        held = row_hashes(batch.read()).value_counts()
+        # A row repeats this batch's copy n of it when the earlier batch holds more than n.
+        in_batch = (copy_number < hashes.map(held).fillna(0).to_numpy()) & ~repeated
+        if in_batch.any():
+            earlier[batch.key] = int(in_batch.sum())
+            repeated |= in_batch
+    rows = int(repeated.sum())
+    return Redelivery(rows, rows / len(clean) if len(clean) else 0.0, earlier)
+
+
+def _stored_batches(paths: Paths) -> list[ValidBatch]:
+    """Every validated batch on disk, in the order they were stored."""
+    found = (find_valid_batch(paths, sidecar.stem) for sidecar in paths.validated.glob("*.json"))
+    return sorted(filter(None, found), key=lambda batch: batch.stored_at)
+
+
 def _store_valid(
-    clean: pd.DataFrame, key: str, content_hash: str, newest: float | None, paths: Paths
+    clean: pd.DataFrame,
+    key: str,
+    content_hash: str,
+    newest: float | None,
+    redelivered: Redelivery,
+    paths: Paths,
 ) -> ValidBatch:
     parquet_path = paths.validated / f"{key}.parquet"
     # Per process: a catch-up run and the landing sensor's run may store the same key at once.
@@ -132,10 +203,13 @@ def _store_valid(
         "content_hash": content_hash,
         "rows": len(clean),
         "newest_time": newest,
+        "redelivered": asdict(redelivered),
         "at": time.time(),
     }
     _sidecar_path(paths, key).write_text(json.dumps(sidecar))
-    return ValidBatch(key, content_hash, len(clean), parquet_path, newest)
+    return ValidBatch(
+        key, content_hash, len(clean), parquet_path, newest, redelivered, sidecar["at"]
+    )
 
 
 def _sidecar_path(paths: Paths, key: str) -> Path:
@@ -148,8 +222,15 @@ def find_valid_batch(paths: Paths, key: str) -> ValidBatch | None:
     if not sidecar.exists() or not parquet_path.exists():
         return None
     record = json.loads(sidecar.read_text())
+    redelivered = record.get("redelivered")
     return ValidBatch(
-        key, record["content_hash"], record["rows"], parquet_path, record.get("newest_time")
+        key,
+        record["content_hash"],
+        record["rows"],
+        parquet_path,
+        record.get("newest_time"),
+        Redelivery(**redelivered) if redelivered else None,
+        record.get("at", 0.0),
     )
 
 

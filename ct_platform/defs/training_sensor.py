@@ -10,6 +10,9 @@ What a tick decides, from the event log and the run table only (a few queries, n
   after the batch was validated (or ingested it itself, catching up) and then succeeded, or
   failed at a blocking gate after evaluating its candidate. A run that crashed, was cancelled
   or never started covers nothing, so its batches are requested again.
+- A batch reported again (its `batch_job` ran after a training run's catch-up had already
+  stored it) is not waiting: its first event stands for it, so an overlapping manual run does
+  not make the sensor train the same window twice.
 - While any training run is queued, running, or about to be retried, the tick waits: that run
   or the next one takes every batch validated meanwhile, and training stays one at a time.
 - Otherwise, if validated batches are not covered, one run is requested. Its run key names
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ct_platform.defs.data.assets import VALIDATED_BATCH
+from ct_platform.defs.data.assets import REVALIDATED, VALIDATED_BATCH
 
 # One training pipeline at a time: the queued run coordinator (dagster.yaml) limits this tag.
 PIPELINE_TAG = "ct/pipeline"
@@ -109,6 +112,8 @@ def validated_since(instance: dg.DagsterInstance, storage_id: int) -> list[Valid
     for record in result.records:
         materialization = record.asset_materialization
         passed = materialization.metadata.get("passed_contract") if materialization else None
+        if _reported_before(instance, record):
+            continue
         if passed is not None and passed.value is True and record.partition_key:
             entry = record.event_log_entry
             batches.append(
@@ -117,6 +122,25 @@ def validated_since(instance: dg.DagsterInstance, storage_id: int) -> list[Valid
                 )
             )
     return batches
+
+
+def _reported_before(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> bool:
+    """A batch reported again (its queued ingest ran after a training run's catch-up had
+    stored it) whose first event exists: that one is what training owes, covered or not.
+    Without an earlier event (an ingest killed after storing), this one stands for it."""
+    materialization = record.asset_materialization
+    again = materialization.metadata.get(REVALIDATED) if materialization else None
+    if again is None or again.value is not True or not record.partition_key:
+        return False
+    earlier = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=VALIDATED_BATCH,
+            asset_partitions=[record.partition_key],
+            before_storage_id=record.storage_id,
+        ),
+        limit=1,
+    )
+    return bool(earlier.records)
 
 
 def _in_flight(run: dg.DagsterRun) -> bool:

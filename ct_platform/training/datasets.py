@@ -28,6 +28,10 @@ class TrainingSetRef:
     holdout_rows: int
     # The newest batch in the window: what the data-drift report compares with the reference.
     newest_batch: Path
+    # Rows of the window's batches that earlier batches of it had delivered: counted once.
+    redelivered_rows: int = 0
+    # Holdout rows identical to a training row, dropped: the holdout stays out-of-sample.
+    holdout_in_train_dropped: int = 0
 
     @property
     def train_path(self) -> Path:
@@ -66,6 +70,9 @@ class TrainingSetRef:
             train_rows=int(fields["train_rows"]),
             holdout_rows=int(fields["holdout_rows"]),
             newest_batch=Path(fields["newest_batch"]),
+            # Absent from refs saved before rows were compared by content.
+            redelivered_rows=int(fields.get("redelivered_rows", 0)),
+            holdout_in_train_dropped=int(fields.get("holdout_in_train_dropped", 0)),
         )
 
 
@@ -90,11 +97,20 @@ def save_training_set(
     batch_keys: list[str],
     newest_batch: Path,
     paths: Paths,
+    redelivered_rows: int = 0,
+    holdout_in_train_dropped: int = 0,
 ) -> TrainingSetRef:
     directory = paths.datasets / fingerprint[:16]
     directory.mkdir(parents=True, exist_ok=True)
     ref = TrainingSetRef(
-        fingerprint, tuple(batch_keys), directory, len(train), len(holdout), newest_batch
+        fingerprint,
+        tuple(batch_keys),
+        directory,
+        len(train),
+        len(holdout),
+        newest_batch,
+        redelivered_rows,
+        holdout_in_train_dropped,
     )
     # Two runs on the same data write the same files: each replaces them whole, so a reader
     # (or a run killed mid-write) never leaves or sees half a Parquet file.

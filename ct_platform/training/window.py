@@ -2,7 +2,9 @@
 
 "Newest" is by the spec's `time_column` when it has one (the batch's newest parsed time),
 by landing order otherwise. Content re-landed under a name (`<name>@<hash12>`) supersedes
-the earlier batch of that name: only the latest content of a landed name trains.
+the earlier batch of that name: only the latest content of a landed name trains. A batch
+whose every row was landed in earlier batches (a re-cut file) takes no place in the window;
+rows re-delivered within a partly new batch count once (`data.training_set`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def build_window(
     from ct_platform.data.training_set import build_training_set, fingerprint
 
     size = window_batches or spec.evaluation.window_batches
-    batches = ordered_batches(valid_batches(paths, keys_in_order), spec)[-size:]
+    adding_rows = [b for b in valid_batches(paths, keys_in_order) if not b.wholly_redelivered]
+    batches = ordered_batches(adding_rows, spec)[-size:]
     if not batches:
         raise NoValidData(
             f"no valid data: {len(keys_in_order)} batch(es) landed in {spec.landing_dir}, "
@@ -47,6 +50,8 @@ def build_window(
         batch_keys=[batch.key for batch in batches],
         newest_batch=batches[-1].parquet_path,
         paths=paths,
+        redelivered_rows=training_set.redelivered_rows,
+        holdout_in_train_dropped=training_set.holdout_in_train_dropped,
     )
 
 

@@ -54,3 +54,28 @@ def test_fingerprint_ignores_order_and_tracks_content() -> None:
     assert len(fingerprint(hashes)) == 64
     with pytest.raises(ValueError, match="no batches"):
         fingerprint([])
+
+
+def test_a_redelivered_row_counts_once_and_natural_duplicates_stay(spec: Spec) -> None:
+    first = pd.DataFrame({"age": [1.0, 1.0, 2.0, *range(10, 60)], "y": 0.0})
+    # Three copies of age 1 (one more than `first` had), age 2 again, and new rows.
+    second = pd.DataFrame({"age": [1.0, 1.0, 1.0, 2.0, *range(100, 150)], "y": 0.0})
+
+    training_set = build_training_set([first, second], spec)
+
+    rows = pd.concat([training_set.train, training_set.holdout])
+    assert training_set.redelivered_rows == 3  # two copies of age 1 and one of age 2
+    assert (rows["age"] == 1.0).sum() == 3  # natural duplicates: as many as one batch holds
+    assert (rows["age"] == 2.0).sum() == 1
+    assert len(rows) + training_set.holdout_in_train_dropped == 53 + 54 - 3
+
+
+def test_holdout_rows_identical_to_training_rows_are_dropped(spec: Spec) -> None:
+    ages = [*range(80), 5.0, 6.0, *range(200, 218)]  # two late copies of old rows
+    training_set = build_training_set(
+        [pd.DataFrame({"age": ages, "y": 1.0}, dtype="float64")], spec
+    )
+
+    assert training_set.n_train == 80
+    assert training_set.holdout_in_train_dropped == 2
+    assert training_set.holdout["age"].tolist() == list(range(200, 218))

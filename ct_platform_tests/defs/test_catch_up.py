@@ -20,6 +20,14 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
     return failure.step_failure_data.error.message
 
 
+TRAINING_DATASET = dg.AssetKey("training_dataset")
+
+
+def dataset_metadata(instance: dg.DagsterInstance) -> dict:
+    event = instance.get_latest_materialization_event(TRAINING_DATASET)
+    return {key: value.value for key, value in event.asset_materialization.metadata.items()}
+
+
 def test_catch_up_names_columns_field_counts_and_ingests_relanded_content(
     spec, instance, bank_frame: pd.DataFrame, write_batch
 ) -> None:
@@ -38,13 +46,15 @@ def test_catch_up_names_columns_field_counts_and_ingests_relanded_content(
     shutil.copy(CASES / "trailing-separator.csv", spec.landing_dir)
     key = f"batch-00001.csv@{file_sha256(corrected)[:12]}"
 
-    second = run_job(spec, instance, "training_job")
+    second = run_job(spec, instance, "training_job", asset_selection=[TRAINING_DATASET])
 
-    assert not second.success  # the trailing-separator file fails the blocking contract gate
+    # The trailing-separator file is quarantined with its reason; the corrected one is used.
+    assert second.success
     assert (
         "trailing-separator.csv: field count mismatch: the header has 17 fields, 200 of 200 "
         "data rows do not: 200 with 18 (lines 2, 3, 4, 5, 6 and 195 more); every data row ends "
-        "with the separator ';' and the header does not" in failure_message(second)
+        "with the separator ';' and the header does not"
+        in dataset_metadata(instance)["quarantined_now"]
     )
     assert set(instance.get_dynamic_partitions("batches")) == {
         "batch-00001.csv",
@@ -73,3 +83,33 @@ def test_a_file_whose_ingest_is_pending_is_caught_up_under_its_own_key(
     batch = find_valid_batch(spec.paths, "batch-00004.csv")
     assert batch is not None and batch.content_hash == file_sha256(path)
     assert [p.name for p in spec.paths.validated.glob("*.json")] == ["batch-00004.csv.json"]
+
+
+def test_ci_run_quarantines_bad_files_and_trains_the_good_ones(
+    spec, instance, bank_frame: pd.DataFrame, land_bank_batches, write_batch
+) -> None:
+    """A newcomer's CI run: two good files landed with three bad ones (a negative target, a
+    comma separator, a trailing separator) failed at catch-up (`blocking gate data_contract
+    failed`) and trained nothing. Each bad file is quarantined with its reason and named in
+    the run; the good ones train in that same run."""
+    land_bank_batches(2)
+    write_batch(bank_frame.iloc[8000:8300].assign(y=-1), "negative-target.csv")
+    bank_frame.iloc[8300:8600].to_csv(spec.landing_dir / "commas.csv", sep=",", index=False)
+    shutil.copy(CASES / "trailing-separator.csv", spec.landing_dir)
+
+    run = run_job(spec, instance, "training_job")
+
+    assert run.success
+    metadata = dataset_metadata(instance)
+    assert metadata["batches"] == 2
+    assert metadata["newest_batch"] == "batch-00002.csv"
+    assert instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
+    quarantined = metadata["quarantined_now"].splitlines()
+    assert [line.split(":")[0] for line in sorted(quarantined)] == [
+        "commas.csv",
+        "negative-target.csv",
+        "trailing-separator.csv",
+    ]
+    assert "rule target" in metadata["quarantined_now"]
+    records = sorted(p.name for p in spec.paths.quarantine.glob("*.json"))
+    assert len(records) == 3, records

@@ -19,6 +19,7 @@ from ct_platform.defs.training_sensor import PIPELINE_TAGS, WILL_RETRY_TAG
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
 from ct_platform.settings import Spec
 from ct_platform_tests.conftest import REPO_ROOT
+from ct_platform_tests.defs.conftest import run_job
 
 pytestmark = pytest.mark.slow
 
@@ -176,3 +177,30 @@ def test_shipped_instance_retries_runs_that_die_and_training_waits_for_the_retry
 
         assert instance.get_run_by_id(died.run_id).tags[WILL_RETRY_TAG] == "true"
         assert loop.training_skip().startswith(f"training run {died.run_id[:8]} (FAILURE)")
+
+
+def test_a_batch_caught_up_by_a_manual_run_is_not_trained_again_when_its_ingest_runs(
+    spec, instance, land_bank_batches
+):
+    """A newcomer's demo: a manual `training_job` overlapped the daemon; it caught up on a
+    batch whose `batch_job` was still queued. That `batch_job` then reported the batch again,
+    and the sensor launched a second run on the same window, which trained for 1.5 min to
+    find the fingerprint already evaluated. The second report is not new data."""
+    loop = Loop(spec, instance)
+    [path] = land_bank_batches(1)
+    settled = time.time() - 60
+    os.utime(path, (settled, settled))
+    landing = loop.tick("landing_sensor")  # the sensor adds the partition, requests batch_job
+    [request] = landing.run_requests
+    instance.add_dynamic_partitions("batches", [request.partition_key])
+    # The manual run (its training steps left out: the catch-up is what matters here).
+    manual = run_job(
+        spec, instance, "training_job", asset_selection=[dg.AssetKey("training_dataset")]
+    )
+    assert manual.success
+    queued_ingest = loop.defs.resolve_job_def("batch_job").execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=request.tags
+    )
+    assert queued_ingest.success
+
+    assert loop.training_skip() == "every validated batch is covered by a training run"

@@ -6,11 +6,14 @@ import json
 import os
 import time
 
+import dagster as dg
 import pandas as pd
 import pytest
+from dagster._daemon.types import DaemonHeartbeat
 
 from ct_platform.cli import main
 from ct_platform_tests.defs.test_coalesced_training import Loop
+from ct_platform_tests.defs.test_training_pipeline import check_results
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +71,48 @@ def test_status_without_an_instance_says_so(spec, monkeypatch, capsys):
 
     assert main(["status"]) == 2
     assert "DAGSTER_HOME is not set" in capsys.readouterr().err
+
+
+def test_a_recut_file_is_flagged_and_no_sensor_tick_is_promised_without_a_daemon(
+    spec, instance, bank_frame, land_bank_batches, write_batch, capsys
+):
+    """A newcomer's CI box: `ct status` said `the training sensor requests a run at its next
+    tick` with no daemon running. And a re-cut file repeating rows of batch 2 went unflagged."""
+    loop = Loop(spec, instance)
+    land_bank_batches(2)
+    originals = loop.ingest_landed()
+    write_batch(bank_frame.iloc[6000:8000], "late-delivery.csv")
+    [late] = loop.ingest_landed()
+
+    assert all(check_results(run)["redelivered_rows"].passed for run in originals)
+    check = check_results(late)["redelivered_rows"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["rows"].value == 2000 and check.metadata["share"].value == 1.0
+    # Each repeated row is named once, in the earliest batch holding it: 47 of these rows
+    # are natural twins of rows of batch 1.
+    assert check.metadata["earlier/batch-00001.csv"].value == 47
+    assert check.metadata["earlier/batch-00002.csv"].value == 1953
+    assert check.description == (
+        "late-delivery.csv: 2,000 rows (100.0%) were already landed in earlier batches: "
+        "batch-00001.csv (47 rows), batch-00002.csv (1,953 rows); training windows count "
+        "them once (over 5%)"
+    )
+
+    rows = status(capsys)
+
+    assert rows["batch-00001.csv"]["detail"] == (
+        "waiting: no sensor daemon has ever run on this instance: run `dagster job execute "
+        "-m ct_platform.definitions -j training_job`, or start the daemon "
+        "(`dagster-daemon run`, `make demo`)"
+    )
+    assert rows["late-delivery.csv"]["detail"].endswith(
+        "; 2,000 of its 2,000 rows (100.0%) were already landed in batch-00001.csv, "
+        "batch-00002.csv (counted once in training windows)"
+    )
+
+    instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", None, None))
+    rows = status(capsys)
+
+    assert rows["batch-00001.csv"]["detail"] == (
+        "waiting: the training sensor requests a run at its next tick"
+    )

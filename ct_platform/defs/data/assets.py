@@ -21,6 +21,8 @@ batches = dg.DynamicPartitionsDefinition(name="batches")
 RAW_BATCH = dg.AssetKey("raw_batch")
 VALIDATED_BATCH = dg.AssetKey("validated_batch")
 CONTRACT_CHECK = "data_contract"
+REDELIVERY_CHECK = "redelivered_rows"
+REVALIDATED = "already_validated"
 # Run tag set by the landing sensor: the sha256 of the content the batch was keyed on.
 CONTENT_TAG = "ct/content_sha256"
 
@@ -45,6 +47,37 @@ def contract_check_result(outcome: "IngestOutcome", spec: Spec) -> dg.AssetCheck
         severity=severity(spec.gates.contract.blocking),
         metadata=metadata,
         description=description,
+    )
+
+
+def redelivery_check_result(outcome: "IngestOutcome", spec: Spec) -> dg.AssetCheckResult:
+    """WARN when more of the batch than `dataset.duplicate_rate_max` was landed before."""
+    redelivered = outcome.valid.redelivered if outcome.valid is not None else None
+    if redelivered is None:
+        return dg.AssetCheckResult(
+            asset_key=VALIDATED_BATCH,
+            check_name=REDELIVERY_CHECK,
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{outcome.key}: quarantined, no row kept to compare",
+        )
+    limit = spec.dataset.duplicate_rate_max
+    passed = redelivered.share <= limit
+    description = (
+        redelivered.describe(outcome.key)
+        if redelivered.rows
+        else f"{outcome.key}: no row was landed in an earlier batch"
+    )
+    return dg.AssetCheckResult(
+        asset_key=VALIDATED_BATCH,
+        check_name=REDELIVERY_CHECK,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            **numbers("", {"rows": redelivered.rows, "share": redelivered.share, "limit": limit}),
+            **numbers("earlier", dict(redelivered.earlier)),
+        },
+        description=description if passed else f"{description} (over {limit:.0%})",
     )
 
 
@@ -80,7 +113,14 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
                 blocking=spec.gates.contract.blocking,
                 description="Columns, types, ranges, categories, completeness, duplicates, "
                 "target: a failing batch is quarantined with the reason and never trains.",
-            )
+            ),
+            dg.AssetCheckSpec(
+                REDELIVERY_CHECK,
+                asset=VALIDATED_BATCH,
+                description="Rows identical to rows of earlier batches (a re-cut file "
+                "re-delivering them): counted, with the earlier batches named, and counted "
+                "once in training windows; warns above dataset.duplicate_rate_max.",
+            ),
         ],
         description="The batch after the data contract: typed Parquet, or quarantined.",
     )
@@ -96,21 +136,43 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
             raise dg.Failure(str(error)) from None
         if not outcome.passed:
             context.log.error(outcome.failure_summary)
+        log_redelivery(context, outcome)
         yield dg.MaterializeResult(
-            metadata=ingest_metadata(outcome), check_results=[contract_check_result(outcome, spec)]
+            metadata=ingest_metadata(outcome),
+            check_results=[
+                contract_check_result(outcome, spec),
+                redelivery_check_result(outcome, spec),
+            ],
         )
 
     return dg.Definitions(assets=[raw_batch, validated_batch])
+
+
+def log_redelivery(context: dg.AssetExecutionContext, outcome: "IngestOutcome") -> None:
+    """A warning in the run log for a batch repeating rows of earlier batches."""
+    redelivered = outcome.valid.redelivered if outcome.valid is not None else None
+    if redelivered is not None and redelivered.rows:
+        context.log.warning(redelivered.describe(outcome.key))
 
 
 def ingest_metadata(outcome: "IngestOutcome") -> dict[str, dg.MetadataValue]:
     metadata = {
         "content_sha256": dg.MetadataValue.text(outcome.content_hash),
         "passed_contract": dg.MetadataValue.bool(outcome.passed),
+        # Stored before (by a training run's catch-up, or an earlier attempt): this event
+        # reports that batch again, it does not bring new data to train on.
+        REVALIDATED: dg.MetadataValue.bool(outcome.already_stored),
     }
     if outcome.valid is not None:
         metadata["rows"] = dg.MetadataValue.int(outcome.valid.rows)
         metadata["path"] = dg.MetadataValue.path(str(outcome.valid.parquet_path))
+    redelivered = outcome.valid.redelivered if outcome.valid is not None else None
+    if redelivered is not None:
+        metadata["redelivered_rows"] = dg.MetadataValue.int(redelivered.rows)
+        metadata["redelivered_share"] = dg.MetadataValue.float(redelivered.share)
+        metadata["redelivered_from"] = dg.MetadataValue.text(
+            ", ".join(f"{key}: {rows}" for key, rows in redelivered.earlier.items()) or "-"
+        )
     if outcome.quarantined_to is not None:
         metadata["quarantined_to"] = dg.MetadataValue.path(str(outcome.quarantined_to))
     return metadata

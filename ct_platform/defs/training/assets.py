@@ -76,15 +76,16 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     def training_dataset(context: dg.AssetExecutionContext) -> dg.Output[TrainingSetRef]:
         skip_final_collection_at_exit()
         paths = Paths.from_env()
+        quarantined: list[str] = []
         if PARTITION_TAG not in context.run.tags:
             # A run for the whole pipeline (CLI, CI): ingest what landed while no sensor ran.
-            catch_up_landing(context, spec, paths)
+            quarantined = catch_up_landing(context, spec, paths)
         keys = context.instance.get_dynamic_partitions("batches")
         window = context.run.tags.get(WINDOW_TAG)
         try:
             ref = build_window(keys, spec, paths, int(window) if window else None)
         except NoValidData as error:
-            raise dg.Failure(str(error)) from None
+            raise dg.Failure("\n".join([str(error), *quarantined])) from None
         return dg.Output(
             ref,
             metadata={
@@ -93,6 +94,9 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
                 "newest_batch": dg.MetadataValue.text(ref.batch_keys[-1]),
                 "train_rows": dg.MetadataValue.int(ref.train_rows),
                 "holdout_rows": dg.MetadataValue.int(ref.holdout_rows),
+                "redelivered_rows": dg.MetadataValue.int(ref.redelivered_rows),
+                "holdout_in_train_dropped": dg.MetadataValue.int(ref.holdout_in_train_dropped),
+                "quarantined_now": dg.MetadataValue.text("\n".join(quarantined) or "-"),
             },
         )
 
