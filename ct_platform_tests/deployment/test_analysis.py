@@ -404,7 +404,7 @@ def test_one_client_sending_big_batches_to_the_candidate_does_not_roll_it_back()
     client = "routing key 'batch-loader' (20 requests: 0 refused, 0 failed, 56000 rows scored)"
     assert result.reason.count(f"without {client} it passes") == 2
     assert "(12 of 190 candidate requests slower than 246.5 ms)" in result.reason
-    assert "(56170 candidate vs 694 stable scores)" in result.reason
+    assert "; 56170 candidate vs 694 stable scores)" in result.reason
 
 
 def test_a_candidate_bad_for_many_clients_still_fails_on_every_check() -> None:
