@@ -102,6 +102,8 @@ class TargetRules(_Strict):
 class DatasetSpec(_Strict):
     name: str
     landing_dir: Path = DEFAULT_LANDING_DIR
+    # The file `ct simulate` (and so `make demo`) replays into landing_dir; relative to the spec.
+    source: Path | None = None
     # One character: field counts are checked per row before parsing (see data/reader.py).
     separator: Annotated[str, Field(min_length=1, max_length=1)] = ","
     target: str
@@ -624,6 +626,12 @@ class Spec(_Strict):
     @property
     def landing_dir(self) -> Path:
         return (self.base_dir / self.dataset.landing_dir).resolve()
+
+    @property
+    def source_file(self) -> Path | None:
+        """The dataset file to replay (`dataset.source`, absolute), or None when not given."""
+        source = self.dataset.source
+        return None if source is None else (self.base_dir / source).resolve()
 
     @property
     def paths(self) -> Paths:

@@ -5,8 +5,10 @@
 #   model endpoint, once a champion is served http://127.0.0.1:$CT_SERVING_PORT (spec: 8080)
 #   ct simulate: lands the bank data as batches once Dagster answers, at the pace the platform
 #   ingests them, and sends live traffic (labels later) whenever the endpoint answers.
-# Ctrl-C stops all of it. CT_DEMO_VERBOSE=1 shows Dagster's INFO lines and every warning.
+# Ctrl-C stops all of it (deploy/supervise.py). CT_DEMO_VERBOSE=1 shows Dagster's INFO lines and every warning.
 set -euo pipefail
+# CT_DEMO_SOURCE (the file to replay) is taken from the folder the demo was started in.
+demo_source=${CT_DEMO_SOURCE:+$(realpath -m -- "$CT_DEMO_SOURCE")}
 cd "$(dirname "$0")/.."
 export CT_HOME="${CT_HOME:-$PWD/.ct}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$CT_HOME/dagster}"
@@ -60,6 +62,8 @@ landing_dir = (source.parent / raw["dataset"]["landing_dir"]).resolve()
 # The spec creates only its default folder by itself; this absolute path is that folder.
 landing_dir.mkdir(parents=True, exist_ok=True)
 raw["dataset"]["landing_dir"] = str(landing_dir)
+if raw["dataset"].get("source"):  # absolute too: the demo spec lives under CT_HOME
+    raw["dataset"]["source"] = str((source.parent / raw["dataset"]["source"]).resolve())
 raw["deployment"] = {
     "strategy": "canary",
     "analysis": {"interval_seconds": interval, "min_requests": 50},
@@ -85,57 +89,49 @@ print(default_tracking_uri())
 print(f'http://{spec.serving.host}:{spec.serving.port}')
 print(spec.landing_dir)")
 
-# Helpers run in the background and are stopped when this script exits. Dagster runs in the
-# foreground: background jobs of a script ignore SIGINT, and Ctrl-C must reach `dagster dev`
-# for it to shut its webserver, daemon and code server down cleanly.
-pids=()
-stop_helpers() {
-  trap '' INT HUP  # a closing terminal must not cut the clean-up short
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  # The endpoint outlives Dagster runs by design; the demo owns it, so it goes too.
-  python -c "from ct_platform.deployment import target_for
-from ct_platform.settings import load_spec
-target_for(load_spec()).stop()" || true
-  wait "${pids[@]}" 2>/dev/null || true
-  echo "Demo stopped. Run \`make demo\` again to continue where it stopped; \`make clean demo\`" \
-    "starts over from an empty CT_HOME ($CT_HOME)."
-}
-trap stop_helpers EXIT
-
-# The UI only browses: its background job workers (three processes) are not needed here, nor
-# are four web workers (its default) on a small machine: each imports MLflow at start.
-MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-  mlflow ui --backend-store-uri "$tracking_uri" --host 127.0.0.1 --port "$mlflow_port" \
-  --workers 1 --uvicorn-opts "--log-level $log_level" &
-pids+=($!)
-# Batches wait for Dagster, then for the platform to ingest the previous one (at most
-# CT_DEMO_MAX_PENDING waiting); traffic waits for the endpoint and runs until Ctrl-C.
-# Unbuffered: its lines appear as they happen even when the console is piped (| tee).
-PYTHONUNBUFFERED=1 ct simulate --batch-size "${CT_DEMO_BATCH_SIZE:-4000}" --interval "${CT_DEMO_INTERVAL:-45}" \
-  --wait-for "http://127.0.0.1:$dagster_port/server_info" \
-  --max-pending "${CT_DEMO_MAX_PENDING:-1}" \
-  --endpoint "$endpoint" --rps "${CT_DEMO_RPS:-20}" \
-  --source "$repo/data/bank_marketing.csv.gz" &
-pids+=($!)
+# Where the replayed rows come from: CT_DEMO_SOURCE, else the spec's dataset.source (the bank
+# spec names data/bank_marketing.csv.gz); `ct simulate` names the path it tried if it is missing.
+source_option=()
+if [[ -n $demo_source ]]; then
+  source_option=(--source "$demo_source")
+fi
 
 echo "Dagster UI: http://127.0.0.1:$dagster_port   MLflow UI: http://127.0.0.1:$mlflow_port" \
   "  model endpoint (once a champion is deployed): $endpoint"
 echo "Batches land in $landing_dir; Ctrl-C stops everything."
+# Run workers print every run event (DEBUG) and step log (INFO) whatever --log-level says;
+# they are all in the Dagster UI, so the quiet console drops them.
+drop=()
+if [[ $log_level == warning ]]; then
+  drop=(--drop 'dagster dev' ' - (.\[[0-9;]*m)?(DEBUG|INFO)(.\[[0-9;]*m)? - ')
+fi
+# Once every process has ended: the endpoint outlives Dagster runs by design and the demo owns
+# it; the supervisor has stopped its process, this forgets it (pid and state files).
+after="python -c 'from ct_platform.deployment import target_for
+from ct_platform.settings import load_spec
+target_for(load_spec()).stop()' || true
+echo 'Demo stopped. Run \`make demo\` again to continue where it stopped; \`make clean demo\`' \
+  'starts over from an empty CT_HOME ($CT_HOME).'"
 # From DAGSTER_HOME: run in the repo, Dagster would warn that the repo's dagster.yaml (the
 # template, not this instance's settings) is not used.
 cd "$DAGSTER_HOME"
-interrupted=0
-trap 'interrupted=1' INT  # Ctrl-C still reaches dagster dev; the script itself carries on
-# Run workers print every run event (DEBUG) and step log (INFO) whatever --log-level says;
-# they are all in the Dagster UI, so the quiet console drops them. The filter ignores Ctrl-C
-# (an inherited SIG_IGN) so that it keeps passing on Dagster's shutdown lines.
-console_filter=(cat)
-if [[ $log_level == warning ]]; then
-  console_filter=(grep --line-buffered -Ev -- ' - (.\[[0-9;]*m)?(DEBUG|INFO)(.\[[0-9;]*m)? - ')
-fi
-status=0
-dagster dev -w "$repo/workspace.yaml" --host 127.0.0.1 --port "$dagster_port" \
-  --log-level "$log_level" 2>&1 | (trap '' INT && exec "${console_filter[@]}") || status=$?
-# Ctrl-C is how the demo ends: not an error, whatever `dagster dev` returned for it.
-if [[ $interrupted == 1 ]]; then exit 0; fi
-exit "$status"
+# deploy/supervise.py runs the three in their own sessions and stops every process they
+# start, re-parented ones included: SIGINT first, SIGKILL after CT_DEMO_STOP_GRACE seconds or
+# at a second Ctrl-C. Any of them ending on its own stops the demo, saying which and why.
+# exec: Ctrl-C and a TERM to this script's pid reach the supervisor directly.
+# The MLflow UI only browses: its background job workers (three processes) are not needed
+# here, nor are four web workers (its default) on a small machine: each imports MLflow.
+# Batches wait for Dagster, then for the platform to ingest the previous one (at most
+# CT_DEMO_MAX_PENDING waiting); traffic waits for the endpoint and runs until Ctrl-C.
+# Unbuffered: the simulator's lines appear as they happen through the supervisor's pipe.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+exec python "$repo/deploy/supervise.py" --grace "${CT_DEMO_STOP_GRACE:-60}" "${drop[@]}" \
+  --after "$after" \
+  "dagster dev" dagster dev -w "$repo/workspace.yaml" --host 127.0.0.1 --port "$dagster_port" \
+  --log-level "$log_level" \
+  ::: "mlflow ui" mlflow ui --backend-store-uri "$tracking_uri" --host 127.0.0.1 \
+  --port "$mlflow_port" --workers 1 --uvicorn-opts "--log-level $log_level" \
+  ::: "ct simulate" env PYTHONUNBUFFERED=1 ct simulate --batch-size "${CT_DEMO_BATCH_SIZE:-4000}" \
+  --interval "${CT_DEMO_INTERVAL:-45}" --wait-for "http://127.0.0.1:$dagster_port/server_info" \
+  --max-pending "${CT_DEMO_MAX_PENDING:-1}" --endpoint "$endpoint" --rps "${CT_DEMO_RPS:-20}" \
+  "${source_option[@]}"

@@ -137,7 +137,9 @@ def parse_args() -> argparse.Namespace:
         default=Path(os.environ.get("CT_SPEC", REPO_ROOT / "ct_platform.yaml")),
         help="the spec to replay under (its landing folder is replaced by a temp one)",
     )
-    parser.add_argument("--source", type=Path, help="dataset file (default: the simulator's)")
+    parser.add_argument(
+        "--source", type=Path, help="dataset file (default: the spec's dataset.source)"
+    )
     parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--keep", help="work in this (new) folder and keep it, for inspection")
     return parser.parse_args()
@@ -180,12 +182,15 @@ def open_replay(spec_path: Path) -> Replay:
 
 
 def run_replay(args: argparse.Namespace, folder: Path) -> tuple[list[BatchRecord], Replay]:
-    from ct_platform.cli.simulate import DEFAULT_SOURCE
     from ct_platform.data.replay import ReplayOptions, load_source, replay
     from ct_platform.settings import load_spec
 
     original = load_spec(args.spec)
-    source = (args.source or original.base_dir / DEFAULT_SOURCE).resolve()
+    source = args.source.resolve() if args.source else original.source_file
+    if source is None:
+        raise SystemExit(
+            f"no dataset file to replay: give --source, or dataset.source in {args.spec}"
+        )
     project = open_replay(prepare_project(args.spec.resolve(), folder))
     spec = project.spec
     frame = load_source(source, spec)

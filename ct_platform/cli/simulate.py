@@ -27,14 +27,12 @@ if TYPE_CHECKING:  # only for annotations: the real imports wait until the comma
     from ct_platform.data.traffic import TrafficSender
     from ct_platform.settings import Spec
 
-DEFAULT_SOURCE = Path("data") / "bank_marketing.csv.gz"  # relative to the spec's folder
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         type=Path,
-        help=f"dataset file to replay (default: {DEFAULT_SOURCE} next to the spec)",
+        help="dataset file to replay (default: the spec's dataset.source)",
     )
     parser.add_argument("--batch-size", type=int, default=4000, help="rows per batch file")
     parser.add_argument(
@@ -84,15 +82,20 @@ def run(args: argparse.Namespace) -> int:
     from ct_platform.data.reader import BatchReadError
     from ct_platform.data.replay import ReplayOptions, load_source, replay
     from ct_platform.data.traffic import wait_until_answers
-    from ct_platform.settings import Paths, SpecError, load_spec
+    from ct_platform.settings import Paths, SpecError, load_spec, spec_path
 
     try:
-        spec = load_spec()
+        spec_file = spec_path()
+        spec = load_spec(spec_file)
     except SpecError as exc:
         print(f"ct simulate: {exc}")
         return 2
+    source, problem = _source(args.source, spec, spec_file)
+    if problem:
+        print(f"ct simulate: {problem}")
+        return 2
     options = ReplayOptions(
-        source=(args.source or spec.base_dir / DEFAULT_SOURCE).resolve(),
+        source=source,
         landing_dir=spec.landing_dir,
         state_path=Paths.from_env().state / "simulate.json",
         batch_size=args.batch_size,
@@ -122,6 +125,20 @@ def run(args: argparse.Namespace) -> int:
     ending = "stopped" if stop.is_set() else "done"
     print(f"{ending}: {landed} batches landed in {options.landing_dir}")
     return 0
+
+
+def _source(given: Path | None, spec: Spec, spec_file: Path) -> tuple[Path, str | None]:
+    """The file to replay (absolute) and, when it cannot be used, why and how to name one."""
+    how = f"give the file with --source FILE, or set dataset.source in {spec_file}"
+    if given is not None:
+        source, origin = given.resolve(), "--source"
+    elif spec.source_file is not None:
+        source, origin = spec.source_file, f"dataset.source of {spec_file}"
+    else:
+        return Path(), f"no dataset file to replay: {how}"
+    if not source.is_file():
+        return source, f"dataset file {source} (from {origin}) does not exist: {how}"
+    return source, None
 
 
 def _start_traffic(

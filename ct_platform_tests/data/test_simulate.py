@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from ct_platform.cli import main
 from ct_platform.data.ingest import ingest_batch
@@ -110,6 +111,45 @@ def test_bad_source_is_reported(tmp_path: Path, spec: Spec) -> None:
     garbage.write_bytes(os.urandom(512))
     assert _simulate(garbage, "--once") == 1
     assert _landed(spec) == []
+
+
+def test_a_missing_source_names_the_path_tried_and_how_to_give_one(
+    spec_file: Path, spec: Spec, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A regression project's spec names no dataset.source: no bank rows by default.
+    raw = yaml.safe_load(spec_file.read_text())
+    del raw["dataset"]["source"]
+    spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["simulate", "--once"]) == 2
+    said = capsys.readouterr().out
+    assert said == (
+        "ct simulate: no dataset file to replay: give the file with --source FILE, or set "
+        f"dataset.source in {spec_file}\n"
+    )
+    # dataset.source names a file that is not there: the full path tried, and where it came from.
+    raw["dataset"]["source"] = "data/sales.csv"
+    spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["simulate", "--once"]) == 2
+    tried = spec_file.parent / "data" / "sales.csv"
+    assert capsys.readouterr().out == (
+        f"ct simulate: dataset file {tried} (from dataset.source of {spec_file}) does not "
+        f"exist: give the file with --source FILE, or set dataset.source in {spec_file}\n"
+    )
+    assert main(["simulate", "--once", "--source", "nowhere.csv"]) == 2
+    assert f"dataset file {Path('nowhere.csv').resolve()} (from --source) does not exist" in (
+        capsys.readouterr().out
+    )
+    assert _landed(spec) == []
+
+
+def test_the_spec_names_the_source_to_replay(
+    spec_file: Path, spec: Spec, source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = yaml.safe_load(spec_file.read_text())
+    raw["dataset"]["source"] = source.name  # relative to the spec's folder
+    spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["simulate", "--once", "--batch-size", "100", "--interval", "0"]) == 0
+    assert _landed(spec) == ["batch-00001.csv"]
 
 
 def test_stop_event_ends_the_wait_between_batches(spec: Spec, source: Path) -> None:

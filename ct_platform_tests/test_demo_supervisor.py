@@ -1,0 +1,151 @@
+"""deploy/supervise.py, which runs `make demo`'s processes, on a small tree of real processes
+that behave like `dagster dev`: a main child that ignores Ctrl-C, a grandchild that moved to
+its own session and was re-parented (its parent exited), and a well-behaved sibling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SUPERVISOR = Path(__file__).resolve().parents[1] / "deploy" / "supervise.py"
+# Generous: the bound under test is the grace, the rest is a loaded machine starting Pythons.
+SLACK = 90.0
+
+# The main child: ignores SIGINT (and SIGTERM when told), starts a grandchild in its own
+# session through an intermediate that exits at once (so the grandchild is re-parented and
+# holds our stdout open, as Dagster's code server does), writes the pids, then waits or dies.
+DAGSTER_LIKE = """
+import json, os, signal, subprocess, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if sys.argv[2] == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+grandchild = '''
+import signal, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+time.sleep(3600)
+'''
+intermediate = subprocess.Popen([sys.executable, "-c", f'''
+import subprocess, sys
+p = subprocess.Popen([sys.executable, "-c", {grandchild!r}], start_new_session=True)
+print(p.pid, flush=True)
+'''], stdout=subprocess.PIPE, text=True)
+pid = int(intermediate.stdout.readline())
+intermediate.wait()
+with open(sys.argv[1] + ".tmp", "w") as f:
+    json.dump({"main": os.getpid(), "grandchild": pid}, f)
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+print("run event - DEBUG - hidden line", flush=True)
+print("main child up", flush=True)
+if sys.argv[2] == "dies":
+    print("Exception: dagster-daemon process shut down unexpectedly with return code -9")
+    sys.exit(3)
+time.sleep(3600)
+"""
+
+
+def _supervise(tmp_path: Path, mode: str, grace: float) -> tuple[subprocess.Popen[str], dict]:
+    pids = tmp_path / "pids.json"
+    command = [
+        sys.executable, str(SUPERVISOR), "--grace", str(grace),
+        "--after", f"echo after-ran > {tmp_path / 'after'}",
+        "--drop", "main", "DEBUG",
+        "main", sys.executable, "-c", DAGSTER_LIKE, str(pids), mode,
+        ":::", "sibling", sys.executable, "-c", "import time; time.sleep(3600)",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + SLACK
+    while not pids.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the tree did not start: {process.communicate()[0]}")
+        time.sleep(0.2)
+    return process, json.loads(pids.read_text())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _finish(process: subprocess.Popen[str], within: float) -> tuple[str, float]:
+    started = time.monotonic()
+    try:
+        output, _ = process.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"the supervisor did not end within {within:.0f} s")
+    return output, time.monotonic() - started
+
+
+def _assert_all_gone(pids: dict, tmp_path: Path) -> None:
+    assert [name for name, pid in pids.items() if not _gone(pid)] == []
+    assert (tmp_path / "after").read_text() == "after-ran\n"
+
+
+def test_ctrl_c_ends_every_process_within_the_grace(tmp_path: Path) -> None:
+    grace = 8.0
+    process, pids = _supervise(tmp_path, "stubborn", grace)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    output, _ = _finish(process, grace + SLACK)
+    elapsed = time.monotonic() - started
+    assert process.returncode == 0
+    assert elapsed >= grace  # the main child ignored INT and TERM: it got the grace...
+    assert "SIGKILL to 2 processes still running (after 8 s):" in output  # ...then KILL, named
+    assert "SIGTERM to 2 processes still running:" in output  # at half the grace
+    assert f"[demo]   {pids['grandchild']} " in output
+    assert f"[demo]   {pids['main']} " in output
+    assert "main child up" in output
+    assert "hidden line" not in output  # --drop main DEBUG
+    _assert_all_gone(pids, tmp_path)
+
+
+def test_a_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
+    process, pids = _supervise(tmp_path, "stubborn", grace=3600)
+    process.send_signal(signal.SIGINT)
+    assert process.stdout is not None
+    while "stopping: SIGINT to main, sibling" not in process.stdout.readline():
+        pass
+    process.send_signal(signal.SIGINT)
+    output, elapsed = _finish(process, SLACK)
+    assert "(asked twice):" in output
+    assert elapsed < SLACK  # not the hour of grace
+    _assert_all_gone(pids, tmp_path)
+
+
+def test_terminate_stops_like_ctrl_c(tmp_path: Path) -> None:
+    # The main child ends on SIGTERM; the grandchild ignores it and is killed after the grace.
+    process, pids = _supervise(tmp_path, "polite", grace=8)
+    process.send_signal(signal.SIGTERM)
+    output, _ = _finish(process, 8 + SLACK)
+    assert process.returncode == 0
+    assert "SIGKILL to 1 processes still running (after 8 s):" in output
+    assert f"[demo]   {pids['grandchild']} " in output
+    _assert_all_gone(pids, tmp_path)
+
+
+def test_the_main_child_ending_on_its_own_stops_the_demo_loudly(tmp_path: Path) -> None:
+    # Its re-parented grandchild keeps the output pipe open: the end is noticed all the same.
+    process, pids = _supervise(tmp_path, "dies", grace=8)
+    output, _ = _finish(process, 8 + SLACK)
+    assert process.returncode == 1
+    assert (
+        "[demo] main ENDED ON ITS OWN (exit code 3); its last words: Exception: "
+        "dagster-daemon process shut down unexpectedly with return code -9"
+    ) in output
+    assert "stopping: SIGINT to sibling;" in output
+    # The sibling ends on SIGINT; the re-parented grandchild is found and sent TERM, then KILL.
+    assert "SIGTERM to 1 processes still running:" in output
+    assert f"[demo]   {pids['grandchild']} " in output
+    _assert_all_gone(pids, tmp_path)

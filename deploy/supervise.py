@@ -1,0 +1,296 @@
+"""Run the demo's processes; stop every process they started, always, within a bound.
+
+    supervise.py [--grace SECONDS] [--drop NAME REGEX] [--after SHELL]
+                 NAME COMMAND... [::: NAME COMMAND...]...
+
+Each COMMAND runs in its own session (so a Ctrl-C in the terminal reaches this script only,
+which then stops the children in order). Any child ending on its own stops the whole demo,
+loudly: a demo whose `dagster dev` died keeps no UI and no sensors, and a restart would hide
+a crash that recurs (an out-of-memory kill on a loaded machine, say); the state is kept, so
+the next start continues where this one stopped.
+
+Stopping: SIGINT to each child's process group (Ctrl-C for `dagster dev`, which then shuts
+its webserver, daemon and code server down); once the children are gone (or half the grace
+has passed) SIGTERM to every process still left; after `--grace` seconds SIGKILL to all of
+them, each named. A second Ctrl-C / SIGTERM / SIGHUP kills at once. "Every process" is found
+by walking /proc from this process down: it makes itself a child subreaper
+(PR_SET_CHILD_SUBREAPER, Linux), so a process whose parent died is re-parented here, not to
+init, whatever process group or session it moved to; pids seen earlier are also remembered
+(with their start time, so a reused pid is never signalled).
+
+Then `--after` runs (the demo stops the endpoint's state there) and the exit status is 0 for
+a requested stop, 1 when a child ended on its own or could not be started.
+
+Standard library only: it must run before anything else is known to work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+SEPARATOR = ":::"
+POLL_SECONDS = 0.2  # while stopping
+WATCH_SECONDS = 1.0  # while running: how soon a child's end is noticed (a /proc walk each)
+KILL_WAIT_SECONDS = 30
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    drop: re.Pattern[bytes] | None
+    last_lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=3))
+    exit_code: int | None = None
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(f"[demo] {text}\n")
+    sys.stdout.flush()
+
+
+def _become_subreaper() -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux: the remembered pids are all there is
+        return False
+
+
+def _stat(pid: int) -> tuple[int, str, int, str] | None:
+    """(parent pid, state letter, start time in clock ticks, command) of a live pid, or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    command = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[1]), fields[0], int(fields[19]), command
+
+
+def _command_line(pid: int) -> str:
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    return " ".join(w.decode(errors="replace") for w in words if w)[:120]
+
+
+class Tree:
+    """Every live process below this one, including re-parented ones and remembered ones."""
+
+    def __init__(self) -> None:
+        self.root = os.getpid()
+        self.known: dict[int, int] = {}  # pid -> start time
+
+    def alive(self) -> list[int]:
+        """Live (not zombie) processes of the tree, and remember them."""
+        stats = {pid: _stat(pid) for pid in _all_pids()}
+        children: dict[int, list[int]] = collections.defaultdict(list)
+        for pid, stat in stats.items():
+            if stat is not None:
+                children[stat[0]].append(pid)
+        found, todo = set(), [self.root]
+        while todo:
+            for pid in children.pop(todo.pop(), []):
+                found.add(pid)
+                todo.append(pid)
+        for pid, started in self.known.items():
+            stat = stats.get(pid)
+            if stat is not None and stat[2] == started:
+                found.add(pid)  # escaped the walk (no subreaper): still ours
+        live = [pid for pid in found if stats[pid] is not None and stats[pid][1] != "Z"]
+        self.known.update({pid: stats[pid][2] for pid in live})
+        return sorted(live)
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], grace: float) -> None:
+        self.children = children
+        self.grace = grace
+        self.tree = Tree()
+        self.requests = 0  # stop requests received (signals)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.requests += 1
+
+    def reap(self) -> None:
+        """Collect every ended process below us (children and re-parented orphans)."""
+        by_pid = {child.process.pid: child for child in self.children}
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = by_pid.get(pid)
+            if child is not None:
+                child.exit_code = os.waitstatus_to_exitcode(status)
+                child.process.returncode = child.exit_code  # so Popen never waits for it
+
+    def watch(self) -> Child | None:
+        """Until a stop is requested (None) or a child ends on its own (that child)."""
+        while self.requests == 0:
+            self.reap()
+            self.tree.alive()  # remember who is running, for the stop
+            for child in self.children:
+                if child.exit_code is not None:
+                    return child
+            time.sleep(WATCH_SECONDS)
+        return None
+
+    def stop(self) -> None:
+        """INT to the children, TERM to the rest, KILL after the grace; until nothing is left."""
+        started = time.monotonic()
+        seen = self.requests
+        running = [c for c in self.children if c.exit_code is None]
+        _say(
+            f"stopping: SIGINT to {', '.join(c.name for c in running) or 'nothing'}; every "
+            f"process is killed after {self.grace:g} s (Ctrl-C again: at once)"
+        )
+        for child in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGINT)
+        termed = False
+        while live := self.tree.alive():
+            elapsed = time.monotonic() - started
+            if self.requests > seen or elapsed >= self.grace:
+                why = "asked twice" if self.requests > seen else f"after {self.grace:g} s"
+                self._kill(live, why)
+                break
+            all_children_gone = all(c.exit_code is not None for c in self.children)
+            if not termed and (all_children_gone or elapsed >= self.grace / 2):
+                termed = True
+                self._list(f"SIGTERM to {len(live)} processes still running:", live)
+                _signal_all(live, signal.SIGTERM)
+            time.sleep(POLL_SECONDS)
+            self.reap()
+        self.reap()
+        if not self.tree.alive():
+            _say(f"all demo processes ended ({time.monotonic() - started:.0f} s)")
+
+    @staticmethod
+    def _list(title: str, pids: list[int]) -> None:
+        _say(title)
+        for pid in pids:
+            _say(f"  {pid} {_command_line(pid)}")
+
+    def _kill(self, live: list[int], why: str) -> None:
+        self._list(f"SIGKILL to {len(live)} processes still running ({why}):", live)
+        # Repeated: a process may fork between the walk and the kill. Bounded: a process stuck
+        # in the kernel (uninterruptible I/O) dies only when the I/O ends; say so, do not hang.
+        deadline = time.monotonic() + KILL_WAIT_SECONDS
+        while live and time.monotonic() < deadline:
+            _signal_all(live, signal.SIGKILL)
+            time.sleep(POLL_SECONDS)
+            self.reap()
+            live = self.tree.alive()
+        if live:
+            self._list(f"still there {KILL_WAIT_SECONDS} s after SIGKILL (stuck in I/O?):", live)
+
+
+def _pass_output(child: Child) -> None:
+    """Copy the child's output to ours, minus the lines `drop` matches; keep the last ones."""
+    assert child.process.stdout is not None
+    for line in child.process.stdout:
+        if child.drop is not None and child.drop.search(line):
+            continue
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+        text = line.decode(errors="replace").strip()
+        if text:
+            child.last_lines.append(text)
+
+
+def _start(name: str, command: list[str], drop: re.Pattern[bytes] | None) -> Child:
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches the supervisor only, which stops in order
+    )
+    child = Child(name, process, drop)
+    # A daemon thread: an orphan of this child may hold the pipe open; the tree walk, not the
+    # pipe's end, says when the child has ended.
+    threading.Thread(target=_pass_output, args=(child,), daemon=True).start()
+    return child
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[list[str]]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grace", type=float, default=60.0, help="seconds before SIGKILL")
+    parser.add_argument("--drop", nargs=2, action="append", default=[], metavar=("NAME", "RE"))
+    parser.add_argument("--after", help="shell command run once every process has ended")
+    parser.add_argument("commands", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    groups: list[list[str]] = [[]]
+    for word in args.commands:
+        if word == SEPARATOR:
+            groups.append([])
+        else:
+            groups[-1].append(word)
+    if any(len(group) < 2 for group in groups):
+        parser.error(f"each child is NAME COMMAND..., separated by {SEPARATOR}")
+    return args, groups
+
+
+def main(argv: list[str]) -> int:
+    args, groups = _parse(argv)
+    drops = {name: re.compile(pattern.encode()) for name, pattern in args.drop}
+    if not _become_subreaper():
+        _say("warning: not a child subreaper (not Linux?); orphans are found by pid only")
+    supervisor = Supervisor([], args.grace)  # signals are handled before the first child runs
+    ended: Child | None = None
+    failed: str | None = None
+    for name, *command in groups:
+        try:
+            supervisor.children.append(_start(name, command, drops.get(name)))
+        except OSError as exc:  # e.g. not installed: the ones already started are stopped
+            failed = f"could not start {name}: {exc}"
+            _say(failed)
+            break
+    if failed is None:
+        ended = supervisor.watch()
+    if ended is not None:
+        words = f"; its last words: {ended.last_lines[-1]}" if ended.last_lines else ""
+        _say("=" * 78)
+        _say(f"{ended.name} ENDED ON ITS OWN (exit code {ended.exit_code}){words}")
+        _say("The demo cannot go on without it: stopping everything it started.")
+        _say("=" * 78)
+    supervisor.stop()
+    if args.after:
+        for sig in STOP_SIGNALS:  # the clean-up is short; let it finish
+            signal.signal(sig, signal.SIG_IGN)
+        subprocess.run(["bash", "-c", args.after], check=False, timeout=120)
+    return 0 if ended is None and failed is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
