@@ -42,13 +42,15 @@ The randomization unit is the client, not the request: routing is sticky per
 `X-Routing-Key`, so one client keeping one key sends all its traffic to one slot, and its
 requests are not independent draws (one client sending bad rows, or big batches, would read
 as the candidate refusing, or being slow, or shifting its scores). So every failure on
-errors, refusals, latency and score shift must survive leaving one client out: the check
+refusals, latency and score shift must survive leaving one client out: the check
 is re-run without each of the (up to `_SUSPECTS`) clients that weigh most on it (their
 requests removed from both slots' figures, from the server's per-key totals), and if one
 removal makes it pass, it passes, its detail naming that client and its counts as the
 cause. Unless fewer than `min_requests` candidate requests are left without that client:
 then the rest is too little to tell the candidate from the client and the failure stands.
 Requests without a routing key are routed at random one by one and need no such care.
+Errors are never excused: a model failing on input the contract admits fails whoever sent
+it, and a sticky client's rows may be exactly the population it cannot score.
 """
 
 from __future__ import annotations
@@ -397,7 +399,12 @@ def analyse(
         client_windows(period_start, now, candidate_slot),
         client_windows(period_start, now, "stable"),
     )
-    checks = [_robust(judge, period, clients, figures) for judge in judges]
+    checks = [
+        judge(period, figures)
+        if judge is _error_check
+        else _robust(judge, period, clients, figures)
+        for judge in judges
+    ]
     if min_agreement is not None and candidate.compared_rows:
         agreement = candidate.agreeing_rows / candidate.compared_rows
         figures["agreement"] = agreement
@@ -498,8 +505,6 @@ def _robust(
 
 def _weight(judge: _Judge, period: _Period) -> Callable[[ClientWindow], int]:
     """How much a client weighs on `judge`'s check: its count of what the check counts."""
-    if judge is _error_check:
-        return lambda client: client.errors
     if judge is _refusal_check:
         return lambda client: client.refused
     if judge is _latency_check:

@@ -439,18 +439,33 @@ def test_a_failure_resting_on_one_client_with_little_else_stands() -> None:
     # All but 40 of the candidate's requests are one client's: without it too few are left
     # to tell the candidate from the client, so the failure stands and says why.
     start = snapshot()
-    now = snapshot(stable=totals(400), candidate=totals(100, errors=40))
-    now["clients"] = {"candidate": {"only": keyed(100, errors=40)}}
+    now = snapshot(stable=totals(400), candidate=totals(100, refused=40))
+    now["clients"] = {"candidate": {"only": keyed(100, refused=40)}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "fail"
+    assert (
+        "without routing key 'only' (140 requests: 40 refused, 0 failed, 100 rows scored) "
+        "only 0 candidate requests are left, 100 needed to judge it without them" in result.reason
+    )
+
+
+def test_errors_are_never_excused_as_one_client_s() -> None:
+    # One sticky client's valid rows crash the candidate: that is the candidate's fault
+    # whoever sent them (its rows may be the population the candidate cannot score).
+    start = snapshot()
+    now = snapshot(stable=totals(400), candidate=totals(400, errors=40))
+    now["clients"] = {"candidate": {"loans": keyed(40, errors=40)}}
     result = analyse(
         AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
     )
     assert result.verdict == "fail"
     assert result.reason == (
-        "error_rate 0.2857 over the limit 0.01 (40 of 140 candidate requests failed on the "
-        "server's side); without routing key 'only' (140 requests: 0 refused, 40 failed, "
-        "100 rows scored) only 0 candidate requests are left, 100 needed to judge it "
-        "without them"
+        "error_rate 0.09091 over the limit 0.01 (40 of 440 candidate requests failed on the "
+        "server's side)"
     )
+    assert not any(check.excused_client for check in result.checks)
 
 
 def test_client_totals_are_a_period_s_difference_and_a_dropped_key_starts_over() -> None:
