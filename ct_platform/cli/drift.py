@@ -41,14 +41,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 EXIT_INSUFFICIENT_DATA = 3
 EXIT_CONTRACT_VIOLATIONS = 4
 
+# Ingest's whole-file rules (`data.contract`) that `ct drift` does not apply, and why.
+WHOLE_FILE_RULES = "min_rows, columns, duplicates"
+
 if TYPE_CHECKING:
+    from ct_platform.data.contract import RuleResult
     from ct_platform.monitoring.results import DriftResult
+    from ct_platform.settings import DatasetSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             reference = ReferenceProfile.from_file(args.reference, dataset)
         current = summarise_file(args.current, dataset, SAMPLE_ROWS, reference)
+        ingest = _ingest_rules(args.current, dataset, current.other_columns)
         monitoring = spec.monitoring
         result = detect_drift(
             reference,
@@ -98,17 +105,81 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"ct drift: {exc}", file=sys.stderr)
         return 2
+    broken_rules = [rule for rule in ingest.checked if not rule.passed]
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps({**result.to_dict(), "ingest_rules": ingest.to_dict()}))
     else:
         _print_table(result, monitoring.drift_share_threshold)
+        _print_ingest_rules(ingest)
     if result.violations:
         broken = ", ".join(result.violations)
         print(f"ct drift: {args.current} breaks the spec's contract in: {broken}", file=sys.stderr)
+    for rule in broken_rules:
+        print(f"ct drift: {args.current}: {rule.describe()}", file=sys.stderr)
     if result.dataset_drift is None:
         print(f"ct drift: {result.insufficient}: no verdict", file=sys.stderr)
         return EXIT_INSUFFICIENT_DATA
-    return EXIT_CONTRACT_VIOLATIONS if result.violations else 0
+    return EXIT_CONTRACT_VIOLATIONS if result.violations or broken_rules else 0
+
+
+@dataclass
+class IngestRules:
+    """Ingest's rules (`data.contract`) beyond the feature columns, on CURRENT: those
+    checked, and, for each rule not checked, why (so no "within the contract" is claimed
+    for it)."""
+
+    checked: list[RuleResult]
+    not_checked: list[str]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"checked": [asdict(rule) for rule in self.checked], "not_checked": self.not_checked}
+
+
+def _ingest_rules(path: Path, dataset: DatasetSpec, columns: list[str]) -> IngestRules:
+    """Run ingest's time-column and target rules on the ones CURRENT (`path`, with header
+    `columns`) holds; say which were not checked and why."""
+    from ct_platform.data.contract import check_time_and_target
+    from ct_platform.monitoring.sources import read_columns
+
+    present = [name for name in (dataset.time_column, dataset.target) if name in columns]
+    checked = (
+        check_time_and_target(read_columns(path, dataset, present), dataset) if present else []
+    )
+    not_checked = [
+        f"column '{name}', rules {rules}: the column is not in CURRENT"
+        for name, rules in _rules_of_rule_columns(dataset).items()
+        if name not in columns
+    ]
+    not_checked.append(
+        f"{WHOLE_FILE_RULES}: rules for admitting a training batch, not for a compared file "
+        "(the sample-size minimum is monitoring.min_window_rows; a compared file may carry "
+        "other columns, such as a prediction log's; repeated rows are repeated traffic)"
+    )
+    not_checked.append(
+        "completeness of the feature columns (dataset.completeness_min): not applied by "
+        "ct drift yet; a feature column with too few values is listed as not tested above"
+    )
+    return IngestRules(checked, not_checked)
+
+
+def _rules_of_rule_columns(dataset: DatasetSpec) -> dict[str, str]:
+    """The time column's and the target's rules by column, as ingest names them."""
+    rules = {}
+    if dataset.time_column is not None:
+        rules[dataset.time_column] = "completeness, type"
+    target_rules = "completeness, target"
+    rules[dataset.target] = target_rules + (
+        ", target_range" if dataset.target_rules is not None else ""
+    )
+    return rules
+
+
+def _print_ingest_rules(ingest: IngestRules) -> None:
+    print("ingest's rules on the time column and the target:")
+    for rule in ingest.checked:
+        print(f"  {'ok' if rule.passed else 'BROKEN'}: {rule.describe()}")
+    for why in ingest.not_checked:
+        print(f"  not checked: {why}")
 
 
 def _print_table(result: DriftResult, threshold: float) -> None:

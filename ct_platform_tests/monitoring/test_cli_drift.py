@@ -45,7 +45,12 @@ def test_json_verdicts_on_planted_drift(
     report = json.loads(capsys.readouterr().out)
 
     keys = {"verdict", "reason", "columns", "drift_share", "dataset_drift", "violations"}
-    assert set(report) == keys
+    assert set(report) == {*keys, "ingest_rules"}
+    # The file holds the features only: the target's rules are named as not checked.
+    assert report["ingest_rules"]["checked"] == []
+    assert report["ingest_rules"]["not_checked"][0] == (
+        "column 'y', rules completeness, target: the column is not in CURRENT"
+    )
     assert list(report["violations"]) == ["age", "job"]
     age, job = report["violations"]["age"], report["violations"]["job"]
     assert job["unknown_categories"] == (planted["job"] == "crypto-trader").sum()
