@@ -192,6 +192,8 @@ def _print_table(result: DriftResult, threshold: float) -> None:
             f"{name:<{width}}  {column.method:<13}  {column.score:>10.4f}  "
             f"{column.threshold:>9.3g}  {verdict}"
         )
+        if column.note:
+            print(f"{'':<{width}}  ({column.note})")
     for name, why in result.invalid.items():
         print(f"{name:<{width}}  invalid: {why}")
     for name, why in result.not_tested.items():

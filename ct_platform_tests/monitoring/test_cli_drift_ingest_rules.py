@@ -109,9 +109,8 @@ def test_iso_dates_break_the_time_columns_format_in_ingests_words(
     ingest = _ingest_failures(project, path)
     assert ingest == [
         f"column 'call date', rule type: {ROWS} values (100.00%) are not a date in the format "
-        f"'%d/%m/%Y': '{current['call date'].iloc[0]}', " + ", ".join(
-            repr(day) for day in current["call date"].unique()[1:5]
-        )
+        f"'%d/%m/%Y': '{current['call date'].iloc[0]}', "
+        + ", ".join(repr(day) for day in current["call date"].unique()[1:5])
     ]
     assert f"  BROKEN: {ingest[0]}\n" in completed.stdout
     assert f"ct drift: {path}: {ingest[0]}\n" in completed.stderr
@@ -129,14 +128,13 @@ def test_negative_target_breaks_target_rules_in_ingests_words(
     assert completed.returncode == EXIT_CONTRACT_VIOLATIONS, completed.stderr
     ingest = _ingest_failures(project, path)
     assert len(ingest) == 1 and ingest[0].startswith(
-        "column 'call seconds', rule target_range: 10 values outside [0, 6000] (e.g. -5); seen [-5, "
+        "column 'call seconds', rule target_range: 10 values outside [0, 6000] (e.g. -5); "
+        "seen [-5, "
     )
     report = json.loads(completed.stdout)
     assert report["violations"] == {}  # the features keep the contract
     broken = [rule for rule in report["ingest_rules"]["checked"] if not rule["passed"]]
-    assert [(rule["rule"], rule["column"]) for rule in broken] == [
-        ("target_range", "call seconds")
-    ]
+    assert [(rule["rule"], rule["column"]) for rule in broken] == [("target_range", "call seconds")]
     assert broken[0]["figures"]["n_out_of_range"] == 10
     assert f"ct drift: {path}: {ingest[0]}\n" in completed.stderr
 
@@ -181,3 +179,28 @@ def test_without_the_target_its_rules_are_named_as_not_checked(
         "column 'call seconds', rules completeness, target, target_range: "
         "the column is not in CURRENT"
     )
+
+
+def test_constant_reference_score_is_explained_by_its_distance(
+    project: dict[str, Path], calls: pd.DataFrame
+) -> None:
+    """The first batch has `employees` constant at 5191: Evidently's normed Wasserstein divides
+    by its floor 0.001, so 0 to 99 more employees (49.5 on average) score 49,500. The verdict
+    stays Evidently's; the note gives the distance in employees."""
+    current = calls.iloc[ROWS:].copy()
+    current["employees"] = 5191 + current.index % 100
+    path = _current(project, current, "more_employees.csv")
+
+    as_json, as_text = _ct_drift(project, path, "--json"), _ct_drift(project, path)
+
+    column = json.loads(as_json.stdout)["columns"]["employees"]
+    assert column["method"] == "wasserstein"
+    assert column["score"] == pytest.approx(49.5 / 0.001)
+    assert column["drift"] is True
+    note = (
+        "reference constant at 5191 (std 0 < Evidently's floor 0.001, the score's divisor): "
+        "current values lie 49.5 from it on average (Wasserstein distance, in the column's units)"
+    )
+    assert column["note"] == note
+    assert f"  ({note})\n" in as_text.stdout
+    assert as_json.returncode == as_text.returncode == 0, as_text.stdout
