@@ -30,8 +30,16 @@ fractional_examples, out_of_range, rule, seen_min, seen_max, seen_as_sent,
 unknown_categories, distinct_unknown_categories, most_frequent_unknown, message}}` (empty
 when the data keeps the contract).
 
+Ingest's rules on the time column and the target (`data.contract.check_time_and_target`) are
+applied to CURRENT for those of the two it holds, in ingest's words; every rule is listed as
+ok, BROKEN or not checked (with why: the column is absent, or the rule admits training
+batches, not compared files). JSON: `"ingest_rules": {"checked": [{rule, column, passed,
+message, figures}], "not_checked": [why]}`. REFERENCE is not held to them: it is data ingest
+admitted, or a profile. Only the time column and the target are read for them (memory: their
+values).
+
 Exit status: 0 when there is a verdict (drift or not) and CURRENT keeps the contract; 4 when
-there is a verdict but CURRENT has contract violations (listed); 3 when there is no dataset
+there is a verdict but CURRENT has contract violations or breaks an ingest rule (listed); 3 when there is no dataset
 verdict (too little data, or no column testable: violations, if any, listed too); 2 when
 the comparison could not run (bad file, missing column).
 """
