@@ -39,9 +39,9 @@ admitted, or a profile. Only the time column and the target are read for them (m
 values).
 
 Exit status: 0 when there is a verdict (drift or not) and CURRENT keeps the contract; 4 when
-there is a verdict but CURRENT has contract violations or breaks an ingest rule (listed); 3 when there is no dataset
-verdict (too little data, or no column testable: violations, if any, listed too); 2 when
-the comparison could not run (bad file, missing column).
+there is a verdict but CURRENT has contract violations or breaks an ingest rule (listed); 3
+when there is no dataset verdict (too little data, or no column testable: violations, if
+any, listed too); 2 when the comparison could not run (bad file, missing column).
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overflow_examples, infinite, fractional, fractional_examples, out_of_range, rule, "
         "seen_min, seen_max, seen_as_sent, "
         "unknown_categories, distinct_unknown_categories, "
-        "most_frequent_unknown, message}}}",
+        "most_frequent_unknown, message}}, "
+        '"ingest_rules": {"checked": [{rule, column, passed, message, figures}], '
+        '"not_checked": [why]}}; a tested column may carry a "note"',
     )
 
 
