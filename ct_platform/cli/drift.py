@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING
 EXIT_INSUFFICIENT_DATA = 3
 EXIT_CONTRACT_VIOLATIONS = 4
 
-# Ingest's whole-file rules (`data.contract`) that `ct drift` does not apply, and why.
+# Ingest's whole-file rules (`data.contract`) that `ct drift` does not apply (why: the
+# `not_checked` entry `_ingest_rules` writes).
 WHOLE_FILE_RULES = "min_rows, columns, duplicates"
 
 if TYPE_CHECKING:
@@ -173,14 +174,12 @@ def _ingest_rules(path: Path, dataset: DatasetSpec, columns: list[str]) -> Inges
 
 
 def _rules_of_rule_columns(dataset: DatasetSpec) -> dict[str, str]:
-    """The time column's and the target's rules by column, as ingest names them."""
+    """The rules `check_time_and_target` applies, by column, as ingest names them."""
     rules = {}
     if dataset.time_column is not None:
         rules[dataset.time_column] = "completeness, type"
-    target_rules = "completeness, target"
-    rules[dataset.target] = target_rules + (
-        ", target_range" if dataset.target_rules is not None else ""
-    )
+    target_range = ", target_range" if dataset.target_rules is not None else ""
+    rules[dataset.target] = f"completeness, target{target_range}"
     return rules
 
 
