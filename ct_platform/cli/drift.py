@@ -120,8 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result.to_dict(), "ingest_rules": ingest.to_dict()}))
     else:
-        _print_table(result, monitoring.drift_share_threshold)
-        _print_ingest_rules(ingest)
+        _print_table(result, monitoring.drift_share_threshold, ingest)
     if result.violations:
         broken = ", ".join(result.violations)
         print(f"ct drift: {args.current} breaks the spec's contract in: {broken}", file=sys.stderr)
@@ -191,7 +190,7 @@ def _print_ingest_rules(ingest: IngestRules) -> None:
         print(f"  not checked: {why}")
 
 
-def _print_table(result: DriftResult, threshold: float) -> None:
+def _print_table(result: DriftResult, threshold: float, ingest: IngestRules) -> None:
     names = [*result.columns, *result.invalid, *result.not_tested]
     width = max(len("column"), *(len(name) for name in names))
     print(f"{'column':<{width}}  {'method':<13}  {'score':>10}  {'threshold':>9}  drift")
@@ -211,6 +210,7 @@ def _print_table(result: DriftResult, threshold: float) -> None:
         print("contract violations (counted apart from drift):")
         for line in result.describe_violations():
             print(f"  {line}")
+    _print_ingest_rules(ingest)
     tested = f"{len(result.columns)} of {len(names)} columns tested"
     if result.dataset_drift is None:
         print(f"dataset: no verdict, {result.insufficient} ({tested})")
