@@ -37,11 +37,26 @@ Rollouts' analysis: each metric against a limit from the spec's `deployment.anal
 
 A period with fewer than `min_requests` candidate requests (scored, failed or refused)
 gives no verdict ("wait").
+
+The randomization unit is the client, not the request: routing is sticky per
+`X-Routing-Key`, so one client keeping one key sends all its traffic to one slot, and its
+requests are not independent draws (one client sending bad rows, or big batches, would read
+as the candidate refusing, or being slow, or shifting its scores). So every failure on
+refusals, latency and score shift must survive leaving one client out: the check
+is re-run without each of the (up to `_SUSPECTS`) clients that weigh most on it (their
+requests removed from both slots' figures, from the server's per-key totals), and if one
+removal makes it pass, it passes, its detail naming that client and its counts as the
+cause. Unless fewer than `min_requests` candidate requests are left without that client:
+then the rest is too little to tell the candidate from the client and the failure stands.
+Requests without a routing key are routed at random one by one and need no such care.
+Errors are never excused: a model failing on input the contract admits fails whoever sent
+it, and a sticky client's rows may be exactly the population it cannot score.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -52,6 +67,36 @@ from ct_platform.settings import AbSpec, AnalysisSpec
 Verdict = Literal["pass", "fail", "wait"]
 # Laplace smoothing of empty histogram bins: PSI is infinite on a bin one side lacks.
 _EMPTY_BIN = 0.5
+
+
+# Clients (routing keys) a failed check is re-run without, the heaviest on it first.
+_SUSPECTS = 3
+
+
+@dataclass(frozen=True)
+class ClientWindow:
+    """What one routing key did on one slot between two snapshots; `latency` maps a latency
+    bucket's index to its count, `scores` a score bin to its count (both sparse)."""
+
+    key: str
+    requests: int
+    errors: int
+    refused: int
+    rows: int
+    latency: dict[int, int]
+    scores: dict[str, int]
+
+    @property
+    def routed(self) -> int:
+        return self.requests + self.errors + self.refused
+
+    def describe(self) -> str:
+        """`routing key 'abc' (342 requests: 74 refused, 0 failed, 3 rows scored)`."""
+        key = self.key if len(self.key) <= 24 else f"{self.key[:24]}..."
+        return (
+            f"routing key {key!r} ({self.routed} requests: {self.refused} refused, "
+            f"{self.errors} failed, {self.rows} rows scored)"
+        )
 
 
 @dataclass(frozen=True)
@@ -95,6 +140,59 @@ class SlotWindow:
             self.labelled - 1
         )
         return math.sqrt(max(variance, 0.0))
+
+    def without(self, client: ClientWindow | None) -> SlotWindow:
+        """This window less one client's requests (labels stay: they are not per key)."""
+        if client is None:
+            return self
+        latency = list(self.latency)
+        for bucket, count in client.latency.items():
+            latency[bucket] = max(latency[bucket] - count, 0)
+        scores = {b: c - client.scores.get(b, 0) for b, c in self.scores.items()}
+        return replace(
+            self,
+            requests=max(self.requests - client.requests, 0),
+            errors=max(self.errors - client.errors, 0),
+            refused=max(self.refused - client.refused, 0),
+            latency=latency,
+            scores={b: c for b, c in scores.items() if c > 0},
+        )
+
+
+def client_windows(
+    before: dict[str, Any] | None, after: dict[str, Any], slot: str
+) -> dict[str, ClientWindow]:
+    """Per routing key, `slot`'s totals in `after` minus those in `before` (keys with
+    traffic in the period only). A key whose totals went down or are missing from `before`
+    was dropped and counted again by the server (or the server restarted): its totals in
+    `after` alone."""
+    now = (after.get("clients") or {}).get(slot) or {}
+    then = ((before or {}).get("clients") or {}).get(slot) or {}
+    windows = {}
+    for key, totals in now.items():
+        old = then.get(key) or {}
+        if any(
+            old.get(name, 0) > totals.get(name, 0) for name in ("requests", "errors", "refused")
+        ):
+            old = {}
+        latency = _sparse_difference(totals["latency"], old.get("latency") or {})
+        window = ClientWindow(
+            key=key,
+            requests=totals["requests"] - old.get("requests", 0),
+            errors=totals["errors"] - old.get("errors", 0),
+            refused=totals["refused"] - old.get("refused", 0),
+            rows=totals["rows"] - old.get("rows", 0),
+            latency={int(bucket): count for bucket, count in latency.items()},
+            scores=_sparse_difference(totals["scores"], old.get("scores") or {}),
+        )
+        if window.routed:
+            windows[key] = window
+    return windows
+
+
+def _sparse_difference(now: dict[str, int], then: dict[str, int]) -> dict[str, int]:
+    difference = {bucket: count - then.get(bucket, 0) for bucket, count in now.items()}
+    return {bucket: count for bucket, count in difference.items() if count > 0}
 
 
 def slot_window(before: dict[str, Any] | None, after: dict[str, Any], slot: str) -> SlotWindow:
@@ -140,11 +238,16 @@ def slower_than(window: SlotWindow, bounds_ms: list[float], limit_ms: float) -> 
     counted was slower than it. The same rule as `p99_ms`: a p99 over the limit is exactly
     more than 1 % of the requests counted here.
     """
-    first_slow = next(
-        (index for index, bound in enumerate(bounds_ms) if bound > limit_ms), len(bounds_ms)
-    )
+    first_slow = _first_slow_bucket(bounds_ms, limit_ms)
     edge = bounds_ms[first_slow - 1] if first_slow else 0.0
     return sum(window.latency[first_slow:]), edge
+
+
+def _first_slow_bucket(bounds_ms: list[float], limit_ms: float) -> int:
+    """Index of the first latency bucket whose requests may be slower than `limit_ms`."""
+    return next(
+        (index for index, bound in enumerate(bounds_ms) if bound > limit_ms), len(bounds_ms)
+    )
 
 
 def p99_ms(window: SlotWindow, bounds_ms: list[float]) -> float:
@@ -220,6 +323,8 @@ class Check:
     passed: bool
     # Why it failed, with its figures (empty: "<name> <value> over the limit <limit>").
     detail: str = ""
+    # The routing key whose traffic alone made it fail (it passed without it), if any.
+    excused_client: str = ""
 
 
 @dataclass(frozen=True)
@@ -273,32 +378,33 @@ def analyse(
             f"period, {spec.min_requests} needed for a verdict"
         )
         return Analysis("wait", reason, [], figures)
-    error_check = _at_most("error_rate", candidate.error_rate, spec.error_rate_max)
-    checks = [
-        replace(
-            error_check,
-            detail=f"{error_check.detail} ({candidate.errors} of {candidate.routed} "
-            f"{candidate_slot} requests failed on the server's side)",
-        ),
-        _latency_check(spec, candidate_slot, candidate, stable, bounds, figures),
-    ]
+    judges: list[_Judge] = [_error_check, _latency_check]
     unjudged = []
     if stable.routed >= spec.min_requests:
-        checks.append(_refusal_check(spec, candidate_slot, candidate, stable, figures))
+        judges.append(_refusal_check)
     else:
         unjudged.append(
             f"refusals not judged: stable had {stable.routed} requests in this period, "
             f"{spec.min_requests} needed"
         )
     if sum(stable.scores.values()) >= spec.min_requests:
-        checks.append(
-            _score_shift_check(spec, candidate_slot, candidate.scores, stable.scores, figures)
-        )
+        judges.append(_score_shift_check)
     else:
         unjudged.append(
             f"score shift not judged: stable scored {sum(stable.scores.values())} requests in "
             f"this period, {spec.min_requests} needed"
         )
+    period = _Period(spec, candidate_slot, candidate, stable, bounds)
+    clients = (
+        client_windows(period_start, now, candidate_slot),
+        client_windows(period_start, now, "stable"),
+    )
+    checks = [
+        judge(period, figures)
+        if judge is _error_check
+        else _robust(judge, period, clients, figures)
+        for judge in judges
+    ]
     if min_agreement is not None and candidate.compared_rows:
         agreement = candidate.agreeing_rows / candidate.compared_rows
         figures["agreement"] = agreement
@@ -318,7 +424,11 @@ def analyse(
         return Analysis("fail", reason, checks, figures)
     # A check judged against stable says why it passed over its limit (a loaded server,
     # sampling noise): the figures a user would otherwise read as a missed failure.
-    notes = [check.detail for check in checks if check.name in _AGAINST_STABLE and check.detail]
+    notes = [
+        check.detail
+        for check in checks
+        if check.detail and (check.name in _AGAINST_STABLE or check.excused_client)
+    ]
     return Analysis(
         "pass", "; ".join([f"{len(checks)} checks passed", *notes, *unjudged]), checks, figures
     )
@@ -333,6 +443,86 @@ _AGAINST_STABLE = (
 )
 
 
+@dataclass(frozen=True)
+class _Period:
+    """What a check judges: the candidate's and stable's windows of one period."""
+
+    spec: AnalysisSpec
+    slot: str
+    candidate: SlotWindow
+    stable: SlotWindow
+    bounds: list[float]
+
+    def without(self, candidate: ClientWindow, stable: ClientWindow | None) -> _Period:
+        return replace(
+            self, candidate=self.candidate.without(candidate), stable=self.stable.without(stable)
+        )
+
+
+# A check of one period; it adds its figures to the dict it is given.
+_Judge = Callable[[_Period, dict[str, float]], Check]
+
+
+def _robust(
+    judge: _Judge,
+    period: _Period,
+    clients: tuple[dict[str, ClientWindow], dict[str, ClientWindow]],
+    figures: dict[str, float],
+) -> Check:
+    """`judge`'s check, unless it fails only because of one client: re-run without each of
+    the `_SUSPECTS` routing keys that weigh most on it (removed from both slots), it passes
+    with the first removal that makes it pass, naming that client. A removal leaving fewer
+    than `min_requests` candidate requests proves nothing: the failure stands, saying so."""
+    check = judge(period, figures)
+    if check.passed:
+        return check
+    candidate_clients, stable_clients = clients
+    weight = _weight(judge, period)
+    suspects = sorted(candidate_clients.values(), key=weight, reverse=True)[:_SUSPECTS]
+    too_few = []
+    for client in (client for client in suspects if weight(client) > 0):
+        rest = period.without(client, stable_clients.get(client.key))
+        if rest.candidate.routed < period.spec.min_requests:
+            too_few.append(
+                f"without {client.describe()} only {rest.candidate.routed} {period.slot} "
+                f"requests are left, {period.spec.min_requests} needed to judge it without them"
+            )
+            continue
+        again = judge(rest, {})
+        if again.passed:
+            figures[f"{check.name}_without_client"] = again.value
+            detail = (
+                f"{check.detail}; without {client.describe()} it passes ({check.name} "
+                f"{again.value:.4g}, limit {again.limit:g}, on the other "
+                f"{rest.candidate.routed} {period.slot} and {rest.stable.routed} stable "
+                "requests): that one client is the cause, not the candidate, passed"
+            )
+            return replace(check, passed=True, detail=detail, excused_client=client.key)
+    if too_few:
+        return replace(check, detail="; ".join([check.detail, *too_few]))
+    return check
+
+
+def _weight(judge: _Judge, period: _Period) -> Callable[[ClientWindow], int]:
+    """How much a client weighs on `judge`'s check: its count of what the check counts."""
+    if judge is _refusal_check:
+        return lambda client: client.refused
+    if judge is _latency_check:
+        first_slow = _first_slow_bucket(period.bounds, period.spec.p99_latency_ms_max)
+        return lambda client: sum(c for b, c in client.latency.items() if b >= first_slow)
+    return lambda client: client.rows
+
+
+def _error_check(period: _Period, figures: dict[str, float]) -> Check:
+    candidate = period.candidate
+    check = _at_most("error_rate", candidate.error_rate, period.spec.error_rate_max)
+    return replace(
+        check,
+        detail=f"{check.detail} ({candidate.errors} of {candidate.routed} {period.slot} "
+        "requests failed on the server's side)",
+    )
+
+
 def _at_most(name: str, value: float, limit: float) -> Check:
     """A maximum: passes at or under `limit` (NaN, nothing measured, passes)."""
     return Check(
@@ -340,17 +530,12 @@ def _at_most(name: str, value: float, limit: float) -> Check:
     )
 
 
-def _refusal_check(
-    spec: AnalysisSpec,
-    slot: str,
-    candidate: SlotWindow,
-    stable: SlotWindow,
-    figures: dict[str, float],
-) -> Check:
+def _refusal_check(period: _Period, figures: dict[str, float]) -> Check:
     """Fails when the candidate refuses (4xx) a larger share of its requests than stable
     does of the same period's, by more than `refusal_rate_excess_max` AND beyond sampling
     noise (one-sided Fisher's exact test on the 2x2 refused/not-refused table under
     `refusal_alpha`); the p-value is computed only for an excess over the limit."""
+    spec, slot, candidate, stable = period.spec, period.slot, period.candidate, period.stable
     limit = spec.refusal_rate_excess_max
     excess = candidate.refusal_rate - stable.refusal_rate
     figures["refusal_rate_excess"] = excess
@@ -380,21 +565,15 @@ def _excess_p_value(hits: int, total: int, reference_hits: int, reference_total:
     return float(fisher_exact(table, alternative="greater").pvalue)
 
 
-def _latency_check(
-    spec: AnalysisSpec,
-    slot: str,
-    candidate: SlotWindow,
-    stable: SlotWindow,
-    bounds: list[float],
-    figures: dict[str, float],
-) -> Check:
+def _latency_check(period: _Period, figures: dict[str, float]) -> Check:
     """Candidate p99 at most `p99_latency_ms_max`, unless stable was as slow in the same
     period: over the limit, it fails only when its share of requests slower than the limit
     exceeds stable's by more than `latency_slow_share_excess_max` AND beyond sampling
     noise (one-sided Fisher's exact test under `latency_alpha`). Judged on the limit alone
     when stable answered fewer than `min_requests` scored requests in the period."""
-    limit = spec.p99_latency_ms_max
-    p99, stable_p99 = figures["candidate_p99_ms"], figures["stable_p99_ms"]
+    spec, slot, candidate, stable = period.spec, period.slot, period.candidate, period.stable
+    bounds, limit = period.bounds, spec.p99_latency_ms_max
+    p99, stable_p99 = p99_ms(candidate, bounds), p99_ms(stable, bounds)
     slow, edge = slower_than(candidate, bounds, limit)
     stable_slow, _ = slower_than(stable, bounds, limit)
     answered, stable_answered = sum(candidate.latency), sum(stable.latency)
@@ -435,16 +614,12 @@ def _latency_check(
     return Check("p99_latency_ms", p99, limit, not slower, detail)
 
 
-def _score_shift_check(
-    spec: AnalysisSpec,
-    slot: str,
-    candidate: dict[str, int],
-    reference: dict[str, int],
-    figures: dict[str, float],
-) -> Check:
+def _score_shift_check(period: _Period, figures: dict[str, float]) -> Check:
     """Fails when the shift is over `score_shift_max` AND beyond sampling noise at these
     counts (permutation p-value under `score_shift_alpha`); the p-value is computed only
     for a shift over the limit (a smaller one passes whatever it is)."""
+    spec, slot = period.spec, period.slot
+    candidate, reference = period.candidate.scores, period.stable.scores
     metric, limit = spec.score_shift_metric, spec.score_shift_max
     name = f"score_shift_{metric}"
     shift = score_shift(candidate, reference, metric)

@@ -221,7 +221,8 @@ class Server:
             check_bearer(request, self.api_key, allow_api_key_header=True)
             body = await read_body(request, self.config.max_body_bytes)
             state = self.state  # read once: a concurrent swap cannot split this request
-            route = state.route(request.headers.get("x-routing-key") or request_id)
+            routing_key = request.headers.get("x-routing-key")
+            route = state.route(routing_key or request_id)
             content_type = request.headers.get("content-type")
             scored = await self._scored(
                 route.served, parse, render, body, content_type, client_id, request_id
@@ -231,6 +232,7 @@ class Server:
             self.metrics.contract_violations(error.violations, "rejected")
             if route is not None:  # the slot's model (or its schema) refused the request
                 self.slot_stats.error(route.slot, error)
+                self.slot_stats.clients.error(route.slot, routing_key, error)
                 headers.update(_slot_headers(route))
             return error_response(error, headers)
         request_id = scored.request_id
@@ -238,6 +240,7 @@ class Server:
         headers.update(_slot_headers(route))
         seconds = time.perf_counter() - started
         self._record(endpoint, route.slot, route.served, request_id, scored, seconds)
+        self.slot_stats.clients.scored(route.slot, routing_key, seconds, scored.prediction)
         self.metrics.contract_violations(scored.parsed.violations, "scored")
         shadow = None
         if route.shadow is not None:

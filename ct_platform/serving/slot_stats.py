@@ -21,10 +21,16 @@ wide for large values, so any target scale fits without knowing it in advance.
 Labels posted to `/feedback` are matched to the slot that answered through a bounded map
 of recent single-row request ids (the newest `recent_limit`), so the primary metric is per
 slot too: a correct label (classification) or the absolute error (regression).
+
+Routing is sticky per `X-Routing-Key`, so a client that keeps one key sends all its traffic
+to one slot: the unit randomized between the slots is the client, not the request.
+`ClientStats` keeps the same counters per routing key (bounded, see there), so the analysis
+can tell a candidate that fails many clients from one client that misbehaves on it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from bisect import bisect_left
 from collections import defaultdict
@@ -41,6 +47,10 @@ LATENCY_BOUNDS_MS = tuple(round(0.1 * 1.25**k, 4) for k in range(54))
 PROBABILITY_BINS = 20
 REGRESSION_BINS_PER_UNIT = 4
 RECENT_LIMIT = 200_000
+# Routing keys counted per slot; past it the half with the fewest requests is dropped.
+CLIENT_LIMIT = 1_000
+# Longer routing keys are counted (and shown) by a hash of them.
+CLIENT_KEY_CHARS = 64
 
 
 @dataclass
@@ -84,6 +94,7 @@ class SlotStats:
         self.regression = regression
         self.slots: defaultdict[str, SlotTotals] = defaultdict(SlotTotals)
         self._recent = RecentAnswers(recent_limit)
+        self.clients = ClientStats()
 
     def scored(self, slot: str, request_id: str, seconds: float, prediction: Prediction) -> None:
         totals = self.slots[slot]
@@ -134,6 +145,7 @@ class SlotStats:
             "score_grid": "asinh_quarter" if self.regression else "probability_20",
             "outcome": "absolute_error" if self.regression else "correct",
             "slots": {slot: totals.to_dict() for slot, totals in self.slots.items()},
+            "clients": self.clients.snapshot(),
         }
 
     def _outcome(self, answer: Any, label: Any) -> float | None:
@@ -185,6 +197,91 @@ class RecentAnswers:
             return None
         self._ids[position] = None
         return self._slots[position], self._answers[position]
+
+
+@dataclass
+class ClientTotals:
+    """One routing key's running totals on one slot; histograms sparse (bucket -> count)."""
+
+    requests: int = 0
+    errors: int = 0
+    refused: int = 0
+    rows: int = 0
+    latency: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+    scores: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def routed(self) -> int:
+        return self.requests + self.errors + self.refused
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "refused": self.refused,
+            "rows": self.rows,
+            "latency": {str(bucket): count for bucket, count in self.latency.items()},
+            "scores": {str(bin_): count for bin_, count in self.scores.items()},
+        }
+
+
+class ClientStats:
+    """Per slot, per routing key (`X-Routing-Key`) running totals, like `SlotTotals`.
+
+    Only keyed requests are counted: a request without a key is routed by its own id, a
+    random unit of its own. At most `limit` keys per slot: when a new key would exceed it,
+    the half with the fewest requests is dropped (amortized O(log n) a request). A dropped
+    key that comes back starts again from 0, which a reader diffing two snapshots sees as
+    a reset (its totals went down or were missing). The slot totals still count everything.
+    """
+
+    def __init__(self, limit: int = CLIENT_LIMIT) -> None:
+        self.limit = limit
+        self.slots: defaultdict[str, dict[str, ClientTotals]] = defaultdict(dict)
+
+    def scored(self, slot: str, key: str | None, seconds: float, prediction: Prediction) -> None:
+        if not key:
+            return
+        totals = self._totals(slot, key)
+        totals.requests += 1
+        totals.latency[bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)] += 1
+        bins, counts = np.unique(score_bins(prediction), return_counts=True)
+        totals.rows += int(counts.sum())
+        for bin_, count in zip(bins.tolist(), counts.tolist(), strict=True):
+            totals.scores[bin_] += count
+
+    def error(self, slot: str, key: str | None, error: HttpError) -> None:
+        if not key:
+            return
+        totals = self._totals(slot, key)
+        if error.status < 500 and not isinstance(error, ModelFailure):
+            totals.refused += 1
+        else:
+            totals.errors += 1
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {
+            slot: {key: totals.to_dict() for key, totals in keys.items()}
+            for slot, keys in self.slots.items()
+        }
+
+    def _totals(self, slot: str, key: str) -> ClientTotals:
+        keys = self.slots[slot]
+        key = client_key(key)
+        found = keys.get(key)
+        if found is None:
+            if len(keys) >= self.limit:
+                busiest = sorted(keys.items(), key=lambda item: item[1].routed, reverse=True)
+                self.slots[slot] = keys = dict(busiest[: self.limit // 2])
+            found = keys[key] = ClientTotals()
+        return found
+
+
+def client_key(key: str) -> str:
+    """The routing key as counted: itself, or `sha256:<16 hex>` when over 64 characters."""
+    if len(key) <= CLIENT_KEY_CHARS:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def score_bins(prediction: Prediction) -> np.ndarray:

@@ -90,10 +90,12 @@ def ingest(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRe
 
 
 def contract_check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    """The run's `data_contract` evaluation (`validated_batch` has other checks too)."""
     [evaluation] = [
         event.asset_check_evaluation_data
         for event in result.all_events
         if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and event.asset_check_evaluation_data.check_name == "data_contract"
     ]
     return evaluation
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from scipy.stats import hypergeom, norm
 
 from ct_platform.deployment.analysis import (
     ab_test,
     analyse,
+    client_windows,
     p99_ms,
     required_sample_size,
     score_shift,
     slot_window,
     slower_than,
 )
-from ct_platform.serving.slot_stats import LATENCY_BOUNDS_MS, SlotStats
+from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.slot_stats import LATENCY_BOUNDS_MS, ClientStats, SlotStats, client_key
 from ct_platform.serving.transport import HttpError, ModelFailure
 from ct_platform.settings import AbSpec, AnalysisSpec
 
@@ -320,3 +323,189 @@ def test_slow_requests_are_those_over_the_last_bucket_edge_under_the_limit() -> 
     assert p99_ms(window, BOUNDS) == 5.5511
     over = slot_window(None, snapshot(candidate=latencies({5.0: 98, 260.0: 2})), "candidate")
     assert p99_ms(over, BOUNDS) == 308.1488
+
+
+# --- One client is one randomization unit --------------------------------------------------
+
+
+def keyed(
+    requests: int = 0,
+    *,
+    refused: int = 0,
+    errors: int = 0,
+    rows: int | None = None,
+    latency: dict[int, int] | None = None,
+    scores: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """One routing key's totals on a slot, as `/admin/stats` shows them under `clients`."""
+    return {
+        "requests": requests,
+        "errors": errors,
+        "refused": refused,
+        "rows": requests if rows is None else rows,
+        "latency": {str(bucket): count for bucket, count in (latency or {}).items()},
+        "scores": scores or {},
+    }
+
+
+def bucket_of(ms: float) -> int:
+    return next(i for i, bound in enumerate(BOUNDS) if bound >= ms)
+
+
+def test_one_client_sending_bad_rows_to_the_candidate_does_not_roll_it_back() -> None:
+    # The newcomer's case (a): at 60 % a client keeping a key routed to the candidate sent
+    # rows with age=500, each refused 422: 74 of the candidate's 342 requests, stable 0 of
+    # 158. It rolled back a candidate with stable's contract (Fisher's p = 3.6e-14).
+    start = snapshot()
+    now = snapshot(stable=totals(158), candidate=totals(268, refused=74))
+    now["clients"] = {"candidate": {"client-7": keyed(refused=74)}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "pass", result.reason
+    refusals = next(check for check in result.checks if check.name == "refusal_rate_excess")
+    assert refusals.excused_client == "client-7"
+    assert refusals.value == 74 / 342
+    assert result.figures["refusal_rate_excess_without_client"] == 0.0
+    assert result.reason == (
+        "4 checks passed; refusal_rate 0.2164 (74 of 342 candidate requests refused as the "
+        "client's fault) exceeds stable's 0 (0 of 158) by 0.2164, over the limit 0.01 and "
+        "beyond sampling noise (Fisher's exact p = 3.6e-14 < alpha 0.001); without routing "
+        "key 'client-7' (74 requests: 74 refused, 0 failed, 0 rows scored) it passes "
+        "(refusal_rate_excess 0, limit 0.01, on the other 268 candidate and 158 stable "
+        "requests): that one client is the cause, not the candidate, passed"
+    )
+
+
+def test_one_client_sending_big_batches_to_the_candidate_does_not_roll_it_back() -> None:
+    # The newcomer's case (b): valid 2,800-row requests on one key, 0.1 to 0.47 s each
+    # (all 200): the candidate's p99 481.5 ms over 250, and its 56,000 rows swamped the
+    # candidate's score histogram (PSI 4.3 against stable's 694 one-row requests).
+    start = snapshot()
+    candidate = totals(170, scores={"5": 74, "10": 96})
+    candidate["requests"] += 20
+    candidate["latency"][bucket_of(100.0)] += 8
+    candidate["latency"][bucket_of(470.0)] += 12
+    candidate["scores"]["3"] = 56_000
+    now = snapshot(stable=totals(694, scores={"5": 300, "10": 394}), candidate=candidate)
+    batch = keyed(20, rows=56_000, latency={bucket_of(100.0): 8, bucket_of(470.0): 12})
+    now["clients"] = {"candidate": {"batch-loader": {**batch, "scores": {"3": 56_000}}}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "pass", result.reason
+    assert result.figures["candidate_p99_ms"] == 481.4825
+    by_name = {check.name: check for check in result.checks}
+    assert by_name["p99_latency_ms"].excused_client == "batch-loader"
+    assert by_name["score_shift_psi"].excused_client == "batch-loader"
+    assert by_name["score_shift_psi"].value > 4
+    assert result.figures["p99_latency_ms_without_client"] == 1.1642
+    assert result.figures["score_shift_psi_without_client"] < 0.001
+    client = "routing key 'batch-loader' (20 requests: 0 refused, 0 failed, 56000 rows scored)"
+    assert result.reason.count(f"without {client} it passes") == 2
+    assert "(12 of 190 candidate requests slower than 246.5 ms)" in result.reason
+    assert "; 56170 candidate vs 694 stable scores)" in result.reason
+
+
+def test_a_candidate_bad_for_many_clients_still_fails_on_every_check() -> None:
+    # 30 clients, 10 requests each: the candidate refuses 2 of each, fails 1, answers 2
+    # slowly and scores every row in another bin than stable. No one client is the cause.
+    start = snapshot()
+    slow, fast = bucket_of(470.0), bucket_of(1.0)
+    client = keyed(7, refused=2, errors=1, latency={fast: 5, slow: 2}, scores={"3": 7})
+    candidate = totals(210, refused=60, errors=30, scores={"3": 210})
+    candidate["latency"][fast], candidate["latency"][slow] = 150, 60
+    now = snapshot(stable=totals(700, scores={"10": 700}), candidate=candidate)
+    now["clients"] = {"candidate": {f"client-{n}": client for n in range(30)}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "fail"
+    assert [check.name for check in result.checks if not check.passed] == [
+        "error_rate",
+        "p99_latency_ms",
+        "refusal_rate_excess",
+        "score_shift_psi",
+    ]
+    assert not any(check.excused_client for check in result.checks)
+    assert result.reason.startswith(
+        "error_rate 0.1 over the limit 0.01 (30 of 300 candidate requests failed on the "
+        "server's side); p99_latency_ms 481.5 over the limit 250 (60 of 210 candidate "
+        "requests slower than 246.5 ms)"
+    )
+
+
+def test_a_failure_resting_on_one_client_with_little_else_stands() -> None:
+    # All but 40 of the candidate's requests are one client's: without it too few are left
+    # to tell the candidate from the client, so the failure stands and says why.
+    start = snapshot()
+    now = snapshot(stable=totals(400), candidate=totals(100, refused=40))
+    now["clients"] = {"candidate": {"only": keyed(100, refused=40)}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "fail"
+    assert (
+        "without routing key 'only' (140 requests: 40 refused, 0 failed, 100 rows scored) "
+        "only 0 candidate requests are left, 100 needed to judge it without them" in result.reason
+    )
+
+
+def test_errors_are_never_excused_as_one_client_s() -> None:
+    # One sticky client's valid rows crash the candidate: that is the candidate's fault
+    # whoever sent them (its rows may be the population the candidate cannot score).
+    start = snapshot()
+    now = snapshot(stable=totals(400), candidate=totals(400, errors=40))
+    now["clients"] = {"candidate": {"loans": keyed(40, errors=40)}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "fail"
+    assert result.reason == (
+        "error_rate 0.09091 over the limit 0.01 (40 of 440 candidate requests failed on the "
+        "server's side)"
+    )
+    assert not any(check.excused_client for check in result.checks)
+
+
+def test_client_totals_are_a_period_s_difference_and_a_dropped_key_starts_over() -> None:
+    before = snapshot()
+    before["clients"] = {"candidate": {"a": keyed(10, refused=1), "b": keyed(50)}}
+    after = snapshot()
+    after["clients"] = {"candidate": {"a": keyed(15, refused=4), "b": keyed(3), "c": keyed(0)}}
+    windows = client_windows(before, after, "candidate")
+    assert sorted(windows) == ["a", "b"]
+    assert (windows["a"].requests, windows["a"].refused, windows["a"].routed) == (5, 3, 8)
+    assert windows["b"].requests == 3
+
+
+def test_the_server_counts_each_routing_key_on_its_slot_bounded() -> None:
+    clients = ClientStats(limit=4)
+    two_rows = Prediction(
+        labels=np.array([0, 1]), proba=np.array([[0.9, 0.1], [0.2, 0.8]]), values=None
+    )
+    clients.scored("candidate", "alice", 0.3, two_rows)
+    clients.scored("candidate", "alice", 0.001, two_rows)
+    clients.error("candidate", "alice", HttpError(422, "BAD_REQUEST", "age 500"))
+    clients.error("candidate", "alice", ModelFailure(400, "BAD_REQUEST", "model failed"))
+    clients.scored("candidate", None, 0.001, two_rows)  # no key: its own random unit
+    long_key = "k" * 100
+    clients.scored("stable", long_key, 0.001, two_rows)
+    snap = clients.snapshot()
+    assert snap["candidate"] == {
+        "alice": {
+            "requests": 2,
+            "errors": 1,
+            "refused": 1,
+            "rows": 4,
+            "latency": {str(bucket_of(300.0)): 1, str(bucket_of(1.0)): 1},
+            "scores": {"2": 2, "16": 2},
+        }
+    }
+    assert list(snap["stable"]) == [client_key(long_key)]
+    assert client_key(long_key).startswith("sha256:") and len(client_key(long_key)) == 23
+    for key in ("b", "c", "d"):
+        clients.error("candidate", key, HttpError(422, "BAD_REQUEST", "x"))
+    clients.error("candidate", "e", HttpError(422, "BAD_REQUEST", "x"))
+    # Full at 4: the half with the fewest requests was dropped before "e" came in.
+    assert list(clients.snapshot()["candidate"]) == ["alice", "b", "e"]
