@@ -23,7 +23,13 @@ from ct_platform.defs.monitoring.assets import (
 from ct_platform.monitoring.governor import RetrainGovernor
 from ct_platform.serving.prediction_log import ScoredBatch
 from ct_platform.settings import Paths, Spec, load_spec
-from ct_platform_tests.defs.conftest import BATCH_ROWS, STRICT_FLOOR, run_job, spec_variant
+from ct_platform_tests.defs.conftest import (
+    BATCH_ROWS,
+    LENIENT_FLOOR,
+    STRICT_FLOOR,
+    run_job,
+    spec_variant,
+)
 from ct_platform_tests.monitoring.serving_logs import scored_batch, write_log
 
 pytestmark = pytest.mark.slow
@@ -137,7 +143,10 @@ def test_drift_storm_retrains_once_and_a_rejected_candidate_backs_off(
     spec_file, spec, instance, land_bank_batches, ct_home
 ):
     land_bank_batches(4)
-    assert run_job(spec, instance, "training_job").success  # champion v1 on 4 batches
+    # Champion v1 on 4 batches. The oldest months score a ROC AUC near 0.5 (0.49-0.51 with
+    # the window's exact rows), so the floor is out of this run's way: the test is the storm.
+    lenient = load_spec(spec_variant(spec_file, "lenient", LENIENT_FLOOR))
+    assert run_job(lenient, instance, "training_job").success
     strict = load_spec(spec_variant(spec_file, "strict", STRICT_FLOOR))
     defs = build_definitions(strict)
 
