@@ -30,10 +30,18 @@ fractional_examples, out_of_range, rule, seen_min, seen_max, seen_as_sent,
 unknown_categories, distinct_unknown_categories, most_frequent_unknown, message}}` (empty
 when the data keeps the contract).
 
+Ingest's rules on the time column and the target (`data.contract.check_time_and_target`) are
+applied to CURRENT for those of the two it holds, in ingest's words; every rule is listed as
+ok, BROKEN or not checked (with why: the column is absent, or the rule admits training
+batches, not compared files). JSON: `"ingest_rules": {"checked": [{rule, column, passed,
+message, figures}], "not_checked": [why]}`. REFERENCE is not held to them: it is data ingest
+admitted, or a profile. Only the time column and the target are read for them (memory: their
+values).
+
 Exit status: 0 when there is a verdict (drift or not) and CURRENT keeps the contract; 4 when
-there is a verdict but CURRENT has contract violations (listed); 3 when there is no dataset
-verdict (too little data, or no column testable: violations, if any, listed too); 2 when
-the comparison could not run (bad file, missing column).
+there is a verdict but CURRENT has contract violations or breaks an ingest rule (listed); 3
+when there is no dataset verdict (too little data, or no column testable: violations, if
+any, listed too); 2 when the comparison could not run (bad file, missing column).
 """
 
 from __future__ import annotations
@@ -41,14 +49,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 EXIT_INSUFFICIENT_DATA = 3
 EXIT_CONTRACT_VIOLATIONS = 4
 
+# Ingest's whole-file rules (`data.contract`) that `ct drift` does not apply (why: the
+# `not_checked` entry `_ingest_rules` writes).
+WHOLE_FILE_RULES = "min_rows, columns, duplicates"
+
 if TYPE_CHECKING:
+    from ct_platform.data.contract import RuleResult
     from ct_platform.monitoring.results import DriftResult
+    from ct_platform.settings import DatasetSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overflow_examples, infinite, fractional, fractional_examples, out_of_range, rule, "
         "seen_min, seen_max, seen_as_sent, "
         "unknown_categories, distinct_unknown_categories, "
-        "most_frequent_unknown, message}}}",
+        "most_frequent_unknown, message}}, "
+        '"ingest_rules": {"checked": [{rule, column, passed, message, figures}], '
+        '"not_checked": [why]}}; a tested column may carry a "note"',
     )
 
 
@@ -83,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             reference = ReferenceProfile.from_file(args.reference, dataset)
         current = summarise_file(args.current, dataset, SAMPLE_ROWS, reference)
+        ingest = _ingest_rules(args.current, dataset, current.other_columns)
         monitoring = spec.monitoring
         result = detect_drift(
             reference,
@@ -98,20 +116,81 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"ct drift: {exc}", file=sys.stderr)
         return 2
+    broken_rules = [rule for rule in ingest.checked if not rule.passed]
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps({**result.to_dict(), "ingest_rules": ingest.to_dict()}))
     else:
-        _print_table(result, monitoring.drift_share_threshold)
+        _print_table(result, monitoring.drift_share_threshold, ingest)
     if result.violations:
         broken = ", ".join(result.violations)
         print(f"ct drift: {args.current} breaks the spec's contract in: {broken}", file=sys.stderr)
+    for rule in broken_rules:
+        print(f"ct drift: {args.current}: {rule.describe()}", file=sys.stderr)
     if result.dataset_drift is None:
         print(f"ct drift: {result.insufficient}: no verdict", file=sys.stderr)
         return EXIT_INSUFFICIENT_DATA
-    return EXIT_CONTRACT_VIOLATIONS if result.violations else 0
+    return EXIT_CONTRACT_VIOLATIONS if result.violations or broken_rules else 0
 
 
-def _print_table(result: DriftResult, threshold: float) -> None:
+@dataclass
+class IngestRules:
+    """Ingest's rules (`data.contract`) beyond the feature columns, on CURRENT: those
+    checked, and, for each rule not checked, why (so no "within the contract" is claimed
+    for it)."""
+
+    checked: list[RuleResult]
+    not_checked: list[str]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"checked": [asdict(rule) for rule in self.checked], "not_checked": self.not_checked}
+
+
+def _ingest_rules(path: Path, dataset: DatasetSpec, columns: list[str]) -> IngestRules:
+    """Run ingest's time-column and target rules on the ones CURRENT (`path`, with header
+    `columns`) holds; say which were not checked and why."""
+    from ct_platform.data.contract import check_time_and_target
+    from ct_platform.monitoring.sources import read_columns
+
+    present = [name for name in (dataset.time_column, dataset.target) if name in columns]
+    checked = (
+        check_time_and_target(read_columns(path, dataset, present), dataset) if present else []
+    )
+    not_checked = [
+        f"column '{name}', rules {rules}: the column is not in CURRENT"
+        for name, rules in _rules_of_rule_columns(dataset).items()
+        if name not in columns
+    ]
+    not_checked.append(
+        f"{WHOLE_FILE_RULES}: rules for admitting a training batch, not for a compared file "
+        "(the sample-size minimum is monitoring.min_window_rows; a compared file may carry "
+        "other columns, such as a prediction log's; repeated rows are repeated traffic)"
+    )
+    not_checked.append(
+        "completeness of the feature columns (dataset.completeness_min): not applied by "
+        "ct drift yet; a feature column with too few values is listed as not tested above"
+    )
+    return IngestRules(checked, not_checked)
+
+
+def _rules_of_rule_columns(dataset: DatasetSpec) -> dict[str, str]:
+    """The rules `check_time_and_target` applies, by column, as ingest names them."""
+    rules = {}
+    if dataset.time_column is not None:
+        rules[dataset.time_column] = "completeness, type"
+    target_range = ", target_range" if dataset.target_rules is not None else ""
+    rules[dataset.target] = f"completeness, target{target_range}"
+    return rules
+
+
+def _print_ingest_rules(ingest: IngestRules) -> None:
+    print("ingest's rules on the time column and the target:")
+    for rule in ingest.checked:
+        print(f"  {'ok' if rule.passed else 'BROKEN'}: {rule.describe()}")
+    for why in ingest.not_checked:
+        print(f"  not checked: {why}")
+
+
+def _print_table(result: DriftResult, threshold: float, ingest: IngestRules) -> None:
     names = [*result.columns, *result.invalid, *result.not_tested]
     width = max(len("column"), *(len(name) for name in names))
     print(f"{'column':<{width}}  {'method':<13}  {'score':>10}  {'threshold':>9}  drift")
@@ -121,6 +200,8 @@ def _print_table(result: DriftResult, threshold: float) -> None:
             f"{name:<{width}}  {column.method:<13}  {column.score:>10.4f}  "
             f"{column.threshold:>9.3g}  {verdict}"
         )
+        if column.note:
+            print(f"{'':<{width}}  ({column.note})")
     for name, why in result.invalid.items():
         print(f"{name:<{width}}  invalid: {why}")
     for name, why in result.not_tested.items():
@@ -129,6 +210,7 @@ def _print_table(result: DriftResult, threshold: float) -> None:
         print("contract violations (counted apart from drift):")
         for line in result.describe_violations():
             print(f"  {line}")
+    _print_ingest_rules(ingest)
     tested = f"{len(result.columns)} of {len(names)} columns tested"
     if result.dataset_drift is None:
         print(f"dataset: no verdict, {result.insufficient} ({tested})")

@@ -70,32 +70,68 @@ def check_contract(frame: pd.DataFrame, dataset: DatasetSpec) -> ContractResult:
     for name, column in dataset.columns.items():
         if column_counts.get(name, 0) != 1:
             continue  # missing or ambiguous: already reported by the columns rule
-        # A row without its time cannot be put in order (it would sort into the holdout).
-        nullable = column.nullable and name != dataset.time_column
-        rules.append(_check_completeness(frame[name], name, nullable, dataset))
-        if column.is_numeric:
-            values, invalid = _parse_numeric(frame[name], column)
-            parsed[name] = values
-            rules.append(_check_type(frame[name], name, column, invalid))
-            rules.append(_check_finite(name, values))
-            if column.min is not None or column.max is not None:
-                rules.append(_check_range(name, column.min, column.max, values, column.sentinels))
-        elif column.is_temporal:
-            times, invalid = _parse_temporal(frame[name], column)
-            parsed[name] = times
-            rules.append(_check_type(frame[name], name, column, invalid))
-        else:
-            rules.append(_check_categories(frame[name], name, column))
+        rules.extend(_column_rules(frame[name], name, column, dataset, parsed))
     if column_counts.get(dataset.target, 0) == 1:
-        target = frame[dataset.target]
-        rules.append(_check_completeness(target, dataset.target, True, dataset))
-        rules.append(_check_target(target, dataset))
-        if dataset.target_rules is not None:
-            rules.append(_check_target_range(target, dataset.target, dataset.target_rules))
+        rules.extend(_target_rules(frame[dataset.target], dataset))
     result = ContractResult(rules=rules, n_rows=len(frame), clean=None)
     if result.passed:
         result.clean = _clean_frame(frame, parsed, dataset)
     return result
+
+
+def check_time_and_target(frame: pd.DataFrame, dataset: DatasetSpec) -> list[RuleResult]:
+    """Ingest's rules on the time column and the target, for those of the two `frame` holds.
+
+    `frame` holds raw values as `data.reader` reads them (CSV text, empty field = missing;
+    typed Parquet), other columns are ignored. For a file that is compared rather than
+    admitted (`ct drift`'s CURRENT), whose feature columns are checked elsewhere. The results
+    are the very `RuleResult`s `check_contract` gives for these columns, in the same words.
+    """
+    rules: list[RuleResult] = []
+    time_column = dataset.time_column
+    if time_column is not None and time_column in frame.columns:
+        column = dataset.columns[time_column]
+        rules.extend(_column_rules(frame[time_column], time_column, column, dataset, {}))
+    if dataset.target in frame.columns:
+        rules.extend(_target_rules(frame[dataset.target], dataset))
+    return rules
+
+
+def _column_rules(
+    series: pd.Series,
+    name: str,
+    column: ColumnSpec,
+    dataset: DatasetSpec,
+    parsed: dict[str, pd.Series],
+) -> list[RuleResult]:
+    """A spec column's rules; its parsed values are stored in `parsed` (for the clean frame)."""
+    # A row without its time cannot be put in order (it would sort into the holdout).
+    nullable = column.nullable and name != dataset.time_column
+    rules = [_check_completeness(series, name, nullable, dataset)]
+    if column.is_numeric:
+        values, invalid = _parse_numeric(series, column)
+        parsed[name] = values
+        rules.append(_check_type(series, name, column, invalid))
+        rules.append(_check_finite(name, values))
+        if column.min is not None or column.max is not None:
+            rules.append(_check_range(name, column.min, column.max, values, column.sentinels))
+    elif column.is_temporal:
+        times, invalid = _parse_temporal(series, column)
+        parsed[name] = times
+        rules.append(_check_type(series, name, column, invalid))
+    else:
+        rules.append(_check_categories(series, name, column))
+    return rules
+
+
+def _target_rules(target: pd.Series, dataset: DatasetSpec) -> list[RuleResult]:
+    rules = [
+        _check_completeness(target, dataset.target, True, dataset),
+        _check_target(target, dataset),
+    ]
+    if dataset.target_rules is not None:
+        rules.append(_check_target_range(target, dataset.target, dataset.target_rules))
+    return rules
 
 
 # --- table-level rules -------------------------------------------------------------------

@@ -60,7 +60,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -337,7 +337,24 @@ def _numeric_drift(sketch: ColumnSketch, current: NumericSummary) -> ColumnDrift
     if method == "jensenshannon":
         return _distance_verdict(method, _js_distance(sketch.counts, current.few_counts))
     norm = max(sketch.std, MIN_NORM)
-    return _distance_verdict(method, _wasserstein(sketch.quantiles, current.sample) / norm)
+    distance = _wasserstein(sketch.quantiles, current.sample)
+    verdict = _distance_verdict(method, distance / norm)
+    if sketch.std >= MIN_NORM:
+        return verdict
+    return replace(verdict, note=_constant_reference_note(sketch, distance))
+
+
+def _constant_reference_note(sketch: ColumnSketch, distance: float) -> str:
+    """The score of a (near) constant reference is its Wasserstein distance divided by
+    Evidently's floor MIN_NORM, a figure without meaning; the distance itself is the mean
+    absolute difference of the current values from the reference's value, in the column's
+    units."""
+    value = float(np.median(sketch.quantiles))
+    return (
+        f"reference constant at {value:g} (std {sketch.std:.3g} < Evidently's floor "
+        f"{MIN_NORM:g}, the score's divisor): current values lie {distance:.6g} from it on "
+        "average (Wasserstein distance, in the column's units)"
+    )
 
 
 def _numeric_n_values(sketch: ColumnSketch, current: NumericSummary) -> int:

@@ -152,6 +152,9 @@ class ColumnDrift:
     score: float
     threshold: float
     drift: bool
+    # What the score means when it alone misleads (a constant reference: Evidently's floored
+    # normaliser makes any change a huge score). Not part of the verdict, so not compared.
+    note: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ class DriftResult:
                 "score": c.score,
                 "threshold": c.threshold,
                 "drift": c.drift,
+                **({"note": c.note} if c.note else {}),
             }
             for name, c in self.columns.items()
         }

@@ -149,6 +149,41 @@ def summarise_file(
     return summary
 
 
+def read_columns(path: Path, dataset: DatasetSpec, names: list[str]) -> pd.DataFrame:
+    """Columns `names` of a `.parquet`, `.csv` or `.csv.gz` file, valued as ingest reads them
+    (`data.reader.read_batch`: CSV fields as text, only an empty field missing; Parquet
+    typed), for `data.contract`'s rules. Only these columns are read: memory is their values.
+
+    Raises `data.reader.BatchReadError` for an unreadable file.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pv
+    import pyarrow.parquet as pq
+
+    from ct_platform.data.landing import batch_suffix
+    from ct_platform.data.reader import BatchReadError
+
+    path = Path(path)
+    try:
+        if batch_suffix(path.name) == ".parquet":
+            table = _open_parquet(path, pq).read(columns=names)
+        else:
+            table = pv.read_csv(
+                pa.input_stream(path, compression="detect"),
+                read_options=pv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                parse_options=pv.ParseOptions(delimiter=dataset.separator),
+                convert_options=pv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.string()),
+                    include_columns=names,
+                    null_values=[""],
+                    strings_can_be_null=True,
+                ),
+            )
+    except (pa.ArrowException, OSError) as exc:
+        raise BatchReadError(path, f"not readable: {exc}") from None
+    return table.to_pandas()
+
+
 def parquet_columns(path: Path) -> list[str]:
     """A Parquet file's data columns (a pandas index stored as a column is left out)."""
     import pyarrow.parquet as pq

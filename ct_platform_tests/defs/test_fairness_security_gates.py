@@ -25,8 +25,14 @@ def test_gates_run_in_training_job_and_a_failed_fairness_gate_keeps_the_champion
     spec_file, spec, instance, land_bank_batches
 ):
     land_bank_batches(2)
+    # The real model's gap between marital groups sits near the default limit (0.1) on two
+    # batches and moves with the window's exact rows: the first run is judged against a
+    # limit it meets by design; the second against no gap at all.
+    lenient = load_spec(
+        spec_variant(spec_file, "lenient", {"gates": {"fairness": {"metric_gap": 0.5}}})
+    )
 
-    first = run_job(spec, instance, "training_job")
+    first = run_job(lenient, instance, "training_job")
 
     assert first.success
     checks = checks_by_asset(first)

@@ -45,7 +45,12 @@ def test_json_verdicts_on_planted_drift(
     report = json.loads(capsys.readouterr().out)
 
     keys = {"verdict", "reason", "columns", "drift_share", "dataset_drift", "violations"}
-    assert set(report) == keys
+    assert set(report) == {*keys, "ingest_rules"}
+    # The file holds the features only: the target's rules are named as not checked.
+    assert report["ingest_rules"]["checked"] == []
+    assert report["ingest_rules"]["not_checked"][0] == (
+        "column 'y', rules completeness, target: the column is not in CURRENT"
+    )
     assert list(report["violations"]) == ["age", "job"]
     age, job = report["violations"]["age"], report["violations"]["job"]
     assert job["unknown_categories"] == (planted["job"] == "crypto-trader").sum()
@@ -182,8 +187,15 @@ def test_three_rows_give_no_verdict_and_list_every_column(
     assert "ct drift: insufficient data: 3 rows < minimum 200: no verdict" in err
     assert "DRIFT" not in out and "no drift" not in out
     assert "dataset: no verdict, insufficient data: 3 rows < minimum 200" in out
-    table = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines()[1:-1]}
+    lines = out.splitlines()
+    rules = lines.index("ingest's rules on the time column and the target:")
+    table = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:rules]}
     assert table == THREE_ROW_STATUSES
+    assert lines[rules + 1 : rules + 3] == [
+        "  ok: column 'y', rule completeness: 100.0% non-missing, 0 missing (minimum 95.0%)",
+        "  ok: column 'y', rule target: 3 target values, all labels [0, 1]",
+    ]
+    assert lines[-1].startswith("dataset: no verdict")
 
     assert main(["drift", str(reference), str(current), "--json"]) == 3
     report = json.loads(capsys.readouterr().out)
