@@ -10,18 +10,24 @@ as candidate, then promote it): the port never closes and no request fails. A se
 is gone (pid dead, a zombie, or killed and not yet exited) or hung (pid alive, /ping silent)
 is replaced by a fresh process; so is one whose admin API refuses our token (started by hand
 with another one).
+
+A server recorded as running (live pid) keeps its address: every deploy talks to the URL in
+`local.json`, not to the port of the caller's spec, and a hung one is restarted on it. A `ct`
+command from a shell whose spec names another port (no `CT_SERVING_PORT`) must neither miss
+the live server and kill it as hung, nor move it: the caller's port is only logged as differing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ct_platform.deployment.admin import AdminAuthError, AdminClient
 from ct_platform.deployment.endpoint import (
@@ -46,6 +52,8 @@ PF_EXITING = 0x4
 # Bit of SIGKILL in the /proc/<pid>/status signal masks (signal n is bit n - 1).
 SIGKILL_MASK = 1 << (signal.SIGKILL - 1)
 
+logger = logging.getLogger(__name__)
+
 
 class LocalTarget:
     name = "local"
@@ -61,6 +69,20 @@ class LocalTarget:
 
     @property
     def url(self) -> str:
+        """Where the server answers: the recorded URL while the recorded server runs, else
+        the spec's `serving.host`/`serving.port` (where a fresh server will listen)."""
+        return self._served_url(self._running_pid())
+
+    def _served_url(self, pid: int | None) -> str:
+        """The recorded URL when `pid` (the recorded server) is alive, even hung; else the
+        spec's address. Read before a hung server is terminated: it restarts on its port."""
+        state = read_json(self.state_file)
+        if pid is None or state is None or "url" not in state:
+            return self._spec_url
+        return str(state["url"])
+
+    @property
+    def _spec_url(self) -> str:
         return f"http://{self._serving.host}:{self._serving.port}"
 
     def deploy(self, bundle_dir: Path) -> Endpoint:
@@ -71,21 +93,28 @@ class LocalTarget:
         """Serve `bundle_dir`: hot swap into a healthy server, else (re)start one."""
         version = read_meta(bundle_dir).version
         pid = self._running_pid()
-        if pid is not None and is_healthy(self.url):
+        url = self._served_url(pid)
+        if url != self._spec_url:
+            logger.warning(
+                "serving at the recorded %s; this shell's port %s differs (CT_SERVING_PORT)",
+                url,
+                self._serving.port,
+            )
+        if pid is not None and is_healthy(url):
             try:
-                self._admin().swap_in(bundle_dir)
+                self._admin(url).swap_in(bundle_dir)
             except AdminAuthError:
                 self._terminate(pid)
-                pid = self._start(bundle_dir)
+                pid = self._start(bundle_dir, url)
         else:
             if pid is not None:
-                self._terminate(pid)  # alive but not answering: hung
-            pid = self._start(bundle_dir)
-        served = self._admin().stable_version()
+                self._terminate(pid)  # alive but not answering at its URL: hung
+            pid = self._start(bundle_dir, url)
+        served = self._admin(url).stable_version()
         if served != version:
             # Someone else's server on our port would answer /ping just as well.
-            raise DeploymentError(f"{self.url} serves version {served}, expected {version}")
-        endpoint = self._endpoint(bundle_dir)
+            raise DeploymentError(f"{url} serves version {served}, expected {version}")
+        endpoint = self._endpoint(bundle_dir, url)
         write_json_atomic(
             self.state_file, {**endpoint.to_dict(), "pid": pid, "log": str(self.log_file)}
         )
@@ -111,7 +140,7 @@ class LocalTarget:
                 raise DeploymentError("nothing is deployed: no server serves a bundle to adopt")
             # The server keeps the address it was started on, whatever port the caller's
             # spec names (a `ct` command run with another spec must not move the record).
-            endpoint = replace(self._endpoint(bundle_dir.resolve()), url=state["url"])
+            endpoint = self._endpoint(bundle_dir.resolve(), state["url"])
             write_json_atomic(self.state_file, {**state, **endpoint.to_dict()})
             return endpoint
 
@@ -126,20 +155,21 @@ class LocalTarget:
         self.pid_file.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
 
-    def _endpoint(self, bundle_dir: Path) -> Endpoint:
-        return Endpoint(
-            self.url, read_meta(bundle_dir).version, self.name, utc_now(), str(bundle_dir)
-        )
+    def _endpoint(self, bundle_dir: Path, url: str) -> Endpoint:
+        return Endpoint(url, read_meta(bundle_dir).version, self.name, utc_now(), str(bundle_dir))
 
     # --- process handling -------------------------------------------------------------
 
-    def _start(self, bundle_dir: Path) -> int:
-        if is_healthy(self.url):
+    def _start(self, bundle_dir: Path, url: str) -> int:
+        """Start a server listening at `url` (its host and port) and wait until it is ready."""
+        address = urlsplit(url)
+        host, port = address.hostname or self._serving.host, address.port or self._serving.port
+        if is_healthy(url):
             # Not our server (we have no live pid for it): it would answer our health checks
             # while ours fails to bind, and the deploy would judge the wrong server.
             raise DeploymentError(
-                f"{self.url} already answers, but not from a server this platform started: "
-                f"another process holds port {self._serving.port} (a `ct serve`?). Stop it, "
+                f"{url} already answers, but not from a server this platform started: "
+                f"another process holds port {port} (a `ct serve`?). Stop it, "
                 "or set the spec's serving.port to a free port; nothing was deployed."
             )
         env = {
@@ -151,9 +181,7 @@ class LocalTarget:
             sys.executable,
             "-m",
             SERVER_MODULE,
-            *server_arguments(
-                self._serving, str(bundle_dir), self._serving.host, self._serving.port
-            ),
+            *server_arguments(self._serving, str(bundle_dir), host, port),
         ]
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
@@ -167,7 +195,7 @@ class LocalTarget:
             )
         self.pid_file.write_text(f"{process.pid}\n")
         try:
-            wait_healthy(self.url, START_TIMEOUT_S, still_starting=lambda: process.poll() is None)
+            wait_healthy(url, START_TIMEOUT_S, still_starting=lambda: process.poll() is None)
         except DeploymentError as exc:
             self._terminate(process.pid)
             raise DeploymentError(
@@ -198,9 +226,9 @@ class LocalTarget:
             os.killpg(pid, signal.SIGKILL)
         _reap(pid)
 
-    def _admin(self) -> AdminClient:
+    def _admin(self, url: str) -> AdminClient:
         token = admin_token(self._dir, self._serving.admin_token_env)
-        return AdminClient(self.url, token)
+        return AdminClient(url, token)
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -21,7 +22,9 @@ from ct_platform.deployment import ensure_running, smoke_request, target_for
 from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.endpoint import DeploymentError
 from ct_platform.deployment.local import LocalTarget, _is_dying
+from ct_platform.deployment.state import admin_token, read_json
 from ct_platform.settings import Spec
+from ct_platform_tests.deployment.conftest import free_port_pair, with_port
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +122,54 @@ def test_redeploy_hot_swaps_with_zero_failed_requests(
     assert served_pid(local) == pid  # swapped in place, not restarted
     assert outcomes["failed"] == 0, outcomes
     assert outcomes["1"] > 0 and outcomes["2"] > 0, outcomes
+
+
+def test_a_shell_with_another_port_swaps_into_the_recorded_server(
+    local: LocalTarget,
+    bundles: dict[str, Path],
+    serving_spec: Spec,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `make demo` serves on its port; a shell without CT_SERVING_PORT has the spec's default.
+    recorded = local.deploy(bundles["1"]).url
+    pid = served_pid(local)
+    other_port = free_port_pair()
+    elsewhere = LocalTarget(with_port(serving_spec, other_port))
+
+    endpoint = elsewhere.deploy(bundles["2"])
+
+    assert (endpoint.url, endpoint.version) == (recorded, "2")
+    assert served_pid(local) == pid  # the same process, hot-swapped, not killed as hung
+    assert AdminClient(recorded, _token(serving_spec)).stable_version() == "2"
+    assert (read_json(local.state_file) or {})["url"] == recorded
+    assert not _answers(f"http://{serving_spec.serving.host}:{other_port}")
+    assert (
+        f"serving at the recorded {recorded}; this shell's port {other_port} differs "
+        "(CT_SERVING_PORT)"
+    ) in caplog.text
+
+
+def test_a_hung_server_is_restarted_on_its_recorded_port(
+    local: LocalTarget, bundles: dict[str, Path], serving_spec: Spec
+) -> None:
+    recorded = local.deploy(bundles["1"]).url
+    hung_pid = served_pid(local)
+    os.kill(hung_pid, signal.SIGSTOP)  # alive, /ping silent
+    elsewhere = LocalTarget(with_port(serving_spec, free_port_pair()))
+    try:
+        endpoint = elsewhere.deploy(bundles["2"])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung_pid, signal.SIGCONT)
+
+    assert (endpoint.url, endpoint.version) == (recorded, "2")
+    assert served_pid(local) != hung_pid
+    assert AdminClient(recorded, _token(serving_spec)).stable_version() == "2"
+    assert (read_json(local.state_file) or {})["url"] == recorded
+
+
+def _token(spec: Spec) -> str:
+    return admin_token(spec.paths.deployments, spec.serving.admin_token_env)
 
 
 def test_server_with_a_foreign_admin_token_is_restarted(
