@@ -111,7 +111,7 @@ class SlotStats:
         """`slot` did not answer: a 4xx is the client's fault (refused), anything else the
         server's (an error), as is a model that raised on validated input (`ModelFailure`)."""
         totals = self.slots[slot]
-        if error.status < 500 and not isinstance(error, ModelFailure):
+        if is_refusal(error):
             totals.refused += 1
         else:
             totals.errors += 1
@@ -254,7 +254,7 @@ class ClientStats:
         if not key:
             return
         totals = self._totals(slot, key)
-        if error.status < 500 and not isinstance(error, ModelFailure):
+        if is_refusal(error):
             totals.refused += 1
         else:
             totals.errors += 1
@@ -275,6 +275,12 @@ class ClientStats:
                 self.slots[slot] = keys = dict(busiest[: self.limit // 2])
             found = keys[key] = ClientTotals()
         return found
+
+
+def is_refusal(error: HttpError) -> bool:
+    """A 4xx is the client's fault (refused); anything else, and a model that raised on
+    validated input (`ModelFailure`), is the server's (an error)."""
+    return error.status < 500 and not isinstance(error, ModelFailure)
 
 
 def client_key(key: str) -> str:
