@@ -44,8 +44,16 @@ with open(sys.argv[1] + ".tmp", "w") as f:
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 print("run event - DEBUG - hidden line", flush=True)
 print("main child up", flush=True)
-if sys.argv[2] == "dies":
+if sys.argv[2] == "daemon-dies":  # what `dagster dev` prints when its daemon is killed
+    print("Traceback (most recent call last):")
     print("Exception: dagster-daemon process shut down unexpectedly with return code -9")
+    print("Dagster services shut down.", flush=True)
+    sys.exit(0)
+if sys.argv[2] == "quits":
+    print("bye", flush=True)
+    sys.exit(0)
+if sys.argv[2] == "crashes":
+    print("Segmentation fault", flush=True)
     sys.exit(3)
 time.sleep(3600)
 """
@@ -135,15 +143,25 @@ def test_terminate_stops_like_ctrl_c(tmp_path: Path) -> None:
     _assert_all_gone(pids, tmp_path)
 
 
-def test_the_main_child_ending_on_its_own_stops_the_demo_loudly(tmp_path: Path) -> None:
+ENDINGS = {
+    # `dagster dev` exits 0 when its daemon dies: the daemon's death is named, not "exit 0".
+    "daemon-dies": "its dagster-daemon process died (killed by SIGKILL), so main shut itself "
+    "down (exit code 0); its last words: Dagster services shut down.",
+    "quits": "exit code 0, but no stop was asked for: it stopped on its own (`dagster dev` "
+    "exits 0 when its daemon or webserver dies); its last words: bye",
+    "crashes": "exit code 3; its last words: Segmentation fault",
+}
+
+
+@pytest.mark.parametrize("mode", ENDINGS)
+def test_the_main_child_ending_on_its_own_stops_the_demo_saying_how(
+    tmp_path: Path, mode: str
+) -> None:
     # Its re-parented grandchild keeps the output pipe open: the end is noticed all the same.
-    process, pids = _supervise(tmp_path, "dies", grace=8)
+    process, pids = _supervise(tmp_path, mode, grace=8)
     output, _ = _finish(process, 8 + SLACK)
     assert process.returncode == 1
-    assert (
-        "[demo] main ENDED ON ITS OWN (exit code 3); its last words: Exception: "
-        "dagster-daemon process shut down unexpectedly with return code -9"
-    ) in output
+    assert f"[demo] main ENDED ON ITS OWN: {ENDINGS[mode]}\n" in output
     assert "stopping: SIGINT to sibling;" in output
     # The sibling ends on SIGINT; the re-parented grandchild is found and sent TERM, then KILL.
     assert "SIGTERM to 1 processes still running:" in output
