@@ -98,20 +98,27 @@ def _current(spec: Spec) -> Rollout | None:
 
 
 def headline(state: dict[str, Any]) -> str:
-    """What the rollout is or did, from its status: never the serving version of its start
-    for a rollout that has ended ("completed: version 6 is champion", not "serving: 4")."""
+    """What the rollout is doing, or how it ended (past tense: what serves now is asked of
+    the server, `serving_now`), never the version that served when it started."""
     what = f"rollout {state['id']}: {state['strategy']} of version {state['version']}"
     new, old = state["version"], state["previous_version"]
     status = state["status"]
     if status in ("running", "paused"):
+        if state["phase"] == "switched":
+            return (
+                f"{what} {status}: switched, version {new} is champion; version {old} stays "
+                "loaded for a rollback"
+            )
+        if state["phase"] in ("verify", "shadow"):
+            return f"{what} {status}: it scores shadow copies of traffic version {old} answers"
         share = f"{100 * state['weight']:g} %"
         return f"{what} {status}: it answers {share} of traffic beside version {old} (stable)"
     if status == "completed":
-        return f"{what} completed: version {new} became champion and serves all traffic"
+        return f"{what} completed: version {new} took all traffic and became champion"
     ended = "stopped" if status == "stopped" else "rolled back"
     if state["phase"] == "switched":
-        return f"{what} {ended} after its switch: version {old} is champion again"
-    return f"{what} {ended}: version {old} stayed champion; version {new} serves no traffic"
+        return f"{what} {ended} after its switch: version {old} became champion again"
+    return f"{what} {ended}: version {new} was taken out of traffic; version {old} stayed champion"
 
 
 def describe(state: dict[str, Any] | None) -> str:

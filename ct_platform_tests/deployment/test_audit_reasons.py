@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from ct_platform.cli import main as ct_main
+from ct_platform.cli.status import former_champions, verdict
 from ct_platform.definitions import build_definitions
 from ct_platform.defs.resources import MlflowResource
 from ct_platform.defs.serving import build_endpoint_watchdog
@@ -166,6 +167,10 @@ def test_a_rerun_after_a_completed_canary_deploys_nothing_and_writes_no_line(
     assert admin_client(spec).slots()["previous"]["version"] == "1"
     skip = watchdog_tick(spec, instance).skip_reason
     assert skip is not None and skip.skip_message == f"{url} serves the champion, version 2"
+    promoted = [e for e in before if e.kind == "promotion"][-1]
+    assert verdict(registry.version(1), {}, former_champions(MODEL)) == (
+        f"champion until replaced by version 2 at {promoted.at}"
+    )
 
 
 def test_the_watchdog_restarting_a_dead_server_says_what_it_found(
@@ -234,3 +239,7 @@ def test_a_second_rollback_says_what_the_champion_history_holds(
     )
     assert registry.alias_version(CHAMPION).version == 1  # type: ignore[union-attr]
     assert read_events()[-2:] == rolled
+    # `ct status` says why version 2 no longer serves (it said "passed its gates").
+    assert verdict(registry.version(2), {}, former_champions(MODEL)) == (
+        f"champion until rolled back to version 1 by carol at {rolled[0].at}: v2 misroutes calls"
+    )

@@ -568,8 +568,8 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     code, out = ct("status")
     headline, position, now = out.splitlines()[:3]
     assert code == 0 and headline == (
-        f"rollout {started.id}: canary of version 2 completed: version 2 became champion and "
-        "serves all traffic"
+        f"rollout {started.id}: canary of version 2 completed: version 2 took all traffic and "
+        "became champion"
     )
     assert position.startswith("status completed, phase canary, step 0, ended 20")
     assert "candidate traffic" not in out and "serving: 1" not in out
