@@ -1,7 +1,8 @@
 """Champion moves a person makes (promotion after approval, rollback) and their audit lines.
 
 `training.promotion.promote` records every automatic promotion through `record_promotion`;
-the deployed endpoint records each deployment through `record_deployment`. `rollback` moves
+`deployment.rollout.roll_out` and the rollout controller record each deployment they make
+through `record_deployment`, with what they compared and found. `rollback` moves
 `champion` back to the previous champion that passed its gates and redeploys it, in one
 step: the previous champion comes from the audit log (MLflow aliases keep no history), or,
 when the log has none, from the newest older version whose gates passed.
