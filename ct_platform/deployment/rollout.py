@@ -76,19 +76,21 @@ def roll_out(
     canary = registry.alias_version(CANARY) if release_alias(spec) == CANARY else None
     if canary is None:
         return _converge(spec, registry, CHAMPION, audit)
-    if target_for(spec).status() is None or registry.alias_version(CHAMPION) is None:
+    nothing_deployed = target_for(spec).status() is None
+    if nothing_deployed or registry.alias_version(CHAMPION) is None:
         # Nothing was ever deployed to compare the new version with: it goes in at once. (A
         # server that is down or slow to answer is not that case: the champion is brought
         # back first, then the rollout starts beside it.)
         from ct_platform.governance.lifecycle import move_champion
 
         done = _converge(spec, registry, CANARY, audit)
+        beside = "nothing served" if nothing_deployed else "no version held `champion`"
         move_champion(
             registry,
             canary.version,
             actor=actor,
-            how=f"first deployment: nothing served to roll {release_alias(spec)} out beside, so "
-            "it went in directly",
+            how=f"first deployment: {beside} to roll {release_alias(spec)} out beside, so it "
+            "went in directly",
             dagster_run_id=run_id,
         )
         registry.delete_alias(CANARY)
