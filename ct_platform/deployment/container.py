@@ -1,9 +1,10 @@
 """The `docker` target: one long-lived serving container on one stable address.
 
-The container publishes `serving.port` and keeps it: clients never learn a new URL. It
-mounts `$CT_HOME/bundles` read-only as its own `$CT_HOME/bundles` (`/ct_home/bundles`), so
-every bundle the platform exports is visible inside it under the same name, and the server's
-admin API (which loads only bundles under `$CT_HOME/bundles`) can load any of them by name.
+The container publishes the spec's `serving.port`, and every container replacing it publishes
+the same host port (see below): clients never learn a new URL. It mounts `$CT_HOME/bundles`
+read-only as its own `$CT_HOME/bundles` (`/ct_home/bundles`), so every bundle the platform
+exports is visible inside it under the same name, and the server's admin API (which loads
+only bundles under `$CT_HOME/bundles`) can load any of them by name.
 
 A deploy onto a healthy container running the current serving image hot-swaps through that
 API, exactly as on the `local` target: load the bundle into the candidate slot, promote it
