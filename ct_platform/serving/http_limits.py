@@ -45,7 +45,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
-        self._cancel_body_timer()
+        self._cancel_body_timers()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -83,7 +83,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._arm_body_timer()
 
     def on_message_complete(self) -> None:
-        self._cancel_body_timer()
+        self._cancel_body_timers()
         super().on_message_complete()
         # On a kept-alive connection the next bytes are the next request's headers.
         self._reading_headers = True
@@ -114,10 +114,14 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_timeout)
 
     def _cancel_body_timer(self) -> None:
-        """Cancel both body timers: the gap between reads and the whole body's limit."""
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
+
+    def _cancel_body_timers(self) -> None:
+        """The body is read (or refused, or the connection gone): cancel the gap timer and
+        the whole body's deadline."""
+        self._cancel_body_timer()
         if self._body_deadline is not None:
             self._body_deadline.cancel()
             self._body_deadline = None
@@ -153,7 +157,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._reading_headers = False
         self._cancel_header_timer()
-        self._cancel_body_timer()
+        self._cancel_body_timers()
         if self.transport.is_closing():
             return
         self.on_refused(status)

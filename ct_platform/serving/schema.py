@@ -438,7 +438,7 @@ class InputSchema:
         self.out_of_contract = out_of_contract
         self.unknown_columns = unknown_columns
         # Sent names equal to this set cost one C-level comparison (`_check_names`).
-        self._name_set = frozenset(self.names)
+        self.name_set = frozenset(self.names)
         self._parsers = [_ColumnParser(column, position) for position, column in enumerate(columns)]
         self._numeric = [i for i, column in enumerate(columns) if column.is_numeric]
         self._categorical = [i for i, column in enumerate(columns) if not column.is_numeric]
@@ -525,9 +525,9 @@ class InputSchema:
                 schema column not sent (naming the missing ones, the unknown ones sent and
                 the expected ones); an unknown name the policy refuses (`kept_out`).
         """
-        if sent == self._name_set:
+        if sent == self.name_set:
             return ()
-        unknown = [name for name in sent if name not in self._name_set]
+        unknown = [name for name in sent if name not in self.name_set]
         self.refuse_near_duplicates(unknown, kind, where)
         missing = [name for name in self.names if name not in sent]
         if missing:

@@ -80,7 +80,7 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
     if len(by_name) < len(tensors):
         repeated = repeated_names([tensor.get("name") for tensor in tensors])
         raise SchemaError(f"'inputs': tensor(s) sent more than once: {repeated}; send each once")
-    unknown = [name for name in by_name if name not in schema.names]
+    unknown = [name for name in by_name if name not in schema.name_set]
     schema.refuse_near_duplicates(unknown, "tensor")
     missing = [name for name in schema.names if name not in by_name]
     if missing:

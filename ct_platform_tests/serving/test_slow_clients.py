@@ -11,6 +11,7 @@ go. Real sockets; small limits; nothing asserted about how fast an answer comes.
 from __future__ import annotations
 
 import re
+import select
 import socket
 import threading
 import time
@@ -47,6 +48,20 @@ def _read_answer(sock: socket.socket) -> bytes:
     except (ConnectionResetError, TimeoutError):
         pass
     return answer
+
+
+def _answers_of_all_but(socks: list[socket.socket], held: int) -> dict[int, bytes]:
+    """The answers (read to the server's close) of all but at most `held` of `socks`."""
+    answers: dict[int, bytes] = {}
+    pending = dict(enumerate(socks))
+    deadline = time.monotonic() + 120
+    while len(pending) > held and time.monotonic() < deadline:
+        readable, _, _ = select.select(list(pending.values()), [], [], 1.0)
+        for sock in readable:
+            index = socks.index(sock)
+            answers[index] = _read_answer(sock)
+            del pending[index]
+    return answers
 
 
 def _count(server: ThreadedServer, name: str, labels: str) -> int:
@@ -114,22 +129,19 @@ def test_connections_beyond_the_cap_get_503_and_traffic_is_served_once_slow_clie
         # Below the cap, traffic is served beside them.
         assert httpx.post(url, content=body, headers=headers, timeout=60).status_code == 200
 
-        # Twenty more clients at once, far beyond the cap: each answered 503 at once, none
-        # held (the answers are read to the end: the server closes each connection).
+        # Twenty more slowloris clients, far beyond the cap: the server holds at most 2 more
+        # (uvicorn counts the request's own connection: 5 at once under a cap of 6), and
+        # answers every other one 503 at once and closes it, never holding it.
         flood = [
             socket.create_connection(("127.0.0.1", server.port), timeout=120) for _ in range(20)
         ]
+        slow += flood
         for sock in flood:
-            sock.sendall(_head(len(body)) + body)
-        answers = [_read_answer(sock) for sock in flood]
-        for sock in flood:
-            sock.close()
-        statuses = [answer[9:12] for answer in answers]
-        assert set(statuses) <= {b"200", b"503"}, statuses
-        # At most 2 of them fit beside the 3 slow clients under a cap of 6 (uvicorn counts
-        # a request's own connection, so 5 are served at once).
-        assert statuses.count(b"503") >= 18, statuses
-        refused = statuses.count(b"503")
+            sock.sendall(_head(len(body)) + body[:1])
+        answers = _answers_of_all_but(flood, held=2)
+        statuses = [answer[9:12] for answer in answers.values()]
+        assert statuses == [b"503"] * len(statuses) and len(statuses) >= 18, answers
+        refused = len(statuses)
     finally:
         for sock in slow:
             sock.close()
@@ -140,6 +152,9 @@ def test_connections_beyond_the_cap_get_503_and_traffic_is_served_once_slow_clie
         status = httpx.post(url, content=body, headers=headers, timeout=60).status_code
         refused += status == 503
     assert status == 200
-    # Every 503 is counted, as an answer and as an error of the HTTP layer.
-    assert _count(server, "ct_http_responses_total", 'status="503"') == refused
-    assert _count(server, "ct_request_errors_total", 'endpoint="http",status="503"') == refused
+    # Every 503 is counted, as an answer and as an error of the HTTP layer (the 2 clients
+    # whose answer was not read may have had one too).
+    assert refused <= _count(server, "ct_http_responses_total", 'status="503"') <= refused + 2
+    assert _count(server, "ct_http_responses_total", 'status="503"') == _count(
+        server, "ct_request_errors_total", 'endpoint="http",status="503"'
+    )
