@@ -61,6 +61,10 @@ from typing import TYPE_CHECKING
 EXIT_INSUFFICIENT_DATA = 3
 EXIT_CONTRACT_VIOLATIONS = 4
 
+# The heading of the ingest rules' listing (the table's last section before the verdict).
+INGEST_RULES_HEADING = (
+    "ingest's rules (completeness of every column, and the time column's and target's):"
+)
 # Ingest's whole-file rules (`data.contract`) that `ct drift` does not apply (why: the
 # `not_checked` entry `_ingest_rules` writes).
 WHOLE_FILE_RULES = "min_rows, columns, duplicates"
@@ -191,7 +195,7 @@ def _rules_of_rule_columns(dataset: DatasetSpec) -> dict[str, str]:
 
 
 def _print_ingest_rules(ingest: IngestRules) -> None:
-    print("ingest's rules (completeness of every column; the time column's and the target's):")
+    print(INGEST_RULES_HEADING)
     for rule in ingest.checked:
         print(f"  {'ok' if rule.passed else 'BROKEN'}: {rule.describe()}")
     for why in ingest.not_checked:
