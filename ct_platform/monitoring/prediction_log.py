@@ -32,6 +32,7 @@ import os
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -297,18 +298,20 @@ def _batch_rows(batch: Record) -> Iterator[Record]:
     """A batch record's rows as the row records a multi-row request logged until
     2026-11-30: the same keys in the same order, ids `<request_id>:<i>`."""
     features, output = batch["features"], batch["output"]
-    names, keys = list(features), list(output)
     request_id, ts, slot, version = (batch[key] for key in LOG_COLUMNS)
     latency = batch.get("latency_ms")
-    n_features = len(names)
-    for index, values in enumerate(zip(*features.values(), *output.values(), strict=True)):
+    # Row dicts made by C-level maps over the columns (the Python loop only assembles).
+    ids = map(f"{request_id}:".__add__, map(str, range(batch["rows"])))
+    rows = map(dict, map(zip, repeat(list(features)), zip(*features.values(), strict=True)))
+    outputs = map(dict, map(zip, repeat(list(output)), zip(*output.values(), strict=True)))
+    for row_id, row, outcome in zip(ids, rows, outputs, strict=True):
         yield {
-            "request_id": f"{request_id}:{index}",
+            "request_id": row_id,
             "ts": ts,
             "slot": slot,
             "model_version": version,
-            "features": dict(zip(names, values[:n_features], strict=True)),
-            "output": dict(zip(keys, values[n_features:], strict=True)),
+            "features": row,
+            "output": outcome,
             "latency_ms": latency,
         }
 
