@@ -348,7 +348,7 @@ class Server:
             latency_ms=seconds * 1000.0,
         )
         # Formatting the log record waits until the response has been written. On the loop
-        # whatever the rows (1,000 rows: ~0.1 ms, one orjson call): a worker thread would
+        # whatever the rows (1,000 rows: ~0.2 ms, one orjson call): a worker thread would
         # share the GIL with the next requests.
         asyncio.get_running_loop().call_soon(self.prediction_log.submit, batch)
 
