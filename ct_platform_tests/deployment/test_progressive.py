@@ -345,7 +345,7 @@ def test_one_sticky_client_sending_bad_rows_to_a_good_candidate_does_not_roll_it
     analysis = last_analysis(rollout)
     assert analysis["verdict"] == "pass", analysis["reason"]
     assert analysis["figures"]["candidate_refused"] == 100
-    assert analysis["figures"]["refusal_rate_excess_without_client"] == 0.0
+    assert analysis["figures"]["refusal_rate_excess_without_clients"] == 0.0
     assert (
         f"without routing key '{key}' (101 requests: 100 refused, 0 failed, 1 rows scored) "
         "it passes (refusal_rate_excess 0, limit 0.01" in analysis["reason"]
