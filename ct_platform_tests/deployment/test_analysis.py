@@ -554,6 +554,109 @@ def test_a_candidate_bad_for_many_clients_still_fails_on_every_check() -> None:
     )
 
 
+def two_clients_sending_bad_rows() -> dict[str, Any]:
+    """At 40 %: two keyed clients routed to the candidate send rows it refuses (40 and 35),
+    a third, bigger one sends good rows; stable refuses nothing of its 400."""
+    now = snapshot(stable=totals(400), candidate=totals(300, refused=75))
+    now["clients"] = {
+        "candidate": {
+            "bad-a": keyed(refused=40),
+            "bad-b": keyed(refused=35),
+            "big-good": keyed(200),
+        }
+    }
+    return now
+
+
+def test_two_clients_sending_bad_rows_to_the_candidate_do_not_roll_it_back() -> None:
+    # Leaving one out is not enough: without bad-a, 35 of 335 against 0 of 400 still fails.
+    start = snapshot()
+    result = analyse(
+        AnalysisSpec(),
+        period_start=start,
+        rollout_start=start,
+        now=two_clients_sending_bad_rows(),
+        regression=False,
+    )
+    assert result.verdict == "pass", result.reason
+    refusals = next(check for check in result.checks if check.name == "refusal_rate_excess")
+    assert refusals.excused_clients == ("bad-a", "bad-b")
+    assert result.figures["refusal_rate_excess_without_clients"] == 0.0
+    assert result.figures["refusal_rate_excess_excused_clients"] == 2.0
+    assert result.reason.endswith(
+        "; without routing keys 'bad-a' (40 requests: 40 refused, 0 failed, 0 rows scored) "
+        "and 'bad-b' (35 requests: 35 refused, 0 failed, 0 rows scored) it passes "
+        "(refusal_rate_excess 0, limit 0.01, on the other 300 candidate and 400 stable "
+        "requests): those 2 clients are the cause, not the candidate, passed"
+    )
+
+
+def test_more_bad_clients_than_excused_clients_max_fail() -> None:
+    # The bound is the spec's: with 1, only one client may be left out, and two stand.
+    start = snapshot()
+    now = two_clients_sending_bad_rows()
+    one = analyse(
+        AnalysisSpec(excused_clients_max=1),
+        period_start=start,
+        rollout_start=start,
+        now=now,
+        regression=False,
+    )
+    assert one.verdict == "fail"
+    assert one.reason.startswith("refusal_rate 0.2 (75 of 375 candidate requests refused")
+    assert "it passes" not in one.reason
+    assert not any(check.excused_clients for check in one.checks)
+
+
+def test_three_clients_sending_big_batches_and_bad_rows_do_not_roll_it_back() -> None:
+    # Three keyed batch loaders on the candidate: each 10 requests of 5,000 rows at 470 ms,
+    # all scored in bin 3, and 20 rows refused. With any two left out the third still
+    # makes the candidate slow (10 of 310 against 0 of 700), refusing and shifted.
+    start = snapshot()
+    slow = bucket_of(470.0)
+    candidate = totals(300, scores={"5": 150, "10": 150})
+    candidate["requests"] += 30
+    candidate["refused"] += 60
+    candidate["latency"][slow] += 30
+    candidate["scores"]["3"] = 150_000
+    now = snapshot(stable=totals(700, scores={"5": 350, "10": 350}), candidate=candidate)
+    loader = keyed(10, refused=20, rows=50_000, latency={slow: 10}, scores={"3": 50_000})
+    now["clients"] = {"candidate": {f"loader-{n}": loader for n in (1, 2, 3)}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "pass", result.reason
+    loaders = ("loader-1", "loader-2", "loader-3")
+    by_name = {check.name: check for check in result.checks}
+    for name in ("refusal_rate_excess", "p99_latency_ms", "score_shift_psi"):
+        assert by_name[name].excused_clients == loaders, name
+        assert result.figures[f"{name}_excused_clients"] == 3.0
+    assert result.figures["p99_latency_ms_without_clients"] == 1.1642
+    assert result.figures["score_shift_psi_without_clients"] < 0.001
+    counts = "(30 requests: 20 refused, 0 failed, 50000 rows scored)"
+    group = f"routing keys 'loader-1' {counts}, 'loader-2' {counts} and 'loader-3' {counts}"
+    assert result.reason.count(f"without {group} it passes") == 3
+    assert result.reason.count("those 3 clients are the cause, not the candidate, passed") == 3
+
+
+def test_a_failure_resting_on_a_few_clients_with_little_else_stands() -> None:
+    # Two clients refused on the candidate hold 130 of its 220 requests: without either it
+    # still fails, without both only 90 are left. Named once, as the smallest such group.
+    start = snapshot()
+    now = snapshot(stable=totals(400), candidate=totals(90, refused=130))
+    now["clients"] = {"candidate": {"a": keyed(refused=70), "b": keyed(refused=60)}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "fail"
+    assert not any(check.excused_clients for check in result.checks)
+    assert result.reason.endswith(
+        "; without routing keys 'a' (70 requests: 70 refused, 0 failed, 0 rows scored) and "
+        "'b' (60 requests: 60 refused, 0 failed, 0 rows scored) only 90 candidate requests "
+        "are left, 100 needed to judge it without them"
+    )
+
+
 def test_a_failure_resting_on_one_client_with_little_else_stands() -> None:
     # All but 40 of the candidate's requests are one client's: without it too few are left
     # to tell the candidate from the client, so the failure stands and says why.

@@ -251,6 +251,23 @@ def test_canary_reaches_100_percent_and_then_moves_the_champion(
     assert at_full["figures"]["stable_requests"] == 0
     assert "score_shift" not in at_full["figures"]
     assert "score shift not judged: stable scored 0 requests in this period" in at_full["reason"]
+    # Its latency's reference is stable's in the latest earlier period where stable answered
+    # enough (the 80 % step, unless its random share fell short), as the rollout recorded it.
+    min_requests = spec.deployment.analysis.min_requests
+    reference = next(
+        entry
+        for entry in reversed(analyses[:-1])
+        if entry["figures"]["stable_answered"] >= min_requests
+    )
+    assert {
+        name: at_full["figures"][f"reference_{name}"]
+        for name in ("stable_answered", "stable_slow_requests", "stable_p99_ms")
+    } == {
+        name: reference["figures"][name]
+        for name in ("stable_answered", "stable_slow_requests", "stable_p99_ms")
+    }
+    assert at_full["figures"]["reference_step_percent"] == round(100 * reference["weight"], 6)
+    assert at_full["figures"]["reference_ended_at"] == reference["at"]
     # MLflow, the server and the rollout agree: version 2 serves and is the champion.
     assert aliases(registry) == {CHAMPION: 2, CANARY: None}
     assert slots(admin) == {"stable": "2", "candidate": None, "weight": 0.0, "shadow": False}
