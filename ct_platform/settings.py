@@ -543,7 +543,8 @@ class AnalysisSpec(_Strict):
     # Routing is sticky per `X-Routing-Key`: a failure on refusals, p99 or score shift that
     # passes with at most this many of the keys weighing most on it left out (from both
     # slots) is those clients' doing, not the candidate's (0: no client is ever excused).
-    excused_clients_max: Annotated[int, Field(ge=0)] = 3
+    # Each group of them is one more run of the check (2**n - 1 groups at most): hence 6.
+    excused_clients_max: Annotated[int, Field(ge=0, le=6)] = 3
     # With labels from /feedback: the candidate's primary metric (accuracy for
     # classification, mean absolute error for regression) may trail stable's by this much.
     metric_tolerance: Annotated[float, Field(ge=0)] = 0.05
