@@ -337,7 +337,8 @@ def test_sticky_clients_sending_bad_rows_to_a_good_candidate_do_not_roll_it_back
     with httpx.Client(base_url=stack.url, timeout=60) as client:
         on_candidate = (
             key
-            for key in (f"sticky-{i}" for i in range(400))
+            # Keys of their own: the module's server keeps each key's totals across tests.
+            for key in (f"sticky{bad_clients}-{i}" for i in range(400))
             if client.post(
                 "/invocations",
                 json={"dataframe_records": [traffic_rows[0]]},
