@@ -40,7 +40,14 @@ from ct_platform.serving.metrics import Metrics
 from ct_platform.serving.openapi import openapi_document
 from ct_platform.serving.platform_figures import platform_gauges
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
-from ct_platform.serving.schema import ContractError, InputError, InputSchema, ParsedRows
+from ct_platform.serving.schema import (
+    IGNORED_COLUMNS_HEADER,
+    ContractError,
+    InputError,
+    InputSchema,
+    ParsedRows,
+    ignored_columns_header,
+)
 from ct_platform.serving.slot_stats import SlotStats
 from ct_platform.serving.slots import Route, ServedModel, SlotState
 from ct_platform.serving.transport import (
@@ -65,8 +72,6 @@ SERVER_VERSION = "1"
 MLFLOW_PROTOCOL_VERSION = "3.17.2"
 
 _JSON_BYTES = JSON.encode()
-# Up to this many rows a batch's log records are formatted on the loop (microseconds).
-_INLINE_LOG_ROWS = 64
 
 # (body, content type, schema) -> (rows, request id carried in the body, if any)
 Parser = Callable[[bytes, str | None, InputSchema], tuple[ParsedRows, str | None]]
@@ -242,6 +247,9 @@ class Server:
         self._record(endpoint, route.slot, route.served, request_id, scored, seconds)
         self.slot_stats.clients.scored(route.slot, routing_key, seconds, scored.prediction)
         self.metrics.contract_violations(scored.parsed.violations, "scored")
+        if scored.parsed.ignored_columns:  # said to the client, counted for the operator
+            headers[IGNORED_COLUMNS_HEADER] = ignored_columns_header(scored.parsed.ignored_columns)
+            self.metrics.ignored_columns(scored.parsed.ignored_columns)
         shadow = None
         if route.shadow is not None:
             shadow = BackgroundTask(
@@ -349,13 +357,10 @@ class Server:
             prediction=scored.prediction,
             latency_ms=seconds * 1000.0,
         )
-        # Formatting the log records waits until the response has been written.
-        loop = asyncio.get_running_loop()
-        if scored.parsed.n_rows <= _INLINE_LOG_ROWS:
-            loop.call_soon(self.prediction_log.submit, batch)
-        else:
-            # Thousands of rows take milliseconds to format: not on the loop.
-            loop.call_soon(loop.run_in_executor, None, self.prediction_log.submit, batch)
+        # Formatting the log record waits until the response has been written. On the loop
+        # whatever the rows (1,000 rows: ~0.2 ms, one orjson call): a worker thread would
+        # share the GIL with the next requests.
+        asyncio.get_running_loop().call_soon(self.prediction_log.submit, batch)
 
     # -- feedback, metrics, OpenAPI --------------------------------------------------------
 
@@ -486,7 +491,8 @@ def create_app(config: ServerConfig) -> HotRoutes:
     """Load the bundle(s) named by `config` and build the ASGI app (slow: loads models)."""
 
     def served(bundle: Path) -> ServedModel:
-        return ServedModel.of(load_bundle(bundle, use_onnx=config.use_onnx), config.out_of_contract)
+        model = load_bundle(bundle, use_onnx=config.use_onnx)
+        return ServedModel.of(model, config.out_of_contract, config.unknown_columns)
 
     stable = served(config.bundle)
     candidate = served(config.candidate) if config.candidate is not None else None
