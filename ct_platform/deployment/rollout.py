@@ -188,6 +188,10 @@ class Finding:
         if Path(recorded.bundle).resolve() != bundle_dir.resolve():
             text = f"{url} serves version {served} from {recorded.bundle}, not from {bundle_dir}"
             return cls(recorded, True, f"{text} ({wanted})", _int(served))
+        outdated = target.outdated()
+        if outdated is not None:
+            text = f"{url} serves version {served} from {bundle_dir.name}, but {outdated}"
+            return cls(recorded, True, f"{text} ({wanted})", _int(served))
         text = f"{url} already serves version {served} from {bundle_dir.name} ({wanted})"
         return cls(recorded, False, f"{text}: nothing to deploy", _int(served))
 
