@@ -239,8 +239,7 @@ class Server:
         headers["x-request-id"] = request_id
         headers.update(_slot_headers(route))
         seconds = time.perf_counter() - started
-        self._record(endpoint, route.slot, route.served, request_id, scored, seconds)
-        self.slot_stats.clients.scored(route.slot, routing_key, seconds, scored.prediction)
+        self._record(endpoint, route.slot, route.served, request_id, scored, seconds, routing_key)
         self.metrics.contract_violations(scored.parsed.violations, "scored")
         shadow = None
         if route.shadow is not None:
@@ -336,9 +335,12 @@ class Server:
         request_id: str,
         scored: Scored,
         seconds: float,
+        routing_key: str | None = None,
     ) -> None:
+        """Count the answer (metrics, slot and client statistics), then log it once the
+        response has been written. `routing_key`: the client's, counted per client."""
         self.metrics.prediction(endpoint, slot, served.version, scored.parsed.n_rows, seconds)
-        self.slot_stats.scored(slot, request_id, seconds, scored.prediction)
+        self.slot_stats.scored(slot, request_id, seconds, scored.prediction, routing_key)
         batch = ScoredBatch(
             request_id=request_id,
             ts=time.time(),
