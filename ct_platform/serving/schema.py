@@ -428,7 +428,9 @@ class InputSchema:
         texts = (
             [text] * len(self.names) if isinstance(text, bool) else [n in text for n in self.names]
         )
-        parsed = self._one_row(raw_columns, texts) if n_rows == 1 else None
+        parsed = (
+            self._one_row([values[0] for values in raw_columns], texts) if n_rows == 1 else None
+        )
         if parsed is None:
             parsed = self._all_columns_at_once(raw_columns, texts, n_rows)
         if parsed is not None:
@@ -475,17 +477,17 @@ class InputSchema:
             raise InputError("no rows to score")
         return n_rows
 
-    def _one_row(self, raw_columns: list[Sequence[Any]], texts: list[bool]) -> ParsedRows | None:
-        """A single row in one plain Python pass (no numpy call per column), when every
-        value is accepted as it is: a number within its range (float32's and the
-        contract's; integral in an int column), a sentinel, a missing value where allowed,
-        a known category. None otherwise: the block path decides, with the same rule, and
-        names what is wrong."""
+    def _one_row(self, values: Sequence[Any], texts: list[bool]) -> ParsedRows | None:
+        """A single row (`values` in schema order) in one plain Python pass (no numpy call
+        per column), when every value is accepted as it is: a number within its range
+        (float32's and the contract's; integral in an int column), a sentinel, a missing
+        value where allowed, a known category. None otherwise: the block path decides,
+        with the same rule, and names what is wrong."""
         numbers = []
         for (nullable, low, high, integral, sentinels), position in zip(
             self._one_row_numeric, self._numeric, strict=True
         ):
-            value = raw_columns[position][0]
+            value = values[position]
             kind = type(value)
             if (kind is not float and kind is not int) or texts[position]:
                 if value is None and nullable and not texts[position]:
@@ -507,7 +509,7 @@ class InputSchema:
             numbers.append(number)
         categories = []
         for accepted, position in zip(self._one_row_categorical, self._categorical, strict=True):
-            value, text = raw_columns[position][0], texts[position]
+            value, text = values[position], texts[position]
             if value is not None and type(value) is not str:
                 return None
             category = accepted[text].get(value)
@@ -666,6 +668,12 @@ class InputSchema:
                     f"row {index} must be a list of {len(columns)} values, one per column; "
                     f"got {show(row)}{count}"
                 )
+        if len(rows) == 1:  # the common request: no transposing, no dict of columns
+            row = rows[0]
+            values = row if columns == self.names else [row[positions[n]] for n in self.names]
+            parsed = self._one_row(values, [text] * len(values))
+            if parsed is not None:
+                return parsed
         transposed = list(zip(*rows, strict=True)) or [()] * len(columns)
         return self.from_columns(
             {name: transposed[positions[name]] for name in self.names}, text=text
