@@ -188,6 +188,9 @@ def uvicorn_config(app: HotRoutes, config: ServerConfig, **overrides: object) ->
             config.max_header_bytes, config.header_timeout_s, config.body_timeout_s, app.refused
         ),
         "access_log": False,
+        # uvicorn's X-Forwarded-* rewriting of the client address and scheme is one more
+        # ASGI layer and a pass over the headers per request; nothing here reads either.
+        "proxy_headers": False,
         "log_level": "warning",
         "timeout_graceful_shutdown": 10,
     }
