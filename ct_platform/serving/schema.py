@@ -649,16 +649,15 @@ class InputSchema:
         self, columns: Sequence[Any], rows: Sequence[Any], *, text: bool = False
     ) -> ParsedRows:
         """`columns` names + `rows` as lists of values (pandas "split" orient, CSV)."""
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        # Sent as the schema lists them: named, each once, none missing (nothing to check).
+        in_order = columns == self.names
+        if not in_order and (
+            not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+        ):
             raise InputError(f"'columns' must be a list of column names: got {show(columns)}")
         if not isinstance(rows, list):
             raise InputError(f"'data' must be a list of rows: got {show(rows)}")
-        positions = {name: index for index, name in enumerate(columns)}
-        if len(positions) < len(columns):
-            raise SchemaError(
-                f"column(s) sent more than once: {repeated_names(columns)}; send each once"
-            )
-        self._check_names(positions.keys(), "column")
+        order = range(len(self.names)) if in_order else self._positions(columns)
         # Two C-level passes for the common case; the loop names the first bad row.
         well_formed = set(map(type, rows)) <= {list} and set(map(len, rows)) <= {len(columns)}
         for index, row in enumerate([] if well_formed else rows):
@@ -670,14 +669,26 @@ class InputSchema:
                 )
         if len(rows) == 1:  # the common request: no transposing, no dict of columns
             row = rows[0]
-            values = row if columns == self.names else [row[positions[n]] for n in self.names]
+            values = row if in_order else [row[position] for position in order]
             parsed = self._one_row(values, [text] * len(values))
             if parsed is not None:
                 return parsed
         transposed = list(zip(*rows, strict=True)) or [()] * len(columns)
         return self.from_columns(
-            {name: transposed[positions[name]] for name in self.names}, text=text
+            {name: transposed[position] for name, position in zip(self.names, order, strict=True)},
+            text=text,
         )
+
+    def _positions(self, columns: list[str]) -> list[int]:
+        """Where each schema column is among the `columns` sent; a `SchemaError` for a name
+        sent twice or a schema column missing."""
+        positions = {name: index for index, name in enumerate(columns)}
+        if len(positions) < len(columns):
+            raise SchemaError(
+                f"column(s) sent more than once: {repeated_names(columns)}; send each once"
+            )
+        self._check_names(positions.keys(), "column")
+        return [positions[name] for name in self.names]
 
 
 def _as_list(values: Any, name: str) -> Sequence[Any]:
