@@ -423,6 +423,15 @@ class ServingSpec(_Strict):
     # A request value outside the data contract (`dataset.columns`: min, max, categories,
     # nullable): `reject` answers 422 naming it; `score` scores it. Counted in /metrics.
     out_of_contract: Literal["reject", "score"] = "reject"
+    # A request column the model does not have (a near-duplicate of one, "Age" for "age",
+    # is always refused): `ignore` scores without it and says so (header x-ignored-columns,
+    # counted in /metrics and /admin/stats), as MLflow does; `refuse` answers 400 naming it.
+    unknown_columns: Literal["ignore", "refuse"] = "ignore"
+    # Seconds a request body may take in all, from the end of its headers (408 after):
+    # the gap timeout alone lets a byte every 59 s hold a connection for ever.
+    body_time_limit_s: Annotated[float, Field(gt=0)] = 60.0
+    # Connections held at once; a request beyond is answered 503 (uvicorn limit_concurrency).
+    max_connections: Annotated[int, Field(ge=2)] = 512
 
     @model_validator(mode="before")
     @classmethod

@@ -30,13 +30,18 @@ fractional_examples, out_of_range, rule, seen_min, seen_max, seen_as_sent,
 unknown_categories, distinct_unknown_categories, most_frequent_unknown, message}}` (empty
 when the data keeps the contract).
 
-Ingest's rules on the time column and the target (`data.contract.check_time_and_target`) are
-applied to CURRENT for those of the two it holds, in ingest's words; every rule is listed as
-ok, BROKEN or not checked (with why: the column is absent, or the rule admits training
-batches, not compared files). JSON: `"ingest_rules": {"checked": [{rule, column, passed,
-message, figures}], "not_checked": [why]}`. REFERENCE is not held to them: it is data ingest
-admitted, or a profile. Only the time column and the target are read for them (memory: their
-values).
+Ingest's completeness rule (`dataset.completeness_min`: the share of non-missing values, none
+missing in a `nullable: false` column; a sentinel is an answer, not missing) is applied to
+every feature column of CURRENT, counted in the same pass, with ingest's figures and words;
+its rules on the time column and the target (`data.contract.check_time_and_target`) to those
+of the two CURRENT holds. Every rule is listed as ok, BROKEN or not checked (with why: the
+column is absent, or the rule admits training batches, not compared files). JSON:
+`"ingest_rules": {"checked": [{rule, column, passed, message, figures}], "not_checked":
+[why]}`. REFERENCE is not held to them: it is data ingest admitted, or a profile. Only the
+time column and the target are read for them (memory: their values).
+
+A column named like a spec column but for case or surrounding spaces ("Age", "age " for
+"age") is refused with "did you mean" (exit 2), as the model server refuses it.
 
 Exit status: 0 when there is a verdict (drift or not) and CURRENT keeps the contract; 4 when
 there is a verdict but CURRENT has contract violations or breaks an ingest rule (listed); 3
@@ -56,6 +61,10 @@ from typing import TYPE_CHECKING
 EXIT_INSUFFICIENT_DATA = 3
 EXIT_CONTRACT_VIOLATIONS = 4
 
+# The heading of the ingest rules' listing (the table's last section before the verdict).
+INGEST_RULES_HEADING = (
+    "ingest's rules (completeness of every column, and the time column's and target's):"
+)
 # Ingest's whole-file rules (`data.contract`) that `ct drift` does not apply (why: the
 # `not_checked` entry `_ingest_rules` writes).
 WHOLE_FILE_RULES = "min_rows, columns, duplicates"
@@ -63,6 +72,7 @@ WHOLE_FILE_RULES = "min_rows, columns, duplicates"
 if TYPE_CHECKING:
     from ct_platform.data.contract import RuleResult
     from ct_platform.monitoring.results import DriftResult
+    from ct_platform.monitoring.summaries import DataSummary
     from ct_platform.settings import DatasetSpec
 
 
@@ -100,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             reference = ReferenceProfile.from_file(args.reference, dataset)
         current = summarise_file(args.current, dataset, SAMPLE_ROWS, reference)
-        ingest = _ingest_rules(args.current, dataset, current.other_columns)
+        ingest = _ingest_rules(args.current, dataset, current)
         monitoring = spec.monitoring
         result = detect_drift(
             reference,
@@ -145,16 +155,22 @@ class IngestRules:
         return {"checked": [asdict(rule) for rule in self.checked], "not_checked": self.not_checked}
 
 
-def _ingest_rules(path: Path, dataset: DatasetSpec, columns: list[str]) -> IngestRules:
-    """Run ingest's time-column and target rules on the ones CURRENT (`path`, with header
-    `columns`) holds; say which were not checked and why."""
-    from ct_platform.data.contract import check_time_and_target
+def _ingest_rules(path: Path, dataset: DatasetSpec, current: DataSummary) -> IngestRules:
+    """Run ingest's completeness rule on CURRENT's (`path`, summarised as `current`) feature
+    columns, from the missing values counted in the same pass, and its time-column and
+    target rules on the ones CURRENT holds; say which were not checked and why."""
+    from ct_platform.data.contract import check_time_and_target, completeness_rule
     from ct_platform.monitoring.sources import read_columns
 
+    columns = current.other_columns
+    checked = [
+        completeness_rule(name, current.rows, current.missing.get(name, 0), spec.nullable, dataset)
+        for name, spec in dataset.columns.items()
+        if name in current.columns
+    ]
     present = [name for name in (dataset.time_column, dataset.target) if name in columns]
-    checked = (
-        check_time_and_target(read_columns(path, dataset, present), dataset) if present else []
-    )
+    if present:
+        checked += check_time_and_target(read_columns(path, dataset, present), dataset)
     not_checked = [
         f"column '{name}', rules {rules}: the column is not in CURRENT"
         for name, rules in _rules_of_rule_columns(dataset).items()
@@ -164,10 +180,6 @@ def _ingest_rules(path: Path, dataset: DatasetSpec, columns: list[str]) -> Inges
         f"{WHOLE_FILE_RULES}: rules for admitting a training batch, not for a compared file "
         "(the sample-size minimum is monitoring.min_window_rows; a compared file may carry "
         "other columns, such as a prediction log's; repeated rows are repeated traffic)"
-    )
-    not_checked.append(
-        "completeness of the feature columns (dataset.completeness_min): not applied by "
-        "ct drift yet; a feature column with too few values is listed as not tested above"
     )
     return IngestRules(checked, not_checked)
 
@@ -183,7 +195,7 @@ def _rules_of_rule_columns(dataset: DatasetSpec) -> dict[str, str]:
 
 
 def _print_ingest_rules(ingest: IngestRules) -> None:
-    print("ingest's rules on the time column and the target:")
+    print(INGEST_RULES_HEADING)
     for rule in ingest.checked:
         print(f"  {'ok' if rule.passed else 'BROKEN'}: {rule.describe()}")
     for why in ingest.not_checked:

@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
         admin_token_env=serving.admin_token_env,
         use_onnx=not args.no_onnx,
         out_of_contract=serving.out_of_contract,
+        unknown_columns=serving.unknown_columns,
+        body_time_limit_s=serving.body_time_limit_s,
+        max_connections=serving.max_connections,
         home=spec.paths.home,
     )
     try:

@@ -219,8 +219,16 @@ def _check_completeness(
     series: pd.Series, name: str, nullable: bool, dataset: DatasetSpec
 ) -> RuleResult:
     # A sentinel (pdays=999) is a recorded answer, so it counts as present here.
-    n_missing = int(series.isna().sum())
-    share = 1.0 - n_missing / len(series) if len(series) else 1.0
+    return completeness_rule(name, len(series), int(series.isna().sum()), nullable, dataset)
+
+
+def completeness_rule(
+    name: str, n_rows: int, n_missing: int, nullable: bool, dataset: DatasetSpec
+) -> RuleResult:
+    """The completeness rule on a column of `n_rows` values, `n_missing` of them missing:
+    none when the column is not nullable, else a share of non-missing values of at least
+    `dataset.completeness_min` (ingest's rule; `ct drift` applies it to its counts)."""
+    share = 1.0 - n_missing / n_rows if n_rows else 1.0
     if not nullable and n_missing:
         passed, limit = False, "the column is not nullable"
     else:

@@ -63,6 +63,12 @@ def server_arguments(serving: ServingSpec, bundle: str, host: str, port: int) ->
         serving.admin_token_env,
         "--out-of-contract",
         serving.out_of_contract,
+        "--unknown-columns",
+        serving.unknown_columns,
+        "--body-time-limit",
+        str(serving.body_time_limit_s),
+        "--max-connections",
+        str(serving.max_connections),
     ]
 
 

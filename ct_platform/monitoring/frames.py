@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ct_platform.serving.schema import repeated_names
+from ct_platform.serving.schema import describe_near_duplicates, near_duplicates, repeated_names
 from ct_platform.settings import ColumnSpec, DatasetSpec
 
 if TYPE_CHECKING:  # pandas is imported where used: `ct drift` on Parquet never needs it
@@ -44,6 +44,21 @@ def require_unique_columns(names: Sequence[object], where: str) -> None:
     if len(set(names)) < len(names):
         raise RepeatedColumnsError(
             f"{where}: column(s) named more than once: {repeated_names(names)}; name each once"
+        )
+
+
+class NearDuplicateColumnsError(ValueError):
+    """The data names a column like a spec column but for case or surrounding spaces ("Age"
+    or "age " for "age"): refused with "did you mean", as the model server refuses it."""
+
+
+def refuse_near_duplicates(names: Sequence[object], dataset: DatasetSpec, where: str) -> None:
+    """Raise `NearDuplicateColumnsError` naming each of `names` that is a near-duplicate
+    (`serving.schema.near_duplicates`) of a column the spec names."""
+    close = near_duplicates(names, [*dataset.columns, dataset.target, *dataset.drop_columns])
+    if close:
+        raise NearDuplicateColumnsError(
+            f"{where}: {describe_near_duplicates(close, owner='the spec')}"
         )
 
 

@@ -34,7 +34,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ct_platform.monitoring.frames import MissingColumnsError, require_unique_columns
+from ct_platform.monitoring.frames import (
+    MissingColumnsError,
+    refuse_near_duplicates,
+    require_unique_columns,
+)
 from ct_platform.monitoring.results import MAX_QUOTED
 from ct_platform.monitoring.summaries import (
     CategorySummary,
@@ -240,6 +244,7 @@ def _parquet_batches(
     schema = probe.schema_arrow
     summary.other_columns = _data_columns(schema)
     require_unique_columns(schema.names, str(path))
+    refuse_near_duplicates(schema.names, dataset, str(path))
     missing = [name for name in dataset.feature_columns if name not in schema.names]
     if missing:
         raise MissingColumnsError(missing, str(path))
@@ -271,6 +276,7 @@ def _csv_batches(
     header = _csv_header(path, dataset.separator)
     check_header(path, header, dataset)  # ingest's words: "(is the separator ';'?)"
     require_unique_columns(header, f"{path} header")
+    refuse_near_duplicates(header, dataset, f"{path} header")
     summary.other_columns = header
     features = list(dataset.feature_columns)
     missing = [name for name in features if name not in header]
@@ -359,11 +365,24 @@ def add_arrow(summary: DataSummary, batch: pa.RecordBatch | pa.Table, dataset: D
     summary.rows += batch.num_rows
     for name, column in summary.columns.items():
         values = batch.column(name)
+        summary.missing[name] = summary.missing.get(name, 0) + _missing_count(values)
         if isinstance(column, NumericSummary):
             numbers = _numeric_values(values, dataset.columns[name], column)
             column.add(numbers, _sent_text(values))
         else:
             column.add_counts(_category_counts(values), len(values))
+
+
+def _missing_count(values: pa.Array) -> int:
+    """Missing values as ingest counts them (`pandas.isna` of the batch as read): nulls (an
+    empty CSV field) and, in a floating-point column, NaN; a sentinel is an answer."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = values.null_count
+    if pa.types.is_floating(values.type):
+        missing += pc.sum(pc.is_nan(values)).as_py() or 0
+    return missing
 
 
 def _arrow_values(values: list[object]) -> pa.Array:

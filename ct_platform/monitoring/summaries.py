@@ -336,6 +336,8 @@ class DataSummary:
     rows: int = 0
     # Columns of the data that are not features (listed by the drift check as not tested).
     other_columns: list[str] = field(default_factory=list)
+    # Missing values per feature column as ingest counts them (its completeness rule).
+    missing: dict[str, int] = field(default_factory=dict)
 
 
 def _quoting(values: np.ndarray, kept: np.ndarray | None, sent: SentText | None) -> _Quote:

@@ -20,12 +20,15 @@ from ct_platform.serving.app import create_app
 from ct_platform.serving.config import (
     DEFAULT_ADMIN_TOKEN_ENV,
     DEFAULT_API_KEY_ENV,
+    DEFAULT_BODY_TIME_LIMIT_S,
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_ROWS,
     OUT_OF_CONTRACT_POLICIES,
+    UNKNOWN_COLUMNS_POLICIES,
     ServerConfig,
 )
 from ct_platform.serving.hot_routes import HotRoutes
@@ -74,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request body may go without a byte (408 and close after)",
     )
     parser.add_argument(
+        "--body-time-limit",
+        type=float,
+        default=float(env("CT_SERVING_BODY_TIME_LIMIT", str(DEFAULT_BODY_TIME_LIMIT_S))),
+        help="seconds a whole request body may take after its headers (408 and close after)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(env("CT_SERVING_MAX_CONNECTIONS", str(DEFAULT_MAX_CONNECTIONS))),
+        help="connections held at once; a request beyond them is answered 503",
+    )
+    parser.add_argument(
         "--api-key-env",
         default=env("CT_SERVING_API_KEY_ENV", DEFAULT_API_KEY_ENV),
         help="name of the env var holding the predict API key (unset var: no key needed)",
@@ -88,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=OUT_OF_CONTRACT_POLICIES,
         default=env("CT_SERVING_OUT_OF_CONTRACT", "reject"),
         help="a value outside the data contract: refuse the request (422) or score it",
+    )
+    parser.add_argument(
+        "--unknown-columns",
+        choices=UNKNOWN_COLUMNS_POLICIES,
+        default=env("CT_SERVING_UNKNOWN_COLUMNS", "ignore"),
+        help="a request column the model does not have: score without it and name it in "
+        "the x-ignored-columns header (ignore), or refuse the request (400)",
     )
     parser.add_argument(
         "--no-onnx",
@@ -109,10 +131,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_header_bytes=args.max_header_bytes,
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
+        body_time_limit_s=args.body_time_limit,
+        max_connections=args.max_connections,
         api_key_env=args.api_key_env,
         admin_token_env=args.admin_token_env,
         use_onnx=not args.no_onnx,
         out_of_contract=args.out_of_contract,
+        unknown_columns=args.unknown_columns,
     )
 
 
@@ -185,8 +210,15 @@ def uvicorn_config(app: HotRoutes, config: ServerConfig, **overrides: object) ->
         "port": config.port,
         "loop": "uvloop",
         "http": bounded_http_protocol(
-            config.max_header_bytes, config.header_timeout_s, config.body_timeout_s, app.refused
+            config.max_header_bytes,
+            config.header_timeout_s,
+            config.body_timeout_s,
+            app.refused,
+            body_time_limit_s=config.body_time_limit_s,
         ),
+        # uvicorn answers 503 to a request while this many connections are open (slowloris
+        # with many connections); the header and body time limits free the slow ones.
+        "limit_concurrency": config.max_connections,
         "access_log": False,
         # uvicorn's X-Forwarded-* rewriting of the client address and scheme is one more
         # ASGI layer and a pass over the headers per request; nothing here reads either.

@@ -68,7 +68,13 @@ def routes(server: Server) -> list[Route]:
         except HttpError as error:
             return mlflow_error(error)
         # Read on the loop, between two requests: one consistent set of totals.
-        return json_response({**server.slot_stats.snapshot(), "routing": server.state.describe()})
+        return json_response(
+            {
+                **server.slot_stats.snapshot(),
+                "ignored_columns": server.metrics.ignored_by_column(),
+                "routing": server.state.describe(),
+            }
+        )
 
     return [
         Route("/admin/slots", guarded(_current), methods=["GET"]),
@@ -117,7 +123,10 @@ async def _load(server: Server, request: Request) -> SlotState:
         raise HttpError(
             400, "BAD_REQUEST", f"cannot load bundle '{bundle}': a bundle file is unreadable"
         ) from None
-    return server.state.load(slot, ServedModel.of(model, server.config.out_of_contract))
+    config = server.config
+    return server.state.load(
+        slot, ServedModel.of(model, config.out_of_contract, config.unknown_columns)
+    )
 
 
 def allowed_bundle_dir(root: Path, bundle: str) -> Path:

@@ -39,7 +39,14 @@ from ct_platform.serving.metrics import Metrics
 from ct_platform.serving.openapi import openapi_document
 from ct_platform.serving.platform_figures import platform_gauges
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
-from ct_platform.serving.schema import ContractError, InputError, InputSchema, ParsedRows
+from ct_platform.serving.schema import (
+    IGNORED_COLUMNS_HEADER,
+    ContractError,
+    InputError,
+    InputSchema,
+    ParsedRows,
+    ignored_columns_header,
+)
 from ct_platform.serving.slot_stats import SlotStats
 from ct_platform.serving.slots import Route, ServedModel, SlotState
 from ct_platform.serving.transport import (
@@ -243,6 +250,9 @@ class Server:
         self._record(endpoint, route.slot, route.served, request_id, scored, seconds, routing_key)
         if scored.parsed.violations:  # out-of-contract values scored (policy `score`)
             self.metrics.contract_violations(scored.parsed.violations, "scored")
+        if scored.parsed.ignored_columns:  # said to the client, counted for the operator
+            headers[IGNORED_COLUMNS_HEADER] = ignored_columns_header(scored.parsed.ignored_columns)
+            self.metrics.ignored_columns(scored.parsed.ignored_columns)
         shadow = None
         if route.shadow is not None:
             shadow = BackgroundTask(
@@ -491,7 +501,8 @@ def create_app(config: ServerConfig) -> HotRoutes:
     """Load the bundle(s) named by `config` and build the ASGI app (slow: loads models)."""
 
     def served(bundle: Path) -> ServedModel:
-        return ServedModel.of(load_bundle(bundle, use_onnx=config.use_onnx), config.out_of_contract)
+        model = load_bundle(bundle, use_onnx=config.use_onnx)
+        return ServedModel.of(model, config.out_of_contract, config.unknown_columns)
 
     stable = served(config.bundle)
     candidate = served(config.candidate) if config.candidate is not None else None

@@ -25,6 +25,17 @@ DEFAULT_ADMIN_TOKEN_ENV = "CT_ADMIN_TOKEN"
 # (`serving.schema`); counted in /metrics either way.
 OutOfContract = Literal["reject", "score"]
 OUT_OF_CONTRACT_POLICIES: tuple[OutOfContract, ...] = ("reject", "score")
+# A request column that is no contract column (and no near-duplicate of one, always
+# refused): kept out of scoring and reported (`x-ignored-columns`, counted), as MLflow's
+# scoring server ignores it; or refused with a 400 naming it.
+UnknownColumns = Literal["ignore", "refuse"]
+UNKNOWN_COLUMNS_POLICIES: tuple[UnknownColumns, ...] = ("ignore", "refuse")
+# nginx's `client_body_timeout` bounds only the gap between two reads; this bounds the
+# whole body (from the end of the headers), so a byte every 59 s cannot hold a connection.
+DEFAULT_BODY_TIME_LIMIT_S = 60.0
+# Open connections the server holds at once; beyond, a request is answered 503 (uvicorn's
+# `limit_concurrency`), so many slow clients cannot exhaust its file descriptors.
+DEFAULT_MAX_CONNECTIONS = 512
 
 
 def ct_home() -> Path:
@@ -49,11 +60,15 @@ class ServerConfig:
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     # A request body with no bytes for this long: 408 and close (slowloris).
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    # A request body not complete this long after its headers: 408 and close.
+    body_time_limit_s: float = DEFAULT_BODY_TIME_LIMIT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     api_key_env: str = DEFAULT_API_KEY_ENV
     admin_token_env: str = DEFAULT_ADMIN_TOKEN_ENV
     # False: score with the sklearn fallback even when the bundle has an ONNX graph.
     use_onnx: bool = True
     out_of_contract: OutOfContract = "reject"
+    unknown_columns: UnknownColumns = "ignore"
     home: Path = field(default_factory=ct_home)
     log_segment_bytes: int = 64 * 1024 * 1024
     log_segment_seconds: float = 3600.0

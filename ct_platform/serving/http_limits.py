@@ -9,7 +9,9 @@ headers not complete within `header_timeout_s` of the connection opening (or of 
 request's first byte, on a kept-alive connection) get a 408 and the connection closes; a
 body with no bytes for `body_timeout_s` (between two reads, as nginx's
 `client_body_timeout`; time while the server itself paused reading is not counted) gets a
-408 and the connection closes. Everything else is uvicorn's own code path.
+408 and the connection closes, and so does a body not complete within `body_time_limit_s`
+of its headers (a byte every 59 s keeps the gap timeout happy for ever). Everything else is
+uvicorn's own code path; its `limit_concurrency` (503 beyond) caps the connections held.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes: int
     header_timeout_s: float
     body_timeout_s: float
+    body_time_limit_s: float
     # Told the status of every answer this layer gives itself (the app never sees them).
     on_refused: Callable[[int], None]
 
@@ -34,6 +37,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_headers = True
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._body_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -41,7 +45,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
-        self._cancel_body_timer()
+        self._cancel_body_timers()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -68,18 +72,26 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_headers = False
         self._header_bytes = 0
         self._cancel_header_timer()
+        if self._over_concurrency_limit():
+            self.on_refused(503)  # uvicorn answers it (service_unavailable), unseen by the app
         super().on_headers_complete()
         self._arm_body_timer()
+        self._body_deadline = self.loop.call_later(self.body_time_limit_s, self._body_overdue)
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
         self._arm_body_timer()
 
     def on_message_complete(self) -> None:
-        self._cancel_body_timer()
+        self._cancel_body_timers()
         super().on_message_complete()
         # On a kept-alive connection the next bytes are the next request's headers.
         self._reading_headers = True
+
+    def _over_concurrency_limit(self) -> bool:
+        """uvicorn's own test for its 503 (`limit_concurrency`), made just before it."""
+        limit = self.limit_concurrency
+        return limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit)
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
@@ -106,12 +118,32 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._body_timer.cancel()
             self._body_timer = None
 
+    def _cancel_body_timers(self) -> None:
+        """The body is read (or refused, or the connection gone): cancel the gap timer and
+        the whole body's deadline."""
+        self._cancel_body_timer()
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
+
     def _body_timeout(self) -> None:
         self._body_timer = None
         if self.flow.read_paused:  # the server is not reading (its buffer is full): wait
             self._arm_body_timer()
             return
-        message = f"request body: no bytes received for {self.body_timeout_s:g} s"
+        self._end_slow_body(f"request body: no bytes received for {self.body_timeout_s:g} s")
+
+    def _body_overdue(self) -> None:
+        self._body_deadline = None
+        if self.flow.read_paused:  # the server's own pause is not the client's time: wait
+            self._body_deadline = self.loop.call_later(self.body_timeout_s, self._body_overdue)
+            return
+        self._end_slow_body(
+            f"request body not complete within {self.body_time_limit_s:g} s of its headers "
+            "(the server's limit for a whole body)"
+        )
+
+    def _end_slow_body(self, message: str) -> None:
         if self.cycle is None or self.cycle.response_started:
             self.transport.close()  # answered already (without reading the body): just close
             return
@@ -125,7 +157,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._reading_headers = False
         self._cancel_header_timer()
-        self._cancel_body_timer()
+        self._cancel_body_timers()
         if self.transport.is_closing():
             return
         self.on_refused(status)
@@ -149,10 +181,13 @@ def bounded_http_protocol(
     header_timeout_s: float,
     body_timeout_s: float,
     on_refused: Callable[[int], None] = lambda status: None,
+    *,
+    body_time_limit_s: float,
 ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol class with these limits (pass as `http=`): bytes and
-    seconds for the headers, seconds between two reads of a body; `on_refused(status)` is
-    called for each answer it gives itself (400, 408, 431)."""
+    seconds for the headers, seconds between two reads of a body and for the whole body;
+    `on_refused(status)` is called for each answer it gives itself (400, 408, 431) and for
+    uvicorn's 503 beyond `limit_concurrency`."""
     return type(
         "BoundedHttpToolsProtocol",
         (_BoundedHttpToolsProtocol,),
@@ -160,6 +195,7 @@ def bounded_http_protocol(
             "max_header_bytes": max_header_bytes,
             "header_timeout_s": header_timeout_s,
             "body_timeout_s": body_timeout_s,
+            "body_time_limit_s": body_time_limit_s,
             # staticmethod: a plain function stored on the class would bind as a method.
             "on_refused": staticmethod(on_refused),
         },

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 # Seconds; dense below 10 ms, where the serving latency target lives.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 Labels = tuple[tuple[str, str], ...]
+# Distinct unknown column names counted by name (a label value each); the rest as one.
+IGNORED_NAMES = 100
+OTHER_NAMES = "(other names)"
 
 
 class Histogram:
@@ -59,6 +62,9 @@ class Metrics:
         self._slots: dict[tuple[str, str], SlotSeries] = {}
         self.errors: defaultdict[Labels, int] = defaultdict(int)
         self.violations: defaultdict[Labels, int] = defaultdict(int)
+        # Request columns kept out of scoring, by name: at most IGNORED_NAMES distinct
+        # names (clients choose them), the rest counted under OTHER_NAMES.
+        self.ignored: defaultdict[str, int] = defaultdict(int)
         # Every answer by status, the scoring routes', Starlette's and the protocol's own.
         self.responses: defaultdict[int, int] = defaultdict(int)
 
@@ -97,6 +103,16 @@ class Metrics:
         for (column, rule), count in counts.items():
             self.violations[(("column", column), ("rule", rule), ("action", action))] += count
 
+    def ignored_columns(self, names: Sequence[str]) -> None:
+        """One scored request sent these columns, which are no contract column."""
+        for name in names:
+            key = name if name in self.ignored or len(self.ignored) < IGNORED_NAMES else OTHER_NAMES
+            self.ignored[key] += 1
+
+    def ignored_by_column(self) -> dict[str, int]:
+        """Scored requests that sent each unknown column (kept out of scoring)."""
+        return dict(self.ignored)
+
     def render(self, gauges: dict[str, tuple[str, list[tuple[Labels, float]]]]) -> str:
         """Exposition text; `gauges`: name -> (help, [(labels, value)]), read at scrape time."""
         lines: list[str] = []
@@ -117,6 +133,14 @@ class Metrics:
             "Request values outside the data contract, by column and rule (min, max, "
             "categories, nullable).",
             self.violations,
+        )
+        _counter(
+            lines,
+            "ct_ignored_columns_total",
+            "Scored requests that sent a column the model does not have (kept out of scoring,"
+            f" serving.unknown_columns: ignore), by column; past {IGNORED_NAMES} names, "
+            f'"{OTHER_NAMES}".',
+            {(("column", name),): count for name, count in self.ignored.items()},
         )
         name = "ct_request_latency_seconds"
         lines += [f"# HELP {name} Time from request to response.", f"# TYPE {name} histogram"]
@@ -146,4 +170,5 @@ def _format(labels: Labels) -> str:
 
 
 def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+    # The exposition format's escapes; a client-chosen name may hold a newline.
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -33,8 +33,10 @@ import codecs
 import json
 import math
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+import unicodedata
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from itertools import chain
 from types import MappingProxyType
 from typing import Any, NoReturn, TypeVar
@@ -43,7 +45,7 @@ import numpy as np
 import orjson
 
 from ct_platform.serving.bundle import ColumnSchema
-from ct_platform.serving.config import OutOfContract
+from ct_platform.serving.config import OutOfContract, UnknownColumns
 
 # Categorical value fed for a missing category: outside every fitted category, so the
 # one-hot encoder (handle_unknown="ignore") scores it as "none of the known ones".
@@ -222,6 +224,61 @@ def repeated_names(names: Sequence[Any]) -> str | None:
     return ", ".join(listed) if listed else None
 
 
+def folded_name(name: str) -> str:
+    """A column name as compared for near-duplicates: Unicode-normalised (NFKC: "age" in
+    full-width letters reads "age"), stripped of surrounding spaces, case-folded."""
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
+def near_duplicates(sent: Iterable[Any], known: Sequence[str]) -> dict[str, list[str]]:
+    """Each name of `sent` that is not one of `known` but equals one or more of them once
+    folded (`folded_name`: "Age", "age ", "AGE" for "age") -> those names.
+
+    A near-duplicate is refused rather than ignored: beside the column it would be
+    silently dropped, instead of it the request would fail as "missing column" without
+    saying why.
+    """
+    exact, by_fold = _fold_index(tuple(known))
+    return {
+        name: by_fold[folded_name(name)]
+        for name in sent
+        if isinstance(name, str) and name not in exact and folded_name(name) in by_fold
+    }
+
+
+@lru_cache(maxsize=64)
+def _fold_index(known: tuple[str, ...]) -> tuple[frozenset[str], dict[str, list[str]]]:
+    """The names, and their folded forms -> the names: built once per schema."""
+    by_fold: dict[str, list[str]] = {}
+    for name in known:
+        by_fold.setdefault(folded_name(name), []).append(name)
+    return frozenset(known), by_fold
+
+
+def describe_near_duplicates(
+    close: Mapping[str, list[str]], kind: str = "column", owner: str = "the model"
+) -> str:
+    """ "column 'Age ' is not a column of the model: did you mean 'age'? ..." for each."""
+    listed = "; ".join(
+        f"{kind} {name!r} is not a {kind} of {owner}: did you mean "
+        f"{' or '.join(map(repr, matches))}?"
+        for name, matches in close.items()
+    )
+    return f"{listed} (names must match exactly: case and spaces count)"
+
+
+# The answer's header naming the request's columns kept out of scoring (policy `ignore`).
+IGNORED_COLUMNS_HEADER = "x-ignored-columns"
+
+
+def ignored_columns_header(names: Sequence[str]) -> str:
+    """`names` as the `x-ignored-columns` value: a JSON array, ASCII only (a header is
+    Latin-1 and a name may hold any character, a newline too), at most 30 names and then
+    "... N more"; each name cut to 60 characters."""
+    shown = [name if len(name) <= _MAX_SHOWN else f"{name[: _MAX_SHOWN - 1]}…" for name in names]
+    return json.dumps(_listed(shown))
+
+
 def _top_members(payload: Any) -> int:
     """The members of the body's object and of the objects it holds, directly or in a list
     whose first item is an object: where every protocol has its objects (the formats'
@@ -347,6 +404,13 @@ class ParsedRows:
     numeric: np.ndarray
     # Contract breaches scored anyway (policy `score`), by (column, rule).
     violations: Violations = field(default_factory=lambda: NO_VIOLATIONS)
+    # Names sent that are no contract column, kept out of scoring (policy `ignore`), in the
+    # order first sent.
+    ignored_columns: tuple[str, ...] = ()
+
+    def ignoring(self, names: Sequence[str]) -> ParsedRows:
+        """These rows, reporting `names` as ignored (themselves when there are none)."""
+        return replace(self, ignored_columns=tuple(names)) if names else self
 
 
 @dataclass(frozen=True)
@@ -364,11 +428,17 @@ class InputSchema:
     """Validates and converts request data for one bundle's columns."""
 
     def __init__(
-        self, columns: list[ColumnSchema], out_of_contract: OutOfContract = "reject"
+        self,
+        columns: list[ColumnSchema],
+        out_of_contract: OutOfContract = "reject",
+        unknown_columns: UnknownColumns = "ignore",
     ) -> None:
         self.columns = columns
         self.names = [column.name for column in columns]
         self.out_of_contract = out_of_contract
+        self.unknown_columns = unknown_columns
+        # Sent names equal to this set cost one C-level comparison (`_check_names`).
+        self.name_set = frozenset(self.names)
         self._parsers = [_ColumnParser(column, position) for position, column in enumerate(columns)]
         self._numeric = [i for i, column in enumerate(columns) if column.is_numeric]
         self._categorical = [i for i, column in enumerate(columns) if not column.is_numeric]
@@ -422,7 +492,7 @@ class InputSchema:
             InputError: a value breaks the value rule (400), naming row, column and value.
             ContractError: a value breaks the data contract and the policy is `reject`.
         """
-        self._check_names(data.keys(), "column")
+        ignored = self._check_names(data.keys(), "column")
         raw_columns = [_as_list(data[name], name) for name in self.names]
         n_rows = self._row_count(raw_columns)
         texts = (
@@ -434,7 +504,7 @@ class InputSchema:
         if parsed is None:
             parsed = self._all_columns_at_once(raw_columns, texts, n_rows)
         if parsed is not None:
-            return parsed
+            return parsed.ignoring(ignored)
         # Something needs a closer look: the rule, one column at a time in schema order,
         # names the first bad value (or accepts, e.g. a NaN in a nullable int column).
         numeric = [
@@ -446,21 +516,48 @@ class InputSchema:
             for i in self._categorical
         ]
         breaches = self._numeric_breaches(block, raw_columns)
-        return self._rows(n_rows, block, categorical, breaches)
+        return self._rows(n_rows, block, categorical, breaches).ignoring(ignored)
 
-    def _check_names(self, sent: Collection[Any], kind: str, where: str = "") -> None:
-        """Every schema column is among the `sent` names, or a `SchemaError` naming the
-        missing ones, the unknown ones sent (likely misspellings) and the expected ones."""
+    def _check_names(self, sent: Collection[Any], kind: str, where: str = "") -> tuple[str, ...]:
+        """The `sent` names that are no schema column (to ignore), once every schema column
+        is found among them: names equal to the schema's cost one set comparison.
+
+        Raises:
+            SchemaError: a near-duplicate of a schema column (`refuse_near_duplicates`); a
+                schema column not sent (naming the missing ones, the unknown ones sent and
+                the expected ones); an unknown name the policy refuses (`kept_out`).
+        """
+        if sent == self.name_set:
+            return ()
+        unknown = [name for name in sent if name not in self.name_set]
+        self.refuse_near_duplicates(unknown, kind, where)
         missing = [name for name in self.names if name not in sent]
-        if not missing:
-            return
-        known = set(self.names)
-        unknown = [name for name in sent if name not in known]
-        got = f"; sent unknown {kind}(s) {_listed(unknown)}" if unknown else ""
-        raise SchemaError(
-            f"{where}missing {kind}(s) {_listed(missing)}{got}; the model expects "
-            f"{len(self.names)}: {_listed(self.names)}"
-        )
+        if missing:
+            got = f"; sent unknown {kind}(s) {_listed(unknown)}" if unknown else ""
+            raise SchemaError(
+                f"{where}missing {kind}(s) {_listed(missing)}{got}; the model expects "
+                f"{len(self.names)}: {_listed(self.names)}"
+            )
+        return self.kept_out(unknown, kind, where)
+
+    def refuse_near_duplicates(self, unknown: Sequence[Any], kind: str, where: str = "") -> None:
+        """A `SchemaError` ("did you mean") when a name that is no schema column equals one
+        once case-folded and stripped (`near_duplicates`): "Age" beside or instead of "age"."""
+        close = near_duplicates(unknown, self.names)
+        if close:
+            raise SchemaError(f"{where}{describe_near_duplicates(close, kind)}")
+
+    def kept_out(self, unknown: Sequence[Any], kind: str, where: str = "") -> tuple[str, ...]:
+        """Names sent that are no schema column (and no near-duplicate of one), as text: kept
+        out of scoring under `serving.unknown_columns: ignore`; a `SchemaError` naming them
+        under `refuse`."""
+        if unknown and self.unknown_columns == "refuse":
+            raise SchemaError(
+                f"{where}unknown {kind}(s) {_listed(unknown)}: not in the model's schema "
+                f"(serving.unknown_columns: refuse); the model expects {len(self.names)}: "
+                f"{_listed(self.names)}"
+            )
+        return tuple(name if isinstance(name, str) else show(name) for name in unknown)
 
     def _row_count(self, raw_columns: list[Sequence[Any]]) -> int:
         lengths = {len(values) for values in raw_columns}
@@ -637,13 +734,16 @@ class InputSchema:
         """`[{column: value}, ...]`: every record must hold every column."""
         if not records:
             raise InputError("no rows to score")
+        ignored: dict[str, None] = {}  # an ordered set: the names in the order first sent
         for index, record in enumerate(records):
             if not isinstance(record, dict):
                 raise InputError(f"row {index} is not a JSON object: got {show(record)}")
-            self._check_names(record.keys(), "column", where=f"row {index}: ")
+            ignored.update(
+                dict.fromkeys(self._check_names(record.keys(), "column", f"row {index}: "))
+            )
         return self.from_columns(
             {name: [record[name] for record in records] for name in self.names}
-        )
+        ).ignoring(list(ignored))
 
     def from_split(
         self, columns: Sequence[Any], rows: Sequence[Any], *, text: bool = False
@@ -657,7 +757,7 @@ class InputSchema:
             raise InputError(f"'columns' must be a list of column names: got {show(columns)}")
         if not isinstance(rows, list):
             raise InputError(f"'data' must be a list of rows: got {show(rows)}")
-        order = range(len(self.names)) if in_order else self._positions(columns)
+        order, ignored = (range(len(self.names)), ()) if in_order else self._positions(columns)
         # Two C-level passes for the common case; the loop names the first bad row.
         well_formed = set(map(type, rows)) <= {list} and set(map(len, rows)) <= {len(columns)}
         for index, row in enumerate([] if well_formed else rows):
@@ -672,23 +772,24 @@ class InputSchema:
             values = row if in_order else [row[position] for position in order]
             parsed = self._one_row(values, [text] * len(values))
             if parsed is not None:
-                return parsed
+                return parsed.ignoring(ignored)
         transposed = list(zip(*rows, strict=True)) or [()] * len(columns)
         return self.from_columns(
             {name: transposed[position] for name, position in zip(self.names, order, strict=True)},
             text=text,
-        )
+        ).ignoring(ignored)
 
-    def _positions(self, columns: list[str]) -> list[int]:
-        """Where each schema column is among the `columns` sent; a `SchemaError` for a name
-        sent twice or a schema column missing."""
+    def _positions(self, columns: list[str]) -> tuple[list[int], tuple[str, ...]]:
+        """Where each schema column is among the `columns` sent, and the names sent that
+        are no schema column (`_check_names`: kept out, or refused by the policy); a
+        `SchemaError` for a name sent twice or a schema column missing."""
         positions = {name: index for index, name in enumerate(columns)}
         if len(positions) < len(columns):
             raise SchemaError(
                 f"column(s) sent more than once: {repeated_names(columns)}; send each once"
             )
-        self._check_names(positions.keys(), "column")
-        return [positions[name] for name in self.names]
+        ignored = self._check_names(positions.keys(), "column")
+        return [positions[name] for name in self.names], ignored
 
 
 def _as_list(values: Any, name: str) -> Sequence[Any]:

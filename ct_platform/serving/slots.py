@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 
 from ct_platform.serving.bundle import LoadedModel
-from ct_platform.serving.config import OutOfContract
+from ct_platform.serving.config import OutOfContract, UnknownColumns
 from ct_platform.serving.schema import InputSchema
 
 SLOT_NAMES = ("stable", "candidate")
@@ -32,10 +32,16 @@ class ServedModel:
     schema: InputSchema
 
     @classmethod
-    def of(cls, model: LoadedModel, out_of_contract: OutOfContract = "reject") -> ServedModel:
+    def of(
+        cls,
+        model: LoadedModel,
+        out_of_contract: OutOfContract = "reject",
+        unknown_columns: UnknownColumns = "ignore",
+    ) -> ServedModel:
         """`model` with its parser; `out_of_contract`: what to do with values outside the
-        data contract (see `serving.schema`)."""
-        return cls(model=model, schema=InputSchema(model.meta.columns, out_of_contract))
+        data contract, `unknown_columns`: with columns outside it (see `serving.schema`)."""
+        schema = InputSchema(model.meta.columns, out_of_contract, unknown_columns)
+        return cls(model=model, schema=schema)
 
     @property
     def version(self) -> str:

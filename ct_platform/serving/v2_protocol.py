@@ -24,6 +24,7 @@ from ct_platform.serving.schema import (
     ParsedRows,
     SchemaError,
     load_json,
+    near_duplicates,
     quoting_as_sent,
     repeated_names,
     show,
@@ -67,7 +68,9 @@ def _parse_payload(payload: Any, schema: InputSchema) -> tuple[ParsedRows, str |
         )
     request_id = payload.get("id")
     request_id = str(request_id) if request_id is not None else None
-    if len(tensors) == 1 and tensors[0].get("name") not in schema.names:
+    name = tensors[0].get("name")
+    # One tensor named after no column is the whole table (one named "Age" is a column's).
+    if len(tensors) == 1 and name not in schema.names and not near_duplicates([name], schema.names):
         return _parse_table_tensor(tensors[0], schema), request_id
     return _parse_column_tensors(tensors, schema), request_id
 
@@ -77,14 +80,16 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
     if len(by_name) < len(tensors):
         repeated = repeated_names([tensor.get("name") for tensor in tensors])
         raise SchemaError(f"'inputs': tensor(s) sent more than once: {repeated}; send each once")
+    unknown = [name for name in by_name if name not in schema.name_set]
+    schema.refuse_near_duplicates(unknown, "tensor")
     missing = [name for name in schema.names if name not in by_name]
     if missing:
-        unknown = [name for name in by_name if name not in schema.names]
         sent = f"; sent unknown tensor(s) {unknown}" if unknown else ""
         raise InputError(
             f"missing input tensor(s) for column(s) {missing}{sent}; the model expects one "
             f"per column: {schema.names}"
         )
+    ignored = schema.kept_out(unknown, "tensor")
     columns: dict[str, list[Any]] = {}
     text_columns = set()
     for column in schema.columns:
@@ -115,7 +120,7 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
             expected=shape[0],
             integers_only=lambda _, only=integers_only: only,
         )
-    return schema.from_columns(columns, text=frozenset(text_columns))
+    return schema.from_columns(columns, text=frozenset(text_columns)).ignoring(ignored)
 
 
 def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRows:

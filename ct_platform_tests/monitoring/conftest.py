@@ -33,6 +33,18 @@ def same_distribution(bank_features: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
     return reference, current
 
 
+def as_landed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A cleaned frame as a data file holds it: each numeric sentinel written back where the
+    cleaned frame has NaN for it (`pdays` 999), as the raw bank data has no missing value."""
+    dataset = load_spec(BANK_SPEC).dataset
+    sentinels = {
+        name: next(s for s in column.sentinels if not isinstance(s, str))
+        for name, column in dataset.columns.items()
+        if name in frame.columns and any(not isinstance(s, str) for s in column.sentinels)
+    }
+    return frame.fillna(sentinels)
+
+
 @pytest.fixture(scope="session")
 def planted(same_distribution: tuple[pd.DataFrame, pd.DataFrame]) -> pd.DataFrame:
     """The no-drift current sample with drift planted in `PLANTED` only."""

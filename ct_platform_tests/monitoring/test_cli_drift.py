@@ -12,10 +12,14 @@ import pandas as pd
 import pytest
 
 from ct_platform.cli import main
-from ct_platform.cli.drift import EXIT_CONTRACT_VIOLATIONS, EXIT_INSUFFICIENT_DATA
+from ct_platform.cli.drift import (
+    EXIT_CONTRACT_VIOLATIONS,
+    EXIT_INSUFFICIENT_DATA,
+    INGEST_RULES_HEADING,
+)
 from ct_platform.monitoring.drift import ReferenceProfile
 from ct_platform.settings import Spec
-from ct_platform_tests.monitoring.conftest import PLANTED
+from ct_platform_tests.monitoring.conftest import PLANTED, as_landed
 
 
 @pytest.fixture
@@ -29,8 +33,8 @@ def files(spec: Spec, same_distribution, planted: pd.DataFrame, tmp_path: Path) 
         "planted": tmp_path / "planted.parquet",
     }
     reference.to_csv(paths["reference"], sep=separator, index=False)
-    current.to_csv(paths["same"], sep=separator, index=False)
-    planted.to_parquet(paths["planted"])
+    as_landed(current).to_csv(paths["same"], sep=separator, index=False)
+    as_landed(planted).to_parquet(paths["planted"])
     return paths
 
 
@@ -46,8 +50,12 @@ def test_json_verdicts_on_planted_drift(
 
     keys = {"verdict", "reason", "columns", "drift_share", "dataset_drift", "violations"}
     assert set(report) == {*keys, "ingest_rules"}
-    # The file holds the features only: the target's rules are named as not checked.
-    assert report["ingest_rules"]["checked"] == []
+    # The file holds the features only: they keep ingest's completeness rule, and the
+    # target's rules are named as not checked.
+    checked = report["ingest_rules"]["checked"]
+    assert {(rule["rule"], rule["column"], rule["passed"]) for rule in checked} == {
+        ("completeness", name, True) for name in report["columns"]
+    }
     assert report["ingest_rules"]["not_checked"][0] == (
         "column 'y', rules completeness, target: the column is not in CURRENT"
     )
@@ -188,10 +196,11 @@ def test_three_rows_give_no_verdict_and_list_every_column(
     assert "DRIFT" not in out and "no drift" not in out
     assert "dataset: no verdict, insufficient data: 3 rows < minimum 200" in out
     lines = out.splitlines()
-    rules = lines.index("ingest's rules on the time column and the target:")
+    rules = lines.index(INGEST_RULES_HEADING)
     table = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:rules]}
     assert table == THREE_ROW_STATUSES
-    assert lines[rules + 1 : rules + 3] == [
+    checked = [line for line in lines[rules + 1 :] if line.startswith("  ok: column 'y'")]
+    assert checked == [
         "  ok: column 'y', rule completeness: 100.0% non-missing, 0 missing (minimum 95.0%)",
         "  ok: column 'y', rule target: 3 target values, all labels [0, 1]",
     ]
@@ -210,16 +219,23 @@ def test_a_sparse_column_is_not_tested_and_says_why(
     spec: Spec, same_distribution, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """Enough rows, but a column with 3 non-missing values of 5,000: that column gets no
-    verdict (with its figures), the others do, and so does the dataset."""
+    verdict (with its figures), the others do, and so does the dataset; the column breaks
+    ingest's completeness rule, named with ingest's figures (exit 4)."""
     reference, current = same_distribution
-    sparse = current.iloc[:5000].copy()
+    sparse = as_landed(current.iloc[:5000])
     sparse.loc[3:, "euribor3m"] = None
     paths = {"reference": tmp_path / "reference.parquet", "current": tmp_path / "sparse.parquet"}
     reference.to_parquet(paths["reference"])
     sparse.to_parquet(paths["current"])
 
-    assert main(["drift", str(paths["reference"]), str(paths["current"]), "--json"]) == 0
+    assert main(["drift", str(paths["reference"]), str(paths["current"]), "--json"]) == (
+        EXIT_CONTRACT_VIOLATIONS
+    )
     report = json.loads(capsys.readouterr().out)
+    broken = [rule for rule in report["ingest_rules"]["checked"] if not rule["passed"]]
+    assert [(rule["column"], rule["message"]) for rule in broken] == [
+        ("euribor3m", "0.1% non-missing, 4997 missing (minimum 95.0%)")
+    ]
 
     assert report["verdict"] == "no drift"
     assert report["columns"]["euribor3m"] == {

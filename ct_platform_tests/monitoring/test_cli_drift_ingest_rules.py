@@ -153,7 +153,9 @@ def test_clean_file_exits_0_and_lists_the_rules_checked_and_not(
         for line in completed.stdout.splitlines()
         if line.startswith("  ok: ")
     ]
+    features = load_spec(project["spec"]).dataset.feature_columns
     assert [line.split(":")[0] for line in checked] == [
+        *(f"column '{name}', rule completeness" for name in features),
         "column 'call date', rule completeness",
         "column 'call date', rule type",
         "column 'call seconds', rule completeness",
@@ -174,11 +176,63 @@ def test_without_the_target_its_rules_are_named_as_not_checked(
 
     assert completed.returncode == 0, completed.stderr
     rules = json.loads(completed.stdout)["ingest_rules"]
-    assert {rule["column"] for rule in rules["checked"]} == {"call date"}
+    assert {rule["column"] for rule in rules["checked"]} == {
+        "call date",
+        *SPEC["dataset"]["columns"],
+    }
     assert rules["not_checked"][0] == (
         "column 'call seconds', rules completeness, target, target_range: "
         "the column is not in CURRENT"
     )
+
+
+def test_missing_values_break_completeness_in_ingests_words_and_figures(
+    project: dict[str, Path], calls: pd.DataFrame
+) -> None:
+    """The newcomer's finding: `completeness_min` was ingest's rule only; 10 % of a
+    feature's values missing now breaks it in `ct drift` too, with the contract exit code."""
+    current = calls.iloc[ROWS:].copy()
+    current.loc[current.index[: ROWS // 10], "contacts"] = None
+    path = _current(project, current, "gaps.csv")
+
+    completed = _ct_drift(project, path, "--json")
+
+    assert completed.returncode == EXIT_CONTRACT_VIOLATIONS, completed.stderr
+    ingest = _ingest_failures(project, path)
+    assert ingest == [
+        "column 'contacts', rule completeness: 90.0% non-missing, 200 missing (minimum 95.0%)"
+    ]
+    broken = [
+        rule
+        for rule in json.loads(completed.stdout)["ingest_rules"]["checked"]
+        if not rule["passed"]
+    ]
+    assert [(rule["rule"], rule["column"]) for rule in broken] == [("completeness", "contacts")]
+    assert broken[0]["figures"] == {"non_missing_share": 0.9, "n_missing": 200, "min": 0.95}
+    assert f"ct drift: {path}: {ingest[0]}\n" in completed.stderr
+
+
+@pytest.mark.parametrize("sent", ["Client Age", "client age ", "CONTACTS"])
+@pytest.mark.parametrize("beside", [False, True])
+def test_a_column_named_like_a_spec_column_but_for_case_or_spaces_is_refused(
+    project: dict[str, Path], calls: pd.DataFrame, sent: str, beside: bool
+) -> None:
+    """As the model server refuses it: "did you mean", exit 2, beside or instead of it."""
+    current = calls.iloc[ROWS:].copy()
+    meant = sent.strip().lower()
+    if beside:
+        current[sent] = current[meant]
+    else:
+        current = current.rename(columns={meant: sent})
+    path = _current(project, current, "near.csv")
+
+    completed = _ct_drift(project, path)
+
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert (
+        f"ct drift: {path} header: column {sent!r} is not a column of the spec: did you mean "
+        f"{meant!r}? (names must match exactly: case and spaces count)\n"
+    ) in completed.stderr
 
 
 def test_constant_reference_score_is_explained_by_its_distance(

@@ -16,11 +16,16 @@ import pandas as pd
 import pytest
 
 from ct_platform.cli import main
-from ct_platform.cli.drift import EXIT_CONTRACT_VIOLATIONS, EXIT_INSUFFICIENT_DATA
+from ct_platform.cli.drift import (
+    EXIT_CONTRACT_VIOLATIONS,
+    EXIT_INSUFFICIENT_DATA,
+    INGEST_RULES_HEADING,
+)
 from ct_platform.monitoring.champion_reference import save_champion_reference
 from ct_platform.monitoring.production import check_production_drift
 from ct_platform.serving.schema import overflow_problem
 from ct_platform.settings import Paths, Spec
+from ct_platform_tests.monitoring.conftest import as_landed
 from ct_platform_tests.monitoring.serving_logs import scored_batch, write_log
 from ct_platform_tests.value_cases import AGE_CASES
 
@@ -69,7 +74,7 @@ VIOLATIONS = {
 
 def rows_as_sent(current: pd.DataFrame) -> pd.DataFrame:
     """The first ROWS rows as objects, so a test can plant any value a client might send."""
-    return current.iloc[:ROWS].astype(object).reset_index(drop=True)
+    return as_landed(current.iloc[:ROWS]).astype(object).reset_index(drop=True)
 
 
 def broken_current(current: pd.DataFrame) -> pd.DataFrame:
@@ -142,7 +147,7 @@ def test_violations_are_counted_and_named(
         f"  job: {JOB}",
         f"  campaign: {CAMPAIGN}",
         f"  euribor3m: {EURIBOR}",
-        "ingest's rules on the time column and the target:",
+        INGEST_RULES_HEADING,
     ]
     assert lines[-1] == (
         "dataset: no drift (1 of 14 columns drifted, share 0.07, threshold 0.30; "

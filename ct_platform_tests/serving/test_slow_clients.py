@@ -1,0 +1,160 @@
+"""Slow clients cannot hold the server: a whole-body time limit, and a cap on connections.
+
+The newcomer's finding: `--body-timeout` bounds only the gap between two reads, so a body
+trickled a byte at a time within it kept its connection for ever. Now a body not complete
+within `body_time_limit_s` of its headers gets a 408; and the server holds at most
+`max_connections` connections (uvicorn's `limit_concurrency`): a request beyond is answered
+503 at once, so many slow clients cannot exhaust it, and traffic is served again once they
+go. Real sockets; small limits; nothing asserted about how fast an answer comes.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from ct_platform.settings import Spec
+from ct_platform_tests.serving.conftest import ThreadedServer, raw_rows, server_config
+
+
+@pytest.fixture(scope="module")
+def body(holdout: pd.DataFrame, bank_spec: Spec) -> bytes:
+    return httpx.Request(
+        "POST", "/", json={"dataframe_records": raw_rows(holdout, bank_spec, 1)}
+    ).content
+
+
+def _head(length: int) -> bytes:
+    return (
+        f"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while data := sock.recv(65536):
+            answer += data
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return answer
+
+
+def _answers_of_all_but(socks: list[socket.socket], held: int) -> dict[int, bytes]:
+    """The answers (read to the server's close) of all but at most `held` of `socks`."""
+    answers: dict[int, bytes] = {}
+    pending = dict(enumerate(socks))
+    deadline = time.monotonic() + 120
+    while len(pending) > held and time.monotonic() < deadline:
+        readable, _, _ = select.select(list(pending.values()), [], [], 1.0)
+        for sock in readable:
+            index = socks.index(sock)
+            answers[index] = _read_answer(sock)
+            del pending[index]
+    return answers
+
+
+def _count(server: ThreadedServer, name: str, labels: str) -> int:
+    metrics = httpx.get(f"{server.url}/metrics", timeout=60).text
+    found = re.search(rf"^{name}\{{{re.escape(labels)}\}} (\d+)$", metrics, re.M)
+    return int(found[1]) if found else 0
+
+
+def test_a_body_trickled_within_the_gap_timeout_is_cut_at_the_body_time_limit(
+    bundle_dir: Path, tmp_path: Path, body: bytes
+) -> None:
+    """The issue's example, scaled down: a byte every 0.05 s never trips the 60 s gap
+    timeout; the body's 1 s time limit ends it with a 408, and the server serves on."""
+    config = server_config(bundle_dir, tmp_path, body_timeout_s=60.0, body_time_limit_s=1.0)
+    with ThreadedServer(config) as server:
+        stop = threading.Event()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
+            sock.sendall(_head(100_000))
+
+            def trickle() -> None:
+                try:
+                    while not stop.wait(0.05):
+                        sock.sendall(b" ")
+                except OSError:
+                    pass  # closed by the server: the answer is waiting
+
+            sender = threading.Thread(target=trickle, daemon=True)
+            sender.start()
+            answer = _read_answer(sock)
+            stop.set()
+            sender.join(timeout=60)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+        assert answer.endswith(
+            b"request body not complete within 1 s of its headers (the server's limit for a "
+            b"whole body)"
+        ), answer[-300:]
+        assert _count(server, "ct_http_responses_total", 'status="408"') == 1
+        ok = httpx.post(
+            f"{server.url}/invocations",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
+        assert ok.status_code == 200, ok.text
+
+
+@pytest.fixture
+def capped_server(bundle_dir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
+    config = server_config(bundle_dir, tmp_path, max_connections=6, body_time_limit_s=600.0)
+    with ThreadedServer(config) as server:
+        yield server
+
+
+def test_connections_beyond_the_cap_get_503_and_traffic_is_served_once_slow_clients_go(
+    capped_server: ThreadedServer, body: bytes
+) -> None:
+    server = capped_server
+    url = f"{server.url}/invocations"
+    headers = {"content-type": "application/json"}
+    # Three slowloris clients: headers and one byte of a body they never finish.
+    slow = [socket.create_connection(("127.0.0.1", server.port), timeout=120) for _ in range(3)]
+    try:
+        for sock in slow:
+            sock.sendall(_head(len(body)) + body[:1])
+        # Below the cap, traffic is served beside them.
+        assert httpx.post(url, content=body, headers=headers, timeout=60).status_code == 200
+
+        # Twenty more slowloris clients, far beyond the cap: the server holds at most 2 more
+        # (uvicorn counts the request's own connection: 5 at once under a cap of 6), and
+        # answers every other one 503 at once and closes it, never holding it.
+        flood = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=120) for _ in range(20)
+        ]
+        slow += flood
+        for sock in flood:
+            sock.sendall(_head(len(body)) + body[:1])
+        answers = _answers_of_all_but(flood, held=2)
+        statuses = [answer[9:12] for answer in answers.values()]
+        assert statuses == [b"503"] * len(statuses) and len(statuses) >= 18, answers
+        refused = len(statuses)
+    finally:
+        for sock in slow:
+            sock.close()
+    # The slow clients gone, traffic is served again (the server sees them close soon after).
+    deadline = time.monotonic() + 120
+    status = 0
+    while status != 200 and time.monotonic() < deadline:
+        status = httpx.post(url, content=body, headers=headers, timeout=60).status_code
+        refused += status == 503
+    assert status == 200
+    # Every 503 is counted, as an answer and as an error of the HTTP layer (the 2 clients
+    # whose answer was not read may have had one too).
+    assert refused <= _count(server, "ct_http_responses_total", 'status="503"') <= refused + 2
+    assert _count(server, "ct_http_responses_total", 'status="503"') == _count(
+        server, "ct_request_errors_total", 'endpoint="http",status="503"'
+    )
