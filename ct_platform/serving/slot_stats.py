@@ -318,7 +318,10 @@ def score_counts(prediction: Prediction) -> dict[int, int]:
         score = row[1] if len(row) == 2 else row.max()
         if 0.0 <= score <= 1.0:  # NaN and out-of-range values take the array path
             return {min(int(score * PROBABILITY_BINS), PROBABILITY_BINS - 1): 1}
-    bins, counts = np.unique(score_bins(prediction), return_counts=True)
+    bins = score_bins(prediction)
+    if len(bins) == 1:  # a regression row: no sort for one value
+        return {bins.item(): 1}
+    bins, counts = np.unique(bins, return_counts=True)
     return dict(zip(bins.tolist(), counts.tolist(), strict=True))
 
 

@@ -108,3 +108,11 @@ def test_a_keyed_request_counts_on_its_slot_and_client_alike() -> None:
     assert (alice["requests"], alice["rows"], alice["scores"]) == (2, 3, {"2": 1, "16": 1, "8": 1})
     slot = snapshot["slots"]["candidate"]
     assert (slot["requests"], slot["rows"], slot["scores"]) == (3, 4, {"2": 1, "16": 1, "8": 2})
+
+
+def test_a_regression_row_and_rows_count_in_their_asinh_bins() -> None:
+    for values in ([2.5], [-1e6], [0.0, 0.1, 1e9, 0.1]):
+        prediction = Prediction(labels=None, proba=None, values=np.array(values))
+        bins, counts = np.unique(score_bins(prediction), return_counts=True)
+        assert score_counts(prediction) == dict(zip(bins.tolist(), counts.tolist(), strict=True))
+    assert score_counts(Prediction(labels=None, proba=None, values=np.array([2.5]))) == {6: 1}
