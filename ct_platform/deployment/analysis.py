@@ -32,7 +32,14 @@ Rollouts' analysis: each metric against a limit from the spec's `deployment.anal
   effect size that matters) and significant at level `score_shift_alpha` against "both
   slots score from one distribution", by a permutation test at the observed counts: at
   100 candidate vs 400 stable requests a model compared with itself exceeds PSI 0.2 in
-  about one period in five by sampling noise alone, which must not roll it back;
+  about one period in five by sampling noise alone, which must not roll it back. The
+  shift is a proxy for what labels measure directly: a retrain on a drifting stream
+  legitimately scores differently. So a shift that fails is judged again on the labels
+  when both slots have `min_labelled` labelled requests since the rollout began: if a
+  one-sided non-inferiority test (the candidate's accuracy at most `metric_tolerance` under
+  stable's, or its mean absolute error at most `metric_tolerance` relatively over it) is
+  significant at `score_shift_alpha`, the labels outrank the shift and it passes; else the
+  failure stands with both the shift's and the labels' figures;
 - primary metric, once both slots have `min_labelled` labelled requests since the rollout
   began: accuracy may trail stable's by `metric_tolerance` (absolute), mean absolute error
   may exceed stable's by `metric_tolerance` (relative);
@@ -427,7 +434,8 @@ def analyse(
     property of the box as much as of the model: without stable in the period, the
     candidate's is compared with stable's in the latest earlier period that had enough of
     it, read from `earlier` (the rollout's history entries, see `latency_reference`).
-    Labels are always counted over the whole rollout: they arrive late and sparse.
+    Labels are always counted over the whole rollout: they arrive late and sparse. A
+    score shift that fails is judged again on them (`_shift_on_labels`).
     """
     bounds = now["latency_bounds_ms"]
     candidate = slot_window(period_start, now, candidate_slot)
@@ -473,12 +481,17 @@ def analyse(
         client_windows(period_start, now, candidate_slot),
         client_windows(period_start, now, "stable"),
     )
+    labels = (
+        slot_window(rollout_start, now, candidate_slot),
+        slot_window(rollout_start, now, "stable"),
+    )
     checks = [
         judge(period, figures)
         if judge is _error_check
         else _robust(judge, period, clients, figures)
         for judge in judges
     ]
+    checks = [_shift_on_labels(check, spec, labels, regression, figures) for check in checks]
     if min_agreement is not None and candidate.compared_rows:
         agreement = candidate.agreeing_rows / candidate.compared_rows
         figures["agreement"] = agreement
@@ -491,7 +504,7 @@ def analyse(
                 f"agreement {agreement:.3f} under the minimum {min_agreement:g}",
             )
         )
-    checks += _metric_check(spec, rollout_start, now, candidate_slot, regression, figures)
+    checks += _metric_check(spec, labels, regression, figures)
     failed = [check for check in checks if not check.passed]
     if failed:
         reason = "; ".join(check.detail for check in failed)
@@ -509,12 +522,8 @@ def analyse(
 
 
 # Checks that compare with stable's same period; their detail is set only over the limit.
-_AGAINST_STABLE = (
-    "p99_latency_ms",
-    "refusal_rate_excess",
-    "score_shift_psi",
-    "score_shift_jensen_shannon",
-)
+_SCORE_SHIFTS = ("score_shift_psi", "score_shift_jensen_shannon")
+_AGAINST_STABLE = ("p99_latency_ms", "refusal_rate_excess", *_SCORE_SHIFTS)
 
 
 @dataclass(frozen=True)
@@ -771,16 +780,98 @@ def _score_shift_check(period: _Period, figures: dict[str, float]) -> Check:
     return Check(name, shift, limit, not significant, detail)
 
 
+def _shift_on_labels(
+    check: Check,
+    spec: AnalysisSpec,
+    labels: tuple[SlotWindow, SlotWindow],
+    regression: bool,
+    figures: dict[str, float],
+) -> Check:
+    """A failed score-shift `check` judged again on the labels (`labels`: the candidate's
+    and stable's windows since the rollout began): with at least `min_labelled` labelled
+    requests on each slot, it passes when a one-sided non-inferiority test at
+    `score_shift_alpha` finds the candidate at least as good as stable within
+    `metric_tolerance` (the shift is a proxy; the labels are what it stands for). Otherwise
+    it stands, its detail giving the labels' figures when there are enough of them."""
+    if check.passed or check.name not in _SCORE_SHIFTS:
+        return check
+    candidate, stable = labels
+    if min(candidate.labelled, stable.labelled) < spec.min_labelled:
+        return check
+    p_value = non_inferiority_p_value(
+        stable, candidate, tolerance=spec.metric_tolerance, regression=regression
+    )
+    figures["label_non_inferiority_p_value"] = p_value
+    alpha = spec.score_shift_alpha
+    as_good = p_value < alpha
+    metric = "mean absolute error" if regression else "accuracy"
+    tolerance = (
+        f"{spec.metric_tolerance:.0%} relatively" if regression else f"{spec.metric_tolerance:g}"
+    )
+    on_labels = (
+        f"on {candidate.labelled} vs {stable.labelled} labelled requests since the rollout "
+        f"began the candidate is {'at least' if as_good else 'not shown to be'} as good as "
+        f"stable: {metric} {candidate.outcome_mean:.3f} vs {stable.outcome_mean:.3f} "
+        f"(one-sided non-inferiority test, tolerance {tolerance}: p = {p_value:.2g} "
+        f"{'<' if as_good else '>='} alpha {alpha:g})"
+    )
+    if not as_good:
+        return replace(check, detail=f"{check.detail}; {on_labels}")
+    detail = (
+        f"scores differ from stable's: {check.detail}; but {on_labels}: labels outrank the "
+        "score shift, passed"
+    )
+    return replace(check, passed=True, detail=detail)
+
+
+def non_inferiority_p_value(
+    stable: SlotWindow, candidate: SlotWindow, *, tolerance: float, regression: bool
+) -> float:
+    """One-sided p-value of "the candidate is worse than stable by `tolerance` or more" on
+    the labelled outcomes (small: the candidate is at least as good, within `tolerance`).
+
+    Classification (outcome 1 for a correct prediction): statsmodels'
+    `test_proportions_2indep` of the accuracy difference against `-tolerance`. Regression
+    (outcome the absolute error): Welch's t test of the candidate's mean absolute error
+    against stable's times `1 + tolerance`. NaN-free: an undefined test gives 1.0.
+    """
+    if regression:
+        from scipy.stats import ttest_ind_from_stats
+
+        margin = tolerance * stable.outcome_mean
+        p_value = ttest_ind_from_stats(
+            candidate.outcome_mean - margin,
+            candidate.outcome_sd,
+            candidate.labelled,
+            stable.outcome_mean,
+            stable.outcome_sd,
+            stable.labelled,
+            equal_var=False,
+            alternative="less",
+        ).pvalue
+    else:
+        from statsmodels.stats.proportion import test_proportions_2indep
+
+        p_value = test_proportions_2indep(
+            round(candidate.outcome_sum),
+            candidate.labelled,
+            round(stable.outcome_sum),
+            stable.labelled,
+            value=-tolerance,
+            compare="diff",
+            alternative="larger",
+        ).pvalue
+    p_value = float(p_value)
+    return p_value if math.isfinite(p_value) else 1.0
+
+
 def _metric_check(
     spec: AnalysisSpec,
-    rollout_start: dict[str, Any] | None,
-    now: dict[str, Any],
-    candidate_slot: str,
+    labels: tuple[SlotWindow, SlotWindow],
     regression: bool,
     figures: dict[str, float],
 ) -> list[Check]:
-    candidate = slot_window(rollout_start, now, candidate_slot)
-    stable = slot_window(rollout_start, now, "stable")
+    candidate, stable = labels
     figures["candidate_labelled"] = float(candidate.labelled)
     figures["stable_labelled"] = float(stable.labelled)
     if min(candidate.labelled, stable.labelled) < spec.min_labelled:

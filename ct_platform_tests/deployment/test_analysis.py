@@ -731,3 +731,91 @@ def test_the_server_counts_each_routing_key_on_its_slot_bounded() -> None:
     clients.error("candidate", "e", HttpError(422, "BAD_REQUEST", "x"))
     # Full at 4: the half with the fewest requests was dropped before "e" came in.
     assert list(clients.snapshot()["candidate"]) == ["alice", "b", "e"]
+
+
+# The newcomer's A/B period: the candidate scores unlike stable (PSI 6.75, theirs 6.744)
+# while its labelled outcomes beat stable's (0.808 vs 0.703 on 287 vs 313 labels).
+SHIFTED_CANDIDATE = {"15": 287}
+SHIFTED_STABLE = {"6": 264, "15": 49}
+
+
+def shifted_period(
+    candidate_labels: tuple[int, int], stable_labels: tuple[int, int], *, regression: bool = False
+) -> Analysis:
+    """A period whose scores shift far over the limit, with these (labelled, correct)
+    counts (for regression: (labelled, sum of absolute errors), each error 0 or that)."""
+    (candidate_n, candidate_sum), (stable_n, stable_sum) = candidate_labels, stable_labels
+    start = snapshot()
+    now = snapshot(
+        candidate=totals(
+            287, scores=SHIFTED_CANDIDATE, labelled=candidate_n, correct=candidate_sum
+        ),
+        stable=totals(313, scores=SHIFTED_STABLE, labelled=stable_n, correct=stable_sum),
+    )
+    return analyse(SPEC, period_start=start, rollout_start=start, now=now, regression=regression)
+
+
+def test_a_candidate_winning_on_labels_is_not_rolled_back_for_its_score_shift() -> None:
+    result = shifted_period((287, 232), (313, 220))  # 0.808 vs 0.703
+    assert result.verdict == "pass"
+    assert result.figures["score_shift"] > 6.7
+    shift = next(check for check in result.checks if check.name == "score_shift_psi")
+    assert shift.passed and shift.value > 6.7
+    # Agresti-Caffo's interval test of the difference against -0.05 (statsmodels' default),
+    # by hand: one success and one failure added to each arm, then a one-sided z test.
+    p1, p2 = 233 / 289, 221 / 315
+    by_hand = norm.sf((p1 - p2 + 0.05) / math.sqrt(p1 * (1 - p1) / 289 + p2 * (1 - p2) / 315))
+    assert math.isclose(result.figures["label_non_inferiority_p_value"], by_hand, rel_tol=1e-9)
+    assert by_hand < 1e-5
+    assert "scores differ from stable's: score_shift_psi 6.75 over the limit 0.2 and beyond" in (
+        result.reason
+    )
+    assert (
+        "; 287 candidate vs 313 stable scores); but on 287 vs 313 labelled requests since the "
+        "rollout began the candidate is at least as good as stable: accuracy 0.808 vs 0.703 "
+        "(one-sided non-inferiority test, tolerance 0.05: p = 4.2e-06 < alpha 0.001): labels "
+        "outrank the score shift, passed"
+    ) in result.reason
+
+
+def test_a_shifted_candidate_worse_on_labels_fails_with_both_figures() -> None:
+    result = shifted_period((287, 172), (313, 250))  # 0.599 vs 0.799
+    assert result.verdict == "fail"
+    assert result.figures["label_non_inferiority_p_value"] > 0.5
+    assert result.reason.startswith("score_shift_psi 6.75 over the limit 0.2 and beyond")
+    assert (
+        "; on 287 vs 313 labelled requests since the rollout began the candidate is not "
+        "shown to be as good as stable: accuracy 0.599 vs 0.799 (one-sided non-inferiority "
+        "test, tolerance 0.05: p = 1 >= alpha 0.001)"
+    ) in result.reason
+    # The labels' own check fails too: the candidate trails stable by more than 0.05.
+    assert "accuracy_shortfall 0.1994 over the limit 0.05" in result.reason
+
+
+def test_labels_that_cannot_tell_keep_the_score_shift_s_failure() -> None:
+    # 0.74 vs 0.70 on 150 vs 150: not worse, but not shown at least as good at alpha 0.001.
+    result = shifted_period((150, 111), (150, 105))
+    assert result.verdict == "fail"
+    assert 0.001 < result.figures["label_non_inferiority_p_value"] < 0.5
+    assert "is not shown to be as good as stable: accuracy 0.740 vs 0.700" in result.reason
+
+
+def test_with_too_few_labels_the_score_shift_decides_as_before() -> None:
+    result = shifted_period((99, 90), (313, 220))  # min_labelled 100
+    assert result.verdict == "fail"
+    assert "label_non_inferiority_p_value" not in result.figures
+    assert result.reason == (
+        "score_shift_psi 6.75 over the limit 0.2 and beyond sampling noise (permutation p = "
+        "0.0001 < alpha 0.001; 287 candidate vs 313 stable scores)"
+    )
+
+
+def test_a_regression_candidate_with_a_smaller_absolute_error_outranks_its_shift() -> None:
+    # Absolute errors of 0 or 1: mean absolute error 0.2 (candidate) vs 0.4 (stable).
+    better = shifted_period((287, 57), (313, 125), regression=True)
+    assert better.verdict == "pass"
+    assert "mean absolute error 0.199 vs 0.399" in better.reason
+    worse = shifted_period((287, 115), (313, 63), regression=True)
+    assert worse.verdict == "fail"
+    assert "not shown to be as good as stable: mean absolute error 0.401 vs 0.201" in (worse.reason)
+    assert "tolerance 5% relatively" in worse.reason

@@ -517,6 +517,42 @@ def test_ab_test_decides_on_labelled_feedback(
         assert (state["stable"], state["candidate"]) == ("1", None)
 
 
+def test_an_ab_candidate_scoring_unlike_stable_but_winning_on_labels_is_promoted(
+    stack: Stack, flipped_bundle: Path, traffic_rows: list[dict[str, Any]]
+) -> None:
+    """The score shift is a proxy for the labels: with enough of them on both arms, a
+    candidate at least as good on them is not rolled back for scoring differently."""
+    spec = progressive(
+        stack.spec,
+        "ab",
+        ab={"baseline_rate": 0.8, "minimum_effect": 0.15, "max_duration_seconds": 3600},
+    )
+    now = [1_000_000.0]
+    controller = RolloutController(spec, stack.admin, stack.registry, clock=lambda: now[0])
+    controller.begin("3", flipped_bundle.name)  # trained on flipped labels: shifted scores
+    responses = send(stack.url, traffic_rows, TRAFFIC_ROWS, prefix="ab-shifted")
+    post_feedback(stack.url, responses, lambda slot: {"stable": 0.6, "candidate": 0.95}[slot])
+
+    now[0] += 60
+    rollout = controller.advance(force=True)
+
+    assert rollout is not None and rollout.status == "completed", rollout.reason
+    analysis = last_analysis(rollout)
+    figures = analysis["figures"]
+    assert analysis["verdict"] == "pass"
+    assert figures["score_shift"] > 0.2 and figures["score_shift_p_value"] < 0.001
+    assert figures["label_non_inferiority_p_value"] < 0.001
+    assert (
+        f"but on {figures['candidate_labelled']:g} vs {figures['stable_labelled']:g} labelled "
+        "requests since the rollout began the candidate is at least as good as stable: "
+        f"accuracy {figures['candidate_outcome']:.3f} vs {figures['stable_outcome']:.3f}"
+    ) in analysis["reason"]
+    assert "labels outrank the score shift, passed" in analysis["reason"]
+    assert rollout.decision is not None and rollout.decision["winner"] == "candidate"
+    assert aliases(stack.registry) == {CHAMPION: 3, CANARY: None}
+    assert slots(stack.admin)["stable"] == "3"
+
+
 def test_blue_green_switches_at_once_rolls_back_in_one_swap_or_completes(
     stack: Stack, traffic_rows: list[dict[str, Any]]
 ) -> None:
