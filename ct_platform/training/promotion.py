@@ -35,6 +35,9 @@ class PromotionRefused(RuntimeError):
 class Contender:
     version: int
     model: Pipeline
+    # When this version is the serving champion's holdout fit scored in its place
+    # (`training.evaluation_run.champion_comparator`): the serving champion.
+    stands_in_for: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,14 @@ class EvaluationOutcome:
     champion_metrics: dict[str, float] | None
     gates: tuple[GateResult, ...]
     training_set: TrainingSetRef
+    # `champion_version` is the version scored as the champion; when it is the serving
+    # champion's holdout fit standing in for it, this is the serving champion.
+    stands_in_for: int | None = None
+
+    @property
+    def serving_champion(self) -> int | None:
+        """The champion serving when the candidate was judged (None: there was none)."""
+        return self.stands_in_for or self.champion_version
 
     @property
     def blocking_failures(self) -> list[GateResult]:
@@ -71,7 +82,9 @@ class EvaluationOutcome:
     def rejection(self) -> str:
         """`candidate version N rejected: <gate>: <figures>; ...`, one line per failed gate."""
         failed = "\n".join(f"  {gate.name}: {gate.description}" for gate in self.blocking_failures)
-        champion = f"version {self.champion_version}" if self.champion_version else "none"
+        champion = f"version {self.serving_champion}" if self.serving_champion else "none"
+        if self.stands_in_for is not None:
+            champion += f"; compared with its holdout fit, version {self.champion_version}"
         return (
             f"candidate version {self.version} rejected by blocking gate(s) "
             f"{', '.join(g.name for g in self.blocking_failures)} "
@@ -120,6 +133,7 @@ def evaluate_candidate(
         champion_metrics=champion_metrics,
         gates=gates,
         training_set=training_set,
+        stands_in_for=champion.stands_in_for if champion else None,
     )
 
 
