@@ -157,8 +157,14 @@ def trained_versions(versions: list[ModelVersionInfo]) -> dict[str, list[ModelVe
 
 def verdict(info: ModelVersionInfo, rollouts: Mapping[str, Rollout] | None = None) -> str:
     """Where a version stands; `rollouts`: each version's latest rollout, by version."""
-    from ct_platform.governance.approval import APPROVAL_TAG, APPROVED_BY_TAG, PENDING, REJECTED
-    from ct_platform.registry.versions import CHAMPION
+    from ct_platform.governance.approval import (
+        APPROVAL_TAG,
+        APPROVED,
+        APPROVED_BY_TAG,
+        PENDING,
+        REJECTED,
+    )
+    from ct_platform.registry.versions import CANARY, CHAMPION
 
     if CHAMPION in info.aliases:
         return "champion"
@@ -166,6 +172,10 @@ def verdict(info: ModelVersionInfo, rollouts: Mapping[str, Rollout] | None = Non
     if rollout is not None:
         return rollout_verdict(rollout)
     approval = info.tags.get(APPROVAL_TAG)
+    if CANARY in info.aliases:  # promoted under a progressive strategy, no rollout yet
+        if approval == APPROVED:
+            return f"approved by {info.tags.get(APPROVED_BY_TAG, '?')}, awaiting rollout (canary)"
+        return "canary, awaiting rollout"
     if approval == PENDING:
         return f"waiting for approval: ct approve {info.version}"
     if approval == REJECTED:
