@@ -93,6 +93,16 @@ class EvaluationOutcome:
         )
 
 
+def _compared_name(champion: Contender | None) -> str:
+    """Who the candidate's holdout figures are compared with, as the gate verdicts say it."""
+    if champion is None or champion.stands_in_for is None:
+        return "the serving champion"
+    return (
+        f"the champion's holdout fit (version {champion.version}, standing in for the "
+        f"serving champion, version {champion.stands_in_for})"
+    )
+
+
 def evaluate_candidate(
     candidate: Contender,
     run_id: str,
@@ -118,9 +128,10 @@ def evaluate_candidate(
         comparison = compare(
             predictions, champion_predictions, spec.evaluation.primary_metric, regression.alpha
         )
+    named = _compared_name(champion)
     gates = (
-        metric_floor_gate(metrics, spec, champion_metrics),
-        champion_regression_gate(metrics, comparison, spec),
+        metric_floor_gate(metrics, spec, champion_metrics, named),
+        champion_regression_gate(metrics, comparison, spec, named),
         fairness_gate(candidate.model, holdout, spec),
         secrets_gate(spec, candidate.model),
         training_set_pii_gate(training_set, spec),

@@ -165,6 +165,8 @@ def test_failed_blocking_gate_keeps_the_champion(spec_file, spec, instance, land
     assert rejected.tags["ct.semver"] == "1.1.0"
     assert registry.find_refit(rejected) is None
     regression = check_results(result)["champion_regression"]
+    stand_in = "the champion's holdout fit (version 1, standing in for the serving champion, "
+    assert f" vs {stand_in}version 2) " in regression.description
     for figure in ("improvement", "ci_low", "ci_high", "p_value", "mde"):
         assert isinstance(regression.metadata[figure].value, float)
     assert regression.metadata["method"].value == "delong"
