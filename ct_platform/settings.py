@@ -530,7 +530,9 @@ class AnalysisSpec(_Strict):
     # in the same period: its share of requests over the limit exceeds stable's by this much
     # (absolute) and a one-sided Fisher's exact test at `latency_alpha` says the excess is
     # beyond noise. Both slots share one server process and its CPU: a loaded box slows both.
-    # With stable under `min_requests` in the period, the limit alone decides.
+    # With stable under `min_requests` in the period (a canary's 100 % step), the reference
+    # is stable in the rollout's latest earlier period holding `min_requests` of its answers
+    # (the same margin and test); with no such period, the limit alone decides.
     latency_slow_share_excess_max: Annotated[float, Field(ge=0, le=1)] = 0.01
     latency_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
     # Shift between the two slots' predicted-score distributions over the same period.
@@ -547,6 +549,11 @@ class AnalysisSpec(_Strict):
     # one-sided Fisher's exact test at `refusal_alpha` says the excess is beyond noise.
     refusal_rate_excess_max: Annotated[float, Field(ge=0, le=1)] = 0.01
     refusal_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
+    # Routing is sticky per `X-Routing-Key`: a failure on refusals, p99 or score shift that
+    # passes with at most this many of the keys weighing most on it left out (from both
+    # slots) is those clients' doing, not the candidate's (0: no client is ever excused).
+    # Each group of them is one more run of the check (2**n - 1 groups at most): hence 6.
+    excused_clients_max: Annotated[int, Field(ge=0, le=6)] = 3
     # With labels from /feedback: the candidate's primary metric (accuracy for
     # classification, mean absolute error for regression) may trail stable's by this much.
     metric_tolerance: Annotated[float, Field(ge=0)] = 0.05

@@ -22,7 +22,11 @@ Rollouts' analysis: each metric against a limit from the spec's `deployment.anal
   exact test finds the excess significant at `latency_alpha` (as Flagger and Argo Rollouts
   phrase latency, a threshold on the request duration; here also against stable's). With
   fewer than `min_requests` stable requests in the period (a canary's 100 % step) the
-  limit alone decides, and the reason says so;
+  same test compares it with stable's share in the rollout's latest earlier period that
+  had `min_requests` of them (the step before, usually): the candidate has just answered
+  beside stable there, on the same box, and a box loaded since the start slows both
+  periods alike. Only a rollout with no such period (a canary whose only step is 100 %)
+  is judged on the limit alone, and the reason says so;
 - score shift: PSI, or the Jensen-Shannon distance (base 2, 0..1), between the two slots'
   predicted-score histograms. It fails only when it is both over `score_shift_max` (the
   effect size that matters) and significant at level `score_shift_alpha` against "both
@@ -41,13 +45,14 @@ gives no verdict ("wait").
 The randomization unit is the client, not the request: routing is sticky per
 `X-Routing-Key`, so one client keeping one key sends all its traffic to one slot, and its
 requests are not independent draws (one client sending bad rows, or big batches, would read
-as the candidate refusing, or being slow, or shifting its scores). So every failure on
-refusals, latency and score shift must survive leaving one client out: the check
-is re-run without each of the (up to `_SUSPECTS`) clients that weigh most on it (their
-requests removed from both slots' figures, from the server's per-key totals), and if one
-removal makes it pass, it passes, its detail naming that client and its counts as the
-cause. Unless fewer than `min_requests` candidate requests are left without that client:
-then the rest is too little to tell the candidate from the client and the failure stands.
+as the candidate refusing, or being slow, or shifting its scores; so would two or three at
+once). So every failure on refusals, latency and score shift must survive leaving clients
+out: the check is re-run without groups of the (up to `excused_clients_max`) clients that
+weigh most on it (their requests removed from both slots' figures, from the server's
+per-key totals), the smallest groups first, and if a removal makes it pass, it passes,
+its detail naming each client of the group and its counts as the cause. Unless fewer
+than `min_requests` candidate requests are left without them: then the rest is too little
+to tell the candidate from those clients and the failure stands.
 Requests without a routing key are routed at random one by one and need no such care.
 Errors are never excused: a model failing on input the contract admits fails whoever sent
 it, and a sticky client's rows may be exactly the population it cannot score.
@@ -55,9 +60,11 @@ it, and a sticky client's rows may be exactly the population it cannot score.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -67,10 +74,6 @@ from ct_platform.settings import AbSpec, AnalysisSpec
 Verdict = Literal["pass", "fail", "wait"]
 # Laplace smoothing of empty histogram bins: PSI is infinite on a bin one side lacks.
 _EMPTY_BIN = 0.5
-
-
-# Clients (routing keys) a failed check is re-run without, the heaviest on it first.
-_SUSPECTS = 3
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,20 @@ class ClientWindow:
         return self.requests + self.errors + self.refused
 
     def describe(self) -> str:
-        """`routing key 'abc' (342 requests: 74 refused, 0 failed, 3 rows scored)`."""
+        """`'abc' (342 requests: 74 refused, 0 failed, 3 rows scored)`."""
         key = self.key if len(self.key) <= 24 else f"{self.key[:24]}..."
         return (
-            f"routing key {key!r} ({self.routed} requests: {self.refused} refused, "
+            f"{key!r} ({self.routed} requests: {self.refused} refused, "
             f"{self.errors} failed, {self.rows} rows scored)"
         )
+
+
+def describe_clients(clients: Sequence[ClientWindow]) -> str:
+    """`routing key 'a' (...)`, or `routing keys 'a' (...), 'b' (...) and 'c' (...)`."""
+    labels = [client.describe() for client in clients]
+    if len(labels) == 1:
+        return f"routing key {labels[0]}"
+    return f"routing keys {', '.join(labels[:-1])} and {labels[-1]}"
 
 
 @dataclass(frozen=True)
@@ -141,19 +152,19 @@ class SlotWindow:
         )
         return math.sqrt(max(variance, 0.0))
 
-    def without(self, client: ClientWindow | None) -> SlotWindow:
-        """This window less one client's requests (labels stay: they are not per key)."""
-        if client is None:
-            return self
-        latency = list(self.latency)
-        for bucket, count in client.latency.items():
-            latency[bucket] = max(latency[bucket] - count, 0)
-        scores = {b: c - client.scores.get(b, 0) for b, c in self.scores.items()}
+    def without(self, clients: Sequence[ClientWindow]) -> SlotWindow:
+        """This window less these clients' requests (labels stay: they are not per key)."""
+        latency, scores = list(self.latency), dict(self.scores)
+        for client in clients:
+            for bucket, count in client.latency.items():
+                latency[bucket] = max(latency[bucket] - count, 0)
+            for bin_, count in client.scores.items():
+                scores[bin_] = scores.get(bin_, 0) - count
         return replace(
             self,
-            requests=max(self.requests - client.requests, 0),
-            errors=max(self.errors - client.errors, 0),
-            refused=max(self.refused - client.refused, 0),
+            requests=max(self.requests - sum(client.requests for client in clients), 0),
+            errors=max(self.errors - sum(client.errors for client in clients), 0),
+            refused=max(self.refused - sum(client.refused for client in clients), 0),
             latency=latency,
             scores={b: c for b, c in scores.items() if c > 0},
         )
@@ -250,6 +261,62 @@ def _first_slow_bucket(bounds_ms: list[float], limit_ms: float) -> int:
     )
 
 
+@dataclass(frozen=True)
+class LatencyReference:
+    """Stable's answered requests in one period, and how many were slower than `edge_ms`
+    (the last latency bucket edge at or under the p99 limit): what the candidate's slow
+    share is compared with. `step_percent` and `ended_at` (Unix seconds) say which earlier
+    period of the rollout it is (NaN: the period being judged)."""
+
+    answered: int
+    slow: int
+    p99_ms: float
+    edge_ms: float
+    step_percent: float = math.nan
+    ended_at: float = math.nan
+
+    def describe(self) -> str:
+        """`at the 80 % step (ended 12:01:05 UTC)`."""
+        ended = datetime.fromtimestamp(self.ended_at, UTC).strftime("%H:%M:%S UTC")
+        return f"at the {self.step_percent:g} % step (ended {ended})"
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "reference_stable_answered": float(self.answered),
+            "reference_stable_slow_requests": float(self.slow),
+            "reference_stable_p99_ms": self.p99_ms,
+            "reference_step_percent": self.step_percent,
+            "reference_ended_at": self.ended_at,
+        }
+
+
+def latency_reference(
+    earlier: Sequence[Mapping[str, Any]], *, min_requests: int, edge_ms: float
+) -> LatencyReference | None:
+    """Stable's latency in the rollout's latest earlier period in which it answered at least
+    `min_requests` requests, from `earlier`, the rollout's history entries (`verdict`,
+    `weight` 0..1, `at` Unix seconds, `figures`: an analysis's, as `analyse` returns them).
+    Only analyses that closed a period count (a pass or a fail; a wait's period goes on),
+    and only those whose slow requests were counted over the same `edge_ms` (the limit may
+    have changed). None when there is none (a canary whose only step is 100 %)."""
+    for entry in reversed(earlier):
+        figures = entry.get("figures") or {}
+        if (
+            entry.get("verdict") in ("pass", "fail")
+            and figures.get("stable_answered", 0) >= min_requests
+            and figures.get("slow_edge_ms") == edge_ms
+        ):
+            return LatencyReference(
+                answered=int(figures["stable_answered"]),
+                slow=int(figures["stable_slow_requests"]),
+                p99_ms=float(figures["stable_p99_ms"]),
+                edge_ms=edge_ms,
+                step_percent=round(100 * float(entry["weight"]), 6),
+                ended_at=float(entry["at"]),
+            )
+    return None
+
+
 def p99_ms(window: SlotWindow, bounds_ms: list[float]) -> float:
     """Upper bound (ms) of the latency bucket holding the 99th percentile; NaN if empty."""
     total = sum(window.latency)
@@ -323,8 +390,8 @@ class Check:
     passed: bool
     # Why it failed, with its figures (empty: "<name> <value> over the limit <limit>").
     detail: str = ""
-    # The routing key whose traffic alone made it fail (it passed without it), if any.
-    excused_client: str = ""
+    # The routing keys whose traffic alone made it fail (it passed without them), if any.
+    excused_clients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -348,14 +415,19 @@ def analyse(
     candidate_slot: str = "candidate",
     regression: bool,
     min_agreement: float | None = None,
+    earlier: Sequence[Mapping[str, Any]] = (),
 ) -> Analysis:
     """Judge `candidate_slot` against stable over the period `period_start` -> `now`.
 
-    Every figure is the period's. The score shift is judged only when stable answered at
-    least `min_requests` in the same period (not at a canary's 100 % step): stable's scores
-    from earlier periods are other traffic (time-ordered data drifts), and comparing with
-    them rolled back identical models. When it is not judged, the reason says so. Labels
-    are always counted over the whole rollout: they arrive late and sparse.
+    Every figure is the period's. The score shift and refusals are judged only when stable
+    answered at least `min_requests` in the same period (not at a canary's 100 % step):
+    stable's scores from earlier periods are other traffic (time-ordered data drifts), and
+    comparing with them rolled back identical models; a burst of bad requests lands in one
+    period, not in another. When they are not judged, the reason says so. Latency is a
+    property of the box as much as of the model: without stable in the period, the
+    candidate's is compared with stable's in the latest earlier period that had enough of
+    it, read from `earlier` (the rollout's history entries, see `latency_reference`).
+    Labels are always counted over the whole rollout: they arrive late and sparse.
     """
     bounds = now["latency_bounds_ms"]
     candidate = slot_window(period_start, now, candidate_slot)
@@ -394,7 +466,9 @@ def analyse(
             f"score shift not judged: stable scored {sum(stable.scores.values())} requests in "
             f"this period, {spec.min_requests} needed"
         )
-    period = _Period(spec, candidate_slot, candidate, stable, bounds)
+    edge = slower_than(candidate, bounds, spec.p99_latency_ms_max)[1]
+    reference = latency_reference(earlier, min_requests=spec.min_requests, edge_ms=edge)
+    period = _Period(spec, candidate_slot, candidate, stable, bounds, reference)
     clients = (
         client_windows(period_start, now, candidate_slot),
         client_windows(period_start, now, "stable"),
@@ -427,7 +501,7 @@ def analyse(
     notes = [
         check.detail
         for check in checks
-        if check.detail and (check.name in _AGAINST_STABLE or check.excused_client)
+        if check.detail and (check.name in _AGAINST_STABLE or check.excused_clients)
     ]
     return Analysis(
         "pass", "; ".join([f"{len(checks)} checks passed", *notes, *unjudged]), checks, figures
@@ -445,17 +519,19 @@ _AGAINST_STABLE = (
 
 @dataclass(frozen=True)
 class _Period:
-    """What a check judges: the candidate's and stable's windows of one period."""
+    """What a check judges: the candidate's and stable's windows of one period, and stable's
+    latency in an earlier period for when stable answered too little in this one."""
 
     spec: AnalysisSpec
     slot: str
     candidate: SlotWindow
     stable: SlotWindow
     bounds: list[float]
+    reference: LatencyReference | None = None
 
-    def without(self, candidate: ClientWindow, stable: ClientWindow | None) -> _Period:
+    def without(self, clients: Sequence[ClientWindow], stable: Sequence[ClientWindow]) -> _Period:
         return replace(
-            self, candidate=self.candidate.without(candidate), stable=self.stable.without(stable)
+            self, candidate=self.candidate.without(clients), stable=self.stable.without(stable)
         )
 
 
@@ -469,38 +545,63 @@ def _robust(
     clients: tuple[dict[str, ClientWindow], dict[str, ClientWindow]],
     figures: dict[str, float],
 ) -> Check:
-    """`judge`'s check, unless it fails only because of one client: re-run without each of
-    the `_SUSPECTS` routing keys that weigh most on it (removed from both slots), it passes
-    with the first removal that makes it pass, naming that client. A removal leaving fewer
-    than `min_requests` candidate requests proves nothing: the failure stands, saying so."""
+    """`judge`'s check, unless it fails only because of a few clients: re-run without
+    groups of the `excused_clients_max` routing keys that weigh most on it (removed from
+    both slots), smallest groups first and, within a size, the heaviest first, it passes
+    with the first group whose removal makes it pass, naming each client of it. A removal
+    leaving fewer than `min_requests` candidate requests proves nothing: the failure
+    stands, saying so (once, for the smallest such groups: a larger one leaves even less)."""
     check = judge(period, figures)
     if check.passed:
         return check
     candidate_clients, stable_clients = clients
     weight = _weight(judge, period)
-    suspects = sorted(candidate_clients.values(), key=weight, reverse=True)[:_SUSPECTS]
-    too_few = []
-    for client in (client for client in suspects if weight(client) > 0):
-        rest = period.without(client, stable_clients.get(client.key))
-        if rest.candidate.routed < period.spec.min_requests:
-            too_few.append(
-                f"without {client.describe()} only {rest.candidate.routed} {period.slot} "
-                f"requests are left, {period.spec.min_requests} needed to judge it without them"
-            )
-            continue
-        again = judge(rest, {})
-        if again.passed:
-            figures[f"{check.name}_without_client"] = again.value
-            detail = (
-                f"{check.detail}; without {client.describe()} it passes ({check.name} "
-                f"{again.value:.4g}, limit {again.limit:g}, on the other "
-                f"{rest.candidate.routed} {period.slot} and {rest.stable.routed} stable "
-                "requests): that one client is the cause, not the candidate, passed"
-            )
-            return replace(check, passed=True, detail=detail, excused_client=client.key)
-    if too_few:
-        return replace(check, detail="; ".join([check.detail, *too_few]))
+    heaviest = sorted(candidate_clients.values(), key=weight, reverse=True)
+    suspects = [client for client in heaviest if weight(client) > 0]
+    suspects = suspects[: period.spec.excused_clients_max]
+    too_few: list[set[str]] = []
+    notes = []
+    for size in range(1, len(suspects) + 1):
+        for group in itertools.combinations(suspects, size):
+            keys = {client.key for client in group}
+            if any(small <= keys for small in too_few):
+                continue
+            rest = period.without(group, [stable_clients[k] for k in keys if k in stable_clients])
+            if rest.candidate.routed < period.spec.min_requests:
+                too_few.append(keys)
+                notes.append(
+                    f"without {describe_clients(group)} only {rest.candidate.routed} "
+                    f"{period.slot} requests are left, {period.spec.min_requests} needed to "
+                    "judge it without them"
+                )
+                continue
+            again = judge(rest, {})
+            if again.passed:
+                return _excused(check, again, group, rest, figures)
+    if notes:
+        return replace(check, detail="; ".join([check.detail, *notes]))
     return check
+
+
+def _excused(
+    check: Check,
+    again: Check,
+    group: tuple[ClientWindow, ...],
+    rest: _Period,
+    figures: dict[str, float],
+) -> Check:
+    """`check`, passed: it passes without `group`'s clients (`again`, on `rest`)."""
+    figures[f"{check.name}_without_clients"] = again.value
+    figures[f"{check.name}_excused_clients"] = float(len(group))
+    cause = "that one client is" if len(group) == 1 else f"those {len(group)} clients are"
+    detail = (
+        f"{check.detail}; without {describe_clients(group)} it passes ({check.name} "
+        f"{again.value:.4g}, limit {again.limit:g}, on the other {rest.candidate.routed} "
+        f"{rest.slot} and {rest.stable.routed} stable requests): {cause} the cause, not the "
+        "candidate, passed"
+    )
+    keys = tuple(client.key for client in group)
+    return replace(check, passed=True, detail=detail, excused_clients=keys)
 
 
 def _weight(judge: _Judge, period: _Period) -> Callable[[ClientWindow], int]:
@@ -566,52 +667,82 @@ def _excess_p_value(hits: int, total: int, reference_hits: int, reference_total:
 
 
 def _latency_check(period: _Period, figures: dict[str, float]) -> Check:
-    """Candidate p99 at most `p99_latency_ms_max`, unless stable was as slow in the same
-    period: over the limit, it fails only when its share of requests slower than the limit
-    exceeds stable's by more than `latency_slow_share_excess_max` AND beyond sampling
-    noise (one-sided Fisher's exact test under `latency_alpha`). Judged on the limit alone
-    when stable answered fewer than `min_requests` scored requests in the period."""
+    """Candidate p99 at most `p99_latency_ms_max`, unless stable was as slow: over the
+    limit, it fails only when its share of requests slower than the limit exceeds stable's
+    by more than `latency_slow_share_excess_max` AND beyond sampling noise (one-sided
+    Fisher's exact test under `latency_alpha`). Stable's share is the same period's when
+    stable answered at least `min_requests` in it, else that of the rollout's latest
+    earlier period where it did (`period.reference`); with neither, the limit alone."""
     spec, slot, candidate, stable = period.spec, period.slot, period.candidate, period.stable
     bounds, limit = period.bounds, spec.p99_latency_ms_max
-    p99, stable_p99 = p99_ms(candidate, bounds), p99_ms(stable, bounds)
+    p99 = p99_ms(candidate, bounds)
     slow, edge = slower_than(candidate, bounds, limit)
-    stable_slow, _ = slower_than(stable, bounds, limit)
-    answered, stable_answered = sum(candidate.latency), sum(stable.latency)
-    figures["candidate_slow_requests"] = float(slow)
-    figures["stable_slow_requests"] = float(stable_slow)
+    answered = sum(candidate.latency)
+    same = _same_period_reference(stable, bounds, limit)
+    figures.update(
+        candidate_slow_requests=float(slow),
+        stable_slow_requests=float(same.slow),
+        candidate_answered=float(answered),
+        stable_answered=float(same.answered),
+        slow_edge_ms=edge,
+    )
+    reference = same if same.answered >= spec.min_requests else period.reference
+    if reference is not same and reference is not None:
+        figures.update(reference.figures())
     if not p99 > limit:
         return Check("p99_latency_ms", p99, limit, True)
     over = (
         f"p99_latency_ms {p99:.4g} over the limit {limit:g} ({slow} of {answered} {slot} "
         f"requests slower than {edge:.4g} ms)"
     )
-    if stable_answered < spec.min_requests:
-        stable_seen = f"p99 {stable_p99:.4g} ms, " if stable_answered else ""
+    if reference is None:
+        stable_seen = f"p99 {same.p99_ms:.4g} ms, " if same.answered else ""
         return Check(
             "p99_latency_ms",
             p99,
             limit,
             False,
-            f"{over}; not compared with stable, which answered {stable_answered} requests in "
-            f"this period ({stable_seen}{spec.min_requests} needed): judged on the limit alone",
+            f"{over}; not compared with stable, which answered {same.answered} requests in "
+            f"this period ({stable_seen}{spec.min_requests} needed) and in no earlier period "
+            "of this rollout: judged on the limit alone",
         )
-    excess = slow / answered - stable_slow / stable_answered
+    excess = slow / answered - reference.slow / reference.answered
     figures["slow_share_excess"] = excess
-    p_value = _excess_p_value(slow, answered, stable_slow, stable_answered)
+    p_value = _excess_p_value(slow, answered, reference.slow, reference.answered)
     figures["latency_p_value"] = p_value
     margin, alpha = spec.latency_slow_share_excess_max, spec.latency_alpha
     slower = excess > margin and p_value < alpha
+    if reference is same:
+        stable_was = "stable's p99"
+        when = "in the same period"
+    else:
+        stable_was = (
+            f"stable answered {same.answered} requests in this period ({spec.min_requests} "
+            f"needed), so the reference is its latest earlier period with as many, "
+            f"{reference.describe()}: its p99"
+        )
+        when = "then"
     detail = (
-        f"{over}; stable's p99 {stable_p99:.4g} ms ({stable_slow} of {stable_answered} "
-        f"requests slower than {edge:.4g} ms) in the same period: the candidate's share of "
-        f"slow requests exceeds stable's by {excess:.4g}, "
+        f"{over}; {stable_was} {reference.p99_ms:.4g} ms ({reference.slow} of "
+        f"{reference.answered} requests slower than {edge:.4g} ms) {when}: the candidate's "
+        f"share of slow requests exceeds stable's by {excess:.4g}, "
         f"{'over' if excess > margin else 'within'} the margin {margin:g}, "
         f"{'beyond' if p_value < alpha else 'within'} sampling noise (Fisher's exact p = "
         f"{p_value:.2g} {'<' if p_value < alpha else '>='} alpha {alpha:g})"
     )
     if not slower:
-        detail += ": as slow as stable (a loaded server), passed"
+        was = "as slow as stable" if reference is same else "as slow as stable was"
+        detail += f": {was} (a loaded server), passed"
     return Check("p99_latency_ms", p99, limit, not slower, detail)
+
+
+def _same_period_reference(
+    stable: SlotWindow, bounds: list[float], limit: float
+) -> LatencyReference:
+    slow, edge = slower_than(stable, bounds, limit)
+    return LatencyReference(
+        answered=sum(stable.latency), slow=slow, p99_ms=p99_ms(stable, bounds), edge_ms=edge
+    )
 
 
 def _score_shift_check(period: _Period, figures: dict[str, float]) -> Check:

@@ -1,9 +1,10 @@
 """The `docker` target: one long-lived serving container on one stable address.
 
-The container publishes `serving.port` and keeps it: clients never learn a new URL. It
-mounts `$CT_HOME/bundles` read-only as its own `$CT_HOME/bundles` (`/ct_home/bundles`), so
-every bundle the platform exports is visible inside it under the same name, and the server's
-admin API (which loads only bundles under `$CT_HOME/bundles`) can load any of them by name.
+The container publishes the spec's `serving.port`, and every container replacing it publishes
+the same host port (see below): clients never learn a new URL. It mounts `$CT_HOME/bundles`
+read-only as its own `$CT_HOME/bundles` (`/ct_home/bundles`), so every bundle the platform
+exports is visible inside it under the same name, and the server's admin API (which loads
+only bundles under `$CT_HOME/bundles`) can load any of them by name.
 
 A deploy onto a healthy container running the current serving image hot-swaps through that
 API, exactly as on the `local` target: load the bundle into the candidate slot, promote it
@@ -12,13 +13,21 @@ same API through `admin()`, whatever the target.
 
 The container is replaced only when it cannot take a swap: its image is no longer the
 current serving image (the server code or its dependencies changed), it is stopped or
-unhealthy, it publishes another port (made by an older version of this module), or its admin
-API refuses our token. Two containers cannot publish one host port, so a replacement has a
-short gap on the same address: the new container is created first (on the vfs storage
-driver that copies the whole image, the slow part), then the old one stops (uvicorn drains
-requests in flight), the new one starts and loads the model; clients see refused connections
-for those few seconds (benchmarks/delivery/run.py measures it), and keep the URL. When the
-new container never gets healthy it is removed and the old one started again.
+unhealthy (hung), or its admin API refuses our token. Two containers cannot publish one host
+port, so a replacement has a short gap on the same address: the new container is created
+first (on the vfs storage driver that copies the whole image, the slow part), then the old
+one stops (uvicorn drains requests in flight), the new one starts and loads the model;
+clients see refused connections for those few seconds (benchmarks/delivery/run.py measures
+it), and keep the URL. When the new container never gets healthy it is removed and the old
+one started again.
+
+The recorded container keeps its address while it exists, running or not: every deploy,
+adopt and recreate talks to the host port (and interface) it publishes, not to the port of
+the caller's spec, and its replacement publishes the same one and requires the same API key.
+A `ct` command from a shell with another `CT_SERVING_PORT` (or `CT_API_KEY`) must neither
+miss the live container and replace it as hung, nor move it: the caller's differing port is
+only logged. A deployment whose container is gone (removed) starts afresh on the spec's
+port; to move a live one on purpose, `stop` it, then deploy.
 
 The server's start-up bundle is `bundles/.serving-docker`, a relative symlink this module
 points at the bundle the stable slot serves: the one it last deployed, or the one a rollout
@@ -35,8 +44,10 @@ what the container logs; the container runs as the host user so those files belo
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -72,6 +83,22 @@ START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 10
 API_TIMEOUT_S = 300
 
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where a container's server port is published on the host: interface and port."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        # A server published on every interface is reached through loopback.
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
 
 def docker_client() -> docker.DockerClient:
     """A client for the local engine, or `DeploymentError` saying why there is none."""
@@ -106,10 +133,28 @@ class DockerTarget:
 
     @property
     def url(self) -> str:
-        """The one address clients use, through every deploy."""
-        # A server published on every interface is reached through loopback.
-        host = self._serving.host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self._serving.port}"
+        """The one address clients use, through every deploy: the recorded container's while
+        it exists (running or not), else the spec's `serving.host`/`serving.port`."""
+        return self._address(self._current_container()).url
+
+    def _address(self, container: Container | None) -> Published:
+        """Where `container` is published (a replacement publishes there too); the spec's
+        address when there is no container (or it publishes nothing)."""
+        published = None if container is None else _published(container)
+        return published or Published(self._serving.host, self._serving.port)
+
+    def _recorded_address(self) -> tuple[Container | None, Published]:
+        """The recorded container and its address, naming a caller's port that differs
+        (which is never acted on)."""
+        container = self._current_container()
+        address = self._address(container)
+        if address.url != self._address(None).url:
+            logger.warning(
+                "serving at the recorded %s; this shell's port %s differs (CT_SERVING_PORT)",
+                address.url,
+                self._serving.port,
+            )
+        return container, address
 
     def build_image(self) -> str:
         """Build (or reuse) the serving image; returns its id."""
@@ -117,7 +162,10 @@ class DockerTarget:
 
     def admin(self) -> AdminClient:
         """The serving container's admin API (slots, routing, promote, rollback)."""
-        return AdminClient(self.url, self._token())
+        return self._admin(self.url)
+
+    def _admin(self, url: str) -> AdminClient:
+        return AdminClient(url, self._token())
 
     def server_bundle(self, bundle_dir: Path) -> str:
         """How the server names `bundle_dir` in admin calls: its path under the bundles
@@ -133,9 +181,14 @@ class DockerTarget:
         name = self.server_bundle(bundle_dir)
         version = read_meta(bundle_dir).version
         image_id = self.build_image()
-        current = self._current_container()
-        if current is not None and self._takes_swaps(current, image_id) and self._swap_in(name):
-            self._check_serves(version)
+        current, address = self._recorded_address()
+        url = address.url
+        if (
+            current is not None
+            and self._takes_swaps(current, image_id, url)
+            and self._swap_in(name, url)
+        ):
+            self._check_serves(version, url)
             container = current
         else:
             container = self._replace(current, image_id, name, version)
@@ -151,7 +204,7 @@ class DockerTarget:
                 raise DeploymentError("nothing is deployed: no container to recreate")
             bundle_dir = Path(state["bundle"])
             container = self._replace(
-                self._current_container(),
+                self._recorded_address()[0],
                 self.build_image(),
                 self.server_bundle(bundle_dir),
                 read_meta(bundle_dir).version,
@@ -175,7 +228,7 @@ class DockerTarget:
         """Point the start-up symlink (and the state) at `bundle_dir`, which the container's
         stable slot serves now (promoted through the admin API): a restart serves it."""
         with exclusive(self.lock_file):
-            container = self._current_container()
+            container, _ = self._recorded_address()
             if container is None:
                 raise DeploymentError("no serving container: nothing to adopt a bundle")
             return self._record(bundle_dir.resolve(), container)
@@ -194,8 +247,9 @@ class DockerTarget:
 
     def _record(self, bundle_dir: Path, container: Container) -> Endpoint:
         self._point_at(self.server_bundle(bundle_dir))
+        url = self._address(container).url
         endpoint = Endpoint(
-            self.url, read_meta(bundle_dir).version, self.name, utc_now(), str(bundle_dir)
+            url, read_meta(bundle_dir).version, self.name, utc_now(), str(bundle_dir)
         )
         write_json_atomic(
             self.state_file,
@@ -212,21 +266,21 @@ class DockerTarget:
         except NotFound:
             return None
 
-    def _takes_swaps(self, container: Container, image_id: str) -> bool:
-        """Running the current image on our port, healthy: a hot swap can serve the bundle."""
+    def _takes_swaps(self, container: Container, image_id: str, url: str) -> bool:
+        """Running the current image, healthy, answering at its `url`: a hot swap can serve
+        the bundle."""
         return (
             container.attrs["Image"] == image_id
-            and _published_port(container) == self._serving.port
             and container.status == "running"
             and _health(container) == "healthy"
-            and is_healthy(self.url)
+            and is_healthy(url)
         )
 
-    def _swap_in(self, bundle: str) -> bool:
+    def _swap_in(self, bundle: str, url: str) -> bool:
         """Load and promote `bundle`; False when the admin API refuses our token (a container
         started with another one), which a replacement fixes."""
         try:
-            self.admin().swap_in(Path(bundle))
+            self._admin(url).swap_in(Path(bundle))
         except AdminAuthError:
             return False
         return True
@@ -234,15 +288,18 @@ class DockerTarget:
     def _replace(
         self, old: Container | None, image_id: str, bundle: str, version: str
     ) -> Container:
-        """Start a fresh container serving `bundle` on the same port, in place of `old`."""
+        """Start a fresh container serving `bundle` in place of `old`: on its address, with its
+        API key (the spec's and the caller's when there is no `old`)."""
         previous_pointer = self._pointer()
-        new = self._create(image_id)  # before the gap: on vfs this copies the image
+        address = self._address(old)
+        # Before the gap: on vfs this copies the image.
+        new = self._create(image_id, address, self._api_key(old))
         self._point_at(bundle)
         if old is not None:
             old.stop(timeout=STOP_TIMEOUT_S)  # SIGTERM: uvicorn drains requests in flight
         try:
-            self._start(new)
-            self._wait_ready(new, version)
+            self._start(new, address)
+            self._wait_ready(new, version, address.url)
         except DeploymentError:
             _remove(new)
             if old is not None:
@@ -256,7 +313,7 @@ class DockerTarget:
             _remove(old)
         return new
 
-    def _create(self, image_id: str) -> Container:
+    def _create(self, image_id: str, address: Published, api_key: str | None) -> Container:
         mounts = {str(self._bundles_dir()): {"bind": CONTAINER_BUNDLES, "mode": "ro"}}
         for folder in (self._paths.predictions, self._paths.feedback):
             folder.mkdir(parents=True, exist_ok=True)
@@ -266,7 +323,6 @@ class DockerTarget:
         figures.mkdir(parents=True, exist_ok=True)
         mounts[str(figures)] = {"bind": f"{CONTAINER_HOME}/{FIGURES_DIR.as_posix()}", "mode": "ro"}
         environment = {"CT_HOME": CONTAINER_HOME, self._serving.admin_token_env: self._token()}
-        api_key = os.environ.get(self._serving.api_key_env)
         if api_key:
             environment[self._serving.api_key_env] = api_key
         name = f"ct-serving-{self._model_name}-{time.time_ns()}"
@@ -281,7 +337,7 @@ class DockerTarget:
                 ),
                 name=name,
                 labels={ROLE_LABEL: "serving", HOME_LABEL: str(self._paths.home)},
-                ports={CONTAINER_PORT: (self._serving.host, self._serving.port)},
+                ports={CONTAINER_PORT: (address.host, address.port)},
                 volumes=mounts,
                 environment=environment,
                 user=f"{os.getuid()}:{os.getgid()}",
@@ -290,14 +346,30 @@ class DockerTarget:
         except APIError as exc:
             raise DeploymentError(f"cannot create container {name}: {exc.explanation}") from None
 
-    def _start(self, container: Container) -> None:
+    def _start(self, container: Container, address: Published) -> None:
         try:
             container.start()
         except APIError as exc:
             raise DeploymentError(
-                f"cannot start container {container.name} on port {self._serving.port}: "
-                f"{exc.explanation}"
+                f"cannot start container {container.name} on port {address.port}: {exc.explanation}"
             ) from None
+
+    def _api_key(self, old: Container | None) -> str | None:
+        """The API key a container replacing `old` requires: `old`'s own (its clients hold
+        it), whatever the caller's environment says; the caller's when there is no `old`."""
+        variable = self._serving.api_key_env
+        callers = os.environ.get(variable) or None
+        if old is None:
+            return callers
+        recorded = _environment(old).get(variable) or None
+        if callers != recorded:
+            # Never the keys themselves: only that they differ.
+            logger.warning(
+                "the serving container keeps the API key it was started with; this shell's "
+                "%s differs (stop the deployment, then deploy, to change it)",
+                variable,
+            )
+        return recorded
 
     def _bundles_dir(self) -> Path:
         folder = self._paths.bundles
@@ -324,7 +396,7 @@ class DockerTarget:
     def _token(self) -> str:
         return admin_token(self._paths.deployments, self._serving.admin_token_env)
 
-    def _wait_ready(self, container: Container, version: str) -> None:
+    def _wait_ready(self, container: Container, version: str, url: str) -> None:
         """Docker's own health verdict first, then the same check through the host port."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while (health := _health(container)) != "healthy":
@@ -337,14 +409,14 @@ class DockerTarget:
                     f"{logs}"
                 )
             time.sleep(0.2)
-        wait_healthy(self.url, max(deadline - time.monotonic(), 5.0))
-        self._check_serves(version)
+        wait_healthy(url, max(deadline - time.monotonic(), 5.0))
+        self._check_serves(version, url)
 
-    def _check_serves(self, version: str) -> None:
+    def _check_serves(self, version: str, url: str) -> None:
         # Someone else's server on our port would answer /ping just as well.
-        served = self.admin().stable_version()
+        served = self._admin(url).stable_version()
         if served != version:
-            raise DeploymentError(f"{self.url} serves version {served}, expected {version}")
+            raise DeploymentError(f"{url} serves version {served}, expected {version}")
 
 
 def _health(container: Container) -> str:
@@ -352,9 +424,18 @@ def _health(container: Container) -> str:
     return container.attrs["State"].get("Health", {}).get("Status", "none")
 
 
-def _published_port(container: Container) -> int | None:
-    bindings = container.attrs["HostConfig"]["PortBindings"].get(CONTAINER_PORT) or []
-    return int(bindings[0]["HostPort"]) if bindings else None
+def _published(container: Container) -> Published | None:
+    """The host interface and port `container` was created to publish the server on."""
+    bindings = (container.attrs["HostConfig"].get("PortBindings") or {}).get(CONTAINER_PORT)
+    if not bindings:
+        return None
+    return Published(bindings[0].get("HostIp", ""), int(bindings[0]["HostPort"]))
+
+
+def _environment(container: Container) -> dict[str, str]:
+    """The environment `container` was created with (`KEY=value` entries)."""
+    entries = container.attrs["Config"].get("Env") or []
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
 
 
 def _remove(container: Container) -> None:

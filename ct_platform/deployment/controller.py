@@ -392,6 +392,7 @@ class RolloutController:
             now=stats,
             candidate_slot=slot,
             regression=self.regression,
+            earlier=rollout.history,
             # Agreement decides a shadow comparison; a blue-green switch is judged like a
             # canary step (a better model may well disagree with the old one).
             min_agreement=self.deployment.shadow.min_agreement

@@ -1,10 +1,14 @@
 """Read the serving prediction log and the feedback labels into DataFrames.
 
 Formats (docs/architecture.md, written by `ct_platform.serving.prediction_log` and
-`ct_platform.serving.feedback`): `$CT_HOME/predictions/*.jsonl` holds one record per scored row,
+`ct_platform.serving.feedback`): `$CT_HOME/predictions/*.jsonl` holds one record per line,
 `{"request_id", "ts", "slot", "model_version", "features": {col: value}, "output": {"label",
-"proba"} | {"value"}, "latency_ms"}`; `$CT_HOME/feedback/*.jsonl` holds `{"request_id", "label",
-"ts"}`. Missing feature values are logged as null.
+"proba"} | {"value"}, "latency_ms"}` for a scored row (every row until 2026-11-30, a one-row
+request since), or a batch record for a multi-row request, the same keys with `"rows": n`
+first and a list of n values for each feature and output (`prediction_records` expands it
+into its n row records, ids `<request_id>:<i>`: every reader here sees rows);
+`$CT_HOME/feedback/*.jsonl` holds `{"request_id", "label", "ts"}`. Missing feature values are
+logged as null.
 
 Segments are read newest first and reading stops as soon as the window is filled. That is
 sound because a segment's records were all scored before its last write: no record in a
@@ -28,6 +32,7 @@ import os
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,12 +101,11 @@ def read_predictions(
     collected: list[Record] = []
     segments = _segments_newest_first(directory)
     for index, (path, _modified) in enumerate(segments):
+        raw = _read_bytes(path)
         collected.extend(
             record
-            for record in _read_records(path, PREDICTION_KEYS)
-            if record["slot"] in slots
-            and record["ts"] >= since
-            and (request_ids is None or record["request_id"] in request_ids)
+            for record in prediction_records(raw or b"", slots, since)
+            if request_ids is None or record["request_id"] in request_ids
         )
         older = segments[index + 1][1] if index + 1 < len(segments) else -math.inf
         if older < since or _filled(collected, window.rows, older):
@@ -153,7 +157,7 @@ def summarise_window(
     position = 0
     for path, size, keep in plan:
         raw = _read_bytes(path)
-        records = _matching(raw[:size] if raw else b"", slots, since)
+        records = prediction_records(raw[:size] if raw else b"", slots, since)
         for record, wanted in zip(records, keep, strict=False):
             if not wanted:
                 continue
@@ -179,7 +183,7 @@ def _window_plan(
         raw = _read_bytes(path)
         if raw is None:
             continue
-        stamps = np.array([record["ts"] for record in _matching(raw, slots, since)], dtype=float)
+        stamps = _stamps(raw, slots, since)
         scanned.append((path, len(raw), stamps))
         older = segments[index + 1][1] if index + 1 < len(segments) else -math.inf
         if older < since:
@@ -258,13 +262,67 @@ def _read_bytes(path: Path) -> bytes | None:
         return None
 
 
-def _matching(raw: bytes, slots: Collection[str], since: float) -> Iterator[Record]:
-    """Prediction records of the traffic `slots` scored at or after `since`, in file order."""
-    return (
-        record
-        for record in _parse_records(raw, PREDICTION_KEYS)
-        if record["slot"] in slots and record["ts"] >= since
-    )
+def prediction_records(
+    raw: bytes, slots: Collection[str] | None = None, since: float = -math.inf
+) -> Iterator[Record]:
+    """The row records in a segment's bytes, in file order, a batch record expanded into
+    its rows; only those of `slots` (None: every slot) scored at or after `since`."""
+    for record in _lines(raw, slots, since):
+        if "rows" in record:
+            yield from _batch_rows(record)
+        else:
+            yield record
+
+
+def _lines(raw: bytes, slots: Collection[str] | None, since: float) -> Iterator[Record]:
+    """The prediction records (row or batch) of `slots` scored at or after `since`; a batch
+    record whose columns do not all hold `rows` values is not ours to interpret."""
+    for record in _parse_records(raw, PREDICTION_KEYS):
+        if (
+            (slots is None or record["slot"] in slots)
+            and record["ts"] >= since
+            and ("rows" not in record or _well_formed_batch(record))
+        ):
+            yield record
+
+
+def _well_formed_batch(batch: Record) -> bool:
+    rows, features, output = batch["rows"], batch["features"], batch["output"]
+    if type(rows) is not int or type(features) is not dict or type(output) is not dict:
+        return False
+    columns = [*features.values(), *output.values()]
+    return all(type(values) is list and len(values) == rows for values in columns)
+
+
+def _batch_rows(batch: Record) -> Iterator[Record]:
+    """A batch record's rows as the row records a multi-row request logged until
+    2026-11-30: the same keys in the same order, ids `<request_id>:<i>`."""
+    features, output = batch["features"], batch["output"]
+    request_id, ts, slot, version = (batch[key] for key in LOG_COLUMNS)
+    latency = batch.get("latency_ms")
+    # Row dicts made by C-level maps over the columns (the Python loop only assembles).
+    ids = map(f"{request_id}:".__add__, map(str, range(batch["rows"])))
+    rows = map(dict, map(zip, repeat(list(features)), zip(*features.values(), strict=True)))
+    outputs = map(dict, map(zip, repeat(list(output)), zip(*output.values(), strict=True)))
+    for row_id, row, outcome in zip(ids, rows, outputs, strict=True):
+        yield {
+            "request_id": row_id,
+            "ts": ts,
+            "slot": slot,
+            "model_version": version,
+            "features": row,
+            "output": outcome,
+            "latency_ms": latency,
+        }
+
+
+def _stamps(raw: bytes, slots: Collection[str], since: float) -> np.ndarray:
+    """The `ts` of each row record `prediction_records` yields, without building them."""
+    lines = [(record["ts"], record.get("rows", 1)) for record in _lines(raw, slots, since)]
+    if not lines:
+        return np.empty(0)
+    ts, counts = zip(*lines, strict=True)
+    return np.repeat(np.array(ts, dtype=float), counts)
 
 
 def _read_records(path: Path, keys: frozenset[str]) -> Iterator[Record]:

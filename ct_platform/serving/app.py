@@ -72,8 +72,6 @@ SERVER_VERSION = "1"
 MLFLOW_PROTOCOL_VERSION = "3.17.2"
 
 _JSON_BYTES = JSON.encode()
-# Up to this many rows a batch's log records are formatted on the loop (microseconds).
-_INLINE_LOG_ROWS = 64
 
 # (body, content type, schema) -> (rows, request id carried in the body, if any)
 Parser = Callable[[bytes, str | None, InputSchema], tuple[ParsedRows, str | None]]
@@ -359,13 +357,10 @@ class Server:
             prediction=scored.prediction,
             latency_ms=seconds * 1000.0,
         )
-        # Formatting the log records waits until the response has been written.
-        loop = asyncio.get_running_loop()
-        if scored.parsed.n_rows <= _INLINE_LOG_ROWS:
-            loop.call_soon(self.prediction_log.submit, batch)
-        else:
-            # Thousands of rows take milliseconds to format: not on the loop.
-            loop.call_soon(loop.run_in_executor, None, self.prediction_log.submit, batch)
+        # Formatting the log record waits until the response has been written. On the loop
+        # whatever the rows (1,000 rows: ~0.2 ms, one orjson call): a worker thread would
+        # share the GIL with the next requests.
+        asyncio.get_running_loop().call_soon(self.prediction_log.submit, batch)
 
     # -- feedback, metrics, OpenAPI --------------------------------------------------------
 

@@ -38,6 +38,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import chain
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, NoReturn, TypeVar
 
@@ -740,7 +741,7 @@ class InputSchema:
                 dict.fromkeys(self._check_names(record.keys(), "column", f"row {index}: "))
             )
         return self.from_columns(
-            {name: [record[name] for record in records] for name in self.names}
+            {name: list(map(itemgetter(name), records)) for name in self.names}
         ).ignoring(list(ignored))
 
     def from_split(
@@ -940,10 +941,16 @@ class _ColumnParser:
         """The rule applied once per distinct value, when every value is text or null (a
         request has few distinct categories); None when other types need it row by row
         (1 == 1.0 == True as keys, and a number's error names its row)."""
-        distinct = set(map(type, values))
-        if not distinct <= _TEXT_OR_NULL:
+        try:
+            distinct = set(values)
+        except TypeError:  # a list or an object among the values: not a category
             return None
-        return {value: self._judged(0, value, text) for value in set(values)}
+        # The types of the distinct values only: a set keeps one of values that compare
+        # equal (1 == 1.0 == True), but text and null equal no value of another type, so
+        # when every distinct value is text or null, every value is.
+        if not set(map(type, distinct)) <= _TEXT_OR_NULL:
+            return None
+        return {value: self._judged(0, value, text) for value in distinct}
 
     def _judged(self, row: int, value: Any, text: bool) -> tuple[str, str | None]:
         """(category fed to the model, contract rule broken or None) for one value."""

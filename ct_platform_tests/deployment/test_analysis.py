@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from scipy.stats import hypergeom, norm
 
 from ct_platform.deployment.analysis import (
+    Analysis,
+    LatencyReference,
     ab_test,
     analyse,
     client_windows,
+    latency_reference,
     p99_ms,
     required_sample_size,
     score_shift,
@@ -301,8 +305,9 @@ def test_a_candidate_slower_than_stable_fails_with_both_p99s() -> None:
     )
 
 
-def test_without_enough_stable_traffic_latency_is_judged_on_the_limit_alone() -> None:
-    # The 100 % step (stable answers nothing) and a late step with 20 stable requests.
+def test_with_no_period_of_enough_stable_traffic_latency_is_judged_on_the_limit_alone() -> None:
+    # A canary whose only step is 100 % (stable answers nothing, and never did beside it),
+    # and a first step with 20 stable requests: no reference for the box's speed at all.
     start = snapshot()
     for stable, seen in ((totals(0, scores={}), ""), (latencies({300.0: 20}), "p99 308.1 ms, ")):
         now = snapshot(candidate=latencies({5.0: 95, 300.0: 5}), stable=stable)
@@ -312,8 +317,121 @@ def test_without_enough_stable_traffic_latency_is_judged_on_the_limit_alone() ->
         assert result.reason == (
             "p99_latency_ms 308.1 over the limit 250 (5 of 100 candidate requests slower than "
             f"246.5 ms); not compared with stable, which answered {stable_answered} requests "
-            f"in this period ({seen}50 needed): judged on the limit alone"
+            f"in this period ({seen}50 needed) and in no earlier period of this rollout: "
+            "judged on the limit alone"
         )
+
+
+# A rollout's history entry, as the controller notes an analysis (period end `at`).
+AT_80 = datetime(2026, 11, 30, 12, 1, 5, tzinfo=UTC).timestamp()
+
+
+def noted(result: Analysis, weight: float, at: float = AT_80) -> dict[str, Any]:
+    return {"at": at, "weight": weight, "verdict": result.verdict, "figures": result.figures}
+
+
+def at_80_percent_on_a_loaded_box() -> dict[str, Any]:
+    """The 80 % step on a loaded box: 10 of the candidate's 480 requests and 3 of stable's
+    120 take about 300 ms (both p99s over the limit 250, as slow as each other)."""
+    start = snapshot()
+    now = snapshot(
+        candidate=latencies({5.0: 470, 300.0: 10}), stable=latencies({5.0: 117, 300.0: 3})
+    )
+    result = analyse(DEMO, period_start=start, rollout_start=start, now=now, regression=False)
+    assert result.verdict == "pass", result.reason
+    assert (result.figures["stable_answered"], result.figures["stable_slow_requests"]) == (120, 3)
+    return noted(result, 0.8)
+
+
+def at_100_percent(candidate: dict[str, Any], earlier: list[dict[str, Any]]) -> Analysis:
+    start = snapshot()
+    now = snapshot(candidate=candidate, stable=totals(0, scores={}))
+    return analyse(
+        DEMO, period_start=start, rollout_start=start, now=now, regression=False, earlier=earlier
+    )
+
+
+REFERENCE_80 = (
+    "stable answered 0 requests in this period (50 needed), so the reference is its latest "
+    "earlier period with as many, at the 80 % step (ended 12:01:05 UTC): its p99 308.1 ms "
+    "(3 of 120 requests slower than 246.5 ms) then"
+)
+
+
+def test_at_full_traffic_a_loaded_box_is_judged_against_stable_at_the_step_before() -> None:
+    # The box stays loaded into the 100 % step: 15 of the candidate's 600 requests take
+    # 300 ms (p99 308.1 over the limit 250). On the limit alone a good candidate was rolled
+    # back here; stable was as slow (3 of 120) at the 80 % step just before.
+    result = at_100_percent(latencies({5.0: 585, 300.0: 15}), [at_80_percent_on_a_loaded_box()])
+    assert result.verdict == "pass", result.reason
+    figures = result.figures
+    assert (figures["stable_answered"], figures["candidate_answered"]) == (0, 600)
+    assert figures["reference_stable_answered"] == 120
+    assert figures["reference_stable_slow_requests"] == 3
+    assert figures["reference_step_percent"] == 80 and figures["reference_ended_at"] == AT_80
+    assert figures["slow_share_excess"] == 15 / 600 - 3 / 120
+    # 18 slow among 720, 600 of them the candidate's: P(at least 15 of the 18 there).
+    p_value = hypergeom.sf(14, 720, 18, 600)
+    assert math.isclose(figures["latency_p_value"], p_value, rel_tol=1e-9)
+    assert result.reason == (
+        "2 checks passed; p99_latency_ms 308.1 over the limit 250 (15 of 600 candidate "
+        f"requests slower than 246.5 ms); {REFERENCE_80}: the candidate's share of slow "
+        "requests exceeds stable's by 0, within the margin 0.01, within sampling noise "
+        f"(Fisher's exact p = {p_value:.2g} >= alpha 0.001): as slow as stable was (a loaded "
+        "server), passed; refusals not judged: stable had 0 requests in this period, 50 "
+        "needed; score shift not judged: stable scored 0 requests in this period, 50 needed"
+    )
+
+
+def test_at_full_traffic_a_truly_slow_candidate_fails_with_both_figures() -> None:
+    # 120 of 600 requests at 300 ms (20 %) against stable's 3 of 120 (2.5 %) a step before.
+    result = at_100_percent(latencies({5.0: 480, 300.0: 120}), [at_80_percent_on_a_loaded_box()])
+    assert result.verdict == "fail"
+    p_value = hypergeom.sf(119, 720, 123, 600)
+    assert math.isclose(result.figures["latency_p_value"], p_value, rel_tol=1e-9)
+    assert p_value < 1e-5
+    assert result.reason == (
+        "p99_latency_ms 308.1 over the limit 250 (120 of 600 candidate requests slower than "
+        f"246.5 ms); {REFERENCE_80}: the candidate's share of slow requests exceeds stable's "
+        f"by 0.175, over the margin 0.01, beyond sampling noise (Fisher's exact p = "
+        f"{p_value:.2g} < alpha 0.001)"
+    )
+
+
+def test_the_latency_reference_is_the_latest_closed_period_with_enough_stable_answers() -> None:
+    # 60 %: stable answered 200 (2 slow). 80 %: only 20 (too few, all slow). Then a wait
+    # (its period goes on), then a period counted over another limit's edge: neither counts.
+    start = snapshot()
+    at_60 = snapshot(candidate=latencies({5.0: 300}), stable=latencies({5.0: 198, 300.0: 2}))
+    at_80 = snapshot(candidate=latencies({5.0: 80}), stable=latencies({300.0: 20}))
+    other = AnalysisSpec(min_requests=50, p99_latency_ms_max=100)
+    history = [
+        noted(
+            analyse(DEMO, period_start=start, rollout_start=start, now=at_60, regression=False),
+            0.6,
+            AT_80 - 60,
+        ),
+        noted(
+            analyse(DEMO, period_start=start, rollout_start=start, now=at_80, regression=False), 0.8
+        ),
+        {"at": AT_80 + 1, "weight": 1.0, "verdict": "wait", "figures": {"stable_answered": 900}},
+        noted(
+            analyse(other, period_start=start, rollout_start=start, now=at_60, regression=False),
+            1.0,
+            AT_80 + 2,
+        ),
+    ]
+    reference = latency_reference(history, min_requests=50, edge_ms=246.519)
+    assert reference == LatencyReference(
+        answered=200,
+        slow=2,
+        p99_ms=5.5511,
+        edge_ms=246.519,
+        step_percent=60,
+        ended_at=AT_80 - 60,
+    )
+    assert reference.describe() == "at the 60 % step (ended 12:00:05 UTC)"
+    assert latency_reference(history[1:], min_requests=50, edge_ms=246.519) is None
 
 
 def test_slow_requests_are_those_over_the_last_bucket_edge_under_the_limit() -> None:
@@ -364,9 +482,10 @@ def test_one_client_sending_bad_rows_to_the_candidate_does_not_roll_it_back() ->
     )
     assert result.verdict == "pass", result.reason
     refusals = next(check for check in result.checks if check.name == "refusal_rate_excess")
-    assert refusals.excused_client == "client-7"
+    assert refusals.excused_clients == ("client-7",)
     assert refusals.value == 74 / 342
-    assert result.figures["refusal_rate_excess_without_client"] == 0.0
+    assert result.figures["refusal_rate_excess_without_clients"] == 0.0
+    assert result.figures["refusal_rate_excess_excused_clients"] == 1.0
     assert result.reason == (
         "4 checks passed; refusal_rate 0.2164 (74 of 342 candidate requests refused as the "
         "client's fault) exceeds stable's 0 (0 of 158) by 0.2164, over the limit 0.01 and "
@@ -396,11 +515,11 @@ def test_one_client_sending_big_batches_to_the_candidate_does_not_roll_it_back()
     assert result.verdict == "pass", result.reason
     assert result.figures["candidate_p99_ms"] == 481.4825
     by_name = {check.name: check for check in result.checks}
-    assert by_name["p99_latency_ms"].excused_client == "batch-loader"
-    assert by_name["score_shift_psi"].excused_client == "batch-loader"
+    assert by_name["p99_latency_ms"].excused_clients == ("batch-loader",)
+    assert by_name["score_shift_psi"].excused_clients == ("batch-loader",)
     assert by_name["score_shift_psi"].value > 4
-    assert result.figures["p99_latency_ms_without_client"] == 1.1642
-    assert result.figures["score_shift_psi_without_client"] < 0.001
+    assert result.figures["p99_latency_ms_without_clients"] == 1.1642
+    assert result.figures["score_shift_psi_without_clients"] < 0.001
     client = "routing key 'batch-loader' (20 requests: 0 refused, 0 failed, 56000 rows scored)"
     assert result.reason.count(f"without {client} it passes") == 2
     assert "(12 of 190 candidate requests slower than 246.5 ms)" in result.reason
@@ -427,11 +546,114 @@ def test_a_candidate_bad_for_many_clients_still_fails_on_every_check() -> None:
         "refusal_rate_excess",
         "score_shift_psi",
     ]
-    assert not any(check.excused_client for check in result.checks)
+    assert not any(check.excused_clients for check in result.checks)
     assert result.reason.startswith(
         "error_rate 0.1 over the limit 0.01 (30 of 300 candidate requests failed on the "
         "server's side); p99_latency_ms 481.5 over the limit 250 (60 of 210 candidate "
         "requests slower than 246.5 ms)"
+    )
+
+
+def two_clients_sending_bad_rows() -> dict[str, Any]:
+    """At 40 %: two keyed clients routed to the candidate send rows it refuses (40 and 35),
+    a third, bigger one sends good rows; stable refuses nothing of its 400."""
+    now = snapshot(stable=totals(400), candidate=totals(300, refused=75))
+    now["clients"] = {
+        "candidate": {
+            "bad-a": keyed(refused=40),
+            "bad-b": keyed(refused=35),
+            "big-good": keyed(200),
+        }
+    }
+    return now
+
+
+def test_two_clients_sending_bad_rows_to_the_candidate_do_not_roll_it_back() -> None:
+    # Leaving one out is not enough: without bad-a, 35 of 335 against 0 of 400 still fails.
+    start = snapshot()
+    result = analyse(
+        AnalysisSpec(),
+        period_start=start,
+        rollout_start=start,
+        now=two_clients_sending_bad_rows(),
+        regression=False,
+    )
+    assert result.verdict == "pass", result.reason
+    refusals = next(check for check in result.checks if check.name == "refusal_rate_excess")
+    assert refusals.excused_clients == ("bad-a", "bad-b")
+    assert result.figures["refusal_rate_excess_without_clients"] == 0.0
+    assert result.figures["refusal_rate_excess_excused_clients"] == 2.0
+    assert result.reason.endswith(
+        "; without routing keys 'bad-a' (40 requests: 40 refused, 0 failed, 0 rows scored) "
+        "and 'bad-b' (35 requests: 35 refused, 0 failed, 0 rows scored) it passes "
+        "(refusal_rate_excess 0, limit 0.01, on the other 300 candidate and 400 stable "
+        "requests): those 2 clients are the cause, not the candidate, passed"
+    )
+
+
+def test_more_bad_clients_than_excused_clients_max_fail() -> None:
+    # The bound is the spec's: with 1, only one client may be left out, and two stand.
+    start = snapshot()
+    now = two_clients_sending_bad_rows()
+    one = analyse(
+        AnalysisSpec(excused_clients_max=1),
+        period_start=start,
+        rollout_start=start,
+        now=now,
+        regression=False,
+    )
+    assert one.verdict == "fail"
+    assert one.reason.startswith("refusal_rate 0.2 (75 of 375 candidate requests refused")
+    assert "it passes" not in one.reason
+    assert not any(check.excused_clients for check in one.checks)
+
+
+def test_three_clients_sending_big_batches_and_bad_rows_do_not_roll_it_back() -> None:
+    # Three keyed batch loaders on the candidate: each 10 requests of 5,000 rows at 470 ms,
+    # all scored in bin 3, and 20 rows refused. With any two left out the third still
+    # makes the candidate slow (10 of 310 against 0 of 700), refusing and shifted.
+    start = snapshot()
+    slow = bucket_of(470.0)
+    candidate = totals(300, scores={"5": 150, "10": 150})
+    candidate["requests"] += 30
+    candidate["refused"] += 60
+    candidate["latency"][slow] += 30
+    candidate["scores"]["3"] = 150_000
+    now = snapshot(stable=totals(700, scores={"5": 350, "10": 350}), candidate=candidate)
+    loader = keyed(10, refused=20, rows=50_000, latency={slow: 10}, scores={"3": 50_000})
+    now["clients"] = {"candidate": {f"loader-{n}": loader for n in (1, 2, 3)}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "pass", result.reason
+    loaders = ("loader-1", "loader-2", "loader-3")
+    by_name = {check.name: check for check in result.checks}
+    for name in ("refusal_rate_excess", "p99_latency_ms", "score_shift_psi"):
+        assert by_name[name].excused_clients == loaders, name
+        assert result.figures[f"{name}_excused_clients"] == 3.0
+    assert result.figures["p99_latency_ms_without_clients"] == 1.1642
+    assert result.figures["score_shift_psi_without_clients"] < 0.001
+    counts = "(30 requests: 20 refused, 0 failed, 50000 rows scored)"
+    group = f"routing keys 'loader-1' {counts}, 'loader-2' {counts} and 'loader-3' {counts}"
+    assert result.reason.count(f"without {group} it passes") == 3
+    assert result.reason.count("those 3 clients are the cause, not the candidate, passed") == 3
+
+
+def test_a_failure_resting_on_a_few_clients_with_little_else_stands() -> None:
+    # Two clients refused on the candidate hold 130 of its 220 requests: without either it
+    # still fails, without both only 90 are left. Named once, as the smallest such group.
+    start = snapshot()
+    now = snapshot(stable=totals(400), candidate=totals(90, refused=130))
+    now["clients"] = {"candidate": {"a": keyed(refused=70), "b": keyed(refused=60)}}
+    result = analyse(
+        AnalysisSpec(), period_start=start, rollout_start=start, now=now, regression=False
+    )
+    assert result.verdict == "fail"
+    assert not any(check.excused_clients for check in result.checks)
+    assert result.reason.endswith(
+        "; without routing keys 'a' (70 requests: 70 refused, 0 failed, 0 rows scored) and "
+        "'b' (60 requests: 60 refused, 0 failed, 0 rows scored) only 90 candidate requests "
+        "are left, 100 needed to judge it without them"
     )
 
 
@@ -465,7 +687,7 @@ def test_errors_are_never_excused_as_one_client_s() -> None:
         "error_rate 0.09091 over the limit 0.01 (40 of 440 candidate requests failed on the "
         "server's side)"
     )
-    assert not any(check.excused_client for check in result.checks)
+    assert not any(check.excused_clients for check in result.checks)
 
 
 def test_client_totals_are_a_period_s_difference_and_a_dropped_key_starts_over() -> None:

@@ -7,7 +7,10 @@ test_restart.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -26,8 +29,14 @@ from ct_platform.deployment import (
     wait_healthy,
 )
 from ct_platform.deployment.container import DockerTarget
+from ct_platform.deployment.endpoint import is_healthy
 from ct_platform.settings import Spec
-from ct_platform_tests.deployment.conftest import remove_leftover_containers, with_target
+from ct_platform_tests.deployment.conftest import (
+    free_port_pair,
+    remove_leftover_containers,
+    with_port,
+    with_target,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -79,9 +88,14 @@ def test_stable_address_through_deploys_restart_revive_and_stop(
 
     engine.containers.get(container_id).stop()  # the server dies (say, the host rebooted)
     assert not docker_target.status().healthy
-    revived = ensure_running(docker_target)
+    # The watchdog of a shell with another port brings it back where it was.
+    other_port = free_port_pair()
+    revived = ensure_running(
+        DockerTarget(with_target(with_port(serving_spec, other_port), "docker"), engine)
+    )
 
     assert revived is not None and revived.version == "2" and revived.url == first.url
+    assert not is_healthy(f"http://127.0.0.1:{other_port}")
     assert smoke_request(revived.url, sample_row) in (0, 1)
     revived_id = docker_target_state(docker_target)["container_id"]
     assert revived_id != container_id
@@ -100,6 +114,76 @@ def test_stable_address_through_deploys_restart_revive_and_stop(
     ]
     assert len(records) == len(load.versions) + 1
     assert {record["model_version"] for record in records} == {"1", "2"}
+
+
+def test_a_shell_with_another_port_swaps_into_the_recorded_container(
+    docker_target: DockerTarget,
+    engine: docker.DockerClient,
+    bundles: dict[str, Path],
+    serving_spec: Spec,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `make demo` serves on its port; a shell without CT_SERVING_PORT has the spec's default.
+    recorded = docker_target.deploy(bundles["1"]).url
+    container_id = docker_target_state(docker_target)["container_id"]
+    other_port = free_port_pair()
+    elsewhere = DockerTarget(with_target(with_port(serving_spec, other_port), "docker"), engine)
+
+    endpoint = elsewhere.deploy(bundles["2"])
+
+    assert (endpoint.url, endpoint.version) == (recorded, "2")
+    # The same container, hot-swapped: not replaced as hung, not moved to the other port.
+    assert docker_target_state(docker_target)["container_id"] == container_id
+    assert docker_target.admin().stable_version() == "2"
+    assert elsewhere.url == recorded
+    assert not is_healthy(f"http://127.0.0.1:{other_port}")
+    assert (
+        f"serving at the recorded {recorded}; this shell's port {other_port} differs "
+        "(CT_SERVING_PORT)"
+    ) in caplog.text
+    # A rollout completed from that shell records the promoted bundle, not its address.
+    assert elsewhere.adopt(bundles["2"]).url == recorded
+    assert docker_target_state(docker_target)["url"] == recorded
+
+
+def test_a_hung_container_restarts_on_its_recorded_port_with_its_api_key(
+    docker_target: DockerTarget,
+    engine: docker.DockerClient,
+    bundles: dict[str, Path],
+    serving_spec: Spec,
+    sample_row: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key_variable = serving_spec.serving.api_key_env
+    monkeypatch.setenv(key_variable, "the-clients-key")
+    recorded = docker_target.deploy(bundles["1"]).url
+    hung = engine.containers.get(docker_target_state(docker_target)["container_id"])
+    # Another shell: another port, and no API key in its environment.
+    monkeypatch.delenv(key_variable)
+    other_port = free_port_pair()
+    elsewhere = DockerTarget(with_target(with_port(serving_spec, other_port), "docker"), engine)
+    server_pid = hung.attrs["State"]["Pid"]  # the server is the container's init, host pid
+    os.kill(server_pid, signal.SIGSTOP)  # running, /ping silent
+    try:
+        endpoint = elsewhere.deploy(bundles["2"])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server_pid, signal.SIGCONT)
+
+    assert (endpoint.url, endpoint.version) == (recorded, "2")
+    replacement_id = docker_target_state(docker_target)["container_id"]
+    assert replacement_id != hung.id
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(hung.id)
+    assert not is_healthy(f"http://127.0.0.1:{other_port}")
+    # The replacement requires the key its clients hold, not the caller's (none).
+    with pytest.raises(DeploymentError, match="HTTP 401"):
+        smoke_request(recorded, sample_row)
+    assert smoke_request(recorded, sample_row, api_key="the-clients-key") in (0, 1)
+    assert f"this shell's {key_variable} differs" in caplog.text
+    assert "the-clients-key" not in caplog.text
+    assert docker_target_state(docker_target)["url"] == recorded
 
 
 def test_bundle_outside_the_bundles_folder_is_refused(

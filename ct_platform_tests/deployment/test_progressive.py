@@ -254,6 +254,23 @@ def test_canary_reaches_100_percent_and_then_moves_the_champion(
     assert at_full["figures"]["stable_requests"] == 0
     assert "score_shift" not in at_full["figures"]
     assert "score shift not judged: stable scored 0 requests in this period" in at_full["reason"]
+    # Its latency's reference is stable's in the latest earlier period where stable answered
+    # enough (the 80 % step, unless its random share fell short), as the rollout recorded it.
+    min_requests = spec.deployment.analysis.min_requests
+    reference = next(
+        entry
+        for entry in reversed(analyses[:-1])
+        if entry["figures"]["stable_answered"] >= min_requests
+    )
+    assert {
+        name: at_full["figures"][f"reference_{name}"]
+        for name in ("stable_answered", "stable_slow_requests", "stable_p99_ms")
+    } == {
+        name: reference["figures"][name]
+        for name in ("stable_answered", "stable_slow_requests", "stable_p99_ms")
+    }
+    assert at_full["figures"]["reference_step_percent"] == round(100 * reference["weight"], 6)
+    assert at_full["figures"]["reference_ended_at"] == reference["at"]
     # MLflow, the server and the rollout agree: version 2 serves and is the champion.
     assert aliases(registry) == {CHAMPION: 2, CANARY: None}
     assert slots(admin) == {"stable": "2", "candidate": None, "weight": 0.0, "shadow": False}
@@ -308,20 +325,23 @@ def test_bad_client_requests_are_refusals_judged_against_stable_not_errors(
     assert slots(admin)["weight"] == 0.4
 
 
-def test_one_sticky_client_sending_bad_rows_to_a_good_candidate_does_not_roll_it_back(
-    stack: Stack, traffic_rows: list[dict[str, Any]]
+@pytest.mark.parametrize(("bad_clients", "bad_rows"), [(1, 100), (3, 50)])
+def test_sticky_clients_sending_bad_rows_to_a_good_candidate_do_not_roll_it_back(
+    stack: Stack, traffic_rows: list[dict[str, Any]], bad_clients: int, bad_rows: int
 ) -> None:
     """The newcomer's case: a client keeping one routing key that lands on the candidate
     sends rows outside the contract (age 250: 422) there alone. Judged per request, its 100
-    refusals against stable's 0 rolled back a good candidate; the client is one unit."""
+    refusals against stable's 0 rolled back a good candidate; the client is one unit. So
+    are three such clients at once: without any two, the third's 50 still fail it."""
     spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
     controller = RolloutController(spec, admin, registry)
     controller.begin("2", f"{MODEL}-v2")
     bad_row = {**traffic_rows[0], "age": 250}
     with httpx.Client(base_url=stack.url, timeout=60) as client:
-        key = next(
+        on_candidate = (
             key
-            for key in (f"sticky-{i}" for i in range(200))
+            # Keys of their own: the module's server keeps each key's totals across tests.
+            for key in (f"sticky{bad_clients}-{i}" for i in range(400))
             if client.post(
                 "/invocations",
                 json={"dataframe_records": [traffic_rows[0]]},
@@ -329,29 +349,39 @@ def test_one_sticky_client_sending_bad_rows_to_a_good_candidate_does_not_roll_it
             ).headers["x-model-version"]
             == "2"
         )
+        keys = list(itertools.islice(on_candidate, bad_clients))
         bad = [
             client.post(
                 "/invocations",
                 json={"dataframe_records": [bad_row]},
                 headers={"x-routing-key": key},
             )
-            for _ in range(100)
+            for key in keys
+            for _ in range(bad_rows)
         ]
     assert {(r.status_code, r.headers["x-model-version"]) for r in bad} == {(422, "2")}
     good = send(stack.url, traffic_rows, STEP_REQUESTS, prefix="good")
     assert all(r.status_code == 200 for r in good)
-    assert admin.stats()["clients"]["candidate"][key]["refused"] == 100
+    assert [admin.stats()["clients"]["candidate"][key]["refused"] for key in keys] == [
+        bad_rows
+    ] * bad_clients
 
     rollout = controller.advance(force=True)
 
     assert rollout is not None and rollout.status == "running", rollout.reason
     analysis = last_analysis(rollout)
     assert analysis["verdict"] == "pass", analysis["reason"]
-    assert analysis["figures"]["candidate_refused"] == 100
-    assert analysis["figures"]["refusal_rate_excess_without_client"] == 0.0
+    assert analysis["figures"]["candidate_refused"] == bad_rows * bad_clients
+    assert analysis["figures"]["refusal_rate_excess_without_clients"] == 0.0
+    assert analysis["figures"]["refusal_rate_excess_excused_clients"] == bad_clients
+    counts = f"({bad_rows + 1} requests: {bad_rows} refused, 0 failed, 1 rows scored)"
+    named = [f"'{key}' {counts}" for key in keys]
+    group = (
+        f"key {named[0]}" if bad_clients == 1 else f"keys {', '.join(named[:-1])} and {named[-1]}"
+    )
     assert (
-        f"without routing key '{key}' (101 requests: 100 refused, 0 failed, 1 rows scored) "
-        "it passes (refusal_rate_excess 0, limit 0.01" in analysis["reason"]
+        f"without routing {group} it passes (refusal_rate_excess 0, limit 0.01"
+        in analysis["reason"]
     )
     assert slots(admin)["weight"] == 0.4
 

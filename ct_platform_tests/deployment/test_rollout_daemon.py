@@ -266,5 +266,16 @@ def test_each_new_champion_rolls_out_step_by_step_in_dagster(
             for event in passes:
                 assert event["analysis/candidate_requests"] >= 30, event
                 assert event["analysis/candidate_error_rate"] == 0.0, event
+            # At 100 % stable answers next to nothing (requests routed before the weight
+            # moved): the candidate's latency is judged against stable's in the latest
+            # earlier period where stable answered enough, not on the limit alone (a
+            # loaded box slowing it rolled a good candidate back).
+            at_full = passes[-1]
+            before = [e for e in passes[:-1] if e["analysis/stable_answered"] >= 30]
+            assert at_full["analysis/stable_answered"] < 30, at_full
+            assert (
+                at_full["analysis/reference_stable_answered"]
+                == before[-1]["analysis/stable_answered"]
+            ), events
             assert versions.alias_version(CHAMPION).version == version  # type: ignore[union-attr]
             assert versions.alias_version(CANARY) is None

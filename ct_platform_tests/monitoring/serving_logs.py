@@ -67,6 +67,21 @@ def write_log(directory: Path, batches: list[ScoredBatch]) -> list[Path]:
     return segments
 
 
+def rows_of(batch: ScoredBatch) -> list[ScoredBatch]:
+    """Each row of a multi-row `batch` as a one-row batch with id `<request_id>:<i>`: the
+    `jsonl` of each is the line the writer logged for that row until 2026-11-30 (a line
+    per row), and is what a reader must still make of the batch's record."""
+    outputs = (batch.prediction.labels, batch.prediction.proba, batch.prediction.values)
+    return [
+        batch._replace(
+            request_id=f"{batch.request_id}:{i}",
+            columns=[column[i : i + 1] for column in batch.columns],
+            prediction=Prediction(*(None if a is None else a[i : i + 1] for a in outputs)),
+        )
+        for i in range(batch.columns[0].shape[0])
+    ]
+
+
 def post_feedback(directory: Path, labels: dict[str, int]) -> None:
     body = orjson.dumps([{"request_id": key, "label": label} for key, label in labels.items()])
     FeedbackLog(directory).append(parse_feedback(body))

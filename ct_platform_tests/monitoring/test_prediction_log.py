@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,10 +11,20 @@ import pytest
 from ct_platform.monitoring import prediction_log
 from ct_platform.monitoring.drift import ReferenceProfile, detect_drift
 from ct_platform.monitoring.frames import PREDICTION_COLUMN, PROBA_COLUMN
-from ct_platform.monitoring.prediction_log import load_feedback, load_window, summarise_window
-from ct_platform.serving.prediction_log import ScoredBatch
+from ct_platform.monitoring.prediction_log import (
+    load_feedback,
+    load_window,
+    read_predictions,
+    summarise_window,
+)
+from ct_platform.serving.prediction_log import ScoredBatch, jsonl
 from ct_platform.settings import DriftWindow, Paths, Spec
-from ct_platform_tests.monitoring.serving_logs import post_feedback, scored_batch, write_log
+from ct_platform_tests.monitoring.serving_logs import (
+    post_feedback,
+    rows_of,
+    scored_batch,
+    write_log,
+)
 
 NOW = 1_800_000_000.0
 
@@ -136,6 +148,56 @@ def test_streamed_window_summarises_exactly_the_rows_of_load_window(
     assert list(streamed.sample.columns) == spec.dataset.feature_columns
     merged = streamed.sample.merge(features.drop_duplicates(), how="left", indicator=True)
     assert (merged["_merge"] == "both").all()
+
+
+def test_segments_written_a_line_per_row_read_as_batch_records_do(spec: Spec, rows, hourly) -> None:
+    """Segments from before the batch record (a multi-row request logged a line per row)
+    stay readable: a log whose two oldest segments are in that format gives the same
+    window, the same feedback join and the same streamed summaries as one written now."""
+    segments = write_log(Paths.from_env().predictions, hourly)
+    window = DriftWindow(rows=250)
+    profile = ReferenceProfile.from_frame(rows, spec.dataset)
+
+    def read() -> tuple[pd.DataFrame, list[dict], dict]:
+        wanted = {"req0:99", "req1:0", "req2:42", "req2:nope"}
+        summary = summarise_window(
+            window, spec.dataset, reference=profile, sample_rows=1000, report_rows=20, now=NOW
+        ).summary
+        return (
+            load_window(window, spec.dataset, now=NOW),
+            read_predictions(window, now=NOW, request_ids=wanted),
+            detect_drift(
+                profile, summary, spec.dataset, drift_share_threshold=0.5, min_rows=10
+            ).to_dict(),
+        )
+
+    today = read()
+    for segment, batch in zip(segments[:2], hourly[:2], strict=False):
+        segment.write_bytes(b"".join(jsonl(row) for row in rows_of(batch)))
+        os.utime(segment, (batch.ts, batch.ts))
+    assert len(segments[0].read_bytes().splitlines()) == 100  # a line per row
+    before = read()
+    pd.testing.assert_frame_equal(before[0], today[0])
+    assert len(before[0]) == 250 and before[0]["request_id"].iloc[0] == "req0:50"
+    assert [r["request_id"] for r in before[1]] == ["req0:99", "req1:0", "req2:42"]
+    assert before[1:] == today[1:]
+
+
+def test_a_batch_record_that_does_not_hold_its_rows_is_skipped(spec: Spec, hourly) -> None:
+    """A line that parses but whose columns do not all hold `rows` values is not ours to
+    interpret: skipped like a torn line, by the window and by its streamed reading alike."""
+    [segment] = write_log(Paths.from_env().predictions, hourly[-1:])
+    good = segment.read_bytes()
+    segment.write_bytes(good + good.replace(b'{"rows":100,', b'{"rows":101,'))
+    os.utime(segment, (NOW, NOW))
+    frame = load_window(DriftWindow(rows=1000), spec.dataset, now=NOW)
+    assert len(frame) == 100
+    profile = ReferenceProfile.from_frame(frame[spec.dataset.feature_columns], spec.dataset)
+    streamed = summarise_window(
+        DriftWindow(rows=1000), spec.dataset, reference=profile, sample_rows=10, report_rows=5,
+        now=NOW,
+    )  # fmt: skip
+    assert streamed.summary.rows == 100
 
 
 def test_empty_log_gives_an_empty_typed_frame(spec: Spec) -> None:

@@ -26,6 +26,7 @@ import uvicorn
 from sklearn.pipeline import Pipeline
 
 from ct_platform.data.contract import check_contract
+from ct_platform.monitoring.prediction_log import prediction_records
 from ct_platform.serving.__main__ import uvicorn_config
 from ct_platform.serving.app import create_app
 from ct_platform.serving.bundle import ONNX_FILE, SKOPS_FILE, OnnxInfo, read_meta, write_bundle
@@ -257,12 +258,17 @@ def run_module_server(
 
 
 def read_log_records(directory: Path) -> list[dict]:
-    return [
-        orjson.loads(line)
-        for path in sorted(directory.glob("*.jsonl"))
-        for line in path.read_bytes().splitlines()
-        if line
-    ]
+    """Every record of the JSONL files in `directory`; a prediction-log batch record (a
+    multi-row request) as its row records, expanded by the platform's own reader."""
+    records = []
+    for path in sorted(directory.glob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            record = orjson.loads(line) if line else None
+            if isinstance(record, dict) and "rows" in record:
+                records.extend(prediction_records(line))
+            elif record is not None:
+                records.append(record)
+    return records
 
 
 def wait_for_records(directory: Path, request_ids: set[str], timeout: float = 120.0) -> list[dict]:

@@ -11,9 +11,11 @@ import orjson
 import pandas as pd
 import pytest
 
+from ct_platform.monitoring.prediction_log import prediction_records
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch, jsonl
+from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch, jsonl, rows_in
 from ct_platform.settings import Spec
+from ct_platform_tests.monitoring.serving_logs import rows_of
 from ct_platform_tests.serving.conftest import (
     ThreadedServer,
     raw_rows,
@@ -70,6 +72,9 @@ def test_multi_row_request_logs_one_record_per_row(
     assert keys == sorted(
         [f"batch-v2:{i}" for i in range(5)] + [f"batch-mlflow:{i}" for i in range(7)]
     )
+    by_id = {record["request_id"]: record for record in records}
+    assert [by_id[f"batch-mlflow:{i}"]["features"] for i in range(7)] == rows[:7]
+    assert {by_id[f"batch-v2:{i}"]["slot"] for i in range(5)} == {"stable"}
 
 
 def _table(rows: list[dict]) -> dict:
@@ -146,8 +151,8 @@ def test_segments_rotate_by_size_and_lose_nothing(tmp_path: Path) -> None:
     log.close()
     segments = sorted(tmp_path.glob("*.jsonl"))
     assert len(segments) > 5
-    records = [orjson.loads(line) for path in segments for line in path.read_bytes().splitlines()]
-    assert len(records) == 600 and log.dropped == 0
+    records = [record for path in segments for record in prediction_records(path.read_bytes())]
+    assert len(records) == 600 and log.dropped == 0 and log.written == 600
     assert {r["request_id"] for r in records} == {f"r{i}:{j}" for i in range(200) for j in range(3)}
 
 
@@ -159,9 +164,8 @@ def test_full_queue_drops_instead_of_blocking(tmp_path: Path) -> None:
 
 
 def test_records_are_exact_json_whatever_the_text_holds() -> None:
-    """Lines are assembled from JSON fragments: names, ids, categories and labels holding
-    quotes, commas, `%` or non-ASCII text, missing values and NaN must still decode to the
-    exact record."""
+    """Names, ids, categories and labels holding quotes, commas, `%` or non-ASCII text,
+    missing values and NaN decode to the exact row records."""
     odd = 'a "b", 50% é'
     batch = ScoredBatch(
         request_id='id "%s", 1',
@@ -177,9 +181,8 @@ def test_records_are_exact_json_whatever_the_text_holds() -> None:
         ),
         latency_ms=0.125,
     )
-    lines = jsonl(batch).splitlines()
     base = {"ts": 1764478000.25, "slot": "stable", "model_version": "7", "latency_ms": 0.125}
-    assert [orjson.loads(line) for line in lines] == [
+    assert list(prediction_records(jsonl(batch))) == [
         {
             **base,
             "request_id": 'id "%s", 1:0',
@@ -216,5 +219,39 @@ def test_single_row_regression_and_multiclass_records() -> None:
                    values=None),
         3.0,
     )  # fmt: skip
-    outputs = [orjson.loads(line)["output"] for line in jsonl(multiclass).splitlines()]
+    outputs = [record["output"] for record in prediction_records(jsonl(multiclass))]
     assert outputs == [{"label": 2, "proba": 0.7}, {"label": 0, "proba": 0.6}]
+
+
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        Prediction(
+            labels=np.array(["yes", "no", "yes"], dtype=object),
+            proba=np.array([[0.2, 0.8], [0.9, 0.1], [0.4, 0.6]], dtype=np.float32),
+            values=None,
+        ),
+        Prediction(labels=np.array([2, 0, 1]), proba=None, values=None),
+        Prediction(labels=None, proba=None, values=np.array([0.1, np.nan, 3.5], np.float32)),
+    ],
+    ids=["binary-float32", "labels-only", "regression"],
+)
+def test_a_multi_row_request_is_one_batch_record_holding_each_row_record(
+    prediction: Prediction,
+) -> None:
+    """A multi-row request is written as one line (one orjson call over its arrays), which
+    the reader expands into exactly the records its rows would have as one-row requests
+    (`<id>:<i>`): the row-per-line format of before, value for value."""
+    columns = [
+        np.array([41.0, np.nan, 1e300]),
+        np.array(["admin.", "", 'é "x"'], dtype=object),
+        np.arange(3.0)[::-1],  # a strided view, as the numeric block's rows may be
+    ]
+    batch = ScoredBatch("r", 1.5, "candidate", "3", ["age", "job", "n"], columns, prediction, 2.0)
+    line = jsonl(batch)
+    assert line.count(b"\n") == 1 and line.endswith(b"\n") and rows_in(line) == 3
+    assert orjson.loads(line)["features"]["age"] == [41.0, None, 1e300]
+
+    row_lines = [jsonl(row) for row in rows_of(batch)]
+    assert [rows_in(row_line) for row_line in row_lines] == [1, 1, 1]
+    assert list(prediction_records(line)) == [orjson.loads(row_line) for row_line in row_lines]
