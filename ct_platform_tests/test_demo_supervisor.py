@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,8 +45,16 @@ with open(sys.argv[1] + ".tmp", "w") as f:
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 print("run event - DEBUG - hidden line", flush=True)
 print("main child up", flush=True)
-if sys.argv[2] == "dies":
+if sys.argv[2] == "daemon-dies":  # what `dagster dev` prints when its daemon is killed
+    print("Traceback (most recent call last):")
     print("Exception: dagster-daemon process shut down unexpectedly with return code -9")
+    print("Dagster services shut down.", flush=True)
+    sys.exit(0)
+if sys.argv[2] == "quits":
+    print("bye", flush=True)
+    sys.exit(0)
+if sys.argv[2] == "crashes":
+    print("Segmentation fault", flush=True)
     sys.exit(3)
 time.sleep(3600)
 """
@@ -135,17 +144,83 @@ def test_terminate_stops_like_ctrl_c(tmp_path: Path) -> None:
     _assert_all_gone(pids, tmp_path)
 
 
-def test_the_main_child_ending_on_its_own_stops_the_demo_loudly(tmp_path: Path) -> None:
+ENDINGS = {
+    # `dagster dev` exits 0 when its daemon dies: the daemon's death is named, not "exit 0".
+    "daemon-dies": "its dagster-daemon process died (killed by SIGKILL), so main shut itself "
+    "down (exit code 0); its last words: Dagster services shut down.",
+    "quits": "exit code 0, but no stop was asked for: it stopped on its own (`dagster dev` "
+    "exits 0 when its daemon or webserver dies); its last words: bye",
+    "crashes": "exit code 3; its last words: Segmentation fault",
+}
+
+
+@pytest.mark.parametrize("mode", ENDINGS)
+def test_the_main_child_ending_on_its_own_stops_the_demo_saying_how(
+    tmp_path: Path, mode: str
+) -> None:
     # Its re-parented grandchild keeps the output pipe open: the end is noticed all the same.
-    process, pids = _supervise(tmp_path, "dies", grace=8)
+    process, pids = _supervise(tmp_path, mode, grace=8)
     output, _ = _finish(process, 8 + SLACK)
     assert process.returncode == 1
-    assert (
-        "[demo] main ENDED ON ITS OWN (exit code 3); its last words: Exception: "
-        "dagster-daemon process shut down unexpectedly with return code -9"
-    ) in output
+    assert f"[demo] main ENDED ON ITS OWN: {ENDINGS[mode]}\n" in output
     assert "stopping: SIGINT to sibling;" in output
     # The sibling ends on SIGINT; the re-parented grandchild is found and sent TERM, then KILL.
     assert "SIGTERM to 1 processes still running:" in output
     assert f"[demo]   {pids['grandchild']} " in output
     _assert_all_gone(pids, tmp_path)
+
+
+def _child_running(parent: int, word: bytes, deadline: float) -> int:
+    """The pid of a child of `parent` with `word` as one of its command-line words."""
+    while time.monotonic() < deadline:
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+                command = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            if ppid == parent and word in command:
+                return int(name)
+        time.sleep(0.5)
+    pytest.fail(f"process {parent} started no {word.decode()}")
+
+
+@pytest.mark.slow
+def test_a_killed_daemon_of_a_real_dagster_dev_is_named_not_exit_code_0(
+    tmp_path: Path, spec_file: Path
+) -> None:
+    """`dagster dev` exits 0 when its daemon dies: the supervisor names the death."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CT_SPEC": str(spec_file)}
+    bin_dir = Path(sys.executable).parent
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    command = [
+        sys.executable, str(SUPERVISOR), "--grace", "60",
+        "--drop", "dagster dev", r" - (.\[[0-9;]*m)?(DEBUG|INFO)(.\[[0-9;]*m)? - ",
+        "dagster dev", str(bin_dir / "dagster"), "dev",
+        "-w", str(SUPERVISOR.parents[1] / "workspace.yaml"),
+        "--host", "127.0.0.1", "--port", port, "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=home, env=env)
+    try:
+        dagster_dev = _child_running(process.pid, b"dev", time.monotonic() + SLACK)
+        daemon = _child_running(dagster_dev, b"dagster._daemon", time.monotonic() + SLACK)
+        time.sleep(2)  # running, not starting: dagster dev polls it every few seconds
+        os.kill(daemon, signal.SIGKILL)
+        output, _ = _finish(process, 3 * SLACK)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=3 * SLACK)
+    assert process.returncode == 1
+    assert (
+        "[demo] dagster dev ENDED ON ITS OWN: its dagster-daemon process died (killed by "
+        "SIGKILL), so dagster dev shut itself down (exit code 0); its last words: "
+    ) in output, output[-3000:]
+    assert "exit code 0;" not in output

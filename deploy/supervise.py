@@ -46,6 +46,10 @@ POLL_SECONDS = 0.2  # while stopping
 WATCH_SECONDS = 1.0  # while running: how soon a child's end is noticed (a /proc walk each)
 KILL_WAIT_SECONDS = 30
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# `dagster dev`'s line when its webserver or daemon dies (dagster/_cli/dev.py).
+SUBPROCESS_DIED = re.compile(
+    r"(?P<what>[\w.-]+) process shut down unexpectedly with return code (?P<code>-?\d+)"
+)
 
 
 @dataclass
@@ -53,8 +57,36 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     drop: re.Pattern[bytes] | None
-    last_lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=3))
+    # Enough to hold `dagster dev`'s traceback of a dead subprocess and its shutdown lines.
+    last_lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=60))
     exit_code: int | None = None
+
+    def how_it_ended(self) -> str:
+        """Why it ended, from what it printed last and its exit status: `dagster dev` exits 0
+        when its daemon or webserver dies (it logs "dagster-daemon process shut down
+        unexpectedly with return code -9", then shuts the rest down), so an exit code alone
+        would read as a clean stop that nobody asked for."""
+        died = [match for line in self.last_lines if (match := SUBPROCESS_DIED.search(line))]
+        if died:
+            what, code = died[-1].group("what"), int(died[-1].group("code"))
+            return (
+                f"its {what} process died ({_exit_status(code)}), so {self.name} shut itself "
+                f"down ({_exit_status(self.exit_code)})"
+            )
+        if self.exit_code == 0:
+            return (
+                "exit code 0, but no stop was asked for: it stopped on its own (`dagster dev` "
+                "exits 0 when its daemon or webserver dies)"
+            )
+        return _exit_status(self.exit_code)
+
+
+def _exit_status(code: int | None) -> str:
+    """ "exit code 3", "killed by SIGKILL" (a negative code is the signal that ended it)."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def _say(text: str) -> None:
@@ -281,7 +313,7 @@ def main(argv: list[str]) -> int:
     if ended is not None:
         words = f"; its last words: {ended.last_lines[-1]}" if ended.last_lines else ""
         _say("=" * 78)
-        _say(f"{ended.name} ENDED ON ITS OWN (exit code {ended.exit_code}){words}")
+        _say(f"{ended.name} ENDED ON ITS OWN: {ended.how_it_ended()}{words}")
         _say("The demo cannot go on without it: stopping everything it started.")
         _say("=" * 78)
     supervisor.stop()

@@ -4,11 +4,12 @@
     python benchmarks/serving/floor.py --port 8000 --onnx model.onnx --rows rows.json
 
 Starlette + uvicorn with the options our server uses (uvloop, httptools, access log off,
-log level warning), one route, `POST /invocations`, that reads the body and answers a fixed
-JSON. With `--onnx`, it also runs `onnxruntime` `session.run` (intra- and inter-op threads 1,
-as our server) on inputs parsed once at start-up from `--rows` (`dataframe_split` JSON): the
-one-row inputs for a small body, the many-row inputs for a body over `BATCH_BODY_BYTES`, so
-the 1,000-row figure also pays for the model. Nothing is parsed or validated per request.
+no proxy-header rewriting, log level warning), one route, `POST /invocations`, that reads
+the body and answers a fixed JSON. With `--onnx`, it also runs `onnxruntime` `session.run`
+(intra- and inter-op threads 1, as our server) on inputs parsed once at start-up from
+`--rows` (`dataframe_split` JSON): the one-row inputs for a small body, the many-row inputs
+for a body over `BATCH_BODY_BYTES`, so the 1,000-row figure also pays for the model.
+Nothing is parsed or validated per request.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,
         log_level="warning",
     )
 

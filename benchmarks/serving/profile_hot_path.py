@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,8 +61,10 @@ def main() -> int:
     return 0
 
 
-def asgi_loop(app: Callable, body: bytes) -> Callable[[int], None]:
-    """n POST /invocations through the ASGI app on one event loop."""
+def asgi_loop(
+    app: Callable, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> Callable[[int], None]:
+    """n POST /invocations through the ASGI app on one event loop; `headers`: extra ones."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -77,6 +79,7 @@ def asgi_loop(app: Callable, body: bytes) -> Callable[[int], None]:
             (b"host", b"127.0.0.1:8080"),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            *headers,
         ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8080),

@@ -56,7 +56,7 @@ def render(events: list[AuditEvent]) -> str:
             (event.dagster_run_id or "")[:8],
             event.reason,
         )
-        for event, champion in zip(events, _champions_before(events), strict=True)
+        for event, champion in zip(events, champions_before(events), strict=True)
     ]
     table = [header, *rows]
     # Every column padded to its widest cell, except the last (reasons run long).
@@ -67,7 +67,7 @@ def render(events: list[AuditEvent]) -> str:
     )
 
 
-def _champions_before(events: list[AuditEvent]) -> list[int | None]:
+def champions_before(events: list[AuditEvent]) -> list[int | None]:
     """The champion of each event's model just before it (None: the log does not say),
     replayed from the lines that name it: promotions and champion rollbacks (their
     to-version), approval requests and decisions (their from-version)."""
@@ -76,14 +76,14 @@ def _champions_before(events: list[AuditEvent]) -> list[int | None]:
     for event in events:
         champion = champions.get(event.model)
         before.append(champion)
-        if event.kind == "promotion" or _rolls_back_champion(event, champion):
+        if event.kind == "promotion" or rolls_back_champion(event, champion):
             champions[event.model] = event.to_version
         elif event.kind in APPROVAL_KINDS and event.from_version is not None:
             champions[event.model] = event.from_version
     return before
 
 
-def _rolls_back_champion(event: AuditEvent, champion: int | None) -> bool:
+def rolls_back_champion(event: AuditEvent, champion: int | None) -> bool:
     """A rollback of the champion moves `champion`; a rollout's rollback takes a candidate
     (never champion) off the traffic and `champion` stays. Unknown champion: a champion's."""
     return event.kind == "rollback" and champion in (None, event.from_version)
@@ -93,7 +93,7 @@ def _what_moved(event: AuditEvent, champion: int | None) -> tuple[str, str]:
     """The event and versions columns: "rollback", "v4 -> v2" for a champion rollback;
     "rollout rollback", "rollout of v4 rolled back; champion v2 stays" for a rollout's."""
     old, new = _version(event.from_version), _version(event.to_version)
-    if event.kind == "rollback" and not _rolls_back_champion(event, champion):
+    if event.kind == "rollback" and not rolls_back_champion(event, champion):
         return "rollout rollback", f"rollout of {old} rolled back; champion {new} stays"
     return event.kind, f"{old} -> {new}"
 

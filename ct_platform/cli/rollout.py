@@ -1,7 +1,9 @@
 """`ct rollout status|pause|resume|promote|abort`: see and steer the progressive rollout.
 
-- `status [--json]`: the current (or last) rollout: strategy, version, status, step, the
-  candidate's traffic share, and its analyses, newest last;
+- `status [--json]`: the current (or last) rollout: strategy, version, what it is doing
+  or how it ended ("completed: version 6 became champion ..."), step, the candidate's
+  traffic share while it runs, what the server serves now (`serving_now`, asked of the
+  server), and its analyses, newest last;
 - `pause`: the rollout stays where it is (weights unchanged), no analysis runs;
 - `resume`: analyses start again, with a fresh period;
 - `promote`: all traffic to the new version now; `champion` moves to it;
@@ -53,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
             driver = f"{current_user()} via ct rollout"
             controller = controller_for(spec, driver=driver)
             state = controller.control(args.action, args.reason).summary()
+        if state is not None:
+            state["serving_now"] = serving_now(spec)
     except RolloutError as exc:
         print(f"ct rollout {args.action}: {exc}", file=sys.stderr)
         return 1
@@ -64,6 +68,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(describe(state))
     return 0
+
+
+def serving_now(spec: Spec) -> str:
+    """What the endpoint serves at this moment, as the server itself says (one GET)."""
+    from ct_platform.deployment.rollout import served_version
+    from ct_platform.deployment.targets import target_for
+
+    status = target_for(spec).status()
+    if status is None:
+        return "nothing is deployed"
+    url = status.endpoint.url
+    served = served_version(url, spec.model.name) if status.healthy else None
+    if served is None:
+        return f"{url} does not answer ({status.detail})"
+    return f"{url} serves version {served} as stable"
 
 
 def _current(spec: Spec) -> Rollout | None:
@@ -78,16 +97,43 @@ def _current(spec: Spec) -> Rollout | None:
     return controller_for(spec).reconcile()
 
 
+def headline(state: dict[str, Any]) -> str:
+    """What the rollout is doing, or how it ended (past tense: what serves now is asked of
+    the server, `serving_now`), never the version that served when it started."""
+    what = f"rollout {state['id']}: {state['strategy']} of version {state['version']}"
+    new, old = state["version"], state["previous_version"]
+    status = state["status"]
+    if status in ("running", "paused"):
+        if state["phase"] == "switched":
+            return (
+                f"{what} {status}: switched, version {new} is champion; version {old} stays "
+                "loaded for a rollback"
+            )
+        if state["phase"] in ("verify", "shadow"):
+            return f"{what} {status}: it scores shadow copies of traffic version {old} answers"
+        share = f"{100 * state['weight']:g} %"
+        return f"{what} {status}: it answers {share} of traffic beside version {old} (stable)"
+    if status == "completed":
+        return f"{what} completed: version {new} took all traffic and became champion"
+    ended = "stopped" if status == "stopped" else "rolled back"
+    if state["phase"] == "switched":
+        return f"{what} {ended} after its switch: version {old} became champion again"
+    return f"{what} {ended}: version {new} was taken out of traffic; version {old} stayed champion"
+
+
 def describe(state: dict[str, Any] | None) -> str:
     """A few lines for people: what rolls out, where it stands, its last analyses."""
     if state is None:
         return "no rollout yet"
-    lines = [
-        f"rollout {state['id']}: {state['strategy']} of version {state['version']} "
-        f"(serving: {state['previous_version']})",
-        f"status {state['status']}, phase {state['phase']}, step {state['step']}, "
-        f"candidate traffic {100 * state['weight']:g} %",
-    ]
+    position = f"status {state['status']}, phase {state['phase']}, step {state['step']}"
+    if state["status"] in ("running", "paused"):
+        position += f", candidate traffic {100 * state['weight']:g} %"
+    elif state.get("finished_at"):
+        ended = datetime.fromtimestamp(state["finished_at"], UTC).isoformat(timespec="seconds")
+        position += f", ended {ended}"
+    lines = [headline(state), position]
+    if state.get("serving_now"):
+        lines.append(f"now: {state['serving_now']}")
     if state["reason"]:
         by = f" (by {state['ended_by']})" if state.get("ended_by") else ""
         lines.append(f"reason: {state['reason']}{by}")

@@ -131,11 +131,12 @@ def batch_states(
     sensor_beat = heartbeat.timestamp if heartbeat is not None else None
     trained_by = trained_versions(versions)
     rollouts = RolloutStore(spec.paths.rollouts).latest_by_version()
+    departures = former_champions(spec.model.name)
     states = []
     for key in [*partitions, *sorted(set(quarantined) - set(partitions))]:
         valid = find_valid_batch(paths, key)
         if key in trained_by:
-            state = trained_state(key, trained_by[key], rollouts)
+            state = trained_state(key, trained_by[key], rollouts, departures)
             states.append(with_redelivery(state, valid, spec.dataset.duplicate_rate_max))
         elif valid is not None:
             state = waiting_state(key, backlog, spec, sensor_beat)
@@ -155,8 +156,13 @@ def trained_versions(versions: list[ModelVersionInfo]) -> dict[str, list[ModelVe
     return by_batch
 
 
-def verdict(info: ModelVersionInfo, rollouts: Mapping[str, Rollout] | None = None) -> str:
-    """Where a version stands; `rollouts`: each version's latest rollout, by version."""
+def verdict(
+    info: ModelVersionInfo,
+    rollouts: Mapping[str, Rollout] | None = None,
+    departures: Mapping[int, str] | None = None,
+) -> str:
+    """Where a version stands; `rollouts`: each version's latest rollout, by version;
+    `departures`: why each former champion no longer is (`former_champions`)."""
     from ct_platform.governance.approval import (
         APPROVAL_TAG,
         APPROVED,
@@ -168,9 +174,10 @@ def verdict(info: ModelVersionInfo, rollouts: Mapping[str, Rollout] | None = Non
 
     if CHAMPION in info.aliases:
         return "champion"
+    departure = (departures or {}).get(info.version)
     rollout = (rollouts or {}).get(str(info.version))
     if rollout is not None:
-        return rollout_verdict(rollout)
+        return rollout_verdict(rollout, departure)
     approval = info.tags.get(APPROVAL_TAG)
     if CANARY in info.aliases:  # promoted under a progressive strategy, no rollout yet
         if approval == APPROVED:
@@ -183,17 +190,43 @@ def verdict(info: ModelVersionInfo, rollouts: Mapping[str, Rollout] | None = Non
     passed = info.tags.get("ct.gates_passed")
     if passed is None:
         return "no verdict yet"
+    if passed == "true" and departure is not None:
+        return f"champion until {departure}"
     return "passed its gates" if passed == "true" else "rejected"
 
 
-def rollout_verdict(rollout: Rollout) -> str:
+def former_champions(model: str) -> dict[int, str]:
+    """Why each version that was champion no longer is, from the audit log's latest move of
+    `champion` away from it: "replaced by version 6 at <time>", "rolled back to version 4
+    by carol at <time>: <reason>"."""
+    from ct_platform.cli.history import champions_before, rolls_back_champion
+    from ct_platform.governance.audit import read_events
+
+    departures: dict[int, str] = {}
+    events = read_events()
+    for event, champion in zip(events, champions_before(events), strict=True):
+        moved = event.from_version is not None and event.from_version != event.to_version
+        if event.model != model or not moved:
+            continue
+        if event.kind == "promotion":
+            departures[event.from_version] = f"replaced by version {event.to_version} at {event.at}"
+        elif rolls_back_champion(event, champion):  # not a rollout's candidate taken off
+            departures[event.from_version] = (
+                f"rolled back to version {event.to_version} by {event.actor} at {event.at}: "
+                f"{event.reason}"
+            )
+    return departures
+
+
+def rollout_verdict(rollout: Rollout, departure: str | None = None) -> str:
     """How the version's delivery went: "canary running at 40 %", "canary rolled back at
-    20 %: <reason>", "canary aborted by ana via ct rollout: <reason>", ..."""
+    20 %: <reason>", "canary aborted by ana via ct rollout: <reason>", "canary completed;
+    champion until replaced by version 7 at <time>", ..."""
     share = f"{100 * rollout.weight:g} %"
     if rollout.active:
         return f"{rollout.label} {rollout.status} at {share}"
     if rollout.status == "completed":
-        return f"{rollout.label} completed; no longer champion"
+        return f"{rollout.label} completed; champion until {departure or 'an unrecorded move'}"
     last_share = next(
         (f"{100 * e['weight']:g} %" for e in reversed(rollout.history) if e["weight"] > 0),
         share,
@@ -205,9 +238,13 @@ def rollout_verdict(rollout: Rollout) -> str:
 
 
 def trained_state(
-    key: str, infos: list[ModelVersionInfo], rollouts: Mapping[str, Rollout] | None = None
+    key: str,
+    infos: list[ModelVersionInfo],
+    rollouts: Mapping[str, Rollout] | None = None,
+    departures: Mapping[int, str] | None = None,
 ) -> BatchState:
-    detail = "trained into " + ", ".join(f"v{i.version} ({verdict(i, rollouts)})" for i in infos)
+    verdicts = (f"v{i.version} ({verdict(i, rollouts, departures)})" for i in infos)
+    detail = "trained into " + ", ".join(verdicts)
     return BatchState(key, "trained", detail, [info.version for info in infos])
 
 

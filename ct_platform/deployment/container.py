@@ -64,7 +64,7 @@ from ct_platform.deployment.endpoint import (
     utc_now,
     wait_healthy,
 )
-from ct_platform.deployment.image import ensure_serving_image
+from ct_platform.deployment.image import ensure_serving_image, source_tag
 from ct_platform.deployment.remote import bundle_name
 from ct_platform.deployment.state import admin_token, exclusive, read_json, write_json_atomic
 from ct_platform.serving.bundle import read_meta
@@ -223,6 +223,27 @@ class DockerTarget:
         detail = f"container {container.short_id} ({container.status}, {health})"
         healthy = container.status == "running" and health == "healthy"
         return EndpointStatus(endpoint, healthy=healthy, detail=detail)
+
+    def outdated(self) -> str | None:
+        """Why the recorded container runs other server code than a deploy would start: its
+        image is not the one built from the serving sources here (a platform upgrade). None
+        when it is, or when no container exists."""
+        container = self._current_container()
+        if container is None:
+            return None
+        running = container.attrs["Image"]
+        wanted = source_tag(self._serving.docker_image)
+        try:
+            current = self.client.images.get(wanted).id
+        except NotFound:
+            current = None
+        if current == running:
+            return None
+        now = f"{wanted} ({current[:19]})" if current else f"{wanted}, not built yet"
+        return (
+            f"container {container.short_id} runs image {running[:19]}, built from other "
+            f"serving sources than the image a deploy would run now: {now}"
+        )
 
     def adopt(self, bundle_dir: Path) -> Endpoint:
         """Point the start-up symlink (and the state) at `bundle_dir`, which the container's

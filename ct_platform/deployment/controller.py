@@ -609,8 +609,17 @@ class RolloutController:
         if rollout.phase == "switched":  # already the champion, and what a restart serves
             self._finish(rollout, "completed", f"{why}; the rollback window closed early")
             return
-        self._end_rolled_back(
-            rollout, f"{why}; a restart serves version {rollout.previous_version} alone", alert=True
+        self._end_rolled_back(rollout, f"{why}; {self._what_a_restart_serves()}", alert=True)
+
+    def _what_a_restart_serves(self) -> str:
+        """What the target recorded for a restart (not what the rollout assumes it is)."""
+        status = self.target.status()
+        if status is None:
+            return f"the {self.target.name} target records nothing to restart with"
+        recorded = status.endpoint
+        return (
+            f"a restart serves version {recorded.version} alone (the bundle the "
+            f"{self.target.name} target recorded: {Path(recorded.bundle).name})"
         )
 
     def _record_rollback(self, rollout: Rollout, reason: str) -> None:

@@ -107,16 +107,23 @@ def _container_environment(extra: str) -> dict[str, str]:
     }
 
 
+def source_tag(tag: str, requirements: list[str] | None = None) -> str:
+    """`<tag's repository>:src-<hash>`: the tag of the image built from the serving sources
+    and requirements here (the image a deploy would run now)."""
+    repository, _ = parse_repository_tag(tag)
+    return f"{repository}:src-{_source_hash(requirements or serving_requirements())}"
+
+
 def ensure_serving_image(client: docker.DockerClient, tag: str) -> str:
     """Build `tag` unless an image with the same inputs exists; returns the image id."""
     requirements = serving_requirements()
     repository, version_tag = parse_repository_tag(tag)
-    source_tag = f"{repository}:src-{_source_hash(requirements)}"
+    wanted = source_tag(tag, requirements)
     try:
-        image = client.images.get(source_tag)
+        image = client.images.get(wanted)
     except ImageNotFound:
-        image = _build(client, source_tag, requirements)
-        _remove_older_builds(client, repository, keep=source_tag)
+        image = _build(client, wanted, requirements)
+        _remove_older_builds(client, repository, keep=wanted)
     image.tag(repository, version_tag or "latest")  # the configured tag follows the sources
     return image.id
 

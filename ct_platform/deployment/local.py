@@ -144,6 +144,11 @@ class LocalTarget:
             write_json_atomic(self.state_file, {**state, **endpoint.to_dict()})
             return endpoint
 
+    def outdated(self) -> str | None:
+        """None: a process cannot tell which sources it was started from (an upgrade of the
+        platform reaches it when the next version is deployed or it is restarted)."""
+        return None
+
     def stop(self) -> None:
         with exclusive(self.lock_file):
             self._stop()

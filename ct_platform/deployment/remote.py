@@ -114,6 +114,10 @@ class EndpointTarget:
                 raise DeploymentError("nothing is deployed: no server serves a bundle to adopt")
             return self._record(bundle_dir)
 
+    def outdated(self) -> str | None:
+        """None: the server is its owner's to upgrade."""
+        return None
+
     def stop(self) -> None:
         """Forget the deployment. The server keeps running: it is its owner's to stop."""
         with exclusive(self.lock_file):

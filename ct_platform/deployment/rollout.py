@@ -1,8 +1,11 @@
 """Roll the champion out to the spec's target, and tell whether the live endpoint serves it.
 
 `roll_out` is what the `deployed_endpoint` asset runs. With `deployment.strategy: direct`
-it exports the champion's bundle, deploys it (a hot swap when a server already runs), then
-proves it answers with a smoke request built from the spec's schema. With any other
+it exports the champion's bundle and compares it with what the endpoint serves (recorded
+bundle, health, the version the server reports); only when they differ does it deploy (a
+hot swap when a server already runs, a restart when it is dead or hung), prove the result
+answers with a smoke request built from the spec's schema, and write one audit line saying
+what it found. With any other
 strategy the new version holds the `canary` alias (see `release_alias`) and `roll_out`
 starts a progressive rollout of it beside the serving champion (`controller`); a first
 deployment, with nothing deployed yet, has nothing to compare with and goes in directly.
@@ -11,6 +14,7 @@ deployment, with nothing deployed yet, has nothing to compare with and goes in d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -20,13 +24,28 @@ from ct_platform.deployment.controller import RolloutController, RolloutError, a
 from ct_platform.deployment.endpoint import Endpoint, smoke_request
 from ct_platform.deployment.export import default_registry, export_champion_bundle
 from ct_platform.deployment.state import admin_token
-from ct_platform.deployment.targets import target_for
+from ct_platform.deployment.targets import DeploymentTarget, target_for
 from ct_platform.governance.audit import BY_HAND
 from ct_platform.registry.versions import CANARY, CHAMPION, release_alias
+from ct_platform.serving.bundle import read_meta
 from ct_platform.settings import DatasetSpec, Spec
 
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
+
+
+@dataclass(frozen=True)
+class RollOut:
+    """What `roll_out` left serving, and what it did.
+
+    `changed`: something was deployed or a rollout started (each wrote its audit line);
+    `reason`: what was compared and what it led to, the deployment line's reason; when
+    nothing changed, why nothing needed doing.
+    """
+
+    endpoint: Endpoint
+    changed: bool
+    reason: str
 
 
 def roll_out(
@@ -35,64 +54,150 @@ def roll_out(
     *,
     run_id: str | None = None,
     actor: str = BY_HAND,
-) -> Endpoint:
-    """Deploy the champion (direct), or start the rollout of the `canary` version.
+    why: str = "",
+) -> RollOut:
+    """Bring the champion to the endpoint (direct), or start the rollout of `canary`.
+
+    Acts only on what it finds: the endpoint's recorded bundle, its health and the version
+    the server itself reports are compared with the champion's exported bundle, and a
+    healthy server already serving that bundle is left alone (no deployment, no audit line:
+    e.g. a rerun after a rollout completed, which already moved that bundle into stable).
+    Every deployment it makes is one audit line whose reason is what it found ("the server
+    at ... did not answer (server process is gone; its target recorded version 4):
+    restarted with version 4 (<bundle>)"). `run_id`,
+    `actor`: the Dagster run doing it and what started it (`governance.audit.run_actor`);
+    `why`: the caller's reason, put first ("rollback from version 8").
 
     Returns the endpoint as it serves now (for a progressive rollout: still the champion,
-    with the new version in the candidate slot). `run_id`, `actor`: the Dagster run doing
-    it and what started it (`governance.audit.run_actor`), for the audit lines.
+    with the new version in the candidate slot).
     """
     registry = registry or default_registry(spec)
+    audit = _Audit(spec.model.name, actor, run_id, why)
     canary = registry.alias_version(CANARY) if release_alias(spec) == CANARY else None
     if canary is None:
-        return _deploy_alias(spec, registry, CHAMPION)
-    if target_for(spec).status() is None or registry.alias_version(CHAMPION) is None:
+        return _converge(spec, registry, CHAMPION, audit)
+    nothing_deployed = target_for(spec).status() is None
+    if nothing_deployed or registry.alias_version(CHAMPION) is None:
         # Nothing was ever deployed to compare the new version with: it goes in at once. (A
         # server that is down or slow to answer is not that case: the champion is brought
         # back first, then the rollout starts beside it.)
         from ct_platform.governance.lifecycle import move_champion
 
-        endpoint = _deploy_alias(spec, registry, CANARY)
+        done = _converge(spec, registry, CANARY, audit)
+        beside = "nothing served" if nothing_deployed else "no version held `champion`"
         move_champion(
             registry,
             canary.version,
             actor=actor,
-            how=f"first deployment: nothing served to roll {release_alias(spec)} out beside, so "
-            "it went in directly",
+            how=f"first deployment: {beside} to roll {release_alias(spec)} out beside, so it "
+            "went in directly",
             dagster_run_id=run_id,
         )
         registry.delete_alias(CANARY)
-        return endpoint
-    endpoint = _serving_champion(spec, registry)
+        return done
+    stable = _converge(spec, registry, CHAMPION, audit)
     current = active_rollout(spec)
-    if current is None or current.version != str(canary.version):
-        bundle_dir = export_champion_bundle(spec, registry, alias=CANARY)
-        admin = admin_client(spec, endpoint.url)
-        controller = RolloutController(
-            spec, admin, registry, run_id=run_id, driver=f"started by {actor}"
-        )
-        controller.begin(str(canary.version), bundle_dir.name)
-    return endpoint
+    if current is not None and current.version == str(canary.version):
+        return RollOut(stable.endpoint, stable.changed, f"rollout {current.id} is {current.status}")
+    bundle_dir = export_champion_bundle(spec, registry, alias=CANARY)
+    admin = admin_client(spec, stable.endpoint.url)
+    controller = RolloutController(
+        spec, admin, registry, run_id=run_id, driver=f"started by {actor}"
+    )
+    started = controller.begin(str(canary.version), bundle_dir.name)
+    return RollOut(stable.endpoint, True, started.history[-1]["reason"])
 
 
-def _deploy_alias(spec: Spec, registry: ModelRegistry, alias: str) -> Endpoint:
+@dataclass(frozen=True)
+class _Audit:
+    """Who acts, for the deployment lines `_converge` writes."""
+
+    model: str
+    actor: str
+    run_id: str | None
+    why: str
+
+
+def _converge(spec: Spec, registry: ModelRegistry, alias: str, audit: _Audit) -> RollOut:
+    """Serve the bundle of the version holding `alias`, unless the server already does."""
+    from ct_platform.governance.lifecycle import record_deployment
+
     bundle_dir = export_champion_bundle(spec, registry, alias=alias)
-    endpoint = target_for(spec).deploy(bundle_dir)
+    version = read_meta(bundle_dir).version
+    target = target_for(spec)
+    finding = Finding.of(target, spec.model.name, bundle_dir, f"the {alias} is version {version}")
+    if finding.endpoint is not None and not finding.needs_deploy:
+        return RollOut(finding.endpoint, False, finding.text)
+    endpoint = target.deploy(bundle_dir)
     smoke_request(endpoint.url, example_row(spec.dataset))
-    return endpoint
+    did = "restarted with" if finding.down else "deployed"
+    reason = f"{finding.text}: {did} version {version} ({bundle_dir.name})"
+    if audit.why:
+        reason = f"{audit.why}; {reason}"
+    record_deployment(
+        audit.model,
+        int(version),
+        f"{endpoint.target} {endpoint.url}",
+        actor=audit.actor,
+        reason=reason,
+        dagster_run_id=audit.run_id,
+        from_version=finding.served_before,
+    )
+    return RollOut(endpoint, True, reason)
 
 
-def _serving_champion(spec: Spec, registry: ModelRegistry) -> Endpoint:
-    """The endpoint, with the champion in its stable slot (deployed only if it is not)."""
-    status = target_for(spec).status()
-    champion = registry.alias_version(CHAMPION)
-    if (
-        status is not None
-        and champion is not None
-        and served_version(status.endpoint.url, spec.model.name) == str(champion.version)
-    ):
-        return status.endpoint
-    return _deploy_alias(spec, registry, CHAMPION)
+@dataclass(frozen=True)
+class Finding:
+    """What a target's endpoint serves, compared with the bundle it should serve.
+
+    `text` says what was compared and found ("the server at ... did not answer (server
+    process is gone; its target recorded version 4)", "... already serves the champion,
+    version 6, from <bundle>: nothing to deploy");
+    `served_before`: the version serving before any deploy (the server's own answer, else
+    the recorded one; None: nothing was deployed); `down`: the server did not answer.
+    """
+
+    endpoint: Endpoint | None
+    needs_deploy: bool
+    text: str
+    served_before: int | None
+    down: bool = False
+
+    @classmethod
+    def of(cls, target: DeploymentTarget, model: str, bundle_dir: Path, wanted: str) -> Finding:
+        """`bundle_dir` should serve; `wanted` names it ("the champion is version 6")."""
+        status = target.status()
+        if status is not None and not status.healthy:
+            status = target.status()  # once more: a loaded box may answer the second ping
+        if status is None:
+            return cls(None, True, f"nothing was deployed on the {target.name} target", None)
+        recorded = status.endpoint
+        url, version = recorded.url, read_meta(bundle_dir).version
+        if not status.healthy:
+            text = (
+                f"the server at {url} did not answer ({status.detail}; its {target.name} target "
+                f"recorded version {recorded.version})"
+            )
+            return cls(recorded, True, text, _int(recorded.version), down=True)
+        served = served_version(url, model)
+        if served is None:
+            text = f"{url} answers /ping but not GET /v2/models/{model} (which version it serves)"
+            return cls(recorded, True, text, _int(recorded.version))
+        if served != version:
+            return cls(recorded, True, f"{url} served version {served}; {wanted}", _int(served))
+        if Path(recorded.bundle).resolve() != bundle_dir.resolve():
+            text = f"{url} serves version {served} from {recorded.bundle}, not from {bundle_dir}"
+            return cls(recorded, True, f"{text} ({wanted})", _int(served))
+        outdated = target.outdated()
+        if outdated is not None:
+            text = f"{url} serves version {served} from {bundle_dir.name}, but {outdated}"
+            return cls(recorded, True, f"{text} ({wanted})", _int(served))
+        text = f"{url} already serves version {served} from {bundle_dir.name} ({wanted})"
+        return cls(recorded, False, f"{text}: nothing to deploy", _int(served))
+
+
+def _int(version: str | None) -> int | None:
+    return int(version) if version and version.isdigit() else None
 
 
 def admin_client(spec: Spec, url: str | None = None) -> AdminClient:
@@ -137,6 +242,8 @@ class LiveStatus:
     healthy: bool
     served_version: str | None
     champion_version: str | None
+    # The target's own words on the server ("server process is gone", "pid 4242, not ready").
+    detail: str = ""
 
     @property
     def serves_champion(self) -> bool:
@@ -158,7 +265,7 @@ class LiveStatus:
         if self.url is None:
             return "nothing is deployed yet"
         if not self.healthy:
-            return f"{self.url} does not answer"
+            return f"{self.url} does not answer ({self.detail})"
         if self.serves_champion:
             return f"{self.url} serves the champion, version {self.champion_version}"
         if self.champion_version is None:
@@ -180,7 +287,7 @@ def live_endpoint_status(spec: Spec, registry: ModelRegistry) -> LiveStatus:
         return LiveStatus(None, False, None, champion_version)
     url = status.endpoint.url
     served = served_version(url, spec.model.name)
-    return LiveStatus(url, status.healthy, served, champion_version)
+    return LiveStatus(url, status.healthy, served, champion_version, status.detail)
 
 
 def served_version(url: str, model_name: str) -> str | None:

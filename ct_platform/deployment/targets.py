@@ -33,6 +33,11 @@ class DeploymentTarget(Protocol):
         promoted it through the admin API): a restarted server starts with it."""
         ...
 
+    def outdated(self) -> str | None:
+        """Why the running server would be replaced even serving the right bundle (the docker
+        target: its image was built from other serving sources); None when nothing says so."""
+        ...
+
     def stop(self) -> None:
         """Stop serving and forget the deployment."""
         ...

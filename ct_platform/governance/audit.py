@@ -196,13 +196,23 @@ def _parse(number: int, line: bytes) -> AuditEvent:
         raise AuditLogError(f"audit log line {number} is not an audit event: {error}") from None
 
 
-def champion_history(events: list[AuditEvent], model: str) -> list[int]:
-    """The champions of `model` in the order they served, rolled-back ones removed.
+@dataclass(frozen=True)
+class ChampionHistory:
+    """The champions of one model as the log tells them.
 
-    A promotion pushes its version; a rollback from B to A drops B (and anything pushed
-    after A) so the next rollback goes further back, never forward again.
+    `served`: in the order they served, rolled-back ones removed (the way `ct rollback`
+    goes back); `left`: each version a rollback took off that list, with its rollback line.
     """
+
+    served: list[int]
+    left: list[tuple[int, AuditEvent]]
+
+
+def replay_champions(events: list[AuditEvent], model: str) -> ChampionHistory:
+    """A promotion pushes its version; a rollback from B to A drops B (and anything pushed
+    after A) so the next rollback goes further back, never forward again."""
     stack: list[int] = []
+    left: list[tuple[int, AuditEvent]] = []
     for event in events:
         if event.model != model or event.to_version is None:
             continue
@@ -210,7 +220,12 @@ def champion_history(events: list[AuditEvent], model: str) -> list[int]:
             stack.append(event.to_version)
         elif event.kind == "rollback":
             while stack and stack[-1] != event.to_version:
-                stack.pop()
+                left.append((stack.pop(), event))
             if not stack:
                 stack.append(event.to_version)
-    return stack
+    return ChampionHistory(stack, left)
+
+
+def champion_history(events: list[AuditEvent], model: str) -> list[int]:
+    """The champions of `model` in the order they served, rolled-back ones removed."""
+    return replay_champions(events, model).served

@@ -1,7 +1,8 @@
 """Champion moves a person makes (promotion after approval, rollback) and their audit lines.
 
 `training.promotion.promote` records every automatic promotion through `record_promotion`;
-the deployed endpoint records each deployment through `record_deployment`. `rollback` moves
+`deployment.rollout.roll_out` and the rollout controller record each deployment they make
+through `record_deployment`, with what they compared and found. `rollback` moves
 `champion` back to the previous champion that passed its gates and redeploys it, in one
 step: the previous champion comes from the audit log (MLflow aliases keep no history), or,
 when the log has none, from the newest older version whose gates passed.
@@ -21,7 +22,13 @@ from ct_platform.governance.approval import (
     REJECTED,
     decision_tags,
 )
-from ct_platform.governance.audit import AUTOMATION, AuditEvent, append_event, champion_history
+from ct_platform.governance.audit import (
+    AUTOMATION,
+    AuditEvent,
+    ChampionHistory,
+    append_event,
+    replay_champions,
+)
 from ct_platform.governance.audit import read_events as read_audit_events
 from ct_platform.registry.versions import CHAMPION, release_alias
 from ct_platform.settings import Spec
@@ -116,16 +123,14 @@ def record_deployment(
     version: int,
     where: str,
     *,
-    actor: str = AUTOMATION,
-    reason: str = "the champion's bundle changed",
+    actor: str,
+    reason: str,
+    from_version: int | None,
     dagster_run_id: str | None = None,
-    from_version: int | None = None,
 ) -> AuditEvent:
-    """One deployment. `from_version`: the version serving before it, when the caller knows
-    (a rollout knows its stable version); else what the previous recorded deployment served."""
-    if from_version is None:
-        deployed = [e for e in read_audit_events() if e.kind == "deployment" and e.model == model]
-        from_version = deployed[-1].to_version if deployed else None
+    """One deployment of `version` at `where` ("local http://..."). `reason`: what the
+    deployer compared and found, never a guess; `from_version`: the version the server
+    served before (None: nothing served), as the deployer saw it."""
     return append_event(
         AuditEvent(
             kind="deployment",
@@ -187,21 +192,57 @@ def previous_champion(registry: ModelRegistry, current: int) -> ModelVersionInfo
     """The champion before `current` that passed its gates and was never rejected.
 
     Raises:
-        RollbackRefused: no such version.
+        RollbackRefused: no such version; the message says what the champion history holds
+            (versions rolled back from included) and why each earlier version does not qualify.
     """
-    history = champion_history(read_audit_events(), registry.model_name)
-    earlier = [v for v in reversed(history) if v != current]
-    source = "the audit log"
-    if not history:  # nothing recorded yet (e.g. promoted before the log existed)
+    history = replay_champions(read_audit_events(), registry.model_name)
+    if history.served:
+        earlier = [v for v in reversed(history.served) if v != current]
+    else:  # nothing recorded yet (e.g. promoted before the log existed)
         earlier = [v.version for v in reversed(registry.versions()) if v.version < current]
-        source = f"MLflow versions older than {current}"
+    unfit: list[str] = []
     for version in earlier:
         info = registry.version(version)
-        if info.tags.get(GATES_PASSED_TAG) == "true" and not _rejected(registry, info):
+        why_not = _why_not_a_rollback_target(registry, info)
+        if not why_not:
             return info
-    raise RollbackRefused(
-        f"no previous champion of '{registry.model_name}' to roll back to: {source} lists no "
-        f"version other than {current} that passed its gates; the champion stays "
+        unfit.append(f"version {version} {why_not}")
+    raise RollbackRefused(_nothing_to_roll_back_to(registry.model_name, current, history, unfit))
+
+
+def _why_not_a_rollback_target(registry: ModelRegistry, info: ModelVersionInfo) -> str:
+    """ "" when `info` may serve again, else why not ("did not pass its gates (...)")."""
+    verdict = info.tags.get(GATES_PASSED_TAG)
+    if verdict != "true":
+        return f"did not pass its gates ({GATES_PASSED_TAG}={verdict!r})"
+    tags = decision_tags(registry, info)
+    if tags.get(APPROVAL_TAG) == REJECTED:
+        return f"was rejected by {tags.get(APPROVED_BY_TAG)}: {tags.get(APPROVAL_REASON_TAG)}"
+    return ""
+
+
+def _nothing_to_roll_back_to(
+    model: str, current: int, history: ChampionHistory, unfit: list[str]
+) -> str:
+    """Why `ct rollback` has nowhere to go, from what the log and MLflow actually hold."""
+    if history.served:
+        served = ", ".join(str(v) for v in history.served)
+        found = f"the audit log's champion history is [{served}] (oldest first)"
+        if history.served[0] == current:
+            found += f": version {current} is the first champion it records"
+    else:
+        found = f"the audit log records no champion, so MLflow's versions older than {current} "
+        found += "were looked at" if unfit else "were looked at: there is none"
+    left = [
+        f"version {version} (rolled back by {event.actor} at {event.at}: {event.reason})"
+        for version, event in history.left
+    ]
+    if left:
+        found += "; already rolled back from, so never gone back to: " + "; ".join(left)
+    if unfit:
+        found += "; " + "; ".join(unfit)
+    return (
+        f"no previous champion of '{model}' to roll back to: {found}. The champion stays "
         f"version {current}"
     )
 
@@ -237,16 +278,9 @@ def rollback(
             to_version=target.version,
         )
     )
-    endpoint = roll_out(spec, registry, actor=actor)
-    record_deployment(
-        registry.model_name,
-        int(endpoint.version),
-        f"{endpoint.target} {endpoint.url}",
-        actor=actor,
-        reason=f"rollback from version {current.version}",
-    )
+    done = roll_out(spec, registry, actor=actor, why=f"rollback from version {current.version}")
     return Rollback(
-        current.version, target.version, endpoint, _follow_reference_if_kept(target, spec)
+        current.version, target.version, done.endpoint, _follow_reference_if_kept(target, spec)
     )
 
 
@@ -259,7 +293,3 @@ def _follow_reference_if_kept(info: ModelVersionInfo, spec: Spec) -> str:
     except MissingTrainingSet as missing:
         return f"drift reference not moved: {missing}"
     return ""
-
-
-def _rejected(registry: ModelRegistry, info: ModelVersionInfo) -> bool:
-    return decision_tags(registry, info).get(APPROVAL_TAG) == REJECTED

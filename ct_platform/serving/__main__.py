@@ -220,6 +220,9 @@ def uvicorn_config(app: HotRoutes, config: ServerConfig, **overrides: object) ->
         # with many connections); the header and body time limits free the slow ones.
         "limit_concurrency": config.max_connections,
         "access_log": False,
+        # uvicorn's X-Forwarded-* rewriting of the client address and scheme is one more
+        # ASGI layer and a pass over the headers per request; nothing here reads either.
+        "proxy_headers": False,
         "log_level": "warning",
         "timeout_graceful_shutdown": 10,
     }

@@ -17,10 +17,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from starlette.applications import Starlette
@@ -108,8 +107,10 @@ class ScoredAnswer:
             await self.background()
 
 
-@dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):
+    """A request parsed, scored and rendered (a `NamedTuple`: a frozen dataclass sets each
+    field through `object.__setattr__`, on every request)."""
+
     parsed: ParsedRows
     prediction: Prediction
     content: bytes
@@ -238,15 +239,15 @@ class Server:
             if route is not None:  # the slot's model (or its schema) refused the request
                 self.slot_stats.error(route.slot, error)
                 self.slot_stats.clients.error(route.slot, routing_key, error)
-                headers.update(_slot_headers(route))
+                _add_slot_headers(headers, route)
             return error_response(error, headers)
         request_id = scored.request_id
         headers["x-request-id"] = request_id
-        headers.update(_slot_headers(route))
+        _add_slot_headers(headers, route)
         seconds = time.perf_counter() - started
-        self._record(endpoint, route.slot, route.served, request_id, scored, seconds)
-        self.slot_stats.clients.scored(route.slot, routing_key, seconds, scored.prediction)
-        self.metrics.contract_violations(scored.parsed.violations, "scored")
+        self._record(endpoint, route.slot, route.served, request_id, scored, seconds, routing_key)
+        if scored.parsed.violations:  # out-of-contract values scored (policy `score`)
+            self.metrics.contract_violations(scored.parsed.violations, "scored")
         if scored.parsed.ignored_columns:  # said to the client, counted for the operator
             headers[IGNORED_COLUMNS_HEADER] = ignored_columns_header(scored.parsed.ignored_columns)
             self.metrics.ignored_columns(scored.parsed.ignored_columns)
@@ -344,9 +345,12 @@ class Server:
         request_id: str,
         scored: Scored,
         seconds: float,
+        routing_key: str | None = None,
     ) -> None:
+        """Count the answer (metrics, slot and client statistics), then log it once the
+        response has been written. `routing_key`: the client's, counted per client."""
         self.metrics.prediction(endpoint, slot, served.version, scored.parsed.n_rows, seconds)
-        self.slot_stats.scored(slot, request_id, seconds, scored.prediction)
+        self.slot_stats.scored(slot, request_id, seconds, scored.prediction, routing_key)
         batch = ScoredBatch(
             request_id=request_id,
             ts=time.time(),
@@ -429,10 +433,11 @@ class Server:
         return json_response(openapi_document(self.state.stable.model.meta))
 
 
-def _slot_headers(route: Route) -> dict[str, str]:
+def _add_slot_headers(headers: dict[str, str], route: Route) -> None:
     """Which slot and version answered: on every answer once a slot was chosen (refusals
     included), so a client or a canary analysis can tell the two versions' answers apart."""
-    return {"x-model-slot": route.slot, "x-model-version": route.served.version}
+    headers["x-model-slot"] = route.slot
+    headers["x-model-version"] = route.served.version
 
 
 def _parse_invocation(

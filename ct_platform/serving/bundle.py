@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from itertools import count
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -128,9 +129,11 @@ class BundleMeta:
             raise BundleError(f"{META_FILE} is malformed: {exc}") from None
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """Model output for n rows: labels + class probabilities, or regression values."""
+class Prediction(NamedTuple):
+    """Model output for n rows: labels + class probabilities, or regression values.
+
+    A `NamedTuple`, made once a request: as immutable as a frozen dataclass, whose
+    `__init__` sets each field through `object.__setattr__` (~8k instructions)."""
 
     labels: np.ndarray | None
     proba: np.ndarray | None
@@ -228,6 +231,9 @@ class OnnxBackend:
         self._session = _onnx_session(path, threads=1)
         wide = len(os.sched_getaffinity(0)) >= WIDE_THREADS
         self._wide_session = _onnx_session(path, threads=WIDE_THREADS) if wide else None
+        # (output names, feeds, run options) -> outputs, per session.
+        self._run = _binding(self._session).run
+        self._wide_run = _binding(self._wide_session).run if self._wide_session else None
         # Bind by position: skl2onnx may have renamed inputs (emp.var.rate -> emp_var_rate).
         self._input_names = [graph_input.name for graph_input in self._session.get_inputs()]
         if len(self._input_names) != len(meta.columns):
@@ -244,24 +250,69 @@ class OnnxBackend:
         ]
         self._output_names = [output.name for output in self._session.get_outputs()]
         self._classifier = meta.task == "classification"
+        self._categorical = [index for _, is_numeric, index in self._inputs if not is_numeric]
+        self._per_thread = threading.local()
 
     def predict(self, rows: ParsedRows) -> Prediction:
+        feeds = self._one_row_feeds(rows) if rows.n_rows == 1 else self._feeds(rows)
+        run = self._run
+        if rows.n_rows >= WIDE_ROWS and self._wide_run is not None:
+            run = self._wide_run
+        outputs = run(self._output_names, feeds, None)
+        if self._classifier:
+            return Prediction(labels=outputs[0].ravel(), proba=outputs[1], values=None)
+        return Prediction(labels=None, proba=None, values=outputs[0].ravel())
+
+    def _feeds(self, rows: ParsedRows) -> dict[str, np.ndarray]:
         # One float32 conversion for every numeric column, shaped once so that each
         # numeric input is a (n_rows, 1) view of it, with no per-input reshape.
         shape = (rows.n_rows, 1)
         numeric = rows.numeric.astype(np.float32).reshape(-1, *shape)
         columns = rows.columns
-        feeds = {
+        return {
             name: numeric[index] if is_numeric else columns[index].reshape(shape)
             for name, is_numeric, index in self._inputs
         }
-        session = self._session
-        if rows.n_rows >= WIDE_ROWS and self._wide_session is not None:
-            session = self._wide_session
-        outputs = session.run(self._output_names, feeds)
-        if self._classifier:
-            return Prediction(labels=outputs[0].ravel(), proba=outputs[1], values=None)
-        return Prediction(labels=None, proba=None, values=outputs[0].ravel())
+
+    def _one_row_feeds(self, rows: ParsedRows) -> dict[str, np.ndarray]:
+        """One row's inputs, copied into this thread's (1, 1) input arrays, made once: two
+        copies a request instead of a new array per input. Per thread, because a request
+        scored in a worker thread may run while the loop scores another; `session.run`
+        has read them by the time it returns."""
+        feeds = getattr(self._per_thread, "one_row", None)
+        if feeds is None:
+            feeds = self._per_thread.one_row = _OneRowFeeds(self._inputs)
+        np.copyto(feeds.numeric, rows.numeric, casting="same_kind")
+        if self._categorical:
+            columns = rows.columns
+            np.concatenate([columns[index] for index in self._categorical], out=feeds.categorical)
+        return feeds.by_name
+
+
+class _OneRowFeeds:
+    """(1, 1) input arrays for one row, by input name, viewing two blocks that a request
+    fills: `numeric` (n_numeric, 1) float32, `categorical` (n_categorical,) object."""
+
+    def __init__(self, inputs: list[tuple[str, bool, int]]) -> None:
+        n_numeric = sum(is_numeric for _, is_numeric, _ in inputs)
+        numeric = np.zeros((n_numeric, 1, 1), dtype=np.float32)
+        categorical = np.full((len(inputs) - n_numeric, 1, 1), "", dtype=object)
+        categorical_rows = count()
+        self.by_name = {
+            name: numeric[index] if is_numeric else categorical[next(categorical_rows)]
+            for name, is_numeric, index in inputs
+        }
+        self.numeric = numeric.reshape(n_numeric, 1)
+        self.categorical = categorical.reshape(-1)
+
+
+def _binding(session: Any) -> Any:
+    """What `session.run` calls once it has checked, in Python, that the feed names every
+    graph input: two binding calls per input, 55k instructions a one-row request on the
+    bank model's 15 inputs (a fifth of `session.run`'s). Feeds built from the graph's own
+    input list cannot fail that check. The session itself (same `run` arguments) if an
+    onnxruntime version has no `_sess`."""
+    return getattr(session, "_sess", session)
 
 
 def _onnx_session(path: Path, *, threads: int) -> Any:

@@ -32,12 +32,35 @@ class Histogram:
         self.n += 1
 
 
+class SlotSeries:
+    """Rows scored and latency of one (slot, model version)."""
+
+    __slots__ = ("labels", "latency", "rows")
+
+    def __init__(self, labels: Labels) -> None:
+        self.labels = labels
+        self.rows = 0
+        self.latency = Histogram()
+
+
+class RequestSeries:
+    """Scored requests of one (endpoint, slot, model version), and its slot's series."""
+
+    __slots__ = ("labels", "requests", "slot")
+
+    def __init__(self, labels: Labels, slot: SlotSeries) -> None:
+        self.labels = labels
+        self.requests = 0
+        self.slot = slot
+
+
 class Metrics:
     def __init__(self) -> None:
-        self.requests: defaultdict[Labels, int] = defaultdict(int)
+        # Found per request by one flat (endpoint, slot, version) key: labels as nested
+        # tuples would be hashed anew at every lookup (a tuple does not cache its hash).
+        self._requests: dict[tuple[str, str, str], RequestSeries] = {}
+        self._slots: dict[tuple[str, str], SlotSeries] = {}
         self.errors: defaultdict[Labels, int] = defaultdict(int)
-        self.rows: defaultdict[Labels, int] = defaultdict(int)
-        self.latency: defaultdict[Labels, Histogram] = defaultdict(Histogram)
         self.violations: defaultdict[Labels, int] = defaultdict(int)
         # Request columns kept out of scoring, by name: at most IGNORED_NAMES distinct
         # names (clients choose them), the rest counted under OTHER_NAMES.
@@ -46,10 +69,22 @@ class Metrics:
         self.responses: defaultdict[int, int] = defaultdict(int)
 
     def prediction(self, endpoint: str, slot: str, version: str, rows: int, seconds: float) -> None:
-        labels = (("endpoint", endpoint), ("slot", slot), ("model_version", version))
-        self.requests[labels] += 1
-        self.rows[labels[1:]] += rows
-        self.latency[labels[1:]].observe(seconds)
+        series = self._requests.get((endpoint, slot, version))
+        if series is None:
+            series = self._request_series(endpoint, slot, version)
+        series.requests += 1
+        slot_series = series.slot
+        slot_series.rows += rows
+        slot_series.latency.observe(seconds)
+
+    def _request_series(self, endpoint: str, slot: str, version: str) -> RequestSeries:
+        slot_series = self._slots.get((slot, version))
+        if slot_series is None:
+            labels = (("slot", slot), ("model_version", version))
+            slot_series = self._slots[slot, version] = SlotSeries(labels)
+        series = RequestSeries((("endpoint", endpoint), *slot_series.labels), slot_series)
+        self._requests[endpoint, slot, version] = series
+        return series
 
     def response(self, status: int) -> None:
         self.responses[status] += 1
@@ -84,9 +119,11 @@ class Metrics:
     def render(self, gauges: dict[str, tuple[str, list[tuple[Labels, float]]]]) -> str:
         """Exposition text; `gauges`: name -> (help, [(labels, value)]), read at scrape time."""
         lines: list[str] = []
-        _counter(lines, "ct_requests_total", "Scored requests.", self.requests)
+        requests = {series.labels: series.requests for series in self._requests.values()}
+        _counter(lines, "ct_requests_total", "Scored requests.", requests)
         _counter(lines, "ct_request_errors_total", "Requests answered with an error.", self.errors)
-        _counter(lines, "ct_prediction_rows_total", "Rows scored.", self.rows)
+        rows = {series.labels: series.rows for series in self._slots.values()}
+        _counter(lines, "ct_prediction_rows_total", "Rows scored.", rows)
         _counter(
             lines,
             "ct_http_responses_total",
@@ -110,7 +147,7 @@ class Metrics:
         )
         name = "ct_request_latency_seconds"
         lines += [f"# HELP {name} Time from request to response.", f"# TYPE {name} histogram"]
-        for labels, histogram in self.latency.items():
+        for labels, histogram in ((s.labels, s.latency) for s in self._slots.values()):
             cumulative = 0
             for bound, count in zip((*LATENCY_BUCKETS, "+Inf"), histogram.counts, strict=True):
                 cumulative += count

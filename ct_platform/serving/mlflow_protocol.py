@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -47,6 +48,9 @@ def parse_invocation(body: bytes, content_type: str | None, schema: InputSchema)
     return parse_json(body, schema)
 
 
+# A client sends the same few content types again and again: parse each once (~10k
+# instructions a request otherwise). Refused ones raise, and are not cached.
+@lru_cache(maxsize=256)
 def _check_content_type(content_type: str | None) -> str:
     if not content_type:
         raise UnsupportedMediaType(

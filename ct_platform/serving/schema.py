@@ -499,7 +499,9 @@ class InputSchema:
         texts = (
             [text] * len(self.names) if isinstance(text, bool) else [n in text for n in self.names]
         )
-        parsed = self._one_row(raw_columns, texts) if n_rows == 1 else None
+        parsed = (
+            self._one_row([values[0] for values in raw_columns], texts) if n_rows == 1 else None
+        )
         if parsed is None:
             parsed = self._all_columns_at_once(raw_columns, texts, n_rows)
         if parsed is not None:
@@ -573,17 +575,17 @@ class InputSchema:
             raise InputError("no rows to score")
         return n_rows
 
-    def _one_row(self, raw_columns: list[Sequence[Any]], texts: list[bool]) -> ParsedRows | None:
-        """A single row in one plain Python pass (no numpy call per column), when every
-        value is accepted as it is: a number within its range (float32's and the
-        contract's; integral in an int column), a sentinel, a missing value where allowed,
-        a known category. None otherwise: the block path decides, with the same rule, and
-        names what is wrong."""
+    def _one_row(self, values: Sequence[Any], texts: list[bool]) -> ParsedRows | None:
+        """A single row (`values` in schema order) in one plain Python pass (no numpy call
+        per column), when every value is accepted as it is: a number within its range
+        (float32's and the contract's; integral in an int column), a sentinel, a missing
+        value where allowed, a known category. None otherwise: the block path decides,
+        with the same rule, and names what is wrong."""
         numbers = []
         for (nullable, low, high, integral, sentinels), position in zip(
             self._one_row_numeric, self._numeric, strict=True
         ):
-            value = raw_columns[position][0]
+            value = values[position]
             kind = type(value)
             if (kind is not float and kind is not int) or texts[position]:
                 if value is None and nullable and not texts[position]:
@@ -605,7 +607,7 @@ class InputSchema:
             numbers.append(number)
         categories = []
         for accepted, position in zip(self._one_row_categorical, self._categorical, strict=True):
-            value, text = raw_columns[position][0], texts[position]
+            value, text = values[position], texts[position]
             if value is not None and type(value) is not str:
                 return None
             category = accepted[text].get(value)
@@ -748,16 +750,15 @@ class InputSchema:
         self, columns: Sequence[Any], rows: Sequence[Any], *, text: bool = False
     ) -> ParsedRows:
         """`columns` names + `rows` as lists of values (pandas "split" orient, CSV)."""
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        # Sent as the schema lists them: named, each once, none missing (nothing to check).
+        in_order = columns == self.names
+        if not in_order and (
+            not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+        ):
             raise InputError(f"'columns' must be a list of column names: got {show(columns)}")
         if not isinstance(rows, list):
             raise InputError(f"'data' must be a list of rows: got {show(rows)}")
-        positions = {name: index for index, name in enumerate(columns)}
-        if len(positions) < len(columns):
-            raise SchemaError(
-                f"column(s) sent more than once: {repeated_names(columns)}; send each once"
-            )
-        ignored = self._check_names(positions.keys(), "column")
+        order, ignored = (range(len(self.names)), ()) if in_order else self._positions(columns)
         # Two C-level passes for the common case; the loop names the first bad row.
         well_formed = set(map(type, rows)) <= {list} and set(map(len, rows)) <= {len(columns)}
         for index, row in enumerate([] if well_formed else rows):
@@ -767,10 +768,29 @@ class InputSchema:
                     f"row {index} must be a list of {len(columns)} values, one per column; "
                     f"got {show(row)}{count}"
                 )
+        if len(rows) == 1:  # the common request: no transposing, no dict of columns
+            row = rows[0]
+            values = row if in_order else [row[position] for position in order]
+            parsed = self._one_row(values, [text] * len(values))
+            if parsed is not None:
+                return parsed.ignoring(ignored)
         transposed = list(zip(*rows, strict=True)) or [()] * len(columns)
         return self.from_columns(
-            {name: transposed[positions[name]] for name in self.names}, text=text
+            {name: transposed[position] for name, position in zip(self.names, order, strict=True)},
+            text=text,
         ).ignoring(ignored)
+
+    def _positions(self, columns: list[str]) -> tuple[list[int], tuple[str, ...]]:
+        """Where each schema column is among the `columns` sent, and the names sent that
+        are no schema column (`_check_names`: kept out, or refused by the policy); a
+        `SchemaError` for a name sent twice or a schema column missing."""
+        positions = {name: index for index, name in enumerate(columns)}
+        if len(positions) < len(columns):
+            raise SchemaError(
+                f"column(s) sent more than once: {repeated_names(columns)}; send each once"
+            )
+        ignored = self._check_names(positions.keys(), "column")
+        return [positions[name] for name in self.names], ignored
 
 
 def _as_list(values: Any, name: str) -> Sequence[Any]:

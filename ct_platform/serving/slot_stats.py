@@ -96,15 +96,22 @@ class SlotStats:
         self._recent = RecentAnswers(recent_limit)
         self.clients = ClientStats()
 
-    def scored(self, slot: str, request_id: str, seconds: float, prediction: Prediction) -> None:
-        totals = self.slots[slot]
-        totals.requests += 1
-        totals.latency[bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)] += 1
-        bins = score_bins(prediction)
-        totals.rows += len(bins)
-        for bin_ in bins.tolist():
-            totals.scores[bin_] += 1
-        if len(bins) == 1 and slot != "shadow":
+    def scored(
+        self,
+        slot: str,
+        request_id: str,
+        seconds: float,
+        prediction: Prediction,
+        routing_key: str | None = None,
+    ) -> None:
+        """Count a request `slot` answered in `seconds`; with its `routing_key` (if any) in
+        `clients` too, from the same latency bucket and score bins."""
+        bucket = bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)
+        scores = score_counts(prediction)
+        rows = _add_scored(self.slots[slot], bucket, scores)
+        if routing_key:
+            self.clients.add_scored(slot, routing_key, bucket, scores)
+        if rows == 1 and slot != "shadow":
             self._recent.add(request_id, slot, _answer(prediction))
 
     def error(self, slot: str, error: HttpError) -> None:
@@ -240,15 +247,13 @@ class ClientStats:
         self.slots: defaultdict[str, dict[str, ClientTotals]] = defaultdict(dict)
 
     def scored(self, slot: str, key: str | None, seconds: float, prediction: Prediction) -> None:
-        if not key:
-            return
-        totals = self._totals(slot, key)
-        totals.requests += 1
-        totals.latency[bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)] += 1
-        bins, counts = np.unique(score_bins(prediction), return_counts=True)
-        totals.rows += int(counts.sum())
-        for bin_, count in zip(bins.tolist(), counts.tolist(), strict=True):
-            totals.scores[bin_] += count
+        if key:
+            bucket = bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)
+            self.add_scored(slot, key, bucket, score_counts(prediction))
+
+    def add_scored(self, slot: str, key: str, bucket: int, scores: dict[int, int]) -> None:
+        """`scored` with the latency bucket and the rows per score bin already known."""
+        _add_scored(self._totals(slot, key), bucket, scores)
 
     def error(self, slot: str, key: str | None, error: HttpError) -> None:
         if not key:
@@ -288,6 +293,36 @@ def client_key(key: str) -> str:
     if len(key) <= CLIENT_KEY_CHARS:
         return key
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _add_scored(totals: SlotTotals | ClientTotals, bucket: int, scores: dict[int, int]) -> int:
+    """Count one scored request on `totals`; the number of rows it had."""
+    totals.requests += 1
+    totals.latency[bucket] += 1
+    rows = 0
+    for bin_, count in scores.items():
+        totals.scores[bin_] += count
+        rows += count
+    totals.rows += rows
+    return rows
+
+
+def score_counts(prediction: Prediction) -> dict[int, int]:
+    """Rows per bin of the fixed grid (`score_bins`), lowest bin first.
+
+    One classified row (the common request) without numpy's per-call cost on an array of
+    one: the probability stays a float32 scalar, so the bin is the array path's."""
+    proba = prediction.proba
+    if proba is not None and len(proba) == 1:
+        row = proba[0]
+        score = row[1] if len(row) == 2 else row.max()
+        if 0.0 <= score <= 1.0:  # NaN and out-of-range values take the array path
+            return {min(int(score * PROBABILITY_BINS), PROBABILITY_BINS - 1): 1}
+    bins = score_bins(prediction)
+    if len(bins) == 1:  # a regression row: no sort for one value
+        return {bins.item(): 1}
+    bins, counts = np.unique(bins, return_counts=True)
+    return dict(zip(bins.tolist(), counts.tolist(), strict=True))
 
 
 def score_bins(prediction: Prediction) -> np.ndarray:

@@ -10,7 +10,7 @@ rollback is just another swap.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ct_platform.serving.bundle import LoadedModel
 from ct_platform.serving.config import OutOfContract, UnknownColumns
@@ -75,17 +75,26 @@ class SlotState:
     # Share of requests the candidate answers, 0..1 (ignored in shadow mode).
     candidate_weight: float = 0.0
     shadow: bool = False
+    # The routes a request can take, made once per state, not per request.
+    _to_stable: Route = field(init=False, repr=False, compare=False)
+    _to_candidate: Route | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        candidate = self.candidate
+        shadowed_by = candidate if self.shadow else None
+        to_candidate = Route("candidate", candidate, None) if candidate is not None else None
+        object.__setattr__(self, "_to_stable", Route("stable", self.stable, shadowed_by))
+        object.__setattr__(self, "_to_candidate", to_candidate)
 
     def route(self, key: str) -> Route:
-        """Sticky: the same key always lands in the same slot for a given weight."""
-        candidate = self.candidate
-        if candidate is None:
-            return Route("stable", self.stable, None)
-        if self.shadow:
-            return Route("stable", self.stable, candidate)
+        """Sticky: the same key always lands in the same slot for a given weight. In
+        shadow mode stable answers everything and the candidate scores a copy."""
+        to_candidate = self._to_candidate
+        if to_candidate is None or self.shadow:
+            return self._to_stable
         if _bucket(key) < self.candidate_weight * _HASH_SPACE:
-            return Route("candidate", candidate, None)
-        return Route("stable", self.stable, None)
+            return to_candidate
+        return self._to_stable
 
     def load(self, slot: str, served: ServedModel) -> SlotState:
         if slot == "stable":

@@ -119,13 +119,13 @@ def run_requested(
 def test_a_dead_endpoint_is_found_and_brought_back(served_spec, instance, land_bank_batches):
     land_bank_batches(2)
     assert run_job(served_spec, instance, "training_job").success
-    endpoint = roll_out(served_spec)
+    endpoint = roll_out(served_spec).endpoint
     assert "serves the champion, version 2" in skip_message(watchdog_tick(served_spec, instance))
 
     state = json.loads((served_spec.paths.deployments / "local.json").read_text())
     os.kill(state["pid"], signal.SIGKILL)
     request = watchdog_tick(served_spec, instance).run_requests[0]
-    assert request.tags["ct/repair"] == f"{endpoint.url} does not answer"
+    assert request.tags["ct/repair"] == f"{endpoint.url} does not answer (server process is gone)"
 
     assert run_requested(served_spec, instance, request).success
     response = httpx.post(

@@ -24,12 +24,14 @@ import pytest
 from ct_platform.deployment import (
     DeploymentError,
     ensure_running,
+    image,
     smoke_request,
     target_for,
     wait_healthy,
 )
 from ct_platform.deployment.container import DockerTarget
 from ct_platform.deployment.endpoint import is_healthy
+from ct_platform.deployment.rollout import Finding
 from ct_platform.settings import Spec
 from ct_platform_tests.deployment.conftest import (
     free_port_pair,
@@ -60,6 +62,7 @@ def test_stable_address_through_deploys_restart_revive_and_stop(
     sample_row: dict[str, Any],
     serving_image: str,
     serving_spec: Spec,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first = docker_target.deploy(bundles["1"])
 
@@ -69,6 +72,9 @@ def test_stable_address_through_deploys_restart_revive_and_stop(
     assert status is not None and status.healthy, status
     container_id = docker_target_state(docker_target)["container_id"]
     assert engine.containers.get(container_id).image.id == serving_image
+    assert_an_upgrade_of_the_serving_sources_is_found(
+        docker_target, bundles["1"], serving_spec, container_id, monkeypatch
+    )
 
     with SteadyLoad(first.url, sample_row) as load:
         second = docker_target.deploy(bundles["2"])
@@ -114,6 +120,27 @@ def test_stable_address_through_deploys_restart_revive_and_stop(
     ]
     assert len(records) == len(load.versions) + 1
     assert {record["model_version"] for record in records} == {"1", "2"}
+
+
+def assert_an_upgrade_of_the_serving_sources_is_found(
+    target: DockerTarget,
+    bundle: Path,
+    spec: Spec,
+    container_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A container serving the champion is left alone while its image is the one the serving
+    sources here build, and deployed again once they change (a platform upgrade)."""
+    wanted = "the champion is version 1"
+    assert target.outdated() is None
+    current = Finding.of(target, spec.model.name, bundle, wanted)
+    assert not current.needs_deploy and current.text.endswith("nothing to deploy"), current
+    with monkeypatch.context() as upgrade:
+        upgrade.setattr(image, "_source_hash", lambda requirements: "0" * 16)
+        upgraded = Finding.of(target, spec.model.name, bundle, wanted)
+    assert upgraded.needs_deploy and not upgraded.down, upgraded
+    assert f"container {container_id[:12]} runs image sha256:" in upgraded.text, upgraded
+    assert f":src-{'0' * 16}, not built yet" in upgraded.text, upgraded
 
 
 def test_a_shell_with_another_port_swaps_into_the_recorded_container(

@@ -179,7 +179,7 @@ def test_a_canary_rollout_runs_in_the_endpoint(
     target.deploy(bundles["1"])
     registry.set_alias(CANARY, 2)  # what the champion asset does under a progressive strategy
 
-    endpoint = roll_out(spec, registry)
+    endpoint = roll_out(spec, registry).endpoint
 
     admin = admin_client(spec)
     assert admin.url == remote.url and endpoint.version == "1"

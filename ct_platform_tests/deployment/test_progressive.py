@@ -153,6 +153,8 @@ def stack(shared_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
         admin.unload_candidate()
     if state["stable"] != "1":
         admin.load(f"{MODEL}-v1", slot="stable")
+    # What a restart serves, as a completed rollout leaves it recorded: version 1 again.
+    target_for(shared_stack.spec).adopt(shared_stack.spec.paths.bundles / f"{MODEL}-v1")
     registry.set_alias(CHAMPION, 1)
     registry.delete_alias(CANARY)
     shutil.rmtree(shared_stack.spec.paths.rollouts)
@@ -564,7 +566,17 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
         return code, captured.out + captured.err
 
     code, out = ct("status")
-    assert code == 0 and "canary of version 2 (serving: 1)" in out and "traffic 20 %" in out
+    started = RolloutStore(spec.paths.rollouts).read()
+    assert started is not None
+    assert (
+        code == 0
+        and (
+            f"rollout {started.id}: canary of version 2 running: it answers 20 % of traffic "
+            "beside version 1 (stable)\n"
+        )
+        in out
+    )
+    assert "candidate traffic 20 %" in out and f"now: {stack.url} serves version 1 as stable" in out
     assert ct("pause")[0] == 0
     paused = RolloutStore(spec.paths.rollouts).read()
     assert paused is not None and paused.status == "paused"
@@ -584,6 +596,17 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     code, out = ct("promote", "--reason", "looks fine")
     assert code == 0 and "status completed" in out and "reason: looks fine" in out
     assert slots(stack.admin)["stable"] == "2"
+    # Once completed, status tells how it ended and what serves now, not the version that
+    # served when it started (it said "canary of version 2 (serving: 1)").
+    code, out = ct("status")
+    headline, position, now = out.splitlines()[:3]
+    assert code == 0 and headline == (
+        f"rollout {started.id}: canary of version 2 completed: version 2 took all traffic and "
+        "became champion"
+    )
+    assert position.startswith("status completed, phase canary, step 0, ended 20")
+    assert "candidate traffic" not in out and "serving: 1" not in out
+    assert now == f"now: {stack.url} serves version 2 as stable"
     assert aliases(stack.registry) == {CHAMPION: 2, CANARY: None}
     code, out = ct("abort")
     assert code == 1 and "no active rollout to abort" in out

@@ -136,10 +136,16 @@ def restart_mid_canary_rolls_back(
         kill_local_server(server.target)
         rollout = controller.advance(force=True)
         expected = "the server does not answer"
+        bundle = bundles["1"].name
+        recorded = (
+            f"a restart serves version 1 alone (the bundle the local target recorded: {bundle})"
+        )
         assert ensure_running(server.target) is not None
 
     assert rollout is not None and rollout.status == "rolled_back", rollout
     assert expected in rollout.reason and rollout.weight == 0.0, rollout.reason
+    if not isinstance(server.target, DockerTarget):
+        assert rollout.reason.endswith(recorded), rollout.reason
     assert slots_of(server.admin) == ("1", None)
     assert server.answering() == {"1"}
     assert server.champion() == 1 and server.registry.alias_version(CANARY) is None

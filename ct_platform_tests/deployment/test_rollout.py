@@ -35,7 +35,7 @@ def test_roll_out_serves_the_champion_and_the_check_notices_a_new_one(
 
     first = register(registry, spec, train, holdout, fingerprint="fp-1", tmp_path=tmp_path)
     registry.set_alias("champion", first.version)
-    endpoint = roll_out(spec, registry)
+    endpoint = roll_out(spec, registry).endpoint
 
     assert endpoint.version == str(first.version)
     live = live_endpoint_status(spec, registry)

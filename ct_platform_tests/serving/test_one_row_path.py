@@ -119,7 +119,7 @@ def test_one_row_and_block_path_agree(
     assert alone.numeric.dtype == np.float64
     assert alone.numeric.shape == (3, 1)
     assert [array.dtype for array in alone.columns] == [array.dtype for array in block.columns]
-    taken = schema._one_row([[row[name]] for name in schema.names], [False] * len(COLUMNS))
+    taken = schema._one_row([row[name] for name in schema.names], [False] * len(COLUMNS))
     assert (taken is not None) == fast
 
 
@@ -146,7 +146,7 @@ def test_text_protocol_categories_agree(column: str, value: Any, fast: bool) -> 
     else:
         assert _first_row(alone) == _first_row(block)
     text_flags = [name in texts for name in schema.names]
-    taken = schema._one_row([[row[name]] for name in schema.names], text_flags)
+    taken = schema._one_row([row[name] for name in schema.names], text_flags)
     assert (taken is not None) == fast
 
 
@@ -155,3 +155,26 @@ def test_one_row_values_fed_to_the_model() -> None:
     parsed = InputSchema(COLUMNS).from_columns(sent)
     assert _first_row(parsed) == [42.0, "", "NaN", "no", 1.5, "Porto", "2"]
     np.testing.assert_array_equal(parsed.numeric, [[42.0], [math.nan], [1.5]])
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize(("column", "value", "fast"), TABLE)
+def test_a_one_row_split_parses_as_its_columns(
+    policy: OutOfContract, column: str, value: Any, fast: bool
+) -> None:
+    # `dataframe_split` takes the one-row pass without transposing: in schema order, and
+    # in any other order of the columns sent.
+    schema = InputSchema(COLUMNS, policy)
+    row = {**VALID, column: value}
+    expected = _outcome(schema, {name: [sent] for name, sent in row.items()}, text=False)
+    for names in (schema.names, schema.names[::-1]):
+        try:
+            split = schema.from_split(list(names), [[row[name] for name in names]])
+        except InputError as error:
+            split = type(error), error.status, str(error), getattr(error, "violations", None)
+        if isinstance(expected, tuple) or isinstance(split, tuple):
+            assert split == expected
+            continue
+        assert _first_row(split) == _first_row(expected)
+        assert split.violations == expected.violations
+        np.testing.assert_array_equal(split.numeric, expected.numeric)

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.slot_stats import RecentAnswers, SlotStats
+from ct_platform.serving.slot_stats import (
+    PROBABILITY_BINS,
+    ClientStats,
+    RecentAnswers,
+    SlotStats,
+    score_bins,
+    score_counts,
+)
 
 
 def _one_row(label: str, positive: float) -> Prediction:
@@ -67,3 +75,44 @@ def test_ring_keeps_the_newest_answer_of_a_repeated_id_and_evicts_only_its_own()
         ("stable", "no"),
     )
     assert len(recent) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_one_row_score_lands_in_the_array_path_s_bin(dtype: type) -> None:
+    # Each bin edge, the nearest representable values on both sides, and beyond [0, 1].
+    scores = [-0.0, 1.0000001, 1.5, -0.25]
+    for edge in (dtype(k / PROBABILITY_BINS) for k in range(PROBABILITY_BINS + 1)):
+        scores += [np.nextafter(edge, dtype(-1)), edge, np.nextafter(edge, dtype(2))]
+    for score in scores:
+        for proba in ([[1 - score, score]], [[score, (1 - score) / 2, (1 - score) / 2]]):
+            prediction = Prediction(labels=None, proba=np.array(proba, dtype=dtype), values=None)
+            bins, counts = np.unique(score_bins(prediction), return_counts=True)
+            expected = dict(zip(bins.tolist(), counts.tolist(), strict=True))
+            assert score_counts(prediction) == expected, (score, proba)
+
+
+def test_a_keyed_request_counts_on_its_slot_and_client_alike() -> None:
+    two_rows = Prediction(
+        labels=np.array([0, 1]), proba=np.array([[0.9, 0.1], [0.2, 0.8]]), values=None
+    )
+    stats = SlotStats(regression=False)
+    stats.scored("candidate", "r1", 0.3, two_rows, "alice")
+    stats.scored("candidate", "r2", 0.001, _one_row("yes", 0.42), "alice")
+    stats.scored("candidate", "r3", 0.001, _one_row("yes", 0.42))  # no key: slot only
+    alone = ClientStats()
+    alone.scored("candidate", "alice", 0.3, two_rows)
+    alone.scored("candidate", "alice", 0.001, _one_row("yes", 0.42))
+    snapshot = stats.snapshot()
+    assert snapshot["clients"] == alone.snapshot()
+    alice = snapshot["clients"]["candidate"]["alice"]
+    assert (alice["requests"], alice["rows"], alice["scores"]) == (2, 3, {"2": 1, "16": 1, "8": 1})
+    slot = snapshot["slots"]["candidate"]
+    assert (slot["requests"], slot["rows"], slot["scores"]) == (3, 4, {"2": 1, "16": 1, "8": 2})
+
+
+def test_a_regression_row_and_rows_count_in_their_asinh_bins() -> None:
+    for values in ([2.5], [-1e6], [0.0, 0.1, 1e9, 0.1]):
+        prediction = Prediction(labels=None, proba=None, values=np.array(values))
+        bins, counts = np.unique(score_bins(prediction), return_counts=True)
+        assert score_counts(prediction) == dict(zip(bins.tolist(), counts.tolist(), strict=True))
+    assert score_counts(Prediction(labels=None, proba=None, values=np.array([2.5]))) == {6: 1}

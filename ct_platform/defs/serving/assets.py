@@ -94,22 +94,15 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
         from ct_platform.deployment.controller import active_rollout
         from ct_platform.deployment.rollout import roll_out
         from ct_platform.governance.audit import run_actor
-        from ct_platform.governance.lifecycle import record_deployment
 
-        actor = run_actor(context.run)
-        endpoint = roll_out(spec, mlflow.registry(spec), run_id=context.run.run_id, actor=actor)
+        # `roll_out` writes the audit line of what it deploys, with what it found; a rerun
+        # that finds the champion's bundle already serving deploys and records nothing.
+        done = roll_out(
+            spec, mlflow.registry(spec), run_id=context.run.run_id, actor=run_actor(context.run)
+        )
+        endpoint = done.endpoint
+        context.log.info(f"endpoint {endpoint.url}: {done.reason}")
         rollout = active_rollout(spec)
-        if rollout is None:
-            # A rollout records its own start ("canary started"), switch and end.
-            where = f"{endpoint.target} {endpoint.url}"
-            record_deployment(
-                spec.model.name,
-                int(endpoint.version),
-                where,
-                actor=actor,
-                dagster_run_id=context.run.run_id,
-            )
-        context.log.info(f"endpoint {endpoint.url} serves version {endpoint.version}")
         rolling = {"rollout": f"{rollout.strategy} of v{rollout.version}"} if rollout else {}
         return dg.MaterializeResult(
             metadata={
@@ -117,6 +110,8 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
                 "version": dg.MetadataValue.text(endpoint.version),
                 "target": dg.MetadataValue.text(endpoint.target),
                 "deployed_at": dg.MetadataValue.text(endpoint.deployed_at),
+                "changed": dg.MetadataValue.bool(done.changed),
+                "reason": dg.MetadataValue.text(done.reason),
                 **numbers("", rolling),
             }
         )

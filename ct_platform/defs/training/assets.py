@@ -75,6 +75,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     )
     def training_dataset(context: dg.AssetExecutionContext) -> dg.Output[TrainingSetRef]:
         skip_final_collection_at_exit()
+        collect_whole_heap_less_often()
         paths = Paths.from_env()
         quarantined: list[str] = []
         if PARTITION_TAG not in context.run.tags:
@@ -383,6 +384,26 @@ def skip_final_collection_at_exit() -> None:
     """
     atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
+
+
+# Collections of the middle generation between two of the oldest (CPython's default: 10).
+MIDDLE_COLLECTIONS_PER_FULL = 100
+
+
+def collect_whole_heap_less_often() -> None:
+    """Have this process run the garbage collector's full passes about 10 times less often.
+
+    A full pass walks every tracked object, and a training run's process holds millions
+    (Dagster, MLflow, scikit-learn, skops, Evidently, presidio, imported step by step):
+    CPython starts one after every 10 passes over the middle generation once the oldest
+    has grown by a quarter, which each of those imports does. One bank run made 10 full
+    passes (9.1 of its 14.1 s in the collector, benchmarks/training/README.md, fifth
+    round). Cyclic garbage is still freed, by the young passes or the next full one;
+    reference counting frees everything else as before. Process-wide, like the exit
+    setting above; never lowers a higher setting.
+    """
+    young, middle, oldest = gc.get_threshold()
+    gc.set_threshold(young, middle, max(oldest, MIDDLE_COLLECTIONS_PER_FULL))
 
 
 def claims_dir() -> Path:

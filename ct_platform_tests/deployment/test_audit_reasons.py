@@ -1,0 +1,245 @@
+"""Audit lines and refusals say what was compared and found, never a guessed reason.
+
+Newcomers found lines whose reason was a fixed default: `v6 -> v6 ... the champion's bundle
+changed` written after a canary of v6 had completed (it had already moved v6's bundle into
+the server's stable slot), `v4 -> v4 ... bundle changed` when the watchdog restarted a dead
+server, and a second `ct rollback` refused with "the audit log lists no version other than
+4 that passed its gates" when the log also held version 6, rolled back from. Everything here
+is real: a Dagster instance in a temp DAGSTER_HOME running the code location's
+`deployed_endpoint` and `endpoint_watchdog`, an MLflow store, a local server process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from ct_platform.cli import main as ct_main
+from ct_platform.cli.status import former_champions, verdict
+from ct_platform.definitions import build_definitions
+from ct_platform.defs.resources import MlflowResource
+from ct_platform.defs.serving import build_endpoint_watchdog
+from ct_platform.deployment import target_for
+from ct_platform.deployment.export import default_registry
+from ct_platform.deployment.rollout import admin_client, controller_for, roll_out, served_version
+from ct_platform.deployment.state import read_json
+from ct_platform.governance.audit import AuditEvent, read_events
+from ct_platform.registry.mlflow_registry import ModelRegistry
+from ct_platform.registry.versions import CANARY, CHAMPION
+from ct_platform.settings import Spec
+from ct_platform.training.promotion import GATES_PASSED_TAG, promote
+from ct_platform_tests.conftest import BANK_SPEC
+from ct_platform_tests.defs.test_rollback import AUTOMATION_RUN_TAGS
+from ct_platform_tests.deployment.conftest import (
+    fit_pipeline,
+    free_port_pair,
+    log_versions,
+    with_port,
+)
+from ct_platform_tests.deployment.test_progressive import progressive
+
+pytestmark = pytest.mark.slow
+
+DEPLOYED_ENDPOINT = dg.AssetKey("deployed_endpoint")
+MODEL = "bank_marketing"
+# The tag Dagster puts on a run a sensor requested: the watchdog's runs carry it.
+WATCHDOG_RUN_TAGS = {"dagster/sensor_name": "endpoint_watchdog"}
+
+
+def make_stack(
+    spec: Spec, built_bundles: dict[str, Path], train: pd.DataFrame
+) -> tuple[Spec, ModelRegistry]:
+    """Versions 1 and 2 registered (gates passed) with their bundles in place (an export
+    reuses them); nothing deployed, no champion."""
+    for bundle in built_bundles.values():
+        shutil.copytree(bundle, spec.paths.bundles / bundle.name)
+    registry = default_registry(spec)
+    log_versions(registry, fit_pipeline(spec, train, max_iter=20), train, ("test-1", "test-2"))
+    for version in (1, 2):
+        registry.set_tags(version, {GATES_PASSED_TAG: "true"})
+    return spec, registry
+
+
+@pytest.fixture
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bank_spec: Spec,
+    built_bundles: dict[str, Path],
+    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
+) -> Iterator[tuple[Spec, ModelRegistry]]:
+    """The spec (strategy `request.param`, default direct) under a fresh CT_HOME."""
+    monkeypatch.setenv("CT_HOME", str(tmp_path / "ct_home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = with_port(bank_spec, free_port_pair())
+    strategy = getattr(request, "param", "direct")
+    if strategy != "direct":
+        spec = progressive(spec, strategy)
+    try:
+        yield make_stack(spec, built_bundles, train_holdout[0])
+    finally:
+        target_for(spec).stop()
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
+        yield test_instance
+
+
+def materialize_endpoint(
+    spec: Spec, instance: dg.DagsterInstance, tags: dict[str, str]
+) -> dict[str, object]:
+    """One `deployed_endpoint` run (as automation or the watchdog requests it); its
+    materialization's metadata as plain values."""
+    job = build_definitions(spec).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance, asset_selection=[DEPLOYED_ENDPOINT], tags=tags
+    )
+    materialization = result.get_asset_materialization_events()[0].materialization
+    return {key: value.value for key, value in materialization.metadata.items()}
+
+
+def watchdog_tick(spec: Spec, instance: dg.DagsterInstance) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, resources={"mlflow": MlflowResource()})
+    return build_endpoint_watchdog(spec, automation_grace_seconds=0)(context)
+
+
+def server_pid(spec: Spec) -> int:
+    state = read_json(spec.paths.deployments / "local.json")
+    assert state is not None
+    return int(state["pid"])
+
+
+def lines(events: list[AuditEvent]) -> list[tuple[str, int | None, int | None, str]]:
+    return [(e.kind, e.from_version, e.to_version, e.reason) for e in events]
+
+
+@pytest.mark.parametrize("stack", ["canary"], indirect=True)
+def test_a_rerun_after_a_completed_canary_deploys_nothing_and_writes_no_line(
+    stack: tuple[Spec, ModelRegistry], instance: dg.DagsterInstance
+) -> None:
+    spec, registry = stack
+    registry.set_alias(CANARY, 1)  # nothing serves yet: version 1 goes in directly
+    first = materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)
+    url = str(first["url"])
+    deployed = [e for e in read_events() if e.kind == "deployment"]
+    assert lines(deployed) == [
+        (
+            "deployment",
+            None,
+            1,
+            f"nothing was deployed on the local target: deployed version 1 ({MODEL}-v1) "
+            f"(local {url})",
+        )
+    ]
+
+    # Version 2's canary completes: the server promotes it and its target records v2's bundle.
+    registry.set_alias(CANARY, 2)
+    materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)
+    completed = controller_for(spec, registry).control("promote", "fine")
+    assert completed.status == "completed"
+    assert registry.alias_version(CHAMPION).version == 2  # type: ignore[union-attr]
+    before = read_events()
+    pid = server_pid(spec)
+
+    # Automation (or anything else) materializes the endpoint again: nothing needs doing.
+    again = materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)
+    assert again["changed"] is False
+    assert again["reason"] == (
+        f"{url} already serves version 2 from {MODEL}-v2 (the champion is version 2): "
+        "nothing to deploy"
+    )
+    assert read_events() == before  # it said "v2 -> v2 ... the champion's bundle changed"
+    assert server_pid(spec) == pid and served_version(url, MODEL) == "2"
+    # No swap either: the slot behind stable is still version 1, as the completion left it.
+    assert admin_client(spec).slots()["previous"]["version"] == "1"
+    skip = watchdog_tick(spec, instance).skip_reason
+    assert skip is not None and skip.skip_message == f"{url} serves the champion, version 2"
+    promoted = [e for e in before if e.kind == "promotion"][-1]
+    assert verdict(registry.version(1), {}, former_champions(MODEL)) == (
+        f"champion until replaced by version 2 at {promoted.at}"
+    )
+
+
+def test_the_watchdog_restarting_a_dead_server_says_what_it_found(
+    stack: tuple[Spec, ModelRegistry], instance: dg.DagsterInstance
+) -> None:
+    spec, registry = stack
+    registry.set_alias(CHAMPION, 1)
+    url = str(materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)["url"])
+    os.kill(server_pid(spec), signal.SIGKILL)
+
+    request = watchdog_tick(spec, instance).run_requests[0]
+    assert request.tags["ct/repair"] == f"{url} does not answer (server process is gone)"
+    revived = materialize_endpoint(spec, instance, {**request.tags, **WATCHDOG_RUN_TAGS})
+    assert revived["changed"] is True
+    line = read_events()[-1]
+    assert (line.kind, line.from_version, line.to_version, line.actor) == (
+        "deployment",
+        1,
+        1,
+        "sensor:endpoint_watchdog",
+    )
+    # It said "v1 -> v1 ... the champion's bundle changed".
+    assert line.reason == (
+        f"the server at {url} did not answer (server process is gone; its local target "
+        f"recorded version 1): restarted with version 1 ({MODEL}-v1) (local {url})"
+    )
+    assert served_version(url, MODEL) == "1"
+
+
+def test_a_second_rollback_says_what_the_champion_history_holds(
+    stack: tuple[Spec, ModelRegistry],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec, registry = stack
+    # `ct rollback` loads the bank spec; on this test's port.
+    monkeypatch.setenv("CT_SPEC", str(BANK_SPEC))
+    monkeypatch.setenv("CT_SERVING_PORT", str(spec.serving.port))
+    for version in (1, 2):  # promoted, then deployed as `deployed_endpoint` does
+        promote(registry, version, spec, actor="automation")
+        assert roll_out(spec, registry).changed
+    assert ct_main(["rollback", "--reason", "v2 misroutes calls", "--by", "carol"]) == 0
+    capsys.readouterr()
+    url = target_for(spec).status().endpoint.url  # type: ignore[union-attr]
+    rolled = read_events()[-2:]
+    assert lines(rolled) == [
+        ("rollback", 2, 1, "v2 misroutes calls"),
+        (
+            "deployment",
+            2,
+            1,
+            f"rollback from version 2; {url} served version 2; the champion is version 1: "
+            f"deployed version 1 ({MODEL}-v1) (local {url})",
+        ),
+    ]
+
+    # Nothing served before version 1, and version 2 was rolled back from: refused, saying so
+    # (it said "the audit log lists no version other than 1 that passed its gates").
+    assert ct_main(["rollback", "--reason", "again"]) == 1
+    assert capsys.readouterr().err == (
+        f"ct rollback: no previous champion of '{MODEL}' to roll back to: the audit log's "
+        "champion history is [1] (oldest first): version 1 is the first champion it "
+        "records; already rolled back from, so never gone back to: version 2 (rolled "
+        f"back by carol at {rolled[0].at}: v2 misroutes calls). The champion stays "
+        "version 1\n"
+    )
+    assert registry.alias_version(CHAMPION).version == 1  # type: ignore[union-attr]
+    assert read_events()[-2:] == rolled
+    # `ct status` says why version 2 no longer serves (it said "passed its gates").
+    assert verdict(registry.version(2), {}, former_champions(MODEL)) == (
+        f"champion until rolled back to version 1 by carol at {rolled[0].at}: v2 misroutes calls"
+    )
