@@ -2,8 +2,10 @@
 
 Launches the `approve_candidate` job on the platform's Dagster instance (`$DAGSTER_HOME`),
 exactly what the Launchpad does: the decision is recorded on the MLflow version and in the
-audit log with who (`--by`, else $USER), when and why, and an approved candidate becomes
-champion (the bundle and endpoint follow by automation). Decisions are final.
+audit log with who (`--by`, else $USER), when and why. An approved candidate becomes
+champion under `deployment.strategy: direct`, or `canary` under a progressive strategy (its
+rollout moves `champion` when it completes); the answer says which, read back from MLflow
+after the run. The bundle and endpoint follow by automation. Decisions are final.
 
 Exit status: 0 when the decision was recorded, 1 when it was refused (the message says why),
 2 when the platform could not be reached (no DAGSTER_HOME, bad spec).
@@ -76,16 +78,40 @@ def _failure(result: object) -> str:
 
 
 def _outcome(result: object, config: dict[str, object]) -> str:
-    """What the run did: the champion it reported, or the status it observed."""
+    """What the run did, as its `champion` materialization (aliases read back from MLflow
+    after the promotion) or observation (the status it observed) reports it."""
     run_id = result.run_id  # type: ignore[attr-defined]
     for event in result.all_events:  # type: ignore[attr-defined]
         if event.is_step_materialization:
-            previous = event.step_materialization_data.materialization.metadata["previous_version"]
-            return (
-                f"version {config['version']} approved by {config['approver']}: champion "
-                f"version {previous.value} -> {config['version']} (Dagster run {run_id})"
-            )
+            metadata = event.step_materialization_data.materialization.metadata
+            facts = {key: value.value for key, value in metadata.items()}
+            decided = f"version {config['version']} approved by {config['approver']}"
+            return f"{decided}: {release_outcome(facts)} (Dagster run {run_id})"
         if event.event_type_value == "ASSET_OBSERVATION":
             observation = event.event_specific_data.asset_observation
             return f"{observation.metadata['status'].value} (Dagster run {run_id})"
     return f"version {config['version']}: {config['decision']} recorded (Dagster run {run_id})"
+
+
+def release_outcome(facts: dict[str, object]) -> str:
+    """Where a promoted version stands, from the approval run's `champion` materialization
+    metadata (`version`, `previous_version`, `aliases`, `champion_version`, `strategy`):
+    e.g. "rollout of version 9 pending (ab): it holds `canary` ...; champion stays version 2
+    until the rollout completes"."""
+    version, champion = facts["version"], facts["champion_version"]
+    aliases = str(facts["aliases"]).split(",")
+    if champion == str(version):
+        return f"champion version {facts['previous_version']} -> {version}"
+    if "canary" not in aliases:  # neither: say what MLflow holds rather than guess
+        return f"version {version} holds {facts['aliases'] or 'no alias'}; champion is {champion}"
+    strategy = facts["strategy"]
+    if champion == "none":
+        return (
+            f"version {version} holds `canary` ({strategy}); nothing is champion yet, so its "
+            "first deployment (deployed_endpoint) makes it champion directly"
+        )
+    return (
+        f"rollout of version {version} pending ({strategy}): it holds `canary` and its rollout "
+        f"starts when deployed_endpoint next runs; champion stays version {champion} until "
+        "the rollout completes"
+    )

@@ -163,8 +163,14 @@ def verdict(
 ) -> str:
     """Where a version stands; `rollouts`: each version's latest rollout, by version;
     `departures`: why each former champion no longer is (`former_champions`)."""
-    from ct_platform.governance.approval import APPROVAL_TAG, APPROVED_BY_TAG, PENDING, REJECTED
-    from ct_platform.registry.versions import CHAMPION
+    from ct_platform.governance.approval import (
+        APPROVAL_TAG,
+        APPROVED,
+        APPROVED_BY_TAG,
+        PENDING,
+        REJECTED,
+    )
+    from ct_platform.registry.versions import CANARY, CHAMPION
 
     if CHAMPION in info.aliases:
         return "champion"
@@ -173,6 +179,10 @@ def verdict(
     if rollout is not None:
         return rollout_verdict(rollout, departure)
     approval = info.tags.get(APPROVAL_TAG)
+    if CANARY in info.aliases:  # promoted under a progressive strategy, no rollout yet
+        if approval == APPROVED:
+            return f"approved by {info.tags.get(APPROVED_BY_TAG, '?')}, awaiting rollout (canary)"
+        return "canary, awaiting rollout"
     if approval == PENDING:
         return f"waiting for approval: ct approve {info.version}"
     if approval == REJECTED:
@@ -189,16 +199,18 @@ def former_champions(model: str) -> dict[int, str]:
     """Why each version that was champion no longer is, from the audit log's latest move of
     `champion` away from it: "replaced by version 6 at <time>", "rolled back to version 4
     by carol at <time>: <reason>"."""
+    from ct_platform.cli.history import champions_before, rolls_back_champion
     from ct_platform.governance.audit import read_events
 
     departures: dict[int, str] = {}
-    for event in read_events():
+    events = read_events()
+    for event, champion in zip(events, champions_before(events), strict=True):
         moved = event.from_version is not None and event.from_version != event.to_version
         if event.model != model or not moved:
             continue
         if event.kind == "promotion":
             departures[event.from_version] = f"replaced by version {event.to_version} at {event.at}"
-        elif event.kind == "rollback":
+        elif rolls_back_champion(event, champion):  # not a rollout's candidate taken off
             departures[event.from_version] = (
                 f"rolled back to version {event.to_version} by {event.actor} at {event.at}: "
                 f"{event.reason}"

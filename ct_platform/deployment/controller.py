@@ -578,6 +578,8 @@ class RolloutController:
         self, rollout: Rollout, reason: str, *, alert: bool, status: Status = "rolled_back"
     ) -> None:
         self.registry.delete_alias(CANARY)
+        # Rolled back, it never becomes champion: no longer in the running (approved or not).
+        self.registry.drop_challenger(int(rollout.version))
         rollout.weight = 0.0
         self._finish(rollout, status, reason)
         self._record_rollback(rollout, reason)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from ct_platform.governance.audit import AUTOMATION, AuditEvent, append_event, audit_path
+from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import GovernanceSpec
 from ct_platform.training.promotion import GATES_PASSED_TAG
 
@@ -115,16 +116,25 @@ def _mark_pending(
         if APPROVAL_TAG in registry.version(info.version).tags:
             return  # another run marked it first: one request in the log
         registry.set_tags(info.version, {APPROVAL_TAG: PENDING})
+        champion = _champion_version(registry)
         append_event(
             AuditEvent(
                 kind="approval_requested",
                 model=registry.model_name,
                 actor=actor,
-                reason="passed its gates; the spec requires a person's approval",
+                reason="passed its gates; the spec requires a person's approval"
+                + ("" if champion else "; no champion yet"),
+                from_version=champion,
                 to_version=info.version,
                 dagster_run_id=dagster_run_id,
             )
         )
+
+
+def _champion_version(registry: ModelRegistry) -> int | None:
+    """The serving champion now: the version an approval request or decision is made over."""
+    champion = registry.alias_version(CHAMPION)
+    return champion.version if champion else None
 
 
 def decide(
@@ -171,6 +181,7 @@ def decide(
                 model=registry.model_name,
                 actor=actor,
                 reason=reason,
+                from_version=_champion_version(registry),
                 to_version=version,
                 dagster_run_id=dagster_run_id,
                 at=at,

@@ -330,7 +330,7 @@ class Server:
                 served, parse, _render_nothing, body, content_type, request_id, request_id
             )
         except HttpError as error:
-            self.metrics.error(f"{endpoint}_shadow", error.status)
+            self.metrics.error(endpoint, error.status, slot="shadow")
             self.slot_stats.error("shadow", error)
             return
         seconds = time.perf_counter() - started

@@ -94,8 +94,11 @@ class Metrics:
         self.response(status)
         self.error("http", status)
 
-    def error(self, endpoint: str, status: int) -> None:
-        self.errors[(("endpoint", endpoint), ("status", str(status)))] += 1
+    def error(self, endpoint: str, status: int, slot: str | None = None) -> None:
+        """One error answer; `slot` only for a shadow copy's (`"shadow"`, as its scored
+        copies are labelled), so served traffic is everything but slot="shadow"."""
+        slot_label = () if slot is None else (("slot", slot),)
+        self.errors[(("endpoint", endpoint), *slot_label, ("status", str(status)))] += 1
 
     def contract_violations(self, counts: Mapping[tuple[str, str], int], action: str) -> None:
         """Request values outside the data contract, by (column, rule); `action`: what the

@@ -80,14 +80,16 @@ def champion_comparator(registry: ModelRegistry, training_set: TrainingSetRef) -
     and favour it. Its holdout fit (`ct.refit_of`) stands in: it never saw the newest part of
     its window, which is where the candidate's holdout rows from shared batches lie (same
     holdout fraction, a window at least as new). The outcome's `champion_version` names the
-    version actually scored. Only a window of entirely new batches meets the refit itself.
+    version actually scored, its `stands_in_for` the serving champion it stood in for. Only
+    a window of entirely new batches meets the refit itself.
     """
     info = registry.alias_version(CHAMPION)
     if info is None:
         return None
     learned_from = set(info.tags.get("ct.batches", "").split(","))
     if info.is_refit and learned_from & set(training_set.batch_keys):
-        info = registry.version(int(info.tags[REFIT_OF_TAG]))
+        fit = int(info.tags[REFIT_OF_TAG])
+        return Contender(fit, registry.load_model(fit), stands_in_for=info.version)
     return Contender(info.version, registry.load_model(info.version))
 
 

@@ -36,7 +36,10 @@ class GateResult:
 
 
 def metric_floor_gate(
-    metrics: dict[str, float], spec: Spec, champion_metrics: dict[str, float] | None = None
+    metrics: dict[str, float],
+    spec: Spec,
+    champion_metrics: dict[str, float] | None = None,
+    champion_name: str = "the serving champion",
 ) -> GateResult:
     """The primary metric must reach the threshold (stay under it for error metrics).
 
@@ -44,7 +47,8 @@ def metric_floor_gate(
     holdout. When the champion is under the floor too, a candidate better than it is not held
     out by the floor alone (else a worse model keeps serving), and the result carries the
     alert `champion_under_floor=true`. `gates.metric_floor.symmetric: false` keeps the floor
-    absolute (the alert stays).
+    absolute (the alert stays). `champion_name` names whose figures they are in the verdict
+    (its holdout fit when that stood in for it).
     """
     from ct_platform.training.evaluate import is_better  # imports sklearn.metrics
 
@@ -68,11 +72,11 @@ def metric_floor_gate(
         if not passed and gate.symmetric and champion_under and is_better(value, champion, metric):
             passed = True
             verdict += (
-                f", but the champion scores {champion:.4f} on the same holdout and the "
+                f", but {champion_name} scores {champion:.4f} on the same holdout and the "
                 f"candidate is better: not held out by the {bound} alone"
             )
     if champion_under:
-        verdict += f"; ALERT: the serving champion ({champion:.4f}) is under its {bound}"
+        verdict += f"; ALERT: {champion_name} ({champion:.4f}) is under its {bound}"
     metadata: dict[str, MetadataValue] = {
         "metric": metric,
         "value": value,
@@ -86,11 +90,14 @@ def metric_floor_gate(
 
 
 def champion_regression_gate(
-    candidate_metrics: dict[str, float], comparison: PairedComparison | None, spec: Spec
+    candidate_metrics: dict[str, float],
+    comparison: PairedComparison | None,
+    spec: Spec,
+    champion_name: str = "the champion",
 ) -> GateResult:
     """Candidate vs champion on the same holdout, judged by the spec's policy on the paired
     test's confidence interval (`training.comparison`); `comparison` is None without a
-    champion.
+    champion; `champion_name` names it in the verdict (its holdout fit when that stood in for it).
 
     `non_inferiority`: pass unless the interval's worse bound is below -tolerance (the
     margin). `superiority`: pass only when the worse bound is above 0, i.e. the candidate is
@@ -123,7 +130,7 @@ def champion_regression_gate(
             "champion_regression",
             False,
             gate.blocking,
-            f"candidate {metric} ({candidate:.4f}) or its difference to the champion "
+            f"candidate {metric} ({candidate:.4f}) or its difference to {champion_name} "
             f"({comparison.champion:.4f}) is undefined on this holdout",
             metadata,
         )
@@ -136,7 +143,7 @@ def champion_regression_gate(
         passed = bool(worse > 0)
         rule = f"superiority: worse bound {worse:+.4f} {'>' if passed else '<='} 0"
     description = (
-        f"candidate {metric} {candidate:.4f} vs champion {comparison.champion:.4f}: "
+        f"candidate {metric} {candidate:.4f} vs {champion_name} {comparison.champion:.4f}: "
         f"improvement {comparison.improvement:+.4f}, {comparison.confidence:.0%} CI "
         f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}], {comparison.method} p "
         f"{comparison.p_value:.3g}, smallest detectable {comparison.mde:.4f} "

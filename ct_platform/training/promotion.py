@@ -35,6 +35,9 @@ class PromotionRefused(RuntimeError):
 class Contender:
     version: int
     model: Pipeline
+    # When this version is the serving champion's holdout fit scored in its place
+    # (`training.evaluation_run.champion_comparator`): the serving champion.
+    stands_in_for: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,14 @@ class EvaluationOutcome:
     champion_metrics: dict[str, float] | None
     gates: tuple[GateResult, ...]
     training_set: TrainingSetRef
+    # `champion_version` is the version scored as the champion; when it is the serving
+    # champion's holdout fit standing in for it, this is the serving champion.
+    stands_in_for: int | None = None
+
+    @property
+    def serving_champion(self) -> int | None:
+        """The champion serving when the candidate was judged (None: there was none)."""
+        return self.stands_in_for or self.champion_version
 
     @property
     def blocking_failures(self) -> list[GateResult]:
@@ -71,13 +82,25 @@ class EvaluationOutcome:
     def rejection(self) -> str:
         """`candidate version N rejected: <gate>: <figures>; ...`, one line per failed gate."""
         failed = "\n".join(f"  {gate.name}: {gate.description}" for gate in self.blocking_failures)
-        champion = f"version {self.champion_version}" if self.champion_version else "none"
+        champion = f"version {self.serving_champion}" if self.serving_champion else "none"
+        if self.stands_in_for is not None:
+            champion += f"; compared with its holdout fit, version {self.champion_version}"
         return (
             f"candidate version {self.version} rejected by blocking gate(s) "
             f"{', '.join(g.name for g in self.blocking_failures)} "
             f"(data {self.training_set.fingerprint[:12]}, {self.training_set.holdout_rows} "
             f"holdout rows); the champion stays ({champion}):\n{failed}"
         )
+
+
+def _compared_name(champion: Contender | None) -> str:
+    """Who the candidate's holdout figures are compared with, as the gate verdicts say it."""
+    if champion is None or champion.stands_in_for is None:
+        return "the serving champion"
+    return (
+        f"the champion's holdout fit (version {champion.version}, standing in for the "
+        f"serving champion, version {champion.stands_in_for})"
+    )
 
 
 def evaluate_candidate(
@@ -105,9 +128,10 @@ def evaluate_candidate(
         comparison = compare(
             predictions, champion_predictions, spec.evaluation.primary_metric, regression.alpha
         )
+    named = _compared_name(champion)
     gates = (
-        metric_floor_gate(metrics, spec, champion_metrics),
-        champion_regression_gate(metrics, comparison, spec),
+        metric_floor_gate(metrics, spec, champion_metrics, named),
+        champion_regression_gate(metrics, comparison, spec, named),
         fairness_gate(candidate.model, holdout, spec),
         secrets_gate(spec, candidate.model),
         training_set_pii_gate(training_set, spec),
@@ -120,6 +144,7 @@ def evaluate_candidate(
         champion_metrics=champion_metrics,
         gates=gates,
         training_set=training_set,
+        stands_in_for=champion.stands_in_for if champion else None,
     )
 
 

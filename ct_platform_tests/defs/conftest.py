@@ -52,7 +52,7 @@ def spec_variant(spec_file: Path, name: str, changes: dict[str, dict]) -> Path:
     raw = yaml.safe_load(spec_file.read_text())
     for section, values in changes.items():
         for key, value in values.items():
-            current = raw[section].get(key)
+            current = raw.setdefault(section, {}).get(key)
             raw[section][key] = {**current, **value} if isinstance(current, dict) else value
     path = spec_file.with_name(f"{name}.yaml")
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

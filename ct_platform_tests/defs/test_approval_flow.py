@@ -185,3 +185,49 @@ def assert_card_of_version_1(spec: Spec, instance: dg.DagsterInstance) -> None:
     assert "<h2>Intended use</h2>" in page
     metadata = instance.get_latest_materialization_event(dg.AssetKey("model_card"))
     assert metadata.asset_materialization.metadata["version"].value == 1
+
+
+def test_approving_under_a_progressive_strategy_says_the_rollout_not_a_champion_move(
+    approval_spec, spec_file, instance, land_bank_batches, capsys, monkeypatch
+):
+    """Under `deployment.strategy: ab` an approved version gets `canary`: the answer says so,
+    names the champion that keeps serving, and the audit lines name it as the from-version."""
+    land_bank_batches(2)
+    train(approval_spec, instance)
+    requested = next(e for e in read_events() if e.kind == "approval_requested")
+    assert (requested.from_version, requested.to_version) == (None, 2)
+    assert requested.reason.endswith("; no champion yet")
+    assert main(["approve", "2", "--reason", "card ok", "--by", "alice"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "version 2 approved by alice: champion version none -> 2 (Dagster run "
+    )
+
+    changes = {"governance": {"approval": "required"}, "gates": LENIENT_GATES}
+    ab_path = spec_variant(spec_file, "ab", {**changes, "deployment": {"strategy": "ab"}})
+    monkeypatch.setenv("CT_SPEC", str(ab_path))
+    ab_spec = load_spec(ab_path)
+    land_bank_batches(1, first=2)
+    train(ab_spec, instance)
+    registry = registry_for(ab_spec)
+    assert registry.version(4).tags["ct.approval"] == "pending"
+    requested = [e for e in read_events() if e.kind == "approval_requested"][-1]
+    assert (requested.from_version, requested.to_version) == (2, 4)
+    assert not requested.reason.endswith("no champion yet")
+
+    assert main(["approve", "4", "--reason", "card ok", "--by", "alice"]) == 0
+    answer = capsys.readouterr().out
+    run_id = answer.rstrip(")\n").rsplit(" ", 1)[-1]
+    assert answer == (
+        "version 4 approved by alice: rollout of version 4 pending (ab): it holds `canary` and "
+        "its rollout starts when deployed_endpoint next runs; champion stays version 2 until "
+        f"the rollout completes (Dagster run {run_id})\n"
+    )
+    assert champion_version(ab_spec) == 2
+    assert registry.alias_version("canary").version == 4
+    approval = [e for e in read_events() if e.kind == "approval"][-1]
+    assert (approval.from_version, approval.to_version, approval.actor) == (2, 4, "alice")
+    # No promotion line: `champion` did not move (the rollout writes it when it completes).
+    assert [e.to_version for e in read_events() if e.kind == "promotion"] == [2]
+    metadata = instance.get_latest_materialization_event(CHAMPION).asset_materialization.metadata
+    assert (metadata["champion_version"].value, metadata["strategy"].value) == ("2", "ab")
+    assert "canary" in metadata["aliases"].value.split(",")

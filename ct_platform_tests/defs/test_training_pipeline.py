@@ -143,12 +143,30 @@ def test_failed_blocking_gate_keeps_the_champion(spec_file, spec, instance, land
     assert registry.alias_version("champion").version == 2
     rejected = registry.version(3)
     assert rejected.tags["ct.gates_passed"] == "false"
+    # Version 3's window shares batches with the champion's (version 2, a whole-window
+    # refit): it was compared with version 2's holdout fit, version 1. The message names the
+    # serving champion and what it was compared with, as does the evaluation's metadata.
+    (failure,) = result.get_step_failure_events()
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith("candidate version 3 rejected by blocking gate(s) metric_floor")
+    assert "the champion stays (version 2; compared with its holdout fit, version 1):" in message
+    evaluation = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("model_evaluation")
+    )
+    assert (evaluation["champion_version"].value, evaluation["compared_version"].value) == (
+        "2",
+        "1",
+    )
     assert rejected.tags["ct.gate.metric_floor"] == "fail"
     assert rejected.tags["ct.gate.metric_floor.reason"] == floor.description
     # New data: a minor version; no refit of a rejected candidate.
     assert rejected.tags["ct.semver"] == "1.1.0"
     assert registry.find_refit(rejected) is None
     regression = check_results(result)["champion_regression"]
+    stand_in = "the champion's holdout fit (version 1, standing in for the serving champion, "
+    assert f" vs {stand_in}version 2) " in regression.description
     for figure in ("improvement", "ci_low", "ci_high", "p_value", "mde"):
         assert isinstance(regression.metadata[figure].value, float)
     assert regression.metadata["method"].value == "delong"

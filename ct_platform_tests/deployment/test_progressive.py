@@ -33,11 +33,14 @@ from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.controller import Rollout, RolloutController, RolloutStore
 from ct_platform.deployment.export import default_registry
 from ct_platform.deployment.rollout import admin_client, roll_out
+from ct_platform.governance.approval import APPROVAL_TAG, PENDING, decide
 from ct_platform.governance.audit import BY_HAND, audit_path, current_user, read_events
+from ct_platform.governance.lifecycle import promote_approved
 from ct_platform.registry.mlflow_registry import ModelRegistry
-from ct_platform.registry.versions import CANARY, CHAMPION
+from ct_platform.registry.versions import CANARY, CHALLENGER, CHAMPION
 from ct_platform.settings import Spec
 from ct_platform.training.bundling import build_bundle
+from ct_platform.training.promotion import GATES_PASSED_TAG
 from ct_platform_tests.deployment.conftest import (
     TRAIN_ROWS,
     fit_pipeline,
@@ -817,3 +820,35 @@ def test_sensor_reports_the_end_of_a_rollout_replaced_between_two_ticks(
     ]
     assert reported == [("a", "pass"), ("a", "rolled_back"), ("b", "start"), ("b", "rolled_back")]
     assert json.loads(result.cursor) == {"rollout": "b", "reported": 2}
+
+
+def test_an_approved_version_rolled_back_leaves_no_alias_and_reads_as_a_rollout_rollback(
+    stack: Stack,
+    flipped_bundle: Path,
+    traffic_rows: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Version 3 approved by a person under a canary strategy: `ct status` says it awaits
+    its rollout; rolled back, it holds no alias (`challenger` neither: it never becomes
+    champion), and `ct history` tells a rollout's rollback from a champion's."""
+    spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
+    registry.set_tags(3, {GATES_PASSED_TAG: "true", APPROVAL_TAG: PENDING})
+    registry.set_alias(CHALLENGER, 3)  # as training leaves the refit that waits
+    decide(registry, 3, "approve", reason="card ok", actor="alice")
+    assert promote_approved(registry, 3, spec, actor="alice") == 1
+    assert aliases(registry) == {CHAMPION: 1, CANARY: 3}
+    assert verdict(registry.version(3), {}) == "approved by alice, awaiting rollout (canary)"
+
+    controller = RolloutController(spec, admin, registry)
+    controller.begin("3", flipped_bundle.name)
+    send(stack.url, traffic_rows, STEP_REQUESTS, prefix="approved-bad")
+    rollout = controller.advance(force=True)
+
+    assert rollout is not None and rollout.status == "rolled_back"
+    assert aliases(registry) == {CHAMPION: 1, CANARY: None}
+    assert registry.alias_version(CHALLENGER) is None
+    capsys.readouterr()
+    assert ct_main(["history"]) == 0
+    (line,) = [row for row in capsys.readouterr().out.splitlines() if "rolled back" in row]
+    assert "rollout rollback  rollout of v3 rolled back; champion v1 stays" in line
+    assert "canary rolled back: analysis failed: " in line

@@ -108,19 +108,40 @@ def test_champion_history_drops_rolled_back_versions():
 
 def test_ct_history_prints_table_and_json(capsys):
     append_event(AuditEvent("promotion", "bank", "automation", "gates passed", None, 1, "run-1"))
+    append_event(AuditEvent("promotion", "bank", "automation", "gates passed", 1, 2))
     append_event(AuditEvent("rollback", "bank", "alice", "bad calls", 2, 1))
 
     assert main(["history"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["at", "event", "versions"]
-    assert "rollback" in table[2] and "v2 -> v1" in table[2] and "alice" in table[2]
-    assert table[2].endswith("bad calls")
+    assert "rollback" in table[3] and "v2 -> v1" in table[3] and "alice" in table[3]
+    assert table[3].endswith("bad calls")
 
     assert main(["history", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [e["kind"] for e in listed] == ["promotion", "rollback"]
-    assert listed[0]["dagster_run_id"] == "run-1" and listed[1]["from_version"] == 2
+    assert [e["kind"] for e in listed] == ["promotion", "promotion", "rollback"]
+    assert listed[0]["dagster_run_id"] == "run-1" and listed[2]["from_version"] == 2
     assert audit_path().is_file()
+
+
+def test_ct_history_tells_a_rollouts_rollback_from_a_champions(capsys):
+    """A rollout's rollback line (from the candidate to the champion that kept serving) is
+    no champion move; a rollback after a blue-green switch (the candidate was champion) is."""
+    lines = [
+        ("approval_requested", "automation", "passed its gates", 2, 4),
+        ("approval", "alice", "card ok", 2, 4),
+        ("rollback", "canary rollout v4-1", "canary rolled back: analysis failed: x", 4, 2),
+        ("promotion", "blue_green rollout v5-1", "blue-green switched", 2, 5),
+        ("rollback", "blue_green rollout v5-1", "blue-green rolled back: y", 5, 2),
+    ]
+    for kind, actor, reason, before, after in lines:
+        append_event(AuditEvent(kind, "bank", actor, reason, before, after))
+
+    assert main(["history"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert "approval_requested  v2 -> v4" in rows[0]
+    assert "rollout rollback    rollout of v4 rolled back; champion v2 stays" in rows[2]
+    assert "rollback            v5 -> v2" in rows[4]
 
 
 def test_ct_history_from_a_subfolder_reads_the_projects_home(tmp_path, monkeypatch, capsys):

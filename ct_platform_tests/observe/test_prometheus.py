@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from ct_platform.defs.monitoring.assets import PRODUCTION_DRIFT, PRODUCTION_PERFORMANCE
-from ct_platform_tests.conftest import REPO_ROOT
+from ct_platform.settings import load_spec
+from ct_platform_tests.conftest import BANK_SPEC, REPO_ROOT
 from ct_platform_tests.defs.test_monitoring_loop import materialize
 from ct_platform_tests.observe.conftest import TrainedPlatform
 from ct_platform_tests.observe.services import answers, free_port, require_binary, service
@@ -52,6 +53,25 @@ def test_promtool_checks_the_config_and_rules_and_the_rule_unit_tests_pass():
     assert "SUCCESS: 8 rules found" in checked.stdout
     tested = promtool("test", "rules", str(PROMETHEUS_DIR / "rules.test.yml"))
     assert "SUCCESS" in tested.stdout
+    # Among the cases promtool just ran: shadow copies (labelled slot="shadow" by the server,
+    # test_slots_admin.py) never dilute served traffic: 90 5xx a minute over 6,000 served
+    # requests fire CtServerErrorRate beside 6,000 shadow copies a minute.
+    cases = yaml.safe_load((PROMETHEUS_DIR / "rules.test.yml").read_text())["tests"]
+    diluted = next(case for case in cases if case["name"].startswith("shadow copies do not"))
+    series = {item["series"]: item["values"] for item in diluted["input_series"]}
+    assert series['ct_requests_total{endpoint="invocations", slot="shadow", model_version="4"}']
+    fires = diluted["alert_rule_test"][0]
+    assert fires["alertname"] == "CtServerErrorRate" and fires["exp_alerts"]
+
+
+def test_latency_alert_holds_the_champion_to_the_shipped_spec_limit():
+    """CtLatencyP99High's threshold and summary are the shipped spec's max_latency_ms."""
+    (alert,) = [r for r in rules() if r.get("alert") == "CtLatencyP99High"]
+    limit_ms = load_spec(BANK_SPEC).gates.resources.max_latency_ms
+    threshold = float(alert["expr"].rsplit(">", 1)[1])
+    assert threshold == pytest.approx(limit_ms / 1000)
+    assert alert["annotations"]["summary"].endswith(f"(over {limit_ms:g} ms)")
+    assert f"max_latency_ms: {limit_ms:g}" in (PROMETHEUS_DIR / "rules.yml").read_text()
 
 
 @dataclass(frozen=True)

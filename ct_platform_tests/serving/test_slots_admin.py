@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shutil
 import threading
 import time
@@ -13,9 +15,11 @@ import httpx
 import pandas as pd
 import pytest
 
+from ct_platform.serving.bundle import read_meta
 from ct_platform.settings import Spec
 from ct_platform_tests.serving.conftest import (
     ThreadedServer,
+    copy_bundle,
     raw_rows,
     server_config,
     wait_for_records,
@@ -202,6 +206,67 @@ def test_shadow_mode_answers_from_stable_and_logs_the_candidate(
     records = wait_for_records(server.config.predictions_dir, ids)
     by_slot = Counter((r["slot"], r["model_version"]) for r in records)
     assert by_slot == {("stable", "1"): 20, ("shadow", "2"): 20}
+
+
+@pytest.fixture(scope="module")
+def refusing_v3(served_v2: Path, guarded_home: Path) -> Path:
+    """Version 3, whose data contract refuses every real age (max 1): a shadow that fails."""
+    columns = [
+        dataclasses.replace(column, max=1.0) if column.name == "age" else column
+        for column in read_meta(served_v2).columns
+    ]
+    target = guarded_home / "bundles" / "bank_marketing-v3"
+    return copy_bundle(served_v2, target, version="3", columns=columns)
+
+
+def counter(metrics: str, name: str, labels: str) -> int:
+    """The value of `name{labels}` in an exposition text (labels as the server orders them)."""
+    found = re.search(rf"^{name}\{{{re.escape(labels)}\}} (\d+)$", metrics, re.M)
+    return int(found[1]) if found else 0
+
+
+def scrape(server: ThreadedServer) -> str:
+    return httpx.get(f"{server.url}/metrics", timeout=60).text
+
+
+def test_shadow_copies_are_labelled_slot_shadow_scored_or_refused(
+    server: ThreadedServer, served_v2: Path, refusing_v3: Path, payload: dict
+) -> None:
+    """Every series of a shadow copy says slot="shadow" on the endpoint the client called, so
+    the alert rules' `slot!="shadow"` leaves exactly them out of served traffic."""
+    served = 'endpoint="invocations",slot="stable",model_version="1"'
+    scored = 'endpoint="invocations",slot="shadow",model_version="2"'
+    refused = 'endpoint="invocations",slot="shadow",status="422"'
+    before = scrape(server)
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(served_v2)})
+    admin(server, "POST", "/admin/routing", {"candidate_weight": 1.0, "shadow": True})
+    ids = {f"labelled-{i}" for i in range(10)}
+    for request_id in ids:
+        assert predict(server, payload, request_id).status_code == 200
+    wait_for_records(server.config.predictions_dir, ids)  # shadow copies are logged too
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(refusing_v3)})
+    admin(server, "POST", "/admin/routing", {"candidate_weight": 1.0, "shadow": True})
+    for i in range(10):
+        assert predict(server, payload, f"refused-{i}").status_code == 200  # stable answers
+    deadline = time.monotonic() + 120  # the copies are scored after each answer went out
+    while (
+        counter(scrape(server), "ct_request_errors_total", refused)
+        < counter(before, "ct_request_errors_total", refused) + 10
+    ):
+        assert time.monotonic() < deadline, "the refused shadow copies were never counted"
+        time.sleep(0.2)
+    after = scrape(server)
+    grew = {
+        labels: counter(after, name, labels) - counter(before, name, labels)
+        for name, labels in [
+            ("ct_requests_total", served),
+            ("ct_requests_total", scored),
+            ("ct_request_errors_total", refused),
+        ]
+    }
+    assert grew == {served: 20, scored: 10, refused: 10}
+    assert counter(after, "ct_prediction_rows_total", 'slot="shadow",model_version="2"') >= 10
+    assert not re.search(r'endpoint="\w+_shadow"', after)  # no second spelling of shadow
 
 
 def test_promote_then_rollback(server: ThreadedServer, served_v2: Path, payload: dict) -> None:

@@ -5,8 +5,11 @@ waiting for approval shows on the `champion` asset as an observation ("waiting f
 of version N"); a person launches `approve_candidate` from the Launchpad with
 `{version, decision: approve|reject, reason, approver}`. The job records the decision on the
 version and in the audit log and, on approval, promotes through the same `promote` as every
-other path, then reports the `champion` materialization, so the bundle and the endpoint
-follow by automation as they do after a training run. `ct approve` / `ct reject` launch it.
+other path (`champion` moves at once under `deployment.strategy: direct`; under a progressive
+strategy the version gets `canary` and its rollout moves `champion` when it completes), then
+reports the `champion` materialization with what MLflow holds afterwards, so the bundle and
+the endpoint (or the rollout) follow by automation as they do after a training run.
+`ct approve` / `ct reject` launch it and print what the run did.
 """
 
 from typing import TYPE_CHECKING, Literal
@@ -19,6 +22,7 @@ from ct_platform.settings import Spec
 
 if TYPE_CHECKING:
     from ct_platform.governance.approval import NotApproved
+    from ct_platform.registry.mlflow_registry import ModelRegistry
 
 APPROVAL_JOB = "approve_candidate"
 CHAMPION = dg.AssetKey("champion")
@@ -47,6 +51,22 @@ def _champion_status(version: int, status: str) -> dg.AssetObservation:
             "candidate_version": dg.MetadataValue.int(version),
         },
     )
+
+
+def release_metadata(
+    registry: "ModelRegistry", version: int, spec: Spec
+) -> dict[str, dg.MetadataValue]:
+    """What the promotion left in MLflow, read back: the aliases `version` holds, the
+    champion now, and the rollout strategy (under a progressive one the version holds
+    `canary` and the champion stays until its rollout completes)."""
+    from ct_platform.registry.versions import CHAMPION as CHAMPION_ALIAS
+
+    champion = registry.alias_version(CHAMPION_ALIAS)
+    return {
+        "aliases": dg.MetadataValue.text(",".join(sorted(registry.version(version).aliases))),
+        "champion_version": dg.MetadataValue.text(str(champion.version if champion else "none")),
+        "strategy": dg.MetadataValue.text(spec.deployment.strategy),
+    }
 
 
 def build_approval_job(spec: Spec) -> dg.JobDefinition:
@@ -89,6 +109,7 @@ def build_approval_job(spec: Spec) -> dg.JobDefinition:
                 metadata={
                     "version": dg.MetadataValue.int(config.version),
                     "previous_version": dg.MetadataValue.text(str(previous or "none")),
+                    **release_metadata(registry, config.version, spec),
                     "approved_by": dg.MetadataValue.text(config.approver),
                     "reason": dg.MetadataValue.text(config.reason),
                 },
@@ -100,7 +121,8 @@ def build_approval_job(spec: Spec) -> dg.JobDefinition:
         executor_def=dg.in_process_executor,
         description="Approve or reject a candidate waiting for approval (governance.approval: "
         "required). Config: version, decision (approve|reject), reason, approver. An approved "
-        "candidate becomes champion at once; a rejected one never does.",
+        "candidate becomes champion at once (strategy direct) or `canary`, rolled out beside "
+        "the champion (progressive strategies); a rejected one never becomes either.",
     )
     def approve_candidate() -> None:
         decide_candidate()

@@ -184,7 +184,10 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             # Figures as numbers, so the UI plots them over versions.
             **numbers("fairness", outcome.gate("fairness").metadata),
             "version": dg.MetadataValue.int(outcome.version),
-            "champion_version": dg.MetadataValue.text(str(outcome.champion_version or "none")),
+            # The serving champion, and the version scored for it (`champion/*` figures):
+            # itself, or its holdout fit standing in (`champion_comparator`).
+            "champion_version": dg.MetadataValue.text(str(outcome.serving_champion or "none")),
+            "compared_version": dg.MetadataValue.text(str(outcome.champion_version or "none")),
             "champion_under_floor": dg.MetadataValue.bool(bool(under_floor)),
             "promotable": dg.MetadataValue.bool(outcome.promotable),
         }
