@@ -836,19 +836,8 @@ def non_inferiority_p_value(
     against stable's times `1 + tolerance`. NaN-free: an undefined test gives 1.0.
     """
     if regression:
-        from scipy.stats import ttest_ind_from_stats
-
         margin = tolerance * stable.outcome_mean
-        p_value = ttest_ind_from_stats(
-            candidate.outcome_mean - margin,
-            candidate.outcome_sd,
-            candidate.labelled,
-            stable.outcome_mean,
-            stable.outcome_sd,
-            stable.labelled,
-            equal_var=False,
-            alternative="less",
-        ).pvalue
+        p_value = _welch_p_value(candidate, stable, minus=margin, alternative="less")
     else:
         from statsmodels.stats.proportion import test_proportions_2indep
 
@@ -863,6 +852,31 @@ def non_inferiority_p_value(
         ).pvalue
     p_value = float(p_value)
     return p_value if math.isfinite(p_value) else 1.0
+
+
+def _welch_p_value(
+    candidate: SlotWindow,
+    stable: SlotWindow,
+    *,
+    minus: float = 0.0,
+    alternative: Literal["two-sided", "less", "greater"] = "two-sided",
+) -> float:
+    """Welch's t test (scipy, from the running sums) of the candidate's mean outcome less
+    `minus` against stable's."""
+    from scipy.stats import ttest_ind_from_stats
+
+    return float(
+        ttest_ind_from_stats(
+            candidate.outcome_mean - minus,
+            candidate.outcome_sd,
+            candidate.labelled,
+            stable.outcome_mean,
+            stable.outcome_sd,
+            stable.labelled,
+            equal_var=False,
+            alternative=alternative,
+        ).pvalue
+    )
 
 
 def _metric_check(
@@ -931,19 +945,7 @@ def ab_test(stable: SlotWindow, candidate: SlotWindow, *, regression: bool) -> A
     """Two-sided test of the outcome between the arms: two proportions (z test) for the
     correct rate, Welch's t test for the absolute error (both from running sums)."""
     if regression:
-        from scipy.stats import ttest_ind_from_stats
-
-        p_value = float(
-            ttest_ind_from_stats(
-                candidate.outcome_mean,
-                candidate.outcome_sd,
-                candidate.labelled,
-                stable.outcome_mean,
-                stable.outcome_sd,
-                stable.labelled,
-                equal_var=False,
-            ).pvalue
-        )
+        p_value = _welch_p_value(candidate, stable)
     else:
         from statsmodels.stats.proportion import proportions_ztest
 
