@@ -168,14 +168,19 @@ def check_dagster_ui(page, dagster_ui: str, platform: TrainedPlatform, tmp_path:
 def check_mlflow_ui(page, mlflow_ui: str, platform: TrainedPlatform, tmp_path: Path) -> None:
     model = platform.spec.model.name
     page.goto(f"{mlflow_ui}/#/models/{model}")
+
+    def version_row(number: int):
+        # By its version link: a row's text may name other versions too (version 3's
+        # description says which holdout fit it was compared with, "version 1").
+        link = page.get_by_role("link", name=f"Version {number}", exact=True)
+        return page.get_by_role("row").filter(has=link)
+
     # The champion alias sits on version 2's row (the whole-window refit of version 1); the
-    # rejected version 3 does not carry it.
-    versions = page.get_by_role("row")
-    # The UI writes the alias as "@<no-break space>champion".
+    # rejected version 3 does not carry it. The UI writes it as "@<no-break space>champion".
     champion = re.compile(r"@\s*champion")
-    versions.filter(has_text="Version 2").filter(has_text=champion).wait_for()
-    rejected = versions.filter(has_text="Version 3")
+    version_row(2).filter(has_text=champion).wait_for()
+    rejected = version_row(3)
     rejected.wait_for()
     assert not champion.search(rejected.inner_text())
-    assert not champion.search(versions.filter(has_text="Version 1").inner_text())
+    assert not champion.search(version_row(1).inner_text())
     screenshot(page, tmp_path, "mlflow-registered-model")
