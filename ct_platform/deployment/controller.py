@@ -549,7 +549,7 @@ class RolloutController:
             how=how,
             dagster_run_id=self.run_id,
         )
-        self.registry.delete_alias(CANARY)
+        self.registry.drop_alias_of(CANARY, int(rollout.version))
         promoted = self.registry.version(int(rollout.version))
         # Drift is now measured against what the serving model learned from. A version whose
         # training set is gone keeps serving; the old reference stays, and the record says so.
@@ -577,7 +577,8 @@ class RolloutController:
     def _end_rolled_back(
         self, rollout: Rollout, reason: str, *, alert: bool, status: Status = "rolled_back"
     ) -> None:
-        self.registry.delete_alias(CANARY)
+        # A version approved meanwhile holds `canary` now: its rollout starts next.
+        self.registry.drop_alias_of(CANARY, int(rollout.version))
         # Rolled back, it never becomes champion: no longer in the running (approved or not).
         self.registry.drop_challenger(int(rollout.version))
         rollout.weight = 0.0

@@ -93,7 +93,7 @@ def roll_out(
             "went in directly",
             dagster_run_id=run_id,
         )
-        registry.delete_alias(CANARY)
+        registry.drop_alias_of(CANARY, canary.version)
         return done
     stable = _converge(spec, registry, CHAMPION, audit)
     current = active_rollout(spec)

@@ -372,9 +372,14 @@ class ModelRegistry:
 
     def drop_challenger(self, version: int) -> None:
         """Remove `challenger` if `version` holds it (rejected, or champion now)."""
-        holder = self._client.get_registered_model(self.model_name).aliases.get(CHALLENGER)
+        self.drop_alias_of(CHALLENGER, version)
+
+    def drop_alias_of(self, alias: str, version: int) -> None:
+        """Remove `alias` if `version` still holds it. Another version may hold it by now
+        (approved while this one rolled out) and keeps it."""
+        holder = self._client.get_registered_model(self.model_name).aliases.get(alias)
         if holder is not None and int(holder) == version:
-            self._client.delete_registered_model_alias(self.model_name, CHALLENGER)
+            self._client.delete_registered_model_alias(self.model_name, alias)
 
     def delete_alias(self, alias: str) -> None:
         """Remove `alias` from whichever version holds it; nothing happens if none does."""

@@ -822,6 +822,23 @@ def test_sensor_reports_the_end_of_a_rollout_replaced_between_two_ticks(
     assert json.loads(result.cursor) == {"rollout": "b", "reported": 2}
 
 
+def test_a_rollback_leaves_canary_to_a_version_approved_while_it_rolled_out(
+    stack: Stack, flipped_bundle: Path, traffic_rows: list[dict[str, Any]]
+) -> None:
+    """Version 3 rolls out; meanwhile version 2 is approved and takes `canary` (as
+    `promote_approved` does). Version 3's rollback must leave version 2 its alias: the
+    alias is what starts version 2's rollout next."""
+    spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
+    controller = RolloutController(spec, admin, registry)
+    controller.begin("3", flipped_bundle.name)
+    registry.set_alias(CANARY, 2)
+    send(stack.url, traffic_rows, STEP_REQUESTS, prefix="overlap")
+    rollout = controller.advance(force=True)
+
+    assert rollout is not None and rollout.status == "rolled_back" and rollout.version == "3"
+    assert aliases(registry) == {CHAMPION: 1, CANARY: 2}
+
+
 def test_an_approved_version_rolled_back_leaves_no_alias_and_reads_as_a_rollout_rollback(
     stack: Stack,
     flipped_bundle: Path,
