@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import docker
 import pandas as pd
 import pytest
@@ -245,3 +246,13 @@ def two_versions(
 def serving_spec(spec: Spec) -> Spec:
     """The test spec served on a free port pair of its own (tests run beside other servers)."""
     return with_port(spec, free_port_pair())
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    """A real Dagster instance in a temp DAGSTER_HOME (what the CLI and sensors read)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
+        yield test_instance

@@ -89,15 +89,6 @@ def stack(
         target_for(spec).stop()
 
 
-@pytest.fixture
-def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
-        yield test_instance
-
-
 def materialize_endpoint(
     spec: Spec, instance: dg.DagsterInstance, tags: dict[str, str]
 ) -> dict[str, object]:

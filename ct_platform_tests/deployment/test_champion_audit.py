@@ -68,15 +68,6 @@ def canary_stack(
         target_for(spec).stop()
 
 
-@pytest.fixture
-def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
-        yield test_instance
-
-
 def test_every_move_of_the_champion_is_one_promotion_line_naming_what_moved_it(
     canary_stack: tuple[Spec, ModelRegistry], instance: dg.DagsterInstance
 ) -> None:

@@ -688,15 +688,6 @@ def test_status_after_a_restart_tells_the_rollout_ended(
     assert aliases(stack.registry)[CANARY] is None
 
 
-@pytest.fixture
-def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
-        yield test_instance
-
-
 def test_sensor_advances_and_the_ui_job_aborts(
     stack: Stack, traffic_rows: list[dict[str, Any]], instance: dg.DagsterInstance
 ) -> None:
