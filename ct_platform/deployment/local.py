@@ -34,7 +34,8 @@ from ct_platform.deployment.endpoint import (
     DeploymentError,
     Endpoint,
     EndpointStatus,
-    is_healthy,
+    probe,
+    probed_status,
     server_arguments,
     utc_now,
     wait_healthy,
@@ -100,7 +101,7 @@ class LocalTarget:
                 url,
                 self._serving.port,
             )
-        if pid is not None and is_healthy(url):
+        if pid is not None and probe(url).alive:  # busy is alive: swap, never restart
             try:
                 self._admin(url).swap_in(bundle_dir)
             except AdminAuthError:
@@ -128,8 +129,7 @@ class LocalTarget:
         pid = self._running_pid()
         if pid is None:
             return EndpointStatus(endpoint, healthy=False, detail="server process is gone")
-        healthy = is_healthy(endpoint.url)
-        return EndpointStatus(endpoint, healthy, f"pid {pid}, {'' if healthy else 'not '}ready")
+        return probed_status(endpoint, f"pid {pid}")
 
     def adopt(self, bundle_dir: Path) -> Endpoint:
         """Record `bundle_dir` as the served bundle (promoted through the admin API): a server
@@ -169,7 +169,7 @@ class LocalTarget:
         """Start a server listening at `url` (its host and port) and wait until it is ready."""
         address = urlsplit(url)
         host, port = address.hostname or self._serving.host, address.port or self._serving.port
-        if is_healthy(url):
+        if probe(url).alive:
             # Not our server (we have no live pid for it): it would answer our health checks
             # while ours fails to bind, and the deploy would judge the wrong server.
             raise DeploymentError(

@@ -244,6 +244,8 @@ class LiveStatus:
     champion_version: str | None
     # The target's own words on the server ("server process is gone", "pid 4242, not ready").
     detail: str = ""
+    # Alive but refusing for load (see `EndpointStatus.busy`): never restarted for it.
+    busy: bool = False
 
     @property
     def serves_champion(self) -> bool:
@@ -266,6 +268,8 @@ class LiveStatus:
             return "nothing is deployed yet"
         if not self.healthy:
             return f"{self.url} does not answer ({self.detail})"
+        if self.busy:
+            return f"{self.url} is alive but busy ({self.detail})"
         if self.serves_champion:
             return f"{self.url} serves the champion, version {self.champion_version}"
         if self.champion_version is None:
@@ -287,7 +291,7 @@ def live_endpoint_status(spec: Spec, registry: ModelRegistry) -> LiveStatus:
         return LiveStatus(None, False, None, champion_version)
     url = status.endpoint.url
     served = served_version(url, spec.model.name)
-    return LiveStatus(url, status.healthy, served, champion_version, status.detail)
+    return LiveStatus(url, status.healthy, served, champion_version, status.detail, status.busy)
 
 
 def served_version(url: str, model_name: str) -> str | None:

@@ -86,6 +86,8 @@ def build_endpoint_watchdog(
         running = deployment_in_flight(context.instance)
         if running is not None:
             return skip(f"deployment run {running.run_id[:8]} is {running.status.value}")
+        if status.busy:  # alive: a restart would drop every request it holds
+            return skip(f"{status.describe()}: left alone")
         if status.url is not None and not status.healthy:
             reason = status.describe()
             return dg.SensorResult(run_requests=[repair_request(reason, f"revive-{status.url}")])
