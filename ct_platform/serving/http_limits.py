@@ -16,12 +16,12 @@ Connection cap (`max_connections`, enforced here, not by uvicorn's `limit_concur
 server holds at most `max_connections` requests at once (a connection is held from its
 request's headers to its answer; a slow client's body holds it); one more is answered 503
 (`retry-after: 1`, the body names the cap) and its connection closed, so many slow clients
-cannot exhaust the server. `--max-connections 5` holds 5 (uvicorn's own test counted the
-request's own connection with `>=`, and every idle or header-less connection: it held 4,
-and fewer beside idle keep-alive connections, which its keep-alive timeout frees). Exempt: GET and HEAD requests (health, metadata, metrics: no
-body to trickle, answered at once) and the admin API (`/admin/...`, token-guarded): a
-server that is busy at its cap still answers `/ping` 200 and takes a hot swap, so no
-deployer, watchdog or rollout ever mistakes "busy" for "dead" and restarts it.
+cannot exhaust the server. `--max-connections 5` holds 5 (uvicorn's test counted the
+request's own connection with `>=`, and idle keep-alive ones: it held 4 or fewer).
+Exempt: GET and HEAD requests (health, metadata, metrics: no body to trickle, answered at
+once) and the admin API (`/admin/...`, token-guarded): a server busy at its cap still
+answers `/ping` 200 and takes a hot swap, so no deployer, watchdog or rollout mistakes
+"busy" for "dead" and restarts it.
 Everything else is uvicorn's own code path.
 """
 

@@ -612,7 +612,12 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
         )
         in out
     )
-    assert "candidate traffic 20 %" in out and f"now: {stack.url} serves version 1 as stable" in out
+    assert "candidate traffic 20 %" in out
+    now = (
+        f"now: {stack.url} serves version 1 as stable (80 % of traffic), version 2 as "
+        "candidate (20 % of traffic)"
+    )
+    assert now in out
     assert ct("pause")[0] == 0
     paused = RolloutStore(spec.paths.rollouts).read()
     assert paused is not None and paused.status == "paused"
@@ -642,7 +647,10 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     )
     assert position.startswith("status completed, phase canary, step 0, ended 20")
     assert "candidate traffic" not in out and "serving: 1" not in out
-    assert now == f"now: {stack.url} serves version 2 as stable"
+    assert now == (
+        f"now: {stack.url} serves version 2 as stable (all traffic), "
+        "version 1 as previous (no traffic)"
+    )
     assert aliases(stack.registry) == {CHAMPION: 2, CANARY: None}
     code, out = ct("abort")
     assert code == 1 and "no active rollout to abort" in out
@@ -658,6 +666,73 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     assert verdict(stack.registry.version(2), rollouts) == "champion"
     line = read_events()[-1]
     assert (line.kind, line.actor) == ("rollback", f"canary rollout {aborted.id} ({who})")
+
+
+def test_ct_rollback_during_a_rollout_rolls_it_back_by_name(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The newcomer's finding: `ct rollback` during a canary redeployed an older champion
+    into the server (taking the candidate out without a word), and `ct rollout status` then
+    named the wrong champion and guessed the cause. Now it ends the rollout by name: the
+    candidate leaves traffic, loses `canary`, the rollout and the audit log say who and why,
+    and `champion` stays; status reads the champion from MLflow."""
+    spec = progressive(stack.spec, "canary")
+    started = RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
+
+    code = ct_main(["rollback", "--reason", "answers look wrong", "--by", "ana"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith(
+        f"rollout {started.id} (canary of version 2) rolled back by ana via ct rollback: "
+        "answers look wrong. Version 2 is out of traffic and no longer holds `canary`; "
+        "champion is version 1. There is no earlier champion to roll back to."
+    ), out
+    assert slots(stack.admin)["candidate"] is None and slots(stack.admin)["stable"] == "1"
+    assert aliases(stack.registry) == {CHAMPION: 1, CANARY: None}
+    ended = RolloutStore(spec.paths.rollouts).read()
+    assert ended is not None
+    assert (ended.status, ended.reason, ended.ended_by) == (
+        "rolled_back",
+        "answers look wrong",
+        "ana via ct rollback",
+    )
+    line = read_events()[-1]
+    assert (line.kind, line.actor, line.reason) == (
+        "rollback",
+        f"canary rollout {started.id} (ana via ct rollback)",
+        "canary rolled back: answers look wrong",
+    )
+
+    # The champion in `ct rollout status` is MLflow's, whatever the rollout recorded.
+    stack.registry.set_alias(CHAMPION, 3)
+    assert ct_main(["rollout", "status"]) == 0
+    headline, *_ = capsys.readouterr().out.splitlines()
+    assert headline == (
+        f"rollout {started.id}: canary of version 2 rolled back: version 2 was taken out of "
+        "traffic; the champion is version 3"
+    )
+
+
+def test_rollout_status_now_shows_every_slot_the_server_serves(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`now:` named only the stable slot, even with the candidate at 100 %."""
+    spec = progressive(stack.spec, "canary")
+    RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
+    stack.admin.route(1.0)  # the canary's last step
+    assert ct_main(["rollout", "status"]) == 0
+    assert (
+        f"now: {stack.url} serves version 1 as stable (0 % of traffic), version 2 as "(
+            "candidate (100 % of traffic)"
+        )
+        in capsys.readouterr().out
+    )
+
+    spec = progressive(stack.spec, "blue_green")
+    RolloutController(spec, stack.admin, stack.registry).begin("3", f"{MODEL}-v3")
+    assert ct_main(["rollout", "status"]) == 0
+    now = f"now: {stack.url} serves version 1 as stable (all traffic), version 3 as shadow "
+    assert now + "(scores copies, answers none)" in capsys.readouterr().out
 
 
 def test_status_after_a_restart_tells_the_rollout_ended(
