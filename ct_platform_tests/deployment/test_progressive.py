@@ -27,7 +27,10 @@ import pytest
 from ct_platform.cli import main as ct_main
 from ct_platform.cli.status import verdict
 from ct_platform.defs.resources import MlflowResource
+from ct_platform.defs.serving import build_endpoint_watchdog
+from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT
 from ct_platform.defs.serving.rollout import ROLLOUT, build_rollout_defs
+from ct_platform.defs.serving.sensors import REPAIR_TAG
 from ct_platform.deployment import target_for
 from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.controller import Rollout, RolloutController, RolloutStore
@@ -733,6 +736,52 @@ def test_rollout_status_now_shows_every_slot_the_server_serves(
     assert ct_main(["rollout", "status"]) == 0
     now = f"now: {stack.url} serves version 1 as stable (all traffic), version 3 as shadow "
     assert now + "(scores copies, answers none)" in capsys.readouterr().out
+
+
+def test_a_version_approved_during_a_rollout_waits_and_the_watchdog_starts_it_next(
+    stack: Stack, instance: dg.DagsterInstance
+) -> None:
+    """Version 3 takes `canary` (approved) while version 2 rolls out: the next
+    `deployed_endpoint` run leaves version 2's rollout alone and says version 3 waits; once
+    it ended, the watchdog requests the run that starts version 3's."""
+    spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
+    registry.set_alias(CANARY, 2)
+    roll_out(spec, registry)
+    first = RolloutStore(spec.paths.rollouts).read()
+    assert first is not None and first.version == "2"
+    registry.set_alias(CANARY, 3)  # what approving version 3 does (promote_approved)
+
+    done = roll_out(spec, registry)  # the deployed_endpoint run after the approval
+    assert done.reason == (
+        f"rollout {first.id} (canary of version 2) is running: version 3's rollout starts "
+        "after it ends (completes, is rolled back, or `ct rollout promote|abort`); the "
+        "endpoint_watchdog then starts it"
+    )
+    still = RolloutStore(spec.paths.rollouts).read()
+    assert still is not None and (still.id, still.status) == (first.id, "running")
+    assert slots(admin)["candidate"] == "2"
+    tick = watchdog_tick(spec, instance)
+    assert tick.skip_reason.skip_message == (  # type: ignore[union-attr]
+        f"rollout {first.id} is running: the rollout_sensor drives it"
+    )
+
+    RolloutController(spec, admin, registry).control("abort", "not this one")
+    assert aliases(registry) == {CHAMPION: 1, CANARY: 3}
+    (request,) = watchdog_tick(spec, instance).run_requests
+    assert request.asset_selection == [DEPLOYED_ENDPOINT]
+    assert request.tags[REPAIR_TAG] == (
+        f"{stack.url} serves the champion, version 1; version 3 holds `canary` and no rollout "
+        "is active (approved while another version rolled out): its rollout starts"
+    )
+    roll_out(spec, registry)  # the run the watchdog requested
+    second = RolloutStore(spec.paths.rollouts).read()
+    assert second is not None and (second.version, second.status) == ("3", "running")
+    assert slots(admin)["candidate"] == "3"
+
+
+def watchdog_tick(spec: Spec, instance: dg.DagsterInstance) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, resources={"mlflow": MlflowResource()})
+    return build_endpoint_watchdog(spec, automation_grace_seconds=0)(context)
 
 
 def test_status_after_a_restart_tells_the_rollout_ended(
