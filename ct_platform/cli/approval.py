@@ -6,7 +6,8 @@ audit log with who (`--by`, else $USER), when and why. An approved candidate bec
 champion under `deployment.strategy: direct`, or `canary` under a progressive strategy (its
 rollout moves `champion` when it completes); the answer says which, read back from MLflow
 after the run, and, when another version's rollout is active, names that rollout and says
-the approved version's rollout starts after it ends. The bundle and endpoint follow by automation. Decisions are final.
+the approved version's rollout starts after it ends. The bundle and endpoint follow by
+automation. Decisions are final.
 
 Exit status: 0 when the decision was recorded, 1 when it was refused (the message says why),
 2 when the platform could not be reached (no DAGSTER_HOME, bad spec).
