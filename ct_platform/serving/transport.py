@@ -88,13 +88,19 @@ def request_id_of(request: IncomingRequest) -> str | None:
     return unreserved(request_id, "X-Request-ID")
 
 
+def is_row_id(request_id: str) -> bool:
+    """`<id>:<digits>`: the prediction log's id of a row of a multi-row request."""
+    _, colon, tail = request_id.rpartition(":")
+    return bool(colon) and tail.isdigit() and tail.isascii()
+
+
 def unreserved(request_id: str, where: str) -> str:
     """`request_id` unless it has the form of a row id, `<id>:<i>`, which the prediction log
     gives row i of a multi-row request `<id>`: sent by a client it would be a second record
     with that id, and one label would join both. Refused (400), not rewritten: a label
     posted with the id the client chose must never join another request's row."""
-    head, colon, tail = request_id.rpartition(":")
-    if colon and tail.isdigit() and tail.isascii():
+    if is_row_id(request_id):
+        head, _, tail = request_id.rpartition(":")
         raise HttpError(
             400,
             "BAD_REQUEST",
