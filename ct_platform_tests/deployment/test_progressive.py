@@ -716,6 +716,29 @@ def test_ct_rollback_during_a_rollout_rolls_it_back_by_name(
     )
 
 
+def test_a_rollout_whose_candidate_a_deploy_took_out_names_that_deploy(stack: Stack) -> None:
+    """The candidate taken out by a recorded deployment (here a direct `roll_out` of a
+    champion moved by hand): the rollout's reason names it from the audit log, not only
+    the guess "unloaded?"."""
+    spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
+    started = RolloutController(spec, admin, registry).begin("2", f"{MODEL}-v2")
+    registry.set_alias(CHAMPION, 3)
+    direct = spec.model_copy(
+        update={"deployment": spec.deployment.model_copy(update={"strategy": "direct"})}
+    )
+    roll_out(direct, registry, actor="bob", why="hotfix")
+    deployed = read_events()[-1]
+    assert (deployed.kind, deployed.to_version, deployed.actor) == ("deployment", 3, "bob")
+
+    ended = RolloutController(spec, admin, registry).reconcile()
+    assert ended is not None and ended.status == "rolled_back"
+    assert ended.reason == (
+        "the server's candidate slot is empty (stable: version 3; unloaded?); the audit log "
+        f"records a deployment of version 3 by bob at {deployed.at} since the rollout began: "
+        f"{deployed.reason}: rollout ended"
+    ), started.id
+
+
 def test_rollout_status_now_shows_every_slot_the_server_serves(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
