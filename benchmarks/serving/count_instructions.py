@@ -59,7 +59,6 @@ WARM_UP = 300
 # --parts: part -> (the object of the app's `Server` that has it, its methods made no-ops;
 # those it has, so that a checkout from before or after a change counts alike).
 PARTS: dict[str, tuple[Callable[[Any], object], tuple[str, ...]]] = {
-    "Server._record": (lambda server: server, ("_record",)),
     "Metrics.prediction": (lambda server: server.metrics, ("prediction",)),
     "SlotStats.scored": (lambda server: server.slot_stats, ("scored",)),
     "ClientStats": (lambda server: server.slot_stats.clients, ("scored", "add_scored")),

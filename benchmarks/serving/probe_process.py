@@ -13,12 +13,14 @@ runs of `--duration` seconds each, measured from outside the process:
    involuntary context switches per request (a voluntary switch is a sleep: a wait in
    `epoll_wait`, or a thread woken and put back to sleep);
 2. `strace -c -f` attached to the process: system calls per request, by name;
-3. `perf stat` attached to the process (user space only on this box: perf_event_paranoid
-   2): cycles, instructions (IPC), cache and branch misses per request.
+3. `perf stat` attached to the process: task-clock, and (user space only with
+   perf_event_paranoid 2) cycles, instructions (IPC), cache and branch misses per request
+   where the machine exposes hardware counters (the benchmark VM does not).
 
 The garbage collector: the server runs under a wrapper that counts, through
 `gc.callbacks`, the collections of each generation and their time, written to a JSON file
-on SIGUSR1: the probe takes the difference over the `/proc` run, per 10,000 requests. Benchmarks are not tests: nothing here runs in CI.
+on SIGUSR1: the probe takes the difference over the `/proc` run, per 10,000 requests.
+Benchmarks are not tests: nothing here runs in CI.
 """
 
 from __future__ import annotations
@@ -106,9 +108,7 @@ def probe(target: str, args: argparse.Namespace) -> dict:
     return figures
 
 
-def proc_run(
-    pid: int, port: int, script: Path, args: argparse.Namespace, gc_file: Path
-) -> dict:
+def proc_run(pid: int, port: int, script: Path, args: argparse.Namespace, gc_file: Path) -> dict:
     gc_before = collections(pid, gc_file)
     before = threads(pid), switches(pid)
     done = wrk(port, script, args.duration, args.connections)

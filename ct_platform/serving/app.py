@@ -371,15 +371,18 @@ class Server:
         GIL with the next requests). `routing_key`: the client's, counted per client."""
         self.metrics.prediction(endpoint, slot, served.version, scored.parsed.n_rows, seconds)
         self.slot_stats.scored(slot, request_id, seconds, scored.prediction, routing_key)
+        parsed = scored.parsed
+        row = parsed.values  # one row: logged from its plain values, no column arrays
         return ScoredBatch(
             request_id,
             time.time(),
             slot,
             served.version,
             served.schema.names,
-            scored.parsed.columns,
+            parsed.columns if row is None else [],
             scored.prediction,
             seconds * 1000.0,
+            row,
         )
 
     # -- feedback, metrics, OpenAPI --------------------------------------------------------

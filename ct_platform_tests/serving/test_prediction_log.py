@@ -14,8 +14,9 @@ import pytest
 
 from ct_platform.monitoring.prediction_log import prediction_records
 from ct_platform.serving.app import ScoredAnswer
-from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.bundle import Prediction, load_bundle
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch, jsonl, rows_in
+from ct_platform.serving.slots import ServedModel
 from ct_platform.settings import Spec
 from ct_platform_tests.monitoring.serving_logs import rows_of
 from ct_platform_tests.serving.conftest import (
@@ -301,3 +302,24 @@ def test_a_scored_answer_logs_its_record_once_written_and_when_the_write_fails()
     with pytest.raises(OSError, match="connection reset"):
         asyncio.run(answer({}, nothing, broken_send))
     assert logged == [batch, batch]
+
+
+def test_a_one_row_record_from_the_plain_values_is_the_columns_record(
+    open_server: ThreadedServer, rows: list[dict]
+) -> None:
+    """The one-row path logs from `ParsedRows.values`: byte for byte the record made from
+    the row's column arrays, a missing category (null) and a missing number (NaN) too."""
+    served = ServedModel.of(load_bundle(open_server.config.bundle), "reject", "ignore")
+    for sent in ({**rows[0]}, {**rows[1], "job": None, "pdays": 999}):
+        parsed = served.schema.from_records([sent])
+        assert parsed.values is not None  # the one-row path took it
+        prediction = served.model.predict(parsed)
+        fields = ("r1", 1.5, "stable", "1", served.schema.names)
+        from_values = ScoredBatch(*fields, [], prediction, 0.25, parsed.values)
+        from_columns = ScoredBatch(*fields, parsed.columns, prediction, 0.25)
+        assert jsonl(from_values) == jsonl(from_columns)
+        record = orjson.loads(jsonl(from_values))
+        assert record["features"] == {
+            name: (None if value == 999 and name == "pdays" else value)
+            for name, value in sent.items()
+        }
