@@ -2,7 +2,8 @@
 the floor + ORT server, under the same wrk load, one after the other.
 
     nice -n 19 .venv/bin/python benchmarks/serving/probe_process.py --work DIR \
-        [--duration 8] [--connections 8] [--targets ct-platform floor+ort]
+        [--duration 8] [--connections 8] [--targets ct-platform floor+ort baseline]
+        [--repo CHECKOUT] [--rounds 1] [--proc-only]
 
 `DIR` holds `bundle/`, `row.json` and `rows.json` as `count_instructions.py --work DIR`
 makes them. For each target, a fresh server process, 2 s of wrk warm-up, then three wrk
@@ -72,8 +73,15 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--targets", nargs="*", default=["ct-platform", "floor+ort"])
+    parser.add_argument("--repo", type=Path, help="the `baseline` target's checkout")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds over the targets")
+    parser.add_argument("--proc-only", action="store_true", help="no strace, no perf run")
     args = parser.parse_args()
-    results = {target: probe(target, args) for target in args.targets}
+    results: dict[str, list[dict]] = {target: [] for target in args.targets}
+    for round_ in range(args.rounds):  # each round starts one target later
+        shift = round_ % len(args.targets)
+        for target in args.targets[shift:] + args.targets[:shift]:
+            results[target].append(probe(target, args))
     print(json.dumps(results, indent=2))
     return 0
 
@@ -82,25 +90,29 @@ def probe(target: str, args: argparse.Namespace) -> dict:
     port = free_port()
     gc_file = Path(tempfile.mkstemp(prefix="gc-", suffix=".json")[1])
     home = tempfile.mkdtemp(prefix="ct-home-")
-    if target == "ct-platform":
+    env = {**os.environ, "CT_HOME": home}
+    if target in ("ct-platform", "baseline"):
         server = ["ct_platform.serving", "--bundle", str(args.work / "bundle")]
         server += ["--port", str(port)]
+        if target == "baseline":  # the same server from another checkout (before/after)
+            env["PYTHONPATH"] = str(args.repo.resolve())
     else:
         server = [str(HERE / "floor.py"), "--port", str(port)]
         server += ["--onnx", str(args.work / "bundle" / "model.onnx")]
         server += ["--rows", str(args.work / "rows.json")]
     process = subprocess.Popen(
         [sys.executable, "-c", _GC_WRAPPER, str(gc_file), *server],
-        cwd=REPO,
-        env={**os.environ, "CT_HOME": home},
+        cwd=REPO if target != "baseline" else args.repo,
+        env=env,
     )
     try:
         wait_ready(port, args.work / "row.json", process)
         script = wrk_script(args.work / "row.json")
         wrk(port, script, 2, args.connections)
         figures = {"proc": proc_run(process.pid, port, script, args, gc_file)}
-        figures["strace"] = strace_run(process.pid, port, script, args)
-        figures["perf"] = perf_run(process.pid, port, script, args)
+        if not args.proc_only:
+            figures["strace"] = strace_run(process.pid, port, script, args)
+            figures["perf"] = perf_run(process.pid, port, script, args)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)
