@@ -432,6 +432,9 @@ class ServingSpec(_Strict):
     body_time_limit_s: Annotated[float, Field(gt=0)] = 60.0
     # Connections held at once; a request beyond is answered 503 (uvicorn limit_concurrency).
     max_connections: Annotated[int, Field(ge=2)] = 512
+    # Intra-op threads of the ONNX session that scores requests of 512 rows or more (at
+    # most the cores the server may use); 1: one thread for every request.
+    batch_threads: Annotated[int, Field(ge=1, le=64)] = 2
 
     @model_validator(mode="before")
     @classmethod
