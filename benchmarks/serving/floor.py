@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--onnx", type=Path, help="also run this model on pre-parsed rows")
     parser.add_argument("--rows", type=Path, help="dataframe_split JSON of the rows (--onnx)")
     parser.add_argument(
-        "--batch-threads", type=int, default=2, help="intra-op threads for many rows (--onnx)"
+        "--batch-threads", type=int, default=1, help="intra-op threads for many rows (--onnx)"
     )
     parser.add_argument("--parts", action="store_true", help="print the 1,000-row parts")
     args = parser.parse_args()

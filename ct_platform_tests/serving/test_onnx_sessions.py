@@ -35,7 +35,7 @@ def test_a_big_request_is_scored_by_the_two_thread_session_as_sklearn_scores_it(
     """WIDE_ROWS rows go to the two-thread session, one row less to the one-thread
     session; both give sklearn's labels and, row by row, the one-thread session's
     probabilities (the threads split the work, not the arithmetic of a row)."""
-    backend = load_bundle(bundle_dir).backend
+    backend = load_bundle(bundle_dir, batch_threads=2).backend
     used: list[str] = []
     for name in ("_run", "_wide_run"):
         run = getattr(backend, name)
@@ -98,7 +98,7 @@ def test_batch_threads_1_scores_every_request_with_the_one_thread_session(
     bundle_dir: Path, holdout: pd.DataFrame, bank_spec: Spec
 ) -> None:
     """`batch_threads=1`: no second session; a big request takes the one-thread session
-    and gets the same answer as from the default backend's big-request session."""
+    and gets the same answer as from a two-thread big-request session."""
     single = load_bundle(bundle_dir, batch_threads=1).backend
     assert single._wide_session is None and single.batch_threads == 1
     used = _used_runs(single)
@@ -106,9 +106,9 @@ def test_batch_threads_1_scores_every_request_with_the_one_thread_session(
     rows = parsed_rows(features, bank_spec)
     got = single.predict(rows)
     assert used == ["_run"]
-    default = load_bundle(bundle_dir).backend.predict(rows)
-    assert got.labels.tolist() == default.labels.tolist()
-    np.testing.assert_allclose(got.proba, default.proba, rtol=0, atol=1e-6)
+    wide = load_bundle(bundle_dir, batch_threads=2).backend.predict(rows)
+    assert got.labels.tolist() == wide.labels.tolist()
+    np.testing.assert_allclose(got.proba, wide.proba, rtol=0, atol=1e-6)
 
 
 def test_batch_threads_are_bounded_by_the_cores_the_process_may_use(bundle_dir: Path) -> None:
@@ -121,13 +121,13 @@ def test_the_spec_and_the_command_line_set_the_server_batch_threads(
     bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`serving.batch_threads` reaches the server through `--batch-threads`, which
-    `CT_SERVING_BATCH_THREADS` sets when absent (containers); 2 when neither says."""
-    arguments = server_arguments(ServingSpec(batch_threads=1), str(bundle_dir), "127.0.0.1", 1)
-    assert config_from_args(build_parser().parse_args(arguments)).batch_threads == 1
-    assert ServingSpec().batch_threads == 2
-    assert config_from_args(build_parser().parse_args([])).batch_threads == 2
-    monkeypatch.setenv("CT_SERVING_BATCH_THREADS", "1")
+    `CT_SERVING_BATCH_THREADS` sets when absent (containers); 1 when neither says."""
+    arguments = server_arguments(ServingSpec(batch_threads=2), str(bundle_dir), "127.0.0.1", 1)
+    assert config_from_args(build_parser().parse_args(arguments)).batch_threads == 2
+    assert ServingSpec().batch_threads == 1
     assert config_from_args(build_parser().parse_args([])).batch_threads == 1
+    monkeypatch.setenv("CT_SERVING_BATCH_THREADS", "2")
+    assert config_from_args(build_parser().parse_args([])).batch_threads == 2
 
 
 @pytest.mark.parametrize("batch_threads", [1, 2])
