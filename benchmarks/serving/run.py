@@ -338,7 +338,7 @@ COLUMNS = (
     ("p50 ms", "p50_ms"),
     ("p99 ms", "p99_ms"),
     ("1k rows ms", "batch_1000_ms"),
-    ("1k client ms", "batch_client_ms"),
+    ("client ms", "batch_client_ms"),
     ("RSS MB", "rss_mb"),
     ("start s", "start_s"),
     ("CPU µs/req", "cpu_us_per_request"),
