@@ -73,6 +73,8 @@ def server_arguments(serving: ServingSpec, bundle: str, host: str, port: int) ->
         str(serving.body_time_limit_s),
         "--max-connections",
         str(serving.max_connections),
+        "--batch-threads",
+        str(serving.batch_threads),
     ]
 
 

@@ -20,6 +20,7 @@ from ct_platform.serving.app import create_app
 from ct_platform.serving.config import (
     DEFAULT_ADMIN_TOKEN_ENV,
     DEFAULT_API_KEY_ENV,
+    DEFAULT_BATCH_THREADS,
     DEFAULT_BODY_TIME_LIMIT_S,
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
@@ -112,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the x-ignored-columns header (ignore), or refuse the request (400)",
     )
     parser.add_argument(
+        "--batch-threads",
+        type=int,
+        default=int(env("CT_SERVING_BATCH_THREADS", str(DEFAULT_BATCH_THREADS))),
+        help="intra-op threads of the ONNX session scoring requests of 512 rows or more "
+        "(1: one thread for every request; at most the cores the process may use)",
+    )
+    parser.add_argument(
         "--no-onnx",
         action="store_true",
         default=env("CT_SERVING_ONNX", "1") == "0",
@@ -136,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_key_env=args.api_key_env,
         admin_token_env=args.admin_token_env,
         use_onnx=not args.no_onnx,
+        batch_threads=args.batch_threads,
         out_of_contract=args.out_of_contract,
         unknown_columns=args.unknown_columns,
     )

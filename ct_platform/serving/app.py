@@ -516,7 +516,7 @@ def create_app(config: ServerConfig) -> HotRoutes:
     """Load the bundle(s) named by `config` and build the ASGI app (slow: loads models)."""
 
     def served(bundle: Path) -> ServedModel:
-        model = load_bundle(bundle, use_onnx=config.use_onnx)
+        model = load_bundle(bundle, use_onnx=config.use_onnx, batch_threads=config.batch_threads)
         return ServedModel.of(model, config.out_of_contract, config.unknown_columns)
 
     stable = served(config.bundle)
