@@ -254,11 +254,15 @@ class ModelRegistry:
         fingerprint: str,
         dagster_run_id: str | None,
         tags: Mapping[str, str] | None = None,
+        version_tags: Mapping[str, str] | None = None,
     ) -> ModelVersionInfo:
         """Log one training run, register its model as a new version, alias it `challenger`.
 
-        `params` are the caller's (spec) parameters; the model's own scalar parameters are
-        added under their scikit-learn names (e.g. `estimator__max_iter`). The signature
+        `tags` go on the run and the version, `version_tags` on the version only (written
+        with it: MLflow writes each tag set later in a transaction of its own, after reading
+        the whole registered model). `params` are the caller's (spec) parameters; the
+        model's own scalar parameters are added under their scikit-learn names (e.g.
+        `estimator__max_iter`). The signature
         describes raw rows as the data has them (integer columns as long, the
         sentinel pdays=999 as such): the model's preparation step cleans them. The run and
         the version link the Dagster run that trained them (tags `dagster.run_id`/`_url`).
@@ -307,7 +311,7 @@ class ModelRegistry:
                 self.model_name,
                 source=logged.model_uri,
                 run_id=run.info.run_id,
-                tags=common_tags,
+                tags={**(version_tags or {}), **common_tags},
                 description=f"Candidate, not yet evaluated. {trained_by}",
                 model_id=logged.model_id,
             )
