@@ -530,7 +530,7 @@ def _use_write_ahead_log(database: Path) -> None:
     """Put a SQLite store in write-ahead-log mode (kept in the file: one switch per store).
 
     SQLite's default rollback journal makes every commit write, sync and delete a journal
-    file beside the database; a training run commits about a hundred times (runs, params,
+    file beside the database; a training run writes about 60 times (runs, params,
     metrics, versions, tags, aliases), 15-55 ms each on a busy disk against 1-13 ms with
     the log (benchmarks/training/README.md, sixth round). Each commit is still synced to
     the log before it returns (the default `synchronous=FULL`), so nothing committed is
