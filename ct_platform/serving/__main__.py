@@ -215,10 +215,10 @@ def uvicorn_config(app: HotRoutes, config: ServerConfig, **overrides: object) ->
             config.body_timeout_s,
             app.refused,
             body_time_limit_s=config.body_time_limit_s,
+            # Not uvicorn's `limit_concurrency`: that refuses /ping and the admin API too,
+            # and a busy server then looks dead to its deployer (see `http_limits`).
+            max_connections=config.max_connections,
         ),
-        # uvicorn answers 503 to a request while this many connections are open (slowloris
-        # with many connections); the header and body time limits free the slow ones.
-        "limit_concurrency": config.max_connections,
         "access_log": False,
         # uvicorn's X-Forwarded-* rewriting of the client address and scheme is one more
         # ASGI layer and a pass over the headers per request; nothing here reads either.

@@ -33,8 +33,8 @@ UNKNOWN_COLUMNS_POLICIES: tuple[UnknownColumns, ...] = ("ignore", "refuse")
 # nginx's `client_body_timeout` bounds only the gap between two reads; this bounds the
 # whole body (from the end of the headers), so a byte every 59 s cannot hold a connection.
 DEFAULT_BODY_TIME_LIMIT_S = 60.0
-# Open connections the server holds at once; beyond, a request is answered 503 (uvicorn's
-# `limit_concurrency`), so many slow clients cannot exhaust its file descriptors.
+# Open connections the server holds at once; beyond, a request is answered 503 (see
+# `http_limits`: GET/HEAD and the admin API exempt), so slow clients cannot exhaust it.
 DEFAULT_MAX_CONNECTIONS = 512
 
 
