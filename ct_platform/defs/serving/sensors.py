@@ -22,14 +22,13 @@ import time
 import dagster as dg
 
 from ct_platform.defs.resources import MlflowResource
-from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT, MODEL_BUNDLE
+from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT, MODEL_BUNDLE, REPAIR_TAG
 from ct_platform.settings import Spec
 
 # One repair request per deployment per window: a server that keeps dying is not
 # restarted in a tight loop (the failing runs say why).
 REVIVAL_WINDOW_SECONDS = 300
 AUTOMATION_GRACE_SECONDS = 120
-REPAIR_TAG = "ct/repair"
 UNFINISHED = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
