@@ -246,6 +246,7 @@ def test_the_endpoint_run_after_a_completed_canary_says_what_started_it(
     export(1)
     assert tick() == 1
     materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)  # goes in directly: champion
+    assert tick() == 0  # the daemon ticks every 15 s: one sees the run done
     export(2)
     assert tick() == 1
     materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)  # version 2's canary starts
