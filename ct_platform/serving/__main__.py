@@ -80,6 +80,14 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], object, tuple[str, ...] | Non
         "connections held at once; a request beyond them is answered 503",
     ),
     (
+        "--batch-threads",
+        int,
+        DEFAULT_BATCH_THREADS,
+        None,
+        "intra-op threads of the ONNX session scoring requests of 512 rows or more "
+        "(1: one thread for every request; at most the cores the process may use)",
+    ),
+    (
         "--api-key-env",
         str,
         DEFAULT_API_KEY_ENV,
@@ -128,13 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
             choices=choices,
             help=about,
         )
-    parser.add_argument(
-        "--batch-threads",
-        type=int,
-        default=int(env("CT_SERVING_BATCH_THREADS", str(DEFAULT_BATCH_THREADS))),
-        help="intra-op threads of the ONNX session scoring requests of 512 rows or more "
-        "(1: one thread for every request; at most the cores the process may use)",
-    )
     parser.add_argument(
         "--no-onnx",
         action="store_true",
