@@ -483,10 +483,23 @@ class GovernorSpec(_Strict):
     alert_webhook_env: str | None = None
 
 
+# `monitoring.decay_tolerance` when unset: metric units on a 0..1 scale, else relative.
+DEFAULT_DECAY_TOLERANCE = 0.05
+DEFAULT_RELATIVE_DECAY = 0.05
+
+
 class MonitoringSpec(_Strict):
     window: DriftWindow = DriftWindow()
     drift_share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
-    decay_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    # Decay worth a retrain: how much worse than the holdout figure the live primary metric
+    # may be. Unset: 0.05 in the metric's own units for metrics on a 0..1 scale (accuracy,
+    # balanced_accuracy, f1, roc_auc, r2), and 5 % of the holdout figure for metrics in the
+    # target's units (mae, rmse). A number given applies as is, in the metric's units.
+    decay_tolerance: Annotated[float, Field(ge=0)] | None = None
+    # A shortfall beyond the tolerance is decay only when a one-sided test at this level
+    # says it is beyond noise (`monitoring.performance`): the check runs every few minutes
+    # on overlapping windows, so a loose level would retrain on noise.
+    decay_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
     # Fewer labelled rows than this give no performance verdict ("insufficient data").
     min_feedback_rows: Annotated[int, Field(ge=1)] = 200
     # Classification: fewer labelled rows than this in any class present (or a single class)
@@ -509,6 +522,14 @@ class MonitoringSpec(_Strict):
     retrain_window_batches: Annotated[int, Field(ge=1)] = 3
     cron: str = "*/5 * * * *"
     governor: GovernorSpec = GovernorSpec()
+
+    def decay_margin(self, metric: str, reference: float) -> float:
+        """`decay_tolerance` in `metric`'s units for a holdout figure of `reference`."""
+        if self.decay_tolerance is not None:
+            return self.decay_tolerance
+        if metric in LOWER_IS_BETTER:
+            return DEFAULT_RELATIVE_DECAY * abs(reference)
+        return DEFAULT_DECAY_TOLERANCE
 
 
 Strategy = Literal["direct", "blue_green", "canary", "shadow", "ab"]
