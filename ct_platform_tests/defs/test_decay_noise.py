@@ -88,9 +88,7 @@ def materialize_performance(spec: Spec, instance: dg.DagsterInstance) -> tuple[d
     )
     event = result.get_asset_materialization_events()[0]
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-    [check] = [
-        c for c in result.get_asset_check_evaluations() if c.check_name == SAMPLE_SIZE_CHECK
-    ]
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == SAMPLE_SIZE_CHECK]
     return metadata, check.description or ""
 
 
