@@ -40,6 +40,7 @@ def regression_spec(folder: Path, monitoring: dict) -> Spec:
     dataset.pop("target_labels")
     raw["evaluation"]["primary_metric"] = "mae"
     raw["gates"]["metric_floor"] = {"threshold": 250, "symmetric": False}
+    raw["gates"]["fairness"]["metric_gap"] = 30  # seconds of MAE between groups
     raw["monitoring"].pop("decay_tolerance")  # the shipped spec's, for ROC AUC
     raw["monitoring"].update(monitoring)
     (folder / "in").mkdir(exist_ok=True)
