@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import dagster as dg
 import pandas as pd
@@ -185,3 +186,27 @@ def test_a_run_killed_with_sigkill_is_named_killed_not_in_progress(
     [request] = loop.tick("training_sensor").run_requests
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     assert request.run_key.endswith("-request-2")  # the killed run was attempt 1
+
+
+def test_a_killed_deployment_run_does_not_hold_the_endpoint_watchdog_back(instance):
+    """The watchdog skipped its repair while a deployment run was "in progress": a run
+    killed with -9 was that for ever."""
+    from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT
+    from ct_platform.defs.serving.sensors import deployment_in_flight
+
+    run = instance.add_run(
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            run_id=str(uuid.uuid4()),
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            asset_selection=frozenset({DEPLOYED_ENDPOINT}),
+        )
+    )
+    worker = started_run_worker(instance, run)
+    try:
+        assert deployment_in_flight(instance).run_id == run.run_id
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+
+    assert deployment_in_flight(instance) is None
