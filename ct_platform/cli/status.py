@@ -22,7 +22,11 @@ instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
 Below the table, one line per version waiting for a person's decision (`governance.approval:
 required`): "waiting for approval of version N (ct approve N --reason ...)".
 
-Exit status: 0 when the status was read, 2 when it could not be (no DAGSTER_HOME, bad spec).
+The spec, CT_HOME and instance are resolved as every `ct` command does (`cli.where`):
+`DAGSTER_HOME` defaults to `$CT_HOME/dagster`; with nothing landed, the line names the
+landing folder, the spec and CT_HOME it read.
+
+Exit status: 0 when the status was read, 2 when it could not be (bad spec, no instance).
 """
 
 from __future__ import annotations
@@ -67,38 +71,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from ct_platform.cli.where import dagster_home, load_platform
     from ct_platform.defs.resources import MlflowResource
-    from ct_platform.settings import Paths, load_spec
 
-    if not os.environ.get("DAGSTER_HOME"):
-        print(
-            "ct status: DAGSTER_HOME is not set: point it at the platform's instance",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        spec = load_spec()
-        paths = Paths.from_env()
+        platform = load_platform()  # an invalid spec is refused before anything else
+        dagster_home(platform)
+        spec = platform.spec
         versions = (
             MlflowResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
             .registry(spec)
             .versions()
         )
         with dg.DagsterInstance.get() as instance:
-            states = batch_states(spec, paths, instance, versions)
+            states = batch_states(spec, platform.paths, instance, versions)
     except (OSError, ValueError) as exc:
         print(f"ct status: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps([asdict(state) for state in states], indent=2))
+    elif not states:
+        print(f"nothing has landed yet in {spec.landing_dir} ({platform.where()})")
     else:
         print("\n".join([render(states), *approval_waits(versions)]))
     return 0
 
 
 def render(states: list[BatchState]) -> str:
-    if not states:
-        return "nothing has landed yet"
     width = max(len(state.batch) for state in states)
     kind = max(len(state.state) for state in states)
     return "\n".join(f"{s.batch:<{width}}  {s.state:<{kind}}  {s.detail}" for s in states)

@@ -71,13 +71,6 @@ def test_status_names_every_batch_state(spec, instance, land_bank_batches, write
     assert len(rows) == 8
 
 
-def test_status_without_an_instance_says_so(spec, monkeypatch, capsys):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-
-    assert main(["status"]) == 2
-    assert "DAGSTER_HOME is not set" in capsys.readouterr().err
-
-
 def test_a_recut_file_is_flagged_and_no_sensor_tick_is_promised_without_a_daemon(
     spec, instance, bank_frame, land_bank_batches, write_batch, capsys
 ):
