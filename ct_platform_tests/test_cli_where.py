@@ -3,6 +3,7 @@ CT_HOME and `DAGSTER_HOME` (default `$CT_HOME/dagster`), and names them when it 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,28 @@ def test_status_without_dagster_home_reads_the_documented_default(
     assert capsys.readouterr().out == (
         f"nothing has landed yet in {spec_file.parent / 'incoming'} ({where})\n"
     )
+
+
+def test_commands_read_the_spec_the_running_platform_records(
+    spec_file, ct_home, monkeypatch, capsys
+):
+    """`make demo` runs `$CT_HOME/demo-spec.yaml` (a canary rollout), but `ct` commands run
+    from the repo folder read its `ct_platform.yaml`: silently another spec."""
+    ct_home.mkdir(parents=True)
+    (ct_home / "spec-in-use").write_text(f"{spec_file}\n")  # as deploy/demo.sh writes it
+    monkeypatch.delenv("CT_SPEC")
+    monkeypatch.chdir(REPO_SPEC.parent)  # where ct_platform.yaml is found
+
+    assert main(["history"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"ct: reading {spec_file}, the spec the platform on CT_HOME {ct_home} runs (recorded "
+        f"in {ct_home}/spec-in-use), not {REPO_SPEC}; set CT_SPEC to read another\n"
+    )
+    assert f"(spec {spec_file}, CT_HOME {ct_home})" in captured.out
+    assert os.environ["CT_SPEC"] == str(spec_file)
+
+    monkeypatch.setenv("CT_SPEC", str(REPO_SPEC))  # named: read as named, no note
+    assert main(["history"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and f"(spec {REPO_SPEC}, CT_HOME {ct_home})" in captured.out

@@ -7,11 +7,17 @@ an empty answer that looks like the platform's.
 
 `DAGSTER_HOME` defaults to `$CT_HOME/dagster`, as the README's settings table and the
 Makefile say, so `ct status` outside `make` reads the same instance as `make demo`.
+
+The platform `make demo` runs reads its own spec (`$CT_HOME/demo-spec.yaml`, the bank spec
+with a canary rollout), not the `ct_platform.yaml` a command finds in the repo folder. The
+demo records the spec it runs in `$CT_HOME/spec-in-use`; with `CT_SPEC` unset, every `ct`
+command reads that one and says so on stderr (`follow_running_spec`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +27,38 @@ if TYPE_CHECKING:
 
 # Under CT_HOME, as the Makefile's `DAGSTER_HOME ?= $(CT_HOME)/dagster`.
 DAGSTER_HOME_DEFAULT = "dagster"
+# Under CT_HOME: the absolute path of the spec the running platform reads (deploy/demo.sh).
+SPEC_RECORD = "spec-in-use"
+
+
+def follow_running_spec() -> Path | None:
+    """With `CT_SPEC` unset, point it (and `CT_HOME`) at the spec the platform on this
+    CT_HOME runs when that is another file than the one found from the working folder, and
+    say so on stderr. Returns the spec followed, None when nothing changed."""
+    from ct_platform.settings import Paths, SpecError, spec_path
+
+    if os.environ.get("CT_SPEC"):
+        return None
+    home = Paths.from_env().home
+    try:
+        recorded = Path((home / SPEC_RECORD).read_text().strip())
+    except OSError:
+        return None
+    try:
+        found: Path | None = spec_path()
+    except SpecError:
+        found = None
+    if not recorded.is_file() or recorded == found:
+        return None
+    print(
+        f"ct: reading {recorded}, the spec the platform on CT_HOME {home} runs (recorded in "
+        f"{home / SPEC_RECORD}), not {found or 'none found here'}; set CT_SPEC to read "
+        "another",
+        file=sys.stderr,
+    )
+    os.environ["CT_HOME"] = str(home)  # as resolved before CT_SPEC was set
+    os.environ["CT_SPEC"] = str(recorded)
+    return recorded
 
 
 @dataclass(frozen=True)
