@@ -16,8 +16,9 @@ What a tick decides, from the event log and the run table only (a few queries, n
 - While any training run is queued, running, or about to be retried, the tick waits: that run
   or the next one takes every batch validated meanwhile, and training stays one at a time.
   A run Dagster shows as STARTED whose processes are gone (killed with -9) is not running:
-  the tick marks it failed (`run_workers.fail_dead_runs`, as run monitoring would), which
-  frees its queue slot and lets the run-retry daemon retry it.
+  each tick marks every such run failed, of any job (`run_workers.fail_dead_runs`, as run
+  monitoring would where the launcher can probe its workers), which frees its queue slot and
+  lets the run-retry daemon retry it.
 - Otherwise, if validated batches are not covered, one run is requested. Its run key names
   the newest waiting batch's event and the attempt, so a failed attempt is requested again
   (at most `MAX_TRAINING_REQUESTS` times for the same batches, then the tick says so), and it
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from ct_platform.defs.data.assets import REVALIDATED, VALIDATED_BATCH
-from ct_platform.defs.run_workers import dead_run_reason, fail_dead_runs
+from ct_platform.defs.run_workers import EXECUTING, dead_run_reason, fail_dead_runs
 
 # One training pipeline at a time: the queued run coordinator (dagster.yaml) limits this tag.
 PIPELINE_TAG = "ct/pipeline"
@@ -210,11 +211,13 @@ def build_training_sensor(job_name: str) -> dg.SensorDefinition:
         "no training run is in progress: a backlog of batches is one training run.",
     )
     def training_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        # Any job's run killed with -9 holds a queue slot (and training) until marked failed.
+        executing = dg.RunsFilter(statuses=list(EXECUTING))
+        for line in fail_dead_runs(
+            context.instance, context.instance.get_runs(executing, limit=100)
+        ):
+            context.log.warning(f"marked failed: run {line}")
         backlog = training_backlog(context.instance, int(context.cursor or 0))
-        if backlog.dead:
-            for line in fail_dead_runs(context.instance, [run for run, _ in backlog.dead]):
-                context.log.warning(f"marked failed: training run {line}")
-            backlog = training_backlog(context.instance, int(context.cursor or 0))
         cursor = str(backlog.covered_upto)
         decision = training_request(backlog)
         if isinstance(decision, str):

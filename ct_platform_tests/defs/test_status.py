@@ -203,3 +203,29 @@ def test_a_killed_deployment_run_does_not_hold_the_endpoint_watchdog_back(instan
         worker.wait()
 
     assert deployment_in_flight(instance) is None
+
+
+def test_a_killed_ingest_run_is_named_and_marked_failed(spec, instance, capsys):
+    """The same kind for an ingest run: `ingest run 1a2b3c4d is STARTED` for a dead process,
+    holding one of the queue's run slots until someone marked it failed."""
+    loop = Loop(spec, instance)
+    instance.add_dynamic_partitions("batches", ["batch-00001.csv"])
+    run = instance.create_run_for_job(
+        loop.defs.resolve_job_def("batch_job"),
+        tags={"dagster/partition": "batch-00001.csv"},
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    worker = started_run_worker(instance, run)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+
+    detail = status(capsys)["batch-00001.csv"]["detail"]
+
+    assert detail.startswith(
+        f"batch_job run {run.run_id[:8]} killed (STARTED, but its process {worker.pid} is "
+        "gone); no daemon to mark it failed: no sensor daemon has ever run on this instance: "
+        "run `dagster job execute -m ct_platform.definitions -j batch_job --tags "
+        '\'{"dagster/partition": "batch-00001.csv"}\'`'
+    )
+    loop.tick("training_sensor")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
