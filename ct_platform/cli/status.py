@@ -9,13 +9,14 @@ instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
   how its latest rollout went instead (running at 40 %, rolled back at 20 % and why,
   aborted by whom and why, completed);
 - `validated`: it passed its contract but no version trained on it, with the reason (a
-  training run is queued or running, the training sensor has not ticked yet, no sensor
+  training run is queued or running, a training run Dagster shows as STARTED was killed
+  (its process is gone: `defs.run_workers`), the training sensor has not ticked yet, no sensor
   daemon is running (no heartbeat in 5 min: the command to train instead), training failed
   without a verdict, or it fell outside the newest training window); a batch repeating rows
   of earlier batches (over `duplicate_rate_max`) says how many and which;
 - `quarantined`: it failed its contract or could not be read, with the recorded reason;
-- `not ingested`: a partition with no outcome yet (its ingest run is queued, running or
-  failed, or no run was made);
+- `not ingested`: a partition with no outcome yet (its ingest run is queued, running,
+  killed or failed, or no run was made);
 - `not a batch yet`: a file in the landing folder with no partition (still being written,
   identical to a batch already ingested, an unsupported name, or not yet seen by a sensor).
 
