@@ -60,14 +60,19 @@ time.sleep(3600)
 """
 
 
-def _supervise(tmp_path: Path, mode: str, grace: float) -> tuple[subprocess.Popen[str], dict]:
+SLEEPER = "import time; time.sleep(3600)"  # Ctrl-C: a KeyboardInterrupt traceback
+
+
+def _supervise(
+    tmp_path: Path, mode: str, grace: float, sibling: str = SLEEPER
+) -> tuple[subprocess.Popen[str], dict]:
     pids = tmp_path / "pids.json"
     command = [
         sys.executable, str(SUPERVISOR), "--grace", str(grace),
         "--after", f"echo after-ran > {tmp_path / 'after'}",
         "--drop", "main", "DEBUG",
         "main", sys.executable, "-c", DAGSTER_LIKE, str(pids), mode,
-        ":::", "sibling", sys.executable, "-c", "import time; time.sleep(3600)",
+        ":::", "sibling", sys.executable, "-c", sibling,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + SLACK
@@ -117,6 +122,23 @@ def test_ctrl_c_ends_every_process_within_the_grace(tmp_path: Path) -> None:
     assert f"[demo]   {pids['main']} " in output
     assert "main child up" in output
     assert "hidden line" not in output  # --drop main DEBUG
+    # The sibling's KeyboardInterrupt traceback (our SIGINT) is counted, not shown.
+    assert "Traceback" not in output
+    assert "[demo] 1 KeyboardInterrupt traceback(s) of processes Ctrl-C stopped not shown" in output
+    _assert_all_gone(pids, tmp_path)
+
+
+def test_a_real_error_while_stopping_is_shown_whole(tmp_path: Path) -> None:
+    """Only the interruption is hidden: an error it led to is printed with its traceback."""
+    sibling = "import time\ntry:\n    time.sleep(3600)\nexcept KeyboardInterrupt:\n"
+    sibling += "    raise RuntimeError('could not flush the log')"
+    process, pids = _supervise(tmp_path, "polite", grace=8, sibling=sibling)
+    process.send_signal(signal.SIGINT)
+    output, _ = _finish(process, 8 + SLACK)
+    lines = output.splitlines()
+    assert lines.count("Traceback (most recent call last):") == 1
+    assert "RuntimeError: could not flush the log" in lines
+    assert "KeyboardInterrupt" not in output.replace("1 KeyboardInterrupt traceback(s)", "")
     _assert_all_gone(pids, tmp_path)
 
 

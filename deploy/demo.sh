@@ -22,6 +22,9 @@ if [[ -z ${CT_SPEC:-} ]]; then
 fi
 repo=$PWD
 bash deploy/dagster_home.sh  # never overwrites a dagster.yaml already there
+# The spec this platform runs, for every `ct` command run with CT_SPEC unset (ct_platform.cli.where):
+# `ct status` from the repo folder must not read ct_platform.yaml while the demo runs another.
+realpath -m -- "$CT_SPEC" > "$CT_HOME/spec-in-use"
 # Per-request timeout between Dagster's processes and the code server (Dagster's default is
 # 60 s): a loaded machine answers sensor and launch calls slowly; an unanswered launch fails.
 export DAGSTER_GRPC_TIMEOUT_SECONDS="${DAGSTER_GRPC_TIMEOUT_SECONDS:-180}"
@@ -99,6 +102,8 @@ fi
 echo "Dagster UI: http://127.0.0.1:$dagster_port   MLflow UI: http://127.0.0.1:$mlflow_port" \
   "  model endpoint (once a champion is deployed): $endpoint"
 echo "Batches land in $landing_dir; Ctrl-C stops everything."
+echo "Spec: $CT_SPEC$([[ $demo_spec == 1 ]] && echo ' (the bank spec, each champion rolled out as a canary)')."\
+  "ct status, ct history, ct rollout status read it (and say so) with CT_HOME=$CT_HOME"
 # Run workers print every run event (DEBUG) and step log (INFO) whatever --log-level says;
 # they are all in the Dagster UI, so the quiet console drops them.
 drop=()

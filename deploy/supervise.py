@@ -18,6 +18,9 @@ by walking /proc from this process down: it makes itself a child subreaper
 init, whatever process group or session it moved to; pids seen earlier are also remembered
 (with their start time, so a reused pid is never signalled).
 
+Once stopping, a KeyboardInterrupt traceback a child prints (our SIGINT reaching a Python
+process) is counted, not shown; any other traceback is shown whole.
+
 Then `--after` runs (the demo stops the endpoint's state there) and the exit status is 0 for
 a requested stop, 1 when a child ended on its own or could not be started.
 
@@ -60,6 +63,10 @@ class Child:
     # Enough to hold `dagster dev`'s traceback of a dead subprocess and its shutdown lines.
     last_lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=60))
     exit_code: int | None = None
+    # Set when the demo stops it: the KeyboardInterrupt tracebacks our SIGINT makes its Python
+    # processes print are then counted, not shown (any other traceback is shown whole).
+    stopping: bool = False
+    hidden_tracebacks: int = 0
 
     def how_it_ended(self) -> str:
         """Why it ended, from what it printed last and its exit status: `dagster dev` exits 0
@@ -206,6 +213,8 @@ class Supervisor:
             f"stopping: SIGINT to {', '.join(c.name for c in running) or 'nothing'}; every "
             f"process is killed after {self.grace:g} s (Ctrl-C again: at once)"
         )
+        for child in self.children:
+            child.stopping = True
         for child in running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.process.pid, signal.SIGINT)
@@ -224,6 +233,9 @@ class Supervisor:
             time.sleep(POLL_SECONDS)
             self.reap()
         self.reap()
+        hidden = sum(child.hidden_tracebacks for child in self.children)
+        if hidden:
+            _say(f"{hidden} KeyboardInterrupt traceback(s) of processes Ctrl-C stopped not shown")
         if not self.tree.alive():
             _say(f"all demo processes ended ({time.monotonic() - started:.0f} s)")
 
@@ -247,17 +259,47 @@ class Supervisor:
             self._list(f"still there {KILL_WAIT_SECONDS} s after SIGKILL (stuck in I/O?):", live)
 
 
+TRACEBACK = b"Traceback (most recent call last):"
+# Lines between the tracebacks of a chain ("During handling of the above exception, ...").
+CHAIN = (b"During handling of the above exception", b"The above exception was the direct cause")
+
+
 def _pass_output(child: Child) -> None:
-    """Copy the child's output to ours, minus the lines `drop` matches; keep the last ones."""
+    """Copy the child's output to ours, minus the lines `drop` matches and, once stopping,
+    the KeyboardInterrupt tracebacks; keep the last lines."""
     assert child.process.stdout is not None
+    held: list[bytes] = []  # a traceback being printed while stopping, until its last line
+    dropped = False  # the last traceback was dropped: its chain's glue lines go with it
     for line in child.process.stdout:
         if child.drop is not None and child.drop.search(line):
             continue
+        if child.stopping and (held or line.startswith(TRACEBACK)):
+            held.append(line)
+            if _ends_traceback(line):
+                dropped = line.strip().startswith(b"KeyboardInterrupt")
+                child.hidden_tracebacks += dropped
+                _write(child, [] if dropped else held)
+                held = []
+            continue
+        if dropped and (not line.strip() or line.startswith(CHAIN)):
+            continue
+        dropped = False
+        _write(child, [line])
+    _write(child, held)  # cut short: shown as it is
+
+
+def _ends_traceback(line: bytes) -> bool:
+    """The exception line that ends a traceback: not indented, not its first line."""
+    return bool(line.strip()) and not line[:1].isspace() and not line.startswith(TRACEBACK)
+
+
+def _write(child: Child, lines: list[bytes]) -> None:
+    for line in lines:
         sys.stdout.buffer.write(line)
-        sys.stdout.buffer.flush()
         text = line.decode(errors="replace").strip()
         if text:
             child.last_lines.append(text)
+    sys.stdout.buffer.flush()
 
 
 def _start(name: str, command: list[str], drop: re.Pattern[bytes] | None) -> Child:
@@ -320,6 +362,7 @@ def main(argv: list[str]) -> int:
     if args.after:
         for sig in STOP_SIGNALS:  # the clean-up is short; let it finish
             signal.signal(sig, signal.SIG_IGN)
+        _say("running the clean-up step (--after) now that every demo process has ended")
         subprocess.run(["bash", "-c", args.after], check=False, timeout=120)
     return 0 if ended is None and failed is None else 1
 

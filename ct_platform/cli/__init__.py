@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if chosen is None:
         parser.print_help()
         return 2
+    # Every command reads the spec of the platform running on this CT_HOME (`cli.where`).
+    importlib.import_module("ct_platform.cli.where").follow_running_spec()
     module = importlib.import_module(f"ct_platform.cli.{SUBCOMMANDS[chosen][0]}")
     try:
         return module.run(args)

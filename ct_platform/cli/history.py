@@ -1,8 +1,9 @@
 """`ct history [--json]`: the audit log, oldest first.
 
 Every promotion, approval request, approval, rejection, deployment and rollback, with who,
-why, the versions (from -> to), when and the Dagster run. Read from `<CT_HOME>/audit/`; the
-rows are `governance.history`'s, as the `audit_history` asset shows them.
+why, the versions (from -> to), when and the Dagster run. Read from `<CT_HOME>/audit/`, the
+spec validated first as every command does (`cli.where`); an empty log is named. The rows are
+`governance.history`'s, as the `audit_history` asset shows them.
 """
 
 from __future__ import annotations
@@ -26,17 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ct_platform.governance.audit import AuditLogError, read_events
+    from ct_platform.cli.where import load_platform
+    from ct_platform.governance.audit import AuditLogError, audit_path, read_events
 
     try:
-        events = read_events()
-    except (AuditLogError, OSError) as error:
+        platform = load_platform()  # an invalid spec is refused, as every command does
+        path = audit_path(platform.paths)
+        events = read_events(path)
+    except (AuditLogError, OSError, ValueError) as error:
         print(f"ct history: {error}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps([asdict(event) for event in events], indent=2))
     elif not events:
-        print("nothing recorded yet: no promotion, approval, deployment or rollback")
+        print(
+            f"nothing recorded yet in {path} ({platform.where()}): no promotion, approval, "
+            "rejection, deployment or rollback"
+        )
     else:
         print(render(events))
     return 0

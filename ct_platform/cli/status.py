@@ -9,20 +9,25 @@ instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
   how its latest rollout went instead (running at 40 %, rolled back at 20 % and why,
   aborted by whom and why, completed);
 - `validated`: it passed its contract but no version trained on it, with the reason (a
-  training run is queued or running, the training sensor has not ticked yet, no sensor
+  training run is queued or running, a training run Dagster shows as STARTED was killed
+  (its process is gone: `defs.run_workers`), the training sensor has not ticked yet, no sensor
   daemon is running (no heartbeat in 5 min: the command to train instead), training failed
   without a verdict, or it fell outside the newest training window); a batch repeating rows
   of earlier batches (over `duplicate_rate_max`) says how many and which;
 - `quarantined`: it failed its contract or could not be read, with the recorded reason;
-- `not ingested`: a partition with no outcome yet (its ingest run is queued, running or
-  failed, or no run was made);
+- `not ingested`: a partition with no outcome yet (its ingest run is queued, running,
+  killed or failed, or no run was made);
 - `not a batch yet`: a file in the landing folder with no partition (still being written,
   identical to a batch already ingested, an unsupported name, or not yet seen by a sensor).
 
 Below the table, one line per version waiting for a person's decision (`governance.approval:
 required`): "waiting for approval of version N (ct approve N --reason ...)".
 
-Exit status: 0 when the status was read, 2 when it could not be (no DAGSTER_HOME, bad spec).
+The spec, CT_HOME and instance are resolved as every `ct` command does (`cli.where`):
+`DAGSTER_HOME` defaults to `$CT_HOME/dagster`; with nothing landed, the line names the
+landing folder, the spec and CT_HOME it read.
+
+Exit status: 0 when the status was read, 2 when it could not be (bad spec, no instance).
 """
 
 from __future__ import annotations
@@ -67,38 +72,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from ct_platform.cli.where import dagster_home, load_platform
     from ct_platform.defs.resources import MlflowResource
-    from ct_platform.settings import Paths, load_spec
 
-    if not os.environ.get("DAGSTER_HOME"):
-        print(
-            "ct status: DAGSTER_HOME is not set: point it at the platform's instance",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        spec = load_spec()
-        paths = Paths.from_env()
+        platform = load_platform()  # an invalid spec is refused before anything else
+        dagster_home(platform)
+        spec = platform.spec
         versions = (
             MlflowResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
             .registry(spec)
             .versions()
         )
         with dg.DagsterInstance.get() as instance:
-            states = batch_states(spec, paths, instance, versions)
+            states = batch_states(spec, platform.paths, instance, versions)
     except (OSError, ValueError) as exc:
         print(f"ct status: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps([asdict(state) for state in states], indent=2))
+    elif not states:
+        print(f"nothing has landed yet in {spec.landing_dir} ({platform.where()})")
     else:
         print("\n".join([render(states), *approval_waits(versions)]))
     return 0
 
 
 def render(states: list[BatchState]) -> str:
-    if not states:
-        return "nothing has landed yet"
     width = max(len(state.batch) for state in states)
     kind = max(len(state.state) for state in states)
     return "\n".join(f"{s.batch:<{width}}  {s.state:<{kind}}  {s.detail}" for s in states)
@@ -144,7 +144,8 @@ def batch_states(
         elif key in quarantined:
             states.append(BatchState(key, "quarantined", quarantined[key], []))
         else:
-            states.append(BatchState(key, "not ingested", ingest_detail(instance, key), []))
+            detail = ingest_detail(instance, key, sensor_beat)
+            states.append(BatchState(key, "not ingested", detail, []))
     return states + landing_states(spec, set(partitions) | set(quarantined))
 
 
@@ -279,6 +280,8 @@ def waiting_state(
     elif backlog.in_flight:
         runs = ", ".join(f"{r.run_id[:8]} ({r.status.value})" for r in backlog.in_flight)
         detail = f"waiting: training run {runs} in progress; it or the next one takes it"
+    elif backlog.dead:
+        detail = f"waiting: {killed(backlog.dead, sensor_heartbeat, TRAIN_NOW)}"
     elif len(backlog.failed_attempts) >= MAX_TRAINING_REQUESTS:
         runs = ", ".join(r.run_id[:8] for r in backlog.failed_attempts)
         detail = f"waiting: training failed without a verdict (runs {runs}); a new batch retries"
@@ -292,6 +295,7 @@ def waiting_state(
 # Dagster's daemon beats every 30 s; a busy box may lag a few beats before it is gone.
 SENSOR_HEARTBEAT_TOLERANCE_SECONDS = 300.0
 TRAIN_NOW = "dagster job execute -m ct_platform.definitions -j training_job"
+INGEST_NOW = "dagster job execute -m ct_platform.definitions -j batch_job --tags '{tags}'"
 
 
 def sensor_daemon_alive(last_heartbeat: float | None) -> bool:
@@ -302,19 +306,35 @@ def sensor_daemon_alive(last_heartbeat: float | None) -> bool:
     )
 
 
-def no_daemon(last_heartbeat: float | None) -> str:
-    """Why no sensor tick is coming, and what to run instead."""
+def no_daemon(last_heartbeat: float | None, command: str = TRAIN_NOW) -> str:
+    """Why no sensor tick is coming, and what to run instead (`command`)."""
     seen = (
         "no sensor daemon has ever run on this instance"
         if last_heartbeat is None
         else f"no sensor daemon is running (its last heartbeat was "
         f"{(time.time() - last_heartbeat) / 60:.0f} min ago)"
     )
-    return f"{seen}: run `{TRAIN_NOW}`, or start the daemon (`dagster-daemon run`, `make demo`)"
+    return f"{seen}: run `{command}`, or start the daemon (`dagster-daemon run`, `make demo`)"
 
 
-def ingest_detail(instance: dg.DagsterInstance, key: str) -> str:
+def killed(
+    dead: list[tuple[dg.DagsterRun, str]], sensor_heartbeat: float | None, resume: str
+) -> str:
+    """Runs Dagster shows as STARTED whose processes are gone: "training run 900fbbdf killed
+    (STARTED, but its process 4242 is gone); ...", then who marks them failed, or what to run."""
+    runs = "; ".join(
+        f"{run.job_name} run {run.run_id[:8]} killed ({run.status.value}, but {reason})"
+        for run, reason in dead
+    )
+    if sensor_daemon_alive(sensor_heartbeat):
+        return f"{runs}; the sensors mark it failed at their next tick and Dagster retries it"
+    return f"{runs}; no daemon to mark it failed: {no_daemon(sensor_heartbeat, resume)}"
+
+
+def ingest_detail(instance: dg.DagsterInstance, key: str, sensor_heartbeat: float | None) -> str:
     import dagster as dg
+
+    from ct_platform.defs.run_workers import dead_run_reason
 
     runs = instance.get_runs(
         dg.RunsFilter(job_name="batch_job", tags={"dagster/partition": key}), limit=1
@@ -322,6 +342,13 @@ def ingest_detail(instance: dg.DagsterInstance, key: str) -> str:
     if not runs:
         return "partition added, but no ingest run was made for it"
     run = runs[0]
+    reason = dead_run_reason(instance, run)
+    if reason is not None:
+        return killed(
+            [(run, reason)],
+            sensor_heartbeat,
+            INGEST_NOW.format(tags=json.dumps({"dagster/partition": key})),
+        )
     return f"ingest run {run.run_id[:8]} is {run.status.value}"
 
 

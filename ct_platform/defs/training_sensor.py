@@ -15,6 +15,10 @@ What a tick decides, from the event log and the run table only (a few queries, n
   not make the sensor train the same window twice.
 - While any training run is queued, running, or about to be retried, the tick waits: that run
   or the next one takes every batch validated meanwhile, and training stays one at a time.
+  A run Dagster shows as STARTED whose processes are gone (killed with -9) is not running:
+  each tick marks every such run failed, of any job (`run_workers.fail_dead_runs`, as run
+  monitoring would where the launcher can probe its workers), which frees its queue slot and
+  lets the run-retry daemon retry it.
 - Otherwise, if validated batches are not covered, one run is requested. Its run key names
   the newest waiting batch's event and the attempt, so a failed attempt is requested again
   (at most `MAX_TRAINING_REQUESTS` times for the same batches, then the tick says so), and it
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from ct_platform.defs.data.assets import REVALIDATED, VALIDATED_BATCH
+from ct_platform.defs.run_workers import EXECUTING, dead_run_reason, fail_dead_runs
 
 # One training pipeline at a time: the queued run coordinator (dagster.yaml) limits this tag.
 PIPELINE_TAG = "ct/pipeline"
@@ -66,6 +71,8 @@ class TrainingBacklog:
     covered_upto: int  # every passing validated_batch event up to this storage id is covered
     waiting: list[ValidatedBatch]  # validated, no training run with a verdict saw them yet
     in_flight: list[dg.DagsterRun]  # training runs queued, running or about to be retried
+    # STARTED training runs whose processes are gone (killed), with why: "its process 42 is gone"
+    dead: list[tuple[dg.DagsterRun, str]]
     failed_attempts: list[dg.DagsterRun]  # requests since the newest waiting batch, no verdict
 
     def describe_waiting(self) -> str:
@@ -77,7 +84,10 @@ class TrainingBacklog:
 def training_backlog(instance: dg.DagsterInstance, covered_upto: int = 0) -> TrainingBacklog:
     """The backlog, starting from `covered_upto` (a storage id known to be covered)."""
     records = instance.get_run_records(dg.RunsFilter(tags=PIPELINE_TAGS), limit=RECENT_RUNS)
-    in_flight = [r.dagster_run for r in records if _in_flight(r.dagster_run)]
+    unfinished = [r.dagster_run for r in records if _in_flight(r.dagster_run)]
+    reasons = {run.run_id: dead_run_reason(instance, run) for run in unfinished}
+    in_flight = [run for run in unfinished if reasons[run.run_id] is None]
+    dead = [(run, reasons[run.run_id]) for run in unfinished if reasons[run.run_id] is not None]
     verdicts = [r for r in records if _reached_verdict(instance, r.dagster_run)]
     verdict_ids = {r.dagster_run.run_id for r in verdicts}
     waiting: list[ValidatedBatch] = []
@@ -98,7 +108,7 @@ def training_backlog(instance: dg.DagsterInstance, covered_upto: int = 0) -> Tra
             and RETRY_NUMBER_TAG not in r.dagster_run.tags
             and r.create_timestamp.timestamp() > newest.timestamp
         ]
-    return TrainingBacklog(covered_upto, waiting, in_flight, failed)
+    return TrainingBacklog(covered_upto, waiting, in_flight, dead, failed)
 
 
 def validated_since(instance: dg.DagsterInstance, storage_id: int) -> list[ValidatedBatch]:
@@ -201,6 +211,12 @@ def build_training_sensor(job_name: str) -> dg.SensorDefinition:
         "no training run is in progress: a backlog of batches is one training run.",
     )
     def training_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        # Any job's run killed with -9 holds a queue slot (and training) until marked failed.
+        executing = dg.RunsFilter(statuses=list(EXECUTING))
+        for line in fail_dead_runs(
+            context.instance, context.instance.get_runs(executing, limit=100)
+        ):
+            context.log.warning(f"marked failed: run {line}")
         backlog = training_backlog(context.instance, int(context.cursor or 0))
         cursor = str(backlog.covered_upto)
         decision = training_request(backlog)

@@ -28,6 +28,8 @@ EventKind = Literal[
     "approval_requested",
     "approval",
     "rejection",
+    # A version a blocking gate rejected (its holdout fit, or its whole-window refit).
+    "gate_rejection",
     "deployment",
     "rollback",
 ]

@@ -19,6 +19,7 @@ EVENT_WORDS: dict[EventKind, str] = {
     "approval_requested": "approval requested",
     "approval": "approval",
     "rejection": "rejection",
+    "gate_rejection": "gate rejection",
     "deployment": "deployment",
     "rollback": "rollback",
 }
@@ -91,6 +92,9 @@ def _versions(event: AuditEvent, champion: int | None) -> str:
     old, new = _version(event.from_version), _version(event.to_version)
     if _is_rollout_rollback(event, champion):
         return f"rollout of {old} rolled back; champion {new} stays"
+    if event.kind == "gate_rejection":  # from: the serving champion, which did not move
+        stays = "no champion yet" if event.from_version is None else f"champion {old} stays"
+        return f"{new} rejected; {stays}"
     return f"{old} -> {new}"
 
 

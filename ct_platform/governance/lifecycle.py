@@ -118,6 +118,37 @@ def move_champion(
     return previous
 
 
+def record_gate_rejection(
+    model: str,
+    version: int,
+    champion: int | None,
+    rejection: str,
+    *,
+    actor: str = AUTOMATION,
+    dagster_run_id: str | None = None,
+) -> AuditEvent | None:
+    """Record `version` rejected by its blocking gates while `champion` serves (it stays).
+    `rejection`: the outcome's own text, each failed gate with its figures. The verdict on a
+    version is final, so nothing is written when the log has it already (a re-executed run
+    judging the same version again)."""
+    recorded = read_audit_events()
+    if any(
+        e.kind == "gate_rejection" and (e.model, e.to_version) == (model, version) for e in recorded
+    ):
+        return None
+    return append_event(
+        AuditEvent(
+            kind="gate_rejection",
+            model=model,
+            actor=actor,
+            reason=rejection.replace(":\n  ", ": ").replace("\n  ", "; "),
+            from_version=champion,
+            to_version=version,
+            dagster_run_id=dagster_run_id,
+        )
+    )
+
+
 def record_deployment(
     model: str,
     version: int,

@@ -12,7 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ct_platform.governance.audit import current_user
+from ct_platform.governance.audit import current_user, read_events
+from ct_platform.governance.lifecycle import record_gate_rejection
 from ct_platform.serving.bundle import read_meta
 from ct_platform_tests.defs.conftest import STRICT_FLOOR, spec_variant
 
@@ -124,3 +125,18 @@ def test_ci_job_reports_a_rejected_candidate_and_exports_nothing(
     assert report.stat().st_size > 10_000
     assert not any(spec.paths.bundles.iterdir())
     assert parity_evaluations(tmp_path / "cli_dagster_home") == []
+    # The rejection is in the audit log (`ct history`), with the gate and its figures, once.
+    [rejection] = [e for e in read_events() if e.kind == "gate_rejection"]
+    assert (rejection.model, rejection.from_version, rejection.to_version) == (
+        spec.model.name,
+        None,
+        1,
+    )
+    assert rejection.actor == f"{current_user()} via dagster job execute"
+    assert rejection.reason.startswith("candidate version 1 rejected by blocking gate(s) ")
+    assert re.search(
+        r"the champion stays \(none\): metric_floor: roc_auc 0\.\d+ ", rejection.reason
+    )
+    logged = read_events()
+    again = record_gate_rejection(spec.model.name, 1, None, "judged again", dagster_run_id="rerun")
+    assert again is None and read_events() == logged

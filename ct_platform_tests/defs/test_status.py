@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
 
 import dagster as dg
 import pandas as pd
 import pytest
+from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._daemon.types import DaemonHeartbeat
 
 from ct_platform.cli import main
@@ -66,13 +71,6 @@ def test_status_names_every_batch_state(spec, instance, land_bank_batches, write
     assert len(rows) == 8
 
 
-def test_status_without_an_instance_says_so(spec, monkeypatch, capsys):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-
-    assert main(["status"]) == 2
-    assert "DAGSTER_HOME is not set" in capsys.readouterr().err
-
-
 def test_a_recut_file_is_flagged_and_no_sensor_tick_is_promised_without_a_daemon(
     spec, instance, bank_frame, land_bank_batches, write_batch, capsys
 ):
@@ -116,3 +114,118 @@ def test_a_recut_file_is_flagged_and_no_sensor_tick_is_promised_without_a_daemon
     assert rows["batch-00001.csv"]["detail"] == (
         "waiting: the training sensor requests a run at its next tick"
     )
+
+
+# What Dagster's run worker does first (`dagster api execute_run`): record its pid in an engine
+# event; then it works (here: sleeps) until it is killed.
+RUN_WORKER = """
+import os, sys, time
+import dagster as dg
+from dagster._core.events import EngineEventData
+instance = dg.DagsterInstance.get()
+run = instance.get_run_by_id(sys.argv[1])
+pid = os.getpid()
+message = f"Started process for run (pid: {pid})."
+instance.report_engine_event(message, run, EngineEventData.in_process(pid))
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def started_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> subprocess.Popen:
+    """A real process executing `run` (STARTED), as Dagster records one."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", RUN_WORKER, run.run_id], stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None and worker.stdout.readline() == "started\n"
+    start = DagsterEvent(event_type_value=DagsterEventType.RUN_START.value, job_name=run.job_name)
+    instance.report_dagster_event(start, run_id=run.run_id)
+    return worker
+
+
+def test_a_run_killed_with_sigkill_is_named_killed_not_in_progress(
+    spec, instance, land_bank_batches, capsys
+):
+    """A newcomer killed `training_job` with kill -9: `ct status` said `training run 900fbbdf
+    (STARTED) in progress; it or the next one takes it` for a dead process, with no daemon
+    to ever mark it failed. And the training sensor waited on it for ever."""
+    loop = Loop(spec, instance)
+    land_bank_batches(2)
+    loop.ingest_landed()
+    run = loop.launched_training_run()
+    worker = started_run_worker(instance, run)
+    try:
+        alive = status(capsys)["batch-00001.csv"]["detail"]
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    in_progress = f"training run {run.run_id[:8]} (STARTED) in progress"
+    assert alive == f"waiting: {in_progress}; it or the next one takes it"
+
+    rows = status(capsys)
+
+    assert rows["batch-00002.csv"]["detail"] == (
+        f"waiting: training_job run {run.run_id[:8]} killed (STARTED, but its process "
+        f"{worker.pid} is gone); no daemon to mark it failed: no sensor daemon has ever run on "
+        "this instance: run `dagster job execute -m ct_platform.definitions -j training_job`, "
+        "or start the daemon (`dagster-daemon run`, `make demo`)"
+    )
+    instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", None, None))
+    assert status(capsys)["batch-00002.csv"]["detail"].endswith(
+        "; the sensors mark it failed at their next tick and Dagster retries it"
+    )
+
+    # The training sensor does so: the dead run no longer holds training back.
+    [request] = loop.tick("training_sensor").run_requests
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert request.run_key.endswith("-request-2")  # the killed run was attempt 1
+
+
+def test_a_killed_deployment_run_does_not_hold_the_endpoint_watchdog_back(instance):
+    """The watchdog skipped its repair while a deployment run was "in progress": a run
+    killed with -9 was that for ever."""
+    from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT
+    from ct_platform.defs.serving.sensors import deployment_in_flight
+
+    run = instance.add_run(
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            run_id=str(uuid.uuid4()),
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            asset_selection=frozenset({DEPLOYED_ENDPOINT}),
+        )
+    )
+    worker = started_run_worker(instance, run)
+    try:
+        assert deployment_in_flight(instance).run_id == run.run_id
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+
+    assert deployment_in_flight(instance) is None
+
+
+def test_a_killed_ingest_run_is_named_and_marked_failed(spec, instance, capsys):
+    """The same kind for an ingest run: `ingest run 1a2b3c4d is STARTED` for a dead process,
+    holding one of the queue's run slots until someone marked it failed."""
+    loop = Loop(spec, instance)
+    instance.add_dynamic_partitions("batches", ["batch-00001.csv"])
+    run = instance.create_run_for_job(
+        loop.defs.resolve_job_def("batch_job"),
+        tags={"dagster/partition": "batch-00001.csv"},
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    worker = started_run_worker(instance, run)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+
+    detail = status(capsys)["batch-00001.csv"]["detail"]
+
+    assert detail.startswith(
+        f"batch_job run {run.run_id[:8]} killed (STARTED, but its process {worker.pid} is "
+        "gone); no daemon to mark it failed: no sensor daemon has ever run on this instance: "
+        "run `dagster job execute -m ct_platform.definitions -j batch_job --tags "
+        '\'{"dagster/partition": "batch-00001.csv"}\'`'
+    )
+    loop.tick("training_sensor")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE

@@ -278,3 +278,18 @@ def test_run_actor_reads_the_tags_dagster_sets():
     assert run_actor(in_process) == f"{me} via dagster job execute"
     assets = dg.DagsterRun(job_name="__ASSET_JOB", tags={"user": "carol"})
     assert run_actor(assets) == "carol via dagster asset materialize"
+
+
+def test_ct_history_says_a_gate_rejection_left_the_champion_where_it_was(capsys):
+    """A gate rejection's from-version is the serving champion, which did not move: the row
+    says the version was rejected, never "v2 -> v3" (which reads as a move)."""
+    reason = "version 3 rejected by gate 'baseline': mae 189.11 not better than 163.77"
+    append_event(AuditEvent("gate_rejection", "bank", "automation", "metric_floor", None, 1))
+    append_event(AuditEvent("promotion", "bank", "automation", "gates passed", None, 2))
+    append_event(AuditEvent("gate_rejection", "bank", "automation", reason, 2, 3))
+
+    assert main(["history"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert "gate rejection  v1 rejected; no champion yet" in rows[0]
+    assert "gate rejection  v3 rejected; champion v2 stays" in rows[2]
+    assert rows[2].endswith(reason)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from ct_platform.defs.resources import MlflowResource
+from ct_platform.defs.run_workers import dead_run_reason
 from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT, MODEL_BUNDLE, REPAIR_TAG
 from ct_platform.settings import Spec
 
@@ -46,9 +47,11 @@ UNFINISHED = [
 
 
 def deployment_in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
-    """A queued or running run that materializes `deployed_endpoint`, if any."""
+    """A queued or running run that materializes `deployed_endpoint`, if any; one Dagster
+    shows as STARTED whose processes are gone (killed with -9) is not running."""
     runs = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED), limit=100)
-    return next((run for run in runs if DEPLOYED_ENDPOINT in (run.asset_selection or ())), None)
+    deploying = (run for run in runs if DEPLOYED_ENDPOINT in (run.asset_selection or ()))
+    return next((run for run in deploying if dead_run_reason(instance, run) is None), None)
 
 
 def seconds_since_export(instance: dg.DagsterInstance, version: str) -> float | None:

@@ -196,6 +196,10 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         if not outcome.promotable:
             # The verdict is final: the fingerprint counts as trained, other runs may go on.
             release_claim(claims_dir(), training_dataset.fingerprint, context.run.run_id)
+            champion = outcome.serving_champion
+            audit_rejection(
+                context, spec.model.name, outcome.version, champion, outcome.rejection()
+            )
             # A rejection is an outcome, not a crash: a Failure's description (each failed
             # gate with its figures) is the step's failure message, its metadata shows in the
             # UI, and it is never retried. The run still fails (CI exits non-zero).
@@ -237,6 +241,10 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         if not outcome.promotable:
             release_claim(
                 claims_dir(), model_evaluation.training_set.fingerprint, context.run.run_id
+            )
+            champion = model_evaluation.serving_champion
+            audit_rejection(
+                context, spec.model.name, outcome.version, champion, outcome.rejection()
             )
             raise rejected(outcome.rejection(), outcome.blocking_failures)
 
@@ -477,6 +485,27 @@ def gate_check_results(
             metadata=numbers("", gate.metadata),
             description=gate.description,
         )
+
+
+def audit_rejection(
+    context: dg.AssetExecutionContext,
+    model: str,
+    version: int,
+    champion: int | None,
+    rejection: str,
+) -> None:
+    """The audit log's line for a version rejected by a blocking gate (once per version)."""
+    from ct_platform.governance.audit import run_actor
+    from ct_platform.governance.lifecycle import record_gate_rejection
+
+    record_gate_rejection(
+        model,
+        version,
+        champion,
+        rejection,
+        actor=run_actor(context.run),
+        dagster_run_id=context.run.run_id,
+    )
 
 
 def rejected(description: str, failures: list[GateResult]) -> dg.Failure:
