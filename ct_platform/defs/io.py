@@ -27,6 +27,7 @@ from typing import Any
 import dagster as dg
 
 from ct_platform.atomic import write_atomically
+from ct_platform.defs.run_workers import record_process_namespace
 
 # The only types a step output may have: name -> "module:class". Imported on use only, so
 # loading the code location never imports pandas or mlflow through these modules.
@@ -94,6 +95,12 @@ class JsonIOManager(dg.ConfigurableIOManager):
     """
 
     base_dir: str | None = None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every step process sets its IO manager up: it says where its pids live, so a run
+        # killed with -9 can be told dead on this machine only (`run_workers`).
+        if context.instance is not None and context.dagster_run is not None:
+            record_process_namespace(context.instance, context.dagster_run)
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         path = self._path(context.step_context.instance, context.asset_key, context.run_id)

@@ -11,8 +11,12 @@ Dagster records the pid of every process that executes a run in the run's engine
 (`EngineEventData` metadata `pid`: the run worker, "Started process for run (pid: N)", the
 executor's parent process, each step subprocess). A run is dead when every one of those
 processes is gone from this machine, or its pid now belongs to a process started after the
-event (a reused pid). Runs executed elsewhere (a container of the Docker run launcher, whose
-pids live in another namespace) are never judged here: their launcher's run monitoring does.
+event (a reused pid). Pids name processes only within one kernel boot and one pid namespace,
+so each step process tags its run with its own (`record_process_namespace`, from the IO
+manager's set-up) and only runs tagged with this process's are judged. Runs executed elsewhere
+(a container of the Docker run launcher, a Kubernetes Job, `dagster job execute` on a CI
+machine sharing the instance's database) or killed before their first step are never judged
+here: their launcher's run monitoring does, or they stay as Dagster shows them.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from pathlib import Path
 
 import dagster as dg
 
-# Set on a run by dagster-docker's launcher: its pids are not this machine's.
-CONTAINER_TAG = "docker/container_id"
+# The kernel boot and pid namespace whose pids a run's engine events name.
+NAMESPACE_TAG = "ct/pid_namespace"
 # Run statuses in which a process is supposed to be executing the run.
 EXECUTING = frozenset({dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING})
 # A pid's process must have started by its event, give or take clock granularity (seconds).
@@ -35,14 +39,33 @@ START_TOLERANCE_SECONDS = 2.0
 def dead_run_reason(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     """Why `run` (STARTED or CANCELING) cannot be running any more, e.g. "its process 4242 is
     gone"; None while one of its processes lives, or when this machine cannot tell (another
-    status, no pid recorded yet, a container run)."""
-    if run.status not in EXECUTING or CONTAINER_TAG in run.tags:
+    status, no pid recorded yet, pids of another machine or container)."""
+    here = process_namespace()
+    if run.status not in EXECUTING or here is None or run.tags.get(NAMESPACE_TAG) != here:
         return None
     pids = run_pids(instance, run.run_id)
     if not pids or any(_alive_since(pid, at) for pid, at in pids.items()):
         return None
     named = ", ".join(str(pid) for pid in sorted(pids))
     return f"its process {named} is gone" if len(pids) == 1 else f"its processes {named} are gone"
+
+
+def process_namespace() -> str | None:
+    """This process's kernel boot id and pid namespace ("<boot id>/pid:[4026531836]"): two
+    processes see the same pids only when these match. None where /proc cannot say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot}/{namespace}"
+
+
+def record_process_namespace(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Tag `run` with the pid namespace of this process, which executes its steps (once)."""
+    here = process_namespace()
+    if here is not None and run.tags.get(NAMESPACE_TAG) != here:
+        instance.add_run_tags(run.run_id, {NAMESPACE_TAG: here})
 
 
 def run_pids(instance: dg.DagsterInstance, run_id: str) -> dict[int, float]:

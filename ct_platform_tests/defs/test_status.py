@@ -117,16 +117,19 @@ def test_a_recut_file_is_flagged_and_no_sensor_tick_is_promised_without_a_daemon
 
 
 # What Dagster's run worker does first (`dagster api execute_run`): record its pid in an engine
-# event; then it works (here: sleeps) until it is killed.
+# event; then its step's IO manager tags the run with its pid namespace (`JsonIOManager`);
+# then it works (here: sleeps) until it is killed.
 RUN_WORKER = """
 import os, sys, time
 import dagster as dg
 from dagster._core.events import EngineEventData
+from ct_platform.defs.run_workers import record_process_namespace
 instance = dg.DagsterInstance.get()
 run = instance.get_run_by_id(sys.argv[1])
 pid = os.getpid()
 message = f"Started process for run (pid: {pid})."
 instance.report_engine_event(message, run, EngineEventData.in_process(pid))
+record_process_namespace(instance, run)
 print("started", flush=True)
 time.sleep(600)
 """
@@ -229,3 +232,46 @@ def test_a_killed_ingest_run_is_named_and_marked_failed(spec, instance, capsys):
     )
     loop.tick("training_sensor")
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_a_real_step_tags_its_run_with_the_pid_namespace_it_runs_in(instance):
+    """The IO manager's set-up in every step process says where the run's pids live."""
+    from ct_platform.defs.io import JsonIOManager
+    from ct_platform.defs.run_workers import NAMESPACE_TAG, process_namespace
+
+    @dg.asset
+    def one() -> dg.MaterializeResult:
+        return dg.MaterializeResult()
+
+    result = dg.materialize([one], resources={"io_manager": JsonIOManager()}, instance=instance)
+
+    assert result.success
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags[NAMESPACE_TAG] == process_namespace() != None  # noqa: E711
+
+
+def test_a_run_whose_pids_are_another_namespace_s_is_never_judged_dead(instance):
+    """A Kubernetes Job's or another machine's pid 4242 says nothing about this machine's: the
+    run stays as Dagster shows it (its launcher's run monitoring judges it), never failed."""
+    from ct_platform.defs.run_workers import NAMESPACE_TAG, dead_run_reason, fail_dead_runs
+
+    run = instance.add_run(
+        dg.DagsterRun(
+            job_name="training_job",
+            run_id=str(uuid.uuid4()),
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            tags={NAMESPACE_TAG: "another-boot/pid:[4026532999]"},
+        )
+    )
+    worker = started_run_worker(instance, run)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    run = instance.get_run_by_id(run.run_id)
+    # The worker tagged the run with this machine's namespace; a pod or CI host would not.
+    instance.add_run_tags(run.run_id, {NAMESPACE_TAG: "another-boot/pid:[4026532999]"})
+    run = instance.get_run_by_id(run.run_id)
+
+    assert run.status == dg.DagsterRunStatus.STARTED
+    assert dead_run_reason(instance, run) is None
+    assert fail_dead_runs(instance, [run]) == []
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
