@@ -7,6 +7,7 @@ gates itself (`training.refit`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,21 @@ class EvaluationOutcome:
     stands_in_for: int | None = None
     # The naive baseline's metrics on the same holdout (`training.baseline`).
     baseline_metrics: dict[str, float] = field(default_factory=dict)
+    # Metric -> its 95 % confidence interval on the holdout (`comparison.metric_interval`).
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def holdout_figures(self) -> dict[str, float]:
+        """The run metrics of this evaluation: `holdout_<metric>`, its interval's bounds
+        `holdout_<metric>_ci_low` / `_ci_high` (where defined) and the naive baseline's
+        `holdout_baseline_<metric>`."""
+        intervals = {
+            f"holdout_{name}_ci_{side}": bound
+            for name, (low, high) in self.intervals.items()
+            for side, bound in (("low", low), ("high", high))
+            if math.isfinite(bound)
+        }
+        baseline = {f"holdout_baseline_{k}": v for k, v in self.baseline_metrics.items()}
+        return {f"holdout_{k}": v for k, v in self.metrics.items()} | intervals | baseline
 
     @property
     def serving_champion(self) -> int | None:
@@ -121,7 +137,9 @@ def evaluate_candidate(
     """Score candidate, champion and the naive baseline on the same holdout, compare the
     candidate with each by a paired test (`training.comparison`) and run the holdout gates."""
     from ct_platform.training.baseline import naive_baseline
-    from ct_platform.training.comparison import compare  # scipy, sklearn: the step only
+
+    # scipy, sklearn: the step only
+    from ct_platform.training.comparison import CARD_ALPHA, compare, metric_interval
     from ct_platform.training.evaluate import predict, score_predictions
     from ct_platform.training.fairness import fairness_gate
     from ct_platform.training.security import secrets_gate, training_set_pii_gate
@@ -160,6 +178,7 @@ def evaluate_candidate(
         training_set=training_set,
         stands_in_for=champion.stands_in_for if champion else None,
         baseline_metrics=score_predictions(baseline.predictions, spec),
+        intervals={name: metric_interval(predictions, name, CARD_ALPHA) for name in metrics},
     )
 
 

@@ -242,10 +242,7 @@ def _record(
     registry.set_tags(
         refit.version, {**inherited, HOLDOUT_METRICS_OF_TAG: str(holdout_fit.version)}
     )
-    metrics = outcome.evaluation.metrics
-    registry.log_metrics(
-        refit.run_id, {f"holdout_{name}": value for name, value in metrics.items()}
-    )
+    registry.log_metrics(refit.run_id, outcome.evaluation.holdout_figures())
     record_gates(
         registry,
         refit,
