@@ -58,8 +58,9 @@ ROUTING_KEY = (b"x-routing-key", b"client-0042")
 WARM_UP = 300
 # --parts: part -> (the object of the app's `Server` that has it, its methods made no-ops;
 # those it has, so that a checkout from before or after a change counts alike).
+# `Server._record` as a whole is no part since h/serve7: it returns the log record's batch,
+# which the answer submits, so a no-op in its place would break the request.
 PARTS: dict[str, tuple[Callable[[Any], object], tuple[str, ...]]] = {
-    "Server._record": (lambda server: server, ("_record",)),
     "Metrics.prediction": (lambda server: server.metrics, ("prediction",)),
     "SlotStats.scored": (lambda server: server.slot_stats, ("scored",)),
     "ClientStats": (lambda server: server.slot_stats.clients, ("scored", "add_scored")),

@@ -284,8 +284,12 @@ class OnnxBackend:
             feeds = self._per_thread.one_row = _OneRowFeeds(self._inputs)
         np.copyto(feeds.numeric, rows.numeric, casting="same_kind")
         if self._categorical:
-            columns = rows.columns
-            np.concatenate([columns[index] for index in self._categorical], out=feeds.categorical)
+            values = rows.values
+            if values is None:  # a row the block path parsed: no plain values
+                columns = rows.columns
+                np.concatenate([columns[i] for i in self._categorical], out=feeds.categorical)
+            else:
+                feeds.categorical[:] = [values[i] for i in self._categorical]
         return feeds.by_name
 
 

@@ -4,14 +4,14 @@ Measured in-process on a single-row `/invocations` (benchmarks/serving/profile_h
 Starlette's middleware stack, router (a regex per route) and `Request` object cost more
 per request than parsing the row. `POST /invocations` and `POST /v2/models/{name}/infer`
 are therefore matched here by plain string comparison and handed a `RawRequest`, which
-offers what the endpoints read (`headers`, `path_params`, `stream()`); the endpoints and
+offers what the endpoints read (`headers`, `path_params`, `receive`); the endpoints and
 their answers are the same objects Starlette would call, so both paths behave alike.
 Everything else (other methods on these paths included: 405 from Starlette) is Starlette's.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.requests import ClientDisconnect
@@ -29,9 +29,10 @@ _INFER = "/infer"
 
 
 class RawRequest:
-    """The parts of a Starlette `Request` the scoring endpoints use, without its machinery."""
+    """The parts of a Starlette `Request` the scoring endpoints use, without its machinery:
+    `headers`, `path_params` and `receive` (the body is read from it by `read_body`)."""
 
-    __slots__ = ("_receive", "headers", "path_params")
+    __slots__ = ("headers", "path_params", "receive")
 
     def __init__(self, scope: Scope, receive: Receive, path_params: dict[str, str]) -> None:
         # Header names arrive lower-cased; the first of repeated headers wins, as in Starlette.
@@ -40,19 +41,7 @@ class RawRequest:
             for name, value in reversed(scope["headers"])
         }
         self.path_params = path_params
-        self._receive = receive
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        """The body in the chunks the server received; `ClientDisconnect` if the client left."""
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect()
-            chunk = message.get("body", b"")
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
+        self.receive = receive
 
 
 class HotRoutes:

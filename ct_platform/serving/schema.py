@@ -35,7 +35,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 from operator import itemgetter
@@ -395,23 +395,79 @@ class ContractError(SchemaError):
         self.violations = violations
 
 
-@dataclass(frozen=True)
 class ParsedRows:
-    n_rows: int
-    # One array per schema column, in schema order: float64 (NaN: missing) for numeric
-    # columns, views into `numeric`; object arrays of str for categorical ones.
-    columns: list[np.ndarray]
-    # The numeric columns as one (n_numeric_columns, n_rows) float64 block, schema order.
-    numeric: np.ndarray
-    # Contract breaches scored anyway (policy `score`), by (column, rule).
-    violations: Violations = field(default_factory=lambda: NO_VIOLATIONS)
-    # Names sent that are no contract column, kept out of scoring (policy `ignore`), in the
-    # order first sent.
-    ignored_columns: tuple[str, ...] = ()
+    """Rows that passed the schema, ready to score.
+
+    - `n_rows`;
+    - `numeric`: the numeric columns as one (n_numeric_columns, n_rows) float64 block,
+      schema order, NaN: missing;
+    - `columns`: one array per schema column, in schema order: float64 for numeric columns,
+      views into `numeric`; object arrays of str for categorical ones;
+    - `values`: a row parsed by the one-row path (`InputSchema.one_row`): its values in
+      schema order as plain Python objects (float, NaN: missing; str, `MISSING_CATEGORY`:
+      missing), which the ONNX feed and the prediction log read; None otherwise. Such a
+      row makes `columns` only when something asks for it (15 numpy views a request the
+      one-row path does not need);
+    - `violations`: contract breaches scored anyway (policy `score`), by (column, rule);
+    - `ignored_columns`: names sent that are no contract column, kept out of scoring
+      (policy `ignore`), in the order first sent.
+
+    A class with slots, not a frozen dataclass: a frozen dataclass sets each field through
+    `object.__setattr__`, on every request. Treat it as read-only.
+    """
+
+    __slots__ = (
+        "_columns",
+        "_numeric_positions",
+        "ignored_columns",
+        "n_rows",
+        "numeric",
+        "values",
+        "violations",
+    )
+
+    def __init__(
+        self,
+        n_rows: int,
+        columns: list[np.ndarray] | None,
+        numeric: np.ndarray,
+        violations: Violations = NO_VIOLATIONS,
+        ignored_columns: tuple[str, ...] = (),
+        values: list[Any] | None = None,
+        numeric_positions: Sequence[int] = (),
+    ) -> None:
+        self.n_rows = n_rows
+        self._columns = columns
+        self.numeric = numeric
+        self.violations = violations
+        self.ignored_columns = ignored_columns
+        self.values = values
+        self._numeric_positions = numeric_positions
+
+    @property
+    def columns(self) -> list[np.ndarray]:
+        columns = self._columns
+        if columns is None:  # one row: made from `values` and `numeric` on first use
+            values = self.values or ()
+            columns = [np.array([value], dtype=object) for value in values]
+            for row, position in enumerate(self._numeric_positions):
+                columns[position] = self.numeric[row]
+            self._columns = columns
+        return columns
 
     def ignoring(self, names: Sequence[str]) -> ParsedRows:
         """These rows, reporting `names` as ignored (themselves when there are none)."""
-        return replace(self, ignored_columns=tuple(names)) if names else self
+        if not names:
+            return self
+        return ParsedRows(
+            self.n_rows,
+            self._columns,
+            self.numeric,
+            self.violations,
+            tuple(names),
+            self.values,
+            self._numeric_positions,
+        )
 
 
 @dataclass(frozen=True)
@@ -582,6 +638,7 @@ class InputSchema:
         value where allowed, a known category. None otherwise: the block path decides,
         with the same rule, and names what is wrong."""
         numbers = []
+        row = list(values)  # becomes the values as scored, in schema order
         for (nullable, low, high, integral, sentinels), position in zip(
             self._one_row_numeric, self._numeric, strict=True
         ):
@@ -590,6 +647,7 @@ class InputSchema:
             if (kind is not float and kind is not int) or texts[position]:
                 if value is None and nullable and not texts[position]:
                     numbers.append(math.nan)
+                    row[position] = math.nan
                     continue
                 return None
             try:
@@ -597,15 +655,14 @@ class InputSchema:
             except OverflowError:  # an integer beyond float64
                 return None
             if number in sentinels:
-                numbers.append(math.nan)
-                continue
-            if number != number:  # NaN: missing
+                number = math.nan
+            elif number != number:  # NaN: missing
                 if not nullable:
                     return None
             elif not low <= number <= high or (integral and not number.is_integer()):
                 return None
             numbers.append(number)
-        categories = []
+            row[position] = number
         for accepted, position in zip(self._one_row_categorical, self._categorical, strict=True):
             value, text = values[position], texts[position]
             if value is not None and type(value) is not str:
@@ -616,11 +673,9 @@ class InputSchema:
                 if value is None or not parser.takes_any_text(value, text=text):
                     return None
                 category = value
-            categories.append(category)
+            row[position] = category
         block = np.array(numbers, dtype=np.float64).reshape(len(numbers), 1)
-        categorical = np.array(categories, dtype=object).reshape(len(categories), 1)
-        columns = self._in_schema_order(block, list(categorical))
-        return ParsedRows(n_rows=1, columns=columns, numeric=block)
+        return ParsedRows(1, None, block, values=row, numeric_positions=self._numeric)
 
     def _all_columns_at_once(
         self, raw_columns: list[Sequence[Any]], texts: list[bool], n_rows: int

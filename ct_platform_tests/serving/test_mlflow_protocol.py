@@ -6,6 +6,7 @@ import io
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
@@ -213,6 +214,28 @@ def test_body_over_limit_without_length_is_413(open_server: ThreadedServer) -> N
 
     response = invoke(open_server, content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
+
+
+def test_a_body_sent_in_chunks_is_read_whole(
+    open_server: ThreadedServer, rows: list[dict], labels: list
+) -> None:
+    """`read_body` joins a body that arrives as several ASGI messages (chunked transfer,
+    no Content-Length): scored as the same body sent at once, on the scoring route and on
+    Starlette's (feedback)."""
+    body = orjson.dumps(split_payload(rows[:1]))
+    pieces = [body[i : i + 7] for i in range(0, len(body), 7)]
+    headers = {"content-type": "application/json", "x-request-id": "chunked-1"}
+    chunked = invoke(open_server, content=iter(pieces), headers=headers)
+    whole = invoke(open_server, content=body, headers={"content-type": "application/json"})
+    assert chunked.status_code == whole.status_code == 200
+    assert chunked.json() == whole.json() == {"predictions": labels[:1]}
+    feedback = orjson.dumps({"request_id": "chunked-1", "label": labels[0]})
+    answer = httpx.post(
+        f"{open_server.url}/feedback",
+        content=iter([feedback[:5], feedback[5:]]),
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 200 and answer.json() == {"recorded": 1}
 
 
 def test_thousand_rows_in_one_request(

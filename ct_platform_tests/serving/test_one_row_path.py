@@ -97,7 +97,10 @@ def _outcome(
 
 def _first_row(parsed: ParsedRows) -> list[Any]:
     """Row 0 of every column, NaN spelled as a string so that == compares it."""
-    row = [column[0] for column in parsed.columns]
+    return _nan_spelled([column[0] for column in parsed.columns])
+
+
+def _nan_spelled(row: list[Any]) -> list[Any]:
     return ["NaN" if isinstance(value, float) and math.isnan(value) else value for value in row]
 
 
@@ -121,6 +124,11 @@ def test_one_row_and_block_path_agree(
     assert [array.dtype for array in alone.columns] == [array.dtype for array in block.columns]
     taken = schema._one_row([row[name] for name in schema.names], [False] * len(COLUMNS))
     assert (taken is not None) == fast
+    if fast:  # the plain values the ONNX feed and the log read: the block path's, typed alike
+        assert _nan_spelled(alone.values) == _first_row(block)
+        assert [type(value) for value in alone.values] == [
+            float if array.dtype == np.float64 else str for array in block.columns
+        ]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import pandas as pd
 import pytest
 
 from ct_platform.monitoring.prediction_log import prediction_records
-from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.app import ScoredAnswer
+from ct_platform.serving.bundle import Prediction, load_bundle
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch, jsonl, rows_in
+from ct_platform.serving.slots import ServedModel
 from ct_platform.settings import Spec
 from ct_platform_tests.monitoring.serving_logs import rows_of
 from ct_platform_tests.serving.conftest import (
@@ -255,3 +258,68 @@ def test_a_multi_row_request_is_one_batch_record_holding_each_row_record(
     row_lines = [jsonl(row) for row in rows_of(batch)]
     assert [rows_in(row_line) for row_line in row_lines] == [1, 1, 1]
     assert list(prediction_records(line)) == [orjson.loads(row_line) for row_line in row_lines]
+
+
+def test_segments_rotate_at_their_size_bound(tmp_path: Path) -> None:
+    """The writer counts the bytes it wrote (no `tell()` per line): a segment is closed at
+    the first line that takes it to the bound, so every closed segment holds at least the
+    bound, and less than the bound before its last line."""
+    log = PredictionLog(tmp_path, max_segment_bytes=4096)
+    log.start()
+    for i in range(100):
+        log.submit(_batch(f"r{i}", 1 + i % 4))
+    log.close()
+    segments = sorted(tmp_path.glob("*.jsonl"), key=lambda path: path.name[-10:])
+    assert len(segments) > 3
+    for segment in segments[:-1]:
+        lines = segment.read_bytes().splitlines(keepends=True)
+        size = sum(map(len, lines))
+        assert size >= 4096 and size - len(lines[-1]) < 4096, segment.name
+    assert segments[-1].stat().st_size > 0
+    assert log.written == sum(1 + i % 4 for i in range(100))
+
+
+def test_a_scored_answer_logs_its_record_once_written_and_when_the_write_fails() -> None:
+    """The record is submitted after the body has been written (so its formatting is not
+    part of the answer's latency), and also when the write raised: the row was scored."""
+    logged: list[ScoredBatch] = []
+    sent: list[str] = []
+    batch = _batch("r1", 1)
+
+    async def send(message: dict) -> None:
+        sent.append(message["type"])
+        assert not logged, "logged before the body was written"
+
+    async def broken_send(message: dict) -> None:
+        raise OSError("connection reset")
+
+    async def nothing() -> dict:
+        return {}
+
+    answer = ScoredAnswer(b"{}", {"x-request-id": "r1"}, logged.append, batch, None)
+    asyncio.run(answer({}, nothing, send))
+    assert sent == ["http.response.start", "http.response.body"] and logged == [batch]
+    with pytest.raises(OSError, match="connection reset"):
+        asyncio.run(answer({}, nothing, broken_send))
+    assert logged == [batch, batch]
+
+
+def test_a_one_row_record_from_the_plain_values_is_the_columns_record(
+    open_server: ThreadedServer, rows: list[dict]
+) -> None:
+    """The one-row path logs from `ParsedRows.values`: byte for byte the record made from
+    the row's column arrays, a missing category (null) and a missing number (NaN) too."""
+    served = ServedModel.of(load_bundle(open_server.config.bundle), "reject", "ignore")
+    for sent in ({**rows[0]}, {**rows[1], "job": None, "pdays": 999}):
+        parsed = served.schema.from_records([sent])
+        assert parsed.values is not None  # the one-row path took it
+        prediction = served.model.predict(parsed)
+        fields = ("r1", 1.5, "stable", "1", served.schema.names)
+        from_values = ScoredBatch(*fields, [], prediction, 0.25, parsed.values)
+        from_columns = ScoredBatch(*fields, parsed.columns, prediction, 0.25)
+        assert jsonl(from_values) == jsonl(from_columns)
+        record = orjson.loads(jsonl(from_values))
+        assert record["features"] == {
+            name: (None if value == 999 and name == "pdays" else value)
+            for name, value in sent.items()
+        }
