@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ct_platform.governance.card import gather_facts, render_markdown
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
-from ct_platform.settings import Spec, load_spec
+from ct_platform.settings import Paths, Spec, load_spec
 from ct_platform_tests.defs.conftest import run_job
 
 pytestmark = pytest.mark.slow
@@ -100,3 +101,12 @@ def test_a_model_worse_than_the_median_is_not_promoted(spec_file, instance, land
     message = failure.step_failure_data.user_failure_data.description
     assert message.startswith("candidate version 3 rejected by blocking gate(s) baseline")
     assert registry.alias_version("champion").version == 2
+    # Its model card: the baseline beside each metric, r2 flagged, no note contradicting it.
+    card = render_markdown(gather_facts(registry, 3, spec, Paths.from_env()))
+    table = card[card.index("## Metrics") : card.index("## Per-group")]
+    row = rf"\| holdout\\_mae \| {mae:.4g} \| [\d.]+ to [\d.]+ \| {baseline:.4g} \|"
+    assert re.search(row, table), table
+    assert "**Warning**: holdout\\_r2 is -" in table
+    assert "undefined" not in table and "gate." not in table
+    gates = card[card.index("## Gates") : card.index("## ONNX parity")]
+    assert "| baseline | fail | mae " in gates and "Figures the gates recorded:" in gates
