@@ -445,8 +445,13 @@ class ServingSpec(_Strict):
     # Seconds a request body may take in all, from the end of its headers (408 after):
     # the gap timeout alone lets a byte every 59 s hold a connection for ever.
     body_time_limit_s: Annotated[float, Field(gt=0)] = 60.0
-    # Connections held at once; a request beyond is answered 503 (uvicorn limit_concurrency).
+    # Connections held at once; a request beyond is answered 503 (GET/HEAD and /admin/ are
+    # exempt: a busy server still answers /ping and takes a hot swap).
     max_connections: Annotated[int, Field(ge=2)] = 512
+    # Intra-op threads of the ONNX session that scores requests of 512 rows or more (at
+    # most the cores the server may use); 1: one thread for every request. More cut a big
+    # request's scoring but take cores from the single-row requests meanwhile.
+    batch_threads: Annotated[int, Field(ge=1, le=64)] = 1
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,9 @@ exactly what the Launchpad does: the decision is recorded on the MLflow version 
 audit log with who (`--by`, else $USER), when and why. An approved candidate becomes
 champion under `deployment.strategy: direct`, or `canary` under a progressive strategy (its
 rollout moves `champion` when it completes); the answer says which, read back from MLflow
-after the run. The bundle and endpoint follow by automation. Decisions are final.
+after the run, and, when another version's rollout is active, names that rollout and says
+the approved version's rollout starts after it ends. The bundle and endpoint follow by
+automation. Decisions are final.
 
 Exit status: 0 when the decision was recorded, 1 when it was refused (the message says why),
 2 when the platform could not be reached (no DAGSTER_HOME, bad spec).
@@ -16,6 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ct_platform.settings import Spec
 
 VERBS = {"approve": "approve", "reject": "reject"}
 # The job runs in this process: its console logger would print every event (and, for a
@@ -65,7 +71,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"{command}: {_failure(result)}", file=sys.stderr)
         return 1
     print(_outcome(result, config))
+    if args.command == "approve":
+        waits = _waits_for_another_rollout(spec, args.version)
+        if waits:
+            print(f"{command}: {waits}")
     return 0
+
+
+def _waits_for_another_rollout(spec: Spec, version: int) -> str:
+    """ "" unless `version` got `canary` while another version's rollout is active: then
+    what happens to it, naming that rollout (it is never cut short for the new one)."""
+    from ct_platform.deployment.controller import active_rollout
+    from ct_platform.deployment.export import default_registry
+    from ct_platform.deployment.rollout import queued_behind
+    from ct_platform.registry.versions import CANARY
+
+    current = active_rollout(spec)
+    if current is None or current.version == str(version):
+        return ""
+    canary = default_registry(spec).alias_version(CANARY)
+    if canary is None or canary.version != version:
+        return ""
+    return f"another rollout is active: {queued_behind(current, version)}"
 
 
 def _failure(result: object) -> str:

@@ -3,7 +3,8 @@
 - `status [--json]`: the current (or last) rollout: strategy, version, what it is doing
   or how it ended ("completed: version 6 became champion ..."), step, the candidate's
   traffic share while it runs, what the server serves now (`serving_now`, asked of the
-  server), and its analyses, newest last;
+  server: every slot with its version and share of traffic), the champion as the registry
+  holds it (`champion_version`), and its analyses, newest last;
 - `pause`: the rollout stays where it is (weights unchanged), no analysis runs;
 - `resume`: analyses start again, with a fresh period;
 - `promote`: all traffic to the new version now; `champion` moves to it;
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             state = controller.control(args.action, args.reason).summary()
         if state is not None:
             state["serving_now"] = serving_now(spec)
+            state["champion_version"] = champion_now(spec)
     except RolloutError as exc:
         print(f"ct rollout {args.action}: {exc}", file=sys.stderr)
         return 1
@@ -71,18 +73,54 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serving_now(spec: Spec) -> str:
-    """What the endpoint serves at this moment, as the server itself says (one GET)."""
-    from ct_platform.deployment.rollout import served_version
+    """What the endpoint serves at this moment, every slot, as the server itself says (one
+    GET of its admin API): "http://... serves version 1 as stable (80 % of traffic),
+    version 2 as candidate (20 % of traffic)"."""
+    import httpx
+
+    from ct_platform.deployment.admin import AdminAuthError
+    from ct_platform.deployment.rollout import admin_client
     from ct_platform.deployment.targets import target_for
 
     status = target_for(spec).status()
     if status is None:
         return "nothing is deployed"
     url = status.endpoint.url
-    served = served_version(url, spec.model.name) if status.healthy else None
-    if served is None:
+    if not status.healthy:
         return f"{url} does not answer ({status.detail})"
-    return f"{url} serves version {served} as stable"
+    try:
+        routing = admin_client(spec, url).slots()
+    except (httpx.HTTPError, AdminAuthError) as exc:
+        return f"{url} answers /ping, but not GET /admin/slots ({exc})"
+    return f"{url} serves {describe_slots(routing)}"
+
+
+def describe_slots(routing: dict[str, Any]) -> str:
+    """Every slot of `GET /admin/slots` with its version and share of traffic."""
+    stable = routing["stable"]["version"]
+    candidate = routing.get("candidate")
+    weight = float(routing.get("candidate_weight") or 0.0)
+    if candidate is None or routing.get("shadow"):
+        slots = [f"version {stable} as stable (all traffic)"]
+    else:
+        slots = [
+            f"version {stable} as stable ({100 * (1 - weight):g} % of traffic)",
+            f"version {candidate['version']} as candidate ({100 * weight:g} % of traffic)",
+        ]
+    if candidate is not None and routing.get("shadow"):
+        slots.append(f"version {candidate['version']} as shadow (scores copies, answers none)")
+    if routing.get("previous"):
+        slots.append(f"version {routing['previous']['version']} as previous (no traffic)")
+    return ", ".join(slots)
+
+
+def champion_now(spec: Spec) -> str | None:
+    """The version holding `champion` in the registry now (None: none)."""
+    from ct_platform.deployment.export import default_registry
+    from ct_platform.registry.versions import CHAMPION
+
+    champion = default_registry(spec).alias_version(CHAMPION)
+    return str(champion.version) if champion else None
 
 
 def _current(spec: Spec) -> Rollout | None:
@@ -99,7 +137,8 @@ def _current(spec: Spec) -> Rollout | None:
 
 def headline(state: dict[str, Any]) -> str:
     """What the rollout is doing, or how it ended (past tense: what serves now is asked of
-    the server, `serving_now`), never the version that served when it started."""
+    the server, `serving_now`), never the version that served when it started; the
+    champion is the registry's (`champion_version`), never inferred from the rollout."""
     what = f"rollout {state['id']}: {state['strategy']} of version {state['version']}"
     new, old = state["version"], state["previous_version"]
     status = state["status"]
@@ -116,9 +155,11 @@ def headline(state: dict[str, Any]) -> str:
     if status == "completed":
         return f"{what} completed: version {new} took all traffic and became champion"
     ended = "stopped" if status == "stopped" else "rolled back"
+    champion = state.get("champion_version")
+    now = f"the champion is version {champion}" if champion else "no version is champion"
     if state["phase"] == "switched":
-        return f"{what} {ended} after its switch: version {old} became champion again"
-    return f"{what} {ended}: version {new} was taken out of traffic; version {old} stayed champion"
+        return f"{what} {ended} after its switch: version {old} serves again; {now}"
+    return f"{what} {ended}: version {new} was taken out of traffic; {now}"
 
 
 def describe(state: dict[str, Any] | None) -> str:

@@ -452,12 +452,13 @@ def analyse(
         "candidate_p99_ms": p99_ms(candidate, bounds),
         "stable_p99_ms": p99_ms(stable, bounds),
     }
+    uncredited = _uncredited_labels(rollout_start, now, figures)
     if candidate.routed < spec.min_requests:
         reason = (
             f"waiting for traffic: {candidate.routed} {candidate_slot} requests in this "
             f"period, {spec.min_requests} needed for a verdict"
         )
-        return Analysis("wait", reason, [], figures)
+        return Analysis("wait", "; ".join([reason, *uncredited]), [], figures)
     judges: list[_Judge] = [_error_check, _latency_check]
     unjudged = []
     if stable.routed >= spec.min_requests:
@@ -507,7 +508,7 @@ def analyse(
     checks += _metric_check(spec, labels, regression, figures)
     failed = [check for check in checks if not check.passed]
     if failed:
-        reason = "; ".join(check.detail for check in failed)
+        reason = "; ".join([*(check.detail for check in failed), *uncredited])
         return Analysis("fail", reason, checks, figures)
     # A check judged against stable says why it passed over its limit (a loaded server,
     # sampling noise): the figures a user would otherwise read as a missed failure.
@@ -516,9 +517,31 @@ def analyse(
         for check in checks
         if check.detail and (check.name in _AGAINST_STABLE or check.excused_clients)
     ]
-    return Analysis(
-        "pass", "; ".join([f"{len(checks)} checks passed", *notes, *unjudged]), checks, figures
-    )
+    reason = "; ".join([f"{len(checks)} checks passed", *notes, *unjudged, *uncredited])
+    return Analysis("pass", reason, checks, figures)
+
+
+def _uncredited_labels(
+    rollout_start: dict[str, Any] | None, now: dict[str, Any], figures: dict[str, float]
+) -> list[str]:
+    """The labels `/feedback` took since the rollout began that no slot was credited with
+    (server's `labels_not_credited`, a restart's reset read as its totals alone), in
+    `figures`, and a reason line when there were any for rows of multi-row requests (the
+    server remembers the answers of single-row requests only)."""
+    end = now.get("labels_not_credited") or {}
+    start = (rollout_start or {}).get("labels_not_credited") or {}
+    counts = {}
+    for kind in ("multi_row", "unknown"):
+        total, before = int(end.get(kind, 0)), int(start.get(kind, 0))
+        counts[kind] = total - before if total >= before else total
+        figures[f"labels_not_credited_{kind}"] = float(counts[kind])
+    if not counts["multi_row"]:
+        return []
+    return [
+        f"{counts['multi_row']} labels for rows of multi-row requests arrived since the "
+        "rollout began: not credited to either slot (the server keeps the answers of "
+        "single-row requests only)"
+    ]
 
 
 # Checks that compare with stable's same period; their detail is set only over the limit.

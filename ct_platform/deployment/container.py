@@ -59,7 +59,7 @@ from ct_platform.deployment.endpoint import (
     DeploymentError,
     Endpoint,
     EndpointStatus,
-    is_healthy,
+    probe,
     server_arguments,
     utc_now,
     wait_healthy,
@@ -294,7 +294,7 @@ class DockerTarget:
             container.attrs["Image"] == image_id
             and container.status == "running"
             and _health(container) == "healthy"
-            and is_healthy(url)
+            and probe(url).alive
         )
 
     def _swap_in(self, bundle: str, url: str) -> bool:

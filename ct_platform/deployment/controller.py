@@ -691,7 +691,33 @@ class RolloutController:
         else:
             what = f"the server's {slot} slot holds version {served}, not {rollout.version}"
             what += " (replaced?)"
-        return f"{what}: rollout ended"
+        return f"{what}{self._changed_since(rollout)}: rollout ended"
+
+    def _changed_since(self, rollout: Rollout) -> str:
+        """Who changed the server under the rollout, as the audit log records it (its latest
+        deployment or rollback line since the rollout began, not the rollout's own); "" if
+        none records it (a restart by hand, a call to the admin API)."""
+        from ct_platform.governance.audit import AuditLogError, read_events
+
+        began = datetime.fromtimestamp(rollout.started_at, UTC).isoformat(timespec="seconds")
+        own = f"{rollout.strategy} rollout {rollout.id}"
+        try:
+            events = read_events()
+        except AuditLogError as error:  # the rollout still ends; the reason says why not
+            return f"; the audit log cannot say who changed it ({error})"
+        for event in reversed(events):
+            if event.at < began:
+                break
+            if (
+                event.model == self.registry.model_name
+                and event.kind in ("deployment", "rollback")
+                and not event.actor.startswith(own)
+            ):
+                return (
+                    f"; the audit log records a {event.kind} of version {event.to_version} "
+                    f"by {event.actor} at {event.at} since the rollout began: {event.reason}"
+                )
+        return ""
 
     def _note(
         self,

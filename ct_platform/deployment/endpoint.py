@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 import httpx
@@ -41,9 +42,12 @@ class Endpoint:
 @dataclass(frozen=True)
 class EndpointStatus:
     endpoint: Endpoint
+    # The server is alive: it answers /ping, ready or busy. Never restart a healthy one.
     healthy: bool
     # Target-specific, human-readable: "pid 4242", "container 1a2b3c (healthy)".
     detail: str
+    # Alive but refusing for load (/ping answered 429 or 503): shown, never restarted.
+    busy: bool = False
 
 
 def server_arguments(serving: ServingSpec, bundle: str, host: str, port: int) -> list[str]:
@@ -69,6 +73,8 @@ def server_arguments(serving: ServingSpec, bundle: str, host: str, port: int) ->
         str(serving.body_time_limit_s),
         "--max-connections",
         str(serving.max_connections),
+        "--batch-threads",
+        str(serving.batch_threads),
     ]
 
 
@@ -76,12 +82,51 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class Health(Enum):
+    """What GET /ping says of a server."""
+
+    READY = "ready"  # 200: up, a model loaded
+    # 429 or 503: alive but refusing for load (a proxy's, an older server's connection cap;
+    # ours exempts /ping). Alive: a restart would drop every request it holds.
+    BUSY = "busy"
+    DOWN = "down"  # no answer, or another answer: not a server of ours that is up
+
+    @property
+    def alive(self) -> bool:
+        return self is not Health.DOWN
+
+
+# Statuses that mean "overloaded, retry later" (RFC 9110 503, RFC 6585 429).
+BUSY_STATUSES = frozenset({429, 503})
+
+
+def probe(url: str, *, timeout: float = 2.0) -> Health:
+    """GET /ping, read as ready (200), busy (429/503) or down (no answer, anything else)."""
+    try:
+        status = httpx.get(f"{url}/ping", timeout=timeout).status_code
+    except httpx.HTTPError:
+        return Health.DOWN
+    if status == 200:
+        return Health.READY
+    return Health.BUSY if status in BUSY_STATUSES else Health.DOWN
+
+
 def is_healthy(url: str, *, timeout: float = 2.0) -> bool:
     """GET /ping answers 200: the server is up and has a model loaded."""
-    try:
-        return httpx.get(f"{url}/ping", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return probe(url, timeout=timeout) is Health.READY
+
+
+def probed_status(endpoint: Endpoint, where: str) -> EndpointStatus:
+    """`endpoint`'s status from one /ping; `where` names the server ("pid 4242")."""
+    health = probe(endpoint.url)
+    words = {
+        Health.READY: "ready",
+        Health.BUSY: "busy: /ping answered 429/503 (alive, overloaded; not restarted)",
+        Health.DOWN: "not ready",
+    }
+    return EndpointStatus(
+        endpoint, health.alive, f"{where}, {words[health]}", busy=health is Health.BUSY
+    )
 
 
 def wait_healthy(

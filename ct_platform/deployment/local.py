@@ -7,9 +7,10 @@ later deploy needs to find it again lives in `$CT_HOME/deployments/`: `local.pid
 
 A deploy onto a live, healthy server hot-swaps through the admin API (load the new bundle
 as candidate, then promote it): the port never closes and no request fails. A server that
-is gone (pid dead, a zombie, or killed and not yet exited) or hung (pid alive, /ping silent)
-is replaced by a fresh process; so is one whose admin API refuses our token (started by hand
-with another one).
+is gone (pid dead, a zombie, or killed and not yet exited) or hung (pid alive, /ping silent
+for `HUNG_AFTER_S`) is replaced by a fresh process; so is one whose admin API refuses our
+token (started by hand with another one). A server answering /ping 429/503 is busy, alive:
+swapped into, never restarted (a restart would drop every request it holds).
 
 A server recorded as running (live pid) keeps its address: every deploy talks to the URL in
 `local.json`, not to the port of the caller's spec, and a hung one is restarted on it. A `ct`
@@ -34,7 +35,8 @@ from ct_platform.deployment.endpoint import (
     DeploymentError,
     Endpoint,
     EndpointStatus,
-    is_healthy,
+    probe,
+    probed_status,
     server_arguments,
     utc_now,
     wait_healthy,
@@ -46,6 +48,9 @@ from ct_platform.settings import Spec
 # Generous: importing scikit-learn + onnxruntime takes seconds on a busy 2-core machine.
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
+# A live process is hung only if /ping stays silent this long: a loaded box (or a server
+# busy at its cap) may answer the first, 2 s probe late, and a restart drops its requests.
+HUNG_AFTER_S = 10.0
 SERVER_MODULE = "ct_platform.serving"
 # include/linux/sched.h: the task is getting shut down.
 PF_EXITING = 0x4
@@ -100,7 +105,7 @@ class LocalTarget:
                 url,
                 self._serving.port,
             )
-        if pid is not None and is_healthy(url):
+        if pid is not None and _alive(url):
             try:
                 self._admin(url).swap_in(bundle_dir)
             except AdminAuthError:
@@ -128,8 +133,7 @@ class LocalTarget:
         pid = self._running_pid()
         if pid is None:
             return EndpointStatus(endpoint, healthy=False, detail="server process is gone")
-        healthy = is_healthy(endpoint.url)
-        return EndpointStatus(endpoint, healthy, f"pid {pid}, {'' if healthy else 'not '}ready")
+        return probed_status(endpoint, f"pid {pid}")
 
     def adopt(self, bundle_dir: Path) -> Endpoint:
         """Record `bundle_dir` as the served bundle (promoted through the admin API): a server
@@ -169,7 +173,7 @@ class LocalTarget:
         """Start a server listening at `url` (its host and port) and wait until it is ready."""
         address = urlsplit(url)
         host, port = address.hostname or self._serving.host, address.port or self._serving.port
-        if is_healthy(url):
+        if probe(url).alive:
             # Not our server (we have no live pid for it): it would answer our health checks
             # while ours fails to bind, and the deploy would judge the wrong server.
             raise DeploymentError(
@@ -274,3 +278,8 @@ def _reap(pid: int) -> None:
     # so that it does not linger as a zombie that still looks like a live pid.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def _alive(url: str) -> bool:
+    """The server answers /ping, ready or busy (never restart it), within `HUNG_AFTER_S`."""
+    return probe(url).alive or probe(url, timeout=HUNG_AFTER_S).alive

@@ -32,7 +32,7 @@ from ct_platform.deployment.endpoint import (
     DeploymentError,
     Endpoint,
     EndpointStatus,
-    is_healthy,
+    probed_status,
     utc_now,
     wait_healthy,
 )
@@ -103,9 +103,11 @@ class EndpointTarget:
         if state is None:
             return None
         endpoint = Endpoint.from_state(state)
-        healthy = is_healthy(endpoint.url)
-        detail = "ready" if healthy else "not answering (its owner runs it, not this target)"
-        return EndpointStatus(endpoint, healthy, f"server at {endpoint.url} {detail}")
+        status = probed_status(endpoint, f"server at {endpoint.url}")
+        if status.healthy:
+            return status
+        detail = "not answering (its owner runs it, not this target)"
+        return EndpointStatus(endpoint, False, f"server at {endpoint.url} {detail}")
 
     def adopt(self, bundle_dir: Path) -> Endpoint:
         """Record `bundle_dir` as what the stable slot serves (a rollout promoted it)."""

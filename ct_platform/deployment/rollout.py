@@ -9,6 +9,9 @@ what it found. With any other
 strategy the new version holds the `canary` alias (see `release_alias`) and `roll_out`
 starts a progressive rollout of it beside the serving champion (`controller`); a first
 deployment, with nothing deployed yet, has nothing to compare with and goes in directly.
+One rollout at a time: a version that takes `canary` while another version's rollout is
+active waits (that rollout is never cut short for it); once it ended, the
+`endpoint_watchdog` requests the `deployed_endpoint` run that starts the waiting one.
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ct_platform.deployment.admin import AdminClient
-from ct_platform.deployment.controller import RolloutController, RolloutError, active_rollout
+from ct_platform.deployment.controller import (
+    Rollout,
+    RolloutController,
+    RolloutError,
+    active_rollout,
+)
 from ct_platform.deployment.endpoint import Endpoint, smoke_request
 from ct_platform.deployment.export import default_registry, export_champion_bundle
 from ct_platform.deployment.state import admin_token
@@ -99,6 +107,8 @@ def roll_out(
     current = active_rollout(spec)
     if current is not None and current.version == str(canary.version):
         return RollOut(stable.endpoint, stable.changed, f"rollout {current.id} is {current.status}")
+    if current is not None:  # never cut a rollout short for the next one: it waits
+        return RollOut(stable.endpoint, stable.changed, queued_behind(current, canary.version))
     bundle_dir = export_champion_bundle(spec, registry, alias=CANARY)
     admin = admin_client(spec, stable.endpoint.url)
     controller = RolloutController(
@@ -106,6 +116,15 @@ def roll_out(
     )
     started = controller.begin(str(canary.version), bundle_dir.name)
     return RollOut(stable.endpoint, True, started.history[-1]["reason"])
+
+
+def queued_behind(current: Rollout, version: int) -> str:
+    """What happens to `version` (holding `canary`) while `current` rolls out."""
+    return (
+        f"rollout {current.id} ({current.label} of version {current.version}) is "
+        f"{current.status}: version {version}'s rollout starts after it ends (completes, "
+        "is rolled back, or `ct rollout promote|abort`); the endpoint_watchdog then starts it"
+    )
 
 
 @dataclass(frozen=True)
@@ -244,6 +263,8 @@ class LiveStatus:
     champion_version: str | None
     # The target's own words on the server ("server process is gone", "pid 4242, not ready").
     detail: str = ""
+    # Alive but refusing for load (see `EndpointStatus.busy`): never restarted for it.
+    busy: bool = False
 
     @property
     def serves_champion(self) -> bool:
@@ -266,6 +287,8 @@ class LiveStatus:
             return "nothing is deployed yet"
         if not self.healthy:
             return f"{self.url} does not answer ({self.detail})"
+        if self.busy:
+            return f"{self.url} is alive but busy ({self.detail})"
         if self.serves_champion:
             return f"{self.url} serves the champion, version {self.champion_version}"
         if self.champion_version is None:
@@ -287,7 +310,7 @@ def live_endpoint_status(spec: Spec, registry: ModelRegistry) -> LiveStatus:
         return LiveStatus(None, False, None, champion_version)
     url = status.endpoint.url
     served = served_version(url, spec.model.name)
-    return LiveStatus(url, status.healthy, served, champion_version, status.detail)
+    return LiveStatus(url, status.healthy, served, champion_version, status.detail, status.busy)
 
 
 def served_version(url: str, model_name: str) -> str | None:

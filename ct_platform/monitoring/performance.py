@@ -63,11 +63,17 @@ def evaluate_performance(
     feedback = load_feedback(feedback_dir)
     labels = dict(zip(feedback["request_id"], feedback["label"], strict=True))
     window = DriftWindow(rows=window_rows or monitoring.window.rows, minutes=None)
-    records = [
-        record
+    # A label joins one record: the latest logged with its id (a client that reused an id
+    # sent several; the server's ids and the rows' `<id>:<i>` are unique).
+    latest = {
+        record["request_id"]: record
         for record in read_predictions(
             window, directory=predictions_dir, slots=(CHAMPION_SLOT,), request_ids=labels.keys()
         )
+    }
+    records = [
+        record
+        for record in latest.values()
         if model_version is None or record["model_version"] == model_version
     ]
 

@@ -20,6 +20,7 @@ from ct_platform.serving.app import create_app
 from ct_platform.serving.config import (
     DEFAULT_ADMIN_TOKEN_ENV,
     DEFAULT_API_KEY_ENV,
+    DEFAULT_BATCH_THREADS,
     DEFAULT_BODY_TIME_LIMIT_S,
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
@@ -112,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the x-ignored-columns header (ignore), or refuse the request (400)",
     )
     parser.add_argument(
+        "--batch-threads",
+        type=int,
+        default=int(env("CT_SERVING_BATCH_THREADS", str(DEFAULT_BATCH_THREADS))),
+        help="intra-op threads of the ONNX session scoring requests of 512 rows or more "
+        "(1: one thread for every request; at most the cores the process may use)",
+    )
+    parser.add_argument(
         "--no-onnx",
         action="store_true",
         default=env("CT_SERVING_ONNX", "1") == "0",
@@ -136,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_key_env=args.api_key_env,
         admin_token_env=args.admin_token_env,
         use_onnx=not args.no_onnx,
+        batch_threads=args.batch_threads,
         out_of_contract=args.out_of_contract,
         unknown_columns=args.unknown_columns,
     )
@@ -215,10 +224,10 @@ def uvicorn_config(app: HotRoutes, config: ServerConfig, **overrides: object) ->
             config.body_timeout_s,
             app.refused,
             body_time_limit_s=config.body_time_limit_s,
+            # Not uvicorn's `limit_concurrency`: that refuses /ping and the admin API too,
+            # and a busy server then looks dead to its deployer (see `http_limits`).
+            max_connections=config.max_connections,
         ),
-        # uvicorn answers 503 to a request while this many connections are open (slowloris
-        # with many connections); the header and body time limits free the slow ones.
-        "limit_concurrency": config.max_connections,
         "access_log": False,
         # uvicorn's X-Forwarded-* rewriting of the client address and scheme is one more
         # ASGI layer and a pass over the headers per request; nothing here reads either.

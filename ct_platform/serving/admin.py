@@ -113,8 +113,11 @@ async def _load(server: Server, request: Request) -> SlotState:
     if not isinstance(use_onnx, bool):
         raise HttpError(400, "BAD_REQUEST", "'use_onnx' must be true or false")
     directory = allowed_bundle_dir(server.config.home / BUNDLES_DIR, bundle)
+    threads = server.config.batch_threads
     try:
-        model = await anyio.to_thread.run_sync(lambda: load_bundle(directory, use_onnx=use_onnx))
+        model = await anyio.to_thread.run_sync(
+            lambda: load_bundle(directory, use_onnx=use_onnx, batch_threads=threads)
+        )
     except BundleError as error:
         message = str(error).replace(str(directory), bundle)
         raise HttpError(400, "BAD_REQUEST", f"cannot load bundle '{bundle}': {message}") from None

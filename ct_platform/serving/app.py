@@ -59,6 +59,7 @@ from ct_platform.serving.transport import (
     new_request_id,
     read_body,
     request_id_of,
+    unreserved,
     v2_error,
 )
 
@@ -323,8 +324,8 @@ class Server:
                 f"request has {parsed.n_rows} rows; the limit is {self.config.max_rows} "
                 "rows a request: split it",
             )
+        request_id = client_id or (body_id and unreserved(body_id, "the body's id")) or new_id
         prediction = _run_model(served, parsed)
-        request_id = client_id or body_id or new_id
         return Scored(parsed, prediction, render(prediction, served, request_id), request_id)
 
     async def _shadow(
@@ -515,7 +516,7 @@ def create_app(config: ServerConfig) -> HotRoutes:
     """Load the bundle(s) named by `config` and build the ASGI app (slow: loads models)."""
 
     def served(bundle: Path) -> ServedModel:
-        model = load_bundle(bundle, use_onnx=config.use_onnx)
+        model = load_bundle(bundle, use_onnx=config.use_onnx, batch_threads=config.batch_threads)
         return ServedModel.of(model, config.out_of_contract, config.unknown_columns)
 
     stable = served(config.bundle)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 
 from ct_platform.atomic import write_atomically
+from ct_platform.serving.config import DEFAULT_BATCH_THREADS
 from ct_platform.serving.manifest import ManifestError, verify_manifest, write_manifest
 
 if TYPE_CHECKING:
@@ -36,10 +37,10 @@ META_FILE = "bundle.json"
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
 
-# Requests of at least this many rows are scored by a session with WIDE_THREADS intra-op
-# threads (benchmarks/serving/README.md: where two threads start to pay on the bank model).
+# Requests of at least this many rows are scored by a second session with `batch_threads`
+# intra-op threads (benchmarks/serving/README.md: where two threads start to pay on the
+# bank model). How many: the server's `batch_threads` (spec `serving.batch_threads`).
 WIDE_ROWS = 512
-WIDE_THREADS = 2
 
 Task = Literal["classification", "regression"]
 ColumnType = Literal["int", "float", "category"]
@@ -183,8 +184,14 @@ def read_meta(directory: str | Path) -> BundleMeta:
     return BundleMeta.from_dict(raw)
 
 
-def load_bundle(directory: str | Path, *, use_onnx: bool = True) -> LoadedModel:
+def load_bundle(
+    directory: str | Path, *, use_onnx: bool = True, batch_threads: int = DEFAULT_BATCH_THREADS
+) -> LoadedModel:
     """Load a bundle for scoring: the ONNX graph when enabled (and wanted), else sklearn.
+
+    `batch_threads`: intra-op threads of the ONNX session scoring requests of `WIDE_ROWS`
+    rows or more (1: the one-thread session scores every request; at most the cores this
+    process may use).
 
     Raises:
         BundleError: the bundle is incomplete, malformed, or its files do not match its
@@ -197,7 +204,9 @@ def load_bundle(directory: str | Path, *, use_onnx: bool = True) -> LoadedModel:
         raise BundleError(str(exc)) from None
     meta = read_meta(directory)
     if use_onnx and meta.onnx.enabled:
-        backend: OnnxBackend | SklearnBackend = OnnxBackend(directory / ONNX_FILE, meta)
+        backend: OnnxBackend | SklearnBackend = OnnxBackend(
+            directory / ONNX_FILE, meta, batch_threads=batch_threads
+        )
     else:
         backend = SklearnBackend(directory / SKOPS_FILE, meta)
     return LoadedModel(directory=directory, meta=meta, backend=backend)
@@ -220,17 +229,20 @@ class LoadedModel:
 
 class OnnxBackend:
     """Scores with ONNX Runtime: a one-thread session, and for requests of at least
-    `WIDE_ROWS` rows a second session with `WIDE_THREADS` intra-op threads (when the
-    process may use that many cores), which splits the trees' work across them."""
+    `WIDE_ROWS` rows a second session with `batch_threads` intra-op threads (at most the
+    cores the process may use; none when that is 1), which splits the trees' work."""
 
     name = "onnx"
 
-    def __init__(self, path: Path, meta: BundleMeta) -> None:
+    def __init__(
+        self, path: Path, meta: BundleMeta, *, batch_threads: int = DEFAULT_BATCH_THREADS
+    ) -> None:
         # One thread: a small request gains nothing from intra-op threading (the threads'
         # hand-offs cost more than they save), and the event loop's core is busy anyway.
         self._session = _onnx_session(path, threads=1)
-        wide = len(os.sched_getaffinity(0)) >= WIDE_THREADS
-        self._wide_session = _onnx_session(path, threads=WIDE_THREADS) if wide else None
+        wide = min(batch_threads, len(os.sched_getaffinity(0)))
+        self.batch_threads = max(wide, 1)
+        self._wide_session = _onnx_session(path, threads=wide) if wide > 1 else None
         # (output names, feeds, run options) -> outputs, per session.
         self._run = _binding(self._session).run
         self._wide_run = _binding(self._wide_session).run if self._wide_session else None

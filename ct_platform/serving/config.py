@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# The spec's `serving.batch_threads` default too (settings cannot be imported here).
+# One: on this 2-core box a second thread for big requests took the event loop's core,
+# cutting single-row throughput while batches ran (benchmarks/serving/batch_threads.py).
+DEFAULT_BATCH_THREADS = 1
 DEFAULT_MAX_ROWS = 50_000
 # nginx's defaults are 4 x 8 KiB header buffers and a 60 s client_header_timeout.
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
@@ -33,8 +37,8 @@ UNKNOWN_COLUMNS_POLICIES: tuple[UnknownColumns, ...] = ("ignore", "refuse")
 # nginx's `client_body_timeout` bounds only the gap between two reads; this bounds the
 # whole body (from the end of the headers), so a byte every 59 s cannot hold a connection.
 DEFAULT_BODY_TIME_LIMIT_S = 60.0
-# Open connections the server holds at once; beyond, a request is answered 503 (uvicorn's
-# `limit_concurrency`), so many slow clients cannot exhaust its file descriptors.
+# Open connections the server holds at once; beyond, a request is answered 503 (see
+# `http_limits`: GET/HEAD and the admin API exempt), so slow clients cannot exhaust it.
 DEFAULT_MAX_CONNECTIONS = 512
 
 
@@ -55,6 +59,10 @@ class ServerConfig:
     # Bodies up to this size are scored on the event loop; bigger ones in a worker thread.
     inline_body_bytes: int = 16 * 1024
     big_request_threads: int = 2
+    # Intra-op threads of the ONNX session scoring requests of `bundle.WIDE_ROWS` rows or
+    # more (1: one session, one thread, for every request; 2 suits a server whose cores
+    # serve big requests mostly).
+    batch_threads: int = DEFAULT_BATCH_THREADS
     # Request line + headers: 431 beyond this size; closed when not complete in time.
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S

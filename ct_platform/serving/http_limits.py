@@ -10,8 +10,19 @@ request's first byte, on a kept-alive connection) get a 408 and the connection c
 body with no bytes for `body_timeout_s` (between two reads, as nginx's
 `client_body_timeout`; time while the server itself paused reading is not counted) gets a
 408 and the connection closes, and so does a body not complete within `body_time_limit_s`
-of its headers (a byte every 59 s keeps the gap timeout happy for ever). Everything else is
-uvicorn's own code path; its `limit_concurrency` (503 beyond) caps the connections held.
+of its headers (a byte every 59 s keeps the gap timeout happy for ever).
+
+Connection cap (`max_connections`, enforced here, not by uvicorn's `limit_concurrency`): the
+server holds at most `max_connections` requests at once (a connection is held from its
+request's headers to its answer; a slow client's body holds it); one more is answered 503
+(`retry-after: 1`, the body names the cap) and its connection closed, so many slow clients
+cannot exhaust the server. `--max-connections 5` holds 5 (uvicorn's test counted the
+request's own connection with `>=`, and idle keep-alive ones: it held 4 or fewer).
+Exempt: GET and HEAD requests (health, metadata, metrics: no body to trickle, answered at
+once) and the admin API (`/admin/...`, token-guarded): a server busy at its cap still
+answers `/ping` 200 and takes a hot swap, so no deployer, watchdog or rollout mistakes
+"busy" for "dead" and restarts it.
+Everything else is uvicorn's own code path.
 """
 
 from __future__ import annotations
@@ -22,12 +33,17 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+# Requests the connection cap never refuses (see the module docstring).
+UNCAPPED_METHODS = (b"GET", b"HEAD")
+UNCAPPED_PREFIX = b"/admin/"
+
 
 class _BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes: int
     header_timeout_s: float
     body_timeout_s: float
     body_time_limit_s: float
+    max_connections: int | None
     # Told the status of every answer this layer gives itself (the app never sees them).
     on_refused: Callable[[int], None]
 
@@ -72,9 +88,11 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_headers = False
         self._header_bytes = 0
         self._cancel_header_timer()
-        if self._over_concurrency_limit():
-            self.on_refused(503)  # uvicorn answers it (service_unavailable), unseen by the app
-        super().on_headers_complete()
+        if self._over_connection_cap():
+            self.on_refused(503)  # answered by `_at_capacity`, unseen by the app
+            self._start_request(_at_capacity(self.max_connections or 0))
+        else:
+            super().on_headers_complete()
         self._arm_body_timer()
         self._body_deadline = self.loop.call_later(self.body_time_limit_s, self._body_overdue)
 
@@ -88,10 +106,23 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         # On a kept-alive connection the next bytes are the next request's headers.
         self._reading_headers = True
 
-    def _over_concurrency_limit(self) -> bool:
-        """uvicorn's own test for its 503 (`limit_concurrency`), made just before it."""
-        limit = self.limit_concurrency
-        return limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit)
+    def _over_connection_cap(self) -> bool:
+        """`max_connections` requests held already (their ASGI tasks), for a request the
+        cap applies to."""
+        cap = self.max_connections
+        return cap is not None and not self._uncapped() and len(self.tasks) >= cap
+
+    def _uncapped(self) -> bool:
+        return self.parser.get_method() in UNCAPPED_METHODS or self.url.startswith(UNCAPPED_PREFIX)
+
+    def _start_request(self, app: Any) -> None:
+        """uvicorn's `on_headers_complete` with `app` answering this one request: uvicorn
+        reads `self.app` there (this is synchronous, so no other request sees the swap)."""
+        served, self.app = self.app, app
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = served
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
@@ -183,11 +214,12 @@ def bounded_http_protocol(
     on_refused: Callable[[int], None] = lambda status: None,
     *,
     body_time_limit_s: float,
+    max_connections: int | None = None,
 ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol class with these limits (pass as `http=`): bytes and
     seconds for the headers, seconds between two reads of a body and for the whole body;
-    `on_refused(status)` is called for each answer it gives itself (400, 408, 431) and for
-    uvicorn's 503 beyond `limit_concurrency`."""
+    `on_refused(status)` is called for each answer it gives itself (400, 408, 431, and 503
+    beyond `max_connections`; None: no cap)."""
     return type(
         "BoundedHttpToolsProtocol",
         (_BoundedHttpToolsProtocol,),
@@ -196,7 +228,28 @@ def bounded_http_protocol(
             "header_timeout_s": header_timeout_s,
             "body_timeout_s": body_timeout_s,
             "body_time_limit_s": body_time_limit_s,
+            "max_connections": max_connections,
             # staticmethod: a plain function stored on the class would bind as a method.
             "on_refused": staticmethod(on_refused),
         },
     )
+
+
+def _at_capacity(cap: int) -> Any:
+    """The ASGI answer to a request beyond the connection cap: 503, closed, named."""
+    body = (
+        f"server busy: it holds its maximum of {cap} connections (serving.max_connections); "
+        "retry later"
+    ).encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return answer

@@ -77,6 +77,10 @@ def _check_content_type(content_type: str | None) -> str:
 
 
 def parse_json(body: bytes, schema: InputSchema) -> ParsedRows:
+    # Many rows in `dataframe_split`, as sent for batch scoring: decoded to typed rows.
+    typed = schema.from_split_body(body)
+    if typed is not None:
+        return typed
     try:
         payload = load_json(body)
     except InputError:

@@ -20,7 +20,9 @@ wide for large values, so any target scale fits without knowing it in advance.
 
 Labels posted to `/feedback` are matched to the slot that answered through a bounded map
 of recent single-row request ids (the newest `recent_limit`), so the primary metric is per
-slot too: a correct label (classification) or the absolute error (regression).
+slot too: a correct label (classification) or the absolute error (regression). Labels
+matched to no slot are counted (`labels_not_credited`): rows of multi-row requests, and ids
+not or no longer remembered; the rollout analysis says how many arrived.
 
 Routing is sticky per `X-Routing-Key`, so a client that keeps one key sends all its traffic
 to one slot: the unit randomized between the slots is the client, not the request.
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.transport import HttpError, ModelFailure
+from ct_platform.serving.transport import HttpError, ModelFailure, is_row_id
 
 # Milliseconds: 1.25x apart from 0.1 ms to ~14 s, so a p99 is read within 25 %.
 LATENCY_BOUNDS_MS = tuple(round(0.1 * 1.25**k, 4) for k in range(54))
@@ -95,6 +97,9 @@ class SlotStats:
         self.slots: defaultdict[str, SlotTotals] = defaultdict(SlotTotals)
         self._recent = RecentAnswers(recent_limit)
         self.clients = ClientStats()
+        # Labels credited to no slot: for rows of multi-row requests (`<id>:<i>`, whose
+        # answers are not remembered), and for ids not (or no longer) remembered.
+        self.uncredited = {"multi_row": 0, "unknown": 0}
 
     def scored(
         self,
@@ -136,6 +141,7 @@ class SlotStats:
         for record in records:
             found = self._recent.pop(record["request_id"])
             if found is None:
+                self.uncredited["multi_row" if is_row_id(record["request_id"]) else "unknown"] += 1
                 continue
             slot, answer = found
             outcome = self._outcome(answer, record["label"])
@@ -153,6 +159,7 @@ class SlotStats:
             "outcome": "absolute_error" if self.regression else "correct",
             "slots": {slot: totals.to_dict() for slot, totals in self.slots.items()},
             "clients": self.clients.snapshot(),
+            "labels_not_credited": dict(self.uncredited),
         }
 
     def _outcome(self, answer: Any, label: Any) -> float | None:

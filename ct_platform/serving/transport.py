@@ -96,6 +96,29 @@ def request_id_of(request: IncomingRequest) -> str | None:
             "BAD_REQUEST",
             f"X-Request-ID must be 1-{_MAX_REQUEST_ID_LENGTH} printable characters",
         )
+    return unreserved(request_id, "X-Request-ID")
+
+
+def is_row_id(request_id: str) -> bool:
+    """`<id>:<digits>`: the prediction log's id of a row of a multi-row request."""
+    _, colon, tail = request_id.rpartition(":")
+    return bool(colon) and tail.isdigit() and tail.isascii()
+
+
+def unreserved(request_id: str, where: str) -> str:
+    """`request_id` unless it has the form of a row id, `<id>:<i>`, which the prediction log
+    gives row i of a multi-row request `<id>`: sent by a client it would be a second record
+    with that id, and one label would join both. Refused (400), not rewritten: a label
+    posted with the id the client chose must never join another request's row."""
+    if is_row_id(request_id):
+        head, _, tail = request_id.rpartition(":")
+        raise HttpError(
+            400,
+            "BAD_REQUEST",
+            f"{where} {request_id!r} ends in ':' and digits, the form of the ids the server "
+            f"gives the rows of a multi-row request (<request id>:<row>; '{head}' row {tail}): "
+            "send an id that does not end in ':<digits>'",
+        )
     return request_id
 
 

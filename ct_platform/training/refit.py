@@ -107,9 +107,11 @@ def register_fit(
     *,
     dagster_run_id: str,
     tags: dict[str, str],
+    version_tags: dict[str, str] | None = None,
 ) -> ModelVersionInfo:
     """Fit the spec's pipeline on `frame`, register it with its lineage and semantic
-    version, and log the holdout with its run (export re-checks ONNX parity on it)."""
+    version, and log the holdout with its run (export re-checks ONNX parity on it).
+    `version_tags` go on the registered version only (see `ModelRegistry.log_candidate`)."""
     from ct_platform.training.claims import current_worker
     from ct_platform.training.fit import fit_pipeline
     from ct_platform.training.recovery import WORKER_TAG
@@ -129,6 +131,7 @@ def register_fit(
             **semver_tags(registry, spec, training_set.fingerprint),
             **tags,
         },
+        version_tags=version_tags,
     )
     registry.log_artifact(info.run_id, training_set.holdout_path)
     return info
@@ -176,6 +179,8 @@ def refit_candidate(
             spec,
             dagster_run_id=dagster_run_id,
             tags={FIT_TAG: WHOLE_WINDOW, REFIT_OF_TAG: str(holdout_fit.version)},
+            # Registered with it: 11 tags written one by one later cost 11 transactions.
+            version_tags=inherited_verdict(holdout_fit),
         )
     model = registry.load_model(refit.version)
     outcome = RefitOutcome(
@@ -227,6 +232,13 @@ def artifact_gates(
     )
 
 
+def inherited_verdict(holdout_fit: ModelVersionInfo) -> dict[str, str]:
+    """The tags a refit inherits from its holdout fit: each holdout gate's verdict and
+    reason (`ct.gate.*`) and which version's holdout metrics it carries."""
+    verdict = {key: value for key, value in holdout_fit.tags.items() if key.startswith("ct.gate.")}
+    return {**verdict, HOLDOUT_METRICS_OF_TAG: str(holdout_fit.version)}
+
+
 def _record(
     registry: ModelRegistry,
     refit: ModelVersionInfo,
@@ -236,12 +248,13 @@ def _record(
     """The inherited verdict and holdout metrics, then the refit's own gates, on the refit."""
     from ct_platform.training.evaluation_run import record_gates
 
-    inherited = {
-        key: value for key, value in holdout_fit.tags.items() if key.startswith("ct.gate.")
+    missing = {
+        key: value
+        for key, value in inherited_verdict(holdout_fit).items()
+        if refit.tags.get(key) != value
     }
-    registry.set_tags(
-        refit.version, {**inherited, HOLDOUT_METRICS_OF_TAG: str(holdout_fit.version)}
-    )
+    if missing:  # a refit registered with its verdict has none (one registered before: all)
+        registry.set_tags(refit.version, missing)
     registry.log_metrics(refit.run_id, outcome.evaluation.holdout_figures())
     record_gates(
         registry,

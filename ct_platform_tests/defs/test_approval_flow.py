@@ -4,6 +4,7 @@ person approves, whatever automation or reruns do; a rejection sticks; who and w
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +13,7 @@ import pytest
 from ct_platform.cli import main
 from ct_platform.cli.status import verdict
 from ct_platform.definitions import build_definitions
+from ct_platform.deployment.controller import Rollout, RolloutStore
 from ct_platform.governance.audit import current_user, read_events
 from ct_platform.registry.mlflow_registry import ModelRegistry, default_tracking_uri
 from ct_platform.settings import Spec, load_spec
@@ -214,13 +216,21 @@ def test_approving_under_a_progressive_strategy_says_the_rollout_not_a_champion_
     assert (requested.from_version, requested.to_version) == (2, 4)
     assert not requested.reason.endswith("no champion yet")
 
+    # Version 3's A/B test is running (as its rollout records it) when 4 is approved.
+    running = Rollout("v3-1", "ab", "3", "2", "bank_marketing-v3", time.time(), phase="test")
+    RolloutStore(ab_spec.paths.rollouts).write(running)
     assert main(["approve", "4", "--reason", "card ok", "--by", "alice"]) == 0
-    answer = capsys.readouterr().out
-    run_id = answer.rstrip(")\n").rsplit(" ", 1)[-1]
+    answer, waits = capsys.readouterr().out.splitlines()
+    run_id = answer.rstrip(")").rsplit(" ", 1)[-1]
     assert answer == (
         "version 4 approved by alice: rollout of version 4 pending (ab): it holds `canary` and "
         "its rollout starts when deployed_endpoint next runs; champion stays version 2 until "
-        f"the rollout completes (Dagster run {run_id})\n"
+        f"the rollout completes (Dagster run {run_id})"
+    )
+    assert waits == (
+        "ct approve: another rollout is active: rollout v3-1 (A/B test of version 3) is "
+        "running: version 4's rollout starts after it ends (completes, is rolled back, or "
+        "`ct rollout promote|abort`); the endpoint_watchdog then starts it"
     )
     assert champion_version(ab_spec) == 2
     assert registry.alias_version("canary").version == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -238,3 +240,60 @@ def test_a_killed_process_reads_as_dying_at_once() -> None:
     finally:
         busy.kill()
         busy.wait()
+
+
+def _slowloris(url: str, count: int) -> list[socket.socket]:
+    """`count` clients holding a request each: headers and one byte of a body never sent."""
+    address = urlsplit(url)
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    socks = [
+        socket.create_connection((address.hostname, address.port), timeout=120)
+        for _ in range(count)
+    ]
+    for sock in socks:
+        sock.sendall(head)
+    return socks
+
+
+def test_a_server_busy_at_its_connection_cap_is_swapped_into_never_restarted(
+    serving_spec: Spec, bundles: dict[str, Path], sample_row: dict[str, Any]
+) -> None:
+    """The newcomer's finding: slow clients filled `serving.max_connections`, `/ping`
+    answered uvicorn's 503, and a deploy killed and restarted the live server. Now the
+    server at its cap is alive to status, ensure_running and deploy: a hot swap, same pid,
+    and the held requests' connections are never dropped."""
+    capped = serving_spec.model_copy(
+        update={"serving": serving_spec.serving.model_copy(update={"max_connections": 2})}
+    )
+    local = target_for(capped)
+    assert isinstance(local, LocalTarget)
+    try:
+        local.deploy(bundles["1"])
+        pid = served_pid(local)
+        held = _slowloris(local.url, 2)
+        try:
+            # At the cap: scoring is refused (busy), the health check is not.
+            wait_until(lambda: smoke_status(local.url, sample_row) == 503, "a 503 at the cap", 120)
+            status = local.status()
+            assert status is not None and status.healthy and not status.busy, status
+            assert ensure_running(local) == status.endpoint
+            endpoint = local.deploy(bundles["2"])
+            assert endpoint.version == "2" and served_pid(local) == pid
+            for sock in held:  # still held: no answer, no close
+                sock.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    sock.recv(1)
+        finally:
+            for sock in held:
+                sock.close()
+        wait_until(lambda: smoke_status(local.url, sample_row) == 200, "traffic served again")
+    finally:
+        local.stop()
+
+
+def smoke_status(url: str, row: dict[str, Any]) -> int:
+    body = {"dataframe_records": [row]}
+    return httpx.post(f"{url}/invocations", json=body, timeout=60).status_code

@@ -27,7 +27,10 @@ import pytest
 from ct_platform.cli import main as ct_main
 from ct_platform.cli.status import verdict
 from ct_platform.defs.resources import MlflowResource
+from ct_platform.defs.serving import build_endpoint_watchdog
+from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT
 from ct_platform.defs.serving.rollout import ROLLOUT, build_rollout_defs
+from ct_platform.defs.serving.sensors import REPAIR_TAG
 from ct_platform.deployment import target_for
 from ct_platform.deployment.admin import AdminClient
 from ct_platform.deployment.controller import Rollout, RolloutController, RolloutStore
@@ -612,7 +615,12 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
         )
         in out
     )
-    assert "candidate traffic 20 %" in out and f"now: {stack.url} serves version 1 as stable" in out
+    assert "candidate traffic 20 %" in out
+    now = (
+        f"now: {stack.url} serves version 1 as stable (80 % of traffic), version 2 as "
+        "candidate (20 % of traffic)"
+    )
+    assert now in out
     assert ct("pause")[0] == 0
     paused = RolloutStore(spec.paths.rollouts).read()
     assert paused is not None and paused.status == "paused"
@@ -642,7 +650,10 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     )
     assert position.startswith("status completed, phase canary, step 0, ended 20")
     assert "candidate traffic" not in out and "serving: 1" not in out
-    assert now == f"now: {stack.url} serves version 2 as stable"
+    assert now == (
+        f"now: {stack.url} serves version 2 as stable (all traffic), "
+        "version 1 as previous (no traffic)"
+    )
     assert aliases(stack.registry) == {CHAMPION: 2, CANARY: None}
     code, out = ct("abort")
     assert code == 1 and "no active rollout to abort" in out
@@ -658,6 +669,141 @@ def test_ct_rollout_commands(stack: Stack, capsys: pytest.CaptureFixture[str]) -
     assert verdict(stack.registry.version(2), rollouts) == "champion"
     line = read_events()[-1]
     assert (line.kind, line.actor) == ("rollback", f"canary rollout {aborted.id} ({who})")
+
+
+def test_ct_rollback_during_a_rollout_rolls_it_back_by_name(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The newcomer's finding: `ct rollback` during a canary redeployed an older champion
+    into the server (taking the candidate out without a word), and `ct rollout status` then
+    named the wrong champion and guessed the cause. Now it ends the rollout by name: the
+    candidate leaves traffic, loses `canary`, the rollout and the audit log say who and why,
+    and `champion` stays; status reads the champion from MLflow."""
+    spec = progressive(stack.spec, "canary")
+    started = RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
+
+    code = ct_main(["rollback", "--reason", "answers look wrong", "--by", "ana"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith(
+        f"rollout {started.id} (canary of version 2) rolled back by ana via ct rollback: "
+        "answers look wrong. Version 2 is out of traffic and no longer holds `canary`; "
+        "champion is version 1. There is no earlier champion to roll back to."
+    ), out
+    assert slots(stack.admin)["candidate"] is None and slots(stack.admin)["stable"] == "1"
+    assert aliases(stack.registry) == {CHAMPION: 1, CANARY: None}
+    ended = RolloutStore(spec.paths.rollouts).read()
+    assert ended is not None
+    assert (ended.status, ended.reason, ended.ended_by) == (
+        "rolled_back",
+        "answers look wrong",
+        "ana via ct rollback",
+    )
+    line = read_events()[-1]
+    assert (line.kind, line.actor, line.reason) == (
+        "rollback",
+        f"canary rollout {started.id} (ana via ct rollback)",
+        "canary rolled back: answers look wrong",
+    )
+
+    # The champion in `ct rollout status` is MLflow's, whatever the rollout recorded.
+    stack.registry.set_alias(CHAMPION, 3)
+    assert ct_main(["rollout", "status"]) == 0
+    headline, *_ = capsys.readouterr().out.splitlines()
+    assert headline == (
+        f"rollout {started.id}: canary of version 2 rolled back: version 2 was taken out of "
+        "traffic; the champion is version 3"
+    )
+
+
+def test_a_rollout_whose_candidate_a_deploy_took_out_names_that_deploy(stack: Stack) -> None:
+    """The candidate taken out by a recorded deployment (here a direct `roll_out` of a
+    champion moved by hand): the rollout's reason names it from the audit log, not only
+    the guess "unloaded?"."""
+    spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
+    started = RolloutController(spec, admin, registry).begin("2", f"{MODEL}-v2")
+    registry.set_alias(CHAMPION, 3)
+    direct = spec.model_copy(
+        update={"deployment": spec.deployment.model_copy(update={"strategy": "direct"})}
+    )
+    roll_out(direct, registry, actor="bob", why="hotfix")
+    deployed = read_events()[-1]
+    assert (deployed.kind, deployed.to_version, deployed.actor) == ("deployment", 3, "bob")
+
+    ended = RolloutController(spec, admin, registry).reconcile()
+    assert ended is not None and ended.status == "rolled_back"
+    assert ended.reason == (
+        "the server's candidate slot is empty (stable: version 3; unloaded?); the audit log "
+        f"records a deployment of version 3 by bob at {deployed.at} since the rollout began: "
+        f"{deployed.reason}: rollout ended"
+    ), started.id
+
+
+def test_rollout_status_now_shows_every_slot_the_server_serves(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`now:` named only the stable slot, even with the candidate at 100 %."""
+    spec = progressive(stack.spec, "canary")
+    RolloutController(spec, stack.admin, stack.registry).begin("2", f"{MODEL}-v2")
+    stack.admin.route(1.0)  # the canary's last step
+    assert ct_main(["rollout", "status"]) == 0
+    now = (
+        f"now: {stack.url} serves version 1 as stable (0 % of traffic), version 2 as "
+        "candidate (100 % of traffic)"
+    )
+    assert now in capsys.readouterr().out
+
+    spec = progressive(stack.spec, "blue_green")
+    RolloutController(spec, stack.admin, stack.registry).begin("3", f"{MODEL}-v3")
+    assert ct_main(["rollout", "status"]) == 0
+    now = f"now: {stack.url} serves version 1 as stable (all traffic), version 3 as shadow "
+    assert now + "(scores copies, answers none)" in capsys.readouterr().out
+
+
+def test_a_version_approved_during_a_rollout_waits_and_the_watchdog_starts_it_next(
+    stack: Stack, instance: dg.DagsterInstance
+) -> None:
+    """Version 3 takes `canary` (approved) while version 2 rolls out: the next
+    `deployed_endpoint` run leaves version 2's rollout alone and says version 3 waits; once
+    it ended, the watchdog requests the run that starts version 3's."""
+    spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
+    registry.set_alias(CANARY, 2)
+    roll_out(spec, registry)
+    first = RolloutStore(spec.paths.rollouts).read()
+    assert first is not None and first.version == "2"
+    registry.set_alias(CANARY, 3)  # what approving version 3 does (promote_approved)
+
+    done = roll_out(spec, registry)  # the deployed_endpoint run after the approval
+    assert done.reason == (
+        f"rollout {first.id} (canary of version 2) is running: version 3's rollout starts "
+        "after it ends (completes, is rolled back, or `ct rollout promote|abort`); the "
+        "endpoint_watchdog then starts it"
+    )
+    still = RolloutStore(spec.paths.rollouts).read()
+    assert still is not None and (still.id, still.status) == (first.id, "running")
+    assert slots(admin)["candidate"] == "2"
+    tick = watchdog_tick(spec, instance)
+    assert tick.skip_reason.skip_message == (  # type: ignore[union-attr]
+        f"rollout {first.id} is running: the rollout_sensor drives it"
+    )
+
+    RolloutController(spec, admin, registry).control("abort", "not this one")
+    assert aliases(registry) == {CHAMPION: 1, CANARY: 3}
+    (request,) = watchdog_tick(spec, instance).run_requests
+    assert request.asset_selection == [DEPLOYED_ENDPOINT]
+    assert request.tags[REPAIR_TAG] == (
+        f"{stack.url} serves the champion, version 1; version 3 holds `canary` and no rollout "
+        "is active (approved while another version rolled out): its rollout starts"
+    )
+    roll_out(spec, registry)  # the run the watchdog requested
+    second = RolloutStore(spec.paths.rollouts).read()
+    assert second is not None and (second.version, second.status) == ("3", "running")
+    assert slots(admin)["candidate"] == "3"
+
+
+def watchdog_tick(spec: Spec, instance: dg.DagsterInstance) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, resources={"mlflow": MlflowResource()})
+    return build_endpoint_watchdog(spec, automation_grace_seconds=0)(context)
 
 
 def test_status_after_a_restart_tells_the_rollout_ended(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -270,3 +271,31 @@ def test_metrics_artifacts_and_tags_added_after_logging(
     assert updated.tags["ct.gates_passed"] == "true"
     listed = MlflowClient(registry.tracking_uri).list_artifacts(info.run_id, "reports")
     assert [a.path for a in listed] == ["reports/quality.html"]
+
+
+def journal_mode(database: Path) -> str:
+    connection = sqlite3.connect(database)
+    try:
+        return connection.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_sqlite_store_commits_through_a_write_ahead_log(tmp_path: Path) -> None:
+    """A store made before the switch (SQLite's rollback journal) is in WAL mode once a
+    registry opens it, and keeps what it held; a new store gets it the same way."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    database = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    old = SqlAlchemyStore(uri, (tmp_path / "artifacts").as_uri())
+    experiment_id = old.create_experiment("made-before")
+    old.engine.dispose()
+    assert journal_mode(database) == "delete"
+
+    registry = ModelRegistry(uri, "wal_model", experiment="made-before")
+    assert journal_mode(database) == "wal"
+    assert registry.experiment_id == experiment_id
+    registry._ensure_registered_model()
+    client = MlflowClient(uri, registry_uri=uri)
+    assert client.get_registered_model("wal_model").name == "wal_model"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
 from ct_platform.registry.mlflow_registry import ModelRegistry
@@ -16,7 +17,11 @@ from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.evaluation_run import champion_comparator
 from ct_platform.training.promotion import GATES_PASSED_TAG, PromotionRefused, promote
-from ct_platform.training.refit import promotion_pending
+from ct_platform.training.refit import (
+    HOLDOUT_METRICS_OF_TAG,
+    inherited_verdict,
+    promotion_pending,
+)
 
 FINGERPRINT = "f" * 64
 
@@ -80,3 +85,44 @@ def test_refit_lookup_pending_promotion_and_comparator(
     assert champion_comparator(registry, window_ending("b-0003")).version == holdout_fit.version
     new_window = TrainingSetRef("0" * 64, ("b-0003", "b-0004"), Path("/nowhere"), 10, 2, Path("/x"))
     assert champion_comparator(registry, new_window).version == refit.version
+
+
+def test_version_tags_are_written_with_the_version_and_not_on_its_run(
+    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame
+) -> None:
+    """A refit's inherited verdict goes on the refit's version at registration (no tag
+    transaction of its own later) and never on its run: the run did not judge anything."""
+    holdout_fit = register(registry, fitted, train_frame, **{FIT_TAG: "holdout_split"})
+    registry.set_tags(
+        holdout_fit.version,
+        {"ct.gate.metric_floor": "pass", "ct.gate.metric_floor.reason": "roc_auc 0.79 >= 0.7"},
+    )
+    holdout_fit = registry.version(holdout_fit.version)
+    inherited = inherited_verdict(holdout_fit)
+    assert inherited == {
+        "ct.gate.metric_floor": "pass",
+        "ct.gate.metric_floor.reason": "roc_auc 0.79 >= 0.7",
+        HOLDOUT_METRICS_OF_TAG: str(holdout_fit.version),
+    }
+    refit = registry.log_candidate(
+        fitted,
+        train=train_frame,
+        params={},
+        metrics={},
+        fingerprint=FINGERPRINT,
+        dagster_run_id="dagster-run-1",
+        tags={FIT_TAG: "whole_window", REFIT_OF_TAG: str(holdout_fit.version)},
+        version_tags=inherited,
+    )
+    assert registry.version(refit.version).tags == {
+        **inherited,
+        "fingerprint": FINGERPRINT,
+        "dagster.run_id": "dagster-run-1",
+        "dagster.run_url": "http://127.0.0.1:3000/runs/dagster-run-1",
+        FIT_TAG: "whole_window",
+        REFIT_OF_TAG: str(holdout_fit.version),
+    }
+    run_tags = MlflowClient(registry.tracking_uri).get_run(refit.run_id).data.tags
+    assert not [key for key in run_tags if key.startswith("ct.gate.")]
+    assert HOLDOUT_METRICS_OF_TAG not in run_tags
+    assert run_tags[REFIT_OF_TAG] == str(holdout_fit.version)

@@ -12,6 +12,7 @@ import orjson
 import pandas as pd
 import pytest
 
+from ct_platform.monitoring.performance import evaluate_performance
 from ct_platform.monitoring.prediction_log import prediction_records
 from ct_platform.serving.app import ScoredAnswer
 from ct_platform.serving.bundle import Prediction, load_bundle
@@ -23,6 +24,7 @@ from ct_platform_tests.serving.conftest import (
     ThreadedServer,
     raw_rows,
     read_log_records,
+    server_config,
     split_payload,
     wait_for_records,
 )
@@ -258,6 +260,65 @@ def test_a_multi_row_request_is_one_batch_record_holding_each_row_record(
     row_lines = [jsonl(row) for row in rows_of(batch)]
     assert [rows_in(row_line) for row_line in row_lines] == [1, 1, 1]
     assert list(prediction_records(line)) == [orjson.loads(row_line) for row_line in row_lines]
+
+
+def test_a_client_id_in_the_row_id_form_is_refused_and_a_label_joins_one_record(
+    bundle_dir: Path, tmp_path: Path, rows: list[dict], bank_spec: Spec
+) -> None:
+    """The newcomer's finding: rows of a 3-row request `zz-dup` are logged `zz-dup:<i>`, so
+    a client's own `X-Request-ID: zz-dup:1` made a second `zz-dup:1` record and one label
+    joined both. Such ids are refused (header or v2 body id), others with a colon are not;
+    a reused id's label joins its latest prediction only."""
+    with ThreadedServer(server_config(bundle_dir, tmp_path)) as server:
+        url = server.url
+        batch = httpx.post(
+            f"{url}/invocations", json=split_payload(rows[:3]), headers={"x-request-id": "zz-dup"}
+        )
+        assert batch.status_code == 200
+        clash = _post_one(url, rows[3], "zz-dup:1")
+        assert clash.status_code == 400
+        assert clash.json()["message"] == (
+            "X-Request-ID 'zz-dup:1' ends in ':' and digits, the form of the ids the server "
+            "gives the rows of a multi-row request (<request id>:<row>; 'zz-dup' row 1): send "
+            "an id that does not end in ':<digits>'"
+        )
+        v2_clash = httpx.post(
+            f"{url}/v2/models/bank_marketing/infer",
+            json={"id": "zz-dup:2", "inputs": [_table(rows[:1])]},
+        )
+        assert v2_clash.status_code == 400
+        assert "the body's id 'zz-dup:2' ends in ':' and digits" in v2_clash.json()["error"]
+        # One client id sent twice, and one with a colon but not in the row form.
+        assert [_post_one(url, row, "zz-reused").status_code for row in rows[4:6]] == [200, 200]
+        colon = _post_one(url, rows[6], "order:a1")
+        assert colon.status_code == 200 and colon.headers["x-request-id"] == "order:a1"
+
+        logged = wait_for_records(server.config.predictions_dir, {"zz-dup", "zz-reused", "order"})
+        assert sorted(record["request_id"] for record in logged) == [
+            "order:a1",
+            "zz-dup:0",
+            "zz-dup:1",
+            "zz-dup:2",
+            "zz-reused",
+            "zz-reused",
+        ]
+        labels = [{"request_id": "zz-dup:1", "label": 1}, {"request_id": "zz-reused", "label": 0}]
+        assert httpx.post(f"{url}/feedback", json=labels).json() == {"recorded": 2}
+        result = evaluate_performance(
+            bank_spec,
+            0.5,
+            predictions_dir=server.config.predictions_dir,
+            feedback_dir=server.config.feedback_dir,
+        )
+        assert result.n_labelled == 2  # each label joined exactly one record
+
+
+def _post_one(url: str, row: dict, request_id: str) -> httpx.Response:
+    return httpx.post(
+        f"{url}/invocations",
+        json={"dataframe_records": [row]},
+        headers={"x-request-id": request_id},
+    )
 
 
 def test_segments_rotate_at_their_size_bound(tmp_path: Path) -> None:

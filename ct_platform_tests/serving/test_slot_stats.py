@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
+from ct_platform.deployment.analysis import analyse
 from ct_platform.serving.bundle import Prediction
 from ct_platform.serving.slot_stats import (
     PROBABILITY_BINS,
@@ -14,6 +19,8 @@ from ct_platform.serving.slot_stats import (
     score_bins,
     score_counts,
 )
+from ct_platform.settings import AnalysisSpec, Spec
+from ct_platform_tests.serving.conftest import ThreadedServer, raw_rows, server_config
 
 
 def _one_row(label: str, positive: float) -> Prediction:
@@ -116,3 +123,45 @@ def test_a_regression_row_and_rows_count_in_their_asinh_bins() -> None:
         bins, counts = np.unique(score_bins(prediction), return_counts=True)
         assert score_counts(prediction) == dict(zip(bins.tolist(), counts.tolist(), strict=True))
     assert score_counts(Prediction(labels=None, proba=None, values=np.array([2.5]))) == {6: 1}
+
+
+def test_the_analysis_says_how_many_labels_of_multi_row_requests_it_could_not_credit(
+    bundle_dir: Path, tmp_path: Path, holdout: pd.DataFrame, bank_spec: Spec
+) -> None:
+    """Labels of a multi-row request's rows (`<id>:<i>`) count in no slot's figures (the
+    server keeps single-row answers only): the server counts them, and every analysis
+    reason of the rollout names how many arrived, instead of leaving them unmentioned."""
+    config = server_config(bundle_dir, tmp_path)
+    token = {"authorization": "Bearer stats-token"}
+    with ThreadedServer(config, env={config.admin_token_env: "stats-token"}) as server:
+        url = server.url
+        start = httpx.get(f"{url}/admin/stats", headers=token, timeout=60).json()
+        rows = raw_rows(holdout, bank_spec, 3)
+        for request_id, payload in (("one", rows[:1]), ("many", rows)):
+            answer = httpx.post(
+                f"{url}/invocations",
+                json={"dataframe_records": payload},
+                headers={"x-request-id": request_id},
+                timeout=60,
+            )
+            assert answer.status_code == 200
+        labels = [{"request_id": i, "label": "no"} for i in ("one", "many:0", "many:2", "gone")]
+        assert httpx.post(f"{url}/feedback", json=labels, timeout=60).json() == {"recorded": 4}
+        now = httpx.get(f"{url}/admin/stats", headers=token, timeout=60).json()
+
+    assert now["labels_not_credited"] == {"multi_row": 2, "unknown": 1}
+    assert now["slots"]["stable"]["labelled"] == 1
+    analysis = analyse(
+        AnalysisSpec(),
+        period_start=start,
+        rollout_start=start,
+        now=now,
+        candidate_slot="stable",
+        regression=False,
+    )
+    assert analysis.reason.endswith(
+        "; 2 labels for rows of multi-row requests arrived since the rollout began: not "
+        "credited to either slot (the server keeps the answers of single-row requests only)"
+    )
+    assert analysis.figures["labels_not_credited_multi_row"] == 2.0
+    assert analysis.figures["labels_not_credited_unknown"] == 1.0

@@ -3,9 +3,12 @@
 The newcomer's finding: `--body-timeout` bounds only the gap between two reads, so a body
 trickled a byte at a time within it kept its connection for ever. Now a body not complete
 within `body_time_limit_s` of its headers gets a 408; and the server holds at most
-`max_connections` connections (uvicorn's `limit_concurrency`): a request beyond is answered
-503 at once, so many slow clients cannot exhaust it, and traffic is served again once they
-go. Real sockets; small limits; nothing asserted about how fast an answer comes.
+`max_connections` requests (its own cap in `http_limits`): a request beyond is answered 503
+at once, so many slow clients cannot exhaust it, and traffic is served again once they go.
+The cap means what it says (5 holds 5; uvicorn's `limit_concurrency` held 4), and a server
+at its cap still answers `/ping`, metadata and its admin API: busy is not dead (the
+deployer once restarted a live server whose `/ping` got uvicorn's 503).
+Real sockets; small limits; nothing asserted about how fast an answer comes.
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ import httpx
 import pandas as pd
 import pytest
 
+from ct_platform.deployment.endpoint import Health, probe
 from ct_platform.settings import Spec
-from ct_platform_tests.serving.conftest import ThreadedServer, raw_rows, server_config
+from ct_platform_tests.serving.conftest import (
+    MODEL_NAME,
+    ThreadedServer,
+    raw_rows,
+    server_config,
+)
+
+ADMIN_TOKEN = "slow-clients-admin-token"
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +122,7 @@ def test_a_body_trickled_within_the_gap_timeout_is_cut_at_the_body_time_limit(
 @pytest.fixture
 def capped_server(bundle_dir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
     config = server_config(bundle_dir, tmp_path, max_connections=6, body_time_limit_s=600.0)
-    with ThreadedServer(config) as server:
+    with ThreadedServer(config, env={config.admin_token_env: ADMIN_TOKEN}) as server:
         yield server
 
 
@@ -129,19 +140,37 @@ def test_connections_beyond_the_cap_get_503_and_traffic_is_served_once_slow_clie
         # Below the cap, traffic is served beside them.
         assert httpx.post(url, content=body, headers=headers, timeout=60).status_code == 200
 
-        # Twenty more slowloris clients, far beyond the cap: the server holds at most 2 more
-        # (uvicorn counts the request's own connection: 5 at once under a cap of 6), and
-        # answers every other one 503 at once and closes it, never holding it.
+        # Twenty more slowloris clients, far beyond the cap: the server holds 3 more (6 at
+        # once under a cap of 6), and answers every other one 503 at once and closes it.
         flood = [
             socket.create_connection(("127.0.0.1", server.port), timeout=120) for _ in range(20)
         ]
         slow += flood
         for sock in flood:
             sock.sendall(_head(len(body)) + body[:1])
-        answers = _answers_of_all_but(flood, held=2)
+        answers = _answers_of_all_but(flood, held=3)
         statuses = [answer[9:12] for answer in answers.values()]
-        assert statuses == [b"503"] * len(statuses) and len(statuses) >= 18, answers
+        assert statuses == [b"503"] * len(statuses) and len(statuses) == 17, answers
+        assert next(iter(answers.values())).endswith(
+            b"server busy: it holds its maximum of 6 connections (serving.max_connections); "
+            b"retry later"
+        )
         refused = len(statuses)
+        # At its cap, the server is busy, not dead: health, metadata, metrics and the admin
+        # API answer (the deployer's and the watchdog's checks), and probe() says so.
+        assert httpx.get(f"{server.url}/ping", timeout=60).status_code == 200
+        assert probe(server.url, timeout=60) is Health.READY
+        assert httpx.get(f"{server.url}/v2/models/{MODEL_NAME}", timeout=60).status_code == 200
+        admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+        slots = httpx.get(f"{server.url}/admin/slots", headers=admin, timeout=60)
+        assert slots.status_code == 200, slots.text
+        routing = {"candidate_weight": 0.0, "shadow": False}
+        admin_post = httpx.post(
+            f"{server.url}/admin/routing", json=routing, headers=admin, timeout=60
+        )
+        assert admin_post.status_code == 200, admin_post.text
+        assert httpx.post(url, content=body, headers=headers, timeout=60).status_code == 503
+        refused += 1
     finally:
         for sock in slow:
             sock.close()
@@ -152,9 +181,39 @@ def test_connections_beyond_the_cap_get_503_and_traffic_is_served_once_slow_clie
         status = httpx.post(url, content=body, headers=headers, timeout=60).status_code
         refused += status == 503
     assert status == 200
-    # Every 503 is counted, as an answer and as an error of the HTTP layer (the 2 clients
+    # Every 503 is counted, as an answer and as an error of the HTTP layer (the 3 clients
     # whose answer was not read may have had one too).
-    assert refused <= _count(server, "ct_http_responses_total", 'status="503"') <= refused + 2
+    assert refused <= _count(server, "ct_http_responses_total", 'status="503"') <= refused + 3
     assert _count(server, "ct_http_responses_total", 'status="503"') == _count(
         server, "ct_request_errors_total", 'endpoint="http",status="503"'
     )
+
+
+def test_max_connections_5_holds_5_slow_clients_and_refuses_the_sixth(
+    bundle_dir: Path, tmp_path: Path, body: bytes
+) -> None:
+    """The newcomer's `--max-connections 5` held only 4 (uvicorn's `>=` counted the
+    request's own connection): six slow clients, exactly one 503, five held; one of them
+    gone, a request is served."""
+    config = server_config(bundle_dir, tmp_path, max_connections=5, body_time_limit_s=600.0)
+    with ThreadedServer(config) as server:
+        socks = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=120) for _ in "123456"
+        ]
+        try:
+            for sock in socks:
+                sock.sendall(_head(len(body)) + body[:1])
+            answers = _answers_of_all_but(socks, held=5)
+            assert [answer[9:12] for answer in answers.values()] == [b"503"], answers
+            # Whatever order the server read them in, the other five are held: one 503 only.
+            assert _count(server, "ct_http_responses_total", 'status="503"') == 1
+            held = [sock for index, sock in enumerate(socks) if index not in answers]
+            held[0].close()
+            url, headers = f"{server.url}/invocations", {"content-type": "application/json"}
+            deadline, status = time.monotonic() + 120, 0
+            while status != 200 and time.monotonic() < deadline:
+                status = httpx.post(url, content=body, headers=headers, timeout=60).status_code
+            assert status == 200
+        finally:
+            for sock in socks:
+                sock.close()

@@ -12,18 +12,26 @@ the sensor stays light and every repair shows in the UI. It repairs three states
 
 While a progressive rollout is active the watchdog stands aside (a redeploy would replace
 the candidate under analysis); the rollout ends itself if its server loses the version.
+Once none is active, a version still holding `canary` (approved while another version
+rolled out: its rollout waits) gets the `deployed_endpoint` run that starts its rollout.
+A server that answers /ping 429/503 is alive but busy: left alone, never restarted.
 
 Right after a promotion, automation deploys the new bundle; the watchdog gives it
 `automation_grace_seconds` before stepping in, so one promotion is one deployment.
 """
 
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from ct_platform.defs.resources import MlflowResource
 from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT, MODEL_BUNDLE
 from ct_platform.settings import Spec
+
+if TYPE_CHECKING:
+    from ct_platform.deployment.rollout import LiveStatus
+    from ct_platform.registry.mlflow_registry import ModelRegistry
 
 # One repair request per deployment per window: a server that keeps dying is not
 # restarted in a tight loop (the failing runs say why).
@@ -82,10 +90,16 @@ def build_endpoint_watchdog(
         rollout = active_rollout(spec)
         if rollout is not None:  # its own analysis ends it if the server loses the version
             return skip(f"rollout {rollout.id} is {rollout.status}: the rollout_sensor drives it")
-        status = live_endpoint_status(spec, mlflow.registry(spec))
+        registry = mlflow.registry(spec)
+        status = live_endpoint_status(spec, registry)
         running = deployment_in_flight(context.instance)
         if running is not None:
             return skip(f"deployment run {running.run_id[:8]} is {running.status.value}")
+        if status.busy:  # alive: a restart would drop every request it holds
+            return skip(f"{status.describe()}: left alone")
+        waiting = waiting_rollout(spec, registry)
+        if waiting is not None and status.healthy:
+            return start_waiting_rollout(context, status, waiting, automation_grace_seconds)
         if status.url is not None and not status.healthy:
             reason = status.describe()
             return dg.SensorResult(run_requests=[repair_request(reason, f"revive-{status.url}")])
@@ -103,6 +117,34 @@ def build_endpoint_watchdog(
         return dg.SensorResult(run_requests=[request])
 
     return endpoint_watchdog
+
+
+def waiting_rollout(spec: Spec, registry: "ModelRegistry") -> str | None:
+    """The version holding `canary` with no rollout active: approved while another version
+    rolled out, its rollout waits to start (None: none waits)."""
+    from ct_platform.registry.versions import CANARY, release_alias
+
+    if release_alias(spec) != CANARY:
+        return None
+    canary = registry.alias_version(CANARY)
+    return str(canary.version) if canary is not None else None
+
+
+def start_waiting_rollout(
+    context: dg.SensorEvaluationContext, status: "LiveStatus", version: str, grace: float
+) -> dg.SensorResult:
+    """A `deployed_endpoint` run that starts `version`'s rollout, after automation's grace."""
+    age = seconds_since_export(context.instance, version)
+    if age is not None and age < grace:
+        return skip(
+            f"version {version} holds `canary` and was exported {age:.0f} s ago: automation "
+            f"starts its rollout (watchdog steps in after {grace:g} s)"
+        )
+    reason = (
+        f"{status.describe()}; version {version} holds `canary` and no rollout is active "
+        "(approved while another version rolled out): its rollout starts"
+    )
+    return dg.SensorResult(run_requests=[repair_request(reason, f"start-rollout-v{version}")])
 
 
 def skip(reason: str) -> dg.SensorResult:
