@@ -237,6 +237,12 @@ class MetricFloorGate(Gate):
 PromotionPolicy = Literal["non_inferiority", "superiority"]
 
 
+# `gates.champion_regression.tolerance` when unset: metric units on a 0..1 scale, else
+# relative to the champion's figure.
+DEFAULT_MARGIN = 0.01
+DEFAULT_RELATIVE_MARGIN = 0.01
+
+
 class ChampionRegressionGate(Gate):
     """Candidate vs champion on the same holdout, by a paired test (`training.comparison`).
 
@@ -245,9 +251,19 @@ class ChampionRegressionGate(Gate):
     metric's units). `superiority`: it passes only when that bound is above 0.
     """
 
-    tolerance: Annotated[float, Field(ge=0)] = 0.01
+    # Unset: 0.01 for metrics on a 0..1 scale, 1 % of the champion's figure for mae and rmse
+    # (metrics in the target's units). A number given applies as is, in the metric's units.
+    tolerance: Annotated[float, Field(ge=0)] | None = None
     policy: PromotionPolicy = "non_inferiority"
     alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+
+    def margin(self, metric: str, champion: float) -> float:
+        """The non-inferiority margin in `metric`'s units against a champion at `champion`."""
+        if self.tolerance is not None:
+            return self.tolerance
+        if metric in LOWER_IS_BETTER:
+            return DEFAULT_RELATIVE_MARGIN * abs(champion)
+        return DEFAULT_MARGIN
 
 
 class BaselineGate(Gate):
@@ -335,7 +351,8 @@ class FairnessGate(Gate):
     # Largest allowed demographic parity and equalized odds difference (rate units).
     threshold: Annotated[float, Field(ge=0)] = 0.1
     # Largest allowed gap in the primary metric between groups, in the metric's units
-    # (unset: `threshold`; set it for regression metrics such as mae).
+    # (unset: `threshold`, for metrics on a 0..1 scale; a spec judging mae or rmse across
+    # groups must set it, in the target's units, or it is refused at load).
     metric_gap: Annotated[float, Field(ge=0)] | None = None
     min_group_rows: Annotated[int, Field(ge=1)] = 100
 
@@ -503,10 +520,23 @@ class GovernorSpec(_Strict):
     alert_webhook_env: str | None = None
 
 
+# `monitoring.decay_tolerance` when unset: metric units on a 0..1 scale, else relative.
+DEFAULT_DECAY_TOLERANCE = 0.05
+DEFAULT_RELATIVE_DECAY = 0.05
+
+
 class MonitoringSpec(_Strict):
     window: DriftWindow = DriftWindow()
     drift_share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
-    decay_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    # Decay worth a retrain: how much worse than the holdout figure the live primary metric
+    # may be. Unset: 0.05 in the metric's own units for metrics on a 0..1 scale (accuracy,
+    # balanced_accuracy, f1, roc_auc, r2), and 5 % of the holdout figure for metrics in the
+    # target's units (mae, rmse). A number given applies as is, in the metric's units.
+    decay_tolerance: Annotated[float, Field(ge=0)] | None = None
+    # A shortfall beyond the tolerance is decay only when a one-sided test at this level
+    # says it is beyond noise (`monitoring.performance`): the check runs every few minutes
+    # on overlapping windows, so a loose level would retrain on noise.
+    decay_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
     # Fewer labelled rows than this give no performance verdict ("insufficient data").
     min_feedback_rows: Annotated[int, Field(ge=1)] = 200
     # Classification: fewer labelled rows than this in any class present (or a single class)
@@ -529,6 +559,14 @@ class MonitoringSpec(_Strict):
     retrain_window_batches: Annotated[int, Field(ge=1)] = 3
     cron: str = "*/5 * * * *"
     governor: GovernorSpec = GovernorSpec()
+
+    def decay_margin(self, metric: str, reference: float) -> float:
+        """`decay_tolerance` in `metric`'s units for a holdout figure of `reference`."""
+        if self.decay_tolerance is not None:
+            return self.decay_tolerance
+        if metric in LOWER_IS_BETTER:
+            return DEFAULT_RELATIVE_DECAY * abs(reference)
+        return DEFAULT_DECAY_TOLERANCE
 
 
 Strategy = Literal["direct", "blue_green", "canary", "shadow", "ab"]
@@ -574,8 +612,9 @@ class AnalysisSpec(_Strict):
     # slots) is those clients' doing, not the candidate's (0: no client is ever excused).
     # Each group of them is one more run of the check (2**n - 1 groups at most): hence 6.
     excused_clients_max: Annotated[int, Field(ge=0, le=6)] = 3
-    # With labels from /feedback: the candidate's primary metric (accuracy for
-    # classification, mean absolute error for regression) may trail stable's by this much.
+    # With labels from /feedback: the candidate's accuracy may trail stable's by this much
+    # (accuracy points) for classification; for regression its mean absolute error may
+    # exceed stable's by this fraction of it (0.05: 5 %).
     metric_tolerance: Annotated[float, Field(ge=0)] = 0.05
     min_labelled: Annotated[int, Field(ge=1)] = 100
 
@@ -611,7 +650,9 @@ class AbSpec(_Strict):
     # (two proportions, z test) for classification, the absolute error (Welch's t) for
     # regression; both run on the server's running sums (`deployment.analysis`).
     baseline_rate: Annotated[float, Field(gt=0, lt=1)] = 0.85
-    # Smallest difference worth detecting (absolute, in the outcome's units).
+    # Smallest difference worth detecting: in accuracy points for classification (0.05 over
+    # `baseline_rate`), a fraction of stable's mean absolute error for regression (0.05: a
+    # 5 % change of it), like `analysis.metric_tolerance`.
     minimum_effect: Annotated[float, Field(gt=0)] = 0.05
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     power: Annotated[float, Field(gt=0, lt=1)] = 0.8
@@ -659,6 +700,16 @@ class Spec(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_metric_units(self) -> Spec:
+        """Settings in the primary metric's units must mean something for it: a figure a
+        metric on a 0..1 scale can never reach, a fraction given where seconds were meant,
+        or a default in rate units judging errors in the target's units is refused."""
+        why = _metric_unit_problem(self)
+        if why is not None:
+            raise ValueError(why)
+        return self
+
     @property
     def landing_dir(self) -> Path:
         return (self.base_dir / self.dataset.landing_dir).resolve()
@@ -672,6 +723,47 @@ class Spec(_Strict):
     @property
     def paths(self) -> Paths:
         return Paths.from_env()
+
+
+def _metric_unit_problem(spec: Spec) -> str | None:
+    """What is wrong with the spec's metric-unit settings for its task and metric, or None."""
+    metric, task = spec.evaluation.primary_metric, spec.dataset.task
+    gates, monitoring, deployment = spec.gates, spec.monitoring, spec.deployment
+    where = f"for task {task} with primary_metric {metric}"
+    if metric not in LOWER_IS_BETTER:  # a 0..1 scale (r2: at most 1)
+        unreachable = {
+            "gates.metric_floor.threshold": (gates.metric_floor.threshold, 0.7),
+            "gates.champion_regression.tolerance": (gates.champion_regression.tolerance, 0.01),
+            "gates.fairness.metric_gap": (gates.fairness.metric_gap, 0.1),
+            "monitoring.decay_tolerance": (monitoring.decay_tolerance, 0.05),
+        }
+        for key, (value, sensible) in unreachable.items():
+            if value is not None and value > 1:
+                return (
+                    f"{key}: {value:g} is in {metric}'s units, which run to 1 at most {where}; "
+                    f"give a figure on that scale, e.g. {sensible:g}"
+                )
+    if task != "regression":
+        return None
+    # For regression these are fractions of stable's mean absolute error.
+    fractions = {
+        "deployment.ab.minimum_effect": deployment.ab.minimum_effect,
+        "deployment.analysis.metric_tolerance": deployment.analysis.metric_tolerance,
+    }
+    for key, value in fractions.items():
+        if value >= 1:
+            return (
+                f"{key}: {value:g} {where} is a fraction of stable's mean absolute error "
+                f"({value:.0%} of it here), not a figure in the target's units; e.g. 0.05"
+            )
+    if metric in LOWER_IS_BETTER and spec.dataset.sensitive and gates.fairness.metric_gap is None:
+        return (
+            f"gates.fairness.metric_gap is unset {where}: the gap between groups' {metric} is "
+            f"in the target's units, and the fallback gates.fairness.threshold "
+            f"({gates.fairness.threshold:g}) is a rate; set it in the target's units, e.g. "
+            f"a tenth of the {metric} you expect"
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -199,8 +199,8 @@ def former_champions(model: str) -> dict[int, str]:
     """Why each version that was champion no longer is, from the audit log's latest move of
     `champion` away from it: "replaced by version 6 at <time>", "rolled back to version 4
     by carol at <time>: <reason>"."""
-    from ct_platform.cli.history import champions_before, rolls_back_champion
     from ct_platform.governance.audit import read_events
+    from ct_platform.governance.history import champions_before, rolls_back_champion
 
     departures: dict[int, str] = {}
     events = read_events()

@@ -939,16 +939,29 @@ class AbResult:
         return self.effect < 0 if regression else self.effect > 0
 
 
-def required_sample_size(ab: AbSpec, *, regression: bool, outcome_sd: float | None) -> int:
+def required_sample_size(
+    ab: AbSpec,
+    *,
+    regression: bool,
+    outcome_sd: float | None,
+    outcome_mean: float | None = None,
+) -> int:
     """Labelled requests needed in the stable arm to detect `ab.minimum_effect` with
     `ab.power` at level `ab.alpha` (two-sided); the candidate arm needs `split/(1-split)`
     times as many. Classification: Cohen's h between `baseline_rate` and
-    `baseline_rate + minimum_effect`; regression: `minimum_effect / outcome_sd` (the
-    absolute errors' standard deviation, from stable's labels)."""
+    `baseline_rate + minimum_effect` (accuracy points). Regression: `minimum_effect` is a
+    fraction of stable's mean absolute error (`outcome_mean`), so the effect size is
+    `minimum_effect * outcome_mean / outcome_sd` (`outcome_sd`: the absolute errors'
+    standard deviation, from stable's labels). Raises ValueError when a regression test
+    lacks either figure."""
     if regression:
-        if not outcome_sd or not math.isfinite(outcome_sd):
-            raise ValueError("a regression A/B test needs stable's outcome_sd to size itself")
-        effect_size = ab.minimum_effect / outcome_sd
+        if not (outcome_sd and outcome_mean and math.isfinite(outcome_sd / outcome_mean)):
+            raise ValueError(
+                "a regression A/B test needs stable's outcome_mean and outcome_sd (mean and "
+                "standard deviation of its absolute errors) to size itself, got "
+                f"{outcome_mean} and {outcome_sd}"
+            )
+        effect_size = ab.minimum_effect * outcome_mean / outcome_sd
     else:
         treated = min(ab.baseline_rate + ab.minimum_effect, 1 - 1e-9)
         effect_size = abs(_arcsine(treated) - _arcsine(ab.baseline_rate))

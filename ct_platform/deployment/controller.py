@@ -447,7 +447,7 @@ class RolloutController:
         candidate = slot_window(rollout.origin, stats, "candidate")
         if rollout.required_samples is None and stable.labelled >= 2:
             rollout.required_samples = required_sample_size(
-                ab, regression=True, outcome_sd=stable.outcome_sd
+                ab, regression=True, outcome_sd=stable.outcome_sd, outcome_mean=stable.outcome_mean
             )
         needed = rollout.required_samples
         ratio = ab.split / (1 - ab.split)

@@ -45,13 +45,13 @@ def write_drift_figures(paths: Paths, drift: ProductionDrift, threshold: float) 
 
 
 def write_performance_figures(
-    paths: Paths, performance: PerformanceResult, champion_version: int, tolerance: float
+    paths: Paths, performance: PerformanceResult, champion_version: int
 ) -> Path:
-    """`performance`'s figures, now, with the spec's `decay_tolerance` (metric units)."""
+    """`performance`'s figures, now, with the decay tolerance it applied (metric units)."""
     figures = {
         "checked_at": time.time(),
         "champion_version": champion_version,
-        "decay_tolerance": tolerance,
+        "decay_tolerance": performance.tolerance,
     }
     return _write(paths, PERFORMANCE_FILE, {**figures, **performance.to_dict()})
 

@@ -35,95 +35,113 @@ from ct_platform.serving.config import (
 from ct_platform.serving.hot_routes import HotRoutes
 from ct_platform.serving.http_limits import bounded_http_protocol
 
+# Every option also reads $CT_SERVING_<OPTION> (upper case, dashes as underscores: for
+# containers); an argument wins. (option, type, default, choices, help)
+OPTIONS: tuple[tuple[str, Callable[[str], object], object, tuple[str, ...] | None, str], ...] = (
+    ("--bundle", Path, None, None, "bundle directory to serve"),
+    ("--host", str, "127.0.0.1", None, "address to listen on"),
+    ("--port", int, 8080, None, "port to listen on"),
+    ("--candidate", Path, None, None, "bundle directory to load into the candidate slot"),
+    ("--max-body-bytes", int, DEFAULT_MAX_BODY_BYTES, None, "request body size (413 beyond)"),
+    ("--max-rows", int, DEFAULT_MAX_ROWS, None, "rows a request may hold (413 beyond)"),
+    (
+        "--max-header-bytes",
+        int,
+        DEFAULT_MAX_HEADER_BYTES,
+        None,
+        "size of request line + headers (431 beyond)",
+    ),
+    (
+        "--header-timeout",
+        float,
+        DEFAULT_HEADER_TIMEOUT_S,
+        None,
+        "seconds a client has to send its headers (408 and close after)",
+    ),
+    (
+        "--body-timeout",
+        float,
+        DEFAULT_BODY_TIMEOUT_S,
+        None,
+        "seconds a request body may go without a byte (408 and close after)",
+    ),
+    (
+        "--body-time-limit",
+        float,
+        DEFAULT_BODY_TIME_LIMIT_S,
+        None,
+        "seconds a whole request body may take after its headers (408 and close after)",
+    ),
+    (
+        "--max-connections",
+        int,
+        DEFAULT_MAX_CONNECTIONS,
+        None,
+        "connections held at once; a request beyond them is answered 503",
+    ),
+    (
+        "--batch-threads",
+        int,
+        DEFAULT_BATCH_THREADS,
+        None,
+        "intra-op threads of the ONNX session scoring requests of 512 rows or more "
+        "(1: one thread for every request; at most the cores the process may use)",
+    ),
+    (
+        "--api-key-env",
+        str,
+        DEFAULT_API_KEY_ENV,
+        None,
+        "name of the env var holding the predict API key (unset var: no key needed)",
+    ),
+    (
+        "--admin-token-env",
+        str,
+        DEFAULT_ADMIN_TOKEN_ENV,
+        None,
+        "name of the env var holding the admin bearer token (unset var: admin off)",
+    ),
+    (
+        "--out-of-contract",
+        str,
+        "reject",
+        OUT_OF_CONTRACT_POLICIES,
+        "a value outside the data contract: refuse the request (422) or score it",
+    ),
+    (
+        "--unknown-columns",
+        str,
+        "ignore",
+        UNKNOWN_COLUMNS_POLICIES,
+        "a request column the model does not have: score without it and name it in "
+        "the x-ignored-columns header (ignore), or refuse the request (400)",
+    ),
+)
+
+
+def option_env_var(option: str) -> str:
+    """`--max-rows` -> `CT_SERVING_MAX_ROWS`."""
+    return "CT_SERVING_" + option.removeprefix("--").replace("-", "_").upper()
+
 
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
     parser = argparse.ArgumentParser(prog="python -m ct_platform.serving", description=__doc__)
-    parser.add_argument("--bundle", type=Path, default=env("CT_SERVING_BUNDLE"))
-    parser.add_argument("--host", default=env("CT_SERVING_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env("CT_SERVING_PORT", "8080")))
-    parser.add_argument(
-        "--candidate",
-        type=Path,
-        default=env("CT_SERVING_CANDIDATE"),
-        help="bundle directory to load into the candidate slot",
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=int(env("CT_SERVING_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
-    )
-    parser.add_argument(
-        "--max-rows",
-        type=int,
-        default=int(env("CT_SERVING_MAX_ROWS", str(DEFAULT_MAX_ROWS))),
-        help="rows a request may hold (413 beyond)",
-    )
-    parser.add_argument(
-        "--max-header-bytes",
-        type=int,
-        default=int(env("CT_SERVING_MAX_HEADER_BYTES", str(DEFAULT_MAX_HEADER_BYTES))),
-        help="size of request line + headers (431 beyond)",
-    )
-    parser.add_argument(
-        "--header-timeout",
-        type=float,
-        default=float(env("CT_SERVING_HEADER_TIMEOUT", str(DEFAULT_HEADER_TIMEOUT_S))),
-        help="seconds a client has to send its headers (408 and close after)",
-    )
-    parser.add_argument(
-        "--body-timeout",
-        type=float,
-        default=float(env("CT_SERVING_BODY_TIMEOUT", str(DEFAULT_BODY_TIMEOUT_S))),
-        help="seconds a request body may go without a byte (408 and close after)",
-    )
-    parser.add_argument(
-        "--body-time-limit",
-        type=float,
-        default=float(env("CT_SERVING_BODY_TIME_LIMIT", str(DEFAULT_BODY_TIME_LIMIT_S))),
-        help="seconds a whole request body may take after its headers (408 and close after)",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=int(env("CT_SERVING_MAX_CONNECTIONS", str(DEFAULT_MAX_CONNECTIONS))),
-        help="connections held at once; a request beyond them is answered 503",
-    )
-    parser.add_argument(
-        "--api-key-env",
-        default=env("CT_SERVING_API_KEY_ENV", DEFAULT_API_KEY_ENV),
-        help="name of the env var holding the predict API key (unset var: no key needed)",
-    )
-    parser.add_argument(
-        "--admin-token-env",
-        default=env("CT_SERVING_ADMIN_TOKEN_ENV", DEFAULT_ADMIN_TOKEN_ENV),
-        help="name of the env var holding the admin bearer token (unset var: admin off)",
-    )
-    parser.add_argument(
-        "--out-of-contract",
-        choices=OUT_OF_CONTRACT_POLICIES,
-        default=env("CT_SERVING_OUT_OF_CONTRACT", "reject"),
-        help="a value outside the data contract: refuse the request (422) or score it",
-    )
-    parser.add_argument(
-        "--unknown-columns",
-        choices=UNKNOWN_COLUMNS_POLICIES,
-        default=env("CT_SERVING_UNKNOWN_COLUMNS", "ignore"),
-        help="a request column the model does not have: score without it and name it in "
-        "the x-ignored-columns header (ignore), or refuse the request (400)",
-    )
-    parser.add_argument(
-        "--batch-threads",
-        type=int,
-        default=int(env("CT_SERVING_BATCH_THREADS", str(DEFAULT_BATCH_THREADS))),
-        help="intra-op threads of the ONNX session scoring requests of 512 rows or more "
-        "(1: one thread for every request; at most the cores the process may use)",
-    )
+    for option, kind, default, choices, about in OPTIONS:
+        # argparse converts a string default with `type`, as it does an argument.
+        from_env = os.environ.get(option_env_var(option))
+        parser.add_argument(
+            option,
+            type=kind,
+            default=default if from_env is None else from_env,
+            choices=choices,
+            help=about,
+        )
     parser.add_argument(
         "--no-onnx",
         action="store_true",
-        default=env("CT_SERVING_ONNX", "1") == "0",
-        help="score with the sklearn fallback even when the bundle has an ONNX graph",
+        default=os.environ.get("CT_SERVING_ONNX", "1") == "0",
+        help="score with the sklearn fallback even when the bundle has an ONNX graph "
+        "(environment: CT_SERVING_ONNX=0)",
     )
     return parser
 

@@ -119,7 +119,7 @@ def _performance_gauges(figures: dict[str, Any]) -> Gauges:
             [(labels, float(figures["n_labelled"]))],
         ),
         "ct_performance_decay_tolerance": (
-            "The spec's monitoring.decay_tolerance, in the metric's units.",
+            "The decay tolerance applied (monitoring.decay_tolerance), in the metric's units.",
             [(labels, float(figures["decay_tolerance"]))],
         ),
         "ct_performance_reference": (
@@ -137,7 +137,7 @@ def _performance_gauges(figures: dict[str, Any]) -> Gauges:
             [(labels, float(figures["decay"]))],
         )
         gauges["ct_performance_decayed"] = (
-            "1 when the decay is beyond the spec's monitoring.decay_tolerance.",
+            "1 when the decay is beyond the tolerance and significant at monitoring.decay_alpha.",
             [(labels, float(figures["decayed"]))],
         )
     return gauges

@@ -107,10 +107,12 @@ def champion_regression_gate(
     gate = spec.gates.champion_regression
     metric = spec.evaluation.primary_metric
     candidate = candidate_metrics.get(metric, math.nan)
+    # In the metric's units; unset, relative to the champion's figure for mae and rmse.
+    tolerance = gate.margin(metric, math.nan if comparison is None else comparison.champion)
     metadata: dict[str, MetadataValue] = {
         "metric": metric,
         "candidate": candidate,
-        "tolerance": gate.tolerance,
+        "tolerance": tolerance,
         "policy": gate.policy,
         "alpha": gate.alpha,
         "lower_is_better": metric in LOWER_IS_BETTER,
@@ -136,9 +138,9 @@ def champion_regression_gate(
         )
     worse = comparison.ci_low
     if gate.policy == "non_inferiority":
-        passed = bool(worse >= -gate.tolerance)
+        passed = bool(worse >= -tolerance)
         relation = ">=" if passed else "<"
-        rule = f"non-inferiority: worse bound {worse:+.4f} {relation} -{gate.tolerance:.4f}"
+        rule = f"non-inferiority: worse bound {worse:+.4f} {relation} -{tolerance:.4f}"
     else:
         passed = bool(worse > 0)
         rule = f"superiority: worse bound {worse:+.4f} {'>' if passed else '<='} 0"

@@ -121,6 +121,7 @@ def count_spec(spec_file: Path) -> Spec:
     dataset.update(target="campaign", task="regression", target_rules={"min": 0})
     raw["model"]["estimator"] = "sklearn.ensemble.HistGradientBoostingRegressor"
     raw["evaluation"]["primary_metric"] = "rmse"
+    raw["gates"]["fairness"] = {"metric_gap": 1.0}  # RMSE gap between groups, in contacts
     spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_spec(spec_file)
 

@@ -122,11 +122,7 @@ def test_served_card_then_rollback_restores_the_previous_champion(
     )
     table = history.get_asset_materialization_events()[0].materialization.metadata["history"]
     newest = table.value.records[0].data  # newest first
-    assert (newest["kind"], newest["from_version"], newest["to_version"]) == (
-        "deployment",
-        "4",
-        "2",
-    )
+    assert (newest["event"], newest["versions"]) == ("deployment", "v4 -> v2")
     assert len(table.value.records) == len(events)
 
     # Nothing served before version 2: refused, and nothing changes.

@@ -12,7 +12,7 @@ import shutil
 import socket
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec, load_spec
 from ct_platform.training.bundling import build_bundle
 from ct_platform.training.pipeline import build_pipeline
+from ct_platform.training.promotion import GATES_PASSED_TAG
 from ct_platform_tests.conftest import BANK_SPEC
+from ct_platform_tests.deployment.delivery_proofs import progressive
 from ct_platform_tests.deployment.wrk_load import wrk_binary
 
 TRAIN_ROWS = 3000
@@ -240,6 +242,49 @@ def two_versions(
         register(registry, serving_spec, train, None, fingerprint=fingerprint, tmp_path=tmp_path)
     registry.set_alias(CHAMPION, 1)
     return registry
+
+
+# Makes a fresh stack: (strategy, gates_passed) -> (spec, registry).
+FreshStack = Callable[..., tuple[Spec, ModelRegistry]]
+
+
+@pytest.fixture
+def fresh_stack(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bank_spec: Spec,
+    built_bundles: dict[str, Path],
+    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
+) -> Iterator[FreshStack]:
+    """Makes the bank spec under a fresh CT_HOME, on a free port pair, with `strategy`
+    (`direct`, or a progressive one with `progressive`'s limits): versions 1 and 2
+    registered (their gates recorded as passed if `gates_passed`) with their bundles in
+    place (an export reuses them); nothing deployed, no champion. The server it gets is
+    stopped at the end."""
+    made: list[Spec] = []
+
+    def make(strategy: str = "direct", *, gates_passed: bool = False) -> tuple[Spec, ModelRegistry]:
+        monkeypatch.setenv("CT_HOME", str(tmp_path / "ct_home"))
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        spec = with_port(bank_spec, free_port_pair())
+        if strategy != "direct":
+            spec = progressive(spec, strategy)
+        made.append(spec)
+        for bundle in built_bundles.values():
+            shutil.copytree(bundle, spec.paths.bundles / bundle.name)
+        registry = default_registry(spec)
+        train = train_holdout[0]
+        log_versions(registry, fit_pipeline(spec, train, max_iter=20), train, ("test-1", "test-2"))
+        if gates_passed:
+            for version in (1, 2):
+                registry.set_tags(version, {GATES_PASSED_TAG: "true"})
+        return spec, registry
+
+    try:
+        yield make
+    finally:
+        for spec in made:
+            target_for(spec).stop()
 
 
 @pytest.fixture

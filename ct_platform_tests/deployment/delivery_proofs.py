@@ -28,17 +28,24 @@ P99_LIMIT_MS = 150.0
 CANDIDATE = "2"
 
 
-def delivery_spec(spec: Spec, strategy: str, **sections: dict[str, Any]) -> Spec:
-    """`spec` with `deployment.strategy`, the proofs' analysis limits and `sections`
-    (e.g. `blue_green={"rollback_window_seconds": 0}`)."""
+def progressive(spec: Spec, strategy: str, **sections: dict[str, Any]) -> Spec:
+    """`spec` with `deployment.strategy` set and analysis limits a loaded box can meet;
+    `sections`: more of `deployment` (e.g. `analysis={...}`, `ab={...}`)."""
     deployment = spec.deployment
     analysis = deployment.analysis.model_copy(
-        update={"min_requests": MIN_REQUESTS, "p99_latency_ms_max": P99_LIMIT_MS}
+        update={"p99_latency_ms_max": 5000.0, **sections.pop("analysis", {})}
     )
     updates: dict[str, Any] = {"strategy": strategy, "analysis": analysis}
     for name, values in sections.items():
         updates[name] = getattr(deployment, name).model_copy(update=values)
     return spec.model_copy(update={"deployment": deployment.model_copy(update=updates)})
+
+
+def delivery_spec(spec: Spec, strategy: str, **sections: dict[str, Any]) -> Spec:
+    """`spec` with `deployment.strategy`, the proofs' analysis limits and `sections`
+    (e.g. `blue_green={"rollback_window_seconds": 0}`)."""
+    limits = {"min_requests": MIN_REQUESTS, "p99_latency_ms_max": P99_LIMIT_MS}
+    return progressive(spec, strategy, analysis=limits, **sections)
 
 
 @dataclass

@@ -12,10 +12,7 @@ is real: a Dagster instance in a temp DAGSTER_HOME running the code location's
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -26,24 +23,21 @@ from ct_platform.cli.status import former_champions, verdict
 from ct_platform.definitions import build_definitions
 from ct_platform.defs.resources import MlflowResource
 from ct_platform.defs.serving import build_endpoint_watchdog
+from ct_platform.defs.serving.assets import MODEL_BUNDLE
 from ct_platform.deployment import target_for
-from ct_platform.deployment.export import default_registry
+from ct_platform.deployment.controller import RolloutStore
 from ct_platform.deployment.rollout import admin_client, controller_for, roll_out, served_version
 from ct_platform.deployment.state import read_json
 from ct_platform.governance.audit import AuditEvent, read_events
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec
+from ct_platform.training.bundling import build_bundle
 from ct_platform.training.promotion import GATES_PASSED_TAG, promote
 from ct_platform_tests.conftest import BANK_SPEC
 from ct_platform_tests.defs.test_rollback import AUTOMATION_RUN_TAGS
-from ct_platform_tests.deployment.conftest import (
-    fit_pipeline,
-    free_port_pair,
-    log_versions,
-    with_port,
-)
-from ct_platform_tests.deployment.test_progressive import progressive
+from ct_platform_tests.deployment.conftest import FreshStack, fit_pipeline, log_versions
+from ct_platform_tests.deployment.test_champion_audit import AUTOMATION
 
 pytestmark = pytest.mark.slow
 
@@ -53,40 +47,10 @@ MODEL = "bank_marketing"
 WATCHDOG_RUN_TAGS = {"dagster/sensor_name": "endpoint_watchdog"}
 
 
-def make_stack(
-    spec: Spec, built_bundles: dict[str, Path], train: pd.DataFrame
-) -> tuple[Spec, ModelRegistry]:
-    """Versions 1 and 2 registered (gates passed) with their bundles in place (an export
-    reuses them); nothing deployed, no champion."""
-    for bundle in built_bundles.values():
-        shutil.copytree(bundle, spec.paths.bundles / bundle.name)
-    registry = default_registry(spec)
-    log_versions(registry, fit_pipeline(spec, train, max_iter=20), train, ("test-1", "test-2"))
-    for version in (1, 2):
-        registry.set_tags(version, {GATES_PASSED_TAG: "true"})
-    return spec, registry
-
-
 @pytest.fixture
-def stack(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    bank_spec: Spec,
-    built_bundles: dict[str, Path],
-    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
-) -> Iterator[tuple[Spec, ModelRegistry]]:
-    """The spec (strategy `request.param`, default direct) under a fresh CT_HOME."""
-    monkeypatch.setenv("CT_HOME", str(tmp_path / "ct_home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    spec = with_port(bank_spec, free_port_pair())
-    strategy = getattr(request, "param", "direct")
-    if strategy != "direct":
-        spec = progressive(spec, strategy)
-    try:
-        yield make_stack(spec, built_bundles, train_holdout[0])
-    finally:
-        target_for(spec).stop()
+def stack(request: pytest.FixtureRequest, fresh_stack: FreshStack) -> tuple[Spec, ModelRegistry]:
+    """Strategy `request.param` (default direct); versions 1 and 2 passed their gates."""
+    return fresh_stack(getattr(request, "param", "direct"), gates_passed=True)
 
 
 def materialize_endpoint(
@@ -234,3 +198,74 @@ def test_a_second_rollback_says_what_the_champion_history_holds(
     assert verdict(registry.version(2), {}, former_champions(MODEL)) == (
         f"champion until rolled back to version 1 by carol at {rolled[0].at}: v2 misroutes calls"
     )
+
+
+@pytest.mark.parametrize("stack", ["canary"], indirect=True)
+def test_the_endpoint_run_after_a_completed_canary_says_what_started_it(
+    stack: tuple[Spec, ModelRegistry],
+    instance: dg.DagsterInstance,
+    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """A newcomer's demo ran `deployed_endpoint` 74 s after version 6's canary completed,
+    and nobody could tell why. Its Dagster instance told: the automation condition
+    (evaluation 230, `any_deps_updated`): a training run had given version 8 `canary` and
+    exported its bundle 5 s before the completion, which then dropped `canary` from
+    version 8 as well (fixed since), so the run found nothing to do. Replayed here on a real
+    instance: the completion keeps version 3's `canary`, one automation tick requests the
+    run, the run starts version 3's rollout and says what started it and which bundle."""
+    spec, registry = stack
+    train, holdout = train_holdout
+    third = fit_pipeline(spec, train, max_iter=60)  # one more good model
+    build_bundle(
+        third,
+        spec,
+        name=MODEL,
+        version="3",
+        fingerprint="test-3",
+        holdout=holdout,
+        directory=spec.paths.bundles / f"{MODEL}-v3",
+    )
+    log_versions(registry, third, train, ("test-3",))
+    registry.set_tags(3, {GATES_PASSED_TAG: "true"})
+    defs = build_definitions(spec)
+    job = defs.resolve_implicit_global_asset_job_def()
+    ticks = [dg.evaluate_automation_conditions(defs=defs, instance=instance)]
+
+    def tick() -> int:
+        """One evaluation of the automation conditions: runs requested for the endpoint."""
+        ticks.append(
+            dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=ticks[-1].cursor)
+        )
+        return ticks[-1].get_num_requested(DEPLOYED_ENDPOINT)
+
+    def export(version: int) -> dg.ExecuteInProcessResult:
+        """What a training run does after `champion` gives `version` the `canary` alias."""
+        registry.set_alias(CANARY, version)
+        return job.execute_in_process(instance=instance, asset_selection=[MODEL_BUNDLE])
+
+    export(1)
+    assert tick() == 1
+    materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)  # goes in directly: champion
+    assert tick() == 0  # the daemon ticks every 15 s: one sees the run done
+    export(2)
+    assert tick() == 1
+    materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)  # version 2's canary starts
+    assert tick() == 0
+    exported = export(3)  # a training run while version 2 rolls out
+    completed = controller_for(spec, registry).control("promote", "fine")
+
+    assert completed.status == "completed" and completed.version == "2"
+    assert registry.alias_version(CHAMPION).version == 2  # type: ignore[union-attr]
+    assert registry.alias_version(CANARY).version == 3  # type: ignore[union-attr]
+    assert tick() == 1  # model_bundle was updated (version 3's export): the endpoint follows
+    ran = materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)
+    assert ran["requested_by"] == AUTOMATION
+    assert str(ran["latest_bundle"]).startswith(
+        f"version 3, exported by Dagster run {exported.run_id[:8]} (__ASSET_JOB) at "
+    )
+    rollout = RolloutStore(spec.paths.rollouts).read()
+    assert rollout is not None and rollout.version == "3" and rollout.status == "running"
+    assert ran["changed"] is True and ran["rollout"] == "canary of v3"
+    started = read_events()[-1]
+    assert (started.kind, started.from_version, started.to_version) == ("deployment", 2, 3)
+    assert started.actor == f"canary rollout {rollout.id} (started by {AUTOMATION})"

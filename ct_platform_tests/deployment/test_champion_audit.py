@@ -11,31 +11,19 @@ history from those lines).
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
 import dagster as dg
-import pandas as pd
 import pytest
 
 from ct_platform.definitions import build_definitions
 from ct_platform.deployment import target_for
 from ct_platform.deployment.controller import RolloutStore
-from ct_platform.deployment.export import default_registry
 from ct_platform.deployment.rollout import served_version
 from ct_platform.governance.audit import champion_history, read_events
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec
 from ct_platform_tests.defs.test_rollback import AUTOMATION_RUN_TAGS
-from ct_platform_tests.deployment.conftest import (
-    fit_pipeline,
-    free_port_pair,
-    log_versions,
-    with_port,
-)
-from ct_platform_tests.deployment.test_progressive import progressive
+from ct_platform_tests.deployment.conftest import FreshStack
 
 pytestmark = pytest.mark.slow
 
@@ -45,27 +33,9 @@ AUTOMATION = "automation condition of deployed_endpoint (default_automation_cond
 
 
 @pytest.fixture
-def canary_stack(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    bank_spec: Spec,
-    built_bundles: dict[str, Path],
-    train_holdout: tuple[pd.DataFrame, pd.DataFrame],
-) -> Iterator[tuple[Spec, ModelRegistry]]:
-    """A canary spec under a fresh CT_HOME, versions 1 and 2 registered with their bundles
-    in place (an export reuses them), nothing deployed and no champion yet."""
-    monkeypatch.setenv("CT_HOME", str(tmp_path / "ct_home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    spec = progressive(with_port(bank_spec, free_port_pair()), "canary")
-    for bundle in built_bundles.values():
-        shutil.copytree(bundle, spec.paths.bundles / bundle.name)
-    registry = default_registry(spec)
-    fitted = fit_pipeline(spec, train_holdout[0], max_iter=20)
-    log_versions(registry, fitted, train_holdout[0], ("test-1", "test-2"))
-    try:
-        yield spec, registry
-    finally:
-        target_for(spec).stop()
+def canary_stack(fresh_stack: FreshStack) -> tuple[Spec, ModelRegistry]:
+    """A canary spec, versions 1 and 2 registered; nothing deployed and no champion yet."""
+    return fresh_stack("canary")
 
 
 def test_every_move_of_the_champion_is_one_promotion_line_naming_what_moved_it(

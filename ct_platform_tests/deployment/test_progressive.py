@@ -51,6 +51,7 @@ from ct_platform_tests.deployment.conftest import (
     log_versions,
     with_port,
 )
+from ct_platform_tests.deployment.delivery_proofs import progressive
 from ct_platform_tests.deployment.test_restart import restart
 
 pytestmark = pytest.mark.slow
@@ -59,18 +60,6 @@ MODEL = "bank_marketing"
 TRAFFIC_ROWS = 400
 # Enough requests a step for a verdict at a 20 % share (min_requests 100).
 STEP_REQUESTS = 700
-
-
-def progressive(spec: Spec, strategy: str, **sections: dict[str, Any]) -> Spec:
-    """`spec` with `deployment.strategy` set and analysis limits a loaded box can meet."""
-    deployment = spec.deployment
-    analysis = deployment.analysis.model_copy(
-        update={"p99_latency_ms_max": 5000.0, **sections.pop("analysis", {})}
-    )
-    updates: dict[str, Any] = {"strategy": strategy, "analysis": analysis}
-    for name, values in sections.items():
-        updates[name] = getattr(deployment, name).model_copy(update=values)
-    return spec.model_copy(update={"deployment": deployment.model_copy(update=updates)})
 
 
 @pytest.fixture(scope="session")
@@ -476,6 +465,25 @@ def post_feedback(
     httpx.post(f"{url}/feedback", json=feedback, timeout=30).raise_for_status()
 
 
+@dataclass
+class Clock:
+    """The controller's clock, moved by the test: an A/B test's duration is its own time."""
+
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ab_test(stack: Stack) -> tuple[Spec, RolloutController, Clock]:
+    """An A/B spec whose test needs 20-100 samples an arm and lasts an hour at most, and a
+    controller on a clock the test moves."""
+    ab = {"baseline_rate": 0.8, "minimum_effect": 0.15, "max_duration_seconds": 3600}
+    spec = progressive(stack.spec, "ab", ab=ab)
+    clock = Clock()
+    return spec, RolloutController(spec, stack.admin, stack.registry, clock=clock), clock
+
+
 @pytest.mark.parametrize(
     ("rates", "expected_status", "winner"),
     [({"stable": 0.6, "candidate": 0.95}, "completed", "candidate"), ({}, "stopped", None)],
@@ -488,26 +496,20 @@ def test_ab_test_decides_on_labelled_feedback(
     expected_status: str,
     winner: str | None,
 ) -> None:
-    spec = progressive(
-        stack.spec,
-        "ab",
-        ab={"baseline_rate": 0.8, "minimum_effect": 0.15, "max_duration_seconds": 3600},
-    )
-    now = [1_000_000.0]
-    controller = RolloutController(spec, stack.admin, stack.registry, clock=lambda: now[0])
+    spec, controller, clock = ab_test(stack)
     rollout = controller.begin("2", f"{MODEL}-v2")
     assert rollout.required_samples is not None and 20 < rollout.required_samples < 100
     responses = send(stack.url, traffic_rows, TRAFFIC_ROWS, prefix=f"ab-{expected_status}")
     assert {r.headers["x-model-slot"] for r in responses} == {"stable", "candidate"}
     post_feedback(stack.url, responses, lambda slot: rates.get(slot, 0.85))
 
-    now[0] += 60
+    clock.now += 60
     rollout = controller.advance(force=True)
     assert rollout is not None
     if winner is None:  # not significant: the test goes on until its maximum duration
         assert rollout.status == "running", rollout.reason
         assert last_analysis(rollout)["figures"]["p_value"] > spec.deployment.ab.alpha
-        now[0] += 3600
+        clock.now += 3600
         rollout = controller.advance(force=True)
     assert rollout is not None and rollout.status == expected_status, rollout.reason
     assert rollout.decision is not None and rollout.decision["winner"] == winner
@@ -528,18 +530,12 @@ def test_an_ab_candidate_scoring_unlike_stable_but_winning_on_labels_is_promoted
 ) -> None:
     """The score shift is a proxy for the labels: with enough of them on both arms, a
     candidate at least as good on them is not rolled back for scoring differently."""
-    spec = progressive(
-        stack.spec,
-        "ab",
-        ab={"baseline_rate": 0.8, "minimum_effect": 0.15, "max_duration_seconds": 3600},
-    )
-    now = [1_000_000.0]
-    controller = RolloutController(spec, stack.admin, stack.registry, clock=lambda: now[0])
+    _, controller, clock = ab_test(stack)
     controller.begin("3", flipped_bundle.name)  # trained on flipped labels: shifted scores
     responses = send(stack.url, traffic_rows, TRAFFIC_ROWS, prefix="ab-shifted")
     post_feedback(stack.url, responses, lambda slot: {"stable": 0.6, "candidate": 0.95}[slot])
 
-    now[0] += 60
+    clock.now += 60
     rollout = controller.advance(force=True)
 
     assert rollout is not None and rollout.status == "completed", rollout.reason
@@ -563,8 +559,8 @@ def test_blue_green_switches_at_once_rolls_back_in_one_swap_or_completes(
     stack: Stack, traffic_rows: list[dict[str, Any]]
 ) -> None:
     spec = progressive(stack.spec, "blue_green", blue_green={"rollback_window_seconds": 600})
-    now = [1_000_000.0]
-    controller = RolloutController(spec, stack.admin, stack.registry, clock=lambda: now[0])
+    clock = Clock()
+    controller = RolloutController(spec, stack.admin, stack.registry, clock=clock)
     controller.begin("2", f"{MODEL}-v2")
     warm = send(stack.url, traffic_rows, 200, prefix="warm")
     assert {r.headers["x-model-version"] for r in warm} == {"1"}  # verified beside, unseen
@@ -586,9 +582,9 @@ def test_blue_green_switches_at_once_rolls_back_in_one_swap_or_completes(
     controller.begin("2", f"{MODEL}-v2")
     send(stack.url, traffic_rows, 200, prefix="warm-again")
     assert controller.advance(force=True).phase == "switched"  # type: ignore[union-attr]
-    now[0] += 300
+    clock.now += 300
     assert controller.advance(force=True).status == "running"  # type: ignore[union-attr]
-    now[0] += 301
+    clock.now += 301
     rollout = controller.advance(force=True)
     assert rollout is not None and rollout.status == "completed"
     assert rollout.reason == "rollback window of 600 s is over"

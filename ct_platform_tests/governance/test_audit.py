@@ -18,6 +18,7 @@ from dagster._core.storage.tags import PARTITION_NAME_TAG
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from ct_platform.cli import main
+from ct_platform.definitions import build_definitions
 from ct_platform.governance.audit import (
     AuditEvent,
     AuditLogError,
@@ -28,7 +29,7 @@ from ct_platform.governance.audit import (
     read_events,
     run_actor,
 )
-from ct_platform.settings import Paths
+from ct_platform.settings import Paths, Spec
 from ct_platform_tests.conftest import REPO_ROOT
 
 WRITERS = 4
@@ -139,9 +140,56 @@ def test_ct_history_tells_a_rollouts_rollback_from_a_champions(capsys):
 
     assert main(["history"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert "approval_requested  v2 -> v4" in rows[0]
+    assert "approval requested  v2 -> v4" in rows[0]  # words, not the kind `approval_requested`
     assert "rollout rollback    rollout of v4 rolled back; champion v2 stays" in rows[2]
     assert "rollback            v5 -> v2" in rows[4]
+
+
+def test_the_audit_history_asset_shows_what_ct_history_prints(
+    spec: Spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The UI's audit table showed the log's raw kinds (`approval_requested`) and a rollout's
+    rollback as a champion's `rollback` from v4 to v2: now the same rows as `ct history`,
+    materialized on a real Dagster instance (temp DAGSTER_HOME)."""
+    lines = [
+        ("promotion", "automation", "gates passed", None, 2, "run-a"),
+        ("approval_requested", "automation", "passed its gates", 2, 4, "run-b"),
+        ("approval", "alice", "card ok", 2, 4, None),
+        ("rollback", "canary rollout v4-1", "canary rolled back: analysis failed: x", 4, 2, None),
+    ]
+    for kind, actor, reason, before, after, run in lines:
+        append_event(AuditEvent(kind, "bank", actor, reason, before, after, run))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    job = build_definitions(spec).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        result = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("audit_history")]
+        )
+    table = result.get_asset_materialization_events()[0].materialization.metadata["history"]
+    shown = [record.data for record in reversed(table.value.records)]  # oldest first
+    assert [(row["event"], row["versions"]) for row in shown] == [
+        ("promotion", "- -> v2"),
+        ("approval requested", "v2 -> v4"),
+        ("approval", "v2 -> v4"),
+        ("rollout rollback", "rollout of v4 rolled back; champion v2 stays"),
+    ]
+    assert [column.name for column in table.value.schema.columns] == [
+        "at",
+        "event",
+        "versions",
+        "model",
+        "actor",
+        "dagster_run_id",
+        "reason",
+    ]
+    assert shown[1]["dagster_run_id"] == "run-b" and shown[2]["dagster_run_id"] == ""
+    assert main(["history"]) == 0
+    printed = capsys.readouterr().out.splitlines()[1:]
+    for row, line in zip(shown, printed, strict=True):  # the same words, one formatter
+        assert line.startswith(f"{row['at']}  {row['event']}") and row["versions"] in line
+        assert line.endswith(row["reason"])
 
 
 def test_ct_history_from_a_subfolder_reads_the_projects_home(tmp_path, monkeypatch, capsys):

@@ -69,6 +69,7 @@ def test_regression_quality(spec: Spec, labelled: pd.DataFrame, tmp_path: Path) 
     raw["dataset"]["target_labels"] = None
     raw["model"]["estimator"] = "sklearn.ensemble.HistGradientBoostingRegressor"
     raw["evaluation"]["primary_metric"] = "mae"
+    raw["gates"]["fairness"]["metric_gap"] = 0.1  # MAE gap between groups, target units
     regression = Spec.model_validate(raw)
     scored = labelled.assign(y=labelled["y"].astype("float64"))
     scored[PREDICTION_COLUMN] = np.clip(scored["y"] + np.linspace(-0.3, 0.3, len(scored)), 0, 1)

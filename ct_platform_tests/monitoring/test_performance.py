@@ -40,7 +40,7 @@ def test_no_decay_while_labels_agree(spec: Spec, true_labels: dict[str, int]) ->
 
     assert result.metric == "roc_auc" and result.n_labelled == ROWS
     assert result.value == pytest.approx(0.9, abs=0.05)
-    assert not result.decayed and result.decay < spec.monitoring.decay_tolerance
+    assert not result.decayed and result.decay < result.tolerance
     assert result.status == "no decay"
 
 

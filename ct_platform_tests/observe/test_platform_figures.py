@@ -32,8 +32,8 @@ def test_figures_render_as_prometheus_text(ct_home):
     }
     result = summarise(columns, 0.3)
     write_drift_figures(paths, ProductionDrift("drift", 2, 900, result), 0.3)
-    performance = PerformanceResult("roc_auc", None, 0.79, None, None, 3, "insufficient data")
-    write_performance_figures(paths, performance, 2, 0.05)
+    performance = PerformanceResult("roc_auc", None, 0.79, None, None, 3, "insufficient data", 0.05)
+    write_performance_figures(paths, performance, 2)
 
     text = Metrics().render(platform_gauges(paths.home))
 

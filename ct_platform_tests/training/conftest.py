@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from ct_platform.data.contract import check_contract
 from ct_platform.data.training_set import TrainingSet, build_training_set
-from ct_platform.settings import Spec, load_spec
+from ct_platform.settings import LOWER_IS_BETTER, Spec, load_spec
 from ct_platform.training.fit import fit_pipeline
 from ct_platform_tests.conftest import BANK_SPEC
 
@@ -62,8 +62,13 @@ def _synthetic_spec_dict(task: str, estimator: str, primary_metric: str) -> dict
         },
         "model": {"name": f"synthetic_{task}", "estimator": estimator},
         "evaluation": {"primary_metric": primary_metric},
-        "gates": {"metric_floor": {"threshold": 0.5}},
+        "gates": {"metric_floor": {"threshold": 0.5}, **_metric_gap(primary_metric)},
     }
+
+
+def _metric_gap(primary_metric: str) -> dict:
+    # A gap of MAE or RMSE between groups is in the target's units: the spec must say it.
+    return {"fairness": {"metric_gap": 0.5}} if primary_metric in LOWER_IS_BETTER else {}
 
 
 @pytest.fixture

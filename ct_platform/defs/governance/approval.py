@@ -54,19 +54,36 @@ def _champion_status(version: int, status: str) -> dg.AssetObservation:
 
 
 def release_metadata(
-    registry: "ModelRegistry", version: int, spec: Spec
+    registry: "ModelRegistry", version: int, previous: int | None, spec: Spec
 ) -> dict[str, dg.MetadataValue]:
-    """What the promotion left in MLflow, read back: the aliases `version` holds, the
-    champion now, and the rollout strategy (under a progressive one the version holds
-    `canary` and the champion stays until its rollout completes)."""
+    """The `champion` asset's metadata after `promote` gave `version` the release alias
+    (`previous`: the champion `promote` found), read back from MLflow: the aliases
+    `version` holds, the serving champion and the strategy. Under `direct` the champion is
+    `version` and `previous_version` the one it replaced; under a progressive strategy
+    `canary_version` is the version holding `canary`, the champion is still the one that
+    serves, and `promotion` says that `champion` moves only when the rollout completes."""
+    from ct_platform.registry.versions import CANARY, release_alias
     from ct_platform.registry.versions import CHAMPION as CHAMPION_ALIAS
 
     champion = registry.alias_version(CHAMPION_ALIAS)
-    return {
+    serving = str(champion.version) if champion else "none"
+    metadata = {
+        "version": dg.MetadataValue.int(version),
         "aliases": dg.MetadataValue.text(",".join(sorted(registry.version(version).aliases))),
-        "champion_version": dg.MetadataValue.text(str(champion.version if champion else "none")),
+        "champion_version": dg.MetadataValue.text(serving),
         "strategy": dg.MetadataValue.text(spec.deployment.strategy),
     }
+    if release_alias(spec) == CHAMPION_ALIAS:
+        metadata["previous_version"] = dg.MetadataValue.text(str(previous or "none"))
+        return metadata
+    canary = registry.alias_version(CANARY)
+    candidate = str(canary.version) if canary else "none"
+    metadata["canary_version"] = dg.MetadataValue.text(candidate)
+    metadata["promotion"] = dg.MetadataValue.text(
+        f"waits for the {spec.deployment.strategy} rollout of version {candidate}: "
+        f"`champion` stays version {serving} until the rollout completes"
+    )
+    return metadata
 
 
 def build_approval_job(spec: Spec) -> dg.JobDefinition:
@@ -107,9 +124,7 @@ def build_approval_job(spec: Spec) -> dg.JobDefinition:
             dg.AssetMaterialization(
                 asset_key=CHAMPION,
                 metadata={
-                    "version": dg.MetadataValue.int(config.version),
-                    "previous_version": dg.MetadataValue.text(str(previous or "none")),
-                    **release_metadata(registry, config.version, spec),
+                    **release_metadata(registry, config.version, previous, spec),
                     "approved_by": dg.MetadataValue.text(config.approver),
                     "reason": dg.MetadataValue.text(config.reason),
                 },

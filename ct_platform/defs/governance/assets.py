@@ -9,15 +9,19 @@ from ct_platform.settings import Spec
 
 MODEL_CARD = dg.AssetKey("model_card")
 AUDIT_HISTORY = dg.AssetKey("audit_history")
+# The columns of `governance.history.HistoryRow`, the rows `ct history` prints.
 AUDIT_COLUMNS = (
-    ("at", "string", "UTC time"),
-    ("kind", "string", "promotion, approval_requested, approval, rejection, deployment, rollback"),
-    ("model", "string", "registered model name"),
-    ("from_version", "string", "version before (empty: there was none)"),
-    ("to_version", "string", "version after"),
-    ("actor", "string", "a person, or `automation`"),
-    ("reason", "string", "why"),
-    ("dagster_run_id", "string", "the Dagster run that acted, if any"),
+    ("at", "UTC time"),
+    (
+        "event",
+        "promotion, approval requested, approval, rejection, deployment, rollback, "
+        "rollout rollback (a candidate taken off the traffic: `champion` never moved)",
+    ),
+    ("versions", "from -> to (`-`: there was none)"),
+    ("model", "registered model name"),
+    ("actor", "a person, or what started the run (automation, a sensor, a rollout)"),
+    ("dagster_run_id", "the Dagster run that acted, if any"),
+    ("reason", "why"),
 )
 # The table shows the newest events; `ct history --json` has them all.
 AUDIT_TABLE_ROWS = 200
@@ -66,17 +70,18 @@ def build_governance_assets(spec: Spec) -> list[dg.AssetsDefinition]:
     )
     def audit_history(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from ct_platform.governance.audit import audit_path, read_events
+        from ct_platform.governance.history import history_rows
 
         events = read_events()
-        shown = events[-AUDIT_TABLE_ROWS:]
         schema = dg.TableSchema(
-            columns=[
-                dg.TableColumn(name, type, description) for name, type, description in AUDIT_COLUMNS
-            ]
+            columns=[dg.TableColumn(name, "string", about) for name, about in AUDIT_COLUMNS]
         )
+        # Rows are replayed from the whole log (a rollout's rollback is told from the
+        # champion before it); the table shows the newest.
+        shown = history_rows(events)[-AUDIT_TABLE_ROWS:]
         records = [
-            dg.TableRecord({name: _cell(getattr(event, name)) for name, _, _ in AUDIT_COLUMNS})
-            for event in reversed(shown)
+            dg.TableRecord({name: getattr(row, name) for name, _ in AUDIT_COLUMNS})
+            for row in reversed(shown)
         ]
         return dg.MaterializeResult(
             metadata={
@@ -87,7 +92,3 @@ def build_governance_assets(spec: Spec) -> list[dg.AssetsDefinition]:
         )
 
     return [model_card, audit_history]
-
-
-def _cell(value: object) -> str:
-    return "" if value is None else str(value)

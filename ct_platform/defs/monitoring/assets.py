@@ -111,16 +111,14 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
                 check_results=[_sample_size_result(False, status, 0)],
             )
         performance = production.result
-        write_performance_figures(
-            paths, performance, production.champion_version, spec.monitoring.decay_tolerance
-        )
+        write_performance_figures(paths, performance, production.champion_version)
         context.log.info(f"production performance: {performance.to_dict()}")
         values = {k: v for k, v in performance.to_dict().items() if v is not None}
         return dg.MaterializeResult(
             metadata=numbers("", values),
             check_results=[
                 _sample_size_result(
-                    performance.decayed is not None, performance.status, performance.n_labelled
+                    performance.decayed is not None, performance.reason, performance.n_labelled
                 )
             ],
         )

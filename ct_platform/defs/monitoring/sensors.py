@@ -53,9 +53,15 @@ def _decay_signal(decay: dict[str, object], spec: Spec) -> tuple[bool | None, st
         # No verdict, or a materialization without figures (e.g. from an older version).
         return None, str(decay.get("status") or "production_performance not measured yet")
     value, reference, shortfall = figures
+    # Older materializations lack the tolerance they applied: the spec's (or its default).
+    tolerance = decay.get("tolerance")
+    if not isinstance(tolerance, int | float):
+        tolerance = spec.monitoring.decay_margin(str(decay.get("metric")), reference)
+    p_value = decay.get("p_value")
+    noise = f", p = {p_value:.3g}" if isinstance(p_value, int | float) else ""
     detail = (
         f"{decay.get('metric')} {value:.3f} vs holdout {reference:.3f} "
-        f"(shortfall {shortfall:+.3f}, tolerance {spec.monitoring.decay_tolerance:g})"
+        f"(shortfall {shortfall:+.3f}, tolerance {tolerance:.4g}{noise})"
     )
     return bool(decay["decayed"]), detail
 

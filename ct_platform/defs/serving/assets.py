@@ -1,6 +1,7 @@
 """Champion -> model bundle (ONNX, behind the parity gate) -> deployed endpoint."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -17,6 +18,8 @@ MODEL_BUNDLE = dg.AssetKey("model_bundle")
 DEPLOYED_ENDPOINT = dg.AssetKey("deployed_endpoint")
 PARITY_CHECK = "onnx_parity"
 SERVES_CHAMPION_CHECK = "serves_champion"
+# On a run the endpoint watchdog requests: what it found (the repair's reason).
+REPAIR_TAG = "ct/repair"
 
 
 def parity_check_result(meta: "BundleMeta", spec: Spec) -> dg.AssetCheckResult:
@@ -32,6 +35,31 @@ def parity_check_result(meta: "BundleMeta", spec: Spec) -> dg.AssetCheckResult:
         metadata=numbers("", gate.metadata),
         description=gate.description,
     )
+
+
+def requested_by(run: dg.DagsterRun) -> str:
+    """Who or what started a `deployed_endpoint` run (`governance.audit.run_actor`), with the
+    watchdog's reason when it asked for a repair: e.g. "automation condition of
+    deployed_endpoint (evaluation 230, ct_automation)"."""
+    from ct_platform.governance.audit import run_actor
+
+    repair = run.tags.get(REPAIR_TAG)
+    return run_actor(run) + (f": {repair}" if repair else "")
+
+
+def latest_bundle(instance: dg.DagsterInstance) -> str:
+    """The `model_bundle` materialization a `deployed_endpoint` run follows (what an
+    automation condition's `any_deps_updated` reacts to): "version 8, exported by Dagster
+    run 42e0fc64 (training_job) at <UTC time>"; "none" before the first."""
+    event = instance.get_latest_materialization_event(MODEL_BUNDLE)
+    if event is None or event.asset_materialization is None:
+        return "none"
+    version = event.asset_materialization.metadata.get("version")
+    run = instance.get_run_by_id(event.run_id)
+    job = f" ({run.job_name})" if run is not None else ""
+    at = datetime.fromtimestamp(event.timestamp, UTC).isoformat(timespec="seconds")
+    shown = version.value if version is not None else "?"
+    return f"version {shown}, exported by Dagster run {event.run_id[:8]}{job} at {at}"
 
 
 def build_serving_defs(spec: Spec) -> dg.Definitions:
@@ -73,6 +101,8 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
             metadata={
                 "path": dg.MetadataValue.path(str(bundle_dir)),
                 "version": dg.MetadataValue.text(meta.version),
+                # The alias whose version was exported: `canary` while one is to roll out.
+                "alias": dg.MetadataValue.text(alias),
                 "fingerprint": dg.MetadataValue.text(meta.fingerprint),
                 "onnx": dg.MetadataValue.bool(meta.onnx.enabled),
             },
@@ -112,6 +142,9 @@ def build_serving_defs(spec: Spec) -> dg.Definitions:
                 "deployed_at": dg.MetadataValue.text(endpoint.deployed_at),
                 "changed": dg.MetadataValue.bool(done.changed),
                 "reason": dg.MetadataValue.text(done.reason),
+                # Why this run happened at all: what started it, and the bundle it follows.
+                "requested_by": dg.MetadataValue.text(requested_by(context.run)),
+                "latest_bundle": dg.MetadataValue.text(latest_bundle(context.instance)),
                 **numbers("", rolling),
             }
         )

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from ct_platform.defs.resources import MlflowResource
-from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT, MODEL_BUNDLE
+from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT, MODEL_BUNDLE, REPAIR_TAG
 from ct_platform.settings import Spec
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 # restarted in a tight loop (the failing runs say why).
 REVIVAL_WINDOW_SECONDS = 300
 AUTOMATION_GRACE_SECONDS = 120
-REPAIR_TAG = "ct/repair"
 UNFINISHED = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,

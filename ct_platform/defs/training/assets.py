@@ -14,7 +14,7 @@ import dagster as dg
 from ct_platform.defs.automation import follows_every_update
 from ct_platform.defs.data.assets import VALIDATED_BATCH
 from ct_platform.defs.data.catch_up import catch_up_landing
-from ct_platform.defs.governance.approval import not_approved_observation
+from ct_platform.defs.governance.approval import not_approved_observation, release_metadata
 from ct_platform.defs.metadata import numbers, report_links, severity
 from ct_platform.defs.resources import MlflowResource
 from ct_platform.registry.versions import (
@@ -340,10 +340,9 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             )
         yield dg.MaterializeResult(
             metadata={
-                "version": dg.MetadataValue.int(refit_model.version),
+                **release_metadata(registry, refit_model.version, previous, spec),
                 "semver": dg.MetadataValue.text(refit_model.semver),
                 "refit_of": dg.MetadataValue.int(refit_model.evaluation.version),
-                "previous_version": dg.MetadataValue.text(str(previous or "none")),
                 metric: dg.MetadataValue.float(holdout_metric),
             }
         )
