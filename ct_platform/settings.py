@@ -266,6 +266,20 @@ class ChampionRegressionGate(Gate):
         return DEFAULT_MARGIN
 
 
+class BaselineGate(Gate):
+    """Candidate vs the naive baseline (scikit-learn's `DummyRegressor` / `DummyClassifier`
+    fitted on the same training rows, scored on the same holdout; `training.baseline`).
+
+    The candidate passes only when it is significantly better: the worse bound of the
+    (1 - alpha) confidence interval of its improvement, by the paired test the champion
+    comparison uses (`training.comparison`), is above 0. `enabled: false` records the
+    baseline's figures without judging.
+    """
+
+    enabled: bool = True
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+
+
 class LatencyGate(Gate):
     """Deprecated spelling of `resources.max_latency_ms` (and its `blocking`)."""
 
@@ -387,6 +401,7 @@ class GatesSpec(_Strict):
     contract: ContractGate = ContractGate()
     metric_floor: MetricFloorGate
     champion_regression: ChampionRegressionGate = ChampionRegressionGate()
+    baseline: BaselineGate = BaselineGate()
     resources: ResourceGate = ResourceGate()
     model_size: ModelSizeGate = ModelSizeGate()
     parity: ParityGate = ParityGate()

@@ -54,6 +54,19 @@ BUNDLE_GATES = ("bundle_secrets", "vulnerabilities")
 NOT_JUDGED_YET = "not judged yet"
 # Gates whose figures describe what serving the model costs.
 RESOURCE_GATES = ("latency", "model_size", "resources", "memory")
+# Run metrics that are gate figures (`gate.<name>.<figure>`) and the naive baseline's.
+GATE_METRIC_PREFIX = "gate."
+BASELINE_PREFIX = "holdout_baseline_"
+# How the table's other columns were computed (`training.comparison`, `training.baseline`).
+TABLE_NOTES = {
+    "95 % confidence interval": "over the holdout rows: DeLong's variance for two-class "
+    "roc_auc (normal interval), a t interval on the per-row losses for mae and accuracy, "
+    "else a percentile bootstrap (1,000 resamples, fixed seed)",
+    "naive baseline": "scikit-learn's DummyRegressor / DummyClassifier fitted on the same "
+    "training rows (median for mae, mean for rmse and r2, class frequencies for roc_auc, the "
+    "positive class for two-class f1, else the most frequent class), scored on the same "
+    "holdout; the baseline gate judges the primary metric against it",
+}
 # Suffixes of a metric's confidence-interval bounds, as runs record them.
 CI_BOUNDS = (("_ci_low", "_ci_high"), (".ci_low", ".ci_high"), ("_ci_lower", "_ci_upper"))
 # One line of the version description `describe_verdict` writes: "- name: pass (...): why".
@@ -144,7 +157,7 @@ def render_markdown(facts: CardFacts) -> str:
         "## Fingerprint and lineage\n\n" + _lineage_section(facts),
         "## Metrics\n\n" + _metrics_section(facts),
         "## Per-group figures\n\n" + _groups_section(facts.metrics, facts.metric_notes),
-        "## Gates\n\n" + _gates_section(facts.gates),
+        "## Gates\n\n" + _gates_section(facts.gates, facts.metrics),
         "## ONNX parity\n\n" + _parity_section(facts),
         "## Resources\n\n" + _resources_section(facts),
         "## Approval\n\n" + _approval_section(facts.approval),
@@ -420,12 +433,14 @@ def _lineage_section(facts: CardFacts) -> str:
 
 
 def _metrics_section(facts: CardFacts) -> str:
-    """Holdout metrics with their confidence interval when the run recorded one."""
+    """The model's own metrics (holdout ones next to the naive baseline's on the same rows)
+    with their confidence interval when the run recorded one; gate figures are apart."""
     metrics = facts.metrics
     bounds = {low for low, _ in CI_BOUNDS} | {high for _, high in CI_BOUNDS}
     rows = []
     for name in sorted(metrics):
-        if name.startswith(GROUP_PREFIX) or any(name.endswith(b) for b in bounds):
+        skipped = (GROUP_PREFIX, GATE_METRIC_PREFIX, BASELINE_PREFIX)
+        if name.startswith(skipped) or any(name.endswith(b) for b in bounds):
             continue
         interval = next(
             (
@@ -435,20 +450,39 @@ def _metrics_section(facts: CardFacts) -> str:
             ),
             "not recorded",
         )
-        rows.append((name, metrics[name], interval))
+        baseline = metrics.get(name.replace(HOLDOUT_PREFIX, BASELINE_PREFIX, 1), "")
+        rows.append((name, metrics[name], interval, baseline))
     if not rows:
         return "No metrics recorded yet (the version has not been evaluated)."
     primary = f"Primary metric: {_md(facts.primary_metric)}; `{HOLDOUT_PREFIX}*` is on the holdout."
-    table = _table(("metric", "value", "95 % confidence interval"), rows)
-    return "\n\n".join([primary, table, *_notes(facts.metric_notes)])
+    header = ("metric", "value", "95 % confidence interval", "naive baseline, same holdout")
+    return "\n\n".join(
+        [primary, _table(header, rows), *_warnings(metrics), *_notes(facts.metric_notes, metrics)]
+    )
 
 
-def _notes(notes: Mapping[str, str]) -> list[str]:
-    """A "how computed" list, or nothing when no metric needs one."""
-    if not notes:
+def _warnings(metrics: Mapping[str, float]) -> list[str]:
+    """What a reader must not miss in the table: a model no better than a naive one."""
+    r2 = metrics.get(f"{HOLDOUT_PREFIX}r2", math.nan)
+    if not r2 < 0:
         return []
-    lines = "\n".join(f"- **{_md(name)}**: {_md(how)}" for name, how in notes.items())
-    return ["How the metrics were computed:\n\n" + lines]
+    worse = f"{HOLDOUT_PREFIX}r2 is {r2:.4g}: the model predicts the holdout worse than its mean"
+    return [f"**Warning**: {_md(worse)}."]
+
+
+def _notes(notes: Mapping[str, str], metrics: Mapping[str, float]) -> list[str]:
+    """How the figures shown were computed: each metric's definition (with why it is
+    undefined, only where the figure is), the intervals and the baseline."""
+    from ct_platform.training.evaluate import UNDEFINED_WHEN
+
+    lines = []
+    for name, how in notes.items():
+        figure = metrics.get(HOLDOUT_PREFIX + name)
+        if figure is not None and math.isnan(figure) and name in UNDEFINED_WHEN:
+            how += f"; undefined here: {UNDEFINED_WHEN[name]}"
+        lines.append(f"- **{_md(name)}**: {_md(how)}")
+    lines += [f"- **{_md(name)}**: {_md(how)}" for name, how in TABLE_NOTES.items()]
+    return ["How the metrics were computed:\n\n" + "\n".join(lines)]
 
 
 def _groups_section(metrics: Mapping[str, float], notes: Mapping[str, str]) -> str:
@@ -469,10 +503,22 @@ def _groups_section(metrics: Mapping[str, float], notes: Mapping[str, str]) -> s
     return "\n\n".join([_table(("group", *figures), rows), *(how if computed else [])])
 
 
-def _gates_section(gates: tuple[GateLine, ...]) -> str:
+def _gates_section(gates: tuple[GateLine, ...], metrics: Mapping[str, float]) -> str:
+    """Each gate's verdict and reason, then the figures it recorded (`gate.<name>.<figure>`
+    run metrics), apart from the model's own metrics."""
     if not gates:
         return "No gate verdict recorded yet."
-    return _table(("gate", "verdict", "reason"), [(g.name, g.verdict, g.reason) for g in gates])
+    verdicts = _table(("gate", "verdict", "reason"), [(g.name, g.verdict, g.reason) for g in gates])
+    figures = [
+        (*name.removeprefix(GATE_METRIC_PREFIX).split(".", 1), value)
+        for name, value in sorted(metrics.items())
+        if name.startswith(GATE_METRIC_PREFIX)
+    ]
+    if not figures:
+        return verdicts
+    return "\n\n".join(
+        [verdicts, "Figures the gates recorded:", _table(("gate", "figure", "value"), figures)]
+    )
 
 
 def _parity_section(facts: CardFacts) -> str:

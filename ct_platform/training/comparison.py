@@ -41,6 +41,8 @@ BOOTSTRAP_RESAMPLES = 1000
 # Multi-class ROC AUC calls scikit-learn twice per resample: fewer, or minutes on a busy box.
 SLOW_RESAMPLES = 200
 BOOTSTRAP_SEED = 20260101
+# The level of the holdout metrics' intervals on the model card (95 %).
+CARD_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -93,12 +95,23 @@ def compare(
 
 def _delong(candidate: Predictions, champion: Predictions, alpha: float) -> PairedComparison:
     positive = candidate.target == candidate.classes[1]
-    scores = np.vstack([candidate.proba[:, 1], champion.proba[:, 1]])
-    m, n = int(positive.sum()), int((~positive).sum())
-    if m == 0 or n == 0:
+    if positive.all() or not positive.any():
         return _undefined("roc_auc", "delong", len(positive), alpha)
-    # Structural components (DeLong 1988, Sun & Xu 2014): per positive, the share of
-    # negatives it outranks (V10); per negative, the share of positives above it (V01).
+    aucs, covariance = _delong_covariance(
+        np.vstack([candidate.proba[:, 1], champion.proba[:, 1]]), positive
+    )
+    contrast = np.array([1.0, -1.0])
+    improvement = float(aucs[0] - aucs[1])
+    se = math.sqrt(max(float(contrast @ covariance @ contrast), 0.0))
+    return _normal_interval("roc_auc", "delong", len(positive), aucs, improvement, se, alpha)
+
+
+def _delong_covariance(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The AUC of each row of `scores` (models x rows) and their covariance matrix (DeLong
+    1988, midranks of Sun & Xu 2014); `positive` marks the positive rows (both kinds present)."""
+    m, n = int(positive.sum()), int((~positive).sum())
+    # Structural components: per positive, the share of negatives it outranks (V10); per
+    # negative, the share of positives above it (V01).
     pos, neg = scores[:, positive], scores[:, ~positive]
     ranks_all = np.apply_along_axis(stats.rankdata, 1, np.hstack([pos, neg]))
     ranks_pos = np.apply_along_axis(stats.rankdata, 1, pos)
@@ -106,11 +119,8 @@ def _delong(candidate: Predictions, champion: Predictions, alpha: float) -> Pair
     aucs = (ranks_all[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
     v10 = (ranks_all[:, :m] - ranks_pos) / n
     v01 = 1.0 - (ranks_all[:, m:] - ranks_neg) / m
-    contrast = np.array([1.0, -1.0])
-    variance = contrast @ np.cov(v10) @ contrast / m + contrast @ np.cov(v01) @ contrast / n
-    improvement = float(aucs[0] - aucs[1])
-    se = math.sqrt(max(float(variance), 0.0))
-    return _normal_interval("roc_auc", "delong", len(positive), aucs, improvement, se, alpha)
+    covariance = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    return aucs, covariance
 
 
 def _paired_t(
@@ -250,6 +260,61 @@ def _paired_bootstrap(
         p_value=float(2 * stats.norm.sf(abs(z))),
         mde=_mde(se, alpha),
     )
+
+
+def metric_interval(predictions: Predictions, metric: str, alpha: float) -> tuple[float, float]:
+    """The (1 - alpha) confidence interval of one model's `metric` on its holdout rows, by
+    the method its paired comparison uses: DeLong's variance for two-class ROC AUC (normal
+    interval), a t interval on the per-row losses for MAE and accuracy, else a percentile
+    bootstrap over rows (same resamples and seed). (NaN, NaN) where the metric is undefined.
+    """
+    nan = (math.nan, math.nan)
+    rows = len(predictions.target)
+    if rows < 2:
+        return nan
+    if metric == "roc_auc" and predictions.classes is not None and len(predictions.classes) == 2:
+        positive = predictions.target == predictions.classes[1]
+        if positive.all() or not positive.any():
+            return nan
+        aucs, covariance = _delong_covariance(predictions.proba[:, 1][np.newaxis], positive)
+        half_width = stats.norm.ppf(1 - alpha / 2) * math.sqrt(max(covariance[0, 0], 0.0))
+        return float(aucs[0] - half_width), float(aucs[0] + half_width)
+    if metric in PER_ROW_LOSS:
+        loss = PER_ROW_LOSS[metric](predictions)
+        if loss.std() == 0:
+            value = ALL_METRICS[metric](predictions)
+            return value, value
+        bounds = stats.ttest_1samp(loss, 0.0).confidence_interval(confidence_level=1 - alpha)
+        # Accuracy is 1 - the mean loss (misclassified or not): its bounds swap.
+        if metric in LOWER_IS_BETTER:
+            return float(bounds.low), float(bounds.high)
+        return float(1 - bounds.high), float(1 - bounds.low)
+    return _bootstrap_interval(predictions, metric, alpha)
+
+
+def _bootstrap_interval(predictions: Predictions, metric: str, alpha: float) -> tuple[float, float]:
+    if math.isnan(ALL_METRICS[metric](predictions)):
+        return math.nan, math.nan
+
+    def resampled(indices: np.ndarray, axis: int = -1) -> np.ndarray | float:
+        picked = indices.astype(int)
+        if metric in VECTORIZED:
+            fast = VECTORIZED[metric]
+            return fast(
+                predictions.target[picked], predictions.predicted[picked], predictions.classes
+            )
+        return ALL_METRICS[metric](predictions.subset(picked))
+
+    result = stats.bootstrap(
+        (np.arange(len(predictions.target)),),
+        resampled,
+        vectorized=metric in VECTORIZED,
+        n_resamples=BOOTSTRAP_RESAMPLES if metric in VECTORIZED else SLOW_RESAMPLES,
+        confidence_level=1 - alpha,
+        method="percentile",
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def _normal_interval(

@@ -64,16 +64,27 @@ def predict(model: object, holdout: pd.DataFrame, spec: Spec) -> Predictions:
 
 
 # How each metric is computed, for the model card (a reader comparing figures needs it).
+# True of every figure shown; when a figure is undefined the card adds `UNDEFINED_WHEN`.
 METRIC_DEFINITIONS: dict[str, str] = {
     "roc_auc": (
         "two classes: the larger label is positive; more classes: one-vs-rest, the unweighted "
         "mean of each class's ROC AUC against the rest (Provost & Domingos; scikit-learn's "
         "multi_class='ovr', average='macro'), over the classes present in the rows scored: "
         "a group lacking a class is averaged over the classes it holds (scikit-learn raises "
-        "instead); undefined with fewer than two classes present"
+        "instead)"
     ),
     "f1": "two classes: of the larger label; more classes: macro-averaged over every class",
-    "r2": "undefined on fewer than two rows",
+    "mae": "mean absolute error, in the target's units",
+    "rmse": "root mean squared error, in the target's units",
+    "r2": (
+        "coefficient of determination, 1 - squared error / squared deviation from the mean "
+        "of the rows scored: 0 scores like predicting that mean, below 0 is worse than it"
+    ),
+}
+# When a metric is undefined (NaN), for the card's note on an undefined figure.
+UNDEFINED_WHEN: dict[str, str] = {
+    "roc_auc": "fewer than two classes present",
+    "r2": "fewer than two rows",
 }
 
 

@@ -107,7 +107,7 @@ def _group_figures(model: Pipeline, holdout: pd.DataFrame, spec: Spec) -> dict[s
 def _record(
     registry: ModelRegistry, candidate: ModelVersionInfo, outcome: EvaluationOutcome
 ) -> None:
-    registry.log_metrics(candidate.run_id, {f"holdout_{k}": v for k, v in outcome.metrics.items()})
+    registry.log_metrics(candidate.run_id, outcome.holdout_figures())
     record_gates(registry, candidate, outcome.gates, promotable=outcome.promotable)
 
 

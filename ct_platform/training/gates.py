@@ -154,6 +154,55 @@ def champion_regression_gate(
     return GateResult("champion_regression", passed, gate.blocking, description, metadata)
 
 
+def baseline_gate(
+    candidate_metrics: dict[str, float],
+    comparison: PairedComparison,
+    baseline: str,
+    spec: Spec,
+) -> GateResult:
+    """Candidate vs the naive baseline (`training.baseline`; `baseline` says what it predicts)
+    on the same holdout: it passes only when significantly better, i.e. the worse bound of
+    the paired test's (1 - alpha) interval of its improvement (`training.comparison`) is
+    above 0. `gates.baseline.enabled: false` records the figures and passes.
+    """
+    gate = spec.gates.baseline
+    metric = spec.evaluation.primary_metric
+    candidate = candidate_metrics.get(metric, math.nan)
+    metadata: dict[str, MetadataValue] = {
+        "metric": metric,
+        "candidate": candidate,
+        "baseline": comparison.champion,
+        "baseline_strategy": baseline,
+        "alpha": gate.alpha,
+        "lower_is_better": metric in LOWER_IS_BETTER,
+        **comparison.figures(),
+    }
+    against = (
+        f"the naive baseline ({baseline}) at {comparison.champion:.4f} on the same "
+        f"{comparison.rows:,} holdout rows"
+    )
+    if math.isnan(candidate) or math.isnan(comparison.ci_low):
+        passed = False
+        verdict = f"{metric} {candidate:.4f} or its difference to {against} is undefined"
+    else:
+        passed = bool(comparison.ci_low > 0)
+        if passed:
+            relation = "is better than"
+        elif comparison.improvement > 0:
+            relation = "is not significantly better than"
+        else:
+            relation = "is not better than"
+        verdict = (
+            f"{metric} {candidate:.4f} {relation} {against}: improvement "
+            f"{comparison.improvement:+.4f}, {comparison.confidence:.0%} CI "
+            f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}], {comparison.method} p "
+            f"{comparison.p_value:.3g}"
+        )
+    if not gate.enabled:
+        passed, verdict = True, f"not judged (gates.baseline.enabled: false): {verdict}"
+    return GateResult("baseline", passed, gate.blocking, verdict, metadata)
+
+
 def resources_gate(bundle: Path, rows: pd.DataFrame, spec: Spec) -> GateResult:
     """Latency and peak memory of `bundle` (the one that will serve), measured in a fresh
     subprocess through the server's scoring path (`training.latency`), against the spec's

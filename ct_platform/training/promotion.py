@@ -7,13 +7,19 @@ gates itself (`training.refit`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ct_platform.registry.versions import CHAMPION, release_alias
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
-from ct_platform.training.gates import GateResult, champion_regression_gate, metric_floor_gate
+from ct_platform.training.gates import (
+    GateResult,
+    baseline_gate,
+    champion_regression_gate,
+    metric_floor_gate,
+)
 
 if TYPE_CHECKING:  # heavy: the code location imports this module for its types only
     import pandas as pd
@@ -58,6 +64,23 @@ class EvaluationOutcome:
     # `champion_version` is the version scored as the champion; when it is the serving
     # champion's holdout fit standing in for it, this is the serving champion.
     stands_in_for: int | None = None
+    # The naive baseline's metrics on the same holdout (`training.baseline`).
+    baseline_metrics: dict[str, float] = field(default_factory=dict)
+    # Metric -> its 95 % confidence interval on the holdout (`comparison.metric_interval`).
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def holdout_figures(self) -> dict[str, float]:
+        """The run metrics of this evaluation: `holdout_<metric>`, its interval's bounds
+        `holdout_<metric>_ci_low` / `_ci_high` (where defined) and the naive baseline's
+        `holdout_baseline_<metric>`."""
+        intervals = {
+            f"holdout_{name}_ci_{side}": bound
+            for name, (low, high) in self.intervals.items()
+            for side, bound in (("low", low), ("high", high))
+            if math.isfinite(bound)
+        }
+        baseline = {f"holdout_baseline_{k}": v for k, v in self.baseline_metrics.items()}
+        return {f"holdout_{k}": v for k, v in self.metrics.items()} | intervals | baseline
 
     @property
     def serving_champion(self) -> int | None:
@@ -111,9 +134,12 @@ def evaluate_candidate(
     training_set: TrainingSetRef,
     spec: Spec,
 ) -> EvaluationOutcome:
-    """Score candidate and champion on the same holdout, compare them with a paired test
-    (`training.comparison`) and run the holdout gates."""
-    from ct_platform.training.comparison import compare  # scipy, sklearn: the step only
+    """Score candidate, champion and the naive baseline on the same holdout, compare the
+    candidate with each by a paired test (`training.comparison`) and run the holdout gates."""
+    from ct_platform.training.baseline import naive_baseline
+
+    # scipy, sklearn: the step only
+    from ct_platform.training.comparison import CARD_ALPHA, compare, metric_interval
     from ct_platform.training.evaluate import predict, score_predictions
     from ct_platform.training.fairness import fairness_gate
     from ct_platform.training.security import secrets_gate, training_set_pii_gate
@@ -128,10 +154,16 @@ def evaluate_candidate(
         comparison = compare(
             predictions, champion_predictions, spec.evaluation.primary_metric, regression.alpha
         )
+    primary = spec.evaluation.primary_metric
+    baseline = naive_baseline(training_set, holdout, spec)
+    against_baseline = compare(
+        predictions, baseline.predictions, primary, spec.gates.baseline.alpha
+    )
     named = _compared_name(champion)
     gates = (
         metric_floor_gate(metrics, spec, champion_metrics, named),
         champion_regression_gate(metrics, comparison, spec, named),
+        baseline_gate(metrics, against_baseline, baseline.description, spec),
         fairness_gate(candidate.model, holdout, spec),
         secrets_gate(spec, candidate.model),
         training_set_pii_gate(training_set, spec),
@@ -145,6 +177,8 @@ def evaluate_candidate(
         gates=gates,
         training_set=training_set,
         stands_in_for=champion.stands_in_for if champion else None,
+        baseline_metrics=score_predictions(baseline.predictions, spec),
+        intervals={name: metric_interval(predictions, name, CARD_ALPHA) for name in metrics},
     )
 
 

@@ -255,10 +255,7 @@ def _record(
     }
     if missing:  # a refit registered with its verdict has none (one registered before: all)
         registry.set_tags(refit.version, missing)
-    metrics = outcome.evaluation.metrics
-    registry.log_metrics(
-        refit.run_id, {f"holdout_{name}": value for name, value in metrics.items()}
-    )
+    registry.log_metrics(refit.run_id, outcome.evaluation.holdout_figures())
     record_gates(
         registry,
         refit,

@@ -167,7 +167,8 @@ def test_parity_lines_match_the_task_of_a_real_bundle(task, tmp_path):
         task == "classification"
     )
     metrics = card.split("## Metrics")[1].split("## Per-group figures")[0]
-    assert ("- **r2**: undefined on fewer than two rows" in metrics) == (task == "regression")
+    assert ("- **r2**: coefficient of determination" in metrics) == (task == "regression")
+    assert "undefined" not in metrics  # every figure shown is defined
     assert ("- **roc\\_auc**: two classes" in metrics) == (task == "classification")
 
 
@@ -179,3 +180,64 @@ def _spec_file(tmp_path, task: str):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(_synthetic_spec_dict(task, estimator, metric)))
     return path
+
+
+def test_regression_card_states_what_its_figures_are():
+    """The newcomer's version: r2 below 0 flagged, notes true for the figures shown,
+    intervals and the naive baseline next to each metric, gate figures apart."""
+    from ct_platform.governance.card import TABLE_NOTES
+    from ct_platform.training.evaluate import METRIC_DEFINITIONS
+
+    metrics = {
+        "holdout_mae": 189.1141,
+        "holdout_mae_ci_low": 183.2,
+        "holdout_mae_ci_high": 195.0,
+        "holdout_baseline_mae": 163.77,
+        "holdout_r2": -0.0719,
+        "holdout_r2_ci_low": -0.11,
+        "holdout_r2_ci_high": -0.04,
+        "holdout_baseline_r2": -0.0012,
+        "holdout_rmse": 270.5,
+        "holdout_rmse_ci_low": 255.1,
+        "holdout_rmse_ci_high": 286.0,
+        "holdout_baseline_rmse": 261.3,
+        "gate.baseline.p_value": 1e-9,
+        "gate.metric_floor.threshold": 250.0,
+    }
+    notes = {m: METRIC_DEFINITIONS[m] for m in ("mae", "rmse", "r2")}
+    markdown = render_markdown(
+        facts(metrics=metrics, metric_notes=notes, primary_metric="mae", gates=())
+    )
+    metrics_part = markdown[markdown.index("## Metrics") : markdown.index("## Per-group")]
+    assert "| holdout\\_mae | 189.1 | 183.2 to 195 | 163.8 |" in metrics_part
+    assert "| holdout\\_r2 | -0.0719 | -0.11 to -0.04 | -0.0012 |" in metrics_part
+    assert "| holdout\\_rmse | 270.5 | 255.1 to 286 | 261.3 |" in metrics_part
+    assert "not recorded" not in metrics_part
+    assert "**Warning**: holdout\\_r2 is -0.0719: the model predicts the holdout worse" in (
+        metrics_part
+    )
+    # No boilerplate contradicting the table: r2 is defined here, so no "undefined" note.
+    assert "undefined" not in metrics_part
+    assert "below 0 is worse than it" in metrics_part
+    assert "naive baseline" in metrics_part and "DummyRegressor" in metrics_part
+    for column in TABLE_NOTES:
+        assert f"- **{column}**: " in metrics_part
+    # Gate figures are not model metrics; with no gate verdict, none shows.
+    assert "gate." not in metrics_part and "baseline\\_mae" not in metrics_part
+    judged = render_markdown(
+        facts(metrics=metrics, gates=(GateLine("baseline", "fail", "mae 189.1141 is not"),))
+    )
+    gates_part = judged[judged.index("## Gates") : judged.index("## ONNX parity")]
+    assert "Figures the gates recorded:" in gates_part
+    assert "| baseline | p\\_value | 1e-09 |" in gates_part
+    assert "| metric\\_floor | threshold | 250 |" in gates_part
+
+
+def test_an_undefined_figure_says_why():
+    from ct_platform.training.evaluate import METRIC_DEFINITIONS
+
+    markdown = render_markdown(
+        facts(metrics={"holdout_r2": float("nan")}, metric_notes={"r2": METRIC_DEFINITIONS["r2"]})
+    )
+    assert "| holdout\\_r2 | undefined | not recorded |  |" in markdown
+    assert "undefined here: fewer than two rows" in markdown

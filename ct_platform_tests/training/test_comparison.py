@@ -19,9 +19,9 @@ from sklearn.metrics import (
 )
 
 from ct_platform.settings import Spec
-from ct_platform.training.comparison import PairedComparison, compare
+from ct_platform.training.comparison import PairedComparison, compare, metric_interval
 from ct_platform.training.evaluate import Predictions
-from ct_platform.training.gates import GateResult, champion_regression_gate
+from ct_platform.training.gates import GateResult, baseline_gate, champion_regression_gate
 from ct_platform_tests.training.test_gates import _with_gates
 
 ROWS = 3000
@@ -217,3 +217,53 @@ def test_scores_of_other_rows_are_refused(target: np.ndarray) -> None:
     other = scored(1 - target, 1.0, seed=0)
     with pytest.raises(ValueError, match="not scored on the same holdout rows"):
         compare(scored(target, 1.0, seed=0), other, "roc_auc", alpha=0.05)
+
+
+def test_the_baseline_gate_passes_only_a_significantly_better_model(
+    target: np.ndarray, bank_spec: Spec
+) -> None:
+    constant = np.full(ROWS, target.mean())
+    prior = Predictions(
+        target, np.zeros(ROWS, int), np.column_stack([1 - constant, constant]), CLASSES
+    )
+    what = "training class frequencies as probabilities"
+
+    chance = compare(scored(target, 0.0, 3), prior, "roc_auc", 0.05)
+    useful = compare(scored(target, 1.2, 3), prior, "roc_auc", 0.05)
+    failed = baseline_gate({"roc_auc": chance.candidate}, chance, what, bank_spec)
+    passed = baseline_gate({"roc_auc": useful.candidate}, useful, what, bank_spec)
+
+    assert chance.champion == 0.5 and not failed.passed and failed.blocking
+    assert f"better than the naive baseline ({what}) at 0.5000 on the same 3,000 holdout rows" in (
+        failed.description
+    )
+    assert passed.passed and passed.description.startswith(
+        f"roc_auc {useful.candidate:.4f} is better than the naive baseline"
+    )
+    assert passed.metadata["baseline"] == 0.5 and passed.metadata["method"] == "delong"
+    off = _with_gates(bank_spec, baseline={"enabled": False})
+    unjudged = baseline_gate({"roc_auc": chance.candidate}, chance, what, off)
+    assert unjudged.passed and unjudged.description.startswith("not judged")
+
+
+def test_metric_intervals_by_the_comparisons_methods(target: np.ndarray) -> None:
+    p = scored(target, 1.2, 4)
+    auc = roc_auc_score(target, p.proba[:, 1])
+    low, high = metric_interval(p, "roc_auc", 0.05)
+    assert low < auc < high and 0.02 < high - low < 0.1
+    # Accuracy: 1 - the misclassification rate's t interval, bounds swapped.
+    errors = (p.target != p.predicted).astype(float)
+    t = stats.ttest_1samp(errors, 0.0).confidence_interval(0.95)
+    assert metric_interval(p, "accuracy", 0.05) == pytest.approx((1 - t.high, 1 - t.low))
+    # The seeded bootstrap for the rest: the same interval on every call.
+    f1 = metric_interval(p, "f1", 0.05)
+    assert f1 == metric_interval(p, "f1", 0.05) and f1[0] < f1_score(target, p.predicted) < f1[1]
+    rng = np.random.default_rng(5)
+    truth = rng.normal(100, 20, ROWS)
+    regression = Predictions(truth, truth + rng.normal(0, 10, ROWS))
+    mae_low, mae_high = metric_interval(regression, "mae", 0.05)
+    assert mae_low < np.mean(np.abs(regression.target - regression.predicted)) < mae_high
+    r2_low, r2_high = metric_interval(regression, "r2", 0.05)
+    assert r2_low < r2_score(truth, regression.predicted) < r2_high
+    one_row = metric_interval(Predictions(truth[:1], truth[:1]), "r2", 0.05)
+    assert all(np.isnan(one_row))

@@ -38,7 +38,7 @@ from ct_platform.training.window import NoValidData, build_window
 if TYPE_CHECKING:
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
-GATES = ("metric_floor", "champion_regression", "fairness", "secrets", "pii")
+GATES = ("metric_floor", "champion_regression", "baseline", "fairness", "secrets", "pii")
 GATE_DESCRIPTIONS = {
     "metric_floor": "The primary metric on the holdout reaches the spec's floor, unless the "
     "champion is under it too on the same holdout and the candidate is better (then an alert "
@@ -46,6 +46,9 @@ GATE_DESCRIPTIONS = {
     "champion_regression": "Candidate vs champion on the same holdout by a paired test "
     "(DeLong for ROC AUC, else paired bootstrap / paired t): the spec's policy "
     "(non-inferiority within the margin, or superiority) on its confidence interval.",
+    "baseline": "Candidate vs the naive baseline (scikit-learn's DummyRegressor / "
+    "DummyClassifier, fitted on the same training rows) on the same holdout, by the same "
+    "paired test: passes only when significantly better (gates.baseline).",
     "fairness": "Demographic parity and equalized odds differences, and the primary metric's "
     "largest gap, between the groups of each sensitive column stay under the spec's bounds "
     "(fairlearn, on the holdout; small groups reported, not judged).",
