@@ -22,11 +22,12 @@ here: their launcher's run monitoring does, or they stay as Dagster shows them.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
+
+from ct_platform.processes import process_exists, started_at
 
 # The kernel boot and pid namespace whose pids a run's engine events name.
 NAMESPACE_TAG = "ct/pid_namespace"
@@ -101,21 +102,7 @@ def fail_dead_runs(instance: dg.DagsterInstance, runs: Iterable[dg.DagsterRun]) 
 
 def _alive_since(pid: int, named_at: float) -> bool:
     """Whether process `pid` exists here and started no later than `named_at`."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_exists(pid):
         return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    started = _process_start_time(pid)
+    started = started_at(pid)
     return started is None or started <= named_at + START_TOLERANCE_SECONDS
-
-
-def _process_start_time(pid: int) -> float | None:
-    """When `pid` started (seconds since the epoch) from /proc; None where /proc cannot say."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ct_platform.processes import process_exists, start_ticks
+
 LOCK_FILE = ".lock"
 # Dagster run status names of a run that may still be working (and writing).
 IN_PROGRESS = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
@@ -46,7 +48,7 @@ class Claim:
 def current_worker() -> str:
     """This process as `<host>:<pid>:<start time>`; the start time tells a reused pid apart."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+    return f"{socket.gethostname()}:{pid}:{start_ticks(pid)}"
 
 
 def worker_alive(worker: str) -> bool:
@@ -56,13 +58,7 @@ def worker_alive(worker: str) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit():
         return True  # another machine (or a malformed entry): not ours to judge
     pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    return _process_start(pid) == started
+    return process_exists(pid) and start_ticks(pid) == started
 
 
 def claim_fingerprint(
@@ -124,13 +120,3 @@ def _locked(directory: Path) -> Iterator[None]:
     with open(directory / LOCK_FILE, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield  # closing the file releases the lock (and so does the process dying)
-
-
-def _process_start(pid: int) -> str:
-    """The process start time in clock ticks since boot (Linux); "" where /proc is absent."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    # Field 22; the command name (field 2) is in parentheses and may contain spaces.
-    return stat.rsplit(")", 1)[1].split()[19]
