@@ -212,7 +212,8 @@ def build(target: str, work: Path) -> tuple[Any, Any]:
         return app, server
     import floor
 
-    model = floor.model_runner(work / "bundle" / "model.onnx", work / "rows.json")
+    # Single-row requests only, which both score with a one-thread session.
+    model = floor.model_runner(work / "bundle" / "model.onnx", work / "rows.json", 1)
     return floor.floor_app(model if target == FLOOR_ORT else None), None
 
 
