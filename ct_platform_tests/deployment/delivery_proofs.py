@@ -43,8 +43,13 @@ def progressive(spec: Spec, strategy: str, **sections: dict[str, Any]) -> Spec:
 
 def delivery_spec(spec: Spec, strategy: str, **sections: dict[str, Any]) -> Spec:
     """`spec` with `deployment.strategy`, the proofs' analysis limits and `sections`
-    (e.g. `blue_green={"rollback_window_seconds": 0}`)."""
-    limits = {"min_requests": MIN_REQUESTS, "p99_latency_ms_max": P99_LIMIT_MS}
+    (e.g. `blue_green={"rollback_window_seconds": 0}`; an `analysis` section overrides
+    the proofs' limits)."""
+    limits = {
+        "min_requests": MIN_REQUESTS,
+        "p99_latency_ms_max": P99_LIMIT_MS,
+        **sections.pop("analysis", {}),
+    }
     return progressive(spec, strategy, analysis=limits, **sections)
 
 
