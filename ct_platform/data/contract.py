@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ct_platform.settings import ColumnSpec, DatasetSpec, TargetRules
+from ct_platform.text_values import NUMBER_TEXT
 
 # Magnitudes beyond this are not measurements but overflow, unit mix-ups or filler values;
 # float32 (what ONNX serving computes in) has lost all integer precision long before.
@@ -250,12 +251,21 @@ def _parse_numeric(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd
     if pd.api.types.is_bool_dtype(series):
         values = pd.Series(np.nan, index=series.index)  # True/False is not a number here
     else:
-        values = pd.to_numeric(series, errors="coerce").astype("float64")
+        values = pd.to_numeric(series.where(_looks_numeric(series)), errors="coerce")
+        values = values.astype("float64")
     invalid = series.notna() & values.isna() & ~is_text_sentinel
     if column.type == "int":
         finite = np.isfinite(values)
         invalid |= finite & (values % 1 != 0)
     return values.where(~is_text_sentinel), invalid
+
+
+def _looks_numeric(series: pd.Series) -> pd.Series:
+    """Which values may be read as numbers: numbers, and text that spells one as the model
+    server and `ct drift` read text (`text_values.NUMBER_TEXT`; not "1_000" or "0x10")."""
+    if series.dtype != object:
+        return pd.Series(True, index=series.index)
+    return series.astype(str).str.strip().str.fullmatch(NUMBER_TEXT)
 
 
 def _parse_temporal(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series]:

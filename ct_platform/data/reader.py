@@ -2,7 +2,9 @@
 
 CSV values are read as strings: guessing types here would hide the very problems the
 contract exists to report (a stray "abc" in an int column would silently make it text).
-Only an empty field counts as missing, so "NA" or "null" in a category column stays a value.
+In every text column (CSV fields; text in Parquet) the empty field and `nan` in any case and
+sign are missing, as the model server and `ct drift` read text (`ct_platform.text_values`);
+"NA" or "null" stays a value (not a number in a numeric column, a category in a category one).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow as pa
 from ct_platform.data.landing import PARQUET_MAGIC, batch_suffix
 from ct_platform.serving.schema import repeated_names
 from ct_platform.settings import DatasetSpec
+from ct_platform.text_values import MISSING_TEXT
 
 GZIP_MAGIC = b"\x1f\x8b"
 # How many offending line numbers a field-count error quotes.
@@ -53,6 +56,22 @@ def read_batch(path: Path, dataset: DatasetSpec) -> pd.DataFrame:
         _check_field_counts(path, text, dataset.separator)
         frame = _read_csv(path, text, dataset.separator)
     check_header(path, list(frame.columns), dataset)
+    return missing_text_as_null(frame)
+
+
+def missing_text_as_null(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with missing text (`text_values.MISSING_TEXT`: "", " NaN "...) as NaN in its
+    text columns (object, string or categorical dtype); other values untouched."""
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        if not (
+            column.dtype == object or isinstance(column.dtype, pd.StringDtype | pd.CategoricalDtype)
+        ):
+            continue
+        text = column.astype(object)
+        missing = text.str.strip().str.lower().isin(MISSING_TEXT)
+        if missing.any():
+            frame.isetitem(position, text.mask(missing))
     return frame
 
 

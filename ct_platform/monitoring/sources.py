@@ -12,14 +12,15 @@ Every source becomes Arrow batches of the feature columns, typed and counted by 
   text (so a stray "abc" is counted, not a reason to fail the file), categorical ones
   dictionary-encoded; an empty field, and text reading "nan" in any case and sign, is
   missing in every column, categorical ones included, as the model server reads text
-  (`serving.schema.MISSING_TEXT`).
+  (`ct_platform.text_values`, as ingest and the server read text).
 - Frames and prediction-log records are converted column by column (`add_frame`,
   `add_records`).
 
 Typing, value for value as `monitoring.frames.typed_column` does: numeric columns become
 float64, with nulls, sentinels and empty text missing; categorical values become
 `str(value)`. Text in a numeric column is parsed by Arrow (`pyarrow.compute.cast`; a batch it
-refuses is parsed value by value against `_NUMBER`, surrounding spaces allowed); what is sent
+refuses is parsed value by value against `text_values.NUMBER_TEXT`, surrounding spaces
+allowed); what is sent
 but is not a number is counted as unparseable with examples quoted as sent
 (`NumericSummary.add_unparseable`), never silently as missing; a number too large for
 float64 as an overflow (`add_overflow`), in the server's words. Range and category violations
@@ -48,8 +49,8 @@ from ct_platform.monitoring.summaries import (
     SentText,
     Value,
 )
-from ct_platform.serving.schema import MISSING_TEXT, is_missing_text
 from ct_platform.settings import ColumnSpec, DatasetSpec
+from ct_platform.text_values import INFINITY_TEXT, MISSING_TEXT, NUMBER_TEXT, is_missing_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,11 +63,6 @@ if TYPE_CHECKING:
 BATCH_ROWS = 262_144
 # CSV text per streamed batch: about 100,000 rows of the bank data.
 CSV_BLOCK_BYTES = 16 * 1024 * 1024
-# What a number looks like as text once trimmed (what `pyarrow.compute.cast` then reads):
-# decimal or scientific notation, or inf/infinity in any case.
-_NUMBER = r"(?i)^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf|infinity)$"
-# Infinity spelled out: infinite, whereas any other text reading as infinite overflowed.
-_INFINITY_TEXT = r"(?i)^[+-]?(inf|infinity)$"
 
 
 def empty_summary(
@@ -155,8 +151,8 @@ def summarise_file(
 
 def read_columns(path: Path, dataset: DatasetSpec, names: list[str]) -> pd.DataFrame:
     """Columns `names` of a `.parquet`, `.csv` or `.csv.gz` file, valued as ingest reads them
-    (`data.reader.read_batch`: CSV fields as text, only an empty field missing; Parquet
-    typed), for `data.contract`'s rules. Only these columns are read: memory is their values.
+    (`data.reader.read_batch`: CSV fields as text, missing text as NaN; Parquet typed), for
+    `data.contract`'s rules. Only these columns are read: memory is their values.
 
     Raises `data.reader.BatchReadError` for an unreadable file.
     """
@@ -165,7 +161,7 @@ def read_columns(path: Path, dataset: DatasetSpec, names: list[str]) -> pd.DataF
     import pyarrow.parquet as pq
 
     from ct_platform.data.landing import batch_suffix
-    from ct_platform.data.reader import BatchReadError
+    from ct_platform.data.reader import BatchReadError, missing_text_as_null
 
     path = Path(path)
     try:
@@ -185,7 +181,7 @@ def read_columns(path: Path, dataset: DatasetSpec, names: list[str]) -> pd.DataF
             )
     except (pa.ArrowException, OSError) as exc:
         raise BatchReadError(path, f"not readable: {exc}") from None
-    return table.to_pandas()
+    return missing_text_as_null(table.to_pandas())
 
 
 def parquet_columns(path: Path) -> list[str]:
@@ -373,16 +369,34 @@ def add_arrow(summary: DataSummary, batch: pa.RecordBatch | pa.Table, dataset: D
             column.add_counts(_category_counts(values), len(values))
 
 
-def _missing_count(values: pa.Array) -> int:
+def _missing_count(values: pa.Array | pa.ChunkedArray) -> int:
     """Missing values as ingest counts them (`pandas.isna` of the batch as read): nulls (an
-    empty CSV field) and, in a floating-point column, NaN; a sentinel is an answer."""
+    empty CSV field), missing text (`text_values.MISSING_TEXT`) and, in a floating-point
+    column, NaN; a sentinel is an answer."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     missing = values.null_count
-    if pa.types.is_floating(values.type):
+    kind = values.type
+    if pa.types.is_floating(kind):
         missing += pc.sum(pc.is_nan(values)).as_py() or 0
+    elif pa.types.is_dictionary(kind) and _is_text(kind.value_type):
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        marked = _missing_text_mask(values.dictionary)
+        missing += pc.sum(pc.take(marked, values.indices)).as_py() or 0
+    elif _is_text(kind):
+        missing += pc.sum(_missing_text_mask(values)).as_py() or 0
     return missing
+
+
+def _missing_text_mask(text: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Which text values are missing text (`text_values.MISSING_TEXT`); null for nulls."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    trimmed = pc.utf8_lower(pc.utf8_trim_whitespace(text))
+    return pc.is_in(trimmed, value_set=pa.array(sorted(MISSING_TEXT), pa.string()))
 
 
 def _arrow_values(values: list[object]) -> pa.Array:
@@ -467,19 +481,18 @@ def _parsed_text(
     sent, text = text, pc.utf8_trim_whitespace(text)
     sentinels = [s for s in column.sentinels if isinstance(s, str)]
     missing = pc.or_kleene(
-        pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(MISSING_TEXT), pa.string())),
-        pc.is_in(text, value_set=pa.array(sentinels, pa.string())),
+        _missing_text_mask(text), pc.is_in(text, value_set=pa.array(sentinels, pa.string()))
     )
     text = pc.if_else(missing, None, text)
     try:
         numbers = pc.cast(text, pa.float64())
     except pa.ArrowInvalid:  # some value is not a number: cast only those that are
-        looks_numeric = pc.match_substring_regex(text, _NUMBER)
+        looks_numeric = pc.match_substring_regex(text, NUMBER_TEXT)
         numbers = pc.cast(pc.if_else(looks_numeric, text, None), pa.float64())
     unparseable = pc.and_kleene(pc.is_valid(text), pc.is_null(numbers))
     # A number too large for float64 reads as infinite: an overflow, not an infinity.
     overflow = pc.and_kleene(
-        pc.is_inf(numbers), pc.invert(pc.match_substring_regex(text, _INFINITY_TEXT))
+        pc.is_inf(numbers), pc.invert(pc.match_substring_regex(text, INFINITY_TEXT))
     )
     for bad, add in ((unparseable, summary.add_unparseable), (overflow, summary.add_overflow)):
         if pc.any(bad).as_py():
@@ -495,9 +508,8 @@ def _category_counts(values: pa.Array) -> dict[Value, int]:
     import pyarrow.compute as pc
 
     if pa.types.is_dictionary(values.type):
-        codes = values.indices.to_numpy(zero_copy_only=False)
-        if values.null_count:
-            codes = codes[values.is_valid().to_numpy(zero_copy_only=False)]
+        # Nulls dropped first: with them the codes would come out as float64.
+        codes = pc.drop_null(values.indices).to_numpy(zero_copy_only=False)
         counts = np.bincount(codes, minlength=len(values.dictionary))
         pairs = zip(values.dictionary.to_pylist(), counts.tolist(), strict=True)
     else:
