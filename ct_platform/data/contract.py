@@ -263,9 +263,12 @@ def _parse_numeric(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd
 def _looks_numeric(series: pd.Series) -> pd.Series:
     """Which values may be read as numbers: numbers, and text that spells one as the model
     server and `ct drift` read text (`text_values.NUMBER_TEXT`; not "1_000" or "0x10")."""
-    if series.dtype != object:
+    if pd.api.types.is_numeric_dtype(series.dtype):
         return pd.Series(True, index=series.index)
-    return series.astype(str).str.strip().str.fullmatch(NUMBER_TEXT)
+    # Judged once per distinct value: a column holds far fewer than it has rows.
+    distinct = pd.Series(series.unique(), dtype=object)
+    numeric = distinct[distinct.astype(str).str.strip().str.fullmatch(NUMBER_TEXT)]
+    return series.isin(numeric)
 
 
 def _parse_temporal(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series]:

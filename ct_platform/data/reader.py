@@ -21,9 +21,10 @@ import pyarrow as pa
 from ct_platform.data.landing import PARQUET_MAGIC, batch_suffix
 from ct_platform.serving.schema import repeated_names
 from ct_platform.settings import DatasetSpec
-from ct_platform.text_values import MISSING_TEXT
+from ct_platform.text_values import is_missing_text
 
 GZIP_MAGIC = b"\x1f\x8b"
+_TEXT_DTYPES = (pd.StringDtype, pd.CategoricalDtype)
 # How many offending line numbers a field-count error quotes.
 MAX_LINES_QUOTED = 5
 
@@ -60,18 +61,16 @@ def read_batch(path: Path, dataset: DatasetSpec) -> pd.DataFrame:
 
 
 def missing_text_as_null(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with missing text (`text_values.MISSING_TEXT`: "", " NaN "...) as NaN in its
-    text columns (object, string or categorical dtype); other values untouched."""
+    """`frame` with missing text (`text_values.is_missing_text`: "", " NaN "...) as NaN in
+    its text columns (object, string or categorical dtype); other values untouched."""
     for position in range(frame.shape[1]):
         column = frame.iloc[:, position]
-        if not (
-            column.dtype == object or isinstance(column.dtype, pd.StringDtype | pd.CategoricalDtype)
-        ):
+        if not (column.dtype == object or isinstance(column.dtype, _TEXT_DTYPES)):
             continue
-        text = column.astype(object)
-        missing = text.str.strip().str.lower().isin(MISSING_TEXT)
-        if missing.any():
-            frame.isetitem(position, text.mask(missing))
+        # Judged once per distinct value: a column holds far fewer than it has rows.
+        marked = [value for value in column.unique() if is_missing_text(value)]
+        if marked:
+            frame.isetitem(position, column.astype(object).mask(column.isin(marked)))
     return frame
 
 
