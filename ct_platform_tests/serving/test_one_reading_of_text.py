@@ -5,7 +5,8 @@ and `euribor3m` = "NaN" ("not a number"), `ct drift` counted neither as missing,
 model server's `text/csv` scored both as missing. The same cell now gets the same verdict
 from ingest (`read_batch` + `check_contract`), `ct drift` (`summarise_file`) and the server
 (real HTTP, `text/csv`): the empty field and `nan` in any case and sign are missing in every
-column; `NA`, `null`, `N/A`, `None` are values (not a number; an undeclared category).
+column; `NA`, `null`, `N/A`, `None` are values (not a number; an undeclared category), and
+`4_1`, `0x10`, non-ASCII digits are not numbers in any of the three.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ct_platform_tests.serving.conftest import ThreadedServer
 
 MISSING, NOT_A_NUMBER, UNKNOWN_CATEGORY = "missing", "not a number", "unknown category"
 MISSING_SPELLINGS = ["", "nan", "NaN", " -NaN ", "+nan"]
-VALUE_SPELLINGS = ["NA", "null", "N/A", "None", "-"]
+# Not missing, and not a number either (as Python's float() alone would read some).
+VALUE_SPELLINGS = ["NA", "null", "N/A", "None", "-", "4_1", "0x10", "\u0664\u0661"]
 COLUMNS = {"age": NOT_A_NUMBER, "euribor3m": NOT_A_NUMBER, "job": UNKNOWN_CATEGORY}
 CELLS = [
     pytest.param(
