@@ -190,7 +190,7 @@ def test_a_second_rollback_says_what_the_champion_history_holds(
         "champion history is [1] (oldest first): version 1 is the first champion it "
         "records; already rolled back from, so never gone back to: version 2 (rolled "
         f"back by carol at {rolled[0].at}: v2 misroutes calls). The champion stays "
-        "version 1\n"
+        f"version 1 (spec {BANK_SPEC}, CT_HOME {spec.paths.home})\n"
     )
     assert registry.alias_version(CHAMPION).version == 1  # type: ignore[union-attr]
     assert read_events()[-2:] == rolled
