@@ -110,12 +110,16 @@ def _raw_exchange(server: ThreadedServer, head: bytes, filler: int = 0) -> bytes
                 sent += len(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server stopped reading: its answer is waiting
-        answer = b""
-        try:
-            while data := sock.recv(65536):
-                answer += data
-        except ConnectionResetError:
-            pass
+        return _read_to_close(sock)
+
+
+def _read_to_close(sock: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while data := sock.recv(65536):
+            answer += data
+    except ConnectionResetError:
+        pass  # closed with unread bytes: the answer was read first
     return answer
 
 
@@ -146,12 +150,7 @@ def test_an_oversized_header_on_a_kept_alive_connection_gets_431(
         sock.sendall(small)
         first = sock.recv(65536)
         sock.sendall(big)
-        second = b""
-        try:
-            while data := sock.recv(65536):
-                second += data
-        except ConnectionResetError:
-            pass  # closed with unread bytes: the answer was read first
+        second = _read_to_close(sock)
     assert first.startswith(b"HTTP/1.1 200 "), first[:200]
     assert second.startswith(b"HTTP/1.1 431 "), second[:200]
 
@@ -172,16 +171,6 @@ def test_headers_sent_too_slowly_get_408_and_the_connection_closes(
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     idle = _raw_exchange(limits_server, b"")  # connected, sent nothing
     assert idle.startswith(b"HTTP/1.1 408 "), idle[:200]
-
-
-def _read_to_close(sock: socket.socket) -> bytes:
-    answer = b""
-    try:
-        while data := sock.recv(65536):
-            answer += data
-    except ConnectionResetError:
-        pass  # closed with unread bytes: the answer was read first
-    return answer
 
 
 def _read_one_answer(sock: socket.socket) -> tuple[int, bytes]:
