@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import anyio
+import orjson
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -37,7 +39,7 @@ from ct_platform.serving.hot_routes import HotRoutes, Receive, Scope, Send
 from ct_platform.serving.metrics import Metrics
 from ct_platform.serving.openapi import openapi_document
 from ct_platform.serving.platform_figures import platform_gauges
-from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
+from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch, features_json
 from ct_platform.serving.schema import (
     IGNORED_COLUMNS_HEADER,
     ContractError,
@@ -129,6 +131,8 @@ class Scored(NamedTuple):
     prediction: Prediction
     content: bytes
     request_id: str
+    # The log record's "features" of many rows, formatted while the model scored them.
+    features: orjson.Fragment | None = None
 
 
 class Server:
@@ -151,6 +155,8 @@ class Server:
         self.admin_lock = anyio.Lock()
         # Big requests scored at once (each in a worker thread); the others queue.
         self.big_requests = anyio.CapacityLimiter(config.big_request_threads)
+        # Formats a big request's log features while its worker thread waits for the model.
+        self.features_formatter = ThreadPoolExecutor(1, thread_name_prefix="log-features")
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -158,6 +164,7 @@ class Server:
         try:
             yield
         finally:
+            self.features_formatter.shutdown()
             self.prediction_log.close()
 
     # -- MLflow scoring protocol -------------------------------------------------------
@@ -300,7 +307,7 @@ class Server:
         # other requests meanwhile (ONNX Runtime and the trees' Cython loops release the
         # GIL, the Python parts share it in 5 ms slices). Few at once: they share the cores.
         async with self.big_requests:
-            return await anyio.to_thread.run_sync(score)
+            return await anyio.to_thread.run_sync(partial(score, features_beside=True))
 
     def _score(
         self,
@@ -311,10 +318,15 @@ class Server:
         content_type: str | None,
         client_id: str | None,
         new_id: str,
+        *,
+        features_beside: bool = False,
     ) -> Scored:
         """Parse, bound, score and render one request (on the loop or in a worker thread).
 
         The request id: the client's header id, else the body's own (v2 "id"), else `new_id`.
+        `features_beside`: the log record's features of many rows are formatted in the
+        formatter thread while the model scores them (a worker thread's request: ~0.25 ms
+        for 1,000 bank rows, that the loop would spend after the answer otherwise).
         """
         parsed, body_id = parse(body, content_type, served.schema)
         if parsed.n_rows > self.config.max_rows:
@@ -325,8 +337,18 @@ class Server:
                 "rows a request: split it",
             )
         request_id = client_id or (body_id and unreserved(body_id, "the body's id")) or new_id
+        features = self._features(served, parsed) if features_beside else None
         prediction = _run_model(served, parsed)
-        return Scored(parsed, prediction, render(prediction, served, request_id), request_id)
+        content = render(prediction, served, request_id)
+        formatted = None if features is None else features.result()
+        return Scored(parsed, prediction, content, request_id, formatted)
+
+    def _features(self, served: ServedModel, parsed: ParsedRows) -> Future | None:
+        """The log features of many rows being formatted in the formatter thread; None
+        for a row (logged from its plain values, `ScoredBatch.row`)."""
+        if parsed.values is not None or parsed.n_rows == 1:
+            return None
+        return self.features_formatter.submit(features_json, served.schema.names, parsed.columns)
 
     async def _shadow(
         self,
@@ -384,6 +406,7 @@ class Server:
             scored.prediction,
             seconds * 1000.0,
             row,
+            scored.features,
         )
 
     # -- feedback, metrics, OpenAPI --------------------------------------------------------
