@@ -6,12 +6,13 @@
 In-process, without sockets: the whole app through ASGI (`profile_hot_path.asgi_loop`: the
 same object uvicorn runs, a big body scored in its worker thread, the log record formatted
 after the answer), then each stage alone on the same body: parse + validate, the ONNX
-inputs + `session.run` (`model.predict`), `session.run` alone on ready inputs, the answer's
-JSON, the slot statistics, the prediction-log record. Each checkout (`--repo`, default this
-one) runs in its own process, one round at a time, the checkouts alternated round by
-round, so a busy box weighs on each alike. Prints per checkout and stage the median and
-fastest wall time of one call in ms (over every call of every round) and the CPU time of
-the process per call (ORT's intra-op threads included).
+inputs + `session.run` (`model.predict`), the answer's JSON, the prediction-log record
+(`profile_hot_path.stages`), `session.run` alone on ready inputs, the slot statistics.
+Each checkout (`--repo`, default this one) runs in its own process, one round at a time,
+the checkouts alternated round by round, so a busy box weighs on each alike. Prints per
+checkout and stage the median and fastest wall time of one call in ms (over every call
+of every round) and the CPU time of the process per call (ORT's intra-op threads
+included).
 """
 
 from __future__ import annotations
@@ -92,9 +93,11 @@ def one_round(repo: Path, bundle: Path, body_path: Path, calls: int) -> dict:
 
 
 def stages(bundle: Path, body: bytes) -> dict[str, Callable[[int], None]]:
+    """`profile_hot_path`'s stages, and `session.run` alone and the slot statistics."""
+    from profile_hot_path import stages as hot_path_stages
+
     from ct_platform.serving.bundle import load_bundle
-    from ct_platform.serving.mlflow_protocol import parse_invocation, render_predictions
-    from ct_platform.serving.prediction_log import ScoredBatch, jsonl
+    from ct_platform.serving.mlflow_protocol import parse_invocation
     from ct_platform.serving.slot_stats import SlotStats
     from ct_platform.serving.slots import ServedModel
 
@@ -105,27 +108,20 @@ def stages(bundle: Path, body: bytes) -> dict[str, Callable[[int], None]]:
     feeds = backend._feeds(parsed)
     session = backend._session
     outputs = [output.name for output in session.get_outputs()]
-    batch = ScoredBatch(
-        "id", 0.0, "stable", "1", served.schema.names, parsed.columns, prediction, 1.0
-    )
     stats = SlotStats(regression=False)
 
-    def repeat(step: Callable[[], object]) -> Callable[[int], None]:
-        def run(n: int) -> None:
-            for _ in range(n):
-                step()
+    def run_session(n: int) -> None:
+        for _ in range(n):
+            session.run(outputs, feeds)
 
-        return run
+    def count_scores(n: int) -> None:
+        for _ in range(n):
+            stats.scored("stable", "id", 0.005, prediction)
 
     return {
-        "parse + validate": repeat(
-            lambda: parse_invocation(body, "application/json", served.schema)
-        ),
-        "model.predict (ONNX inputs + ORT)": repeat(lambda: served.model.predict(parsed)),
-        "session.run alone (1 thread)": repeat(lambda: session.run(outputs, feeds)),
-        "answer JSON": repeat(lambda: render_predictions(prediction)),
-        "slot statistics": repeat(lambda: stats.scored("stable", "id", 0.005, prediction)),
-        "log record": repeat(lambda: jsonl(batch)),
+        **hot_path_stages(bundle, body),
+        "session.run alone (1 thread)": run_session,
+        "slot statistics": count_scores,
     }
 
 
