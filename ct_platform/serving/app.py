@@ -4,10 +4,11 @@ Small requests to an ONNX graph are scored inline on the event loop: a single-ro
 tens of microseconds, far less than a hop to a worker thread. Bodies over `inline_body_bytes`,
 and every request to a bundle scored by scikit-learn (milliseconds to seconds a row for a big
 ensemble), are parsed, scored and rendered in a worker thread (at most `big_request_threads`
-at once), and their log records formatted in one, so one slow request never stalls the
-others: a slow canary candidate must not hold up stable's answers; a
-request over `max_rows` rows is refused with a 413. Every prediction path reads the slot state once,
-so an admin swap never splits a request between two models (see `slots`).
+at once), their log record's features formatted meanwhile in a formatter thread, so one
+slow request never stalls the others: a slow canary candidate must not hold up stable's
+answers; a request over `max_rows` rows is refused with a 413. Every prediction path reads
+the slot state once, so an admin swap never splits a request between two models (see
+`slots`).
 """
 
 from __future__ import annotations
@@ -337,13 +338,13 @@ class Server:
                 "rows a request: split it",
             )
         request_id = client_id or (body_id and unreserved(body_id, "the body's id")) or new_id
-        features = self._features(served, parsed) if features_beside else None
+        features = self._format_features(served, parsed) if features_beside else None
         prediction = _run_model(served, parsed)
         content = render(prediction, served, request_id)
         formatted = None if features is None else features.result()
         return Scored(parsed, prediction, content, request_id, formatted)
 
-    def _features(self, served: ServedModel, parsed: ParsedRows) -> Future | None:
+    def _format_features(self, served: ServedModel, parsed: ParsedRows) -> Future | None:
         """The log features of many rows being formatted in the formatter thread; None
         for a row (logged from its plain values, `ScoredBatch.row`)."""
         if parsed.values is not None or parsed.n_rows == 1:
