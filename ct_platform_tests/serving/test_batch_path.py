@@ -83,6 +83,29 @@ def test_the_typed_reading_leaves_the_collector_as_it_found_it(
     assert (outcome is not None) == read_typed
 
 
+def test_no_collection_walks_the_rows_of_a_thousand_row_body() -> None:
+    """Its 1,000 row tuples would set the collector off (every 700 new containers) and be
+    walked by it; paused while they live, a collection that runs during the read (the
+    freed rows still counted) finds a young generation without them."""
+    names = [column.name for column in COLUMNS]
+    body = _body([[VALID[name] for name in names] for _ in range(1000)], names)
+    schema = InputSchema(COLUMNS)
+    young: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            young.append(len(gc.get_objects(generation=0)))
+
+    gc.collect()  # the count of new containers starts from 0
+    gc.callbacks.append(count)
+    try:
+        parsed = schema.from_split_body(body)
+    finally:
+        gc.callbacks.remove(count)
+    assert parsed is not None and parsed.n_rows == 1000
+    assert all(objects < 500 for objects in young), young  # the rows alone are 1,000
+
+
 def test_categories_decode_as_one_object_each() -> None:
     """A category sent 60 times is one str object in the parsed column (no new str a
     value), equal to the general reading's."""
