@@ -60,6 +60,9 @@ class ScoredBatch(NamedTuple):
     # One row parsed by the one-row path: its values as plain Python objects, schema order
     # (`ParsedRows.values`); the record is written from them, and `columns` may be empty.
     row: list[Any] | None = None
+    # A multi-row batch's "features", formatted beforehand by `features_json` from the
+    # same columns (while the model scored them); None: formatted by `jsonl`.
+    features: orjson.Fragment | None = None
 
 
 class PredictionLog:
@@ -182,11 +185,30 @@ def jsonl(batch: ScoredBatch) -> bytes:
         "ts": batch.ts,
         "slot": batch.slot,
         "model_version": batch.model_version,
-        "features": dict(zip(batch.column_names, map(_logged_column, batch.columns), strict=True)),
+        "features": (
+            _features(batch.column_names, batch.columns)
+            if batch.features is None
+            else batch.features
+        ),
         "output": _batch_output(batch.prediction),
         "latency_ms": batch.latency_ms,
     }
     return orjson.dumps(record, option=_BATCH_OPTIONS)
+
+
+def features_json(column_names: list[str], columns: list[np.ndarray]) -> orjson.Fragment:
+    """The "features" of a multi-row batch's record (`jsonl`) as JSON: `columns` (one per
+    name, n values each, as `ParsedRows.columns`) formatted the way `jsonl` formats them,
+    so that they can be formatted beforehand, e.g. in another thread while the model
+    scores them (ONNX Runtime lets go of the GIL): ~0.25 ms for 1,000 bank rows, most of
+    a record's."""
+    return orjson.Fragment(
+        orjson.dumps(_features(column_names, columns), option=orjson.OPT_SERIALIZE_NUMPY)
+    )
+
+
+def _features(column_names: list[str], columns: list[np.ndarray]) -> dict[str, Any]:
+    return dict(zip(column_names, map(_logged_column, columns), strict=True))
 
 
 def rows_in(line: bytes) -> int:
