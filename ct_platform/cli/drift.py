@@ -98,12 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `ct --help` and other subcommands never pay for numpy/pyarrow.
+    from ct_platform.cli.where import load_platform
     from ct_platform.monitoring.drift import SAMPLE_ROWS, ReferenceProfile, detect_drift
     from ct_platform.monitoring.sources import summarise_file
-    from ct_platform.settings import load_spec
 
     try:
-        spec = load_spec()
+        spec = load_platform().spec  # the running platform's column definitions
         dataset = spec.dataset
         if args.reference.suffix == ".json":
             reference = ReferenceProfile.load(args.reference)

@@ -31,9 +31,10 @@ from starlette.routing import Route as HttpRoute
 from ct_platform.serving import admin, mlflow_protocol, v2_protocol
 from ct_platform.serving.bundle import Prediction, load_bundle
 from ct_platform.serving.card import card_response
-from ct_platform.serving.config import ServerConfig
+from ct_platform.serving.config import BUSY_HEADER, ServerConfig
 from ct_platform.serving.feedback import FeedbackLog, parse_feedback
 from ct_platform.serving.hot_routes import HotRoutes, Receive, Scope, Send
+from ct_platform.serving.http_limits import capacity_note
 from ct_platform.serving.metrics import Metrics
 from ct_platform.serving.openapi import openapi_document
 from ct_platform.serving.platform_figures import platform_gauges
@@ -163,8 +164,11 @@ class Server:
     # -- MLflow scoring protocol -------------------------------------------------------
 
     async def ping(self, request: Request) -> Response:
-        # MLflow answers a bare newline as JSON; some health checkers compare bodies.
-        return Response("\n", media_type=JSON)
+        # MLflow answers a bare newline as JSON; some health checkers compare bodies. At its
+        # cap the answer stays 200 (alive) and says it is busy, for deployers to leave it be.
+        note = capacity_note(request.scope.get("state", {}), self.config.max_connections)
+        headers = {BUSY_HEADER: note} if note else None
+        return Response("\n", media_type=JSON, headers=headers)
 
     async def version(self, request: Request) -> Response:
         return Response(MLFLOW_PROTOCOL_VERSION, media_type=JSON)

@@ -21,7 +21,9 @@ request's own connection with `>=`, and idle keep-alive ones: it held 4 or fewer
 Exempt: GET and HEAD requests (health, metadata, metrics: no body to trickle, answered at
 once) and the admin API (`/admin/...`, token-guarded): a server busy at its cap still
 answers `/ping` 200 and takes a hot swap, so no deployer, watchdog or rollout mistakes
-"busy" for "dead" and restarts it.
+"busy" for "dead" and restarts it. Each request's ASGI `state` carries the requests held
+when its headers arrived (`HELD_STATE`), so `/ping` can say the server is at its cap
+(`capacity_note`, sent as `config.BUSY_HEADER`).
 Everything else is uvicorn's own code path.
 """
 
@@ -36,6 +38,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 # Requests the connection cap never refuses (see the module docstring).
 UNCAPPED_METHODS = (b"GET", b"HEAD")
 UNCAPPED_PREFIX = b"/admin/"
+# Key in a request's ASGI `state` (set while a cap applies): the requests held before it.
+HELD_STATE = "ct_requests_held"
 
 
 class _BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -88,6 +92,8 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_headers = False
         self._header_bytes = 0
         self._cancel_header_timer()
+        if self.max_connections is not None:
+            self.scope["state"][HELD_STATE] = len(self.tasks)
         if self._over_connection_cap():
             self.on_refused(503)  # answered by `_at_capacity`, unseen by the app
             self._start_request(_at_capacity(self.max_connections or 0))
@@ -233,6 +239,16 @@ def bounded_http_protocol(
             "on_refused": staticmethod(on_refused),
         },
     )
+
+
+def capacity_note(state: dict[str, Any], cap: int) -> str | None:
+    """For an exempt request (`/ping`), from its ASGI `state`: the server's words when it
+    held `cap` requests as this one arrived (a capped request would have been refused 503),
+    else None."""
+    held = state.get(HELD_STATE)
+    if held is None or held < cap:
+        return None
+    return f"holds its maximum of {cap} connections (serving.max_connections)"
 
 
 def _at_capacity(cap: int) -> Any:
