@@ -52,7 +52,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # read-only commands took tens of seconds importing them on a busy box).
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
@@ -342,10 +342,14 @@ class ModelRegistry:
         url = f"{mlflow_ui_url()}/#/experiments/{experiment_id}/runs/{run_id}/artifacts"
         return f"{url}/{artifact_path}" if artifact_path else url
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Log `metrics` (and run `tags`, e.g. how a metric was computed) in one batch."""
         timestamp = int(datetime.now(UTC).timestamp() * 1000)
         batch = [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
-        self._client.log_batch(run_id, metrics=batch)
+        run_tags = [RunTag(key, str(value)) for key, value in (tags or {}).items()]
+        self._client.log_batch(run_id, metrics=batch, tags=run_tags)
 
     def download_artifact(self, run_id: str, artifact_path: str, destination: Path) -> Path:
         """Copy one artifact of `run_id` into `destination`; its local path."""
