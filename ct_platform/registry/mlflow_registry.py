@@ -33,6 +33,7 @@ from ct_platform.registry.versions import (
     DAGSTER_RUN_TAG,
     REFIT_OF_TAG,
     ModelVersionInfo,
+    RunRecord,
 )
 from ct_platform.settings import Paths
 
@@ -140,6 +141,10 @@ def store_artifact_root(tracking_uri: str) -> Path | None:
     return Path(configured).resolve() if configured else Paths.from_env().mlflow / "artifacts"
 
 
+def _artifacts_url(experiment_id: str, run_id: str) -> str:
+    return f"{mlflow_ui_url()}/#/experiments/{experiment_id}/runs/{run_id}/artifacts"
+
+
 def mlflow_ui_url() -> str:
     """Base URL of the MLflow UI: `MLFLOW_UI_URL`, else the demo's (port `MLFLOW_PORT`)."""
     default = f"http://127.0.0.1:{os.environ.get('MLFLOW_PORT', '5000')}"
@@ -227,9 +232,15 @@ class ModelRegistry:
         found = self._client.get_model_version(self.model_name, str(version))
         return found.description or ""
 
-    def run_params(self, run_id: str) -> dict[str, str]:
-        """The parameters logged with `run_id` (spec and model parameters, as text)."""
-        return dict(self._client.get_run(run_id).data.params)
+    def run_record(self, run_id: str) -> RunRecord:
+        """`run_id`'s parameters (spec and model parameters), tags and artifact page, in one
+        read of the run."""
+        run = self._client.get_run(run_id)
+        return RunRecord(
+            params=dict(run.data.params),
+            tags=dict(run.data.tags),
+            artifacts_url=_artifacts_url(run.info.experiment_id, run_id),
+        )
 
     def alias_version(self, alias: str) -> ModelVersionInfo | None:
         """The version `alias` points at; None if unset or nothing is registered yet."""
@@ -338,8 +349,7 @@ class ModelRegistry:
 
         The route of MLflow 3's UI: `#/experiments/<id>/runs/<run>/artifacts[/<path>]`.
         """
-        experiment_id = self._client.get_run(run_id).info.experiment_id
-        url = f"{mlflow_ui_url()}/#/experiments/{experiment_id}/runs/{run_id}/artifacts"
+        url = _artifacts_url(self._client.get_run(run_id).info.experiment_id, run_id)
         return f"{url}/{artifact_path}" if artifact_path else url
 
     def log_metrics(

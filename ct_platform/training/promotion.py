@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ct_platform.registry.versions import CHAMPION, release_alias
+from ct_platform.registry.versions import CHAMPION, INTERVAL_TAG_PREFIX, release_alias
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.gates import (
@@ -31,8 +31,6 @@ GATES_PASSED_TAG = "ct.gates_passed"
 # Set on a version when it became champion: a version once promoted is never re-promoted by
 # a run resuming a killed promotion (`training.refit.promotion_pending`).
 PROMOTED_TAG = "ct.promoted_by"
-# Run tag prefix: how the named holdout metric's confidence interval was computed.
-INTERVAL_TAG_PREFIX = "ct.interval."
 
 
 class PromotionRefused(RuntimeError):
