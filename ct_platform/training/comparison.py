@@ -300,8 +300,8 @@ def _row_resampled(
     `BOOTSTRAP_RESAMPLES` while rows x resamples stay within `BOOTSTRAP_CELL_BUDGET` (and the
     statistic is vectorized), else the normal interval from the standard error of
     `SE_RESAMPLES` resamples (see `SE_RESAMPLES`)."""
-    percentile = vectorized and rows * BOOTSTRAP_RESAMPLES <= BOOTSTRAP_CELL_BUDGET
-    resamples = BOOTSTRAP_RESAMPLES if percentile else SE_RESAMPLES
+    method = _row_bootstrap_method(rows, vectorized)
+    resamples = SE_RESAMPLES if method.endswith(NORMAL_SUFFIX) else BOOTSTRAP_RESAMPLES
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     per_batch = max(1, BOOTSTRAP_CELL_BUDGET // (10 * max(rows, 1)))
     values = []
@@ -311,10 +311,12 @@ def _row_resampled(
             values.append(np.asarray(statistic(picked), dtype=float))
         else:
             values.append(np.array([statistic(one) for one in picked], dtype=float))
-    estimate = float(statistic(np.arange(rows)))
-    return _Resampled(
-        estimate, np.concatenate(values), "bootstrap" if percentile else "bootstrap" + NORMAL_SUFFIX
-    )
+    return _Resampled(float(statistic(np.arange(rows))), np.concatenate(values), method)
+
+
+def _row_bootstrap_method(rows: int, vectorized: bool) -> str:
+    within = vectorized and rows * BOOTSTRAP_RESAMPLES <= BOOTSTRAP_CELL_BUDGET
+    return "bootstrap" if within else "bootstrap" + NORMAL_SUFFIX
 
 
 def _paired_bootstrap(
@@ -416,9 +418,7 @@ def _interval_method(predictions: Predictions, metric: str) -> str:
         return "wilson" if metric == "accuracy" else "t"
     if metric in CONFUSION_METRICS:
         return "bootstrap"
-    rows = len(predictions.target)
-    within = metric in VECTORIZED and rows * BOOTSTRAP_RESAMPLES <= BOOTSTRAP_CELL_BUDGET
-    return "bootstrap" if within else "bootstrap" + NORMAL_SUFFIX
+    return _row_bootstrap_method(len(predictions.target), metric in VECTORIZED)
 
 
 def _resampled_metric(predictions: Predictions, metric: str) -> _Resampled:
