@@ -243,8 +243,11 @@ def _confusion_bootstrap(
     present, at most labels^(models + 1)). Fixed seed: the same counts on every call.
     """
     labels = np.unique(np.concatenate([target, *guesses, classes]))
-    codes = np.vstack([np.searchsorted(labels, column) for column in (target, *guesses)])
-    cells, in_cell = np.unique(codes, axis=1, return_counts=True)
+    shape = (len(labels),) * (1 + len(guesses))
+    codes = [np.searchsorted(labels, column) for column in (target, *guesses)]
+    per_cell = np.bincount(np.ravel_multi_index(codes, shape), minlength=math.prod(shape))
+    present = np.flatnonzero(per_cell)
+    cells, in_cell = np.unravel_index(present, shape), per_cell[present]
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     drawn = rng.multinomial(len(target), in_cell / in_cell.sum(), size=resamples).astype(float)
     drawn = np.vstack([in_cell[np.newaxis].astype(float), drawn])
