@@ -285,8 +285,10 @@ class ModelRegistry:
         from ct_platform.training.preparation import raw_like
 
         trusted_types = skops_types.skops_trusted_types(model)
-        raw = raw_like(train[list(model.feature_names_in_)], model)
-        sample = raw.head(SIGNATURE_SAMPLE_ROWS)
+        # Typed over the whole frame, converted on the signature's rows only: a converted
+        # copy of a 1,000,000-row window held hundreds of MB at the refit's peak.
+        features = train[list(model.feature_names_in_)]
+        sample = raw_like(features, model, head=SIGNATURE_SAMPLE_ROWS)
         common_tags = {FINGERPRINT_TAG: fingerprint, **(tags or {})}
         if dagster_run_id is not None:
             common_tags[DAGSTER_RUN_TAG] = dagster_run_id
