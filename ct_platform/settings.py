@@ -465,6 +465,10 @@ class ServingSpec(_Strict):
     # Connections held at once; a request beyond is answered 503 (GET/HEAD and /admin/ are
     # exempt: a busy server still answers /ping and takes a hot swap).
     max_connections: Annotated[int, Field(ge=2)] = 512
+    # A live server whose /ping stays silent this long is hung, and a deploy restarts it: a
+    # loaded box (or a server busy at its cap) may answer late, and a restart drops what it
+    # holds. (The watchdog asks for the repair after one silent 2 s probe.)
+    hung_after_s: Annotated[float, Field(gt=0)] = 10.0
     # Intra-op threads of the ONNX session that scores requests of 512 rows or more (at
     # most the cores the server may use); 1: one thread for every request. More cut a big
     # request's scoring but take cores from the single-row requests meanwhile.

@@ -10,9 +10,9 @@ makes them. For each target, a fresh server process, 2 s of wrk warm-up, then th
 runs of `--duration` seconds each, measured from outside the process:
 
 1. `/proc`: user and system CPU per request (`utime`, `stime`), per thread (which threads
-   work: the event loop, ORT's pool, the prediction-log writer), and voluntary and
-   involuntary context switches per request (a voluntary switch is a sleep: a wait in
-   `epoll_wait`, or a thread woken and put back to sleep);
+   work: the event loop, ORT's pool, the prediction-log writer), minor page faults per
+   request, and voluntary and involuntary context switches per request (a voluntary
+   switch is a sleep: a wait in `epoll_wait`, or a thread woken and put back to sleep);
 2. `strace -c -f` attached to the process: system calls per request, by name;
 3. `perf stat` attached to the process: task-clock, and (user space only with
    perf_event_paranoid 2) cycles, instructions (IPC), cache and branch misses per request
@@ -122,9 +122,9 @@ def probe(target: str, args: argparse.Namespace) -> dict:
 
 def proc_run(pid: int, port: int, script: Path, args: argparse.Namespace, gc_file: Path) -> dict:
     gc_before = collections(pid, gc_file)
-    before = threads(pid), switches(pid)
+    before = threads(pid), switches(pid), minor_faults(pid)
     done = wrk(port, script, args.duration, args.connections)
-    after = threads(pid), switches(pid)
+    after = threads(pid), switches(pid), minor_faults(pid)
     gc_after = collections(pid, gc_file)
     tick = os.sysconf("SC_CLK_TCK")
     per_thread = {}
@@ -142,6 +142,7 @@ def proc_run(pid: int, port: int, script: Path, args: argparse.Namespace, gc_fil
         "threads": per_thread,
         "voluntary_switches": (after[1][0] - before[1][0]) / done,
         "involuntary_switches": (after[1][1] - before[1][1]) / done,
+        "minor_faults": (after[2] - before[2]) / done,
         "gc_per_10k_requests": {
             generation: {
                 "collections": (n - gc_before[generation][0]) * 1e4 / done,
@@ -208,6 +209,13 @@ def threads(pid: int) -> dict[int, tuple[str, int, int]]:
         fields = stat[stat.rindex(")") + 2 :].split()
         found[int(task.name)] = (name, int(fields[11]), int(fields[12]))
     return found
+
+
+def minor_faults(pid: int) -> int:
+    """Minor page faults of the process so far (every thread's, `/proc/<pid>/stat`): memory
+    handed back to the kernel and touched again costs one each (a zeroed page)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[7])
 
 
 def switches(pid: int) -> tuple[int, int]:

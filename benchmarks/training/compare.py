@@ -126,6 +126,9 @@ def fresh_project(folder: Path, spec_path: Path, name: str) -> dict[str, str]:
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster")
     return {
         **os.environ,
+        # Both sides run this checkout's code: without it the venv's editable install (the
+        # main checkout) serves the script, and the job whatever the working directory holds.
+        "PYTHONPATH": str(REPO_ROOT),
         "CT_SPEC": str(spec_path),
         "CT_HOME": str(home / "ct"),
         "DAGSTER_HOME": str(home / "dagster"),

@@ -1,7 +1,8 @@
 """`ct approve VERSION --reason ...` / `ct reject VERSION --reason ...` [--by NAME].
 
-Launches the `approve_candidate` job on the platform's Dagster instance (`$DAGSTER_HOME`),
-exactly what the Launchpad does: the decision is recorded on the MLflow version and in the
+Launches the `approve_candidate` job on the platform's Dagster instance, resolved as every
+`ct` command does (`cli.where`: `DAGSTER_HOME`, else `$CT_HOME/dagster`), exactly what the
+Launchpad does: the decision is recorded on the MLflow version and in the
 audit log with who (`--by`, else $USER), when and why. An approved candidate becomes
 champion under `deployment.strategy: direct`, or `canary` under a progressive strategy (its
 rollout moves `champion` when it completes); the answer says which, read back from MLflow
@@ -10,13 +11,13 @@ the approved version's rollout starts after it ends. The bundle and endpoint fol
 automation. Decisions are final.
 
 Exit status: 0 when the decision was recorded, 1 when it was refused (the message says why),
-2 when the platform could not be reached (no DAGSTER_HOME, bad spec).
+2 when the platform could not be reached (an invalid spec, no Dagster instance where
+`DAGSTER_HOME` or its default points: the message names the folder, spec and CT_HOME).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -40,20 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from ct_platform.cli.where import dagster_home, load_platform
     from ct_platform.definitions import build_definitions
     from ct_platform.defs.governance.approval import APPROVAL_JOB
     from ct_platform.governance.audit import current_user
-    from ct_platform.settings import SpecError, load_spec
 
     command = f"ct {args.command}"
-    if not os.environ.get("DAGSTER_HOME"):
-        print(f"{command}: DAGSTER_HOME is not set: point it at the instance", file=sys.stderr)
-        return 2
     try:
-        spec = load_spec()
-    except SpecError as error:
+        platform = load_platform()  # an invalid spec is refused before anything else
+        dagster_home(platform)
+    except ValueError as error:  # SpecError, NoInstanceError
         print(f"{command}: {error}", file=sys.stderr)
         return 2
+    spec = platform.spec
     config = {
         "version": args.version,
         "decision": VERBS[args.command],

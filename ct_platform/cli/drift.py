@@ -33,12 +33,12 @@ when the data keeps the contract).
 Ingest's completeness rule (`dataset.completeness_min`: the share of non-missing values, none
 missing in a `nullable: false` column; a sentinel is an answer, not missing) is applied to
 every feature column of CURRENT, counted in the same pass, with ingest's figures and words;
-its rules on the time column and the target (`data.contract.check_time_and_target`) to those
+its rules on the time column and the target (`data.contract.TimeAndTargetRules`) to those
 of the two CURRENT holds. Every rule is listed as ok, BROKEN or not checked (with why: the
 column is absent, or the rule admits training batches, not compared files). JSON:
 `"ingest_rules": {"checked": [{rule, column, passed, message, figures}], "not_checked":
-[why]}`. REFERENCE is not held to them: it is data ingest admitted, or a profile. Only the
-time column and the target are read for them (memory: their values).
+[why]}`. REFERENCE is not held to them: it is data ingest admitted, or a profile. The time
+column and the target are streamed for them in a second pass (memory: one chunk of them).
 
 A column named like a spec column but for case or surrounding spaces ("Age", "age " for
 "age") is refused with "did you mean" (exit 2), as the model server refuses it.
@@ -98,12 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `ct --help` and other subcommands never pay for numpy/pyarrow.
+    from ct_platform.cli.where import load_platform
     from ct_platform.monitoring.drift import SAMPLE_ROWS, ReferenceProfile, detect_drift
     from ct_platform.monitoring.sources import summarise_file
-    from ct_platform.settings import load_spec
 
     try:
-        spec = load_spec()
+        spec = load_platform().spec  # the running platform's column definitions
         dataset = spec.dataset
         if args.reference.suffix == ".json":
             reference = ReferenceProfile.load(args.reference)
@@ -159,8 +159,8 @@ def _ingest_rules(path: Path, dataset: DatasetSpec, current: DataSummary) -> Ing
     """Run ingest's completeness rule on CURRENT's (`path`, summarised as `current`) feature
     columns, from the missing values counted in the same pass, and its time-column and
     target rules on the ones CURRENT holds; say which were not checked and why."""
-    from ct_platform.data.contract import check_time_and_target, completeness_rule
-    from ct_platform.monitoring.sources import read_columns
+    from ct_platform.data.contract import TimeAndTargetRules, completeness_rule
+    from ct_platform.monitoring.sources import column_chunks
 
     columns = current.other_columns
     checked = [
@@ -169,8 +169,11 @@ def _ingest_rules(path: Path, dataset: DatasetSpec, current: DataSummary) -> Ing
         if name in current.columns
     ]
     present = [name for name in (dataset.time_column, dataset.target) if name in columns]
-    if present:
-        checked += check_time_and_target(read_columns(path, dataset, present), dataset)
+    if present:  # streamed: the whole target of a 10M-row file held 900 MB as pandas reads it
+        rules = TimeAndTargetRules(dataset, present)
+        for chunk in column_chunks(path, dataset, present):
+            rules.add(chunk)
+        checked += rules.results()
     not_checked = [
         f"column '{name}', rules {rules}: the column is not in CURRENT"
         for name, rules in _rules_of_rule_columns(dataset).items()
@@ -185,7 +188,7 @@ def _ingest_rules(path: Path, dataset: DatasetSpec, current: DataSummary) -> Ing
 
 
 def _rules_of_rule_columns(dataset: DatasetSpec) -> dict[str, str]:
-    """The rules `check_time_and_target` applies, by column, as ingest names them."""
+    """The rules `TimeAndTargetRules` applies, by column, as ingest names them."""
     rules = {}
     if dataset.time_column is not None:
         rules[dataset.time_column] = "completeness, type"

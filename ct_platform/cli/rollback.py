@@ -34,23 +34,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ct_platform.cli.where import load_platform
     from ct_platform.deployment.controller import RolloutError, active_rollout
     from ct_platform.deployment.endpoint import DeploymentError
     from ct_platform.deployment.export import default_registry
     from ct_platform.governance.audit import current_user
     from ct_platform.governance.lifecycle import RollbackRefused, rollback
-    from ct_platform.settings import SpecError, load_spec
+    from ct_platform.settings import SpecError
 
     actor = args.by or current_user()
     try:
-        spec = load_spec()
+        platform = load_platform()  # an invalid spec is refused before anything else
+    except SpecError as error:
+        print(f"ct rollback: {error}", file=sys.stderr)
+        return 1
+    spec = platform.spec
+    try:
         registry = default_registry(spec)
         if active_rollout(spec) is not None:
             print(_end_rollout(spec, registry, actor, args.reason))
             return 0
         done = rollback(registry, spec, reason=args.reason, actor=actor)
-    except (RollbackRefused, SpecError, RolloutError) as error:
-        print(f"ct rollback: {error}", file=sys.stderr)
+    except (RollbackRefused, RolloutError) as error:
+        # Named: a refusal read on another platform than the running one must say so.
+        print(f"ct rollback: {error} ({platform.where()})", file=sys.stderr)
         return 1
     except DeploymentError as error:
         print(f"ct rollback: champion moved, but the deployment failed: {error}", file=sys.stderr)

@@ -10,6 +10,8 @@
 - `promote`: all traffic to the new version now; `champion` moves to it;
 - `abort`: the candidate gets no more traffic and is unloaded; `champion` stays.
 
+The spec and CT_HOME are resolved as every `ct` command does (`cli.where`); with no
+rollout there, `status` names the rollouts folder, the spec and CT_HOME it read.
 `status` asks the server first while a rollout is active: one whose server lost the
 candidate (restarted, replaced) is ended then, rolled back with that reason, as the next
 analysis would. `--reason` is recorded with the action. Exit status: 0 done, 1 the action
@@ -41,14 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ct_platform.cli.where import load_platform
     from ct_platform.deployment.controller import RolloutError
     from ct_platform.deployment.endpoint import DeploymentError
     from ct_platform.deployment.rollout import controller_for
     from ct_platform.governance.audit import current_user
-    from ct_platform.settings import load_spec
 
     try:
-        spec = load_spec()
+        platform = load_platform()  # an invalid spec is refused before anything else
+        spec = platform.spec
         if args.action == "status":
             rollout = _current(spec)
             state = None if rollout is None else rollout.summary()
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         print(json.dumps(state, indent=2, default=str))
+    elif state is None:
+        print(f"no rollout yet in {spec.paths.rollouts} ({platform.where()})")
     else:
         print(describe(state))
     return 0
@@ -162,10 +167,8 @@ def headline(state: dict[str, Any]) -> str:
     return f"{what} {ended}: version {new} was taken out of traffic; {now}"
 
 
-def describe(state: dict[str, Any] | None) -> str:
+def describe(state: dict[str, Any]) -> str:
     """A few lines for people: what rolls out, where it stands, its last analyses."""
-    if state is None:
-        return "no rollout yet"
     position = f"status {state['status']}, phase {state['phase']}, step {state['step']}"
     if state["status"] in ("running", "paused"):
         position += f", candidate traffic {100 * state['weight']:g} %"

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ct_platform.settings import Spec, SpecError, load_spec
+from ct_platform.settings import Spec, SpecError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,12 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: `ct --help` must not pay for onnxruntime, sklearn or uvicorn.
+    from ct_platform.cli.where import load_platform
     from ct_platform.serving.__main__ import BindError, run_server
     from ct_platform.serving.bundle import BundleError
     from ct_platform.serving.config import ServerConfig
 
     try:
-        spec = load_spec()
+        spec = load_platform().spec  # the running platform's spec, refused when invalid
         bundle = args.bundle or champion_bundle(spec)
     except (SpecError, LookupError) as exc:
         print(f"ct serve: {exc}", file=sys.stderr)

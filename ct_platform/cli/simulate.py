@@ -79,25 +79,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ct_platform.cli.where import load_platform
     from ct_platform.data.reader import BatchReadError
     from ct_platform.data.replay import ReplayOptions, load_source, replay
     from ct_platform.data.traffic import wait_until_answers
-    from ct_platform.settings import Paths, SpecError, load_spec, spec_path
+    from ct_platform.settings import SpecError
 
     try:
-        spec_file = spec_path()
-        spec = load_spec(spec_file)
+        platform = load_platform()  # the running platform's spec, refused when invalid
     except SpecError as exc:
         print(f"ct simulate: {exc}")
         return 2
-    source, problem = _source(args.source, spec, spec_file)
+    spec = platform.spec
+    source, problem = _source(args.source, spec, platform.spec_file)
     if problem:
         print(f"ct simulate: {problem}")
         return 2
     options = ReplayOptions(
         source=source,
         landing_dir=spec.landing_dir,
-        state_path=Paths.from_env().state / "simulate.json",
+        state_path=platform.paths.state / "simulate.json",
         batch_size=args.batch_size,
         interval=args.interval,
         max_batches=1 if args.once else args.max_batches,

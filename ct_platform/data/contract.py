@@ -9,12 +9,13 @@ When every rule passes, the result carries the cleaned frame the rest of the pla
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ct_platform.settings import ColumnSpec, DatasetSpec, TargetRules
+from ct_platform.settings import ColumnSpec, DatasetSpec
 from ct_platform.text_values import NUMBER_TEXT
 
 # Magnitudes beyond this are not measurements but overflow, unit mix-ups or filler values;
@@ -71,68 +72,48 @@ def check_contract(frame: pd.DataFrame, dataset: DatasetSpec) -> ContractResult:
     for name, column in dataset.columns.items():
         if column_counts.get(name, 0) != 1:
             continue  # missing or ambiguous: already reported by the columns rule
-        rules.extend(_column_rules(frame[name], name, column, dataset, parsed))
+        checks = ColumnRules(name, column, dataset)
+        values = checks.add(frame[name])
+        if values is not None:
+            parsed[name] = values
+        rules.extend(checks.results())
     if column_counts.get(dataset.target, 0) == 1:
-        rules.extend(_target_rules(frame[dataset.target], dataset))
+        target = TargetColumnRules(dataset)
+        target.add(frame[dataset.target])
+        rules.extend(target.results())
     result = ContractResult(rules=rules, n_rows=len(frame), clean=None)
     if result.passed:
         result.clean = _clean_frame(frame, parsed, dataset)
     return result
 
 
-def check_time_and_target(frame: pd.DataFrame, dataset: DatasetSpec) -> list[RuleResult]:
-    """Ingest's rules on the time column and the target, for those of the two `frame` holds.
+class TimeAndTargetRules:
+    """Ingest's rules on the time column and the target, for those of the two in `columns`,
+    fed a file chunk by chunk (`add`) and judged on all of it (`results`).
 
-    `frame` holds raw values as `data.reader` reads them (CSV text, empty field = missing;
-    typed Parquet), other columns are ignored. For a file that is compared rather than
-    admitted (`ct drift`'s CURRENT), whose feature columns are checked elsewhere. The results
-    are the very `RuleResult`s `check_contract` gives for these columns, in the same words.
+    For a file that is compared rather than admitted (`ct drift`'s CURRENT), whose feature
+    columns are checked elsewhere. Chunks hold raw values as `data.reader` reads the whole
+    file (CSV text, empty field = missing; typed Parquet), other columns are ignored. The
+    results are the very `RuleResult`s `check_contract` gives for these columns on the whole
+    file, in the same words; memory is the chunk in hand plus `ColumnRules`' counts.
     """
-    rules: list[RuleResult] = []
-    time_column = dataset.time_column
-    if time_column is not None and time_column in frame.columns:
-        column = dataset.columns[time_column]
-        rules.extend(_column_rules(frame[time_column], time_column, column, dataset, {}))
-    if dataset.target in frame.columns:
-        rules.extend(_target_rules(frame[dataset.target], dataset))
-    return rules
 
+    def __init__(self, dataset: DatasetSpec, columns: Collection[str]) -> None:
+        self._checks: dict[str, ColumnRules | TargetColumnRules] = {}
+        time_column = dataset.time_column
+        if time_column is not None and time_column in columns:
+            self._checks[time_column] = ColumnRules(
+                time_column, dataset.columns[time_column], dataset
+            )
+        if dataset.target in columns:
+            self._checks[dataset.target] = TargetColumnRules(dataset)
 
-def _column_rules(
-    series: pd.Series,
-    name: str,
-    column: ColumnSpec,
-    dataset: DatasetSpec,
-    parsed: dict[str, pd.Series],
-) -> list[RuleResult]:
-    """A spec column's rules; its parsed values are stored in `parsed` (for the clean frame)."""
-    # A row without its time cannot be put in order (it would sort into the holdout).
-    nullable = column.nullable and name != dataset.time_column
-    rules = [_check_completeness(series, name, nullable, dataset)]
-    if column.is_numeric:
-        values, invalid = _parse_numeric(series, column)
-        parsed[name] = values
-        rules.append(_check_type(series, name, column, invalid))
-        rules.append(_check_finite(name, values))
-        if column.min is not None or column.max is not None:
-            rules.append(_check_range(name, column.min, column.max, values, column.sentinels))
-    elif column.is_temporal:
-        times, invalid = _parse_temporal(series, column)
-        parsed[name] = times
-        rules.append(_check_type(series, name, column, invalid))
-    else:
-        rules.append(_check_categories(series, name, column))
-    return rules
+    def add(self, frame: pd.DataFrame) -> None:
+        for name, checks in self._checks.items():
+            checks.add(frame[name])
 
-
-def _target_rules(target: pd.Series, dataset: DatasetSpec) -> list[RuleResult]:
-    rules = [
-        _check_completeness(target, dataset.target, True, dataset),
-        _check_target(target, dataset),
-    ]
-    if dataset.target_rules is not None:
-        rules.append(_check_target_range(target, dataset.target, dataset.target_rules))
-    return rules
+    def results(self) -> list[RuleResult]:
+        return [rule for checks in self._checks.values() for rule in checks.results()]
 
 
 # --- table-level rules -------------------------------------------------------------------
@@ -214,13 +195,145 @@ def _check_duplicates(frame: pd.DataFrame, dataset: DatasetSpec) -> RuleResult:
 
 
 # --- column rules ------------------------------------------------------------------------
+# A column's rules count its values chunk by chunk (`add`) and judge the counts once
+# (`results`): ingest gives a batch as one chunk, `ct drift` streams a file of any size in
+# chunks, and both get the same results in the same words.
 
 
-def _check_completeness(
-    series: pd.Series, name: str, nullable: bool, dataset: DatasetSpec
-) -> RuleResult:
-    # A sentinel (pdays=999) is a recorded answer, so it counts as present here.
-    return completeness_rule(name, len(series), int(series.isna().sum()), nullable, dataset)
+class ColumnRules:
+    """Ingest's rules on one spec column: completeness; type, finite and range for a number;
+    type for a date or time; categories for a category.
+
+    Memory is a few counts, MAX_EXAMPLES examples per rule and, for a category, the count of
+    each distinct value: never the rows.
+    """
+
+    def __init__(self, name: str, column: ColumnSpec, dataset: DatasetSpec) -> None:
+        self.name, self.column, self.dataset = name, column, dataset
+        self.completeness = _Completeness()
+        self.type = _Invalid()
+        self.finite = _Finite()
+        self.range = _Range(column.min, column.max, column.sentinels)
+        self.value_counts: dict[str, int] = {}  # a category's present values, as text
+
+    def add(self, series: pd.Series) -> pd.Series | None:
+        """Count a chunk of the column's raw values. Returns them parsed for the cleaned
+        frame: float64 (NaN for missing and invalid) for a number, datetime64 for a date or
+        time; None for a category."""
+        self.completeness.add(series)
+        if self.column.is_numeric:
+            values, invalid = _parse_numeric(series, self.column)
+            self.type.add(series, invalid)
+            self.finite.add(values)
+            self.range.add(values)
+            return values
+        if self.column.is_temporal:
+            times, invalid = _parse_temporal(series, self.column)
+            self.type.add(series, invalid)
+            return times
+        for value, count in series.dropna().astype(str).value_counts().items():
+            self.value_counts[value] = self.value_counts.get(value, 0) + int(count)
+        return None
+
+    def results(self) -> list[RuleResult]:
+        name, column = self.name, self.column
+        # A row without its time cannot be put in order (it would sort into the holdout).
+        nullable = column.nullable and name != self.dataset.time_column
+        rules = [self.completeness.result(name, nullable, self.dataset)]
+        if column.is_numeric:
+            rules.append(self.type.type_rule(name, column))
+            rules.append(self.finite.result(name))
+            if column.min is not None or column.max is not None:
+                rules.append(self.range.result("range", name))
+        elif column.is_temporal:
+            rules.append(self.type.type_rule(name, column))
+        else:
+            rules.append(_categories_rule(name, column, self.value_counts))
+        return rules
+
+
+class TargetColumnRules:
+    """Ingest's rules on the target: completeness, labels (or finite numbers for a
+    regression) and, given `target_rules`, its range. Counted chunk by chunk like
+    `ColumnRules`; a classification target also keeps its distinct labels (as text)."""
+
+    def __init__(self, dataset: DatasetSpec) -> None:
+        self.dataset = dataset
+        self.completeness = _Completeness()
+        self.invalid = _Invalid()  # among the present values
+        self.labels: set[str] = set()
+        rules = dataset.target_rules
+        self.range = _Range(
+            None if rules is None else rules.min, None if rules is None else rules.max
+        )
+
+    def add(self, series: pd.Series) -> None:
+        """Count a chunk of the target's raw values."""
+        self.completeness.add(series)
+        present = series.dropna()
+        if self.dataset.task == "regression":
+            values = pd.to_numeric(present, errors="coerce")
+            self.invalid.add(present, values.isna() | np.isinf(values))
+        else:
+            self.invalid.add(present, ~_label_mask(present, self.dataset.target_labels))
+            # Distinct integers (booleans) are distinct texts: text of the distinct values
+            # only (of each of 10M values, it was 2 s of CPU).
+            distinct = present.unique() if present.dtype.kind in "iub" else present
+            self.labels.update(pd.Series(distinct).astype(str).unique())
+        if self.dataset.target_rules is not None:
+            self.range.add(pd.to_numeric(series, errors="coerce").astype("float64"))
+
+    def results(self) -> list[RuleResult]:
+        name = self.dataset.target
+        rules = [self.completeness.result(name, True, self.dataset), self._target_rule()]
+        if self.dataset.target_rules is not None:
+            rules.append(self.range.result("target_range", name))
+        return rules
+
+    def _target_rule(self) -> RuleResult:
+        name, invalid = self.dataset.target, self.invalid
+        if invalid.n_rows == 0:
+            return RuleResult(
+                "target", name, False, f"target '{name}' is missing in every row", {"n_present": 0}
+            )
+        if self.dataset.task == "regression":
+            expected = "finite numbers"
+        else:
+            labels = self.dataset.target_labels
+            expected = f"labels {labels}" if labels else "labels"
+        listed = invalid.listed()
+        figures: Figures = {
+            "n_present": invalid.n_rows,
+            "n_invalid": invalid.n_invalid,
+            "invalid": listed,
+        }
+        # A regression target's values are not classes: counting its distinct values would
+        # keep every value of a streamed file.
+        if self.dataset.task != "regression":
+            figures["n_classes"] = len(self.labels)
+        return RuleResult(
+            "target",
+            name,
+            invalid.n_invalid == 0,
+            f"{invalid.n_invalid} target values are not {expected}: {listed}"
+            if invalid.n_invalid
+            else f"{invalid.n_rows} target values, all {expected}",
+            figures,
+        )
+
+
+@dataclass
+class _Completeness:
+    n_rows: int = 0
+    n_missing: int = 0
+
+    def add(self, series: pd.Series) -> None:
+        # A sentinel (pdays=999) is a recorded answer, so it counts as present here.
+        self.n_rows += len(series)
+        self.n_missing += int(series.isna().sum())
+
+    def result(self, name: str, nullable: bool, dataset: DatasetSpec) -> RuleResult:
+        return completeness_rule(name, self.n_rows, self.n_missing, nullable, dataset)
 
 
 def completeness_rule(
@@ -242,6 +355,44 @@ def completeness_rule(
         f"{share:.1%} non-missing, {n_missing} missing ({limit})",
         {"non_missing_share": share, "n_missing": n_missing, "min": dataset.completeness_min},
     )
+
+
+@dataclass
+class _Invalid:
+    """Values that break a rule: how many among how many, and the first MAX_EXAMPLES
+    distinct ones as text, first seen first."""
+
+    n_rows: int = 0
+    n_invalid: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, raw: pd.Series, invalid: pd.Series) -> None:
+        self.n_rows += len(raw)
+        self.n_invalid += int(invalid.sum())
+        _keep_first(self.examples, raw[invalid].astype(str).unique())
+
+    def listed(self) -> str:
+        return ", ".join(repr(value) for value in self.examples)
+
+    def type_rule(self, name: str, column: ColumnSpec) -> RuleResult:
+        share = self.n_invalid / self.n_rows if self.n_rows else 0.0
+        kind = _type_phrase(column)
+        examples = self.listed()
+        return RuleResult(
+            "type",
+            name,
+            self.n_invalid == 0,
+            f"{self.n_invalid} values ({share:.2%}) are not {kind}: {examples}"
+            if self.n_invalid
+            else f"all values are {kind}",
+            {
+                "n_invalid": self.n_invalid,
+                "invalid_share": share,
+                "declared": column.type,
+                "examples": examples,
+                **({"format": column.format} if column.format else {}),
+            },
+        )
 
 
 def _parse_numeric(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series]:
@@ -290,141 +441,118 @@ def _type_phrase(column: ColumnSpec) -> str:
     return "an integer" if column.type == "int" else "a number"
 
 
-def _check_type(raw: pd.Series, name: str, column: ColumnSpec, invalid: pd.Series) -> RuleResult:
-    n_invalid = int(invalid.sum())
-    share = n_invalid / len(raw) if len(raw) else 0.0
-    kind = _type_phrase(column)
-    examples = ", ".join(repr(v) for v in raw[invalid].astype(str).unique()[:MAX_EXAMPLES])
-    return RuleResult(
-        "type",
-        name,
-        n_invalid == 0,
-        f"{n_invalid} values ({share:.2%}) are not {kind}: {examples}"
-        if n_invalid
-        else f"all values are {kind}",
-        {
-            "n_invalid": n_invalid,
-            "invalid_share": share,
-            "declared": column.type,
-            "examples": examples,
-            **({"format": column.format} if column.format else {}),
-        },
-    )
+@dataclass
+class _Finite:
+    n_infinite: int = 0
+    n_absurd: int = 0
+    max_abs: float | None = None  # of the finite values
+
+    def add(self, values: pd.Series) -> None:
+        self.n_infinite += int(np.isinf(values).sum())
+        magnitudes = values[np.isfinite(values)].abs()
+        self.n_absurd += int((magnitudes > ABSURD_MAGNITUDE).sum())
+        if len(magnitudes):
+            largest = float(magnitudes.max())
+            self.max_abs = largest if self.max_abs is None else max(self.max_abs, largest)
+
+    def result(self, name: str) -> RuleResult:
+        passed = self.n_infinite == 0 and self.n_absurd == 0
+        return RuleResult(
+            "finite",
+            name,
+            passed,
+            "all values finite and plausible"
+            if passed
+            else f"{self.n_infinite} infinite values, {self.n_absurd} beyond ±{ABSURD_MAGNITUDE:g}",
+            {
+                "n_infinite": self.n_infinite,
+                "n_absurd": self.n_absurd,
+                "max_abs": "n/a" if self.max_abs is None else self.max_abs,
+            },
+        )
 
 
-def _check_finite(name: str, values: pd.Series) -> RuleResult:
-    n_infinite = int(np.isinf(values).sum())
-    n_absurd = int((np.isfinite(values) & (values.abs() > ABSURD_MAGNITUDE)).sum())
-    passed = n_infinite == 0 and n_absurd == 0
-    return RuleResult(
-        "finite",
-        name,
-        passed,
-        "all values finite and plausible"
-        if passed
-        else f"{n_infinite} infinite values, {n_absurd} beyond ±{ABSURD_MAGNITUDE:g}",
-        {"n_infinite": n_infinite, "n_absurd": n_absurd, "max_abs": _max_abs(values)},
-    )
+class _Range:
+    """Numbers outside [low, high] (sentinels and missing values aside): how many, the first
+    MAX_EXAMPLES distinct ones, and the lowest and highest number seen."""
 
+    def __init__(
+        self, low: float | None, high: float | None, sentinels: list[float | str] | None = None
+    ) -> None:
+        self.low, self.high = low, high
+        self.sentinels = [float(s) for s in sentinels or [] if not isinstance(s, str)]
+        self.n_outside = 0
+        self.examples: list[float] = []
+        self.seen: tuple[float, float] | None = None
 
-def _check_range(
-    name: str,
-    low: float | None,
-    high: float | None,
-    values: pd.Series,
-    sentinels: list[float | str] | None = None,
-) -> RuleResult:
-    numeric_sentinels = [float(s) for s in sentinels or [] if not isinstance(s, str)]
-    checked = values[values.notna() & ~values.isin(numeric_sentinels)]
-    below = checked < (-np.inf if low is None else low)
-    outside = checked[below | (checked > (np.inf if high is None else high))]
-    seen_min = float(checked.min()) if len(checked) else float("nan")
-    seen_max = float(checked.max()) if len(checked) else float("nan")
-    examples = ", ".join(f"{value:g}" for value in outside.unique()[:MAX_EXAMPLES])
-    bounds = f"[{_bound(low)}, {_bound(high)}]"
-    message = f"{len(outside)} values outside {bounds}"
-    if len(outside):
-        message += f" (e.g. {examples})"
-    return RuleResult(
-        "range",
-        name,
-        outside.empty,
-        f"{message}; seen [{seen_min:g}, {seen_max:g}]",
-        {
-            "n_out_of_range": len(outside),
-            "examples": examples,
-            "min_seen": _json_float(seen_min),
-            "max_seen": _json_float(seen_max),
-            "min": _json_float(low),
-            "max": _json_float(high),
-        },
-    )
+    def add(self, values: pd.Series) -> None:
+        checked = values[values.notna() & ~values.isin(self.sentinels)]
+        below = checked < (-np.inf if self.low is None else self.low)
+        outside = checked[below | (checked > (np.inf if self.high is None else self.high))]
+        self.n_outside += len(outside)
+        _keep_first(self.examples, outside.unique())
+        if len(checked):
+            low, high = float(checked.min()), float(checked.max())
+            if self.seen is not None:
+                low, high = min(low, self.seen[0]), max(high, self.seen[1])
+            self.seen = (low, high)
+
+    def result(self, rule: str, name: str) -> RuleResult:
+        seen_min, seen_max = self.seen or (float("nan"), float("nan"))
+        examples = ", ".join(f"{value:g}" for value in self.examples)
+        message = f"{self.n_outside} values outside [{_bound(self.low)}, {_bound(self.high)}]"
+        if self.n_outside:
+            message += f" (e.g. {examples})"
+        return RuleResult(
+            rule,
+            name,
+            self.n_outside == 0,
+            f"{message}; seen [{seen_min:g}, {seen_max:g}]",
+            {
+                "n_out_of_range": self.n_outside,
+                "examples": examples,
+                "min_seen": _json_float(seen_min),
+                "max_seen": _json_float(seen_max),
+                "min": _json_float(self.low),
+                "max": _json_float(self.high),
+            },
+        )
 
 
 def _bound(value: float | None) -> str:
     return "unbounded" if value is None else f"{value:g}"
 
 
-def _check_categories(series: pd.Series, name: str, column: ColumnSpec) -> RuleResult:
-    present = series.dropna().astype(str)
+def _categories_rule(name: str, column: ColumnSpec, counts: dict[str, int]) -> RuleResult:
+    """The categories rule on a column's present values, counted by value (as text)."""
     if column.categories is None:
         return RuleResult(
-            "categories",
-            name,
-            True,
-            "no category list declared",
-            {"n_distinct": int(present.nunique())},
+            "categories", name, True, "no category list declared", {"n_distinct": len(counts)}
         )
-    unknown = present[~present.isin(column.categories)]
-    counts = unknown.value_counts()
-    listed = ", ".join(f"{value!r} ({count})" for value, count in counts.head(MAX_EXAMPLES).items())
+    allowed = set(column.categories)
+    unknown = {value: count for value, count in counts.items() if value not in allowed}
+    # Most frequent first; ties in the order counted (one chunk: pandas' value_counts order).
+    frequent = sorted(unknown.items(), key=lambda item: -item[1])
+    n_unknown = sum(unknown.values())
+    listed = ", ".join(f"{value!r} ({count})" for value, count in frequent[:MAX_EXAMPLES])
     return RuleResult(
         "categories",
         name,
-        counts.empty,
-        f"{len(unknown)} values outside the declared categories: {listed}"
-        if len(unknown)
+        not unknown,
+        f"{n_unknown} values outside the declared categories: {listed}"
+        if n_unknown
         else "all values are declared categories",
-        {"n_unknown": len(unknown), "n_distinct_unknown": len(counts), "unknown": listed},
+        {"n_unknown": n_unknown, "n_distinct_unknown": len(unknown), "unknown": listed},
     )
 
 
-def _check_target(series: pd.Series, dataset: DatasetSpec) -> RuleResult:
-    name = dataset.target
-    present = series.dropna()
-    if present.empty:
-        return RuleResult(
-            "target", name, False, f"target '{name}' is missing in every row", {"n_present": 0}
-        )
-    if dataset.task == "regression":
-        values = pd.to_numeric(present, errors="coerce")
-        bad = present[values.isna() | np.isinf(values)]
-        expected = "finite numbers"
-    else:
-        bad = present[~_label_mask(present, dataset.target_labels)]
-        expected = f"labels {dataset.target_labels}" if dataset.target_labels else "labels"
-    listed = ", ".join(repr(v) for v in bad.astype(str).unique()[:MAX_EXAMPLES])
-    return RuleResult(
-        "target",
-        name,
-        bad.empty,
-        f"{len(bad)} target values are not {expected}: {listed}"
-        if len(bad)
-        else f"{len(present)} target values, all {expected}",
-        {
-            "n_present": len(present),
-            "n_invalid": len(bad),
-            "invalid": listed,
-            "n_classes": int(present.astype(str).nunique()),
-        },
-    )
-
-
-def _check_target_range(series: pd.Series, name: str, rules: TargetRules) -> RuleResult:
-    """The spec's `target_rules` range on a regression target (non-numbers: the target rule)."""
-    values = pd.to_numeric(series, errors="coerce").astype("float64")
-    result = _check_range(name, rules.min, rules.max, values)
-    return RuleResult("target_range", name, result.passed, result.message, result.figures)
+def _keep_first(kept: list, values: Iterable) -> None:
+    """Add to `kept` the values not in it yet, in order, until it holds MAX_EXAMPLES."""
+    for value in values:
+        if len(kept) >= MAX_EXAMPLES:
+            return
+        if value not in kept:
+            kept.append(value)
 
 
 def _label_mask(values: pd.Series, labels: list[int | str] | None) -> pd.Series:
@@ -474,11 +602,6 @@ def _clean_target(target: pd.Series, dataset: DatasetSpec) -> pd.Series:
 
 
 # --- figures helpers ---------------------------------------------------------------------
-
-
-def _max_abs(values: pd.Series) -> float | str:
-    finite = values[np.isfinite(values)]
-    return float(finite.abs().max()) if len(finite) else "n/a"
 
 
 def _json_float(value: float | None) -> float | str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from ct_platform.serving.config import BUSY_HEADER
 from ct_platform.settings import ServingSpec
 
 
@@ -46,7 +47,7 @@ class EndpointStatus:
     healthy: bool
     # Target-specific, human-readable: "pid 4242", "container 1a2b3c (healthy)".
     detail: str
-    # Alive but refusing for load (/ping answered 429 or 503): shown, never restarted.
+    # Alive but at its limit (`Health.BUSY`): shown, never restarted.
     busy: bool = False
 
 
@@ -86,8 +87,8 @@ class Health(Enum):
     """What GET /ping says of a server."""
 
     READY = "ready"  # 200: up, a model loaded
-    # 429 or 503: alive but refusing for load (a proxy's, an older server's connection cap;
-    # ours exempts /ping). Alive: a restart would drop every request it holds.
+    # Alive but at its limit: our server at its connection cap (200 with `BUSY_HEADER`),
+    # or 429/503 (a proxy's, an older server's cap). A restart would drop what it holds.
     BUSY = "busy"
     DOWN = "down"  # no answer, or another answer: not a server of ours that is up
 
@@ -100,30 +101,52 @@ class Health(Enum):
 BUSY_STATUSES = frozenset({429, 503})
 
 
-def probe(url: str, *, timeout: float = 2.0) -> Health:
-    """GET /ping, read as ready (200), busy (429/503) or down (no answer, anything else)."""
+@dataclass(frozen=True)
+class Ping:
+    """One GET /ping: its HTTP status (None: no answer), the health read from it and, when
+    busy, why (the server's words, or the status)."""
+
+    status: int | None
+    health: Health
+    busy_because: str = ""
+
+
+def ping(url: str, *, timeout: float = 2.0) -> Ping:
+    """GET /ping, read as ready (200), busy (200 with `BUSY_HEADER`, or 429/503) or down
+    (no answer within `timeout` seconds, anything else)."""
     try:
-        status = httpx.get(f"{url}/ping", timeout=timeout).status_code
+        response = httpx.get(f"{url}/ping", timeout=timeout)
     except httpx.HTTPError:
-        return Health.DOWN
-    if status == 200:
-        return Health.READY
-    return Health.BUSY if status in BUSY_STATUSES else Health.DOWN
+        return Ping(None, Health.DOWN)
+    status = response.status_code
+    if status in BUSY_STATUSES:
+        return Ping(status, Health.BUSY, f"/ping answered {status}")
+    if status != 200:
+        return Ping(status, Health.DOWN)
+    note = response.headers.get(BUSY_HEADER)
+    return Ping(status, Health.BUSY, note) if note else Ping(status, Health.READY)
+
+
+def probe(url: str, *, timeout: float = 2.0) -> Health:
+    """The health one GET /ping reads (`ping`)."""
+    return ping(url, timeout=timeout).health
 
 
 def is_healthy(url: str, *, timeout: float = 2.0) -> bool:
-    """GET /ping answers 200: the server is up and has a model loaded."""
-    return probe(url, timeout=timeout) is Health.READY
+    """GET /ping answers 200: the server is up and has a model loaded (busy at its cap,
+    too: it says so on a 200)."""
+    return ping(url, timeout=timeout).status == 200
 
 
 def probed_status(endpoint: Endpoint, where: str) -> EndpointStatus:
     """`endpoint`'s status from one /ping; `where` names the server ("pid 4242")."""
-    health = probe(endpoint.url)
+    answer = ping(endpoint.url)
     words = {
         Health.READY: "ready",
-        Health.BUSY: "busy: /ping answered 429/503 (alive, overloaded; not restarted)",
+        Health.BUSY: f"busy: {answer.busy_because} (alive, overloaded; not restarted)",
         Health.DOWN: "not ready",
     }
+    health = answer.health
     return EndpointStatus(
         endpoint, health.alive, f"{where}, {words[health]}", busy=health is Health.BUSY
     )

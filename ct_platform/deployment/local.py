@@ -8,8 +8,9 @@ later deploy needs to find it again lives in `$CT_HOME/deployments/`: `local.pid
 A deploy onto a live, healthy server hot-swaps through the admin API (load the new bundle
 as candidate, then promote it): the port never closes and no request fails. A server that
 is gone (pid dead, a zombie, or killed and not yet exited) or hung (pid alive, /ping silent
-for `HUNG_AFTER_S`) is replaced by a fresh process; so is one whose admin API refuses our
-token (started by hand with another one). A server answering /ping 429/503 is busy, alive:
+for `serving.hung_after_s`) is replaced by a fresh process; so is one whose admin API refuses our
+token (started by hand with another one). A server at its connection cap (/ping 200 with
+`x-ct-busy`) or answering /ping 429/503 is busy, alive:
 swapped into, never restarted (a restart would drop every request it holds).
 
 A server recorded as running (live pid) keeps its address: every deploy talks to the URL in
@@ -48,9 +49,6 @@ from ct_platform.settings import Spec
 # Generous: importing scikit-learn + onnxruntime takes seconds on a busy 2-core machine.
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
-# A live process is hung only if /ping stays silent this long: a loaded box (or a server
-# busy at its cap) may answer the first, 2 s probe late, and a restart drops its requests.
-HUNG_AFTER_S = 10.0
 SERVER_MODULE = "ct_platform.serving"
 # include/linux/sched.h: the task is getting shut down.
 PF_EXITING = 0x4
@@ -105,7 +103,7 @@ class LocalTarget:
                 url,
                 self._serving.port,
             )
-        if pid is not None and _alive(url):
+        if pid is not None and _alive(url, self._serving.hung_after_s):
             try:
                 self._admin(url).swap_in(bundle_dir)
             except AdminAuthError:
@@ -280,6 +278,7 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _alive(url: str) -> bool:
-    """The server answers /ping, ready or busy (never restart it), within `HUNG_AFTER_S`."""
-    return probe(url).alive or probe(url, timeout=HUNG_AFTER_S).alive
+def _alive(url: str, hung_after_s: float) -> bool:
+    """The server answers /ping, ready or busy (never restart it), within `hung_after_s`
+    seconds: a first, 2 s probe, then one as long (a loaded box may answer late)."""
+    return probe(url).alive or probe(url, timeout=hung_after_s).alive

@@ -70,13 +70,17 @@ class CandidateRejected(NotApproved):
         )
 
 
-def decision_tags(registry: ModelRegistry, info: ModelVersionInfo) -> dict[str, str]:
-    """The approval tags that apply to `info`: its own, else those of the version it refits."""
+def decision_tags(
+    registry: ModelRegistry, info: ModelVersionInfo, refitted: ModelVersionInfo | None = None
+) -> dict[str, str]:
+    """The approval tags that apply to `info`: its own, else those of the version it refits
+    (`refitted`, when the caller has read it already; else read here)."""
     if APPROVAL_TAG in info.tags and info.tags[APPROVAL_TAG] != PENDING:
         return info.tags
     refit_of = info.tags.get(REFIT_OF_TAG)
     if refit_of:
-        original = registry.version(int(refit_of)).tags
+        found = refitted if refitted and refitted.version == int(refit_of) else None
+        original = (found or registry.version(int(refit_of))).tags
         if original.get(APPROVAL_TAG, PENDING) != PENDING:
             return original
     return info.tags

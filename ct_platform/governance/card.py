@@ -29,7 +29,7 @@ from ct_platform.governance.approval import (
     REFIT_OF_TAG,
     decision_tags,
 )
-from ct_platform.registry.versions import DAGSTER_RUN_TAG
+from ct_platform.registry.versions import DAGSTER_RUN_TAG, INTERVAL_TAG_PREFIX
 from ct_platform.settings import Paths, Spec
 
 if TYPE_CHECKING:
@@ -59,9 +59,14 @@ GATE_METRIC_PREFIX = "gate."
 BASELINE_PREFIX = "holdout_baseline_"
 # How the table's other columns were computed (`training.comparison`, `training.baseline`).
 TABLE_NOTES = {
-    "95 % confidence interval": "over the holdout rows: DeLong's variance for two-class "
-    "roc_auc (normal interval), a t interval on the per-row losses for mae and accuracy, "
-    "else a percentile bootstrap (1,000 resamples, fixed seed)",
+    "95 % confidence interval": "over the holdout rows, by the method named beside it: delong "
+    "(DeLong's variance, normal interval: two-class roc_auc), wilson (Wilson's score "
+    "interval for a proportion: accuracy), t (t interval on the absolute errors: mae), "
+    "bootstrap (percentile bootstrap, 1,000 resamples, fixed seed; for f1 and "
+    "balanced_accuracy drawn as confusion-matrix counts, which is resampling the rows), "
+    "bootstrap_normal (the value +- 1.96 x the standard error of 200 bootstrap resamples, "
+    "whose Monte Carlo error is about 5 %: rmse and r2 beyond 20,000 holdout rows, "
+    "multi-class roc_auc)",
     "naive baseline": "scikit-learn's DummyRegressor / DummyClassifier fitted on the same "
     "training rows (median for mae, mean for rmse and r2, class frequencies for roc_auc, the "
     "positive class for two-class f1, else the most frequent class), scored on the same "
@@ -115,6 +120,8 @@ class CardFacts:
     onnx: str = ""
     # Metric -> how it was computed, for the spec's task (`evaluate.METRIC_DEFINITIONS`).
     metric_notes: dict[str, str] = field(default_factory=dict)
+    # Run metric (`holdout_<metric>`) -> how its confidence interval was computed.
+    interval_methods: dict[str, str] = field(default_factory=dict)
 
 
 def gather_facts(
@@ -126,6 +133,8 @@ def gather_facts(
 ) -> CardFacts:
     """Read `version`'s own records (and `bundle`'s parity, when it was exported)."""
     info = registry.version(version)
+    holdout_fit = registry.version(int(info.tags[REFIT_OF_TAG])) if info.is_refit else None
+    run = registry.run_record(info.run_id)
     return CardFacts(
         model=info.name,
         version=info.version,
@@ -133,18 +142,23 @@ def gather_facts(
         created_at=info.created_at.isoformat(timespec="seconds"),
         aliases=tuple(info.aliases),
         tags=info.tags,
-        metrics=_own_and_holdout_metrics(registry, info),
-        params=registry.run_params(info.run_id),
+        metrics=_own_and_holdout_metrics(info, holdout_fit),
+        params=run.params,
         window=_data_window(info, spec, paths),
         gates=_gate_lines(info.tags, registry.version_description(version)),
-        approval=decision_tags(registry, info),
+        approval=decision_tags(registry, info, holdout_fit),
         intended_use=spec.model.intended_use or "Not stated in the spec (model.intended_use).",
         limitations=spec.model.limitations or "Not stated in the spec (model.limitations).",
         primary_metric=spec.evaluation.primary_metric,
-        mlflow_run_url=registry.artifact_view_url(info.run_id),
+        mlflow_run_url=run.artifacts_url,
         parity=_parity(bundle),
         metric_notes=_metric_notes(spec),
         onnx=_onnx(bundle),
+        interval_methods={
+            key.removeprefix(INTERVAL_TAG_PREFIX): method
+            for key, method in run.tags.items()
+            if key.startswith(INTERVAL_TAG_PREFIX)
+        },
     )
 
 
@@ -189,7 +203,11 @@ def card_files(facts: CardFacts) -> dict[str, bytes]:
 
 def card_directory(info: ModelVersionInfo, paths: Paths | None = None) -> Path:
     """`<CT_HOME>/cards/<model>-v<version>/`: where a version's card files are written."""
-    return (paths or Paths.from_env()).home / "cards" / f"{info.name}-v{info.version}"
+    return _card_directory(info.name, info.version, paths or Paths.from_env())
+
+
+def _card_directory(model: str, version: int, paths: Paths) -> Path:
+    return paths.home / "cards" / f"{model}-v{version}"
 
 
 def record_bundle_verdict(
@@ -229,25 +247,24 @@ def write_card(
     paths = Paths.from_env()
     facts = gather_facts(registry, version, spec, paths, bundle)
     files = card_files(facts)
-    info = registry.version(version)
-    directory = directory or card_directory(info, paths)
+    directory = directory or _card_directory(facts.model, facts.version, paths)
     directory.mkdir(parents=True, exist_ok=True)
-    run_id = info.run_id
     for name, content in files.items():
         write_atomically(directory / name, content)
-        registry.log_artifact(run_id, directory / name, CARD_ARTIFACT_DIR)
+        registry.log_artifact(facts.run_id, directory / name, CARD_ARTIFACT_DIR)
     return files
 
 
 # --- gathering --------------------------------------------------------------------------
 
 
-def _own_and_holdout_metrics(registry: ModelRegistry, info: ModelVersionInfo) -> dict[str, float]:
+def _own_and_holdout_metrics(
+    info: ModelVersionInfo, holdout_fit: ModelVersionInfo | None
+) -> dict[str, float]:
     """A refit's own run metrics, plus the per-group figures its holdout fit measured (a
     refit has no holdout of its own to measure them on)."""
-    if not info.is_refit:
+    if holdout_fit is None:
         return info.metrics
-    holdout_fit = registry.version(int(info.tags[REFIT_OF_TAG]))
     groups = {k: v for k, v in holdout_fit.metrics.items() if k.startswith(GROUP_PREFIX)}
     return {**groups, **info.metrics}
 
@@ -442,9 +459,11 @@ def _metrics_section(facts: CardFacts) -> str:
         skipped = (GROUP_PREFIX, GATE_METRIC_PREFIX, BASELINE_PREFIX)
         if name.startswith(skipped) or any(name.endswith(b) for b in bounds):
             continue
+        method = facts.interval_methods.get(name)
         interval = next(
             (
                 f"{metrics[name + low]:.4g} to {metrics[name + high]:.4g}"
+                + (f" ({method})" if method else "")
                 for low, high in CI_BOUNDS
                 if name + low in metrics and name + high in metrics
             ),

@@ -414,7 +414,9 @@ def _p_value_verdict(
 def _aligned(
     reference: dict[Value, int], current: dict[Value, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    keys = list(reference.keys() | current.keys())
+    # Sorted: a set of str iterates in hash order, which changes from process to process,
+    # and so did the last digit of a Jensen-Shannon score.
+    keys = sorted(reference.keys() | current.keys(), key=str)
     return (
         np.array([reference.get(k, 0) for k in keys], dtype="float64"),
         np.array([current.get(k, 0) for k in keys], dtype="float64"),

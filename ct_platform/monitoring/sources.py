@@ -4,15 +4,16 @@ Every source becomes Arrow batches of the feature columns, typed and counted by 
 (`add_arrow`), so files, frames and prediction-log pages follow the same rules:
 
 - Parquet is streamed (`pyarrow.parquet.ParquetFile.iter_batches`, one row group at a time,
-  `BATCH_ROWS` rows per batch, string columns kept dictionary-encoded): peak memory is about
-  one row group's feature columns plus the summaries (a file written as one huge row group
-  costs that row group).
+  `BATCH_ROWS` rows per batch, string columns kept dictionary-encoded, column chunks read
+  `READ_BUFFER_BYTES` at a time): peak memory is a batch and a page per column plus the
+  summaries, whatever the row count and row group size.
 - CSV (`.csv`, `.csv.gz`) is streamed too (`pyarrow.csv.open_csv`, `CSV_BLOCK_BYTES` of
-  text per batch, the spec's separator, only the feature columns): numeric columns read as
-  text (so a stray "abc" is counted, not a reason to fail the file), categorical ones
-  dictionary-encoded; an empty field, and text reading "nan" in any case and sign, is
-  missing in every column, categorical ones included, as the model server reads text
-  (`ct_platform.text_values`, as ingest and the server read text).
+  text per batch, the spec's separator, only the feature columns; Arrow reads up to 32
+  blocks ahead of the batch in hand, so memory is bounded by the block size, not the
+  rows): numeric columns read as text (so a stray "abc" is counted, not a reason to fail
+  the file), categorical ones dictionary-encoded; an empty field, and text reading "nan"
+  in any case and sign, is missing in every column, categorical ones included, as the
+  model server and ingest read text (`ct_platform.text_values`).
 - Frames and prediction-log records are converted column by column (`add_frame`,
   `add_records`).
 
@@ -61,7 +62,11 @@ if TYPE_CHECKING:
 
 # Rows per streamed batch: 2 MB per numeric column, big enough that per-batch costs vanish.
 BATCH_ROWS = 262_144
-# CSV text per streamed batch: about 100,000 rows of the bank data.
+# Bytes of a Parquet column chunk read at a time (see `_open_parquet`).
+READ_BUFFER_BYTES = 1024 * 1024
+# CSV text per streamed batch: about 100,000 rows of the bank data. Arrow's reader keeps up
+# to 32 blocks read ahead: 504 MB of Arrow memory streaming a 430 MB bank CSV (175 MB with
+# 4 MB blocks), the same for any longer file.
 CSV_BLOCK_BYTES = 16 * 1024 * 1024
 
 
@@ -149,39 +154,28 @@ def summarise_file(
     return summary
 
 
-def read_columns(path: Path, dataset: DatasetSpec, names: list[str]) -> pd.DataFrame:
-    """Columns `names` of a `.parquet`, `.csv` or `.csv.gz` file, valued as ingest reads them
-    (`data.reader.read_batch`: CSV fields as text, missing text as NaN; Parquet typed), for
-    `data.contract`'s rules. Only these columns are read: memory is their values.
+def column_chunks(path: Path, dataset: DatasetSpec, names: list[str]) -> Iterator[pd.DataFrame]:
+    """Columns `names` of a `.parquet`, `.csv` or `.csv.gz` file, valued as ingest reads the
+    whole file (`data.reader.read_batch`: CSV fields as text, missing text as NaN;
+    Parquet typed, an integer or boolean column holding a null anywhere as float64 or
+    object in every frame), for `data.contract`'s rules. Streamed in frames of at most
+    `BATCH_ROWS` rows (CSV: `CSV_BLOCK_BYTES` of text): memory is one frame, whatever the
+    file's size or row groups.
 
     Raises `data.reader.BatchReadError` for an unreadable file.
     """
     import pyarrow as pa
-    import pyarrow.csv as pv
-    import pyarrow.parquet as pq
 
     from ct_platform.data.landing import batch_suffix
-    from ct_platform.data.reader import BatchReadError, missing_text_as_null
+    from ct_platform.data.reader import missing_text_as_null
 
     path = Path(path)
-    try:
-        if batch_suffix(path.name) == ".parquet":
-            table = _open_parquet(path, pq).read(columns=names)
-        else:
-            table = pv.read_csv(
-                pa.input_stream(path, compression="detect"),
-                read_options=pv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                parse_options=pv.ParseOptions(delimiter=dataset.separator),
-                convert_options=pv.ConvertOptions(
-                    column_types=dict.fromkeys(names, pa.string()),
-                    include_columns=names,
-                    null_values=[""],
-                    strings_can_be_null=True,
-                ),
-            )
-    except (pa.ArrowException, OSError) as exc:
-        raise BatchReadError(path, f"not readable: {exc}") from None
-    return missing_text_as_null(table.to_pandas())
+    if batch_suffix(path.name) == ".parquet":
+        for frame in _parquet_frames(path, names):
+            yield missing_text_as_null(frame)
+        return
+    for batch in _csv_reader(path, dataset, dict.fromkeys(names, pa.string())):
+        yield missing_text_as_null(batch.to_pandas())
 
 
 def parquet_columns(path: Path) -> list[str]:
@@ -251,11 +245,57 @@ def _parquet_batches(
         if pa.types.is_string(schema.field(name).type)
         or pa.types.is_large_string(schema.field(name).type)
     ]
-    parquet = pq.ParquetFile(path, read_dictionary=text)
+    parquet = _open_parquet(path, pq, read_dictionary=text)
     try:
         yield from _batches(parquet, list(dataset.feature_columns))
     except (pa.ArrowException, OSError) as exc:
         raise BatchReadError(path, f"corrupt Parquet file: {exc}") from None
+
+
+def _parquet_frames(path: Path, names: list[str]) -> Iterator[pd.DataFrame]:
+    """`column_chunks` of a Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ct_platform.data.reader import BatchReadError
+
+    parquet = _open_parquet(path, pq)
+    try:
+        # pandas reads an integer column holding a null as float64 and a boolean one as
+        # object: a frame without the null would read otherwise (1, not 1.0, in examples).
+        widened = [name for name in names if _null_widens(parquet, name)]
+        for batch in _batches(parquet, names):
+            frame = batch.to_pandas()
+            for name in widened:
+                kind = frame[name].dtype
+                if isinstance(kind, np.dtype) and kind.kind in "iub":  # not pandas' Int64
+                    frame[name] = frame[name].astype("float64" if kind.kind in "iu" else object)
+            yield frame
+    except (pa.ArrowException, OSError) as exc:
+        raise BatchReadError(path, f"corrupt Parquet file: {exc}") from None
+
+
+def _null_widens(parquet: pq.ParquetFile, name: str) -> bool:
+    """True for an integer or boolean column holding a null: pandas reads the whole column
+    wider than a null-free part of it. Nulls are counted from the row groups' statistics,
+    or by reading a row group that has none."""
+    import pyarrow as pa
+
+    kind = parquet.schema_arrow.field(name).type
+    if not (pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+        return False
+    metadata = parquet.metadata
+    leaf = [metadata.schema.column(i).path for i in range(metadata.num_columns)].index(name)
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(leaf).statistics
+        if statistics is not None and statistics.has_null_count:
+            nulls = statistics.null_count
+        else:
+            batches = parquet.iter_batches(BATCH_ROWS, row_groups=[group], columns=[name])
+            nulls = sum(batch.column(0).null_count for batch in batches)
+        if nulls:
+            return True
+    return False
 
 
 # --- CSV --------------------------------------------------------------------------------
@@ -265,9 +305,8 @@ def _csv_batches(
     path: Path, dataset: DatasetSpec, summary: DataSummary
 ) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
-    import pyarrow.csv as pv
 
-    from ct_platform.data.reader import BatchReadError, check_header
+    from ct_platform.data.reader import check_header
 
     header = _csv_header(path, dataset.separator)
     check_header(path, header, dataset)  # ingest's words: "(is the separator ';'?)"
@@ -279,9 +318,23 @@ def _csv_batches(
     if missing:
         raise MissingColumnsError(missing, str(path))
     text = pa.dictionary(pa.int32(), pa.string())  # categories: counted per code
+    types = {n: pa.string() if dataset.columns[n].is_numeric else text for n in features}
+    yield from _csv_reader(path, dataset, types)
+
+
+def _csv_reader(
+    path: Path, dataset: DatasetSpec, column_types: dict[str, pa.DataType]
+) -> Iterator[pa.RecordBatch]:
+    """The file's columns `column_types` (in that order) as typed there, `CSV_BLOCK_BYTES`
+    of text per batch; an empty field is null."""
+    import pyarrow as pa
+    import pyarrow.csv as pv
+
+    from ct_platform.data.reader import BatchReadError
+
     convert = pv.ConvertOptions(
-        column_types={n: pa.string() if dataset.columns[n].is_numeric else text for n in features},
-        include_columns=features,
+        column_types=column_types,
+        include_columns=list(column_types),
         null_values=[""],
         strings_can_be_null=True,
     )
@@ -334,13 +387,22 @@ def _batches(parquet: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordB
         yield from parquet.iter_batches(BATCH_ROWS, row_groups=[index], columns=columns)
 
 
-def _open_parquet(path: Path, pq) -> pq.ParquetFile:
+def _open_parquet(path: Path, pq, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
+    """The file, read column chunk by column chunk in `READ_BUFFER_BYTES` pieces (Arrow's
+    default pre-buffers a row group's column chunks whole: 497 MB of Arrow memory streaming
+    one 10M-row row group of the bank columns, 106 MB so); `read_dictionary`: text columns
+    kept as dictionary codes."""
     import pyarrow as pa
 
     from ct_platform.data.reader import BatchReadError
 
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(
+            path,
+            read_dictionary=read_dictionary,
+            pre_buffer=False,
+            buffer_size=READ_BUFFER_BYTES,
+        )
     except FileNotFoundError as exc:
         raise BatchReadError(path, f"cannot open file: {exc.strerror or exc}") from None
     except (pa.ArrowException, OSError) as exc:

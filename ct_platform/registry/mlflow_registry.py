@@ -33,6 +33,7 @@ from ct_platform.registry.versions import (
     DAGSTER_RUN_TAG,
     REFIT_OF_TAG,
     ModelVersionInfo,
+    RunRecord,
 )
 from ct_platform.settings import Paths
 
@@ -52,7 +53,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # read-only commands took tens of seconds importing them on a busy box).
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
@@ -138,6 +139,10 @@ def store_artifact_root(tracking_uri: str) -> Path | None:
         return sqlite_root
     configured = os.environ.get(ARTIFACT_ROOT_VARIABLE)
     return Path(configured).resolve() if configured else Paths.from_env().mlflow / "artifacts"
+
+
+def _artifacts_url(experiment_id: str, run_id: str) -> str:
+    return f"{mlflow_ui_url()}/#/experiments/{experiment_id}/runs/{run_id}/artifacts"
 
 
 def mlflow_ui_url() -> str:
@@ -227,9 +232,15 @@ class ModelRegistry:
         found = self._client.get_model_version(self.model_name, str(version))
         return found.description or ""
 
-    def run_params(self, run_id: str) -> dict[str, str]:
-        """The parameters logged with `run_id` (spec and model parameters, as text)."""
-        return dict(self._client.get_run(run_id).data.params)
+    def run_record(self, run_id: str) -> RunRecord:
+        """`run_id`'s parameters (spec and model parameters), tags and artifact page, in one
+        read of the run."""
+        run = self._client.get_run(run_id)
+        return RunRecord(
+            params=dict(run.data.params),
+            tags=dict(run.data.tags),
+            artifacts_url=_artifacts_url(run.info.experiment_id, run_id),
+        )
 
     def alias_version(self, alias: str) -> ModelVersionInfo | None:
         """The version `alias` points at; None if unset or nothing is registered yet."""
@@ -274,8 +285,10 @@ class ModelRegistry:
         from ct_platform.training.preparation import raw_like
 
         trusted_types = skops_types.skops_trusted_types(model)
-        raw = raw_like(train[list(model.feature_names_in_)], model)
-        sample = raw.head(SIGNATURE_SAMPLE_ROWS)
+        # Typed over the whole frame, converted on the signature's rows only: a converted
+        # copy of a 1,000,000-row window held hundreds of MB at the refit's peak.
+        features = train[list(model.feature_names_in_)]
+        sample = raw_like(features, model, head=SIGNATURE_SAMPLE_ROWS)
         common_tags = {FINGERPRINT_TAG: fingerprint, **(tags or {})}
         if dagster_run_id is not None:
             common_tags[DAGSTER_RUN_TAG] = dagster_run_id
@@ -338,14 +351,17 @@ class ModelRegistry:
 
         The route of MLflow 3's UI: `#/experiments/<id>/runs/<run>/artifacts[/<path>]`.
         """
-        experiment_id = self._client.get_run(run_id).info.experiment_id
-        url = f"{mlflow_ui_url()}/#/experiments/{experiment_id}/runs/{run_id}/artifacts"
+        url = _artifacts_url(self._client.get_run(run_id).info.experiment_id, run_id)
         return f"{url}/{artifact_path}" if artifact_path else url
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Log `metrics` (and run `tags`, e.g. how a metric was computed) in one batch."""
         timestamp = int(datetime.now(UTC).timestamp() * 1000)
         batch = [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
-        self._client.log_batch(run_id, metrics=batch)
+        run_tags = [RunTag(key, str(value)) for key, value in (tags or {}).items()]
+        self._client.log_batch(run_id, metrics=batch, tags=run_tags)
 
     def download_artifact(self, run_id: str, artifact_path: str, destination: Path) -> Path:
         """Copy one artifact of `run_id` into `destination`; its local path."""

@@ -32,6 +32,19 @@ WHOLE_WINDOW = "whole_window"
 REFIT_OF_TAG = "ct.refit_of"
 # The version's semantic version (`training.semver`).
 SEMVER_TAG = "ct.semver"
+# Run tag prefix: how the named holdout metric's confidence interval was computed
+# (`training.comparison.metric_interval`), e.g. `ct.interval.holdout_accuracy=wilson`.
+INTERVAL_TAG_PREFIX = "ct.interval."
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one read of a run gives besides its metrics: parameters, tags (as text) and the
+    MLflow UI page of its artifacts."""
+
+    params: dict[str, str]
+    tags: dict[str, str]
+    artifacts_url: str
 
 
 @dataclass(frozen=True)

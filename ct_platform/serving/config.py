@@ -40,6 +40,10 @@ DEFAULT_BODY_TIME_LIMIT_S = 60.0
 # Open connections the server holds at once; beyond, a request is answered 503 (see
 # `http_limits`: GET/HEAD and the admin API exempt), so slow clients cannot exhaust it.
 DEFAULT_MAX_CONNECTIONS = 512
+# On `/ping`'s 200 (exempt from the cap) while the server holds `max_connections` requests:
+# the server's words ("holds its maximum of 5 connections ..."). Deployers and the watchdog
+# read it as busy, alive: an orchestrator's health check still sees 200 and keeps it.
+BUSY_HEADER = "x-ct-busy"
 
 
 def ct_home() -> Path:

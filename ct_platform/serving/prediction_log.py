@@ -3,10 +3,11 @@
 `submit` turns a scored batch into one JSON line (a row record for a one-row request, a
 columnar batch record for a multi-row one: see `jsonl` and docs/architecture.md) and
 appends it to an in-memory deque; the app calls it on the event loop *after* the
-response has been written. A background thread wakes every `flush_seconds`, appends what
-is pending to the current segment and flushes: no system call per line and no wake-up per
-request, so the event loop never hands the GIL to the writer between two requests.
-Segments rotate by size and by age.
+response has been written. A background thread wakes every `flush_seconds` (sooner once
+`wake_lines` lines are pending), appends what is pending to the current segment and
+flushes: no system call per line and no wake-up per request, so the event loop hands the
+GIL to the writer at most once per `wake_lines` requests. Segments rotate by size and by
+age.
 
 Why format on the loop and not in the thread: formatting costs ~20 µs for one row and
 ~0.2 ms for 1,000 (one orjson call over the batch's arrays), while every hand-over of the
@@ -38,6 +39,11 @@ from ct_platform.serving.schema import MISSING_CATEGORY
 _BUFFER_BYTES = 4 * 1024 * 1024
 _BATCH_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _BATCH_HEAD = b'{"rows":'
+# Lines pending that wake the writer before `flush_seconds` are up. Thousands of lines
+# held for 0.25 s (a busy server's) filled fresh allocator arenas that were handed back to
+# the kernel once written, and faulted in again: 0.3 page faults a request, ~5 µs of
+# kernel CPU (benchmarks/serving/README.md). A wake costs the loop one `Event.set`.
+WAKE_LINES = 128
 
 
 class ScoredBatch(NamedTuple):
@@ -54,6 +60,9 @@ class ScoredBatch(NamedTuple):
     # One row parsed by the one-row path: its values as plain Python objects, schema order
     # (`ParsedRows.values`); the record is written from them, and `columns` may be empty.
     row: list[Any] | None = None
+    # A multi-row batch's "features", formatted beforehand by `features_json` from the
+    # same columns (while the model scored them); None: formatted by `jsonl`.
+    features: orjson.Fragment | None = None
 
 
 class PredictionLog:
@@ -65,18 +74,21 @@ class PredictionLog:
         max_segment_seconds: float = 3600.0,
         flush_seconds: float = 0.25,
         max_pending: int = 100_000,
+        wake_lines: int = WAKE_LINES,
     ) -> None:
         self.directory = directory
         self.max_segment_bytes = max_segment_bytes
         self.max_segment_seconds = max_segment_seconds
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending
+        self.wake_lines = wake_lines
         self.dropped = 0
         self.written = 0
         # One JSON line per submitted batch (`jsonl`); the writer reads its row count from
         # the line (`rows_in`): no (bytes, rows) tuple made per request on the loop.
         self._pending: deque[bytes] = deque()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by `submit` once `wake_lines` are pending
         self._segment: IO[bytes] | None = None
         self._segment_opened = 0.0
         self._segment_bytes = 0
@@ -93,19 +105,25 @@ class PredictionLog:
 
     def submit(self, batch: ScoredBatch) -> None:
         """Never blocks: a full backlog means the disk cannot keep up, so the batch is dropped."""
-        if len(self._pending) >= self.max_pending:
+        pending = len(self._pending)
+        if pending >= self.max_pending:
             self.dropped += 1
             return
         self._pending.append(jsonl(batch))
+        if pending >= self.wake_lines and not self._wake.is_set():
+            self._wake.set()
 
     def close(self, timeout: float = 10.0) -> None:
         """Write everything already submitted, then stop the thread and close the segment."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_seconds):
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
             self._drain()
         self._drain()
         self._close_segment()
@@ -167,11 +185,30 @@ def jsonl(batch: ScoredBatch) -> bytes:
         "ts": batch.ts,
         "slot": batch.slot,
         "model_version": batch.model_version,
-        "features": dict(zip(batch.column_names, map(_logged_column, batch.columns), strict=True)),
+        "features": (
+            _features(batch.column_names, batch.columns)
+            if batch.features is None
+            else batch.features
+        ),
         "output": _batch_output(batch.prediction),
         "latency_ms": batch.latency_ms,
     }
     return orjson.dumps(record, option=_BATCH_OPTIONS)
+
+
+def features_json(column_names: list[str], columns: list[np.ndarray]) -> orjson.Fragment:
+    """The "features" of a multi-row batch's record (`jsonl`) as JSON: `columns` (one per
+    name, n values each, as `ParsedRows.columns`) formatted the way `jsonl` formats them,
+    so that they can be formatted beforehand, e.g. in another thread while the model
+    scores them (ONNX Runtime lets go of the GIL): ~0.25 ms for 1,000 bank rows, most of
+    a record's."""
+    return orjson.Fragment(
+        orjson.dumps(_features(column_names, columns), option=orjson.OPT_SERIALIZE_NUMPY)
+    )
+
+
+def _features(column_names: list[str], columns: list[np.ndarray]) -> dict[str, Any]:
+    return dict(zip(column_names, map(_logged_column, columns), strict=True))
 
 
 def rows_in(line: bytes) -> int:
@@ -204,12 +241,13 @@ def _one_row_jsonl(batch: ScoredBatch, values: list[Any]) -> bytes:
 def _one_row_output(prediction: Prediction) -> dict[str, Any]:
     if prediction.values is not None:
         return {"value": float(prediction.values[0])}
-    label = prediction.labels.tolist()[0]
-    if prediction.proba is None:
+    label = prediction.labels.item(0)  # as `tolist()[0]`, without the list
+    proba = prediction.proba
+    if proba is None:
         return {"label": label, "proba": None}
-    proba = prediction.proba[0]
     # Binary: probability of the positive (second) class; multiclass: of the predicted label.
-    return {"label": label, "proba": float(proba[1] if proba.shape[0] == 2 else proba.max())}
+    # `item` gives the element as a Python float, as `float()` of it does.
+    return {"label": label, "proba": proba.item(1) if proba.shape[1] == 2 else float(proba.max())}
 
 
 def _logged_column(values: np.ndarray) -> np.ndarray | list[Any]:

@@ -31,17 +31,19 @@ the breaches by (column, rule), for the server's metrics.
 from __future__ import annotations
 
 import codecs
+import gc
 import json
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from itertools import chain
 from operator import itemgetter
 from types import MappingProxyType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import msgspec
 import numpy as np
@@ -310,6 +312,21 @@ def _is_container(value: Any) -> bool:
     return type(value) is dict or type(value) is list
 
 
+@contextmanager
+def _collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector held off meanwhile (resumed only if it was on).
+
+    Another thread's pause may overlap: the one that found it on resumes it, so a thread
+    may see it resumed early (a collection, as without the pause), never left off."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _without_bom(body: bytes) -> bytes:
     """A body without its UTF-8 byte-order mark (Excel writes one; RFC 8259 lets a parser
     ignore it): read alike by every protocol and by `ct drift`."""
@@ -503,8 +520,7 @@ class InputSchema:
         self._categorical = [i for i, column in enumerate(columns) if not column.is_numeric]
         # Rows of the numeric block that need a rule beyond "a float32-range number".
         numeric = [columns[i] for i in self._numeric]
-        int_rows = [column.type == "int" for column in numeric]
-        self._int_weights = np.array(int_rows, dtype=np.float64)[:, None] if any(int_rows) else None
+        self._int_rows = [j for j, column in enumerate(numeric) if column.type == "int"]
         self._required_rows = [j for j, column in enumerate(numeric) if not column.nullable]
         # Each numeric row's range as (n_numeric, 1) columns: the contract's bounds, and
         # float32's (the ONNX graph's precision) where the spec sets none, so that one pass
@@ -534,18 +550,18 @@ class InputSchema:
         ]  # indexed by `text` (False, True)
 
     @cached_property
-    def _split_decoder(self) -> msgspec.json.Decoder:
-        """Decodes exactly `{"dataframe_split": {"columns": [str, ...], "data": [row, ...]}}`
-        whose rows hold, position by position in schema order, a JSON number or null for a
-        numeric column (as float) and a string or null for a categorical one."""
-        row = tuple[tuple(float | None if c.is_numeric else str | None for c in self.columns)]
-        split = msgspec.defstruct(
-            "Split", [("columns", list[str]), ("data", list[row])], forbid_unknown_fields=True
-        )
-        payload = msgspec.defstruct(
-            "SplitPayload", [("dataframe_split", split)], forbid_unknown_fields=True
-        )
-        return msgspec.json.Decoder(payload)
+    def _split_decoders(self) -> list[msgspec.json.Decoder]:
+        """Decoders of exactly `{"dataframe_split": {"columns": [str, ...], "data": [row,
+        ...]}}` whose rows hold, position by position in schema order, a JSON number or
+        null for a numeric column (as float) and null or a string for a categorical one:
+        first one of its categories or text sentinels when it lists them
+        (`_ColumnParser.typed_json`); then, when that fails (a category outside the list,
+        scored under `out_of_contract: score`), any string."""
+        rows = [tuple[tuple(parser.typed_json for parser in self._parsers)]]
+        any_text = tuple[tuple(float | None if c.is_numeric else str | None for c in self.columns)]
+        if any_text != rows[0]:
+            rows.append(any_text)
+        return [_split_decoder(row) for row in rows]
 
     def from_split_body(self, body: bytes) -> ParsedRows | None:
         """A many-row `dataframe_split` JSON body, read straight into typed rows when it is
@@ -564,14 +580,17 @@ class InputSchema:
             return None
         if b"\\" in body:
             return None
-        try:
-            split = self._split_decoder.decode(body).dataframe_split
-        except msgspec.MsgspecError:  # not this shape: DecodeError, ValidationError
-            return None
-        n_rows = len(split.data)
-        if split.columns != self.names or n_rows < 2:
-            return None
-        raw_columns = list(zip(*split.data, strict=False))  # rows: of schema length, decoded so
+        # A row is a new tuple: the collector, run every 700 of them, would walk them all
+        # (~0.13 ms a 1,000-row body). They are freed before it resumes.
+        with _collection_paused():
+            split = _decoded_split(self._split_decoders, body)
+            if split is None:
+                return None
+            n_rows = len(split.data)
+            if split.columns != self.names or n_rows < 2:
+                return None
+            raw_columns = list(zip(*split.data, strict=False))  # rows: of schema length
+            del split
         try:
             return self._all_columns_at_once(
                 raw_columns, [False] * len(self.names), n_rows, typed=True
@@ -763,10 +782,11 @@ class InputSchema:
         outside = np.maximum(self._low - block, block - self._high)
         if block.size and np.fmax.reduce(outside, axis=None) > 0:
             return None
-        # Fractions in int columns: |x| mod 1 of those rows (weight 1; others 0, NaN ignored).
-        if self._int_weights is not None:
-            fractions = np.fmod(np.abs(block), 1.0) * self._int_weights
-            if np.fmax.reduce(fractions, axis=None) > 0:
+        # Fractions in int columns: x - floor(x) of those rows, finite by now (NaN ignored);
+        # a tenth of the time of `np.fmod` over the whole block.
+        if self._int_rows and block.size:
+            integers = block[self._int_rows]
+            if np.fmax.reduce(integers - np.floor(integers), axis=None) > 0:
                 return None
         try:
             categorical = [
@@ -912,6 +932,30 @@ def _as_list(values: Any, name: str) -> Sequence[Any]:
     return [values]
 
 
+def _split_decoder(row: Any) -> msgspec.json.Decoder:
+    """A decoder of `{"dataframe_split": {"columns": [str, ...], "data": [row, ...]}}`."""
+    split = msgspec.defstruct(
+        "Split", [("columns", list[str]), ("data", list[row])], forbid_unknown_fields=True
+    )
+    payload = msgspec.defstruct(
+        "SplitPayload", [("dataframe_split", split)], forbid_unknown_fields=True
+    )
+    return msgspec.json.Decoder(payload)
+
+
+def _decoded_split(decoders: Sequence[msgspec.json.Decoder], body: bytes) -> Any | None:
+    """The body's `dataframe_split` by the first of `decoders` whose types its values fit;
+    None when none does or the body is not of that shape."""
+    for decoder in decoders:
+        try:
+            return decoder.decode(body).dataframe_split
+        except msgspec.ValidationError:  # a value of another type: the next decoder's?
+            continue
+        except msgspec.DecodeError:  # not JSON of this shape: no decoder reads it
+            return None
+    return None
+
+
 class _ColumnParser:
     """One column's rule; the same for every protocol (module docstring of `schema`)."""
 
@@ -926,6 +970,19 @@ class _ColumnParser:
         )
         self.numeric_sentinels = [float(s) for s in column.sentinels if not isinstance(s, str)]
         self._text_sentinels = frozenset(str(s) for s in column.sentinels)
+
+    @property
+    def typed_json(self) -> Any:
+        """The msgspec type of this column's values in a typed `dataframe_split` row
+        (`InputSchema.from_split_body`): a JSON number or null for a number; for a category
+        null or a string, one of `categories` or the text sentinels when the column lists
+        categories. Such a string decodes as the one str object the type holds, so a column
+        of 1,000 values holds a few distinct objects: no new str a value, a faster `set`."""
+        if self.column.is_numeric:
+            return float | None
+        if self._categories is None:
+            return str | None
+        return Literal[tuple(sorted(self._categories | self._text_sentinels))] | None
 
     # -- numbers ---------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -317,19 +317,55 @@ def _add_scored(totals: SlotTotals | ClientTotals, bucket: int, scores: dict[int
 def score_counts(prediction: Prediction) -> dict[int, int]:
     """Rows per bin of the fixed grid (`score_bins`), lowest bin first.
 
-    One classified row (the common request) without numpy's per-call cost on an array of
-    one: the probability stays a float32 scalar, so the bin is the array path's."""
+    One binary row (the common request) without numpy's per-call cost on an array of one:
+    its probability read as a Python float and binned by `_one_row_bin`, which gives the
+    array path's bin at every edge."""
     proba = prediction.proba
-    if proba is not None and len(proba) == 1:
-        row = proba[0]
-        score = row[1] if len(row) == 2 else row.max()
-        if 0.0 <= score <= 1.0:  # NaN and out-of-range values take the array path
-            return {min(int(score * PROBABILITY_BINS), PROBABILITY_BINS - 1): 1}
+    if proba is not None and proba.shape == _ONE_BINARY_ROW:
+        bin_ = _one_row_bin(proba.item(1), proba.dtype)
+        if bin_ is not None:
+            return {bin_: 1}
     bins = score_bins(prediction)
     if len(bins) == 1:  # a regression row: no sort for one value
         return {bins.item(): 1}
     bins, counts = np.unique(bins, return_counts=True)
     return dict(zip(bins.tolist(), counts.tolist(), strict=True))
+
+
+def _one_row_bin(score: float, dtype: np.dtype) -> int | None:
+    """`score_bins`' bin of one probability `score` (a Python float holding the value of
+    a `dtype` element), without numpy; None for NaN, a score outside [0, 1], or a dtype
+    other than float32 and float64 (the array path decides those).
+
+    float64: the same IEEE product as numpy's. float32: numpy multiplies in float32, which
+    can round a product just under an edge up onto it, so the bin is found among the least
+    float32 score of each bin, computed by the array path itself (`_float32_bin_edges`)."""
+    if not 0.0 <= score <= 1.0:
+        return None
+    if dtype is _FLOAT32:
+        return bisect_right(_FLOAT32_BIN_EDGES, score)
+    if dtype is _FLOAT64:
+        return min(int(score * PROBABILITY_BINS), PROBABILITY_BINS - 1)
+    return None
+
+
+def _float32_bin_edges() -> list[float]:
+    """For k = 1 .. PROBABILITY_BINS - 1, the least float32 score in [0, 1] whose bin is
+    k or more by `score_bins` (a monotone step in the score): bin = how many are <= it."""
+
+    def bin_of(score: np.float32) -> int:
+        proba = np.array([[1 - score, score]], dtype=np.float32)
+        return int(score_bins(Prediction(labels=None, proba=proba, values=None))[0])
+
+    edges = []
+    for k in range(1, PROBABILITY_BINS):
+        score = np.float32(k / PROBABILITY_BINS)
+        while bin_of(score) < k:
+            score = np.nextafter(score, np.float32(2))
+        while bin_of(below := np.nextafter(score, np.float32(-1))) >= k:
+            score = below
+        edges.append(float(score))
+    return edges
 
 
 def score_bins(prediction: Prediction) -> np.ndarray:
@@ -346,7 +382,15 @@ def score_bins(prediction: Prediction) -> np.ndarray:
 
 def _answer(prediction: Prediction) -> Any:
     if prediction.labels is not None:
-        label = prediction.labels[0]
+        # `item`: a Python scalar, or an object array's element as stored (which may be a
+        # numpy scalar: made plain too).
+        label = prediction.labels.item(0)
         return label.item() if isinstance(label, np.generic) else label
     value = float(np.asarray(prediction.values)[0])
     return value if math.isfinite(value) else None
+
+
+_ONE_BINARY_ROW = (1, 2)
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT64 = np.dtype(np.float64)
+_FLOAT32_BIN_EDGES = _float32_bin_edges()

@@ -11,12 +11,16 @@ difference smaller than the holdout can resolve is reported as such, not as a re
 - MAE and accuracy: a paired t-test on the per-row losses (absolute error, misclassified
   or not; `scipy.stats.ttest_rel`): the metric difference is exactly the mean of the per-row
   differences.
-- Every other metric (balanced accuracy, F1, multi-class ROC AUC, RMSE, R2): a paired
-  bootstrap of the metric difference over holdout rows (`scipy.stats.bootstrap`, percentile
-  interval; a fixed seed, so re-judging a version gives the same verdict). Its p-value is
-  the normal approximation from the bootstrap standard error. All but multi-class ROC AUC
-  are computed with numpy on all resamples at once (scikit-learn per resample took 50 ms a
-  call on a busy box); multi-class ROC AUC takes fewer resamples.
+- Balanced accuracy and F1: a paired bootstrap of the metric difference over holdout rows,
+  percentile interval, 1,000 resamples with a fixed seed (re-judging a version gives the
+  same verdict). Both are functions of the confusion matrices alone, so a resample is drawn
+  as the multinomial counts of the (truth, candidate, champion) cells: the same
+  distribution as resampling rows, at a cost independent of the holdout's size.
+- RMSE, R2, multi-class ROC AUC: a paired bootstrap over rows; percentile, 1,000 resamples,
+  while rows x resamples stay within `BOOTSTRAP_CELL_BUDGET`; beyond it (and always for
+  multi-class ROC AUC, scored by scikit-learn per resample) the normal interval from the
+  standard error of `SE_RESAMPLES` resamples (method `paired_bootstrap_normal`).
+  A bootstrap's p-value is the normal approximation from its standard error.
 
 Every figure is an *improvement*: candidate better than champion is positive, in the
 metric's units, whichever direction the metric runs. The minimum detectable effect (MDE) is
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -38,12 +43,17 @@ from ct_platform.training.evaluate import ALL_METRICS, Predictions
 
 POWER = 0.8
 BOOTSTRAP_RESAMPLES = 1000
-# Multi-class ROC AUC calls scikit-learn twice per resample: fewer, or minutes on a busy box.
-SLOW_RESAMPLES = 200
 BOOTSTRAP_SEED = 20260101
-# Resampled row indices held at once (float64: 8 bytes each): a vectorized bootstrap of 1,000
-# resamples over a 200,000-row holdout would otherwise hold 1.6 GB per array it builds.
-BOOTSTRAP_CELLS_PER_BATCH = 2_000_000
+# Rows x resamples a percentile row bootstrap may score (RMSE and R2 up to 20,000 holdout
+# rows: about a second). A 200,000-row holdout took 81 s for 1,000 resamples.
+BOOTSTRAP_CELL_BUDGET = 20_000_000
+# Beyond that budget, and for multi-class ROC AUC (scikit-learn per resample), the interval is
+# estimate +- z x the bootstrap standard error of this many resamples: the standard error's
+# relative Monte Carlo error is about 1 / sqrt(2 (R - 1)) = 5 % (Efron & Tibshirani 1993,
+# ch. 6), and a statistic over that many rows is close to normal (each of these is a smooth
+# function of row means). Percentile bounds need the tails, hence 1,000 resamples.
+SE_RESAMPLES = 200
+NORMAL_SUFFIX = "_normal"
 # The level of the holdout metrics' intervals on the model card (95 %).
 CARD_ALPHA = 0.05
 
@@ -165,55 +175,151 @@ PER_ROW_LOSS: dict[str, Callable[[Predictions], np.ndarray]] = {
 }
 
 
-def _rmse(target: np.ndarray, predicted: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
+def _rmse(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean((target - predicted) ** 2, axis=-1))
 
 
-def _r2(target: np.ndarray, predicted: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
+def _r2(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     residual = np.sum((target - predicted) ** 2, axis=-1)
     total = np.sum((target - target.mean(axis=-1, keepdims=True)) ** 2, axis=-1)
     return 1 - residual / total
 
 
-def _per_class_counts(
-    target: np.ndarray, predicted: np.ndarray, classes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True positives, false positives, false negatives per class: shape (class, resample)."""
-    truth = np.stack([target == c for c in classes])
-    guess = np.stack([predicted == c for c in classes])
-    return (
-        np.sum(truth & guess, axis=-1),
-        np.sum(~truth & guess, axis=-1),
-        np.sum(truth & ~guess, axis=-1),
-    )
-
-
-def _f1(target: np.ndarray, predicted: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
-    """As `evaluate`: the larger label's F1 with two classes, else macro F1; 0 when undefined."""
-    tp, fp, fn = _per_class_counts(target, predicted, classes)
-    denominator = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
-    return f1[1] if len(classes) == 2 else f1.mean(axis=0)
-
-
-def _balanced_accuracy(
-    target: np.ndarray, predicted: np.ndarray, classes: np.ndarray | None
-) -> np.ndarray:
-    """Mean recall over the classes present in the rows (scikit-learn's definition)."""
-    tp, _, fn = _per_class_counts(target, predicted, classes)
-    support = tp + fn
-    recall = np.divide(tp, support, out=np.full(tp.shape, np.nan), where=support > 0)
-    return np.nanmean(recall, axis=0)
-
-
-# Metrics computed by numpy over a batch of resamples at once (rows on the last axis).
-Vectorized = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
-VECTORIZED: dict[str, Vectorized] = {
+# Regression metrics computed by numpy over a batch of resamples at once (rows on the last axis).
+VECTORIZED: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "rmse": _rmse,
     "r2": _r2,
-    "f1": _f1,
-    "balanced_accuracy": _balanced_accuracy,
 }
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Per-label counts of one model's confusion matrix, shape (resamples, labels)."""
+
+    hits: np.ndarray  # rows of the label predicted as the label
+    support: np.ndarray  # rows whose truth is the label
+    guessed: np.ndarray  # rows predicted as the label
+
+
+def _f1_of(counts: _Counts, model_classes: np.ndarray) -> np.ndarray:
+    """As `evaluate`: the larger label's F1 with two classes, else macro F1 over the model's
+    classes; 0 where undefined. `model_classes`: the classes' positions among the labels."""
+    denominator = counts.support + counts.guessed  # 2 TP + FP + FN
+    f1 = np.divide(
+        2 * counts.hits, denominator, out=np.zeros(counts.hits.shape), where=denominator > 0
+    )
+    if len(model_classes) == 2:
+        return f1[..., model_classes[1]]
+    return f1[..., model_classes].mean(axis=-1)
+
+
+def _balanced_accuracy_of(counts: _Counts, model_classes: np.ndarray) -> np.ndarray:
+    """Mean recall over the labels present in the truth (scikit-learn's definition)."""
+    recall = np.divide(
+        counts.hits,
+        counts.support,
+        out=np.full(counts.hits.shape, np.nan),
+        where=counts.support > 0,
+    )
+    return np.nanmean(recall, axis=-1)
+
+
+# Metrics that are a function of the confusion matrix alone.
+CONFUSION_METRICS: dict[str, Callable[[_Counts, np.ndarray], np.ndarray]] = {
+    "f1": _f1_of,
+    "balanced_accuracy": _balanced_accuracy_of,
+}
+
+
+def _confusion_bootstrap(
+    target: np.ndarray, guesses: list[np.ndarray], classes: np.ndarray, resamples: int
+) -> tuple[list[_Counts], np.ndarray]:
+    """Each model's confusion counts on the holdout (row 0) and in `resamples` row bootstraps
+    of it (rows 1...), and the positions of the model's `classes` among the labels counted.
+
+    A resample of n rows drawn with replacement holds the rows of each distinct (truth,
+    guesses...) cell a Multinomial(n, cell count / n) number of times, so drawing the cell
+    counts is the row bootstrap itself, at a cost independent of the rows (resamples x cells
+    present, at most labels^(models + 1)). Fixed seed: the same counts on every call.
+    """
+    labels = np.unique(np.concatenate([target, *guesses, classes]))
+    shape = (len(labels),) * (1 + len(guesses))
+    codes = [np.searchsorted(labels, column) for column in (target, *guesses)]
+    per_cell = np.bincount(np.ravel_multi_index(codes, shape), minlength=math.prod(shape))
+    present = np.flatnonzero(per_cell)
+    cells, in_cell = np.unravel_index(present, shape), per_cell[present]
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    drawn = rng.multinomial(len(target), in_cell / in_cell.sum(), size=resamples).astype(float)
+    drawn = np.vstack([in_cell[np.newaxis].astype(float), drawn])
+    per_label = np.arange(len(labels))[:, np.newaxis]
+    truth = (cells[0] == per_label).T.astype(float)  # (cells, labels) one-hot
+    support = drawn @ truth
+    counted = []
+    for row in cells[1:]:
+        guessed_as = (row == per_label).T.astype(float)
+        counted.append(_Counts(drawn @ (guessed_as * truth), support, drawn @ guessed_as))
+    return counted, np.searchsorted(labels, classes)
+
+
+@dataclass(frozen=True)
+class _Resampled:
+    """A statistic on the holdout and in each resample: interval and standard error."""
+
+    estimate: float
+    values: np.ndarray
+    method: str
+
+    @property
+    def standard_error(self) -> float:
+        return float(np.std(self.values, ddof=1))
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        if self.method.endswith(NORMAL_SUFFIX):
+            half_width = float(stats.norm.ppf(1 - alpha / 2)) * self.standard_error
+            return self.estimate - half_width, self.estimate + half_width
+        low, high = np.percentile(self.values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        return float(low), float(high)
+
+
+def _confusion_resampled(
+    predictions: list[Predictions], metric: str, weights: list[float]
+) -> _Resampled:
+    """sum(weight x metric) of the models' predictions, on the holdout and in
+    `BOOTSTRAP_RESAMPLES` paired resamples of its rows (percentile method)."""
+    first = predictions[0]
+    guesses = [p.predicted for p in predictions]
+    counted, positions = _confusion_bootstrap(
+        first.target, guesses, first.classes, BOOTSTRAP_RESAMPLES
+    )
+    figure = CONFUSION_METRICS[metric]
+    combined = sum(w * figure(c, positions) for w, c in zip(weights, counted, strict=True))
+    return _Resampled(float(combined[0]), combined[1:], "bootstrap")
+
+
+def _row_resampled(
+    statistic: Callable[[np.ndarray], np.ndarray | float], rows: int, vectorized: bool
+) -> _Resampled:
+    """`statistic(row indices)` on resamples of the holdout rows: the percentile bootstrap of
+    `BOOTSTRAP_RESAMPLES` while rows x resamples stay within `BOOTSTRAP_CELL_BUDGET` (and the
+    statistic is vectorized), else the normal interval from the standard error of
+    `SE_RESAMPLES` resamples (see `SE_RESAMPLES`)."""
+    method = _row_bootstrap_method(rows, vectorized)
+    resamples = SE_RESAMPLES if method.endswith(NORMAL_SUFFIX) else BOOTSTRAP_RESAMPLES
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    per_batch = max(1, BOOTSTRAP_CELL_BUDGET // (10 * max(rows, 1)))
+    values = []
+    for start in range(0, resamples, per_batch):
+        picked = rng.integers(0, rows, (min(per_batch, resamples - start), rows))
+        if vectorized:
+            values.append(np.asarray(statistic(picked), dtype=float))
+        else:
+            values.append(np.array([statistic(one) for one in picked], dtype=float))
+    return _Resampled(float(statistic(np.arange(rows))), np.concatenate(values), method)
+
+
+def _row_bootstrap_method(rows: int, vectorized: bool) -> str:
+    within = vectorized and rows * BOOTSTRAP_RESAMPLES <= BOOTSTRAP_CELL_BUDGET
+    return "bootstrap" if within else "bootstrap" + NORMAL_SUFFIX
 
 
 def _paired_bootstrap(
@@ -226,105 +332,108 @@ def _paired_bootstrap(
     improvement = float(sign * (values[0] - values[1]))
     if math.isnan(improvement):
         return _undefined(metric, "paired_bootstrap", rows, alpha)
+    if metric in CONFUSION_METRICS:
+        resampled = _confusion_resampled([candidate, champion], metric, [sign, -sign])
+    else:
 
-    def resampled_improvement(indices: np.ndarray, axis: int = -1) -> np.ndarray | float:
-        picked = indices.astype(int)
-        if metric in VECTORIZED:
-            fast, truth, classes = VECTORIZED[metric], candidate.target[picked], candidate.classes
-            return sign * (
-                fast(truth, candidate.predicted[picked], classes)
-                - fast(truth, champion.predicted[picked], classes)
-            )
-        return sign * (score(candidate.subset(picked)) - score(champion.subset(picked)))
+        def resampled_improvement(picked: np.ndarray) -> np.ndarray | float:
+            if metric in VECTORIZED:
+                fast, truth = VECTORIZED[metric], candidate.target[picked]
+                return sign * (
+                    fast(truth, candidate.predicted[picked])
+                    - fast(truth, champion.predicted[picked])
+                )
+            return sign * (score(candidate.subset(picked)) - score(champion.subset(picked)))
 
-    result = stats.bootstrap(
-        (np.arange(rows),),
-        resampled_improvement,
-        paired=True,
-        vectorized=metric in VECTORIZED,
-        n_resamples=BOOTSTRAP_RESAMPLES if metric in VECTORIZED else SLOW_RESAMPLES,
-        batch=_resamples_per_batch(rows),
-        confidence_level=1 - alpha,
-        method="percentile",
-        rng=np.random.default_rng(BOOTSTRAP_SEED),
-    )
-    se = float(result.standard_error)
+        resampled = _row_resampled(resampled_improvement, rows, metric in VECTORIZED)
+    se = resampled.standard_error
+    low, high = resampled.interval(alpha)
     z = improvement / se if se > 0 else (0.0 if improvement == 0 else math.inf)
     return PairedComparison(
         metric=metric,
-        method="paired_bootstrap",
+        method="paired_" + resampled.method,
         rows=rows,
         candidate=float(values[0]),
         champion=float(values[1]),
         improvement=improvement,
         standard_error=se,
-        ci_low=float(result.confidence_interval.low),
-        ci_high=float(result.confidence_interval.high),
+        ci_low=low,
+        ci_high=high,
         confidence=1 - alpha,
         p_value=float(2 * stats.norm.sf(abs(z))),
         mde=_mde(se, alpha),
     )
 
 
-def metric_interval(predictions: Predictions, metric: str, alpha: float) -> tuple[float, float]:
-    """The (1 - alpha) confidence interval of one model's `metric` on its holdout rows, by
-    the method its paired comparison uses: DeLong's variance for two-class ROC AUC (normal
-    interval), a t interval on the per-row losses for MAE and accuracy, else a percentile
-    bootstrap over rows (same resamples and seed). (NaN, NaN) where the metric is undefined.
+class MetricInterval(NamedTuple):
+    """A metric's confidence interval on one holdout, and the method that gave it
+    (`INTERVAL_METHODS`); NaN bounds where the metric is undefined."""
+
+    low: float
+    high: float
+    method: str
+
+
+def metric_interval(predictions: Predictions, metric: str, alpha: float) -> MetricInterval:
+    """The (1 - alpha) confidence interval of one model's `metric` on its holdout rows.
+
+    - two-class ROC AUC: DeLong's variance, normal interval ("delong");
+    - accuracy: Wilson's score interval for a proportion ("wilson", statsmodels);
+    - MAE: a t interval on the absolute errors ("t");
+    - F1, balanced accuracy: percentile bootstrap of the confusion matrix, 1,000 resamples
+      ("bootstrap": exactly the row bootstrap, whatever the rows);
+    - RMSE, R2: percentile row bootstrap of 1,000 resamples up to
+      `BOOTSTRAP_CELL_BUDGET` / 1,000 rows ("bootstrap"); beyond, and for multi-class ROC
+      AUC, the normal interval from the bootstrap standard error of `SE_RESAMPLES`
+      resamples ("bootstrap_normal").
+    Every bootstrap draws from the same seed: the same interval on every call.
     """
-    nan = (math.nan, math.nan)
     rows = len(predictions.target)
-    if rows < 2:
-        return nan
-    if metric == "roc_auc" and predictions.classes is not None and len(predictions.classes) == 2:
+    value = ALL_METRICS[metric](predictions)
+    method = _interval_method(predictions, metric)
+    if rows < 2 or math.isnan(value):
+        return MetricInterval(math.nan, math.nan, method)
+    if method == "delong":
         positive = predictions.target == predictions.classes[1]
-        if positive.all() or not positive.any():
-            return nan
         aucs, covariance = _delong_covariance(predictions.proba[:, 1][np.newaxis], positive)
         half_width = stats.norm.ppf(1 - alpha / 2) * math.sqrt(max(covariance[0, 0], 0.0))
-        return float(aucs[0] - half_width), float(aucs[0] + half_width)
-    if metric in PER_ROW_LOSS:
+        return MetricInterval(float(aucs[0] - half_width), float(aucs[0] + half_width), method)
+    if method == "wilson":
+        from statsmodels.stats.proportion import proportion_confint
+
+        hits = int(np.sum(predictions.target == predictions.predicted))
+        low, high = proportion_confint(hits, rows, alpha=alpha, method="wilson")
+        return MetricInterval(float(low), float(high), method)
+    if method == "t":
         loss = PER_ROW_LOSS[metric](predictions)
         if loss.std() == 0:
-            value = ALL_METRICS[metric](predictions)
-            return value, value
+            return MetricInterval(value, value, method)
         bounds = stats.ttest_1samp(loss, 0.0).confidence_interval(confidence_level=1 - alpha)
-        # Accuracy is 1 - the mean loss (misclassified or not): its bounds swap.
-        if metric in LOWER_IS_BETTER:
-            return float(bounds.low), float(bounds.high)
-        return float(1 - bounds.high), float(1 - bounds.low)
-    return _bootstrap_interval(predictions, metric, alpha)
+        return MetricInterval(float(bounds.low), float(bounds.high), method)
+    return MetricInterval(*_resampled_metric(predictions, metric).interval(alpha), method)
 
 
-def _bootstrap_interval(predictions: Predictions, metric: str, alpha: float) -> tuple[float, float]:
-    if math.isnan(ALL_METRICS[metric](predictions)):
-        return math.nan, math.nan
+def _interval_method(predictions: Predictions, metric: str) -> str:
+    classes = predictions.classes
+    if metric == "roc_auc" and classes is not None and len(classes) == 2:
+        return "delong"
+    if metric in ("accuracy", "mae"):
+        return "wilson" if metric == "accuracy" else "t"
+    if metric in CONFUSION_METRICS:
+        return "bootstrap"
+    return _row_bootstrap_method(len(predictions.target), metric in VECTORIZED)
 
-    def resampled(indices: np.ndarray, axis: int = -1) -> np.ndarray | float:
-        picked = indices.astype(int)
+
+def _resampled_metric(predictions: Predictions, metric: str) -> _Resampled:
+    if metric in CONFUSION_METRICS:
+        return _confusion_resampled([predictions], metric, [1.0])
+
+    def resampled(picked: np.ndarray) -> np.ndarray | float:
         if metric in VECTORIZED:
-            fast = VECTORIZED[metric]
-            return fast(
-                predictions.target[picked], predictions.predicted[picked], predictions.classes
-            )
+            return VECTORIZED[metric](predictions.target[picked], predictions.predicted[picked])
         return ALL_METRICS[metric](predictions.subset(picked))
 
-    result = stats.bootstrap(
-        (np.arange(len(predictions.target)),),
-        resampled,
-        vectorized=metric in VECTORIZED,
-        n_resamples=BOOTSTRAP_RESAMPLES if metric in VECTORIZED else SLOW_RESAMPLES,
-        batch=_resamples_per_batch(len(predictions.target)),
-        confidence_level=1 - alpha,
-        method="percentile",
-        rng=np.random.default_rng(BOOTSTRAP_SEED),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def _resamples_per_batch(rows: int) -> int:
-    """Resamples scipy's bootstrap draws and scores at once, so memory stays bounded."""
-    return max(1, BOOTSTRAP_CELLS_PER_BATCH // max(rows, 1))
+    return _row_resampled(resampled, len(predictions.target), metric in VECTORIZED)
 
 
 def _normal_interval(

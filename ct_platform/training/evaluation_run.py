@@ -107,7 +107,7 @@ def _group_figures(model: Pipeline, holdout: pd.DataFrame, spec: Spec) -> dict[s
 def _record(
     registry: ModelRegistry, candidate: ModelVersionInfo, outcome: EvaluationOutcome
 ) -> None:
-    registry.log_metrics(candidate.run_id, outcome.holdout_figures())
+    registry.log_metrics(candidate.run_id, outcome.holdout_figures(), tags=outcome.holdout_tags())
     record_gates(registry, candidate, outcome.gates, promotable=outcome.promotable)
 
 

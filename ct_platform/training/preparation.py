@@ -146,26 +146,30 @@ def without_preparation(model: Pipeline) -> Pipeline:
     return model
 
 
-def raw_like(frame: pd.DataFrame, model: Pipeline) -> pd.DataFrame:
+def raw_like(frame: pd.DataFrame, model: Pipeline, head: int | None = None) -> pd.DataFrame:
     """Cleaned features typed as raw data looks: what the logged model's signature describes.
 
     Integer columns become int64 (a missing value that a sentinel stands for is written as
     that sentinel, e.g. pdays 999); a column that still holds missing values stays float64.
     A category whose values are all integers written plainly ("1".."4") becomes int64.
+    With `head`, only the first `head` rows are returned, typed as the whole frame types
+    them (each column judged over every row), without copying the rest of the frame.
     """
     preparation = model.steps[0][1] if model.steps[0][0] == PREPARATION_STEP else None
+    rows = frame if head is None else frame.head(head)
     if preparation is None:
-        return frame
+        return rows
     sentinels = preparation.sentinels or {}
-    raw = frame[list(preparation.features)].copy()
+    raw = rows[list(preparation.features)].copy()
     numeric = set(preparation.numeric or [])
     for name in preparation.integer or []:
         numbers = [s for s in sentinels.get(name, []) if not isinstance(s, str)]
-        column = raw[name].fillna(numbers[0]) if numbers else raw[name]
-        if not column.isna().any():
-            raw[name] = column.astype("int64")
+        # A numeric sentinel fills every missing value; without one a missing value keeps
+        # the whole column float.
+        if numbers or not frame[name].isna().any():
+            raw[name] = (raw[name].fillna(numbers[0]) if numbers else raw[name]).astype("int64")
     for name in preparation.features:
-        if name not in numeric and _integer_coded(raw[name]):
+        if name not in numeric and _integer_coded(raw[name] if head is None else frame[name]):
             raw[name] = raw[name].astype("int64")
     return raw
 
@@ -174,4 +178,6 @@ def _integer_coded(column: pd.Series) -> bool:
     """Every value of a category is an integer written plainly ("3", not "03" or "3.0")."""
     if column.empty or column.isna().any():
         return False
-    return bool(column.astype(str).str.fullmatch(r"-?(0|[1-9][0-9]*)").all())
+    # Judged on the distinct values: the same answer as every row's, at a category's cost.
+    distinct = pd.Series(column.unique()).astype(str)
+    return bool(distinct.str.fullmatch(r"-?(0|[1-9][0-9]*)").all())

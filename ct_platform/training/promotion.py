@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ct_platform.registry.versions import CHAMPION, release_alias
+from ct_platform.registry.versions import CHAMPION, INTERVAL_TAG_PREFIX, release_alias
 from ct_platform.settings import Spec
 from ct_platform.training.datasets import TrainingSetRef
 from ct_platform.training.gates import (
@@ -66,8 +66,10 @@ class EvaluationOutcome:
     stands_in_for: int | None = None
     # The naive baseline's metrics on the same holdout (`training.baseline`).
     baseline_metrics: dict[str, float] = field(default_factory=dict)
-    # Metric -> its 95 % confidence interval on the holdout (`comparison.metric_interval`).
+    # Metric -> its 95 % confidence interval on the holdout (`comparison.metric_interval`)
+    # and the method that gave it.
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    interval_methods: dict[str, str] = field(default_factory=dict)
 
     def holdout_figures(self) -> dict[str, float]:
         """The run metrics of this evaluation: `holdout_<metric>`, its interval's bounds
@@ -81,6 +83,12 @@ class EvaluationOutcome:
         }
         baseline = {f"holdout_baseline_{k}": v for k, v in self.baseline_metrics.items()}
         return {f"holdout_{k}": v for k, v in self.metrics.items()} | intervals | baseline
+
+    def holdout_tags(self) -> dict[str, str]:
+        """The run tags of this evaluation: `ct.interval.holdout_<metric>`, how that metric's
+        interval was computed (`comparison.metric_interval`: delong, wilson, t, bootstrap,
+        bootstrap_normal)."""
+        return {f"{INTERVAL_TAG_PREFIX}holdout_{k}": v for k, v in self.interval_methods.items()}
 
     @property
     def serving_champion(self) -> int | None:
@@ -156,6 +164,7 @@ def evaluate_candidate(
         )
     primary = spec.evaluation.primary_metric
     baseline = naive_baseline(training_set, holdout, spec)
+    intervals = {name: metric_interval(predictions, name, CARD_ALPHA) for name in metrics}
     against_baseline = compare(
         predictions, baseline.predictions, primary, spec.gates.baseline.alpha
     )
@@ -178,7 +187,8 @@ def evaluate_candidate(
         training_set=training_set,
         stands_in_for=champion.stands_in_for if champion else None,
         baseline_metrics=score_predictions(baseline.predictions, spec),
-        intervals={name: metric_interval(predictions, name, CARD_ALPHA) for name in metrics},
+        intervals={name: (found.low, found.high) for name, found in intervals.items()},
+        interval_methods={name: found.method for name, found in intervals.items()},
     )
 
 

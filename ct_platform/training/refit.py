@@ -255,7 +255,8 @@ def _record(
     }
     if missing:  # a refit registered with its verdict has none (one registered before: all)
         registry.set_tags(refit.version, missing)
-    registry.log_metrics(refit.run_id, outcome.evaluation.holdout_figures())
+    evaluation = outcome.evaluation
+    registry.log_metrics(refit.run_id, evaluation.holdout_figures(), tags=evaluation.holdout_tags())
     record_gates(
         registry,
         refit,

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from statsmodels.stats.proportion import proportion_confint
 
 from ct_platform.definitions import build_definitions
 from ct_platform.monitoring.champion_reference import load_champion_reference
@@ -84,6 +85,22 @@ def test_batch_runs_ingest_then_one_training_run_promotes(spec, instance, land_b
     window = pd.read_parquet(reference.train_path)
     training_set = load_training_set(champion.fingerprint, Paths.from_env())
     assert len(window) == training_set.train_rows + training_set.holdout_rows
+    # Each holdout interval is recorded with its method, on both runs and on the card; the
+    # accuracy's is Wilson's for the rows the holdout fit predicted right.
+    methods = {"accuracy": "wilson", "balanced_accuracy": "bootstrap", "f1": "bootstrap"}
+    methods["roc_auc"] = "delong"
+    client = MlflowClient(default_tracking_uri())
+    for run_id in (holdout_fit.run_id, champion.run_id):
+        tags = client.get_run(run_id).data.tags
+        assert {
+            k[len("ct.interval.holdout_") :]: v for k, v in tags.items() if "interval" in k
+        } == (methods)
+    rows = training_set.holdout_rows
+    right = round(champion.metrics["holdout_accuracy"] * rows)
+    low, high = proportion_confint(right, rows, alpha=0.05, method="wilson")
+    assert champion.metrics["holdout_accuracy_ci_low"] == pytest.approx(low)
+    assert champion.metrics["holdout_accuracy_ci_high"] == pytest.approx(high)
+    assert f"{low:.4g} to {high:.4g} \\(wilson\\)" in (bundle / "card.md").read_text()
     # The refit's run holds the whole window as its input and the holdout for export parity.
     assert {
         a.path for a in MlflowClient(default_tracking_uri()).list_artifacts(champion.run_id)

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 import docker
@@ -301,3 +302,27 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.Dag
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.instance_for_test(temp_dir=str(home)) as test_instance:
         yield test_instance
+
+
+def slowloris(url: str, count: int) -> list[socket.socket]:
+    """`count` clients holding a request each: headers and one byte of a body never sent."""
+    address = urlsplit(url)
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    socks = [
+        socket.create_connection((address.hostname, address.port), timeout=120)
+        for _ in range(count)
+    ]
+    for sock in socks:
+        sock.sendall(head)
+    return socks
+
+
+def assert_still_held(socks: list[socket.socket]) -> None:
+    """Each `slowloris` request is still held: no answer, no close."""
+    for sock in socks:
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)

@@ -11,8 +11,10 @@ is real: a Dagster instance in a temp DAGSTER_HOME running the code location's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import time
 
 import dagster as dg
 import pandas as pd
@@ -26,6 +28,7 @@ from ct_platform.defs.serving import build_endpoint_watchdog
 from ct_platform.defs.serving.assets import MODEL_BUNDLE
 from ct_platform.deployment import target_for
 from ct_platform.deployment.controller import RolloutStore
+from ct_platform.deployment.endpoint import Health, probe
 from ct_platform.deployment.rollout import admin_client, controller_for, roll_out, served_version
 from ct_platform.deployment.state import read_json
 from ct_platform.governance.audit import AuditEvent, read_events
@@ -36,7 +39,13 @@ from ct_platform.training.bundling import build_bundle
 from ct_platform.training.promotion import GATES_PASSED_TAG, promote
 from ct_platform_tests.conftest import BANK_SPEC
 from ct_platform_tests.defs.test_rollback import AUTOMATION_RUN_TAGS
-from ct_platform_tests.deployment.conftest import FreshStack, fit_pipeline, log_versions
+from ct_platform_tests.deployment.conftest import (
+    FreshStack,
+    assert_still_held,
+    fit_pipeline,
+    log_versions,
+    slowloris,
+)
 from ct_platform_tests.deployment.test_champion_audit import AUTOMATION
 
 pytestmark = pytest.mark.slow
@@ -190,7 +199,7 @@ def test_a_second_rollback_says_what_the_champion_history_holds(
         "champion history is [1] (oldest first): version 1 is the first champion it "
         "records; already rolled back from, so never gone back to: version 2 (rolled "
         f"back by carol at {rolled[0].at}: v2 misroutes calls). The champion stays "
-        "version 1\n"
+        f"version 1 (spec {BANK_SPEC}, CT_HOME {spec.paths.home})\n"
     )
     assert registry.alias_version(CHAMPION).version == 1  # type: ignore[union-attr]
     assert read_events()[-2:] == rolled
@@ -269,3 +278,52 @@ def test_the_endpoint_run_after_a_completed_canary_says_what_started_it(
     started = read_events()[-1]
     assert (started.kind, started.from_version, started.to_version) == ("deployment", 2, 3)
     assert started.actor == f"canary rollout {rollout.id} (started by {AUTOMATION})"
+
+
+def test_the_watchdog_leaves_a_server_busy_at_its_cap_alone_and_restarts_a_hung_one(
+    stack: tuple[Spec, ModelRegistry], instance: dg.DagsterInstance
+) -> None:
+    """Busy (alive at its connection cap, real connections held) is left alone, and the
+    tick says so; hung (alive, `/ping` silent `serving.hung_after_s`) is restarted."""
+    spec, registry = stack
+    serving = spec.serving.model_copy(update={"max_connections": 2, "hung_after_s": 1.0})
+    spec = spec.model_copy(update={"serving": serving})
+    registry.set_alias(CHAMPION, 1)
+    url = str(materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)["url"])
+    pid = server_pid(spec)
+    before = read_events()
+
+    held = slowloris(url, 2)
+    try:
+        deadline = time.monotonic() + 120
+        while probe(url, timeout=30) is not Health.BUSY:  # the server reads them at its pace
+            assert time.monotonic() < deadline, "the server never held the 2 requests"
+            time.sleep(0.05)
+        tick = watchdog_tick(spec, instance)
+        assert not tick.run_requests
+        assert tick.skip_reason is not None and tick.skip_reason.skip_message == (
+            f"{url} is alive but busy (pid {pid}, busy: holds its maximum of 2 connections "
+            "(serving.max_connections) (alive, overloaded; not restarted)): left alone"
+        )
+        assert_still_held(held)  # by the same server
+    finally:
+        for sock in held:
+            sock.close()
+    assert server_pid(spec) == pid and read_events() == before
+
+    os.kill(pid, signal.SIGSTOP)  # alive, /ping silent
+    try:
+        request = watchdog_tick(spec, instance).run_requests[0]
+        assert request.tags["ct/repair"] == f"{url} does not answer (pid {pid}, not ready)"
+        revived = materialize_endpoint(spec, instance, {**request.tags, **WATCHDOG_RUN_TAGS})
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert revived["changed"] is True and server_pid(spec) != pid
+    line = read_events()[-1]
+    assert (line.kind, line.actor, line.to_version) == ("deployment", "sensor:endpoint_watchdog", 1)
+    assert line.reason == (
+        f"the server at {url} did not answer (pid {pid}, not ready; its local target recorded "
+        f"version 1): restarted with version 1 ({MODEL}-v1) (local {url})"
+    )
+    assert served_version(url, MODEL) == "1"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -15,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,7 +24,12 @@ from ct_platform.deployment.endpoint import DeploymentError
 from ct_platform.deployment.local import LocalTarget, _is_dying
 from ct_platform.deployment.state import admin_token, read_json
 from ct_platform.settings import Spec
-from ct_platform_tests.deployment.conftest import free_port_pair, with_port
+from ct_platform_tests.deployment.conftest import (
+    assert_still_held,
+    free_port_pair,
+    slowloris,
+    with_port,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -157,7 +160,9 @@ def test_a_hung_server_is_restarted_on_its_recorded_port(
     recorded = local.deploy(bundles["1"]).url
     hung_pid = served_pid(local)
     os.kill(hung_pid, signal.SIGSTOP)  # alive, /ping silent
-    elsewhere = LocalTarget(with_port(serving_spec, free_port_pair()))
+    elsewhere_spec = with_port(serving_spec, free_port_pair())
+    impatient = elsewhere_spec.serving.model_copy(update={"hung_after_s": 1.0})  # not 10 s
+    elsewhere = LocalTarget(elsewhere_spec.model_copy(update={"serving": impatient}))
     try:
         endpoint = elsewhere.deploy(bundles["2"])
     finally:
@@ -242,22 +247,6 @@ def test_a_killed_process_reads_as_dying_at_once() -> None:
         busy.wait()
 
 
-def _slowloris(url: str, count: int) -> list[socket.socket]:
-    """`count` clients holding a request each: headers and one byte of a body never sent."""
-    address = urlsplit(url)
-    head = (
-        b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{"
-    )
-    socks = [
-        socket.create_connection((address.hostname, address.port), timeout=120)
-        for _ in range(count)
-    ]
-    for sock in socks:
-        sock.sendall(head)
-    return socks
-
-
 def test_a_server_busy_at_its_connection_cap_is_swapped_into_never_restarted(
     serving_spec: Spec, bundles: dict[str, Path], sample_row: dict[str, Any]
 ) -> None:
@@ -273,19 +262,20 @@ def test_a_server_busy_at_its_connection_cap_is_swapped_into_never_restarted(
     try:
         local.deploy(bundles["1"])
         pid = served_pid(local)
-        held = _slowloris(local.url, 2)
+        held = slowloris(local.url, 2)
         try:
             # At the cap: scoring is refused (busy), the health check is not.
             wait_until(lambda: smoke_status(local.url, sample_row) == 503, "a 503 at the cap", 120)
             status = local.status()
-            assert status is not None and status.healthy and not status.busy, status
+            assert status is not None and status.healthy and status.busy, status
+            assert status.detail == (
+                f"pid {pid}, busy: holds its maximum of 2 connections "
+                "(serving.max_connections) (alive, overloaded; not restarted)"
+            )
             assert ensure_running(local) == status.endpoint
             endpoint = local.deploy(bundles["2"])
             assert endpoint.version == "2" and served_pid(local) == pid
-            for sock in held:  # still held: no answer, no close
-                sock.setblocking(False)
-                with pytest.raises(BlockingIOError):
-                    sock.recv(1)
+            assert_still_held(held)  # by the same server
         finally:
             for sock in held:
                 sock.close()

@@ -205,13 +205,23 @@ def test_regression_card_states_what_its_figures_are():
         "gate.metric_floor.threshold": 250.0,
     }
     notes = {m: METRIC_DEFINITIONS[m] for m in ("mae", "rmse", "r2")}
+    # A run before interval methods were recorded (r2 here) shows its bounds alone.
+    methods = {"holdout_mae": "t", "holdout_rmse": "bootstrap_normal"}
     markdown = render_markdown(
-        facts(metrics=metrics, metric_notes=notes, primary_metric="mae", gates=())
+        facts(
+            metrics=metrics,
+            metric_notes=notes,
+            primary_metric="mae",
+            gates=(),
+            interval_methods=methods,
+        )
     )
     metrics_part = markdown[markdown.index("## Metrics") : markdown.index("## Per-group")]
-    assert "| holdout\\_mae | 189.1 | 183.2 to 195 | 163.8 |" in metrics_part
+    assert "| holdout\\_mae | 189.1 | 183.2 to 195 \\(t\\) | 163.8 |" in metrics_part
     assert "| holdout\\_r2 | -0.0719 | -0.11 to -0.04 | -0.0012 |" in metrics_part
-    assert "| holdout\\_rmse | 270.5 | 255.1 to 286 | 261.3 |" in metrics_part
+    assert "| holdout\\_rmse | 270.5 | 255.1 to 286 \\(bootstrap\\_normal\\) | 261.3 |" in (
+        metrics_part
+    )
     assert "not recorded" not in metrics_part
     assert "**Warning**: holdout\\_r2 is -0.0719: the model predicts the holdout worse" in (
         metrics_part

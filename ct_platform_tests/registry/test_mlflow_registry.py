@@ -260,7 +260,11 @@ def test_metrics_artifacts_and_tags_added_after_logging(
     registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame, tmp_path: Path
 ) -> None:
     info = log(registry, fitted, train_frame, fingerprint="7" * 64)
-    registry.log_metrics(info.run_id, {"holdout_roc_auc": 0.61, "parity_max_abs_diff": 1.7e-7})
+    registry.log_metrics(
+        info.run_id,
+        {"holdout_roc_auc": 0.61, "parity_max_abs_diff": 1.7e-7},
+        tags={"ct.interval.holdout_roc_auc": "delong"},
+    )
     report = tmp_path / "quality.html"
     report.write_text("<html>report</html>")
     registry.log_artifact(info.run_id, report, artifact_path="reports")
@@ -269,6 +273,13 @@ def test_metrics_artifacts_and_tags_added_after_logging(
     assert updated.metrics["holdout_roc_auc"] == 0.61
     assert updated.metrics["roc_auc"] == 0.79
     assert updated.tags["ct.gates_passed"] == "true"
+    # Run tags and parameters, and the artifact page, from one read of the run.
+    record = registry.run_record(info.run_id)
+    assert record.tags["ct.interval.holdout_roc_auc"] == "delong"
+    assert record.params == dict(
+        MlflowClient(registry.tracking_uri).get_run(info.run_id).data.params
+    )
+    assert record.artifacts_url == registry.artifact_view_url(info.run_id)
     listed = MlflowClient(registry.tracking_uri).list_artifacts(info.run_id, "reports")
     assert [a.path for a in listed] == ["reports/quality.html"]
 

@@ -110,12 +110,16 @@ def _raw_exchange(server: ThreadedServer, head: bytes, filler: int = 0) -> bytes
                 sent += len(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server stopped reading: its answer is waiting
-        answer = b""
-        try:
-            while data := sock.recv(65536):
-                answer += data
-        except ConnectionResetError:
-            pass
+        return _read_to_close(sock)
+
+
+def _read_to_close(sock: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while data := sock.recv(65536):
+            answer += data
+    except ConnectionResetError:
+        pass  # closed with unread bytes: the answer was read first
     return answer
 
 
@@ -146,12 +150,7 @@ def test_an_oversized_header_on_a_kept_alive_connection_gets_431(
         sock.sendall(small)
         first = sock.recv(65536)
         sock.sendall(big)
-        second = b""
-        try:
-            while data := sock.recv(65536):
-                second += data
-        except ConnectionResetError:
-            pass  # closed with unread bytes: the answer was read first
+        second = _read_to_close(sock)
     assert first.startswith(b"HTTP/1.1 200 "), first[:200]
     assert second.startswith(b"HTTP/1.1 431 "), second[:200]
 
@@ -172,6 +171,67 @@ def test_headers_sent_too_slowly_get_408_and_the_connection_closes(
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     idle = _raw_exchange(limits_server, b"")  # connected, sent nothing
     assert idle.startswith(b"HTTP/1.1 408 "), idle[:200]
+
+
+def _read_one_answer(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, body) of one answer with a Content-Length, read off a kept-alive socket."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        data = sock.recv(65536)
+        assert data, answer
+        answer += data
+    head, _, content = answer.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])
+    while len(content) < length:
+        data = sock.recv(65536)
+        assert data, answer
+        content += data
+    return int(head.split()[1]), content
+
+
+def test_a_kept_alive_connection_s_next_request_is_timed_from_its_first_byte(
+    limits_server: ThreadedServer, small_body: dict
+) -> None:
+    """A request that arrives whole sets no timer; the next one on the connection, whose
+    headers stop half way, still gets its 408 (its timer armed once its first read is
+    parsed), and the connection closes."""
+    body = httpx.Request("POST", "/", json=small_body).content
+    whole = (
+        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", limits_server.port), timeout=120) as sock:
+        sock.sendall(whole)
+        first = sock.recv(65536)
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: te")
+        second = _read_to_close(sock)
+    assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+    assert second.startswith(b"HTTP/1.1 408 "), second[:200]
+    assert second.endswith(b"headers not received within 1 s"), second[-200:]
+
+
+def test_a_request_in_many_reads_within_the_limits_is_answered(
+    limits_server: ThreadedServer, small_body: dict
+) -> None:
+    """Headers and body each in pieces, paused between (each pause well within the 1 s
+    header timeout and the body's gap timeout): answered 200 with the row's prediction,
+    the same as the request sent whole, twice on one kept-alive connection."""
+    body = httpx.Request("POST", "/", json=small_body).content
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    whole = httpx.post(f"{limits_server.url}/invocations", content=body, headers={
+        "content-type": "application/json"})  # fmt: skip
+    assert whole.status_code == 200, whole.text
+    request = head + body
+    with socket.create_connection(("127.0.0.1", limits_server.port), timeout=120) as sock:
+        for _ in range(2):
+            for start in range(0, len(request), 40):
+                sock.sendall(request[start : start + 40])
+                time.sleep(0.01)
+            status, content = _read_one_answer(sock)
+            assert (status, content) == (200, whole.content)
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,17 @@ import pandas as pd
 import pytest
 
 from ct_platform.deployment.analysis import analyse
-from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.bundle import Prediction, load_bundle
 from ct_platform.serving.slot_stats import (
     PROBABILITY_BINS,
     ClientStats,
     RecentAnswers,
     SlotStats,
+    _one_row_bin,
     score_bins,
     score_counts,
 )
+from ct_platform.serving.slots import ServedModel
 from ct_platform.settings import AnalysisSpec, Spec
 from ct_platform_tests.serving.conftest import ThreadedServer, raw_rows, server_config
 
@@ -84,18 +86,40 @@ def test_ring_keeps_the_newest_answer_of_a_repeated_id_and_evicts_only_its_own()
     assert len(recent) == 0
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_a_one_row_score_lands_in_the_array_path_s_bin(dtype: type) -> None:
-    # Each bin edge, the nearest representable values on both sides, and beyond [0, 1].
-    scores = [-0.0, 1.0000001, 1.5, -0.25]
+    """The one-row bin (a Python float; float32 through the precomputed least score of
+    each bin) is the array path's: at each bin edge and its 4 nearest representable
+    neighbours on both sides, 0 and 1, beyond [0, 1], NaN, and 5,000 random scores."""
+    scores = [dtype(0), -0.0, 1.0000001, 1.5, -0.25, dtype("nan")]
     for edge in (dtype(k / PROBABILITY_BINS) for k in range(PROBABILITY_BINS + 1)):
-        scores += [np.nextafter(edge, dtype(-1)), edge, np.nextafter(edge, dtype(2))]
+        below = above = edge
+        for _ in range(4):
+            below, above = np.nextafter(below, dtype(-1)), np.nextafter(above, dtype(2))
+            scores += [below, above]
+        scores.append(edge)
+    scores += list(np.random.default_rng(7).random(5_000).astype(dtype))
     for score in scores:
         for proba in ([[1 - score, score]], [[score, (1 - score) / 2, (1 - score) / 2]]):
             prediction = Prediction(labels=None, proba=np.array(proba, dtype=dtype), values=None)
             bins, counts = np.unique(score_bins(prediction), return_counts=True)
             expected = dict(zip(bins.tolist(), counts.tolist(), strict=True))
             assert score_counts(prediction) == expected, (score, proba)
+
+
+def test_the_model_s_one_row_probabilities_take_the_python_bin(
+    bundle_dir: Path, holdout: pd.DataFrame, bank_spec: Spec
+) -> None:
+    """What ONNX Runtime answers for a row (float32, shape (1, 2)) is binned without numpy
+    (`_one_row_bin`), to the array path's bin."""
+    served = ServedModel.of(load_bundle(bundle_dir), "reject", "ignore")
+    for row in raw_rows(holdout, bank_spec, 20):
+        prediction = served.model.predict(served.schema.from_records([row]))
+        proba = prediction.proba
+        assert proba is not None and proba.shape == (1, 2)
+        fast = _one_row_bin(proba.item(1), proba.dtype)
+        assert fast is not None and {fast: 1} == score_counts(prediction)
+        assert fast == score_bins(prediction).item()
 
 
 def test_a_keyed_request_counts_on_its_slot_and_client_alike() -> None:

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 
 from ct_platform.deployment.endpoint import Health, probe
+from ct_platform.serving.config import BUSY_HEADER
 from ct_platform.settings import Spec
 from ct_platform_tests.serving.conftest import (
     MODEL_NAME,
@@ -157,9 +158,14 @@ def test_connections_beyond_the_cap_get_503_and_traffic_is_served_once_slow_clie
         )
         refused = len(statuses)
         # At its cap, the server is busy, not dead: health, metadata, metrics and the admin
-        # API answer (the deployer's and the watchdog's checks), and probe() says so.
-        assert httpx.get(f"{server.url}/ping", timeout=60).status_code == 200
-        assert probe(server.url, timeout=60) is Health.READY
+        # API answer (the deployer's and the watchdog's checks), /ping says it is at its
+        # cap, and probe() reads it as busy.
+        ping = httpx.get(f"{server.url}/ping", timeout=60)
+        assert ping.status_code == 200
+        assert ping.headers[BUSY_HEADER] == (
+            "holds its maximum of 6 connections (serving.max_connections)"
+        )
+        assert probe(server.url, timeout=60) is Health.BUSY
         assert httpx.get(f"{server.url}/v2/models/{MODEL_NAME}", timeout=60).status_code == 200
         admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
         slots = httpx.get(f"{server.url}/admin/slots", headers=admin, timeout=60)
@@ -181,6 +187,7 @@ def test_connections_beyond_the_cap_get_503_and_traffic_is_served_once_slow_clie
         status = httpx.post(url, content=body, headers=headers, timeout=60).status_code
         refused += status == 503
     assert status == 200
+    assert probe(server.url, timeout=60) is Health.READY  # below its cap: no longer busy
     # Every 503 is counted, as an answer and as an error of the HTTP layer (the 3 clients
     # whose answer was not read may have had one too).
     assert refused <= _count(server, "ct_http_responses_total", 'status="503"') <= refused + 3

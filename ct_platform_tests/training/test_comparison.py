@@ -17,9 +17,17 @@ from sklearn.metrics import (
     r2_score,
     roc_auc_score,
 )
+from statsmodels.stats.proportion import proportion_confint
 
 from ct_platform.settings import Spec
-from ct_platform.training.comparison import PairedComparison, compare, metric_interval
+from ct_platform.training.comparison import (
+    BOOTSTRAP_CELL_BUDGET,
+    BOOTSTRAP_RESAMPLES,
+    SE_RESAMPLES,
+    PairedComparison,
+    compare,
+    metric_interval,
+)
 from ct_platform.training.evaluate import Predictions
 from ct_platform.training.gates import GateResult, baseline_gate, champion_regression_gate
 from ct_platform_tests.training.test_gates import _with_gates
@@ -249,21 +257,97 @@ def test_the_baseline_gate_passes_only_a_significantly_better_model(
 def test_metric_intervals_by_the_comparisons_methods(target: np.ndarray) -> None:
     p = scored(target, 1.2, 4)
     auc = roc_auc_score(target, p.proba[:, 1])
-    low, high = metric_interval(p, "roc_auc", 0.05)
-    assert low < auc < high and 0.02 < high - low < 0.1
-    # Accuracy: 1 - the misclassification rate's t interval, bounds swapped.
-    errors = (p.target != p.predicted).astype(float)
-    t = stats.ttest_1samp(errors, 0.0).confidence_interval(0.95)
-    assert metric_interval(p, "accuracy", 0.05) == pytest.approx((1 - t.high, 1 - t.low))
+    low, high, method = metric_interval(p, "roc_auc", 0.05)
+    assert method == "delong" and low < auc < high and 0.02 < high - low < 0.1
+    # Accuracy: Wilson's score interval of the share of rows predicted right.
+    right = int(np.sum(p.target == p.predicted))
+    wilson = proportion_confint(right, ROWS, alpha=0.05, method="wilson")
+    assert metric_interval(p, "accuracy", 0.05) == pytest.approx((*wilson, "wilson"))
     # The seeded bootstrap for the rest: the same interval on every call.
     f1 = metric_interval(p, "f1", 0.05)
     assert f1 == metric_interval(p, "f1", 0.05) and f1[0] < f1_score(target, p.predicted) < f1[1]
     rng = np.random.default_rng(5)
     truth = rng.normal(100, 20, ROWS)
     regression = Predictions(truth, truth + rng.normal(0, 10, ROWS))
-    mae_low, mae_high = metric_interval(regression, "mae", 0.05)
-    assert mae_low < np.mean(np.abs(regression.target - regression.predicted)) < mae_high
-    r2_low, r2_high = metric_interval(regression, "r2", 0.05)
-    assert r2_low < r2_score(truth, regression.predicted) < r2_high
+    mae_low, mae_high, by = metric_interval(regression, "mae", 0.05)
+    t = stats.ttest_1samp(np.abs(truth - regression.predicted), 0.0).confidence_interval(0.95)
+    assert by == "t" and (mae_low, mae_high) == pytest.approx((t.low, t.high))
+    r2_low, r2_high, by = metric_interval(regression, "r2", 0.05)
+    assert by == "bootstrap" and r2_low < r2_score(truth, regression.predicted) < r2_high
     one_row = metric_interval(Predictions(truth[:1], truth[:1]), "r2", 0.05)
-    assert all(np.isnan(one_row))
+    assert np.isnan(one_row.low) and np.isnan(one_row.high)
+
+
+def test_accuracy_interval_is_newcombes_wilson_example() -> None:
+    """Newcombe (Statistics in Medicine 17:857-872, 1998), table I: 81 of 263, Wilson's
+    95 % interval 0.2553 to 0.3662."""
+    truth = np.ones(263, int)
+    predicted = np.r_[np.ones(81, int), np.zeros(182, int)]
+    low, high, method = metric_interval(
+        Predictions(truth, predicted, None, CLASSES), "accuracy", 0.05
+    )
+    assert method == "wilson" and (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
+
+
+@pytest.mark.parametrize("metric", ["f1", "balanced_accuracy"])
+def test_confusion_bootstrap_is_the_row_bootstrap(metric: str) -> None:
+    """Resampling the confusion cells gives what resampling rows gives, three classes too."""
+    rng = np.random.default_rng(8)
+    classes = np.array(["a", "b", "c"])
+    truth = rng.choice(classes, 2000, p=[0.6, 0.3, 0.1])
+    predicted = np.where(rng.random(2000) < 0.7, truth, rng.choice(classes, 2000))
+    other = np.where(rng.random(2000) < 0.6, truth, rng.choice(classes, 2000))
+    score = {
+        "f1": lambda t, g: f1_score(t, g, average="macro", labels=[0, 1, 2], zero_division=0),
+        "balanced_accuracy": balanced_accuracy_score,
+    }[metric]
+    candidate = Predictions(truth, predicted, None, classes)
+    champion = Predictions(truth, other, None, classes)
+
+    low, high, method = metric_interval(candidate, metric, 0.05)
+    paired = compare(candidate, champion, metric, 0.05)
+
+    # The same labels as integer codes: scikit-learn is several times faster on them.
+    codes = {
+        name: np.searchsorted(classes, values)
+        for name, values in (("truth", truth), ("predicted", predicted), ("other", other))
+    }
+    rows = rng.integers(0, 2000, (1000, 2000))
+    alone = [score(codes["truth"][r], codes["predicted"][r]) for r in rows]
+    differences = [
+        a - score(codes["truth"][r], codes["other"][r]) for a, r in zip(alone, rows, strict=True)
+    ]
+    assert method == "bootstrap" and paired.method == "paired_bootstrap"
+    assert (low, high) == pytest.approx(np.percentile(alone, [2.5, 97.5]), abs=0.004)
+    assert paired.improvement == pytest.approx(
+        score(codes["truth"], codes["predicted"]) - score(codes["truth"], codes["other"])
+    )
+    assert paired.standard_error == pytest.approx(np.std(differences), rel=0.1)
+    assert (paired.ci_low, paired.ci_high) == pytest.approx(
+        np.percentile(differences, [2.5, 97.5]), abs=0.005
+    )
+
+
+def test_a_big_holdouts_row_bootstrap_is_bounded_and_normal() -> None:
+    """Beyond BOOTSTRAP_CELL_BUDGET: estimate +- z x the SE of SE_RESAMPLES resamples, and
+    that SE is the delta method's for RMSE (sd of the squared errors / (2 RMSE sqrt(n)))
+    within the stated Monte Carlo error."""
+    rows = BOOTSTRAP_CELL_BUDGET // BOOTSTRAP_RESAMPLES + 1
+    rng = np.random.default_rng(9)
+    truth = rng.normal(100, 20, rows)
+    errors = rng.standard_t(5, rows) * 10
+    holdout = Predictions(truth, truth + errors)
+    champion = Predictions(truth, truth + errors * 1.02)
+
+    low, high, method = metric_interval(holdout, "rmse", 0.05)
+    paired = compare(holdout, champion, "rmse", 0.05)
+
+    rmse = float(np.sqrt(np.mean(errors**2)))
+    delta_se = np.std(errors**2, ddof=1) / (2 * rmse * np.sqrt(rows))
+    z = stats.norm.ppf(0.975)
+    assert method == "bootstrap_normal" and paired.method == "paired_bootstrap_normal"
+    assert (low + high) / 2 == pytest.approx(rmse)
+    monte_carlo = 3 / np.sqrt(2 * (SE_RESAMPLES - 1))  # three of its standard errors
+    assert (high - low) / (2 * z) == pytest.approx(delta_se, rel=monte_carlo)
+    assert paired.ci_low == pytest.approx(paired.improvement - z * paired.standard_error)
+    assert metric_interval(holdout, "rmse", 0.05) == (low, high, method)

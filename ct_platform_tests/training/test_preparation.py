@@ -81,3 +81,29 @@ def test_integer_coded_categories_read_as_text_and_look_like_integers() -> None:
     assert raw_like(as_text, model)["season"].dtype == np.int64
     padded = as_text.assign(season=["03", "1"])
     assert raw_like(padded, model)["season"].dtype != np.int64  # "03" is not the integer 3
+
+
+def test_raw_like_head_is_typed_as_the_whole_frame_types_it() -> None:
+    """The signature's rows: what a value past them (a missing count, a padded code) decides
+    for the whole column decides for them too, and the rows equal the whole frame's."""
+    preparation = SpecPreparation(
+        features=["season", "visits", "pdays"],
+        numeric=["visits", "pdays"],
+        integer=["visits", "pdays"],
+        sentinels={"pdays": [999]},
+    )
+    frame = pd.DataFrame(
+        {
+            "season": ["3", "1", "03"],
+            "visits": [2.0, 5.0, None],
+            "pdays": [4.0, None, None],
+        }
+    )
+    model = Pipeline([(PREPARATION_STEP, preparation.fit(frame))])
+
+    head = raw_like(frame, model, head=2)
+
+    pd.testing.assert_frame_equal(head, raw_like(frame, model).head(2))
+    assert head["season"].dtype != np.int64 and head["visits"].dtype == np.float64
+    assert head["pdays"].tolist() == [4, 999] and head["pdays"].dtype == np.int64
+    assert raw_like(frame.head(2), model)["visits"].dtype == np.int64  # the head alone differs

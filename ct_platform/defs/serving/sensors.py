@@ -14,7 +14,8 @@ While a progressive rollout is active the watchdog stands aside (a redeploy woul
 the candidate under analysis); the rollout ends itself if its server loses the version.
 Once none is active, a version still holding `canary` (approved while another version
 rolled out: its rollout waits) gets the `deployed_endpoint` run that starts its rollout.
-A server that answers /ping 429/503 is alive but busy: left alone, never restarted.
+A server that is alive but busy (at its connection cap: /ping 200 with `x-ct-busy`; or
+/ping 429/503) is left alone, never restarted, and the tick says so.
 
 Right after a promotion, automation deploys the new bundle; the watchdog gives it
 `automation_grace_seconds` before stepping in, so one promotion is one deployment.
