@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ct_platform.settings import ColumnSpec, DatasetSpec
+from ct_platform.text_values import NUMBER_TEXT
 
 # Magnitudes beyond this are not measurements but overflow, unit mix-ups or filler values;
 # float32 (what ONNX serving computes in) has lost all integer precision long before.
@@ -401,12 +402,24 @@ def _parse_numeric(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd
     if pd.api.types.is_bool_dtype(series):
         values = pd.Series(np.nan, index=series.index)  # True/False is not a number here
     else:
-        values = pd.to_numeric(series, errors="coerce").astype("float64")
+        values = pd.to_numeric(series.where(_looks_numeric(series)), errors="coerce")
+        values = values.astype("float64")
     invalid = series.notna() & values.isna() & ~is_text_sentinel
     if column.type == "int":
         finite = np.isfinite(values)
         invalid |= finite & (values % 1 != 0)
     return values.where(~is_text_sentinel), invalid
+
+
+def _looks_numeric(series: pd.Series) -> pd.Series:
+    """Which values may be read as numbers: numbers, and text that spells one as the model
+    server and `ct drift` read text (`text_values.NUMBER_TEXT`; not "1_000" or "0x10")."""
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return pd.Series(True, index=series.index)
+    # Judged once per distinct value: a column holds far fewer than it has rows.
+    distinct = pd.Series(series.unique(), dtype=object)
+    numeric = distinct[distinct.astype(str).str.strip().str.fullmatch(NUMBER_TEXT)]
+    return series.isin(numeric)
 
 
 def _parse_temporal(series: pd.Series, column: ColumnSpec) -> tuple[pd.Series, pd.Series]:

@@ -2,7 +2,9 @@
 
 CSV values are read as strings: guessing types here would hide the very problems the
 contract exists to report (a stray "abc" in an int column would silently make it text).
-Only an empty field counts as missing, so "NA" or "null" in a category column stays a value.
+In every text column (CSV fields; text in Parquet) the empty field and `nan` in any case and
+sign are missing, as the model server and `ct drift` read text (`ct_platform.text_values`);
+"NA" or "null" stays a value (not a number in a numeric column, a category in a category one).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import pyarrow as pa
 from ct_platform.data.landing import PARQUET_MAGIC, batch_suffix
 from ct_platform.serving.schema import repeated_names
 from ct_platform.settings import DatasetSpec
+from ct_platform.text_values import is_missing_text
 
 GZIP_MAGIC = b"\x1f\x8b"
+_TEXT_DTYPES = (pd.StringDtype, pd.CategoricalDtype)
 # How many offending line numbers a field-count error quotes.
 MAX_LINES_QUOTED = 5
 
@@ -53,6 +57,20 @@ def read_batch(path: Path, dataset: DatasetSpec) -> pd.DataFrame:
         _check_field_counts(path, text, dataset.separator)
         frame = _read_csv(path, text, dataset.separator)
     check_header(path, list(frame.columns), dataset)
+    return missing_text_as_null(frame)
+
+
+def missing_text_as_null(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with missing text (`text_values.is_missing_text`: "", " NaN "...) as NaN in
+    its text columns (object, string or categorical dtype); other values untouched."""
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        if not (column.dtype == object or isinstance(column.dtype, _TEXT_DTYPES)):
+            continue
+        # Judged once per distinct value: a column holds far fewer than it has rows.
+        marked = [value for value in column.unique() if is_missing_text(value)]
+        if marked:
+            frame.isetitem(position, column.astype(object).mask(column.isin(marked)))
     return frame
 
 

@@ -13,14 +13,15 @@ Every source becomes Arrow batches of the feature columns, typed and counted by 
   rows): numeric columns read as text (so a stray "abc" is counted, not a reason to fail
   the file), categorical ones dictionary-encoded; an empty field, and text reading "nan"
   in any case and sign, is missing in every column, categorical ones included, as the
-  model server reads text (`serving.schema.MISSING_TEXT`).
+  model server and ingest read text (`ct_platform.text_values`).
 - Frames and prediction-log records are converted column by column (`add_frame`,
   `add_records`).
 
 Typing, value for value as `monitoring.frames.typed_column` does: numeric columns become
 float64, with nulls, sentinels and empty text missing; categorical values become
 `str(value)`. Text in a numeric column is parsed by Arrow (`pyarrow.compute.cast`; a batch it
-refuses is parsed value by value against `_NUMBER`, surrounding spaces allowed); what is sent
+refuses is parsed value by value against `text_values.NUMBER_TEXT`, surrounding spaces
+allowed); what is sent
 but is not a number is counted as unparseable with examples quoted as sent
 (`NumericSummary.add_unparseable`), never silently as missing; a number too large for
 float64 as an overflow (`add_overflow`), in the server's words. Range and category violations
@@ -49,8 +50,8 @@ from ct_platform.monitoring.summaries import (
     SentText,
     Value,
 )
-from ct_platform.serving.schema import MISSING_TEXT, is_missing_text
 from ct_platform.settings import ColumnSpec, DatasetSpec
+from ct_platform.text_values import INFINITY_TEXT, MISSING_TEXT, NUMBER_TEXT, is_missing_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,11 +68,6 @@ READ_BUFFER_BYTES = 1024 * 1024
 # to 32 blocks read ahead: 504 MB of Arrow memory streaming a 430 MB bank CSV (175 MB with
 # 4 MB blocks), the same for any longer file.
 CSV_BLOCK_BYTES = 16 * 1024 * 1024
-# What a number looks like as text once trimmed (what `pyarrow.compute.cast` then reads):
-# decimal or scientific notation, or inf/infinity in any case.
-_NUMBER = r"(?i)^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf|infinity)$"
-# Infinity spelled out: infinite, whereas any other text reading as infinite overflowed.
-_INFINITY_TEXT = r"(?i)^[+-]?(inf|infinity)$"
 
 
 def empty_summary(
@@ -160,7 +156,7 @@ def summarise_file(
 
 def column_chunks(path: Path, dataset: DatasetSpec, names: list[str]) -> Iterator[pd.DataFrame]:
     """Columns `names` of a `.parquet`, `.csv` or `.csv.gz` file, valued as ingest reads the
-    whole file (`data.reader.read_batch`: CSV fields as text, only an empty field missing;
+    whole file (`data.reader.read_batch`: CSV fields as text, missing text as NaN;
     Parquet typed, an integer or boolean column holding a null anywhere as float64 or
     object in every frame), for `data.contract`'s rules. Streamed in frames of at most
     `BATCH_ROWS` rows (CSV: `CSV_BLOCK_BYTES` of text): memory is one frame, whatever the
@@ -171,13 +167,15 @@ def column_chunks(path: Path, dataset: DatasetSpec, names: list[str]) -> Iterato
     import pyarrow as pa
 
     from ct_platform.data.landing import batch_suffix
+    from ct_platform.data.reader import missing_text_as_null
 
     path = Path(path)
     if batch_suffix(path.name) == ".parquet":
-        yield from _parquet_frames(path, names)
+        for frame in _parquet_frames(path, names):
+            yield missing_text_as_null(frame)
         return
     for batch in _csv_reader(path, dataset, dict.fromkeys(names, pa.string())):
-        yield batch.to_pandas()
+        yield missing_text_as_null(batch.to_pandas())
 
 
 def parquet_columns(path: Path) -> list[str]:
@@ -433,16 +431,34 @@ def add_arrow(summary: DataSummary, batch: pa.RecordBatch | pa.Table, dataset: D
             column.add_counts(_category_counts(values), len(values))
 
 
-def _missing_count(values: pa.Array) -> int:
+def _missing_count(values: pa.Array | pa.ChunkedArray) -> int:
     """Missing values as ingest counts them (`pandas.isna` of the batch as read): nulls (an
-    empty CSV field) and, in a floating-point column, NaN; a sentinel is an answer."""
+    empty CSV field), missing text (`text_values.MISSING_TEXT`) and, in a floating-point
+    column, NaN; a sentinel is an answer."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     missing = values.null_count
-    if pa.types.is_floating(values.type):
+    kind = values.type
+    if pa.types.is_floating(kind):
         missing += pc.sum(pc.is_nan(values)).as_py() or 0
+    elif pa.types.is_dictionary(kind) and _is_text(kind.value_type):
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        marked = _missing_text_mask(values.dictionary)
+        missing += pc.sum(pc.take(marked, values.indices)).as_py() or 0
+    elif _is_text(kind):
+        missing += pc.sum(_missing_text_mask(values)).as_py() or 0
     return missing
+
+
+def _missing_text_mask(text: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Which text values are missing text (`text_values.MISSING_TEXT`); null for nulls."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    trimmed = pc.utf8_lower(pc.utf8_trim_whitespace(text))
+    return pc.is_in(trimmed, value_set=pa.array(sorted(MISSING_TEXT), pa.string()))
 
 
 def _arrow_values(values: list[object]) -> pa.Array:
@@ -527,19 +543,18 @@ def _parsed_text(
     sent, text = text, pc.utf8_trim_whitespace(text)
     sentinels = [s for s in column.sentinels if isinstance(s, str)]
     missing = pc.or_kleene(
-        pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(MISSING_TEXT), pa.string())),
-        pc.is_in(text, value_set=pa.array(sentinels, pa.string())),
+        _missing_text_mask(text), pc.is_in(text, value_set=pa.array(sentinels, pa.string()))
     )
     text = pc.if_else(missing, None, text)
     try:
         numbers = pc.cast(text, pa.float64())
     except pa.ArrowInvalid:  # some value is not a number: cast only those that are
-        looks_numeric = pc.match_substring_regex(text, _NUMBER)
+        looks_numeric = pc.match_substring_regex(text, NUMBER_TEXT)
         numbers = pc.cast(pc.if_else(looks_numeric, text, None), pa.float64())
     unparseable = pc.and_kleene(pc.is_valid(text), pc.is_null(numbers))
     # A number too large for float64 reads as infinite: an overflow, not an infinity.
     overflow = pc.and_kleene(
-        pc.is_inf(numbers), pc.invert(pc.match_substring_regex(text, _INFINITY_TEXT))
+        pc.is_inf(numbers), pc.invert(pc.match_substring_regex(text, INFINITY_TEXT))
     )
     for bad, add in ((unparseable, summary.add_unparseable), (overflow, summary.add_overflow)):
         if pc.any(bad).as_py():
@@ -555,9 +570,8 @@ def _category_counts(values: pa.Array) -> dict[Value, int]:
     import pyarrow.compute as pc
 
     if pa.types.is_dictionary(values.type):
-        codes = values.indices.to_numpy(zero_copy_only=False)
-        if values.null_count:
-            codes = codes[values.is_valid().to_numpy(zero_copy_only=False)]
+        # Nulls dropped first: with them the codes would come out as float64.
+        codes = pc.drop_null(values.indices).to_numpy(zero_copy_only=False)
         counts = np.bincount(codes, minlength=len(values.dictionary))
         pairs = zip(values.dictionary.to_pylist(), counts.tolist(), strict=True)
     else:

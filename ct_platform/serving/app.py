@@ -35,7 +35,7 @@ from ct_platform.serving import admin, mlflow_protocol, v2_protocol
 from ct_platform.serving.bundle import Prediction, load_bundle
 from ct_platform.serving.card import card_response
 from ct_platform.serving.config import BUSY_HEADER, ServerConfig
-from ct_platform.serving.feedback import FeedbackLog, parse_feedback
+from ct_platform.serving.feedback import FeedbackLog, LabelRule, parse_feedback
 from ct_platform.serving.hot_routes import HotRoutes, Receive, Scope, Send
 from ct_platform.serving.http_limits import capacity_note
 from ct_platform.serving.metrics import Metrics
@@ -46,7 +46,6 @@ from ct_platform.serving.schema import (
     IGNORED_COLUMNS_HEADER,
     ContractError,
     InputError,
-    InputSchema,
     ParsedRows,
     ignored_columns_header,
 )
@@ -77,7 +76,7 @@ MLFLOW_PROTOCOL_VERSION = "3.17.2"
 _JSON_BYTES = JSON.encode()
 
 # (body, content type, schema) -> (rows, request id carried in the body, if any)
-Parser = Callable[[bytes, str | None, InputSchema], tuple[ParsedRows, str | None]]
+Parser = Callable[[bytes, str | None, ServedModel], tuple[ParsedRows, str | None]]
 # (prediction, model that produced it, request id) -> response body
 Renderer = Callable[[Prediction, ServedModel, str], bytes]
 ErrorResponder = Callable[[HttpError, dict[str, str]], Response]
@@ -333,7 +332,7 @@ class Server:
         formatter thread while the model scores them (a worker thread's request: ~0.25 ms
         for 1,000 bank rows, that the loop would spend after the answer otherwise).
         """
-        parsed, body_id = parse(body, content_type, served.schema)
+        parsed, body_id = parse(body, content_type, served)
         if parsed.n_rows > self.config.max_rows:
             raise HttpError(
                 413,
@@ -420,9 +419,9 @@ class Server:
         try:
             check_bearer(request, self.api_key, allow_api_key_header=True)
             body = await read_body(request, self.config.max_body_bytes)
-            records = parse_feedback(body)
+            records = parse_feedback(body, LabelRule.of(self.state.stable.model.meta))
         except InputError as error:
-            return mlflow_error(HttpError(400, "BAD_REQUEST", str(error)))
+            return mlflow_error(HttpError(error.status, error.error_code, str(error)))
         except HttpError as error:
             return mlflow_error(error)
         await anyio.to_thread.run_sync(self.feedback_log.append, records)
@@ -489,10 +488,10 @@ def _add_slot_headers(headers: dict[str, str], route: Route) -> None:
 
 
 def _parse_invocation(
-    body: bytes, content_type: str | None, schema: InputSchema
+    body: bytes, content_type: str | None, served: ServedModel
 ) -> tuple[ParsedRows, None]:
     try:
-        return mlflow_protocol.parse_invocation(body, content_type, schema), None
+        return mlflow_protocol.parse_invocation(body, content_type, served.schema), None
     except mlflow_protocol.UnsupportedMediaType as error:
         raise HttpError(415, "BAD_REQUEST", str(error)) from None
     except InputError as error:
@@ -500,10 +499,11 @@ def _parse_invocation(
 
 
 def _parse_v2(
-    body: bytes, content_type: str | None, schema: InputSchema
+    body: bytes, content_type: str | None, served: ServedModel
 ) -> tuple[ParsedRows, str | None]:
+    outputs = v2_protocol.output_names(served.model.meta)
     try:
-        return v2_protocol.parse_infer_request(body, schema)
+        return v2_protocol.parse_infer_request(body, served.schema, outputs)
     except InputError as error:
         raise _refusal(error) from None
 

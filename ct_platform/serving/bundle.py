@@ -108,6 +108,10 @@ class BundleMeta:
     format: int = BUNDLE_FORMAT
     # The version's semantic version (MLflow tag `ct.semver`); None in older bundles.
     semver: str | None = None
+    # A regression target's declared range (spec `dataset.target_rules`); None: unbounded
+    # (and in older bundles). `/feedback` refuses labels outside it.
+    target_min: float | None = None
+    target_max: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -179,7 +179,14 @@ def _feedback() -> dict[str, Any]:
             "requestBody": {
                 "content": {_JSON: {"schema": {"oneOf": [item, {"type": "array", "items": item}]}}}
             },
-            "responses": _responses({"400": "Invalid feedback"}),
+            "responses": _responses(
+                {
+                    "400": "Invalid feedback",
+                    "422": "A label the served model's target cannot take (not one of its "
+                    "classes; not a finite number within target_rules): names item, value "
+                    "and rule; nothing recorded",
+                }
+            ),
         }
     }
 

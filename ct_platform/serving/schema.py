@@ -7,9 +7,10 @@ numeric columns as float64 (missing -> NaN, sentinels -> NaN, as in training), c
 columns as object arrays of `str`. One rule for every protocol, never a silent coercion:
 
 - numeric column: a JSON number (never true/false, a string, a list or an object); in a
-  text protocol (CSV field, V2 BYTES element) also a plain decimal literal as text, with
-  "" for missing. `null` and `NaN` mean missing (as in `mlflow models serve`), refused
-  when the column is not nullable; `Infinity` and values beyond float32 (the ONNX graph's
+  text protocol (CSV field, V2 BYTES element) also a number as text, with "" and `nan`
+  (any case) for missing, as `ct_platform.text_values` reads text for ingest and drift too.
+  `null` and `NaN` mean missing (as in `mlflow models serve`), refused when the column is
+  not nullable; `Infinity` and values beyond float32 (the ONNX graph's
   precision) are refused; an `int` column refuses fractions.
 - categorical column: a string from the column's categories; `null`/`NaN` mean missing.
   When every category is an integer written as text (a season coded "1".."4"), an integral
@@ -50,18 +51,13 @@ import orjson
 
 from ct_platform.serving.bundle import ColumnSchema
 from ct_platform.serving.config import OutOfContract, UnknownColumns
+from ct_platform.text_values import MISSING_TEXT, is_missing_text, is_overflow, text_number
 
 # Categorical value fed for a missing category: outside every fitted category, so the
 # one-hot encoder (handle_unknown="ignore") scores it as "none of the known ones".
 MISSING_CATEGORY = ""
 _TEXT_OR_NULL = frozenset({str, type(None)})
-# How a text protocol (CSV field, V2 BYTES element) writes "missing", in every column:
-# compared with the value stripped of spaces and lower-cased. The spellings `float()`
-# reads as NaN, and the empty field (in CSV the only other way to say it).
-MISSING_TEXT = frozenset({"", "nan", "+nan", "-nan"})
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
-# How a text protocol may spell infinity (refused as infinite, not as an overflow).
-_INFINITY_TEXT = re.compile(r"[+-]?(inf|infinity)", re.IGNORECASE)
 _MAX_FLOAT32 = float(np.finfo(np.float32).max)
 _MAX_SHOWN = 60
 # Python's default int-string conversion limit (sys.get_int_max_str_digits()).
@@ -1037,21 +1033,15 @@ class _ColumnParser:
                 raise self._error(
                     row, f"{show(value)} is too large to score: it overflows float64"
                 ) from None
-        # Text: a plain decimal literal, or `MISSING_TEXT`. float() alone would also take
-        # "1_000" and non-ASCII digits.
-        stripped = value.strip()
-        if stripped.lower() in MISSING_TEXT:
+        # Text reads as `text_values` says, as in ingest and `ct drift`.
+        if is_missing_text(value):
             return math.nan
-        if stripped.isascii() and "_" not in stripped:
-            try:
-                number = float(stripped)
-            except ValueError:
-                pass
-            else:
-                if math.isinf(number) and not _INFINITY_TEXT.fullmatch(stripped):
-                    raise self._error(row, overflow_problem(show(value)))
-                return number
-        raise self._error(row, f"expected a number, got {show(value)}")
+        number = text_number(value)
+        if number is None:
+            raise self._error(row, f"expected a number, got {show(value)}")
+        if is_overflow(value, number):
+            raise self._error(row, overflow_problem(show(value)))
+        return number
 
     def _raise_first_non_number(self, values: Sequence[Any], *, text: bool) -> NoReturn:
         allowed = _JSON_NUMBER_TYPES | {str} if text else _JSON_NUMBER_TYPES
@@ -1214,11 +1204,6 @@ def _is_missing(value: Any) -> bool:
     if isinstance(value, float):
         return math.isnan(value)
     return is_missing_text(value)
-
-
-def is_missing_text(value: Any) -> bool:
-    """Text meaning "missing" in a text protocol (`MISSING_TEXT`); a non-str never is."""
-    return isinstance(value, str) and value.strip().lower() in MISSING_TEXT
 
 
 def _is_missing_marker(value: Any, sentinels: frozenset[str]) -> bool:

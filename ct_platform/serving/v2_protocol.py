@@ -9,7 +9,7 @@ cells may then be strings). Tensor `data` may be flat (row-major) or nested.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,8 +42,11 @@ NUMERIC_DATATYPES: dict[str, tuple[int, int] | None] = {
 }
 
 
-def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, str | None]:
-    """Parsed rows plus the request's own `id`, if it sent one."""
+def parse_infer_request(
+    body: bytes, schema: InputSchema, outputs: Sequence[str]
+) -> tuple[ParsedRows, str | None]:
+    """Parsed rows plus the request's own `id`, if it sent one. `outputs`: the model's output
+    names (`output_names`); a requested output not among them is refused (`InputError`)."""
     if not body.strip():
         raise InputError("empty request body")
     try:
@@ -52,15 +55,18 @@ def parse_infer_request(body: bytes, schema: InputSchema) -> tuple[ParsedRows, s
         raise  # well-formed JSON no request can hold: its own words
     except ValueError as exc:
         raise InputError(f"request body is not valid JSON: {exc}") from None
-    return quoting_as_sent(lambda sent: _parse_payload(sent, schema), payload, body)
+    return quoting_as_sent(lambda sent: _parse_payload(sent, schema, outputs), payload, body)
 
 
-def _parse_payload(payload: Any, schema: InputSchema) -> tuple[ParsedRows, str | None]:
+def _parse_payload(
+    payload: Any, schema: InputSchema, outputs: Sequence[str]
+) -> tuple[ParsedRows, str | None]:
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         got = f"'inputs' is {show(payload.get('inputs'))}" if isinstance(payload, dict) else None
         raise InputError(
             f"expected a JSON object with an 'inputs' list of tensors; got {got or show(payload)}"
         )
+    _check_requested_outputs(payload.get("outputs"), outputs)
     tensors = payload["inputs"]
     if not tensors or not all(isinstance(tensor, dict) for tensor in tensors):
         raise InputError(
@@ -73,6 +79,24 @@ def _parse_payload(payload: Any, schema: InputSchema) -> tuple[ParsedRows, str |
     if len(tensors) == 1 and name not in schema.names and not near_duplicates([name], schema.names):
         return _parse_table_tensor(tensors[0], schema), request_id
     return _parse_column_tensors(tensors, schema), request_id
+
+
+def _check_requested_outputs(requested: Any, outputs: Sequence[str]) -> None:
+    """The request's optional `outputs` (`[{"name": ...}]`) must name outputs the model has:
+    an unknown name is refused, naming it and the available ones, never silently ignored."""
+    if requested is None:
+        return
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+        raise InputError(
+            f"'outputs' must be a list of objects like {{\"name\": ...}}; got {show(requested)}"
+        )
+    for index, output in enumerate(requested):
+        name = output.get("name")
+        if name not in outputs:
+            raise InputError(
+                f"outputs[{index}]: unknown output {show(name)}; this model's outputs are "
+                f"{list(outputs)}"
+            )
 
 
 def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) -> ParsedRows:
@@ -277,6 +301,11 @@ def v2_datatype(dtype: np.dtype) -> str:
 # What each column type is listed as: the datatype a client builds its tensors from, which
 # the infer route accepts as such (an `int` column refuses fractions, so not FP64).
 _METADATA_DATATYPES = {"int": "INT64", "float": "FP64", "category": "BYTES"}
+
+
+def output_names(meta: BundleMeta) -> list[str]:
+    """The output tensors an infer response carries (`render_infer_response`)."""
+    return ["label", "probabilities"] if meta.task == "classification" else ["value"]
 
 
 def model_metadata(meta: BundleMeta, backend: str) -> dict[str, Any]:

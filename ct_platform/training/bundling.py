@@ -85,6 +85,8 @@ def build_bundle(
         parity=parity,
         skops_trusted_types=trusted_types,
         semver=semver,
+        target_min=rules.min if (rules := spec.dataset.target_rules) else None,
+        target_max=rules.max if rules else None,
     )
     extra = attachments(meta) if attachments else {}
 

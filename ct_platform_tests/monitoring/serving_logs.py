@@ -11,7 +11,7 @@ import orjson
 import pandas as pd
 
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.feedback import FeedbackLog, parse_feedback
+from ct_platform.serving.feedback import FeedbackLog, LabelRule, parse_feedback
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
 from ct_platform.serving.schema import MISSING_CATEGORY
 from ct_platform.settings import DatasetSpec
@@ -83,8 +83,9 @@ def rows_of(batch: ScoredBatch) -> list[ScoredBatch]:
 
 
 def post_feedback(directory: Path, labels: dict[str, int]) -> None:
+    """Labels as the server records them for the bank model (classes 0 and 1)."""
     body = orjson.dumps([{"request_id": key, "label": label} for key, label in labels.items()])
-    FeedbackLog(directory).append(parse_feedback(body))
+    FeedbackLog(directory).append(parse_feedback(body, LabelRule(classes=(0, 1))))
 
 
 def _served_column(values: pd.Series, dataset: DatasetSpec, name: str) -> np.ndarray:

@@ -23,6 +23,7 @@ import orjson
 import pandas as pd
 import pytest
 import uvicorn
+import yaml
 from sklearn.pipeline import Pipeline
 
 from ct_platform.data.contract import check_contract
@@ -213,6 +214,45 @@ class ThreadedServer:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+def season_bundle(folder: Path, target_rules: dict[str, float] | None = None) -> Path:
+    """A real regression bundle (`seasons` v1, in `folder/home/bundles`) whose category
+    `season` is coded "1".."4" in its data; `target_rules` as the spec would declare them."""
+    raw = yaml.safe_load(BANK_SPEC.read_text())
+    raw["dataset"] = {
+        "name": "seasons",
+        "landing_dir": str(folder),
+        "target": "y",
+        "task": "regression",
+        "columns": {
+            "season": {"type": "category", "categories": ["1", "2", "3", "4"]},
+            "temp": {"type": "float"},
+        },
+        **({"target_rules": target_rules} if target_rules else {}),
+    }
+    raw["evaluation"]["primary_metric"] = "rmse"
+    raw["model"] = {
+        "name": "seasons",
+        "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
+        "params": {"max_iter": 30, "random_state": 0},
+    }
+    (folder / "spec.yaml").write_text(yaml.safe_dump(raw))
+    spec = load_spec(folder / "spec.yaml")
+    rng = np.random.default_rng(0)
+    season = rng.integers(1, 5, 2000)
+    frame = pd.DataFrame({"season": season.astype(str), "temp": rng.normal(15, 8, 2000)}).assign(
+        y=lambda f: season * 10.0 + f["temp"]
+    )
+    return build_bundle(
+        fit_pipeline(frame.iloc[:1500], spec),
+        spec,
+        name="seasons",
+        version=1,
+        fingerprint="fp-seasons",
+        holdout=frame.iloc[1500:].reset_index(drop=True),
+        directory=folder / "home" / "bundles" / "seasons-v1",
+    )
 
 
 def server_config(bundle: Path, home: Path, **overrides: object) -> ServerConfig:

@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from ct_platform.settings import Spec, load_spec
-from ct_platform.training.bundling import build_bundle
-from ct_platform.training.fit import fit_pipeline
-from ct_platform_tests.conftest import BANK_SPEC
-from ct_platform_tests.serving.conftest import ThreadedServer, raw_rows, server_config
+from ct_platform.settings import Spec
+from ct_platform_tests.serving.conftest import (
+    ThreadedServer,
+    raw_rows,
+    season_bundle,
+    server_config,
+)
 
 CASES_DIR = Path(__file__).parent / "cases"
 MISSING = object()  # "this protocol cannot say it": the case is skipped there
@@ -321,41 +321,7 @@ def test_nan_and_null_in_an_int_tensor_are_missing(bank: Any) -> None:
 def season_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
     """A real regression bundle whose category `season` is coded "1".."4" in its data."""
     folder = tmp_path_factory.mktemp("season")
-    raw = yaml.safe_load(BANK_SPEC.read_text())
-    raw["dataset"] = {
-        "name": "seasons",
-        "landing_dir": str(folder),
-        "target": "y",
-        "task": "regression",
-        "columns": {
-            "season": {"type": "category", "categories": ["1", "2", "3", "4"]},
-            "temp": {"type": "float"},
-        },
-    }
-    raw["evaluation"]["primary_metric"] = "rmse"
-    raw["model"] = {
-        "name": "seasons",
-        "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
-        "params": {"max_iter": 30, "random_state": 0},
-    }
-    (folder / "spec.yaml").write_text(yaml.safe_dump(raw))
-    spec = load_spec(folder / "spec.yaml")
-    rng = np.random.default_rng(0)
-    season = rng.integers(1, 5, 2000)
-    frame = pd.DataFrame({"season": season.astype(str), "temp": rng.normal(15, 8, 2000)}).assign(
-        y=lambda f: season * 10.0 + f["temp"]
-    )
-    home = folder / "home"
-    bundle = build_bundle(
-        fit_pipeline(frame.iloc[:1500], spec),
-        spec,
-        name="seasons",
-        version=1,
-        fingerprint="fp-seasons",
-        holdout=frame.iloc[1500:].reset_index(drop=True),
-        directory=home / "bundles" / "seasons-v1",
-    )
-    with ThreadedServer(server_config(bundle, home)) as server:
+    with ThreadedServer(server_config(season_bundle(folder), folder / "home")) as server:
         server.model = "seasons"
         yield server
 

@@ -169,7 +169,7 @@ def test_the_analysis_says_how_many_labels_of_multi_row_requests_it_could_not_cr
                 timeout=60,
             )
             assert answer.status_code == 200
-        labels = [{"request_id": i, "label": "no"} for i in ("one", "many:0", "many:2", "gone")]
+        labels = [{"request_id": i, "label": 0} for i in ("one", "many:0", "many:2", "gone")]
         assert httpx.post(f"{url}/feedback", json=labels, timeout=60).json() == {"recorded": 4}
         now = httpx.get(f"{url}/admin/stats", headers=token, timeout=60).json()
 

@@ -98,7 +98,7 @@ def test_unreadable_json_is_a_400_counted_as_a_refusal(
 
 @pytest.mark.parametrize("case", list(UNREADABLE_JSON))
 def test_feedback_refuses_the_same_bodies_with_a_400(server: ThreadedServer, case: str) -> None:
-    """/feedback reads with orjson alone: each is refused (not JSON, or not feedback)."""
+    """/feedback reads JSON as the predict routes do: each is refused (not JSON or not feedback)."""
     body, _ = UNREADABLE_JSON[case]
     response = httpx.post(f"{server.url}/feedback", content=body, timeout=120)
     assert response.status_code == 400, response.text[:300]
@@ -145,7 +145,7 @@ def test_a_body_sent_too_slowly_gets_408_and_the_connection_closes(
 def test_a_body_that_keeps_coming_is_not_cut(server: ThreadedServer) -> None:
     """The timeout is between reads, not for the whole body: a body sent in pieces, each
     within the timeout, is read whole (here: pieces sent back to back)."""
-    body = b'{"request_id": "slow-but-steady", "label": "yes"}'
+    body = b'{"request_id": "slow-but-steady", "label": 1}'
     head = (
         f"POST /feedback HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"

@@ -166,3 +166,30 @@ def test_a_column_sent_twice_is_400_naming_it(
         f"'inputs': tensor(s) sent more than once: 'age' (positions 0 and {len(tensors) - 1}); "
         "send each once"
     )
+
+
+@pytest.mark.parametrize(
+    ("outputs", "error"),
+    [
+        (
+            [{"name": "nope"}],
+            'outputs[0]: unknown output "nope"; this model\'s outputs are '
+            "['label', 'probabilities']",
+        ),
+        (
+            [{"name": "label"}, {"name": "Label"}],
+            'outputs[1]: unknown output "Label"; this model\'s outputs are '
+            "['label', 'probabilities']",
+        ),
+        ("label", '\'outputs\' must be a list of objects like {"name": ...}; got "label"'),
+    ],
+)
+def test_unknown_requested_output_is_400_naming_it_and_the_available_ones(
+    open_server: ThreadedServer, rows: list[dict], bank_spec: Spec, outputs: object, error: str
+) -> None:
+    """A newcomer's finding: `"outputs":[{"name":"nope"}]` was ignored with a 200."""
+    payload = {"inputs": column_tensors(rows[:1], bank_spec), "outputs": outputs}
+    response = infer(open_server, payload)
+    assert (response.status_code, response.json()["error"]) == (400, error)
+    known = {"inputs": payload["inputs"], "outputs": [{"name": "label"}]}
+    assert infer(open_server, known).status_code == 200
