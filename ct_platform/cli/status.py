@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from ct_platform.cli.where import dagster_home, load_platform
+    from ct_platform.cli.where import check_same_platform, dagster_home, load_platform
     from ct_platform.defs.resources import MlflowResource
 
     try:
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             .versions()
         )
         with dg.DagsterInstance.get() as instance:
+            check_same_platform(platform, instance)
             states = batch_states(spec, platform.paths, instance, versions)
     except (OSError, ValueError) as exc:
         print(f"ct status: {exc}", file=sys.stderr)
