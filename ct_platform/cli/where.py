@@ -55,10 +55,10 @@ def follow_running_spec() -> Path | None:
         found = None
     if not recorded.is_file() or recorded == found:
         return None
+    instead = f"not {found}" if found else "as no spec is found from the working folder"
     print(
         f"ct: reading {recorded}, the spec the platform on CT_HOME {home} runs (recorded in "
-        f"{home / SPEC_RECORD}), not {found or 'none found here'}; set CT_SPEC to read "
-        "another",
+        f"{home / SPEC_RECORD}), {instead}; set CT_SPEC to read another",
         file=sys.stderr,
     )
     os.environ["CT_HOME"] = str(home)  # as resolved before CT_SPEC was set
