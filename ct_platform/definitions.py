@@ -109,7 +109,7 @@ def build_definitions(spec: Spec) -> dg.Definitions:
             resources={
                 "mlflow": MlflowResource(tracking_uri=env_or_none("MLFLOW_TRACKING_URI")),
                 # Step outputs as JSON, one file per run: never pickled (defs/io.py).
-                "io_manager": JsonIOManager(),
+                "io_manager": JsonIOManager(model=spec.model.name),
             },
         ),
     )

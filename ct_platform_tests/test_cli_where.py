@@ -109,6 +109,23 @@ def test_commands_read_the_spec_the_running_platform_records(
     assert captured.err == "" and f"(spec {REPO_SPEC}, CT_HOME {ct_home})" in captured.out
 
 
+def test_following_the_recorded_spec_from_a_folder_without_one_says_so_in_words(
+    spec_file, ct_home, tmp_path_factory, monkeypatch, capsys
+):
+    """From a folder with no spec, `ct drift` said "... not none found here"."""
+    ct_home.mkdir(parents=True)
+    (ct_home / "spec-in-use").write_text(f"{spec_file}\n")
+    monkeypatch.delenv("CT_SPEC")
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))  # no ct_platform.yaml up from it
+
+    assert main(["history"]) == 0
+    assert capsys.readouterr().err == (
+        f"ct: reading {spec_file}, the spec the platform on CT_HOME {ct_home} runs (recorded "
+        f"in {ct_home}/spec-in-use), as no spec is found from the working folder; set "
+        "CT_SPEC to read another\n"
+    )
+
+
 # --- every subcommand, as a user runs it: the `ct` script in a process of its own --------
 
 CT_SCRIPT = Path(sys.executable).parent / "ct"

@@ -124,21 +124,71 @@ def test_ctrl_c_ends_every_process_within_the_grace(tmp_path: Path) -> None:
     assert "hidden line" not in output  # --drop main DEBUG
     # The sibling's KeyboardInterrupt traceback (our SIGINT) is counted, not shown.
     assert "Traceback" not in output
-    assert "[demo] 1 KeyboardInterrupt traceback(s) of processes Ctrl-C stopped not shown" in output
+    assert (
+        "[demo] 1 traceback(s) of processes the stop interrupted (KeyboardInterrupt, "
+        "CancelledError) not shown"
+    ) in output
     _assert_all_gone(pids, tmp_path)
 
 
 def test_a_real_error_while_stopping_is_shown_whole(tmp_path: Path) -> None:
-    """Only the interruption is hidden: an error it led to is printed with its traceback."""
+    """Only the interruption is hidden: an error it led to is printed whole, as Python
+    printed it (its chain starts with the KeyboardInterrupt that caused it)."""
     sibling = "import time\ntry:\n    time.sleep(3600)\nexcept KeyboardInterrupt:\n"
     sibling += "    raise RuntimeError('could not flush the log')"
     process, pids = _supervise(tmp_path, "polite", grace=8, sibling=sibling)
     process.send_signal(signal.SIGINT)
     output, _ = _finish(process, 8 + SLACK)
     lines = output.splitlines()
-    assert lines.count("Traceback (most recent call last):") == 1
-    assert "RuntimeError: could not flush the log" in lines
-    assert "KeyboardInterrupt" not in output.replace("1 KeyboardInterrupt traceback(s)", "")
+    assert lines.count("Traceback (most recent call last):") == 2
+    chain = lines.index("During handling of the above exception, another exception occurred:")
+    assert lines[chain - 2 : chain] == ["KeyboardInterrupt", ""]
+    assert lines[-1] != "RuntimeError: could not flush the log"  # the demo's lines follow
+    assert "RuntimeError: could not flush the log" in lines[chain:]
+    assert "not shown" not in output
+    _assert_all_gone(pids, tmp_path)
+
+
+# What the MLflow UI does on Ctrl-C: several Python processes of one child (uvicorn's, huey's)
+# print chained tracebacks (asyncio's CancelledError, then KeyboardInterrupt) into one pipe at
+# once, interleaved line by line. The first also writes Dagster's console line of a run the
+# interruption failed, as a run worker of `dagster dev` does.
+ASYNCIO_WORKERS = """
+import asyncio, subprocess, sys
+async def serve():
+    await asyncio.sleep(3600)
+if sys.argv[1:] == ["parent"]:
+    workers = [subprocess.Popen([sys.executable, "-c", sys.argv[0]]) for _ in range(3)]
+try:
+    asyncio.run(serve())
+except KeyboardInterrupt:
+    if sys.argv[1:] == ["parent"]:
+        print('2026-11-30 19:20:00 +0000 - dagster - ERROR - __ASSET_JOB - 1f2e3d4c - '
+              'RUN_FAILURE - Execution of run for "__ASSET_JOB" failed. Execution was '
+              'interrupted unexpectedly. No user initiated termination request was found, '
+              'treating as failure.', flush=True)
+    raise
+"""
+
+
+def test_interleaved_chained_interruption_tracebacks_are_counted_not_shown(tmp_path: Path) -> None:
+    """A newcomer's Ctrl-C printed the MLflow UI's whole KeyboardInterrupt -> CancelledError
+    traceback and an `__ASSET_JOB` RUN_FAILURE: the README says they are counted."""
+    sibling = f"import sys; sys.argv = [{ASYNCIO_WORKERS!r}, 'parent']; exec(sys.argv[0])"
+    process, pids = _supervise(tmp_path, "polite", grace=20, sibling=sibling)
+    time.sleep(3)  # the workers are up
+    process.send_signal(signal.SIGINT)
+    output, _ = _finish(process, 20 + SLACK)
+    assert "Traceback" not in output and "CancelledError\n" not in output
+    assert "RUN_FAILURE" not in output and "^^^" not in output
+    assert (
+        "[demo] 4 traceback(s) of processes the stop interrupted (KeyboardInterrupt, "
+        "CancelledError) not shown\n"
+    ) in output
+    assert (
+        "[demo] 1 Dagster run(s) interrupted by the stop: marked failed (unexpected "
+        "termination), which Dagster retries (run_retries in dagster.yaml)\n"
+    ) in output
     _assert_all_gone(pids, tmp_path)
 
 

@@ -18,8 +18,13 @@ by walking /proc from this process down: it makes itself a child subreaper
 init, whatever process group or session it moved to; pids seen earlier are also remembered
 (with their start time, so a reused pid is never signalled).
 
-Once stopping, a KeyboardInterrupt traceback a child prints (our SIGINT reaching a Python
-process) is counted, not shown; any other traceback is shown whole.
+Once stopping, the tracebacks a child prints because of our SIGINT (ending in
+KeyboardInterrupt or asyncio's CancelledError, chained or not, with or without "Exception
+ignored in") are counted, not shown; so are Dagster's RUN_FAILURE lines of a run the stop
+interrupted. Several processes of one child (the MLflow UI's workers) print their tracebacks
+into one pipe at once, interleaved line by line, so they are judged together: a child's
+traceback lines are held until its output ends, then dropped when every exception they end in
+is the interruption, else shown whole, as printed.
 
 Then `--after` runs (the demo stops the endpoint's state there) and the exit status is 0 for
 a requested stop, 1 when a child ended on its own or could not be started.
@@ -63,10 +68,13 @@ class Child:
     # Enough to hold `dagster dev`'s traceback of a dead subprocess and its shutdown lines.
     last_lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=60))
     exit_code: int | None = None
-    # Set when the demo stops it: the KeyboardInterrupt tracebacks our SIGINT makes its Python
-    # processes print are then counted, not shown (any other traceback is shown whole).
+    # Set when the demo stops it: the tracebacks our SIGINT makes its Python processes print
+    # are then held (`held`) and counted, not shown (any other traceback is shown whole).
     stopping: bool = False
+    held: list[bytes] = field(default_factory=list)
     hidden_tracebacks: int = 0
+    interrupted_runs: int = 0  # Dagster runs the stop interrupted (their RUN_FAILURE lines)
+    reader: threading.Thread | None = None
 
     def how_it_ended(self) -> str:
         """Why it ended, from what it printed last and its exit status: `dagster dev` exits 0
@@ -233,9 +241,21 @@ class Supervisor:
             time.sleep(POLL_SECONDS)
             self.reap()
         self.reap()
+        for child in self.children:  # its held lines are judged once its output has ended
+            if child.reader is not None:
+                child.reader.join(timeout=READ_WAIT_SECONDS)
         hidden = sum(child.hidden_tracebacks for child in self.children)
         if hidden:
-            _say(f"{hidden} KeyboardInterrupt traceback(s) of processes Ctrl-C stopped not shown")
+            _say(
+                f"{hidden} traceback(s) of processes the stop interrupted (KeyboardInterrupt, "
+                "CancelledError) not shown"
+            )
+        runs = sum(child.interrupted_runs for child in self.children)
+        if runs:
+            _say(
+                f"{runs} Dagster run(s) interrupted by the stop: marked failed (unexpected "
+                "termination), which Dagster retries (run_retries in dagster.yaml)"
+            )
         if not self.tree.alive():
             _say(f"all demo processes ended ({time.monotonic() - started:.0f} s)")
 
@@ -262,35 +282,59 @@ class Supervisor:
 TRACEBACK = b"Traceback (most recent call last):"
 # Lines between the tracebacks of a chain ("During handling of the above exception, ...").
 CHAIN = (b"During handling of the above exception", b"The above exception was the direct cause")
+IGNORED = b"Exception ignored in"  # Python's preamble of a traceback at interpreter exit
+# The line a traceback ends with: "KeyboardInterrupt", "asyncio.exceptions.CancelledError",
+# "RuntimeError: could not flush", "Exception: ...".
+EXCEPTION_LINE = re.compile(
+    rb"^(?:[A-Za-z_]\w*\.)*\w*(?:Error|Exception|Interrupt|Exit|Failure|Iteration)(?::.*)?$"
+)
+INTERRUPTION = re.compile(rb"^(?:[A-Za-z_]\w*\.)*(?:KeyboardInterrupt|CancelledError)(?::.*)?$")
+# Dagster's console line for a run whose process our SIGINT interrupted (dagster/_core/execution).
+INTERRUPTED_RUN = re.compile(rb"RUN_FAILURE.*Execution was interrupted unexpectedly")
+READ_WAIT_SECONDS = 5.0  # for a child's output to end once its processes have
 
 
 def _pass_output(child: Child) -> None:
     """Copy the child's output to ours, minus the lines `drop` matches and, once stopping,
-    the KeyboardInterrupt tracebacks; keep the last lines."""
+    the tracebacks and run failures of the interruption (held, then judged: `_settle`)."""
     assert child.process.stdout is not None
-    held: list[bytes] = []  # a traceback being printed while stopping, until its last line
-    dropped = False  # the last traceback was dropped: its chain's glue lines go with it
     for line in child.process.stdout:
         if child.drop is not None and child.drop.search(line):
             continue
-        if child.stopping and (held or line.startswith(TRACEBACK)):
-            held.append(line)
-            if _ends_traceback(line):
-                dropped = line.strip().startswith(b"KeyboardInterrupt")
-                child.hidden_tracebacks += dropped
-                _write(child, [] if dropped else held)
-                held = []
-            continue
-        if dropped and (not line.strip() or line.startswith(CHAIN)):
-            continue
-        dropped = False
-        _write(child, [line])
-    _write(child, held)  # cut short: shown as it is
+        if child.stopping and INTERRUPTED_RUN.search(line):
+            child.interrupted_runs += 1
+        elif child.stopping and _traceback_line(line):
+            child.held.append(line)
+        else:
+            _write(child, [line])
+    _settle(child)
 
 
-def _ends_traceback(line: bytes) -> bool:
-    """The exception line that ends a traceback: not indented, not its first line."""
-    return bool(line.strip()) and not line[:1].isspace() and not line.startswith(TRACEBACK)
+def _traceback_line(line: bytes) -> bool:
+    """A line a traceback may be made of: its header, an indented frame or source line, a
+    blank, a chain's glue, Python's "Exception ignored in" or the exception it ends in."""
+    bare = line.strip()
+    return (
+        not bare
+        or line[:1].isspace()
+        or not bare.strip(b"^~ ")  # a frame's markers, cut from their line by another writer
+        or line.startswith((TRACEBACK, IGNORED, *CHAIN))
+        or EXCEPTION_LINE.match(bare) is not None
+    )
+
+
+def _settle(child: Child) -> None:
+    """Drop the held lines when they are tracebacks all ending in the interruption (as many
+    exception lines as tracebacks, each KeyboardInterrupt or CancelledError), counting
+    them; else show them whole, as printed."""
+    held, child.held = child.held, []
+    tracebacks = sum(line.startswith(TRACEBACK) for line in held)
+    ends = [bare for line in held if EXCEPTION_LINE.match(bare := line.strip())]
+    if tracebacks and len(ends) >= tracebacks and all(INTERRUPTION.match(e) for e in ends):
+        chained = sum(line.startswith(CHAIN) for line in held)
+        child.hidden_tracebacks += max(tracebacks - chained, 1)
+    else:
+        _write(child, held)
 
 
 def _write(child: Child, lines: list[bytes]) -> None:
@@ -313,7 +357,8 @@ def _start(name: str, command: list[str], drop: re.Pattern[bytes] | None) -> Chi
     child = Child(name, process, drop)
     # A daemon thread: an orphan of this child may hold the pipe open; the tree walk, not the
     # pipe's end, says when the child has ended.
-    threading.Thread(target=_pass_output, args=(child,), daemon=True).start()
+    child.reader = threading.Thread(target=_pass_output, args=(child,), daemon=True)
+    child.reader.start()
     return child
 
 

@@ -12,7 +12,8 @@ automation. Decisions are final.
 
 Exit status: 0 when the decision was recorded, 1 when it was refused (the message says why),
 2 when the platform could not be reached (an invalid spec, no Dagster instance where
-`DAGSTER_HOME` or its default points: the message names the folder, spec and CT_HOME).
+`DAGSTER_HOME` or its default points, an instance whose runs ran on another CT_HOME or
+model: the message names the folder, spec and CT_HOME).
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from ct_platform.cli.where import dagster_home, load_platform
+    from ct_platform.cli.where import (
+        OtherPlatformError,
+        check_same_platform,
+        dagster_home,
+        load_platform,
+    )
     from ct_platform.definitions import build_definitions
     from ct_platform.defs.governance.approval import APPROVAL_JOB
     from ct_platform.governance.audit import current_user
@@ -62,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     }
     job = build_definitions(spec).resolve_job_def(APPROVAL_JOB)
     with dg.DagsterInstance.get() as instance:
+        try:
+            check_same_platform(platform, instance)
+        except OtherPlatformError as error:
+            print(f"{command}: {error}", file=sys.stderr)
+            return 2
         result = job.execute_in_process(
             run_config={"ops": {"decide_candidate": {"config": config}}, "loggers": QUIET_LOGGERS},
             instance=instance,

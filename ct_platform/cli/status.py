@@ -12,8 +12,10 @@ instance (`$DAGSTER_HOME`) and every quarantined file. A batch is
   training run is queued or running, a training run Dagster shows as STARTED was killed
   (its process is gone: `defs.run_workers`), the training sensor has not ticked yet, no sensor
   daemon is running (no heartbeat in 5 min: the command to train instead), training failed
-  without a verdict, or it fell outside the newest training window); a batch repeating rows
-  of earlier batches (over `duplicate_rate_max`) says how many and which;
+  without a verdict), or, when a training run covered it, why it is in no trained window
+  (every row was landed before, newer content under its name supersedes it, or newer
+  batches filled the window); a batch repeating rows of earlier batches (over
+  `duplicate_rate_max`) says how many and which;
 - `quarantined`: it failed its contract or could not be read, with the recorded reason;
 - `not ingested`: a partition with no outcome yet (its ingest run is queued, running,
   killed or failed, or no run was made);
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     import dagster as dg
 
@@ -72,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from ct_platform.cli.where import dagster_home, load_platform
+    from ct_platform.cli.where import check_same_platform, dagster_home, load_platform
     from ct_platform.defs.resources import MlflowResource
 
     try:
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             .versions()
         )
         with dg.DagsterInstance.get() as instance:
+            check_same_platform(platform, instance)
             states = batch_states(spec, platform.paths, instance, versions)
     except (OSError, ValueError) as exc:
         print(f"ct status: {exc}", file=sys.stderr)
@@ -138,6 +141,8 @@ def batch_states(
         if key in trained_by:
             state = trained_state(key, trained_by[key], rollouts, departures)
             states.append(with_redelivery(state, valid, spec.dataset.duplicate_rate_max))
+        elif valid is not None and key not in {batch.key for batch in backlog.waiting}:
+            states.append(BatchState(key, "validated", outside_window(valid, partitions, spec), []))
         elif valid is not None:
             state = waiting_state(key, backlog, spec, sensor_beat)
             states.append(with_redelivery(state, valid, spec.dataset.duplicate_rate_max))
@@ -263,21 +268,42 @@ def with_redelivery(state: BatchState, valid: ValidBatch | None, limit: float) -
     return BatchState(state.batch, state.state, state.detail + note, state.versions)
 
 
+def outside_window(valid: ValidBatch, partitions: Sequence[str], spec: Spec) -> str:
+    """Why a batch a training run covered is in no trained window, from its data: every row
+    landed before, superseded by newer content under its name, or outside the newest window
+    (`training.window`'s rules, in that order). `partitions`: every batch key, landing order."""
+    from ct_platform.data.landing import landed_name
+
+    redelivered = valid.redelivered
+    if valid.wholly_redelivered and redelivered is not None:
+        return (
+            f"in no trained window: every one of its {valid.rows:,} rows was landed before "
+            f"(in {', '.join(redelivered.earlier)}), and a batch whose every row was landed "
+            "before takes no place in the window"
+        )
+    later = partitions[partitions.index(valid.key) + 1 :] if valid.key in partitions else []
+    newer = [key for key in later if landed_name(key) == landed_name(valid.key)]
+    if newer:
+        return (
+            f"in no trained window: {landed_name(valid.key)} was landed again with other "
+            f"content ({newer[-1]}), and only a name's newest content trains"
+        )
+    return (
+        "a training run covered it, but it is in no trained window: newer batches filled "
+        f"the window (the newest {spec.evaluation.window_batches} valid batches), or that "
+        "run trained nothing new"
+    )
+
+
 def waiting_state(
     key: str, backlog: TrainingBacklog, spec: Spec, sensor_heartbeat: float | None = None
 ) -> BatchState:
-    """A validated batch no version trained on, and why; `sensor_heartbeat`: the instance's
-    sensor daemon's last heartbeat (seconds since the epoch), None when it never beat."""
+    """A validated batch waiting for a training run, and why; `sensor_heartbeat`: the
+    instance's sensor daemon's last heartbeat (seconds since the epoch), None when it never
+    beat."""
     from ct_platform.defs.training_sensor import MAX_TRAINING_REQUESTS
 
-    waiting = {batch.key for batch in backlog.waiting}
-    if key not in waiting:
-        detail = (
-            "a training run covered it, but it is in no trained window: newer batches filled "
-            f"the window (the newest {spec.evaluation.window_batches} valid batches), or that "
-            "run trained nothing new"
-        )
-    elif backlog.in_flight:
+    if backlog.in_flight:
         runs = ", ".join(f"{r.run_id[:8]} ({r.status.value})" for r in backlog.in_flight)
         detail = f"waiting: training run {runs} in progress; it or the next one takes it"
     elif backlog.dead:

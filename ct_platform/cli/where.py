@@ -6,7 +6,10 @@ wrong folder, or with another `CT_SPEC` than the running platform's, must say so
 an empty answer that looks like the platform's.
 
 `DAGSTER_HOME` defaults to `$CT_HOME/dagster`, as the README's settings table and the
-Makefile say, so `ct status` outside `make` reads the same instance as `make demo`.
+Makefile say, so `ct status` outside `make` reads the same instance as `make demo`. A command
+that reads both the instance and CT_HOME (or MLflow) refuses an instance whose runs ran on
+another CT_HOME or model (`check_same_platform`): a stale `DAGSTER_HOME` must not list one
+platform's batches with another's verdicts.
 
 The platform `make demo` runs reads its own spec (`$CT_HOME/demo-spec.yaml`, the bank spec
 with a canary rollout), not the `ct_platform.yaml` a command finds in the repo folder. The
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import dagster as dg
+
     from ct_platform.settings import Paths, Spec
 
 # Under CT_HOME, as the Makefile's `DAGSTER_HOME ?= $(CT_HOME)/dagster`.
@@ -50,10 +55,10 @@ def follow_running_spec() -> Path | None:
         found = None
     if not recorded.is_file() or recorded == found:
         return None
+    instead = f"not {found}" if found else "as no spec is found from the working folder"
     print(
         f"ct: reading {recorded}, the spec the platform on CT_HOME {home} runs (recorded in "
-        f"{home / SPEC_RECORD}), not {found or 'none found here'}; set CT_SPEC to read "
-        "another",
+        f"{home / SPEC_RECORD}), {instead}; set CT_SPEC to read another",
         file=sys.stderr,
     )
     os.environ["CT_HOME"] = str(home)  # as resolved before CT_SPEC was set
@@ -101,3 +106,27 @@ def dagster_home(platform: Platform) -> Path:
         )
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+class OtherPlatformError(ValueError):
+    """The Dagster instance's runs ran on another CT_HOME or model than the command reads."""
+
+
+def check_same_platform(platform: Platform, instance: dg.DagsterInstance) -> None:
+    """Raise `OtherPlatformError` naming both platforms when the instance's runs were tagged
+    with another CT_HOME or model name than `platform`'s (`defs.platform_tags`): its batches
+    would be listed with another platform's verdicts. An instance with no tagged run passes."""
+    from ct_platform.defs.platform_tags import HOME_TAG, MODEL_TAG, instance_platforms
+
+    ran = instance_platforms(instance)
+    here = {HOME_TAG: str(platform.paths.home), MODEL_TAG: platform.spec.model.name}
+    if all(not ran[key] or here[key] in ran[key] for key in here):
+        return
+    theirs = ", ".join(sorted(ran[HOME_TAG])) or "?"
+    models = ", ".join(repr(name) for name in sorted(ran[MODEL_TAG])) or "?"
+    raise OtherPlatformError(
+        f"the Dagster instance at {instance.root_directory} belongs to another platform: its "
+        f"runs ran on CT_HOME {theirs} for model {models}, but this command reads "
+        f"{platform.where()}, model {here[MODEL_TAG]!r}. Not mixing them: set DAGSTER_HOME "
+        "and CT_HOME for one platform (unset DAGSTER_HOME reads $CT_HOME/dagster)"
+    )

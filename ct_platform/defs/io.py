@@ -27,6 +27,7 @@ from typing import Any
 import dagster as dg
 
 from ct_platform.atomic import write_atomically
+from ct_platform.defs.platform_tags import record_platform
 from ct_platform.defs.run_workers import record_process_namespace
 
 # The only types a step output may have: name -> "module:class". Imported on use only, so
@@ -92,15 +93,20 @@ class JsonIOManager(dg.ConfigurableIOManager):
     """Typed step outputs as JSON files, one per asset and run (see the module docstring).
 
     `base_dir` defaults to the Dagster instance's storage folder (`DAGSTER_HOME/storage`).
+    `model`: the spec's model name, tagged on every run with CT_HOME (`platform_tags`).
     """
 
     base_dir: str | None = None
+    model: str | None = None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Every step process sets its IO manager up: it says where its pids live, so a run
         # killed with -9 can be told dead on this machine only (`run_workers`).
         if context.instance is not None and context.dagster_run is not None:
             record_process_namespace(context.instance, context.dagster_run)
+            # And which platform it belongs to, so `ct` commands can refuse to mix two.
+            if self.model is not None:
+                record_platform(context.instance, context.dagster_run, self.model)
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         path = self._path(context.step_context.instance, context.asset_key, context.run_id)

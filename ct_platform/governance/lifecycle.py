@@ -1,6 +1,8 @@
 """Champion moves a person makes (promotion after approval, rollback) and their audit lines.
 
-`training.promotion.promote` records every automatic promotion through `record_promotion`;
+`training.promotion.promote` records every automatic promotion with a `promotion_event`
+built before the alias moves and appended right after it (its MLflow reads in between let a
+deployer that saw the new alias write its deployment line first, a second before its cause);
 `deployment.rollout.roll_out` and the rollout controller record each deployment they make
 through `record_deployment`, with what they compared and found. `rollback` moves
 `champion` back to the previous champion that passed its gates and redeploys it, in one
@@ -57,7 +59,7 @@ class Rollback:
     note: str = ""
 
 
-def record_promotion(
+def promotion_event(
     registry: ModelRegistry,
     previous: ModelVersionInfo | None,
     promoted: ModelVersionInfo,
@@ -66,8 +68,9 @@ def record_promotion(
     dagster_run_id: str | None = None,
     how: str = "",
 ) -> AuditEvent | None:
-    """Record `promoted` becoming champion; nothing when it already was (a rerun). `how`:
-    the path that moved it, when not a gated promotion alone ("canary completed ...")."""
+    """The line of `promoted` becoming champion, to append once the alias moved; None when it
+    already was (a rerun). `how`: the path that moved it, when not a gated promotion alone
+    ("canary completed ...")."""
     if previous is not None and previous.version == promoted.version:
         return None
     tags = decision_tags(registry, promoted)
@@ -76,16 +79,14 @@ def record_promotion(
         reason += f"; approved by {tags.get(APPROVED_BY_TAG)}: {tags.get(APPROVAL_REASON_TAG)}"
     if how:
         reason += f"; {how}"
-    return append_event(
-        AuditEvent(
-            kind="promotion",
-            model=registry.model_name,
-            actor=actor,
-            reason=reason,
-            from_version=previous.version if previous else None,
-            to_version=promoted.version,
-            dagster_run_id=dagster_run_id,
-        )
+    return AuditEvent(
+        kind="promotion",
+        model=registry.model_name,
+        actor=actor,
+        reason=reason,
+        from_version=previous.version if previous else None,
+        to_version=promoted.version,
+        dagster_run_id=dagster_run_id,
     )
 
 
@@ -106,8 +107,7 @@ def move_champion(
     Returns the previous champion (None: there was none).
     """
     previous = registry.alias_version(CHAMPION)
-    registry.set_alias(CHAMPION, version)
-    record_promotion(
+    event = promotion_event(
         registry,
         previous,
         registry.version(version),
@@ -115,6 +115,9 @@ def move_champion(
         dagster_run_id=dagster_run_id,
         how=how,
     )
+    registry.set_alias(CHAMPION, version)
+    if event is not None:
+        append_event(event)
     return previous
 
 

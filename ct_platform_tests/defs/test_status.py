@@ -17,6 +17,7 @@ from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._daemon.types import DaemonHeartbeat
 
 from ct_platform.cli import main
+from ct_platform_tests.defs.conftest import BATCH_ROWS
 from ct_platform_tests.defs.test_coalesced_training import Loop
 from ct_platform_tests.defs.test_training_pipeline import check_results
 
@@ -275,3 +276,35 @@ def test_a_run_whose_pids_are_another_namespace_s_is_never_judged_dead(instance)
     assert dead_run_reason(instance, run) is None
     assert fail_dead_runs(instance, [run]) == []
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def test_a_batch_in_no_window_says_why_from_its_data(
+    spec, instance, bank_frame, land_bank_batches, write_batch, capsys
+):
+    """A newcomer's batch whose 300 rows were all landed before showed "newer batches filled
+    the window ..., or that run trained nothing new": the README's rule is the reason."""
+    loop = Loop(spec, instance)
+    land_bank_batches(2)
+    loop.ingest_landed()
+    # rows of batch 2, a few of them natural twins of rows of batch 1
+    write_batch(bank_frame.iloc[4100:4400], "late-delivery.csv")
+    loop.ingest_landed()
+    # batch-00001.csv landed again, corrected: `batch-00001.csv@<hash>` supersedes it
+    write_batch(bank_frame.iloc[:BATCH_ROWS].assign(age=lambda f: f["age"] + 1), "batch-00001.csv")
+    [corrected] = loop.ingest_landed()
+    assert loop.train(loop.training_request()).success
+
+    rows = status(capsys)
+
+    assert rows["late-delivery.csv"]["state"] == "validated"
+    assert rows["late-delivery.csv"]["detail"] == (
+        "in no trained window: every one of its 300 rows was landed before (in "
+        "batch-00001.csv, batch-00002.csv), and a batch whose every row was landed before "
+        "takes no place in the window"
+    )
+    new_key = corrected.dagster_run.tags["dagster/partition"]
+    assert new_key.startswith("batch-00001.csv@") and rows[new_key]["state"] == "trained"
+    assert rows["batch-00001.csv"]["detail"] == (
+        f"in no trained window: batch-00001.csv was landed again with other content "
+        f"({new_key}), and only a name's newest content trains"
+    )
