@@ -202,7 +202,7 @@ def promote(
     (`governance.approval.NotApproved` until then). Every promotion goes to the audit log.
     """
     from ct_platform.governance.approval import require_approval
-    from ct_platform.governance.lifecycle import record_promotion
+    from ct_platform.governance.lifecycle import record_promotion, set_champion
 
     candidate = registry.version(version)
     verdict = candidate.tags.get(GATES_PASSED_TAG)
@@ -222,10 +222,11 @@ def promote(
     require_approval(
         registry, candidate, spec.governance, actor=actor, dagster_run_id=dagster_run_id
     )
-    alias = release_alias(spec)
-    registry.set_alias(alias, version)
-    if alias == CHAMPION:  # a rollout records its promotion when it moves `champion`
+    if release_alias(spec) == CHAMPION:  # else its rollout moves `champion` on completion
+        set_champion(registry, version, spec)
         record_promotion(registry, previous, candidate, actor=actor, dagster_run_id=dagster_run_id)
+    else:
+        registry.set_alias(release_alias(spec), version)
     # After the alias: a run killed in between leaves a champion, never a tag without one.
     registry.set_tags(version, {PROMOTED_TAG: dagster_run_id or actor})
     return previous.version if previous else None
