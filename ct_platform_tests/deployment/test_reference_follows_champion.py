@@ -32,6 +32,7 @@ from ct_platform.settings import Paths, Spec
 from ct_platform.training.datasets import load_training_set, save_training_set
 from ct_platform_tests.defs.test_rollback import AUTOMATION_RUN_TAGS
 from ct_platform_tests.deployment.conftest import FreshStack
+from ct_platform_tests.deployment.test_champion_audit import promote_by_hand
 from ct_platform_tests.deployment.test_progressive import send
 
 pytestmark = pytest.mark.slow
@@ -146,14 +147,7 @@ def test_the_reference_follows_completion_and_rollback_and_is_rebuilt_when_lost(
     registry.set_alias(CANARY, 2)
     deploy(defs, instance)
     reference_is_of(1, "test-1")  # the champion still serves all but the canary's share
-    control = defs.resolve_job_def("rollout_control").execute_in_process(
-        instance=instance,
-        run_config={
-            "ops": {"control_rollout": {"config": {"action": "promote", "reason": "fine"}}}
-        },
-        tags={"dagster/user": "dana"},
-    )
-    assert control.success
+    promote_by_hand(defs, instance, user="dana", reason="fine")
     assert registry.alias_version(CHAMPION).version == 2  # type: ignore[union-attr]
     reference_is_of(2, "test-2")
 
