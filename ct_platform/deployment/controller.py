@@ -539,24 +539,19 @@ class RolloutController:
         self._finish(rollout, "completed", reason)
 
     def _move_champion(self, rollout: Rollout, how: str) -> None:
-        from ct_platform.governance.lifecycle import follow_drift_reference, move_champion
-        from ct_platform.training.datasets import MissingTrainingSet
+        from ct_platform.governance.lifecycle import move_champion
 
-        move_champion(
+        _, note = move_champion(
             self.registry,
             int(rollout.version),
+            self.spec,
             actor=self._actor(rollout),
             how=how,
             dagster_run_id=self.run_id,
         )
         self.registry.drop_alias_of(CANARY, int(rollout.version))
-        promoted = self.registry.version(int(rollout.version))
-        # Drift is now measured against what the serving model learned from. A version whose
-        # training set is gone keeps serving; the old reference stays, and the record says so.
-        try:
-            follow_drift_reference(promoted, self.spec)
-        except MissingTrainingSet as missing:
-            logger.warning(f"v{rollout.version} serves; drift reference not moved: {missing}")
+        if note:  # a version whose training set is gone keeps serving; monitoring says why
+            logger.warning(f"v{rollout.version} serves; {note}")
 
     def _roll_back(
         self, rollout: Rollout, reason: str, *, alert: bool = False, status: Status = "rolled_back"
@@ -569,10 +564,17 @@ class RolloutController:
         if rollout.phase == "switched":
             self._switch_back(rollout)
             if rollout.previous_version is not None:
-                self.registry.set_alias(CHAMPION, int(rollout.previous_version))
+                self._champion_back(int(rollout.previous_version))
         else:
             self._restore_stable_only(rollout)
         self._end_rolled_back(rollout, reason, alert=alert, status=status)
+
+    def _champion_back(self, version: int) -> None:
+        from ct_platform.governance.lifecycle import set_champion
+
+        note = set_champion(self.registry, version, self.spec)
+        if note:
+            logger.warning(f"v{version} serves again; {note}")
 
     def _end_rolled_back(
         self, rollout: Rollout, reason: str, *, alert: bool, status: Status = "rolled_back"

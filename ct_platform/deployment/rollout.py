@@ -93,16 +93,17 @@ def roll_out(
 
         done = _converge(spec, registry, CANARY, audit)
         beside = "nothing served" if nothing_deployed else "no version held `champion`"
-        move_champion(
+        _, note = move_champion(
             registry,
             canary.version,
+            spec,
             actor=actor,
             how=f"first deployment: {beside} to roll {release_alias(spec)} out beside, so it "
             "went in directly",
             dagster_run_id=run_id,
         )
         registry.drop_alias_of(CANARY, canary.version)
-        return done
+        return RollOut(done.endpoint, done.changed, "; ".join(filter(None, [done.reason, note])))
     stable = _converge(spec, registry, CHAMPION, audit)
     current = active_rollout(spec)
     if current is not None and current.version == str(canary.version):

@@ -7,7 +7,8 @@ deployer that saw the new alias write its deployment line first, a second before
 through `record_deployment`, with what they compared and found. `rollback` moves
 `champion` back to the previous champion that passed its gates and redeploys it, in one
 step: the previous champion comes from the audit log (MLflow aliases keep no history), or,
-when the log has none, from the newest older version whose gates passed.
+when the log has none, from the newest older version whose gates passed. Every one of
+these moves `champion` through `set_champion`, which moves the drift reference with it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ct_platform.governance.audit import (
     replay_champions,
 )
 from ct_platform.governance.audit import read_events as read_audit_events
-from ct_platform.registry.versions import CHAMPION, release_alias
+from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
 from ct_platform.training.promotion import GATES_PASSED_TAG
 
@@ -90,21 +91,44 @@ def promotion_event(
     )
 
 
+def set_champion(
+    registry: ModelRegistry, version: int, spec: Spec, event: AuditEvent | None = None
+) -> str:
+    """Point `champion` at `version` and the drift reference at that version's own training
+    data. Every path that changes the serving champion (a gated promotion, a first
+    deployment, a rollout completing or switching, a blue-green switch back, `ct rollback`)
+    comes through here, so monitoring never judges live traffic against another version's
+    data, nor against nothing while a champion serves.
+
+    `event`: the move's promotion line (`promotion_event`, built before: its MLflow reads),
+    appended right after the alias moves and before the reference is sketched, so a deployer
+    seeing the new champion cannot log its deployment before the promotion that caused it.
+
+    Returns "" when the reference moved, else why not (its training set is gone): the move
+    stands either way, and the monitoring assets say loudly that they cannot judge.
+    """
+    registry.set_alias(CHAMPION, version)
+    if event is not None:
+        append_event(event)
+    return _follow_reference_if_kept(registry.version(version), spec)
+
+
 def move_champion(
     registry: ModelRegistry,
     version: int,
+    spec: Spec,
     *,
     actor: str,
     how: str,
     dagster_run_id: str | None = None,
-) -> ModelVersionInfo | None:
-    """Point `champion` at `version` and write its promotion line (the version, the previous
-    champion, `actor`, `how` in the reason); nothing is written when it already was. The
-    paths that move `champion` outside `training.promotion.promote` (a rollout completing
-    or switching, a first deployment under a progressive strategy) go through here, so no
-    move goes unrecorded: the log is the champion history `ct rollback` reads.
+) -> tuple[ModelVersionInfo | None, str]:
+    """`set_champion` plus its promotion line (the version, the previous champion, `actor`,
+    `how` in the reason); nothing is written when it already was. The paths that move
+    `champion` outside `training.promotion.promote` (a rollout completing or switching, a
+    first deployment under a progressive strategy) go through here, so no move goes
+    unrecorded: the log is the champion history `ct rollback` reads.
 
-    Returns the previous champion (None: there was none).
+    Returns the previous champion (None: there was none) and `set_champion`'s note.
     """
     previous = registry.alias_version(CHAMPION)
     event = promotion_event(
@@ -115,10 +139,7 @@ def move_champion(
         dagster_run_id=dagster_run_id,
         how=how,
     )
-    registry.set_alias(CHAMPION, version)
-    if event is not None:
-        append_event(event)
-    return previous
+    return previous, set_champion(registry, version, spec, event)
 
 
 def record_gate_rejection(
@@ -188,8 +209,8 @@ def promote_approved(
 ) -> int | None:
     """Promote an approved version (the approval job, `ct approve`); the previous champion.
 
-    Goes through `promote` like every promotion, then moves the drift reference to the new
-    champion's own training set, as the `champion` asset does.
+    Goes through `promote` like every promotion (which moves the drift reference with
+    `champion`; under a progressive strategy the rollout does when it completes).
 
     Raises:
         StaleCandidate: the champion is already a newer version (it stays).
@@ -202,10 +223,7 @@ def promote_approved(
             f"version {version} is approved but not promoted: the champion is already "
             f"version {champion.version}, a newer one (use `ct rollback` to go back)"
         )
-    previous = promote(registry, version, spec, actor=actor, dagster_run_id=dagster_run_id)
-    if release_alias(spec) == CHAMPION:  # else its rollout moves the reference on completion
-        follow_drift_reference(registry.version(version), spec)
-    return previous
+    return promote(registry, version, spec, actor=actor, dagster_run_id=dagster_run_id)
 
 
 def follow_drift_reference(info: ModelVersionInfo, spec: Spec) -> None:
@@ -301,7 +319,7 @@ def rollback(
     if current is None:
         raise RollbackRefused(f"model '{registry.model_name}' has no champion to roll back")
     target = previous_champion(registry, current.version)
-    registry.set_alias(CHAMPION, target.version)
+    note = set_champion(registry, target.version, spec)
     append_event(
         AuditEvent(
             kind="rollback",
@@ -313,17 +331,34 @@ def rollback(
         )
     )
     done = roll_out(spec, registry, actor=actor, why=f"rollback from version {current.version}")
-    return Rollback(
-        current.version, target.version, done.endpoint, _follow_reference_if_kept(target, spec)
-    )
+    return Rollback(current.version, target.version, done.endpoint, note)
+
+
+def follow_serving_champion(registry: ModelRegistry, spec: Spec) -> tuple[int | None, str]:
+    """The champion's version (None: no champion yet) with its drift reference in place.
+
+    A reference that describes another version or none (its store lost, a champion moved
+    before references followed every move) is rebuilt from the champion's own training
+    set. Returns "" as the note when the reference is the champion's, else why it cannot be.
+    """
+    from ct_platform.monitoring.champion_reference import load_champion_reference
+    from ct_platform.settings import Paths
+
+    champion = registry.alias_version(CHAMPION)
+    if champion is None:
+        return None, ""
+    reference = load_champion_reference(Paths.from_env())
+    if reference is not None and reference.version == champion.version:
+        return champion.version, ""
+    return champion.version, _follow_reference_if_kept(champion, spec)
 
 
 def _follow_reference_if_kept(info: ModelVersionInfo, spec: Spec) -> str:
-    """Move the drift reference; "" if done, else why not (the rollback stands either way)."""
+    """Move the drift reference; "" if done, else why not (the champion stays either way)."""
     from ct_platform.training.datasets import MissingTrainingSet
 
     try:
         follow_drift_reference(info, spec)
     except MissingTrainingSet as missing:
-        return f"drift reference not moved: {missing}"
+        return f"drift reference not moved to version {info.version}: {missing}"
     return ""

@@ -1,8 +1,9 @@
 """Production checks over the prediction log: drift of live inputs, decay of live accuracy.
 
 Both compare with the current champion's reference (see `champion_reference`) and return a
-verdict that says why there is none when there is none (no champion, too little traffic,
-too few labels), so a quiet period never reads as "no drift".
+verdict that says why there is none when there is none (no champion, no reference for the
+serving champion, too little traffic, too few labels), so a quiet period never reads as
+"no drift".
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ct_platform.monitoring.champion_reference import load_champion_reference
+from ct_platform.monitoring.champion_reference import ChampionReference, load_champion_reference
 from ct_platform.monitoring.drift import SAMPLE_ROWS, detect_drift
 from ct_platform.monitoring.performance import PerformanceResult, evaluate_performance
 from ct_platform.monitoring.prediction_log import summarise_window
@@ -35,10 +36,35 @@ class ProductionDrift:
     report: Path | None = None
 
 
-def check_production_drift(spec: Spec, paths: Paths) -> ProductionDrift:
+NO_CHAMPION = "no champion yet: nothing to compare with"
+
+
+def reference_of(champion: int | None, paths: Paths, note: str = "") -> ChampionReference | str:
+    """The drift reference of `champion` (the version serving as champion, None: none yet),
+    or why there is none to judge with. `note`: why it could not be rebuilt, if known.
+
+    A reference that describes another version is never used: that would judge the
+    champion's traffic against data it did not learn from.
+    """
+    if champion is None:
+        return NO_CHAMPION
     reference = load_champion_reference(paths)
-    if reference is None:
-        return ProductionDrift("no champion yet: nothing to compare with", None, 0)
+    if reference is not None and reference.version == champion:
+        return reference
+    held = "none" if reference is None else f"version {reference.version}'s"
+    return (
+        f"cannot judge: version {champion} serves as champion but the drift reference is "
+        f"{held}{f' ({note})' if note else ''}"
+    )
+
+
+def check_production_drift(
+    spec: Spec, paths: Paths, champion: int | None, note: str = ""
+) -> ProductionDrift:
+    """Live inputs vs `champion`'s training data (see `reference_of` for `champion`, `note`)."""
+    reference = reference_of(champion, paths, note)
+    if isinstance(reference, str):
+        return ProductionDrift(reference, champion, 0)
     # All recent traffic counts: the inputs' distribution does not depend on which version
     # answered them (performance, in contrast, is judged on the champion's own rows).
     monitoring = spec.monitoring
@@ -80,11 +106,14 @@ class ProductionPerformance:
     result: PerformanceResult
 
 
-def check_production_performance(spec: Spec, paths: Paths) -> ProductionPerformance | None:
-    """The champion's metric on labelled live traffic vs its holdout; None without champion."""
-    reference = load_champion_reference(paths)
-    if reference is None:
-        return None
+def check_production_performance(
+    spec: Spec, paths: Paths, champion: int | None, note: str = ""
+) -> ProductionPerformance | str:
+    """`champion`'s metric on labelled live traffic vs its holdout figure; without its
+    reference, why there is no verdict (see `reference_of`)."""
+    reference = reference_of(champion, paths, note)
+    if isinstance(reference, str):
+        return reference
     result = evaluate_performance(
         spec,
         reference.holdout_metric,

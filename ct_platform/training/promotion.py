@@ -212,8 +212,7 @@ def promote(
     (`governance.approval.NotApproved` until then). Every promotion goes to the audit log.
     """
     from ct_platform.governance.approval import require_approval
-    from ct_platform.governance.audit import append_event
-    from ct_platform.governance.lifecycle import promotion_event
+    from ct_platform.governance.lifecycle import promotion_event, set_champion
 
     candidate = registry.version(version)
     verdict = candidate.tags.get(GATES_PASSED_TAG)
@@ -234,17 +233,14 @@ def promote(
         registry, candidate, spec.governance, actor=actor, dagster_run_id=dagster_run_id
     )
     alias = release_alias(spec)
-    # A rollout records its promotion when it moves `champion`. Built before the move (its
-    # MLflow reads), appended right after: a deployer seeing the new champion must not log
-    # its deployment before the promotion that caused it.
-    event = (
-        promotion_event(registry, previous, candidate, actor=actor, dagster_run_id=dagster_run_id)
-        if alias == CHAMPION
-        else None
-    )
-    registry.set_alias(alias, version)
-    if event is not None:
-        append_event(event)
+    if alias == CHAMPION:  # else its rollout moves `champion` (and records it) on completion
+        # Built before the move (its MLflow reads), appended right after it.
+        event = promotion_event(
+            registry, previous, candidate, actor=actor, dagster_run_id=dagster_run_id
+        )
+        set_champion(registry, version, spec, event)
+    else:
+        registry.set_alias(alias, version)
     # After the alias: a run killed in between leaves a champion, never a tag without one.
     registry.set_tags(version, {PROMOTED_TAG: dagster_run_id or actor})
     return previous.version if previous else None

@@ -19,12 +19,15 @@ import yaml
 
 from ct_platform.definitions import build_definitions
 from ct_platform.defs.monitoring.assets import PRODUCTION_PERFORMANCE, SAMPLE_SIZE_CHECK
+from ct_platform.deployment.export import default_registry
 from ct_platform.monitoring.champion_reference import save_champion_reference
 from ct_platform.monitoring.frames import typed_features
+from ct_platform.registry.versions import CHAMPION as CHAMPION_ALIAS
 from ct_platform.serving.bundle import Prediction
 from ct_platform.serving.prediction_log import ScoredBatch
 from ct_platform.settings import Paths, Spec, load_spec
 from ct_platform_tests.conftest import BANK_SPEC
+from ct_platform_tests.deployment.conftest import fit_pipeline, log_versions
 from ct_platform_tests.monitoring.serving_logs import post_feedback, write_log
 
 ROWS = 600
@@ -38,6 +41,7 @@ def regression_spec(folder: Path, monitoring: dict) -> Spec:
     dataset = raw["dataset"]
     dataset.update(target="duration", task="regression", drop_columns=["y"], landing_dir="in")
     dataset.pop("target_labels")
+    raw["model"]["estimator"] = "sklearn.ensemble.HistGradientBoostingRegressor"
     raw["evaluation"]["primary_metric"] = "mae"
     raw["gates"]["metric_floor"] = {"threshold": 250, "symmetric": False}
     raw["gates"]["fairness"]["metric_gap"] = 30  # seconds of MAE between groups
@@ -56,6 +60,7 @@ def live_traffic(spec: Spec, bank_frame: pd.DataFrame, folder: Path, mae: float)
     features = typed_features(bank_frame, spec.dataset, where="bank data")
     features.iloc[:2000].to_parquet(folder / "train.parquet")
     paths = Paths.from_env()
+    register_champion(spec, features.assign(duration=bank_frame["duration"]))
     save_champion_reference(folder / "train.parquet", CHAMPION, HOLDOUT_MAE, spec, paths)
 
     rng = np.random.default_rng(12)
@@ -78,6 +83,15 @@ def live_traffic(spec: Spec, bank_frame: pd.DataFrame, folder: Path, mae: float)
     ]
     write_log(paths.predictions, batches)
     post_feedback(paths.feedback, {f"req-{i}": float(truth[i]) for i in range(ROWS)})
+
+
+def register_champion(spec: Spec, train: pd.DataFrame) -> None:
+    """Versions 1 to CHAMPION in the test's MLflow store, CHAMPION holding `champion`:
+    monitoring judges the version `champion` names."""
+    registry = default_registry(spec)
+    fitted = fit_pipeline(spec, train, max_iter=20)
+    log_versions(registry, fitted, train, [f"decay-{v}" for v in range(1, CHAMPION + 1)])
+    registry.set_alias(CHAMPION_ALIAS, CHAMPION)
 
 
 def materialize_performance(spec: Spec, instance: dg.DagsterInstance) -> tuple[dict, str]:

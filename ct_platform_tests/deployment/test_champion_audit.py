@@ -38,6 +38,21 @@ def canary_stack(fresh_stack: FreshStack) -> tuple[Spec, ModelRegistry]:
     return fresh_stack("canary")
 
 
+def promote_by_hand(
+    defs: dg.Definitions, instance: dg.DagsterInstance, *, user: str, reason: str
+) -> dg.ExecuteInProcessResult:
+    """`user` promotes the active rollout from the UI's `rollout_control` job."""
+    control = defs.resolve_job_def("rollout_control").execute_in_process(
+        instance=instance,
+        run_config={
+            "ops": {"control_rollout": {"config": {"action": "promote", "reason": reason}}}
+        },
+        tags={"dagster/user": user},
+    )
+    assert control.success
+    return control
+
+
 def test_every_move_of_the_champion_is_one_promotion_line_naming_what_moved_it(
     canary_stack: tuple[Spec, ModelRegistry], instance: dg.DagsterInstance
 ) -> None:
@@ -75,14 +90,7 @@ def test_every_move_of_the_champion_is_one_promotion_line_naming_what_moved_it(
     started = read_events()[-1]
     assert (started.kind, started.dagster_run_id) == ("deployment", second.run_id)
     assert started.actor == f"canary rollout {rollout.id} (started by {AUTOMATION})"
-    control = defs.resolve_job_def("rollout_control").execute_in_process(
-        instance=instance,
-        run_config={
-            "ops": {"control_rollout": {"config": {"action": "promote", "reason": "fine"}}}
-        },
-        tags={"dagster/user": "dana"},
-    )
-    assert control.success
+    control = promote_by_hand(defs, instance, user="dana", reason="fine")
     assert registry.alias_version(CHAMPION).version == 2  # type: ignore[union-attr]
     assert served_version(url, spec.model.name) == "2"
 

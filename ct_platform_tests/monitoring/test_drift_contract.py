@@ -238,7 +238,7 @@ def test_prediction_log_violations_reach_the_production_check(
     batch.columns[:] = list(columns.values())
     write_log(paths.predictions, [batch])
 
-    drift = check_production_drift(spec, paths)
+    drift = check_production_drift(spec, paths, champion=1)
 
     assert drift.result is not None and drift.result.dataset_drift is None
     assert drift.result.describe_violations() == [

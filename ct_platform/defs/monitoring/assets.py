@@ -7,6 +7,7 @@ slow part (reading the log, Evidently) in a run and the sensor tick light.
 import dagster as dg
 
 from ct_platform.defs.metadata import numbers, report_links
+from ct_platform.defs.resources import MlflowResource
 from ct_platform.defs.serving.assets import DEPLOYED_ENDPOINT
 from ct_platform.monitoring.results import DriftResult  # plain dataclasses: light to import
 from ct_platform.settings import Paths, Spec
@@ -52,12 +53,14 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         "data: every column's status (verdict, or why not tested) and the dataset verdict; "
         "no verdict on too little data.",
     )
-    def production_drift(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def production_drift(
+        context: dg.AssetExecutionContext, mlflow: MlflowResource
+    ) -> dg.MaterializeResult:
         from ct_platform.monitoring.figures import write_drift_figures
         from ct_platform.monitoring.production import check_production_drift
 
         paths = Paths.from_env()
-        drift = check_production_drift(spec, paths)
+        drift = check_production_drift(spec, paths, *_serving_champion(context, mlflow, spec))
         # Exported on the model server's /metrics (see serving.platform_figures).
         write_drift_figures(paths, drift, spec.monitoring.drift_share_threshold)
         context.log.info(f"production drift: {drift.status} ({drift.rows} rows)")
@@ -77,7 +80,7 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
             metadata=metadata,
             check_results=[
                 _sample_size_result(has_verdict, drift.status, drift.rows),
-                _contract_result(drift.result, drift.rows),
+                _contract_result(drift.result, drift.rows, drift.status),
             ],
         )
 
@@ -98,24 +101,32 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         description="The champion's primary metric on labelled live traffic (feedback joined "
         "to logged predictions) vs its holdout metric; no verdict on too few labels.",
     )
-    def production_performance(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def production_performance(
+        context: dg.AssetExecutionContext, mlflow: MlflowResource
+    ) -> dg.MaterializeResult:
         from ct_platform.monitoring.figures import write_performance_figures
         from ct_platform.monitoring.production import check_production_performance
 
         paths = Paths.from_env()
-        production = check_production_performance(spec, paths)
-        if production is None:
-            status = "no champion yet: nothing to compare with"
+        champion, note = _serving_champion(context, mlflow, spec)
+        production = check_production_performance(spec, paths, champion, note)
+        if isinstance(production, str):
             return dg.MaterializeResult(
-                metadata={"status": dg.MetadataValue.text(status)},
-                check_results=[_sample_size_result(False, status, 0)],
+                metadata={
+                    "status": dg.MetadataValue.text(production),
+                    "champion_version": dg.MetadataValue.text(str(champion or "none")),
+                },
+                check_results=[_sample_size_result(False, production, 0)],
             )
         performance = production.result
         write_performance_figures(paths, performance, production.champion_version)
         context.log.info(f"production performance: {performance.to_dict()}")
         values = {k: v for k, v in performance.to_dict().items() if v is not None}
         return dg.MaterializeResult(
-            metadata=numbers("", values),
+            metadata={
+                **numbers("", values),
+                "champion_version": dg.MetadataValue.text(str(production.champion_version)),
+            },
             check_results=[
                 _sample_size_result(
                     performance.decayed is not None, performance.reason, performance.n_labelled
@@ -124,6 +135,19 @@ def build_monitoring_defs(spec: Spec) -> dg.Definitions:
         )
 
     return dg.Definitions(assets=[production_drift, production_performance])
+
+
+def _serving_champion(
+    context: dg.AssetExecutionContext, mlflow: MlflowResource, spec: Spec
+) -> tuple[int | None, str]:
+    """The version `champion` names (None: none yet) with its drift reference in place
+    (rebuilt when missing or stale); "" or why the reference cannot be its."""
+    from ct_platform.governance.lifecycle import follow_serving_champion
+
+    champion, note = follow_serving_champion(mlflow.registry(spec), spec)
+    if note:
+        context.log.error(f"version {champion} serves as champion; {note}")
+    return champion, note
 
 
 def _drift_metadata(result: DriftResult) -> dict[str, dg.MetadataValue]:
@@ -146,12 +170,12 @@ def _drift_metadata(result: DriftResult) -> dict[str, dg.MetadataValue]:
     return metadata
 
 
-def _contract_result(result: DriftResult | None, rows: int) -> dg.AssetCheckResult:
+def _contract_result(result: DriftResult | None, rows: int, status: str) -> dg.AssetCheckResult:
     """Fails (WARN) naming every column whose logged values break the contract, with counts;
-    nothing read (no champion yet) passes with that said."""
+    nothing read (`status` says why: no champion yet, no reference) passes with that said."""
     lines = [] if result is None else result.describe_violations()
     if result is None:
-        description = "nothing checked: no champion to compare with yet"
+        description = f"nothing checked: {status}"
     elif lines:
         description = "; ".join(lines)
     else:

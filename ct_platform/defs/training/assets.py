@@ -309,7 +309,6 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
         from ct_platform.governance.approval import NotApproved
         from ct_platform.governance.audit import run_actor
-        from ct_platform.monitoring.champion_reference import save_champion_reference
         from ct_platform.training.promotion import promote
 
         registry = mlflow.registry(spec)
@@ -326,19 +325,10 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
             yield not_approved_observation(context, waiting)
             return
         release_claim(claims_dir(), refit_model.training_set.fingerprint, context.run.run_id)
-        # Drift is measured against what the serving model learned from: its whole window.
-        # Live performance is held to the holdout fit's figure (the refit has no holdout).
-        # Under a progressive strategy the rollout moves the reference when it completes.
+        # `promote` moved the drift reference with `champion` (to the refit's whole window);
+        # under a progressive strategy the rollout moves both when it completes.
         metric = spec.evaluation.primary_metric
         holdout_metric = refit_model.evaluation.metrics[metric]
-        if release_alias(spec) == CHAMPION:
-            save_champion_reference(
-                refit_model.training_set.window_path,
-                refit_model.version,
-                holdout_metric,
-                spec,
-                Paths.from_env(),
-            )
         if release_alias(spec) == CHAMPION:
             context.log.info(f"champion: version {previous} -> {refit_model.version}")
         else:
