@@ -104,7 +104,7 @@ def test_a_model_worse_than_the_median_is_not_promoted(spec_file, instance, land
     # Its model card: the baseline beside each metric, r2 flagged, no note contradicting it.
     card = render_markdown(gather_facts(registry, 3, spec, Paths.from_env()))
     table = card[card.index("## Metrics") : card.index("## Per-group")]
-    row = rf"\| holdout\\_mae \| {mae:.4g} \| [\d.]+ to [\d.]+ \| {baseline:.4g} \|"
+    row = rf"\| holdout\\_mae \| {mae:.4g} \| [\d.]+ to [\d.]+ \\\(t\\\) \| {baseline:.4g} \|"
     assert re.search(row, table), table
     assert "**Warning**: holdout\\_r2 is -" in table
     assert "undefined" not in table and "gate." not in table

@@ -24,6 +24,7 @@ from ct_platform.monitoring.champion_reference import save_champion_reference
 from ct_platform.monitoring.frames import typed_features
 from ct_platform.registry.versions import CHAMPION as CHAMPION_ALIAS
 from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.feedback import LabelRule
 from ct_platform.serving.prediction_log import ScoredBatch
 from ct_platform.settings import Paths, Spec, load_spec
 from ct_platform_tests.conftest import BANK_SPEC
@@ -82,7 +83,8 @@ def live_traffic(spec: Spec, bank_frame: pd.DataFrame, folder: Path, mae: float)
         for i in range(ROWS)
     ]
     write_log(paths.predictions, batches)
-    post_feedback(paths.feedback, {f"req-{i}": float(truth[i]) for i in range(ROWS)})
+    durations = {f"req-{i}": float(truth[i]) for i in range(ROWS)}
+    post_feedback(paths.feedback, durations, LabelRule(classes=None))
 
 
 def register_champion(spec: Spec, train: pd.DataFrame) -> None:

@@ -82,10 +82,16 @@ def rows_of(batch: ScoredBatch) -> list[ScoredBatch]:
     ]
 
 
-def post_feedback(directory: Path, labels: dict[str, int]) -> None:
-    """Labels as the server records them for the bank model (classes 0 and 1)."""
+BANK_LABELS = LabelRule(classes=(0, 1))
+
+
+def post_feedback(
+    directory: Path, labels: dict[str, int | float], rule: LabelRule = BANK_LABELS
+) -> None:
+    """Labels as the server records them, checked by `rule` (default: the bank model's
+    classes 0 and 1; a regression model's `LabelRule(classes=None)`)."""
     body = orjson.dumps([{"request_id": key, "label": label} for key, label in labels.items()])
-    FeedbackLog(directory).append(parse_feedback(body, LabelRule(classes=(0, 1))))
+    FeedbackLog(directory).append(parse_feedback(body, rule))
 
 
 def _served_column(values: pd.Series, dataset: DatasetSpec, name: str) -> np.ndarray:
