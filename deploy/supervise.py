@@ -22,9 +22,15 @@ Once stopping, the tracebacks a child prints because of our SIGINT (ending in
 KeyboardInterrupt or asyncio's CancelledError, chained or not, with or without "Exception
 ignored in") are counted, not shown; so are Dagster's RUN_FAILURE lines of a run the stop
 interrupted. Several processes of one child (the MLflow UI's workers) print their tracebacks
-into one pipe at once, interleaved line by line, so they are judged together: a child's
-traceback lines are held until its output ends, then dropped when every exception they end in
-is the interruption, else shown whole, as printed.
+into one pipe at once. Under PYTHONUNBUFFERED=1 Python writes a traceback piece by piece (a
+frame's indent, its source line and each marker `^` are separate writes), so the pieces of
+several processes interleave within lines, not just between them: "^^^  File ...". A line is
+therefore judged by what is left once the pieces a traceback is made of are taken out (its
+header, `File "...", line N` lines, the source lines those name, markers, the chain's glue, the
+interruption's name): nothing left, it is held; an exception's name left, it is held and that
+traceback is not the interruption's; anything else is shown at once. When the child's output
+ends, the held lines are dropped if every traceback ended in the interruption (as many
+interruption names as headers, no other exception), else shown whole, as printed.
 
 Then `--after` runs (the demo stops the endpoint's state there) and the exit status is 0 for
 a requested stop, 1 when a child ended on its own or could not be started.
@@ -38,6 +44,7 @@ import argparse
 import collections
 import contextlib
 import ctypes
+import linecache
 import os
 import re
 import signal
@@ -69,11 +76,9 @@ class Child:
     last_lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=60))
     exit_code: int | None = None
     # Set when the demo stops it: the tracebacks our SIGINT makes its Python processes print
-    # are then held (`held`) and counted, not shown (any other traceback is shown whole).
+    # are then held and counted, not shown (any other traceback is shown whole).
     stopping: bool = False
-    held: list[bytes] = field(default_factory=list)
-    hidden_tracebacks: int = 0
-    interrupted_runs: int = 0  # Dagster runs the stop interrupted (their RUN_FAILURE lines)
+    interruption: InterruptionOutput = field(default_factory=lambda: InterruptionOutput())
     reader: threading.Thread | None = None
 
     def how_it_ended(self) -> str:
@@ -244,13 +249,13 @@ class Supervisor:
         for child in self.children:  # its held lines are judged once its output has ended
             if child.reader is not None:
                 child.reader.join(timeout=READ_WAIT_SECONDS)
-        hidden = sum(child.hidden_tracebacks for child in self.children)
+        hidden = sum(child.interruption.hidden_tracebacks for child in self.children)
         if hidden:
             _say(
                 f"{hidden} traceback(s) of processes the stop interrupted (KeyboardInterrupt, "
                 "CancelledError) not shown"
             )
-        runs = sum(child.interrupted_runs for child in self.children)
+        runs = sum(child.interruption.interrupted_runs for child in self.children)
         if runs:
             _say(
                 f"{runs} Dagster run(s) interrupted by the stop: marked failed (unexpected "
@@ -279,62 +284,98 @@ class Supervisor:
             self._list(f"still there {KILL_WAIT_SECONDS} s after SIGKILL (stuck in I/O?):", live)
 
 
+# The pieces Python prints a traceback in (C `PyErr_Display` and the `traceback` module).
 TRACEBACK = b"Traceback (most recent call last):"
-# Lines between the tracebacks of a chain ("During handling of the above exception, ...").
-CHAIN = (b"During handling of the above exception", b"The above exception was the direct cause")
-IGNORED = b"Exception ignored in"  # Python's preamble of a traceback at interpreter exit
+CHAIN = (  # the glue between the tracebacks of a chain
+    b"During handling of the above exception, another exception occurred:",
+    b"The above exception was the direct cause of the following exception:",
+)
+FRAME = re.compile(rb'  File "(?P<path>[^"\n]+)", line (?P<number>\d+), in [^\n]*')
+# Python's preamble of a traceback at interpreter exit, with what it names.
+IGNORED = re.compile(rb"Exception ignored in[^\n]*")
+INTERRUPTION = re.compile(rb"KeyboardInterrupt|CancelledError")  # pieces glue on either side
+# The interruption names' module prefixes and dots, markers and blanks: written separately.
+LOOSE_PIECES = re.compile(rb"asyncio\.exceptions|concurrent\.futures\._base|asyncio|[.^~\s]")
 # The line a traceback ends with: "KeyboardInterrupt", "asyncio.exceptions.CancelledError",
 # "RuntimeError: could not flush", "Exception: ...".
 EXCEPTION_LINE = re.compile(
     rb"^(?:[A-Za-z_]\w*\.)*\w*(?:Error|Exception|Interrupt|Exit|Failure|Iteration)(?::.*)?$"
 )
-INTERRUPTION = re.compile(rb"^(?:[A-Za-z_]\w*\.)*(?:KeyboardInterrupt|CancelledError)(?::.*)?$")
-# Dagster's console line for a run whose process our SIGINT interrupted (dagster/_core/execution).
-INTERRUPTED_RUN = re.compile(rb"RUN_FAILURE.*Execution was interrupted unexpectedly")
+# Dagster's console line for a run whose process our SIGINT interrupted
+# (dagster/_core/execution/api.py); from its timestamp, so no piece glued before it is lost.
+INTERRUPTED_RUN = re.compile(
+    rb"(?:\d{4}-\d\d-\d\d [^\n]*?)?RUN_FAILURE[^\n]*?Execution was interrupted unexpectedly\."
+    rb"(?: No user initiated termination request was found, treating as failure\.)?"
+)
 READ_WAIT_SECONDS = 5.0  # for a child's output to end once its processes have
+
+
+@dataclass
+class InterruptionOutput:
+    """What one stopping child printed because of our SIGINT, tallied over all its lines:
+    `take` a line, then `settle` once its output has ended."""
+
+    held: list[bytes] = field(default_factory=list)
+    source_lines: set[bytes] = field(default_factory=set)  # those the frames seen name
+    tracebacks: int = 0  # headers
+    chained: int = 0  # the glue lines between the tracebacks of a chain
+    interruptions: int = 0  # KeyboardInterrupt / CancelledError names
+    other_exceptions: int = 0  # lines left with another exception's name: a real error
+    hidden_tracebacks: int = 0
+    interrupted_runs: int = 0  # Dagster runs the stop interrupted (their RUN_FAILURE lines)
+
+    def take(self, line: bytes) -> bool:
+        """Hold the line (True) when what is left of it, the traceback pieces taken out, is
+        nothing or an exception's name; else it is not ours to hide (False). A Dagster line of
+        an interrupted run is counted (True), not held."""
+        rest, runs = INTERRUPTED_RUN.subn(b"", line)
+        self.interrupted_runs += runs
+        if runs and not rest.strip():
+            return True
+        for frame in FRAME.finditer(rest):
+            self._learn_source(frame["path"], int(frame["number"]))
+        rest = FRAME.sub(b"", rest)
+        for source in sorted(self.source_lines, key=len, reverse=True):
+            rest = rest.replace(source, b"")
+        self.tracebacks += rest.count(TRACEBACK)
+        self.chained += sum(rest.count(glue) for glue in CHAIN)
+        rest, interruptions = INTERRUPTION.subn(b"", rest)
+        self.interruptions += interruptions
+        for piece in (TRACEBACK, *CHAIN):
+            rest = rest.replace(piece, b"")
+        rest = IGNORED.sub(b"", rest)
+        if LOOSE_PIECES.sub(b"", rest) and not EXCEPTION_LINE.match(rest.strip(b"^~ \t\r\n")):
+            return False
+        self.other_exceptions += bool(LOOSE_PIECES.sub(b"", rest))
+        self.held.append(line)
+        return True
+
+    def _learn_source(self, path: bytes, number: int) -> None:
+        text = linecache.getline(path.decode(errors="replace"), number).strip()
+        if text:
+            self.source_lines.add(text.encode())
+
+    def settle(self) -> list[bytes]:
+        """The held lines to show: none when they are tracebacks all ending in the
+        interruption (each counted: a chain counts once), else all of them, as printed."""
+        held, self.held = self.held, []
+        all_interrupted = self.interruptions >= self.tracebacks and not self.other_exceptions
+        if self.tracebacks and all_interrupted:
+            self.hidden_tracebacks += max(self.tracebacks - self.chained, 1)
+            return []
+        return held
 
 
 def _pass_output(child: Child) -> None:
     """Copy the child's output to ours, minus the lines `drop` matches and, once stopping,
-    the tracebacks and run failures of the interruption (held, then judged: `_settle`)."""
+    the tracebacks and run failures of the interruption (held, then judged when it ends)."""
     assert child.process.stdout is not None
     for line in child.process.stdout:
         if child.drop is not None and child.drop.search(line):
             continue
-        if child.stopping and INTERRUPTED_RUN.search(line):
-            child.interrupted_runs += 1
-        elif child.stopping and _traceback_line(line):
-            child.held.append(line)
-        else:
+        if not (child.stopping and child.interruption.take(line)):
             _write(child, [line])
-    _settle(child)
-
-
-def _traceback_line(line: bytes) -> bool:
-    """A line a traceback may be made of: its header, an indented frame or source line, a
-    blank, a chain's glue, Python's "Exception ignored in" or the exception it ends in."""
-    bare = line.strip()
-    return (
-        not bare
-        or line[:1].isspace()
-        or not bare.strip(b"^~ ")  # a frame's markers, cut from their line by another writer
-        or line.startswith((TRACEBACK, IGNORED, *CHAIN))
-        or EXCEPTION_LINE.match(bare) is not None
-    )
-
-
-def _settle(child: Child) -> None:
-    """Drop the held lines when they are tracebacks all ending in the interruption (as many
-    exception lines as tracebacks, each KeyboardInterrupt or CancelledError), counting
-    them; else show them whole, as printed."""
-    held, child.held = child.held, []
-    tracebacks = sum(line.startswith(TRACEBACK) for line in held)
-    ends = [bare for line in held if EXCEPTION_LINE.match(bare := line.strip())]
-    if tracebacks and len(ends) >= tracebacks and all(INTERRUPTION.match(e) for e in ends):
-        chained = sum(line.startswith(CHAIN) for line in held)
-        child.hidden_tracebacks += max(tracebacks - chained, 1)
-    else:
-        _write(child, held)
+    _write(child, child.interruption.settle())
 
 
 def _write(child: Child, lines: list[bytes]) -> None:
