@@ -556,6 +556,8 @@ class InputSchema:
             (i, (self._parsers[i].accepted(text=False), self._parsers[i].accepted(text=True)))
             for i in self._categorical
         ]
+        # `_one_row`'s `texts` when every value or none came as text, indexed by `text`.
+        self._same_text = ([False] * len(columns), [True] * len(columns))
 
     @cached_property
     def _split_decoders(self) -> list[msgspec.json.Decoder]:
@@ -706,7 +708,7 @@ class InputSchema:
             raise InputError("no rows to score")
         return n_rows
 
-    def _one_row(self, values: Sequence[Any], texts: list[bool]) -> ParsedRows | None:
+    def _one_row(self, values: Sequence[Any], texts: Sequence[bool]) -> ParsedRows | None:
         """A single row (`values` in schema order) in one plain Python pass (no numpy call
         per column), when every value is accepted as it is: a number within its range
         (float32's and the contract's; integral in an int column), a sentinel, a missing
@@ -903,6 +905,14 @@ class InputSchema:
         """`columns` names + `rows` as lists of values (pandas "split" orient, CSV)."""
         # Sent as the schema lists them: named, each once, none missing (nothing to check).
         in_order = columns == self.names
+        # The common request, one well-formed row in schema order, straight to the one-row
+        # path: none of the checks below can refuse it.
+        if in_order and type(rows) is list and len(rows) == 1:
+            row = rows[0]
+            if type(row) is list and len(row) == len(columns):
+                parsed = self._one_row(row, self._same_text[text])
+                if parsed is not None:
+                    return parsed
         if not in_order and (
             not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
         ):
@@ -919,10 +929,11 @@ class InputSchema:
                     f"row {index} must be a list of {len(columns)} values, one per column; "
                     f"got {show(row)}{count}"
                 )
-        if len(rows) == 1:  # the common request: no transposing, no dict of columns
+        # One row in another order: no transposing, no dict of columns (in schema order,
+        # the one-row path has had it above).
+        if len(rows) == 1 and not in_order:
             row = rows[0]
-            values = row if in_order else [row[position] for position in order]
-            parsed = self._one_row(values, [text] * len(values))
+            parsed = self._one_row([row[position] for position in order], self._same_text[text])
             if parsed is not None:
                 return parsed.ignoring(ignored)
         transposed = list(zip(*rows, strict=True)) or [()] * len(columns)
