@@ -6,6 +6,7 @@ scoring still completes before it) and status codes, which hold on a loaded mach
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import socket
@@ -17,7 +18,10 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
+from ct_platform.serving.http_limits import bounded_http_protocol
 from ct_platform.settings import Spec
 from ct_platform_tests.serving.conftest import ThreadedServer, raw_rows, server_config
 
@@ -232,6 +236,110 @@ def test_a_request_in_many_reads_within_the_limits_is_answered(
                 time.sleep(0.01)
             status, content = _read_one_answer(sock)
             assert (status, content) == (200, whole.content)
+
+
+def test_an_expect_100_continue_request_gets_its_interim_answer_before_the_body(
+    limits_server: ThreadedServer, small_body: dict
+) -> None:
+    """The `100 Continue` goes out at once (the client sends the body only once it has it),
+    though each answer's head waits for its body to leave in one write; then the answer."""
+    body = httpx.Request("POST", "/", json=small_body).content
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    whole = httpx.post(f"{limits_server.url}/invocations", content=body, headers={
+        "content-type": "application/json"})  # fmt: skip
+    with socket.create_connection(("127.0.0.1", limits_server.port), timeout=10) as sock:
+        sock.sendall(head)
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            data = sock.recv(1)
+            assert data, interim
+            interim += data
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert _read_one_answer(sock) == (200, whole.content)
+
+
+class _RecordingTransport(asyncio.Transport):
+    """The socket's side of a connection: every `write` kept as it was made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        addresses = {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}
+        return addresses.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _answers_written(app: object, requests: int) -> _RecordingTransport:
+    """The server's protocol (limits as `ct serve` sets them) answering `requests` POSTs
+    on one kept-alive connection with `app`: what it wrote, write by write."""
+    config = uvicorn.Config(app, http="httptools", access_log=False, log_level="warning")
+    config.load()
+    protocol_class = bounded_http_protocol(65536, 10.0, 60.0, body_time_limit_s=60.0)
+    loop = asyncio.new_event_loop()
+    try:
+        state = ServerState()
+        protocol = protocol_class(config=config, server_state=state, app_state={}, _loop=loop)
+        transport = _RecordingTransport()
+        protocol.connection_made(transport)
+        request = b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}"
+
+        async def exchange() -> None:
+            for _ in range(requests):
+                protocol.data_received(request)
+                await asyncio.gather(*state.tasks, return_exceptions=True)
+
+        loop.run_until_complete(exchange())
+        return transport
+    finally:
+        loop.close()
+
+
+def test_an_answer_s_head_and_body_leave_in_one_write() -> None:
+    """uvicorn writes an answer's status line and headers, then its body: two system calls
+    a request. Each answer is one write here, whole, on a kept-alive connection too."""
+    answer = b'{"predictions": ["no"]}'
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        headers = [(b"content-length", b"%d" % len(answer))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    transport = _answers_written(app, 2)
+    assert len(transport.writes) == 2 and not transport.closed
+    for written in transport.writes:
+        head, _, body = written.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 23" in head
+        assert body == answer
+
+
+def test_an_answer_broken_off_after_its_head_still_writes_the_head_then_closes() -> None:
+    """An app that fails once its headers are sent: the head goes out before the close,
+    as uvicorn's own protocol writes it (nothing held back is lost)."""
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        headers = [(b"content-length", b"10")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        raise RuntimeError("the app failed mid-answer")
+
+    transport = _answers_written(app, 1)
+    assert len(transport.writes) == 1 and transport.closed
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[0].endswith(b"content-length: 10\r\n\r\n")
 
 
 @pytest.mark.parametrize(
