@@ -220,14 +220,7 @@ def test_a_request_in_many_reads_within_the_limits_is_answered(
     """Headers and body each in pieces, paused between (each pause well within the 1 s
     header timeout and the body's gap timeout): answered 200 with the row's prediction,
     the same as the request sent whole, twice on one kept-alive connection."""
-    body = httpx.Request("POST", "/", json=small_body).content
-    head = (
-        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
-    )
-    whole = httpx.post(f"{limits_server.url}/invocations", content=body, headers={
-        "content-type": "application/json"})  # fmt: skip
-    assert whole.status_code == 200, whole.text
+    head, body, answer = _row_exchange(limits_server, small_body)
     request = head + body
     with socket.create_connection(("127.0.0.1", limits_server.port), timeout=120) as sock:
         for _ in range(2):
@@ -235,7 +228,23 @@ def test_a_request_in_many_reads_within_the_limits_is_answered(
                 sock.sendall(request[start : start + 40])
                 time.sleep(0.01)
             status, content = _read_one_answer(sock)
-            assert (status, content) == (200, whole.content)
+            assert (status, content) == (200, answer)
+
+
+def _row_exchange(
+    server: ThreadedServer, body_json: dict, extra_header: bytes = b""
+) -> tuple[bytes, bytes, bytes]:
+    """(request head with `extra_header`, body, the answer's body when sent whole) of a
+    `POST /invocations` of `body_json`."""
+    body = httpx.Request("POST", "/", json=body_json).content
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"%sContent-Length: %d\r\n\r\n" % (extra_header, len(body))
+    )
+    whole = httpx.post(f"{server.url}/invocations", content=body, headers={
+        "content-type": "application/json"})  # fmt: skip
+    assert whole.status_code == 200, whole.text
+    return head, body, whole.content
 
 
 def test_an_expect_100_continue_request_gets_its_interim_answer_before_the_body(
@@ -243,13 +252,7 @@ def test_an_expect_100_continue_request_gets_its_interim_answer_before_the_body(
 ) -> None:
     """The `100 Continue` goes out at once (the client sends the body only once it has it),
     though each answer's head waits for its body to leave in one write; then the answer."""
-    body = httpx.Request("POST", "/", json=small_body).content
-    head = (
-        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
-    )
-    whole = httpx.post(f"{limits_server.url}/invocations", content=body, headers={
-        "content-type": "application/json"})  # fmt: skip
+    head, body, answer = _row_exchange(limits_server, small_body, b"Expect: 100-continue\r\n")
     with socket.create_connection(("127.0.0.1", limits_server.port), timeout=10) as sock:
         sock.sendall(head)
         interim = b""
@@ -259,7 +262,7 @@ def test_an_expect_100_continue_request_gets_its_interim_answer_before_the_body(
             interim += data
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
-        assert _read_one_answer(sock) == (200, whole.content)
+        assert _read_one_answer(sock) == (200, answer)
 
 
 class _RecordingTransport(asyncio.Transport):
