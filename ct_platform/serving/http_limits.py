@@ -53,7 +53,8 @@ class _HeadWithBody:
     and headers (the cycle's first write but a `100 Continue`, which the client awaits
     before it sends the body) are held and written with the next write, the first body
     bytes, or before a close: one `write` system call per answer where uvicorn makes two.
-    What else the cycle calls of its transport (`is_closing`) is passed on."""
+    What else the cycle calls of its transport (`is_closing`) is passed on. Not for a
+    HEAD request: uvicorn writes no body for it, the head alone is the answer."""
 
     __slots__ = ("_head", "_started", "_transport")
 
@@ -171,7 +172,8 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._start_request(_at_capacity(self.max_connections or 0))
         else:
             super().on_headers_complete()
-        if self.cycle is not cycle:  # this request's (an upgrade makes none)
+        # This request's cycle (an upgrade makes none); a HEAD answer has no body write.
+        if self.cycle is not cycle and self.scope["method"] != "HEAD":
             self.cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:

@@ -287,9 +287,9 @@ class _RecordingTransport(asyncio.Transport):
         self.closed = True
 
 
-def _answers_written(app: object, requests: int) -> _RecordingTransport:
-    """The server's protocol (limits as `ct serve` sets them) answering `requests` POSTs
-    on one kept-alive connection with `app`: what it wrote, write by write."""
+def _answers_written(app: object, requests: int, method: bytes = b"POST") -> _RecordingTransport:
+    """The server's protocol (limits as `ct serve` sets them) answering `requests` requests
+    of `method` on one kept-alive connection with `app`: what it wrote, write by write."""
     config = uvicorn.Config(app, http="httptools", access_log=False, log_level="warning")
     config.load()
     protocol_class = bounded_http_protocol(65536, 10.0, 60.0, body_time_limit_s=60.0)
@@ -299,7 +299,7 @@ def _answers_written(app: object, requests: int) -> _RecordingTransport:
         protocol = protocol_class(config=config, server_state=state, app_state={}, _loop=loop)
         transport = _RecordingTransport()
         protocol.connection_made(transport)
-        request = b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}"
+        request = b"%s /invocations HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}" % method
 
         async def exchange() -> None:
             for _ in range(requests):
@@ -312,22 +312,34 @@ def _answers_written(app: object, requests: int) -> _RecordingTransport:
         loop.close()
 
 
+_ANSWER = b'{"predictions": ["no"]}'
+
+
+async def _fixed_answer(scope: dict, receive: object, send: object) -> None:
+    headers = [(b"content-length", b"%d" % len(_ANSWER))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _ANSWER})
+
+
 def test_an_answer_s_head_and_body_leave_in_one_write() -> None:
     """uvicorn writes an answer's status line and headers, then its body: two system calls
     a request. Each answer is one write here, whole, on a kept-alive connection too."""
-    answer = b'{"predictions": ["no"]}'
-
-    async def app(scope: dict, receive: object, send: object) -> None:
-        headers = [(b"content-length", b"%d" % len(answer))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
-
-    transport = _answers_written(app, 2)
+    transport = _answers_written(_fixed_answer, 2)
     assert len(transport.writes) == 2 and not transport.closed
     for written in transport.writes:
         head, _, body = written.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 23" in head
-        assert body == answer
+        assert body == _ANSWER
+
+
+def test_a_head_request_s_answer_is_written_without_a_body() -> None:
+    """uvicorn writes no body for a HEAD request: its head is written as it comes (held, it
+    would never leave), each time on a kept-alive connection."""
+    transport = _answers_written(_fixed_answer, 2, method=b"HEAD")
+    assert len(transport.writes) == 2 and not transport.closed
+    for written in transport.writes:
+        assert written.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert written.endswith(b"content-length: 23\r\n\r\n")
 
 
 def test_an_answer_broken_off_after_its_head_still_writes_the_head_then_closes() -> None:
