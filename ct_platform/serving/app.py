@@ -399,7 +399,7 @@ class Server:
         self.metrics.prediction(endpoint, slot, served.version, scored.parsed.n_rows, seconds)
         self.slot_stats.scored(slot, request_id, seconds, scored.prediction, routing_key)
         parsed = scored.parsed
-        row = parsed.values  # one row: logged from its plain values, no column arrays
+        row = parsed.logged_values  # one row: logged from its plain values, no column arrays
         return ScoredBatch(
             request_id,
             time.time(),
