@@ -152,9 +152,22 @@ def _v2_infer() -> dict[str, Any]:
             "data": {"type": "array"},
         },
     }
+    requested_output = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string"},
+            "parameters": {"type": "object", "properties": {"binary_data": {"const": False}}},
+        },
+    }
     body = {
         "type": "object",
-        "properties": {"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor}},
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "items": tensor},
+            # The answer holds exactly these outputs, in this order; none named: all.
+            "outputs": {"type": "array", "items": requested_output},
+        },
     }
     operation = _get("Infer (Open Inference Protocol v2)", name_parameter=True)["get"]
     operation.update(
