@@ -35,7 +35,7 @@ from ct_platform.serving import admin, mlflow_protocol, v2_protocol
 from ct_platform.serving.bundle import Prediction, load_bundle
 from ct_platform.serving.card import card_response
 from ct_platform.serving.config import BUSY_HEADER, ServerConfig
-from ct_platform.serving.feedback import FeedbackLog, LabelRule, parse_feedback
+from ct_platform.serving.feedback import FeedbackLog, LabelJudge, LabelRule, parse_feedback
 from ct_platform.serving.hot_routes import HotRoutes, Receive, Scope, Send
 from ct_platform.serving.http_limits import capacity_note
 from ct_platform.serving.metrics import Metrics
@@ -151,6 +151,8 @@ class Server:
             max_segment_seconds=config.log_segment_seconds,
         )
         self.feedback_log = FeedbackLog(config.feedback_dir)
+        # Which version answered each recent request: its rule judges that request's label.
+        self.labels = LabelJudge(self._served_label_rules)
         self.api_key = config.secret(config.api_key_env)
         self.admin_token = config.secret(config.admin_token_env)
         # Serializes admin read-modify-write of `state`; predictions never take it.
@@ -274,6 +276,7 @@ class Server:
         batch = self._record(
             endpoint, route.slot, route.served, request_id, scored, seconds, routing_key
         )
+        self.labels.answered(request_id, route.served.label_rule)
         if scored.parsed.violations:  # out-of-contract values scored (policy `score`)
             self.metrics.contract_violations(scored.parsed.violations, "scored")
         if scored.parsed.ignored_columns:  # said to the client, counted for the operator
@@ -421,7 +424,7 @@ class Server:
         try:
             check_bearer(request, self.api_key, allow_api_key_header=True)
             body = await read_body(request, self.config.max_body_bytes)
-            records = parse_feedback(body, LabelRule.of(self.state.stable.model.meta))
+            records = parse_feedback(body, self.labels)
         except InputError as error:
             return mlflow_error(HttpError(error.status, error.error_code, str(error)))
         except HttpError as error:
@@ -429,6 +432,15 @@ class Server:
         await anyio.to_thread.run_sync(self.feedback_log.append, records)
         self.slot_stats.feedback(records)
         return json_response({"recorded": len(records)})
+
+    def _served_label_rules(self) -> list[LabelRule]:
+        """The rules of the versions loaded now, stable first, each version once."""
+        state = self.state
+        rules: dict[str, LabelRule] = {}
+        for served in (state.stable, state.candidate, state.previous):
+            if served is not None:
+                rules.setdefault(served.version, served.label_rule)
+        return list(rules.values())
 
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.render(self._gauges()), media_type="text/plain; version=0.0.4")

@@ -195,9 +195,10 @@ def _feedback() -> dict[str, Any]:
             "responses": _responses(
                 {
                     "400": "Invalid feedback",
-                    "422": "A label the served model's target cannot take (not one of its "
-                    "classes; not a finite number within target_rules): names item, value "
-                    "and rule; nothing recorded",
+                    "422": "A label the target of the model version that answered its "
+                    "request cannot take (not one of its classes; not a finite number "
+                    "within target_rules): names item, value, rule and version; nothing "
+                    "recorded",
                 }
             ),
         }
