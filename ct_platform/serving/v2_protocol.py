@@ -77,6 +77,7 @@ def _parse_payload(
         raise InputError(
             f"expected a JSON object with an 'inputs' list of tensors; got {got or show(payload)}"
         )
+    _refuse_binary_output(payload.get("parameters"))
     requested = _requested_outputs(payload.get("outputs"), outputs)
     tensors = payload["inputs"]
     if not tensors or not all(isinstance(tensor, dict) for tensor in tensors):
@@ -90,6 +91,18 @@ def _parse_payload(
     if len(tensors) == 1 and name not in schema.names and not near_duplicates([name], schema.names):
         return _parse_table_tensor(tensors[0], schema), asks
     return _parse_column_tensors(tensors, schema), asks
+
+
+def _refuse_binary_output(parameters: Any) -> None:
+    """The request's `parameters` may carry other servers' hints (MLServer's
+    `content_type`); `binary_data_output` (the binary tensor extension) asks for every
+    output in a form this server does not write: refused, not answered otherwise."""
+    if isinstance(parameters, dict) and parameters.get("binary_data_output", False) is not False:
+        raise InputError(
+            f'parameters: unsupported "binary_data_output": '
+            f"{orjson.dumps(parameters['binary_data_output']).decode()}; this server answers "
+            "every output as JSON data (the binary tensor extension is not served)"
+        )
 
 
 def _requested_outputs(requested: Any, outputs: Sequence[str]) -> tuple[str, ...] | None:

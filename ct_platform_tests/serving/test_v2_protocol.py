@@ -284,3 +284,19 @@ def test_binary_data_false_is_what_the_server_does(
     response = infer(open_server, payload)
     assert response.status_code == 200, response.text
     assert [o["name"] for o in response.json()["outputs"]] == ["label"]
+
+
+def test_binary_output_asked_of_the_whole_request_is_400_and_other_parameters_pass(
+    open_server: ThreadedServer, rows: list[dict], bank_spec: Spec
+) -> None:
+    """Triton's `binary_data_output` would get JSON back without a word: refused. Another
+    server's hint, such as MLServer's `content_type`, changes nothing here and passes."""
+    inputs = column_tensors(rows[:1], bank_spec)
+    binary = infer(open_server, {"inputs": inputs, "parameters": {"binary_data_output": True}})
+    assert (binary.status_code, binary.json()["error"]) == (
+        400,
+        'parameters: unsupported "binary_data_output": true; this server answers every output '
+        "as JSON data (the binary tensor extension is not served)",
+    )
+    hinted = infer(open_server, {"inputs": inputs, "parameters": {"content_type": "pd"}})
+    assert hinted.status_code == 200, hinted.text
