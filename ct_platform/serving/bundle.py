@@ -44,8 +44,10 @@ SKOPS_FILE = "model.skops"
 WIDE_ROWS = 512
 # Requests of at least this many rows, when the one-thread session scores them and the
 # process may use two cores or more, are scored as two halves at once: the calling thread
-# scores the first, the backend's helper thread the second (benchmarks/serving/README.md).
-SPLIT_ROWS = 256
+# scores the first, the backend's helper thread the second. Below it the halves gain
+# little and cost the fixed price of a second run and a thread hop (~0.1 ms of CPU):
+# benchmarks/serving/README.md, "two halves".
+SPLIT_ROWS = 512
 
 Task = Literal["classification", "regression"]
 ColumnType = Literal["int", "float", "category"]
@@ -199,8 +201,9 @@ def load_bundle(
     """Load a bundle for scoring: the ONNX graph when enabled (and wanted), else sklearn.
 
     `batch_threads`: intra-op threads of the ONNX session scoring requests of `WIDE_ROWS`
-    rows or more (1: the one-thread session scores every request; at most the cores this
-    process may use).
+    rows or more (1: the one-thread session scores every request, those of `SPLIT_ROWS`
+    rows or more as two halves at once when the process may use two cores; at most the
+    cores this process may use).
 
     Raises:
         BundleError: the bundle is incomplete, malformed, or its files do not match its

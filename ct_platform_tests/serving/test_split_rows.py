@@ -121,16 +121,18 @@ def test_one_row_is_scored_in_one_run_by_the_caller(
 def test_batch_threads_2_has_no_helper_and_never_splits(
     bundle_dir: Path, holdout: pd.DataFrame, bank_spec: Spec
 ) -> None:
-    """With a two-thread session for `WIDE_ROWS` rows or more, rows below that are scored
-    in one run of the one-thread session, as before: no helper thread exists."""
+    """With a two-thread session for `WIDE_ROWS` rows or more, there is no helper thread:
+    one row less is one run of the one-thread session in the caller, as before; 1,001
+    rows one run of the two-thread session."""
     backend = load_bundle(bundle_dir, batch_threads=2).backend
     assert backend._halves is None
     log = RunLog(backend)
-    rows = parsed_rows(holdout[bank_spec.dataset.feature_columns].iloc[:SPLIT_ROWS], bank_spec)
-    assert_bitwise_classification(backend.predict(rows), unsplit(backend, rows))
-    wide = parsed_rows(holdout[bank_spec.dataset.feature_columns].iloc[:WIDE_ROWS], bank_spec)
-    backend.predict(wide)
-    assert log.calls == [("MainThread", SPLIT_ROWS)]
+    features = holdout[bank_spec.dataset.feature_columns]
+    below = parsed_rows(features.iloc[: WIDE_ROWS - 1], bank_spec)
+    assert_bitwise_classification(backend.predict(below), unsplit(backend, below))
+    wide = backend.predict(parsed_rows(features.iloc[:1001], bank_spec))
+    assert len(wide.labels) == 1001
+    assert log.calls == [("MainThread", WIDE_ROWS - 1)]
 
 
 def test_the_caller_takes_back_the_second_half_from_a_busy_helper(
