@@ -63,9 +63,16 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
         context.log.info(f"no landed file to catch up on ({len(scan.new)} already ingested)")
         return []
     context.instance.add_dynamic_partitions(batches.name, [k for k in fresh if k not in known])
-    failures = []
+    failures, duplicates = [], 0
     for key, landed in fresh.items():
         outcome = ingest_batch(key, spec, paths, expected_hash=landed.content_hash)
+        if outcome.duplicate_of is not None:
+            # Another run stored this content since `done` was read: its batch stands.
+            context.log.warning(outcome.duplicate_note)
+            if key not in known:
+                context.instance.delete_dynamic_partition(batches.name, key)
+            duplicates += 1
+            continue
         context.log_event(dg.AssetMaterialization(RAW_BATCH, partition=key))
         context.log_event(
             dg.AssetMaterialization(
@@ -76,7 +83,10 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
         if not outcome.passed:
             context.log.error(outcome.failure_summary)
             failures.append(outcome.failure_summary)
-    context.log.info(f"caught up on {len(fresh)} landed file(s), {len(failures)} quarantined")
+    context.log.info(
+        f"caught up on {len(fresh) - duplicates} landed file(s), {len(failures)} quarantined"
+        + (f", {duplicates} duplicate(s) of batches stored meanwhile" if duplicates else "")
+    )
     return failures
 
 
