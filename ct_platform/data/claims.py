@@ -20,6 +20,7 @@ and a newcomer hold "the" claim on two different files at once.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,3 +50,29 @@ def content_claim(paths: Paths, content_hash: str, key: str) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # closing the last descriptor releases the flock
+
+
+def outcome_records(paths: Paths) -> list[dict]:
+    """Every batch outcome on disk: validated sidecars and quarantine records (JSON dicts
+    with at least `content_hash`; `key` for validated batches, `file` for quarantined ones)."""
+    records = [*paths.validated.glob("*.json"), *paths.quarantine.glob("*.json")]
+    return [json.loads(record.read_text()) for record in records]
+
+
+def holding_batches(paths: Paths) -> dict[str, str]:
+    """Content sha256 -> the batch holding it (its key; a quarantined file's name)."""
+    holders: dict[str, str] = {}
+    for record in outcome_records(paths):
+        holders.setdefault(record["content_hash"], record.get("key") or record["file"])
+    return holders
+
+
+def batch_holding(paths: Paths, content_hash: str) -> str | None:
+    """The batch holding `content_hash`, if any (see `holding_batches`)."""
+    return holding_batches(paths).get(content_hash)
+
+
+def judged_names(paths: Paths) -> set[str]:
+    """Batch keys with an outcome: each validated batch's key and each quarantined file's
+    landed name (a quarantine record keeps the file name, not the key)."""
+    return {record.get("key") or record["file"] for record in outcome_records(paths)}

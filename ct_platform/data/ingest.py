@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ct_platform.atomic import write_atomically
-from ct_platform.data.claims import content_claim
+from ct_platform.data.claims import batch_holding, content_claim
 from ct_platform.data.contract import ContractResult, check_contract
 from ct_platform.data.landing import file_sha256, key_hash_prefix, landed_name
 from ct_platform.data.quarantine import quarantine_batch
@@ -268,27 +268,3 @@ def valid_batches(paths: Paths, keys_in_order: list[str]) -> list[ValidBatch]:
     """The valid batches among `keys_in_order` (oldest first), skipping quarantined ones."""
     found = (find_valid_batch(paths, key) for key in keys_in_order)
     return [batch for batch in found if batch is not None]
-
-
-def batch_holding(paths: Paths, content_hash: str) -> str | None:
-    """The key of the batch holding `content_hash` (a quarantined file's name), if any."""
-    for record in _outcome_records(paths):
-        if record["content_hash"] == content_hash:
-            return record.get("key") or record["file"]
-    return None
-
-
-def ingested_hashes(paths: Paths) -> set[str]:
-    """Content hashes of every batch ingested so far, validated or quarantined."""
-    return {record["content_hash"] for record in _outcome_records(paths)}
-
-
-def judged_names(paths: Paths) -> set[str]:
-    """Batch keys with an outcome: each validated batch's key and each quarantined file's
-    landed name (a quarantine record keeps the file name, not the key)."""
-    return {record.get("key") or record["file"] for record in _outcome_records(paths)}
-
-
-def _outcome_records(paths: Paths) -> list[dict]:
-    records = [*paths.validated.glob("*.json"), *paths.quarantine.glob("*.json")]
-    return [json.loads(record.read_text()) for record in records]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ct_platform.data.claims import holding_batches, judged_names
 from ct_platform.data.landing import LandedFile, LandingCursor, scan_landing
 from ct_platform.defs.data.assets import (
     RAW_BATCH,
@@ -33,11 +34,7 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
     reason, named in the run log (ERROR), and the files that passed train in this same run,
     as under the daemon, where each file is its own ingest run.
     """
-    from ct_platform.data.ingest import (  # pandas: step only
-        ingest_batch,
-        ingested_hashes,
-        judged_names,
-    )
+    from ct_platform.data.ingest import ingest_batch  # pandas: step only
 
     known = set(context.instance.get_dynamic_partitions(batches.name))
     # No settle time: whoever starts a whole-pipeline run means the files present now.
@@ -45,7 +42,7 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
     scan = scan_landing(spec.landing_dir, LandingCursor(), settle_seconds=0)
     for notice in scan.notices():
         context.log.warning(f"not ingested: {notice}")
-    done = ingested_hashes(paths)
+    done = holding_batches(paths)
     judged = judged_names(paths)
     fresh = {
         catch_up_key(landed, known, judged): landed
@@ -56,8 +53,9 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
         if landed.content_hash in done:
             # Named, never skipped without a word: same content as a batch already judged.
             context.log.info(
-                f"not ingested again: {landed.path.name}: content {landed.content_hash[:12]} was "
-                "ingested before (validated, or quarantined with its reason in CT_HOME/quarantine)"
+                f"not ingested again: {landed.path.name}: content {landed.content_hash[:12]} is "
+                f"batch {done[landed.content_hash]}'s (validated, or quarantined with its reason "
+                "in CT_HOME/quarantine)"
             )
     if not fresh:
         context.log.info(f"no landed file to catch up on ({len(scan.new)} already ingested)")
