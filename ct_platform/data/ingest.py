@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ct_platform.atomic import write_atomically
+from ct_platform.data.claims import batch_holding, content_claim
 from ct_platform.data.contract import ContractResult, check_contract
 from ct_platform.data.landing import file_sha256, key_hash_prefix, landed_name
 from ct_platform.data.quarantine import quarantine_batch
@@ -78,6 +80,9 @@ class IngestOutcome:
     read_error: str | None
     valid: ValidBatch | None
     quarantined_to: Path | None
+    # The batch (validated, or quarantined under this file name) that already holds this
+    # content: this ingest stored nothing, and no new batch exists.
+    duplicate_of: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -87,6 +92,16 @@ class IngestOutcome:
     def already_stored(self) -> bool:
         """The batch was validated and stored by an earlier ingest: nothing was read now."""
         return self.valid is not None and self.contract is None
+
+    @property
+    def duplicate_note(self) -> str:
+        """The run-log line for a duplicate ingest ("" when this ingest was no duplicate)."""
+        if self.duplicate_of is None:
+            return ""
+        return (
+            f"{self.key}: duplicate of batch {self.duplicate_of} (identical content, sha256 "
+            f"{self.content_hash[:12]}...): no new batch"
+        )
 
     @property
     def failure_summary(self) -> str:
@@ -110,6 +125,10 @@ def ingest_batch(
     """Validate batch `key`; write it as typed Parquet when it passes, quarantine it otherwise.
 
     Idempotent: a batch already validated with the same content is not read again.
+    One content, one batch: content another batch already holds (validated or quarantined,
+    under any key) is not stored again; the outcome names that batch in `duplicate_of`. The
+    look-up and the write happen under the content's claim (`data.claims`), so two ingests
+    of one file racing from separate processes store it once.
     Raises `LandedFileChanged` when the file no longer holds the batch's content (the
     `expected_hash` the sensor saw, what an earlier ingest of `key` stored, or the hash
     prefix of a `<name>@<hash12>` key): that content
@@ -117,6 +136,13 @@ def ingest_batch(
     """
     path = landed_path(spec, key)
     content_hash = file_sha256(path)
+    with content_claim(paths, content_hash, key):
+        return _ingest_claimed(key, path, content_hash, spec, paths, expected_hash)
+
+
+def _ingest_claimed(
+    key: str, path: Path, content_hash: str, spec: Spec, paths: Paths, expected_hash: str | None
+) -> IngestOutcome:
     existing = find_valid_batch(paths, key)
     recorded = (
         expected_hash
@@ -131,14 +157,17 @@ def ingest_batch(
         )
     if existing is not None:
         return IngestOutcome(key, path, content_hash, None, None, existing, None)
+    holder = batch_holding(paths, content_hash)
+    if holder is not None:
+        return IngestOutcome(key, path, content_hash, None, None, None, None, holder)
     try:
         frame = read_batch(path, spec.dataset)
     except BatchReadError as error:
-        moved = quarantine_batch(path, error, paths.quarantine)
+        moved = quarantine_batch(path, error, paths.quarantine, content_hash=content_hash)
         return IngestOutcome(key, path, content_hash, None, str(error), None, moved)
     result = check_contract(frame, spec.dataset)
     if not result.passed or result.clean is None:
-        moved = quarantine_batch(path, result, paths.quarantine)
+        moved = quarantine_batch(path, result, paths.quarantine, content_hash=content_hash)
         return IngestOutcome(key, path, content_hash, result, None, None, moved)
     newest = newest_time(result.clean, spec.dataset.time_column)
     redelivered = redelivered_rows(result.clean, key, paths)
@@ -206,7 +235,8 @@ def _store_valid(
         "redelivered": asdict(redelivered),
         "at": time.time(),
     }
-    _sidecar_path(paths, key).write_text(json.dumps(sidecar))
+    # Whole or absent: a step killed mid-write must not leave a sidecar no reader can parse.
+    write_atomically(_sidecar_path(paths, key), json.dumps(sidecar))
     return ValidBatch(
         key, content_hash, len(clean), parquet_path, newest, redelivered, sidecar["at"]
     )
@@ -238,19 +268,3 @@ def valid_batches(paths: Paths, keys_in_order: list[str]) -> list[ValidBatch]:
     """The valid batches among `keys_in_order` (oldest first), skipping quarantined ones."""
     found = (find_valid_batch(paths, key) for key in keys_in_order)
     return [batch for batch in found if batch is not None]
-
-
-def ingested_hashes(paths: Paths) -> set[str]:
-    """Content hashes of every batch ingested so far, validated or quarantined."""
-    return {record["content_hash"] for record in _outcome_records(paths)}
-
-
-def judged_names(paths: Paths) -> set[str]:
-    """Batch keys with an outcome: each validated batch's key and each quarantined file's
-    landed name (a quarantine record keeps the file name, not the key)."""
-    return {record.get("key") or record["file"] for record in _outcome_records(paths)}
-
-
-def _outcome_records(paths: Paths) -> list[dict]:
-    records = [*paths.validated.glob("*.json"), *paths.quarantine.glob("*.json")]
-    return [json.loads(record.read_text()) for record in records]

@@ -144,6 +144,25 @@ def test_a_name_already_a_partition_gets_a_versioned_key(spec, instance, land_ba
     assert request.partition_key == f"{landed.name}@{file_sha256(landed)[:12]}"
 
 
+def test_content_a_catch_up_already_stored_requests_no_run(spec, instance, land_bank_batches):
+    """The newcomer's demo: a training run's catch-up stored batch-00006.csv 11 s before the
+    tick; the tick keyed it `batch-00006.csv@<hash12>` and its run stored it again."""
+    from ct_platform.data.ingest import ingest_batch
+
+    landed = settled(land_bank_batches(1, first=5)[0])
+    instance.add_dynamic_partitions("batches", [landed.name])
+    assert ingest_batch(landed.name, spec, spec.paths).passed  # as the catch-up does
+
+    result = tick(build_definitions(spec), instance, None)
+
+    assert not result.run_requests
+    assert result.skip_reason.skip_message == (
+        f"{landed.name}: identical to content already landed as batch {landed.name}, "
+        "not a new batch"
+    )
+    assert instance.get_dynamic_partitions("batches") == [landed.name]
+
+
 def test_file_changed_after_the_tick_fails_the_run_naming_both_hashes(
     spec, instance, land_bank_batches, bank_frame
 ):

@@ -134,6 +134,9 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
             )
         except LandedFileChanged as error:
             raise dg.Failure(str(error)) from None
+        if outcome.duplicate_of is not None:
+            yield from _end_as_duplicate(context, outcome)
+            return
         if not outcome.passed:
             context.log.error(outcome.failure_summary)
         log_redelivery(context, outcome)
@@ -146,6 +149,36 @@ def build_data_defs(spec: Spec) -> dg.Definitions:
         )
 
     return dg.Definitions(assets=[raw_batch, validated_batch])
+
+
+def _end_as_duplicate(
+    context: dg.AssetExecutionContext, outcome: "IngestOutcome"
+) -> Iterator[dg.MaterializeResult]:
+    """Report a run whose content another batch already holds, then drop its partition.
+
+    The partition was added for this run (by the landing sensor) before the other batch was
+    known to hold the content; removing it keeps one landed file one batch everywhere
+    (`ct status`, training windows). Dagster takes the run's events only while the partition
+    exists, so the report comes first.
+    """
+    context.log.warning(outcome.duplicate_note)
+    yield dg.MaterializeResult(
+        metadata={
+            **ingest_metadata(outcome),
+            "duplicate_of": dg.MetadataValue.text(outcome.duplicate_of or ""),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                asset_key=VALIDATED_BATCH,
+                check_name=check_name,
+                passed=True,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"{outcome.duplicate_note}; {outcome.duplicate_of}'s check stands",
+            )
+            for check_name in (CONTRACT_CHECK, REDELIVERY_CHECK)
+        ],
+    )
+    context.instance.delete_dynamic_partition(batches.name, outcome.key)
 
 
 def log_redelivery(context: dg.AssetExecutionContext, outcome: "IngestOutcome") -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ct_platform.data.claims import holding_batches, judged_names
 from ct_platform.data.landing import LandedFile, LandingCursor, scan_landing
 from ct_platform.defs.data.assets import (
     RAW_BATCH,
@@ -33,11 +34,7 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
     reason, named in the run log (ERROR), and the files that passed train in this same run,
     as under the daemon, where each file is its own ingest run.
     """
-    from ct_platform.data.ingest import (  # pandas: step only
-        ingest_batch,
-        ingested_hashes,
-        judged_names,
-    )
+    from ct_platform.data.ingest import ingest_batch  # pandas: step only
 
     known = set(context.instance.get_dynamic_partitions(batches.name))
     # No settle time: whoever starts a whole-pipeline run means the files present now.
@@ -45,7 +42,7 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
     scan = scan_landing(spec.landing_dir, LandingCursor(), settle_seconds=0)
     for notice in scan.notices():
         context.log.warning(f"not ingested: {notice}")
-    done = ingested_hashes(paths)
+    done = holding_batches(paths)
     judged = judged_names(paths)
     fresh = {
         catch_up_key(landed, known, judged): landed
@@ -56,16 +53,24 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
         if landed.content_hash in done:
             # Named, never skipped without a word: same content as a batch already judged.
             context.log.info(
-                f"not ingested again: {landed.path.name}: content {landed.content_hash[:12]} was "
-                "ingested before (validated, or quarantined with its reason in CT_HOME/quarantine)"
+                f"not ingested again: {landed.path.name}: content {landed.content_hash[:12]} is "
+                f"batch {done[landed.content_hash]}'s (validated, or quarantined with its reason "
+                "in CT_HOME/quarantine)"
             )
     if not fresh:
         context.log.info(f"no landed file to catch up on ({len(scan.new)} already ingested)")
         return []
     context.instance.add_dynamic_partitions(batches.name, [k for k in fresh if k not in known])
-    failures = []
+    failures, duplicates = [], 0
     for key, landed in fresh.items():
         outcome = ingest_batch(key, spec, paths, expected_hash=landed.content_hash)
+        if outcome.duplicate_of is not None:
+            # Another run stored this content since `done` was read: its batch stands.
+            context.log.warning(outcome.duplicate_note)
+            if key not in known:
+                context.instance.delete_dynamic_partition(batches.name, key)
+            duplicates += 1
+            continue
         context.log_event(dg.AssetMaterialization(RAW_BATCH, partition=key))
         context.log_event(
             dg.AssetMaterialization(
@@ -76,7 +81,10 @@ def catch_up_landing(context: dg.AssetExecutionContext, spec: Spec, paths: Paths
         if not outcome.passed:
             context.log.error(outcome.failure_summary)
             failures.append(outcome.failure_summary)
-    context.log.info(f"caught up on {len(fresh)} landed file(s), {len(failures)} quarantined")
+    context.log.info(
+        f"caught up on {len(fresh) - duplicates} landed file(s), {len(failures)} quarantined"
+        + (f", {duplicates} duplicate(s) of batches stored meanwhile" if duplicates else "")
+    )
     return failures
 
 

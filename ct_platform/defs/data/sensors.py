@@ -7,7 +7,8 @@ reason when nothing runs, the tick's log otherwise): see the landing rules in
 
 import dagster as dg
 
-from ct_platform.data.landing import LandingCursor, scan_landing
+from ct_platform.data.claims import holding_batches
+from ct_platform.data.landing import LandedFile, LandingCursor, scan_landing
 from ct_platform.defs.data.assets import CONTENT_TAG, batches
 from ct_platform.settings import Spec
 
@@ -23,14 +24,15 @@ def build_landing_sensor(spec: Spec, job_name: str) -> dg.SensorDefinition:
     def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         scan = scan_landing(spec.landing_dir, LandingCursor.from_json(context.cursor))
         cursor = scan.cursor.to_json()
-        notices = scan.notices()
+        new, held = _not_held(scan.new, spec) if scan.new else ([], [])
+        notices = scan.notices() + held
         for notice in notices:
             context.log.info(notice)
-        if not scan.new:
+        if not new:
             handled = f"no new file ({len(scan.cursor.files)} already handled)"
             return dg.SensorResult(skip_reason="; ".join(notices) or handled, cursor=cursor)
         existing = set(context.instance.get_dynamic_partitions(batches.name))
-        keyed = [(landed.key_among(existing), landed) for landed in scan.new]
+        keyed = [(landed.key_among(existing), landed) for landed in new]
         for key, landed in keyed:
             context.log.info(f"{landed.path.name}: new batch {key}")
         return dg.SensorResult(
@@ -47,3 +49,18 @@ def build_landing_sensor(spec: Spec, job_name: str) -> dg.SensorDefinition:
         )
 
     return landing_sensor
+
+
+def _not_held(landed: list[LandedFile], spec: Spec) -> tuple[list[LandedFile], list[str]]:
+    """The files whose content no batch holds yet, and a notice for each one that a batch
+    holds (a training run's catch-up ingested it before this sensor saw it): no run for
+    those. An ingest still racing with this tick is settled by the content claim
+    (`data.claims`): the later run ends as a duplicate."""
+    holders = holding_batches(spec.paths)
+    notices = [
+        f"{file.path.name}: identical to content already landed as batch "
+        f"{holders[file.content_hash]}, not a new batch"
+        for file in landed
+        if file.content_hash in holders
+    ]
+    return [file for file in landed if file.content_hash not in holders], notices
