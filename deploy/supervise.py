@@ -32,7 +32,7 @@ traceback is not the interruption's; anything else is shown at once. When the ch
 ends, the held lines are dropped if every traceback ended in the interruption (as many
 interruption names as headers, no other exception), else shown whole, as printed.
 
-Then `--after` runs (the demo stops the endpoint's state there) and the exit status is 0 for
+Then `--after` runs (the demo halts the endpoint there, keeping its record) and the exit status is 0 for
 a requested stop, 1 when a child ended on its own or could not be started.
 
 Standard library only: it must run before anything else is known to work.
