@@ -111,10 +111,12 @@ if [[ $log_level == warning ]]; then
   drop=(--drop 'dagster dev' ' - (.\[[0-9;]*m)?(DEBUG|INFO)(.\[[0-9;]*m)? - ')
 fi
 # Once every process has ended: the endpoint outlives Dagster runs by design and the demo owns
-# it; the supervisor has stopped its process, this forgets it (pid and state files).
+# it; the supervisor has stopped its process (a docker container is stopped here). Its record
+# (what its stable slot served) stays: the next `make demo` restarts the champion from it,
+# and a version waiting for its canary gets its rollout beside it, never a direct promotion.
 after="python -c 'from ct_platform.deployment import target_for
 from ct_platform.settings import load_spec
-target_for(load_spec()).stop()' || true
+target_for(load_spec()).halt()' || true
 echo 'Demo stopped. Run \`make demo\` again to continue where it stopped; \`make clean demo\`' \
   'starts over from an empty CT_HOME ($CT_HOME).'"
 # From DAGSTER_HOME: run in the repo, Dagster would warn that the repo's dagster.yaml (the

@@ -33,8 +33,8 @@ held and that traceback is not the interruption's; anything else is shown at onc
 child's output ends, the held lines are dropped if every traceback ended in the interruption
 (as many interruption names as headers, no other exception), else shown whole, as printed.
 
-Then `--after` runs (the demo stops the endpoint's state there) and the exit status is 0 for
-a requested stop, 1 when a child ended on its own or could not be started.
+Then `--after` runs (the demo halts the endpoint there, keeping its record) and the exit
+status is 0 for a requested stop, 1 when a child ended on its own or could not be started.
 
 Standard library only: it must run before anything else is known to work.
 """

@@ -66,7 +66,13 @@ from ct_platform.deployment.endpoint import (
 )
 from ct_platform.deployment.image import ensure_serving_image, source_tag
 from ct_platform.deployment.remote import bundle_name
-from ct_platform.deployment.state import admin_token, exclusive, read_json, write_json_atomic
+from ct_platform.deployment.state import (
+    OwnServer,
+    admin_token,
+    exclusive,
+    read_json,
+    write_json_atomic,
+)
 from ct_platform.serving.bundle import read_meta
 from ct_platform.serving.platform_figures import FIGURES_DIR
 from ct_platform.settings import Spec
@@ -114,7 +120,7 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
-class DockerTarget:
+class DockerTarget(OwnServer):
     name = "docker"
 
     def __init__(self, spec: Spec, client: docker.DockerClient | None = None) -> None:
@@ -254,15 +260,10 @@ class DockerTarget:
                 raise DeploymentError("no serving container: nothing to adopt a bundle")
             return self._record(bundle_dir.resolve(), container)
 
-    def stop(self) -> None:
-        with exclusive(self.lock_file):
-            self._stop()
-
-    def _stop(self) -> None:
+    def _halt(self) -> None:
         container = self._current_container()
         if container is not None:
             _remove(container)
-        self.state_file.unlink(missing_ok=True)
 
     # --- internals ---------------------------------------------------------------------
 

@@ -42,7 +42,13 @@ from ct_platform.deployment.endpoint import (
     utc_now,
     wait_healthy,
 )
-from ct_platform.deployment.state import admin_token, exclusive, read_json, write_json_atomic
+from ct_platform.deployment.state import (
+    OwnServer,
+    admin_token,
+    exclusive,
+    read_json,
+    write_json_atomic,
+)
 from ct_platform.serving.bundle import read_meta
 from ct_platform.settings import Spec
 
@@ -58,7 +64,7 @@ SIGKILL_MASK = 1 << (signal.SIGKILL - 1)
 logger = logging.getLogger(__name__)
 
 
-class LocalTarget:
+class LocalTarget(OwnServer):
     name = "local"
 
     def __init__(self, spec: Spec) -> None:
@@ -151,16 +157,11 @@ class LocalTarget:
         platform reaches it when the next version is deployed or it is restarted)."""
         return None
 
-    def stop(self) -> None:
-        with exclusive(self.lock_file):
-            self._stop()
-
-    def _stop(self) -> None:
+    def _halt(self) -> None:
         pid = self._running_pid()
         if pid is not None:
             self._terminate(pid)
         self.pid_file.unlink(missing_ok=True)
-        self.state_file.unlink(missing_ok=True)
 
     def _endpoint(self, bundle_dir: Path, url: str) -> Endpoint:
         return Endpoint(url, read_meta(bundle_dir).version, self.name, utc_now(), str(bundle_dir))

@@ -125,6 +125,9 @@ class EndpointTarget:
         with exclusive(self.lock_file):
             self.state_file.unlink(missing_ok=True)
 
+    def halt(self) -> None:
+        """Nothing: the server is its owner's to stop, and the record stays."""
+
     def _record(self, bundle_dir: Path) -> Endpoint:
         directory = bundle_dir.resolve()
         endpoint = Endpoint(

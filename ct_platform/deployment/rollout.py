@@ -8,7 +8,9 @@ answers with a smoke request built from the spec's schema, and write one audit l
 what it found. With any other
 strategy the new version holds the `canary` alias (see `release_alias`) and `roll_out`
 starts a progressive rollout of it beside the serving champion (`controller`); a first
-deployment, with nothing deployed yet, has nothing to compare with and goes in directly.
+deployment, with no version ever champion, has nothing to compare with and goes in directly.
+"Ever champion" is read from the registry, never from whether a server runs now: a stopped
+or lost server is restarted on the champion, and the new version's rollout starts beside it.
 One rollout at a time: a version that takes `canary` while another version's rollout is
 active waits (that rollout is never cut short for it); once it ended, the
 `endpoint_watchdog` requests the `deployed_endpoint` run that starts the waiting one.
@@ -84,26 +86,11 @@ def roll_out(
     canary = registry.alias_version(CANARY) if release_alias(spec) == CANARY else None
     if canary is None:
         return _converge(spec, registry, CHAMPION, audit)
-    nothing_deployed = target_for(spec).status() is None
-    if nothing_deployed or registry.alias_version(CHAMPION) is None:
-        # Nothing was ever deployed to compare the new version with: it goes in at once. (A
-        # server that is down or slow to answer is not that case: the champion is brought
-        # back first, then the rollout starts beside it.)
-        from ct_platform.governance.lifecycle import move_champion
-
-        done = _converge(spec, registry, CANARY, audit)
-        beside = "nothing served" if nothing_deployed else "no version held `champion`"
-        _, note = move_champion(
-            registry,
-            canary.version,
-            spec,
-            actor=actor,
-            how=f"first deployment: {beside} to roll {release_alias(spec)} out beside, so it "
-            "went in directly",
-            dagster_run_id=run_id,
-        )
-        registry.drop_alias_of(CANARY, canary.version)
-        return RollOut(done.endpoint, done.changed, "; ".join(filter(None, [done.reason, note])))
+    if registry.alias_version(CHAMPION) is None:
+        return _first_deployment(spec, registry, canary.version, audit)
+    # A champion was deployed before: it is what serves, so it is brought back first if the
+    # server is down or its record lost (a stopped demo), and the new version waits for its
+    # rollout beside it, never promoted for want of a running server.
     stable = _converge(spec, registry, CHAMPION, audit)
     current = active_rollout(spec)
     if current is not None and current.version == str(canary.version):
@@ -117,6 +104,37 @@ def roll_out(
     )
     started = controller.begin(str(canary.version), bundle_dir.name)
     return RollOut(stable.endpoint, True, started.history[-1]["reason"])
+
+
+def _first_deployment(spec: Spec, registry: ModelRegistry, version: int, audit: _Audit) -> RollOut:
+    """No version was ever champion: nothing to roll `version` out beside, so it goes in
+    directly and takes `champion` (its promotion line says so; `canary` is dropped).
+
+    Raises `RolloutError`, changing nothing, when the audit log records a champion (the
+    alias was removed since): `version` would otherwise skip its rollout."""
+    from ct_platform.governance.audit import champion_history, read_events
+    from ct_platform.governance.lifecycle import move_champion
+
+    served = champion_history(read_events(), spec.model.name)
+    if served:
+        raise RolloutError(
+            f"no version holds `champion`, but the audit log records version {served[-1]} as "
+            f"the last champion (champion history {served}): version {version} is not rolled "
+            f"out without a champion to roll it out beside; set `champion` back on version "
+            f"{served[-1]} (MLflow) and deploy again"
+        )
+    done = _converge(spec, registry, CANARY, audit)
+    _, note = move_champion(
+        registry,
+        version,
+        spec,
+        actor=audit.actor,
+        how=f"first deployment: no version was champion yet, so there was none to roll "
+        f"{release_alias(spec)} out beside and it went in directly",
+        dagster_run_id=audit.run_id,
+    )
+    registry.drop_alias_of(CANARY, version)
+    return RollOut(done.endpoint, done.changed, "; ".join(filter(None, [done.reason, note])))
 
 
 def queued_behind(current: Rollout, version: int) -> str:
@@ -190,7 +208,7 @@ class Finding:
         if status is not None and not status.healthy:
             status = target.status()  # once more: a loaded box may answer the second ping
         if status is None:
-            return cls(None, True, f"nothing was deployed on the {target.name} target", None)
+            return cls(None, True, f"the {target.name} target records no deployment", None)
         recorded = status.endpoint
         url, version = recorded.url, read_meta(bundle_dir).version
         if not status.healthy:
@@ -285,7 +303,7 @@ class LiveStatus:
 
     def describe(self) -> str:
         if self.url is None:
-            return "nothing is deployed yet"
+            return "no deployment is recorded"
         if not self.healthy:
             return f"{self.url} does not answer ({self.detail})"
         if self.busy:

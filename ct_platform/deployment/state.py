@@ -35,6 +35,28 @@ def exclusive(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class OwnServer:
+    """`stop` and `halt` of a target that runs its own server (a process, a container),
+    recorded in `state_file` and changed under `lock_file`; `_halt` stops the server."""
+
+    lock_file: Path
+    state_file: Path
+
+    def stop(self) -> None:
+        """Stop the server and forget the deployment (its record)."""
+        with exclusive(self.lock_file):
+            self._halt()
+            self.state_file.unlink(missing_ok=True)
+
+    def halt(self) -> None:
+        """Stop the server, keep its record: the next deploy restarts what it served."""
+        with exclusive(self.lock_file):
+            self._halt()
+
+    def _halt(self) -> None:
+        raise NotImplementedError
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -42,6 +42,11 @@ class DeploymentTarget(Protocol):
         """Stop serving and forget the deployment."""
         ...
 
+    def halt(self) -> None:
+        """Stop serving but keep the record of what the stable slot served (a stopped demo):
+        the next deploy or `ensure_running` finds the server down and restarts that bundle."""
+        ...
+
 
 def target_for(spec: Spec) -> DeploymentTarget:
     if spec.serving.target == "docker":

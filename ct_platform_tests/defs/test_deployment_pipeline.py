@@ -152,9 +152,9 @@ def test_a_champion_that_is_not_served_is_deployed(
 
     # Automation deploys a fresh export; the watchdog waits for it, then steps in.
     waiting = skip_message(watchdog_tick(served_spec, instance, grace_seconds=3600))
-    assert waiting.startswith("nothing is deployed yet; version 2 was exported")
+    assert waiting.startswith("no deployment is recorded; version 2 was exported")
     deploy = watchdog_tick(served_spec, instance).run_requests[0]
-    assert deploy.tags["ct/repair"] == "nothing is deployed yet"
+    assert deploy.tags["ct/repair"] == "no deployment is recorded"
     job = build_definitions(served_spec).resolve_implicit_global_asset_job_def()
     launched = instance.create_run_for_job(
         job,

@@ -105,7 +105,7 @@ def test_a_rerun_after_a_completed_canary_deploys_nothing_and_writes_no_line(
             "deployment",
             None,
             1,
-            f"nothing was deployed on the local target: deployed version 1 ({MODEL}-v1) "
+            f"the local target records no deployment: deployed version 1 ({MODEL}-v1) "
             f"(local {url})",
         )
     ]

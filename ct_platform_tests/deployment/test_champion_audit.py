@@ -78,8 +78,8 @@ def test_every_move_of_the_champion_is_one_promotion_line_naming_what_moved_it(
         (None, 1, AUTOMATION, first.run_id)
     ]
     assert promotions[0].reason == (
-        "every blocking gate passed; first deployment: nothing served to roll canary out "
-        "beside, so it went in directly"
+        "every blocking gate passed; first deployment: no version was champion yet, so there "
+        "was none to roll canary out beside and it went in directly"
     )
 
     # Version 2 rolls out beside it; a person promotes it from the UI's job.

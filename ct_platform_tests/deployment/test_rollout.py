@@ -32,7 +32,7 @@ def test_roll_out_serves_the_champion_and_the_check_notices_a_new_one(
     spec = deployed_spec
     train, holdout = train_holdout
     registry = default_registry(spec)
-    assert live_endpoint_status(spec, registry).describe() == "nothing is deployed yet"
+    assert live_endpoint_status(spec, registry).describe() == "no deployment is recorded"
 
     first = register(registry, spec, train, holdout, fingerprint="fp-1", tmp_path=tmp_path)
     set_champion(registry, first.version, spec)

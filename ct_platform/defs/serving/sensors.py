@@ -5,7 +5,7 @@ registry's champion alias; the deployment itself happens in a run of `deployed_e
 the sensor stays light and every repair shows in the UI. It repairs three states:
 
 - the server is dead or hung: it is brought back;
-- a champion exists but nothing is deployed, or the server serves another version (the
+- a champion exists but no deployment is recorded, or the server serves another version (the
   deployment after a promotion never ran, failed to launch, or a CI run promoted elsewhere):
   the champion is deployed;
 - a deployment run is already queued or running: the tick waits for it.
@@ -82,7 +82,7 @@ def build_endpoint_watchdog(
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Deploys the champion when the live endpoint is dead or hung, serves "
-        "another version, or nothing is deployed while a champion exists.",
+        "another version, or no deployment is recorded while a champion exists.",
     )
     def endpoint_watchdog(
         context: dg.SensorEvaluationContext, mlflow: MlflowResource
