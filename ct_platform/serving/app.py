@@ -6,7 +6,8 @@ and every request to a bundle scored by scikit-learn (milliseconds to seconds a 
 ensemble), are parsed, scored and rendered in a worker thread (at most `big_request_threads`
 at once), their log record's features formatted meanwhile in a formatter thread, so one
 slow request never stalls the others: a slow canary candidate must not hold up stable's
-answers; a request over `max_rows` rows is refused with a 413. Every prediction path reads
+answers; a request over `max_rows` rows is refused with a 413 before any of its values is
+read (`InputSchema.bound_rows`). Every prediction path reads
 the slot state once, so an admin swap never splits a request between two models (see
 `slots`).
 """
@@ -332,14 +333,7 @@ class Server:
         formatter thread while the model scores them (a worker thread's request: ~0.25 ms
         for 1,000 bank rows, that the loop would spend after the answer otherwise).
         """
-        parsed, body_id = parse(body, content_type, served)
-        if parsed.n_rows > self.config.max_rows:
-            raise HttpError(
-                413,
-                "BAD_REQUEST",
-                f"request has {parsed.n_rows} rows; the limit is {self.config.max_rows} "
-                "rows a request: split it",
-            )
+        parsed, body_id = parse(body, content_type, served)  # 413 over max_rows, first
         request_id = client_id or (body_id and unreserved(body_id, "the body's id")) or new_id
         features = self._format_features(served, parsed) if features_beside else None
         prediction = _run_model(served, parsed)
@@ -545,7 +539,9 @@ def create_app(config: ServerConfig) -> HotRoutes:
 
     def served(bundle: Path) -> ServedModel:
         model = load_bundle(bundle, use_onnx=config.use_onnx, batch_threads=config.batch_threads)
-        return ServedModel.of(model, config.out_of_contract, config.unknown_columns)
+        return ServedModel.of(
+            model, config.out_of_contract, config.unknown_columns, config.max_rows
+        )
 
     stable = served(config.bundle)
     candidate = served(config.candidate) if config.candidate is not None else None

@@ -106,7 +106,8 @@ def _get(summary: str, *, name_parameter: bool = False) -> dict[str, Any]:
 _PREDICT_ERRORS = {
     "400": "Invalid input (the message names the column)",
     "401": "Missing or invalid API key",
-    "413": "Body over the size limit",
+    "413": "Body over the size limit, or more rows than a request may hold (judged before "
+    "any value)",
     "422": "A value outside the data contract (min, max, categories, nullable); the message "
     "names row, column, value and rule (policy serving.out_of_contract: reject)",
 }

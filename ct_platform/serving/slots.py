@@ -37,10 +37,12 @@ class ServedModel:
         model: LoadedModel,
         out_of_contract: OutOfContract = "reject",
         unknown_columns: UnknownColumns = "ignore",
+        max_rows: int | None = None,
     ) -> ServedModel:
         """`model` with its parser; `out_of_contract`: what to do with values outside the
-        data contract, `unknown_columns`: with columns outside it (see `serving.schema`)."""
-        schema = InputSchema(model.meta.columns, out_of_contract, unknown_columns)
+        data contract, `unknown_columns`: with columns outside it, `max_rows`: the rows a
+        request may hold (see `serving.schema`)."""
+        schema = InputSchema(model.meta.columns, out_of_contract, unknown_columns, max_rows)
         return cls(model=model, schema=schema)
 
     @property
