@@ -227,11 +227,19 @@ class Server:
         return await self._predict(request, "v2_infer", _parse_v2, _render_v2, v2_error)
 
     def _v2_model(self, request: IncomingRequest) -> ServedModel | Response:
+        """The model a `/v2/models/{name}[/versions/{version}]/...` route names: the stable
+        one, or the answering slot serving `version`; a 404 naming what is served else."""
         name = request.path_params["name"]
-        stable = self.state.stable
-        if name != stable.model.meta.name:
-            return v2_error(HttpError(404, "NOT_FOUND", f"unknown model '{name}'"))
-        return stable
+        state = self.state
+        if name != state.stable.model.meta.name:
+            served = state.stable.model.meta.name
+            unknown = f"unknown model '{name}': this server serves '{served}'"
+            return v2_error(HttpError(404, "NOT_FOUND", unknown))
+        version = request.path_params.get("version")
+        try:
+            return state.stable if version is None else _pinned(state, name, version).served
+        except HttpError as error:
+            return v2_error(error)
 
     # -- prediction core -----------------------------------------------------------------
 
@@ -254,7 +262,12 @@ class Server:
             body = await read_body(request, self.config.max_body_bytes)
             state = self.state  # read once: a concurrent swap cannot split this request
             routing_key = request.headers.get("x-routing-key")
-            route = state.route(routing_key or request_id)
+            version = request.path_params.get("version")  # a versioned V2 route's
+            route = (
+                state.route(routing_key or request_id)
+                if version is None
+                else _pinned(state, request.path_params["name"], version)
+            )
             content_type = request.headers.get("content-type")
             scored = await self._scored(
                 route.served, parse, render, body, content_type, client_id, request_id
@@ -502,6 +515,19 @@ def _parse_v2(
         raise _refusal(error) from None
 
 
+def _pinned(state: SlotState, name: str, version: str) -> Route:
+    """The route of the slot answering with `version` of model `name`; a 404 naming the
+    versions served, and the unversioned route, when none does."""
+    try:
+        return state.route_to_version(version)
+    except LookupError as error:
+        raise HttpError(
+            404,
+            "NOT_FOUND",
+            f"model '{name}' {error}; POST /v2/models/{name}/infer answers with what is served",
+        ) from None
+
+
 def _refusal(error: InputError) -> HttpError:
     """400 for a value the rule refuses, 422 for one outside the data contract."""
     violations = error.violations if isinstance(error, ContractError) else None
@@ -570,6 +596,14 @@ def _routes(server: Server) -> list[BaseRoute]:
         HttpRoute("/v2/models/{name}/ready", server.v2_model_ready, methods=["GET"]),
         HttpRoute("/v2/models/{name}/card", server.v2_model_card, methods=["GET"]),
         HttpRoute("/v2/models/{name}/infer", server.v2_infer, methods=["POST"]),
+        # The protocol's versioned routes: only a version this server answers with.
+        HttpRoute(
+            "/v2/models/{name}/versions/{version}", server.v2_model_metadata, methods=["GET"]
+        ),
+        HttpRoute(
+            "/v2/models/{name}/versions/{version}/ready", server.v2_model_ready, methods=["GET"]
+        ),
+        HttpRoute("/v2/models/{name}/versions/{version}/infer", server.v2_infer, methods=["POST"]),
         HttpRoute("/feedback", server.feedback, methods=["POST"]),
         HttpRoute("/metrics", server.prometheus, methods=["GET"]),
         HttpRoute("/openapi.json", server.openapi, methods=["GET"]),

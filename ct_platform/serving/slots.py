@@ -98,6 +98,29 @@ class SlotState:
             return to_candidate
         return self._to_stable
 
+    def answering(self) -> list[Route]:
+        """The slots that answer clients: stable, and the candidate while it takes a share
+        of requests (not in shadow mode, where it only scores copies)."""
+        to_candidate = self._to_candidate
+        if to_candidate is None or self.shadow or self.candidate_weight == 0:
+            return [self._to_stable]
+        return [self._to_stable, to_candidate]
+
+    def route_to_version(self, version: str) -> Route:
+        """The route of the answering slot that serves `version` (a versioned V2 request).
+
+        Raises:
+            LookupError: no answering slot serves it; the message names those that do.
+        """
+        routes = self.answering()
+        for route in routes:
+            if route.served.version == version:
+                return route
+        served = " and ".join(f"version {r.served.version} ({r.slot})" for r in routes)
+        raise LookupError(
+            f"version '{version}' is not served here: this server answers with {served}"
+        )
+
     def load(self, slot: str, served: ServedModel) -> SlotState:
         if slot == "stable":
             return replace(self, stable=served, previous=self.stable)
