@@ -629,8 +629,6 @@ class InputSchema:
             InputError: a value breaks the value rule (400), naming row, column and value.
             ContractError: a value breaks the data contract and the policy is `reject`.
         """
-        lengths = (len(values) for values in data.values() if isinstance(values, list | tuple))
-        self.bound_rows(max(lengths, default=1))
         ignored = self._check_names(data.keys(), "column")
         raw_columns = [_as_list(data[name], name) for name in self.names]
         n_rows = self._row_count(raw_columns)
@@ -718,6 +716,7 @@ class InputSchema:
         n_rows = lengths.pop()
         if n_rows == 0:
             raise InputError("no rows to score")
+        self.bound_rows(n_rows)  # before any value is read
         return n_rows
 
     def _one_row(self, values: Sequence[Any], texts: list[bool]) -> ParsedRows | None:
