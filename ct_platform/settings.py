@@ -23,6 +23,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ct_platform.atomic import write_atomically
+
 DEFAULT_SPEC_FILE = "ct_platform.yaml"
 DEFAULT_CT_HOME = ".ct"
 
@@ -860,8 +862,6 @@ class Paths:
 
     def claim(self, model: str) -> None:
         """Record `model` as the platform of this CT_HOME, unless one is recorded already."""
-        from ct_platform.atomic import write_atomically
-
         if not self.platform_record.exists():
             self.home.mkdir(parents=True, exist_ok=True)
             write_atomically(self.platform_record, json.dumps({"model": model}) + "\n")
