@@ -473,8 +473,9 @@ class ServingSpec(_Strict):
     # holds. (The watchdog asks for the repair after one silent 2 s probe.)
     hung_after_s: Annotated[float, Field(gt=0)] = 10.0
     # Intra-op threads of the ONNX session that scores requests of 512 rows or more (at
-    # most the cores the server may use); 1: one thread for every request. More cut a big
-    # request's scoring but take cores from the single-row requests meanwhile.
+    # most the cores the server may use); 1: one thread a run for every request (on two
+    # cores, a request of 512 rows or more is two runs at once, one per half of its rows).
+    # More cut a big request's scoring but take cores from the single-row requests meanwhile.
     batch_threads: Annotated[int, Field(ge=1, le=64)] = 1
 
     @model_validator(mode="before")

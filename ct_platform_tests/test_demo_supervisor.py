@@ -130,7 +130,7 @@ def test_ctrl_c_ends_every_process_within_the_grace(tmp_path: Path) -> None:
     assert "Traceback" not in output
     assert (
         "[demo] 1 traceback(s) of processes the stop interrupted (KeyboardInterrupt, "
-        "CancelledError) not shown"
+        "CancelledError, DagsterExecutionInterruptedError) not shown"
     ) in output
     _assert_all_gone(pids, tmp_path)
 
@@ -191,7 +191,7 @@ def test_interleaved_chained_interruption_tracebacks_are_counted_not_shown(
     assert "RUN_FAILURE" not in output and "^^^" not in output
     assert (
         "[demo] 4 traceback(s) of processes the stop interrupted (KeyboardInterrupt, "
-        "CancelledError) not shown\n"
+        "CancelledError, DagsterExecutionInterruptedError) not shown\n"
     ) in output
     assert (
         "[demo] 1 Dagster run(s) interrupted by the stop: marked failed (unexpected "

@@ -138,3 +138,51 @@ def test_a_line_of_other_output_is_shown_at_once_even_with_markers_glued_on(
     assert not judge.take(b"^^^[INFO] Shutting down: Master\n")
     assert judge.take(b"^^^^    \n")
     assert judge.settle() == [b"^^^^    \n"]  # no traceback: nothing to count, shown
+
+
+def _frame(path: Path, source: str, function: str) -> list[bytes]:
+    """A frame as Python prints it, at the line of `path` that holds `source`."""
+    number = path.read_text().splitlines().index(f"{' ' * _indent(path, source)}{source}") + 1
+    return [f'  File "{path}", line {number}, in {function}\n'.encode(), f"    {source}\n".encode()]
+
+
+def _indent(path: Path, source: str) -> int:
+    line = next(line for line in path.read_text().splitlines() if line.strip() == source)
+    return len(line) - len(line.lstrip())
+
+
+def test_what_dagster_dev_and_the_mlflow_ui_print_on_ctrl_c_is_counted_not_shown(
+    supervise: ModuleType,
+) -> None:
+    """A newcomer's stop (make demo, Ctrl-C) showed dagster dev's orphan watchers'
+    KeyboardInterrupts, Dagster's "DagsterExecutionInterruptedError ... Stack Trace:" and the
+    MLflow UI's log-prefixed traceback header; with every frame at its real line here."""
+    import dagster
+
+    package = Path(dagster.__file__).parent
+    watcher = package / "_core/execution/scripts/watch_orphans.py"
+    orphan_watcher = [
+        b"Traceback (most recent call last):\n",
+        *_frame(watcher, "watch(sys.argv[1:])", "<module>"),
+        *_frame(watcher, "time.sleep(1)", "watch"),
+        b"KeyboardInterrupt\n",
+    ]
+    executor = package / "_core/executor/multiprocess.py"
+    interrupted_run = [
+        b"\n",
+        b"dagster._core.errors.DagsterExecutionInterruptedError\n",
+        b"\n",
+        b"Stack Trace:\n",
+        *_frame(executor, "raise DagsterExecutionInterruptedError()", "execute"),
+        b"\n",
+    ]
+    runners = Path(asyncio.__file__).parent / "runners.py"
+    mlflow_ui = [
+        b"2026/11/30 23:30:45 ERROR:    Traceback (most recent call last):\n",
+        *_frame(runners, "return self._loop.run_until_complete(task)", "run"),
+        b"KeyboardInterrupt\n",
+    ]
+    lines = [RUN_FAILURE + b"\n", *orphan_watcher, *orphan_watcher, *interrupted_run, *mlflow_ui]
+    shown_at_once, shown_at_end, judge = _judge(supervise, lines)
+    assert (shown_at_once, shown_at_end) == ([], [])
+    assert (judge.hidden_tracebacks, judge.interrupted_runs) == (4, 1)

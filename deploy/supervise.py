@@ -19,18 +19,19 @@ init, whatever process group or session it moved to; pids seen earlier are also 
 (with their start time, so a reused pid is never signalled).
 
 Once stopping, the tracebacks a child prints because of our SIGINT (ending in
-KeyboardInterrupt or asyncio's CancelledError, chained or not, with or without "Exception
-ignored in") are counted, not shown; so are Dagster's RUN_FAILURE lines of a run the stop
-interrupted. Several processes of one child (the MLflow UI's workers) print their tracebacks
-into one pipe at once. Under PYTHONUNBUFFERED=1 Python writes a traceback piece by piece (a
-frame's indent, its source line and each marker `^` are separate writes), so the pieces of
-several processes interleave within lines, not just between them: "^^^  File ...". A line is
-therefore judged by what is left once the pieces a traceback is made of are taken out (its
-header, `File "...", line N` lines, the source lines those name, markers, the chain's glue, the
-interruption's name): nothing left, it is held; an exception's name left, it is held and that
-traceback is not the interruption's; anything else is shown at once. When the child's output
-ends, the held lines are dropped if every traceback ended in the interruption (as many
-interruption names as headers, no other exception), else shown whole, as printed.
+KeyboardInterrupt, asyncio's CancelledError or Dagster's DagsterExecutionInterruptedError,
+chained or not, with or without "Exception ignored in") are counted, not shown; so are
+Dagster's RUN_FAILURE lines of a run the stop interrupted. Several processes of one child (the
+MLflow UI's workers, `dagster dev`'s orphan watchers) print their tracebacks into one pipe at
+once. Under PYTHONUNBUFFERED=1 Python writes a traceback piece by piece (a frame's indent, its
+source line and each marker `^` are separate writes), so the pieces of several processes
+interleave within lines, not just between them: "^^^  File ...". A line is therefore judged
+by what is left once the pieces a traceback is made of are taken out (its header or Dagster's
+"Stack Trace:", `File "...", line N` lines, the source lines those name, markers, the chain's
+glue, the interruption's name): nothing left, it is held; an exception's name left, it is
+held and that traceback is not the interruption's; anything else is shown at once. When the
+child's output ends, the held lines are dropped if every traceback ended in the interruption
+(as many interruption names as headers, no other exception), else shown whole, as printed.
 
 Then `--after` runs (the demo stops the endpoint's state there) and the exit status is 0 for
 a requested stop, 1 when a child ended on its own or could not be started.
@@ -253,7 +254,7 @@ class Supervisor:
         if hidden:
             _say(
                 f"{hidden} traceback(s) of processes the stop interrupted (KeyboardInterrupt, "
-                "CancelledError) not shown"
+                "CancelledError, DagsterExecutionInterruptedError) not shown"
             )
         runs = sum(child.interruption.interrupted_runs for child in self.children)
         if runs:
@@ -285,7 +286,13 @@ class Supervisor:
 
 
 # The pieces Python prints a traceback in (C `PyErr_Display` and the `traceback` module).
-TRACEBACK = b"Traceback (most recent call last):"
+# A header: Python's, maybe after a log line's prefix (the MLflow UI logs tracebacks as
+# "2026/11/30 23:17:10 ERROR:    Traceback ..."), or Dagster's "Stack Trace:" of an error
+# it logs (after the error's name: "dagster._core.errors.DagsterExecutionInterruptedError").
+TRACEBACK = re.compile(
+    rb"(?:\d{4}[/-]\d\d[/-]\d\d[ T][\d:,.]+ [A-Z]+:? *)?Traceback \(most recent call last\):"
+    rb"|Stack Trace:"
+)
 CHAIN = (  # the glue between the tracebacks of a chain
     b"During handling of the above exception, another exception occurred:",
     b"The above exception was the direct cause of the following exception:",
@@ -293,9 +300,13 @@ CHAIN = (  # the glue between the tracebacks of a chain
 FRAME = re.compile(rb'  File "(?P<path>[^"\n]+)", line (?P<number>\d+), in [^\n]*')
 # Python's preamble of a traceback at interpreter exit, with what it names.
 IGNORED = re.compile(rb"Exception ignored in[^\n]*")
-INTERRUPTION = re.compile(rb"KeyboardInterrupt|CancelledError")  # pieces glue on either side
-# The interruption names' module prefixes and dots, markers and blanks: written separately.
-LOOSE_PIECES = re.compile(rb"asyncio\.exceptions|concurrent\.futures\._base|asyncio|[.^~\s]")
+# Our SIGINT as Python, asyncio and Dagster (its signal handler) raise it; pieces glue on
+# either side of the name.
+INTERRUPTION = re.compile(rb"KeyboardInterrupt|CancelledError|DagsterExecutionInterruptedError")
+# The interruption names' modules and dots, markers and blanks: each written on its own.
+LOOSE_PIECES = re.compile(
+    rb"asyncio\.exceptions|concurrent\.futures\._base|asyncio|dagster\._core\.errors|[.^~\s]"
+)
 # The line a traceback ends with: "KeyboardInterrupt", "asyncio.exceptions.CancelledError",
 # "RuntimeError: could not flush", "Exception: ...".
 EXCEPTION_LINE = re.compile(
@@ -319,7 +330,7 @@ class InterruptionOutput:
     source_lines: set[bytes] = field(default_factory=set)  # those the frames seen name
     tracebacks: int = 0  # headers
     chained: int = 0  # the glue lines between the tracebacks of a chain
-    interruptions: int = 0  # KeyboardInterrupt / CancelledError names
+    interruptions: int = 0  # names of the interruption (INTERRUPTION)
     other_exceptions: int = 0  # lines left with another exception's name: a real error
     hidden_tracebacks: int = 0
     interrupted_runs: int = 0  # Dagster runs the stop interrupted (their RUN_FAILURE lines)
@@ -337,12 +348,13 @@ class InterruptionOutput:
         rest = FRAME.sub(b"", rest)
         for source in sorted(self.source_lines, key=len, reverse=True):
             rest = rest.replace(source, b"")
-        self.tracebacks += rest.count(TRACEBACK)
+        rest, tracebacks = TRACEBACK.subn(b"", rest)
+        self.tracebacks += tracebacks
         self.chained += sum(rest.count(glue) for glue in CHAIN)
         rest, interruptions = INTERRUPTION.subn(b"", rest)
         self.interruptions += interruptions
-        for piece in (TRACEBACK, *CHAIN):
-            rest = rest.replace(piece, b"")
+        for glue in CHAIN:
+            rest = rest.replace(glue, b"")
         rest = IGNORED.sub(b"", rest)
         if LOOSE_PIECES.sub(b"", rest) and not EXCEPTION_LINE.match(rest.strip(b"^~ \t\r\n")):
             return False

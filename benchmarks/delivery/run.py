@@ -48,7 +48,8 @@ from ct_platform.deployment.container import DockerTarget  # noqa: E402
 from ct_platform.deployment.controller import RolloutController  # noqa: E402
 from ct_platform.deployment.export import default_registry  # noqa: E402
 from ct_platform.deployment.rollout import admin_client  # noqa: E402
-from ct_platform.registry.versions import CANARY, CHAMPION  # noqa: E402
+from ct_platform.governance.lifecycle import set_champion  # noqa: E402
+from ct_platform.registry.versions import CANARY  # noqa: E402
 from ct_platform.settings import Spec, load_spec  # noqa: E402
 from ct_platform.training.bundling import build_bundle  # noqa: E402
 from ct_platform_tests.deployment.bad_candidates import BAD_CANDIDATES  # noqa: E402
@@ -197,7 +198,7 @@ def run_scenarios(
     scenarios = []
     for label, strategy, bundle in plan:
         target.deploy(bundles["stable"])  # back to version 1 (a hot swap)
-        registry.set_alias(CHAMPION, 1)
+        set_champion(registry, 1, spec)
         if registry.alias_version(CANARY) is not None:
             registry.delete_alias(CANARY)
         print(f"running: {label} ...", flush=True)

@@ -9,11 +9,11 @@ own fresh project (CT_HOME, DAGSTER_HOME) over the same landed files:
 - the bare script (`bare.py`): the same ingest, fits, gates, reports, card and bundle by hand,
   calling the same domain functions, without Dagster and MLflow.
 
-Prints the median wall time and peak RSS of each, the ratio, and a breakdown by phase: the
-job's from its own event log (process start -> run created: import and code location load;
--> first step: run set-up; each step; -> process exit: teardown), the script's from its own
-timer. Python's and Dagster's start-up alone (`import dagster`, `import
-ct_platform.definitions`) are measured apart, each in a fresh process.
+Prints the median wall time, peak RSS and CPU seconds (user + system) of each, the ratios,
+and a breakdown by phase: the job's from its own event log (process start -> run created:
+import and code location load; -> first step: run set-up; each step; -> process exit:
+teardown), the script's from its own timer. Python's and Dagster's start-up alone (`import
+dagster`, `import ct_platform.definitions`) are measured apart, each in a fresh process.
 
 Cases:
 - `bank`: the bank data (41,188 rows) landed as the simulator lands it, 4,000-row batches
@@ -63,12 +63,16 @@ STEP_ENDS = {"STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"}
 class Measured:
     wall_s: float
     peak_rss_mb: float
+    # User + system seconds of the process and the children it waited for: what the work
+    # took of the CPU, which the other sessions' load moves far less than wall time.
+    cpu_s: float
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
-    """Start time (epoch s), wall seconds, peak RSS (MiB; `wait4` reports that child) and
-    stdout of one child process; SystemExit with its stderr if it fails."""
+def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, float, str]:
+    """Start time (epoch s), wall seconds, peak RSS (MiB; `wait4` reports that child), CPU
+    seconds (user + system) and stdout of one child process; SystemExit with its stderr if
+    it fails."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started_at, started = time.time(), time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True)
@@ -78,7 +82,8 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, floa
         out.seek(0), err.seek(0)
         if process.returncode != 0:
             raise SystemExit(f"{command[:3]} failed:\n{err.read()[-4000:]}")
-        return started_at, elapsed, usage.ru_maxrss / 1024, out.read()
+        cpu = usage.ru_utime + usage.ru_stime
+        return started_at, elapsed, usage.ru_maxrss / 1024, cpu, out.read()
 
 
 def history(case: str) -> pd.DataFrame:
@@ -158,8 +163,8 @@ def create_stores(env: dict[str, str]) -> dict[str, float]:
 
 
 def run_job(env: dict[str, str]) -> Measured:
-    started_at, wall, rss, _ = measure(JOB, env)
-    return Measured(wall, rss, job_phases(Path(env["DAGSTER_HOME"]), started_at, wall))
+    started_at, wall, rss, cpu, _ = measure(JOB, env)
+    return Measured(wall, rss, cpu, job_phases(Path(env["DAGSTER_HOME"]), started_at, wall))
 
 
 def job_phases(dagster_home: Path, started_at: float, wall: float) -> dict[str, float]:
@@ -193,12 +198,12 @@ def job_phases(dagster_home: Path, started_at: float, wall: float) -> dict[str, 
 
 
 def run_bare(env: dict[str, str], spec_path: Path) -> Measured:
-    started_at, wall, rss, out = measure([*BARE, str(spec_path)], env)
+    started_at, wall, rss, cpu, out = measure([*BARE, str(spec_path)], env)
     report = json.loads(out.strip().splitlines()[-1])
     phases = {"import": report["imported"] - started_at}
     phases.update({f"step:{k}": v for k, v in report["phases"].items()})
     phases["other"] = wall - sum(phases.values())
-    return Measured(wall, rss, phases)
+    return Measured(wall, rss, cpu, phases)
 
 
 def startup(env: dict[str, str]) -> dict[str, float]:
@@ -277,6 +282,12 @@ def report(
         f"{statistics.median(m.peak_rss_mb for m in jobs):6.0f} MiB"
     )
     print(f"ratio job/bare       {job_s / bare_s:7.2f}x  (overhead {job_s / bare_s - 1:.0%})")
+    job_cpu = statistics.median(m.cpu_s for m in jobs)
+    bare_cpu = statistics.median(m.cpu_s for m in bares)
+    print(
+        f"CPU s (user+sys)     bare {bare_cpu:.1f}, job {job_cpu:.1f}: "
+        f"ratio {job_cpu / bare_cpu:.2f}x"
+    )
     for name, seconds in medians(stores).items():
         print(f"one-time {name} creation {seconds:.1f} s (not counted)")
     for title, phases in (

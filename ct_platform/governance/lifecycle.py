@@ -107,7 +107,7 @@ def set_champion(
     Returns "" when the reference moved, else why not (its training set is gone): the move
     stands either way, and the monitoring assets say loudly that they cannot judge.
     """
-    registry.set_alias(CHAMPION, version)
+    registry._point_champion(version)
     if event is not None:
         append_event(event)
     return _follow_reference_if_kept(registry.version(version), spec)

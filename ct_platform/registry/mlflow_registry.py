@@ -157,6 +157,19 @@ def dagster_run_url(run_id: str) -> str:
     return f"{os.environ.get('DAGSTER_WEBSERVER_URL', default).rstrip('/')}/runs/{run_id}"
 
 
+class ChampionAliasError(ValueError):
+    """`champion` moved (or removed) other than by `governance.lifecycle.set_champion`."""
+
+
+def _refuse_champion(alias: str, done: str) -> None:
+    if alias == CHAMPION:
+        raise ChampionAliasError(
+            f"the '{CHAMPION}' alias is not {done} directly: move it with "
+            "governance.lifecycle.set_champion(registry, version, spec, event), which records "
+            "the promotion in the audit trail and moves the drift reference with it"
+        )
+
+
 class GateVerdict(Protocol):
     """One gate's outcome as the registry records it (e.g. `training.gates.GateResult`)."""
 
@@ -383,12 +396,19 @@ class ModelRegistry:
     def set_alias(self, alias: str, version: int) -> None:
         """Point `alias` at `version` (an alias names one version: it moves, never copies).
 
-        A version that becomes `champion` stops being the `challenger` (every move of
-        `champion` comes here: promotion, a completed rollout, a rollback).
+        Raises `ChampionAliasError` for `champion`: it moves only through
+        `governance.lifecycle.set_champion`, which records the move and moves the drift
+        reference with it.
         """
+        _refuse_champion(alias, "set")
         self._client.set_registered_model_alias(self.model_name, alias, str(version))
-        if alias == CHAMPION:
-            self.drop_challenger(version)
+
+    def _point_champion(self, version: int) -> None:
+        """Move `champion` to `version`, which stops being the `challenger`. Called by
+        `governance.lifecycle.set_champion` only (every move of `champion`: promotion, a
+        completed rollout, a rollback), which records it and moves the drift reference."""
+        self._client.set_registered_model_alias(self.model_name, CHAMPION, str(version))
+        self.drop_challenger(version)
 
     def drop_challenger(self, version: int) -> None:
         """Remove `challenger` if `version` holds it (rejected, or champion now)."""
@@ -396,13 +416,17 @@ class ModelRegistry:
 
     def drop_alias_of(self, alias: str, version: int) -> None:
         """Remove `alias` if `version` still holds it. Another version may hold it by now
-        (approved while this one rolled out) and keeps it."""
+        (approved while this one rolled out) and keeps it. `champion` is refused
+        (`ChampionAliasError`): a serving model is replaced, never unset."""
+        _refuse_champion(alias, "removed")
         holder = self._client.get_registered_model(self.model_name).aliases.get(alias)
         if holder is not None and int(holder) == version:
             self._client.delete_registered_model_alias(self.model_name, alias)
 
     def delete_alias(self, alias: str) -> None:
-        """Remove `alias` from whichever version holds it; nothing happens if none does."""
+        """Remove `alias` from whichever version holds it; nothing happens if none does.
+        `champion` is refused (`ChampionAliasError`), as in `drop_alias_of`."""
+        _refuse_champion(alias, "removed")
         if self.alias_version(alias) is not None:
             self._client.delete_registered_model_alias(self.model_name, alias)
 

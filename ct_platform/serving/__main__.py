@@ -85,7 +85,8 @@ OPTIONS: tuple[tuple[str, Callable[[str], object], object, tuple[str, ...] | Non
         DEFAULT_BATCH_THREADS,
         None,
         "intra-op threads of the ONNX session scoring requests of 512 rows or more "
-        "(1: one thread for every request; at most the cores the process may use)",
+        "(1: one thread a run for every request, such a request scored as two halves at "
+        "once on two cores or more; at most the cores the process may use)",
     ),
     (
         "--api-key-env",

@@ -36,7 +36,7 @@ from ct_platform.serving import admin, mlflow_protocol, v2_protocol
 from ct_platform.serving.bundle import Prediction, load_bundle
 from ct_platform.serving.card import card_response
 from ct_platform.serving.config import BUSY_HEADER, ServerConfig
-from ct_platform.serving.feedback import FeedbackLog, LabelRule, parse_feedback
+from ct_platform.serving.feedback import FeedbackLog, LabelJudge, LabelRule, parse_feedback
 from ct_platform.serving.hot_routes import HotRoutes, Receive, Scope, Send
 from ct_platform.serving.http_limits import capacity_note
 from ct_platform.serving.metrics import Metrics
@@ -66,6 +66,7 @@ from ct_platform.serving.transport import (
     unreserved,
     v2_error,
 )
+from ct_platform.serving.v2_protocol import InferAsks
 
 logger = logging.getLogger("ct_platform.serving")
 
@@ -76,10 +77,10 @@ MLFLOW_PROTOCOL_VERSION = "3.17.2"
 
 _JSON_BYTES = JSON.encode()
 
-# (body, content type, schema) -> (rows, request id carried in the body, if any)
-Parser = Callable[[bytes, str | None, ServedModel], tuple[ParsedRows, str | None]]
-# (prediction, model that produced it, request id) -> response body
-Renderer = Callable[[Prediction, ServedModel, str], bytes]
+# (body, content type, schema) -> (rows, what a V2 body asks besides them; None for MLflow's)
+Parser = Callable[[bytes, str | None, ServedModel], tuple[ParsedRows, InferAsks | None]]
+# (prediction, model that produced it, request id, what the body asked) -> response body
+Renderer = Callable[[Prediction, ServedModel, str, InferAsks | None], bytes]
 ErrorResponder = Callable[[HttpError, dict[str, str]], Response]
 
 
@@ -151,6 +152,8 @@ class Server:
             max_segment_seconds=config.log_segment_seconds,
         )
         self.feedback_log = FeedbackLog(config.feedback_dir)
+        # Which version answered each recent request: its rule judges that request's label.
+        self.labels = LabelJudge(self._served_label_rules)
         self.api_key = config.secret(config.api_key_env)
         self.admin_token = config.secret(config.admin_token_env)
         # Serializes admin read-modify-write of `state`; predictions never take it.
@@ -287,6 +290,7 @@ class Server:
         batch = self._record(
             endpoint, route.slot, route.served, request_id, scored, seconds, routing_key
         )
+        self.labels.answered(request_id, route.served.label_rule)
         if scored.parsed.violations:  # out-of-contract values scored (policy `score`)
             self.metrics.contract_violations(scored.parsed.violations, "scored")
         if scored.parsed.ignored_columns:  # said to the client, counted for the operator
@@ -346,11 +350,12 @@ class Server:
         formatter thread while the model scores them (a worker thread's request: ~0.25 ms
         for 1,000 bank rows, that the loop would spend after the answer otherwise).
         """
-        parsed, body_id = parse(body, content_type, served)  # 413 over max_rows, first
+        parsed, asks = parse(body, content_type, served)  # 413 over max_rows, first
+        body_id = asks and asks.id
         request_id = client_id or (body_id and unreserved(body_id, "the body's id")) or new_id
         features = self._format_features(served, parsed) if features_beside else None
         prediction = _run_model(served, parsed)
-        content = render(prediction, served, request_id)
+        content = render(prediction, served, request_id, asks)
         formatted = None if features is None else features.result()
         return Scored(parsed, prediction, content, request_id, formatted)
 
@@ -406,7 +411,7 @@ class Server:
         self.metrics.prediction(endpoint, slot, served.version, scored.parsed.n_rows, seconds)
         self.slot_stats.scored(slot, request_id, seconds, scored.prediction, routing_key)
         parsed = scored.parsed
-        row = parsed.values  # one row: logged from its plain values, no column arrays
+        row = parsed.logged_values  # one row: logged from its plain values, no column arrays
         return ScoredBatch(
             request_id,
             time.time(),
@@ -426,7 +431,7 @@ class Server:
         try:
             check_bearer(request, self.api_key, allow_api_key_header=True)
             body = await read_body(request, self.config.max_body_bytes)
-            records = parse_feedback(body, LabelRule.of(self.state.stable.model.meta))
+            records = parse_feedback(body, self.labels)
         except InputError as error:
             return mlflow_error(HttpError(error.status, error.error_code, str(error)))
         except HttpError as error:
@@ -434,6 +439,15 @@ class Server:
         await anyio.to_thread.run_sync(self.feedback_log.append, records)
         self.slot_stats.feedback(records)
         return json_response({"recorded": len(records)})
+
+    def _served_label_rules(self) -> list[LabelRule]:
+        """The rules of the versions loaded now, stable first, each version once."""
+        state = self.state
+        rules: dict[str, LabelRule] = {}
+        for served in (state.stable, state.candidate, state.previous):
+            if served is not None:
+                rules.setdefault(served.version, served.label_rule)
+        return list(rules.values())
 
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.render(self._gauges()), media_type="text/plain; version=0.0.4")
@@ -507,7 +521,7 @@ def _parse_invocation(
 
 def _parse_v2(
     body: bytes, content_type: str | None, served: ServedModel
-) -> tuple[ParsedRows, str | None]:
+) -> tuple[ParsedRows, InferAsks]:
     outputs = v2_protocol.output_names(served.model.meta)
     try:
         return v2_protocol.parse_infer_request(body, served.schema, outputs)
@@ -534,16 +548,24 @@ def _refusal(error: InputError) -> HttpError:
     return HttpError(error.status, error.error_code, str(error), violations)
 
 
-def _render_invocation(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:
+def _render_invocation(
+    prediction: Prediction, served: ServedModel, request_id: str, asks: InferAsks | None
+) -> bytes:
     return mlflow_protocol.render_predictions(prediction)
 
 
-def _render_nothing(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:
+def _render_nothing(
+    prediction: Prediction, served: ServedModel, request_id: str, asks: InferAsks | None
+) -> bytes:
     return b""  # a shadow answer is only logged
 
 
-def _render_v2(prediction: Prediction, served: ServedModel, request_id: str) -> bytes:
-    return v2_protocol.render_infer_response(prediction, served.model.meta, request_id)
+def _render_v2(
+    prediction: Prediction, served: ServedModel, request_id: str, asks: InferAsks
+) -> bytes:
+    return v2_protocol.render_infer_response(
+        prediction, served.model.meta, request_id, asks.outputs
+    )
 
 
 def _run_model(served: ServedModel, parsed: ParsedRows) -> Prediction:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import count
 from pathlib import Path
@@ -41,6 +42,12 @@ SKOPS_FILE = "model.skops"
 # intra-op threads (benchmarks/serving/README.md: where two threads start to pay on the
 # bank model). How many: the server's `batch_threads` (spec `serving.batch_threads`).
 WIDE_ROWS = 512
+# Requests of at least this many rows, when the one-thread session scores them and the
+# process may use two cores or more, are scored as two halves at once: the calling thread
+# scores the first, the backend's helper thread the second. Below it the halves gain
+# little and cost the fixed price of a second run and a thread hop (~0.1 ms of CPU):
+# benchmarks/serving/README.md, "two halves".
+SPLIT_ROWS = 512
 
 Task = Literal["classification", "regression"]
 ColumnType = Literal["int", "float", "category"]
@@ -194,8 +201,9 @@ def load_bundle(
     """Load a bundle for scoring: the ONNX graph when enabled (and wanted), else sklearn.
 
     `batch_threads`: intra-op threads of the ONNX session scoring requests of `WIDE_ROWS`
-    rows or more (1: the one-thread session scores every request; at most the cores this
-    process may use).
+    rows or more (1: the one-thread session scores every request, those of `SPLIT_ROWS`
+    rows or more as two halves at once when the process may use two cores; at most the
+    cores this process may use).
 
     Raises:
         BundleError: the bundle is incomplete, malformed, or its files do not match its
@@ -234,7 +242,10 @@ class LoadedModel:
 class OnnxBackend:
     """Scores with ONNX Runtime: a one-thread session, and for requests of at least
     `WIDE_ROWS` rows a second session with `batch_threads` intra-op threads (at most the
-    cores the process may use; none when that is 1), which splits the trees' work."""
+    cores the process may use; none when that is 1), which splits the trees' work.
+    Without that second session, on two cores or more, requests of at least `SPLIT_ROWS`
+    rows are split by rows instead: two halves scored at once by the one-thread session,
+    one in the calling thread, one in the backend's helper thread."""
 
     name = "onnx"
 
@@ -244,9 +255,17 @@ class OnnxBackend:
         # One thread: a small request gains nothing from intra-op threading (the threads'
         # hand-offs cost more than they save), and the event loop's core is busy anyway.
         self._session = _onnx_session(path, threads=1)
-        wide = min(batch_threads, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
+        wide = min(batch_threads, cores)
         self.batch_threads = max(wide, 1)
         self._wide_session = _onnx_session(path, threads=wide) if wide > 1 else None
+        # The thread scoring a split request's second half; its thread starts with the
+        # first split request and serves every one after (none per request).
+        self._halves = (
+            ThreadPoolExecutor(1, thread_name_prefix="onnx-half")
+            if self._wide_session is None and cores > 1
+            else None
+        )
         # (output names, feeds, run options) -> outputs, per session.
         self._run = _binding(self._session).run
         self._wide_run = _binding(self._wide_session).run if self._wide_session else None
@@ -270,14 +289,34 @@ class OnnxBackend:
         self._per_thread = threading.local()
 
     def predict(self, rows: ParsedRows) -> Prediction:
-        feeds = self._one_row_feeds(rows) if rows.n_rows == 1 else self._feeds(rows)
-        run = self._run
-        if rows.n_rows >= WIDE_ROWS and self._wide_run is not None:
-            run = self._wide_run
-        outputs = run(self._output_names, feeds, None)
+        n_rows = rows.n_rows
+        if n_rows == 1:
+            outputs = self._run(self._output_names, self._one_row_feeds(rows), None)
+        elif n_rows >= WIDE_ROWS and self._wide_run is not None:
+            outputs = self._wide_run(self._output_names, self._feeds(rows), None)
+        elif n_rows >= SPLIT_ROWS and self._halves is not None:
+            outputs = self._run_in_halves(self._feeds(rows), n_rows // 2)
+        else:
+            outputs = self._run(self._output_names, self._feeds(rows), None)
         if self._classifier:
             return Prediction(labels=outputs[0].ravel(), proba=outputs[1], values=None)
         return Prediction(labels=None, proba=None, values=outputs[0].ravel())
+
+    def _run_in_halves(self, feeds: dict[str, np.ndarray], half: int) -> list[np.ndarray]:
+        """The one-thread session's outputs for `feeds` (each input (n_rows, 1)), its rows
+        `[:half]` scored in this thread while the helper thread scores `[half:]` (ONNX
+        Runtime releases the GIL while it runs). The trees score each row on its own, so
+        the outputs are bitwise those of one run. Should the helper not have started on
+        its half when this thread is done with the first (busy with another request, or
+        the box is loaded), this thread takes the half back and scores it itself: a
+        request never waits for the helper to be scheduled."""
+        names = self._output_names
+        head_feeds = {name: array[:half] for name, array in feeds.items()}
+        tail_feeds = {name: array[half:] for name, array in feeds.items()}
+        second = self._halves.submit(self._run, names, tail_feeds, None)
+        head = self._run(names, head_feeds, None)
+        tail = self._run(names, tail_feeds, None) if second.cancel() else second.result()
+        return [np.concatenate(pair) for pair in zip(head, tail, strict=True)]
 
     def _feeds(self, rows: ParsedRows) -> dict[str, np.ndarray]:
         # One float32 conversion for every numeric column, shaped once so that each

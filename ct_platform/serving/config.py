@@ -64,8 +64,9 @@ class ServerConfig:
     inline_body_bytes: int = 16 * 1024
     big_request_threads: int = 2
     # Intra-op threads of the ONNX session scoring requests of `bundle.WIDE_ROWS` rows or
-    # more (1: one session, one thread, for every request; 2 suits a server whose cores
-    # serve big requests mostly).
+    # more (1: one session, one thread, for every request, which scores those of
+    # `bundle.SPLIT_ROWS` rows or more as two halves at once on two cores; 2 suits a
+    # server whose cores serve big requests mostly).
     batch_threads: int = DEFAULT_BATCH_THREADS
     # Request line + headers: 431 beyond this size; closed when not complete in time.
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES

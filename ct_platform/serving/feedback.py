@@ -2,6 +2,10 @@
 
 Feedback is rare next to predictions, so it is written before the 200 (in a worker
 thread, one daily file): a client that got its 200 knows the label is on disk.
+
+Each label is judged by the rule of the model version that answered the prediction it
+labels (`LabelJudge`): during a canary, shadow or A/B rollout two versions answer, and
+their label sets can differ (a new class; a regression candidate beside a classifier).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +22,13 @@ from typing import Any
 import orjson
 
 from ct_platform.serving.bundle import BundleMeta
+from ct_platform.serving.recent import RecentIds
 from ct_platform.serving.schema import JSON_NUMBERS, InputError, OverflowedNumber, load_json, show
+from ct_platform.serving.transport import is_row_id
 
 MAX_REQUEST_ID_LENGTH = 200
+# Requests whose answering version is remembered: the newest, as many as `slot_stats`'.
+ANSWERED_LIMIT = 200_000
 
 
 class LabelError(InputError):
@@ -31,44 +40,97 @@ class LabelError(InputError):
 
 @dataclass(frozen=True)
 class LabelRule:
-    """What a label must be, from the served bundle: one of `classes` (classification), or
-    a finite number within [`low`, `high`] (regression; None: unbounded)."""
+    """What a label must be, from a bundle: one of `classes` (classification), or a finite
+    number within [`low`, `high`] (regression; None: unbounded). `version`: the model
+    version whose rule it is (None: not said)."""
 
     classes: tuple[Any, ...] | None
     low: float | None = None
     high: float | None = None
+    version: str | None = None
 
     @classmethod
     def of(cls, meta: BundleMeta) -> LabelRule:
         if meta.task == "classification":
-            return cls(classes=tuple(meta.classes or ()))
-        return cls(classes=None, low=meta.target_min, high=meta.target_max)
+            return cls(classes=tuple(meta.classes or ()), version=meta.version)
+        return cls(classes=None, low=meta.target_min, high=meta.target_max, version=meta.version)
 
-    def checked(self, index: int, label: Any) -> Any:
+    def checked(self, label: Any) -> Any:
         """The label as recorded (a class as the model names it: "1" or 1.0 for class 1 is
-        1); raises `LabelError` naming item, value and rule."""
+        1); raises `LabelError` naming the value and the rule."""
         if self.classes is not None:
-            return self._class_of(index, label)
+            return self._class_of(label)
         if type(label) not in JSON_NUMBERS or not _finite(label):
             rule = "NaN is not a number" if _is_nan(label) else "the target is a finite number"
-            raise LabelError(f"feedback item {index}: label {show(label)}: {rule}")
+            raise LabelError(f"label {show(label)}: {rule}")
         if (self.low is not None and label < self.low) or (
             self.high is not None and label > self.high
         ):
             bounds = f"[{_bound(self.low)}, {_bound(self.high)}]"
             raise LabelError(
-                f"feedback item {index}: label {show(label)} is outside the target's range "
-                f"{bounds} (spec target_rules)"
+                f"label {show(label)} is outside the target's range {bounds} (spec target_rules)"
             )
         return label
 
-    def _class_of(self, index: int, label: Any) -> Any:
+    def _class_of(self, label: Any) -> Any:
         for known in self.classes or ():
             if _names_class(label, known):
                 return known
         raise LabelError(
-            f"feedback item {index}: label {show(label)} is not one of the model's classes "
-            f"{list(self.classes or ())}"
+            f"label {show(label)} is not one of the model's classes {list(self.classes or ())}"
+        )
+
+
+class LabelJudge:
+    """Judges each label by the rule of the model version that answered its request.
+
+    The server tells it which version answered each request (`answered`, for the newest
+    `limit` requests, one-row and multi-row alike: a row id `<id>:<i>` is looked up by
+    `<id>`). A request not remembered (answered before a restart, too long ago, or never)
+    is judged by the versions the server holds now (`serving()`, stable first): the first
+    whose rule takes the label records it; none: refused, naming each version's rule.
+    """
+
+    def __init__(
+        self, serving: Callable[[], Sequence[LabelRule]], limit: int = ANSWERED_LIMIT
+    ) -> None:
+        self.limit = limit
+        self._serving = serving
+        self._ring = RecentIds(limit)
+        self._rules: list[LabelRule | None] = [None] * limit
+
+    def answered(self, request_id: str, rule: LabelRule) -> None:
+        """The model version whose `rule` answered `request_id` (its latest answer wins)."""
+        self._rules[self._ring.remember(request_id)] = rule
+
+    def recorded(self, index: int, request_id: str, label: Any) -> Any:
+        """Item `index`'s label as recorded, as the answering version names it.
+
+        Raises `LabelError` naming the item, the value, the rule and the version."""
+        asked = request_id.rpartition(":")[0] if is_row_id(request_id) else request_id
+        position = self._ring.position(asked)
+        if position is None:
+            return self._by_serving(index, asked, label)
+        rule = self._rules[position]
+        try:
+            return rule.checked(label)
+        except LabelError as error:
+            raise LabelError(
+                f"feedback item {index}: {error} (model version {rule.version} answered "
+                f"request {asked!r})"
+            ) from None
+
+    def _by_serving(self, index: int, request_id: str, label: Any) -> Any:
+        refusals = []
+        for rule in self._serving():
+            try:
+                return rule.checked(label)
+            except LabelError as error:
+                refusals.append(f"model version {rule.version}: {error}")
+        raise LabelError(
+            f"feedback item {index}: request {request_id!r} is not among the last "
+            f"{self.limit:,} requests this server answered, and no model version it serves "
+            f"takes the label: {'; '.join(refusals)}"
         )
 
 
@@ -100,12 +162,13 @@ def _bound(value: float | None) -> str:
     return "unbounded" if value is None else f"{value:g}"
 
 
-def parse_feedback(body: bytes, rule: LabelRule) -> list[dict[str, Any]]:
+def parse_feedback(body: bytes, judge: LabelJudge) -> list[dict[str, Any]]:
     """`{"request_id": str, "label": number|str}` or a list of those -> records to append,
-    every label checked by `rule` (all or nothing: one bad item refuses the body).
+    every label judged by `judge` (all or nothing: one bad item refuses the body).
 
     Raises `InputError` (400) for a body that is not feedback, `LabelError` (422) for a
-    label the model's target cannot take (`NaN` included: JSON's NaN literal is read).
+    label the answering model's target cannot take (`NaN` included: JSON's NaN literal is
+    read).
     """
     if not body.strip():
         raise InputError("empty request body")
@@ -119,10 +182,10 @@ def parse_feedback(body: bytes, rule: LabelRule) -> list[dict[str, Any]]:
     if not items:
         raise InputError("no feedback items")
     now = time.time()
-    return [_record(index, item, now, rule) for index, item in enumerate(items)]
+    return [_record(index, item, now, judge) for index, item in enumerate(items)]
 
 
-def _record(index: int, item: Any, now: float, rule: LabelRule) -> dict[str, Any]:
+def _record(index: int, item: Any, now: float, judge: LabelJudge) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise InputError(f"feedback item {index} is not a JSON object")
     request_id, label = item.get("request_id"), item.get("label")
@@ -130,7 +193,7 @@ def _record(index: int, item: Any, now: float, rule: LabelRule) -> dict[str, Any
         raise InputError(f"feedback item {index}: 'request_id' must be a non-empty string")
     if type(label) is bool or not isinstance(label, int | float | str | OverflowedNumber):
         raise InputError(f"feedback item {index}: 'label' must be a number or a string")
-    return {"request_id": request_id, "label": rule.checked(index, label), "ts": now}
+    return {"request_id": request_id, "label": judge.recorded(index, request_id, label), "ts": now}
 
 
 class FeedbackLog:

@@ -24,6 +24,10 @@ answers `/ping` 200 and takes a hot swap, so no deployer, watchdog or rollout mi
 "busy" for "dead" and restarts it. Each request's ASGI `state` carries the requests held
 when its headers arrived (`HELD_STATE`), so `/ping` can say the server is at its cap
 (`capacity_note`, sent as `config.BUSY_HEADER`).
+
+One write per answer: uvicorn writes an answer's status line and headers, then its body, two
+`write` system calls (and two TCP segments for the client to read); each request's cycle
+here writes them together (`_HeadWithBody`), one system call fewer per request.
 Everything else is uvicorn's own code path.
 """
 
@@ -40,6 +44,46 @@ UNCAPPED_METHODS = (b"GET", b"HEAD")
 UNCAPPED_PREFIX = b"/admin/"
 # Key in a request's ASGI `state` (set while a cap applies): the requests held before it.
 HELD_STATE = "ct_requests_held"
+# uvicorn's interim answer to `Expect: 100-continue`, written as the app first reads the body.
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _HeadWithBody:
+    """The connection's transport as one request's cycle sees it: the answer's status line
+    and headers (the cycle's first write but a `100 Continue`, which the client awaits
+    before it sends the body) are held and written with the next write, the first body
+    bytes, or before a close: one `write` system call per answer where uvicorn makes two.
+    What else the cycle calls of its transport (`is_closing`) is passed on. Not for a
+    HEAD request: uvicorn writes no body for it, the head alone is the answer."""
+
+    __slots__ = ("_head", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._head: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        if self._started:
+            head = self._head
+            if head is not None:
+                self._head = None
+                data = head + data
+            self._transport.write(data)
+        elif data == _CONTINUE:
+            self._transport.write(data)
+        else:
+            self._started = True
+            self._head = data
+
+    def close(self) -> None:
+        if self._head is not None:  # an answer broken off after its headers: as uvicorn's
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
 
 
 class _BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -122,11 +166,15 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         if self.max_connections is not None:
             self.scope["state"][HELD_STATE] = len(self.tasks)
+        cycle = self.cycle
         if self._over_connection_cap():
             self.on_refused(503)  # answered by `_at_capacity`, unseen by the app
             self._start_request(_at_capacity(self.max_connections or 0))
         else:
             super().on_headers_complete()
+        # This request's cycle (an upgrade makes none); a HEAD answer has no body write.
+        if self.cycle is not cycle and self.scope["method"] != "HEAD":
+            self.cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._in_body = False

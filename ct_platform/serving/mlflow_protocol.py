@@ -30,6 +30,7 @@ from ct_platform.serving.schema import (
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_CSV = "text/csv"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_FORMAT_SET = frozenset(FORMATS)
 REQUIRED_INPUT_FORMAT = (
     f"The input must be a JSON dictionary with exactly one of the input fields {set(FORMATS)}"
 )
@@ -41,7 +42,7 @@ class UnsupportedMediaType(ValueError):
 
 def parse_invocation(body: bytes, content_type: str | None, schema: InputSchema) -> ParsedRows:
     mime_type = _check_content_type(content_type)
-    if not body.strip():
+    if not body or body.isspace():  # no copy of the body, as `strip` makes
         raise InputError("empty request body")
     if mime_type == CONTENT_TYPE_CSV:
         return parse_csv(body, schema)
@@ -95,12 +96,12 @@ def parse_json(body: bytes, schema: InputSchema) -> ParsedRows:
 def _parse_payload(payload: Any, schema: InputSchema) -> ParsedRows:
     if not isinstance(payload, dict):
         raise InputError(f"{REQUIRED_INPUT_FORMAT}. Received a {type(payload).__name__}.")
-    present = [key for key in FORMATS if key in payload]
+    present = _FORMAT_SET.intersection(payload)
     if len(present) != 1:
         raise InputError(
             f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {list(payload)}"
         )
-    key = present[0]
+    (key,) = present
     data = payload[key]
     if key == "dataframe_split":
         if not isinstance(data, dict):

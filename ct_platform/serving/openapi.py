@@ -165,9 +165,22 @@ def _v2_infer(parameters: tuple[str, ...]) -> dict[str, Any]:
             "data": {"type": "array"},
         },
     }
+    requested_output = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string"},
+            "parameters": {"type": "object", "properties": {"binary_data": {"const": False}}},
+        },
+    }
     body = {
         "type": "object",
-        "properties": {"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor}},
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "items": tensor},
+            # The answer holds exactly these outputs, in this order; none named: all.
+            "outputs": {"type": "array", "items": requested_output},
+        },
     }
     operation = _get("Infer (Open Inference Protocol v2)", parameters=parameters)["get"]
     operation.update(
@@ -195,9 +208,10 @@ def _feedback() -> dict[str, Any]:
             "responses": _responses(
                 {
                     "400": "Invalid feedback",
-                    "422": "A label the served model's target cannot take (not one of its "
-                    "classes; not a finite number within target_rules): names item, value "
-                    "and rule; nothing recorded",
+                    "422": "A label the target of the model version that answered its "
+                    "request cannot take (not one of its classes; not a finite number "
+                    "within target_rules): names item, value, rule and version; nothing "
+                    "recorded",
                 }
             ),
         }

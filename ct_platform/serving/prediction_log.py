@@ -57,8 +57,9 @@ class ScoredBatch(NamedTuple):
     columns: list[np.ndarray]
     prediction: Prediction
     latency_ms: float
-    # One row parsed by the one-row path: its values as plain Python objects, schema order
-    # (`ParsedRows.values`); the record is written from them, and `columns` may be empty.
+    # One row parsed by the one-row path: its values as logged, plain Python objects in
+    # schema order, a missing category as None (`ParsedRows.logged_values`); the record
+    # is written from them, and `columns` may be empty.
     row: list[Any] | None = None
     # A multi-row batch's "features", formatted beforehand by `features_json` from the
     # same columns (while the model scored them); None: formatted by `jsonl`.
@@ -178,7 +179,10 @@ def jsonl(batch: ScoredBatch) -> bytes:
         return _one_row_jsonl(batch, batch.row)
     n_rows = batch.columns[0].shape[0]
     if n_rows == 1:
-        return _one_row_jsonl(batch, [column.item() for column in batch.columns])
+        values = [column.item() for column in batch.columns]
+        return _one_row_jsonl(
+            batch, [None if value == MISSING_CATEGORY else value for value in values]
+        )
     record = {
         "rows": n_rows,
         "request_id": batch.request_id,
@@ -219,13 +223,10 @@ def rows_in(line: bytes) -> int:
 
 
 def _one_row_jsonl(batch: ScoredBatch, values: list[Any]) -> bytes:
-    """The record of a one-row batch whose values (schema order) are `values`: one dict,
-    one orjson call (a row record as it is, no batch record for a reader to expand)."""
+    """The record of a one-row batch whose values as logged (schema order, a missing
+    category as None) are `values`: one dict, one orjson call (a row record as it is, no
+    batch record for a reader to expand)."""
     features = dict(zip(batch.column_names, values, strict=True))
-    if MISSING_CATEGORY in values:  # rare: the common row costs no Python loop
-        features = {
-            name: None if value == MISSING_CATEGORY else value for name, value in features.items()
-        }
     record = {
         "request_id": batch.request_id,
         "ts": batch.ts,

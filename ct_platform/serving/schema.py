@@ -430,9 +430,11 @@ class ParsedRows:
       views into `numeric`; object arrays of str for categorical ones;
     - `values`: a row parsed by the one-row path (`InputSchema.one_row`): its values in
       schema order as plain Python objects (float, NaN: missing; str, `MISSING_CATEGORY`:
-      missing), which the ONNX feed and the prediction log read; None otherwise. Such a
-      row makes `columns` only when something asks for it (15 numpy views a request the
-      one-row path does not need);
+      missing), which the ONNX feed reads; None otherwise. Such a row makes `columns`
+      only when something asks for it (15 numpy views a request the one-row path does not
+      need);
+    - `logged_values`: the same row as the prediction log writes it, a missing category
+      as None (null): `values` itself when it has none (the common row); None otherwise;
     - `violations`: contract breaches scored anyway (policy `score`), by (column, rule);
     - `ignored_columns`: names sent that are no contract column, kept out of scoring
       (policy `ignore`), in the order first sent.
@@ -445,6 +447,7 @@ class ParsedRows:
         "_columns",
         "_numeric_positions",
         "ignored_columns",
+        "logged_values",
         "n_rows",
         "numeric",
         "values",
@@ -460,6 +463,7 @@ class ParsedRows:
         ignored_columns: tuple[str, ...] = (),
         values: list[Any] | None = None,
         numeric_positions: Sequence[int] = (),
+        logged_values: list[Any] | None = None,
     ) -> None:
         self.n_rows = n_rows
         self._columns = columns
@@ -468,6 +472,7 @@ class ParsedRows:
         self.ignored_columns = ignored_columns
         self.values = values
         self._numeric_positions = numeric_positions
+        self.logged_values = logged_values
 
     @property
     def columns(self) -> list[np.ndarray]:
@@ -492,6 +497,7 @@ class ParsedRows:
             tuple(names),
             self.values,
             self._numeric_positions,
+            self.logged_values,
         )
 
 
@@ -544,22 +550,26 @@ class InputSchema:
             for j, i in enumerate(self._numeric)
             if self._parsers[i].numeric_sentinels
         ]
-        # The one-row path's rules, precomputed: per numeric column (nullable, low, high,
-        # int?, sentinels); per categorical column the accepted values -> value fed.
+        # The one-row path's rules, precomputed: per numeric column (schema position,
+        # nullable, low, high, int?, sentinels or None); per categorical column (schema
+        # position, the accepted values -> value fed, indexed by `text`: False, True).
         self._one_row_numeric = [
-            (column.nullable, float(low), float(high), column.type == "int", sentinels)
-            for column, low, high, sentinels in zip(
+            (position, column.nullable, float(low), float(high), column.type == "int", sentinels)
+            for position, column, low, high, sentinels in zip(
+                self._numeric,
                 numeric,
                 self._low[:, 0],
                 self._high[:, 0],
-                (frozenset(self._parsers[i].numeric_sentinels) for i in self._numeric),
+                (frozenset(self._parsers[i].numeric_sentinels) or None for i in self._numeric),
                 strict=True,
             )
         ]
         self._one_row_categorical = [
-            (self._parsers[i].accepted(text=False), self._parsers[i].accepted(text=True))
+            (i, (self._parsers[i].accepted(text=False), self._parsers[i].accepted(text=True)))
             for i in self._categorical
-        ]  # indexed by `text` (False, True)
+        ]
+        # `_one_row`'s `texts` when every value or none came as text, indexed by `text`.
+        self._same_text = ([False] * len(columns), [True] * len(columns))
 
     @cached_property
     def _split_decoders(self) -> list[msgspec.json.Decoder]:
@@ -719,30 +729,36 @@ class InputSchema:
         self.bound_rows(n_rows)  # before any value is read
         return n_rows
 
-    def _one_row(self, values: Sequence[Any], texts: list[bool]) -> ParsedRows | None:
+    def _one_row(self, values: Sequence[Any], texts: Sequence[bool]) -> ParsedRows | None:
         """A single row (`values` in schema order) in one plain Python pass (no numpy call
         per column), when every value is accepted as it is: a number within its range
         (float32's and the contract's; integral in an int column), a sentinel, a missing
         value where allowed, a known category. None otherwise: the block path decides,
-        with the same rule, and names what is wrong."""
+        with the same rule, and names what is wrong.
+
+        A number sent as text (`texts`) always goes to the block path: checked once for
+        all columns, so that the common row (no text) costs no look-up per column."""
+        if True in texts and any(texts[position] for position in self._numeric):
+            return None
         numbers = []
         row = list(values)  # becomes the values as scored, in schema order
-        for (nullable, low, high, integral, sentinels), position in zip(
-            self._one_row_numeric, self._numeric, strict=True
-        ):
+        for position, nullable, low, high, integral, sentinels in self._one_row_numeric:
             value = values[position]
             kind = type(value)
-            if (kind is not float and kind is not int) or texts[position]:
-                if value is None and nullable and not texts[position]:
-                    numbers.append(math.nan)
-                    row[position] = math.nan
-                    continue
+            if kind is float:
+                number = value
+            elif kind is int:
+                try:
+                    number = float(value)
+                except OverflowError:  # an integer beyond float64
+                    return None
+            elif value is None and nullable:
+                numbers.append(math.nan)
+                row[position] = math.nan
+                continue
+            else:
                 return None
-            try:
-                number = float(value)
-            except OverflowError:  # an integer beyond float64
-                return None
-            if number in sentinels:
+            if sentinels is not None and number in sentinels:
                 number = math.nan
             elif number != number:  # NaN: missing
                 if not nullable:
@@ -751,19 +767,25 @@ class InputSchema:
                 return None
             numbers.append(number)
             row[position] = number
-        for accepted, position in zip(self._one_row_categorical, self._categorical, strict=True):
+        missing = False  # a missing category: logged as None (null), fed as itself
+        for position, accepted in self._one_row_categorical:
             value, text = values[position], texts[position]
             if value is not None and type(value) is not str:
                 return None
             category = accepted[text].get(value)
             if category is None:
-                parser = self._parsers[position]
-                if value is None or not parser.takes_any_text(value, text=text):
+                if value is None or not self._parsers[position].takes_any_text(value, text=text):
                     return None
                 category = value
             row[position] = category
+            if not category:  # MISSING_CATEGORY, the empty text
+                missing = True
+        # The common row is logged as it is scored: the same list, no pass over it.
+        logged = [None if value == MISSING_CATEGORY else value for value in row] if missing else row
         block = np.array(numbers, dtype=np.float64).reshape(len(numbers), 1)
-        return ParsedRows(1, None, block, values=row, numeric_positions=self._numeric)
+        return ParsedRows(
+            1, None, block, values=row, numeric_positions=self._numeric, logged_values=logged
+        )
 
     def _all_columns_at_once(
         self,
@@ -905,6 +927,14 @@ class InputSchema:
         """`columns` names + `rows` as lists of values (pandas "split" orient, CSV)."""
         # Sent as the schema lists them: named, each once, none missing (nothing to check).
         in_order = columns == self.names
+        # The common request, one well-formed row in schema order, straight to the one-row
+        # path: none of the checks below can refuse it.
+        if in_order and type(rows) is list and len(rows) == 1:
+            row = rows[0]
+            if type(row) is list and len(row) == len(columns):
+                parsed = self._one_row(row, self._same_text[text])
+                if parsed is not None:
+                    return parsed
         if not in_order and (
             not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
         ):
@@ -922,10 +952,11 @@ class InputSchema:
                     f"row {index} must be a list of {len(columns)} values, one per column; "
                     f"got {show(row)}{count}"
                 )
-        if len(rows) == 1:  # the common request: no transposing, no dict of columns
+        # One row in another order: no transposing, no dict of columns (in schema order,
+        # the one-row path has had it above).
+        if len(rows) == 1 and not in_order:
             row = rows[0]
-            values = row if in_order else [row[position] for position in order]
-            parsed = self._one_row(values, [text] * len(values))
+            parsed = self._one_row([row[position] for position in order], self._same_text[text])
             if parsed is not None:
                 return parsed.ignoring(ignored)
         transposed = list(zip(*rows, strict=True)) or [()] * len(columns)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ct_platform.serving.bundle import Prediction
+from ct_platform.serving.recent import RecentIds
 from ct_platform.serving.transport import HttpError, ModelFailure, is_row_id
 
 # Milliseconds: 1.25x apart from 0.1 ms to ~14 s, so a p99 is read within 25 %.
@@ -172,44 +173,29 @@ class SlotStats:
 
 
 class RecentAnswers:
-    """The slot and answer of the newest `limit` single-row requests, by request id.
-
-    A ring of preallocated parallel lists (id, slot, answer) and a dict id -> position:
-    remembering an answer stores an id, an interned slot name and a number or string, and
-    allocates no container (an `OrderedDict` of `(slot, answer)` tuples made a tuple and a
-    node per request). Memory is fixed: three lists of `limit` pointers plus the dict.
-    """
+    """The slot and answer of the newest `limit` single-row requests, by request id (a
+    `RecentIds` ring and two lists beside it: fixed memory, nothing allocated a request)."""
 
     def __init__(self, limit: int) -> None:
-        self._ids: list[str | None] = [None] * limit
+        self._ring = RecentIds(limit)
         self._slots: list[str | None] = [None] * limit
         self._answers: list[Any] = [None] * limit
-        self._where: dict[str, int] = {}
-        self._next = 0
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._ring)
 
     def add(self, request_id: str, slot: str, answer: Any) -> None:
         """Remember an answer, forgetting the oldest one once `limit` are held. An id seen
         again keeps only its newest answer."""
-        position = self._next
-        evicted = self._ids[position]
-        # The evicted id may have been popped, or remembered again at a newer position.
-        if evicted is not None and self._where.get(evicted) == position:
-            del self._where[evicted]
-        self._ids[position] = request_id
+        position = self._ring.remember(request_id)
         self._slots[position] = slot
         self._answers[position] = answer
-        self._where[request_id] = position
-        self._next = position + 1 if position + 1 < len(self._ids) else 0
 
     def pop(self, request_id: str) -> tuple[str, Any] | None:
         """(slot, answer) of `request_id` if still remembered, then forget it."""
-        position = self._where.pop(request_id, None)
+        position = self._ring.forget(request_id)
         if position is None:
             return None
-        self._ids[position] = None
         return self._slots[position], self._answers[position]
 
 

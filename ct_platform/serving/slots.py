@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from ct_platform.serving.bundle import LoadedModel
 from ct_platform.serving.config import OutOfContract, UnknownColumns
+from ct_platform.serving.feedback import LabelRule
 from ct_platform.serving.schema import InputSchema
 
 SLOT_NAMES = ("stable", "candidate")
@@ -26,10 +27,11 @@ class SlotError(ValueError):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded bundle with its request parser (built once, at load time)."""
+    """A loaded bundle with its request parser and label rule (built once, at load time)."""
 
     model: LoadedModel
     schema: InputSchema
+    label_rule: LabelRule
 
     @classmethod
     def of(
@@ -43,7 +45,7 @@ class ServedModel:
         data contract, `unknown_columns`: with columns outside it, `max_rows`: the rows a
         request may hold (see `serving.schema`)."""
         schema = InputSchema(model.meta.columns, out_of_contract, unknown_columns, max_rows)
-        return cls(model=model, schema=schema)
+        return cls(model=model, schema=schema, label_rule=LabelRule.of(model.meta))
 
     @property
     def version(self) -> str:

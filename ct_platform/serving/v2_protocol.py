@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -42,11 +42,22 @@ NUMERIC_DATATYPES: dict[str, tuple[int, int] | None] = {
 }
 
 
+class InferAsks(NamedTuple):
+    """What an infer body asks besides its rows."""
+
+    # The body's own `id`, if it sent one.
+    id: str | None
+    # The outputs it names, in the order asked (`render_infer_response` answers exactly
+    # those); None when it names none: every output.
+    outputs: tuple[str, ...] | None
+
+
 def parse_infer_request(
     body: bytes, schema: InputSchema, outputs: Sequence[str]
-) -> tuple[ParsedRows, str | None]:
-    """Parsed rows plus the request's own `id`, if it sent one. `outputs`: the model's output
-    names (`output_names`); a requested output not among them is refused (`InputError`)."""
+) -> tuple[ParsedRows, InferAsks]:
+    """Parsed rows plus what the body asks besides them. `outputs`: the model's output
+    names (`output_names`); a requested output not among them, named twice, or asked with
+    `parameters` this server does not honour is refused (`InputError`)."""
     if not body.strip():
         raise InputError("empty request body")
     try:
@@ -60,43 +71,86 @@ def parse_infer_request(
 
 def _parse_payload(
     payload: Any, schema: InputSchema, outputs: Sequence[str]
-) -> tuple[ParsedRows, str | None]:
+) -> tuple[ParsedRows, InferAsks]:
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         got = f"'inputs' is {show(payload.get('inputs'))}" if isinstance(payload, dict) else None
         raise InputError(
             f"expected a JSON object with an 'inputs' list of tensors; got {got or show(payload)}"
         )
-    _check_requested_outputs(payload.get("outputs"), outputs)
+    _refuse_binary_output(payload.get("parameters"))
+    requested = _requested_outputs(payload.get("outputs"), outputs)
     tensors = payload["inputs"]
     if not tensors or not all(isinstance(tensor, dict) for tensor in tensors):
         raise InputError(
             f"'inputs' must be a non-empty list of tensor objects; got {show(tensors)}"
         )
     request_id = payload.get("id")
-    request_id = str(request_id) if request_id is not None else None
+    asks = InferAsks(str(request_id) if request_id is not None else None, requested)
     name = tensors[0].get("name")
     # One tensor named after no column is the whole table (one named "Age" is a column's).
     if len(tensors) == 1 and name not in schema.names and not near_duplicates([name], schema.names):
-        return _parse_table_tensor(tensors[0], schema), request_id
-    return _parse_column_tensors(tensors, schema), request_id
+        return _parse_table_tensor(tensors[0], schema), asks
+    return _parse_column_tensors(tensors, schema), asks
 
 
-def _check_requested_outputs(requested: Any, outputs: Sequence[str]) -> None:
-    """The request's optional `outputs` (`[{"name": ...}]`) must name outputs the model has:
-    an unknown name is refused, naming it and the available ones, never silently ignored."""
+def _refuse_binary_output(parameters: Any) -> None:
+    """The request's `parameters` may carry other servers' hints (MLServer's
+    `content_type`); `binary_data_output` (the binary tensor extension) asks for every
+    output in a form this server does not write: refused, not answered otherwise."""
+    if isinstance(parameters, dict) and parameters.get("binary_data_output", False) is not False:
+        raise InputError(
+            f'parameters: unsupported "binary_data_output": '
+            f"{orjson.dumps(parameters['binary_data_output']).decode()}; this server answers "
+            "every output as JSON data (the binary tensor extension is not served)"
+        )
+
+
+def _requested_outputs(requested: Any, outputs: Sequence[str]) -> tuple[str, ...] | None:
+    """The names in the request's optional `outputs` (`[{"name": ...}]`), in its order;
+    None when it names none (absent or `[]`: every output, as the protocol says).
+
+    Each must be an output the model has, named once, and ask nothing of it this server
+    does not do (`parameters` other than `"binary_data": false`, such as Triton's
+    `classification` top-k or binary data): refused naming it, never silently ignored."""
     if requested is None:
-        return
+        return None
     if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
         raise InputError(
             f"'outputs' must be a list of objects like {{\"name\": ...}}; got {show(requested)}"
         )
-    for index, output in enumerate(requested):
-        name = output.get("name")
+    names = tuple(output.get("name") for output in requested)
+    for index, (name, output) in enumerate(zip(names, requested, strict=True)):
         if name not in outputs:
             raise InputError(
                 f"outputs[{index}]: unknown output {show(name)}; this model's outputs are "
                 f"{list(outputs)}"
             )
+        _check_output_parameters(index, name, output.get("parameters"))
+    if len(set(names)) < len(names):
+        raise InputError(
+            f"'outputs': output(s) named more than once: {repeated_names(names)}; name each once"
+        )
+    return names or None
+
+
+def _check_output_parameters(index: int, name: str, parameters: Any) -> None:
+    """A requested output's `parameters`: none this server does not honour."""
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise InputError(
+            f"outputs[{index}] ({show(name)}): 'parameters' must be an object; got "
+            f"{show(parameters)}"
+        )
+    unsupported = {key: value for key, value in parameters.items() if key != "binary_data"}
+    if parameters.get("binary_data", False) is not False:
+        unsupported["binary_data"] = parameters["binary_data"]
+    if unsupported:
+        raise InputError(
+            f"outputs[{index}] ({show(name)}): unsupported parameter(s) "
+            f"{orjson.dumps(unsupported).decode()}; this server answers every output as "
+            'JSON data, whole ("binary_data": false is the only parameter it takes)'
+        )
 
 
 def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) -> ParsedRows:
@@ -263,19 +317,28 @@ def _flatten(data: list[Any]) -> list[Any]:
 
 
 def render_infer_response(
-    prediction: Prediction, meta: BundleMeta, request_id: str | None
+    prediction: Prediction,
+    meta: BundleMeta,
+    request_id: str | None,
+    requested: Sequence[str] | None = None,
 ) -> bytes:
-    outputs: list[dict[str, Any]] = []
+    """The infer response: the `requested` output tensors, in that order (names checked by
+    `parse_infer_request`); None: every output of the model (`output_names`)."""
     if prediction.values is not None:
-        outputs.append(_tensor("value", prediction.values))
+        arrays = {"value": prediction.values}
     else:
-        outputs.append(_tensor("label", prediction.labels))
-        if prediction.proba is not None:
-            outputs.append(_tensor("probabilities", prediction.proba))
+        # A scikit-learn classifier without `predict_proba` has no probabilities to give.
+        arrays = {"label": prediction.labels, "probabilities": prediction.proba}
+    names = [name for name in output_names(meta) if arrays[name] is not None]
+    if requested is not None:
+        missing = [name for name in requested if arrays[name] is None]
+        if missing:
+            raise ValueError(f"model {meta.version} computes no {missing}")
+        names = list(requested)
     response: dict[str, Any] = {
         "model_name": meta.name,
         "model_version": meta.version,
-        "outputs": outputs,
+        "outputs": [_tensor(name, arrays[name]) for name in names],
     }
     if request_id is not None:
         response["id"] = request_id

@@ -20,9 +20,9 @@ import yaml
 from ct_platform.definitions import build_definitions
 from ct_platform.defs.monitoring.assets import PRODUCTION_PERFORMANCE, SAMPLE_SIZE_CHECK
 from ct_platform.deployment.export import default_registry
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.monitoring.champion_reference import save_champion_reference
 from ct_platform.monitoring.frames import typed_features
-from ct_platform.registry.versions import CHAMPION as CHAMPION_ALIAS
 from ct_platform.serving.bundle import Prediction
 from ct_platform.serving.feedback import LabelRule
 from ct_platform.serving.prediction_log import ScoredBatch
@@ -93,7 +93,7 @@ def register_champion(spec: Spec, train: pd.DataFrame) -> None:
     registry = default_registry(spec)
     fitted = fit_pipeline(spec, train, max_iter=20)
     log_versions(registry, fitted, train, [f"decay-{v}" for v in range(1, CHAMPION + 1)])
-    registry.set_alias(CHAMPION_ALIAS, CHAMPION)
+    set_champion(registry, CHAMPION, spec)
 
 
 def materialize_performance(spec: Spec, instance: dg.DagsterInstance) -> tuple[dict, str]:

@@ -67,3 +67,25 @@ def test_full_collections_are_rarer_and_cyclic_garbage_is_still_freed() -> None:
     done = subprocess.run([sys.executable, "-c", LESS_OFTEN], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "['cycle freed']"
+
+
+SKOPS_FIRST = """
+import sys
+import dagster
+from ct_platform.defs.resources import MlflowResource
+from ct_platform.defs.training.assets import model_registry
+from ct_platform.settings import load_spec
+
+assert "mlflow" not in sys.modules and "skops.io" not in sys.modules
+registry = model_registry(MlflowResource(), load_spec())
+assert registry.versions() == []  # a working registry on its fresh store
+order = list(sys.modules)
+print(order.index("skops.io") < order.index("mlflow"), end="")
+"""
+
+
+def test_model_steps_import_skops_before_mlflow(spec_file: Path, ct_home: Path) -> None:
+    # In import order: skops's own import then searches Dagster's modules, not MLflow's.
+    done = subprocess.run([sys.executable, "-c", SKOPS_FIRST], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "True"

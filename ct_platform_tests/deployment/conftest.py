@@ -26,8 +26,8 @@ from ct_platform.data.contract import check_contract
 from ct_platform.deployment import DeploymentError, DeploymentTarget, target_for
 from ct_platform.deployment.container import HOME_LABEL, DockerTarget, docker_client
 from ct_platform.deployment.export import HOLDOUT_ARTIFACT, default_registry
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.mlflow_registry import ModelRegistry, ModelVersionInfo
-from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec, load_spec
 from ct_platform.training.bundling import build_bundle
 from ct_platform.training.pipeline import build_pipeline
@@ -241,7 +241,7 @@ def two_versions(
     registry = default_registry(serving_spec)
     for fingerprint in ("fp-1", "fp-2"):
         register(registry, serving_spec, train, None, fingerprint=fingerprint, tmp_path=tmp_path)
-    registry.set_alias(CHAMPION, 1)
+    set_champion(registry, 1, serving_spec)
     return registry
 
 

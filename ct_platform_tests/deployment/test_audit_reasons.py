@@ -32,6 +32,7 @@ from ct_platform.deployment.endpoint import Health, probe
 from ct_platform.deployment.rollout import admin_client, controller_for, roll_out, served_version
 from ct_platform.deployment.state import read_json
 from ct_platform.governance.audit import AuditEvent, read_events
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec
@@ -141,7 +142,7 @@ def test_the_watchdog_restarting_a_dead_server_says_what_it_found(
     stack: tuple[Spec, ModelRegistry], instance: dg.DagsterInstance
 ) -> None:
     spec, registry = stack
-    registry.set_alias(CHAMPION, 1)
+    set_champion(registry, 1, spec)
     url = str(materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)["url"])
     os.kill(server_pid(spec), signal.SIGKILL)
 
@@ -288,7 +289,7 @@ def test_the_watchdog_leaves_a_server_busy_at_its_cap_alone_and_restarts_a_hung_
     spec, registry = stack
     serving = spec.serving.model_copy(update={"max_connections": 2, "hung_after_s": 1.0})
     spec = spec.model_copy(update={"serving": serving})
-    registry.set_alias(CHAMPION, 1)
+    set_champion(registry, 1, spec)
     url = str(materialize_endpoint(spec, instance, AUTOMATION_RUN_TAGS)["url"])
     pid = server_pid(spec)
     before = read_events()

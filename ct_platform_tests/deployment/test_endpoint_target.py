@@ -22,6 +22,7 @@ from ct_platform.deployment.controller import RolloutController, RolloutStore
 from ct_platform.deployment.export import default_registry
 from ct_platform.deployment.remote import EndpointTarget
 from ct_platform.deployment.rollout import admin_client, roll_out
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec, SpecError, load_spec
 from ct_platform_tests.deployment.conftest import fit_pipeline, free_port_pair, log_versions
@@ -174,7 +175,7 @@ def test_a_canary_rollout_runs_in_the_endpoint(
     fitted = fit_pipeline(spec, train_holdout[0], max_iter=20)
     # Versions 1 and 2 with the bundles' fingerprints: the export reuses those bundles.
     log_versions(registry, fitted, train_holdout[0], ("test-1", "test-2"))
-    registry.set_alias(CHAMPION, 1)
+    set_champion(registry, 1, spec)
     target = target_for(spec)
     target.deploy(bundles["1"])
     registry.set_alias(CANARY, 2)  # what the champion asset does under a progressive strategy

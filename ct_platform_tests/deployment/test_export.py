@@ -12,6 +12,7 @@ import pytest
 
 from ct_platform.deployment import DeploymentError, export_champion_bundle, pointed_bundle
 from ct_platform.deployment.export import HOLDOUT_ARTIFACT, default_registry
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.serving.bundle import ONNX_FILE, SKOPS_FILE, load_bundle, read_meta
 from ct_platform.serving.manifest import MANIFEST_FILE, ManifestError, verify_manifest
 from ct_platform.settings import Spec
@@ -25,7 +26,7 @@ def test_export_writes_a_checked_bundle_and_points_champion_at_it(
     train, holdout = train_holdout
     registry = default_registry(spec)
     info = register(registry, spec, train, holdout, fingerprint="fp-one", tmp_path=tmp_path)
-    registry.set_alias("champion", info.version)
+    set_champion(registry, info.version, spec)
 
     bundle_dir = export_champion_bundle(spec, registry)
 
@@ -50,7 +51,7 @@ def test_export_is_idempotent_and_follows_the_alias(
     train, holdout = train_holdout
     registry = default_registry(spec)
     first = register(registry, spec, train, holdout, fingerprint="fp-a", tmp_path=tmp_path)
-    registry.set_alias("champion", first.version)
+    set_champion(registry, first.version, spec)
     bundle_dir = export_champion_bundle(spec, registry)
     written_at = (bundle_dir / "bundle.json").stat().st_mtime_ns
 
@@ -58,7 +59,7 @@ def test_export_is_idempotent_and_follows_the_alias(
     assert (bundle_dir / "bundle.json").stat().st_mtime_ns == written_at  # reused, not rebuilt
 
     second = register(registry, spec, train, holdout, fingerprint="fp-b", tmp_path=tmp_path)
-    registry.set_alias("champion", second.version)
+    set_champion(registry, second.version, spec)
     newer = export_champion_bundle(spec, registry)
     assert newer != bundle_dir and read_meta(newer).version == str(second.version)
     assert pointed_bundle(spec) == newer
@@ -73,7 +74,7 @@ def test_export_refuses_without_champion_or_holdout(
         export_champion_bundle(spec, registry)
 
     info = register(registry, spec, train, None, fingerprint="fp-bare", tmp_path=tmp_path)
-    registry.set_alias("champion", info.version)
+    set_champion(registry, info.version, spec)
     with pytest.raises(DeploymentError, match=HOLDOUT_ARTIFACT):
         export_champion_bundle(spec, registry)
     assert pointed_bundle(spec) is None
@@ -89,7 +90,7 @@ def test_export_seals_the_bundle_with_a_manifest_of_every_file(
     train, holdout = train_holdout
     registry = default_registry(spec)
     info = register(registry, spec, train, holdout, fingerprint="fp-m", tmp_path=tmp_path)
-    registry.set_alias("champion", info.version)
+    set_champion(registry, info.version, spec)
 
     bundle_dir = export_champion_bundle(spec, registry)
 
@@ -120,9 +121,9 @@ def test_a_model_file_from_another_version_is_caught_and_the_export_rebuilds(
         fingerprint="fp-2",
         tmp_path=tmp_path,
     )
-    registry.set_alias("champion", second.version)
+    set_champion(registry, second.version, spec)
     v2 = export_champion_bundle(spec, registry)
-    registry.set_alias("champion", first.version)
+    set_champion(registry, first.version, spec)
     v1 = export_champion_bundle(spec, registry)
     original = _sha256(v1 / ONNX_FILE)
     assert original != _sha256(v2 / ONNX_FILE)
@@ -145,7 +146,7 @@ def test_a_half_written_bundle_folder_is_never_taken_for_complete(
     train, holdout = train_holdout
     registry = default_registry(spec)
     info = register(registry, spec, train, holdout, fingerprint="fp-h", tmp_path=tmp_path)
-    registry.set_alias("champion", info.version)
+    set_champion(registry, info.version, spec)
     bundle_dir = export_champion_bundle(spec, registry)
     (bundle_dir / SKOPS_FILE).unlink()
     with pytest.raises(ManifestError, match=f"missing: {SKOPS_FILE}"):
@@ -165,7 +166,7 @@ def test_export_seals_the_bundle_the_artifact_gates_judged(
     train, holdout = train_holdout
     registry = default_registry(spec)
     info = register(registry, spec, train, holdout, fingerprint="fp-gated", tmp_path=tmp_path)
-    registry.set_alias("champion", info.version)
+    set_champion(registry, info.version, spec)
     gated = build_bundle(
         registry.load_model(info.version),
         spec,
@@ -200,7 +201,7 @@ def test_export_rebuilds_when_the_gated_bundle_is_not_this_versions(
     train, holdout = train_holdout
     registry = default_registry(spec)
     info = register(registry, spec, train, holdout, fingerprint="fp-real", tmp_path=tmp_path)
-    registry.set_alias("champion", info.version)
+    set_champion(registry, info.version, spec)
     build_bundle(
         registry.load_model(info.version),
         spec,

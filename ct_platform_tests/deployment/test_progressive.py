@@ -38,7 +38,7 @@ from ct_platform.deployment.export import default_registry
 from ct_platform.deployment.rollout import admin_client, roll_out
 from ct_platform.governance.approval import APPROVAL_TAG, PENDING, decide
 from ct_platform.governance.audit import BY_HAND, audit_path, current_user, read_events
-from ct_platform.governance.lifecycle import promote_approved
+from ct_platform.governance.lifecycle import promote_approved, set_champion
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CANARY, CHALLENGER, CHAMPION
 from ct_platform.settings import Spec
@@ -147,7 +147,7 @@ def stack(shared_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
         admin.load(f"{MODEL}-v1", slot="stable")
     # What a restart serves, as a completed rollout leaves it recorded: version 1 again.
     target_for(shared_stack.spec).adopt(shared_stack.spec.paths.bundles / f"{MODEL}-v1")
-    registry.set_alias(CHAMPION, 1)
+    set_champion(registry, 1, shared_stack.spec)
     registry.delete_alias(CANARY)
     shutil.rmtree(shared_stack.spec.paths.rollouts)
     (shared_stack.home / "alerts.jsonl").unlink(missing_ok=True)
@@ -703,7 +703,7 @@ def test_ct_rollback_during_a_rollout_rolls_it_back_by_name(
     )
 
     # The champion in `ct rollout status` is MLflow's, whatever the rollout recorded.
-    stack.registry.set_alias(CHAMPION, 3)
+    set_champion(stack.registry, 3, stack.spec)
     assert ct_main(["rollout", "status"]) == 0
     headline, *_ = capsys.readouterr().out.splitlines()
     assert headline == (
@@ -718,7 +718,7 @@ def test_a_rollout_whose_candidate_a_deploy_took_out_names_that_deploy(stack: St
     the guess "unloaded?"."""
     spec, admin, registry = progressive(stack.spec, "canary"), stack.admin, stack.registry
     started = RolloutController(spec, admin, registry).begin("2", f"{MODEL}-v2")
-    registry.set_alias(CHAMPION, 3)
+    set_champion(registry, 3, spec)
     direct = spec.model_copy(
         update={"deployment": spec.deployment.model_copy(update={"strategy": "direct"})}
     )

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from ct_platform.deployment import target_for
 from ct_platform.deployment.export import default_registry
 from ct_platform.deployment.rollout import live_endpoint_status, roll_out
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.mlflow_registry import default_tracking_uri
 from ct_platform.settings import Spec
 from ct_platform_tests.deployment.conftest import register
@@ -34,7 +35,7 @@ def test_roll_out_serves_the_champion_and_the_check_notices_a_new_one(
     assert live_endpoint_status(spec, registry).describe() == "nothing is deployed yet"
 
     first = register(registry, spec, train, holdout, fingerprint="fp-1", tmp_path=tmp_path)
-    registry.set_alias("champion", first.version)
+    set_champion(registry, first.version, spec)
     endpoint = roll_out(spec, registry).endpoint
 
     assert endpoint.version == str(first.version)
@@ -43,7 +44,7 @@ def test_roll_out_serves_the_champion_and_the_check_notices_a_new_one(
     assert live.figures()["served_version"] == str(first.version)
 
     second = register(registry, spec, train, holdout, fingerprint="fp-2", tmp_path=tmp_path)
-    registry.set_alias("champion", second.version)
+    set_champion(registry, second.version, spec)
     stale = live_endpoint_status(spec, registry)
     assert not stale.serves_champion
     assert stale.describe() == (

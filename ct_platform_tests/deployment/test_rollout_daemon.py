@@ -37,6 +37,7 @@ import yaml
 from ct_platform.defs.serving.rollout import ROLLOUT
 from ct_platform.deployment import target_for
 from ct_platform.deployment.export import default_registry
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CANARY, CHAMPION
 from ct_platform.settings import Spec, load_spec
@@ -114,7 +115,7 @@ def versions(
         registry.log_candidate(
             third, train=train, params={}, metrics={}, fingerprint=fingerprint, dagster_run_id=None
         )
-    registry.set_alias(CHAMPION, 1)
+    set_champion(registry, 1, demo_spec)
     return registry
 
 

@@ -11,7 +11,7 @@ import orjson
 import pandas as pd
 
 from ct_platform.serving.bundle import Prediction
-from ct_platform.serving.feedback import FeedbackLog, LabelRule, parse_feedback
+from ct_platform.serving.feedback import FeedbackLog, LabelJudge, LabelRule, parse_feedback
 from ct_platform.serving.prediction_log import PredictionLog, ScoredBatch
 from ct_platform.serving.schema import MISSING_CATEGORY
 from ct_platform.settings import DatasetSpec
@@ -89,9 +89,10 @@ def post_feedback(
     directory: Path, labels: dict[str, int | float], rule: LabelRule = BANK_LABELS
 ) -> None:
     """Labels as the server records them, checked by `rule` (default: the bank model's
-    classes 0 and 1; a regression model's `LabelRule(classes=None)`)."""
+    classes 0 and 1; a regression model's `LabelRule(classes=None)`): the rule of the one
+    version served, which answered requests the server no longer remembers."""
     body = orjson.dumps([{"request_id": key, "label": label} for key, label in labels.items()])
-    FeedbackLog(directory).append(parse_feedback(body, rule))
+    FeedbackLog(directory).append(parse_feedback(body, LabelJudge(lambda: [rule])))
 
 
 def _served_column(values: pd.Series, dataset: DatasetSpec, name: str) -> np.ndarray:

@@ -18,8 +18,10 @@ from mlflow.models import Model
 from mlflow.types.utils import _infer_schema
 from sklearn.pipeline import Pipeline
 
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry import skops_types
 from ct_platform.registry.mlflow_registry import (
+    ChampionAliasError,
     ModelRegistry,
     _dataset_input,
     default_tracking_uri,
@@ -214,21 +216,67 @@ def test_find_version_by_fingerprint(
 
 
 def test_aliases_move_between_versions(
-    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame
+    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame, bank_spec: Spec
 ) -> None:
     assert registry.alias_version(CHALLENGER) is None  # nothing registered yet
     first = log(registry, fitted, train_frame, fingerprint="1" * 64)
     assert registry.alias_version(CHAMPION) is None
-    registry.set_alias(CHAMPION, first.version)
+    set_champion(registry, first.version, bank_spec)
     second = log(registry, fitted, train_frame, fingerprint="2" * 64)
     assert registry.alias_version(CHALLENGER).version == second.version
     assert registry.alias_version(CHAMPION).version == first.version
     assert registry.version(first.version).aliases == [CHAMPION]  # challenger moved off it
-    registry.set_alias(CHAMPION, second.version)
+    set_champion(registry, second.version, bank_spec)
     # Champion now: no longer a challenger (the alias is removed, not left on the champion).
     assert registry.version(second.version).aliases == [CHAMPION]
     assert registry.alias_version(CHALLENGER) is None
     assert registry.version(first.version).aliases == []
+
+
+def test_champion_moves_only_through_set_champion_which_records_it(
+    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame, bank_spec: Spec
+) -> None:
+    """A finding: `registry.set_alias(CHAMPION, v)` moved the serving champion with no
+    promotion line in the audit trail and the drift reference left on the old version.
+    Now the registry refuses to move or remove `champion` except through `set_champion`."""
+    from ct_platform.governance.audit import read_events
+    from ct_platform.governance.lifecycle import promotion_event
+
+    first = log(registry, fitted, train_frame, fingerprint="5" * 64)
+    second = log(registry, fitted, train_frame, fingerprint="6" * 64)
+    set_champion(registry, first.version, bank_spec)
+    refusal = (
+        "the 'champion' alias is not {} directly: move it with "
+        "governance.lifecycle.set_champion(registry, version, spec, event), which records "
+        "the promotion in the audit trail and moves the drift reference with it"
+    )
+    with pytest.raises(ChampionAliasError) as raised:
+        registry.set_alias(CHAMPION, second.version)
+    assert str(raised.value) == refusal.format("set")
+    for remove in (lambda: registry.delete_alias(CHAMPION),
+                   lambda: registry.drop_alias_of(CHAMPION, first.version)):  # fmt: skip
+        with pytest.raises(ChampionAliasError) as raised:
+            remove()
+        assert str(raised.value) == refusal.format("removed")
+    assert registry.alias_version(CHAMPION).version == first.version
+    assert registry.alias_version(CHALLENGER).version == second.version
+    assert read_events() == []
+
+    event = promotion_event(
+        registry,
+        registry.alias_version(CHAMPION),
+        registry.version(second.version),
+        actor="ana",
+    )
+    set_champion(registry, second.version, bank_spec, event)
+    assert registry.alias_version(CHAMPION).version == second.version
+    [line] = read_events()
+    assert (line.kind, line.from_version, line.to_version, line.actor) == (
+        "promotion",
+        first.version,
+        second.version,
+        "ana",
+    )
 
 
 def test_load_model_round_trip_predicts_identically(

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CHAMPION, FIT_TAG, REFIT_OF_TAG
 from ct_platform.settings import Spec
@@ -70,13 +71,13 @@ def test_refit_lookup_pending_promotion_and_comparator(
     assert registry.alias_version(CHAMPION).version == refit.version
     assert not promotion_pending(registry, holdout_fit)
     # Rolled back to an older version: the refit promoted once is not promoted again.
-    registry.set_alias(CHAMPION, holdout_fit.version)
+    set_champion(registry, holdout_fit.version, spec)
     assert not promotion_pending(registry, holdout_fit)
     # Nor by a rerun of an old champion step: the rollback sticks.
     with pytest.raises(PromotionRefused, match="was promoted before"):
         promote(registry, refit.version, spec, dagster_run_id="dagster-run-3")
     assert registry.alias_version(CHAMPION).version == holdout_fit.version
-    registry.set_alias(CHAMPION, refit.version)
+    set_champion(registry, refit.version, spec)
 
     # The serving refit learned from b-0001 and b-0002. A candidate window sharing any batch
     # with it (its holdout may reach back into b-0001 when the newest batch is small) meets

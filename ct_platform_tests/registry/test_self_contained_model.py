@@ -15,6 +15,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from ct_platform.data.contract import check_contract
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
@@ -35,10 +36,12 @@ def raw_rows(bank_frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def champion_uri(tracking_uri: str, fitted: Pipeline, train_frame: pd.DataFrame) -> str:
+def champion_uri(
+    tracking_uri: str, fitted: Pipeline, train_frame: pd.DataFrame, bank_spec: Spec
+) -> str:
     registry = ModelRegistry(tracking_uri, "self_contained", experiment="ct-tests")
     info = log(registry, fitted, train_frame, fingerprint="s" * 64)
-    registry.set_alias(CHAMPION, info.version)
+    set_champion(registry, info.version, bank_spec)
     return f"models:/{registry.model_name}@{CHAMPION}"
 
 

@@ -9,8 +9,10 @@ from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
 from ct_platform.defs.metadata import report_links
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.mlflow_registry import ModelRegistry, dagster_run_url, mlflow_ui_url
 from ct_platform.registry.versions import CHALLENGER, CHAMPION
+from ct_platform.settings import Spec
 from ct_platform.training.gates import GateResult
 from ct_platform_tests.registry.conftest import log
 
@@ -27,10 +29,10 @@ def _description(registry: ModelRegistry, version: int) -> str:
 
 
 def test_rejected_version_loses_challenger_and_says_why(
-    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame
+    registry: ModelRegistry, fitted: Pipeline, train_frame: pd.DataFrame, bank_spec: Spec
 ) -> None:
     champion = log(registry, fitted, train_frame, fingerprint="1" * 64)
-    registry.set_alias(CHAMPION, champion.version)
+    set_champion(registry, champion.version, bank_spec)
     rejected = log(registry, fitted, train_frame, fingerprint="2" * 64)
     assert registry.alias_version(CHALLENGER).version == rejected.version
 

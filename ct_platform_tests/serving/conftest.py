@@ -216,42 +216,55 @@ class ThreadedServer:
         self._thread.join(timeout=30)
 
 
-def season_bundle(folder: Path, target_rules: dict[str, float] | None = None) -> Path:
-    """A real regression bundle (`seasons` v1, in `folder/home/bundles`) whose category
-    `season` is coded "1".."4" in its data; `target_rules` as the spec would declare them."""
+def season_bundle(
+    folder: Path,
+    target_rules: dict[str, float] | None = None,
+    *,
+    version: int = 1,
+    classes: tuple[str, str, str] | None = None,
+) -> Path:
+    """A real regression bundle (`seasons` v`version`, in `folder/home/bundles`) whose
+    category `season` is coded "1".."4" in its data; `target_rules` as the spec would
+    declare them. With `classes` (coldest first), a classifier on the same columns instead:
+    the temperature's tertile, named by them."""
     raw = yaml.safe_load(BANK_SPEC.read_text())
     raw["dataset"] = {
         "name": "seasons",
         "landing_dir": str(folder),
         "target": "y",
-        "task": "regression",
+        "task": "classification" if classes else "regression",
         "columns": {
             "season": {"type": "category", "categories": ["1", "2", "3", "4"]},
             "temp": {"type": "float"},
         },
         **({"target_rules": target_rules} if target_rules else {}),
     }
-    raw["evaluation"]["primary_metric"] = "rmse"
+    raw["evaluation"]["primary_metric"] = "accuracy" if classes else "rmse"
+    kind = "Classifier" if classes else "Regressor"
     raw["model"] = {
         "name": "seasons",
-        "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
+        "estimator": f"sklearn.ensemble.HistGradientBoosting{kind}",
         "params": {"max_iter": 30, "random_state": 0},
     }
-    (folder / "spec.yaml").write_text(yaml.safe_dump(raw))
-    spec = load_spec(folder / "spec.yaml")
+    (folder / f"spec-v{version}.yaml").write_text(yaml.safe_dump(raw))
+    spec = load_spec(folder / f"spec-v{version}.yaml")
     rng = np.random.default_rng(0)
     season = rng.integers(1, 5, 2000)
-    frame = pd.DataFrame({"season": season.astype(str), "temp": rng.normal(15, 8, 2000)}).assign(
-        y=lambda f: season * 10.0 + f["temp"]
+    temp = rng.normal(15, 8, 2000)
+    target = (
+        np.array(classes)[np.digitize(temp, np.quantile(temp, [1 / 3, 2 / 3]))]
+        if classes
+        else season * 10.0 + temp
     )
+    frame = pd.DataFrame({"season": season.astype(str), "temp": temp, "y": target})
     return build_bundle(
         fit_pipeline(frame.iloc[:1500], spec),
         spec,
         name="seasons",
-        version=1,
-        fingerprint="fp-seasons",
+        version=version,
+        fingerprint=f"fp-seasons-{version}",
         holdout=frame.iloc[1500:].reset_index(drop=True),
-        directory=folder / "home" / "bundles" / "seasons-v1",
+        directory=folder / "home" / "bundles" / f"seasons-v{version}",
     )
 
 

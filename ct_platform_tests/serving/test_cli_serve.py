@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform_tests.serving.conftest import free_port, wait_until_up
 
 # The `ct` entry point of this venv.
@@ -53,10 +54,10 @@ def test_serves_mlflow_champion_not_the_stale_bundle(
     registry = default_registry(spec)
     train, rows = train_frame.iloc[:3000], holdout.iloc[:500]
     first = register(registry, spec, train, rows, fingerprint="fp-1", tmp_path=tmp_path)
-    registry.set_alias("champion", first.version)
+    set_champion(registry, first.version, spec)
     assert export_champion_bundle(spec, registry).name == f"bank_marketing-v{first.version}"
     second = register(registry, spec, train, rows, fingerprint="fp-2", tmp_path=tmp_path)
-    registry.set_alias("champion", second.version)
+    set_champion(registry, second.version, spec)
     registry.set_tags(second.version, {"ct.semver": "1.1.0"})
 
     port = free_port()

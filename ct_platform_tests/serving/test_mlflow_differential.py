@@ -27,6 +27,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from ct_platform.data.contract import check_contract
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.versions import CHAMPION
 from ct_platform.settings import Spec
 from ct_platform.training.bundling import build_bundle
@@ -86,7 +87,9 @@ def platform_server(
 
 
 @pytest.fixture(scope="module")
-def champion(pipeline: Pipeline, train: pd.DataFrame, tmp_path_factory) -> tuple[str, str]:
+def champion(
+    pipeline: Pipeline, train: pd.DataFrame, bank_spec: Spec, tmp_path_factory
+) -> tuple[str, str]:
     """(tracking URI, `models:/<name>@champion`) of the model logged and promoted."""
     from ct_platform.registry.mlflow_registry import ModelRegistry
 
@@ -98,7 +101,7 @@ def champion(pipeline: Pipeline, train: pd.DataFrame, tmp_path_factory) -> tuple
         pipeline, train=train, params={}, metrics={}, fingerprint="differential",
         dagster_run_id=None,
     )  # fmt: skip
-    registry.set_alias(CHAMPION, info.version)
+    set_champion(registry, info.version, bank_spec)
     return tracking_uri, f"models:/{MODEL_NAME}@{CHAMPION}"
 
 

@@ -368,15 +368,17 @@ def test_a_scored_answer_logs_its_record_once_written_and_when_the_write_fails()
 def test_a_one_row_record_from_the_plain_values_is_the_columns_record(
     open_server: ThreadedServer, rows: list[dict]
 ) -> None:
-    """The one-row path logs from `ParsedRows.values`: byte for byte the record made from
-    the row's column arrays, a missing category (null) and a missing number (NaN) too."""
+    """The one-row path logs from `ParsedRows.logged_values`: byte for byte the record made
+    from the row's column arrays, a missing category (null) and a missing number (NaN) too;
+    the common row (no missing category) is logged from the very list that is scored."""
     served = ServedModel.of(load_bundle(open_server.config.bundle), "reject", "ignore")
     for sent in ({**rows[0]}, {**rows[1], "job": None, "pdays": 999}):
         parsed = served.schema.from_records([sent])
         assert parsed.values is not None  # the one-row path took it
         prediction = served.model.predict(parsed)
         fields = ("r1", 1.5, "stable", "1", served.schema.names)
-        from_values = ScoredBatch(*fields, [], prediction, 0.25, parsed.values)
+        assert (parsed.logged_values is parsed.values) == ("" not in parsed.values)
+        from_values = ScoredBatch(*fields, [], prediction, 0.25, parsed.logged_values)
         from_columns = ScoredBatch(*fields, parsed.columns, prediction, 0.25)
         assert jsonl(from_values) == jsonl(from_columns)
         record = orjson.loads(jsonl(from_values))

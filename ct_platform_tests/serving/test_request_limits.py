@@ -6,6 +6,7 @@ scoring still completes before it) and status codes, which hold on a loaded mach
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import socket
@@ -18,7 +19,10 @@ import httpx
 import orjson
 import pandas as pd
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
+from ct_platform.serving.http_limits import bounded_http_protocol
 from ct_platform.settings import Spec
 from ct_platform_tests.serving.conftest import (
     ThreadedServer,
@@ -285,14 +289,7 @@ def test_a_request_in_many_reads_within_the_limits_is_answered(
     """Headers and body each in pieces, paused between (each pause well within the 1 s
     header timeout and the body's gap timeout): answered 200 with the row's prediction,
     the same as the request sent whole, twice on one kept-alive connection."""
-    body = httpx.Request("POST", "/", json=small_body).content
-    head = (
-        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
-    )
-    whole = httpx.post(f"{limits_server.url}/invocations", content=body, headers={
-        "content-type": "application/json"})  # fmt: skip
-    assert whole.status_code == 200, whole.text
+    head, body, answer = _row_exchange(limits_server, small_body)
     request = head + body
     with socket.create_connection(("127.0.0.1", limits_server.port), timeout=120) as sock:
         for _ in range(2):
@@ -300,7 +297,133 @@ def test_a_request_in_many_reads_within_the_limits_is_answered(
                 sock.sendall(request[start : start + 40])
                 time.sleep(0.01)
             status, content = _read_one_answer(sock)
-            assert (status, content) == (200, whole.content)
+            assert (status, content) == (200, answer)
+
+
+def _row_exchange(
+    server: ThreadedServer, body_json: dict, extra_header: bytes = b""
+) -> tuple[bytes, bytes, bytes]:
+    """(request head with `extra_header`, body, the answer's body when sent whole) of a
+    `POST /invocations` of `body_json`."""
+    body = httpx.Request("POST", "/", json=body_json).content
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"%sContent-Length: %d\r\n\r\n" % (extra_header, len(body))
+    )
+    whole = httpx.post(f"{server.url}/invocations", content=body, headers={
+        "content-type": "application/json"})  # fmt: skip
+    assert whole.status_code == 200, whole.text
+    return head, body, whole.content
+
+
+def test_an_expect_100_continue_request_gets_its_interim_answer_before_the_body(
+    limits_server: ThreadedServer, small_body: dict
+) -> None:
+    """The `100 Continue` goes out at once (the client sends the body only once it has it),
+    though each answer's head waits for its body to leave in one write; then the answer."""
+    head, body, answer = _row_exchange(limits_server, small_body, b"Expect: 100-continue\r\n")
+    with socket.create_connection(("127.0.0.1", limits_server.port), timeout=10) as sock:
+        sock.sendall(head)
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            data = sock.recv(1)
+            assert data, interim
+            interim += data
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert _read_one_answer(sock) == (200, answer)
+
+
+class _RecordingTransport(asyncio.Transport):
+    """The socket's side of a connection: every `write` kept as it was made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        addresses = {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}
+        return addresses.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _answers_written(app: object, requests: int, method: bytes = b"POST") -> _RecordingTransport:
+    """The server's protocol (limits as `ct serve` sets them) answering `requests` requests
+    of `method` on one kept-alive connection with `app`: what it wrote, write by write."""
+    config = uvicorn.Config(app, http="httptools", access_log=False, log_level="warning")
+    config.load()
+    protocol_class = bounded_http_protocol(65536, 10.0, 60.0, body_time_limit_s=60.0)
+    loop = asyncio.new_event_loop()
+    try:
+        state = ServerState()
+        protocol = protocol_class(config=config, server_state=state, app_state={}, _loop=loop)
+        transport = _RecordingTransport()
+        protocol.connection_made(transport)
+        request = b"%s /invocations HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}" % method
+
+        async def exchange() -> None:
+            for _ in range(requests):
+                protocol.data_received(request)
+                await asyncio.gather(*state.tasks, return_exceptions=True)
+
+        loop.run_until_complete(exchange())
+        return transport
+    finally:
+        loop.close()
+
+
+_ANSWER = b'{"predictions": ["no"]}'
+
+
+async def _fixed_answer(scope: dict, receive: object, send: object) -> None:
+    headers = [(b"content-length", b"%d" % len(_ANSWER))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _ANSWER})
+
+
+def test_an_answer_s_head_and_body_leave_in_one_write() -> None:
+    """uvicorn writes an answer's status line and headers, then its body: two system calls
+    a request. Each answer is one write here, whole, on a kept-alive connection too."""
+    transport = _answers_written(_fixed_answer, 2)
+    assert len(transport.writes) == 2 and not transport.closed
+    for written in transport.writes:
+        head, _, body = written.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 23" in head
+        assert body == _ANSWER
+
+
+def test_a_head_request_s_answer_is_written_without_a_body() -> None:
+    """uvicorn writes no body for a HEAD request: its head is written as it comes (held, it
+    would never leave), each time on a kept-alive connection."""
+    transport = _answers_written(_fixed_answer, 2, method=b"HEAD")
+    assert len(transport.writes) == 2 and not transport.closed
+    for written in transport.writes:
+        assert written.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert written.endswith(b"content-length: 23\r\n\r\n")
+
+
+def test_an_answer_broken_off_after_its_head_still_writes_the_head_then_closes() -> None:
+    """An app that fails once its headers are sent: the head goes out before the close,
+    as uvicorn's own protocol writes it (nothing held back is lost)."""
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        headers = [(b"content-length", b"10")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        raise RuntimeError("the app failed mid-answer")
+
+    transport = _answers_written(app, 1)
+    assert len(transport.writes) == 1 and transport.closed
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[0].endswith(b"content-length: 10\r\n\r\n")
 
 
 @pytest.mark.parametrize(

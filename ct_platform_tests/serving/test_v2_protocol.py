@@ -193,3 +193,110 @@ def test_unknown_requested_output_is_400_naming_it_and_the_available_ones(
     assert (response.status_code, response.json()["error"]) == (400, error)
     known = {"inputs": payload["inputs"], "outputs": [{"name": "label"}]}
     assert infer(open_server, known).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [["label"], ["probabilities"], ["probabilities", "label"], ["label", "probabilities"]],
+)
+def test_answer_holds_exactly_the_requested_outputs_in_the_order_asked(
+    open_server: ThreadedServer,
+    rows: list[dict],
+    expected: tuple,
+    bank_spec: Spec,
+    asked: list[str],
+) -> None:
+    """A finding: `"outputs": [{"name": "label"}]` got both tensors back. The protocol's
+    answer holds the requested outputs: exactly those, in the order asked."""
+    labels, proba = expected
+    payload = {
+        "inputs": column_tensors(rows, bank_spec),
+        "outputs": [{"name": name} for name in asked],
+    }
+    response = infer(open_server, payload)
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert [output["name"] for output in outputs] == asked
+    by_name = {output["name"]: output for output in outputs}
+    if "label" in by_name:
+        assert (by_name["label"]["shape"], by_name["label"]["data"]) == ([N], labels)
+    if "probabilities" in by_name:
+        assert by_name["probabilities"]["shape"] == [N, 2]
+        served = np.array(by_name["probabilities"]["data"]).reshape(N, 2)
+        assert np.abs(served - proba).max() < 1e-4
+
+
+@pytest.mark.parametrize("outputs", [None, []])
+def test_no_output_named_answers_every_output(
+    open_server: ThreadedServer, rows: list[dict], bank_spec: Spec, outputs: list | None
+) -> None:
+    payload = {"inputs": column_tensors(rows[:2], bank_spec)}
+    if outputs is not None:
+        payload["outputs"] = outputs
+    response = infer(open_server, payload)
+    assert response.status_code == 200, response.text
+    assert [o["name"] for o in response.json()["outputs"]] == ["label", "probabilities"]
+
+
+@pytest.mark.parametrize(
+    ("outputs", "error"),
+    [
+        (
+            [{"name": "label"}, {"name": "probabilities"}, {"name": "label"}],
+            "'outputs': output(s) named more than once: 'label' (positions 0 and 2); "
+            "name each once",
+        ),
+        (
+            [{"name": "label", "parameters": {"classification": 1}}],
+            'outputs[0] ("label"): unsupported parameter(s) {"classification":1}; this server '
+            'answers every output as JSON data, whole ("binary_data": false is the only '
+            "parameter it takes)",
+        ),
+        (
+            [{"name": "probabilities", "parameters": {"binary_data": True}}],
+            'outputs[0] ("probabilities"): unsupported parameter(s) {"binary_data":true}; '
+            'this server answers every output as JSON data, whole ("binary_data": false is '
+            "the only parameter it takes)",
+        ),
+        (
+            [{"name": "label", "parameters": "top-1"}],
+            'outputs[0] ("label"): \'parameters\' must be an object; got "top-1"',
+        ),
+    ],
+)
+def test_an_output_asked_twice_or_in_a_way_not_served_is_400_naming_it(
+    open_server: ThreadedServer, rows: list[dict], bank_spec: Spec, outputs: object, error: str
+) -> None:
+    """Top-k classification or binary data asked of an output would be answered otherwise
+    than asked: refused, naming the output and the parameter."""
+    payload = {"inputs": column_tensors(rows[:1], bank_spec), "outputs": outputs}
+    response = infer(open_server, payload)
+    assert (response.status_code, response.json()["error"]) == (400, error)
+
+
+def test_binary_data_false_is_what_the_server_does(
+    open_server: ThreadedServer, rows: list[dict], bank_spec: Spec
+) -> None:
+    payload = {
+        "inputs": column_tensors(rows[:1], bank_spec),
+        "outputs": [{"name": "label", "parameters": {"binary_data": False}}],
+    }
+    response = infer(open_server, payload)
+    assert response.status_code == 200, response.text
+    assert [o["name"] for o in response.json()["outputs"]] == ["label"]
+
+
+def test_binary_output_asked_of_the_whole_request_is_400_and_other_parameters_pass(
+    open_server: ThreadedServer, rows: list[dict], bank_spec: Spec
+) -> None:
+    """Triton's `binary_data_output` would get JSON back without a word: refused. Another
+    server's hint, such as MLServer's `content_type`, changes nothing here and passes."""
+    inputs = column_tensors(rows[:1], bank_spec)
+    binary = infer(open_server, {"inputs": inputs, "parameters": {"binary_data_output": True}})
+    assert (binary.status_code, binary.json()["error"]) == (
+        400,
+        'parameters: unsupported "binary_data_output": true; this server answers every output '
+        "as JSON data (the binary tensor extension is not served)",
+    )
+    hinted = infer(open_server, {"inputs": inputs, "parameters": {"content_type": "pd"}})
+    assert hinted.status_code == 200, hinted.text

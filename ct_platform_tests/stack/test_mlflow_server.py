@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 
 from ct_platform.deployment.export import pointed_bundle
+from ct_platform.governance.lifecycle import set_champion
 from ct_platform.registry.mlflow_registry import ModelRegistry
 from ct_platform.serving.bundle import load_bundle, read_meta
+from ct_platform.settings import load_spec
+from ct_platform_tests.conftest import BANK_SPEC
 from ct_platform_tests.defs.conftest import run_job
 from ct_platform_tests.registry.conftest import log
 from ct_platform_tests.stack.conftest import MlflowServer
@@ -24,7 +27,7 @@ def test_registry_round_trip_through_the_server(mlflow_server, fitted, train_fra
     registry = ModelRegistry(mlflow_server.url, "over_http", experiment="ct-server-tests")
 
     logged = log(registry, fitted, train_frame, fingerprint="fp-http-1")
-    registry.set_alias("champion", logged.version)
+    set_champion(registry, logged.version, load_spec(BANK_SPEC))
 
     assert registry.alias_version("champion").version == logged.version == 1
     assert registry.find_version_by_fingerprint("fp-http-1").version == 1

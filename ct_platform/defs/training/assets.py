@@ -120,7 +120,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         from ct_platform.training.recovery import fail_orphaned_runs
         from ct_platform.training.refit import promotion_pending, register_holdout_fit
 
-        registry = mlflow.registry(spec)
+        registry = model_registry(mlflow, spec)
         for run_id in fail_orphaned_runs(registry, lambda r: dagster_run_status(context, r)):
             context.log.warning(f"MLflow run {run_id} was left RUNNING by a dead run: now FAILED")
         fingerprint = training_dataset.fingerprint
@@ -174,7 +174,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
                 "together with model_evaluation",
                 allow_retries=False,
             )
-        registry = mlflow.registry(spec)
+        registry = model_registry(mlflow, spec)
         evaluation = run_evaluation(candidate_model, training_dataset, registry, spec)
         outcome = evaluation.outcome
         under_floor = [g for g in outcome.gates if g.metadata.get("champion_under_floor")]
@@ -224,7 +224,9 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
     ) -> Iterator[dg.Output[RefitOutcome] | dg.AssetCheckResult]:
         from ct_platform.training.refit import refit_candidate
 
-        outcome = refit_candidate(model_evaluation, mlflow.registry(spec), spec, context.run.run_id)
+        outcome = refit_candidate(
+            model_evaluation, model_registry(mlflow, spec), spec, context.run.run_id
+        )
         yield dg.Output(
             outcome,
             metadata={
@@ -270,7 +272,7 @@ def build_training_defs(spec: Spec) -> dg.Definitions:
         from ct_platform.training.datasets import load_training_set
         from ct_platform.training.evaluation_reports import write_evaluation_reports
 
-        registry = mlflow.registry(spec)
+        registry = model_registry(mlflow, spec)
         run_id = candidate_model.run_id
         training_set = load_training_set(candidate_model.fingerprint, Paths.from_env())
         reports = write_evaluation_reports(
@@ -370,6 +372,20 @@ def gate_check_specs(
         )
         for gate in gates
     ]
+
+
+def model_registry(mlflow: MlflowResource, spec: Spec) -> "ModelRegistry":
+    """The registry, for a step that logs or loads models: skops is imported before MLflow.
+
+    Importing skops lists the trusted scipy ufuncs by searching every loaded module, in
+    import order, once per ufunc (`skops.io._utils.whichmodule`): imported after MLflow's
+    900-odd modules it took 1.0 -> 3.2 s of wall, 0.65 s more CPU in the run's process
+    (benchmarks/training/README.md, eighth round). MLflow itself imports skops only when
+    it saves or loads a model, so the order is ours to choose. Once per process.
+    """
+    import ct_platform.registry.skops_types  # noqa: F401  (the import is the point)
+
+    return mlflow.registry(spec)
 
 
 def skip_final_collection_at_exit() -> None:
