@@ -13,6 +13,7 @@ folder, else in the working folder): see `Paths`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,6 +22,8 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ct_platform.atomic import write_atomically
 
 DEFAULT_SPEC_FILE = "ct_platform.yaml"
 DEFAULT_CT_HOME = ".ct"
@@ -771,6 +774,10 @@ def _metric_unit_problem(spec: Spec) -> str | None:
     return None
 
 
+# Under CT_HOME: which platform (spec model name) the state there belongs to.
+PLATFORM_RECORD = "platform.json"
+
+
 @dataclass(frozen=True)
 class Paths:
     """Every place the platform writes at run time, all under one root (`CT_HOME`)."""
@@ -847,6 +854,30 @@ class Paths:
     def state(self) -> Path:
         """Small JSON state files (e.g. the retrain governor's ledger)."""
         return self._dir("state")
+
+    @property
+    def platform_record(self) -> Path:
+        """`{"model": "<spec model name>"}`: whose state this CT_HOME holds, so a `ct`
+        command with another platform's spec refuses it (`cli.where.check_home`)."""
+        return self.home / PLATFORM_RECORD
+
+    def claim(self, model: str) -> None:
+        """Record `model` as the platform of this CT_HOME, unless one is recorded already."""
+        if not self.platform_record.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.platform_record, json.dumps({"model": model}) + "\n")
+
+    def recorded_model(self) -> str | None:
+        """The model `claim` recorded; None before the first step ran on this CT_HOME.
+        Raises `SpecError` naming the file when it is not such a record."""
+        try:
+            return str(json.loads(self.platform_record.read_text())["model"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SpecError(
+                f'{self.platform_record} is not a platform record {{"model": "<name>"}}: {error!r}'
+            ) from None
 
 
 def spec_path() -> Path:

@@ -16,8 +16,8 @@ teardown), the script's from its own timer. Python's and Dagster's start-up alon
 dagster`, `import ct_platform.definitions`) are measured apart, each in a fresh process.
 
 Cases:
-- `bank`: the bank data (45,211 rows) landed as the simulator lands it, 4,000-row batches;
-  the spec's window (the newest 10 batches).
+- `bank`: the bank data (41,188 rows) landed as the simulator lands it, 4,000-row batches
+  (11, the last of 1,188 rows); the spec's window (the newest 10 batches, 37,188 rows).
 - `1m`: a 1,000,000-row history, 250 batches of 4,000 rows, all in the window. Rows are
   drawn with replacement from the bank data (seeded) in time order of the draw, numeric
   columns jittered by Gaussian noise of 5 % of their standard deviation (rounded for

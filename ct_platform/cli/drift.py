@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from ct_platform.monitoring.sources import summarise_file
 
     try:
-        spec = load_platform().spec  # the running platform's column definitions
+        spec = load_platform(reads_home=False).spec  # column definitions only: no state read
         dataset = spec.dataset
         if args.reference.suffix == ".json":
             reference = ReferenceProfile.load(args.reference)

@@ -40,12 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from ct_platform.deployment.export import default_registry
     from ct_platform.governance.audit import current_user
     from ct_platform.governance.lifecycle import RollbackRefused, rollback
-    from ct_platform.settings import SpecError
 
     actor = args.by or current_user()
     try:
         platform = load_platform()  # an invalid spec is refused before anything else
-    except SpecError as error:
+    except ValueError as error:  # SpecError, OtherPlatformError
         print(f"ct rollback: {error}", file=sys.stderr)
         return 1
     spec = platform.spec

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ct_platform.settings import Spec, SpecError
+from ct_platform.settings import Spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         spec = load_platform().spec  # the running platform's spec, refused when invalid
         bundle = args.bundle or champion_bundle(spec)
-    except (SpecError, LookupError) as exc:
+    except (ValueError, LookupError) as exc:  # SpecError, OtherPlatformError; no champion
         print(f"ct serve: {exc}", file=sys.stderr)
         return 1
     serving = spec.serving

@@ -83,11 +83,10 @@ def run(args: argparse.Namespace) -> int:
     from ct_platform.data.reader import BatchReadError
     from ct_platform.data.replay import ReplayOptions, load_source, replay
     from ct_platform.data.traffic import wait_until_answers
-    from ct_platform.settings import SpecError
 
     try:
         platform = load_platform()  # the running platform's spec, refused when invalid
-    except SpecError as exc:
+    except ValueError as exc:  # SpecError, OtherPlatformError
         print(f"ct simulate: {exc}")
         return 2
     spec = platform.spec

@@ -77,13 +77,18 @@ class Platform:
         return f"spec {self.spec_file}, CT_HOME {self.paths.home}"
 
 
-def load_platform() -> Platform:
+def load_platform(*, reads_home: bool = True) -> Platform:
     """The spec (validated) and CT_HOME every command reads; raises `SpecError` (a
-    ValueError) naming the file and the offending key."""
+    ValueError) naming the file and the offending key, and, for a command that reads the
+    platform's state (`reads_home`), `OtherPlatformError` when CT_HOME holds another
+    model's state (`check_home`)."""
     from ct_platform.settings import Paths, load_spec, spec_path
 
     spec_file = spec_path()
-    return Platform(load_spec(spec_file), spec_file, Paths.from_env())
+    platform = Platform(load_spec(spec_file), spec_file, Paths.from_env())
+    if reads_home:
+        check_home(platform)
+    return platform
 
 
 class NoInstanceError(ValueError):
@@ -109,7 +114,7 @@ def dagster_home(platform: Platform) -> Path:
 
 
 class OtherPlatformError(ValueError):
-    """The Dagster instance's runs ran on another CT_HOME or model than the command reads."""
+    """The Dagster instance or CT_HOME holds another platform's state than the command reads."""
 
 
 def check_same_platform(platform: Platform, instance: dg.DagsterInstance) -> None:
@@ -129,4 +134,34 @@ def check_same_platform(platform: Platform, instance: dg.DagsterInstance) -> Non
         f"runs ran on CT_HOME {theirs} for model {models}, but this command reads "
         f"{platform.where()}, model {here[MODEL_TAG]!r}. Not mixing them: set DAGSTER_HOME "
         "and CT_HOME for one platform (unset DAGSTER_HOME reads $CT_HOME/dagster)"
+    )
+
+
+def home_models(paths: Paths) -> tuple[set[str], Path]:
+    """The model names whose state CT_HOME holds, and the file that says so: the one its
+    first step recorded (`Paths.claim`), else (a home from before that record) those its
+    audit log names."""
+    from ct_platform.governance.audit import audit_path, read_events
+
+    recorded = paths.recorded_model()
+    if recorded is not None:
+        return {recorded}, paths.platform_record
+    log = audit_path(paths)
+    return {event.model for event in read_events(log)}, log
+
+
+def check_home(platform: Platform) -> None:
+    """Raise `OtherPlatformError` naming both models when CT_HOME holds the state of another
+    model than the spec's: its audit log, rollout, champion and replay cursor would be shown
+    or acted on as this spec's. A home with no state yet passes."""
+    model = platform.spec.model.name
+    models, source = home_models(platform.paths)
+    others = models - {model}
+    if not others:
+        return
+    theirs = ", ".join(repr(name) for name in sorted(others))
+    raise OtherPlatformError(
+        f"CT_HOME {platform.paths.home} belongs to another platform: it holds the state of "
+        f"model {theirs} (recorded in {source}), but this command reads {platform.where()}, "
+        f"model {model!r}. Not mixing them: set CT_SPEC and CT_HOME for one platform"
     )

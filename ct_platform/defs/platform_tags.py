@@ -23,8 +23,11 @@ def platform_tags(model: str, paths: Paths) -> dict[str, str]:
 
 
 def record_platform(instance: dg.DagsterInstance, run: dg.DagsterRun, model: str) -> None:
-    """Tag `run` with the CT_HOME of this process and the spec's `model` name (once)."""
-    tags = platform_tags(model, Paths.from_env())
+    """Tag `run` with the CT_HOME of this process and the spec's `model` name (once), and
+    record that model as the CT_HOME's (`Paths.claim`) for the commands that read no run."""
+    paths = Paths.from_env()
+    paths.claim(model)
+    tags = platform_tags(model, paths)
     if any(run.tags.get(key) != value for key, value in tags.items()):
         instance.add_run_tags(run.run_id, tags)
 

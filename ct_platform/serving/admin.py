@@ -128,7 +128,7 @@ async def _load(server: Server, request: Request) -> SlotState:
         ) from None
     config = server.config
     return server.state.load(
-        slot, ServedModel.of(model, config.out_of_contract, config.unknown_columns)
+        slot, ServedModel.of(model, config.out_of_contract, config.unknown_columns, config.max_rows)
     )
 
 

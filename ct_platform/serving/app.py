@@ -6,7 +6,8 @@ and every request to a bundle scored by scikit-learn (milliseconds to seconds a 
 ensemble), are parsed, scored and rendered in a worker thread (at most `big_request_threads`
 at once), their log record's features formatted meanwhile in a formatter thread, so one
 slow request never stalls the others: a slow canary candidate must not hold up stable's
-answers; a request over `max_rows` rows is refused with a 413. Every prediction path reads
+answers; a request over `max_rows` rows is refused with a 413 before any of its values is
+read (`InputSchema.bound_rows`). Every prediction path reads
 the slot state once, so an admin swap never splits a request between two models (see
 `slots`).
 """
@@ -229,11 +230,19 @@ class Server:
         return await self._predict(request, "v2_infer", _parse_v2, _render_v2, v2_error)
 
     def _v2_model(self, request: IncomingRequest) -> ServedModel | Response:
+        """The model a `/v2/models/{name}[/versions/{version}]/...` route names: the stable
+        one, or the answering slot serving `version`; a 404 naming what is served else."""
         name = request.path_params["name"]
-        stable = self.state.stable
-        if name != stable.model.meta.name:
-            return v2_error(HttpError(404, "NOT_FOUND", f"unknown model '{name}'"))
-        return stable
+        state = self.state
+        if name != state.stable.model.meta.name:
+            served = state.stable.model.meta.name
+            unknown = f"unknown model '{name}': this server serves '{served}'"
+            return v2_error(HttpError(404, "NOT_FOUND", unknown))
+        version = request.path_params.get("version")
+        try:
+            return state.stable if version is None else _pinned(state, name, version).served
+        except HttpError as error:
+            return v2_error(error)
 
     # -- prediction core -----------------------------------------------------------------
 
@@ -256,7 +265,12 @@ class Server:
             body = await read_body(request, self.config.max_body_bytes)
             state = self.state  # read once: a concurrent swap cannot split this request
             routing_key = request.headers.get("x-routing-key")
-            route = state.route(routing_key or request_id)
+            version = request.path_params.get("version")  # a versioned V2 route's
+            route = (
+                state.route(routing_key or request_id)
+                if version is None
+                else _pinned(state, request.path_params["name"], version)
+            )
             content_type = request.headers.get("content-type")
             scored = await self._scored(
                 route.served, parse, render, body, content_type, client_id, request_id
@@ -336,14 +350,7 @@ class Server:
         formatter thread while the model scores them (a worker thread's request: ~0.25 ms
         for 1,000 bank rows, that the loop would spend after the answer otherwise).
         """
-        parsed, asks = parse(body, content_type, served)
-        if parsed.n_rows > self.config.max_rows:
-            raise HttpError(
-                413,
-                "BAD_REQUEST",
-                f"request has {parsed.n_rows} rows; the limit is {self.config.max_rows} "
-                "rows a request: split it",
-            )
+        parsed, asks = parse(body, content_type, served)  # 413 over max_rows, first
         body_id = asks and asks.id
         request_id = client_id or (body_id and unreserved(body_id, "the body's id")) or new_id
         features = self._format_features(served, parsed) if features_beside else None
@@ -522,6 +529,19 @@ def _parse_v2(
         raise _refusal(error) from None
 
 
+def _pinned(state: SlotState, name: str, version: str) -> Route:
+    """The route of the slot answering with `version` of model `name`; a 404 naming the
+    versions served, and the unversioned route, when none does."""
+    try:
+        return state.route_to_version(version)
+    except LookupError as error:
+        raise HttpError(
+            404,
+            "NOT_FOUND",
+            f"model '{name}' {error}; POST /v2/models/{name}/infer answers with what is served",
+        ) from None
+
+
 def _refusal(error: InputError) -> HttpError:
     """400 for a value the rule refuses, 422 for one outside the data contract."""
     violations = error.violations if isinstance(error, ContractError) else None
@@ -567,7 +587,9 @@ def create_app(config: ServerConfig) -> HotRoutes:
 
     def served(bundle: Path) -> ServedModel:
         model = load_bundle(bundle, use_onnx=config.use_onnx, batch_threads=config.batch_threads)
-        return ServedModel.of(model, config.out_of_contract, config.unknown_columns)
+        return ServedModel.of(
+            model, config.out_of_contract, config.unknown_columns, config.max_rows
+        )
 
     stable = served(config.bundle)
     candidate = served(config.candidate) if config.candidate is not None else None
@@ -596,6 +618,14 @@ def _routes(server: Server) -> list[BaseRoute]:
         HttpRoute("/v2/models/{name}/ready", server.v2_model_ready, methods=["GET"]),
         HttpRoute("/v2/models/{name}/card", server.v2_model_card, methods=["GET"]),
         HttpRoute("/v2/models/{name}/infer", server.v2_infer, methods=["POST"]),
+        # The protocol's versioned routes: only a version this server answers with.
+        HttpRoute(
+            "/v2/models/{name}/versions/{version}", server.v2_model_metadata, methods=["GET"]
+        ),
+        HttpRoute(
+            "/v2/models/{name}/versions/{version}/ready", server.v2_model_ready, methods=["GET"]
+        ),
+        HttpRoute("/v2/models/{name}/versions/{version}/infer", server.v2_infer, methods=["POST"]),
         HttpRoute("/feedback", server.feedback, methods=["POST"]),
         HttpRoute("/metrics", server.prometheus, methods=["GET"]),
         HttpRoute("/openapi.json", server.openapi, methods=["GET"]),

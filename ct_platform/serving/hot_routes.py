@@ -3,9 +3,10 @@
 Measured in-process on a single-row `/invocations` (benchmarks/serving/profile_hot_path.py):
 Starlette's middleware stack, router (a regex per route) and `Request` object cost more
 per request than parsing the row. `POST /invocations` and `POST /v2/models/{name}/infer`
-are therefore matched here by plain string comparison and handed a `RawRequest`, which
-offers what the endpoints read (`headers`, `path_params`, `receive`); the endpoints and
-their answers are the same objects Starlette would call, so both paths behave alike.
+(and its versioned form, `.../{name}/versions/{version}/infer`) are therefore matched here by
+plain string comparison and handed a `RawRequest`, which offers what the endpoints read
+(`headers`, `path_params`, `receive`); the endpoints and their answers are the same objects
+Starlette would call, so both paths behave alike.
 Everything else (other methods on these paths included: 405 from Starlette) is Starlette's.
 """
 
@@ -26,6 +27,7 @@ Endpoint = Callable[[Any], Awaitable[AsgiApp]]
 
 _V2_MODELS = "/v2/models/"
 _INFER = "/infer"
+_VERSIONS = "versions"
 
 
 class RawRequest:
@@ -74,9 +76,9 @@ class HotRoutes:
             path = scope["path"]
             if path == "/invocations":
                 return await self._answer(self._invocations, {}, scope, receive, send)
-            name = _v2_model_name(path)
-            if name is not None:
-                return await self._answer(self._v2_infer, {"name": name}, scope, receive, send)
+            params = _v2_infer_params(path)
+            if params is not None:
+                return await self._answer(self._v2_infer, params, scope, receive, send)
 
         gone = False  # the client left (or the HTTP layer answered it, e.g. 408) mid-body
 
@@ -116,9 +118,15 @@ class HotRoutes:
         await answer(scope, receive, send)
 
 
-def _v2_model_name(path: str) -> str | None:
-    """`name` of `/v2/models/{name}/infer` (one non-empty path segment, as Starlette's)."""
+def _v2_infer_params(path: str) -> dict[str, str] | None:
+    """`{"name"}` of `/v2/models/{name}/infer`, `{"name", "version"}` of
+    `/v2/models/{name}/versions/{version}/infer` (non-empty path segments, as Starlette's);
+    None for another path."""
     if not (path.startswith(_V2_MODELS) and path.endswith(_INFER)):
         return None
-    name = path[len(_V2_MODELS) : -len(_INFER)]
-    return name if name and "/" not in name else None
+    segments = path[len(_V2_MODELS) : -len(_INFER)].split("/")
+    if len(segments) == 1 and segments[0]:
+        return {"name": segments[0]}
+    if len(segments) == 3 and segments[1] == _VERSIONS and segments[0] and segments[2]:
+        return {"name": segments[0], "version": segments[2]}
+    return None

@@ -31,12 +31,20 @@ def openapi_document(meta: BundleMeta) -> dict[str, Any]:
             "/v2": _get("Server metadata (Open Inference Protocol)"),
             "/v2/health/live": _get("Server live"),
             "/v2/health/ready": _get("Server ready"),
-            "/v2/models/{name}": _get("Model metadata", name_parameter=True),
-            "/v2/models/{name}/ready": _get("Model ready", name_parameter=True),
-            "/v2/models/{name}/infer": _v2_infer(),
+            "/v2/models/{name}": _get("Model metadata", parameters=_NAME),
+            "/v2/models/{name}/ready": _get("Model ready", parameters=_NAME),
+            "/v2/models/{name}/infer": _v2_infer(_NAME),
+            # Only a version the server answers with; a 404 names those it does.
+            "/v2/models/{name}/versions/{version}": _get(
+                "Model metadata of a served version", parameters=_VERSIONED
+            ),
+            "/v2/models/{name}/versions/{version}/ready": _get(
+                "Model version ready", parameters=_VERSIONED
+            ),
+            "/v2/models/{name}/versions/{version}/infer": _v2_infer(_VERSIONED),
             "/v2/models/{name}/card": _get(
                 "Model card: Markdown, or HTML with ?format=html or Accept: text/html",
-                name_parameter=True,
+                parameters=_NAME,
             ),
             "/feedback": _feedback(),
             "/metrics": _get("Prometheus metrics (text exposition format)"),
@@ -94,19 +102,24 @@ def _responses(extra: dict[str, str] | None = None) -> dict[str, Any]:
     return responses
 
 
-def _get(summary: str, *, name_parameter: bool = False) -> dict[str, Any]:
+def _get(summary: str, *, parameters: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A GET operation; `parameters`: the names of its path parameters."""
     operation: dict[str, Any] = {"summary": summary, "responses": _responses()}
-    if name_parameter:
+    if parameters:
         operation["parameters"] = [
-            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in parameters
         ]
     return {"get": operation}
 
 
+_NAME = ("name",)
+_VERSIONED = ("name", "version")
 _PREDICT_ERRORS = {
     "400": "Invalid input (the message names the column)",
     "401": "Missing or invalid API key",
-    "413": "Body over the size limit",
+    "413": "Body over the size limit, or more rows than a request may hold (judged before "
+    "any value)",
     "422": "A value outside the data contract (min, max, categories, nullable); the message "
     "names row, column, value and rule (policy serving.out_of_contract: reject)",
 }
@@ -141,7 +154,7 @@ def _invocations() -> dict[str, Any]:
     }
 
 
-def _v2_infer() -> dict[str, Any]:
+def _v2_infer(parameters: tuple[str, ...]) -> dict[str, Any]:
     tensor = {
         "type": "object",
         "required": ["name", "shape", "datatype", "data"],
@@ -169,12 +182,12 @@ def _v2_infer() -> dict[str, Any]:
             "outputs": {"type": "array", "items": requested_output},
         },
     }
-    operation = _get("Infer (Open Inference Protocol v2)", name_parameter=True)["get"]
+    operation = _get("Infer (Open Inference Protocol v2)", parameters=parameters)["get"]
     operation.update(
         {
             "security": [{"apiKey": []}, {"bearer": []}],
             "requestBody": {"content": {_JSON: {"schema": body}}},
-            "responses": _responses({**_PREDICT_ERRORS, "404": "Unknown model"}),
+            "responses": _responses({**_PREDICT_ERRORS, "404": "Unknown model or version"}),
         }
     )
     return {"post": operation}

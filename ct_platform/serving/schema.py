@@ -400,6 +400,12 @@ class SchemaError(InputError):
     error_code = "INVALID_PARAMETER_VALUE"
 
 
+class RowLimitError(InputError):
+    """More rows than a request may hold: a 413, judged before any value is read."""
+
+    status = 413
+
+
 class ContractError(SchemaError):
     """Well-formed values outside the data contract, refused (policy `reject`): a 422.
 
@@ -507,15 +513,21 @@ class _Breach:
 
 
 class InputSchema:
-    """Validates and converts request data for one bundle's columns."""
+    """Validates and converts request data for one bundle's columns.
+
+    `max_rows`: the rows a request may hold (None: any); every parse path judges the count
+    (`bound_rows`) before it reads a value, so an oversized request is a 413 whatever it holds.
+    """
 
     def __init__(
         self,
         columns: list[ColumnSchema],
         out_of_contract: OutOfContract = "reject",
         unknown_columns: UnknownColumns = "ignore",
+        max_rows: int | None = None,
     ) -> None:
         self.columns = columns
+        self.max_rows = max_rows
         self.names = [column.name for column in columns]
         self.out_of_contract = out_of_contract
         self.unknown_columns = unknown_columns
@@ -597,6 +609,7 @@ class InputSchema:
             if split is None:
                 return None
             n_rows = len(split.data)
+            self.bound_rows(n_rows)
             if split.columns != self.names or n_rows < 2:
                 return None
             raw_columns = list(zip(*split.data, strict=False))  # rows: of schema length
@@ -693,6 +706,13 @@ class InputSchema:
             )
         return tuple(name if isinstance(name, str) else show(name) for name in unknown)
 
+    def bound_rows(self, n_rows: int) -> None:
+        """Raise `RowLimitError` (413) when `n_rows` exceeds `max_rows`."""
+        if self.max_rows is not None and n_rows > self.max_rows:
+            raise RowLimitError(
+                f"request has {n_rows} rows; the limit is {self.max_rows} rows a request: split it"
+            )
+
     def _row_count(self, raw_columns: list[Sequence[Any]]) -> int:
         lengths = {len(values) for values in raw_columns}
         if len(lengths) > 1:
@@ -706,6 +726,7 @@ class InputSchema:
         n_rows = lengths.pop()
         if n_rows == 0:
             raise InputError("no rows to score")
+        self.bound_rows(n_rows)  # before any value is read
         return n_rows
 
     def _one_row(self, values: Sequence[Any], texts: Sequence[bool]) -> ParsedRows | None:
@@ -888,6 +909,7 @@ class InputSchema:
         """`[{column: value}, ...]`: every record must hold every column."""
         if not records:
             raise InputError("no rows to score")
+        self.bound_rows(len(records))
         ignored: dict[str, None] = {}  # an ordered set: the names in the order first sent
         for index, record in enumerate(records):
             if not isinstance(record, dict):
@@ -919,6 +941,7 @@ class InputSchema:
             raise InputError(f"'columns' must be a list of column names: got {show(columns)}")
         if not isinstance(rows, list):
             raise InputError(f"'data' must be a list of rows: got {show(rows)}")
+        self.bound_rows(len(rows))
         order, ignored = (range(len(self.names)), ()) if in_order else self._positions(columns)
         # Two C-level passes for the common case; the loop names the first bad row.
         well_formed = set(map(type, rows)) <= {list} and set(map(len, rows)) <= {len(columns)}

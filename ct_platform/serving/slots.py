@@ -39,10 +39,12 @@ class ServedModel:
         model: LoadedModel,
         out_of_contract: OutOfContract = "reject",
         unknown_columns: UnknownColumns = "ignore",
+        max_rows: int | None = None,
     ) -> ServedModel:
         """`model` with its parser; `out_of_contract`: what to do with values outside the
-        data contract, `unknown_columns`: with columns outside it (see `serving.schema`)."""
-        schema = InputSchema(model.meta.columns, out_of_contract, unknown_columns)
+        data contract, `unknown_columns`: with columns outside it, `max_rows`: the rows a
+        request may hold (see `serving.schema`)."""
+        schema = InputSchema(model.meta.columns, out_of_contract, unknown_columns, max_rows)
         return cls(model=model, schema=schema, label_rule=LabelRule.of(model.meta))
 
     @property
@@ -97,6 +99,29 @@ class SlotState:
         if _bucket(key) < self.candidate_weight * _HASH_SPACE:
             return to_candidate
         return self._to_stable
+
+    def answering(self) -> list[Route]:
+        """The slots that answer clients: stable, and the candidate while it takes a share
+        of requests (not in shadow mode, where it only scores copies)."""
+        to_candidate = self._to_candidate
+        if to_candidate is None or self.shadow or self.candidate_weight == 0:
+            return [self._to_stable]
+        return [self._to_stable, to_candidate]
+
+    def route_to_version(self, version: str) -> Route:
+        """The route of the answering slot that serves `version` (a versioned V2 request).
+
+        Raises:
+            LookupError: no answering slot serves it; the message names those that do.
+        """
+        routes = self.answering()
+        for route in routes:
+            if route.served.version == version:
+                return route
+        served = " and ".join(f"version {r.served.version} ({r.slot})" for r in routes)
+        raise LookupError(
+            f"version '{version}' is not served here: this server answers with {served}"
+        )
 
     def load(self, slot: str, served: ServedModel) -> SlotState:
         if slot == "stable":

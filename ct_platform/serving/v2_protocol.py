@@ -170,6 +170,8 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
     ignored = schema.kept_out(unknown, "tensor")
     columns: dict[str, list[Any]] = {}
     text_columns = set()
+    shapes = {name: _shape(by_name[name]) for name in schema.names}
+    schema.bound_rows(max(shape[0] for shape in shapes.values()))
     for column in schema.columns:
         tensor = by_name[column.name]
         datatype = _datatype(tensor)
@@ -189,7 +191,7 @@ def _parse_column_tensors(tensors: list[dict[str, Any]], schema: InputSchema) ->
             )
         if datatype == "BYTES":
             text_columns.add(column.name)
-        shape = _shape(tensor)
+        shape = shapes[column.name]
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise InputError(f"tensor '{column.name}': shape must be [n] or [n, 1], got {shape}")
         columns[column.name] = _flat_data(
@@ -209,6 +211,7 @@ def _parse_table_tensor(tensor: dict[str, Any], schema: InputSchema) -> ParsedRo
             f"tensor '{tensor.get('name')}': expected shape [n, {width}] (columns "
             f"{schema.names}), or one tensor per column; got shape {shape}"
         )
+    schema.bound_rows(shape[0])
     datatype = _datatype(tensor)
     if datatype != "BYTES" and datatype not in NUMERIC_DATATYPES:
         raise InputError(

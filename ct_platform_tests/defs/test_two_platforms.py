@@ -8,8 +8,12 @@ bank's batches "not seen by the landing sensor yet": no warning.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import dagster as dg
 import pandas as pd
@@ -19,7 +23,7 @@ import yaml
 from ct_platform.cli import main
 from ct_platform.defs.platform_tags import HOME_TAG, MODEL_TAG
 from ct_platform.settings import load_spec
-from ct_platform_tests.defs.conftest import BATCH_ROWS
+from ct_platform_tests.defs.conftest import BATCH_ROWS, spec_variant
 from ct_platform_tests.defs.test_coalesced_training import Loop
 
 pytestmark = pytest.mark.slow
@@ -81,4 +85,95 @@ def test_status_and_approve_refuse_an_instance_of_another_platform(
 
     monkeypatch.setenv("CT_HOME", str(bikes))  # the bank spec on the bikes' CT_HOME: still not
     assert main(["status"]) == 2
-    assert f"runs ran on CT_HOME {bikes} for model 'bikes'" in capsys.readouterr().err
+    said = capsys.readouterr().err  # the home's own record tells, before the instance is read
+    assert (
+        f"CT_HOME {bikes} belongs to another platform: it holds the state of model 'bikes'" in said
+    )
+
+
+# Every `ct` command that reads a platform's state (CT_HOME or the instance), with arguments
+# that would act on it; `drift` reads the spec's column definitions only.
+STATE_COMMANDS = (
+    ["status"],
+    ["history"],
+    ["history", "--json"],
+    ["rollout", "status"],
+    ["rollback", "--reason", "test"],
+    ["approve", "1", "--reason", "fine"],
+    ["reject", "1", "--reason", "no"],
+    ["serve", "--port", "19401"],
+    ["simulate", "--once"],
+)
+
+
+def ct(args: list[str], spec_file: Path, home: Path, dagster_home: Path) -> CompletedProcess:
+    """A real `ct` process with one platform's variables."""
+    env = {
+        **os.environ,
+        "CT_SPEC": str(spec_file),
+        "CT_HOME": str(home),
+        "DAGSTER_HOME": str(dagster_home),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "ct_platform.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
+
+
+def test_every_state_command_refuses_a_ct_home_of_another_model(
+    spec, spec_file, ct_home, instance, land_bank_batches
+):
+    """The newcomer's `CT_SPEC=houses.yaml ct history` printed the bank's audit log."""
+    land_bank_batches(1)
+    [run] = Loop(spec, instance).ingest_landed()
+    assert run.success
+    record = ct_home / "platform.json"
+    assert json.loads(record.read_text()) == {"model": spec.model.name}  # the step's claim
+    houses = spec_variant(spec_file, "houses", {"model": {"name": "houses"}})
+    dagster_home = Path(instance.root_directory)
+    refusal = (
+        f"CT_HOME {ct_home} belongs to another platform: it holds the state of model "
+        f"'{spec.model.name}' (recorded in {record}), but this command reads spec {houses}, "
+        f"CT_HOME {ct_home}, model 'houses'. Not mixing them: set CT_SPEC and CT_HOME for one "
+        "platform\n"
+    )
+    for command in STATE_COMMANDS:
+        done = ct(command, houses, ct_home, dagster_home)
+        assert done.returncode != 0, command
+        said = done.stderr if command[0] != "simulate" else done.stdout  # simulate: stdout
+        name = " ".join(command[:2]) if command[0] == "rollout" else command[0]
+        assert said == f"ct {name}: {refusal}", command
+
+    own = ct(["history", "--json"], spec_file, ct_home, dagster_home)  # its own spec: read
+    assert (own.returncode, json.loads(own.stdout)) == (0, [])
+
+
+def test_a_ct_home_from_before_the_record_is_told_by_its_audit_log(spec_file, bank_frame, tmp_path):
+    """A home whose steps ran before `platform.json` existed: its audit log names the model."""
+    from ct_platform.governance.audit import AuditEvent, append_event, audit_path
+    from ct_platform.settings import Paths
+
+    home = tmp_path / "old_home"
+    log = audit_path(Paths(home))
+    append_event(AuditEvent("rejection", "bank_marketing", "gate", "below the floor"), log)
+    houses = spec_variant(spec_file, "houses", {"model": {"name": "houses"}})
+    done = ct(["history"], houses, home, tmp_path / "no_instance")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"ct history: CT_HOME {home} belongs to another platform: it holds the state of model "
+        f"'bank_marketing' (recorded in {log}), but this command reads spec {houses}, "
+        f"CT_HOME {home}, model 'houses'. Not mixing them: set CT_SPEC and CT_HOME for one "
+        "platform\n"
+    )
+    files = []
+    for name, rows in (("reference", slice(0, 2000)), ("current", slice(2000, 4000))):
+        files.append(tmp_path / f"{name}.csv")
+        bank_frame.iloc[rows].to_csv(files[-1], sep=";", index=False)
+    drift = ct(["drift", *map(str, files), "--json"], houses, home, tmp_path / "no_instance")
+    # It compares two files with the spec's column definitions: it reads no platform state.
+    assert drift.returncode == 0, drift.stderr[-2000:]
+    assert json.loads(drift.stdout)["verdict"]

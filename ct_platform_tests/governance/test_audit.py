@@ -36,6 +36,8 @@ WRITERS = 4
 EVENTS_PER_WRITER = 150
 # Longer than PIPE_BUF (4096): an O_APPEND write this size is not atomic by itself.
 LONG_REASON = "x" * 10_000
+# The bank spec's model: `ct history` refuses a log of another model's events.
+BANK = "bank_marketing"
 
 
 def write_events(writer: int, path: str) -> None:
@@ -108,9 +110,9 @@ def test_champion_history_drops_rolled_back_versions():
 
 
 def test_ct_history_prints_table_and_json(capsys):
-    append_event(AuditEvent("promotion", "bank", "automation", "gates passed", None, 1, "run-1"))
-    append_event(AuditEvent("promotion", "bank", "automation", "gates passed", 1, 2))
-    append_event(AuditEvent("rollback", "bank", "alice", "bad calls", 2, 1))
+    append_event(AuditEvent("promotion", BANK, "automation", "gates passed", None, 1, "run-1"))
+    append_event(AuditEvent("promotion", BANK, "automation", "gates passed", 1, 2))
+    append_event(AuditEvent("rollback", BANK, "alice", "bad calls", 2, 1))
 
     assert main(["history"]) == 0
     table = capsys.readouterr().out.splitlines()
@@ -136,7 +138,7 @@ def test_ct_history_tells_a_rollouts_rollback_from_a_champions(capsys):
         ("rollback", "blue_green rollout v5-1", "blue-green rolled back: y", 5, 2),
     ]
     for kind, actor, reason, before, after in lines:
-        append_event(AuditEvent(kind, "bank", actor, reason, before, after))
+        append_event(AuditEvent(kind, BANK, actor, reason, before, after))
 
     assert main(["history"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
@@ -158,7 +160,7 @@ def test_the_audit_history_asset_shows_what_ct_history_prints(
         ("rollback", "canary rollout v4-1", "canary rolled back: analysis failed: x", 4, 2, None),
     ]
     for kind, actor, reason, before, after, run in lines:
-        append_event(AuditEvent(kind, "bank", actor, reason, before, after, run))
+        append_event(AuditEvent(kind, BANK, actor, reason, before, after, run))
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -200,7 +202,7 @@ def test_ct_history_from_a_subfolder_reads_the_projects_home(tmp_path, monkeypat
     below = project / "data" / "june"
     below.mkdir(parents=True)
     (project / "ct_platform.yaml").write_text((REPO_ROOT / "ct_platform.yaml").read_text())
-    event = AuditEvent("promotion", "bank", "automation", "gates passed", None, 3, "run-7")
+    event = AuditEvent("promotion", BANK, "automation", "gates passed", None, 3, "run-7")
     append_event(event, audit_path(Paths(project / ".ct")))
     monkeypatch.delenv("CT_HOME", raising=False)
     monkeypatch.delenv("CT_SPEC", raising=False)
@@ -284,9 +286,9 @@ def test_ct_history_says_a_gate_rejection_left_the_champion_where_it_was(capsys)
     """A gate rejection's from-version is the serving champion, which did not move: the row
     says the version was rejected, never "v2 -> v3" (which reads as a move)."""
     reason = "version 3 rejected by gate 'baseline': mae 189.11 not better than 163.77"
-    append_event(AuditEvent("gate_rejection", "bank", "automation", "metric_floor", None, 1))
-    append_event(AuditEvent("promotion", "bank", "automation", "gates passed", None, 2))
-    append_event(AuditEvent("gate_rejection", "bank", "automation", reason, 2, 3))
+    append_event(AuditEvent("gate_rejection", BANK, "automation", "metric_floor", None, 1))
+    append_event(AuditEvent("promotion", BANK, "automation", "gates passed", None, 2))
+    append_event(AuditEvent("gate_rejection", BANK, "automation", reason, 2, 3))
 
     assert main(["history"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pandas as pd
 import pytest
 import uvicorn
@@ -23,7 +24,12 @@ from uvicorn.server import ServerState
 
 from ct_platform.serving.http_limits import bounded_http_protocol
 from ct_platform.settings import Spec
-from ct_platform_tests.serving.conftest import ThreadedServer, raw_rows, server_config
+from ct_platform_tests.serving.conftest import (
+    ThreadedServer,
+    raw_rows,
+    server_config,
+    split_payload,
+)
 
 BIG_ROWS = 50_000
 
@@ -100,6 +106,69 @@ def test_rows_per_request_are_bounded(
     assert response.json()["message"] == (
         f"request has {BIG_ROWS + 1} rows; the limit is {BIG_ROWS} rows a request: split it"
     )
+
+
+def _over_the_limit(rows: list[dict], spec: Spec) -> dict[str, tuple[str, bytes, str]]:
+    """The same rows as each protocol and shape takes them: name -> (path, body, type)."""
+    columns = list(rows[0])
+    as_columns = {name: [row[name] for row in rows] for name in columns}
+    numeric = {name for name, column in spec.dataset.columns.items() if column.type != "category"}
+    tensors = [
+        {
+            "name": name,
+            "shape": [len(rows)],
+            "datatype": "FP64" if name in numeric else "BYTES",
+            "data": values,
+        }
+        for name, values in as_columns.items()
+    ]
+    table = {
+        "name": "table",
+        "shape": [len(rows), len(columns)],
+        "datatype": "BYTES",
+        "data": [[str(row[name]) for name in columns] for row in rows],
+    }
+    csv = io.StringIO()
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    json_bodies = {
+        "dataframe_split": ("/invocations", split_payload(rows)),
+        "dataframe_records": ("/invocations", {"dataframe_records": rows}),
+        "inputs columns": ("/invocations", {"inputs": as_columns}),
+        "instances records": ("/invocations", {"instances": rows}),
+        "v2 column tensors": (f"/v2/models/{spec.model.name}/infer", {"inputs": tensors}),
+        "v2 table tensor": (f"/v2/models/{spec.model.name}/infer", {"inputs": [table]}),
+    }
+    return {
+        "csv": ("/invocations", csv.getvalue().encode(), "text/csv"),
+        **{
+            name: (path, orjson.dumps(body), "application/json")
+            for name, (path, body) in json_bodies.items()
+        },
+    }
+
+
+@pytest.mark.parametrize("values", ["valid", "out of contract"])
+def test_the_row_limit_is_judged_before_the_values_on_every_path(
+    limits_server: ThreadedServer, holdout: pd.DataFrame, bank_spec: Spec, values: str
+) -> None:
+    """A newcomer's 50,001 rows with out-of-contract values got 422, valid ones 413."""
+    base = raw_rows(holdout, bank_spec, 500)
+    rows = [dict(base[i % len(base)]) for i in range(BIG_ROWS + 1)]
+    if values == "out of contract":
+        for row in rows[::1000]:
+            row["age"], row["job"] = 250, "astronaut"  # past max 100; not a listed job
+    for shape, (path, body, content_type) in _over_the_limit(rows, bank_spec).items():
+        response = httpx.post(
+            limits_server.url + path,
+            content=body,
+            headers={"content-type": content_type},
+            timeout=600,
+        )
+        assert response.status_code == 413, (shape, response.text[:500])
+        said = response.json().get("message") or response.json().get("error")
+        assert said == (
+            f"request has {BIG_ROWS + 1} rows; the limit is {BIG_ROWS} rows a request: split it"
+        ), shape
 
 
 def _raw_exchange(server: ThreadedServer, head: bytes, filler: int = 0) -> bytes:

@@ -374,3 +374,66 @@ def test_refusals_name_the_slot_and_version_that_refused(
     assert unauthenticated.status_code == 401
     assert "x-model-slot" not in unauthenticated.headers
     assert "x-request-id" in unauthenticated.headers
+
+
+def test_versioned_v2_routes_answer_with_the_slot_serving_that_version(
+    server: ThreadedServer, served_v2: Path, holdout: pd.DataFrame, bank_spec: Spec
+) -> None:
+    """`/v2/models/{name}/versions/{v}/infer` was a bare 404: the protocol defines it."""
+    rows = raw_rows(holdout, bank_spec, 3)
+    body = {
+        "inputs": [
+            {
+                "name": column,
+                "shape": [len(rows)],
+                "datatype": "FP64" if bank_spec.dataset.columns[column].is_numeric else "BYTES",
+                "data": [row[column] for row in rows],
+            }
+            for column in bank_spec.dataset.feature_columns
+        ]
+    }
+    model = f"{server.url}/v2/models/bank_marketing"
+
+    def infer(version: str, key: str) -> httpx.Response:
+        headers = {**KEY, "x-routing-key": key}
+        return httpx.post(f"{model}/versions/{version}/infer", json=body, headers=headers)
+
+    plain = httpx.post(f"{model}/infer", json=body, headers=KEY)
+    pinned = infer("1", "any")
+    assert (pinned.status_code, pinned.headers["x-model-version"]) == (200, "1")
+    assert pinned.json()["outputs"] == plain.json()["outputs"]
+    assert httpx.get(f"{model}/versions/1").json() == httpx.get(model).json()
+    ready = httpx.get(f"{model}/versions/1/ready").json()
+    assert ready == {"name": "bank_marketing", "ready": True}
+
+    def refused(version: str, served: str) -> None:
+        said = (
+            f"model 'bank_marketing' version '{version}' is not served here: this server "
+            f"answers with {served}; POST /v2/models/bank_marketing/infer answers with what "
+            "is served"
+        )
+        for response in (
+            infer(version, "any"),
+            httpx.get(f"{model}/versions/{version}"),
+            httpx.get(f"{model}/versions/{version}/ready"),
+        ):
+            assert (response.status_code, response.json()) == (404, {"error": said})
+
+    refused("2", "version 1 (stable)")
+    unknown = httpx.post(f"{server.url}/v2/models/bank/versions/1/infer", json=body, headers=KEY)
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"error": "unknown model 'bank': this server serves 'bank_marketing'"},
+    )
+
+    admin(server, "POST", "/admin/slots/candidate/load", {"bundle": str(served_v2)})
+    refused("2", "version 1 (stable)")  # loaded, but answering no request yet
+    admin(server, "POST", "/admin/routing", {"candidate_weight": 0.3})
+    # Whatever the routing key, a version is answered by the slot serving it.
+    for version, slot in (("1", "stable"), ("2", "candidate")):
+        answers = [infer(version, f"key-{i}") for i in range(20)]
+        assert {(a.status_code, a.headers["x-model-slot"]) for a in answers} == {(200, slot)}
+        assert {a.json()["model_version"] for a in answers} == {version}
+    refused("3", "version 1 (stable) and version 2 (candidate)")
+    admin(server, "POST", "/admin/routing", {"candidate_weight": 1.0, "shadow": True})
+    refused("2", "version 1 (stable)")  # in shadow mode it scores copies, answers no one
