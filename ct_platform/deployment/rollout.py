@@ -192,7 +192,7 @@ class Finding:
     process is gone; its target recorded version 4)", "... already serves the champion,
     version 6, from <bundle>: nothing to deploy");
     `served_before`: the version serving before any deploy (the server's own answer, else
-    the recorded one; None: nothing was deployed); `down`: the server did not answer.
+    the recorded one; None: the target records no deployment); `down`: the server did not answer.
     """
 
     endpoint: Endpoint | None
